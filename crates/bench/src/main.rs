@@ -1,0 +1,2 @@
+//! `bench`: benchmark runner.
+fn main() {}

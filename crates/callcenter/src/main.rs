@@ -1,0 +1,2 @@
+//! The `callcenter` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Outbound dialer: pure pacing policies, campaign and compliance rules, and a discrete-event simulator.

@@ -1,0 +1,1 @@
+//! IVR scripts: model, loader, validator and a pure interpreter (events in, commands out).

@@ -1,0 +1,1 @@
+//! Live shared state behind one trait: in-memory for one node, Redis for many.

@@ -1,0 +1,1 @@
+//! Prometheus registry, the /metrics text encoder and tracing setup.

@@ -1,0 +1,1 @@
+//! Test-only helpers: virtual clock, scripted agents, SIP and RTP test peers.

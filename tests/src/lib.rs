@@ -1,0 +1,1 @@
+//! System tests against real peers; the tests live in `tests/`.

@@ -1,1 +1,7 @@
 //! RTP media engine: port pool, G.711, RFC 4733 and in-band DTMF, prompts, bridge, recorder, answering-machine analysis.
+//!
+//! Pure parts (packet formats, codecs, detectors, analysers, statistics) live in their own modules and never do
+//! IO or read a clock; the async [`engine`] owns every RTP socket and drives them.
+
+pub mod rtcp;
+pub mod rtp;

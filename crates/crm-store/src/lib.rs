@@ -1,1 +1,19 @@
-//! The CRM store: SQL schema and migrations (SQLite and PostgreSQL), repositories, durable interaction writer, reports.
+//! The CRM store: SQL schema and migrations (SQLite and PostgreSQL), repositories, durable interaction
+//! writer, reports. The only crate of the platform that knows SQL: other crates see plain Rust types.
+
+mod error;
+mod events;
+pub mod fold;
+pub mod journal;
+pub mod model;
+pub mod phone;
+mod store;
+mod writer;
+
+pub use error::{Result, StoreError};
+pub use events::BatchOutcome;
+pub use fold::InteractionRow;
+pub use model::{Customer, CustomerCard, InteractionSummary, Role, Tier, User};
+pub use phone::{CountryCode, E164, PhoneError, normalize_phone};
+pub use store::{BackendKind, CrmStore};
+pub use writer::{EventWriter, WriterConfig, WriterStats, WriterTask};

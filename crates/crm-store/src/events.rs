@@ -1,0 +1,241 @@
+//! Writing interaction events to SQL. [`CrmStore::insert_events_batch`] is the fast path the durable
+//! writer uses: multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING` in one transaction, then only the
+//! events actually inserted are folded into their `interactions` rows, so a replay changes nothing.
+//! [`CrmStore::insert_event_naive`] is the one-statement-per-event baseline kept for benchmarks.
+
+use crate::error::Result;
+use crate::fold::{INTERACTION_COLUMNS, InteractionRow, stored_payload};
+use crate::store::{CrmStore, builder_for, with_pool};
+use domain::InteractionEvent;
+use sqlx::Row;
+use sqlx::types::Json;
+use std::collections::{BTreeMap, HashSet};
+
+/// Events per INSERT statement: 5 binds each, well under both backends' bind limits.
+const EVENT_ROWS_PER_STATEMENT: usize = 1000;
+/// Interaction rows per upsert statement: 35 binds each.
+const INTERACTION_ROWS_PER_STATEMENT: usize = 200;
+/// Ids per `IN (...)` lookup.
+const IDS_PER_LOOKUP: usize = 500;
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Events newly stored (and folded).
+    pub inserted: usize,
+    /// Events already stored before (replays) or repeated within the batch; ignored.
+    pub duplicates: usize,
+}
+
+/// Binds every column of an interaction row, in [`INTERACTION_COLUMNS`] order.
+macro_rules! push_interaction_row {
+    ($b:expr, $r:expr) => {{
+        let r: InteractionRow = $r;
+        $b.push_bind(r.id)
+            .push_bind(r.channel)
+            .push_bind(r.direction)
+            .push_bind(r.customer_id)
+            .push_bind(r.caller_number)
+            .push_bind(r.called_number)
+            .push_bind(r.arrived_at)
+            .push_bind(r.queued_at)
+            .push_bind(r.offered_at)
+            .push_bind(r.answered_at)
+            .push_bind(r.ended_at)
+            .push_bind(r.wrapped_at)
+            .push_bind(r.ivr_path)
+            .push_bind(r.queue_id)
+            .push_bind(r.priority)
+            .push_bind(r.wait_ms)
+            .push_bind(r.agent_id)
+            .push_bind(r.talk_ms)
+            .push_bind(r.hold_ms)
+            .push_bind(r.held_since)
+            .push_bind(r.wrap_ms)
+            .push_bind(r.ended_by)
+            .push_bind(r.end_reason)
+            .push_bind(r.abandoned)
+            .push_bind(r.disposition)
+            .push_bind(r.notes)
+            .push_bind(r.recording_path)
+            .push_bind(r.survey_score)
+            .push_bind(r.mos)
+            .push_bind(r.routing_explanation)
+            .push_bind(r.campaign_id)
+            .push_bind(r.lead_id)
+            .push_bind(r.dial_outcome)
+            .push_bind(r.last_seq)
+            .push_bind(r.masked_at);
+    }};
+}
+
+fn upsert_tail() -> String {
+    let updates: Vec<String> = INTERACTION_COLUMNS
+        .iter()
+        .skip(1)
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(" ON CONFLICT (id) DO UPDATE SET {}", updates.join(", "))
+}
+
+impl CrmStore {
+    /// Stores a batch of events idempotently and folds the new ones into their interactions, all in
+    /// one transaction. Events already stored (same interaction and seq) are skipped.
+    pub async fn insert_events_batch(&self, events: &[InteractionEvent]) -> Result<BatchOutcome> {
+        let mut seen = HashSet::with_capacity(events.len());
+        let unique: Vec<&InteractionEvent> = events
+            .iter()
+            .filter(|e| seen.insert((e.interaction.as_str(), e.seq)))
+            .collect();
+        if unique.is_empty() {
+            return Ok(BatchOutcome {
+                inserted: 0,
+                duplicates: events.len(),
+            });
+        }
+        let country = self.country;
+        let select_columns = INTERACTION_COLUMNS.join(", ");
+        let upsert_tail = upsert_tail();
+
+        let inserted = with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+
+            // 1. The timeline, keeping only what is new.
+            let mut inserted_keys: HashSet<(String, i64)> = HashSet::with_capacity(unique.len());
+            for chunk in unique.chunks(EVENT_ROWS_PER_STATEMENT) {
+                let mut qb = builder_for(
+                    pool,
+                    "INSERT INTO interaction_events (interaction_id, seq, at, type, payload) ",
+                );
+                qb.push_values(chunk, |mut b, e| {
+                    b.push_bind(e.interaction.as_str().to_string())
+                        .push_bind(i64::from(e.seq))
+                        .push_bind(e.at.as_millis())
+                        .push_bind(e.kind.name())
+                        .push_bind(Json(stored_payload(e)));
+                });
+                qb.push(" ON CONFLICT (interaction_id, seq) DO NOTHING RETURNING interaction_id, seq");
+                for row in qb.build().fetch_all(&mut *tx).await? {
+                    inserted_keys.insert((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?));
+                }
+            }
+
+            // 2. The new events, by interaction, in seq order.
+            let mut by_interaction: BTreeMap<&str, Vec<&InteractionEvent>> = BTreeMap::new();
+            for e in &unique {
+                if inserted_keys.contains(&(e.interaction.as_str().to_string(), i64::from(e.seq))) {
+                    by_interaction.entry(e.interaction.as_str()).or_default().push(e);
+                }
+            }
+            let ids: Vec<&str> = by_interaction.keys().copied().collect();
+
+            // 3. Current rows of those interactions.
+            let mut rows: BTreeMap<String, InteractionRow> = BTreeMap::new();
+            for chunk in ids.chunks(IDS_PER_LOOKUP) {
+                let mut qb = builder_for(
+                    pool,
+                    &format!("SELECT {select_columns} FROM interactions WHERE id IN ("),
+                );
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(id.to_string());
+                }
+                qb.push(")");
+                for row in qb.build_query_as::<InteractionRow>().fetch_all(&mut *tx).await? {
+                    rows.insert(row.id.clone(), row);
+                }
+            }
+
+            // 4. Fold and write back.
+            let mut folded: Vec<InteractionRow> = Vec::with_capacity(by_interaction.len());
+            for (id, mut evs) in by_interaction {
+                evs.sort_by_key(|e| e.seq);
+                let mut row = rows.remove(id).unwrap_or_else(|| InteractionRow::new(id));
+                for e in evs {
+                    row.apply(e, country);
+                }
+                folded.push(row);
+            }
+            let mut folded = folded.into_iter().peekable();
+            while folded.peek().is_some() {
+                let chunk: Vec<InteractionRow> =
+                    folded.by_ref().take(INTERACTION_ROWS_PER_STATEMENT).collect();
+                let mut qb = builder_for(pool, &format!("INSERT INTO interactions ({select_columns}) "));
+                qb.push_values(chunk, |mut b, r| push_interaction_row!(b, r));
+                qb.push(&upsert_tail);
+                qb.build().execute(&mut *tx).await?;
+            }
+
+            tx.commit().await?;
+            inserted_keys.len()
+        });
+        Ok(BatchOutcome {
+            inserted,
+            duplicates: events.len() - inserted,
+        })
+    }
+
+    /// The naive path: one autocommitted INSERT for one event, no folding. Only for comparison in
+    /// benchmarks; production writes go through [`crate::EventWriter`].
+    pub async fn insert_event_naive(&self, event: &InteractionEvent) -> Result<bool> {
+        let affected = with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO interaction_events (interaction_id, seq, at, type, payload) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (interaction_id, seq) DO NOTHING",
+            )
+            .bind(event.interaction.as_str().to_string())
+            .bind(i64::from(event.seq))
+            .bind(event.at.as_millis())
+            .bind(event.kind.name())
+            .bind(Json(stored_payload(event)))
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(affected == 1)
+    }
+
+    /// The stored row of one interaction, if any.
+    pub async fn interaction(&self, id: &domain::InteractionId) -> Result<Option<InteractionRow>> {
+        let sql = format!(
+            "SELECT {} FROM interactions WHERE id = $1",
+            INTERACTION_COLUMNS.join(", ")
+        );
+        let row = with_pool!(self, |pool| {
+            sqlx::query_as::<_, InteractionRow>(sqlx::AssertSqlSafe(sql))
+                .bind(id.as_str().to_string())
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row)
+    }
+
+    /// How many events are stored, in total or for one interaction.
+    pub async fn count_events(&self, interaction: Option<&domain::InteractionId>) -> Result<i64> {
+        let n = with_pool!(self, |pool| match interaction {
+            Some(id) => {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM interaction_events WHERE interaction_id = $1",
+                )
+                .bind(id.as_str().to_string())
+                .fetch_one(pool)
+                .await?
+            }
+            None =>
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM interaction_events")
+                    .fetch_one(pool)
+                    .await?,
+        });
+        Ok(n)
+    }
+
+    /// The stored `(interaction, seq)` keys, for checks after a crash.
+    pub async fn event_keys(&self) -> Result<Vec<(String, i64)>> {
+        let keys = with_pool!(self, |pool| {
+            sqlx::query_as::<_, (String, i64)>("SELECT interaction_id, seq FROM interaction_events")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(keys)
+    }
+}

@@ -1,0 +1,424 @@
+//! Folding the event timeline into the one-row-per-interaction summary. Pure: the writer loads the
+//! current row, applies each newly stored event in order, and writes the row back in the same
+//! transaction, so a replayed event (already stored) is never folded twice.
+
+use crate::phone::{CountryCode, normalize_phone};
+use domain::{Channel, Direction, EndedBy, InteractionEvent, InteractionEventKind};
+
+/// Longest IVR path kept; a looping menu must not grow a row without bound.
+const MAX_IVR_PATH: usize = 2000;
+
+/// The `interactions` row, column for column. Times are ms since the epoch, durations ms.
+#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
+pub struct InteractionRow {
+    pub id: String,
+    pub channel: Option<String>,
+    pub direction: Option<String>,
+    pub customer_id: Option<String>,
+    pub caller_number: Option<String>,
+    pub called_number: Option<String>,
+    pub arrived_at: Option<i64>,
+    pub queued_at: Option<i64>,
+    pub offered_at: Option<i64>,
+    pub answered_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub wrapped_at: Option<i64>,
+    pub ivr_path: String,
+    pub queue_id: Option<String>,
+    pub priority: Option<i64>,
+    pub wait_ms: Option<i64>,
+    pub agent_id: Option<String>,
+    pub talk_ms: Option<i64>,
+    pub hold_ms: i64,
+    pub held_since: Option<i64>,
+    pub wrap_ms: Option<i64>,
+    pub ended_by: Option<String>,
+    pub end_reason: Option<String>,
+    pub abandoned: bool,
+    pub disposition: Option<String>,
+    pub notes: Option<String>,
+    pub recording_path: Option<String>,
+    pub survey_score: Option<i64>,
+    pub mos: Option<f64>,
+    pub routing_explanation: Option<String>,
+    pub campaign_id: Option<String>,
+    pub lead_id: Option<String>,
+    pub dial_outcome: Option<String>,
+    pub last_seq: i64,
+    pub masked_at: Option<i64>,
+}
+
+/// The column list of [`InteractionRow`], in field order, for generated SQL.
+pub const INTERACTION_COLUMNS: [&str; 35] = [
+    "id",
+    "channel",
+    "direction",
+    "customer_id",
+    "caller_number",
+    "called_number",
+    "arrived_at",
+    "queued_at",
+    "offered_at",
+    "answered_at",
+    "ended_at",
+    "wrapped_at",
+    "ivr_path",
+    "queue_id",
+    "priority",
+    "wait_ms",
+    "agent_id",
+    "talk_ms",
+    "hold_ms",
+    "held_since",
+    "wrap_ms",
+    "ended_by",
+    "end_reason",
+    "abandoned",
+    "disposition",
+    "notes",
+    "recording_path",
+    "survey_score",
+    "mos",
+    "routing_explanation",
+    "campaign_id",
+    "lead_id",
+    "dial_outcome",
+    "last_seq",
+    "masked_at",
+];
+
+/// Stored name of a channel.
+pub fn channel_name(c: Channel) -> &'static str {
+    match c {
+        Channel::Voice => "voice",
+        Channel::Callback => "callback",
+    }
+}
+
+/// Stored name of a direction.
+pub fn direction_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Inbound => "inbound",
+        Direction::Outbound => "outbound",
+    }
+}
+
+/// Stored name of who ended a call.
+pub fn ended_by_name(e: EndedBy) -> &'static str {
+    match e {
+        EndedBy::Caller => "caller",
+        EndedBy::Agent => "agent",
+        EndedBy::System => "system",
+        EndedBy::Timeout => "timeout",
+        EndedBy::Error => "error",
+    }
+}
+
+fn ms_between(later: i64, earlier: i64) -> i64 {
+    later.saturating_sub(earlier).max(0)
+}
+
+fn number_for_storage(raw: &str, country: CountryCode) -> String {
+    normalize_phone(raw, country)
+        .map(|n| n.into_string())
+        .unwrap_or_else(|_| raw.to_string())
+}
+
+impl InteractionRow {
+    /// An empty row for an interaction seen for the first time.
+    pub fn new(id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            ..Self::default()
+        }
+    }
+
+    /// Applies one event. Events of one interaction are applied in `seq` order.
+    pub fn apply(&mut self, event: &InteractionEvent, country: CountryCode) {
+        let at = event.at.as_millis();
+        self.last_seq = self.last_seq.max(i64::from(event.seq));
+        match &event.kind {
+            InteractionEventKind::Arrived {
+                channel,
+                direction,
+                from,
+                to,
+            } => {
+                self.channel = Some(channel_name(*channel).to_string());
+                self.direction = Some(direction_name(*direction).to_string());
+                self.caller_number = Some(number_for_storage(from.expose(), country));
+                self.called_number = Some(number_for_storage(to.expose(), country));
+                self.arrived_at = Some(self.arrived_at.map_or(at, |a| a.min(at)));
+            }
+            InteractionEventKind::CustomerIdentified { customer, .. } => {
+                self.customer_id = Some(customer.to_string());
+            }
+            InteractionEventKind::IvrNode { flow, node, key } => {
+                let step = match key {
+                    Some(k) => format!("{flow}/{node}({k})"),
+                    None => format!("{flow}/{node}"),
+                };
+                if self.ivr_path.len() + step.len() < MAX_IVR_PATH {
+                    if !self.ivr_path.is_empty() {
+                        self.ivr_path.push_str(" > ");
+                    }
+                    self.ivr_path.push_str(&step);
+                }
+            }
+            InteractionEventKind::Enqueued { queue, priority } => {
+                self.queue_id = Some(queue.to_string());
+                self.priority = Some(i64::from(*priority));
+                self.queued_at = Some(at);
+            }
+            InteractionEventKind::Offered { explanation, .. } => {
+                self.offered_at.get_or_insert(at);
+                self.routing_explanation = Some(explanation.clone());
+            }
+            InteractionEventKind::Answered { agent } => {
+                self.answered_at = Some(at);
+                self.agent_id = Some(agent.to_string());
+                if let Some(queued) = self.queued_at {
+                    self.wait_ms = Some(ms_between(at, queued));
+                }
+            }
+            InteractionEventKind::Held => {
+                self.held_since.get_or_insert(at);
+            }
+            InteractionEventKind::Resumed => {
+                if let Some(since) = self.held_since.take() {
+                    self.hold_ms = self.hold_ms.saturating_add(ms_between(at, since));
+                }
+            }
+            InteractionEventKind::Abandoned { queue, waited_ms, .. } => {
+                self.abandoned = true;
+                self.queue_id = Some(queue.to_string());
+                self.wait_ms = Some(i64::try_from(*waited_ms).unwrap_or(i64::MAX));
+            }
+            InteractionEventKind::Recording { path } => {
+                self.recording_path = Some(path.clone());
+            }
+            InteractionEventKind::Ended { by, reason, quality } => {
+                if let Some(since) = self.held_since.take() {
+                    self.hold_ms = self.hold_ms.saturating_add(ms_between(at, since));
+                }
+                self.ended_at = Some(at);
+                self.ended_by = Some(ended_by_name(*by).to_string());
+                self.end_reason = Some(reason.clone());
+                if let Some(q) = quality {
+                    self.mos = Some(q.mos);
+                }
+                if let Some(answered) = self.answered_at {
+                    self.talk_ms = Some(ms_between(at, answered).saturating_sub(self.hold_ms).max(0));
+                }
+            }
+            InteractionEventKind::WrappedUp {
+                agent,
+                disposition,
+                notes,
+            } => {
+                self.wrapped_at = Some(at);
+                self.disposition = Some(disposition.clone());
+                self.notes = Some(notes.expose().clone());
+                if self.agent_id.is_none() {
+                    self.agent_id = Some(agent.to_string());
+                }
+                if let Some(ended) = self.ended_at {
+                    self.wrap_ms = Some(ms_between(at, ended));
+                }
+            }
+            InteractionEventKind::Survey { score } => {
+                self.survey_score = Some(i64::from(*score));
+            }
+            InteractionEventKind::DialAttempt {
+                campaign,
+                lead,
+                outcome,
+            } => {
+                self.campaign_id = Some(campaign.to_string());
+                self.lead_id = Some(lead.to_string());
+                self.dial_outcome = Some(outcome.clone());
+            }
+            InteractionEventKind::DigitsCollected { .. }
+            | InteractionEventKind::LookupDone { .. }
+            | InteractionEventKind::OfferFailed { .. }
+            | InteractionEventKind::Transferred { .. }
+            | InteractionEventKind::Overflowed { .. }
+            | InteractionEventKind::CallbackRequested { .. } => {}
+        }
+    }
+}
+
+/// The JSON payload stored for an event. Sensitive collected digits (card numbers, PINs) are masked
+/// here, before anything reaches a disk, whatever the caller did.
+pub fn stored_payload(event: &InteractionEvent) -> serde_json::Value {
+    match &event.kind {
+        InteractionEventKind::DigitsCollected {
+            variable,
+            digits,
+            sensitive: true,
+        } => {
+            let kind = InteractionEventKind::DigitsCollected {
+                variable: variable.clone(),
+                digits: domain::Pii::new("*".repeat(digits.expose().chars().count())),
+                sensitive: true,
+            };
+            serde_json::to_value(&kind).unwrap_or(serde_json::Value::Null)
+        }
+        kind => serde_json::to_value(kind).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{AgentId, InteractionId, Pii, QualityReport, QueueId, Timestamp};
+
+    fn ev(seq: u32, at: i64, kind: InteractionEventKind) -> InteractionEvent {
+        InteractionEvent {
+            interaction: InteractionId::new("i-1").unwrap(),
+            seq,
+            at: Timestamp::from_millis(at),
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_whole_call_folds_into_its_row() {
+        let agent = AgentId::new("alice").unwrap();
+        let events = [
+            ev(
+                0,
+                1_000,
+                InteractionEventKind::Arrived {
+                    channel: Channel::Voice,
+                    direction: Direction::Inbound,
+                    from: Pii::new("(415) 555-0100".into()),
+                    to: Pii::new("+18005550199".into()),
+                },
+            ),
+            ev(
+                1,
+                2_000,
+                InteractionEventKind::IvrNode {
+                    flow: "main".into(),
+                    node: "menu".into(),
+                    key: None,
+                },
+            ),
+            ev(
+                2,
+                3_000,
+                InteractionEventKind::IvrNode {
+                    flow: "main".into(),
+                    node: "billing".into(),
+                    key: Some('2'),
+                },
+            ),
+            ev(
+                3,
+                4_000,
+                InteractionEventKind::Enqueued {
+                    queue: QueueId::new("billing").unwrap(),
+                    priority: 10,
+                },
+            ),
+            ev(
+                4,
+                9_000,
+                InteractionEventKind::Offered {
+                    agent: agent.clone(),
+                    explanation: "longest idle".into(),
+                },
+            ),
+            ev(5, 10_000, InteractionEventKind::Answered { agent: agent.clone() }),
+            ev(6, 20_000, InteractionEventKind::Held),
+            ev(7, 25_000, InteractionEventKind::Resumed),
+            ev(
+                8,
+                70_000,
+                InteractionEventKind::Ended {
+                    by: EndedBy::Caller,
+                    reason: "bye".into(),
+                    quality: Some(QualityReport {
+                        loss: 0.0,
+                        jitter_ms: 3.0,
+                        mos: 4.3,
+                    }),
+                },
+            ),
+            ev(
+                9,
+                85_000,
+                InteractionEventKind::WrappedUp {
+                    agent,
+                    disposition: "resolved".into(),
+                    notes: Pii::new("paid".into()),
+                },
+            ),
+            ev(10, 90_000, InteractionEventKind::Survey { score: 5 }),
+        ];
+        let mut row = InteractionRow::new("i-1");
+        for e in &events {
+            row.apply(e, CountryCode::NANP);
+        }
+        assert_eq!(row.caller_number.as_deref(), Some("+14155550100"));
+        assert_eq!(row.ivr_path, "main/menu > main/billing(2)");
+        assert_eq!(row.wait_ms, Some(6_000));
+        assert_eq!(row.hold_ms, 5_000);
+        assert_eq!(row.talk_ms, Some(55_000));
+        assert_eq!(row.wrap_ms, Some(15_000));
+        assert_eq!(row.ended_by.as_deref(), Some("caller"));
+        assert_eq!(row.agent_id.as_deref(), Some("alice"));
+        assert_eq!(row.mos, Some(4.3));
+        assert_eq!(row.survey_score, Some(5));
+        assert_eq!(row.last_seq, 10);
+        assert!(!row.abandoned);
+    }
+
+    #[test]
+    fn hold_open_at_the_end_counts_as_hold() {
+        let mut row = InteractionRow::new("i-1");
+        row.apply(
+            &ev(
+                0,
+                0,
+                InteractionEventKind::Answered {
+                    agent: AgentId::new("a").unwrap(),
+                },
+            ),
+            CountryCode::NANP,
+        );
+        row.apply(&ev(1, 10_000, InteractionEventKind::Held), CountryCode::NANP);
+        row.apply(
+            &ev(
+                2,
+                30_000,
+                InteractionEventKind::Ended {
+                    by: EndedBy::Agent,
+                    reason: String::new(),
+                    quality: None,
+                },
+            ),
+            CountryCode::NANP,
+        );
+        assert_eq!(row.hold_ms, 20_000);
+        assert_eq!(row.talk_ms, Some(10_000));
+        assert_eq!(row.held_since, None);
+    }
+
+    #[test]
+    fn sensitive_digits_are_masked_in_the_payload() {
+        let e = ev(
+            0,
+            0,
+            InteractionEventKind::DigitsCollected {
+                variable: "card".into(),
+                digits: Pii::new("4111111111111111".into()),
+                sensitive: true,
+            },
+        );
+        let payload = stored_payload(&e).to_string();
+        assert!(!payload.contains("4111"), "{payload}");
+        assert!(payload.contains("****************"));
+    }
+}

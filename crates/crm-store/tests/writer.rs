@@ -1,0 +1,130 @@
+//! The durable writer and the batch path, on every backend.
+
+mod common;
+
+use common::{ev, targets};
+use crm_store::{EventWriter, WriterConfig, journal};
+
+#[tokio::test]
+async fn migrations_apply_on_an_empty_database_and_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("migrations", dir.path()) {
+        let store = target.store().await;
+        store.migrate().await.unwrap();
+        assert_eq!(store.count_events(None).await.unwrap(), 0, "{}", target.label());
+        store.close().await;
+        target.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn batch_insert_is_idempotent_and_folds_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("batch_idempotent", dir.path()) {
+        let store = target.store().await;
+        let call = ev::answered_call("c1", "(415) 555-0100", "sales", "alice", 1_000_000, 4_000, 60_000);
+        let first = store.insert_events_batch(&call[..3]).await.unwrap();
+        assert_eq!(first.inserted, 3);
+        // Overlapping replay plus the rest, with a duplicate inside the batch.
+        let mut again = call.clone();
+        again.push(call[4].clone());
+        let second = store.insert_events_batch(&again).await.unwrap();
+        assert_eq!((second.inserted, second.duplicates), (2, 4), "{}", target.label());
+
+        let row = store.interaction(&ev::id("c1")).await.unwrap().unwrap();
+        assert_eq!(row.caller_number.as_deref(), Some("+14155550100"));
+        assert_eq!(row.wait_ms, Some(4_000));
+        assert_eq!(row.talk_ms, Some(60_000));
+        assert_eq!(row.wrap_ms, Some(5_000));
+        assert_eq!(row.last_seq, 4);
+        assert_eq!(store.count_events(Some(&ev::id("c1"))).await.unwrap(), 5);
+
+        assert!(
+            !store.insert_event_naive(&call[0]).await.unwrap(),
+            "naive path skips duplicates too"
+        );
+        let new = ev::at("c2", 0, 5, ev::arrived("+14155550101"));
+        assert!(store.insert_event_naive(&new).await.unwrap());
+        assert_eq!(store.count_events(None).await.unwrap(), 6);
+        store.close().await;
+        target.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn writer_acks_durable_events_and_commits_them_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("writer_commits", dir.path()) {
+        let store = target.store().await;
+        let journal_dir = dir.path().join(format!("journal-{}", common::unique("w")));
+        let mut config = WriterConfig::new(&journal_dir);
+        config.segment_bytes = 4096; // rotate often so deletion of applied segments is exercised
+        let (writer, task) = EventWriter::start(store.clone(), config).await.unwrap();
+
+        let mut handles = Vec::new();
+        for call in 0..40 {
+            let writer = writer.clone();
+            handles.push(tokio::spawn(async move {
+                let id = format!("call-{call}");
+                for e in ev::answered_call(&id, "+14155550100", "sales", "bob", call * 10_000, 2_000, 30_000)
+                {
+                    writer.append(e).await.unwrap();
+                }
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        let mut committed = writer.committed();
+        committed.wait_for(|n| *n == 200).await.unwrap();
+        assert_eq!(store.count_events(None).await.unwrap(), 200, "{}", target.label());
+
+        let stats = task.shutdown().await.unwrap();
+        assert_eq!((stats.durable, stats.committed), (200, 200));
+        assert!(stats.journal_syncs <= 200 && stats.batches >= 1);
+        assert!(
+            journal::list_segments(&journal_dir).unwrap().is_empty(),
+            "journal removed after shutdown"
+        );
+        assert!(
+            writer.append(ev::at("late", 0, 0, ev::ended())).await.is_err(),
+            "closed writer refuses"
+        );
+        let row = store.interaction(&ev::id("call-7")).await.unwrap().unwrap();
+        assert_eq!(row.agent_id.as_deref(), Some("bob"));
+        assert_eq!(row.talk_ms, Some(30_000));
+        store.close().await;
+        target.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn journal_left_behind_is_replayed_without_duplicates_and_torn_tail_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("journal_replay", dir.path()) {
+        let store = target.store().await;
+        let journal_dir = dir.path().join(common::unique("j"));
+        std::fs::create_dir_all(&journal_dir).unwrap();
+        let call = ev::answered_call("r1", "+14155550100", "sales", "carol", 0, 1_000, 10_000);
+        // The first two events already reached SQL before the "crash".
+        store.insert_events_batch(&call[..2]).await.unwrap();
+        let mut framed = Vec::new();
+        for e in &call {
+            journal::encode_record(&serde_json::to_vec(e).unwrap(), &mut framed).unwrap();
+        }
+        framed.extend_from_slice(&[7, 0, 0, 0, 1, 2]); // torn header of a record never acknowledged
+        std::fs::write(journal::segment_path(&journal_dir, 3), &framed).unwrap();
+
+        let (_writer, task) = EventWriter::start(store.clone(), WriterConfig::new(&journal_dir))
+            .await
+            .unwrap();
+        let stats = task.shutdown().await.unwrap();
+        assert_eq!(stats.replayed, 5, "{}", target.label());
+        assert_eq!(store.count_events(Some(&ev::id("r1"))).await.unwrap(), 5);
+        let row = store.interaction(&ev::id("r1")).await.unwrap().unwrap();
+        assert_eq!(row.wait_ms, Some(1_000), "folded once, not twice");
+        assert_eq!(row.talk_ms, Some(10_000));
+        store.close().await;
+        target.cleanup().await;
+    }
+}

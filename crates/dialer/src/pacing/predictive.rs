@@ -1,0 +1,360 @@
+//! Our predictive policy: two loops.
+//!
+//! The inner loop dials for the agents expected to be free when the new calls are answered. It estimates
+//! online the probability that a dial ends with a person on the line (a discounted Beta), the time from dial
+//! to that verdict, and the talk and wrap-up time distributions (lognormal fits). An agent who is ready counts
+//! as one; an agent on a call or in wrap-up counts as the probability of finishing within the expected time
+//! to answer given how long they have been busy. Calls in flight count as the probability that they will still
+//! turn into a person. It then places the largest number of dials for which, under a normal approximation,
+//! the last person answered still finds an agent with a margin of `safety` standard deviations.
+//!
+//! The outer loop holds the abandonment budget: `safety` is an integral controller (a Robbins-Monro step per
+//! call answered by a person) that drives the drop probability to an effective target, and that target comes
+//! from the budget left in the compliance window, so an early burst of drops is paid back and a small team
+//! with few calls keeps a wider margin. It starts conservative (prior answer rate of one half, long talks,
+//! a high safety factor), falls back to progressive with few agents, and never dials with no agents.
+
+use super::{AgentActivity, DialResult, PacingEvent, PacingPolicy, PacingSnapshot};
+use crate::estimate::{DiscountedBeta, LognormalFit};
+use domain::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Settings of the predictive policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PredictiveConfig {
+    /// The legal cap on the abandonment rate (0.03 = 3%).
+    pub abandon_cap: f64,
+    /// The rate the outer loop aims at when the budget allows; below the cap to leave room for chance.
+    pub target_rate: f64,
+    /// Below this many agents taking calls, dial progressively.
+    pub min_agents: usize,
+    /// Safety factor (standard deviations) at the start.
+    pub initial_safety: f64,
+    /// Outer-loop step: how far one abandoned call moves the safety factor.
+    pub safety_step: f64,
+    pub min_safety: f64,
+    pub max_safety: f64,
+    /// Standard deviations of the abandon count kept in reserve by the budget.
+    pub budget_margin_sd: f64,
+    /// Humans expected per hour below which the budget plans as if this many were coming.
+    pub min_planning_humans: f64,
+    /// Per-observation memory of the answer-rate estimate (1.0 never forgets).
+    pub answer_memory: f64,
+    /// Per-observation memory of the duration fits.
+    pub duration_memory: f64,
+    /// Upper bound on calls in flight per agent.
+    pub max_lines_per_agent: f64,
+    /// UK rules: the share of machine verdicts estimated to be people, counted as abandoned calls.
+    pub uk_false_positive_share: Option<f64>,
+}
+
+impl Default for PredictiveConfig {
+    fn default() -> Self {
+        Self {
+            abandon_cap: 0.03,
+            target_rate: 0.02,
+            min_agents: 5,
+            initial_safety: 2.0,
+            safety_step: 0.1,
+            min_safety: -1.0,
+            max_safety: 4.0,
+            budget_margin_sd: 1.65,
+            min_planning_humans: 50.0,
+            answer_memory: 0.998,
+            duration_memory: 0.995,
+            max_lines_per_agent: 20.0,
+            uk_false_positive_share: None,
+        }
+    }
+}
+
+/// The predictive policy.
+#[derive(Debug, Clone)]
+pub struct Predictive {
+    config: PredictiveConfig,
+    answer: DiscountedBeta,
+    time_to_human: LognormalFit,
+    talk: LognormalFit,
+    wrap: LognormalFit,
+    safety: f64,
+    /// Persons answered and abandoned so far in the window (UK: including estimated false positives).
+    humans: f64,
+    abandons: f64,
+    /// Recent rate of persons answered, per second, for planning the budget.
+    human_rate: f64,
+    last_human_at: Option<Timestamp>,
+}
+
+impl Predictive {
+    pub fn new(config: PredictiveConfig) -> Self {
+        Self {
+            answer: DiscountedBeta::new(0.5, 10.0, config.answer_memory),
+            time_to_human: LognormalFit::new(Duration::from_secs(12), 0.5, 5.0, config.duration_memory),
+            talk: LognormalFit::new(Duration::from_secs(300), 1.0, 2.0, config.duration_memory),
+            wrap: LognormalFit::new(Duration::from_secs(30), 1.0, 2.0, config.duration_memory),
+            safety: config.initial_safety,
+            humans: 0.0,
+            abandons: 0.0,
+            human_rate: 0.0,
+            last_human_at: None,
+            config,
+        }
+    }
+
+    /// The current safety factor (standard deviations of margin).
+    pub fn safety(&self) -> f64 {
+        self.safety
+    }
+
+    /// The current estimate of P(a dial reaches a person).
+    pub fn answer_probability(&self) -> f64 {
+        self.answer.mean()
+    }
+
+    /// The abandonment rate the outer loop aims at now, from the budget left.
+    pub fn effective_target(&self) -> f64 {
+        let cap = self.config.abandon_cap;
+        let ahead = (self.human_rate * 3600.0).max(self.config.min_planning_humans);
+        let total = self.humans + ahead;
+        let reserve = self.config.budget_margin_sd * (cap * total).sqrt();
+        let allowed = cap * total - self.abandons - reserve;
+        (allowed / ahead).clamp(0.0, self.config.target_rate)
+    }
+
+    fn record_outcome(&mut self, abandoned: bool, weight: f64) {
+        let target = self.effective_target();
+        let drop = if abandoned { 1.0 } else { 0.0 };
+        self.safety += self.config.safety_step * weight * (drop - target);
+        self.safety = self.safety.clamp(self.config.min_safety, self.config.max_safety);
+        self.humans += weight;
+        if abandoned {
+            self.abandons += weight;
+        }
+    }
+
+    fn note_human_arrival(&mut self, at: Timestamp) {
+        // Exponentially decayed count over a ten-minute time constant, divided by it: a rate per second.
+        const TIME_CONSTANT: f64 = 600.0;
+        let gap = self
+            .last_human_at
+            .map_or(0.0, |last| at.since(last).as_secs_f64());
+        self.human_rate = self.human_rate * (-gap / TIME_CONSTANT).exp() + 1.0 / TIME_CONSTANT;
+        self.last_human_at = Some(at);
+    }
+
+    /// Probability that a busy agent is free within `horizon` seconds.
+    fn free_within(&self, activity: AgentActivity, elapsed: f64, horizon: f64) -> f64 {
+        match activity {
+            AgentActivity::Ready => 1.0,
+            AgentActivity::OnCall => self.talk.ends_within(elapsed, horizon - self.wrap.mean_secs()),
+            AgentActivity::WrapUp => self.wrap.ends_within(elapsed, horizon),
+        }
+    }
+}
+
+impl PacingPolicy for Predictive {
+    fn name(&self) -> String {
+        "predictive".into()
+    }
+
+    fn observe(&mut self, event: &PacingEvent) {
+        match *event {
+            PacingEvent::DialResolved {
+                dialed_at,
+                at,
+                result,
+            } => {
+                let human = result == DialResult::Human;
+                self.answer.observe(human);
+                if human {
+                    self.time_to_human.observe(at.since(dialed_at));
+                    self.note_human_arrival(at);
+                }
+                if result == DialResult::Machine
+                    && let Some(share) = self.config.uk_false_positive_share
+                {
+                    self.record_outcome(true, share.clamp(0.0, 1.0));
+                }
+            }
+            PacingEvent::Connected { .. } => self.record_outcome(false, 1.0),
+            PacingEvent::Abandoned { .. } => self.record_outcome(true, 1.0),
+            PacingEvent::TalkEnded { talk, .. } => self.talk.observe(talk),
+            PacingEvent::WrapEnded { wrap, .. } => self.wrap.observe(wrap),
+        }
+    }
+
+    fn dials_to_place(&mut self, snapshot: &PacingSnapshot<'_>) -> u32 {
+        if snapshot.agents.is_empty() {
+            return 0;
+        }
+        let progressive = snapshot.progressive_dials();
+        if snapshot.agents.len() < self.config.min_agents {
+            return progressive;
+        }
+        let now = snapshot.now;
+        let p = self.answer.mean().clamp(1e-3, 1.0);
+        let horizon = self.time_to_human.mean_secs();
+
+        // Agents expected free when new calls answer.
+        let (mut agents_mean, mut agents_var) = (0.0, 0.0);
+        for agent in snapshot.agents {
+            let q = self.free_within(agent.activity, now.since(agent.since).as_secs_f64(), horizon);
+            agents_mean += q;
+            agents_var += q * (1.0 - q);
+        }
+        // Persons still to come from calls in flight.
+        let (mut flight_mean, mut flight_var) = (0.0, 0.0);
+        for dialed_at in snapshot.dials_in_flight {
+            let reached = self.time_to_human.cdf(now.since(*dialed_at).as_secs_f64());
+            let q = (p * (1.0 - reached) / (1.0 - p * reached).max(1e-9)).clamp(0.0, 1.0);
+            flight_mean += q;
+            flight_var += q * (1.0 - q);
+        }
+        // Margin before the new dials; +0.5 is the continuity correction, -1 the marginal person's agent.
+        let base_margin = agents_mean - f64::from(snapshot.calls_waiting) - flight_mean - 0.5;
+        let base_var = agents_var + flight_var + 0.25;
+        let z = self.safety;
+        let fits = |n: f64| base_margin - n * p >= z * (base_var + n * p * (1.0 - p)).sqrt();
+
+        let max_lines = (self.config.max_lines_per_agent * snapshot.agents.len() as f64).floor();
+        let room = (max_lines - snapshot.dials_in_flight.len() as f64).max(0.0);
+        // The constraint holds for n = lo - 1 ... find the largest n in [0, room] with fits(n - 1), i.e. the
+        // last dial still finds an agent. Binary search: fits is monotone for z >= 0 and close to it below.
+        let (mut lo, mut hi) = (0.0_f64, room);
+        if !fits(0.0) {
+            return progressive;
+        }
+        while hi - lo > 0.5 {
+            let mid = ((lo + hi) / 2.0).floor().max(lo + 1.0).min(hi);
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1.0;
+            }
+        }
+        let wanted = (lo + 1.0).min(room) as u32;
+        wanted.max(progressive)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pacing::AgentView;
+
+    fn view(activity: AgentActivity, since_secs: i64) -> AgentView {
+        AgentView {
+            activity,
+            since: Timestamp::from_secs(since_secs),
+        }
+    }
+
+    fn teach(policy: &mut Predictive, answer_rate_percent: u32, talk_secs: u64) {
+        for i in 0..2000u32 {
+            let result = if i % 100 < answer_rate_percent {
+                DialResult::Human
+            } else {
+                DialResult::NoAnswer
+            };
+            let dialed_at = Timestamp::from_secs(i64::from(i));
+            policy.observe(&PacingEvent::DialResolved {
+                dialed_at,
+                at: dialed_at + Duration::from_secs(10),
+                result,
+            });
+        }
+        for i in 0..200 {
+            let talk = Duration::from_secs(talk_secs / 2 + (i % 10) * talk_secs / 10);
+            policy.observe(&PacingEvent::TalkEnded {
+                at: Timestamp::ZERO,
+                talk,
+            });
+            policy.observe(&PacingEvent::WrapEnded {
+                at: Timestamp::ZERO,
+                wrap: Duration::from_secs(3),
+            });
+        }
+    }
+
+    #[test]
+    fn no_agents_no_dials_and_few_agents_is_progressive() {
+        let mut policy = Predictive::new(PredictiveConfig::default());
+        teach(&mut policy, 10, 60);
+        let snap = PacingSnapshot {
+            now: Timestamp::ZERO,
+            agents: &[],
+            dials_in_flight: &[],
+            calls_waiting: 0,
+        };
+        assert_eq!(policy.dials_to_place(&snap), 0);
+        let four = [view(AgentActivity::Ready, 0); 4];
+        let snap = PacingSnapshot {
+            now: Timestamp::ZERO,
+            agents: &four,
+            dials_in_flight: &[],
+            calls_waiting: 0,
+        };
+        assert_eq!(policy.dials_to_place(&snap), 4);
+    }
+
+    #[test]
+    fn dials_ahead_more_for_low_answer_rates_and_for_agents_about_to_finish() {
+        let now = Timestamp::from_secs(10_000);
+        let mut agents = vec![view(AgentActivity::Ready, 9_990); 5];
+        agents.extend(vec![view(AgentActivity::OnCall, 9_990); 15]);
+        let mut low = Predictive::new(PredictiveConfig::default());
+        teach(&mut low, 10, 60);
+        let mut high = Predictive::new(PredictiveConfig::default());
+        teach(&mut high, 60, 60);
+        let snap = PacingSnapshot {
+            now,
+            agents: &agents,
+            dials_in_flight: &[],
+            calls_waiting: 0,
+        };
+        let at_low = low.dials_to_place(&snap);
+        let at_high = high.dials_to_place(&snap);
+        assert!(
+            at_low > at_high && at_high >= 5,
+            "low answer {at_low}, high answer {at_high}"
+        );
+
+        // Same team, but the talking agents have been on the phone far longer than the usual 60 s.
+        let mut late = vec![view(AgentActivity::Ready, 9_990); 5];
+        late.extend(vec![view(AgentActivity::OnCall, 9_000); 15]);
+        let snap_late = PacingSnapshot {
+            now,
+            agents: &late,
+            dials_in_flight: &[],
+            calls_waiting: 0,
+        };
+        assert!(high.dials_to_place(&snap_late) > at_high);
+    }
+
+    #[test]
+    fn abandons_raise_the_safety_factor_and_connects_lower_it_within_budget() {
+        let mut policy = Predictive::new(PredictiveConfig::default());
+        let start = policy.safety();
+        for _ in 0..5 {
+            policy.observe(&PacingEvent::Abandoned { at: Timestamp::ZERO });
+        }
+        assert!(policy.safety() > start);
+        let raised = policy.safety();
+        for i in 0..5000 {
+            let at = Timestamp::from_secs(i);
+            policy.observe(&PacingEvent::DialResolved {
+                dialed_at: at,
+                at,
+                result: DialResult::Human,
+            });
+            policy.observe(&PacingEvent::Connected {
+                at,
+                waited: Duration::ZERO,
+            });
+        }
+        assert!(policy.safety() < raised);
+        assert!(policy.effective_target() > 0.0 && policy.effective_target() <= 0.02);
+    }
+}

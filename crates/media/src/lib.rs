@@ -3,6 +3,7 @@
 //! Pure parts (packet formats, codecs, detectors, analysers, statistics) live in their own modules and never do
 //! IO or read a clock; the async [`engine`] owns every RTP socket and drives them.
 
+pub mod dtmf;
 pub mod g711;
 pub mod rtcp;
 pub mod rtp;

@@ -55,6 +55,8 @@ impl WriterConfig {
 pub struct WriterStats {
     /// Events found in the journal at start and written to SQL (some may have been there already).
     pub replayed: u64,
+    /// Of the replayed events, those SQL did not have yet (the rest were already committed).
+    pub replay_inserted: u64,
     /// Events acknowledged as durable in the journal.
     pub durable: u64,
     /// Durable events committed to SQL (replays not counted).
@@ -70,6 +72,7 @@ pub struct WriterStats {
 #[derive(Debug, Default)]
 struct Counters {
     replayed: AtomicU64,
+    replay_inserted: AtomicU64,
     durable: AtomicU64,
     committed: AtomicU64,
     journal_syncs: AtomicU64,
@@ -81,6 +84,7 @@ impl Counters {
     fn snapshot(&self) -> WriterStats {
         WriterStats {
             replayed: self.replayed.load(Ordering::Relaxed),
+            replay_inserted: self.replay_inserted.load(Ordering::Relaxed),
             durable: self.durable.load(Ordering::Relaxed),
             committed: self.committed.load(Ordering::Relaxed),
             journal_syncs: self.journal_syncs.load(Ordering::Relaxed),
@@ -223,7 +227,10 @@ async fn replay(store: &CrmStore, dir: &Path, counters: &Counters) -> Result<u64
             }
         }
         for chunk in events.chunks(10_000) {
-            store.insert_events_batch(chunk).await?;
+            let outcome = store.insert_events_batch(chunk).await?;
+            counters
+                .replay_inserted
+                .fetch_add(outcome.inserted as u64, Ordering::Relaxed);
         }
         counters
             .replayed

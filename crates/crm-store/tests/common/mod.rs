@@ -1,7 +1,7 @@
 //! Test backends: every repository test runs once on SQLite (a temp file) and once on PostgreSQL when
 //! `DATABASE_URL` is set, each in a fresh database or schema so parallel tests never collide.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use crm_store::CrmStore;
 use std::path::PathBuf;

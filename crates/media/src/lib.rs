@@ -5,5 +5,8 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod prompt;
 pub mod rtcp;
 pub mod rtp;
+pub mod stream;
+pub mod wav;

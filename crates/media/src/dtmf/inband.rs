@@ -447,4 +447,27 @@ pub(crate) mod tests {
             .collect();
         assert!(detect(&signal).is_empty());
     }
+
+    #[test]
+    fn talk_off_real_speech_gives_no_false_digits() {
+        for name in ["hello.wav", "greeting.wav", "talkoff.wav"] {
+            let audio = crate::wav::load_wav(&crate::wav::tests::testdata(name)).unwrap();
+            assert!(audio.samples.len() > 6000, "{name}");
+            // Also 6 dB louder (clipped), as a loud talker would be.
+            let loud: Vec<i16> = audio.samples.iter().map(|s| s.saturating_mul(2)).collect();
+            assert!(detect(&audio.samples).is_empty(), "{name}");
+            assert!(detect(&loud).is_empty(), "{name} loud");
+        }
+    }
+
+    #[test]
+    fn a_digit_after_speech_is_still_detected() {
+        let mut signal = crate::wav::load_wav(&crate::wav::tests::testdata("hello.wav"))
+            .unwrap()
+            .samples;
+        signal.extend(silence(50));
+        signal.extend(digit_tone(DtmfDigit::D4, 60));
+        signal.extend(silence(50));
+        assert_eq!(detect(&signal), [DtmfDigit::D4]);
+    }
 }

@@ -1,1 +1,434 @@
-//! SIP signalling gateway: transports, transactions, registrar with digest auth, B2BUA legs, overload control.
+//! SIP signalling gateway: the platform's only SIP socket owner.
+//!
+//! It listens on UDP and TCP (TLS when a certificate is configured), screens every datagram
+//! ([`guard`]), runs RFC 3261 transactions on the pinned `rsipstack` stack, registers agents' phones
+//! with digest authentication ([`registrar`]), and bridges calls as a back-to-back user agent
+//! ([`b2bua`]) according to the configured routes. Overload control ([`admission`]) answers 503 with
+//! Retry-After. Other crates see only this crate's own types: [`Gateway`], [`GatewayConfig`],
+//! [`MediaAnchor`], [`Locations`].
+
+pub mod admission;
+mod b2bua;
+pub mod config;
+pub mod digest;
+pub mod guard;
+pub mod location;
+pub mod media;
+pub mod metrics;
+mod msg;
+pub mod registrar;
+
+pub use config::{GatewayConfig, RouteTarget, SipConfig};
+pub use location::{Binding, Locations, MemoryLocations};
+pub use media::{MediaAnchor, PassThrough, Side};
+pub use metrics::GatewayMetrics;
+
+use crate::admission::{CallAdmission, SourceLimiter};
+use crate::config::{TransportKind, TrunkConfig};
+use crate::guard::{GuardedUdpSocket, ScreenLimits};
+use crate::registrar::Registrar;
+use domain::Timestamp;
+use parking_lot::Mutex;
+use rand::Rng;
+use rsipstack::sip::{Method, StatusCode};
+use rsipstack::transaction::endpoint::EndpointInner;
+use rsipstack::transaction::transaction::Transaction;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+/// A random token of `len` alphanumeric characters (tags, branches, cnonces).
+pub(crate) fn random_token(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| {
+            let n = rng.random_range(0..36u8);
+            char::from(if n < 10 { b'0' + n } else { b'a' + n - 10 })
+        })
+        .collect()
+}
+
+/// Failure to start the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr} ({transport}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        transport: &'static str,
+        source: std::io::Error,
+    },
+    #[error("SIP stack: {0}")]
+    Stack(String),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+type DialogKey = (String, String);
+
+/// State shared by every task of the gateway.
+pub(crate) struct Core {
+    pub(crate) endpoint: Arc<EndpointInner>,
+    pub(crate) config: GatewayConfig,
+    pub(crate) contact: String,
+    pub(crate) dialogs: Mutex<HashMap<DialogKey, (Side, mpsc::UnboundedSender<b2bua::CallInput>)>>,
+    pub(crate) media: Arc<dyn MediaAnchor>,
+    pub(crate) metrics: GatewayMetrics,
+    locations: Arc<dyn Locations>,
+    admission: CallAdmission,
+    registrar: Registrar,
+    routes: HashMap<String, RouteTarget>,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    core: Arc<Core>,
+    cancel: CancellationToken,
+    local_addr: SocketAddr,
+}
+
+impl Gateway {
+    /// Binds the listeners and starts serving. `locations` holds registrations (memory or shared).
+    pub async fn start(
+        config: GatewayConfig,
+        locations: Arc<dyn Locations>,
+        media: Arc<dyn MediaAnchor>,
+        telemetry: &telemetry::Telemetry,
+    ) -> Result<Self, GatewayError> {
+        config
+            .validate()
+            .map_err(|e| GatewayError::Config(e.join("; ")))?;
+        let metrics = GatewayMetrics::register(telemetry);
+        let cancel = CancellationToken::new();
+        let transport_layer = rsipstack::transport::TransportLayer::new(cancel.clone());
+        let sip = &config.sip;
+        let limits = &sip.limits;
+        let sources = Arc::new(SourceLimiter::new(
+            limits.per_source_requests_per_second,
+            limits.per_source_burst,
+            limits.trusted_sources.clone(),
+        ));
+        let mut local_addr = sip.listen;
+        if sip.transports.contains(&TransportKind::Udp) {
+            let socket =
+                tokio::net::UdpSocket::bind(sip.listen)
+                    .await
+                    .map_err(|source| GatewayError::Bind {
+                        addr: sip.listen,
+                        transport: "udp",
+                        source,
+                    })?;
+            local_addr = socket
+                .local_addr()
+                .map_err(|e| GatewayError::Stack(e.to_string()))?;
+            let guarded = GuardedUdpSocket::new(
+                socket,
+                ScreenLimits {
+                    max_message_bytes: limits.max_message_bytes,
+                    ..ScreenLimits::default()
+                },
+                sources,
+                metrics.clone(),
+            );
+            let conn = rsipstack::transport::udp::UdpConnection::from_socket(
+                Arc::new(guarded),
+                sip.advertised_address,
+                Some(cancel.child_token()),
+            )
+            .await
+            .map_err(|e| GatewayError::Stack(e.to_string()))?;
+            transport_layer.add_transport(conn.into());
+        }
+        if sip.transports.contains(&TransportKind::Tcp) {
+            let tcp_addr = SocketAddr::new(sip.listen.ip(), local_addr.port());
+            let listener =
+                rsipstack::transport::TcpListenerConnection::new(tcp_addr.into(), sip.advertised_address)
+                    .await
+                    .map_err(|e| GatewayError::Bind {
+                        addr: tcp_addr,
+                        transport: "tcp",
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+            transport_layer.add_transport(listener.into());
+        }
+        if let Some(tls) = &sip.tls {
+            add_tls_listener(&transport_layer, tls, sip.advertised_address).await?;
+        }
+
+        let mut builder = rsipstack::EndpointBuilder::new();
+        builder
+            .with_user_agent(concat!("callcenter/", env!("CARGO_PKG_VERSION")))
+            .with_transport_layer(transport_layer)
+            .with_cancel_token(cancel.clone())
+            .with_timer_interval(Duration::from_millis(10));
+        let endpoint = builder.build();
+        let endpoint_inner = endpoint.inner.clone();
+        let mut incoming = endpoint
+            .incoming_transactions()
+            .map_err(|e| GatewayError::Stack(e.to_string()))?;
+
+        let advertised = sip.advertised_address.unwrap_or(local_addr);
+        let contact = format!("<sip:callcenter@{advertised}>");
+        let mut secret = [0u8; 32];
+        rand::rng().fill(&mut secret);
+        let digest = digest::DigestAuthority::new(
+            secret,
+            &sip.domain,
+            i64::from(sip.registrar.nonce_lifetime_secs) * 1000,
+            sip.registrar.algorithms.clone(),
+        );
+        let passwords = sip
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.password.clone()))
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|r| r.target().ok().map(|t| (r.number.clone(), t)))
+            .collect();
+        let core = Arc::new(Core {
+            endpoint: endpoint_inner.clone(),
+            contact,
+            dialogs: Mutex::new(HashMap::new()),
+            media,
+            metrics,
+            locations,
+            admission: CallAdmission::new(
+                limits.max_calls_per_second,
+                limits.max_concurrent_calls,
+                Timestamp::now_utc().as_millis(),
+            ),
+            registrar: Registrar::new(sip.registrar.clone(), digest, passwords),
+            routes,
+            config,
+        });
+
+        tokio::spawn(async move {
+            if let Err(e) = endpoint_inner.serve().await {
+                warn!(error = %e, "SIP endpoint stopped");
+            }
+        });
+        let dispatch_core = core.clone();
+        let dispatch_cancel = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = dispatch_cancel.cancelled() => break,
+                    tx = incoming.recv() => match tx {
+                        Some(tx) => {
+                            let core = dispatch_core.clone();
+                            tokio::spawn(async move { core.dispatch(tx).await });
+                        }
+                        None => break,
+                    }
+                }
+            }
+            drop(endpoint);
+        });
+        info!(%local_addr, "SIP gateway listening");
+        Ok(Self {
+            core,
+            cancel,
+            local_addr,
+        })
+    }
+
+    /// The bound SIP address (useful when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.core.admission.active()
+    }
+
+    /// Refuses new calls with 503 from now on; calls in progress go on.
+    pub fn start_draining(&self) {
+        self.core.admission.start_draining();
+    }
+
+    /// Drains: no new calls, then waits up to `grace` for calls in progress to end.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.start_draining();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.active_calls() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.active_calls()
+    }
+
+    /// Stops every listener and task.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn add_tls_listener(
+    layer: &rsipstack::transport::TransportLayer,
+    tls: &config::TlsConfig,
+    advertised: Option<SocketAddr>,
+) -> Result<(), GatewayError> {
+    let cert = std::fs::read(&tls.certificate).map_err(|e| {
+        GatewayError::Config(format!("sip.tls.certificate {}: {e}", tls.certificate.display()))
+    })?;
+    let key = std::fs::read(&tls.private_key).map_err(|e| {
+        GatewayError::Config(format!("sip.tls.private_key {}: {e}", tls.private_key.display()))
+    })?;
+    let tls_config = rsipstack::transport::tls::TlsConfig {
+        cert: Some(cert),
+        key: Some(key),
+        ..Default::default()
+    };
+    let listener =
+        rsipstack::transport::tls::TlsListenerConnection::new(tls.listen.into(), advertised, tls_config)
+            .await
+            .map_err(|e| GatewayError::Bind {
+                addr: tls.listen,
+                transport: "tls",
+                source: std::io::Error::other(e.to_string()),
+            })?;
+    layer.add_transport(listener.into());
+    Ok(())
+}
+
+impl Core {
+    async fn dispatch(self: Arc<Self>, mut tx: Transaction) {
+        let method = tx.original.method;
+        self.metrics.request(&method.to_string());
+        let call_id = msg::call_id(&tx.original).unwrap_or_default();
+        let span = info_span!("sip", %method, call = %call_id);
+        async move {
+            if let Some(tag) = msg::to_tag(&tx.original) {
+                if !matches!(method, Method::Register | Method::Options) {
+                    let target = self.dialogs.lock().get(&(call_id.clone(), tag)).cloned();
+                    match target {
+                        Some((side, sender)) => {
+                            let _ = sender.send(b2bua::CallInput::InDialog { side, tx });
+                        }
+                        None => self.reply(&mut tx, 481, vec![]).await,
+                    }
+                    return;
+                }
+            }
+            match method {
+                Method::Register => self.on_register(&mut tx).await,
+                Method::Options => {
+                    let headers = vec![
+                        msg::header("Allow", msg::ALLOW),
+                        msg::header("Accept", "application/sdp"),
+                        msg::header("Supported", ""),
+                    ];
+                    self.reply(&mut tx, 200, headers).await
+                }
+                Method::Invite => self.on_invite(tx).await,
+                Method::Bye | Method::PRack | Method::Update | Method::Info => {
+                    self.reply(&mut tx, 481, vec![]).await
+                }
+                _ => {
+                    self.reply(&mut tx, 405, vec![msg::header("Allow", msg::ALLOW)])
+                        .await
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn reply(&self, tx: &mut Transaction, code: u16, headers: Vec<rsipstack::sip::Header>) {
+        self.metrics.response(&tx.original.method.to_string(), code);
+        if let Err(e) = tx.reply_with(StatusCode::from(code), headers, None).await {
+            warn!(error = %e, code, "could not send response");
+        }
+    }
+
+    async fn on_register(&self, tx: &mut Transaction) {
+        let source = tx
+            .connection
+            .as_ref()
+            .and_then(|c| c.get_remote_addr().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let outcome = self
+            .registrar
+            .register(
+                &tx.original,
+                &source,
+                self.locations.as_ref(),
+                Timestamp::now_utc(),
+            )
+            .await;
+        let headers = registrar::outcome_headers(&outcome);
+        self.reply(tx, outcome.code, headers).await;
+    }
+
+    async fn on_invite(self: &Arc<Self>, mut tx: Transaction) {
+        let now = Timestamp::now_utc();
+        let slot = match self.admission.admit(now.as_millis()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                self.metrics.refused(refusal.label());
+                let retry = self.config.sip.limits.retry_after_secs.to_string();
+                self.reply(&mut tx, 503, vec![msg::header("Retry-After", retry)])
+                    .await;
+                return;
+            }
+        };
+        self.metrics.call_admitted();
+        let dialled = tx.original.uri.user().unwrap_or_default().to_string();
+        let targets: Vec<(String, Option<TrunkConfig>)> = match self.routes.get(&dialled) {
+            Some(RouteTarget::Forward(uri)) => vec![(uri.clone(), self.trunk_for(uri))],
+            Some(RouteTarget::Ivr(_) | RouteTarget::Queue(_)) => {
+                // Call control takes these once it is wired in; until then say so plainly.
+                self.reply(
+                    &mut tx,
+                    480,
+                    vec![msg::header(
+                        "Warning",
+                        "399 callcenter \"IVR and queues are not available on this node\"",
+                    )],
+                )
+                .await;
+                return;
+            }
+            None => self
+                .locations
+                .lookup(&dialled, now)
+                .await
+                .into_iter()
+                .map(|b| (b.contact, None))
+                .collect(),
+        };
+        if targets.is_empty() {
+            // Unknown number and unregistered user look the same to the caller.
+            let known_user = self.config.sip.users.iter().any(|u| u.name == dialled);
+            self.reply(&mut tx, if known_user { 480 } else { 404 }, vec![])
+                .await;
+            return;
+        }
+        b2bua::run_call(self.clone(), tx, targets).await;
+        drop(slot);
+    }
+
+    fn trunk_for(&self, uri: &str) -> Option<TrunkConfig> {
+        let target = rsipstack::sip::Uri::try_from(uri).ok()?;
+        self.config
+            .trunks
+            .iter()
+            .find(|t| {
+                rsipstack::sip::Uri::try_from(t.uri.as_str())
+                    .map(|u| u.host_with_port == target.host_with_port)
+                    .unwrap_or(false)
+            })
+            .cloned()
+    }
+}

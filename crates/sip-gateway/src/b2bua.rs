@@ -1,0 +1,809 @@
+//! The back-to-back user agent: one task per call joins the caller's leg (our UAS side) and the
+//! callee's leg (our UAC side, possibly forked to several contacts), relays provisional and final
+//! responses, CANCEL, BYE from either side and in-dialog requests such as re-INVITE (hold/unhold).
+//!
+//! Each SIP transaction is owned by a small pump task that turns `receive()` into messages on the
+//! call's one input channel, so the call task never holds a non-cancel-safe future in a `select!`.
+
+use crate::Core;
+use crate::config::TrunkConfig;
+use crate::media::Side;
+use crate::msg::{self, header};
+use rsipstack::sip::prelude::*;
+use rsipstack::sip::{Method, Request, Response, SipMessage, StatusCodeKind};
+use rsipstack::transaction::key::{TransactionKey, TransactionRole};
+use rsipstack::transaction::transaction::{Transaction, TransactionEvent, TransactionEventSender};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Identifies a transaction within one call: 0 is the caller's INVITE, 1.. are branches.
+type TxId = usize;
+const CALLER_TX: TxId = 0;
+
+/// Input of a call task.
+pub(crate) enum CallInput {
+    Tx { id: TxId, msg: Option<SipMessage> },
+    InDialog { side: Side, tx: Transaction },
+}
+
+/// One side of an established dialog, as we see it.
+#[derive(Debug, Clone)]
+struct Leg {
+    call_id: String,
+    /// Our From/To header value including our tag.
+    local: String,
+    /// The peer's header value including its tag.
+    remote: String,
+    remote_target: String,
+    route_set: Vec<String>,
+    cseq: u32,
+}
+
+impl Leg {
+    fn request(&mut self, core: &Core, method: Method, body: Option<(String, Vec<u8>)>) -> Option<Request> {
+        self.cseq += 1;
+        let uri = rsipstack::sip::Uri::try_from(self.remote_target.as_str()).ok()?;
+        let via = core.endpoint.get_via(None, None).ok()?;
+        let mut headers = vec![
+            rsipstack::sip::Header::Via(via.into()),
+            header("Max-Forwards", "70"),
+            header("From", self.local.clone()),
+            header("To", self.remote.clone()),
+            header("Call-ID", self.call_id.clone()),
+            header("CSeq", format!("{} {}", self.cseq, method)),
+        ];
+        for r in &self.route_set {
+            headers.push(header("Route", r.clone()));
+        }
+        if method == Method::Invite {
+            headers.push(header("Contact", core.contact.clone()));
+        }
+        let mut req = Request {
+            method,
+            uri,
+            headers: headers.into(),
+            version: rsipstack::sip::Version::V2,
+            body: Vec::new(),
+        };
+        if let Some((ct, b)) = body {
+            req.headers.push(header("Content-Type", ct));
+            req.body = b;
+        }
+        Some(req)
+    }
+}
+
+/// Runs `tx.receive()` until the transaction ends or the call is over, forwarding every message.
+fn spawn_pump(
+    mut tx: Transaction,
+    id: TxId,
+    out: mpsc::UnboundedSender<CallInput>,
+    done: CancellationToken,
+) -> TransactionEventSender {
+    let sender = tx.tu_sender.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => break,
+                m = tx.receive() => {
+                    let end = m.is_none();
+                    if out.send(CallInput::Tx { id, msg: m }).is_err() || end {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    sender
+}
+
+/// Sends a request in its own client transaction and waits for the final response.
+pub(crate) async fn send_and_wait(core: &Core, req: Request) -> Option<Response> {
+    let key = TransactionKey::from_request(&req, TransactionRole::Client).ok()?;
+    let mut tx = Transaction::new_client(key, req, core.endpoint.clone(), None);
+    tx.send().await.ok()?;
+    let wait = async {
+        while let Some(m) = tx.receive().await {
+            if let SipMessage::Response(r) = m {
+                if r.status_code.kind() != StatusCodeKind::Provisional {
+                    return Some(r);
+                }
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_secs(40), wait)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn respond(sender: &TransactionEventSender, resp: Response) {
+    let _ = sender.send(TransactionEvent::Respond(resp));
+}
+
+fn body_of(m: &impl HeadersExt, body: &[u8]) -> Option<(String, Vec<u8>)> {
+    if body.is_empty() {
+        return None;
+    }
+    let ct = msg::value_of(m.headers(), "Content-Type").unwrap_or_else(|| "application/sdp".into());
+    Some((ct, body.to_vec()))
+}
+
+struct Branch {
+    invite: Request,
+    trunk: Option<TrunkConfig>,
+    provisional_seen: bool,
+    cancel_pending: bool,
+    finished: bool,
+    auth_tried: bool,
+}
+
+/// What a call is doing.
+#[derive(PartialEq, Eq, Debug)]
+enum Phase {
+    Ringing,
+    Cancelled,
+    Established,
+}
+
+/// Everything one call task owns.
+struct Call {
+    core: Arc<Core>,
+    id: String,
+    inputs_tx: mpsc::UnboundedSender<CallInput>,
+    done: CancellationToken,
+    caller_invite: Request,
+    caller_sender: TransactionEventSender,
+    our_tag: String,
+    branches: Vec<Branch>,
+    phase: Phase,
+    best_failure: Option<u16>,
+    relayed_provisional: Option<u16>,
+    caller: Option<Leg>,
+    callee: Option<Leg>,
+    /// The winning branch's dialog key, registered for the callee side.
+    callee_key: Option<(String, String)>,
+}
+
+/// Takes the caller's INVITE transaction and bridges it to `targets`. Returns when the call is over.
+pub(crate) async fn run_call(core: Arc<Core>, tx: Transaction, targets: Vec<(String, Option<TrunkConfig>)>) {
+    let caller_invite = tx.original.clone();
+    let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
+    let done = CancellationToken::new();
+    let call_id = msg::call_id(&caller_invite).unwrap_or_default();
+    let our_tag = crate::random_token(12);
+    let caller_sender = spawn_pump(tx, CALLER_TX, inputs_tx.clone(), done.clone());
+    respond(
+        &caller_sender,
+        msg::response(&core.endpoint, &caller_invite, 100, None, None),
+    );
+
+    let mut call = Call {
+        core: core.clone(),
+        id: call_id.clone(),
+        inputs_tx,
+        done: done.clone(),
+        caller_invite,
+        caller_sender,
+        our_tag,
+        branches: Vec::new(),
+        phase: Phase::Ringing,
+        best_failure: None,
+        relayed_provisional: None,
+        caller: None,
+        callee: None,
+        callee_key: None,
+    };
+    core.metrics.dialog_up();
+    call.start_branches(targets).await;
+    let ring_deadline = tokio::time::Instant::now() + Duration::from_secs(core.config.sip.ring_timeout_secs);
+    let mut ring_timer = std::pin::pin!(tokio::time::sleep_until(ring_deadline));
+
+    loop {
+        let input = tokio::select! {
+            i = inputs.recv() => match i { Some(i) => i, None => break },
+            _ = &mut ring_timer, if call.phase == Phase::Ringing => {
+                info!(call = %call.id, "no answer before the ring timeout");
+                call.give_up(480).await;
+                continue;
+            }
+        };
+        match input {
+            CallInput::Tx { id: CALLER_TX, msg } => {
+                if call.on_caller_tx(msg).await {
+                    break;
+                }
+            }
+            CallInput::Tx { id, msg } => {
+                if call.on_branch(id, msg).await {
+                    break;
+                }
+            }
+            CallInput::InDialog { side, tx } => {
+                if call.on_in_dialog(side, tx).await {
+                    break;
+                }
+            }
+        }
+    }
+    call.finish().await;
+}
+
+impl Call {
+    async fn start_branches(&mut self, targets: Vec<(String, Option<TrunkConfig>)>) {
+        let sdp = body_of(&self.caller_invite, self.caller_invite.body());
+        let sdp = match sdp {
+            Some((ct, b)) if ct.eq_ignore_ascii_case("application/sdp") => {
+                match self.core.media.offer(&self.id, Side::Caller, &b).await {
+                    Ok(b) => Some((ct, b)),
+                    Err(e) => {
+                        warn!(call = %self.id, error = %e, "media refused the offer");
+                        self.final_to_caller(488, None);
+                        return;
+                    }
+                }
+            }
+            other => other,
+        };
+        for (target, trunk) in targets {
+            if let Some(invite) = self.build_branch_invite(&target, sdp.clone()) {
+                self.send_branch(invite, trunk).await;
+            }
+        }
+        if self.branches.is_empty() {
+            self.final_to_caller(500, None);
+        }
+    }
+
+    fn build_branch_invite(&self, target: &str, sdp: Option<(String, Vec<u8>)>) -> Option<Request> {
+        let uri = rsipstack::sip::Uri::try_from(target).ok()?;
+        let via = self.core.endpoint.get_via(None, None).ok()?;
+        let from = self.caller_invite.from_header().ok()?.typed().ok()?;
+        let from_value = format!(
+            "{}<{}>;tag={}",
+            from.display_name.map(|d| format!("\"{d}\" ")).unwrap_or_default(),
+            from.uri,
+            crate::random_token(12)
+        );
+        let to_value = match self.caller_invite.to_header().ok().and_then(|t| t.typed().ok()) {
+            Some(to) => format!("<{}>", to.uri),
+            None => format!("<{target}>"),
+        };
+        let max_forwards = self
+            .caller_invite
+            .max_forwards_header()
+            .ok()
+            .and_then(|m| m.value().trim().parse::<u32>().ok())
+            .unwrap_or(70)
+            .saturating_sub(1)
+            .max(1);
+        let mut headers = vec![
+            rsipstack::sip::Header::Via(via.into()),
+            header("Max-Forwards", max_forwards.to_string()),
+            header("From", from_value),
+            header("To", to_value),
+            header("Call-ID", format!("{}-b2b", crate::random_token(20))),
+            header("CSeq", "1 INVITE"),
+            header("Contact", self.core.contact.clone()),
+            header("Allow", msg::ALLOW),
+        ];
+        let mut body = Vec::new();
+        if let Some((ct, b)) = sdp {
+            headers.push(header("Content-Type", ct));
+            body = b;
+        }
+        Some(Request {
+            method: Method::Invite,
+            uri,
+            headers: headers.into(),
+            version: rsipstack::sip::Version::V2,
+            body,
+        })
+    }
+
+    async fn send_branch(&mut self, invite: Request, trunk: Option<TrunkConfig>) {
+        let Ok(key) = TransactionKey::from_request(&invite, TransactionRole::Client) else {
+            return;
+        };
+        let mut tx = Transaction::new_client(key, invite.clone(), self.core.endpoint.clone(), None);
+        if let Err(e) = tx.send().await {
+            warn!(call = %self.id, error = %e, "could not send INVITE to the callee");
+        }
+        let id = self.branches.len() + 1;
+        spawn_pump(tx, id, self.inputs_tx.clone(), self.done.clone());
+        self.branches.push(Branch {
+            invite,
+            trunk,
+            provisional_seen: false,
+            cancel_pending: false,
+            finished: false,
+            auth_tried: false,
+        });
+    }
+
+    fn final_to_caller(&mut self, code: u16, extra: Option<Vec<rsipstack::sip::Header>>) {
+        let mut resp = msg::response(
+            &self.core.endpoint,
+            &self.caller_invite,
+            code,
+            Some(&self.our_tag),
+            None,
+        );
+        if let Some(extra) = extra {
+            resp.headers.extend(extra);
+        }
+        self.core.metrics.response("INVITE", code);
+        respond(&self.caller_sender, resp);
+    }
+
+    /// Cancels every branch still ringing and answers the caller with `code`.
+    async fn give_up(&mut self, code: u16) {
+        if self.phase != Phase::Ringing {
+            return;
+        }
+        self.phase = Phase::Cancelled;
+        self.final_to_caller(code, None);
+        for i in 0..self.branches.len() {
+            self.cancel_branch(i).await;
+        }
+    }
+
+    async fn cancel_branch(&mut self, i: usize) {
+        let Some(b) = self.branches.get_mut(i) else { return };
+        if b.finished {
+            return;
+        }
+        if !b.provisional_seen {
+            // RFC 3261 §9.1: no CANCEL before a provisional response; send it when one arrives.
+            b.cancel_pending = true;
+            return;
+        }
+        let invite = &b.invite;
+        let mut headers: Vec<rsipstack::sip::Header> = Vec::new();
+        if let Ok(via) = invite.via_header() {
+            headers.push(rsipstack::sip::Header::Via(via.clone()));
+        }
+        headers.push(header("Max-Forwards", "70"));
+        for name in ["From", "To", "Call-ID", "Route"] {
+            for v in msg::values_of(&invite.headers, name) {
+                headers.push(header(name, v));
+            }
+        }
+        let seq = invite.cseq_header().ok().and_then(|c| c.seq().ok()).unwrap_or(1);
+        headers.push(header("CSeq", format!("{seq} CANCEL")));
+        let cancel = Request {
+            method: Method::Cancel,
+            uri: invite.uri.clone(),
+            headers: headers.into(),
+            version: rsipstack::sip::Version::V2,
+            body: Vec::new(),
+        };
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            let _ = send_and_wait(&core, cancel).await;
+        });
+    }
+
+    /// Returns true when the call is over.
+    async fn on_caller_tx(&mut self, msg: Option<SipMessage>) -> bool {
+        match msg {
+            Some(SipMessage::Request(r)) if r.method == Method::Cancel => {
+                info!(call = %self.id, "caller cancelled");
+                self.give_up(487).await;
+                self.all_branches_finished()
+            }
+            Some(SipMessage::Request(r)) if r.method == Method::Ack => false,
+            Some(_) => false,
+            // The caller's transaction ended: fine once established, fatal before.
+            None => self.phase != Phase::Established && self.all_branches_finished(),
+        }
+    }
+
+    fn all_branches_finished(&self) -> bool {
+        self.branches.iter().all(|b| b.finished)
+    }
+
+    async fn on_branch(&mut self, id: TxId, msg: Option<SipMessage>) -> bool {
+        let i = id - 1;
+        let resp = match msg {
+            Some(SipMessage::Response(r)) => r,
+            Some(_) => return false,
+            None => {
+                if let Some(b) = self.branches.get_mut(i) {
+                    if !b.finished {
+                        b.finished = true;
+                        self.best_failure.get_or_insert(408);
+                    }
+                }
+                return self.after_branch_failure().await;
+            }
+        };
+        let code = msg::code(&resp);
+        match resp.status_code.kind() {
+            StatusCodeKind::Provisional => {
+                let mut send_cancel = false;
+                if let Some(b) = self.branches.get_mut(i) {
+                    b.provisional_seen = true;
+                    send_cancel = std::mem::take(&mut b.cancel_pending);
+                }
+                if send_cancel {
+                    self.cancel_branch(i).await;
+                }
+                if self.phase == Phase::Ringing && code != 100 && self.relayed_provisional != Some(code) {
+                    self.relayed_provisional = Some(code);
+                    let body = match body_of(&resp, resp.body()) {
+                        Some((ct, b)) => match self.core.media.answer(&self.id, Side::Callee, &b).await {
+                            Ok(b) => Some((ct, b)),
+                            Err(_) => None,
+                        },
+                        None => None,
+                    };
+                    let r = msg::response(
+                        &self.core.endpoint,
+                        &self.caller_invite,
+                        code,
+                        Some(&self.our_tag),
+                        body.as_ref().map(|(ct, b)| (ct.as_str(), b.clone())),
+                    );
+                    respond(&self.caller_sender, r);
+                }
+                false
+            }
+            StatusCodeKind::Successful => {
+                if let Some(b) = self.branches.get_mut(i) {
+                    b.finished = true;
+                }
+                let leg = callee_leg(&self.branches[i].invite, &resp);
+                if self.phase != Phase::Ringing || self.callee.is_some() {
+                    // Answered too late (cancelled, or another contact won): hang that one up.
+                    if let Some(mut leg) = leg {
+                        let core = self.core.clone();
+                        tokio::spawn(async move {
+                            if let Some(bye) = leg.request(&core, Method::Bye, None) {
+                                let _ = send_and_wait(&core, bye).await;
+                            }
+                        });
+                    }
+                    return self.phase == Phase::Cancelled && self.all_branches_finished();
+                }
+                let Some(leg) = leg else {
+                    warn!(call = %self.id, "2xx without a usable Contact");
+                    self.give_up(502).await;
+                    return false;
+                };
+                self.answered(i, leg, resp).await;
+                false
+            }
+            _ => {
+                let auth = matches!(code, 401 | 407);
+                if auth && self.retry_with_credentials(i, &resp).await {
+                    return false;
+                }
+                if let Some(b) = self.branches.get_mut(i) {
+                    b.finished = true;
+                }
+                self.best_failure = Some(better_failure(self.best_failure, code));
+                self.after_branch_failure().await
+            }
+        }
+    }
+
+    async fn retry_with_credentials(&mut self, i: usize, resp: &Response) -> bool {
+        let Some(b) = self.branches.get_mut(i) else {
+            return false;
+        };
+        let Some(trunk) = b.trunk.clone() else {
+            return false;
+        };
+        let (Some(user), Some(password)) = (trunk.username.clone(), trunk.password.clone()) else {
+            return false;
+        };
+        if b.auth_tried {
+            return false;
+        }
+        let (challenge_name, answer_name) = if msg::code(resp) == 407 {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        } else {
+            ("WWW-Authenticate", "Authorization")
+        };
+        let Some(challenge) = msg::value_of(&resp.headers, challenge_name) else {
+            return false;
+        };
+        let uri = b.invite.uri.to_string();
+        let Some(answer) = crate::digest::answer_challenge(
+            &challenge,
+            "INVITE",
+            &uri,
+            &user,
+            &password,
+            &crate::random_token(16),
+        ) else {
+            return false;
+        };
+        b.auth_tried = true;
+        b.finished = true;
+        let mut invite = b.invite.clone();
+        invite.headers.retain(|h| {
+            !matches!(
+                h,
+                rsipstack::sip::Header::Via(_) | rsipstack::sip::Header::CSeq(_)
+            ) && !h.name().eq_ignore_ascii_case(answer_name)
+        });
+        let Ok(via) = self.core.endpoint.get_via(None, None) else {
+            return false;
+        };
+        invite.headers.push_front(rsipstack::sip::Header::Via(via.into()));
+        invite.headers.push(header("CSeq", "2 INVITE"));
+        invite.headers.push(header(answer_name, answer));
+        self.send_branch(invite, Some(trunk)).await;
+        if let Some(last) = self.branches.last_mut() {
+            last.auth_tried = true;
+        }
+        true
+    }
+
+    async fn after_branch_failure(&mut self) -> bool {
+        if !self.all_branches_finished() {
+            return false;
+        }
+        match self.phase {
+            Phase::Ringing => {
+                let code = self.best_failure.unwrap_or(480);
+                // Never relay a callee's challenge to our caller: the callee's credentials are not theirs.
+                let code = if matches!(code, 401 | 407) { 403 } else { code };
+                self.phase = Phase::Cancelled;
+                self.final_to_caller(code, None);
+                true
+            }
+            Phase::Cancelled => true,
+            Phase::Established => false,
+        }
+    }
+
+    async fn answered(&mut self, i: usize, callee: Leg, resp: Response) {
+        for j in 0..self.branches.len() {
+            if j != i {
+                self.cancel_branch(j).await;
+            }
+        }
+        let body = match body_of(&resp, resp.body()) {
+            Some((ct, b)) if ct.eq_ignore_ascii_case("application/sdp") => {
+                match self.core.media.answer(&self.id, Side::Callee, &b).await {
+                    Ok(b) => Some((ct, b)),
+                    Err(e) => {
+                        warn!(call = %self.id, error = %e, "media refused the answer");
+                        Some((ct, b))
+                    }
+                }
+            }
+            other => other,
+        };
+        let mut ok = msg::response(
+            &self.core.endpoint,
+            &self.caller_invite,
+            200,
+            Some(&self.our_tag),
+            body.as_ref().map(|(ct, b)| (ct.as_str(), b.clone())),
+        );
+        ok.headers.push(header("Contact", self.core.contact.clone()));
+        ok.headers.push(header("Allow", msg::ALLOW));
+        self.core.metrics.response("INVITE", 200);
+        respond(&self.caller_sender, ok);
+
+        let caller = caller_leg(&self.caller_invite, &self.our_tag);
+        let caller_key = (caller.call_id.clone(), self.our_tag.clone());
+        let callee_tag = callee
+            .local
+            .rsplit_once(";tag=")
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
+        let callee_key = (callee.call_id.clone(), callee_tag);
+        self.core
+            .dialogs
+            .lock()
+            .insert(caller_key, (Side::Caller, self.inputs_tx.clone()));
+        self.core
+            .dialogs
+            .lock()
+            .insert(callee_key.clone(), (Side::Callee, self.inputs_tx.clone()));
+        self.callee_key = Some(callee_key);
+        self.caller = Some(caller);
+        self.callee = Some(callee);
+        self.phase = Phase::Established;
+        info!(call = %self.id, "call established");
+    }
+
+    /// A request inside one of our dialogs. Returns true when the call is over.
+    async fn on_in_dialog(&mut self, side: Side, mut tx: Transaction) -> bool {
+        let req = tx.original.clone();
+        let (Some(caller), Some(callee)) = (self.caller.as_mut(), self.callee.as_mut()) else {
+            let _ = tx
+                .reply(rsipstack::sip::StatusCode::CallTransactionDoesNotExist)
+                .await;
+            return false;
+        };
+        let (from_leg, to_leg) = match side {
+            Side::Caller => (caller, callee),
+            Side::Callee => (callee, caller),
+        };
+        // Requests from the peer carry its CSeq; keep it so our own numbering in that dialog stays ahead.
+        let _ = from_leg;
+        let method = req.method;
+        if method == Method::Bye {
+            let ok = msg::response(&self.core.endpoint, &req, 200, None, None);
+            let _ = tx.respond(ok).await;
+            self.core.metrics.response("BYE", 200);
+            info!(call = %self.id, ?side, "hangup");
+            if let Some(bye) = to_leg.request(&self.core, Method::Bye, None) {
+                let core = self.core.clone();
+                tokio::spawn(async move {
+                    let _ = send_and_wait(&core, bye).await;
+                });
+            }
+            return true;
+        }
+        // Relay anything else (re-INVITE for hold/unhold, INFO, UPDATE) and bring the answer back.
+        let mut body = body_of(&req, req.body());
+        if method == Method::Invite || method == Method::Update {
+            if let Some((ct, b)) = body.take() {
+                let b = self.core.media.offer(&self.id, side, &b).await.unwrap_or(b);
+                body = Some((ct, b));
+            }
+        }
+        let Some(out) = to_leg.request(&self.core, method, body) else {
+            let _ = tx.reply(rsipstack::sip::StatusCode::ServerInternalError).await;
+            return false;
+        };
+        let answer = send_and_wait(&self.core, out).await;
+        let (code, body) = match answer {
+            Some(r) => {
+                let code = msg::code(&r);
+                let mut body = body_of(&r, r.body());
+                if code < 300 {
+                    if let Some((ct, b)) = body.take() {
+                        let other = if side == Side::Caller {
+                            Side::Callee
+                        } else {
+                            Side::Caller
+                        };
+                        let b = self.core.media.answer(&self.id, other, &b).await.unwrap_or(b);
+                        body = Some((ct, b));
+                    }
+                }
+                (code, body)
+            }
+            None => (408, None),
+        };
+        let mut resp = msg::response(
+            &self.core.endpoint,
+            &req,
+            code,
+            None,
+            body.as_ref().map(|(c, b)| (c.as_str(), b.clone())),
+        );
+        if method == Method::Invite {
+            resp.headers.push(header("Contact", self.core.contact.clone()));
+        }
+        debug!(call = %self.id, ?side, %method, code, "relayed in-dialog request");
+        let _ = tx.respond(resp).await;
+        if method == Method::Invite && code < 300 {
+            // Keep the server transaction alive until the ACK so the 2xx is retransmitted if lost.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(32), async {
+                    while let Some(m) = tx.receive().await {
+                        if matches!(&m, SipMessage::Request(r) if r.method == Method::Ack) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            });
+        }
+        false
+    }
+
+    async fn finish(&mut self) {
+        if let Some(caller) = &self.caller {
+            self.core
+                .dialogs
+                .lock()
+                .remove(&(caller.call_id.clone(), self.our_tag.clone()));
+        }
+        if let Some(key) = self.callee_key.take() {
+            self.core.dialogs.lock().remove(&key);
+        }
+        self.core.media.release(&self.id).await;
+        self.core.metrics.dialog_down();
+        // Give the last responses a moment in their transactions before the pumps stop.
+        let done = self.done.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(32)).await;
+            done.cancel();
+        });
+    }
+}
+
+/// Orders failures for the caller: 6xx beats everything, then busy, then the lowest class seen.
+fn better_failure(current: Option<u16>, new: u16) -> u16 {
+    let rank = |c: u16| match c {
+        600..=699 => 0,
+        486 => 1,
+        401 | 407 => 9,
+        408 => 8,
+        c => 2 + (c / 100) as u8 as u16,
+    };
+    match current {
+        Some(c) if rank(c) <= rank(new) => c,
+        _ => new,
+    }
+}
+
+/// Our view of the caller's dialog once we answered.
+fn caller_leg(invite: &Request, our_tag: &str) -> Leg {
+    let to = msg::value_of(&invite.headers, "To").unwrap_or_default();
+    let local = if to.contains(";tag=") {
+        to
+    } else {
+        format!("{to};tag={our_tag}")
+    };
+    let remote_target = invite
+        .typed_contact_headers()
+        .ok()
+        .and_then(|c| c.into_iter().next())
+        .map(|c| c.uri.to_string())
+        .unwrap_or_else(|| {
+            invite
+                .from_header()
+                .ok()
+                .and_then(|f| f.typed().ok())
+                .map(|f| f.uri.to_string())
+                .unwrap_or_default()
+        });
+    Leg {
+        call_id: msg::call_id(invite).unwrap_or_default(),
+        local,
+        remote: msg::value_of(&invite.headers, "From").unwrap_or_default(),
+        remote_target,
+        route_set: msg::values_of(&invite.headers, "Record-Route"),
+        cseq: 0,
+    }
+}
+
+/// Our view of the callee's dialog from the 2xx it sent.
+fn callee_leg(invite: &Request, ok: &Response) -> Option<Leg> {
+    let remote_target = ok
+        .typed_contact_headers()
+        .ok()?
+        .into_iter()
+        .next()?
+        .uri
+        .to_string();
+    let mut route_set = msg::values_of(&ok.headers, "Record-Route");
+    route_set.reverse();
+    Some(Leg {
+        call_id: msg::call_id(invite)?,
+        local: msg::value_of(&invite.headers, "From")?,
+        remote: msg::value_of(&ok.headers, "To")?,
+        remote_target,
+        route_set,
+        cseq: invite.cseq_header().ok().and_then(|c| c.seq().ok()).unwrap_or(1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::better_failure;
+
+    #[test]
+    fn failure_preference() {
+        assert_eq!(better_failure(None, 404), 404);
+        assert_eq!(better_failure(Some(404), 486), 486);
+        assert_eq!(better_failure(Some(486), 603), 603);
+        assert_eq!(better_failure(Some(404), 408), 404);
+        assert_eq!(better_failure(Some(408), 503), 503);
+    }
+}

@@ -1,0 +1,708 @@
+//! The first look at every datagram, before the SIP stack parses it.
+//!
+//! The stack drops what it cannot parse without a word; a gateway facing the public network must do
+//! better: answer 4xx/5xx where a response can be built (it needs the Via, From, To, Call-ID and CSeq
+//! lines), drop and count the rest, and never let a broken message stall or crash anything.
+//! [`screen`] is pure (fuzzed and property-tested); [`GuardedUdpSocket`] applies it on the socket
+//! the SIP stack reads from.
+
+use crate::admission::SourceLimiter;
+use crate::metrics::GatewayMetrics;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Methods this gateway knows; anything else that is a well-formed token gets 501.
+const KNOWN_METHODS: &[&str] = &[
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "REFER",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "MESSAGE",
+    "PUBLISH",
+];
+
+/// Option tags we support in `Require`/`Proxy-Require`: none yet.
+const SUPPORTED_EXTENSIONS: &[&str] = &[];
+
+/// Why a datagram was not passed on; used as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    Oversized,
+    Truncated,
+    NotUtf8,
+    BadStartLine,
+    UnknownMethod,
+    MissingHeader,
+    BadCSeq,
+    BadContentLength,
+    BadMaxForwards,
+    TooManyHops,
+    UnsupportedExtension,
+    Unparseable,
+    RateLimited,
+}
+
+impl RejectReason {
+    /// Stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Oversized => "oversized",
+            Self::Truncated => "truncated",
+            Self::NotUtf8 => "not_utf8",
+            Self::BadStartLine => "bad_start_line",
+            Self::UnknownMethod => "unknown_method",
+            Self::MissingHeader => "missing_header",
+            Self::BadCSeq => "bad_cseq",
+            Self::BadContentLength => "bad_content_length",
+            Self::BadMaxForwards => "bad_max_forwards",
+            Self::TooManyHops => "too_many_hops",
+            Self::UnsupportedExtension => "unsupported_extension",
+            Self::Unparseable => "unparseable",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// What to do with one datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Screened {
+    /// Hand it to the SIP stack as it is.
+    Pass,
+    /// Hand this corrected form to the SIP stack (line folding undone, surplus body trimmed).
+    Rewrite(Vec<u8>),
+    /// Send this response back to the source and drop the request.
+    Respond { response: Vec<u8>, reason: RejectReason },
+    /// Drop it silently (nothing to answer to, or not worth answering).
+    Drop(RejectReason),
+}
+
+/// Limits for [`screen`].
+#[derive(Debug, Clone, Copy)]
+pub struct ScreenLimits {
+    pub max_message_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Default for ScreenLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 8000,
+            max_headers: 100,
+        }
+    }
+}
+
+struct Head<'a> {
+    start_line: &'a str,
+    headers: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Head<'a> {
+    fn values(&self, long: &str, compact: Option<&str>) -> impl Iterator<Item = &'a str> + '_ {
+        let long = long.to_string();
+        let compact = compact.map(str::to_string);
+        self.headers.iter().filter_map(move |(n, v)| {
+            let hit = n.eq_ignore_ascii_case(&long)
+                || compact.as_deref().is_some_and(|c| n.eq_ignore_ascii_case(c));
+            hit.then_some(*v)
+        })
+    }
+    fn first(&self, long: &str, compact: Option<&str>) -> Option<&'a str> {
+        self.values(long, compact).next()
+    }
+    fn raw_lines(&self, long: &str, compact: Option<&str>) -> Vec<(&'a str, &'a str)> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| {
+                n.eq_ignore_ascii_case(long) || compact.is_some_and(|c| n.eq_ignore_ascii_case(c))
+            })
+            .copied()
+            .collect()
+    }
+}
+
+/// Finds the end of the header section: index of the blank line and the body start.
+fn split_head(data: &[u8]) -> Option<(usize, usize)> {
+    if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+        return Some((i, i + 4));
+    }
+    data.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2))
+}
+
+/// Parses the header section, unfolding continuation lines. Returns None when a line is not a header.
+fn parse_head(head: &str, unfolded: &mut String) -> Option<bool> {
+    // First pass: detect folding; if present build an unfolded copy.
+    let mut folded = false;
+    for line in head.split('\n').skip(1) {
+        if line.starts_with(' ') || line.starts_with('\t') {
+            folded = true;
+            break;
+        }
+    }
+    if folded {
+        for line in head.split('\n') {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.starts_with(' ') || line.starts_with('\t') {
+                unfolded.push(' ');
+                unfolded.push_str(line.trim_start());
+            } else {
+                if !unfolded.is_empty() {
+                    unfolded.push_str("\r\n");
+                }
+                unfolded.push_str(line);
+            }
+        }
+    }
+    Some(folded)
+}
+
+fn lines_to_head(text: &str, max_headers: usize) -> Result<Head<'_>, RejectReason> {
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let start_line = lines.next().unwrap_or_default();
+    let mut headers = Vec::new();
+    for line in lines {
+        if line.is_empty() {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(RejectReason::Unparseable);
+        };
+        let name = name.trim();
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            return Err(RejectReason::Unparseable);
+        }
+        headers.push((name, value.trim()));
+        if headers.len() > max_headers {
+            return Err(RejectReason::Oversized);
+        }
+    }
+    Ok(Head { start_line, headers })
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+/// Looks at one datagram. Pure: the same bytes always give the same answer (tags in built responses
+/// come from `tag`).
+pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
+    if data.iter().all(|b| b.is_ascii_whitespace()) {
+        return Screened::Pass; // keep-alive; the stack answers it
+    }
+    let Some((head_end, body_start)) = split_head(data) else {
+        // No end of headers: a truncated datagram or garbage. Nothing trustworthy to answer.
+        return Screened::Drop(RejectReason::Truncated);
+    };
+    let head_bytes = &data[..head_end];
+    let body = &data[body_start..];
+    let head_text = match std::str::from_utf8(head_bytes) {
+        Ok(t) => t,
+        Err(_) => {
+            // Answer 400 if the lines we need are intact.
+            let lossy = String::from_utf8_lossy(head_bytes);
+            return match build_from_text(&lossy, 400, "Bad Request (invalid UTF-8)", limits, tag) {
+                Some(response) => Screened::Respond {
+                    response,
+                    reason: RejectReason::NotUtf8,
+                },
+                None => Screened::Drop(RejectReason::NotUtf8),
+            };
+        }
+    };
+    let mut unfolded = String::new();
+    let folded = parse_head(head_text, &mut unfolded).unwrap_or(false);
+    let text: &str = if folded { &unfolded } else { head_text };
+    let head = match lines_to_head(text, limits.max_headers) {
+        Ok(h) => h,
+        Err(reason) => return Screened::Drop(reason),
+    };
+    let respond = |code: u16, phrase: &str, reason: RejectReason, extra: &[String]| -> Screened {
+        match build_response(&head, code, phrase, extra, tag) {
+            Some(response) => Screened::Respond { response, reason },
+            None => Screened::Drop(reason),
+        }
+    };
+
+    if head.start_line.starts_with("SIP/2.0 ") {
+        // A response: the stack matches it to a transaction or drops it. Only size matters here.
+        if data.len() > limits.max_message_bytes {
+            return Screened::Drop(RejectReason::Oversized);
+        }
+        return finish(data, folded, &unfolded, body, &head);
+    }
+
+    // Request line: METHOD SP URI SP SIP/2.0
+    let mut parts = head.start_line.split(' ');
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return respond(400, "Bad Request Line", RejectReason::BadStartLine, &[]);
+    };
+    if method.is_empty() || !method.bytes().all(is_token_byte) || uri.is_empty() || version != "SIP/2.0" {
+        return respond(400, "Bad Request Line", RejectReason::BadStartLine, &[]);
+    }
+    let is_ack = method == "ACK";
+    if data.len() > limits.max_message_bytes {
+        return if is_ack {
+            Screened::Drop(RejectReason::Oversized)
+        } else {
+            respond(513, "Message Too Large", RejectReason::Oversized, &[])
+        };
+    }
+    if head.first("Via", Some("v")).is_none() {
+        return Screened::Drop(RejectReason::MissingHeader);
+    }
+    for (long, compact) in [
+        ("From", Some("f")),
+        ("To", Some("t")),
+        ("Call-ID", Some("i")),
+        ("CSeq", None),
+    ] {
+        if head.first(long, compact).is_none() {
+            return if is_ack {
+                Screened::Drop(RejectReason::MissingHeader)
+            } else {
+                respond(400, &format!("Missing {long}"), RejectReason::MissingHeader, &[])
+            };
+        }
+    }
+    if !head
+        .first("From", Some("f"))
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .contains(";tag=")
+    {
+        // RFC 3261 §8.1.1.3: the stack keys transactions on it; without one the request would vanish.
+        return if is_ack {
+            Screened::Drop(RejectReason::MissingHeader)
+        } else {
+            respond(400, "Missing From tag", RejectReason::MissingHeader, &[])
+        };
+    }
+    if !KNOWN_METHODS.contains(&method) {
+        return respond(501, "Not Implemented", RejectReason::UnknownMethod, &[]);
+    }
+    // CSeq: number and a method equal to the request's.
+    let cseq = head.first("CSeq", None).unwrap_or_default();
+    let mut cs = cseq.split_whitespace();
+    let cseq_ok = match (cs.next().map(str::parse::<u32>), cs.next(), cs.next()) {
+        (Some(Ok(n)), Some(m), None) => n < (1 << 31) && m == method,
+        _ => false,
+    };
+    if !cseq_ok {
+        return if is_ack {
+            Screened::Drop(RejectReason::BadCSeq)
+        } else {
+            respond(400, "Bad CSeq", RejectReason::BadCSeq, &[])
+        };
+    }
+    if let Some(mf) = head.first("Max-Forwards", None) {
+        match mf.parse::<u32>() {
+            Ok(0) if !is_ack => return respond(483, "Too Many Hops", RejectReason::TooManyHops, &[]),
+            Ok(n) if n <= 255 => {}
+            Ok(0) => return Screened::Drop(RejectReason::TooManyHops),
+            _ => {
+                return if is_ack {
+                    Screened::Drop(RejectReason::BadMaxForwards)
+                } else {
+                    respond(400, "Bad Max-Forwards", RejectReason::BadMaxForwards, &[])
+                };
+            }
+        }
+    }
+    // Content-Length must not promise more than arrived (UDP: the rest is lost).
+    let mut body = body;
+    let mut trimmed = false;
+    if let Some(cl) = head.first("Content-Length", Some("l")) {
+        match cl.parse::<usize>() {
+            Ok(n) if n <= body.len() => {
+                if n < body.len() {
+                    body = &body[..n]; // RFC 3261 §18.3: ignore surplus bytes of a datagram
+                    trimmed = true;
+                }
+            }
+            _ => {
+                return if is_ack {
+                    Screened::Drop(RejectReason::BadContentLength)
+                } else {
+                    respond(400, "Bad Content-Length", RejectReason::BadContentLength, &[])
+                };
+            }
+        }
+    }
+    if !is_ack && method != "CANCEL" {
+        let unsupported: Vec<&str> = head
+            .values("Require", None)
+            .chain(head.values("Proxy-Require", None))
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !SUPPORTED_EXTENSIONS.iter().any(|s| s.eq_ignore_ascii_case(t)))
+            .collect();
+        if !unsupported.is_empty() {
+            let extra = [format!("Unsupported: {}", unsupported.join(", "))];
+            return respond(420, "Bad Extension", RejectReason::UnsupportedExtension, &extra);
+        }
+    }
+    if trimmed || folded {
+        let mut out = Vec::with_capacity(text.len() + 4 + body.len());
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(body);
+        return checked(out, &head, tag, is_ack);
+    }
+    // Last word: the stack's own parser must accept it, or it would vanish silently.
+    if rsipstack::sip::SipMessage::try_from(data).is_err() {
+        return if is_ack {
+            Screened::Drop(RejectReason::Unparseable)
+        } else {
+            respond(400, "Bad Request", RejectReason::Unparseable, &[])
+        };
+    }
+    Screened::Pass
+}
+
+fn checked(out: Vec<u8>, head: &Head<'_>, tag: &str, is_ack: bool) -> Screened {
+    if rsipstack::sip::SipMessage::try_from(out.as_slice()).is_ok() {
+        return Screened::Rewrite(out);
+    }
+    if is_ack {
+        return Screened::Drop(RejectReason::Unparseable);
+    }
+    match build_response(head, 400, "Bad Request", &[], tag) {
+        Some(response) => Screened::Respond {
+            response,
+            reason: RejectReason::Unparseable,
+        },
+        None => Screened::Drop(RejectReason::Unparseable),
+    }
+}
+
+fn finish(data: &[u8], folded: bool, unfolded: &str, body: &[u8], _head: &Head<'_>) -> Screened {
+    if folded {
+        let mut out = Vec::with_capacity(unfolded.len() + 4 + body.len());
+        out.extend_from_slice(unfolded.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(body);
+        return Screened::Rewrite(out);
+    }
+    if rsipstack::sip::SipMessage::try_from(data).is_err() {
+        return Screened::Drop(RejectReason::Unparseable);
+    }
+    Screened::Pass
+}
+
+fn build_from_text(text: &str, code: u16, phrase: &str, limits: ScreenLimits, tag: &str) -> Option<Vec<u8>> {
+    let head = lines_to_head_lenient(text, limits.max_headers);
+    if head.start_line.starts_with("SIP/2.0") || head.start_line.starts_with("ACK ") {
+        return None;
+    }
+    build_response(&head, code, phrase, &[], tag)
+}
+
+/// Like [`lines_to_head`] but skips lines it cannot read (used when answering broken input).
+fn lines_to_head_lenient(text: &str, max_headers: usize) -> Head<'_> {
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let start_line = lines.next().unwrap_or_default();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim(), v.trim()))
+        .filter(|(n, v)| !n.is_empty() && n.bytes().all(is_token_byte) && !v.contains('\u{FFFD}'))
+        .take(max_headers)
+        .collect();
+    Head { start_line, headers }
+}
+
+/// Builds a stateless response from the request's own lines; None when a needed line is missing.
+fn build_response(head: &Head<'_>, code: u16, phrase: &str, extra: &[String], tag: &str) -> Option<Vec<u8>> {
+    let vias = head.raw_lines("Via", Some("v"));
+    let from = head.first("From", Some("f"))?;
+    let to = head.first("To", Some("t"))?;
+    let call_id = head.first("Call-ID", Some("i"))?;
+    let cseq = head.first("CSeq", None)?;
+    if vias.is_empty() {
+        return None;
+    }
+    let mut out = format!("SIP/2.0 {code} {phrase}\r\n");
+    for (_, v) in vias {
+        out.push_str("Via: ");
+        out.push_str(v);
+        out.push_str("\r\n");
+    }
+    out.push_str("From: ");
+    out.push_str(from);
+    out.push_str("\r\nTo: ");
+    out.push_str(to);
+    if !to.to_ascii_lowercase().contains(";tag=") {
+        out.push_str(";tag=");
+        out.push_str(tag);
+    }
+    out.push_str("\r\nCall-ID: ");
+    out.push_str(call_id);
+    out.push_str("\r\nCSeq: ");
+    out.push_str(cseq);
+    out.push_str("\r\n");
+    for e in extra {
+        out.push_str(e);
+        out.push_str("\r\n");
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    Some(out.into_bytes())
+}
+
+/// Where a datagram came from, as the guard sees it.
+pub fn is_request(data: &[u8]) -> bool {
+    !data.starts_with(b"SIP/2.0") && data.iter().any(|b| !b.is_ascii_whitespace())
+}
+
+/// The UDP socket the SIP stack reads from: it screens every datagram and answers or drops the bad
+/// ones itself, so the stack only ever sees messages it can handle.
+pub struct GuardedUdpSocket {
+    socket: tokio::net::UdpSocket,
+    limits: ScreenLimits,
+    sources: Arc<SourceLimiter>,
+    metrics: GatewayMetrics,
+}
+
+impl GuardedUdpSocket {
+    /// Wraps a bound socket.
+    pub fn new(
+        socket: tokio::net::UdpSocket,
+        limits: ScreenLimits,
+        sources: Arc<SourceLimiter>,
+        metrics: GatewayMetrics,
+    ) -> Self {
+        Self {
+            socket,
+            limits,
+            sources,
+            metrics,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
+    async fn recv_from(&self, buf: &mut [u8]) -> rsipstack::Result<(usize, SocketAddr)> {
+        let mut scratch = vec![0u8; 65_536];
+        loop {
+            let (len, src) = self.socket.recv_from(&mut scratch).await?;
+            let data = &scratch[..len];
+            if is_request(data)
+                && !self
+                    .sources
+                    .allow(src.ip(), domain::Timestamp::now_utc().as_millis())
+            {
+                self.metrics.rejected(RejectReason::RateLimited);
+                continue;
+            }
+            let limits = ScreenLimits {
+                max_message_bytes: self.limits.max_message_bytes.min(buf.len()),
+                ..self.limits
+            };
+            let tag = crate::random_token(10);
+            match screen(data, limits, &tag) {
+                Screened::Pass => {
+                    buf[..len].copy_from_slice(data);
+                    return Ok((len, src));
+                }
+                Screened::Rewrite(bytes) if bytes.len() <= buf.len() => {
+                    buf[..bytes.len()].copy_from_slice(&bytes);
+                    return Ok((bytes.len(), src));
+                }
+                Screened::Rewrite(_) => self.metrics.rejected(RejectReason::Oversized),
+                Screened::Respond { response, reason } => {
+                    self.metrics.rejected(reason);
+                    let _ = self.socket.send_to(&response, src).await;
+                }
+                Screened::Drop(reason) => self.metrics.rejected(reason),
+            }
+        }
+    }
+
+    async fn send_to(&self, buf: &[u8], addr: SocketAddr) -> rsipstack::Result<usize> {
+        Ok(self.socket.send_to(buf, addr).await?)
+    }
+
+    fn local_addr(&self) -> rsipstack::Result<SocketAddr> {
+        Ok(self.socket.local_addr()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const OPTIONS: &str = "OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:gw@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+
+    fn run(msg: &str) -> Screened {
+        screen(msg.as_bytes(), ScreenLimits::default(), "t1")
+    }
+
+    fn status(s: &Screened) -> Option<u16> {
+        match s {
+            Screened::Respond { response, .. } => std::str::from_utf8(&response[8..11]).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn well_formed_passes() {
+        assert_eq!(run(OPTIONS), Screened::Pass);
+    }
+
+    #[test]
+    fn missing_dialog_headers_are_dropped_bad_ones_get_400_with_copied_headers() {
+        for line in [
+            "Call-ID: c1\r\n",
+            "CSeq: 1 OPTIONS\r\n",
+            "To: <sip:gw@127.0.0.1>\r\n",
+        ] {
+            assert_eq!(
+                run(&OPTIONS.replace(line, "")),
+                Screened::Drop(RejectReason::MissingHeader),
+                "{line}"
+            );
+        }
+        let s = run(&OPTIONS.replace("From: <sip:a@x>;tag=1", "From: <sip:a@x>"));
+        assert_eq!(status(&s), Some(400));
+        if let Screened::Respond { response, .. } = s {
+            let text = String::from_utf8(response).unwrap();
+            assert!(text.starts_with("SIP/2.0 400 Missing From tag\r\n"), "{text}");
+            assert!(text.contains("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1"));
+            assert!(text.contains("To: <sip:gw@127.0.0.1>;tag=t1"));
+            assert!(text.contains("CSeq: 1 OPTIONS"));
+        }
+    }
+
+    #[test]
+    fn missing_via_is_dropped() {
+        assert_eq!(
+            run(&OPTIONS.replace("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n", "")),
+            Screened::Drop(RejectReason::MissingHeader)
+        );
+    }
+
+    #[test]
+    fn unknown_method_gets_501() {
+        let msg = OPTIONS
+            .replace("OPTIONS sip", "FOOBAR sip")
+            .replace("1 OPTIONS", "1 FOOBAR");
+        assert_eq!(status(&run(&msg)), Some(501));
+    }
+
+    #[test]
+    fn cseq_method_mismatch_gets_400() {
+        assert_eq!(status(&run(&OPTIONS.replace("1 OPTIONS", "1 INVITE"))), Some(400));
+        assert_eq!(
+            status(&run(&OPTIONS.replace("1 OPTIONS", "99999999999 OPTIONS"))),
+            Some(400)
+        );
+    }
+
+    #[test]
+    fn content_length_larger_than_body_gets_400_and_surplus_is_trimmed() {
+        assert_eq!(
+            status(&run(&OPTIONS.replace("Content-Length: 0", "Content-Length: 50"))),
+            Some(400)
+        );
+        let with_surplus = format!("{}abc", OPTIONS);
+        assert!(matches!(run(&with_surplus), Screened::Rewrite(_)));
+        assert_eq!(
+            status(&run(&OPTIONS.replace("Content-Length: 0", "Content-Length: x"))),
+            Some(400)
+        );
+    }
+
+    #[test]
+    fn require_unknown_extension_gets_420_with_unsupported() {
+        let msg = OPTIONS.replace(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nRequire: foo, bar\r\n",
+        );
+        let s = run(&msg);
+        assert_eq!(status(&s), Some(420));
+        if let Screened::Respond { response, .. } = s {
+            assert!(
+                String::from_utf8(response)
+                    .unwrap()
+                    .contains("Unsupported: foo, bar")
+            );
+        }
+    }
+
+    #[test]
+    fn max_forwards_zero_gets_483() {
+        assert_eq!(
+            status(&run(&OPTIONS.replace("Max-Forwards: 70", "Max-Forwards: 0"))),
+            Some(483)
+        );
+    }
+
+    #[test]
+    fn folded_header_is_unfolded() {
+        let msg = OPTIONS.replace("From: <sip:a@x>;tag=1\r\n", "From: <sip:a@x>\r\n ;tag=1\r\n");
+        match run(&msg) {
+            Screened::Rewrite(bytes) => {
+                let text = String::from_utf8(bytes).unwrap();
+                assert!(text.contains("From: <sip:a@x> ;tag=1\r\n"), "{text}");
+            }
+            other => panic!("expected rewrite, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compact_headers_are_understood() {
+        let msg = "OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK2\r\nf: <sip:a@x>;tag=1\r\nt: <sip:gw@127.0.0.1>\r\ni: c2\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n";
+        assert!(!matches!(run(msg), Screened::Drop(_)), "{:?}", run(msg));
+    }
+
+    #[test]
+    fn truncated_and_garbage_are_dropped_and_oversized_gets_513() {
+        assert_eq!(run(&OPTIONS[..60]), Screened::Drop(RejectReason::Truncated));
+        assert!(matches!(
+            screen(&[0xff, 0x00, 0x13, 0x37], ScreenLimits::default(), "t"),
+            Screened::Drop(_)
+        ));
+        let big = OPTIONS.replace(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\nX-Pad: {}\r\n", "a".repeat(9000)),
+        );
+        assert_eq!(status(&run(&big)), Some(513));
+    }
+
+    #[test]
+    fn non_utf8_header_gets_400() {
+        let mut bytes = OPTIONS
+            .replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nSubject: \u{1}X\r\n")
+            .into_bytes();
+        let pos = bytes.iter().position(|b| *b == 1).unwrap();
+        bytes[pos] = 0xff;
+        let s = screen(&bytes, ScreenLimits::default(), "t");
+        assert_eq!(status(&s), Some(400), "{s:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let _ = screen(&data, ScreenLimits::default(), "t");
+        }
+
+        #[test]
+        fn never_panics_on_mutated_requests(pos in 0usize..300, byte in any::<u8>(), cut in 0usize..320) {
+            let mut data = OPTIONS.as_bytes().to_vec();
+            let p = pos % data.len();
+            data[p] = byte;
+            data.truncate(cut.max(1).min(data.len()));
+            let _ = screen(&data, ScreenLimits::default(), "t");
+        }
+    }
+}

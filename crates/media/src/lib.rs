@@ -3,9 +3,11 @@
 //! Pure parts (packet formats, codecs, detectors, analysers, statistics) live in their own modules and never do
 //! IO or read a clock; the async [`engine`] owns every RTP socket and drives them.
 
+pub mod amd;
 pub mod dtmf;
 pub mod g711;
 pub mod prompt;
+pub mod quality;
 pub mod rtcp;
 pub mod rtp;
 pub mod stream;

@@ -8,3 +8,4 @@ pub mod compliance;
 pub mod estimate;
 pub mod pacing;
 pub mod rng;
+pub mod sim;

@@ -10,5 +10,6 @@ pub mod prompt;
 pub mod quality;
 pub mod rtcp;
 pub mod rtp;
+pub mod sdp;
 pub mod stream;
 pub mod wav;

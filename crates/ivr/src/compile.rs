@@ -155,21 +155,24 @@ pub fn compile(sources: &Sources) -> Result<FlowSet, Vec<ValidationError>> {
             "no flow files (*.toml) in the directory",
         ));
     }
-    let mut required = Vec::new();
+    let missing = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| !prompts.contains_key(n) && !broken_prompts.contains(n.as_str()))
+            .collect()
+    };
     if uses_numbers.get() || uses_announcements.get() {
-        required.extend(number_prompt_names());
+        let absent = missing(number_prompt_names());
+        if !absent.is_empty() {
+            let message = format!("missing prompts for reading out numbers: {}", absent.join(", "));
+            errors.push(ValidationError::new("prompts/", None, None, message));
+        }
     }
     if uses_announcements.get() {
-        required.extend(ANNOUNCEMENT_PROMPTS.iter().map(|s| s.to_string()));
-    }
-    for name in required {
-        if !prompts.contains_key(&name) && !broken_prompts.contains(name.as_str()) {
-            errors.push(ValidationError::new(
-                &format!("prompts/{name}.wav"),
-                None,
-                None,
-                "missing prompt, needed to read out numbers or queue announcements",
-            ));
+        let absent = missing(ANNOUNCEMENT_PROMPTS.iter().map(|s| s.to_string()).collect());
+        if !absent.is_empty() {
+            let message = format!("missing prompts for queue announcements: {}", absent.join(", "));
+            errors.push(ValidationError::new("prompts/", None, None, message));
         }
     }
     analysis::check(&graph, &mut errors);
@@ -423,6 +426,7 @@ impl NodeCtx<'_, '_> {
                 kind_line,
                 format!("unknown node type {kind:?}; use one of {}", raw::NODE_TYPES),
             );
+            self.lenient_edges();
             return None;
         };
         let before = self.file.errors.len();
@@ -455,6 +459,40 @@ impl NodeCtx<'_, '_> {
             None
         } else {
             compiled
+        }
+    }
+
+    /// For a node of unknown type: keeps the edges its target fields name, so that one typo in `type`
+    /// does not also make every node after it unreachable.
+    fn lenient_edges(&mut self) {
+        let r = self.raw;
+        let singles = [
+            &r.next,
+            &r.invalid,
+            &r.exhausted,
+            &r.not_found,
+            &r.error,
+            &r.default,
+            &r.on_exit,
+            &r.after_call,
+            &r.on_failed,
+            &r.decline,
+        ];
+        let mut targets: Vec<&String> = singles.into_iter().flatten().map(|s| s.get_ref()).collect();
+        targets.extend(r.choices.iter().flat_map(|m| m.values().map(|s| s.get_ref())));
+        targets.extend(r.cases.iter().flatten().map(|c| c.next.get_ref()));
+        for target in targets {
+            if self
+                .file
+                .nodes_of
+                .get(self.file.flow)
+                .is_some_and(|(_, nodes)| nodes.contains(target))
+            {
+                self.edges.push(Edge {
+                    to: NodeId::new(self.file.flow, target),
+                    defines: Vec::new(),
+                });
+            }
         }
     }
 

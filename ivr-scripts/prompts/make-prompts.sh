@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Makes the demo prompts: real speech from espeak-ng, converted by sox to 8 kHz mono 16-bit PCM WAV,
+# silence trimmed. Run once after editing the texts below and commit the WAV files:
+#   apt-get install -y espeak-ng sox && ivr-scripts/prompts/make-prompts.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+command -v espeak-ng >/dev/null || { echo "espeak-ng is missing (apt-get install -y espeak-ng)" >&2; exit 1; }
+command -v sox >/dev/null || { echo "sox is missing (apt-get install -y sox)" >&2; exit 1; }
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+say() {
+  local name="$1" text="$2"
+  espeak-ng -v en-us -s 165 -w "$tmp/$name.wav" "$text"
+  # Resample to the telephone rate, trim leading and trailing silence, keep a short tail.
+  sox "$tmp/$name.wav" -r 8000 -c 1 -b 16 -e signed-integer "$name.wav" \
+    silence 1 0.05 0.5% reverse silence 1 0.05 0.5% reverse pad 0 0.15
+}
+
+say welcome "Welcome to Example Telecom."
+say closed "We are closed. Our hours are Monday to Friday, eight A M to eight P M."
+say after-hours-menu "To leave a message, press 1. For the emergency line, press 9."
+say leave-message "Please leave a message after the tone."
+say main-menu "For sales, press 1. For support, press 2. For your account balance, press 3. For an operator, press 0."
+say support-menu "For technical support, press 1. For billing, press 2."
+say invalid "Sorry, that is not a valid choice."
+say no-input "Sorry, I did not hear a choice."
+say enter-account "Please enter your account number, then press hash."
+say account-unknown "We could not find that account."
+say balance-is "Your balance is"
+say euros "euros."
+say balance-unavailable "Sorry, your balance is not available right now."
+say please-hold "Please hold for the next available agent."
+say queue-position "You are number"
+say queue-wait "Your estimated wait is"
+say minutes "minutes."
+say callback-offer "To be called back instead of waiting, press 1."
+say callback-question "We will call you back on this number. To confirm, press 1. To keep waiting, press 2."
+say callback-confirmed "Thank you. We will call you back. Goodbye."
+say survey "Please rate our service from 1 to 5, where 5 is excellent."
+say goodbye "Thank you for calling. Goodbye."
+say emergency "Transferring you to the emergency line."
+
+# Numbers for announcements and balances: 0-20, the tens, and "hundred".
+words=(zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+  sixteen seventeen eighteen nineteen twenty)
+for n in $(seq 0 20); do say "num-$n" "${words[$n]}"; done
+for pair in 30:thirty 40:forty 50:fifty 60:sixty 70:seventy 80:eighty 90:ninety; do
+  say "num-${pair%%:*}" "${pair#*:}"
+done
+say num-hundred "hundred"

@@ -431,7 +431,7 @@ pub(crate) mod tests {
             signal.extend(
                 tones
                     .iter()
-                    .chain(std::iter::repeat(&0).take(400))
+                    .chain(std::iter::repeat_n(&0, 400))
                     .zip(body)
                     .map(|(t, n)| (f64::from(*t) + n).round().clamp(-32768.0, 32767.0) as i16),
             );

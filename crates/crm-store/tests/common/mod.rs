@@ -41,7 +41,14 @@ pub fn targets(test: &str, dir: &std::path::Path) -> Vec<Target> {
                 schema: unique("crm_test"),
             });
         }
-        _ => eprintln!("{test}: PostgreSQL SKIPPED (DATABASE_URL is not set); ran on SQLite only"),
+        _ => {
+            // Written straight to stderr, past the test harness's capture, so the skip is always seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "{test}: PostgreSQL SKIPPED (DATABASE_URL is not set); ran on SQLite only"
+            );
+        }
     }
     targets
 }

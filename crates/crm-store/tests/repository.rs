@@ -1,0 +1,420 @@
+//! Customers, lookup, reports, retention, import and audit: the same suite on every backend.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+mod common;
+
+use common::{ev, targets};
+use crm_store::{
+    Customer, IntervalLength, MASKED_NAME, Role, ServiceLevelFormula, ServiceLevelSpec, Tier, User,
+};
+use domain::{AgentId, CampaignId, CustomerId, InteractionEventKind, Pii, Timestamp};
+
+fn customer(id: &str, account: &str, phones: &[&str], tier: Tier, manager: Option<&str>) -> Customer {
+    Customer {
+        id: CustomerId::new(id).unwrap(),
+        account_number: Some(account.into()),
+        name: Pii::new(format!("Customer {id}")),
+        phones: phones.iter().map(|p| Pii::new(p.to_string())).collect(),
+        email: Some(Pii::new(format!("{id}@example.com"))),
+        tier,
+        account_manager: manager.map(|m| AgentId::new(m).unwrap()),
+        lifetime_value_cents: 1_000_000,
+        notes: None,
+    }
+}
+
+#[tokio::test]
+async fn lookup_by_any_number_format_and_by_account_with_recent_history() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("lookup", dir.path()) {
+        let store = target.store().await;
+        let now = Timestamp::from_secs(1_700_000_000);
+        store
+            .save_customer(
+                &customer("k1", "ACC-1", &["(415) 555-0100"], Tier::Key, Some("alice")),
+                "admin",
+                now,
+            )
+            .await
+            .unwrap();
+        store
+            .save_customer(
+                &customer("s1", "ACC-2", &["415 555 0100"], Tier::Small, None),
+                "admin",
+                now,
+            )
+            .await
+            .unwrap();
+        let mut events = ev::answered_call("h1", "+14155550100", "vip", "alice", 1_000, 2_000, 10_000);
+        events.insert(
+            1,
+            ev::at(
+                "h1",
+                5,
+                1_500,
+                InteractionEventKind::CustomerIdentified {
+                    customer: CustomerId::new("k1").unwrap(),
+                    tier: "key".into(),
+                },
+            ),
+        );
+        store.insert_events_batch(&events).await.unwrap();
+
+        for raw in ["+1 415-555-0100", "sip:+14155550100@gw", "4155550100"] {
+            let card = store
+                .find_customer_by_phone(raw)
+                .await
+                .unwrap()
+                .expect("known caller");
+            assert_eq!(
+                card.customer.id.as_str(),
+                "k1",
+                "{}: most valuable tier wins",
+                target.label()
+            );
+            assert_eq!(card.queue_priority, Tier::Key.queue_priority());
+            assert_eq!(
+                card.customer.account_manager.as_ref().map(AgentId::as_str),
+                Some("alice")
+            );
+            assert_eq!(card.recent.len(), 1);
+            assert_eq!(card.recent[0].talk_ms, Some(10_000));
+        }
+        assert!(
+            store
+                .find_customer_by_phone("+442079460958")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(store.find_customer_by_phone("anonymous").await.unwrap().is_none());
+        let by_account = store.find_customer_by_account(" ACC-2 ").await.unwrap().unwrap();
+        assert_eq!(by_account.customer.tier, Tier::Small);
+        assert_eq!(by_account.customer.phones[0].expose(), "+14155550100");
+
+        let log = store.audit_log(Timestamp::ZERO).await.unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(
+            (log[0].actor.as_str(), log[0].action.as_str()),
+            ("admin", "customer.save")
+        );
+        store.close().await;
+        target.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn users_and_do_not_call_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("users_dnc", dir.path()) {
+        let store = target.store().await;
+        let t = Timestamp::from_secs(10);
+        let user = User {
+            id: AgentId::new("bob").unwrap(),
+            display_name: Pii::new("Bob".into()),
+            role: Role::Supervisor,
+            password_hash: Some("$argon2id$v=19$...".into()),
+            active: true,
+        };
+        store.save_user(&user, "root", t).await.unwrap();
+        assert_eq!(store.user(&user.id).await.unwrap(), Some(user.clone()));
+        store
+            .add_do_not_call("(415) 555-0199", "customer request", "root", t)
+            .await
+            .unwrap();
+        assert!(store.is_do_not_call("+14155550199").await.unwrap());
+        assert!(!store.is_do_not_call("+14155550198").await.unwrap());
+        assert!(
+            store.is_do_not_call("garbage").await.unwrap(),
+            "unparsable numbers are never dialled"
+        );
+        let log = store.audit_log(t).await.unwrap();
+        let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["user.save", "dnc.add"], "{}", target.label());
+        assert!(
+            !log[1].entity_id.contains("555"),
+            "the audit log masks the number"
+        );
+        store.close().await;
+        target.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn reports_from_stored_events_agree_with_the_pure_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("reports", dir.path()) {
+        let store = target.store().await;
+        let base = 1_700_000_400_000; // 15-minute aligned
+        let mut events = Vec::new();
+        events.extend(ev::answered_call(
+            "r1",
+            "+14155550100",
+            "sales",
+            "alice",
+            base,
+            10_000,
+            60_000,
+        ));
+        events.extend(ev::answered_call(
+            "r2",
+            "+14155550101",
+            "sales",
+            "bob",
+            base + 60_000,
+            30_000,
+            120_000,
+        ));
+        events.extend(ev::abandoned_call(
+            "r3",
+            "+14155550102",
+            "sales",
+            base + 120_000,
+            45_000,
+        ));
+        events.extend(ev::answered_call(
+            "r4",
+            "+14155550103",
+            "sales",
+            "alice",
+            base + 20 * 60_000,
+            5_000,
+            30_000,
+        ));
+        events.push(ev::at(
+            "r1",
+            5,
+            base + 200_000,
+            InteractionEventKind::Survey { score: 5 },
+        ));
+        events.push(ev::at(
+            "r2",
+            5,
+            base + 300_000,
+            InteractionEventKind::Survey { score: 2 },
+        ));
+        store.insert_events_batch(&events).await.unwrap();
+
+        let from = Timestamp::from_millis(base);
+        let to = Timestamp::from_millis(base + 3_600_000);
+        let spec = ServiceLevelSpec {
+            formula: ServiceLevelFormula::WithinOverAnsweredAndAbandoned,
+            threshold_ms: 20_000,
+        };
+        let report = store
+            .interval_report(from, to, IntervalLength::Minutes15, spec)
+            .await
+            .unwrap();
+        assert_eq!(report.rows.len(), 2, "{}", target.label());
+        let first = &report.rows[0];
+        assert_eq!((first.offered, first.answered, first.abandoned), (3, 2, 1));
+        assert_eq!(first.service_level, Some(1.0 / 3.0));
+        assert_eq!(first.asa_ms, Some(20_000.0));
+        // AHT = talk + wrap (5 s each): (65 + 125) / 2 s.
+        assert_eq!(first.aht_ms, Some(95_000.0));
+        assert_eq!(first.max_wait_ms, 45_000);
+        let hourly = store
+            .interval_report(from, to, IntervalLength::Minutes60, spec)
+            .await
+            .unwrap();
+        assert_eq!(hourly.rows.len(), 1);
+        assert_eq!(hourly.rows[0].offered, 4);
+        assert!(report.to_csv().unwrap().lines().count() == 3);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["rows"][0]["offered"], 3);
+
+        let alice = AgentId::new("alice").unwrap();
+        store
+            .record_agent_state(
+                &alice,
+                "not_ready",
+                Some("break"),
+                from,
+                Timestamp::from_millis(base + 600_000),
+            )
+            .await
+            .unwrap();
+        let agents = store.agent_report(from, to).await.unwrap();
+        let a = agents.rows.iter().find(|r| r.agent == "alice").unwrap();
+        assert_eq!((a.handled, a.talk_ms, a.wrap_ms), (2, 90_000, 10_000));
+        assert_eq!(a.not_ready_by_reason.get("break"), Some(&600_000));
+        assert!(agents.to_csv().unwrap().contains("break=600000"));
+
+        let surveys = store.survey_report(from, to).await.unwrap();
+        assert_eq!(surveys.rows[0].responses, 2);
+        assert_eq!(surveys.rows[0].average, Some(3.5));
+
+        store.close().await;
+        target.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn retention_masks_old_personal_data_and_returns_recordings() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("retention", dir.path()) {
+        let store = target.store().await;
+        let day = 86_400_000i64;
+        let now = Timestamp::from_millis(100 * day);
+        let mut old = ev::answered_call("old", "+14155550100", "sales", "alice", 10 * day, 1_000, 1_000);
+        old.push(ev::at(
+            "old",
+            5,
+            10 * day + 10_000,
+            InteractionEventKind::Recording {
+                path: "/rec/old.wav".into(),
+            },
+        ));
+        let mut recent = ev::answered_call("new", "+14155550101", "sales", "alice", 95 * day, 1_000, 1_000);
+        recent.push(ev::at(
+            "new",
+            5,
+            95 * day + 10_000,
+            InteractionEventKind::Recording {
+                path: "/rec/new.wav".into(),
+            },
+        ));
+        store.insert_events_batch(&old).await.unwrap();
+        store.insert_events_batch(&recent).await.unwrap();
+        store
+            .save_customer(
+                &customer("gone", "A-9", &["+14155550177"], Tier::Normal, None),
+                "admin",
+                Timestamp::from_millis(day),
+            )
+            .await
+            .unwrap();
+        store
+            .save_customer(
+                &customer("kept", "A-8", &["+14155550178"], Tier::Normal, None),
+                "admin",
+                now,
+            )
+            .await
+            .unwrap();
+
+        let outcome = store.apply_retention(now, 30).await.unwrap();
+        assert_eq!(
+            outcome.recordings_to_delete,
+            vec![std::path::PathBuf::from("/rec/old.wav")],
+            "{}",
+            target.label()
+        );
+        assert_eq!((outcome.interactions_masked, outcome.customers_masked), (1, 1));
+        assert_eq!(
+            outcome.events_masked, 3,
+            "arrived, wrapped_up and recording carry personal data"
+        );
+        let row = store.interaction(&ev::id("old")).await.unwrap().unwrap();
+        assert_eq!(
+            (row.caller_number, row.notes, row.recording_path),
+            (None, None, None)
+        );
+        assert_eq!(row.talk_ms, Some(1_000), "figures stay for reports");
+        assert!(
+            store
+                .interaction(&ev::id("new"))
+                .await
+                .unwrap()
+                .unwrap()
+                .caller_number
+                .is_some()
+        );
+        let gone = store
+            .customer(&CustomerId::new("gone").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (gone.name.expose().as_str(), gone.phones.len(), gone.email),
+            (MASKED_NAME, 0, None)
+        );
+        assert!(
+            store
+                .find_customer_by_phone("+14155550178")
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        let again = store.apply_retention(now, 30).await.unwrap();
+        assert_eq!(
+            (
+                again.interactions_masked,
+                again.customers_masked,
+                again.recordings_to_delete.len()
+            ),
+            (0, 0, 0)
+        );
+        let log = store.audit_log(now).await.unwrap();
+        assert!(
+            log.iter()
+                .any(|e| e.action == "retention.apply" && e.detail.contains("interactions=1"))
+        );
+        store.close().await;
+        target.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn csv_import_reports_bad_rows_and_imports_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("import", dir.path()) {
+        let store = target.store().await;
+        let now = Timestamp::from_secs(50);
+        let customers = "id,name,phones,tier,lifetime_value\n\
+                         c1,Ann,415-555-0100,major,10.50\n\
+                         c2,,415-555-0101,,\n\
+                         c3,Cy,bad-number,key,\n\
+                         c4,Di,+44 20 7946 0958,small,\n";
+        let report = store.import_customers_csv(customers, "admin", now).await.unwrap();
+        assert_eq!(
+            (report.imported, report.rejected_rows),
+            (2, 2),
+            "{}",
+            target.label()
+        );
+        assert_eq!(
+            report
+                .problems
+                .iter()
+                .map(|p| (p.row, p.column.as_str()))
+                .collect::<Vec<_>>(),
+            [(3, "name"), (4, "phones")]
+        );
+        let c1 = store.find_customer_by_phone("4155550100").await.unwrap().unwrap();
+        assert_eq!(
+            (c1.customer.tier, c1.customer.lifetime_value_cents),
+            (Tier::Major, 1_050)
+        );
+        assert!(
+            store
+                .customer(&CustomerId::new("c3").unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let campaign = CampaignId::new("spring").unwrap();
+        let leads = "ID,Phone,Name\nl1,(415) 555-0150,Ed\nl2,,Flo\nl3,0044 20 7946 0959,Gus\n";
+        let report = store
+            .import_leads_csv(&campaign, leads, "admin", now)
+            .await
+            .unwrap();
+        assert_eq!((report.imported, report.rejected_rows), (2, 1));
+        let stored = store.campaign_leads(&campaign).await.unwrap();
+        let phones: Vec<&str> = stored.iter().map(|l| l.phone.expose().as_str()).collect();
+        assert_eq!(phones, ["+14155550150", "+442079460959"]);
+        let actions: Vec<String> = store
+            .audit_log(now)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(actions, ["customer.import", "lead.import"]);
+        store.close().await;
+        target.cleanup().await;
+    }
+}

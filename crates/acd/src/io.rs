@@ -1,0 +1,447 @@
+//! What the router takes in ([`Input`]) and gives out ([`Output`]), and the [`Explanation`] every offer
+//! carries. All of it serialises, so an owner can journal inputs, publish outputs and replay both.
+
+use crate::agent::AgentState;
+use crate::config::{AgentConfig, OverflowTarget, Priority, QueueConfig, ReasonCode, Strategy};
+use crate::expr::SkillExpr;
+use domain::{AgentId, CallId, QueueId, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifies one offer (one ring of one call to one or more agents).
+pub type OfferId = u64;
+
+/// A call to put in a queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRequest {
+    pub call: CallId,
+    pub queue: QueueId,
+    #[serde(default)]
+    pub priority: Priority,
+    /// Which agents qualify; none means every agent of the queue.
+    #[serde(default)]
+    pub requirement: Option<SkillExpr>,
+    /// Offer to this agent first (account manager, last agent), for a while.
+    #[serde(default)]
+    pub preferred: Option<PreferredAgent>,
+    /// When the caller first joined a queue, for a callback or a transfer that keeps its place;
+    /// none means now. A time in the future is taken as now.
+    #[serde(default)]
+    pub original_enqueued_at: Option<Timestamp>,
+}
+
+impl CallRequest {
+    /// A plain call: priority 0, no requirement, no preferred agent.
+    pub fn new(call: CallId, queue: QueueId) -> Self {
+        Self {
+            call,
+            queue,
+            priority: Priority::default(),
+            requirement: None,
+            preferred: None,
+            original_enqueued_at: None,
+        }
+    }
+}
+
+/// The agent a call goes to first, and how long it waits for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreferredAgent {
+    pub agent: AgentId,
+    pub timeout_secs: u32,
+}
+
+/// An event for the router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Input {
+    CallEnqueued(CallRequest),
+    /// The caller hung up before being answered (while waiting or while ringing an agent).
+    CallAbandoned {
+        call: CallId,
+    },
+    AgentLogin {
+        agent: AgentId,
+    },
+    AgentLogout {
+        agent: AgentId,
+    },
+    AgentReady {
+        agent: AgentId,
+    },
+    AgentNotReady {
+        agent: AgentId,
+        reason: ReasonCode,
+    },
+    OfferAccepted {
+        call: CallId,
+        agent: AgentId,
+    },
+    OfferRejected {
+        call: CallId,
+        agent: AgentId,
+    },
+    /// A connected call ended; the agent goes to wrap-up.
+    CallEnded {
+        call: CallId,
+    },
+    /// The agent finished after-call work early.
+    WrapUpDone {
+        agent: AgentId,
+    },
+    /// Nothing happened but time passed: fire the timers that are due.
+    Tick,
+    /// Add or replace a queue.
+    UpsertQueue(QueueConfig),
+    /// Add or replace an agent's profile (skills and queues); the agent's state is kept.
+    UpsertAgent(AgentConfig),
+    /// Start a new KPI interval: zero the counters.
+    ResetKpis,
+}
+
+/// Why an offer ended without the agent taking the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    NoAnswer,
+    Rejected,
+    AnsweredElsewhere,
+    CallerAbandoned,
+    AgentLoggedOut,
+}
+
+impl CancelReason {
+    fn text(self) -> &'static str {
+        match self {
+            CancelReason::NoAnswer => "no answer",
+            CancelReason::Rejected => "rejected",
+            CancelReason::AnsweredElsewhere => "answered elsewhere",
+            CancelReason::CallerAbandoned => "caller abandoned",
+            CancelReason::AgentLoggedOut => "agent logged out",
+        }
+    }
+}
+
+/// Why a call left its queue for the overflow target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowReason {
+    MaxWait,
+    QueueFull,
+    NoAgents,
+}
+
+impl OverflowReason {
+    fn text(self) -> &'static str {
+        match self {
+            OverflowReason::MaxWait => "max wait",
+            OverflowReason::QueueFull => "queue full",
+            OverflowReason::NoAgents => "no agents logged in",
+        }
+    }
+}
+
+/// What made the router look for a match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    CallArrived,
+    AgentAvailable,
+    StepReached,
+    PreferredExpired,
+    OfferReturned,
+    Reconfigured,
+}
+
+impl Trigger {
+    fn text(self) -> &'static str {
+        match self {
+            Trigger::CallArrived => "the call arrived",
+            Trigger::AgentAvailable => "the agent became available",
+            Trigger::StepReached => "the call reached a new routing step",
+            Trigger::PreferredExpired => "the preferred-agent time ran out",
+            Trigger::OfferReturned => "the call came back from a failed offer",
+            Trigger::Reconfigured => "the configuration changed",
+        }
+    }
+}
+
+/// The rule that picked the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "rule", content = "strategy", rename_all = "snake_case")]
+pub enum Rule {
+    /// The call's preferred agent, within its timeout.
+    PreferredAgent,
+    /// The queue's strategy.
+    Strategy(Strategy),
+}
+
+/// The winning agent's score under the rule in effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Score {
+    /// Milliseconds available.
+    IdleMs(u64),
+    /// Sum of proficiencies in the skills the call names.
+    SkillSum(u32),
+    /// Turn of the agent's previous offer (lower is longer ago).
+    LastOfferTurn(u64),
+    /// Calls handled so far.
+    HandledCalls(u64),
+    /// Talk time so far, milliseconds.
+    TalkMs(u64),
+    /// Drawn at random among this many eligible agents.
+    RandomAmong(u32),
+    /// Rung together with every other eligible agent.
+    RingAll(u32),
+    /// The preferred agent.
+    Preferred,
+}
+
+impl fmt::Display for Score {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Score::IdleMs(ms) => write!(f, "idle {}", Secs(*ms)),
+            Score::SkillSum(s) => write!(f, "skill sum {s}"),
+            Score::LastOfferTurn(t) => write!(f, "last offered at turn {t}"),
+            Score::HandledCalls(n) => write!(f, "{n} calls handled"),
+            Score::TalkMs(ms) => write!(f, "talk time {}", Secs(*ms)),
+            Score::RandomAmong(n) => write!(f, "random draw among {n}"),
+            Score::RingAll(n) => write!(f, "ringing all {n}"),
+            Score::Preferred => f.write_str("preferred agent"),
+        }
+    }
+}
+
+/// Milliseconds shown as seconds with one decimal.
+pub(crate) struct Secs(pub u64);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}s", self.0 / 1000, (self.0 % 1000) / 100)
+    }
+}
+
+/// Why a call went to an agent: enough for a supervisor to answer the question afterwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    pub call: CallId,
+    pub queue: QueueId,
+    pub trigger: Trigger,
+    pub rule: Rule,
+    /// Index of the routing step in effect (0 = first) and its description.
+    pub step: u32,
+    pub step_rule: String,
+    pub priority: u8,
+    /// Priority plus aging at the time of the decision.
+    pub effective_priority: f64,
+    /// Time waited in this queue.
+    pub waited_ms: u64,
+    /// Waiting calls examined (when an agent became available).
+    pub calls_considered: u32,
+    /// Available agents in the queue when the decision was made.
+    pub agents_available: u32,
+    /// Available agents examined.
+    pub agents_considered: u32,
+    /// Of those, the ones that qualified.
+    pub agents_eligible: u32,
+    pub chosen: Vec<AgentId>,
+    pub score: Score,
+}
+
+impl Explanation {
+    /// One human sentence, e.g. for the CRM interaction log.
+    pub fn sentence(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let agents: Vec<&str> = self.chosen.iter().map(|a| a.as_str()).collect();
+        let rule = match self.rule {
+            Rule::PreferredAgent => "preferred agent".to_string(),
+            Rule::Strategy(s) => s.name().to_string(),
+        };
+        write!(
+            f,
+            "Call {} (priority {}, effective {:.2}, waited {}) went to {} {} in queue {} by {} at step {} ({}) \
+             because {}: ",
+            self.call,
+            self.priority,
+            self.effective_priority,
+            Secs(self.waited_ms),
+            if agents.len() == 1 { "agent" } else { "agents" },
+            agents.join(", "),
+            self.queue,
+            rule,
+            self.step,
+            self.step_rule,
+            self.trigger.text(),
+        )?;
+        if self.calls_considered > 0 {
+            write!(
+                f,
+                "it was the best of {} waiting calls examined; ",
+                self.calls_considered
+            )?;
+        }
+        write!(
+            f,
+            "{} of {} available agents examined were eligible; winning score: {}.",
+            self.agents_eligible, self.agents_considered, self.score
+        )?;
+        if self.agents_available > self.agents_considered {
+            write!(
+                f,
+                " ({} agents were available in the queue.)",
+                self.agents_available
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A call offered to one agent, or to several at once (ring-all).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    pub offer: OfferId,
+    pub call: CallId,
+    pub queue: QueueId,
+    pub agents: Vec<AgentId>,
+    /// Redirected on no answer at this time.
+    pub expires_at: Timestamp,
+    pub explanation: Explanation,
+}
+
+/// Something the owner must act on or publish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Output {
+    /// The call is waiting in a queue.
+    Queued { call: CallId, queue: QueueId },
+    /// Ring these agents.
+    Offer(Offer),
+    /// Stop ringing this agent.
+    OfferCancelled {
+        offer: OfferId,
+        call: CallId,
+        agent: AgentId,
+        reason: CancelReason,
+    },
+    /// The call was answered; connect it.
+    Answered {
+        call: CallId,
+        queue: QueueId,
+        agent: AgentId,
+        waited_ms: u64,
+    },
+    /// The caller hung up while queued.
+    Abandoned {
+        call: CallId,
+        queue: QueueId,
+        position: u32,
+        waited_ms: u64,
+    },
+    /// The call left its queue for the target. A queue target is handled by the router itself.
+    Overflowed {
+        call: CallId,
+        from: QueueId,
+        target: OverflowTarget,
+        reason: OverflowReason,
+        waited_ms: u64,
+    },
+    /// Tell the caller their position and estimated wait.
+    Announce {
+        call: CallId,
+        queue: QueueId,
+        position: u32,
+        estimated_wait_secs: Option<u64>,
+    },
+    AgentStateChanged {
+        agent: AgentId,
+        from: AgentState,
+        to: AgentState,
+        at: Timestamp,
+    },
+}
+
+impl fmt::Display for Output {
+    /// One line, for decision logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Output::Queued { call, queue } => write!(f, "queued {call} in {queue}"),
+            Output::Offer(o) => {
+                let agents: Vec<&str> = o.agents.iter().map(|a| a.as_str()).collect();
+                let rule = match o.explanation.rule {
+                    Rule::PreferredAgent => "preferred".to_string(),
+                    Rule::Strategy(s) => s.name().to_string(),
+                };
+                write!(
+                    f,
+                    "offer#{} {} -> {} ({rule}, step {}, {})",
+                    o.offer,
+                    o.call,
+                    agents.join(","),
+                    o.explanation.step,
+                    o.explanation.score
+                )
+            }
+            Output::OfferCancelled {
+                offer,
+                call,
+                agent,
+                reason,
+            } => {
+                write!(f, "cancel offer#{offer} {call} @ {agent}: {}", reason.text())
+            }
+            Output::Answered {
+                call,
+                agent,
+                waited_ms,
+                ..
+            } => {
+                write!(f, "answered {call} by {agent} after {}", Secs(*waited_ms))
+            }
+            Output::Abandoned {
+                call,
+                queue,
+                position,
+                waited_ms,
+            } => {
+                write!(
+                    f,
+                    "abandoned {call} from {queue} at position {position} after {}",
+                    Secs(*waited_ms)
+                )
+            }
+            Output::Overflowed {
+                call,
+                from,
+                target,
+                reason,
+                waited_ms,
+            } => {
+                write!(
+                    f,
+                    "overflow {call} from {from} to {target}: {} after {}",
+                    reason.text(),
+                    Secs(*waited_ms)
+                )
+            }
+            Output::Announce {
+                call,
+                queue,
+                position,
+                estimated_wait_secs,
+            } => {
+                write!(f, "announce {call} in {queue}: position {position}")?;
+                match estimated_wait_secs {
+                    Some(s) => write!(f, ", about {s}s"),
+                    None => f.write_str(", wait unknown"),
+                }
+            }
+            Output::AgentStateChanged { agent, from, to, .. } => write!(f, "{agent}: {from} -> {to}"),
+        }
+    }
+}

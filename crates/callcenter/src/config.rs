@@ -1,0 +1,368 @@
+//! The platform's configuration: one TOML file (or the embedded default) with environment overrides
+//! `CALLCENTER_<SECTION>__<KEY>=value`. Every error names the file, the key path and what was
+//! expected, and is reported before anything starts.
+
+use serde::Deserialize;
+use sip_gateway::config::{RouteConfig, SipConfig, TrunkConfig};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// The embedded default configuration (`config/callcenter.toml`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/callcenter.toml");
+
+/// The `[node]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub name: String,
+    pub log: String,
+    pub log_json: bool,
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: "node1".into(),
+            log: "info".into(),
+            log_json: false,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// The `[http]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// The `[rtp]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtpConfig {
+    pub bind_ip: IpAddr,
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        Self {
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            port_min: 20000,
+            port_max: 20999,
+        }
+    }
+}
+
+/// Where live state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+/// The `[state]` section.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+    pub redis_url: Option<String>,
+    pub key_prefix: Option<String>,
+}
+
+/// The `[crm]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrmConfig {
+    /// `sqlite:PATH` (embedded) or `postgres://...`.
+    pub database_url: String,
+}
+
+impl Default for CrmConfig {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite:./data/callcenter.db".into(),
+        }
+    }
+}
+
+/// The `[ivr]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IvrConfig {
+    pub scripts_dir: PathBuf,
+    pub entry_flow: String,
+}
+
+impl Default for IvrConfig {
+    fn default() -> Self {
+        Self {
+            scripts_dir: "ivr-scripts".into(),
+            entry_flow: "main".into(),
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub sip: SipConfig,
+    pub http: HttpConfig,
+    pub rtp: RtpConfig,
+    pub state: StateConfig,
+    pub crm: CrmConfig,
+    pub ivr: IvrConfig,
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    #[serde(rename = "trunk")]
+    pub trunks: Vec<TrunkConfig>,
+}
+
+/// A configuration problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}: key `{path}`: {message}")]
+    Invalid {
+        file: String,
+        path: String,
+        message: String,
+    },
+    #[error("environment {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{file}: {}", problems.join("\n  "))]
+    Semantic { file: String, problems: Vec<String> },
+}
+
+impl Config {
+    /// Loads `path`, or the embedded default when None, then applies `env` overrides.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (file, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    file: p.display().to_string(),
+                    source,
+                })?;
+                (p.display().to_string(), text)
+            }
+            None => ("<embedded default>".to_string(), EMBEDDED_DEFAULT.to_string()),
+        };
+        let overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("CALLCENTER_") && k.contains("__"))
+            .collect();
+        let config = if overrides.is_empty() {
+            // Straight from the text, so errors carry line and column.
+            let de = toml::Deserializer::parse(&text).map_err(|e| ConfigError::Syntax {
+                file: file.clone(),
+                message: e.to_string(),
+            })?;
+            serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| invalid(&file, e))?
+        } else {
+            let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+                file: file.clone(),
+                message: e.to_string(),
+            })?;
+            for (var, value) in overrides {
+                apply_override(&mut table, &var, &value)?;
+            }
+            serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table))
+                .map_err(|e| invalid(&file, e))?
+        };
+        config
+            .validate()
+            .map_err(|problems| ConfigError::Semantic { file, problems })?;
+        Ok(config)
+    }
+
+    /// The gateway's part.
+    pub fn gateway(&self) -> sip_gateway::GatewayConfig {
+        sip_gateway::GatewayConfig {
+            sip: self.sip.clone(),
+            routes: self.routes.clone(),
+            trunks: self.trunks.clone(),
+        }
+    }
+
+    /// Checks across sections, after types are right.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = self.gateway().validate().err().unwrap_or_default();
+        if self.rtp.port_min > self.rtp.port_max {
+            problems.push("rtp.port_min is above rtp.port_max".into());
+        }
+        if self.rtp.port_min % 2 == 1 {
+            problems.push("rtp.port_min must be even (RTP on even ports, RTCP on the next odd one)".into());
+        }
+        if self.state.backend == StateBackend::Redis && self.state.redis_url.is_none() {
+            problems.push("state.backend = \"redis\" needs state.redis_url".into());
+        }
+        if !(self.crm.database_url.starts_with("sqlite:")
+            || self.crm.database_url.starts_with("postgres://")
+            || self.crm.database_url.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "crm.database_url must start with sqlite: or postgres:// (got {:?})",
+                redact(&self.crm.database_url)
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+fn invalid<E: std::fmt::Display>(file: &str, e: serde_path_to_error::Error<E>) -> ConfigError {
+    let path = e.path().to_string();
+    ConfigError::Invalid {
+        file: file.to_string(),
+        path,
+        message: e.inner().to_string(),
+    }
+}
+
+/// `CALLCENTER_SIP__LIMITS__MAX_CALLS_PER_SECOND=500` sets `sip.limits.max_calls_per_second = 500`.
+/// The value is read as a TOML value when it is one (numbers, booleans, arrays), else as a string.
+fn apply_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = var
+        .trim_start_matches("CALLCENTER_")
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(String::is_empty) {
+        return Err(ConfigError::Env {
+            var: var.into(),
+            message: "empty key segment".into(),
+        });
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let (last, parents) = path.split_last().ok_or_else(|| ConfigError::Env {
+        var: var.into(),
+        message: "no key".into(),
+    })?;
+    let mut cursor = table;
+    for key in parents {
+        let entry = cursor
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+            var: var.into(),
+            message: format!("`{key}` is not a section"),
+        })?;
+    }
+    cursor.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn embedded_default_loads() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.sip.listen.port(), 5060);
+        assert_eq!(c.http.listen.port(), 8080);
+        assert_eq!(c.state.backend, StateBackend::Memory);
+        assert!(c.crm.database_url.starts_with("sqlite:"));
+        assert!(c.routes.iter().any(|r| r.number == "800"));
+    }
+
+    #[test]
+    fn unknown_key_names_file_path_and_expectation() {
+        let f = write("[sip]\nlisten = \"127.0.0.1:5060\"\nlistne = 1\n");
+        let err = Config::load(Some(f.path()), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(err.contains("listne"), "{err}");
+        assert!(err.contains("expected one of"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_path_and_line() {
+        let f = write("[sip.limits]\nmax_calls_per_second = \"lots\"\n");
+        let err = Config::load(Some(f.path()), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("sip.limits.max_calls_per_second"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_and_semantic_errors_are_reported() {
+        let f = write("[sip]\nlisten = \"not an address\"\n");
+        let err = Config::load(Some(f.path()), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("sip.listen"), "{err}");
+        let f = write("[[route]]\nnumber = \"1\"\nivr = \"a\"\nqueue = \"b\"\n");
+        let err = Config::load(Some(f.path()), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("exactly one of ivr, queue, forward"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_apply_with_types() {
+        let env = vec![
+            (
+                "CALLCENTER_SIP__LIMITS__MAX_CALLS_PER_SECOND".to_string(),
+                "900".to_string(),
+            ),
+            (
+                "CALLCENTER_HTTP__LISTEN".to_string(),
+                "127.0.0.1:9090".to_string(),
+            ),
+            ("CALLCENTER_STATE__BACKEND".to_string(), "redis".to_string()),
+            (
+                "CALLCENTER_STATE__REDIS_URL".to_string(),
+                "redis://127.0.0.1:6379/".to_string(),
+            ),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.sip.limits.max_calls_per_second, 900);
+        assert_eq!(c.http.listen.port(), 9090);
+        assert_eq!(c.state.backend, StateBackend::Redis);
+        let err = Config::load(
+            None,
+            vec![("CALLCENTER_SIP__LIMITS__MAX_CALLS_PER_SECOND".into(), "x".into())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sip.limits.max_calls_per_second"), "{err}");
+    }
+}

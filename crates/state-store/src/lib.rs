@@ -1,1 +1,448 @@
-//! Live shared state behind one trait: in-memory for one node, Redis for many.
+//! Live shared state behind one facade: in-memory for one node, Redis for many.
+//!
+//! [`StateStore`] is the only way the rest of the platform touches live state; only this crate knows
+//! Redis. Pick the backend with [`StateConfig`] and call [`StateStore::connect`]. Both backends pass
+//! the same test suite (`tests/suite.rs`), so code written against the memory backend runs unchanged
+//! on Redis, where state survives a restart and is shared by every node on the same key prefix.
+//!
+//! What it keeps:
+//! - **SIP registrations**: per address of record, several contacts with an expiry ([`Binding`]).
+//! - **Agent presence**: one versioned JSON record per agent, with compare-and-set.
+//! - **Queue entries**: an ordered set of waiting calls per queue with a payload each.
+//! - **Blobs**: versioned snapshots (router state, IVR sessions) with optional time to live.
+//! - **Leases** with fencing tokens, and fenced writes that a former holder cannot sneak past.
+//! - **Event bus**: live publish/subscribe (Redis pub/sub, or a broadcast channel in memory).
+//! - **Durable streams** with consumer groups, acknowledgement and claiming after a crash (the CRM outbox).
+//!
+//! Time: everything that expires takes the caller's `now` and stores the instant of expiry, so tests run
+//! on virtual time and every node judges expiry the same way; Redis key TTLs only collect garbage.
+//! Leases compare the holders' clocks, so nodes must keep their clocks synchronised well within the
+//! lease TTL; fencing keeps writes safe even when they are not.
+
+mod bus;
+mod config;
+mod error;
+mod memory;
+mod redis_store;
+mod types;
+
+pub use bus::Subscription;
+pub use config::{BackendConfig, StateConfig};
+pub use error::{StateError, StateResult};
+pub use types::{
+    Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, MAX_KEY_LEN, MAX_NAME_LEN, MAX_QUEUE_ORDER,
+    QueueEntry, QueueOrder, StreamEntry, StreamEntryId, Transport, Versioned, WriteOutcome,
+};
+
+use domain::{AgentId, CallId, QueueId, Timestamp};
+use memory::MemoryStore;
+use redis_store::RedisStore;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use types::{check_key, check_name};
+
+/// The live state of the platform. Cheap to clone; clones share the same backend and connection.
+#[derive(Clone)]
+pub struct StateStore {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+fn check_ttl(what: &'static str, ttl: Duration) -> StateResult<()> {
+    if ttl.is_zero() {
+        return Err(StateError::Invalid {
+            what,
+            reason: "is zero".to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn decode<T: DeserializeOwned>(v: Versioned<Vec<u8>>) -> StateResult<Versioned<T>> {
+    Ok(Versioned {
+        version: v.version,
+        value: serde_json::from_slice(&v.value)?,
+    })
+}
+
+impl StateStore {
+    /// A fresh in-memory store.
+    pub fn memory() -> Self {
+        Self {
+            backend: Backend::Memory(MemoryStore::new()),
+        }
+    }
+
+    /// Opens the configured backend. With Redis this connects now, so a wrong URL or an unreachable
+    /// server is reported at startup rather than on the first call.
+    pub async fn connect(config: &StateConfig) -> StateResult<Self> {
+        match &config.backend {
+            BackendConfig::Memory => Ok(Self::memory()),
+            BackendConfig::Redis { url, prefix } => {
+                check_name("key prefix", prefix.trim_matches(|c| c == '{' || c == '}'))?;
+                Ok(Self {
+                    backend: Backend::Redis(RedisStore::connect(url, prefix).await?),
+                })
+            }
+        }
+    }
+
+    /// `"memory"` or `"redis"`, for logs and metrics labels.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    // ---------------------------------------------------------------- registrations
+
+    /// Adds or refreshes the binding of `binding.contact` for `aor`. A binding already lapsed at `now`
+    /// removes that contact instead (what a REGISTER with `Expires: 0` asks for).
+    pub async fn upsert_binding(&self, aor: &Aor, binding: Binding, now: Timestamp) -> StateResult<()> {
+        check_key("contact", &binding.contact)?;
+        match &self.backend {
+            Backend::Memory(m) => {
+                m.upsert_binding(aor, binding, now);
+                Ok(())
+            }
+            Backend::Redis(r) => r.upsert_binding(aor, &binding, now).await,
+        }
+    }
+
+    /// Removes one contact of `aor`; true if it was there.
+    pub async fn remove_binding(&self, aor: &Aor, contact: &str) -> StateResult<bool> {
+        check_key("contact", contact)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.remove_binding(aor, contact)),
+            Backend::Redis(r) => r.remove_binding(aor, contact).await,
+        }
+    }
+
+    /// Removes every contact of `aor` (`Contact: *` with `Expires: 0`); returns how many were stored.
+    pub async fn remove_all_bindings(&self, aor: &Aor) -> StateResult<usize> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.remove_all_bindings(aor)),
+            Backend::Redis(r) => r.remove_all_bindings(aor).await,
+        }
+    }
+
+    /// The bindings of `aor` still live at `now`, sorted by contact; lapsed ones are purged.
+    pub async fn live_bindings(&self, aor: &Aor, now: Timestamp) -> StateResult<Vec<Binding>> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.live_bindings(aor, now)),
+            Backend::Redis(r) => r.live_bindings(aor, now).await,
+        }
+    }
+
+    // ---------------------------------------------------------------- agent presence
+
+    /// Stores the state of `agent` unconditionally; returns its new version.
+    pub async fn put_presence<T: Serialize>(&self, agent: &AgentId, state: &T) -> StateResult<u64> {
+        match self.cas_presence(agent, Expect::Any, state).await? {
+            WriteOutcome::Written { version } => Ok(version),
+            // An unconditional write cannot conflict; a backend that says so is broken.
+            WriteOutcome::Conflict { .. } => Err(StateError::Corrupt {
+                location: "presence".to_string(),
+                reason: "unconditional write reported a conflict".to_string(),
+            }),
+        }
+    }
+
+    /// Stores the state of `agent` if its version is as expected (compare-and-set).
+    pub async fn cas_presence<T: Serialize>(
+        &self,
+        agent: &AgentId,
+        expect: Expect,
+        state: &T,
+    ) -> StateResult<WriteOutcome> {
+        let data = serde_json::to_vec(state)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.put_presence(agent, expect, data)),
+            Backend::Redis(r) => r.put_presence(agent, expect, &data).await,
+        }
+    }
+
+    /// The state of `agent`, if any.
+    pub async fn get_presence<T: DeserializeOwned>(
+        &self,
+        agent: &AgentId,
+    ) -> StateResult<Option<Versioned<T>>> {
+        let raw = match &self.backend {
+            Backend::Memory(m) => m.get_presence(agent),
+            Backend::Redis(r) => r.get_presence(agent).await?,
+        };
+        raw.map(decode).transpose()
+    }
+
+    /// Every agent's state, sorted by agent id (how a restarted node rebuilds its view).
+    pub async fn list_presence<T: DeserializeOwned>(&self) -> StateResult<Vec<(AgentId, Versioned<T>)>> {
+        let raw = match &self.backend {
+            Backend::Memory(m) => m.list_presence(),
+            Backend::Redis(r) => r.list_presence().await?,
+        };
+        raw.into_iter()
+            .map(|(agent, v)| Ok((agent, decode(v)?)))
+            .collect()
+    }
+
+    /// Forgets the state of `agent`; true if there was one.
+    pub async fn remove_presence(&self, agent: &AgentId) -> StateResult<bool> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.remove_presence(agent)),
+            Backend::Redis(r) => r.remove_presence(agent).await,
+        }
+    }
+
+    // ---------------------------------------------------------------- queue entries
+
+    /// Puts a call in `queue` at `entry.order`, or moves it there and replaces its payload if it is
+    /// already in; true if it was new. With a fence, only the current lease holder may write.
+    pub async fn queue_add(
+        &self,
+        queue: &QueueId,
+        entry: QueueEntry,
+        fence: Option<&Fence>,
+    ) -> StateResult<bool> {
+        match &self.backend {
+            Backend::Memory(m) => m.queue_add(queue, entry, fence),
+            Backend::Redis(r) => r.queue_add(queue, &entry, fence).await,
+        }
+    }
+
+    /// Takes a call out of `queue`; true if it was in.
+    pub async fn queue_remove(
+        &self,
+        queue: &QueueId,
+        call: &CallId,
+        fence: Option<&Fence>,
+    ) -> StateResult<bool> {
+        match &self.backend {
+            Backend::Memory(m) => m.queue_remove(queue, call, fence),
+            Backend::Redis(r) => r.queue_remove(queue, call, fence).await,
+        }
+    }
+
+    /// The calls in `queue`, first to serve first (by order key, then call id).
+    pub async fn queue_list(&self, queue: &QueueId) -> StateResult<Vec<QueueEntry>> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.queue_list(queue)),
+            Backend::Redis(r) => r.queue_list(queue).await,
+        }
+    }
+
+    /// How many calls wait in `queue`.
+    pub async fn queue_len(&self, queue: &QueueId) -> StateResult<usize> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.queue_len(queue)),
+            Backend::Redis(r) => r.queue_len(queue).await,
+        }
+    }
+
+    // ---------------------------------------------------------------- blobs
+
+    /// Writes the blob `key` of namespace `ns` (e.g. `ivr-session`, `acd-snapshot`) as `opts` says:
+    /// optionally only at an expected version, only under a fence, and lapsing `ttl` after `now`.
+    /// A stale fence is an error ([`StateError::StaleFence`]); a version mismatch is a
+    /// [`WriteOutcome::Conflict`].
+    pub async fn put_blob(
+        &self,
+        ns: &str,
+        key: &str,
+        data: &[u8],
+        opts: &BlobWrite,
+        now: Timestamp,
+    ) -> StateResult<WriteOutcome> {
+        check_name("blob namespace", ns)?;
+        check_key("blob key", key)?;
+        if let Some(ttl) = opts.ttl {
+            check_ttl("blob ttl", ttl)?;
+        }
+        match &self.backend {
+            Backend::Memory(m) => m.put_blob(ns, key, data.to_vec(), opts, now),
+            Backend::Redis(r) => r.put_blob(ns, key, data, opts, now).await,
+        }
+    }
+
+    /// The blob `key` of `ns` if it is stored and not lapsed at `now`.
+    pub async fn get_blob(
+        &self,
+        ns: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> StateResult<Option<Versioned<Vec<u8>>>> {
+        check_name("blob namespace", ns)?;
+        check_key("blob key", key)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.get_blob(ns, key, now)),
+            Backend::Redis(r) => r.get_blob(ns, key, now).await,
+        }
+    }
+
+    /// Deletes the blob `key` of `ns`; true if something was stored (even if already lapsed).
+    pub async fn delete_blob(&self, ns: &str, key: &str, fence: Option<&Fence>) -> StateResult<bool> {
+        check_name("blob namespace", ns)?;
+        check_key("blob key", key)?;
+        match &self.backend {
+            Backend::Memory(m) => m.delete_blob(ns, key, fence),
+            Backend::Redis(r) => r.delete_blob(ns, key, fence).await,
+        }
+    }
+
+    // ---------------------------------------------------------------- leases
+
+    /// Tries to take lease `name` for `holder` until `now + ttl`. Returns the lease if it was free or
+    /// lapsed (with a new, larger fencing token) or already held by `holder` (same token, extended);
+    /// `None` while someone else holds it.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> StateResult<Option<Lease>> {
+        check_name("lease name", name)?;
+        check_name("lease holder", holder)?;
+        check_ttl("lease ttl", ttl)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.acquire_lease(name, holder, ttl, now)),
+            Backend::Redis(r) => r.acquire_lease(name, holder, ttl, now).await,
+        }
+    }
+
+    /// Extends a lease still held at `now` to `now + ttl`. `None` means it was lost (lapsed or taken
+    /// over): stop acting as holder and acquire again.
+    pub async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> StateResult<Option<Lease>> {
+        check_ttl("lease ttl", ttl)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.renew_lease(lease, ttl, now)),
+            Backend::Redis(r) => r.renew_lease(lease, ttl, now).await,
+        }
+    }
+
+    /// Gives a lease up so another holder need not wait for it to lapse; true if it was still ours.
+    pub async fn release_lease(&self, lease: &Lease) -> StateResult<bool> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.release_lease(lease)),
+            Backend::Redis(r) => r.release_lease(lease).await,
+        }
+    }
+
+    // ---------------------------------------------------------------- event bus
+
+    /// Publishes to everyone subscribed to `topic` right now; returns how many received it (on Redis,
+    /// connections across all nodes). Nobody subscribed is not an error: the message is dropped.
+    pub async fn publish(&self, topic: &str, payload: &[u8]) -> StateResult<usize> {
+        check_name("topic", topic)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.publish(topic, bytes::Bytes::copy_from_slice(payload))),
+            Backend::Redis(r) => r.publish(topic, payload).await,
+        }
+    }
+
+    /// Subscribes to `topic`. Once this returns, every later publish reaches the subscription.
+    pub async fn subscribe(&self, topic: &str) -> StateResult<Subscription> {
+        check_name("topic", topic)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(Subscription::memory(topic, m.subscribe(topic))),
+            Backend::Redis(r) => Ok(Subscription::redis(topic, r.subscribe(topic).await?)),
+        }
+    }
+
+    // ---------------------------------------------------------------- durable streams
+
+    /// Appends an entry to `stream`; it stays until every group has it acknowledged (memory) or the
+    /// stream is trimmed (Redis, where its durability is that of the server's persistence settings).
+    pub async fn stream_append(&self, stream: &str, payload: &[u8]) -> StateResult<StreamEntryId> {
+        check_name("stream", stream)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream_append(stream, payload.to_vec())),
+            Backend::Redis(r) => r.stream_append(stream, payload).await,
+        }
+    }
+
+    /// Creates consumer group `group` of `stream` if missing, reading from the start of the stream.
+    /// Reading creates it too; call this first so entries appended before the first read are kept for it.
+    pub async fn stream_ensure_group(&self, stream: &str, group: &str) -> StateResult<()> {
+        check_name("stream", stream)?;
+        check_name("consumer group", group)?;
+        match &self.backend {
+            Backend::Memory(m) => {
+                m.stream_ensure_group(stream, group);
+                Ok(())
+            }
+            Backend::Redis(r) => r.stream_ensure_group(stream, group).await,
+        }
+    }
+
+    /// Delivers to `consumer` up to `count` entries that no one in `group` has been given yet, waiting
+    /// up to `block` for the first if there are none. Delivered entries stay pending until acknowledged.
+    pub async fn stream_read_group(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> StateResult<Vec<StreamEntry>> {
+        check_name("stream", stream)?;
+        check_name("consumer group", group)?;
+        check_name("consumer", consumer)?;
+        let count = count.max(1);
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream_read_group(stream, group, consumer, count, block).await),
+            Backend::Redis(r) => r.stream_read_group(stream, group, consumer, count, block).await,
+        }
+    }
+
+    /// Acknowledges entries processed by `group`; returns how many were pending.
+    pub async fn stream_ack(&self, stream: &str, group: &str, ids: &[StreamEntryId]) -> StateResult<usize> {
+        check_name("stream", stream)?;
+        check_name("consumer group", group)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream_ack(stream, group, ids)),
+            Backend::Redis(r) => r.stream_ack(stream, group, ids).await,
+        }
+    }
+
+    /// Takes over for `consumer` up to `count` entries pending in `group` for at least `min_idle`
+    /// (delivered to a consumer that crashed before acknowledging them) and returns them.
+    pub async fn stream_claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> StateResult<Vec<StreamEntry>> {
+        check_name("stream", stream)?;
+        check_name("consumer group", group)?;
+        check_name("consumer", consumer)?;
+        let count = count.max(1);
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream_claim(stream, group, consumer, min_idle, count)),
+            Backend::Redis(r) => r.stream_claim(stream, group, consumer, min_idle, count).await,
+        }
+    }
+
+    /// How many entries of `group` are delivered but not yet acknowledged.
+    pub async fn stream_pending(&self, stream: &str, group: &str) -> StateResult<usize> {
+        check_name("stream", stream)?;
+        check_name("consumer group", group)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream_pending(stream, group)),
+            Backend::Redis(r) => r.stream_pending(stream, group).await,
+        }
+    }
+}

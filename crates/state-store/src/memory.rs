@@ -1,0 +1,599 @@
+//! The in-memory backend: one process, no persistence. Everything sits behind one mutex (operations are
+//! short and never await while holding it); the event bus is a tokio broadcast channel per topic.
+
+use crate::error::{StateError, StateResult};
+use crate::types::{
+    Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, QueueEntry, QueueOrder, StreamEntry,
+    StreamEntryId, Versioned, WriteOutcome,
+};
+use bytes::Bytes;
+use domain::{AgentId, CallId, QueueId, Timestamp};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, broadcast};
+
+/// Messages a slow subscriber may fall behind by before it misses some.
+const BUS_CAPACITY: usize = 1024;
+
+/// The in-memory backend. Clones share the same state.
+#[derive(Clone, Default)]
+pub(crate) struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    state: Mutex<State>,
+    bus: Mutex<HashMap<String, broadcast::Sender<Bytes>>>,
+    /// Woken on every stream append, so blocked group readers look again.
+    stream_appended: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    last_version: u64,
+    registrations: HashMap<Aor, BTreeMap<String, Binding>>,
+    presence: BTreeMap<AgentId, Versioned<Vec<u8>>>,
+    queues: HashMap<QueueId, MemQueue>,
+    blobs: HashMap<(String, String), MemBlob>,
+    fences: HashMap<String, u64>,
+    leases: HashMap<String, MemLease>,
+    streams: HashMap<String, MemStream>,
+}
+
+#[derive(Default)]
+struct MemQueue {
+    ordered: BTreeMap<(QueueOrder, CallId), Vec<u8>>,
+    order_of: HashMap<CallId, QueueOrder>,
+}
+
+struct MemBlob {
+    version: u64,
+    data: Vec<u8>,
+    expires_at: Option<Timestamp>,
+}
+
+struct MemLease {
+    holder: String,
+    token: u64,
+    expires_at: Timestamp,
+}
+
+#[derive(Default)]
+struct MemStream {
+    last_seq: u64,
+    entries: BTreeMap<u64, Vec<u8>>,
+    groups: HashMap<String, MemGroup>,
+}
+
+#[derive(Default)]
+struct MemGroup {
+    last_delivered: u64,
+    pending: BTreeMap<u64, MemPending>,
+}
+
+struct MemPending {
+    consumer: String,
+    delivered_at: Instant,
+}
+
+fn entry_id(seq: u64) -> StreamEntryId {
+    StreamEntryId(format!("0-{seq}"))
+}
+
+fn parse_entry_id(id: &StreamEntryId) -> Option<u64> {
+    id.0.strip_prefix("0-")?.parse().ok()
+}
+
+impl State {
+    fn next_version(&mut self) -> u64 {
+        self.last_version += 1;
+        self.last_version
+    }
+
+    fn check_fence(&self, fence: Option<&Fence>) -> StateResult<()> {
+        let Some(fence) = fence else { return Ok(()) };
+        let current = self.fences.get(&fence.lease).copied().unwrap_or(0);
+        if fence.token.0 == current {
+            Ok(())
+        } else {
+            Err(StateError::StaleFence {
+                lease: fence.lease.clone(),
+                presented: fence.token,
+                current: FencingToken(current),
+            })
+        }
+    }
+
+    /// The blob under `k` if still live at `now`; a lapsed one is dropped.
+    fn live_blob(&mut self, k: &(String, String), now: Timestamp) -> Option<&MemBlob> {
+        let lapsed = self
+            .blobs
+            .get(k)
+            .is_some_and(|b| b.expires_at.is_some_and(|at| at <= now));
+        if lapsed {
+            self.blobs.remove(k);
+        }
+        self.blobs.get(k)
+    }
+}
+
+fn expect_holds(expect: Expect, current: Option<u64>) -> bool {
+    match expect {
+        Expect::Any => true,
+        Expect::Absent => current.is_none(),
+        Expect::Version(v) => current == Some(v),
+    }
+}
+
+impl MemoryStore {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    // ---- registrations ----
+
+    pub(crate) fn upsert_binding(&self, aor: &Aor, binding: Binding, now: Timestamp) {
+        let mut s = self.inner.state.lock();
+        let bindings = s.registrations.entry(aor.clone()).or_default();
+        bindings.retain(|_, b| b.is_live(now));
+        if binding.is_live(now) {
+            bindings.insert(binding.contact.clone(), binding);
+        } else {
+            bindings.remove(&binding.contact);
+        }
+        if bindings.is_empty() {
+            s.registrations.remove(aor);
+        }
+    }
+
+    pub(crate) fn remove_binding(&self, aor: &Aor, contact: &str) -> bool {
+        let mut s = self.inner.state.lock();
+        let Some(bindings) = s.registrations.get_mut(aor) else {
+            return false;
+        };
+        let removed = bindings.remove(contact).is_some();
+        if bindings.is_empty() {
+            s.registrations.remove(aor);
+        }
+        removed
+    }
+
+    pub(crate) fn remove_all_bindings(&self, aor: &Aor) -> usize {
+        self.inner
+            .state
+            .lock()
+            .registrations
+            .remove(aor)
+            .map_or(0, |b| b.len())
+    }
+
+    pub(crate) fn live_bindings(&self, aor: &Aor, now: Timestamp) -> Vec<Binding> {
+        let mut s = self.inner.state.lock();
+        let Some(bindings) = s.registrations.get_mut(aor) else {
+            return Vec::new();
+        };
+        bindings.retain(|_, b| b.is_live(now));
+        let live: Vec<Binding> = bindings.values().cloned().collect();
+        if live.is_empty() {
+            s.registrations.remove(aor);
+        }
+        live
+    }
+
+    // ---- presence ----
+
+    pub(crate) fn put_presence(&self, agent: &AgentId, expect: Expect, data: Vec<u8>) -> WriteOutcome {
+        let mut s = self.inner.state.lock();
+        let current = s.presence.get(agent).map(|v| v.version);
+        if !expect_holds(expect, current) {
+            return WriteOutcome::Conflict { current };
+        }
+        let version = s.next_version();
+        s.presence
+            .insert(agent.clone(), Versioned { version, value: data });
+        WriteOutcome::Written { version }
+    }
+
+    pub(crate) fn get_presence(&self, agent: &AgentId) -> Option<Versioned<Vec<u8>>> {
+        self.inner.state.lock().presence.get(agent).cloned()
+    }
+
+    pub(crate) fn list_presence(&self) -> Vec<(AgentId, Versioned<Vec<u8>>)> {
+        let s = self.inner.state.lock();
+        s.presence.iter().map(|(a, v)| (a.clone(), v.clone())).collect()
+    }
+
+    pub(crate) fn remove_presence(&self, agent: &AgentId) -> bool {
+        self.inner.state.lock().presence.remove(agent).is_some()
+    }
+
+    // ---- queues ----
+
+    pub(crate) fn queue_add(
+        &self,
+        queue: &QueueId,
+        entry: QueueEntry,
+        fence: Option<&Fence>,
+    ) -> StateResult<bool> {
+        let mut s = self.inner.state.lock();
+        s.check_fence(fence)?;
+        let q = s.queues.entry(queue.clone()).or_default();
+        let previous = q.order_of.insert(entry.call.clone(), entry.order);
+        if let Some(old) = previous {
+            q.ordered.remove(&(old, entry.call.clone()));
+        }
+        q.ordered.insert((entry.order, entry.call), entry.payload);
+        Ok(previous.is_none())
+    }
+
+    pub(crate) fn queue_remove(
+        &self,
+        queue: &QueueId,
+        call: &CallId,
+        fence: Option<&Fence>,
+    ) -> StateResult<bool> {
+        let mut s = self.inner.state.lock();
+        s.check_fence(fence)?;
+        let Some(q) = s.queues.get_mut(queue) else {
+            return Ok(false);
+        };
+        let Some(order) = q.order_of.remove(call) else {
+            return Ok(false);
+        };
+        q.ordered.remove(&(order, call.clone()));
+        if q.order_of.is_empty() {
+            s.queues.remove(queue);
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn queue_list(&self, queue: &QueueId) -> Vec<QueueEntry> {
+        let s = self.inner.state.lock();
+        let Some(q) = s.queues.get(queue) else {
+            return Vec::new();
+        };
+        q.ordered
+            .iter()
+            .map(|((order, call), payload)| QueueEntry {
+                call: call.clone(),
+                order: *order,
+                payload: payload.clone(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn queue_len(&self, queue: &QueueId) -> usize {
+        self.inner
+            .state
+            .lock()
+            .queues
+            .get(queue)
+            .map_or(0, |q| q.order_of.len())
+    }
+
+    // ---- blobs ----
+
+    pub(crate) fn put_blob(
+        &self,
+        ns: &str,
+        key: &str,
+        data: Vec<u8>,
+        opts: &BlobWrite,
+        now: Timestamp,
+    ) -> StateResult<WriteOutcome> {
+        let mut s = self.inner.state.lock();
+        s.check_fence(opts.fence.as_ref())?;
+        let k = (ns.to_string(), key.to_string());
+        let current = s.live_blob(&k, now).map(|b| b.version);
+        if !expect_holds(opts.expect, current) {
+            return Ok(WriteOutcome::Conflict { current });
+        }
+        let version = s.next_version();
+        let expires_at = opts.ttl.map(|ttl| now + ttl);
+        s.blobs.insert(
+            k,
+            MemBlob {
+                version,
+                data,
+                expires_at,
+            },
+        );
+        Ok(WriteOutcome::Written { version })
+    }
+
+    pub(crate) fn get_blob(&self, ns: &str, key: &str, now: Timestamp) -> Option<Versioned<Vec<u8>>> {
+        let mut s = self.inner.state.lock();
+        let b = s.live_blob(&(ns.to_string(), key.to_string()), now)?;
+        Some(Versioned {
+            version: b.version,
+            value: b.data.clone(),
+        })
+    }
+
+    pub(crate) fn delete_blob(&self, ns: &str, key: &str, fence: Option<&Fence>) -> StateResult<bool> {
+        let mut s = self.inner.state.lock();
+        s.check_fence(fence)?;
+        Ok(s.blobs.remove(&(ns.to_string(), key.to_string())).is_some())
+    }
+
+    // ---- leases ----
+
+    pub(crate) fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Option<Lease> {
+        let mut s = self.inner.state.lock();
+        let expires_at = now + ttl;
+        if let Some(l) = s.leases.get_mut(name).filter(|l| l.expires_at > now) {
+            if l.holder != holder {
+                return None;
+            }
+            l.expires_at = expires_at;
+            let token = FencingToken(l.token);
+            return Some(Lease {
+                name: name.to_string(),
+                holder: holder.to_string(),
+                token,
+                expires_at,
+            });
+        }
+        let counter = s.fences.entry(name.to_string()).or_insert(0);
+        *counter += 1;
+        let token = *counter;
+        s.leases.insert(
+            name.to_string(),
+            MemLease {
+                holder: holder.to_string(),
+                token,
+                expires_at,
+            },
+        );
+        Some(Lease {
+            name: name.to_string(),
+            holder: holder.to_string(),
+            token: FencingToken(token),
+            expires_at,
+        })
+    }
+
+    pub(crate) fn renew_lease(&self, lease: &Lease, ttl: Duration, now: Timestamp) -> Option<Lease> {
+        let mut s = self.inner.state.lock();
+        let l = s.leases.get_mut(&lease.name)?;
+        if l.holder != lease.holder || l.token != lease.token.0 || l.expires_at <= now {
+            return None;
+        }
+        l.expires_at = now + ttl;
+        Some(Lease {
+            expires_at: l.expires_at,
+            ..lease.clone()
+        })
+    }
+
+    pub(crate) fn release_lease(&self, lease: &Lease) -> bool {
+        let mut s = self.inner.state.lock();
+        let held = s
+            .leases
+            .get(&lease.name)
+            .is_some_and(|l| l.holder == lease.holder && l.token == lease.token.0);
+        if held {
+            s.leases.remove(&lease.name);
+        }
+        held
+    }
+
+    // ---- event bus ----
+
+    pub(crate) fn publish(&self, topic: &str, payload: Bytes) -> usize {
+        let mut bus = self.inner.bus.lock();
+        let Some(tx) = bus.get(topic) else { return 0 };
+        match tx.send(payload) {
+            Ok(n) => n,
+            Err(_) => {
+                // Nobody listens any more: forget the topic so the map does not grow with dead topics.
+                bus.remove(topic);
+                0
+            }
+        }
+    }
+
+    pub(crate) fn subscribe(&self, topic: &str) -> broadcast::Receiver<Bytes> {
+        let mut bus = self.inner.bus.lock();
+        bus.entry(topic.to_string())
+            .or_insert_with(|| broadcast::channel(BUS_CAPACITY).0)
+            .subscribe()
+    }
+
+    // ---- durable streams ----
+
+    pub(crate) fn stream_append(&self, stream: &str, payload: Vec<u8>) -> StreamEntryId {
+        let id = {
+            let mut s = self.inner.state.lock();
+            let st = s.streams.entry(stream.to_string()).or_default();
+            st.last_seq += 1;
+            st.entries.insert(st.last_seq, payload);
+            entry_id(st.last_seq)
+        };
+        self.inner.stream_appended.notify_waiters();
+        id
+    }
+
+    pub(crate) fn stream_ensure_group(&self, stream: &str, group: &str) {
+        let mut s = self.inner.state.lock();
+        let st = s.streams.entry(stream.to_string()).or_default();
+        st.groups.entry(group.to_string()).or_default();
+    }
+
+    /// Delivers up to `count` entries never delivered to `group`, waiting up to `block` for the first.
+    pub(crate) async fn stream_read_group(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Vec<StreamEntry> {
+        let deadline = block.map(|b| tokio::time::Instant::now() + b);
+        loop {
+            // Register for the wake-up before looking, so an append in between is not missed.
+            let appended = self.inner.stream_appended.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let batch = self.take_new(stream, group, consumer, count);
+            let Some(deadline) = deadline else { return batch };
+            if !batch.is_empty() {
+                return batch;
+            }
+            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                return Vec::new();
+            }
+        }
+    }
+
+    fn take_new(&self, stream: &str, group: &str, consumer: &str, count: usize) -> Vec<StreamEntry> {
+        let mut s = self.inner.state.lock();
+        let st = s.streams.entry(stream.to_string()).or_default();
+        let g = st.groups.entry(group.to_string()).or_default();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (&seq, payload) in st.entries.range(g.last_delivered + 1..).take(count) {
+            g.last_delivered = seq;
+            g.pending.insert(
+                seq,
+                MemPending {
+                    consumer: consumer.to_string(),
+                    delivered_at: now,
+                },
+            );
+            out.push(StreamEntry {
+                id: entry_id(seq),
+                payload: payload.clone(),
+            });
+        }
+        out
+    }
+
+    pub(crate) fn stream_ack(&self, stream: &str, group: &str, ids: &[StreamEntryId]) -> usize {
+        let mut s = self.inner.state.lock();
+        let Some(st) = s.streams.get_mut(stream) else {
+            return 0;
+        };
+        let Some(g) = st.groups.get_mut(group) else {
+            return 0;
+        };
+        let acked = ids
+            .iter()
+            .filter_map(parse_entry_id)
+            .filter(|seq| g.pending.remove(seq).is_some())
+            .count();
+        st.forget_consumed();
+        acked
+    }
+
+    pub(crate) fn stream_claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Vec<StreamEntry> {
+        let mut s = self.inner.state.lock();
+        let Some(st) = s.streams.get_mut(stream) else {
+            return Vec::new();
+        };
+        let Some(g) = st.groups.get_mut(group) else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (seq, p) in g.pending.iter_mut() {
+            if out.len() >= count {
+                break;
+            }
+            if now.saturating_duration_since(p.delivered_at) < min_idle {
+                continue;
+            }
+            // Like XAUTOCLAIM: an entry deleted meanwhile is not returned.
+            let Some(payload) = st.entries.get(seq) else {
+                continue;
+            };
+            p.consumer = consumer.to_string();
+            p.delivered_at = now;
+            out.push(StreamEntry {
+                id: entry_id(*seq),
+                payload: payload.clone(),
+            });
+        }
+        out
+    }
+
+    pub(crate) fn stream_pending(&self, stream: &str, group: &str) -> usize {
+        let s = self.inner.state.lock();
+        s.streams
+            .get(stream)
+            .and_then(|st| st.groups.get(group))
+            .map_or(0, |g| g.pending.len())
+    }
+
+    /// Entries pending for `consumer` (who holds what): used by tests of the claim path.
+    #[cfg(test)]
+    pub(crate) fn pending_of(&self, stream: &str, group: &str, consumer: &str) -> usize {
+        let s = self.inner.state.lock();
+        s.streams
+            .get(stream)
+            .and_then(|st| st.groups.get(group))
+            .map_or(0, |g| {
+                g.pending.values().filter(|p| p.consumer == consumer).count()
+            })
+    }
+}
+
+impl MemStream {
+    /// Drops entries every group has been given and acknowledged: memory must not grow with an outbox
+    /// that is drained. With no group yet, everything is kept for the first one.
+    fn forget_consumed(&mut self) {
+        let Some(horizon) = self
+            .groups
+            .values()
+            .map(|g| {
+                g.pending
+                    .keys()
+                    .next()
+                    .map_or(g.last_delivered, |first| first - 1)
+                    .min(g.last_delivered)
+            })
+            .min()
+        else {
+            return;
+        };
+        self.entries = self.entries.split_off(&(horizon + 1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drained_streams_free_their_entries() {
+        let m = MemoryStore::new();
+        m.stream_ensure_group("s", "g");
+        for i in 0..3u8 {
+            m.stream_append("s", vec![i]);
+        }
+        let got = m.stream_read_group("s", "g", "c1", 10, None).await;
+        assert_eq!(got.len(), 3);
+        assert_eq!(m.pending_of("s", "g", "c1"), 3);
+        assert_eq!(m.stream_ack("s", "g", &[got[0].id.clone(), got[2].id.clone()]), 2);
+        // The second entry is still pending, so it and everything after it are kept.
+        assert_eq!(m.inner.state.lock().streams["s"].entries.len(), 2);
+        assert_eq!(m.stream_ack("s", "g", &[got[1].id.clone()]), 1);
+        assert!(m.inner.state.lock().streams["s"].entries.is_empty());
+    }
+}

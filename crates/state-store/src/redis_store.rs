@@ -1,0 +1,840 @@
+//! The Redis backend. Every multi-step change is one Lua script, so concurrent nodes never see half a
+//! change; time checks use the caller's `now` (kept in the records) and key TTLs only collect garbage.
+//!
+//! Key layout, all under `{prefix}:`:
+//! `reg:{aor}` hash contact -> binding JSON; `presence` / `presence-version` hashes agent -> state / version;
+//! `version` the store-wide version counter; `queue:{q}` sorted set of call ids, `queue-payload:{q}` hash;
+//! `blob:{ns}:{key}` hash {v, d, x}; `lease:{name}` hash {holder, token, until}; `fence:{name}` counter;
+//! `bus:{topic}` pub/sub channel; `stream:{name}` stream with one field `d`.
+
+use crate::error::{StateError, StateResult};
+use crate::types::{
+    Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, QueueEntry, QueueOrder, StreamEntry,
+    StreamEntryId, Versioned, WriteOutcome,
+};
+use domain::{AgentId, CallId, QueueId, Timestamp};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::{AsyncConnectionConfig, Client, Script, Value};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// How long one command may take before the call fails (blocking stream reads get their own budget).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Scripts, loaded once per process; `invoke_async` sends EVALSHA and falls back to loading the source.
+struct Scripts {
+    reg_upsert: Script,
+    reg_live: Script,
+    presence_put: Script,
+    blob_put: Script,
+    blob_delete: Script,
+    queue_add: Script,
+    queue_remove: Script,
+    queue_list: Script,
+    lease_acquire: Script,
+    lease_renew: Script,
+    lease_release: Script,
+}
+
+/// Fence check shared by every fenced script: KEYS[fence] holds the latest token of the lease; the
+/// write goes ahead only if the presented token (ARGV[token], '' for an unfenced write) is that one.
+macro_rules! fence_check {
+    ($fence_key:literal, $token_arg:literal) => {
+        concat!(
+            "if ARGV[",
+            $token_arg,
+            "] ~= '' then\n  local f = tonumber(redis.call('GET', KEYS[",
+            $fence_key,
+            "]) or '0')\n  if f ~= tonumber(ARGV[",
+            $token_arg,
+            "]) then return {-1, f} end\nend\n"
+        )
+    };
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    // KEYS: reg hash. ARGV: contact, binding JSON, GC TTL ms, '1' if live at now.
+    reg_upsert: Script::new(
+        r"
+if ARGV[4] == '0' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local ttl = tonumber(ARGV[3])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+",
+    ),
+    // KEYS: reg hash. ARGV: now ms. Drops lapsed (and undecodable) bindings, returns the live ones.
+    reg_live: Script::new(
+        r"
+local all = redis.call('HGETALL', KEYS[1])
+local now = tonumber(ARGV[1])
+local live = {}
+for i = 1, #all, 2 do
+  local ok, b = pcall(cjson.decode, all[i + 1])
+  local at = ok and type(b) == 'table' and tonumber(b['expires_at'])
+  if at and at > now then
+    live[#live + 1] = all[i + 1]
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return live
+",
+    ),
+    // KEYS: presence hash, presence-version hash, version counter. ARGV: agent, expect, data.
+    presence_put: Script::new(
+        r"
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+cur = cur and tonumber(cur)
+if ARGV[2] == 'absent' then
+  if cur then return {0, cur} end
+elseif ARGV[2] ~= 'any' then
+  if cur ~= tonumber(ARGV[2]) then return {0, cur or 0} end
+end
+local v = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], v)
+return {1, v}
+",
+    ),
+    // KEYS: blob hash, version counter, fence counter.
+    // ARGV: now, expect, data, expires-at ('0' never), GC TTL ms ('0' none), fence token ('' none).
+    blob_put: Script::new(concat!(
+        fence_check!("3", "6"),
+        r"
+local cur = false
+local h = redis.call('HMGET', KEYS[1], 'v', 'x')
+if h[1] then
+  local x = tonumber(h[2]) or 0
+  if x ~= 0 and x <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) else cur = tonumber(h[1]) end
+end
+if ARGV[2] == 'absent' then
+  if cur then return {0, cur} end
+elseif ARGV[2] ~= 'any' then
+  if cur ~= tonumber(ARGV[2]) then return {0, cur or 0} end
+end
+local v = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'v', v, 'd', ARGV[3], 'x', ARGV[4])
+if ARGV[5] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) else redis.call('PERSIST', KEYS[1]) end
+return {1, v}
+"
+    )),
+    // KEYS: blob hash, fence counter. ARGV: fence token.
+    blob_delete: Script::new(concat!(
+        fence_check!("2", "1"),
+        "return {1, redis.call('DEL', KEYS[1])}\n"
+    )),
+    // KEYS: queue zset, payload hash, fence counter. ARGV: fence token, call, score, payload.
+    queue_add: Script::new(concat!(
+        fence_check!("3", "1"),
+        r"
+local added = redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4])
+return {1, added}
+"
+    )),
+    // KEYS: queue zset, payload hash, fence counter. ARGV: fence token, call.
+    queue_remove: Script::new(concat!(
+        fence_check!("3", "1"),
+        r"
+local removed = redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[2])
+return {1, removed}
+"
+    )),
+    // KEYS: queue zset, payload hash. Returns call, score, payload triples in order.
+    queue_list: Script::new(
+        r"
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local out = {}
+for i = 1, #ids, 2 do
+  out[#out + 1] = ids[i]
+  out[#out + 1] = ids[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[2], ids[i]) or ''
+end
+return out
+",
+    ),
+    // KEYS: lease hash, fence counter. ARGV: now, holder, new expiry, GC TTL ms. Returns {token} or nil.
+    lease_acquire: Script::new(
+        r"
+local h = redis.call('HMGET', KEYS[1], 'holder', 'token', 'until')
+if h[1] and (tonumber(h[3]) or 0) > tonumber(ARGV[1]) then
+  if h[1] ~= ARGV[2] then return false end
+  redis.call('HSET', KEYS[1], 'until', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return {tonumber(h[2])}
+end
+local t = redis.call('INCR', KEYS[2])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'token', t, 'until', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {t}
+",
+    ),
+    // KEYS: lease hash. ARGV: now, holder, token, new expiry, GC TTL ms.
+    lease_renew: Script::new(
+        r"
+local h = redis.call('HMGET', KEYS[1], 'holder', 'token', 'until')
+if h[1] == ARGV[2] and tonumber(h[2]) == tonumber(ARGV[3]) and (tonumber(h[3]) or 0) > tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'until', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+return 0
+",
+    ),
+    // KEYS: lease hash. ARGV: holder, token.
+    lease_release: Script::new(
+        r"
+local h = redis.call('HMGET', KEYS[1], 'holder', 'token')
+if h[1] == ARGV[1] and tonumber(h[2]) == tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+",
+    ),
+});
+
+/// How long Redis keeps a key with a time-bound record after it lapses, so a node whose clock runs a
+/// little behind still finds it: the record's own expiry decides, the TTL only frees memory.
+fn gc_ttl_ms(ttl: Duration) -> u64 {
+    let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX / 4);
+    ms.saturating_mul(2).saturating_add(1_000)
+}
+
+fn expect_arg(expect: Expect) -> String {
+    match expect {
+        Expect::Any => "any".to_string(),
+        Expect::Absent => "absent".to_string(),
+        Expect::Version(v) => v.to_string(),
+    }
+}
+
+fn token_arg(fence: Option<&Fence>) -> String {
+    fence.map_or_else(String::new, |f| f.token.0.to_string())
+}
+
+/// Reads the `{code, n}` reply of a script: -1 is a stale fence, otherwise `n` is the result.
+fn fenced_reply(reply: &[i64], fence: Option<&Fence>) -> StateResult<(i64, i64)> {
+    let (code, n) = match reply {
+        [code, n] => (*code, *n),
+        _ => return Err(corrupt("script reply", "unexpected shape")),
+    };
+    if code == -1 {
+        let fence = fence.ok_or_else(|| corrupt("script reply", "fence rejected without a fence"))?;
+        return Err(StateError::StaleFence {
+            lease: fence.lease.clone(),
+            presented: fence.token,
+            current: FencingToken(u64::try_from(n).unwrap_or(0)),
+        });
+    }
+    Ok((code, n))
+}
+
+fn corrupt(location: impl Into<String>, reason: impl Into<String>) -> StateError {
+    StateError::Corrupt {
+        location: location.into(),
+        reason: reason.into(),
+    }
+}
+
+fn version_of(n: i64) -> Option<u64> {
+    u64::try_from(n).ok().filter(|v| *v > 0)
+}
+
+fn write_outcome(code: i64, n: i64) -> WriteOutcome {
+    match (code, version_of(n)) {
+        (1, Some(version)) => WriteOutcome::Written { version },
+        (_, current) => WriteOutcome::Conflict { current },
+    }
+}
+
+/// Agent id -> stored presence record, as HGETALL returns it.
+type PresenceData = Vec<(String, Vec<u8>)>;
+
+/// The Redis backend. Clones share one multiplexed, self-reconnecting connection.
+#[derive(Clone)]
+pub(crate) struct RedisStore {
+    client: Client,
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisStore {
+    /// Connects (failing fast if Redis cannot be reached) and keeps keys under `prefix`.
+    pub(crate) async fn connect(url: &str, prefix: &str) -> StateResult<Self> {
+        // The URL may carry a password: the error names what failed, not the URL.
+        let client =
+            Client::open(url).map_err(|e| StateError::Config(format!("bad Redis URL ({:?})", e.kind())))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut k = self.prefix.clone();
+        for p in parts {
+            k.push(':');
+            k.push_str(p);
+        }
+        k
+    }
+
+    fn fence_key(&self, fence: Option<&Fence>) -> String {
+        self.key(&["fence", fence.map_or("", |f| f.lease.as_str())])
+    }
+
+    // ---- registrations ----
+
+    pub(crate) async fn upsert_binding(
+        &self,
+        aor: &Aor,
+        binding: &Binding,
+        now: Timestamp,
+    ) -> StateResult<()> {
+        let json = serde_json::to_string(binding)?;
+        let ttl = gc_ttl_ms(binding.expires_at.since(now));
+        let live = if binding.is_live(now) { "1" } else { "0" };
+        let mut conn = self.conn.clone();
+        let _: i64 = SCRIPTS
+            .reg_upsert
+            .key(self.key(&["reg", aor.as_str()]))
+            .arg(&binding.contact)
+            .arg(json)
+            .arg(ttl)
+            .arg(live)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn remove_binding(&self, aor: &Aor, contact: &str) -> StateResult<bool> {
+        let n: i64 = redis::cmd("HDEL")
+            .arg(self.key(&["reg", aor.as_str()]))
+            .arg(contact)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn remove_all_bindings(&self, aor: &Aor) -> StateResult<usize> {
+        let key = self.key(&["reg", aor.as_str()]);
+        let (n, _): (usize, i64) = redis::pipe()
+            .atomic()
+            .cmd("HLEN")
+            .arg(&key)
+            .cmd("DEL")
+            .arg(&key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n)
+    }
+
+    pub(crate) async fn live_bindings(&self, aor: &Aor, now: Timestamp) -> StateResult<Vec<Binding>> {
+        let raw: Vec<Vec<u8>> = SCRIPTS
+            .reg_live
+            .key(self.key(&["reg", aor.as_str()]))
+            .arg(now.as_millis())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let mut out = raw
+            .iter()
+            .map(|j| serde_json::from_slice::<Binding>(j).map_err(|e| corrupt("registration", e.to_string())))
+            .collect::<StateResult<Vec<_>>>()?;
+        out.sort_by(|a, b| a.contact.cmp(&b.contact));
+        Ok(out)
+    }
+
+    // ---- presence ----
+
+    pub(crate) async fn put_presence(
+        &self,
+        agent: &AgentId,
+        expect: Expect,
+        data: &[u8],
+    ) -> StateResult<WriteOutcome> {
+        let reply: Vec<i64> = SCRIPTS
+            .presence_put
+            .key(self.key(&["presence"]))
+            .key(self.key(&["presence-version"]))
+            .key(self.key(&["version"]))
+            .arg(agent.as_str())
+            .arg(expect_arg(expect))
+            .arg(data)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let (code, n) = fenced_reply(&reply, None)?;
+        Ok(write_outcome(code, n))
+    }
+
+    pub(crate) async fn get_presence(&self, agent: &AgentId) -> StateResult<Option<Versioned<Vec<u8>>>> {
+        let (data, version): (Option<Vec<u8>>, Option<u64>) = redis::pipe()
+            .atomic()
+            .cmd("HGET")
+            .arg(self.key(&["presence"]))
+            .arg(agent.as_str())
+            .cmd("HGET")
+            .arg(self.key(&["presence-version"]))
+            .arg(agent.as_str())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(match (data, version) {
+            (Some(value), Some(version)) => Some(Versioned { version, value }),
+            _ => None,
+        })
+    }
+
+    pub(crate) async fn list_presence(&self) -> StateResult<Vec<(AgentId, Versioned<Vec<u8>>)>> {
+        let (data, versions): (PresenceData, HashMap<String, u64>) = redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
+            .arg(self.key(&["presence"]))
+            .cmd("HGETALL")
+            .arg(self.key(&["presence-version"]))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut out = Vec::with_capacity(data.len());
+        for (agent, value) in data {
+            let Some(&version) = versions.get(&agent) else {
+                continue;
+            };
+            let agent = AgentId::new(&agent).map_err(|e| corrupt("presence agent id", e.to_string()))?;
+            out.push((agent, Versioned { version, value }));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    pub(crate) async fn remove_presence(&self, agent: &AgentId) -> StateResult<bool> {
+        let (n, _): (i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("HDEL")
+            .arg(self.key(&["presence"]))
+            .arg(agent.as_str())
+            .cmd("HDEL")
+            .arg(self.key(&["presence-version"]))
+            .arg(agent.as_str())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n > 0)
+    }
+
+    // ---- queues ----
+
+    pub(crate) async fn queue_add(
+        &self,
+        queue: &QueueId,
+        entry: &QueueEntry,
+        fence: Option<&Fence>,
+    ) -> StateResult<bool> {
+        let reply: Vec<i64> = SCRIPTS
+            .queue_add
+            .key(self.key(&["queue", queue.as_str()]))
+            .key(self.key(&["queue-payload", queue.as_str()]))
+            .key(self.fence_key(fence))
+            .arg(token_arg(fence))
+            .arg(entry.call.as_str())
+            .arg(entry.order.get())
+            .arg(&entry.payload)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let (_, added) = fenced_reply(&reply, fence)?;
+        Ok(added > 0)
+    }
+
+    pub(crate) async fn queue_remove(
+        &self,
+        queue: &QueueId,
+        call: &CallId,
+        fence: Option<&Fence>,
+    ) -> StateResult<bool> {
+        let reply: Vec<i64> = SCRIPTS
+            .queue_remove
+            .key(self.key(&["queue", queue.as_str()]))
+            .key(self.key(&["queue-payload", queue.as_str()]))
+            .key(self.fence_key(fence))
+            .arg(token_arg(fence))
+            .arg(call.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let (_, removed) = fenced_reply(&reply, fence)?;
+        Ok(removed > 0)
+    }
+
+    pub(crate) async fn queue_list(&self, queue: &QueueId) -> StateResult<Vec<QueueEntry>> {
+        let flat: Vec<Vec<u8>> = SCRIPTS
+            .queue_list
+            .key(self.key(&["queue", queue.as_str()]))
+            .key(self.key(&["queue-payload", queue.as_str()]))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let mut out = Vec::with_capacity(flat.len() / 3);
+        for triple in flat.chunks(3) {
+            let [call, score, payload] = triple else {
+                return Err(corrupt("queue list", "reply is not call/score/payload triples"));
+            };
+            let call = std::str::from_utf8(call)
+                .ok()
+                .and_then(|s| CallId::new(s).ok())
+                .ok_or_else(|| corrupt(format!("queue {queue}"), "member is not a call id"))?;
+            let score: f64 = std::str::from_utf8(score)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| corrupt(format!("queue {queue}"), "score is not a number"))?;
+            // Scores were written from i64 within ±2^53, so the cast is exact.
+            #[allow(clippy::cast_possible_truncation)]
+            let order = QueueOrder::new(score as i64)?;
+            out.push(QueueEntry {
+                call,
+                order,
+                payload: payload.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn queue_len(&self, queue: &QueueId) -> StateResult<usize> {
+        Ok(redis::cmd("ZCARD")
+            .arg(self.key(&["queue", queue.as_str()]))
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    // ---- blobs ----
+
+    pub(crate) async fn put_blob(
+        &self,
+        ns: &str,
+        key: &str,
+        data: &[u8],
+        opts: &BlobWrite,
+        now: Timestamp,
+    ) -> StateResult<WriteOutcome> {
+        let fence = opts.fence.as_ref();
+        let (expires_at, gc) = match opts.ttl {
+            Some(ttl) => ((now + ttl).as_millis(), gc_ttl_ms(ttl)),
+            None => (0, 0),
+        };
+        let reply: Vec<i64> = SCRIPTS
+            .blob_put
+            .key(self.key(&["blob", ns, key]))
+            .key(self.key(&["version"]))
+            .key(self.fence_key(fence))
+            .arg(now.as_millis())
+            .arg(expect_arg(opts.expect))
+            .arg(data)
+            .arg(expires_at)
+            .arg(gc)
+            .arg(token_arg(fence))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let (code, n) = fenced_reply(&reply, fence)?;
+        Ok(write_outcome(code, n))
+    }
+
+    pub(crate) async fn get_blob(
+        &self,
+        ns: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> StateResult<Option<Versioned<Vec<u8>>>> {
+        let (version, data, expires_at): (Option<u64>, Option<Vec<u8>>, Option<i64>) = redis::cmd("HMGET")
+            .arg(self.key(&["blob", ns, key]))
+            .arg("v")
+            .arg("d")
+            .arg("x")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let lapsed = expires_at.is_some_and(|x| x != 0 && x <= now.as_millis());
+        Ok(match (version, data) {
+            (Some(version), Some(value)) if !lapsed => Some(Versioned { version, value }),
+            _ => None,
+        })
+    }
+
+    pub(crate) async fn delete_blob(&self, ns: &str, key: &str, fence: Option<&Fence>) -> StateResult<bool> {
+        let reply: Vec<i64> = SCRIPTS
+            .blob_delete
+            .key(self.key(&["blob", ns, key]))
+            .key(self.fence_key(fence))
+            .arg(token_arg(fence))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let (_, n) = fenced_reply(&reply, fence)?;
+        Ok(n > 0)
+    }
+
+    // ---- leases ----
+
+    pub(crate) async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> StateResult<Option<Lease>> {
+        let expires_at = now + ttl;
+        let reply: Option<Vec<u64>> = SCRIPTS
+            .lease_acquire
+            .key(self.key(&["lease", name]))
+            .key(self.key(&["fence", name]))
+            .arg(now.as_millis())
+            .arg(holder)
+            .arg(expires_at.as_millis())
+            .arg(gc_ttl_ms(ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match reply.as_deref() {
+            Some([token]) => Some(Lease {
+                name: name.to_string(),
+                holder: holder.to_string(),
+                token: FencingToken(*token),
+                expires_at,
+            }),
+            _ => None,
+        })
+    }
+
+    pub(crate) async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> StateResult<Option<Lease>> {
+        let expires_at = now + ttl;
+        let renewed: i64 = SCRIPTS
+            .lease_renew
+            .key(self.key(&["lease", &lease.name]))
+            .arg(now.as_millis())
+            .arg(&lease.holder)
+            .arg(lease.token.0)
+            .arg(expires_at.as_millis())
+            .arg(gc_ttl_ms(ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok((renewed == 1).then(|| Lease {
+            expires_at,
+            ..lease.clone()
+        }))
+    }
+
+    pub(crate) async fn release_lease(&self, lease: &Lease) -> StateResult<bool> {
+        let released: i64 = SCRIPTS
+            .lease_release
+            .key(self.key(&["lease", &lease.name]))
+            .arg(&lease.holder)
+            .arg(lease.token.0)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(released == 1)
+    }
+
+    // ---- event bus ----
+
+    pub(crate) async fn publish(&self, topic: &str, payload: &[u8]) -> StateResult<usize> {
+        Ok(redis::cmd("PUBLISH")
+            .arg(self.key(&["bus", topic]))
+            .arg(payload)
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// A dedicated connection subscribed to the topic; returns once Redis confirmed the subscription,
+    /// so anything published afterwards is delivered.
+    pub(crate) async fn subscribe(&self, topic: &str) -> StateResult<PubSubStream> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(self.key(&["bus", topic])).await?;
+        Ok(pubsub.into_on_message())
+    }
+
+    // ---- durable streams ----
+
+    pub(crate) async fn stream_append(&self, stream: &str, payload: &[u8]) -> StateResult<StreamEntryId> {
+        let id: String = redis::cmd("XADD")
+            .arg(self.key(&["stream", stream]))
+            .arg("*")
+            .arg("d")
+            .arg(payload)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(StreamEntryId(id))
+    }
+
+    pub(crate) async fn stream_ensure_group(&self, stream: &str, group: &str) -> StateResult<()> {
+        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.key(&["stream", stream]))
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.conn.clone())
+            .await;
+        match created {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) async fn stream_read_group(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> StateResult<Vec<StreamEntry>> {
+        match self.read_group_once(stream, group, consumer, count, block).await {
+            Err(StateError::Redis(e)) if e.code() == Some("NOGROUP") => {
+                self.stream_ensure_group(stream, group).await?;
+                self.read_group_once(stream, group, consumer, count, block).await
+            }
+            other => other,
+        }
+    }
+
+    async fn read_group_once(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> StateResult<Vec<StreamEntry>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
+        let block_ms = block
+            .map(|b| u64::try_from(b.as_millis()).unwrap_or(u64::MAX))
+            .filter(|ms| *ms > 0);
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS").arg(self.key(&["stream", stream])).arg(">");
+        let reply: Option<StreamReadReply> = match block {
+            Some(wait) if block_ms.is_some() => {
+                // A blocking read would hold up every other command on the shared connection: use its own.
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(wait + RESPONSE_TIMEOUT));
+                let mut conn = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                cmd.query_async(&mut conn).await?
+            }
+            _ => cmd.query_async(&mut self.conn.clone()).await?,
+        };
+        let ids = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
+            .unwrap_or_default();
+        ids.into_iter().map(stream_entry).collect()
+    }
+
+    pub(crate) async fn stream_ack(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[StreamEntryId],
+    ) -> StateResult<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(self.key(&["stream", stream])).arg(group);
+        for id in ids {
+            cmd.arg(&id.0);
+        }
+        match cmd.query_async(&mut self.conn.clone()).await {
+            Ok(n) => Ok(n),
+            Err(e) if e.code() == Some("NOGROUP") => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(crate) async fn stream_claim(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> StateResult<Vec<StreamEntry>> {
+        let key = self.key(&["stream", stream]);
+        let min_idle_ms = u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX);
+        let mut cursor = "0-0".to_string();
+        let mut out = Vec::new();
+        // XAUTOCLAIM walks the pending list in pages; follow the cursor until it wraps or we have enough.
+        while out.len() < count {
+            let reply: Result<StreamAutoClaimReply, _> = redis::cmd("XAUTOCLAIM")
+                .arg(&key)
+                .arg(group)
+                .arg(consumer)
+                .arg(min_idle_ms)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(count - out.len())
+                .query_async(&mut self.conn.clone())
+                .await;
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) if e.code() == Some("NOGROUP") => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            for id in reply.claimed {
+                out.push(stream_entry(id)?);
+            }
+            if reply.next_stream_id == "0-0" {
+                break;
+            }
+            cursor = reply.next_stream_id;
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn stream_pending(&self, stream: &str, group: &str) -> StateResult<usize> {
+        let reply: Result<Value, _> = redis::cmd("XPENDING")
+            .arg(self.key(&["stream", stream]))
+            .arg(group)
+            .query_async(&mut self.conn.clone())
+            .await;
+        match reply {
+            // The summary form starts with the number of pending entries.
+            Ok(Value::Array(items)) => match items.first() {
+                Some(Value::Int(n)) => Ok(usize::try_from(*n).unwrap_or(0)),
+                _ => Ok(0),
+            },
+            Ok(_) => Ok(0),
+            Err(e) if e.code() == Some("NOGROUP") => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn stream_entry(id: StreamId) -> StateResult<StreamEntry> {
+    let payload = match id.map.get("d") {
+        Some(Value::BulkString(b)) => b.clone(),
+        _ => return Err(corrupt(format!("stream entry {}", id.id), "no payload field")),
+    };
+    Ok(StreamEntry {
+        id: StreamEntryId(id.id),
+        payload,
+    })
+}

@@ -1,0 +1,888 @@
+//! One behaviour suite, run against every backend: always on the in-memory store, and on Redis when
+//! `REDIS_URL` is set (e.g. `REDIS_URL=redis://127.0.0.1:6379/ cargo test -p state-store`). Each Redis
+//! test works under its own key prefix and deletes its keys afterwards, so tests run in parallel.
+
+// The suite's async bodies are plain functions called by the generated tests, which the clippy.toml
+// test exemption does not recognise; a failed unwrap here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use domain::{AgentId, CallId, QueueId, Timestamp};
+use serde::{Deserialize, Serialize};
+use state_store::{
+    Aor, Binding, BlobWrite, Expect, QueueEntry, QueueOrder, StateConfig, StateError, StateStore, Transport,
+    Versioned, WriteOutcome,
+};
+use std::io::Write;
+use std::sync::Once;
+use std::time::Duration;
+
+/// A store to test plus, for Redis, what to delete when the test ends (even if it failed).
+struct Harness {
+    store: StateStore,
+    redis: Option<RedisTestSpace>,
+}
+
+struct RedisTestSpace {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for RedisTestSpace {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let pattern = format!("{}:*", self.prefix);
+        let pattern = pattern.as_str();
+        let keys: Vec<String> = match redis::Commands::scan_match::<_, String>(&mut conn, pattern) {
+            Ok(iter) => iter.filter_map(Result::ok).collect(),
+            Err(_) => return,
+        };
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query(&mut conn);
+        }
+    }
+}
+
+static SKIP_NOTICE: Once = Once::new();
+
+fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("state-store-test-{test}-{}-{nanos}", std::process::id())
+}
+
+impl Harness {
+    fn memory() -> Self {
+        Self {
+            store: StateStore::memory(),
+            redis: None,
+        }
+    }
+
+    /// A Redis-backed store under a fresh prefix, or `None` (with a notice) when `REDIS_URL` is unset.
+    async fn redis(test: &str) -> Option<Self> {
+        let Ok(url) = std::env::var("REDIS_URL") else {
+            SKIP_NOTICE.call_once(|| {
+                // Written straight to stderr so the test harness does not swallow it.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n*** state-store suite: REDIS_URL is not set, the Redis backend tests are SKIPPED ***\n"
+                );
+            });
+            return None;
+        };
+        let prefix = unique_prefix(test);
+        let store = StateStore::connect(&StateConfig::redis(&url, &prefix))
+            .await
+            .expect("connect to REDIS_URL");
+        Some(Self {
+            store,
+            redis: Some(RedisTestSpace { url, prefix }),
+        })
+    }
+
+    /// A second, independent connection to the same data (another node, or this one after a restart).
+    async fn reopen(&self) -> StateStore {
+        match &self.redis {
+            Some(space) => StateStore::connect(&StateConfig::redis(&space.url, &space.prefix))
+                .await
+                .expect("reconnect"),
+            None => self.store.clone(),
+        }
+    }
+}
+
+/// Generates `NAME::memory` and `NAME::redis` tests running `async fn NAME(Harness)`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn memory() {
+                super::$name(super::Harness::memory()).await;
+            }
+            #[tokio::test]
+            async fn redis() {
+                if let Some(h) = super::Harness::redis(stringify!($name)).await {
+                    super::$name(h).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    registrations_expire_at_virtual_now,
+    registrations_are_kept_per_address_of_record,
+    presence_compare_and_set_detects_conflicts,
+    presence_compare_and_set_is_atomic_under_contention,
+    queue_keeps_callers_in_order,
+    blobs_are_versioned_and_lapse_at_virtual_now,
+    lease_takeover_gives_higher_token_and_fences_the_stale_holder,
+    lease_renewal_and_release,
+    pubsub_delivers_to_every_subscriber_of_the_topic_only,
+    stream_entries_of_a_crashed_consumer_are_claimed,
+    stream_blocking_read_wakes_on_append,
+    state_survives_reconnect,
+    bad_names_are_rejected,
+);
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_secs(secs)
+}
+
+fn binding(contact: &str, expires_at: Timestamp, cseq: u32) -> Binding {
+    Binding {
+        contact: contact.to_string(),
+        expires_at,
+        call_id: format!("reg-{contact}"),
+        cseq,
+        source: "127.0.0.1:5070".parse().unwrap(),
+        transport: Transport::Udp,
+    }
+}
+
+fn contacts(bindings: &[Binding]) -> Vec<&str> {
+    bindings.iter().map(|b| b.contact.as_str()).collect()
+}
+
+async fn registrations_expire_at_virtual_now(h: Harness) {
+    let s = &h.store;
+    let aor = Aor::new("sip:1001@example.com").unwrap();
+    s.upsert_binding(&aor, binding("sip:1001@10.0.0.2:5060", t(1_060), 1), t(1_000))
+        .await
+        .unwrap();
+    s.upsert_binding(&aor, binding("sip:1001@10.0.0.1:5060", t(4_600), 1), t(1_000))
+        .await
+        .unwrap();
+    let live = s.live_bindings(&aor, t(1_000)).await.unwrap();
+    assert_eq!(
+        contacts(&live),
+        ["sip:1001@10.0.0.1:5060", "sip:1001@10.0.0.2:5060"]
+    );
+    assert_eq!(
+        live[1],
+        binding("sip:1001@10.0.0.2:5060", t(1_060), 1),
+        "stored fields come back unchanged"
+    );
+
+    // At the instant of expiry the binding is gone.
+    let live = s.live_bindings(&aor, t(1_060)).await.unwrap();
+    assert_eq!(contacts(&live), ["sip:1001@10.0.0.1:5060"]);
+    // Purged, not hidden: going back in time does not bring it back.
+    assert_eq!(s.live_bindings(&aor, t(1_000)).await.unwrap().len(), 1);
+
+    // A refresh replaces the binding of the same contact.
+    s.upsert_binding(&aor, binding("sip:1001@10.0.0.1:5060", t(8_000), 2), t(2_000))
+        .await
+        .unwrap();
+    let live = s.live_bindings(&aor, t(5_000)).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].cseq, 2);
+
+    // An already lapsed binding (Expires: 0) removes the contact.
+    s.upsert_binding(&aor, binding("sip:1001@10.0.0.1:5060", t(5_000), 3), t(5_000))
+        .await
+        .unwrap();
+    assert!(s.live_bindings(&aor, t(5_000)).await.unwrap().is_empty());
+}
+
+async fn registrations_are_kept_per_address_of_record(h: Harness) {
+    let s = &h.store;
+    let alice = Aor::new("1001").unwrap();
+    let bob = Aor::new("1002").unwrap();
+    for (i, c) in ["sip:a@h1", "sip:a@h2", "sip:a@h3"].iter().enumerate() {
+        s.upsert_binding(&alice, binding(c, t(100), u32::try_from(i).unwrap()), t(0))
+            .await
+            .unwrap();
+    }
+    s.upsert_binding(&bob, binding("sip:b@h1", t(100), 1), t(0))
+        .await
+        .unwrap();
+
+    assert!(s.remove_binding(&alice, "sip:a@h2").await.unwrap());
+    assert!(
+        !s.remove_binding(&alice, "sip:a@h2").await.unwrap(),
+        "second removal finds nothing"
+    );
+    assert_eq!(
+        contacts(&s.live_bindings(&alice, t(1)).await.unwrap()),
+        ["sip:a@h1", "sip:a@h3"]
+    );
+
+    assert_eq!(s.remove_all_bindings(&alice).await.unwrap(), 2);
+    assert!(s.live_bindings(&alice, t(1)).await.unwrap().is_empty());
+    assert_eq!(
+        contacts(&s.live_bindings(&bob, t(1)).await.unwrap()),
+        ["sip:b@h1"]
+    );
+    assert_eq!(s.remove_all_bindings(&alice).await.unwrap(), 0);
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Presence {
+    state: String,
+    since_ms: i64,
+}
+
+fn presence(state: &str, since_ms: i64) -> Presence {
+    Presence {
+        state: state.to_string(),
+        since_ms,
+    }
+}
+
+async fn presence_compare_and_set_detects_conflicts(h: Harness) {
+    let s = &h.store;
+    let anna = AgentId::new("anna").unwrap();
+    let ben = AgentId::new("ben").unwrap();
+
+    assert_eq!(s.get_presence::<Presence>(&anna).await.unwrap(), None);
+    let v1 = s.put_presence(&anna, &presence("Available", 1)).await.unwrap();
+    let got = s.get_presence::<Presence>(&anna).await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        Versioned {
+            version: v1,
+            value: presence("Available", 1)
+        }
+    );
+
+    // Two writers read v1; the first wins, the second is told the current version.
+    let won = s
+        .cas_presence(&anna, Expect::Version(v1), &presence("Reserved", 2))
+        .await
+        .unwrap();
+    let v2 = won.version().expect("first writer wins");
+    assert!(v2 > v1);
+    let lost = s
+        .cas_presence(&anna, Expect::Version(v1), &presence("NotReady", 2))
+        .await
+        .unwrap();
+    assert_eq!(lost, WriteOutcome::Conflict { current: Some(v2) });
+    assert_eq!(
+        s.get_presence::<Presence>(&anna).await.unwrap().unwrap().value,
+        presence("Reserved", 2)
+    );
+
+    // Create-only writes.
+    assert_eq!(
+        s.cas_presence(&anna, Expect::Absent, &presence("LoggedOut", 3))
+            .await
+            .unwrap(),
+        WriteOutcome::Conflict { current: Some(v2) }
+    );
+    assert_eq!(
+        s.cas_presence(&ben, Expect::Version(v2), &presence("Available", 3))
+            .await
+            .unwrap(),
+        WriteOutcome::Conflict { current: None }
+    );
+    let vb = s
+        .cas_presence(&ben, Expect::Absent, &presence("Available", 3))
+        .await
+        .unwrap()
+        .version()
+        .unwrap();
+
+    let all = s.list_presence::<Presence>().await.unwrap();
+    assert_eq!(
+        all,
+        vec![
+            (
+                anna.clone(),
+                Versioned {
+                    version: v2,
+                    value: presence("Reserved", 2)
+                }
+            ),
+            (
+                ben.clone(),
+                Versioned {
+                    version: vb,
+                    value: presence("Available", 3)
+                }
+            ),
+        ]
+    );
+
+    // Versions are never reused: after a delete and re-create, the old version does not match.
+    assert!(s.remove_presence(&anna).await.unwrap());
+    assert!(!s.remove_presence(&anna).await.unwrap());
+    let v3 = s.put_presence(&anna, &presence("Available", 4)).await.unwrap();
+    assert!(v3 > vb);
+    assert!(matches!(
+        s.cas_presence(&anna, Expect::Version(v2), &presence("x", 0))
+            .await
+            .unwrap(),
+        WriteOutcome::Conflict { .. }
+    ));
+}
+
+async fn presence_compare_and_set_is_atomic_under_contention(h: Harness) {
+    // Eight writers each add 10 to a counter with read-modify-CAS loops: no increment may be lost.
+    let agent = AgentId::new("counter").unwrap();
+    h.store.put_presence(&agent, &0u32).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = h.reopen().await;
+        let agent = agent.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0u32;
+            for _ in 0..10 {
+                loop {
+                    let cur = s.get_presence::<u32>(&agent).await.unwrap().unwrap();
+                    match s
+                        .cas_presence(&agent, Expect::Version(cur.version), &(cur.value + 1))
+                        .await
+                        .unwrap()
+                    {
+                        WriteOutcome::Written { .. } => break,
+                        WriteOutcome::Conflict { .. } => conflicts += 1,
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        h.store.get_presence::<u32>(&agent).await.unwrap().unwrap().value,
+        80
+    );
+}
+
+fn entry(call: &str, order: i64, payload: &str) -> QueueEntry {
+    QueueEntry {
+        call: CallId::new(call).unwrap(),
+        order: QueueOrder::new(order).unwrap(),
+        payload: payload.as_bytes().to_vec(),
+    }
+}
+
+fn calls(entries: &[QueueEntry]) -> Vec<&str> {
+    entries.iter().map(|e| e.call.as_str()).collect()
+}
+
+async fn queue_keeps_callers_in_order(h: Harness) {
+    let s = &h.store;
+    let sales = QueueId::new("sales").unwrap();
+    let support = QueueId::new("support").unwrap();
+    assert!(s.queue_list(&sales).await.unwrap().is_empty());
+
+    assert!(s.queue_add(&sales, entry("c3", 3_000, "p3"), None).await.unwrap());
+    assert!(s.queue_add(&sales, entry("c1", 1_000, "p1"), None).await.unwrap());
+    assert!(
+        s.queue_add(&sales, entry("c2b", 2_000, "p2b"), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.queue_add(&sales, entry("c2a", 2_000, "p2a"), None)
+            .await
+            .unwrap()
+    );
+    // Orders beyond what a double holds approximately must come back exactly.
+    assert!(
+        s.queue_add(&sales, entry("big", (1 << 53) - 1, "pb"), None)
+            .await
+            .unwrap()
+    );
+    assert!(s.queue_add(&sales, entry("neg", -5, "pn"), None).await.unwrap());
+    s.queue_add(&support, entry("other", 0, "x"), None).await.unwrap();
+
+    let list = s.queue_list(&sales).await.unwrap();
+    assert_eq!(
+        calls(&list),
+        ["neg", "c1", "c2a", "c2b", "c3", "big"],
+        "by order, ties by call id"
+    );
+    assert_eq!(list[5].order.get(), (1 << 53) - 1);
+    assert_eq!(list[2].payload, b"p2a");
+    assert_eq!(s.queue_len(&sales).await.unwrap(), 6);
+
+    // Re-adding moves the call and replaces its payload (e.g. priority raised by the IVR).
+    assert!(
+        !s.queue_add(&sales, entry("c3", 500, "p3-vip"), None)
+            .await
+            .unwrap()
+    );
+    let list = s.queue_list(&sales).await.unwrap();
+    assert_eq!(calls(&list), ["neg", "c3", "c1", "c2a", "c2b", "big"]);
+    assert_eq!(list[1].payload, b"p3-vip");
+
+    assert!(
+        s.queue_remove(&sales, &CallId::new("c1").unwrap(), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.queue_remove(&sales, &CallId::new("c1").unwrap(), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.queue_len(&sales).await.unwrap(), 5);
+    assert_eq!(s.queue_len(&support).await.unwrap(), 1);
+}
+
+async fn blobs_are_versioned_and_lapse_at_virtual_now(h: Harness) {
+    let s = &h.store;
+    let ttl = Duration::from_secs(30);
+    let v1 = s
+        .put_blob(
+            "ivr-session",
+            "call-1",
+            b"menu=main",
+            &BlobWrite::new().ttl(ttl),
+            t(100),
+        )
+        .await
+        .unwrap()
+        .version()
+        .unwrap();
+    let got = s
+        .get_blob("ivr-session", "call-1", t(129))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got,
+        Versioned {
+            version: v1,
+            value: b"menu=main".to_vec()
+        }
+    );
+    assert_eq!(
+        s.get_blob("ivr-session", "call-1", t(130)).await.unwrap(),
+        None,
+        "lapsed at now + ttl"
+    );
+    assert_eq!(s.get_blob("other-ns", "call-1", t(100)).await.unwrap(), None);
+
+    // Once lapsed it counts as absent for a create-only write.
+    let v2 = s
+        .put_blob(
+            "ivr-session",
+            "call-1",
+            b"menu=billing",
+            &BlobWrite::new().expect(Expect::Absent),
+            t(131),
+        )
+        .await
+        .unwrap()
+        .version()
+        .unwrap();
+    assert!(v2 > v1);
+    assert_eq!(
+        s.get_blob("ivr-session", "call-1", t(10_000))
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        v2,
+        "no ttl: stays"
+    );
+
+    let stale = BlobWrite::new().expect(Expect::Version(v1));
+    assert_eq!(
+        s.put_blob("ivr-session", "call-1", b"x", &stale, t(132))
+            .await
+            .unwrap(),
+        WriteOutcome::Conflict { current: Some(v2) }
+    );
+    let fresh = BlobWrite::new().expect(Expect::Version(v2));
+    assert!(
+        s.put_blob("ivr-session", "call-1", b"y", &fresh, t(132))
+            .await
+            .unwrap()
+            .version()
+            .is_some()
+    );
+
+    assert!(s.delete_blob("ivr-session", "call-1", None).await.unwrap());
+    assert!(!s.delete_blob("ivr-session", "call-1", None).await.unwrap());
+    assert_eq!(s.get_blob("ivr-session", "call-1", t(132)).await.unwrap(), None);
+}
+
+async fn lease_takeover_gives_higher_token_and_fences_the_stale_holder(h: Harness) {
+    let s = &h.store;
+    let ttl = Duration::from_secs(10);
+    let a = s
+        .acquire_lease("acd-router", "node-a", ttl, t(0))
+        .await
+        .unwrap()
+        .expect("free lease");
+    assert_eq!(
+        s.acquire_lease("acd-router", "node-b", ttl, t(5)).await.unwrap(),
+        None,
+        "held by a"
+    );
+
+    let snapshot = |fence| BlobWrite::new().fenced(fence);
+    s.put_blob("acd", "snapshot", b"a-1", &snapshot(a.fence()), t(5))
+        .await
+        .unwrap();
+    let q = QueueId::new("sales").unwrap();
+    s.queue_add(&q, entry("c1", 1, "a"), Some(&a.fence()))
+        .await
+        .unwrap();
+
+    // Node a stalls past its lease; node b takes over with a higher token.
+    let b = s
+        .acquire_lease("acd-router", "node-b", ttl, t(10))
+        .await
+        .unwrap()
+        .expect("lapsed lease is free");
+    assert!(b.token > a.token);
+    assert_eq!(
+        s.renew_lease(&a, ttl, t(11)).await.unwrap(),
+        None,
+        "a has lost it"
+    );
+
+    // a wakes up and writes with its old token: every fenced write is refused.
+    let err = s
+        .put_blob("acd", "snapshot", b"a-2", &snapshot(a.fence()), t(11))
+        .await
+        .unwrap_err();
+    match err {
+        StateError::StaleFence {
+            presented, current, ..
+        } => {
+            assert_eq!(presented, a.token);
+            assert_eq!(current, b.token);
+        }
+        other => panic!("expected a stale fence, got {other:?}"),
+    }
+    assert!(matches!(
+        s.queue_add(&q, entry("c2", 2, "a"), Some(&a.fence())).await,
+        Err(StateError::StaleFence { .. })
+    ));
+    assert!(matches!(
+        s.queue_remove(&q, &CallId::new("c1").unwrap(), Some(&a.fence()))
+            .await,
+        Err(StateError::StaleFence { .. })
+    ));
+    assert!(matches!(
+        s.delete_blob("acd", "snapshot", Some(&a.fence())).await,
+        Err(StateError::StaleFence { .. })
+    ));
+    assert_eq!(
+        s.get_blob("acd", "snapshot", t(11)).await.unwrap().unwrap().value,
+        b"a-1"
+    );
+    assert_eq!(calls(&s.queue_list(&q).await.unwrap()), ["c1"]);
+
+    // b's writes go through.
+    s.put_blob("acd", "snapshot", b"b-1", &snapshot(b.fence()), t(11))
+        .await
+        .unwrap();
+    assert!(
+        s.queue_remove(&q, &CallId::new("c1").unwrap(), Some(&b.fence()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get_blob("acd", "snapshot", t(11)).await.unwrap().unwrap().value,
+        b"b-1"
+    );
+
+    // a cannot release what it no longer holds; after b releases, the next grant is higher still.
+    assert!(!s.release_lease(&a).await.unwrap());
+    assert!(s.release_lease(&b).await.unwrap());
+    let a2 = s
+        .acquire_lease("acd-router", "node-a", ttl, t(12))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(a2.token > b.token);
+    // Leases are independent of one another.
+    let other = s
+        .acquire_lease("dialer", "node-b", ttl, t(12))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.holder, "node-b");
+}
+
+async fn lease_renewal_and_release(h: Harness) {
+    let s = &h.store;
+    let ttl = Duration::from_secs(10);
+    let a = s
+        .acquire_lease("router", "node-a", ttl, t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.expires_at, t(10));
+    // Renewing before expiry keeps the token and moves the expiry.
+    let a = s.renew_lease(&a, ttl, t(9)).await.unwrap().expect("still held");
+    assert_eq!(a.expires_at, t(19));
+    assert_eq!(
+        s.acquire_lease("router", "node-b", ttl, t(18)).await.unwrap(),
+        None
+    );
+    // Acquiring again as the same holder extends without a new token.
+    let again = s
+        .acquire_lease("router", "node-a", ttl, t(18))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.token, a.token);
+    assert_eq!(again.expires_at, t(28));
+    // A renewal arriving after expiry fails even if nobody took over.
+    assert_eq!(s.renew_lease(&again, ttl, t(28)).await.unwrap(), None);
+    // Writes fenced by the latest grant still pass until someone else is granted the lease.
+    s.put_blob("x", "y", b"1", &BlobWrite::new().fenced(again.fence()), t(28))
+        .await
+        .unwrap();
+    assert!(s.release_lease(&again).await.unwrap());
+    let b = s
+        .acquire_lease("router", "node-b", ttl, t(29))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(b.token > again.token);
+}
+
+async fn pubsub_delivers_to_every_subscriber_of_the_topic_only(h: Harness) {
+    let s = &h.store;
+    let mut first = s.subscribe("wallboard").await.unwrap();
+    let mut second = h.reopen().await.subscribe("wallboard").await.unwrap();
+    let mut other = s.subscribe("cti.anna").await.unwrap();
+    assert_eq!(first.topic(), "wallboard");
+
+    let receivers = s.publish("wallboard", b"queue sales: 3 waiting").await.unwrap();
+    assert_eq!(receivers, 2);
+    s.publish("wallboard", b"queue sales: 2 waiting").await.unwrap();
+    s.publish("cti.anna", b"offer").await.unwrap();
+
+    let within = Duration::from_secs(5);
+    for sub in [&mut first, &mut second] {
+        let m1 = tokio::time::timeout(within, sub.recv()).await.unwrap().unwrap();
+        let m2 = tokio::time::timeout(within, sub.recv()).await.unwrap().unwrap();
+        assert_eq!(
+            (&m1[..], &m2[..]),
+            (&b"queue sales: 3 waiting"[..], &b"queue sales: 2 waiting"[..])
+        );
+    }
+    // The other topic got only its own message.
+    assert_eq!(
+        &tokio::time::timeout(within, other.recv()).await.unwrap().unwrap()[..],
+        b"offer"
+    );
+
+    // Nobody listening is fine; dropped subscriptions stop counting.
+    drop(first);
+    drop(second);
+    drop(other);
+    assert_eq!(s.publish("nobody-listens", b"x").await.unwrap(), 0);
+}
+
+async fn stream_entries_of_a_crashed_consumer_are_claimed(h: Harness) {
+    let s = &h.store;
+    s.stream_ensure_group("crm-outbox", "writers").await.unwrap();
+    s.stream_ensure_group("crm-outbox", "audit").await.unwrap();
+    let mut appended = Vec::new();
+    for i in 0..3 {
+        appended.push(
+            s.stream_append("crm-outbox", format!("event-{i}").as_bytes())
+                .await
+                .unwrap(),
+        );
+    }
+    // Writer A takes two entries and dies before acknowledging them.
+    let taken = s
+        .stream_read_group("crm-outbox", "writers", "writer-a", 2, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        taken.iter().map(|e| e.payload.as_slice()).collect::<Vec<_>>(),
+        [b"event-0", b"event-1"]
+    );
+    assert_eq!(taken[0].id, appended[0]);
+    assert_eq!(s.stream_pending("crm-outbox", "writers").await.unwrap(), 2);
+
+    // Writer B gets only what nobody was given, then claims A's stale entries.
+    let b_new = s
+        .stream_read_group("crm-outbox", "writers", "writer-b", 10, None)
+        .await
+        .unwrap();
+    assert_eq!(b_new.len(), 1);
+    assert_eq!(b_new[0].payload, b"event-2");
+    assert!(
+        s.stream_read_group("crm-outbox", "writers", "writer-b", 10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Entries delivered moments ago are not idle for an hour: nothing to claim yet.
+    assert!(
+        s.stream_claim("crm-outbox", "writers", "writer-b", Duration::from_secs(3600), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claimed = s
+        .stream_claim("crm-outbox", "writers", "writer-b", Duration::ZERO, 10)
+        .await
+        .unwrap();
+    let mut claimed_payloads: Vec<_> = claimed.iter().map(|e| e.payload.clone()).collect();
+    claimed_payloads.sort();
+    assert_eq!(
+        claimed_payloads,
+        [b"event-0".to_vec(), b"event-1".to_vec(), b"event-2".to_vec()]
+    );
+
+    let ids: Vec<_> = claimed.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(s.stream_ack("crm-outbox", "writers", &ids).await.unwrap(), 3);
+    assert_eq!(
+        s.stream_ack("crm-outbox", "writers", &ids).await.unwrap(),
+        0,
+        "acknowledged once"
+    );
+    assert_eq!(s.stream_pending("crm-outbox", "writers").await.unwrap(), 0);
+    assert!(
+        s.stream_claim("crm-outbox", "writers", "writer-b", Duration::ZERO, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A second group sees the whole stream independently of the first.
+    let audit = s
+        .stream_read_group("crm-outbox", "audit", "auditor", 10, None)
+        .await
+        .unwrap();
+    assert_eq!(audit.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), appended);
+    assert_eq!(s.stream_pending("crm-outbox", "audit").await.unwrap(), 3);
+    assert_eq!(s.stream_pending("crm-outbox", "no-such-group").await.unwrap(), 0);
+}
+
+async fn stream_blocking_read_wakes_on_append(h: Harness) {
+    let s = h.store.clone();
+    s.stream_ensure_group("events", "g").await.unwrap();
+    // An empty stream with a short block returns nothing.
+    assert!(
+        s.stream_read_group("events", "g", "c", 10, Some(Duration::from_millis(50)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let reader = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.stream_read_group("events", "g", "c", 10, Some(Duration::from_secs(10)))
+                .await
+        })
+    };
+    let producer = h.reopen().await;
+    producer.stream_append("events", b"wake up").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, b"wake up");
+}
+
+async fn state_survives_reconnect(h: Harness) {
+    let aor = Aor::new("1001").unwrap();
+    let anna = AgentId::new("anna").unwrap();
+    let sales = QueueId::new("sales").unwrap();
+    let lease = {
+        let s = &h.store;
+        s.upsert_binding(&aor, binding("sip:1001@h", t(100), 1), t(0))
+            .await
+            .unwrap();
+        s.put_presence(&anna, &presence("OnCall", 5)).await.unwrap();
+        s.queue_add(&sales, entry("c1", 10, "first"), None).await.unwrap();
+        s.queue_add(&sales, entry("c2", 20, "second"), None)
+            .await
+            .unwrap();
+        s.put_blob("acd", "snapshot", b"state", &BlobWrite::new(), t(0))
+            .await
+            .unwrap();
+        s.stream_ensure_group("outbox", "g").await.unwrap();
+        s.stream_append("outbox", b"e1").await.unwrap();
+        let lease = s
+            .acquire_lease("acd-router", "node-a", Duration::from_secs(10), t(0))
+            .await
+            .unwrap()
+            .unwrap();
+        s.stream_read_group("outbox", "g", "c", 10, None).await.unwrap();
+        lease
+    };
+    // Restart: the old handle is gone, a new one opens the same prefix.
+    let h = Harness {
+        store: h.reopen().await,
+        redis: h.redis,
+    };
+    let s = &h.store;
+    assert_eq!(
+        contacts(&s.live_bindings(&aor, t(1)).await.unwrap()),
+        ["sip:1001@h"]
+    );
+    assert_eq!(
+        s.get_presence::<Presence>(&anna).await.unwrap().unwrap().value,
+        presence("OnCall", 5)
+    );
+    assert_eq!(
+        calls(&s.queue_list(&sales).await.unwrap()),
+        ["c1", "c2"],
+        "nobody lost their place in line"
+    );
+    assert_eq!(
+        s.get_blob("acd", "snapshot", t(1)).await.unwrap().unwrap().value,
+        b"state"
+    );
+    assert_eq!(
+        s.acquire_lease("acd-router", "node-b", Duration::from_secs(10), t(1))
+            .await
+            .unwrap(),
+        None
+    );
+    let renewed = s
+        .renew_lease(&lease, Duration::from_secs(10), t(2))
+        .await
+        .unwrap()
+        .expect("lease kept");
+    assert_eq!(renewed.token, lease.token);
+    assert_eq!(
+        s.stream_pending("outbox", "g").await.unwrap(),
+        1,
+        "unacknowledged work is still owed"
+    );
+}
+
+async fn bad_names_are_rejected(h: Harness) {
+    let s = &h.store;
+    assert!(matches!(
+        s.publish("a:b", b"x").await,
+        Err(StateError::Invalid { .. })
+    ));
+    assert!(matches!(
+        s.get_blob("", "k", t(0)).await,
+        Err(StateError::Invalid { .. })
+    ));
+    assert!(matches!(
+        s.get_blob("ns", "k\n", t(0)).await,
+        Err(StateError::Invalid { .. })
+    ));
+    assert!(matches!(
+        s.acquire_lease("lease", "holder", Duration::ZERO, t(0)).await,
+        Err(StateError::Invalid { .. })
+    ));
+    assert!(matches!(
+        s.stream_append(&"s".repeat(500), b"x").await,
+        Err(StateError::Invalid { .. })
+    ));
+    assert!(Aor::new("has space").is_err());
+}

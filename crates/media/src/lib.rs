@@ -8,6 +8,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod prompt;
 pub mod quality;
+pub mod recorder;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;

@@ -5,7 +5,7 @@
 
 use crate::error::Result;
 use crate::fold::{INTERACTION_COLUMNS, InteractionRow, stored_payload};
-use crate::store::{CrmStore, builder_for, with_pool};
+use crate::store::{BackendKind, CrmStore, builder_for, with_pool};
 use domain::InteractionEvent;
 use sqlx::Row;
 use sqlx::types::Json;
@@ -96,6 +96,11 @@ impl CrmStore {
         let country = self.country;
         let select_columns = INTERACTION_COLUMNS.join(", ");
         let upsert_tail = upsert_tail();
+        // SQLite has no row locks: its first write in the transaction already holds the database lock.
+        let lock_clause = match self.backend_kind() {
+            BackendKind::Postgres => " ORDER BY id FOR UPDATE",
+            BackendKind::Sqlite => "",
+        };
 
         let inserted = with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
@@ -129,7 +134,17 @@ impl CrmStore {
             }
             let ids: Vec<&str> = by_interaction.keys().copied().collect();
 
-            // 3. Current rows of those interactions.
+            // 3. Current rows of those interactions, locked: placeholders first so that every row exists
+            // to be locked, then locked in id order so two writers never deadlock. Another writer
+            // folding into the same interaction waits here instead of losing an update.
+            for chunk in ids.chunks(IDS_PER_LOOKUP) {
+                let mut qb = builder_for(pool, "INSERT INTO interactions (id) ");
+                qb.push_values(chunk, |mut b, id| {
+                    b.push_bind(id.to_string());
+                });
+                qb.push(" ON CONFLICT (id) DO NOTHING");
+                qb.build().execute(&mut *tx).await?;
+            }
             let mut rows: BTreeMap<String, InteractionRow> = BTreeMap::new();
             for chunk in ids.chunks(IDS_PER_LOOKUP) {
                 let mut qb = builder_for(
@@ -141,6 +156,7 @@ impl CrmStore {
                     sep.push_bind(id.to_string());
                 }
                 qb.push(")");
+                qb.push(lock_clause);
                 for row in qb.build_query_as::<InteractionRow>().fetch_all(&mut *tx).await? {
                     rows.insert(row.id.clone(), row);
                 }

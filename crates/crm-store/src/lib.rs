@@ -25,5 +25,5 @@ pub use reports::{
     AgentReport, IntervalLength, IntervalReport, ServiceLevelFormula, ServiceLevelSpec, SurveyReport,
 };
 pub use retention::{MASKED_NAME, RetentionOutcome, retention_cutoff};
-pub use store::{BackendKind, CrmStore};
+pub use store::{BackendKind, CrmStore, DEFAULT_SQLITE_URL};
 pub use writer::{EventWriter, WriterConfig, WriterStats, WriterTask};

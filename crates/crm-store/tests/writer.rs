@@ -128,3 +128,35 @@ async fn journal_left_behind_is_replayed_without_duplicates_and_torn_tail_ignore
         target.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_into_one_interaction_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("concurrent_fold", dir.path()) {
+        let store = target.store().await;
+        let mut tasks = Vec::new();
+        for seq in 0..20u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let node = domain::InteractionEventKind::IvrNode {
+                    flow: "f".into(),
+                    node: format!("n{seq}"),
+                    key: None,
+                };
+                store
+                    .insert_events_batch(&[ev::at("shared", seq, i64::from(seq), node)])
+                    .await
+                    .unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let row = store.interaction(&ev::id("shared")).await.unwrap().unwrap();
+        let nodes = row.ivr_path.split(" > ").count();
+        assert_eq!(nodes, 20, "{}: every writer's fold survives", target.label());
+        assert_eq!(row.last_seq, 19);
+        store.close().await;
+        target.cleanup().await;
+    }
+}

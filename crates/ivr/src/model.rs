@@ -313,10 +313,10 @@ impl Condition {
         match self {
             Self::AgentsAvailable { queue, .. }
             | Self::WaitBelow { queue, .. }
-            | Self::QueueLengthAtMost { queue, .. } => {
-                if !out.contains(queue) {
-                    out.push(queue.clone());
-                }
+            | Self::QueueLengthAtMost { queue, .. }
+                if !out.contains(queue) =>
+            {
+                out.push(queue.clone());
             }
             Self::All(list) | Self::Any(list) => list.iter().for_each(|c| c.queues(out)),
             Self::Not(inner) => inner.queues(out),
@@ -483,7 +483,7 @@ pub fn say_number(n: u64) -> Vec<String> {
             out.push(format!("num-{n}"));
         } else {
             out.push(format!("num-{}", n / 10 * 10));
-            if n % 10 != 0 {
+            if !n.is_multiple_of(10) {
                 out.push(format!("num-{}", n % 10));
             }
         }
@@ -496,7 +496,7 @@ pub fn say_number(n: u64) -> Vec<String> {
     } else if n >= 100 {
         out.push(format!("num-{}", n / 100));
         out.push("num-hundred".to_string());
-        if n % 100 != 0 {
+        if !n.is_multiple_of(100) {
             below_hundred(n % 100, &mut out);
         }
     } else {

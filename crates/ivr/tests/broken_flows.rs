@@ -5,6 +5,9 @@
 //! To refresh the snapshots after a deliberate change of messages: `UPDATE_SNAPSHOTS=1 cargo test -p ivr`,
 //! then review the diff.
 
+// Test helpers outside #[test] functions unwrap too: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 fn broken_dir() -> PathBuf {

@@ -1,5 +1,8 @@
 //! The shipped demo flows in `ivr-scripts/` must always load cleanly.
 
+// Test helpers outside #[test] functions unwrap too: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 fn scripts_dir() -> PathBuf {

@@ -61,3 +61,49 @@ impl StateConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Root {
+        state: StateConfig,
+    }
+
+    fn parse(text: &str) -> Result<StateConfig, toml::de::Error> {
+        toml::from_str::<Root>(text).map(|r| r.state)
+    }
+
+    #[test]
+    fn memory_is_the_default() {
+        assert_eq!(parse("[state]\n").unwrap(), StateConfig::memory());
+        assert_eq!(
+            parse("[state]\nbackend = \"memory\"\n").unwrap(),
+            StateConfig::memory()
+        );
+    }
+
+    #[test]
+    fn redis_takes_url_and_prefix() {
+        let text = "[state.backend.redis]\nurl = \"redis://127.0.0.1:6379/\"\nprefix = \"{cc}\"\n";
+        assert_eq!(
+            parse(text).unwrap(),
+            StateConfig::redis("redis://127.0.0.1:6379/", "{cc}")
+        );
+        let text = "[state.backend.redis]\nurl = \"redis://r/\"\n";
+        assert_eq!(parse(text).unwrap(), StateConfig::redis("redis://r/", "cc"));
+    }
+
+    #[test]
+    fn mistakes_are_reported_not_ignored() {
+        assert!(parse("[state]\nbackend = \"postgres\"\n").is_err());
+        assert!(parse("[state]\nbakend = \"memory\"\n").is_err());
+        let typo = "[state.backend.redis]\nurl = \"redis://r/\"\nprefx = \"x\"\n";
+        assert!(parse(typo).is_err());
+        assert!(
+            parse("[state.backend.redis]\nprefix = \"x\"\n").is_err(),
+            "url is required"
+        );
+    }
+}

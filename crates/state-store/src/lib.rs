@@ -116,7 +116,7 @@ impl StateStore {
         }
     }
 
-    /// Removes one contact of `aor`; true if it was there.
+    /// Removes one contact of `aor`; true if it was stored (lapsed ones count until purged).
     pub async fn remove_binding(&self, aor: &Aor, contact: &str) -> StateResult<bool> {
         check_key("contact", contact)?;
         match &self.backend {
@@ -125,7 +125,8 @@ impl StateStore {
         }
     }
 
-    /// Removes every contact of `aor` (`Contact: *` with `Expires: 0`); returns how many were stored.
+    /// Removes every contact of `aor` (`Contact: *` with `Expires: 0`); returns how many were stored
+    /// (lapsed ones count until purged by [`StateStore::live_bindings`]).
     pub async fn remove_all_bindings(&self, aor: &Aor) -> StateResult<usize> {
         match &self.backend {
             Backend::Memory(m) => Ok(m.remove_all_bindings(aor)),

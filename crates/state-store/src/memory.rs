@@ -137,8 +137,9 @@ impl MemoryStore {
 
     pub(crate) fn upsert_binding(&self, aor: &Aor, binding: Binding, now: Timestamp) {
         let mut s = self.inner.state.lock();
+        // Lapsed bindings of other contacts are purged by `live_bindings`, as on Redis, so that both
+        // backends report the same counts from the removal calls.
         let bindings = s.registrations.entry(aor.clone()).or_default();
-        bindings.retain(|_, b| b.is_live(now));
         if binding.is_live(now) {
             bindings.insert(binding.contact.clone(), binding);
         } else {

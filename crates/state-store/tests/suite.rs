@@ -6,97 +6,15 @@
 // test exemption does not recognise; a failed unwrap here is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::Harness;
 use domain::{AgentId, CallId, QueueId, Timestamp};
 use serde::{Deserialize, Serialize};
 use state_store::{
-    Aor, Binding, BlobWrite, Expect, QueueEntry, QueueOrder, StateConfig, StateError, StateStore, Transport,
-    Versioned, WriteOutcome,
+    Aor, Binding, BlobWrite, Expect, QueueEntry, QueueOrder, StateError, Transport, Versioned, WriteOutcome,
 };
-use std::io::Write;
-use std::sync::Once;
 use std::time::Duration;
-
-/// A store to test plus, for Redis, what to delete when the test ends (even if it failed).
-struct Harness {
-    store: StateStore,
-    redis: Option<RedisTestSpace>,
-}
-
-struct RedisTestSpace {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for RedisTestSpace {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection() else {
-            return;
-        };
-        let pattern = format!("{}:*", self.prefix);
-        let pattern = pattern.as_str();
-        let keys: Vec<String> = match redis::Commands::scan_match::<_, String>(&mut conn, pattern) {
-            Ok(iter) => iter.filter_map(Result::ok).collect(),
-            Err(_) => return,
-        };
-        if !keys.is_empty() {
-            let _: Result<i64, _> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-        }
-    }
-}
-
-static SKIP_NOTICE: Once = Once::new();
-
-fn unique_prefix(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("state-store-test-{test}-{}-{nanos}", std::process::id())
-}
-
-impl Harness {
-    fn memory() -> Self {
-        Self {
-            store: StateStore::memory(),
-            redis: None,
-        }
-    }
-
-    /// A Redis-backed store under a fresh prefix, or `None` (with a notice) when `REDIS_URL` is unset.
-    async fn redis(test: &str) -> Option<Self> {
-        let Ok(url) = std::env::var("REDIS_URL") else {
-            SKIP_NOTICE.call_once(|| {
-                // Written straight to stderr so the test harness does not swallow it.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "\n*** state-store suite: REDIS_URL is not set, the Redis backend tests are SKIPPED ***\n"
-                );
-            });
-            return None;
-        };
-        let prefix = unique_prefix(test);
-        let store = StateStore::connect(&StateConfig::redis(&url, &prefix))
-            .await
-            .expect("connect to REDIS_URL");
-        Some(Self {
-            store,
-            redis: Some(RedisTestSpace { url, prefix }),
-        })
-    }
-
-    /// A second, independent connection to the same data (another node, or this one after a restart).
-    async fn reopen(&self) -> StateStore {
-        match &self.redis {
-            Some(space) => StateStore::connect(&StateConfig::redis(&space.url, &space.prefix))
-                .await
-                .expect("reconnect"),
-            None => self.store.clone(),
-        }
-    }
-}
 
 /// Generates `NAME::memory` and `NAME::redis` tests running `async fn NAME(Harness)`.
 macro_rules! on_both_backends {

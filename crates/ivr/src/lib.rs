@@ -25,6 +25,6 @@ pub use io::{
     CallInfo, CustomerRecord, IvrCommand, IvrEvent, IvrLog, LookupKey, LookupResult, PromptFile, QueueEvent,
     QueueSnapshot, RequestId, TimerId, WebhookResult,
 };
-pub use load::{FlowSetHandle, load_dir, read_sources};
+pub use load::{FlowSetHandle, check_dir, load_dir, read_sources};
 pub use model::{Flow, FlowSet, Node, NodeKind, TransferTarget};
 pub use session::{IvrSession, IvrState, Outcome, Phase, SessionError, Value};

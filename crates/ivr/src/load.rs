@@ -19,6 +19,15 @@ pub fn load_dir(dir: impl AsRef<Path>) -> Result<FlowSet, Vec<ValidationError>> 
     compile(&read_sources(dir.as_ref()))
 }
 
+/// What `callcenter ivr check DIR` prints: `Ok` with a one-line summary when the directory is valid,
+/// `Err` with one error per line (file:line: node "name": message) when not.
+pub fn check_dir(dir: impl AsRef<Path>) -> Result<String, String> {
+    match load_dir(dir) {
+        Ok(set) => Ok(format!("ok: {}", set.summary())),
+        Err(errors) => Err(crate::error::render_errors(&errors)),
+    }
+}
+
 /// Reads the flow texts and checks the prompt headers of `dir`, without validating anything else.
 pub fn read_sources(dir: &Path) -> Sources {
     let mut sources = Sources {

@@ -43,6 +43,17 @@ impl FlowSet {
             .get(&(language.to_string(), name.to_string()))
             .or_else(|| self.prompts.get(name))
     }
+    /// A one-line description for `ivr check`: flows, nodes and prompts.
+    pub fn summary(&self) -> String {
+        let nodes: usize = self.flows.values().map(|f| f.nodes.len()).sum();
+        let names: Vec<&str> = self.flow_names().collect();
+        format!(
+            "{} flows ({}), {nodes} nodes, {} prompts",
+            self.flows.len(),
+            names.join(", "),
+            self.prompts.len() + self.localized.len()
+        )
+    }
     /// A fingerprint of the sources (flows and prompt headers); a session restored from saved state
     /// checks it to know whether it still runs on the same version.
     pub fn version(&self) -> u64 {

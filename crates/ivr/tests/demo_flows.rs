@@ -28,3 +28,16 @@ fn demo_flows_validate_cleanly() {
     );
     assert!(set.prompt("main-menu").unwrap().duration < std::time::Duration::from_secs(15));
 }
+
+#[test]
+fn check_dir_reports_a_summary_or_the_errors() {
+    assert_eq!(
+        ivr::check_dir(scripts_dir()).unwrap(),
+        "ok: 2 flows (main, support), 30 nodes, 52 prompts"
+    );
+    let broken = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/broken/missing_start");
+    assert_eq!(
+        ivr::check_dir(broken).unwrap_err(),
+        "main.toml:2: start node \"welcome\" does not exist\n"
+    );
+}

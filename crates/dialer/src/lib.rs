@@ -4,6 +4,7 @@
 //! on the answers; the simulator does the same on virtual time to compare pacing policies on identical
 //! call outcomes.
 
+pub mod campaign;
 pub mod compliance;
 pub mod estimate;
 pub mod pacing;

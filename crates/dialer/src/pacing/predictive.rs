@@ -5,17 +5,19 @@
 //! to that verdict, and the talk and wrap-up time distributions (lognormal fits). An agent who is ready counts
 //! as one; an agent on a call or in wrap-up counts as the probability of finishing within the expected time
 //! to answer given how long they have been busy. Calls in flight count as the probability that they will still
-//! turn into a person. It then places the largest number of dials for which, under a normal approximation,
-//! the last person answered still finds an agent with a margin of `safety` standard deviations.
+//! turn into a person. It then places the largest number of dials for which the last person answered still
+//! finds an agent with probability at least 1 - risk: the distribution of free agents minus persons is
+//! computed exactly (Poisson-binomial) for small teams and by a normal approximation for large ones.
 //!
-//! The outer loop holds the abandonment budget: `safety` is an integral controller (a Robbins-Monro step per
-//! call answered by a person) that drives the drop probability to an effective target, and that target comes
+//! The outer loop holds the abandonment budget: the accepted risk that the last person finds no agent is an
+//! integral controller on its logarithm (a Robbins-Monro step per call answered by a person) that drives the
+//! abandonment rate to an effective target, and that target comes
 //! from the budget left in the compliance window, so an early burst of drops is paid back and a small team
 //! with few calls keeps a wider margin. It starts conservative (prior answer rate of one half, long talks,
-//! a high safety factor), falls back to progressive with few agents, and never dials with no agents.
+//! a low accepted risk), falls back to progressive with few agents, and never dials with no agents.
 
 use super::{AgentActivity, DialResult, PacingEvent, PacingPolicy, PacingSnapshot};
-use crate::estimate::{DiscountedBeta, LognormalFit};
+use crate::estimate::{DiscountedBeta, LognormalFit, normal_quantile};
 use domain::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -30,12 +32,17 @@ pub struct PredictiveConfig {
     pub target_rate: f64,
     /// Below this many agents taking calls, dial progressively.
     pub min_agents: usize,
-    /// Safety factor (standard deviations) at the start.
-    pub initial_safety: f64,
-    /// Outer-loop step: how far one abandoned call moves the safety factor.
-    pub safety_step: f64,
-    pub min_safety: f64,
-    pub max_safety: f64,
+    /// Highest acceptable probability that the last person dialled for finds no agent, at the start.
+    pub initial_risk: f64,
+    /// Outer-loop step on the logarithm of that risk, per person answered (scaled by 1 / target_rate on
+    /// an abandoned call), is this divided by the persons expected per hour: the loop settles in about an
+    /// hour whatever the team size ...
+    pub risk_steps_per_hour: f64,
+    /// ... within these bounds.
+    pub min_risk_step: f64,
+    pub max_risk_step: f64,
+    pub min_risk: f64,
+    pub max_risk: f64,
     /// Standard deviations of the abandon count kept in reserve by the budget.
     pub budget_margin_sd: f64,
     /// Humans expected per hour below which the budget plans as if this many were coming.
@@ -56,10 +63,12 @@ impl Default for PredictiveConfig {
             abandon_cap: 0.03,
             target_rate: 0.02,
             min_agents: 5,
-            initial_safety: 2.0,
-            safety_step: 0.1,
-            min_safety: -1.0,
-            max_safety: 4.0,
+            initial_risk: 0.0228,
+            risk_steps_per_hour: 1.5,
+            min_risk_step: 0.002,
+            max_risk_step: 0.05,
+            min_risk: 1e-4,
+            max_risk: 0.5,
             budget_margin_sd: 1.65,
             min_planning_humans: 50.0,
             answer_memory: 0.998,
@@ -78,6 +87,10 @@ pub struct Predictive {
     time_to_human: LognormalFit,
     talk: LognormalFit,
     wrap: LognormalFit,
+    /// Logarithm of the accepted risk that the last person dialled for finds no agent (the outer loop's
+    /// control variable).
+    log_risk: f64,
+    /// The same as a safety margin in standard deviations, kept in step with `log_risk`.
     safety: f64,
     /// Persons answered and abandoned so far in the window (UK: including estimated false positives).
     humans: f64,
@@ -94,7 +107,8 @@ impl Predictive {
             time_to_human: LognormalFit::new(Duration::from_secs(12), 0.5, 5.0, config.duration_memory),
             talk: LognormalFit::new(Duration::from_secs(300), 1.0, 2.0, config.duration_memory),
             wrap: LognormalFit::new(Duration::from_secs(30), 1.0, 2.0, config.duration_memory),
-            safety: config.initial_safety,
+            log_risk: config.initial_risk.clamp(1e-9, 1.0).ln(),
+            safety: -normal_quantile(config.initial_risk),
             humans: 0.0,
             abandons: 0.0,
             human_rate: 0.0,
@@ -126,8 +140,18 @@ impl Predictive {
     fn record_outcome(&mut self, abandoned: bool, weight: f64) {
         let target = self.effective_target();
         let drop = if abandoned { 1.0 } else { 0.0 };
-        self.safety += self.config.safety_step * weight * (drop - target);
-        self.safety = self.safety.clamp(self.config.min_safety, self.config.max_safety);
+        let per_hour = (self.human_rate * 3600.0).max(1.0);
+        let gain = (self.config.risk_steps_per_hour / per_hour).clamp(
+            self.config.min_risk_step,
+            self.config.max_risk_step.max(self.config.min_risk_step),
+        );
+        let step = gain * weight * (drop - target) / self.config.target_rate.max(1e-3);
+        let (lo, hi) = (
+            self.config.min_risk.max(1e-9).ln(),
+            self.config.max_risk.clamp(1e-9, 1.0).ln(),
+        );
+        self.log_risk = (self.log_risk - step).clamp(lo, hi);
+        self.safety = -normal_quantile(self.log_risk.exp());
         self.humans += weight;
         if abandoned {
             self.abandons += weight;
@@ -197,46 +221,133 @@ impl PacingPolicy for Predictive {
         let p = self.answer.mean().clamp(1e-3, 1.0);
         let horizon = self.time_to_human.mean_secs();
 
-        // Agents expected free when new calls answer.
-        let (mut agents_mean, mut agents_var) = (0.0, 0.0);
-        for agent in snapshot.agents {
-            let q = self.free_within(agent.activity, now.since(agent.since).as_secs_f64(), horizon);
-            agents_mean += q;
-            agents_var += q * (1.0 - q);
-        }
-        // Persons still to come from calls in flight.
-        let (mut flight_mean, mut flight_var) = (0.0, 0.0);
-        for dialed_at in snapshot.dials_in_flight {
-            let reached = self.time_to_human.cdf(now.since(*dialed_at).as_secs_f64());
-            let q = (p * (1.0 - reached) / (1.0 - p * reached).max(1e-9)).clamp(0.0, 1.0);
-            flight_mean += q;
-            flight_var += q * (1.0 - q);
-        }
-        // Margin before the new dials; +0.5 is the continuity correction, -1 the marginal person's agent.
-        let base_margin = agents_mean - f64::from(snapshot.calls_waiting) - flight_mean - 0.5;
-        let base_var = agents_var + flight_var + 0.25;
-        let z = self.safety;
-        let fits = |n: f64| base_margin - n * p >= z * (base_var + n * p * (1.0 - p)).sqrt();
-
         let max_lines = (self.config.max_lines_per_agent * snapshot.agents.len() as f64).floor();
         let room = (max_lines - snapshot.dials_in_flight.len() as f64).max(0.0);
-        // The constraint holds for n = lo - 1 ... find the largest n in [0, room] with fits(n - 1), i.e. the
-        // last dial still finds an agent. Binary search: fits is monotone for z >= 0 and close to it below.
-        let (mut lo, mut hi) = (0.0_f64, room);
-        if !fits(0.0) {
-            return progressive;
-        }
-        while hi - lo > 0.5 {
-            let mid = ((lo + hi) / 2.0).floor().max(lo + 1.0).min(hi);
-            if fits(mid) {
-                lo = mid;
-            } else {
-                hi = mid - 1.0;
-            }
-        }
-        let wanted = (lo + 1.0).min(room) as u32;
+
+        // Agents expected free when new calls answer.
+        let agents_free: Vec<f64> = snapshot
+            .agents
+            .iter()
+            .map(|agent| self.free_within(agent.activity, now.since(agent.since).as_secs_f64(), horizon))
+            .collect();
+        // Persons still to come from calls in flight.
+        let persons_to_come: Vec<f64> = snapshot
+            .dials_in_flight
+            .iter()
+            .map(|dialed_at| {
+                let reached = self.time_to_human.cdf(now.since(*dialed_at).as_secs_f64());
+                (p * (1.0 - reached) / (1.0 - p * reached).max(1e-9)).clamp(0.0, 1.0)
+            })
+            .collect();
+        let wanted = if agents_free.len() + persons_to_come.len() <= EXACT_UP_TO {
+            let room = room as usize;
+            let threshold = 1.0 - self.log_risk.exp();
+            exact_dials(
+                &agents_free,
+                &persons_to_come,
+                snapshot.calls_waiting,
+                p,
+                threshold,
+                room,
+            )
+        } else {
+            normal_dials(
+                &agents_free,
+                &persons_to_come,
+                snapshot.calls_waiting,
+                p,
+                self.safety,
+                room,
+            )
+        };
         wanted.max(progressive)
     }
+}
+
+/// Up to this many agents plus calls in flight, the policy computes the distributions exactly.
+const EXACT_UP_TO: usize = 60;
+
+/// The number of dials for which the last person answered still finds an agent with probability at least
+/// `threshold`, computing the distribution of (free agents - persons) exactly (Poisson-binomial).
+fn exact_dials(
+    agents_free: &[f64],
+    persons_to_come: &[f64],
+    waiting: u32,
+    p: f64,
+    threshold: f64,
+    room: usize,
+) -> u32 {
+    // dist[i] = P(free agents - persons = lowest + i).
+    let mut lowest = -i64::from(waiting);
+    let mut dist = vec![1.0_f64];
+    let add_agent = |dist: &mut Vec<f64>, q: f64| {
+        dist.push(0.0);
+        for i in (1..dist.len()).rev() {
+            dist[i] = dist[i] * (1.0 - q) + dist[i - 1] * q;
+        }
+        dist[0] *= 1.0 - q;
+    };
+    let add_person = |dist: &mut Vec<f64>, lowest: &mut i64, q: f64| {
+        dist.insert(0, 0.0);
+        *lowest -= 1;
+        for i in 0..dist.len() - 1 {
+            dist[i] = dist[i] * (1.0 - q) + dist[i + 1] * q;
+        }
+        if let Some(last) = dist.last_mut() {
+            *last *= 1.0 - q;
+        }
+    };
+    for &q in agents_free {
+        add_agent(&mut dist, q);
+    }
+    for &q in persons_to_come {
+        add_person(&mut dist, &mut lowest, q);
+    }
+    // P(an agent is left for one more person) = P(value >= 1).
+    let finds_agent = |dist: &[f64], lowest: i64| -> f64 {
+        let first = usize::try_from(1 - lowest).unwrap_or(0);
+        dist.iter().skip(first).sum()
+    };
+    let mut placed = 0;
+    while placed < room && finds_agent(&dist, lowest) >= threshold {
+        add_person(&mut dist, &mut lowest, p);
+        placed += 1;
+    }
+    u32::try_from(placed).unwrap_or(u32::MAX)
+}
+
+/// As [`exact_dials`], with a normal approximation of the distributions; `safety` is the margin in
+/// standard deviations.
+fn normal_dials(
+    agents_free: &[f64],
+    persons_to_come: &[f64],
+    waiting: u32,
+    p: f64,
+    safety: f64,
+    room: f64,
+) -> u32 {
+    let mean_var = |qs: &[f64]| qs.iter().fold((0.0, 0.0), |(m, v), q| (m + q, v + q * (1.0 - q)));
+    let (agents_mean, agents_var) = mean_var(agents_free);
+    let (persons_mean, persons_var) = mean_var(persons_to_come);
+    // Margin before the new dials; -0.5 is the continuity correction for "at least one agent left".
+    let base_margin = agents_mean - f64::from(waiting) - persons_mean - 0.5;
+    let base_var = agents_var + persons_var + 0.25;
+    let fits = |n: f64| base_margin - n * p >= safety * (base_var + n * p * (1.0 - p)).sqrt();
+    if !fits(0.0) {
+        return 0;
+    }
+    // Largest n in [0, room] with fits(n): dials 0..=n each still find an agent. Binary search: fits is
+    // monotone in n for safety >= 0 and close to it below.
+    let (mut lo, mut hi) = (0.0_f64, room);
+    while hi - lo > 0.5 {
+        let mid = ((lo + hi) / 2.0).floor().max(lo + 1.0).min(hi);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1.0;
+        }
+    }
+    (lo + 1.0).min(room) as u32
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! - **Leases** with fencing tokens, and fenced writes that a former holder cannot sneak past.
 //! - **Event bus**: live publish/subscribe (Redis pub/sub, or a broadcast channel in memory).
 //! - **Durable streams** with consumer groups, acknowledgement and claiming after a crash (the CRM outbox).
+//! - **Rate limits**: token buckets per key, shared by all nodes on Redis.
 //!
 //! Time: everything that expires takes the caller's `now` and stores the instant of expiry, so tests run
 //! on virtual time and every node judges expiry the same way; Redis key TTLs only collect garbage.
@@ -31,7 +32,8 @@ pub use config::{BackendConfig, StateConfig};
 pub use error::{StateError, StateResult};
 pub use types::{
     Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, MAX_KEY_LEN, MAX_NAME_LEN, MAX_QUEUE_ORDER,
-    QueueEntry, QueueOrder, StreamEntry, StreamEntryId, Transport, Versioned, WriteOutcome,
+    QueueEntry, QueueOrder, RateDecision, StreamEntry, StreamEntryId, TokenBucket, Transport, Versioned,
+    WriteOutcome,
 };
 
 use domain::{AgentId, CallId, QueueId, Timestamp};
@@ -46,6 +48,14 @@ use types::{check_key, check_name};
 #[derive(Clone)]
 pub struct StateStore {
     backend: Backend,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("backend", &self.backend_name())
+            .finish()
+    }
 }
 
 #[derive(Clone)]
@@ -90,6 +100,14 @@ impl StateStore {
                     backend: Backend::Redis(RedisStore::connect(url, prefix).await?),
                 })
             }
+        }
+    }
+
+    /// Checks that the backend answers (for readiness probes).
+    pub async fn ping(&self) -> StateResult<()> {
+        match &self.backend {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(r) => r.ping().await,
         }
     }
 
@@ -337,6 +355,30 @@ impl StateStore {
         match &self.backend {
             Backend::Memory(m) => Ok(m.release_lease(lease)),
             Backend::Redis(r) => r.release_lease(lease).await,
+        }
+    }
+
+    // ---------------------------------------------------------------- rate limiting
+
+    /// Takes `cost` tokens from the bucket of `key` (e.g. a source address) at `now`. On Redis every
+    /// node draws from the same bucket. Idle buckets are forgotten once full again.
+    pub async fn rate_take(
+        &self,
+        key: &str,
+        bucket: TokenBucket,
+        cost: u32,
+        now: Timestamp,
+    ) -> StateResult<RateDecision> {
+        check_key("rate limit key", key)?;
+        if cost > bucket.capacity {
+            return Err(StateError::Invalid {
+                what: "rate limit cost",
+                reason: "exceeds the bucket capacity".to_string(),
+            });
+        }
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.rate_take(key, bucket, cost, now)),
+            Backend::Redis(r) => r.rate_take(key, bucket, cost, now).await,
         }
     }
 

@@ -3,8 +3,8 @@
 
 use crate::error::{StateError, StateResult};
 use crate::types::{
-    Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, QueueEntry, QueueOrder, StreamEntry,
-    StreamEntryId, Versioned, WriteOutcome,
+    Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, QueueEntry, QueueOrder, RateDecision,
+    StreamEntry, StreamEntryId, TokenBucket, Versioned, WriteOutcome,
 };
 use bytes::Bytes;
 use domain::{AgentId, CallId, QueueId, Timestamp};
@@ -41,6 +41,9 @@ struct State {
     fences: HashMap<String, u64>,
     leases: HashMap<String, MemLease>,
     streams: HashMap<String, MemStream>,
+    /// key -> (millitokens, time of last take in ms, ms to fill): token buckets of the rate limiter.
+    rate: HashMap<String, (i64, i64, i64)>,
+    rate_takes: u64,
 }
 
 #[derive(Default)]
@@ -386,6 +389,29 @@ impl MemoryStore {
             s.leases.remove(&lease.name);
         }
         held
+    }
+
+    // ---- rate limiting ----
+
+    pub(crate) fn rate_take(
+        &self,
+        key: &str,
+        bucket: TokenBucket,
+        cost: u32,
+        now: Timestamp,
+    ) -> RateDecision {
+        let mut s = self.inner.state.lock();
+        let now_ms = now.as_millis();
+        s.rate_takes += 1;
+        if s.rate_takes.is_multiple_of(1024) {
+            // Buckets idle long enough to be full again carry no information: forget them, so keys
+            // such as source addresses do not pile up.
+            s.rate.retain(|_, (_, last, fill)| now_ms - *last < *fill);
+        }
+        let stored = s.rate.get(key).map(|(milli, last, _)| (*milli, *last));
+        let (decision, level) = bucket.take(stored, cost, now_ms);
+        s.rate.insert(key.to_string(), (level, now_ms, bucket.fill_ms()));
+        decision
     }
 
     // ---- event bus ----

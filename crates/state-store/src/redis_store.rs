@@ -5,12 +5,12 @@
 //! `reg:{aor}` hash contact -> binding JSON; `presence` / `presence-version` hashes agent -> state / version;
 //! `version` the store-wide version counter; `queue:{q}` sorted set of call ids, `queue-payload:{q}` hash;
 //! `blob:{ns}:{key}` hash {v, d, x}; `lease:{name}` hash {holder, token, until}; `fence:{name}` counter;
-//! `bus:{topic}` pub/sub channel; `stream:{name}` stream with one field `d`.
+//! `bus:{topic}` pub/sub channel; `stream:{name}` stream with one field `d`; `rate:{key}` hash {m, t}.
 
 use crate::error::{StateError, StateResult};
 use crate::types::{
-    Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, QueueEntry, QueueOrder, StreamEntry,
-    StreamEntryId, Versioned, WriteOutcome,
+    Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, QueueEntry, QueueOrder, RateDecision,
+    StreamEntry, StreamEntryId, TokenBucket, Versioned, WriteOutcome,
 };
 use domain::{AgentId, CallId, QueueId, Timestamp};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
@@ -37,6 +37,7 @@ struct Scripts {
     lease_acquire: Script,
     lease_renew: Script,
     lease_release: Script,
+    rate_take: Script,
 }
 
 /// Fence check shared by every fenced script: KEYS[fence] holds the latest token of the lease; the
@@ -201,6 +202,35 @@ end
 return 0
 ",
     ),
+    // KEYS: bucket hash. ARGV: capacity, refill per second, cost, now ms, ms to fill.
+    // Mirrors `TokenBucket::take` in integer millitokens. Returns {allowed, remaining, retry-after ms}.
+    rate_take: Script::new(
+        r"
+local cap = tonumber(ARGV[1]) * 1000
+local rate = tonumber(ARGV[2])
+local need = tonumber(ARGV[3]) * 1000
+local now = tonumber(ARGV[4])
+local fill = tonumber(ARGV[5])
+local h = redis.call('HMGET', KEYS[1], 'm', 't')
+local level = cap
+if h[1] then
+  local elapsed = now - (tonumber(h[2]) or now)
+  if elapsed < 0 then elapsed = 0 end
+  if elapsed > fill then elapsed = fill end
+  level = math.min((tonumber(h[1]) or cap) + elapsed * rate, cap)
+end
+local allowed, wait = 0, 0
+if level >= need then
+  level = level - need
+  allowed = 1
+else
+  wait = math.ceil((need - level) / rate)
+end
+redis.call('HSET', KEYS[1], 'm', level, 't', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], fill + 1000)
+return {allowed, math.floor(level / 1000), wait}
+",
+    ),
 });
 
 /// How long Redis keeps a key with a time-bound record after it lapses, so a node whose clock runs a
@@ -284,6 +314,11 @@ impl RedisStore {
             conn,
             prefix: prefix.to_string(),
         })
+    }
+
+    pub(crate) async fn ping(&self) -> StateResult<()> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
+        Ok(())
     }
 
     fn key(&self, parts: &[&str]) -> String {
@@ -642,6 +677,35 @@ impl RedisStore {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(released == 1)
+    }
+
+    // ---- rate limiting ----
+
+    pub(crate) async fn rate_take(
+        &self,
+        key: &str,
+        bucket: TokenBucket,
+        cost: u32,
+        now: Timestamp,
+    ) -> StateResult<RateDecision> {
+        let reply: Vec<i64> = SCRIPTS
+            .rate_take
+            .key(self.key(&["rate", key]))
+            .arg(bucket.capacity)
+            .arg(bucket.refill_per_sec)
+            .arg(cost)
+            .arg(now.as_millis())
+            .arg(bucket.fill_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        match reply.as_slice() {
+            [allowed, remaining, wait] => Ok(RateDecision {
+                allowed: *allowed == 1,
+                remaining: u32::try_from(*remaining).unwrap_or(0),
+                retry_after_ms: u64::try_from(*wait).unwrap_or(0),
+            }),
+            _ => Err(corrupt("rate limiter reply", "unexpected shape")),
+        }
     }
 
     // ---- event bus ----

@@ -243,6 +243,84 @@ impl BlobWrite {
     }
 }
 
+/// A token bucket: up to `capacity` tokens, refilled at `refill_per_sec`; each request takes some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBucket {
+    pub capacity: u32,
+    pub refill_per_sec: u32,
+}
+
+impl TokenBucket {
+    /// A bucket; both numbers must be positive.
+    pub fn new(capacity: u32, refill_per_sec: u32) -> StateResult<Self> {
+        if capacity == 0 || refill_per_sec == 0 {
+            return Err(StateError::Invalid {
+                what: "token bucket",
+                reason: "capacity and refill rate must be positive".to_string(),
+            });
+        }
+        Ok(Self {
+            capacity,
+            refill_per_sec,
+        })
+    }
+
+    /// Milliseconds an empty bucket takes to fill; longer idle gaps add nothing.
+    pub(crate) fn fill_ms(self) -> i64 {
+        ceil_div(i64::from(self.capacity) * 1000, i64::from(self.refill_per_sec))
+    }
+
+    /// The pure bucket step shared by the memory backend and mirrored by the Redis script: from the
+    /// stored level (millitokens) and time of the last take, the decision and the new level.
+    pub(crate) fn take(self, stored: Option<(i64, i64)>, cost: u32, now_ms: i64) -> (RateDecision, i64) {
+        let full = i64::from(self.capacity) * 1000;
+        let level = match stored {
+            None => full,
+            Some((milli, last_ms)) => {
+                let elapsed = (now_ms - last_ms).clamp(0, self.fill_ms());
+                (milli + elapsed * i64::from(self.refill_per_sec)).min(full)
+            }
+        };
+        let need = i64::from(cost) * 1000;
+        if level >= need {
+            let left = level - need;
+            (
+                RateDecision {
+                    allowed: true,
+                    remaining: u32::try_from(left / 1000).unwrap_or(0),
+                    retry_after_ms: 0,
+                },
+                left,
+            )
+        } else {
+            let wait = ceil_div(need - level, i64::from(self.refill_per_sec));
+            (
+                RateDecision {
+                    allowed: false,
+                    remaining: u32::try_from(level / 1000).unwrap_or(0),
+                    retry_after_ms: u64::try_from(wait).unwrap_or(0),
+                },
+                level,
+            )
+        }
+    }
+}
+
+/// `a / b` rounded up, for positive `a` and `b`.
+fn ceil_div(a: i64, b: i64) -> i64 {
+    (a + b - 1) / b
+}
+
+/// The answer of a rate limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateDecision {
+    pub allowed: bool,
+    /// Whole tokens left after this request.
+    pub remaining: u32,
+    /// When refused: how long until the request would be allowed (for `Retry-After`).
+    pub retry_after_ms: u64,
+}
+
 /// Largest magnitude of a queue ordering key: Redis keeps scores as doubles, exact up to 2^53.
 pub const MAX_QUEUE_ORDER: i64 = 1 << 53;
 
@@ -333,6 +411,29 @@ mod tests {
         assert!(!shown.contains("555") && !shown.contains("10.0.0.1"));
     }
 
+    #[test]
+    fn token_bucket_refills_at_its_rate() {
+        let b = TokenBucket::new(2, 4).unwrap();
+        let (d, level) = b.take(None, 1, 0);
+        assert!(d.allowed);
+        assert_eq!((d.remaining, level), (1, 1000));
+        let (d, level) = b.take(Some((level, 0)), 1, 0);
+        assert!(d.allowed);
+        let (d, level) = b.take(Some((level, 0)), 1, 0);
+        assert_eq!(
+            d,
+            RateDecision {
+                allowed: false,
+                remaining: 0,
+                retry_after_ms: 250
+            }
+        );
+        // 250 ms later one token is back; idle time never fills beyond capacity.
+        assert!(b.take(Some((level, 0)), 1, 250).0.allowed);
+        assert_eq!(b.take(Some((0, 0)), 1, 1_000_000).0.remaining, 1);
+        assert!(TokenBucket::new(0, 1).is_err());
+    }
+
     proptest! {
         #[test]
         fn check_name_never_panics_and_accepts_only_safe_text(s in "\\PC{0,200}") {
@@ -347,6 +448,21 @@ mod tests {
             let json = serde_json::to_string(&aor).unwrap();
             let back: Aor = serde_json::from_str(&json).unwrap();
             prop_assert_eq!(back.as_str(), s.as_str());
+        }
+
+        #[test]
+        fn token_bucket_never_overdraws(steps in prop::collection::vec((0..3u32, 0..500i64), 1..50)) {
+            let b = TokenBucket::new(5, 10).unwrap();
+            let (mut stored, mut now, mut allowed_cost) = (None, 0i64, 0u64);
+            for (cost, dt) in steps {
+                now += dt;
+                let (d, level) = b.take(stored, cost, now);
+                prop_assert!((0..=5000).contains(&level));
+                if d.allowed { allowed_cost += u64::from(cost); }
+                stored = Some((level, now));
+            }
+            // Never more than the initial burst plus what the elapsed time refilled.
+            prop_assert!(allowed_cost <= 5 + u64::try_from(now).unwrap() * 10 / 1000);
         }
 
         #[test]

@@ -3,14 +3,19 @@
 //! when `REDIS_URL` is set, so the two backends are held to one behaviour, not just to the same examples.
 
 // The checking code is shared by the generated tests; a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)]
 
 mod common;
 
 use common::Harness;
 use domain::{AgentId, CallId, QueueId, Timestamp};
 use proptest::prelude::*;
-use state_store::{Aor, Binding, Expect, QueueEntry, QueueOrder, Transport, WriteOutcome};
+use state_store::{Aor, Binding, Expect, QueueEntry, QueueOrder, TokenBucket, Transport, WriteOutcome};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -32,6 +37,7 @@ enum Op {
     LiveBindings,
     Advance { secs: u8 },
     PresenceCas { agent: u8, expect: ExpectChoice },
+    RateTake { key: u8, cost: u8 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -50,6 +56,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::LiveBindings),
         (0..10u8).prop_map(|secs| Op::Advance { secs }),
         (0..3u8, expect).prop_map(|(agent, expect)| Op::PresenceCas { agent, expect }),
+        (0..2u8, 0..4u8).prop_map(|(key, cost)| Op::RateTake { key, cost }),
     ]
 }
 
@@ -61,6 +68,8 @@ struct Model {
     /// agent -> (current version, the version before it)
     presence: HashMap<u8, (u64, Option<u64>)>,
     highest_version: u64,
+    /// key -> (millitokens, last take ms) of a 4-token bucket refilled at 3 per second
+    rate: HashMap<u8, (i64, i64)>,
 }
 
 async fn run(h: Harness, ops: Vec<Op>) {
@@ -145,7 +154,29 @@ async fn run(h: Harness, ops: Vec<Op>) {
                     m.bindings.iter().map(|(c, at)| (c.clone(), *at)).collect();
                 assert_eq!(got, expected);
             }
-            Op::Advance { secs } => m.now_ms += i64::from(secs) * 1000,
+            Op::Advance { secs } => m.now_ms += i64::from(secs) * 1000 / 3,
+            Op::RateTake { key, cost } => {
+                // Reference arithmetic in floating point, independent of the store's integer steps.
+                let (tokens, last) = m
+                    .rate
+                    .get(&key)
+                    .map_or((4.0, m.now_ms), |(t, l)| (*t as f64 / 1000.0, *l));
+                let level = (tokens + (m.now_ms - last) as f64 * 3.0 / 1000.0).min(4.0);
+                let allowed = level >= f64::from(cost) - 1e-9;
+                let left = if allowed { level - f64::from(cost) } else { level };
+                m.rate.insert(key, ((left * 1000.0).round() as i64, m.now_ms));
+                let bucket = TokenBucket::new(4, 3).unwrap();
+                let d = s
+                    .rate_take(&format!("k{key}"), bucket, u32::from(cost), now)
+                    .await
+                    .unwrap();
+                assert_eq!(d.allowed, allowed, "level {level}, cost {cost}");
+                assert_eq!(d.remaining, (left + 1e-9).floor() as u32);
+                if !allowed {
+                    let wait = ((f64::from(cost) - level) * 1000.0 / 3.0 - 1e-6).ceil() as u64;
+                    assert_eq!(d.retry_after_ms, wait);
+                }
+            }
             Op::PresenceCas { agent, expect } => {
                 let id = AgentId::new(format!("agent{agent}")).unwrap();
                 let current = m.presence.get(&agent).copied();

@@ -12,7 +12,8 @@ use common::Harness;
 use domain::{AgentId, CallId, QueueId, Timestamp};
 use serde::{Deserialize, Serialize};
 use state_store::{
-    Aor, Binding, BlobWrite, Expect, QueueEntry, QueueOrder, StateError, Transport, Versioned, WriteOutcome,
+    Aor, Binding, BlobWrite, Expect, QueueEntry, QueueOrder, RateDecision, StateError, TokenBucket,
+    Transport, Versioned, WriteOutcome,
 };
 use std::time::Duration;
 
@@ -48,6 +49,7 @@ on_both_backends!(
     stream_blocking_read_wakes_on_append,
     state_survives_reconnect,
     bad_names_are_rejected,
+    rate_limits_refill_at_virtual_now,
 );
 
 fn t(secs: i64) -> Timestamp {
@@ -803,4 +805,65 @@ async fn bad_names_are_rejected(h: Harness) {
         Err(StateError::Invalid { .. })
     ));
     assert!(Aor::new("has space").is_err());
+}
+
+async fn rate_limits_refill_at_virtual_now(h: Harness) {
+    let s = &h.store;
+    s.ping().await.unwrap();
+    let bucket = TokenBucket::new(3, 2).unwrap();
+    let other_node = h.reopen().await;
+    // A burst of three passes, drawn from one bucket whichever node asks.
+    assert!(
+        s.rate_take("src:10.0.0.9", bucket, 1, t(0))
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        other_node
+            .rate_take("src:10.0.0.9", bucket, 1, t(0))
+            .await
+            .unwrap()
+            .allowed
+    );
+    let third = s.rate_take("src:10.0.0.9", bucket, 1, t(0)).await.unwrap();
+    assert_eq!(
+        third,
+        RateDecision {
+            allowed: true,
+            remaining: 0,
+            retry_after_ms: 0
+        }
+    );
+    let refused = s.rate_take("src:10.0.0.9", bucket, 1, t(0)).await.unwrap();
+    assert_eq!(
+        refused,
+        RateDecision {
+            allowed: false,
+            remaining: 0,
+            retry_after_ms: 500
+        }
+    );
+    // Another key has its own bucket.
+    assert!(
+        s.rate_take("src:10.0.0.10", bucket, 3, t(0))
+            .await
+            .unwrap()
+            .allowed
+    );
+    // Half a second later one token is back, and a long pause refills only up to capacity.
+    let now = Timestamp::from_millis(500);
+    assert!(s.rate_take("src:10.0.0.9", bucket, 1, now).await.unwrap().allowed);
+    assert!(!s.rate_take("src:10.0.0.9", bucket, 1, now).await.unwrap().allowed);
+    assert_eq!(
+        s.rate_take("src:10.0.0.9", bucket, 1, t(1_000))
+            .await
+            .unwrap()
+            .remaining,
+        2
+    );
+    assert!(matches!(
+        s.rate_take("k", bucket, 4, t(0)).await,
+        Err(StateError::Invalid { .. })
+    ));
 }

@@ -62,12 +62,12 @@ impl Harness {
 
     /// A Redis-backed store under a fresh prefix, or `None` (with a notice) when `REDIS_URL` is unset.
     pub async fn redis(test: &str) -> Option<Self> {
-        let Ok(url) = std::env::var("REDIS_URL") else {
+        let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.trim().is_empty()) else {
             SKIP_NOTICE.call_once(|| {
                 // Written straight to stderr so the test harness does not swallow it.
                 let _ = writeln!(
                     std::io::stderr(),
-                    "\n*** state-store suite: REDIS_URL is not set, the Redis backend tests are SKIPPED ***\n"
+                    "\n*** state-store suite: REDIS_URL is not set (or empty), the Redis backend tests are SKIPPED ***\n"
                 );
             });
             return None;

@@ -169,6 +169,7 @@ fn instant_loops(graph: &FlowGraph, errors: &mut Vec<ValidationError>) {
 }
 
 /// Tarjan's strongly connected components, iterative so deep graphs cannot overflow the stack.
+/// Indexing is safe here: every successor index is below `successors.len()` by construction.
 fn strongly_connected(successors: &[Vec<usize>]) -> Vec<Vec<usize>> {
     let n = successors.len();
     let mut index = vec![usize::MAX; n];

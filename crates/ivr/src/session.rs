@@ -131,8 +131,9 @@ pub struct IvrState {
     timers: BTreeMap<TimerId, TimerPurpose>,
     recording_paused: bool,
     next_id: u32,
+    /// Digits typed so far in a collect; personal, and never saved.
     #[serde(skip)]
-    digits: String,
+    digits: Pii<String>,
     #[serde(skip)]
     secrets: BTreeMap<String, Pii<String>>,
 }
@@ -175,7 +176,7 @@ impl IvrSession {
             timers: BTreeMap::new(),
             recording_paused: false,
             next_id: 1,
-            digits: String::new(),
+            digits: Pii::default(),
             secrets: BTreeMap::new(),
         };
         Ok(Self { flows, state })
@@ -300,7 +301,7 @@ impl<'a> Run<'a> {
         if std::mem::take(&mut self.state.recording_paused) {
             self.emit(IvrCommand::ResumeRecording);
         }
-        self.state.digits.clear();
+        self.state.digits = Pii::default();
         self.state.phase = Phase::Finished { outcome };
     }
 
@@ -358,7 +359,7 @@ impl<'a> Run<'a> {
             self.state.flow = flow.name.clone();
             self.state.node = node.name.clone();
             self.state.attempts = 0;
-            self.state.digits.clear();
+            self.state.digits = Pii::default();
             self.emit(IvrCommand::Log(IvrLog::NodeEntered {
                 flow: flow.name.clone(),
                 node: node.name.clone(),
@@ -681,8 +682,8 @@ impl<'a> Run<'a> {
                 if Some(key) == n.terminator {
                     return self.finish_collect(n);
                 }
-                self.state.digits.push(key);
-                if self.state.digits.chars().count() >= n.max_digits {
+                self.state.digits = Pii::new(format!("{}{key}", self.state.digits.expose()));
+                if self.state.digits.expose().chars().count() >= n.max_digits {
                     return self.finish_collect(n);
                 }
                 self.state.phase = Phase::Input;
@@ -738,7 +739,7 @@ impl<'a> Run<'a> {
     }
 
     fn finish_collect(&mut self, n: &CollectNode) {
-        let digits = std::mem::take(&mut self.state.digits);
+        let digits = std::mem::take(&mut self.state.digits).into_inner();
         let count = digits.chars().count();
         let valid = count >= n.min_digits
             && count <= n.max_digits
@@ -785,7 +786,7 @@ impl<'a> Run<'a> {
                 }
             }
             (TimerPurpose::Input, NodeKind::Collect(n)) => {
-                if self.state.digits.is_empty() {
+                if self.state.digits.expose().is_empty() {
                     self.state.attempts += 1;
                     if self.state.attempts > n.retries {
                         self.enter(self.local(&n.exhausted), None);

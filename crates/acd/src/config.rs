@@ -429,13 +429,13 @@ impl QueueConfig {
                 problem: "announce_every_secs must be at least 1",
             });
         }
-        if let Some(first) = self.steps.first() {
-            if first.after_secs != 0 {
-                return Err(ConfigError::Queue {
-                    queue: q(),
-                    problem: "the first step must have after_secs = 0",
-                });
-            }
+        if let Some(first) = self.steps.first()
+            && first.after_secs != 0
+        {
+            return Err(ConfigError::Queue {
+                queue: q(),
+                problem: "the first step must have after_secs = 0",
+            });
         }
         if self
             .steps
@@ -563,13 +563,12 @@ impl AcdConfig {
                 target: OverflowTarget::Queue { queue },
                 ..
             }) = &q.overflow
+                && !queues.contains(queue)
             {
-                if !queues.contains(queue) {
-                    return Err(ConfigError::UnknownQueue {
-                        queue: queue.clone(),
-                        referenced_by: q.id.to_string(),
-                    });
-                }
+                return Err(ConfigError::UnknownQueue {
+                    queue: queue.clone(),
+                    referenced_by: q.id.to_string(),
+                });
             }
         }
         let mut agents = BTreeSet::new();

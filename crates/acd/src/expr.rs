@@ -376,10 +376,10 @@ fn flatten(items: Vec<Expr>, and: bool) -> Expr {
             other => flat.push(other),
         }
     }
-    if flat.len() == 1 {
-        if let Some(only) = flat.pop() {
-            return only;
-        }
+    if flat.len() == 1
+        && let Some(only) = flat.pop()
+    {
+        return only;
     }
     if and { Expr::And(flat) } else { Expr::Or(flat) }
 }

@@ -92,6 +92,8 @@ struct AgentRt {
     lifetime_handled: u64,
     lifetime_talk_ms: u64,
     counters: AgentCounters,
+    /// Key of the wrap-up timer while in wrap-up.
+    wrap_timer: Option<TimerKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +123,8 @@ struct CallRt {
     declined: Vec<usize>,
     /// Queues the call overflowed from, to stop overflow loops.
     visited: Vec<usize>,
+    /// Pending timers of the call in its current queue.
+    timers: Vec<TimerKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +132,12 @@ struct OfferRt {
     call: CallId,
     agents: Vec<usize>,
     expires_at: Timestamp,
+    /// Key of the offer's timeout timer.
+    timer: TimerKey,
 }
+
+/// A timer's place in the timer map: (due time in ms, sequence).
+type TimerKey = (i64, u64);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "timer", rename_all = "snake_case")]
@@ -463,6 +472,7 @@ impl Acd {
             status: CallStatus::Waiting,
             declined: Vec::new(),
             visited: Vec::new(),
+            timers: Vec::new(),
         };
         self.state.calls.insert(req.call.clone(), call);
         self.admit(now, &req.call, Trigger::CallArrived);
@@ -485,7 +495,7 @@ impl Acd {
             }
             CallStatus::Offered { offer } => {
                 // Position 0: the call was ringing an agent.
-                if let Some(o) = self.state.offers.remove(&offer) {
+                if let Some(o) = self.drop_offer(offer) {
                     for a in o.agents {
                         self.cancel_for_agent(now, offer, call_id, a, CancelReason::CallerAbandoned);
                         freed.push(a);
@@ -494,6 +504,7 @@ impl Acd {
                 0
             }
         };
+        self.clear_call_timers(call_id);
         let Some(call) = self.state.calls.remove(call_id) else {
             return Ok(());
         };
@@ -522,16 +533,16 @@ impl Acd {
         let a = self.agent_ix(agent)?;
         self.check_transition(a, &AgentEvent::Logout)?;
         let mut returned = None;
-        if let Some(offer) = self.state.agents.get(a).and_then(|x| x.offer) {
-            if let Some(o) = self.state.offers.get_mut(&offer) {
-                o.agents.retain(|x| *x != a);
-                let call = o.call.clone();
-                let empty = o.agents.is_empty();
-                self.cancel_for_agent(now, offer, &call, a, CancelReason::AgentLoggedOut);
-                if empty {
-                    self.state.offers.remove(&offer);
-                    returned = Some(call);
-                }
+        if let Some(offer) = self.state.agents.get(a).and_then(|x| x.offer)
+            && let Some(o) = self.state.offers.get_mut(&offer)
+        {
+            o.agents.retain(|x| *x != a);
+            let call = o.call.clone();
+            let empty = o.agents.is_empty();
+            self.cancel_for_agent(now, offer, &call, a, CancelReason::AgentLoggedOut);
+            if empty {
+                self.drop_offer(offer);
+                returned = Some(call);
             }
         }
         self.transition(now, a, AgentEvent::Logout)?;
@@ -587,9 +598,7 @@ impl Acd {
         let (offer, a) = self.offered_to(call_id, agent)?;
         self.transition(now, a, AgentEvent::Accept)?;
         let others: Vec<usize> = self
-            .state
-            .offers
-            .remove(&offer)
+            .drop_offer(offer)
             .map(|o| o.agents.into_iter().filter(|x| *x != a).collect())
             .unwrap_or_default();
         if let Some(ag) = self.state.agents.get_mut(a) {
@@ -599,6 +608,7 @@ impl Acd {
         for &o in &others {
             self.cancel_for_agent(now, offer, call_id, o, CancelReason::AnsweredElsewhere);
         }
+        self.clear_call_timers(call_id);
         if let Some(call) = self.state.calls.get_mut(call_id) {
             call.status = CallStatus::Connected {
                 agent: a,
@@ -659,7 +669,7 @@ impl Acd {
         });
         self.transition(now, a, event)?;
         if empty {
-            self.state.offers.remove(&offer);
+            self.drop_offer(offer);
             self.return_call(now, call_id);
         }
         self.route_agent(now, a, Trigger::AgentAvailable);
@@ -706,14 +716,14 @@ impl Acd {
 
     fn upsert_queue(&mut self, now: Timestamp, config: QueueConfig) -> Result<(), AcdError> {
         config.check()?;
-        if let Some(OverflowTarget::Queue { queue }) = config.overflow.as_ref().map(|o| &o.target) {
-            if !self.index.queue_by_id.contains_key(queue) {
-                return Err(ConfigError::UnknownQueue {
-                    queue: queue.clone(),
-                    referenced_by: config.id.to_string(),
-                }
-                .into());
+        if let Some(OverflowTarget::Queue { queue }) = config.overflow.as_ref().map(|o| &o.target)
+            && !self.index.queue_by_id.contains_key(queue)
+        {
+            return Err(ConfigError::UnknownQueue {
+                queue: queue.clone(),
+                referenced_by: config.id.to_string(),
             }
+            .into());
         }
         let Some(&q) = self.index.queue_by_id.get(&config.id) else {
             self.state.queues.push(QueueRt {
@@ -828,10 +838,36 @@ impl Acd {
 
     // ----- timers -----
 
-    fn schedule(&mut self, at: Timestamp, timer: Timer) {
-        let seq = self.state.next_timer;
+    fn schedule(&mut self, at: Timestamp, timer: Timer) -> TimerKey {
+        let key = (at.as_millis(), self.state.next_timer);
         self.state.next_timer += 1;
-        self.state.timers.insert((at.as_millis(), seq), timer);
+        self.state.timers.insert(key, timer);
+        key
+    }
+
+    /// Schedules a timer belonging to a call, remembered so it can be dropped when the call leaves.
+    fn schedule_for_call(&mut self, call_id: &CallId, at: Timestamp, timer: Timer) {
+        let key = self.schedule(at, timer);
+        if let Some(call) = self.state.calls.get_mut(call_id) {
+            call.timers.push(key);
+        }
+    }
+
+    /// Drops the pending timers of a call that left its queue (answered, abandoned, overflowed).
+    fn clear_call_timers(&mut self, call_id: &CallId) {
+        let Some(call) = self.state.calls.get_mut(call_id) else {
+            return;
+        };
+        for key in call.timers.drain(..) {
+            self.state.timers.remove(&key);
+        }
+    }
+
+    /// Removes an offer and its timeout.
+    fn drop_offer(&mut self, offer: OfferId) -> Option<OfferRt> {
+        let o = self.state.offers.remove(&offer)?;
+        self.state.timers.remove(&o.timer);
+        Some(o)
     }
 
     fn fire_timers(&mut self, now: Timestamp) {
@@ -840,7 +876,16 @@ impl Acd {
             if at > now.as_millis() {
                 break;
             }
+            let key = *entry.key();
             let timer = entry.remove();
+            if let Timer::Step { call, .. }
+            | Timer::MaxWait { call, .. }
+            | Timer::PreferredExpired { call, .. }
+            | Timer::Announce { call, .. } = &timer
+                && let Some(c) = self.state.calls.get_mut(call)
+            {
+                c.timers.retain(|k| *k != key);
+            }
             let at = Timestamp::from_millis(at).max(self.state.now);
             self.state.now = at;
             self.on_timer(at, timer);
@@ -903,7 +948,7 @@ impl Acd {
                     .get(q)
                     .and_then(|x| x.config.announce_every_secs)
                 {
-                    self.schedule(at + secs(every), Timer::Announce { call, epoch });
+                    self.schedule_for_call(&call.clone(), at + secs(every), Timer::Announce { call, epoch });
                 }
             }
             Timer::OfferTimeout { offer } => {
@@ -949,7 +994,7 @@ impl Acd {
                 call: call_id.clone(),
                 epoch: call.epoch,
             };
-            self.schedule(at, timer);
+            self.schedule_for_call(call_id, at, timer);
         }
     }
 
@@ -982,7 +1027,8 @@ impl Acd {
         }
         self.list_waiting(call_id);
         if let Some(w) = max_wait {
-            self.schedule(
+            self.schedule_for_call(
+                call_id,
                 now + secs(w),
                 Timer::MaxWait {
                     call: call_id.clone(),
@@ -991,7 +1037,8 @@ impl Acd {
             );
         }
         if let Some(t) = preferred_timeout {
-            self.schedule(
+            self.schedule_for_call(
+                call_id,
                 now + secs(t),
                 Timer::PreferredExpired {
                     call: call_id.clone(),
@@ -1000,7 +1047,8 @@ impl Acd {
             );
         }
         if let Some(every) = announce {
-            self.schedule(
+            self.schedule_for_call(
+                call_id,
                 now + secs(every),
                 Timer::Announce {
                     call: call_id.clone(),
@@ -1036,6 +1084,7 @@ impl Acd {
         };
         let waited = now.since(call.queue_entered_at);
         self.unlist_waiting(call_id);
+        self.clear_call_timers(call_id);
         let Some(queue) = self.state.queues.get_mut(from) else {
             return false;
         };
@@ -1118,12 +1167,12 @@ impl Acd {
         if let Some(qi) = self.index.queues.get_mut(call.queue) {
             qi.waiting.remove(&key);
         }
-        if let Some(p) = preferred {
-            if let Some(list) = self.index.preferred_waiting.get_mut(&p) {
-                list.retain(|c| c != call_id);
-                if list.is_empty() {
-                    self.index.preferred_waiting.remove(&p);
-                }
+        if let Some(p) = preferred
+            && let Some(list) = self.index.preferred_waiting.get_mut(&p)
+        {
+            list.retain(|c| c != call_id);
+            if list.is_empty() {
+                self.index.preferred_waiting.remove(&p);
             }
         }
     }
@@ -1478,15 +1527,16 @@ impl Acd {
                 }
             }
         }
+        let timer = self.schedule(expires_at, Timer::OfferTimeout { offer: id });
         self.state.offers.insert(
             id,
             OfferRt {
                 call: call_id.clone(),
                 agents,
                 expires_at,
+                timer,
             },
         );
-        self.schedule(expires_at, Timer::OfferTimeout { offer: id });
     }
 
     /// Tells an agent their ringing stopped through no fault of theirs; they become available.
@@ -1604,8 +1654,16 @@ impl Acd {
         if prev.is_logged_in() != next.is_logged_in() {
             self.count_logged_in(a, next.is_logged_in());
         }
+        if matches!(prev, AgentState::WrapUp { .. })
+            && let Some(key) = self.state.agents.get_mut(a).and_then(|x| x.wrap_timer.take())
+        {
+            self.state.timers.remove(&key);
+        }
         if let AgentState::WrapUp { until } = next {
-            self.schedule(until, Timer::WrapUpEnd { agent: a, until });
+            let key = self.schedule(until, Timer::WrapUpEnd { agent: a, until });
+            if let Some(x) = self.state.agents.get_mut(a) {
+                x.wrap_timer = Some(key);
+            }
         }
         self.state.outputs.push_back(Output::AgentStateChanged {
             agent: agent_id,
@@ -1950,15 +2008,15 @@ impl Acd {
             return Err(format!("{waiting} calls waiting but {listed} listed"));
         }
         for c in s.calls.values() {
-            if let CallStatus::Connected { agent, .. } = c.status {
-                if s.agents.get(agent).and_then(|a| a.call.as_ref()) != Some(&c.id) {
-                    return Err(format!("call {} connected to an agent not holding it", c.id));
-                }
+            if let CallStatus::Connected { agent, .. } = c.status
+                && s.agents.get(agent).and_then(|a| a.call.as_ref()) != Some(&c.id)
+            {
+                return Err(format!("call {} connected to an agent not holding it", c.id));
             }
-            if let CallStatus::Offered { offer } = c.status {
-                if s.offers.get(&offer).map(|o| &o.call) != Some(&c.id) {
-                    return Err(format!("call {} offered by a missing offer", c.id));
-                }
+            if let CallStatus::Offered { offer } = c.status
+                && s.offers.get(&offer).map(|o| &o.call) != Some(&c.id)
+            {
+                return Err(format!("call {} offered by a missing offer", c.id));
             }
         }
         Ok(())
@@ -1977,6 +2035,7 @@ fn new_agent(config: AgentConfig) -> AgentRt {
         lifetime_handled: 0,
         lifetime_talk_ms: 0,
         counters: AgentCounters::default(),
+        wrap_timer: None,
     }
 }
 

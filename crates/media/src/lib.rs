@@ -5,6 +5,7 @@
 
 pub mod amd;
 pub mod dtmf;
+pub mod engine;
 pub mod g711;
 pub mod prompt;
 pub mod quality;

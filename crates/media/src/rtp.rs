@@ -80,6 +80,12 @@ impl<'a> RtpPacket<'a> {
         }
     }
 
+    /// Sets the marker bit.
+    pub fn with_marker(mut self, marker: bool) -> Self {
+        self.marker = marker;
+        self
+    }
+
     /// Sets the contributing sources; fails if there are more than 15.
     pub fn with_csrcs(mut self, csrcs: &[u32]) -> Result<Self, RtpError> {
         if csrcs.len() > MAX_CSRCS {

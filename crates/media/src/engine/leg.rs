@@ -1,0 +1,830 @@
+//! One RTP leg: its sockets, its task, and the handle its owner (a SIP leg in call control) holds.
+
+use super::{EngineShared, MediaError};
+use crate::dtmf::DtmfDigit;
+use crate::dtmf::inband::InbandDetector;
+use crate::dtmf::rfc4733::{OutgoingEventPacket, Rfc4733Receiver, digit_packets};
+use crate::g711::{G711, SAMPLES_PER_FRAME};
+use crate::prompt::{Prompt, PromptPlayer};
+use crate::quality::{CallQuality, ReceptionStats};
+use crate::recorder::RecordingChannel;
+use crate::rtcp::{
+    Bye, ReceiverReport, RtcpCompound, RtcpPacket, SDES_CNAME, SdesChunk, SdesItem, SenderReport,
+    ntp_from_unix_millis, ntp_middle,
+};
+use crate::rtp::{RtpPacket, rewrite_header};
+use crate::sdp::{MediaDirection, Negotiated};
+use crate::stream::{Millis, OutgoingStream, SourceHeader};
+use domain::{Pii, Timestamp};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::{Interval, MissedTickBehavior};
+
+/// Largest datagram the engine handles; RTP over Ethernet stays far below.
+const MAX_DATAGRAM: usize = 1500;
+
+/// How a digit reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DtmfSource {
+    /// RFC 4733 telephone-event packets.
+    Rfc4733,
+    /// Tones in the audio.
+    InBand,
+}
+
+/// What a leg reports to its owner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LegEvent {
+    /// A key was pressed. The digit is personal data (PINs, card numbers).
+    Dtmf {
+        digit: Pii<DtmfDigit>,
+        source: DtmfSource,
+    },
+    /// The first valid RTP arrived from this address; packets from elsewhere are now ignored.
+    Latched { peer: SocketAddr },
+    /// No RTP for the configured media timeout.
+    MediaTimeout { silent_for: Duration },
+    /// A prompt sequence played to its end.
+    PlaybackFinished,
+    /// A prompt was cut short by a digit (barge-in).
+    PlaybackInterrupted,
+}
+
+/// The sending side of a leg, shared with the partner leg's task that relays into it.
+pub(crate) struct OutState {
+    pub(crate) stream: OutgoingStream,
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) law: G711,
+    pub(crate) payload_type: u8,
+    pub(crate) telephone_event: Option<u8>,
+    pub(crate) direction: MediaDirection,
+    pub(crate) negotiated: bool,
+    /// A prompt, music on hold or DTMF is being sent: relayed audio is dropped meanwhile.
+    pub(crate) local_feed: bool,
+}
+
+pub(crate) struct RxShared {
+    stats: ReceptionStats,
+    round_trip_ms: Option<f64>,
+}
+
+/// State reachable from outside the leg's task.
+pub(crate) struct LegShared {
+    pub(crate) rtp: UdpSocket,
+    pub(crate) local: SocketAddr,
+    pub(crate) out: Mutex<OutState>,
+    rx: Mutex<RxShared>,
+    engine: Arc<EngineShared>,
+}
+
+impl Drop for LegShared {
+    fn drop(&mut self) {
+        // The socket closes with this struct: only now may another leg bind the port.
+        self.engine.ports.give_back(self.local.port());
+    }
+}
+
+/// A bridge partner as seen from one leg: where to relay, and whether the bridge is on hold.
+#[derive(Clone)]
+pub(crate) struct PartnerLink {
+    pub(crate) leg: Arc<LegShared>,
+    pub(crate) held: Arc<AtomicBool>,
+}
+
+/// One decoded 20 ms (or shorter) piece of received audio for the recorder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordedFrame {
+    pub(crate) channel: RecordingChannel,
+    pub(crate) timestamp: u32,
+    pub(crate) arrival: Millis,
+    pub(crate) len: usize,
+    pub(crate) samples: [i16; SAMPLES_PER_FRAME],
+}
+
+#[derive(Clone)]
+pub(crate) struct RecorderTap {
+    pub(crate) channel: RecordingChannel,
+    pub(crate) frames: mpsc::Sender<RecordedFrame>,
+}
+
+pub(crate) enum LegCommand {
+    SetRemote(Negotiated),
+    Play {
+        prompts: Vec<Prompt>,
+        looping: bool,
+        barge_in: bool,
+    },
+    StopPlayback,
+    SendDtmf {
+        digit: DtmfDigit,
+        duration_ms: u32,
+    },
+    SetPartner(Option<PartnerLink>),
+    SetRecorder(Option<RecorderTap>),
+    SetInbandDtmf(Option<bool>),
+    Close,
+}
+
+/// The owner's handle on a leg. Dropping it ends the leg (socket closed, port returned).
+pub struct RtpLeg {
+    shared: Arc<LegShared>,
+    commands: mpsc::UnboundedSender<LegCommand>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RtpLeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtpLeg")
+            .field("local", &self.shared.local)
+            .finish()
+    }
+}
+
+impl RtpLeg {
+    /// Our RTP address (for the SDP we send).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Applies the outcome of offer/answer (codec, telephone-event, peer address, direction). Call again after
+    /// each re-INVITE: our SSRC, sequence and timestamp continue; a changed peer address is latched anew.
+    pub fn set_remote(&self, negotiated: Negotiated) {
+        {
+            let mut out = self.shared.out.lock();
+            out.law = negotiated.law;
+            out.payload_type = negotiated.payload_type;
+            out.telephone_event = negotiated.telephone_event;
+            out.direction = negotiated.direction;
+            out.negotiated = true;
+            if negotiated.remote.is_some() {
+                out.remote = negotiated.remote;
+            }
+        }
+        self.send(LegCommand::SetRemote(negotiated));
+    }
+
+    /// Plays prompts in order (in a loop for music on hold); with `barge_in`, a digit stops them.
+    /// Relayed audio to this leg pauses while they play.
+    pub fn play(&self, prompts: Vec<Prompt>, looping: bool, barge_in: bool) {
+        self.send(LegCommand::Play {
+            prompts,
+            looping,
+            barge_in,
+        });
+    }
+
+    /// Stops the current prompt, if any.
+    pub fn stop_playback(&self) {
+        self.send(LegCommand::StopPlayback);
+    }
+
+    /// Sends a digit as RFC 4733 telephone-events (if the peer accepted them; otherwise nothing is sent).
+    pub fn send_dtmf(&self, digit: DtmfDigit, duration_ms: u32) {
+        self.send(LegCommand::SendDtmf { digit, duration_ms });
+    }
+
+    /// Forces in-band DTMF detection on or off; `None` returns to the default (on when the peer did not
+    /// negotiate telephone-event).
+    pub fn set_inband_dtmf(&self, enabled: Option<bool>) {
+        self.send(LegCommand::SetInbandDtmf(enabled));
+    }
+
+    /// Loss, jitter and MOS of what this leg has received so far.
+    pub fn quality(&self) -> CallQuality {
+        let rx = self.shared.rx.lock();
+        CallQuality::from_stats(&rx.stats, rx.round_trip_ms)
+    }
+
+    /// Packets and octets sent on this leg.
+    pub fn sent(&self) -> (u32, u32) {
+        let out = self.shared.out.lock();
+        (out.stream.packets_sent(), out.stream.octets_sent())
+    }
+
+    /// Ends the leg (sends RTCP BYE) and waits for its task to finish.
+    pub async fn close(mut self) {
+        self.send(LegCommand::Close);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<LegShared> {
+        &self.shared
+    }
+
+    pub(crate) fn send(&self, command: LegCommand) {
+        // A closed leg has no one to obey; the command is moot.
+        let _ = self.commands.send(command);
+    }
+
+    pub(crate) fn commands(&self) -> mpsc::UnboundedSender<LegCommand> {
+        self.commands.clone()
+    }
+}
+
+impl Drop for RtpLeg {
+    fn drop(&mut self) {
+        let _ = self.commands.send(LegCommand::Close);
+    }
+}
+
+pub(crate) fn spawn_leg(
+    engine: Arc<EngineShared>,
+    port: u16,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(RtpLeg, mpsc::Receiver<LegEvent>), MediaError> {
+    let local = rtp.local_addr().map_err(|e| {
+        engine.ports.give_back(port);
+        MediaError::Io(e.to_string())
+    })?;
+    let ssrc: u32 = rand::random();
+    let stream = OutgoingStream::new(ssrc, rand::random(), rand::random());
+    let shared = Arc::new(LegShared {
+        rtp,
+        local,
+        out: Mutex::new(OutState {
+            stream,
+            remote: None,
+            law: G711::Pcmu,
+            payload_type: 0,
+            telephone_event: None,
+            direction: MediaDirection::SendRecv,
+            negotiated: false,
+            local_feed: false,
+        }),
+        rx: Mutex::new(RxShared {
+            stats: ReceptionStats::new(),
+            round_trip_ms: None,
+        }),
+        engine: engine.clone(),
+    });
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (events, event_rx) = mpsc::channel(engine.config.event_capacity);
+    let task = LegTask {
+        shared: shared.clone(),
+        rtcp,
+        events,
+        epoch: engine.epoch,
+        media_timeout: engine.config.media_timeout,
+        rtcp_interval: engine.config.rtcp_interval,
+        ssrc,
+        negotiated: None,
+        signalled_remote: None,
+        latched: None,
+        rtcp_peer: None,
+        remote_ssrc: None,
+        rfc4733: Rfc4733Receiver::new(),
+        inband: None,
+        inband_override: None,
+        last_rx: Instant::now(),
+        timeout_reported: false,
+        partner: None,
+        recorder: None,
+        player: None,
+        dtmf_out: VecDeque::new(),
+        dtmf_event_timestamp: 0,
+        tick: None,
+        last_rtcp_sent: Instant::now(),
+        last_sr: None,
+        sent_since_report: false,
+    };
+    let handle = runtime.spawn(task.run(command_rx));
+    Ok((
+        RtpLeg {
+            shared,
+            commands,
+            task: Some(handle),
+        },
+        event_rx,
+    ))
+}
+
+struct LegTask {
+    shared: Arc<LegShared>,
+    rtcp: UdpSocket,
+    events: mpsc::Sender<LegEvent>,
+    epoch: Instant,
+    media_timeout: Duration,
+    rtcp_interval: Duration,
+    ssrc: u32,
+    negotiated: Option<Negotiated>,
+    signalled_remote: Option<SocketAddr>,
+    latched: Option<SocketAddr>,
+    rtcp_peer: Option<SocketAddr>,
+    remote_ssrc: Option<u32>,
+    rfc4733: Rfc4733Receiver,
+    inband: Option<InbandDetector>,
+    inband_override: Option<bool>,
+    last_rx: Instant,
+    timeout_reported: bool,
+    partner: Option<PartnerLink>,
+    recorder: Option<RecorderTap>,
+    player: Option<(PromptPlayer, bool)>,
+    dtmf_out: VecDeque<OutgoingEventPacket>,
+    dtmf_event_timestamp: u32,
+    tick: Option<Interval>,
+    last_rtcp_sent: Instant,
+    /// Middle of the NTP timestamp of the peer's last SR, and when it arrived.
+    last_sr: Option<(u32, Instant)>,
+    sent_since_report: bool,
+}
+
+async fn next_tick(tick: &mut Option<Interval>) {
+    match tick {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+impl LegTask {
+    fn now_ms(&self, at: Instant) -> Millis {
+        at.saturating_duration_since(self.epoch).as_millis() as Millis
+    }
+
+    fn emit(&self, event: LegEvent) {
+        // A full queue means the owner is not reading; dropping keeps the media path running.
+        if self.events.try_send(event).is_err() {
+            tracing::debug!(local = %self.shared.local, "leg event dropped: owner not keeping up");
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<LegCommand>) {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut rtcp_buf = [0u8; MAX_DATAGRAM];
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    None | Some(LegCommand::Close) => break,
+                    Some(command) => self.handle_command(command),
+                },
+                received = self.shared.rtp.recv_from(&mut buf) => {
+                    if let Ok((len, from)) = received {
+                        self.on_rtp(&mut buf, len, from);
+                        // Drain what else is queued without another trip through the scheduler.
+                        for _ in 0..16 {
+                            match self.shared.rtp.try_recv_from(&mut buf) {
+                                Ok((len, from)) => self.on_rtp(&mut buf, len, from),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                received = self.rtcp.recv_from(&mut rtcp_buf) => {
+                    if let Ok((len, from)) = received {
+                        self.on_rtcp(rtcp_buf.get(..len).unwrap_or(&[]), from);
+                    }
+                }
+                _ = next_tick(&mut self.tick) => self.on_tick(),
+                _ = housekeeping.tick() => self.housekeeping(),
+            }
+        }
+        self.send_rtcp(true);
+    }
+
+    fn inband_wanted(&self) -> bool {
+        self.inband_override
+            .unwrap_or_else(|| self.negotiated.is_some_and(|n| n.telephone_event.is_none()))
+    }
+
+    fn handle_command(&mut self, command: LegCommand) {
+        match command {
+            LegCommand::SetRemote(negotiated) => {
+                if negotiated.remote != self.signalled_remote {
+                    // A new address from SDP (re-INVITE): learn the real source again.
+                    self.signalled_remote = negotiated.remote;
+                    self.latched = None;
+                    self.rtcp_peer = None;
+                }
+                self.negotiated = Some(negotiated);
+                self.last_rx = Instant::now();
+                self.timeout_reported = false;
+                self.inband = if self.inband_wanted() {
+                    Some(self.inband.take().unwrap_or_default())
+                } else {
+                    None
+                };
+            }
+            LegCommand::SetInbandDtmf(enabled) => {
+                self.inband_override = enabled;
+                self.inband = if self.inband_wanted() {
+                    Some(InbandDetector::default())
+                } else {
+                    None
+                };
+            }
+            LegCommand::Play {
+                prompts,
+                looping,
+                barge_in,
+            } => {
+                let law = self.shared.out.lock().law;
+                self.player = Some((PromptPlayer::new(prompts, law, looping), barge_in));
+                self.start_ticking();
+            }
+            LegCommand::StopPlayback => {
+                if self.player.take().is_some() {
+                    self.stop_ticking_if_idle();
+                }
+            }
+            LegCommand::SendDtmf { digit, duration_ms } => {
+                let now = self.now_ms(Instant::now());
+                let out = self.shared.out.lock();
+                if out.telephone_event.is_none() {
+                    return;
+                }
+                if self.dtmf_out.is_empty() {
+                    self.dtmf_event_timestamp = out.stream.begin_event(now);
+                }
+                drop(out);
+                self.dtmf_out.extend(digit_packets(digit, duration_ms, 10));
+                self.start_ticking();
+            }
+            LegCommand::SetPartner(partner) => self.partner = partner,
+            LegCommand::SetRecorder(tap) => self.recorder = tap,
+            LegCommand::Close => {}
+        }
+    }
+
+    fn start_ticking(&mut self) {
+        self.shared.out.lock().local_feed = true;
+        if self.tick.is_none() {
+            let mut interval = tokio::time::interval(Duration::from_millis(20));
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            self.tick = Some(interval);
+        }
+    }
+
+    fn stop_ticking_if_idle(&mut self) {
+        if self.player.is_none() && self.dtmf_out.is_empty() {
+            self.tick = None;
+            self.shared.out.lock().local_feed = false;
+        }
+    }
+
+    /// Sends the next 20 ms of locally generated media: DTMF first, then the prompt.
+    fn on_tick(&mut self) {
+        let now = self.now_ms(Instant::now());
+        let mut packet = [0u8; 12 + SAMPLES_PER_FRAME];
+        if let Some(event) = self.dtmf_out.pop_front() {
+            let payload = event.event.to_bytes();
+            let prepared = {
+                let mut out = self.shared.out.lock();
+                match (out.telephone_event, out.remote) {
+                    (Some(pt), Some(remote)) => {
+                        let elapsed = u32::from(event.event.duration);
+                        let stamp =
+                            out.stream
+                                .stamp_event(now, self.dtmf_event_timestamp, event.marker, elapsed);
+                        Some((pt, remote, stamp, out.stream.ssrc()))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some((pt, remote, stamp, ssrc)) = prepared {
+                let rtp = RtpPacket::new(pt, stamp.sequence, stamp.timestamp, ssrc, &payload)
+                    .with_marker(stamp.marker);
+                if let Ok(len) = rtp.write_to(&mut packet) {
+                    let _ = self
+                        .shared
+                        .rtp
+                        .try_send_to(packet.get(..len).unwrap_or(&[]), remote);
+                    self.sent_since_report = true;
+                }
+            }
+            if self.dtmf_out.is_empty() {
+                self.stop_ticking_if_idle();
+            }
+            return;
+        }
+        let Some((player, _)) = self.player.as_mut() else {
+            self.stop_ticking_if_idle();
+            return;
+        };
+        let mut frame = [0u8; SAMPLES_PER_FRAME];
+        if !player.next_frame(&mut frame) {
+            self.player = None;
+            self.emit(LegEvent::PlaybackFinished);
+            self.stop_ticking_if_idle();
+            return;
+        }
+        let mut out = self.shared.out.lock();
+        let Some(remote) = out.remote.filter(|_| out.direction.sends() && out.negotiated) else {
+            return;
+        };
+        let stamp = out
+            .stream
+            .stamp_local(now, SAMPLES_PER_FRAME as u32, SAMPLES_PER_FRAME);
+        let rtp = RtpPacket::new(
+            out.payload_type,
+            stamp.sequence,
+            stamp.timestamp,
+            out.stream.ssrc(),
+            &frame,
+        )
+        .with_marker(stamp.marker);
+        drop(out);
+        if let Ok(len) = rtp.write_to(&mut packet) {
+            let _ = self
+                .shared
+                .rtp
+                .try_send_to(packet.get(..len).unwrap_or(&[]), remote);
+            self.sent_since_report = true;
+        }
+    }
+
+    fn on_rtp(&mut self, buf: &mut [u8; MAX_DATAGRAM], len: usize, from: SocketAddr) {
+        if self.latched.is_some_and(|peer| peer != from) {
+            return; // symmetric RTP: only the latched peer is heard
+        }
+        let Some(negotiated) = self.negotiated else { return };
+        let Some(datagram) = buf.get(..len) else { return };
+        let Ok(packet) = RtpPacket::parse(datagram) else {
+            return;
+        };
+        let is_event = negotiated.telephone_event == Some(packet.payload_type);
+        if !is_event && packet.payload_type != negotiated.payload_type {
+            return; // comfort noise or a codec we did not agree to
+        }
+        let header = SourceHeader {
+            ssrc: packet.ssrc,
+            sequence: packet.sequence,
+            timestamp: packet.timestamp,
+            marker: packet.marker,
+        };
+        let payload_offset = packet.payload.as_ptr() as usize - datagram.as_ptr() as usize;
+        let payload_len = packet.payload.len();
+        let arrived = Instant::now();
+        let now = self.now_ms(arrived);
+
+        if self.latched.is_none() {
+            self.latched = Some(from);
+            self.shared.out.lock().remote = Some(from);
+            self.emit(LegEvent::Latched { peer: from });
+        }
+        if self.remote_ssrc != Some(packet.ssrc) {
+            self.remote_ssrc = Some(packet.ssrc);
+            self.shared.rx.lock().stats = ReceptionStats::new();
+        }
+        let arrival_us = arrived.saturating_duration_since(self.epoch).as_micros() as i64;
+        self.shared
+            .rx
+            .lock()
+            .stats
+            .on_packet(packet.sequence, packet.timestamp, arrival_us);
+        self.last_rx = arrived;
+        self.timeout_reported = false;
+
+        if is_event {
+            self.rfc4733.handle_packet(packet.timestamp, packet.payload);
+            while let Some(received) = self.rfc4733.poll_digit() {
+                self.on_digit(received.digit, DtmfSource::Rfc4733);
+            }
+        } else if self.inband.is_some() || self.recorder.is_some() {
+            self.decode_side_paths(packet.payload, packet.timestamp, now, negotiated.law);
+        }
+
+        if let Some(partner) = self.partner.clone() {
+            relay(
+                &partner,
+                buf,
+                len,
+                payload_offset,
+                payload_len,
+                header,
+                is_event,
+                negotiated.law,
+                now,
+            );
+        }
+    }
+
+    /// In-band DTMF detection and recording need linear audio; only legs that use them pay for decoding.
+    fn decode_side_paths(&mut self, payload: &[u8], timestamp: u32, now: Millis, law: G711) {
+        let mut digits = [None::<DtmfDigit>; 4];
+        let mut found = 0;
+        for (index, chunk) in payload.chunks(SAMPLES_PER_FRAME).enumerate() {
+            let mut samples = [0i16; SAMPLES_PER_FRAME];
+            law.decode_into(chunk, &mut samples);
+            let samples = samples.get(..chunk.len()).unwrap_or(&[]);
+            if let Some(detector) = self.inband.as_mut() {
+                detector.process(samples, |d| {
+                    if let Some(slot) = digits.get_mut(found) {
+                        *slot = Some(d.digit);
+                        found += 1;
+                    }
+                });
+            }
+            if let Some(tap) = &self.recorder {
+                let mut frame = RecordedFrame {
+                    channel: tap.channel,
+                    timestamp: timestamp.wrapping_add((index * SAMPLES_PER_FRAME) as u32),
+                    arrival: now,
+                    len: samples.len(),
+                    samples: [0; SAMPLES_PER_FRAME],
+                };
+                frame.samples[..samples.len()].copy_from_slice(samples);
+                let _ = tap.frames.try_send(frame);
+            }
+        }
+        for digit in digits.into_iter().flatten() {
+            self.on_digit(digit, DtmfSource::InBand);
+        }
+    }
+
+    fn on_digit(&mut self, digit: DtmfDigit, source: DtmfSource) {
+        if let Some((player, true)) = self.player.as_mut() {
+            player.stop();
+            self.player = None;
+            self.emit(LegEvent::PlaybackInterrupted);
+            self.stop_ticking_if_idle();
+        }
+        self.emit(LegEvent::Dtmf {
+            digit: Pii::new(digit),
+            source,
+        });
+    }
+
+    fn on_rtcp(&mut self, datagram: &[u8], from: SocketAddr) {
+        let expected_ip = self.latched.or(self.signalled_remote).map(|a| a.ip());
+        if expected_ip.is_some_and(|ip| ip != from.ip()) {
+            return;
+        }
+        let Ok(compound) = RtcpCompound::parse(datagram) else {
+            return;
+        };
+        self.rtcp_peer = Some(from);
+        let arrived = Instant::now();
+        for packet in &compound.packets {
+            let reports = match packet {
+                RtcpPacket::SenderReport(sr) => {
+                    self.last_sr = Some((ntp_middle(sr.ntp_timestamp), arrived));
+                    &sr.reports
+                }
+                RtcpPacket::ReceiverReport(rr) => &rr.reports,
+                _ => continue,
+            };
+            for block in reports.iter().filter(|b| b.ssrc == self.ssrc && b.last_sr != 0) {
+                // RTT = now - LSR - DLSR, all in 1/65536 s (RFC 3550 6.4.1).
+                let now_mid = ntp_middle(ntp_from_unix_millis(Timestamp::now_utc().as_millis()));
+                let rtt = now_mid
+                    .wrapping_sub(block.last_sr)
+                    .wrapping_sub(block.delay_since_last_sr);
+                if rtt < 65536 * 10 {
+                    self.shared.rx.lock().round_trip_ms = Some(f64::from(rtt) * 1000.0 / 65536.0);
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let receiving = self
+            .negotiated
+            .is_some_and(|n| n.direction.receives() && n.remote.is_some());
+        if receiving && !self.timeout_reported {
+            let silent_for = now.saturating_duration_since(self.last_rx);
+            if silent_for >= self.media_timeout {
+                self.timeout_reported = true;
+                self.emit(LegEvent::MediaTimeout { silent_for });
+            }
+        }
+        if now.saturating_duration_since(self.last_rtcp_sent) >= self.rtcp_interval {
+            self.send_rtcp(false);
+        }
+    }
+
+    fn send_rtcp(&mut self, bye: bool) {
+        self.last_rtcp_sent = Instant::now();
+        let Some(target) = self.rtcp_peer.or_else(|| {
+            self.latched
+                .or(self.signalled_remote)
+                .map(|a| SocketAddr::new(a.ip(), a.port().saturating_add(1)))
+        }) else {
+            return;
+        };
+        let (last_sr, dlsr) = match self.last_sr {
+            Some((middle, at)) => {
+                let delay = at.elapsed().as_secs_f64() * 65536.0;
+                (middle, delay.min(f64::from(u32::MAX)) as u32)
+            }
+            None => (0, 0),
+        };
+        let reports = match self.remote_ssrc {
+            Some(ssrc) => vec![self.shared.rx.lock().stats.report_block(ssrc, last_sr, dlsr)],
+            None => Vec::new(),
+        };
+        let (packets, octets, rtp_timestamp) = {
+            let out = self.shared.out.lock();
+            (
+                out.stream.packets_sent(),
+                out.stream.octets_sent(),
+                out.stream.next_timestamp(),
+            )
+        };
+        let first = if self.sent_since_report {
+            RtcpPacket::SenderReport(SenderReport {
+                ssrc: self.ssrc,
+                ntp_timestamp: ntp_from_unix_millis(Timestamp::now_utc().as_millis()),
+                rtp_timestamp,
+                packet_count: packets,
+                octet_count: octets,
+                reports,
+                extension: Vec::new(),
+            })
+        } else {
+            RtcpPacket::ReceiverReport(ReceiverReport {
+                ssrc: self.ssrc,
+                reports,
+                extension: Vec::new(),
+            })
+        };
+        self.sent_since_report = false;
+        let cname = format!("media@{}", self.shared.local);
+        let mut packets = vec![
+            first,
+            RtcpPacket::SourceDescription(vec![SdesChunk {
+                ssrc: self.ssrc,
+                items: vec![SdesItem {
+                    kind: SDES_CNAME,
+                    text: cname.into_bytes(),
+                }],
+            }]),
+        ];
+        if bye {
+            packets.push(RtcpPacket::Bye(Bye {
+                ssrcs: vec![self.ssrc],
+                reason: None,
+            }));
+        }
+        if let Ok(bytes) = (RtcpCompound { packets }).to_bytes() {
+            let _ = self.rtcp.try_send_to(&bytes, target);
+        }
+    }
+}
+
+/// Relays one received packet out of the partner's socket (the hot path: no allocation, no await).
+#[allow(clippy::too_many_arguments)]
+fn relay(
+    partner: &PartnerLink,
+    buf: &mut [u8; MAX_DATAGRAM],
+    len: usize,
+    payload_offset: usize,
+    payload_len: usize,
+    header: SourceHeader,
+    is_event: bool,
+    from_law: G711,
+    now: Millis,
+) {
+    if partner.held.load(Ordering::Relaxed) {
+        return;
+    }
+    let target = &partner.leg;
+    let mut out = target.out.lock();
+    if out.local_feed || !out.negotiated || !out.direction.sends() {
+        return;
+    }
+    let Some(remote) = out.remote else { return };
+    let payload_type = if is_event {
+        match out.telephone_event {
+            Some(pt) => pt,
+            None => return,
+        }
+    } else {
+        out.payload_type
+    };
+    let samples = if is_event { 0 } else { payload_len as u32 };
+    let stamp = out.stream.stamp_relayed(now, header, samples, payload_len);
+    let ssrc = out.stream.ssrc();
+    let to_law = out.law;
+    drop(out);
+    let Some(datagram) = buf.get_mut(..len) else {
+        return;
+    };
+    if rewrite_header(datagram, payload_type, stamp.sequence, stamp.timestamp, ssrc).is_err() {
+        return;
+    }
+    if stamp.marker {
+        datagram[1] |= 0x80; // the header is at least 12 bytes: rewrite_header checked
+    }
+    if !is_event
+        && from_law != to_law
+        && let Some(payload) = datagram.get_mut(payload_offset..payload_offset + payload_len)
+    {
+        from_law.transcode_in_place(to_law, payload);
+    }
+    let _ = target.rtp.try_send_to(datagram, remote);
+}

@@ -1,0 +1,298 @@
+//! The engine against real UDP sockets acting as phones: bridging with and without transcoding, RFC 4733
+//! digits, latching, prompts, hold with music, recording.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure is the test's answer
+mod support;
+
+use media::dtmf::DtmfDigit;
+use media::engine::{BridgeSide, DtmfSource, LegEvent, MediaConfig, MediaEngine, RtpLeg};
+use media::g711::{G711, alaw_to_ulaw, ulaw_to_alaw};
+use media::prompt::Prompt;
+use media::sdp::{MediaDirection, Negotiated};
+use std::net::SocketAddr;
+use support::{DEADLINE, Phone};
+use tokio::sync::mpsc::Receiver;
+
+fn engine(port_min: u16, dir: &str) -> MediaEngine {
+    MediaEngine::new(MediaConfig {
+        port_min,
+        port_max: port_min + 99,
+        recordings_dir: std::env::temp_dir().join(format!("media-engine-test-{}-{dir}", std::process::id())),
+        ..MediaConfig::default()
+    })
+    .unwrap()
+}
+
+fn negotiated(law: G711, remote: SocketAddr) -> Negotiated {
+    Negotiated {
+        law,
+        payload_type: law.payload_type(),
+        telephone_event: Some(101),
+        remote: Some(remote),
+        direction: MediaDirection::SendRecv,
+        ptime_ms: 20,
+    }
+}
+
+async fn next_event(events: &mut Receiver<LegEvent>) -> LegEvent {
+    tokio::time::timeout(DEADLINE, events.recv())
+        .await
+        .expect("no event before the deadline")
+        .expect("leg ended")
+}
+
+async fn next_digit(events: &mut Receiver<LegEvent>) -> (DtmfDigit, DtmfSource) {
+    loop {
+        if let LegEvent::Dtmf { digit, source } = next_event(events).await {
+            return (*digit.expose(), source);
+        }
+    }
+}
+
+struct Call {
+    a: RtpLeg,
+    b: RtpLeg,
+    a_events: Receiver<LegEvent>,
+    b_events: Receiver<LegEvent>,
+    phone_a: Phone,
+    phone_b: Phone,
+}
+
+async fn call(engine: &MediaEngine, law_a: G711, law_b: G711) -> Call {
+    let (a, a_events) = engine.allocate_leg().unwrap();
+    let (b, b_events) = engine.allocate_leg().unwrap();
+    let phone_a = Phone::new(0xa0a0).await;
+    let phone_b = Phone::new(0xb0b0).await;
+    a.set_remote(negotiated(law_a, phone_a.addr()));
+    b.set_remote(negotiated(law_b, phone_b.addr()));
+    Call {
+        a,
+        b,
+        a_events,
+        b_events,
+        phone_a,
+        phone_b,
+    }
+}
+
+#[tokio::test]
+async fn bridge_relays_both_ways_and_transcodes_between_laws() {
+    let engine = engine(40000, "relay");
+    let mut c = call(&engine, G711::Pcmu, G711::Pcma).await;
+    let _bridge = engine.bridge(&c.a, &c.b);
+    let frames = 50;
+    for i in 0..frames {
+        let payload = [i as u8; 160];
+        c.phone_a.send_audio(c.a.local_addr(), 0, &payload).await;
+        c.phone_b
+            .send_audio(c.b.local_addr(), 8, &[0x80 | i as u8; 160])
+            .await;
+    }
+    let mut at_b = Vec::new();
+    let mut at_a = Vec::new();
+    for _ in 0..frames {
+        at_b.push(c.phone_b.recv().await);
+        at_a.push(c.phone_a.recv().await);
+    }
+    // B hears A's mu-law as A-law under B's own SSRC, with continuous numbering.
+    for (i, p) in at_b.iter().enumerate() {
+        assert_eq!(p.payload_type, 8);
+        assert_eq!(p.payload, vec![ulaw_to_alaw(i as u8); 160]);
+        assert_eq!(p.ssrc, at_b[0].ssrc);
+        assert_eq!(p.sequence, at_b[0].sequence.wrapping_add(i as u16));
+        assert_eq!(p.timestamp, at_b[0].timestamp.wrapping_add(160 * i as u32));
+    }
+    assert_ne!(at_b[0].ssrc, c.phone_a.ssrc);
+    for (i, p) in at_a.iter().enumerate() {
+        assert_eq!(p.payload_type, 0);
+        assert_eq!(p.payload, vec![alaw_to_ulaw(0x80 | i as u8); 160]);
+    }
+    // Both legs latched onto the phones and counted every packet.
+    assert!(
+        matches!(next_event(&mut c.a_events).await, LegEvent::Latched { peer } if peer == c.phone_a.addr())
+    );
+    assert!(
+        matches!(next_event(&mut c.b_events).await, LegEvent::Latched { peer } if peer == c.phone_b.addr())
+    );
+    let qa = c.a.quality();
+    assert_eq!((qa.packets_received, qa.packets_lost), (frames as u64, 0));
+    assert_eq!(c.b.sent().0, frames as u32);
+    assert_eq!(c.a.sent().0, frames as u32);
+}
+
+#[tokio::test]
+async fn rfc4733_digits_are_reported_once_and_relayed() {
+    let engine = engine(40100, "dtmf");
+    let mut c = call(&engine, G711::Pcmu, G711::Pcmu).await;
+    let _bridge = engine.bridge(&c.a, &c.b);
+    let digits = [DtmfDigit::D1, DtmfDigit::D9, DtmfDigit::Pound, DtmfDigit::D9];
+    for digit in digits {
+        c.phone_a.send_audio(c.a.local_addr(), 0, &[0xff; 160]).await;
+        c.phone_a.send_digit(c.a.local_addr(), 101, digit, 100).await;
+    }
+    for digit in digits {
+        assert_eq!(next_digit(&mut c.a_events).await, (digit, DtmfSource::Rfc4733));
+    }
+    // B receives the audio and the events (5 + 2 redundant packets per 100 ms digit) under payload type 101.
+    let mut events_at_b = 0;
+    for _ in 0..digits.len() * 8 {
+        if c.phone_b.recv().await.payload_type == 101 {
+            events_at_b += 1;
+        }
+    }
+    assert_eq!(events_at_b, digits.len() * 7);
+}
+
+#[tokio::test]
+async fn latched_leg_ignores_other_sources() {
+    let engine = engine(40200, "latch");
+    let mut c = call(&engine, G711::Pcmu, G711::Pcmu).await;
+    let _bridge = engine.bridge(&c.a, &c.b);
+    c.phone_a.send_audio(c.a.local_addr(), 0, &[1; 160]).await;
+    assert_eq!(c.phone_b.recv().await.payload, vec![1; 160]);
+    // An intruder sends to A's port; then the real phone sends again.
+    let mut intruder = Phone::new(0xbad).await;
+    intruder.send_audio(c.a.local_addr(), 0, &[66; 160]).await;
+    intruder
+        .send_digit(c.a.local_addr(), 101, DtmfDigit::D0, 60)
+        .await;
+    c.phone_a.send_audio(c.a.local_addr(), 0, &[2; 160]).await;
+    assert_eq!(c.phone_b.recv().await.payload, vec![2; 160]);
+    assert!(matches!(
+        next_event(&mut c.a_events).await,
+        LegEvent::Latched { .. }
+    ));
+    // The intruder's digit was not reported: the next digit event is the real phone's.
+    c.phone_a
+        .send_digit(c.a.local_addr(), 101, DtmfDigit::D5, 60)
+        .await;
+    assert_eq!(next_digit(&mut c.a_events).await.0, DtmfDigit::D5);
+}
+
+#[tokio::test]
+async fn prompt_stream_is_timestamp_correct_and_finishes() {
+    let engine = engine(40300, "prompt");
+    let (leg, mut events) = engine.allocate_leg().unwrap();
+    let phone = Phone::new(1).await;
+    leg.set_remote(negotiated(G711::Pcma, phone.addr()));
+    let samples: Vec<i16> = (0..1000).map(|i| ((i % 50) * 300) as i16).collect();
+    let prompt = Prompt::from_samples("tones", G711::Pcmu, &samples);
+    leg.play(vec![prompt.clone()], false, false);
+    let packets: Vec<_> = {
+        let mut v = Vec::new();
+        for _ in 0..prompt.frames() {
+            v.push(phone.recv().await);
+        }
+        v
+    };
+    assert_eq!(packets.len(), 7);
+    assert!(packets[0].marker);
+    for (i, p) in packets.iter().enumerate() {
+        assert_eq!(p.payload_type, 8);
+        assert_eq!(p.sequence, packets[0].sequence.wrapping_add(i as u16));
+        assert_eq!(p.timestamp, packets[0].timestamp.wrapping_add(160 * i as u32));
+        assert!(i == 0 || !p.marker);
+    }
+    // Converted from mu-law to the leg's A-law once.
+    let expected: Vec<u8> = prompt.to_law(G711::Pcma).payload()[160..320].to_vec();
+    assert_eq!(packets[1].payload, expected);
+    assert_eq!(next_event(&mut events).await, LegEvent::PlaybackFinished);
+}
+
+#[tokio::test]
+async fn a_digit_barges_in_on_a_prompt() {
+    let engine = engine(40400, "barge");
+    let (leg, mut events) = engine.allocate_leg().unwrap();
+    let mut phone = Phone::new(1).await;
+    leg.set_remote(negotiated(G711::Pcmu, phone.addr()));
+    let long = Prompt::from_samples("menu", G711::Pcmu, &vec![1000; 8000 * 30]);
+    leg.play(vec![long], false, true);
+    phone.recv().await; // the prompt is playing
+    phone.send_digit(leg.local_addr(), 101, DtmfDigit::D2, 60).await;
+    assert_eq!(
+        next_event(&mut events).await,
+        LegEvent::Latched { peer: phone.addr() }
+    );
+    assert_eq!(next_event(&mut events).await, LegEvent::PlaybackInterrupted);
+    assert_eq!(next_digit(&mut events).await.0, DtmfDigit::D2);
+}
+
+#[tokio::test]
+async fn hold_plays_music_and_stops_relaying_until_resume() {
+    let engine = engine(40500, "hold");
+    let mut c = call(&engine, G711::Pcmu, G711::Pcmu).await;
+    let bridge = engine.bridge(&c.a, &c.b);
+    let music = Prompt::from_samples("moh", G711::Pcmu, &vec![2000; 480]);
+    bridge.hold(BridgeSide::A, vec![music.clone()]);
+    assert!(bridge.is_held());
+    // The held caller hears the music, looping.
+    for _ in 0..5 {
+        assert_eq!(c.phone_a.recv().await.payload, music.payload()[..160].to_vec());
+    }
+    // Audio from A during hold goes nowhere; a digit after it proves A's leg has processed it.
+    c.phone_a.send_audio(c.a.local_addr(), 0, &[7; 160]).await;
+    c.phone_a
+        .send_digit(c.a.local_addr(), 101, DtmfDigit::D3, 60)
+        .await;
+    assert_eq!(next_digit(&mut c.a_events).await.0, DtmfDigit::D3);
+    bridge.resume();
+    c.phone_a.send_audio(c.a.local_addr(), 0, &[8; 160]).await;
+    // The first thing B hears is the audio sent after resume.
+    assert_eq!(c.phone_b.recv().await.payload, vec![8; 160]);
+}
+
+#[tokio::test]
+async fn recording_is_stereo_with_caller_left_and_agent_right() {
+    let engine = engine(40600, "record");
+    let mut c = call(&engine, G711::Pcmu, G711::Pcma).await;
+    let bridge = engine.bridge(&c.a, &c.b);
+    let recording = bridge.start_recording("call-42").unwrap();
+    let loud_mu = G711::Pcmu.encode(8000);
+    let quiet_a = G711::Pcma.encode(-3000);
+    for i in 0..25 {
+        if i == 10 {
+            c.phone_a.lose_one(160);
+            c.phone_b.lose_one(160);
+            continue;
+        }
+        c.phone_a.send_audio(c.a.local_addr(), 0, &[loud_mu; 160]).await;
+        c.phone_b.send_audio(c.b.local_addr(), 8, &[quiet_a; 160]).await;
+    }
+    // Everything was relayed (and so passed the recorder taps) before stopping.
+    for _ in 0..24 {
+        c.phone_b.recv().await;
+        c.phone_a.recv().await;
+    }
+    let path = recording.stop().await.unwrap();
+    assert!(path.ends_with("call-42.wav"));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[22..24], &2u16.to_le_bytes(), "stereo");
+    let frames: Vec<(i16, i16)> = bytes[44..]
+        .chunks_exact(4)
+        .map(|f| (i16::from_le_bytes([f[0], f[1]]), i16::from_le_bytes([f[2], f[3]])))
+        .collect();
+    let left = frames
+        .iter()
+        .filter(|f| f.0 == G711::Pcmu.decode(loud_mu))
+        .count();
+    let right = frames
+        .iter()
+        .filter(|f| f.1 == G711::Pcma.decode(quiet_a))
+        .count();
+    assert_eq!(left, 24 * 160, "caller audio on the left, the lost packet silent");
+    assert_eq!(right, 24 * 160, "agent audio on the right");
+    assert!(
+        frames.iter().all(|f| f.0 >= 0 && f.1 <= 0),
+        "channels not swapped or mixed"
+    );
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn recording_names_cannot_escape_the_directory() {
+    let engine = engine(40700, "names");
+    let c = call(&engine, G711::Pcmu, G711::Pcmu).await;
+    let bridge = engine.bridge(&c.a, &c.b);
+    assert!(bridge.start_recording("../etc/passwd").is_err());
+    assert!(bridge.start_recording("").is_err());
+}

@@ -1,6 +1,7 @@
 //! Helpers for the scenario and property tests: short constructors and a driver that records every
 //! output as one line of a decision log.
-#![allow(dead_code)]
+// Test helpers panic on bad literals by design, like the tests that call them.
+#![allow(dead_code, clippy::unwrap_used)]
 
 use acd::{
     Acd, AcdConfig, AgentConfig, CallRequest, Input, Output, Priority, Proficiency, QueueConfig,

@@ -186,7 +186,7 @@ impl Model {
         match out {
             Output::Offer(o) => {
                 assert!(!o.agents.is_empty());
-                for (_, (call, agents)) in &self.offers {
+                for (call, agents) in self.offers.values() {
                     assert_ne!(call, &o.call, "call offered twice at once");
                     for a in &o.agents {
                         assert!(!agents.contains(a), "agent {a} offered two calls at once");
@@ -235,10 +235,8 @@ impl Model {
                 );
                 self.finish(call, "abandoned");
             }
-            Output::Overflowed { call, target, .. } => {
-                if !matches!(target, OverflowTarget::Queue { .. }) {
-                    self.finish(call, "overflowed");
-                }
+            Output::Overflowed { call, target, .. } if !matches!(target, OverflowTarget::Queue { .. }) => {
+                self.finish(call, "overflowed");
             }
             _ => {}
         }

@@ -576,8 +576,14 @@ impl LegTask {
             self.emit(LegEvent::Latched { peer: from });
         }
         if self.remote_ssrc != Some(packet.ssrc) {
+            // A new source (re-INVITE, transfer): its sequence and timestamps start afresh.
             self.remote_ssrc = Some(packet.ssrc);
             self.shared.rx.lock().stats = ReceptionStats::new();
+            self.rfc4733.flush();
+            while let Some(received) = self.rfc4733.poll_digit() {
+                self.on_digit(received.digit, DtmfSource::Rfc4733);
+            }
+            self.rfc4733 = Rfc4733Receiver::new();
         }
         let arrival_us = arrived.saturating_duration_since(self.epoch).as_micros() as i64;
         self.shared

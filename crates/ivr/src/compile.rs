@@ -318,10 +318,7 @@ impl FileCtx<'_> {
             let NodeCtx { edges, uses, .. } = node_ctx;
             // A node with errors still joins the graph with the edges it has, so that the nodes after it
             // are not also reported as unreachable.
-            let waits = !matches!(
-                spanned.get_ref().kind.get_ref().as_str(),
-                "branch" | "set" | "goto" | "lookup" | "webhook"
-            );
+            let waits = raw::type_waits(spanned.get_ref().kind.get_ref());
             self.graph
                 .add_node(NodeId::new(self.flow, name), self.file, line, waits, edges, uses);
             if let Some(kind) = compiled {

@@ -136,10 +136,7 @@ impl NodeKind {
     /// Whether entering this node makes the call wait for something (audio, the caller, an agent) or
     /// ends it. A cycle through nodes that are all instant would spin forever: the validator forbids it.
     pub fn waits(&self) -> bool {
-        !matches!(
-            self,
-            Self::Branch(_) | Self::Set(_) | Self::Goto(_) | Self::Lookup(_) | Self::Webhook(_)
-        )
+        crate::raw::type_waits(self.type_name())
     }
 }
 
@@ -331,19 +328,6 @@ impl Condition {
             }
             Self::All(list) | Self::Any(list) => list.iter().for_each(|c| c.queues(out)),
             Self::Not(inner) => inner.queues(out),
-            _ => {}
-        }
-    }
-    /// Variables this condition reads (a `set` test reads none: it asks whether one exists).
-    pub fn variables(&self, out: &mut Vec<String>) {
-        match self {
-            Self::Var {
-                test: VarTest::IsSet(_),
-                ..
-            } => {}
-            Self::Var { name, .. } => out.push(name.clone()),
-            Self::All(list) | Self::Any(list) => list.iter().for_each(|c| c.variables(out)),
-            Self::Not(inner) => inner.variables(out),
             _ => {}
         }
     }

@@ -223,5 +223,11 @@ pub fn allowed_fields(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+/// Whether a node of this type waits for something (audio, the caller, an agent) or ends the call;
+/// `branch`, `set`, `goto`, `lookup` and `webhook` pass straight on.
+pub fn type_waits(kind: &str) -> bool {
+    !matches!(kind, "branch" | "set" | "goto" | "lookup" | "webhook")
+}
+
 /// All node type names, for messages.
 pub const NODE_TYPES: &str = "play, menu, collect, lookup, webhook, branch, set, enqueue, callback, voicemail, transfer, survey, goto, hangup";

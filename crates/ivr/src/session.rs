@@ -493,7 +493,10 @@ impl<'a> Run<'a> {
                 None
             }
             NodeKind::Goto(n) => {
-                let target_flow = self.flows.flow(&n.flow)?;
+                let Some(target_flow) = self.flows.flow(&n.flow) else {
+                    self.fail("unknown flow");
+                    return None;
+                };
                 let node = n.node.clone().unwrap_or_else(|| target_flow.start.clone());
                 Some(Target {
                     flow: n.flow.clone(),

@@ -296,3 +296,139 @@ async fn recording_names_cannot_escape_the_directory() {
     assert!(bridge.start_recording("../etc/passwd").is_err());
     assert!(bridge.start_recording("").is_err());
 }
+
+#[tokio::test]
+async fn in_band_digits_are_detected_when_the_peer_has_no_telephone_event() {
+    let engine = engine(40800, "inband");
+    let (leg, mut events) = engine.allocate_leg().unwrap();
+    let mut phone = Phone::new(9).await;
+    leg.set_remote(Negotiated {
+        telephone_event: None,
+        ..negotiated(G711::Pcmu, phone.addr())
+    });
+    let tone: Vec<i16> = (0..800)
+        .map(|n| {
+            let t = f64::from(n) / 8000.0;
+            (5000.0 * (2.0 * std::f64::consts::PI * 852.0 * t).sin()
+                + 6000.0 * (2.0 * std::f64::consts::PI * 1209.0 * t).sin()) as i16
+        })
+        .chain(std::iter::repeat_n(0, 800))
+        .collect();
+    for chunk in tone.chunks(160) {
+        let mut payload = [0u8; 160];
+        G711::Pcmu.encode_into(chunk, &mut payload);
+        phone.send_audio(leg.local_addr(), 0, &payload).await;
+    }
+    assert_eq!(next_digit(&mut events).await, (DtmfDigit::D7, DtmfSource::InBand));
+}
+
+#[tokio::test]
+async fn silence_on_the_line_raises_a_media_timeout() {
+    let engine = MediaEngine::new(MediaConfig {
+        port_min: 40900,
+        port_max: 40999,
+        media_timeout: std::time::Duration::from_millis(500),
+        ..MediaConfig::default()
+    })
+    .unwrap();
+    let (leg, mut events) = engine.allocate_leg().unwrap();
+    let phone = Phone::new(9).await;
+    leg.set_remote(negotiated(G711::Pcmu, phone.addr()));
+    match next_event(&mut events).await {
+        LegEvent::MediaTimeout { silent_for } => assert!(silent_for >= std::time::Duration::from_millis(500)),
+        other => panic!("expected a media timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn rtcp_receiver_reports_describe_what_arrived() {
+    use media::rtcp::{RtcpCompound, RtcpPacket, SenderReport};
+    let engine = MediaEngine::new(MediaConfig {
+        port_min: 41900,
+        port_max: 41999,
+        rtcp_interval: std::time::Duration::from_millis(300),
+        ..MediaConfig::default()
+    })
+    .unwrap();
+    let (leg, _events) = engine.allocate_leg().unwrap();
+    let mut phone = Phone::new(0x5151).await;
+    leg.set_remote(negotiated(G711::Pcmu, phone.addr()));
+    for i in 0..12 {
+        if i == 5 {
+            phone.lose_one(160);
+        } else {
+            phone.send_audio(leg.local_addr(), 0, &[0xff; 160]).await;
+        }
+    }
+    // The phone's RTCP socket sends a sender report; the leg answers future reports there.
+    let rtcp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sr = RtcpCompound {
+        packets: vec![RtcpPacket::SenderReport(SenderReport {
+            ssrc: 0x5151,
+            ntp_timestamp: 0x1234_5678_9abc_def0,
+            packet_count: 11,
+            octet_count: 1760,
+            ..SenderReport::default()
+        })],
+    };
+    let leg_rtcp = SocketAddr::new(leg.local_addr().ip(), leg.local_addr().port() + 1);
+    rtcp.send_to(&sr.to_bytes().unwrap(), leg_rtcp).await.unwrap();
+    let mut buf = [0u8; 1500];
+    loop {
+        let (len, _) = tokio::time::timeout(DEADLINE, rtcp.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let compound = RtcpCompound::parse(&buf[..len]).unwrap();
+        assert!(matches!(
+            compound.packets.get(1),
+            Some(RtcpPacket::SourceDescription(_))
+        ));
+        let RtcpPacket::ReceiverReport(rr) = &compound.packets[0] else {
+            panic!("expected RR: {compound:?}")
+        };
+        let Some(block) = rr.reports.first() else { continue };
+        assert_eq!(block.ssrc, 0x5151);
+        assert_eq!(block.cumulative_lost, 1);
+        assert_eq!(block.extended_highest_sequence, 1011);
+        if block.last_sr == 0 {
+            continue; // a report sent before our SR arrived
+        }
+        assert_eq!(block.last_sr, 0x5678_9abc);
+        break;
+    }
+    assert_eq!(leg.quality().packets_lost, 1);
+}
+
+#[tokio::test]
+async fn reinvite_to_a_new_address_relatches_and_keeps_the_far_stream_continuous() {
+    let engine = engine(41700, "reinvite");
+    let mut c = call(&engine, G711::Pcmu, G711::Pcmu).await;
+    let _bridge = engine.bridge(&c.a, &c.b);
+    for _ in 0..3 {
+        c.phone_a.send_audio(c.a.local_addr(), 0, &[1; 160]).await;
+    }
+    let before: Vec<_> = [
+        c.phone_b.recv().await,
+        c.phone_b.recv().await,
+        c.phone_b.recv().await,
+    ]
+    .into();
+    // The caller moves (re-INVITE with a new address); its new phone uses a new SSRC and numbering.
+    let mut moved = Phone::new(0xcafe).await;
+    c.a.set_remote(negotiated(G711::Pcmu, moved.addr()));
+    moved.send_audio(c.a.local_addr(), 0, &[2; 160]).await;
+    let after = c.phone_b.recv().await;
+    assert_eq!(after.payload, vec![2; 160]);
+    assert_eq!(after.ssrc, before[2].ssrc, "B sees one SSRC throughout");
+    assert_eq!(
+        after.sequence,
+        before[2].sequence.wrapping_add(1),
+        "no gap in B's numbering"
+    );
+    assert!(after.marker, "the source change is marked");
+    // The old address is no longer heard.
+    c.phone_a.send_audio(c.a.local_addr(), 0, &[3; 160]).await;
+    moved.send_audio(c.a.local_addr(), 0, &[4; 160]).await;
+    assert_eq!(c.phone_b.recv().await.payload, vec![4; 160]);
+}

@@ -1,1 +1,352 @@
-//! System tests against real peers; the tests live in `tests/`.
+//! Harness for system tests: starts the real `callcenter` binary on free ports with a test
+//! configuration, waits for its ready line, and runs real peers (SIPp, baresip) against it.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Directory of the SIPp scenarios shipped with the tests.
+pub fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp")
+}
+
+/// The `callcenter` binary built beside this test executable (cargo builds workspace binaries
+/// before running tests), or `CALLCENTER_BIN`.
+pub fn callcenter_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CALLCENTER_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/system-<hash> -> target/<profile>/callcenter
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("callcenter"))
+        .expect("target dir layout")
+}
+
+/// A port that was free a moment ago on both UDP and TCP (the gateway binds both).
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && port % 2 == 0 {
+            return port;
+        }
+    }
+}
+
+/// A running platform process.
+pub struct Platform {
+    child: Child,
+    pub sip: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Platform {
+    /// Starts `callcenter serve` with the test base config plus `extra` TOML (routes, users, limits).
+    pub fn start(extra: &str) -> Platform {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sip_port = free_port();
+        let http_port = free_port();
+        let config = format!(
+            "[node]\nshutdown_grace_secs = 10\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n{extra}\n",
+            dir.path().display()
+        );
+        let path = dir.path().join("callcenter.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = Command::new(callcenter_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start callcenter");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut l) = log2.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        // Event, not sleep: the process prints this line once every listener is up.
+        let ready = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        assert!(
+            ready.starts_with("callcenter ready"),
+            "platform did not start: {ready:?}\n{}",
+            log.lock().map(|l| l.clone()).unwrap_or_default()
+        );
+        Platform {
+            child,
+            sip: format!("127.0.0.1:{sip_port}").parse().expect("addr"),
+            http: format!("127.0.0.1:{http_port}").parse().expect("addr"),
+            dir,
+            log,
+        }
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GET an HTTP path; returns (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(self.http).expect("connect http");
+        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Outcome of one SIPp run.
+#[derive(Debug)]
+pub struct SippRun {
+    pub exit_code: Option<i32>,
+    pub successful: u64,
+    pub failed: u64,
+    pub output: String,
+}
+
+/// Runs SIPp with `args` to completion (bounded by `-timeout`), reading its final statistics.
+pub fn sipp(args: &[&str]) -> SippRun {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stat = dir.path().join("stat.csv");
+    let mut cmd = Command::new("sipp");
+    cmd.args(args)
+        .args([
+            "-trace_stat",
+            "-stf",
+            stat.to_str().unwrap_or("stat.csv"),
+            "-fd",
+            "1",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-nostdin",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = cmd.output().expect("run sipp");
+    let csv = std::fs::read_to_string(&stat).unwrap_or_default();
+    let (successful, failed) = parse_stat(&csv);
+    SippRun {
+        exit_code: out.status.code(),
+        successful,
+        failed,
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Starts SIPp in the background (a UAS waiting for calls).
+pub struct SippServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl SippServer {
+    /// `sipp -sf scenario` (or `-sn uas`) listening on a free port, serving `calls` calls.
+    pub fn start(scenario: &str, calls: u32) -> SippServer {
+        let port = free_port();
+        let media = free_port();
+        let mut cmd = Command::new("sipp");
+        if scenario.ends_with(".xml") {
+            cmd.arg("-sf").arg(scenarios_dir().join(scenario));
+        } else {
+            cmd.args(["-sn", scenario]);
+        }
+        let child = cmd
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-mp",
+                &media.to_string(),
+                "-m",
+                &calls.to_string(),
+                "-nostdin",
+            ])
+            .args(["-timeout", "90s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sipp server");
+        // SIPp binds its socket before reading the scenario loop; wait until the port is taken.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while UdpSocket::bind(("127.0.0.1", port)).is_ok() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        SippServer { child, port }
+    }
+
+    /// Waits for SIPp to finish its calls; returns its exit code.
+    pub fn wait(mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SippServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIPp's cumulative successful and failed call counts from its statistics file (last row).
+fn parse_stat(csv: &str) -> (u64, u64) {
+    let mut lines = csv.lines();
+    let Some(header) = lines.next() else { return (0, 0) };
+    let Some(last) = lines.filter(|l| !l.trim().is_empty()).last() else {
+        return (0, 0);
+    };
+    let cols: Vec<&str> = header.split(';').collect();
+    let vals: Vec<&str> = last.split(';').collect();
+    let get = |name: &str| {
+        cols.iter()
+            .position(|c| *c == name)
+            .and_then(|i| vals.get(i))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (get("SuccessfulCall(C)"), get("FailedCall(C)"))
+}
+
+/// A raw SIP client over UDP for hand-made (and broken) messages.
+pub struct RawSip {
+    pub socket: UdpSocket,
+    pub target: SocketAddr,
+}
+
+impl RawSip {
+    pub fn new(target: SocketAddr) -> RawSip {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        RawSip { socket, target }
+    }
+
+    /// Our address, for Via and Contact.
+    pub fn local(&self) -> SocketAddr {
+        self.socket.local_addr().expect("local addr")
+    }
+
+    /// Sends bytes and returns the first response received within the read timeout, if any.
+    pub fn exchange(&self, data: &[u8]) -> Option<String> {
+        self.socket.send_to(data, self.target).expect("send");
+        self.receive()
+    }
+
+    /// The next datagram within the read timeout; skips 100 Trying.
+    pub fn receive(&self) -> Option<String> {
+        let mut buf = [0u8; 65536];
+        loop {
+            let (n, _) = self.socket.recv_from(&mut buf).ok()?;
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if !text.starts_with("SIP/2.0 100 ") {
+                return Some(text);
+            }
+        }
+    }
+
+    /// An OPTIONS request from this client.
+    pub fn options(&self, call_id: &str) -> String {
+        format!(
+            "OPTIONS sip:ping@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@{l}>;tag=p1\r\nTo: <sip:ping@{t}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            t = self.target,
+            l = self.local()
+        )
+    }
+}
+
+/// The status code of a response text.
+pub fn status_of(response: &str) -> Option<u16> {
+    response.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+}
+
+/// Installs a Debian package when its command is missing (CI machines start bare).
+pub fn require_command(command: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {command}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{command} is not installed; run the test command from README.md, which installs it"
+    );
+}

@@ -77,7 +77,8 @@ impl Default for RegistrarConfig {
             max_expires_secs: 3600,
             default_expires_secs: 3600,
             nonce_lifetime_secs: 300,
-            algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+            // SHA-256 is opt-in: some phones (baresip 1.0) abort on a challenge they cannot answer.
+            algorithms: vec![Algorithm::Md5],
         }
     }
 }

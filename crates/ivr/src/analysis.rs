@@ -161,8 +161,8 @@ fn instant_loops(graph: &FlowGraph, errors: &mut Vec<ValidationError>) {
             node,
             node.line,
             format!(
-                "loop never waits for the caller: {} (add a play, menu or collect to the loop)",
-                names.join(" -> ")
+                "loop never waits for the caller through nodes {} (add a play, menu or collect to the loop)",
+                names.join(", ")
             ),
         ));
     }

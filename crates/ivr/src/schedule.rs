@@ -158,6 +158,16 @@ mod tests {
     }
 
     #[test]
+    fn follows_daylight_saving_time() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        // 2026-07-06 06:30 UTC is 08:30 in Berlin (CEST, UTC+2): a Monday, open.
+        let summer = LocalTime::of(Timestamp::from_secs(1_783_319_400), &berlin);
+        assert_eq!(summer.weekday, Weekday::Monday);
+        assert_eq!(summer.time, Time::new(8, 30, 0, 0).unwrap());
+        assert!(business().is_open(summer));
+    }
+
+    #[test]
     fn holidays_and_weekends_are_closed() {
         let utc = TimeZone::UTC;
         // 2026-12-25 12:00 UTC, a Friday and a holiday.

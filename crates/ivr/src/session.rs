@@ -150,10 +150,18 @@ pub enum SessionError {
 }
 
 /// One call's IVR.
-#[derive(Debug)]
 pub struct IvrSession {
     flows: Arc<FlowSet>,
     state: IvrState,
+}
+
+impl std::fmt::Debug for IvrSession {
+    /// The state only: the flow set is large and shared by every call.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IvrSession")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl IvrSession {

@@ -614,9 +614,10 @@ fn sensitive_digits_are_masked_everywhere_and_recording_paused() {
     // Saved state during entry holds no digits.
     let saved = saved_without_numbers(&d.session);
     assert!(!saved.contains("432"), "{saved}");
+    let debug = format!("{:?}", d.session);
     assert!(
-        !format!("{:?}", d.session).contains("432"),
-        "digits typed so far are masked in Debug"
+        debug.contains("digits: Pii(***)"),
+        "digits typed so far are masked in Debug: {debug}"
     );
     assert_eq!(
         d.send(IvrEvent::Digit('1')),
@@ -646,7 +647,7 @@ fn sensitive_digits_are_masked_everywhere_and_recording_paused() {
     );
     let saved = saved_without_numbers(&d.session);
     assert!(!saved.contains("4321"), "{saved}");
-    assert!(!format!("{:?}", d.session).contains("4321"));
+    assert!(format!("{:?}", d.session).contains("secrets: {\"pin\": Pii(***)}"));
     assert_eq!(d.session.state().vars.get("pin"), Some(&Value::Secret));
 }
 
@@ -713,8 +714,16 @@ fn branch_decides_without_queue_state_when_it_does_not_come() {
         d.send(IvrEvent::TimerFired(TimerId(7))),
         ["log node pin/busy", "log node pin/bye", "play bye"]
     );
-    // The set node switched the language; the prompt falls back to the default recording.
+    // The set node switched the language, so the Spanish recording (G.711 mu-law) plays.
     assert_eq!(d.session.state().language, "es");
+    let IvrCommand::Play { prompts, .. } = d.commands.last().unwrap() else {
+        panic!()
+    };
+    assert!(
+        prompts[0].path.ends_with("prompts/es/bye.wav"),
+        "{:?}",
+        prompts[0].path
+    );
 }
 
 #[test]
@@ -799,4 +808,22 @@ fn log_steps_map_to_interaction_events() {
             outcome: "found".into()
         }
     );
+}
+
+#[test]
+fn prompts_fall_back_to_the_default_recording() {
+    let set = golden_set();
+    assert!(
+        set.prompt_in("bye", "es")
+            .unwrap()
+            .path
+            .ends_with("prompts/es/bye.wav")
+    );
+    assert!(
+        set.prompt_in("hello", "es")
+            .unwrap()
+            .path
+            .ends_with("prompts/hello.wav")
+    );
+    assert!(set.prompt_in("nope", "es").is_none());
 }

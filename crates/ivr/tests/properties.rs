@@ -217,7 +217,7 @@ fn text_values(value: &serde_json::Value) -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn demo_flow_keeps_its_contract(steps in proptest::collection::vec(step(), 0..60), start in 1_795_000_000_000i64..1_800_000_000_000) {

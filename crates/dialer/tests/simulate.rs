@@ -5,10 +5,11 @@ use dialer::sim::grid::{cell_scenario, named_shapes};
 use dialer::sim::{Report, Scenario, Shape, ValidScenario, simulate};
 
 fn shape(name: &str, agents: u32, live: f64, talk: f64, hours: f64) -> ValidScenario {
-    let base = named_shapes().unwrap().into_iter().find(|s| s.name == name).unwrap();
-    let mut v = cell_scenario(&base, agents, live, talk).unwrap();
+    let shapes = named_shapes().expect("committed shapes parse");
+    let base = shapes.into_iter().find(|s| s.name == name).expect("shape exists");
+    let mut v = cell_scenario(&base, agents, live, talk).expect("cell is valid");
     v.scenario.shift_hours = hours;
-    v.scenario.clone().validate().unwrap()
+    v.scenario.validate().expect("shorter shift is valid")
 }
 
 #[test]
@@ -33,7 +34,12 @@ fn common_random_numbers_give_every_policy_the_same_leads() {
     let prog = simulate(&s, &PolicySpec::Progressive, 3);
     let pred = simulate(&s, &"predictive".parse().unwrap(), 3);
     let share = |r: &Report| r.human_verdicts as f64 / r.dials as f64;
-    assert!((share(&prog) - share(&pred)).abs() < 0.05, "{} vs {}", share(&prog), share(&pred));
+    assert!(
+        (share(&prog) - share(&pred)).abs() < 0.05,
+        "{} vs {}",
+        share(&prog),
+        share(&pred)
+    );
     assert!((share(&prog) - 0.3).abs() < 0.05);
 }
 
@@ -42,7 +48,12 @@ fn predictive_beats_progressive_within_the_abandonment_cap() {
     let s = shape("stationary", 20, 0.3, 60.0, 2.0);
     let prog = simulate(&s, &PolicySpec::Progressive, 11);
     let pred = simulate(&s, &"predictive".parse().unwrap(), 11);
-    assert!(pred.occupancy > prog.occupancy + 0.05, "predictive {} progressive {}", pred.occupancy, prog.occupancy);
+    assert!(
+        pred.occupancy > prog.occupancy + 0.05,
+        "predictive {} progressive {}",
+        pred.occupancy,
+        prog.occupancy
+    );
     assert!(pred.abandon_rate <= 0.03, "abandon rate {}", pred.abandon_rate);
     // UK counts estimated false positives on top of the US abandons.
     assert!(pred.abandon_rate_uk > pred.abandon_rate_us);
@@ -64,12 +75,20 @@ fn breaks_and_lunch_take_agents_away() {
 fn answer_rate_halving_makes_people_scarcer_per_dial() {
     let mut s = shape("answer_halving", 10, 0.6, 60.0, 2.0);
     // Halve an hour into this two-hour shift.
-    s.scenario.shape = Shape::AnswerHalving { at_hour: 1.0, factor: 0.5 };
+    s.scenario.shape = Shape::AnswerHalving {
+        at_hour: 1.0,
+        factor: 0.5,
+    };
     let s = s.scenario.validate().unwrap();
     let r = simulate(&s, &PolicySpec::Progressive, 5);
     let flat = shape("stationary", 10, 0.6, 60.0, 2.0);
     let f = simulate(&flat, &PolicySpec::Progressive, 5);
-    assert!(r.dials_per_connect > f.dials_per_connect * 1.2, "{} vs {}", r.dials_per_connect, f.dials_per_connect);
+    assert!(
+        r.dials_per_connect > f.dials_per_connect * 1.2,
+        "{} vs {}",
+        r.dials_per_connect,
+        f.dials_per_connect
+    );
 }
 
 #[test]

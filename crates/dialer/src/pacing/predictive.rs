@@ -224,19 +224,34 @@ impl PacingPolicy for Predictive {
         let max_lines = (self.config.max_lines_per_agent * snapshot.agents.len() as f64).floor();
         let room = (max_lines - snapshot.dials_in_flight.len() as f64).max(0.0);
 
-        // Agents expected free when new calls answer.
+        // Agents expected free when new calls answer. Elapsed times are rounded (to 0.1 s for calls in
+        // flight, 1 s for agents) and the probabilities memoised: large teams have thousands per decision.
+        let mut memo = Memo::default();
         let agents_free: Vec<f64> = snapshot
             .agents
             .iter()
-            .map(|agent| self.free_within(agent.activity, now.since(agent.since).as_secs_f64(), horizon))
+            .map(|agent| {
+                let elapsed = now.since(agent.since).as_secs();
+                let table = match agent.activity {
+                    AgentActivity::Ready => return 1.0,
+                    AgentActivity::OnCall => &mut memo.on_call,
+                    AgentActivity::WrapUp => &mut memo.wrap_up,
+                };
+                table.get_or(elapsed, || {
+                    self.free_within(agent.activity, elapsed as f64, horizon)
+                })
+            })
             .collect();
         // Persons still to come from calls in flight.
         let persons_to_come: Vec<f64> = snapshot
             .dials_in_flight
             .iter()
             .map(|dialed_at| {
-                let reached = self.time_to_human.cdf(now.since(*dialed_at).as_secs_f64());
-                (p * (1.0 - reached) / (1.0 - p * reached).max(1e-9)).clamp(0.0, 1.0)
+                let tenths = now.since(*dialed_at).as_millis() as u64 / 100;
+                memo.in_flight.get_or(tenths, || {
+                    let reached = self.time_to_human.cdf(tenths as f64 / 10.0);
+                    (p * (1.0 - reached) / (1.0 - p * reached).max(1e-9)).clamp(0.0, 1.0)
+                })
             })
             .collect();
         let wanted = if agents_free.len() + persons_to_come.len() <= EXACT_UP_TO {
@@ -262,6 +277,39 @@ impl PacingPolicy for Predictive {
         };
         wanted.max(progressive)
     }
+}
+
+/// Probabilities by rounded elapsed time, computed once per decision.
+struct MemoTable {
+    values: Vec<f64>,
+}
+
+impl Default for MemoTable {
+    fn default() -> Self {
+        Self {
+            values: vec![f64::NAN; 1024],
+        }
+    }
+}
+
+impl MemoTable {
+    fn get_or(&mut self, key: u64, compute: impl FnOnce() -> f64) -> f64 {
+        match usize::try_from(key).ok().and_then(|k| self.values.get_mut(k)) {
+            Some(slot) if slot.is_nan() => {
+                *slot = compute();
+                *slot
+            }
+            Some(slot) => *slot,
+            None => compute(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Memo {
+    on_call: MemoTable,
+    wrap_up: MemoTable,
+    in_flight: MemoTable,
 }
 
 /// Up to this many agents plus calls in flight, the policy computes the distributions exactly.

@@ -13,16 +13,19 @@ use crate::types::{
     StreamEntry, StreamEntryId, TokenBucket, Versioned, WriteOutcome,
 };
 use domain::{AgentId, CallId, QueueId, Timestamp};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSubStream};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 /// How long one command may take before the call fails (blocking stream reads get their own budget).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections kept for blocking stream reads between calls.
+const MAX_IDLE_BLOCKING_CONNECTIONS: usize = 4;
 
 /// Scripts, loaded once per process; `invoke_async` sends EVALSHA and falls back to loading the source.
 struct Scripts {
@@ -296,6 +299,7 @@ pub(crate) struct RedisStore {
     client: Client,
     conn: ConnectionManager,
     prefix: String,
+    blocking_conns: Arc<Mutex<Vec<MultiplexedConnection>>>,
 }
 
 impl RedisStore {
@@ -313,6 +317,7 @@ impl RedisStore {
             client,
             conn,
             prefix: prefix.to_string(),
+            blocking_conns: Arc::default(),
         })
     }
 
@@ -794,15 +799,26 @@ impl RedisStore {
         cmd.arg("STREAMS").arg(self.key(&["stream", stream])).arg(">");
         let reply: Option<StreamReadReply> = match block {
             Some(wait) if block_ms.is_some() => {
-                // A blocking read would hold up every other command on the shared connection: use its own.
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(wait + RESPONSE_TIMEOUT));
-                let mut conn = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                cmd.query_async(&mut conn).await?
+                // A blocking read would hold up every other command on the shared connection: use one
+                // of its own, kept for the next blocking read if this one went well.
+                let pooled = self.blocking_conns.lock().pop();
+                let mut conn = match pooled {
+                    Some(conn) => conn,
+                    None => {
+                        let config =
+                            AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT));
+                        self.client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?
+                    }
+                };
+                conn.set_response_timeout(wait + RESPONSE_TIMEOUT);
+                let reply = cmd.query_async(&mut conn).await?;
+                let mut pool = self.blocking_conns.lock();
+                if pool.len() < MAX_IDLE_BLOCKING_CONNECTIONS {
+                    pool.push(conn);
+                }
+                reply
             }
             _ => cmd.query_async(&mut self.conn.clone()).await?,
         };

@@ -1,2 +1,42 @@
-//! `bench`: benchmark runner.
-fn main() {}
+//! `bench`: benchmarks that print JSON. Each compares the platform with a baseline measured in the same
+//! run on the same machine (Kamailio for SIP, a bare relay for media, ...), so the ratios mean something
+//! on a shared, noisy machine where absolute figures drift.
+
+mod proc_stat;
+mod sip;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "Benchmarks of the call-center platform (JSON output)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// SIPp UAC -> callcenter B2BUA -> SIPp UAS at fixed rates, beside the same path through Kamailio.
+    Sip(sip::SipArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sip(args) => sip::run(&args),
+    };
+    match result {
+        Ok(json) => {
+            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -309,6 +309,15 @@ mod tests {
     }
 
     #[test]
+    fn production_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/production.example.toml");
+        let c = Config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(c.state.backend, StateBackend::Redis);
+        assert!(c.crm.database_url.starts_with("postgres://"));
+        assert_eq!(c.trunks.len(), 1);
+    }
+
+    #[test]
     fn unknown_key_names_file_path_and_expectation() {
         let f = write("[sip]\nlisten = \"127.0.0.1:5060\"\nlistne = 1\n");
         let err = Config::load(Some(f.path()), Vec::new()).unwrap_err().to_string();

@@ -1,0 +1,306 @@
+//! `bench sip`: SIPp UAC -> system under test -> SIPp UAS at fixed offered rates, for the callcenter
+//! B2BUA and for Kamailio (stateful `t_relay` + `record_route`, one worker) in the same run.
+//! Reports per rate: failed calls, retransmissions, CPU microseconds per call of the SIP process,
+//! p99 INVITE->200 response time, and the callcenter/Kamailio CPU-per-call ratio.
+
+use crate::proc_stat;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct SipArgs {
+    /// Offered call rates (calls per second).
+    #[arg(long, value_delimiter = ',', default_value = "200,500,1000")]
+    rates: Vec<u32>,
+    /// Seconds of load per rate.
+    #[arg(long, default_value_t = 30)]
+    duration: u32,
+    /// Call hold time in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    hold_ms: u32,
+    /// The callcenter binary (a release build).
+    #[arg(long)]
+    callcenter: Option<PathBuf>,
+    /// Skip the Kamailio baseline.
+    #[arg(long)]
+    no_kamailio: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct RateResult {
+    offered_cps: u32,
+    calls_attempted: u64,
+    successful: u64,
+    failed: u64,
+    retransmissions: u64,
+    cpu_us_per_call: f64,
+    p99_response_ms: f64,
+    p50_response_ms: f64,
+}
+
+fn free_port() -> u16 {
+    loop {
+        let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(a) = s.local_addr() else { continue };
+        if a.port() % 2 == 0 && std::net::TcpListener::bind(("127.0.0.1", a.port())).is_ok() {
+            return a.port();
+        }
+    }
+}
+
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_udp_bound(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_uas(port: u16) -> Result<Guard, String> {
+    let child = Command::new("sipp")
+        .args([
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-nostdin",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("sipp uas: {e}"))?;
+    wait_udp_bound(port);
+    Ok(Guard(child))
+}
+
+fn start_callcenter(bin: &Path, dir: &Path, uas_port: u16) -> Result<(Guard, u16), String> {
+    let sip_port = free_port();
+    let http_port = free_port();
+    let config = format!(
+        "[node]\nlog = \"warn\"\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\ntransports = [\"udp\"]\n[sip.limits]\nmax_calls_per_second = 0\nmax_concurrent_calls = 0\nper_source_requests_per_second = 0\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n[[route]]\nnumber = \"900\"\nforward = \"sip:uas@127.0.0.1:{uas_port}\"\n",
+        dir.display()
+    );
+    let path = dir.join("callcenter.toml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let mut child = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .map_err(|e| e.to_string())?;
+    if !line.starts_with("callcenter ready") {
+        return Err(format!("callcenter did not start: {line}"));
+    }
+    Ok((Guard(child), sip_port))
+}
+
+fn start_kamailio(dir: &Path, uas_port: u16) -> Result<(Guard, u16), String> {
+    let port = free_port();
+    let cfg = format!(
+        r#"#!KAMAILIO
+debug=0
+log_stderror=yes
+children=1
+disable_tcp=yes
+listen=udp:127.0.0.1:{port}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "siputils.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (has_totag()) {{
+        if (loose_route()) {{ t_relay(); exit; }}
+        if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+        sl_send_reply("404", "Not here");
+        exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    record_route();
+    $du = "sip:127.0.0.1:{uas_port}";
+    t_relay();
+}}
+"#
+    );
+    let path = dir.join("kamailio.cfg");
+    std::fs::write(&path, cfg).map_err(|e| e.to_string())?;
+    let child = Command::new("kamailio")
+        .args(["-DD", "-E", "-m", "256", "-f"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("kamailio: {e}"))?;
+    wait_udp_bound(port);
+    Ok((Guard(child), port))
+}
+
+/// Runs one SIPp load and measures the SIP process tree `pid`.
+fn load(target_port: u16, pid: u32, rate: u32, duration: u32, hold_ms: u32) -> Result<RateResult, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let calls = u64::from(rate) * u64::from(duration);
+    let cpu_before = proc_stat::tree_cpu_micros(pid);
+    let out = Command::new("sipp")
+        .current_dir(dir.path())
+        .args([
+            "-sn",
+            "uac",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-s",
+            "900",
+            "-r",
+            &rate.to_string(),
+            "-d",
+            &hold_ms.to_string(),
+            "-m",
+            &calls.to_string(),
+            "-l",
+            &(rate * (hold_ms / 1000 + 3)).max(100).to_string(),
+            "-trace_stat",
+            "-stf",
+            "stat.csv",
+            "-fd",
+            "1",
+            "-trace_rtt",
+            "-rtt_freq",
+            "1",
+            "-nostdin",
+            "-timeout",
+            &format!("{}s", duration + 60),
+        ])
+        .arg(format!("127.0.0.1:{target_port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("sipp uac: {e}"))?;
+    let _ = out;
+    let cpu_after = proc_stat::tree_cpu_micros(pid);
+    let stat = std::fs::read_to_string(dir.path().join("stat.csv")).unwrap_or_default();
+    let get = |name: &str| last_stat(&stat, name);
+    let successful = get("SuccessfulCall(C)");
+    let failed = get("FailedCall(C)");
+    let retransmissions = get("Retransmissions(C)");
+    let mut rtts = read_rtts(dir.path());
+    rtts.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        rtts.get(((rtts.len() as f64 * p) as usize).min(rtts.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let handled = (successful + failed).max(1);
+    Ok(RateResult {
+        offered_cps: rate,
+        calls_attempted: calls,
+        successful,
+        failed: failed + calls.saturating_sub(successful + failed),
+        retransmissions,
+        cpu_us_per_call: (cpu_after.saturating_sub(cpu_before)) as f64 / handled as f64,
+        p99_response_ms: pct(0.99),
+        p50_response_ms: pct(0.50),
+    })
+}
+
+fn last_stat(csv: &str, name: &str) -> u64 {
+    let mut lines = csv.lines();
+    let Some(header) = lines.next() else { return 0 };
+    let Some(last) = lines.filter(|l| !l.trim().is_empty()).last() else {
+        return 0;
+    };
+    let idx = header.split(';').position(|c| c == name);
+    idx.and_then(|i| last.split(';').nth(i))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn read_rtts(dir: &Path) -> Vec<f64> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with("_rtt.csv") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            out.extend(
+                text.lines()
+                    .skip(1)
+                    .filter_map(|l| l.split(';').nth(1)?.trim().parse::<f64>().ok()),
+            );
+        }
+    }
+    out
+}
+
+pub fn run(args: &SipArgs) -> Result<Value, String> {
+    let bin = match &args.callcenter {
+        Some(b) => b.clone(),
+        None => {
+            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+            PathBuf::from(target).join("release/callcenter")
+        }
+    };
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for &rate in &args.rates {
+        let uas_port = free_port();
+        let _uas = start_uas(uas_port)?;
+        let (cc, port) = start_callcenter(&bin, dir.path(), uas_port)?;
+        ours.push(load(port, cc.0.id(), rate, args.duration, args.hold_ms)?);
+        drop(cc);
+        if !args.no_kamailio {
+            let uas_port = free_port();
+            let _uas = start_uas(uas_port)?;
+            let (k, port) = start_kamailio(dir.path(), uas_port)?;
+            theirs.push(load(port, k.0.id(), rate, args.duration, args.hold_ms)?);
+        }
+    }
+    let ratios: Vec<Value> = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| json!({"offered_cps": a.offered_cps, "cpu_per_call_callcenter_over_kamailio": a.cpu_us_per_call / b.cpu_us_per_call}))
+        .collect();
+    Ok(json!({
+        "benchmark": "sip",
+        "duration_s": args.duration,
+        "hold_ms": args.hold_ms,
+        "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "callcenter": ours,
+        "kamailio": theirs,
+        "ratios": ratios,
+    }))
+}

@@ -182,7 +182,7 @@ fn register_with_digest_auth_right_wrong_and_stale() {
 
 #[test]
 fn unknown_number_gets_404_and_options_gets_200() {
-    let platform = Platform::start(&open_limits());
+    let platform = Platform::start(&format!("{}{USERS}", open_limits()));
     let sip = RawSip::new(platform.sip);
     let resp = sip
         .exchange(sip.options("opt-1").as_bytes())
@@ -196,6 +196,38 @@ fn unknown_number_gets_404_and_options_gets_200() {
     );
     let resp = sip.exchange(invite.as_bytes()).expect("INVITE answered");
     assert_eq!(status_of(&resp), Some(404), "{resp}");
+    // A known user with no registered phone looks exactly like an unknown number.
+    let invite = invite
+        .replace("555@", "1001@")
+        .replace("inv404", "inv1001")
+        .replace("inv-404", "inv-1001");
+    let resp = sip.exchange(invite.as_bytes()).expect("INVITE answered");
+    assert_eq!(status_of(&resp), Some(404), "{resp}");
+    // A method we know but do not take out of dialog: 405 with Allow.
+    let message = sip.options("msg-1").replace("OPTIONS", "MESSAGE");
+    let resp = sip.exchange(message.as_bytes()).expect("MESSAGE answered");
+    assert_eq!(status_of(&resp), Some(405), "{resp}");
+    assert!(resp.contains("Allow: "), "{resp}");
+}
+
+#[test]
+fn forwarding_to_a_trunk_answers_its_digest_challenge() {
+    require_command("sipp");
+    let carrier = SippServer::start("uas_auth.xml", 1);
+    let platform = Platform::start(&format!(
+        "{}[[route]]\nnumber = \"900\"\nforward = \"sip:+15550100@127.0.0.1:{port}\"\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{port}\"\nusername = \"acct-42\"\npassword = \"trunksecret\"\n",
+        open_limits(),
+        port = carrier.port
+    ));
+    let run = uac(&platform, "uac", "900", 1, &["-d", "200"]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        platform.log()
+    );
+    assert_eq!(carrier.wait(), Some(0), "the carrier must accept our credentials");
 }
 
 #[test]

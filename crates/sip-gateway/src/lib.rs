@@ -409,10 +409,9 @@ impl Core {
                 .collect(),
         };
         if targets.is_empty() {
-            // Unknown number and unregistered user look the same to the caller.
-            let known_user = self.config.sip.users.iter().any(|u| u.name == dialled);
-            self.reply(&mut tx, if known_user { 480 } else { 404 }, vec![])
-                .await;
+            // An unknown number and a known user with no live contact get the same answer, so
+            // probing reveals nothing about which users exist.
+            self.reply(&mut tx, 404, vec![]).await;
             return;
         }
         b2bua::run_call(self.clone(), tx, targets).await;

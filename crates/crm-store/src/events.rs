@@ -5,8 +5,9 @@
 
 use crate::error::Result;
 use crate::fold::{INTERACTION_COLUMNS, InteractionRow, stored_payload};
+use crate::phone::{CountryCode, normalize_phone};
 use crate::store::{BackendKind, CrmStore, builder_for, with_pool};
-use domain::InteractionEvent;
+use domain::{InteractionEvent, InteractionEventKind};
 use sqlx::Row;
 use sqlx::types::Json;
 use std::collections::{BTreeMap, HashSet};
@@ -25,6 +26,18 @@ pub struct BatchOutcome {
     pub inserted: usize,
     /// Events already stored before (replays) or repeated within the batch; ignored.
     pub duplicates: usize,
+}
+
+/// A callback waiting to be made.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PendingCallback {
+    pub id: String,
+    pub customer: Option<domain::CustomerId>,
+    /// E.164 when the promised number parsed, else as given.
+    pub phone: domain::Pii<String>,
+    pub queue: Option<domain::QueueId>,
+    pub interaction: Option<domain::InteractionId>,
+    pub requested_at: domain::Timestamp,
 }
 
 /// Binds every column of an interaction row, in [`INTERACTION_COLUMNS`] order.
@@ -67,6 +80,32 @@ macro_rules! push_interaction_row {
             .push_bind(r.last_seq)
             .push_bind(r.masked_at);
     }};
+}
+
+/// A callback promised during a call, stored in `callbacks` with the call's customer and queue.
+struct CallbackRequest {
+    id: String,
+    customer_id: Option<String>,
+    phone: String,
+    queue_id: Option<String>,
+    interaction_id: String,
+    requested_at: i64,
+}
+
+impl CallbackRequest {
+    fn new(event: &InteractionEvent, number: &str, row: &InteractionRow, country: CountryCode) -> Self {
+        Self {
+            // One per event: a replayed event finds its callback already there.
+            id: format!("{}-{}", event.interaction, event.seq),
+            customer_id: row.customer_id.clone(),
+            phone: normalize_phone(number, country)
+                .map(|n| n.into_string())
+                .unwrap_or_else(|_| number.to_string()),
+            queue_id: row.queue_id.clone(),
+            interaction_id: event.interaction.to_string(),
+            requested_at: event.at.as_millis(),
+        }
+    }
 }
 
 fn upsert_tail() -> String {
@@ -164,13 +203,31 @@ impl CrmStore {
 
             // 4. Fold and write back.
             let mut folded: Vec<InteractionRow> = Vec::with_capacity(by_interaction.len());
+            let mut callbacks: Vec<CallbackRequest> = Vec::new();
             for (id, mut evs) in by_interaction {
                 evs.sort_by_key(|e| e.seq);
                 let mut row = rows.remove(id).unwrap_or_else(|| InteractionRow::new(id));
                 for e in evs {
                     row.apply(e, country);
+                    if let InteractionEventKind::CallbackRequested { number } = &e.kind {
+                        callbacks.push(CallbackRequest::new(e, number.expose(), &row, country));
+                    }
                 }
                 folded.push(row);
+            }
+            for cb in callbacks {
+                sqlx::query(
+                    "INSERT INTO callbacks (id, customer_id, phone_e164, queue_id, interaction_id, requested_at, status) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(cb.id)
+                .bind(cb.customer_id)
+                .bind(cb.phone)
+                .bind(cb.queue_id)
+                .bind(cb.interaction_id)
+                .bind(cb.requested_at)
+                .execute(&mut *tx)
+                .await?;
             }
             let mut folded = folded.into_iter().peekable();
             while folded.peek().is_some() {
@@ -207,6 +264,45 @@ impl CrmStore {
             .execute(pool)
             .await?
             .rows_affected()
+        });
+        Ok(affected == 1)
+    }
+
+    /// Callbacks still pending, oldest request first.
+    pub async fn pending_callbacks(&self) -> Result<Vec<PendingCallback>> {
+        let rows =
+            with_pool!(self, |pool| {
+                sqlx::query_as::<_, (String, Option<String>, String, Option<String>, Option<String>, i64)>(
+                "SELECT id, customer_id, phone_e164, queue_id, interaction_id, requested_at FROM callbacks \
+                 WHERE status = 'pending' ORDER BY requested_at, id",
+            )
+            .fetch_all(pool)
+            .await?
+            });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, customer, phone, queue, interaction, requested_at)| PendingCallback {
+                    id,
+                    customer: customer.and_then(|c| domain::CustomerId::new(c).ok()),
+                    phone: domain::Pii::new(phone),
+                    queue: queue.and_then(|q| domain::QueueId::new(q).ok()),
+                    interaction: interaction.and_then(|i| domain::InteractionId::new(i).ok()),
+                    requested_at: domain::Timestamp::from_millis(requested_at),
+                },
+            )
+            .collect())
+    }
+
+    /// Marks a callback done (or any other status, e.g. `failed`); returns whether it existed.
+    pub async fn set_callback_status(&self, id: &str, status: &str) -> Result<bool> {
+        let affected = with_pool!(self, |pool| {
+            sqlx::query("UPDATE callbacks SET status = $2 WHERE id = $1")
+                .bind(id.to_string())
+                .bind(status.to_string())
+                .execute(pool)
+                .await?
+                .rows_affected()
         });
         Ok(affected == 1)
     }

@@ -127,6 +127,20 @@ impl EventWriter {
     pub async fn start(store: CrmStore, config: WriterConfig) -> Result<(EventWriter, WriterTask)> {
         let counters = Arc::new(Counters::default());
         std::fs::create_dir_all(&config.journal_dir)?;
+        // One writer per journal: a second one would interleave frames. The OS drops the lock when the
+        // holder dies, even by kill -9.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(config.journal_dir.join("writer.lock"))?;
+        lock.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => StoreError::Invalid(format!(
+                "another writer holds the journal in {}",
+                config.journal_dir.display()
+            )),
+            std::fs::TryLockError::Error(e) => StoreError::Io(e),
+        })?;
         let next_segment = replay(&store, &config.journal_dir, &counters).await?;
         let segment = SegmentWriter::create(&config.journal_dir, next_segment)?;
 
@@ -140,7 +154,10 @@ impl EventWriter {
             let config = config.clone();
             std::thread::Builder::new()
                 .name("crm-journal".into())
-                .spawn(move || run_journal(segment, command_rx, flush_tx, &config, &counters))?
+                .spawn(move || {
+                    run_journal(segment, command_rx, flush_tx, &config, &counters);
+                    drop(lock); // held for as long as the journal is written
+                })?
         };
         let flusher = tokio::spawn(run_flusher(
             store,

@@ -418,3 +418,60 @@ async fn csv_import_reports_bad_rows_and_imports_good_ones() {
         target.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn campaigns_and_dialable_leads_skip_do_not_call() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("campaigns", dir.path()) {
+        let store = target.store().await;
+        let now = Timestamp::from_secs(1_000);
+        let campaign = crm_store::Campaign {
+            id: CampaignId::new("renewals").unwrap(),
+            name: "Renewals".into(),
+            mode: crm_store::DialMode::Predictive,
+            queue: Some(domain::QueueId::new("outbound").unwrap()),
+            status: "running".into(),
+            max_abandon_rate: 0.03,
+        };
+        store.save_campaign(&campaign, "admin", now).await.unwrap();
+        assert_eq!(
+            store.campaign(&campaign.id).await.unwrap(),
+            Some(campaign.clone()),
+            "{}",
+            target.label()
+        );
+        let leads = "id,phone\nl1,+14155550001\nl2,+14155550002\nl3,+14155550003\n";
+        store
+            .import_leads_csv(&campaign.id, leads, "admin", now)
+            .await
+            .unwrap();
+        store
+            .add_do_not_call("+14155550002", "opt-out", "admin", now)
+            .await
+            .unwrap();
+        let l1 = domain::LeadId::new("l1").unwrap();
+        let retry = Timestamp::from_secs(2_000);
+        assert!(
+            store
+                .record_lead_attempt(&l1, "no_answer", now, Some(retry))
+                .await
+                .unwrap()
+        );
+        let ids = |v: Vec<domain::LeadId>| v.into_iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.dialable_leads(&campaign.id, now, 10).await.unwrap()),
+            ["l3"]
+        );
+        assert_eq!(
+            ids(store.dialable_leads(&campaign.id, retry, 10).await.unwrap()),
+            ["l1", "l3"]
+        );
+        let bad = crm_store::Campaign {
+            max_abandon_rate: 3.0,
+            ..campaign
+        };
+        assert!(store.save_campaign(&bad, "admin", now).await.is_err());
+        store.close().await;
+        target.cleanup().await;
+    }
+}

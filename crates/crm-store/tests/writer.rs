@@ -160,3 +160,53 @@ async fn concurrent_batches_into_one_interaction_lose_no_update() {
         target.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn callback_requests_become_pending_callbacks_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("callbacks", dir.path()) {
+        let store = target.store().await;
+        let mut call = ev::abandoned_call("cb", "+14155550100", "support", 0, 30_000);
+        call.push(ev::at(
+            "cb",
+            4,
+            31_000,
+            domain::InteractionEventKind::CallbackRequested {
+                number: domain::Pii::new("(415) 555-0142".into()),
+            },
+        ));
+        store.insert_events_batch(&call).await.unwrap();
+        store.insert_events_batch(&call).await.unwrap(); // replay
+        let pending = store.pending_callbacks().await.unwrap();
+        assert_eq!(pending.len(), 1, "{}", target.label());
+        assert_eq!(pending[0].phone.expose(), "+14155550142");
+        assert_eq!(pending[0].queue.as_ref().map(|q| q.as_str()), Some("support"));
+        assert!(store.set_callback_status(&pending[0].id, "done").await.unwrap());
+        assert!(store.pending_callbacks().await.unwrap().is_empty());
+        store.close().await;
+        target.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn a_second_writer_on_the_same_journal_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crm_store::CrmStore::connect(&format!("sqlite:{}", dir.path().join("lock.db").display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let journal_dir = dir.path().join("journal");
+    let (_w, task) = EventWriter::start(store.clone(), WriterConfig::new(&journal_dir))
+        .await
+        .unwrap();
+    assert!(
+        EventWriter::start(store.clone(), WriterConfig::new(&journal_dir))
+            .await
+            .is_err()
+    );
+    task.shutdown().await.unwrap();
+    let (_w, task) = EventWriter::start(store, WriterConfig::new(&journal_dir))
+        .await
+        .unwrap();
+    task.shutdown().await.unwrap();
+}

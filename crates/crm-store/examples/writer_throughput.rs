@@ -1,0 +1,130 @@
+//! Rough throughput check of the durable writer against the naive path, for development. The real
+//! benchmark lives in the bench crate; this prints the same kind of figures for a quick look.
+//!
+//! `cargo run --release -p crm-store --example writer_throughput -- URL EVENTS NAIVE_EVENTS`
+//! URL defaults to a SQLite file in a temp folder.
+
+use crm_store::{CrmStore, EventWriter, WriterConfig};
+use domain::{
+    AgentId, Channel, Direction, EndedBy, InteractionEvent, InteractionEventKind, InteractionId, Pii,
+    QueueId, Timestamp,
+};
+use std::time::Instant;
+
+fn call_events(n: u64) -> Vec<InteractionEvent> {
+    let id =
+        InteractionId::new(format!("tp-{n}")).unwrap_or_else(|_| unreachable!("generated ids are valid"));
+    let agent = AgentId::new("agent-1").unwrap_or_else(|_| unreachable!("constant id is valid"));
+    let queue = QueueId::new("sales").unwrap_or_else(|_| unreachable!("constant id is valid"));
+    let t = n as i64 * 1000;
+    let kinds = [
+        InteractionEventKind::Arrived {
+            channel: Channel::Voice,
+            direction: Direction::Inbound,
+            from: Pii::new("+14155550100".into()),
+            to: Pii::new("+18005550199".into()),
+        },
+        InteractionEventKind::Enqueued { queue, priority: 10 },
+        InteractionEventKind::Offered {
+            agent: agent.clone(),
+            explanation: "longest idle".into(),
+        },
+        InteractionEventKind::Answered { agent: agent.clone() },
+        InteractionEventKind::Held,
+        InteractionEventKind::Resumed,
+        InteractionEventKind::Ended {
+            by: EndedBy::Caller,
+            reason: "bye".into(),
+            quality: None,
+        },
+        InteractionEventKind::WrappedUp {
+            agent,
+            disposition: "ok".into(),
+            notes: Pii::new(String::new()),
+        },
+        InteractionEventKind::Survey { score: 4 },
+        InteractionEventKind::LookupDone {
+            what: "crm".into(),
+            outcome: "hit".into(),
+        },
+    ];
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(seq, kind)| InteractionEvent {
+            interaction: id.clone(),
+            seq: seq as u32,
+            at: Timestamp::from_millis(t + seq as i64 * 100),
+            kind,
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = tempfile::tempdir()?;
+    let default_url = format!("sqlite:{}", dir.path().join("tp.db").display());
+    let url = args.get(1).cloned().unwrap_or(default_url);
+    let events: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let naive_events: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(2_000);
+    let schema = format!("crm_tp_{}", std::process::id());
+    let store = if url.starts_with("postgres") {
+        CrmStore::connect_in_schema(&url, &schema).await?
+    } else {
+        CrmStore::connect(&url).await?
+    };
+    store.migrate().await?;
+
+    let (writer, task) =
+        EventWriter::start(store.clone(), WriterConfig::new(dir.path().join("journal"))).await?;
+    let start = Instant::now();
+    let callers = 256u64;
+    let mut handles = Vec::new();
+    for c in 0..callers {
+        let writer = writer.clone();
+        handles.push(tokio::spawn(async move {
+            let mut n = c;
+            while n * 10 < events {
+                for e in call_events(n) {
+                    writer.append(e).await?;
+                }
+                n += callers;
+            }
+            Ok::<_, crm_store::StoreError>(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    let durable_at = start.elapsed();
+    let stats = task.shutdown().await?;
+    let committed_at = start.elapsed();
+    println!(
+        "{{\"backend\":\"{:?}\",\"events\":{},\"durable_per_s\":{:.0},\"committed_per_s\":{:.0},\"journal_syncs\":{},\"sql_batches\":{}}}",
+        store.backend_kind(),
+        stats.committed,
+        stats.durable as f64 / durable_at.as_secs_f64(),
+        stats.committed as f64 / committed_at.as_secs_f64(),
+        stats.journal_syncs,
+        stats.batches
+    );
+
+    let start = Instant::now();
+    let mut done = 0u64;
+    'outer: for n in 1_000_000_000u64.. {
+        for e in call_events(n) {
+            store.insert_event_naive(&e).await?;
+            done += 1;
+            if done >= naive_events {
+                break 'outer;
+            }
+        }
+    }
+    println!(
+        "{{\"naive_events\":{done},\"naive_per_s\":{:.0}}}",
+        done as f64 / start.elapsed().as_secs_f64()
+    );
+    store.close().await;
+    Ok(())
+}

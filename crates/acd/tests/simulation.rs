@@ -3,6 +3,9 @@
 //! queueing theory, which catches any call served out of order, any idle agent left idle while a caller
 //! waits, and any accounting slip in the KPIs.
 
+// Simulation helpers are test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use acd::erlang;

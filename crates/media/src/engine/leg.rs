@@ -603,9 +603,9 @@ impl LegTask {
             self.decode_side_paths(packet.payload, packet.timestamp, now, negotiated.law);
         }
 
-        if let Some(partner) = self.partner.clone() {
+        if let Some(partner) = &self.partner {
             relay(
-                &partner,
+                partner,
                 buf,
                 len,
                 payload_offset,

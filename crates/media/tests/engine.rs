@@ -432,3 +432,64 @@ async fn reinvite_to_a_new_address_relatches_and_keeps_the_far_stream_continuous
     moved.send_audio(c.a.local_addr(), 0, &[4; 160]).await;
     assert_eq!(c.phone_b.recv().await.payload, vec![4; 160]);
 }
+
+#[tokio::test]
+async fn answering_machine_analysis_on_a_live_leg() {
+    use media::amd::{AmdConfig, AmdDecision, AmdReason};
+    let engine = engine(42100, "amd");
+    let hello =
+        media::wav::load_wav(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/hello.wav"))
+            .unwrap()
+            .samples;
+    let mut audio = vec![0i16; 8 * 300];
+    audio.extend(hello);
+    audio.extend(vec![0i16; 8 * 1500]);
+    let (leg, mut events) = engine.allocate_leg().unwrap();
+    let mut phone = Phone::new(3).await;
+    leg.set_remote(negotiated(G711::Pcmu, phone.addr()));
+    leg.detect_answering_machine(AmdConfig::default());
+    for chunk in audio.chunks(160) {
+        let mut payload = vec![0u8; chunk.len()];
+        G711::Pcmu.encode_into(chunk, &mut payload);
+        phone.send_audio(leg.local_addr(), 0, &payload).await;
+    }
+    loop {
+        if let LegEvent::AnsweringMachine(result) = next_event(&mut events).await {
+            assert_eq!(
+                (result.decision, result.reason),
+                (AmdDecision::Human, AmdReason::AfterGreetingSilence)
+            );
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn sent_digits_follow_rfc4733() {
+    use media::dtmf::rfc4733::{Rfc4733Receiver, TelephoneEvent};
+    let engine = engine(42200, "senddtmf");
+    let (leg, _events) = engine.allocate_leg().unwrap();
+    let phone = Phone::new(3).await;
+    leg.set_remote(negotiated(G711::Pcmu, phone.addr()));
+    leg.send_dtmf(DtmfDigit::Star, 100);
+    let packets: Vec<_> = {
+        let mut v = Vec::new();
+        for _ in 0..7 {
+            v.push(phone.recv().await);
+        }
+        v
+    };
+    let mut receiver = Rfc4733Receiver::new();
+    for (i, p) in packets.iter().enumerate() {
+        assert_eq!(p.payload_type, 101);
+        assert_eq!(p.timestamp, packets[0].timestamp, "one event, one timestamp");
+        assert_eq!(p.sequence, packets[0].sequence.wrapping_add(i as u16));
+        assert_eq!(p.marker, i == 0);
+        let event = TelephoneEvent::parse(&p.payload).unwrap();
+        assert_eq!(event.end, i >= 4);
+        assert_eq!(event.duration, (160 * (i as u16 + 1)).min(800));
+        receiver.handle_packet(p.timestamp, &p.payload);
+    }
+    assert_eq!(receiver.poll_digit().map(|d| d.digit), Some(DtmfDigit::Star));
+    assert_eq!(receiver.poll_digit(), None);
+}

@@ -1,6 +1,7 @@
 //! One RTP leg: its sockets, its task, and the handle its owner (a SIP leg in call control) holds.
 
 use super::{EngineShared, MediaError};
+use crate::amd::{AmdConfig, AmdResult, AnsweringMachineDetector};
 use crate::dtmf::DtmfDigit;
 use crate::dtmf::inband::InbandDetector;
 use crate::dtmf::rfc4733::{OutgoingEventPacket, Rfc4733Receiver, digit_packets};
@@ -54,6 +55,8 @@ pub enum LegEvent {
     PlaybackFinished,
     /// A prompt was cut short by a digit (barge-in).
     PlaybackInterrupted,
+    /// The answering-machine analysis started with [`RtpLeg::detect_answering_machine`] decided.
+    AnsweringMachine(AmdResult),
 }
 
 /// The sending side of a leg, shared with the partner leg's task that relays into it.
@@ -128,6 +131,7 @@ pub(crate) enum LegCommand {
     SetPartner(Option<PartnerLink>),
     SetRecorder(Option<RecorderTap>),
     SetInbandDtmf(Option<bool>),
+    StartAmd(AmdConfig),
     Close,
 }
 
@@ -193,6 +197,12 @@ impl RtpLeg {
     /// negotiate telephone-event).
     pub fn set_inband_dtmf(&self, enabled: Option<bool>) {
         self.send(LegCommand::SetInbandDtmf(enabled));
+    }
+
+    /// Starts answering-machine analysis on the audio received from now on; the result comes as
+    /// [`LegEvent::AnsweringMachine`] (at the latest after the configured total analysis time of audio).
+    pub fn detect_answering_machine(&self, config: AmdConfig) {
+        self.send(LegCommand::StartAmd(config));
     }
 
     /// Loss, jitter and MOS of what this leg has received so far.
@@ -285,6 +295,7 @@ pub(crate) fn spawn_leg(
         rfc4733: Rfc4733Receiver::new(),
         inband: None,
         inband_override: None,
+        amd: None,
         last_rx: Instant::now(),
         timeout_reported: false,
         partner: None,
@@ -324,6 +335,7 @@ struct LegTask {
     rfc4733: Rfc4733Receiver,
     inband: Option<InbandDetector>,
     inband_override: Option<bool>,
+    amd: Option<AnsweringMachineDetector>,
     last_rx: Instant,
     timeout_reported: bool,
     partner: Option<PartnerLink>,
@@ -453,6 +465,7 @@ impl LegTask {
                 self.dtmf_out.extend(digit_packets(digit, duration_ms, 10));
                 self.start_ticking();
             }
+            LegCommand::StartAmd(config) => self.amd = Some(AnsweringMachineDetector::new(config)),
             LegCommand::SetPartner(partner) => self.partner = partner,
             LegCommand::SetRecorder(tap) => self.recorder = tap,
             LegCommand::Close => {}
@@ -599,7 +612,7 @@ impl LegTask {
             while let Some(received) = self.rfc4733.poll_digit() {
                 self.on_digit(received.digit, DtmfSource::Rfc4733);
             }
-        } else if self.inband.is_some() || self.recorder.is_some() {
+        } else if self.inband.is_some() || self.recorder.is_some() || self.amd.is_some() {
             self.decode_side_paths(packet.payload, packet.timestamp, now, negotiated.law);
         }
 
@@ -626,6 +639,10 @@ impl LegTask {
             let mut samples = [0i16; SAMPLES_PER_FRAME];
             law.decode_into(chunk, &mut samples);
             let samples = samples.get(..chunk.len()).unwrap_or(&[]);
+            if let Some(result) = self.amd.as_mut().and_then(|amd| amd.push_frame(samples)) {
+                self.amd = None;
+                self.emit(LegEvent::AnsweringMachine(result));
+            }
             if let Some(detector) = self.inband.as_mut() {
                 detector.process(samples, |d| {
                     if let Some(slot) = digits.get_mut(found) {

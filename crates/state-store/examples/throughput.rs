@@ -7,7 +7,7 @@
 use domain::{AgentId, CallId, QueueId, Timestamp};
 use state_store::{
     Aor, Binding, BlobWrite, Expect, QueueEntry, QueueOrder, StateConfig, StateError, StateStore,
-    TokenBucket, Transport, WriteOutcome,
+    TokenBucket, Transport, WriteBatch, WriteOutcome,
 };
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -134,6 +134,21 @@ async fn run(store: StateStore, total: usize) -> Result<(), StateError> {
             )
             .await
             .map(|_| ())
+        }
+    })
+    .await?;
+    let s = store.clone();
+    let fence = lease.fence();
+    measure(b, "offer_batch", total, move |i| {
+        let s = s.clone();
+        let fence = fence.clone();
+        async move {
+            // One routing decision: dequeue the call, reserve the agent, save the router snapshot.
+            let mut batch = WriteBatch::fenced(fence);
+            batch.queue_remove(id(format!("q{}", i % 500))?, id(format!("call{i}"))?);
+            batch.presence(id(format!("agent{}", i % 5000))?, Expect::Any, &"Reserved")?;
+            batch.put_blob("acd", "router", vec![1u8; 256], None);
+            s.apply(batch, Timestamp::from_secs(1)).await.map(|_| ())
         }
     })
     .await?;

@@ -11,15 +11,18 @@
 //! - **Queue entries**: an ordered set of waiting calls per queue with a payload each.
 //! - **Blobs**: versioned snapshots (router state, IVR sessions) with optional time to live.
 //! - **Leases** with fencing tokens, and fenced writes that a former holder cannot sneak past.
+//! - **Write batches**: queue, presence and blob writes applied atomically under one fence.
 //! - **Event bus**: live publish/subscribe (Redis pub/sub, or a broadcast channel in memory).
 //! - **Durable streams** with consumer groups, acknowledgement and claiming after a crash (the CRM outbox).
 //! - **Rate limits**: token buckets per key, shared by all nodes on Redis.
 //!
 //! Time: everything that expires takes the caller's `now` and stores the instant of expiry, so tests run
 //! on virtual time and every node judges expiry the same way; Redis key TTLs only collect garbage.
+//! A record found lapsed may be purged then and there, so `now` should not go backwards between calls.
 //! Leases compare the holders' clocks, so nodes must keep their clocks synchronised well within the
 //! lease TTL; fencing keeps writes safe even when they are not.
 
+mod batch;
 mod bus;
 mod config;
 mod error;
@@ -27,6 +30,7 @@ mod memory;
 mod redis_store;
 mod types;
 
+pub use batch::{BatchOutcome, BatchWrite, WriteBatch};
 pub use bus::Subscription;
 pub use config::{BackendConfig, StateConfig};
 pub use error::{StateError, StateResult};
@@ -311,6 +315,19 @@ impl StateStore {
         match &self.backend {
             Backend::Memory(m) => m.delete_blob(ns, key, fence),
             Backend::Redis(r) => r.delete_blob(ns, key, fence).await,
+        }
+    }
+
+    // ---------------------------------------------------------------- batches
+
+    /// Applies `batch` atomically: under its fence (else [`StateError::StaleFence`]), only if every
+    /// presence condition holds (else [`BatchOutcome::Conflict`] and nothing is written), in one round
+    /// trip on Redis. Blob TTLs count from `now`.
+    pub async fn apply(&self, batch: WriteBatch, now: Timestamp) -> StateResult<BatchOutcome> {
+        batch.check()?;
+        match &self.backend {
+            Backend::Memory(m) => m.apply_batch(batch, now),
+            Backend::Redis(r) => r.apply_batch(&batch, now).await,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The in-memory backend: one process, no persistence. Everything sits behind one mutex (operations are
 //! short and never await while holding it); the event bus is a tokio broadcast channel per topic.
 
+use crate::batch::{BatchOutcome, BatchWrite, WriteBatch};
 use crate::error::{StateError, StateResult};
 use crate::types::{
     Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, QueueEntry, QueueOrder, RateDecision,
@@ -110,6 +111,51 @@ impl State {
         }
     }
 
+    fn queue_add(&mut self, queue: &QueueId, entry: QueueEntry) -> bool {
+        let q = self.queues.entry(queue.clone()).or_default();
+        let previous = q.order_of.insert(entry.call.clone(), entry.order);
+        if let Some(old) = previous {
+            q.ordered.remove(&(old, entry.call.clone()));
+        }
+        q.ordered.insert((entry.order, entry.call), entry.payload);
+        previous.is_none()
+    }
+
+    fn queue_remove(&mut self, queue: &QueueId, call: &CallId) -> bool {
+        let Some(q) = self.queues.get_mut(queue) else {
+            return false;
+        };
+        let Some(order) = q.order_of.remove(call) else {
+            return false;
+        };
+        q.ordered.remove(&(order, call.clone()));
+        if q.order_of.is_empty() {
+            self.queues.remove(queue);
+        }
+        true
+    }
+
+    fn put_presence(&mut self, agent: &AgentId, data: Vec<u8>) -> u64 {
+        let version = self.next_version();
+        self.presence
+            .insert(agent.clone(), Versioned { version, value: data });
+        version
+    }
+
+    fn put_blob(&mut self, k: (String, String), data: Vec<u8>, ttl: Option<Duration>, now: Timestamp) -> u64 {
+        let version = self.next_version();
+        let expires_at = ttl.map(|ttl| now + ttl);
+        self.blobs.insert(
+            k,
+            MemBlob {
+                version,
+                data,
+                expires_at,
+            },
+        );
+        version
+    }
+
     /// The blob under `k` if still live at `now`; a lapsed one is dropped.
     fn live_blob(&mut self, k: &(String, String), now: Timestamp) -> Option<&MemBlob> {
         let lapsed = self
@@ -195,9 +241,7 @@ impl MemoryStore {
         if !expect_holds(expect, current) {
             return WriteOutcome::Conflict { current };
         }
-        let version = s.next_version();
-        s.presence
-            .insert(agent.clone(), Versioned { version, value: data });
+        let version = s.put_presence(agent, data);
         WriteOutcome::Written { version }
     }
 
@@ -224,13 +268,7 @@ impl MemoryStore {
     ) -> StateResult<bool> {
         let mut s = self.inner.state.lock();
         s.check_fence(fence)?;
-        let q = s.queues.entry(queue.clone()).or_default();
-        let previous = q.order_of.insert(entry.call.clone(), entry.order);
-        if let Some(old) = previous {
-            q.ordered.remove(&(old, entry.call.clone()));
-        }
-        q.ordered.insert((entry.order, entry.call), entry.payload);
-        Ok(previous.is_none())
+        Ok(s.queue_add(queue, entry))
     }
 
     pub(crate) fn queue_remove(
@@ -241,17 +279,7 @@ impl MemoryStore {
     ) -> StateResult<bool> {
         let mut s = self.inner.state.lock();
         s.check_fence(fence)?;
-        let Some(q) = s.queues.get_mut(queue) else {
-            return Ok(false);
-        };
-        let Some(order) = q.order_of.remove(call) else {
-            return Ok(false);
-        };
-        q.ordered.remove(&(order, call.clone()));
-        if q.order_of.is_empty() {
-            s.queues.remove(queue);
-        }
-        Ok(true)
+        Ok(s.queue_remove(queue, call))
     }
 
     pub(crate) fn queue_list(&self, queue: &QueueId) -> Vec<QueueEntry> {
@@ -295,16 +323,7 @@ impl MemoryStore {
         if !expect_holds(opts.expect, current) {
             return Ok(WriteOutcome::Conflict { current });
         }
-        let version = s.next_version();
-        let expires_at = opts.ttl.map(|ttl| now + ttl);
-        s.blobs.insert(
-            k,
-            MemBlob {
-                version,
-                data,
-                expires_at,
-            },
-        );
+        let version = s.put_blob(k, data, opts.ttl, now);
         Ok(WriteOutcome::Written { version })
     }
 
@@ -321,6 +340,34 @@ impl MemoryStore {
         let mut s = self.inner.state.lock();
         s.check_fence(fence)?;
         Ok(s.blobs.remove(&(ns.to_string(), key.to_string())).is_some())
+    }
+
+    // ---- batches ----
+
+    pub(crate) fn apply_batch(&self, batch: WriteBatch, now: Timestamp) -> StateResult<BatchOutcome> {
+        let mut s = self.inner.state.lock();
+        s.check_fence(batch.fence.as_ref())?;
+        // Check every condition before changing anything: the batch applies whole or not at all.
+        for (index, write) in batch.writes.iter().enumerate() {
+            if let BatchWrite::Presence { agent, expect, .. } = write {
+                let current = s.presence.get(agent).map(|v| v.version);
+                if !expect_holds(*expect, current) {
+                    return Ok(BatchOutcome::Conflict { index, current });
+                }
+            }
+        }
+        let results = batch
+            .writes
+            .into_iter()
+            .map(|write| match write {
+                BatchWrite::QueueAdd { queue, entry } => u64::from(s.queue_add(&queue, entry)),
+                BatchWrite::QueueRemove { queue, call } => u64::from(s.queue_remove(&queue, &call)),
+                BatchWrite::Presence { agent, data, .. } => s.put_presence(&agent, data),
+                BatchWrite::PutBlob { ns, key, data, ttl } => s.put_blob((ns, key), data, ttl, now),
+                BatchWrite::DeleteBlob { ns, key } => u64::from(s.blobs.remove(&(ns, key)).is_some()),
+            })
+            .collect();
+        Ok(BatchOutcome::Applied(results))
     }
 
     // ---- leases ----

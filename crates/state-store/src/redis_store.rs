@@ -7,6 +7,7 @@
 //! `blob:{ns}:{key}` hash {v, d, x}; `lease:{name}` hash {holder, token, until}; `fence:{name}` counter;
 //! `bus:{topic}` pub/sub channel; `stream:{name}` stream with one field `d`; `rate:{key}` hash {m, t}.
 
+use crate::batch::{BatchOutcome, BatchWrite, WriteBatch};
 use crate::error::{StateError, StateResult};
 use crate::types::{
     Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, QueueEntry, QueueOrder, RateDecision,
@@ -41,6 +42,7 @@ struct Scripts {
     lease_renew: Script,
     lease_release: Script,
     rate_take: Script,
+    apply_batch: Script,
 }
 
 /// Fence check shared by every fenced script: KEYS[fence] holds the latest token of the lease; the
@@ -234,6 +236,74 @@ redis.call('PEXPIRE', KEYS[1], fill + 1000)
 return {allowed, math.floor(level / 1000), wait}
 ",
     ),
+    // KEYS: fence counter, version counter, presence hash, presence-version hash, then each write's keys.
+    // ARGV: fence token, then each write as a tag and its arguments:
+    //   qa <call> <score> <payload> (keys: zset, payload hash)   qr <call> (keys: zset, payload hash)
+    //   pp <agent> <expect> <data>                               bp <data> <expires-at> <gc ttl> (key: blob)
+    //   bd (key: blob)
+    // Returns {-1, current token}, {0, 1-based index, current version or 0}, or {1, result per write}.
+    apply_batch: Script::new(concat!(
+        fence_check!("1", "1"),
+        r"
+local ops, a, k = {}, 2, 5
+while a <= #ARGV do
+  local tag = ARGV[a]
+  if tag == 'qa' then
+    ops[#ops + 1] = {tag, KEYS[k], KEYS[k + 1], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]}
+    k, a = k + 2, a + 4
+  elseif tag == 'qr' then
+    ops[#ops + 1] = {tag, KEYS[k], KEYS[k + 1], ARGV[a + 1]}
+    k, a = k + 2, a + 2
+  elseif tag == 'pp' then
+    ops[#ops + 1] = {tag, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]}
+    a = a + 4
+  elseif tag == 'bp' then
+    ops[#ops + 1] = {tag, KEYS[k], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]}
+    k, a = k + 1, a + 4
+  elseif tag == 'bd' then
+    ops[#ops + 1] = {tag, KEYS[k]}
+    k, a = k + 1, a + 1
+  else
+    return redis.error_reply('unknown batch write ' .. tostring(tag))
+  end
+end
+for i, o in ipairs(ops) do
+  if o[1] == 'pp' and o[3] ~= 'any' then
+    local cur = redis.call('HGET', KEYS[4], o[2])
+    cur = cur and tonumber(cur)
+    if o[3] == 'absent' then
+      if cur then return {0, i, cur} end
+    elseif cur ~= tonumber(o[3]) then
+      return {0, i, cur or 0}
+    end
+  end
+end
+local out = {1}
+for _, o in ipairs(ops) do
+  local r = 0
+  if o[1] == 'qa' then
+    r = redis.call('ZADD', o[2], o[5], o[4])
+    redis.call('HSET', o[3], o[4], o[6])
+  elseif o[1] == 'qr' then
+    r = redis.call('ZREM', o[2], o[4])
+    redis.call('HDEL', o[3], o[4])
+  elseif o[1] == 'pp' then
+    r = redis.call('INCR', KEYS[2])
+    redis.call('HSET', KEYS[3], o[2], o[4])
+    redis.call('HSET', KEYS[4], o[2], r)
+  elseif o[1] == 'bp' then
+    r = redis.call('INCR', KEYS[2])
+    redis.call('DEL', o[2])
+    redis.call('HSET', o[2], 'v', r, 'd', o[3], 'x', o[4])
+    if o[5] ~= '0' then redis.call('PEXPIRE', o[2], o[5]) end
+  elseif o[1] == 'bd' then
+    r = redis.call('DEL', o[2])
+  end
+  out[#out + 1] = r
+end
+return out
+"
+    )),
 });
 
 /// How long Redis keeps a key with a time-bound record after it lapses, so a node whose clock runs a
@@ -262,14 +332,21 @@ fn fenced_reply(reply: &[i64], fence: Option<&Fence>) -> StateResult<(i64, i64)>
         _ => return Err(corrupt("script reply", "unexpected shape")),
     };
     if code == -1 {
-        let fence = fence.ok_or_else(|| corrupt("script reply", "fence rejected without a fence"))?;
-        return Err(StateError::StaleFence {
-            lease: fence.lease.clone(),
-            presented: fence.token,
-            current: FencingToken(u64::try_from(n).unwrap_or(0)),
-        });
+        return Err(stale_fence(fence, n));
     }
     Ok((code, n))
+}
+
+/// The error for a script that refused a fenced write; `current` is the lease's latest token.
+fn stale_fence(fence: Option<&Fence>, current: i64) -> StateError {
+    match fence {
+        Some(fence) => StateError::StaleFence {
+            lease: fence.lease.clone(),
+            presented: fence.token,
+            current: FencingToken(u64::try_from(current).unwrap_or(0)),
+        },
+        None => corrupt("script reply", "fence rejected without a fence"),
+    }
 }
 
 fn corrupt(location: impl Into<String>, reason: impl Into<String>) -> StateError {
@@ -617,6 +694,68 @@ impl RedisStore {
             .await?;
         let (_, n) = fenced_reply(&reply, fence)?;
         Ok(n > 0)
+    }
+
+    // ---- batches ----
+
+    pub(crate) async fn apply_batch(&self, batch: &WriteBatch, now: Timestamp) -> StateResult<BatchOutcome> {
+        let fence = batch.fence.as_ref();
+        let mut inv = SCRIPTS.apply_batch.prepare_invoke();
+        inv.key(self.fence_key(fence))
+            .key(self.key(&["version"]))
+            .key(self.key(&["presence"]))
+            .key(self.key(&["presence-version"]))
+            .arg(token_arg(fence));
+        for write in &batch.writes {
+            match write {
+                BatchWrite::QueueAdd { queue, entry } => {
+                    inv.key(self.key(&["queue", queue.as_str()]))
+                        .key(self.key(&["queue-payload", queue.as_str()]))
+                        .arg("qa")
+                        .arg(entry.call.as_str())
+                        .arg(entry.order.get())
+                        .arg(&entry.payload);
+                }
+                BatchWrite::QueueRemove { queue, call } => {
+                    inv.key(self.key(&["queue", queue.as_str()]))
+                        .key(self.key(&["queue-payload", queue.as_str()]))
+                        .arg("qr")
+                        .arg(call.as_str());
+                }
+                BatchWrite::Presence { agent, expect, data } => {
+                    inv.arg("pp")
+                        .arg(agent.as_str())
+                        .arg(expect_arg(*expect))
+                        .arg(data);
+                }
+                BatchWrite::PutBlob { ns, key, data, ttl } => {
+                    let (expires_at, gc) = match ttl {
+                        Some(ttl) => ((now + *ttl).as_millis(), gc_ttl_ms(*ttl)),
+                        None => (0, 0),
+                    };
+                    inv.key(self.key(&["blob", ns, key]))
+                        .arg("bp")
+                        .arg(data)
+                        .arg(expires_at)
+                        .arg(gc);
+                }
+                BatchWrite::DeleteBlob { ns, key } => {
+                    inv.key(self.key(&["blob", ns, key])).arg("bd");
+                }
+            }
+        }
+        let reply: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
+        match reply.as_slice() {
+            [-1, current] => Err(stale_fence(fence, *current)),
+            [0, index, current] => Ok(BatchOutcome::Conflict {
+                index: usize::try_from(*index - 1).unwrap_or(0),
+                current: version_of(*current),
+            }),
+            [1, results @ ..] => Ok(BatchOutcome::Applied(
+                results.iter().map(|r| u64::try_from(*r).unwrap_or(0)).collect(),
+            )),
+            _ => Err(corrupt("batch reply", "unexpected shape")),
+        }
     }
 
     // ---- leases ----

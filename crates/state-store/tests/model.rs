@@ -15,7 +15,10 @@ mod common;
 use common::Harness;
 use domain::{AgentId, CallId, QueueId, Timestamp};
 use proptest::prelude::*;
-use state_store::{Aor, Binding, Expect, QueueEntry, QueueOrder, TokenBucket, Transport, WriteOutcome};
+use state_store::{
+    Aor, BatchOutcome, Binding, Expect, QueueEntry, QueueOrder, TokenBucket, Transport, WriteBatch,
+    WriteOutcome,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -29,24 +32,51 @@ enum ExpectChoice {
 
 #[derive(Debug, Clone)]
 enum Op {
-    QueueAdd { call: u8, order: i8 },
-    QueueRemove { call: u8 },
-    Register { contact: u8, lifetime_s: u8 },
-    Unregister { contact: u8 },
+    QueueAdd {
+        call: u8,
+        order: i8,
+    },
+    QueueRemove {
+        call: u8,
+    },
+    Register {
+        contact: u8,
+        lifetime_s: u8,
+    },
+    Unregister {
+        contact: u8,
+    },
     UnregisterAll,
     LiveBindings,
-    Advance { secs: u8 },
-    PresenceCas { agent: u8, expect: ExpectChoice },
-    RateTake { key: u8, cost: u8 },
+    Advance {
+        secs: u8,
+    },
+    PresenceCas {
+        agent: u8,
+        expect: ExpectChoice,
+    },
+    RateTake {
+        key: u8,
+        cost: u8,
+    },
+    OfferBatch {
+        call: u8,
+        agent: u8,
+        expect: ExpectChoice,
+    },
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    let expect = prop_oneof![
+fn expect_choice() -> impl Strategy<Value = ExpectChoice> {
+    prop_oneof![
         Just(ExpectChoice::Any),
         Just(ExpectChoice::Absent),
         Just(ExpectChoice::Current),
         Just(ExpectChoice::Stale)
-    ];
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let expect = expect_choice();
     prop_oneof![
         (0..6u8, -3..4i8).prop_map(|(call, order)| Op::QueueAdd { call, order }),
         (0..6u8).prop_map(|call| Op::QueueRemove { call }),
@@ -57,6 +87,11 @@ fn op() -> impl Strategy<Value = Op> {
         (0..10u8).prop_map(|secs| Op::Advance { secs }),
         (0..3u8, expect).prop_map(|(agent, expect)| Op::PresenceCas { agent, expect }),
         (0..2u8, 0..4u8).prop_map(|(key, cost)| Op::RateTake { key, cost }),
+        (0..6u8, 0..3u8, expect_choice()).prop_map(|(call, agent, expect)| Op::OfferBatch {
+            call,
+            agent,
+            expect
+        }),
     ]
 }
 
@@ -70,6 +105,22 @@ struct Model {
     highest_version: u64,
     /// key -> (millitokens, last take ms) of a 4-token bucket refilled at 3 per second
     rate: HashMap<u8, (i64, i64)>,
+}
+
+/// The condition to send for `choice`, and whether the model says it holds.
+fn condition(choice: &ExpectChoice, current: Option<(u64, Option<u64>)>) -> (Expect, bool) {
+    match choice {
+        ExpectChoice::Any => (Expect::Any, true),
+        ExpectChoice::Absent => (Expect::Absent, current.is_none()),
+        ExpectChoice::Current => match current {
+            Some((v, _)) => (Expect::Version(v), true),
+            None => (Expect::Version(u64::MAX / 2), false),
+        },
+        ExpectChoice::Stale => (
+            Expect::Version(current.and_then(|c| c.1).unwrap_or(u64::MAX / 3)),
+            false,
+        ),
+    }
 }
 
 async fn run(h: Harness, ops: Vec<Op>) {
@@ -155,6 +206,35 @@ async fn run(h: Harness, ops: Vec<Op>) {
                 assert_eq!(got, expected);
             }
             Op::Advance { secs } => m.now_ms += i64::from(secs) * 1000 / 3,
+            Op::OfferBatch { call, agent, expect } => {
+                let call = format!("c{call}");
+                let id = AgentId::new(format!("agent{agent}")).unwrap();
+                let current = m.presence.get(&agent).copied();
+                let (expect, holds) = condition(&expect, current);
+                let mut batch = WriteBatch::new();
+                batch.queue_remove(queue.clone(), CallId::new(&call).unwrap());
+                batch
+                    .presence(id.clone(), expect, &format!("offered {call}"))
+                    .unwrap();
+                match s.apply(batch, now).await.unwrap() {
+                    BatchOutcome::Applied(results) => {
+                        assert!(holds, "applied despite {expect:?} with {current:?}");
+                        assert_eq!(results[0], u64::from(m.queue.remove(&call).is_some()));
+                        assert!(results[1] > m.highest_version);
+                        m.highest_version = results[1];
+                        m.presence.insert(agent, (results[1], current.map(|c| c.0)));
+                    }
+                    BatchOutcome::Conflict {
+                        index,
+                        current: reported,
+                    } => {
+                        assert!(!holds, "conflict despite {expect:?} with {current:?}");
+                        assert_eq!((index, reported), (1, current.map(|c| c.0)));
+                    }
+                }
+                // Whole or nothing: the queue is exactly what the model says either way.
+                assert_eq!(s.queue_len(&queue).await.unwrap(), m.queue.len());
+            }
             Op::RateTake { key, cost } => {
                 // Reference arithmetic in floating point, independent of the store's integer steps.
                 let (tokens, last) = m
@@ -180,18 +260,7 @@ async fn run(h: Harness, ops: Vec<Op>) {
             Op::PresenceCas { agent, expect } => {
                 let id = AgentId::new(format!("agent{agent}")).unwrap();
                 let current = m.presence.get(&agent).copied();
-                let (expect, should_write) = match expect {
-                    ExpectChoice::Any => (Expect::Any, true),
-                    ExpectChoice::Absent => (Expect::Absent, current.is_none()),
-                    ExpectChoice::Current => match current {
-                        Some((v, _)) => (Expect::Version(v), true),
-                        None => (Expect::Version(u64::MAX / 2), false),
-                    },
-                    ExpectChoice::Stale => (
-                        Expect::Version(current.and_then(|c| c.1).unwrap_or(u64::MAX / 3)),
-                        false,
-                    ),
-                };
+                let (expect, should_write) = condition(&expect, current);
                 let state = format!("state-{}", m.now_ms);
                 match s.cas_presence(&id, expect, &state).await.unwrap() {
                     WriteOutcome::Written { version } => {

@@ -12,8 +12,8 @@ use common::Harness;
 use domain::{AgentId, CallId, QueueId, Timestamp};
 use serde::{Deserialize, Serialize};
 use state_store::{
-    Aor, Binding, BlobWrite, Expect, QueueEntry, QueueOrder, RateDecision, StateError, TokenBucket,
-    Transport, Versioned, WriteOutcome,
+    Aor, BatchOutcome, Binding, BlobWrite, Expect, QueueEntry, QueueOrder, RateDecision, StateError,
+    TokenBucket, Transport, Versioned, WriteBatch, WriteOutcome,
 };
 use std::time::Duration;
 
@@ -50,6 +50,7 @@ on_both_backends!(
     state_survives_reconnect,
     bad_names_are_rejected,
     rate_limits_refill_at_virtual_now,
+    batches_apply_whole_or_not_at_all,
 );
 
 fn t(secs: i64) -> Timestamp {
@@ -866,4 +867,115 @@ async fn rate_limits_refill_at_virtual_now(h: Harness) {
         s.rate_take("k", bucket, 4, t(0)).await,
         Err(StateError::Invalid { .. })
     ));
+}
+
+async fn batches_apply_whole_or_not_at_all(h: Harness) {
+    let s = &h.store;
+    let sales = QueueId::new("sales").unwrap();
+    let anna = AgentId::new("anna").unwrap();
+    let ttl = Duration::from_secs(10);
+    let lease = s
+        .acquire_lease("acd-router", "node-a", ttl, t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    s.queue_add(&sales, entry("c1", 1, "p1"), None).await.unwrap();
+    s.queue_add(&sales, entry("c2", 2, "p2"), None).await.unwrap();
+    let v0 = s.put_presence(&anna, &presence("Available", 0)).await.unwrap();
+    s.put_blob("acd", "snapshot", b"s0", &BlobWrite::new(), t(0))
+        .await
+        .unwrap();
+
+    // Offer c1 to anna: dequeue, reserve, snapshot, in one step.
+    let mut offer = WriteBatch::fenced(lease.fence());
+    offer.queue_remove(sales.clone(), CallId::new("c1").unwrap());
+    offer
+        .presence(anna.clone(), Expect::Version(v0), &presence("Reserved", 1))
+        .unwrap();
+    offer.put_blob("acd", "snapshot", b"s1".to_vec(), Some(ttl));
+    offer.queue_add(QueueId::new("vip").unwrap(), entry("c9", 0, "p9"));
+    offer.delete_blob("acd", "missing");
+    let BatchOutcome::Applied(results) = s.apply(offer, t(1)).await.unwrap() else {
+        panic!("the offer should apply");
+    };
+    let got = s.get_presence::<Presence>(&anna).await.unwrap().unwrap();
+    assert_eq!(results.len(), 5);
+    assert_eq!(
+        (results[0], results[1], results[3], results[4]),
+        (1, got.version, 1, 0)
+    );
+    assert!(
+        results[2] > got.version,
+        "the snapshot was written after the presence"
+    );
+    assert_eq!(got.value, presence("Reserved", 1));
+    assert_eq!(calls(&s.queue_list(&sales).await.unwrap()), ["c2"]);
+    assert_eq!(
+        s.get_blob("acd", "snapshot", t(1)).await.unwrap().unwrap().value,
+        b"s1"
+    );
+    assert_eq!(s.queue_len(&QueueId::new("vip").unwrap()).await.unwrap(), 1);
+
+    // A second offer to anna with the old version: the condition fails and nothing at all is written.
+    let mut stale = WriteBatch::fenced(lease.fence());
+    stale.queue_remove(sales.clone(), CallId::new("c2").unwrap());
+    stale
+        .presence(anna.clone(), Expect::Version(v0), &presence("Reserved", 2))
+        .unwrap();
+    stale.put_blob("acd", "snapshot", b"s2".to_vec(), None);
+    assert_eq!(
+        s.apply(stale, t(2)).await.unwrap(),
+        BatchOutcome::Conflict {
+            index: 1,
+            current: Some(got.version)
+        }
+    );
+    assert_eq!(calls(&s.queue_list(&sales).await.unwrap()), ["c2"]);
+    assert_eq!(
+        s.get_blob("acd", "snapshot", t(2)).await.unwrap().unwrap().value,
+        b"s1"
+    );
+
+    assert_eq!(
+        s.get_blob("acd", "snapshot", t(11)).await.unwrap(),
+        None,
+        "batch blob ttl counts from now"
+    );
+
+    // After a takeover the old router's batch is refused whole.
+    let b = s
+        .acquire_lease("acd-router", "node-b", ttl, t(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut late = WriteBatch::fenced(lease.fence());
+    late.queue_remove(sales.clone(), CallId::new("c2").unwrap());
+    assert!(matches!(
+        s.apply(late, t(11)).await,
+        Err(StateError::StaleFence { .. })
+    ));
+    assert_eq!(s.queue_len(&sales).await.unwrap(), 1);
+    let mut by_b = WriteBatch::fenced(b.fence());
+    by_b.queue_remove(sales.clone(), CallId::new("c2").unwrap());
+    assert_eq!(
+        s.apply(by_b, t(11)).await.unwrap(),
+        BatchOutcome::Applied(vec![1])
+    );
+
+    // Two conditions on one agent in one batch are refused before anything is sent.
+    let mut twice = WriteBatch::new();
+    twice
+        .presence(anna.clone(), Expect::Any, &presence("a", 0))
+        .unwrap();
+    twice
+        .presence(anna.clone(), Expect::Any, &presence("b", 0))
+        .unwrap();
+    assert!(matches!(
+        s.apply(twice, t(12)).await,
+        Err(StateError::Invalid { .. })
+    ));
+    assert_eq!(
+        s.apply(WriteBatch::new(), t(12)).await.unwrap(),
+        BatchOutcome::Applied(vec![])
+    );
 }

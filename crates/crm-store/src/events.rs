@@ -6,9 +6,10 @@
 use crate::error::Result;
 use crate::fold::{INTERACTION_COLUMNS, InteractionRow, stored_payload};
 use crate::phone::{CountryCode, normalize_phone};
-use crate::store::{BackendKind, CrmStore, builder_for, with_pool};
+use crate::store::{Backend, CrmStore, builder_for, with_pool};
 use domain::{InteractionEvent, InteractionEventKind};
 use sqlx::Row;
+use sqlx::sqlite::SqlitePool;
 use sqlx::types::Json;
 use std::collections::{BTreeMap, HashSet};
 
@@ -83,13 +84,13 @@ macro_rules! push_interaction_row {
 }
 
 /// A callback promised during a call, stored in `callbacks` with the call's customer and queue.
-struct CallbackRequest {
-    id: String,
-    customer_id: Option<String>,
-    phone: String,
-    queue_id: Option<String>,
-    interaction_id: String,
-    requested_at: i64,
+pub(crate) struct CallbackRequest {
+    pub(crate) id: String,
+    pub(crate) customer_id: Option<String>,
+    pub(crate) phone: String,
+    pub(crate) queue_id: Option<String>,
+    pub(crate) interaction_id: String,
+    pub(crate) requested_at: i64,
 }
 
 impl CallbackRequest {
@@ -108,13 +109,137 @@ impl CallbackRequest {
     }
 }
 
-fn upsert_tail() -> String {
+pub(crate) fn upsert_tail() -> String {
     let updates: Vec<String> = INTERACTION_COLUMNS
         .iter()
         .skip(1)
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     format!(" ON CONFLICT (id) DO UPDATE SET {}", updates.join(", "))
+}
+
+/// The newly stored events, by interaction, each list in seq order.
+pub(crate) fn group_new_events<'a>(
+    unique: &[&'a InteractionEvent],
+    inserted: &HashSet<(String, i64)>,
+) -> BTreeMap<&'a str, Vec<&'a InteractionEvent>> {
+    let mut by_interaction: BTreeMap<&str, Vec<&InteractionEvent>> = BTreeMap::new();
+    for e in unique {
+        if inserted.contains(&(e.interaction.as_str().to_string(), i64::from(e.seq))) {
+            by_interaction.entry(e.interaction.as_str()).or_default().push(e);
+        }
+    }
+    for events in by_interaction.values_mut() {
+        events.sort_by_key(|e| e.seq);
+    }
+    by_interaction
+}
+
+/// Folds new events into the current rows (or fresh ones); also returns the callbacks they promised.
+pub(crate) fn fold_new_events(
+    by_interaction: BTreeMap<&str, Vec<&InteractionEvent>>,
+    mut rows: BTreeMap<String, InteractionRow>,
+    country: CountryCode,
+) -> (Vec<InteractionRow>, Vec<CallbackRequest>) {
+    let mut folded = Vec::with_capacity(by_interaction.len());
+    let mut callbacks = Vec::new();
+    for (id, events) in by_interaction {
+        let mut row = rows.remove(id).unwrap_or_else(|| InteractionRow::new(id));
+        for e in events {
+            row.apply(e, country);
+            if let InteractionEventKind::CallbackRequested { number } = &e.kind {
+                callbacks.push(CallbackRequest::new(e, number.expose(), &row, country));
+            }
+        }
+        folded.push(row);
+    }
+    (folded, callbacks)
+}
+
+/// Stores promised callbacks inside the caller's transaction; replays find them already there.
+macro_rules! insert_callbacks_in_tx {
+    ($tx:expr, $callbacks:expr) => {{
+        for cb in $callbacks {
+            sqlx::query(
+                "INSERT INTO callbacks (id, customer_id, phone_e164, queue_id, interaction_id, requested_at, status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(cb.id)
+            .bind(cb.customer_id)
+            .bind(cb.phone)
+            .bind(cb.queue_id)
+            .bind(cb.interaction_id)
+            .bind(cb.requested_at)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    }};
+}
+pub(crate) use insert_callbacks_in_tx;
+
+/// The SQLite batch: multi-row statements with bound values. SQLite has no row locks; the first write
+/// of the transaction takes the database write lock, so the read-fold-write below cannot interleave.
+async fn insert_batch_sqlite(
+    pool: &SqlitePool,
+    unique: &[&InteractionEvent],
+    country: CountryCode,
+) -> Result<usize> {
+    let select_columns = INTERACTION_COLUMNS.join(", ");
+    let mut tx = pool.begin().await?;
+
+    // 1. The timeline, keeping only what is new.
+    let mut inserted_keys: HashSet<(String, i64)> = HashSet::with_capacity(unique.len());
+    for chunk in unique.chunks(EVENT_ROWS_PER_STATEMENT) {
+        let mut qb = builder_for(
+            pool,
+            "INSERT INTO interaction_events (interaction_id, seq, at, type, payload) ",
+        );
+        qb.push_values(chunk, |mut b, e| {
+            b.push_bind(e.interaction.as_str().to_string())
+                .push_bind(i64::from(e.seq))
+                .push_bind(e.at.as_millis())
+                .push_bind(e.kind.name())
+                .push_bind(Json(stored_payload(e)));
+        });
+        qb.push(" ON CONFLICT (interaction_id, seq) DO NOTHING RETURNING interaction_id, seq");
+        for row in qb.build().fetch_all(&mut *tx).await? {
+            inserted_keys.insert((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?));
+        }
+    }
+
+    // 2. Current rows of the interactions with new events.
+    let by_interaction = group_new_events(unique, &inserted_keys);
+    let ids: Vec<&str> = by_interaction.keys().copied().collect();
+    let mut rows: BTreeMap<String, InteractionRow> = BTreeMap::new();
+    for chunk in ids.chunks(IDS_PER_LOOKUP) {
+        let mut qb = builder_for(
+            pool,
+            &format!("SELECT {select_columns} FROM interactions WHERE id IN ("),
+        );
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(id.to_string());
+        }
+        qb.push(")");
+        for row in qb.build_query_as::<InteractionRow>().fetch_all(&mut *tx).await? {
+            rows.insert(row.id.clone(), row);
+        }
+    }
+
+    // 3. Fold and write back.
+    let (folded, callbacks) = fold_new_events(by_interaction, rows, country);
+    insert_callbacks_in_tx!(tx, callbacks);
+    let upsert_tail = upsert_tail();
+    let mut folded = folded.into_iter().peekable();
+    while folded.peek().is_some() {
+        let chunk: Vec<InteractionRow> = folded.by_ref().take(INTERACTION_ROWS_PER_STATEMENT).collect();
+        let mut qb = builder_for(pool, &format!("INSERT INTO interactions ({select_columns}) "));
+        qb.push_values(chunk, |mut b, r| push_interaction_row!(b, r));
+        qb.push(&upsert_tail);
+        qb.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(inserted_keys.len())
 }
 
 impl CrmStore {
@@ -133,115 +258,10 @@ impl CrmStore {
             });
         }
         let country = self.country;
-        let select_columns = INTERACTION_COLUMNS.join(", ");
-        let upsert_tail = upsert_tail();
-        // SQLite has no row locks: its first write in the transaction already holds the database lock.
-        let lock_clause = match self.backend_kind() {
-            BackendKind::Postgres => " ORDER BY id FOR UPDATE",
-            BackendKind::Sqlite => "",
+        let inserted = match &self.backend {
+            Backend::Sqlite(pool) => insert_batch_sqlite(pool, &unique, country).await?,
+            Backend::Postgres(pool) => crate::pg_batch::insert_batch(pool, &unique, country).await?,
         };
-
-        let inserted = with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-
-            // 1. The timeline, keeping only what is new.
-            let mut inserted_keys: HashSet<(String, i64)> = HashSet::with_capacity(unique.len());
-            for chunk in unique.chunks(EVENT_ROWS_PER_STATEMENT) {
-                let mut qb = builder_for(
-                    pool,
-                    "INSERT INTO interaction_events (interaction_id, seq, at, type, payload) ",
-                );
-                qb.push_values(chunk, |mut b, e| {
-                    b.push_bind(e.interaction.as_str().to_string())
-                        .push_bind(i64::from(e.seq))
-                        .push_bind(e.at.as_millis())
-                        .push_bind(e.kind.name())
-                        .push_bind(Json(stored_payload(e)));
-                });
-                qb.push(" ON CONFLICT (interaction_id, seq) DO NOTHING RETURNING interaction_id, seq");
-                for row in qb.build().fetch_all(&mut *tx).await? {
-                    inserted_keys.insert((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?));
-                }
-            }
-
-            // 2. The new events, by interaction, in seq order.
-            let mut by_interaction: BTreeMap<&str, Vec<&InteractionEvent>> = BTreeMap::new();
-            for e in &unique {
-                if inserted_keys.contains(&(e.interaction.as_str().to_string(), i64::from(e.seq))) {
-                    by_interaction.entry(e.interaction.as_str()).or_default().push(e);
-                }
-            }
-            let ids: Vec<&str> = by_interaction.keys().copied().collect();
-
-            // 3. Current rows of those interactions, locked: placeholders first so that every row exists
-            // to be locked, then locked in id order so two writers never deadlock. Another writer
-            // folding into the same interaction waits here instead of losing an update.
-            for chunk in ids.chunks(IDS_PER_LOOKUP) {
-                let mut qb = builder_for(pool, "INSERT INTO interactions (id) ");
-                qb.push_values(chunk, |mut b, id| {
-                    b.push_bind(id.to_string());
-                });
-                qb.push(" ON CONFLICT (id) DO NOTHING");
-                qb.build().execute(&mut *tx).await?;
-            }
-            let mut rows: BTreeMap<String, InteractionRow> = BTreeMap::new();
-            for chunk in ids.chunks(IDS_PER_LOOKUP) {
-                let mut qb = builder_for(
-                    pool,
-                    &format!("SELECT {select_columns} FROM interactions WHERE id IN ("),
-                );
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(id.to_string());
-                }
-                qb.push(")");
-                qb.push(lock_clause);
-                for row in qb.build_query_as::<InteractionRow>().fetch_all(&mut *tx).await? {
-                    rows.insert(row.id.clone(), row);
-                }
-            }
-
-            // 4. Fold and write back.
-            let mut folded: Vec<InteractionRow> = Vec::with_capacity(by_interaction.len());
-            let mut callbacks: Vec<CallbackRequest> = Vec::new();
-            for (id, mut evs) in by_interaction {
-                evs.sort_by_key(|e| e.seq);
-                let mut row = rows.remove(id).unwrap_or_else(|| InteractionRow::new(id));
-                for e in evs {
-                    row.apply(e, country);
-                    if let InteractionEventKind::CallbackRequested { number } = &e.kind {
-                        callbacks.push(CallbackRequest::new(e, number.expose(), &row, country));
-                    }
-                }
-                folded.push(row);
-            }
-            for cb in callbacks {
-                sqlx::query(
-                    "INSERT INTO callbacks (id, customer_id, phone_e164, queue_id, interaction_id, requested_at, status) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(cb.id)
-                .bind(cb.customer_id)
-                .bind(cb.phone)
-                .bind(cb.queue_id)
-                .bind(cb.interaction_id)
-                .bind(cb.requested_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let mut folded = folded.into_iter().peekable();
-            while folded.peek().is_some() {
-                let chunk: Vec<InteractionRow> =
-                    folded.by_ref().take(INTERACTION_ROWS_PER_STATEMENT).collect();
-                let mut qb = builder_for(pool, &format!("INSERT INTO interactions ({select_columns}) "));
-                qb.push_values(chunk, |mut b, r| push_interaction_row!(b, r));
-                qb.push(&upsert_tail);
-                qb.build().execute(&mut *tx).await?;
-            }
-
-            tx.commit().await?;
-            inserted_keys.len()
-        });
         Ok(BatchOutcome {
             inserted,
             duplicates: events.len() - inserted,

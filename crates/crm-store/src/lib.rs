@@ -21,6 +21,7 @@ pub mod fold;
 pub mod import;
 pub mod journal;
 pub mod model;
+mod pg_batch;
 pub mod phone;
 pub mod reports;
 mod retention;

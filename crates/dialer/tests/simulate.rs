@@ -99,3 +99,18 @@ fn no_agents_no_dials() {
         assert_eq!(r.dials, 0, "{policy}");
     }
 }
+
+#[test]
+fn uk_rules_make_the_predictive_policy_hold_the_stricter_rate() {
+    let mut s = shape("stationary", 20, 0.3, 60.0, 2.0);
+    s.scenario.compliance.rules = dialer::compliance::RuleSet::Uk;
+    let uk = s.scenario.clone().validate().unwrap();
+    let us = shape("stationary", 20, 0.3, 60.0, 2.0);
+    let policy: PolicySpec = "predictive".parse().unwrap();
+    let under_uk = simulate(&uk, &policy, 4);
+    let under_us = simulate(&us, &policy, 4);
+    // Same outcomes, but the UK count includes estimated false positives, so the policy dials less.
+    assert!(under_uk.abandon_rate_uk < under_us.abandon_rate_uk);
+    assert!(under_uk.abandons < under_us.abandons);
+    assert_eq!(under_uk.abandon_rate, under_uk.abandon_rate_uk);
+}

@@ -12,6 +12,7 @@ pub use basic::{FixedRatio, Progressive};
 pub use predictive::{Predictive, PredictiveConfig};
 pub use vicidial::{VicidialAdaptive, VicidialConfig};
 
+use crate::compliance::{ComplianceRules, RuleSet};
 use domain::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -128,11 +129,17 @@ impl PolicySpec {
         }
     }
 
-    /// Returns the spec with its abandonment limit set (policies that use one).
-    pub fn with_abandon_limit(mut self, limit: f64) -> Self {
+    /// Returns the spec set up for a campaign's compliance rules: the abandonment cap, and under UK rules
+    /// the estimated share of answering-machine verdicts that were people (counted as abandoned).
+    pub fn for_rules(mut self, rules: &ComplianceRules) -> Self {
         match &mut self {
-            PolicySpec::Vicidial(config) => config.drop_limit = limit,
-            PolicySpec::Predictive(config) => config.abandon_cap = limit,
+            PolicySpec::Vicidial(config) => config.drop_limit = rules.max_abandon_rate,
+            PolicySpec::Predictive(config) => {
+                config.abandon_cap = rules.max_abandon_rate;
+                config.target_rate = config.target_rate.min(rules.max_abandon_rate);
+                config.uk_false_positive_share =
+                    (rules.rule_set == RuleSet::Uk).then_some(rules.amd_false_positive_share);
+            }
             PolicySpec::Progressive | PolicySpec::FixedRatio { .. } => {}
         }
         self

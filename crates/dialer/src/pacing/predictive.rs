@@ -493,6 +493,24 @@ mod tests {
     }
 
     #[test]
+    fn exact_dials_matches_the_binomial() {
+        // One agent, a 60% answer rate: a second dial would find no agent 60% of the time.
+        assert_eq!(exact_dials(&[1.0], &[], 0, 0.6, 0.977, 100), 1);
+        // Three agents, 10% answer rate, 95%: P(Bin(8, 0.1) <= 2) = 0.962, P(Bin(9, 0.1) <= 2) = 0.947,
+        // so the ninth dial is the last one whose person still finds an agent often enough.
+        assert_eq!(exact_dials(&[1.0; 3], &[], 0, 0.1, 0.95, 100), 9);
+        // A waiting call takes the only agent; a call in flight sure to be a person too.
+        assert_eq!(exact_dials(&[1.0], &[], 1, 0.1, 0.5, 100), 0);
+        assert_eq!(exact_dials(&[1.0], &[1.0], 0, 0.1, 0.5, 100), 0);
+        // The room left caps the answer.
+        assert_eq!(exact_dials(&[1.0; 3], &[], 0, 0.1, 0.95, 4), 4);
+        // The normal approximation lands close to the exact count for a larger team.
+        let exact = exact_dials(&[1.0; 40], &[0.5; 20], 0, 0.2, 0.98, 10_000);
+        let normal = normal_dials(&[1.0; 40], &[0.5; 20], 0, 0.2, 2.054, 10_000.0);
+        assert!(exact.abs_diff(normal) <= 8, "exact {exact} normal {normal}");
+    }
+
+    #[test]
     fn abandons_raise_the_safety_factor_and_connects_lower_it_within_budget() {
         let mut policy = Predictive::new(PredictiveConfig::default());
         let start = policy.safety();

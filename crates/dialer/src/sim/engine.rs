@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// Runs one replication of `scenario` under `policy` with `seed` and returns its metrics.
 pub fn simulate(scenario: &ValidScenario, policy: &PolicySpec, seed: u64) -> Report {
-    let policy = policy.clone().with_abandon_limit(scenario.rules.max_abandon_rate);
+    let policy = policy.clone().for_rules(&scenario.rules);
     let mut engine = Engine::new(scenario, policy.build(), seed);
     engine.run();
     engine.accounting.into_report(

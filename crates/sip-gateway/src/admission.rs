@@ -151,6 +151,11 @@ impl CallAdmission {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// Whether draining has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// Calls in progress.
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Acquire)

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Identifies a transaction within one call: 0 is the caller's INVITE, 1.. are branches.
-type TxId = usize;
-const CALLER_TX: TxId = 0;
+pub(crate) type TxId = usize;
+pub(crate) const CALLER_TX: TxId = 0;
 
 /// Input of a call task.
 pub(crate) enum CallInput {
@@ -31,10 +31,10 @@ pub(crate) enum CallInput {
 
 /// One side of an established dialog, as we see it.
 #[derive(Debug, Clone)]
-struct Leg {
-    call_id: String,
+pub(crate) struct Leg {
+    pub(crate) call_id: String,
     /// Our From/To header value including our tag.
-    local: String,
+    pub(crate) local: String,
     /// The peer's header value including its tag.
     remote: String,
     remote_target: String,
@@ -43,7 +43,12 @@ struct Leg {
 }
 
 impl Leg {
-    fn request(&mut self, core: &Core, method: Method, body: Option<(String, Vec<u8>)>) -> Option<Request> {
+    pub(crate) fn request(
+        &mut self,
+        core: &Core,
+        method: Method,
+        body: Option<(String, Vec<u8>)>,
+    ) -> Option<Request> {
         self.cseq += 1;
         let uri = rsipstack::sip::Uri::try_from(self.remote_target.as_str()).ok()?;
         let via = core.endpoint.get_via(None, None).ok()?;
@@ -77,7 +82,7 @@ impl Leg {
 }
 
 /// Runs `tx.receive()` until the transaction ends or the call is over, forwarding every message.
-fn spawn_pump(
+pub(crate) fn spawn_pump(
     mut tx: Transaction,
     id: TxId,
     out: mpsc::UnboundedSender<CallInput>,
@@ -121,11 +126,11 @@ pub(crate) async fn send_and_wait(core: &Core, req: Request) -> Option<Response>
         .flatten()
 }
 
-fn respond(sender: &TransactionEventSender, resp: Response) {
+pub(crate) fn respond(sender: &TransactionEventSender, resp: Response) {
     let _ = sender.send(TransactionEvent::Respond(resp));
 }
 
-fn body_of(m: &impl HeadersExt, body: &[u8]) -> Option<(String, Vec<u8>)> {
+pub(crate) fn body_of(m: &impl HeadersExt, body: &[u8]) -> Option<(String, Vec<u8>)> {
     if body.is_empty() {
         return None;
     }
@@ -362,25 +367,8 @@ impl Call {
             b.cancel_pending = true;
             return;
         }
-        let invite = &b.invite;
-        let mut headers: Vec<rsipstack::sip::Header> = Vec::new();
-        if let Ok(via) = invite.via_header() {
-            headers.push(rsipstack::sip::Header::Via(via.clone()));
-        }
-        headers.push(header("Max-Forwards", "70"));
-        for name in ["From", "To", "Call-ID", "Route"] {
-            for v in msg::values_of(&invite.headers, name) {
-                headers.push(header(name, v));
-            }
-        }
-        let seq = invite.cseq_header().ok().and_then(|c| c.seq().ok()).unwrap_or(1);
-        headers.push(header("CSeq", format!("{seq} CANCEL")));
-        let cancel = Request {
-            method: Method::Cancel,
-            uri: invite.uri.clone(),
-            headers: headers.into(),
-            version: rsipstack::sip::Version::V2,
-            body: Vec::new(),
+        let Some(cancel) = cancel_for(&b.invite) else {
+            return;
         };
         let core = self.core.clone();
         tokio::spawn(async move {
@@ -727,6 +715,27 @@ impl Call {
     }
 }
 
+/// The CANCEL for a client INVITE: same Request-URI, top Via (branch), From, To, Call-ID, Route.
+pub(crate) fn cancel_for(invite: &Request) -> Option<Request> {
+    let mut headers: Vec<rsipstack::sip::Header> = Vec::new();
+    headers.push(rsipstack::sip::Header::Via(invite.via_header().ok()?.clone()));
+    headers.push(header("Max-Forwards", "70"));
+    for name in ["From", "To", "Call-ID", "Route"] {
+        for v in msg::values_of(&invite.headers, name) {
+            headers.push(header(name, v));
+        }
+    }
+    let seq = invite.cseq_header().ok().and_then(|c| c.seq().ok()).unwrap_or(1);
+    headers.push(header("CSeq", format!("{seq} CANCEL")));
+    Some(Request {
+        method: Method::Cancel,
+        uri: invite.uri.clone(),
+        headers: headers.into(),
+        version: rsipstack::sip::Version::V2,
+        body: Vec::new(),
+    })
+}
+
 /// Orders failures for the caller: 6xx beats everything, then busy, then the lowest class seen.
 fn better_failure(current: Option<u16>, new: u16) -> u16 {
     let rank = |c: u16| match c {
@@ -743,7 +752,7 @@ fn better_failure(current: Option<u16>, new: u16) -> u16 {
 }
 
 /// Our view of the caller's dialog once we answered.
-fn caller_leg(invite: &Request, our_tag: &str) -> Leg {
+pub(crate) fn caller_leg(invite: &Request, our_tag: &str) -> Leg {
     let to = msg::value_of(&invite.headers, "To").unwrap_or_default();
     let local = if to.contains(";tag=") {
         to
@@ -774,7 +783,7 @@ fn caller_leg(invite: &Request, our_tag: &str) -> Leg {
 }
 
 /// Our view of the callee's dialog from the 2xx it sent.
-fn callee_leg(invite: &Request, ok: &Response) -> Option<Leg> {
+pub(crate) fn callee_leg(invite: &Request, ok: &Response) -> Option<Leg> {
     let remote_target = ok
         .typed_contact_headers()
         .ok()?

@@ -12,6 +12,7 @@ mod b2bua;
 pub mod config;
 pub mod digest;
 pub mod guard;
+pub mod leg;
 pub mod location;
 pub mod media;
 pub mod metrics;
@@ -19,6 +20,7 @@ mod msg;
 pub mod registrar;
 
 pub use config::{GatewayConfig, RouteTarget, SipConfig};
+pub use leg::{InboundCall, InboundCallHandler, LegEvent, LegHandle, OriginateError, OriginateRequest};
 pub use location::{Binding, Locations, MemoryLocations};
 pub use media::{MediaAnchor, PassThrough, Side};
 pub use metrics::GatewayMetrics;
@@ -77,7 +79,8 @@ pub(crate) struct Core {
     pub(crate) dialogs: Mutex<HashMap<DialogKey, (Side, mpsc::UnboundedSender<b2bua::CallInput>)>>,
     pub(crate) media: Arc<dyn MediaAnchor>,
     pub(crate) metrics: GatewayMetrics,
-    locations: Arc<dyn Locations>,
+    pub(crate) locations: Arc<dyn Locations>,
+    handler: std::sync::OnceLock<Arc<dyn InboundCallHandler>>,
     admission: CallAdmission,
     registrar: Registrar,
     routes: HashMap<String, RouteTarget>,
@@ -197,6 +200,7 @@ impl Gateway {
             media,
             metrics,
             locations,
+            handler: std::sync::OnceLock::new(),
             admission: CallAdmission::new(
                 limits.max_calls_per_second,
                 limits.max_concurrent_calls,
@@ -245,6 +249,19 @@ impl Gateway {
     /// Calls in progress.
     pub fn active_calls(&self) -> usize {
         self.core.admission.active()
+    }
+
+    /// Hands calls for `ivr` and `queue` routes to call control. Set once; later calls are ignored.
+    pub fn set_inbound_handler(&self, handler: Arc<dyn InboundCallHandler>) {
+        let _ = self.core.handler.set(handler);
+    }
+
+    /// Places an outbound leg to a registered user or a SIP URI (trunks answer challenges).
+    pub async fn originate(&self, request: OriginateRequest) -> Result<LegHandle, OriginateError> {
+        if self.core.admission.is_draining() {
+            return Err(OriginateError::Draining);
+        }
+        leg::originate(self.core.clone(), request).await
     }
 
     /// Refuses new calls with 503 from now on; calls in progress go on.
@@ -387,8 +404,14 @@ impl Core {
         let dialled = tx.original.uri.user().unwrap_or_default().to_string();
         let targets: Vec<(String, Option<TrunkConfig>)> = match self.routes.get(&dialled) {
             Some(RouteTarget::Forward(uri)) => vec![(uri.clone(), self.trunk_for(uri))],
-            Some(RouteTarget::Ivr(_) | RouteTarget::Queue(_)) => {
-                // Call control takes these once it is wired in; until then say so plainly.
+            Some(target @ (RouteTarget::Ivr(_) | RouteTarget::Queue(_))) => {
+                if let Some(handler) = self.handler.get().cloned() {
+                    let call = leg::inbound(self.clone(), tx, target.clone());
+                    handler.on_call(call).await;
+                    drop(slot);
+                    return;
+                }
+                // Without call control on this node, say so plainly.
                 self.reply(
                     &mut tx,
                     480,
@@ -418,7 +441,7 @@ impl Core {
         drop(slot);
     }
 
-    fn trunk_for(&self, uri: &str) -> Option<TrunkConfig> {
+    pub(crate) fn trunk_for(&self, uri: &str) -> Option<TrunkConfig> {
         let target = rsipstack::sip::Uri::try_from(uri).ok()?;
         self.config
             .trunks

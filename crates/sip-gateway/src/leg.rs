@@ -1,0 +1,573 @@
+//! Call legs for call control. An IVR or queue call arrives as an [`InboundCall`] whose [`LegHandle`]
+//! we answer as its UAS; [`crate::Gateway::originate`] places outbound legs (agents' phones, trunks) as
+//! their UAC. A handle sends commands (ring, answer, reject, hang up) and receives [`LegEvent`]s
+//! (answered, failed, hung up, re-offered SDP). One task per leg owns its transactions, as in the B2BUA.
+
+use crate::Core;
+use crate::b2bua::{self, CALLER_TX, CallInput, Leg};
+use crate::config::TrunkConfig;
+use crate::media::Side;
+use crate::msg::{self, header};
+use domain::Pii;
+use rsipstack::sip::prelude::*;
+use rsipstack::sip::{Method, Request, Response, SipMessage, StatusCodeKind};
+use rsipstack::transaction::key::{TransactionKey, TransactionRole};
+use rsipstack::transaction::transaction::Transaction;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// What happens on a leg, as call control sees it.
+#[derive(Debug)]
+pub enum LegEvent {
+    /// The called party is ringing (outbound legs).
+    Ringing,
+    /// The called party answered with this SDP (outbound legs).
+    Answered { sdp: Vec<u8> },
+    /// The outbound leg failed with this final status (486 busy, 408 no answer, 487 cancelled, ...).
+    Failed { code: u16 },
+    /// The remote party hung up (BYE) or cancelled before the answer.
+    Hangup,
+    /// The remote party sent new SDP (hold, unhold); answer with `reply`, or drop it to refuse (488).
+    Reoffer {
+        sdp: Vec<u8>,
+        reply: oneshot::Sender<Vec<u8>>,
+    },
+}
+
+enum LegCommand {
+    Ringing,
+    Answer {
+        sdp: Vec<u8>,
+        done: oneshot::Sender<bool>,
+    },
+    Reject(u16),
+    Hangup,
+}
+
+/// Controls one leg. Dropping it hangs the leg up.
+pub struct LegHandle {
+    /// The SIP Call-ID of this leg (not personal data; used to correlate logs).
+    pub call_id: String,
+    commands: mpsc::UnboundedSender<LegCommand>,
+    events: mpsc::UnboundedReceiver<LegEvent>,
+}
+
+impl LegHandle {
+    /// Sends 180 Ringing (inbound legs).
+    pub fn ringing(&self) {
+        let _ = self.commands.send(LegCommand::Ringing);
+    }
+    /// Answers an inbound leg with our SDP; true once the 200 OK is on its way.
+    pub async fn answer(&self, sdp: Vec<u8>) -> bool {
+        let (done, rx) = oneshot::channel();
+        if self.commands.send(LegCommand::Answer { sdp, done }).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+    /// Refuses an inbound leg with a final status.
+    pub fn reject(&self, code: u16) {
+        let _ = self.commands.send(LegCommand::Reject(code));
+    }
+    /// Hangs up: BYE when established, CANCEL while an outbound leg rings.
+    pub fn hangup(&self) {
+        let _ = self.commands.send(LegCommand::Hangup);
+    }
+    /// The next event; None once the leg is over.
+    pub async fn next_event(&mut self) -> Option<LegEvent> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for LegHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(LegCommand::Hangup);
+    }
+}
+
+/// A call routed to an IVR flow or a queue, handed to call control.
+pub struct InboundCall {
+    pub target: crate::RouteTarget,
+    /// The caller's number (user part of From).
+    pub from: Pii<String>,
+    /// The dialled number.
+    pub to: Pii<String>,
+    /// The caller's SDP offer.
+    pub offer: Vec<u8>,
+    pub leg: LegHandle,
+}
+
+/// Receives calls routed to an IVR flow or a queue. `on_call` runs the call to its end.
+#[async_trait::async_trait]
+pub trait InboundCallHandler: Send + Sync {
+    async fn on_call(&self, call: InboundCall);
+}
+
+/// Where to place an outbound leg.
+#[derive(Debug, Clone)]
+pub struct OriginateRequest {
+    /// A registered user (`1001`) or a SIP URI (`sip:+15550100@carrier:5060`).
+    pub target: Pii<String>,
+    /// Number or user shown as the caller.
+    pub from_user: Pii<String>,
+    pub sdp: Vec<u8>,
+    pub ring_timeout: Duration,
+}
+
+/// Why a leg could not even be tried.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OriginateError {
+    #[error("no such user or no registered contact")]
+    NotFound,
+    #[error("target is not a SIP URI")]
+    BadTarget,
+    #[error("the gateway is draining")]
+    Draining,
+}
+
+/// Takes an inbound INVITE transaction and returns the call for the handler; the leg task runs until
+/// the call ends.
+pub(crate) fn inbound(core: Arc<Core>, tx: Transaction, target: crate::RouteTarget) -> InboundCall {
+    let invite = tx.original.clone();
+    let from = invite
+        .from_header()
+        .ok()
+        .and_then(|f| f.typed().ok())
+        .and_then(|f| f.uri.user().map(str::to_string));
+    let to = invite.uri.user().map(str::to_string);
+    let (commands, cmd_rx) = mpsc::unbounded_channel();
+    let (ev_tx, events) = mpsc::unbounded_channel();
+    let call_id = msg::call_id(&invite).unwrap_or_default();
+    let offer = invite.body().clone();
+    tokio::spawn(server_leg(core, tx, cmd_rx, ev_tx));
+    InboundCall {
+        target,
+        from: Pii::new(from.unwrap_or_default()),
+        to: Pii::new(to.unwrap_or_default()),
+        offer,
+        leg: LegHandle {
+            call_id,
+            commands,
+            events,
+        },
+    }
+}
+
+async fn server_leg(
+    core: Arc<Core>,
+    tx: Transaction,
+    mut commands: mpsc::UnboundedReceiver<LegCommand>,
+    events: mpsc::UnboundedSender<LegEvent>,
+) {
+    let invite = tx.original.clone();
+    let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
+    let done = CancellationToken::new();
+    let our_tag = crate::random_token(12);
+    let sender = b2bua::spawn_pump(tx, CALLER_TX, inputs_tx.clone(), done.clone());
+    b2bua::respond(&sender, msg::response(&core.endpoint, &invite, 100, None, None));
+    core.metrics.dialog_up();
+    // Ringing until answered or refused.
+    let mut answered = false;
+    loop {
+        tokio::select! {
+            input = inputs.recv() => match input {
+                Some(CallInput::Tx { msg: Some(SipMessage::Request(r)), .. }) if r.method == Method::Cancel => {
+                    b2bua::respond(&sender, msg::response(&core.endpoint, &invite, 487, Some(&our_tag), None));
+                    let _ = events.send(LegEvent::Hangup);
+                    break;
+                }
+                Some(CallInput::Tx { msg: None, .. }) | None => {
+                    let _ = events.send(LegEvent::Hangup);
+                    break;
+                }
+                Some(_) => {}
+            },
+            cmd = commands.recv() => match cmd {
+                Some(LegCommand::Ringing) => {
+                    b2bua::respond(&sender, msg::response(&core.endpoint, &invite, 180, Some(&our_tag), None));
+                }
+                Some(LegCommand::Answer { sdp, done: ack }) => {
+                    let mut ok = msg::response(&core.endpoint, &invite, 200, Some(&our_tag), Some(("application/sdp", sdp)));
+                    ok.headers.push(header("Contact", core.contact.clone()));
+                    ok.headers.push(header("Allow", msg::ALLOW));
+                    core.metrics.response("INVITE", 200);
+                    b2bua::respond(&sender, ok);
+                    let _ = ack.send(true);
+                    answered = true;
+                    break;
+                }
+                Some(LegCommand::Reject(code)) => {
+                    core.metrics.response("INVITE", code);
+                    b2bua::respond(&sender, msg::response(&core.endpoint, &invite, code, Some(&our_tag), None));
+                    break;
+                }
+                Some(LegCommand::Hangup) | None => {
+                    b2bua::respond(&sender, msg::response(&core.endpoint, &invite, 480, Some(&our_tag), None));
+                    break;
+                }
+            }
+        }
+    }
+    if answered {
+        let leg = b2bua::caller_leg(&invite, &our_tag);
+        established(
+            &core,
+            leg,
+            our_tag.clone(),
+            inputs_tx,
+            &mut inputs,
+            &mut commands,
+            &events,
+        )
+        .await;
+    }
+    core.metrics.dialog_down();
+    // Let the final response's transaction absorb retransmissions before its pump stops.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(32)).await;
+        done.cancel();
+    });
+}
+
+/// The dialog phase shared by inbound and outbound legs: in-dialog requests from the peer become
+/// events, our hang-up becomes a BYE.
+async fn established(
+    core: &Arc<Core>,
+    mut leg: Leg,
+    our_tag: String,
+    inputs_tx: mpsc::UnboundedSender<CallInput>,
+    inputs: &mut mpsc::UnboundedReceiver<CallInput>,
+    commands: &mut mpsc::UnboundedReceiver<LegCommand>,
+    events: &mpsc::UnboundedSender<LegEvent>,
+) {
+    let key = (leg.call_id.clone(), our_tag);
+    core.dialogs.lock().insert(key.clone(), (Side::Caller, inputs_tx));
+    loop {
+        tokio::select! {
+            input = inputs.recv() => match input {
+                Some(CallInput::InDialog { tx, .. }) => {
+                    if on_request(core, tx, events).await {
+                        break;
+                    }
+                }
+                Some(CallInput::Tx { .. }) => {}
+                None => break,
+            },
+            cmd = commands.recv() => match cmd {
+                Some(LegCommand::Hangup) | None => {
+                    if let Some(bye) = leg.request(core, Method::Bye, None) {
+                        let core = core.clone();
+                        tokio::spawn(async move { let _ = b2bua::send_and_wait(&core, bye).await; });
+                    }
+                    let _ = events.send(LegEvent::Hangup);
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    core.dialogs.lock().remove(&key);
+}
+
+/// Returns true when the peer hung up.
+async fn on_request(core: &Arc<Core>, mut tx: Transaction, events: &mpsc::UnboundedSender<LegEvent>) -> bool {
+    let req = tx.original.clone();
+    match req.method {
+        Method::Bye => {
+            let _ = tx
+                .respond(msg::response(&core.endpoint, &req, 200, None, None))
+                .await;
+            let _ = events.send(LegEvent::Hangup);
+            true
+        }
+        Method::Invite | Method::Update => {
+            let (reply, answer) = oneshot::channel();
+            let _ = events.send(LegEvent::Reoffer {
+                sdp: req.body().clone(),
+                reply,
+            });
+            let resp = match tokio::time::timeout(Duration::from_secs(5), answer).await {
+                Ok(Ok(sdp)) => {
+                    let mut r =
+                        msg::response(&core.endpoint, &req, 200, None, Some(("application/sdp", sdp)));
+                    r.headers.push(header("Contact", core.contact.clone()));
+                    r
+                }
+                _ => msg::response(&core.endpoint, &req, 488, None, None),
+            };
+            let _ = tx.respond(resp).await;
+            if req.method == Method::Invite {
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(32), async {
+                        while let Some(m) = tx.receive().await {
+                            if matches!(&m, SipMessage::Request(r) if r.method == Method::Ack) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                });
+            }
+            false
+        }
+        _ => {
+            let _ = tx
+                .respond(msg::response(&core.endpoint, &req, 200, None, None))
+                .await;
+            false
+        }
+    }
+}
+
+/// Places an outbound leg; the handle reports Ringing, then Answered or Failed.
+pub(crate) async fn originate(
+    core: Arc<Core>,
+    request: OriginateRequest,
+) -> Result<LegHandle, OriginateError> {
+    let target = request.target.expose().clone();
+    let (uri, trunk) = if target.starts_with("sip:") || target.starts_with("sips:") {
+        rsipstack::sip::Uri::try_from(target.as_str()).map_err(|_| OriginateError::BadTarget)?;
+        let trunk = core.trunk_for(&target);
+        (target, trunk)
+    } else {
+        let mut bindings = core.locations.lookup(&target, domain::Timestamp::now_utc()).await;
+        bindings.sort_by_key(|b| std::cmp::Reverse(b.expires_at));
+        let first = bindings.into_iter().next().ok_or(OriginateError::NotFound)?;
+        (first.contact, None)
+    };
+    let invite = build_invite(&core, &uri, &request).ok_or(OriginateError::BadTarget)?;
+    let (commands, cmd_rx) = mpsc::unbounded_channel();
+    let (ev_tx, events) = mpsc::unbounded_channel();
+    let call_id = msg::call_id(&invite).unwrap_or_default();
+    tokio::spawn(client_leg(
+        core,
+        invite,
+        trunk,
+        request.ring_timeout,
+        cmd_rx,
+        ev_tx,
+    ));
+    Ok(LegHandle {
+        call_id,
+        commands,
+        events,
+    })
+}
+
+fn build_invite(core: &Core, target: &str, request: &OriginateRequest) -> Option<Request> {
+    let uri = rsipstack::sip::Uri::try_from(target).ok()?;
+    let via = core.endpoint.get_via(None, None).ok()?;
+    let host = core
+        .contact
+        .trim_start_matches("<sip:callcenter@")
+        .trim_end_matches('>')
+        .to_string();
+    let headers = vec![
+        rsipstack::sip::Header::Via(via.into()),
+        header("Max-Forwards", "70"),
+        header(
+            "From",
+            format!(
+                "<sip:{}@{host}>;tag={}",
+                request.from_user.expose(),
+                crate::random_token(12)
+            ),
+        ),
+        header("To", format!("<{target}>")),
+        header("Call-ID", format!("{}-out", crate::random_token(20))),
+        header("CSeq", "1 INVITE"),
+        header("Contact", core.contact.clone()),
+        header("Allow", msg::ALLOW),
+        header("Content-Type", "application/sdp"),
+    ];
+    Some(Request {
+        method: Method::Invite,
+        uri,
+        headers: headers.into(),
+        version: rsipstack::sip::Version::V2,
+        body: request.sdp.clone(),
+    })
+}
+
+async fn client_leg(
+    core: Arc<Core>,
+    mut invite: Request,
+    trunk: Option<TrunkConfig>,
+    ring_timeout: Duration,
+    mut commands: mpsc::UnboundedReceiver<LegCommand>,
+    events: mpsc::UnboundedSender<LegEvent>,
+) {
+    let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
+    let done = CancellationToken::new();
+    let mut attempt = 1usize;
+    let mut auth_tried = false;
+    let mut provisional = false;
+    let mut cancel_wanted = false;
+    if !send_invite(&core, &invite, attempt, &inputs_tx, &done).await {
+        let _ = events.send(LegEvent::Failed { code: 503 });
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + ring_timeout;
+    let mut ring_timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+    let answered: Option<(Leg, Response)> = loop {
+        tokio::select! {
+            _ = &mut ring_timer, if !cancel_wanted => {
+                cancel_wanted = true;
+                if provisional { send_cancel(&core, &invite); }
+            }
+            cmd = commands.recv() => match cmd {
+                Some(LegCommand::Hangup) | None if !cancel_wanted => {
+                    cancel_wanted = true;
+                    if provisional { send_cancel(&core, &invite); }
+                }
+                _ => {}
+            },
+            input = inputs.recv() => {
+                let Some(CallInput::Tx { id, msg }) = input else { continue };
+                if id != attempt { continue; }
+                let resp = match msg {
+                    Some(SipMessage::Response(r)) => r,
+                    Some(_) => continue,
+                    None => break None,
+                };
+                let code = msg::code(&resp);
+                match resp.status_code.kind() {
+                    StatusCodeKind::Provisional => {
+                        if !provisional {
+                            provisional = true;
+                            if cancel_wanted { send_cancel(&core, &invite); }
+                        }
+                        if code == 180 || code == 183 { let _ = events.send(LegEvent::Ringing); }
+                    }
+                    StatusCodeKind::Successful => {
+                        match b2bua::callee_leg(&invite, &resp) {
+                            Some(leg) => break Some((leg, resp)),
+                            None => break None,
+                        }
+                    }
+                    _ if matches!(code, 401 | 407) && !auth_tried && !cancel_wanted => {
+                        auth_tried = true;
+                        match with_credentials(&core, &invite, &resp, trunk.as_ref()) {
+                            Some(next) => {
+                                invite = next;
+                                attempt += 1;
+                                provisional = false;
+                                if !send_invite(&core, &invite, attempt, &inputs_tx, &done).await { break None; }
+                            }
+                            None => { let _ = events.send(LegEvent::Failed { code: 403 }); return; }
+                        }
+                    }
+                    _ => {
+                        let code = if cancel_wanted && code == 487 { 408 } else { code };
+                        let code = if matches!(code, 401 | 407) { 403 } else { code };
+                        let _ = events.send(LegEvent::Failed { code });
+                        done.cancel();
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let Some((mut leg, resp)) = answered else {
+        let _ = events.send(LegEvent::Failed { code: 408 });
+        done.cancel();
+        return;
+    };
+    if cancel_wanted {
+        // Answered as we gave up: hang that one up at once.
+        if let Some(bye) = leg.request(&core, Method::Bye, None) {
+            let _ = b2bua::send_and_wait(&core, bye).await;
+        }
+        let _ = events.send(LegEvent::Failed { code: 408 });
+        done.cancel();
+        return;
+    }
+    core.metrics.dialog_up();
+    let _ = events.send(LegEvent::Answered {
+        sdp: resp.body().clone(),
+    });
+    let our_tag = leg
+        .local
+        .rsplit_once(";tag=")
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_default();
+    debug!(call = %leg.call_id, "outbound leg answered");
+    established(
+        &core,
+        leg,
+        our_tag,
+        inputs_tx,
+        &mut inputs,
+        &mut commands,
+        &events,
+    )
+    .await;
+    core.metrics.dialog_down();
+    done.cancel();
+}
+
+async fn send_invite(
+    core: &Arc<Core>,
+    invite: &Request,
+    id: usize,
+    inputs: &mpsc::UnboundedSender<CallInput>,
+    done: &CancellationToken,
+) -> bool {
+    let Ok(key) = TransactionKey::from_request(invite, TransactionRole::Client) else {
+        return false;
+    };
+    let mut tx = Transaction::new_client(key, invite.clone(), core.endpoint.clone(), None);
+    if let Err(e) = tx.send().await {
+        warn!(error = %e, "could not send INVITE");
+    }
+    b2bua::spawn_pump(tx, id, inputs.clone(), done.clone());
+    true
+}
+
+fn send_cancel(core: &Arc<Core>, invite: &Request) {
+    if let Some(cancel) = b2bua::cancel_for(invite) {
+        let core = core.clone();
+        tokio::spawn(async move {
+            let _ = b2bua::send_and_wait(&core, cancel).await;
+        });
+    }
+}
+
+fn with_credentials(
+    core: &Core,
+    invite: &Request,
+    resp: &Response,
+    trunk: Option<&TrunkConfig>,
+) -> Option<Request> {
+    let trunk = trunk?;
+    let (user, password) = (trunk.username.as_ref()?, trunk.password.as_ref()?);
+    let (challenge_name, answer_name) = if msg::code(resp) == 407 {
+        ("Proxy-Authenticate", "Proxy-Authorization")
+    } else {
+        ("WWW-Authenticate", "Authorization")
+    };
+    let challenge = msg::value_of(&resp.headers, challenge_name)?;
+    let answer = crate::digest::answer_challenge(
+        &challenge,
+        "INVITE",
+        &invite.uri.to_string(),
+        user,
+        password,
+        &crate::random_token(16),
+    )?;
+    let mut next = invite.clone();
+    next.headers.retain(|h| {
+        !matches!(
+            h,
+            rsipstack::sip::Header::Via(_) | rsipstack::sip::Header::CSeq(_)
+        ) && !h.name().eq_ignore_ascii_case(answer_name)
+    });
+    let via = core.endpoint.get_via(None, None).ok()?;
+    next.headers.push_front(rsipstack::sip::Header::Via(via.into()));
+    next.headers.push(header("CSeq", "2 INVITE"));
+    next.headers.push(header(answer_name, answer));
+    Some(next)
+}

@@ -1,7 +1,7 @@
 //! Measures operations per second of the state store with several concurrent tasks, on the memory
 //! backend and, when `REDIS_URL` is set, on Redis (keys under a throw-away prefix, deleted afterwards).
 //!
-//! `REDIS_URL=redis://127.0.0.1:6379/ cargo run --release -p state-store --example throughput [OPS]`
+//! `REDIS_URL=redis://127.0.0.1:6379/ cargo run --release -p state-store --example throughput [OPS] [TASKS]`
 //! prints one JSON object per backend and operation.
 
 use domain::{AgentId, CallId, QueueId, Timestamp};
@@ -12,20 +12,23 @@ use state_store::{
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-const TASKS: usize = 8;
-
-async fn measure<F, Fut>(backend: &str, op: &str, total: usize, f: F) -> Result<(), StateError>
+async fn measure<F, Fut>(
+    backend: &str,
+    op: &str,
+    (total, tasks_n): (usize, usize),
+    f: F,
+) -> Result<(), StateError>
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), StateError>> + Send,
 {
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for t in 0..TASKS {
+    for t in 0..tasks_n {
         let f = f.clone();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(total / TASKS);
-            for i in 0..total / TASKS {
+            let mut latencies = Vec::with_capacity(total / tasks_n);
+            for i in 0..total / tasks_n {
                 let one = Instant::now();
                 f(t * total + i).await?;
                 latencies.push(one.elapsed());
@@ -54,7 +57,7 @@ where
     #[allow(clippy::cast_precision_loss)]
     let rate = all.len() as f64 / elapsed.as_secs_f64();
     println!(
-        "{{\"backend\":\"{backend}\",\"op\":\"{op}\",\"ops\":{},\"tasks\":{TASKS},\"ops_per_sec\":{rate:.0},\"p50_us\":{},\"p99_us\":{}}}",
+        "{{\"backend\":\"{backend}\",\"op\":\"{op}\",\"ops\":{},\"tasks\":{tasks_n},\"ops_per_sec\":{rate:.0},\"p50_us\":{},\"p99_us\":{}}}",
         all.len(),
         pct(0.5),
         pct(0.99)
@@ -66,7 +69,7 @@ fn id<T: std::str::FromStr>(s: String) -> Result<T, StateError> {
     s.parse().map_err(|_| StateError::Config("bad id".to_string()))
 }
 
-async fn run(store: StateStore, total: usize) -> Result<(), StateError> {
+async fn run(store: StateStore, total: (usize, usize)) -> Result<(), StateError> {
     let b = store.backend_name();
     let s = store.clone();
     measure(b, "presence_cas", total, move |i| {
@@ -97,6 +100,30 @@ async fn run(store: StateStore, total: usize) -> Result<(), StateError> {
         }
     })
     .await?;
+    let lease = store
+        .acquire_lease(
+            "bench-router",
+            "node-a",
+            Duration::from_secs(3600),
+            Timestamp::from_secs(1),
+        )
+        .await?
+        .ok_or_else(|| StateError::Config("lease taken".to_string()))?;
+    let s = store.clone();
+    let fence = lease.fence();
+    measure(b, "offer_batch", total, move |i| {
+        let s = s.clone();
+        let fence = fence.clone();
+        async move {
+            // One routing decision: dequeue the call, reserve the agent, save the router snapshot.
+            let mut batch = WriteBatch::fenced(fence);
+            batch.queue_remove(id(format!("q{}", i % 500))?, id(format!("call{i}"))?);
+            batch.presence(id(format!("agent{}", i % 5000))?, Expect::Any, &"Reserved")?;
+            batch.put_blob("acd", "router", vec![1u8; 256], None);
+            s.apply(batch, Timestamp::from_secs(1)).await.map(|_| ())
+        }
+    })
+    .await?;
     let s = store.clone();
     measure(b, "queue_remove", total, move |i| {
         let s = s.clone();
@@ -109,15 +136,6 @@ async fn run(store: StateStore, total: usize) -> Result<(), StateError> {
     })
     .await?;
     let s = store.clone();
-    let lease = store
-        .acquire_lease(
-            "bench-router",
-            "node-a",
-            Duration::from_secs(3600),
-            Timestamp::from_secs(1),
-        )
-        .await?
-        .ok_or_else(|| StateError::Config("lease taken".to_string()))?;
     let fence = lease.fence();
     measure(b, "blob_put_fenced_1KiB", total, move |i| {
         let s = s.clone();
@@ -134,21 +152,6 @@ async fn run(store: StateStore, total: usize) -> Result<(), StateError> {
             )
             .await
             .map(|_| ())
-        }
-    })
-    .await?;
-    let s = store.clone();
-    let fence = lease.fence();
-    measure(b, "offer_batch", total, move |i| {
-        let s = s.clone();
-        let fence = fence.clone();
-        async move {
-            // One routing decision: dequeue the call, reserve the agent, save the router snapshot.
-            let mut batch = WriteBatch::fenced(fence);
-            batch.queue_remove(id(format!("q{}", i % 500))?, id(format!("call{i}"))?);
-            batch.presence(id(format!("agent{}", i % 5000))?, Expect::Any, &"Reserved")?;
-            batch.put_blob("acd", "router", vec![1u8; 256], None);
-            s.apply(batch, Timestamp::from_secs(1)).await.map(|_| ())
         }
     })
     .await?;
@@ -227,10 +230,13 @@ fn delete_prefix(url: &str, prefix: &str) {
 
 #[tokio::main]
 async fn main() -> Result<(), StateError> {
-    let total: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(40_000);
+    let arg = |n: usize, default: usize| {
+        std::env::args()
+            .nth(n)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(default)
+    };
+    let total = (arg(1, 40_000), arg(2, 8).max(1));
     run(StateStore::memory(), total).await?;
     if let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
         let prefix = format!("throughput-{}", std::process::id());

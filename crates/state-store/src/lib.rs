@@ -335,7 +335,8 @@ impl StateStore {
 
     /// Tries to take lease `name` for `holder` until `now + ttl`. Returns the lease if it was free or
     /// lapsed (with a new, larger fencing token) or already held by `holder` (same token, extended);
-    /// `None` while someone else holds it.
+    /// `None` while someone else holds it. `holder` must be unique per process (e.g. node id plus a
+    /// random start id): two processes using the same holder name would both believe they hold it.
     pub async fn acquire_lease(
         &self,
         name: &str,
@@ -433,7 +434,8 @@ impl StateStore {
     }
 
     /// Creates consumer group `group` of `stream` if missing, reading from the start of the stream.
-    /// Reading creates it too; call this first so entries appended before the first read are kept for it.
+    /// Reading creates it too. Create groups at startup: the memory backend frees entries that every
+    /// existing group has acknowledged, so a group created later would not see those (Redis keeps them).
     pub async fn stream_ensure_group(&self, stream: &str, group: &str) -> StateResult<()> {
         check_name("stream", stream)?;
         check_name("consumer group", group)?;

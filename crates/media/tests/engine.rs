@@ -493,3 +493,35 @@ async fn sent_digits_follow_rfc4733() {
     assert_eq!(receiver.poll_digit().map(|d| d.digit), Some(DtmfDigit::Star));
     assert_eq!(receiver.poll_digit(), None);
 }
+
+#[tokio::test]
+async fn metrics_count_legs_digits_and_exhaustion() {
+    let engine = MediaEngine::new(MediaConfig {
+        port_min: 42300,
+        port_max: 42303,
+        ..MediaConfig::default()
+    })
+    .unwrap();
+    let telemetry = telemetry::Telemetry::new();
+    engine.metrics().register(&telemetry);
+    let (leg, mut events) = engine.allocate_leg().unwrap();
+    let (_other, _other_events) = engine.allocate_leg().unwrap();
+    assert!(engine.allocate_leg().is_err());
+    let mut phone = Phone::new(3).await;
+    leg.set_remote(negotiated(G711::Pcmu, phone.addr()));
+    phone.send_digit(leg.local_addr(), 101, DtmfDigit::D8, 60).await;
+    assert_eq!(next_digit(&mut events).await.0, DtmfDigit::D8);
+    let text = telemetry.encode();
+    for line in [
+        "media_legs_opened_total 2",
+        "media_legs_active 2",
+        "media_ports_exhausted_total 1",
+        "media_dtmf_digits_total{source=\"rfc4733\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing in:\n{text}");
+    }
+    leg.close().await;
+    let text = telemetry.encode();
+    assert!(text.contains("media_legs_active 1"), "{text}");
+    assert!(text.contains("media_leg_mos_count 1"), "{text}");
+}

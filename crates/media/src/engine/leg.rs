@@ -1,7 +1,8 @@
 //! One RTP leg: its sockets, its task, and the handle its owner (a SIP leg in call control) holds.
 
+use super::metrics::{DecisionLabel, LocalCounts, MediaMetrics, SourceLabel};
 use super::{EngineShared, MediaError};
-use crate::amd::{AmdConfig, AmdResult, AnsweringMachineDetector};
+use crate::amd::{AmdConfig, AmdDecision, AmdResult, AnsweringMachineDetector};
 use crate::dtmf::DtmfDigit;
 use crate::dtmf::inband::InbandDetector;
 use crate::dtmf::rfc4733::{OutgoingEventPacket, Rfc4733Receiver, digit_packets};
@@ -88,6 +89,7 @@ pub(crate) struct LegShared {
 
 impl Drop for LegShared {
     fn drop(&mut self) {
+        self.engine.metrics.legs_active.dec();
         // The socket closes with this struct: only now may another leg bind the port.
         self.engine.ports.give_back(self.local.port());
     }
@@ -296,6 +298,8 @@ pub(crate) fn spawn_leg(
         inband: None,
         inband_override: None,
         amd: None,
+        counts: LocalCounts::default(),
+        metrics: engine.metrics.clone(),
         last_rx: Instant::now(),
         timeout_reported: false,
         partner: None,
@@ -336,6 +340,8 @@ struct LegTask {
     inband: Option<InbandDetector>,
     inband_override: Option<bool>,
     amd: Option<AnsweringMachineDetector>,
+    counts: LocalCounts,
+    metrics: MediaMetrics,
     last_rx: Instant,
     timeout_reported: bool,
     partner: Option<PartnerLink>,
@@ -405,6 +411,15 @@ impl LegTask {
             }
         }
         self.send_rtcp(true);
+        self.counts.flush(&self.metrics);
+        let quality = {
+            let rx = self.shared.rx.lock();
+            (rx.stats.received() > 0).then(|| CallQuality::from_stats(&rx.stats, rx.round_trip_ms))
+        };
+        if let Some(quality) = quality {
+            self.metrics.leg_mos.observe(quality.mos);
+            self.metrics.leg_loss.observe(quality.loss_fraction);
+        }
     }
 
     fn inband_wanted(&self) -> bool {
@@ -516,6 +531,7 @@ impl LegTask {
                         .rtp
                         .try_send_to(packet.get(..len).unwrap_or(&[]), remote);
                     self.sent_since_report = true;
+                    self.counts.sent_local += 1;
                 }
             }
             if self.dtmf_out.is_empty() {
@@ -556,21 +572,35 @@ impl LegTask {
                 .rtp
                 .try_send_to(packet.get(..len).unwrap_or(&[]), remote);
             self.sent_since_report = true;
+            self.counts.sent_local += 1;
         }
     }
 
     fn on_rtp(&mut self, buf: &mut [u8; MAX_DATAGRAM], len: usize, from: SocketAddr) {
-        if self.latched.is_some_and(|peer| peer != from) {
-            return; // symmetric RTP: only the latched peer is heard
+        if self.accept_rtp(buf, len, from) {
+            self.counts.received += 1;
+        } else {
+            self.counts.ignored += 1;
         }
-        let Some(negotiated) = self.negotiated else { return };
-        let Some(datagram) = buf.get(..len) else { return };
+    }
+
+    /// Handles one datagram; false if it was ignored.
+    fn accept_rtp(&mut self, buf: &mut [u8; MAX_DATAGRAM], len: usize, from: SocketAddr) -> bool {
+        if self.latched.is_some_and(|peer| peer != from) {
+            return false; // symmetric RTP: only the latched peer is heard
+        }
+        let Some(negotiated) = self.negotiated else {
+            return false;
+        };
+        let Some(datagram) = buf.get(..len) else {
+            return false;
+        };
         let Ok(packet) = RtpPacket::parse(datagram) else {
-            return;
+            return false;
         };
         let is_event = negotiated.telephone_event == Some(packet.payload_type);
         if !is_event && packet.payload_type != negotiated.payload_type {
-            return; // comfort noise or a codec we did not agree to
+            return false; // comfort noise or a codec we did not agree to
         }
         let header = SourceHeader {
             ssrc: packet.ssrc,
@@ -616,8 +646,8 @@ impl LegTask {
             self.decode_side_paths(packet.payload, packet.timestamp, now, negotiated.law);
         }
 
-        if let Some(partner) = &self.partner {
-            relay(
+        if let Some(partner) = &self.partner
+            && relay(
                 partner,
                 buf,
                 len,
@@ -627,8 +657,11 @@ impl LegTask {
                 is_event,
                 negotiated.law,
                 now,
-            );
+            )
+        {
+            self.counts.relayed += 1;
         }
+        true
     }
 
     /// In-band DTMF detection and recording need linear audio; only legs that use them pay for decoding.
@@ -641,6 +674,16 @@ impl LegTask {
             let samples = samples.get(..chunk.len()).unwrap_or(&[]);
             if let Some(result) = self.amd.as_mut().and_then(|amd| amd.push_frame(samples)) {
                 self.amd = None;
+                let decision = match result.decision {
+                    AmdDecision::Human => "human",
+                    AmdDecision::Machine => "machine",
+                    AmdDecision::NotSure => "notsure",
+                };
+                let label = DecisionLabel {
+                    decision,
+                    reason: result.reason.as_str(),
+                };
+                self.metrics.amd_results.get_or_create(&label).inc();
                 self.emit(LegEvent::AnsweringMachine(result));
             }
             if let Some(detector) = self.inband.as_mut() {
@@ -675,6 +718,14 @@ impl LegTask {
             self.emit(LegEvent::PlaybackInterrupted);
             self.stop_ticking_if_idle();
         }
+        let label = match source {
+            DtmfSource::Rfc4733 => "rfc4733",
+            DtmfSource::InBand => "inband",
+        };
+        self.metrics
+            .dtmf_digits
+            .get_or_create(&SourceLabel { source: label })
+            .inc();
         self.emit(LegEvent::Dtmf {
             digit: Pii::new(digit),
             source,
@@ -714,6 +765,7 @@ impl LegTask {
     }
 
     fn housekeeping(&mut self) {
+        self.counts.flush(&self.metrics);
         let now = Instant::now();
         let receiving = self
             .negotiated
@@ -722,6 +774,7 @@ impl LegTask {
             let silent_for = now.saturating_duration_since(self.last_rx);
             if silent_for >= self.media_timeout {
                 self.timeout_reported = true;
+                self.metrics.media_timeouts.inc();
                 self.emit(LegEvent::MediaTimeout { silent_for });
             }
         }
@@ -811,20 +864,20 @@ fn relay(
     is_event: bool,
     from_law: G711,
     now: Millis,
-) {
+) -> bool {
     if partner.held.load(Ordering::Relaxed) {
-        return;
+        return false;
     }
     let target = &partner.leg;
     let mut out = target.out.lock();
     if out.local_feed || !out.negotiated || !out.direction.sends() {
-        return;
+        return false;
     }
-    let Some(remote) = out.remote else { return };
+    let Some(remote) = out.remote else { return false };
     let payload_type = if is_event {
         match out.telephone_event {
             Some(pt) => pt,
-            None => return,
+            None => return false,
         }
     } else {
         out.payload_type
@@ -835,10 +888,10 @@ fn relay(
     let to_law = out.law;
     drop(out);
     let Some(datagram) = buf.get_mut(..len) else {
-        return;
+        return false;
     };
     if rewrite_header(datagram, payload_type, stamp.sequence, stamp.timestamp, ssrc).is_err() {
-        return;
+        return false;
     }
     if stamp.marker {
         datagram[1] |= 0x80; // the header is at least 12 bytes: rewrite_header checked
@@ -849,5 +902,5 @@ fn relay(
     {
         from_law.transcode_in_place(to_law, payload);
     }
-    let _ = target.rtp.try_send_to(datagram, remote);
+    target.rtp.try_send_to(datagram, remote).is_ok()
 }

@@ -8,9 +8,11 @@
 
 mod bridge;
 mod leg;
+mod metrics;
 
 pub use bridge::{Bridge, BridgeSide, RecordingHandle};
 pub use leg::{DtmfSource, LegEvent, RtpLeg};
+pub use metrics::MediaMetrics;
 
 use crate::prompt::PromptCache;
 use parking_lot::Mutex;
@@ -106,6 +108,7 @@ pub(crate) struct EngineShared {
     pub(crate) ports: PortPool,
     pub(crate) epoch: Instant,
     pub(crate) prompts: PromptCache,
+    pub(crate) metrics: MediaMetrics,
 }
 
 /// The media engine. Cheap to clone.
@@ -134,12 +137,15 @@ impl MediaEngine {
             return Err(MediaError::InvalidConfig("event_capacity must be at least 1"));
         }
         let ports = PortPool::new(config.port_min, config.port_max);
+        let prompts = PromptCache::new();
+        let metrics = MediaMetrics::default();
         Ok(Self {
             shared: Arc::new(EngineShared {
                 config,
                 ports,
                 epoch: Instant::now(),
-                prompts: PromptCache::new(),
+                prompts,
+                metrics,
             }),
         })
     }
@@ -152,6 +158,11 @@ impl MediaEngine {
     /// The shared prompt cache (load each prompt once per law).
     pub fn prompts(&self) -> &PromptCache {
         &self.shared.prompts
+    }
+
+    /// The engine's metrics (register them once with [`MediaMetrics::register`]).
+    pub fn metrics(&self) -> &MediaMetrics {
+        &self.shared.metrics
     }
 
     /// Port pairs still free.
@@ -172,11 +183,15 @@ impl MediaEngine {
             match bind_pair(self.shared.config.bind_ip, port) {
                 Ok((rtp, rtcp)) => {
                     let _guard = runtime.enter();
-                    return leg::spawn_leg(self.shared.clone(), port, rtp, rtcp, &runtime);
+                    let leg = leg::spawn_leg(self.shared.clone(), port, rtp, rtcp, &runtime)?;
+                    self.shared.metrics.legs_opened.inc();
+                    self.shared.metrics.legs_active.inc();
+                    return Ok(leg);
                 }
                 Err(_) => self.shared.ports.give_back(port),
             }
         }
+        self.shared.metrics.ports_exhausted.inc();
         Err(MediaError::PortsExhausted)
     }
 

@@ -445,3 +445,114 @@ impl fmt::Display for Output {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RoutingStep;
+
+    fn ids() -> (CallId, AgentId, QueueId) {
+        (
+            CallId::new("c1").unwrap(),
+            AgentId::new("alice").unwrap(),
+            QueueId::new("support").unwrap(),
+        )
+    }
+
+    #[test]
+    fn inputs_round_trip_through_json() {
+        let (call, agent, queue) = ids();
+        let mut queue_config = QueueConfig::new(queue.clone());
+        queue_config.steps = vec![RoutingStep::INITIAL];
+        let inputs = vec![
+            Input::CallEnqueued(CallRequest {
+                requirement: Some("spanish >= 3 && billing >= 2".parse().unwrap()),
+                preferred: Some(PreferredAgent {
+                    agent: agent.clone(),
+                    timeout_secs: 20,
+                }),
+                original_enqueued_at: Some(Timestamp::from_secs(3)),
+                ..CallRequest::new(call.clone(), queue.clone())
+            }),
+            Input::CallAbandoned { call: call.clone() },
+            Input::AgentNotReady {
+                agent: agent.clone(),
+                reason: ReasonCode::new("lunch").unwrap(),
+            },
+            Input::OfferAccepted {
+                call: call.clone(),
+                agent: agent.clone(),
+            },
+            Input::Tick,
+            Input::UpsertQueue(queue_config),
+            Input::UpsertAgent(AgentConfig {
+                id: agent,
+                skills: Default::default(),
+                queues: vec![],
+            }),
+            Input::ResetKpis,
+        ];
+        for input in inputs {
+            let json = serde_json::to_string(&input).unwrap();
+            let back: Input = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, input, "{json}");
+        }
+        let minimal: Input =
+            serde_json::from_str(r#"{"type":"call_enqueued","call":"c9","queue":"support"}"#).unwrap();
+        assert!(matches!(minimal, Input::CallEnqueued(CallRequest { priority, .. }) if priority.get() == 0));
+        assert!(
+            serde_json::from_str::<Input>(
+                r#"{"type":"call_enqueued","call":"c9","queue":"support","priority":12}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn outputs_render_as_log_lines_and_round_trip() {
+        let (call, agent, queue) = ids();
+        let outputs = vec![
+            Output::Abandoned {
+                call: call.clone(),
+                queue: queue.clone(),
+                position: 3,
+                waited_ms: 12_345,
+            },
+            Output::Overflowed {
+                call: call.clone(),
+                from: queue.clone(),
+                target: OverflowTarget::Callback,
+                reason: OverflowReason::MaxWait,
+                waited_ms: 60_000,
+            },
+            Output::Announce {
+                call: call.clone(),
+                queue,
+                position: 2,
+                estimated_wait_secs: None,
+            },
+            Output::AgentStateChanged {
+                agent,
+                from: AgentState::Available,
+                to: AgentState::NotReady {
+                    reason: ReasonCode::no_answer(),
+                },
+                at: Timestamp::from_secs(1),
+            },
+        ];
+        let lines: Vec<String> = outputs.iter().map(|o| o.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "abandoned c1 from support at position 3 after 12.3s",
+                "overflow c1 from support to callback: max wait after 60.0s",
+                "announce c1 in support: position 2, wait unknown",
+                "alice: available -> not_ready(no-answer)"
+            ]
+        );
+        for out in outputs {
+            let back: Output = serde_json::from_str(&serde_json::to_string(&out).unwrap()).unwrap();
+            assert_eq!(back, out);
+        }
+    }
+}

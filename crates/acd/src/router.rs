@@ -165,6 +165,9 @@ struct State {
     next_offer: OfferId,
     next_timer: u64,
     offer_turn: u64,
+    /// The configured seed, kept to report the configuration back.
+    #[serde(default)]
+    random_seed: u64,
     rng: SplitMix64,
     outputs: VecDeque<Output>,
 }
@@ -291,6 +294,7 @@ impl Acd {
             next_offer: 1,
             next_timer: 0,
             offer_turn: 0,
+            random_seed: config.random_seed,
             rng: SplitMix64::new(config.random_seed),
             outputs: VecDeque::new(),
         };
@@ -349,7 +353,7 @@ impl Acd {
         AcdConfig {
             queues: self.state.queues.iter().map(|q| q.config.clone()).collect(),
             agents: self.state.agents.iter().map(|a| a.config.clone()).collect(),
-            random_seed: 0,
+            random_seed: self.state.random_seed,
         }
     }
 

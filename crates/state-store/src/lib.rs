@@ -423,8 +423,8 @@ impl StateStore {
 
     // ---------------------------------------------------------------- durable streams
 
-    /// Appends an entry to `stream`; it stays until every group has it acknowledged (memory) or the
-    /// stream is trimmed (Redis, where its durability is that of the server's persistence settings).
+    /// Appends an entry to `stream`; it stays until [`StateStore::stream_trim_consumed`] finds every
+    /// group done with it. On Redis its durability is that of the server's persistence settings.
     pub async fn stream_append(&self, stream: &str, payload: &[u8]) -> StateResult<StreamEntryId> {
         check_name("stream", stream)?;
         match &self.backend {
@@ -434,8 +434,7 @@ impl StateStore {
     }
 
     /// Creates consumer group `group` of `stream` if missing, reading from the start of the stream.
-    /// Reading creates it too. Create groups at startup: the memory backend frees entries that every
-    /// existing group has acknowledged, so a group created later would not see those (Redis keeps them).
+    /// Reading creates it too. A group created after a trim does not see the entries trimmed before.
     pub async fn stream_ensure_group(&self, stream: &str, group: &str) -> StateResult<()> {
         check_name("stream", stream)?;
         check_name("consumer group", group)?;
@@ -495,6 +494,25 @@ impl StateStore {
         match &self.backend {
             Backend::Memory(m) => Ok(m.stream_claim(stream, group, consumer, min_idle, count)),
             Backend::Redis(r) => r.stream_claim(stream, group, consumer, min_idle, count).await,
+        }
+    }
+
+    /// Drops the entries every group of `stream` has acknowledged (none while the stream has no group);
+    /// returns how many. Call it now and then from the consumer, e.g. after acknowledging a batch.
+    pub async fn stream_trim_consumed(&self, stream: &str) -> StateResult<usize> {
+        check_name("stream", stream)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream_trim_consumed(stream)),
+            Backend::Redis(r) => r.stream_trim_consumed(stream).await,
+        }
+    }
+
+    /// How many entries `stream` holds (delivered or not, until trimmed).
+    pub async fn stream_len(&self, stream: &str) -> StateResult<usize> {
+        check_name("stream", stream)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream_len(stream)),
+            Backend::Redis(r) => r.stream_len(stream).await,
         }
     }
 

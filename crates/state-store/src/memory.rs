@@ -560,13 +560,10 @@ impl MemoryStore {
         let Some(g) = st.groups.get_mut(group) else {
             return 0;
         };
-        let acked = ids
-            .iter()
+        ids.iter()
             .filter_map(parse_entry_id)
             .filter(|seq| g.pending.remove(seq).is_some())
-            .count();
-        st.forget_consumed();
-        acked
+            .count()
     }
 
     pub(crate) fn stream_claim(
@@ -615,6 +612,16 @@ impl MemoryStore {
             .map_or(0, |g| g.pending.len())
     }
 
+    pub(crate) fn stream_trim_consumed(&self, stream: &str) -> usize {
+        let mut s = self.inner.state.lock();
+        s.streams.get_mut(stream).map_or(0, MemStream::forget_consumed)
+    }
+
+    pub(crate) fn stream_len(&self, stream: &str) -> usize {
+        let s = self.inner.state.lock();
+        s.streams.get(stream).map_or(0, |st| st.entries.len())
+    }
+
     /// Entries pending for `consumer` (who holds what): used by tests of the claim path.
     #[cfg(test)]
     pub(crate) fn pending_of(&self, stream: &str, group: &str, consumer: &str) -> usize {
@@ -629,9 +636,9 @@ impl MemoryStore {
 }
 
 impl MemStream {
-    /// Drops entries every group has been given and acknowledged: memory must not grow with an outbox
-    /// that is drained. With no group yet, everything is kept for the first one.
-    fn forget_consumed(&mut self) {
+    /// Drops entries every group has been given and acknowledged; returns how many. With no group
+    /// yet, everything is kept for the first one.
+    fn forget_consumed(&mut self) -> usize {
         let Some(horizon) = self
             .groups
             .values()
@@ -644,9 +651,11 @@ impl MemStream {
             })
             .min()
         else {
-            return;
+            return 0;
         };
+        let before = self.entries.len();
         self.entries = self.entries.split_off(&(horizon + 1));
+        before - self.entries.len()
     }
 }
 
@@ -655,7 +664,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn drained_streams_free_their_entries() {
+    async fn trimming_frees_only_entries_every_group_acknowledged() {
         let m = MemoryStore::new();
         m.stream_ensure_group("s", "g");
         for i in 0..3u8 {
@@ -666,8 +675,10 @@ mod tests {
         assert_eq!(m.pending_of("s", "g", "c1"), 3);
         assert_eq!(m.stream_ack("s", "g", &[got[0].id.clone(), got[2].id.clone()]), 2);
         // The second entry is still pending, so it and everything after it are kept.
-        assert_eq!(m.inner.state.lock().streams["s"].entries.len(), 2);
+        assert_eq!(m.stream_trim_consumed("s"), 1);
+        assert_eq!(m.stream_len("s"), 2);
         assert_eq!(m.stream_ack("s", "g", &[got[1].id.clone()]), 1);
-        assert!(m.inner.state.lock().streams["s"].entries.is_empty());
+        assert_eq!(m.stream_trim_consumed("s"), 2);
+        assert_eq!(m.stream_len("s"), 0);
     }
 }

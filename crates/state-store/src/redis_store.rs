@@ -16,7 +16,7 @@ use crate::types::{
 use domain::{AgentId, CallId, QueueId, Timestamp};
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSubStream};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, Script, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -1028,6 +1028,64 @@ impl RedisStore {
         Ok(out)
     }
 
+    pub(crate) async fn stream_len(&self, stream: &str) -> StateResult<usize> {
+        Ok(redis::cmd("XLEN")
+            .arg(self.key(&["stream", stream]))
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// Trims entries below the oldest one some group still needs. Safe without a transaction: groups
+    /// only move forward, so a bound computed a moment ago is at worst too cautious.
+    pub(crate) async fn stream_trim_consumed(&self, stream: &str) -> StateResult<usize> {
+        let key = self.key(&["stream", stream]);
+        let mut conn = self.conn.clone();
+        let groups: Result<StreamInfoGroupsReply, _> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await;
+        let groups = match groups {
+            Ok(g) => g.groups,
+            // No such stream: nothing to trim.
+            Err(e) if e.detail().is_some_and(|d| d.contains("no such key")) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut keep_from: Option<(u64, u64)> = None;
+        for group in &groups {
+            let needed = if group.pending > 0 {
+                let summary: Value = redis::cmd("XPENDING")
+                    .arg(&key)
+                    .arg(&group.name)
+                    .query_async(&mut conn)
+                    .await?;
+                match summary {
+                    Value::Array(items) => match items.get(1) {
+                        Some(Value::BulkString(id)) => std::str::from_utf8(id).ok().and_then(parse_stream_id),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            } else {
+                parse_stream_id(&group.last_delivered_id).map(|(ms, seq)| match seq.checked_add(1) {
+                    Some(next) => (ms, next),
+                    None => (ms.saturating_add(1), 0),
+                })
+            };
+            // A group whose position cannot be read protects the whole stream.
+            let Some(needed) = needed else { return Ok(0) };
+            keep_from = Some(keep_from.map_or(needed, |k| k.min(needed)));
+        }
+        let Some((ms, seq)) = keep_from else { return Ok(0) };
+        let trimmed: usize = redis::cmd("XTRIM")
+            .arg(&key)
+            .arg("MINID")
+            .arg(format!("{ms}-{seq}"))
+            .query_async(&mut conn)
+            .await?;
+        Ok(trimmed)
+    }
+
     pub(crate) async fn stream_pending(&self, stream: &str, group: &str) -> StateResult<usize> {
         let reply: Result<Value, _> = redis::cmd("XPENDING")
             .arg(self.key(&["stream", stream]))
@@ -1045,6 +1103,12 @@ impl RedisStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A stream entry id `ms-seq` as numbers, in the order Redis sorts them.
+fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 fn stream_entry(id: StreamId) -> StateResult<StreamEntry> {

@@ -684,6 +684,44 @@ async fn stream_entries_of_a_crashed_consumer_are_claimed(h: Harness) {
     assert_eq!(audit.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), appended);
     assert_eq!(s.stream_pending("crm-outbox", "audit").await.unwrap(), 3);
     assert_eq!(s.stream_pending("crm-outbox", "no-such-group").await.unwrap(), 0);
+
+    // Trimming keeps what the audit group still owes, then frees everything once it is done.
+    assert_eq!(s.stream_len("crm-outbox").await.unwrap(), 3);
+    assert_eq!(
+        s.stream_ack("crm-outbox", "audit", &ids_of(&audit[..1]))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.stream_trim_consumed("crm-outbox").await.unwrap(), 1);
+    assert_eq!(s.stream_len("crm-outbox").await.unwrap(), 2);
+    assert_eq!(
+        s.stream_ack("crm-outbox", "audit", &ids_of(&audit[1..]))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(s.stream_trim_consumed("crm-outbox").await.unwrap(), 2);
+    assert_eq!(s.stream_len("crm-outbox").await.unwrap(), 0);
+    // New entries after a trim are delivered as usual.
+    s.stream_append("crm-outbox", b"event-3").await.unwrap();
+    let next = s
+        .stream_read_group("crm-outbox", "writers", "writer-b", 10, None)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].payload, b"event-3");
+    assert_eq!(
+        s.stream_trim_consumed("crm-outbox").await.unwrap(),
+        0,
+        "still pending for both groups"
+    );
+    assert_eq!(s.stream_trim_consumed("no-such-stream").await.unwrap(), 0);
+    assert_eq!(s.stream_len("no-such-stream").await.unwrap(), 0);
+}
+
+fn ids_of(entries: &[state_store::StreamEntry]) -> Vec<state_store::StreamEntryId> {
+    entries.iter().map(|e| e.id.clone()).collect()
 }
 
 async fn stream_blocking_read_wakes_on_append(h: Harness) {

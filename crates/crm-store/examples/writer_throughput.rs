@@ -110,6 +110,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.batches
     );
 
+    // The SQL path alone: one batch of 10,000 events (1,000 calls) straight into the store.
+    let batch: Vec<InteractionEvent> = (2_000_000_000u64..2_000_001_000).flat_map(call_events).collect();
+    let start = Instant::now();
+    store.insert_events_batch(&batch).await?;
+    println!(
+        "{{\"direct_batch_events\":{},\"direct_batch_ms\":{}}}",
+        batch.len(),
+        start.elapsed().as_millis()
+    );
+
     let start = Instant::now();
     let mut done = 0u64;
     'outer: for n in 1_000_000_000u64.. {
@@ -126,5 +136,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         done as f64 / start.elapsed().as_secs_f64()
     );
     store.close().await;
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(&url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&pool)
+            .await?;
+    }
     Ok(())
 }

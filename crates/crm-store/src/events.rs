@@ -10,7 +10,6 @@ use crate::store::{Backend, CrmStore, builder_for, with_pool};
 use domain::{InteractionEvent, InteractionEventKind};
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
-use sqlx::types::Json;
 use std::collections::{BTreeMap, HashSet};
 
 /// Events per INSERT statement: 5 binds each, well under both backends' bind limits.
@@ -199,7 +198,7 @@ async fn insert_batch_sqlite(
                 .push_bind(i64::from(e.seq))
                 .push_bind(e.at.as_millis())
                 .push_bind(e.kind.name())
-                .push_bind(Json(stored_payload(e)));
+                .push_bind(stored_payload(e));
         });
         qb.push(" ON CONFLICT (interaction_id, seq) DO NOTHING RETURNING interaction_id, seq");
         for row in qb.build().fetch_all(&mut *tx).await? {
@@ -271,19 +270,27 @@ impl CrmStore {
     /// The naive path: one autocommitted INSERT for one event, no folding. Only for comparison in
     /// benchmarks; production writes go through [`crate::EventWriter`].
     pub async fn insert_event_naive(&self, event: &InteractionEvent) -> Result<bool> {
+        // PostgreSQL's column is JSONB, SQLite's TEXT: the payload goes in as text either way.
+        let sql = match self.backend {
+            Backend::Postgres(_) => {
+                "INSERT INTO interaction_events (interaction_id, seq, at, type, payload) \
+                 VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (interaction_id, seq) DO NOTHING"
+            }
+            Backend::Sqlite(_) => {
+                "INSERT INTO interaction_events (interaction_id, seq, at, type, payload) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (interaction_id, seq) DO NOTHING"
+            }
+        };
         let affected = with_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO interaction_events (interaction_id, seq, at, type, payload) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (interaction_id, seq) DO NOTHING",
-            )
-            .bind(event.interaction.as_str().to_string())
-            .bind(i64::from(event.seq))
-            .bind(event.at.as_millis())
-            .bind(event.kind.name())
-            .bind(Json(stored_payload(event)))
-            .execute(pool)
-            .await?
-            .rows_affected()
+            sqlx::query(sql)
+                .bind(event.interaction.as_str().to_string())
+                .bind(i64::from(event.seq))
+                .bind(event.at.as_millis())
+                .bind(event.kind.name())
+                .bind(stored_payload(event))
+                .execute(pool)
+                .await?
+                .rows_affected()
         });
         Ok(affected == 1)
     }

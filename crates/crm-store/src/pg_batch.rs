@@ -160,7 +160,7 @@ pub(crate) async fn insert_batch(
         seqs.push(i64::from(e.seq));
         ats.push(e.at.as_millis());
         types.push(e.kind.name());
-        payloads.push(stored_payload(e).to_string());
+        payloads.push(stored_payload(e));
     }
 
     let mut tx = pool.begin().await?;

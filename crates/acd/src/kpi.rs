@@ -38,16 +38,18 @@ impl QueueCounters {
         let (num, den) = match formula {
             ServiceLevelFormula::AnsweredWithin => (self.answered_within, self.answered),
             ServiceLevelFormula::AnsweredOrAbandonedWithin => (
-                self.answered_within + self.abandoned_within,
-                self.answered + self.abandoned,
+                self.answered_within.saturating_add(self.abandoned_within),
+                self.answered.saturating_add(self.abandoned),
             ),
             ServiceLevelFormula::RemovedWithin => (self.removed_within, self.queued),
             ServiceLevelFormula::AnsweredWithinOfOffered => {
-                (self.answered_within, self.answered + self.abandoned)
+                (self.answered_within, self.answered.saturating_add(self.abandoned))
             }
             ServiceLevelFormula::AnsweredWithinOfOfferedExcludingShortAbandons => (
                 self.answered_within,
-                (self.answered + self.abandoned).saturating_sub(self.abandoned_short),
+                self.answered
+                    .saturating_add(self.abandoned)
+                    .saturating_sub(self.abandoned_short),
             ),
         };
         ratio(num, den)
@@ -60,7 +62,9 @@ impl QueueCounters {
 
     /// Average handle time (talk, hold and wrap-up), milliseconds.
     pub fn aht_ms(&self) -> Option<u64> {
-        (self.talk_ms + self.wrap_ms).checked_div(self.handled)
+        self.talk_ms
+            .saturating_add(self.wrap_ms)
+            .checked_div(self.handled)
     }
 
     /// Abandoned / queued.
@@ -107,8 +111,12 @@ impl StateTimes {
 
     /// Time on calls and wrap-up over that plus available and ringing time.
     pub fn occupancy(&self) -> Option<f64> {
-        let busy = self.on_call_ms + self.wrap_up_ms;
-        ratio(busy, busy + self.available_ms + self.reserved_ms)
+        let busy = self.on_call_ms.saturating_add(self.wrap_up_ms);
+        ratio(
+            busy,
+            busy.saturating_add(self.available_ms)
+                .saturating_add(self.reserved_ms),
+        )
     }
 }
 
@@ -172,7 +180,7 @@ pub fn estimated_wait_ms(ahead: u64, aht_ms: Option<u64>, staffed: u64, availabl
     if staffed == 0 {
         return None;
     }
-    Some((ahead + 1).saturating_mul(aht) / staffed)
+    Some(ahead.saturating_add(1).saturating_mul(aht) / staffed)
 }
 
 #[cfg(test)]

@@ -31,6 +31,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
+/// Times are kept within ±2^53 ms (285,000 years) of the epoch, so differences of two times never overflow.
+const TIME_LIMIT_MS: i64 = 1 << 53;
+
+/// Clamps a time from outside into the range the router works in.
+fn sane(t: Timestamp) -> Timestamp {
+    Timestamp::from_millis(t.as_millis().clamp(-TIME_LIMIT_MS, TIME_LIMIT_MS))
+}
+
 /// The aging period used when a queue does not age priorities: longer than any wait, so the priority
 /// always dominates the time waited.
 const NO_AGING_PERIOD_MS: i128 = 1 << 50;
@@ -387,7 +395,7 @@ impl Acd {
     /// never goes backwards: an earlier `now` is taken as the latest time seen. A refused input changes
     /// nothing (timers that were due have still fired).
     pub fn handle(&mut self, now: Timestamp, input: Input) -> Result<(), AcdError> {
-        let now = now.max(self.state.now);
+        let now = sane(now).max(self.state.now);
         self.fire_timers(now);
         self.state.now = now;
         match input {
@@ -462,14 +470,14 @@ impl Acd {
             return Err(AcdError::QueueFull(req.queue));
         }
         let seq = self.state.next_call_seq;
-        self.state.next_call_seq += 1;
+        self.state.next_call_seq = self.state.next_call_seq.wrapping_add(1);
         let call = CallRt {
             id: req.call.clone(),
             queue: q,
             priority: req.priority,
             requirement: req.requirement,
             preferred: req.preferred,
-            enqueued_at: req.original_enqueued_at.map_or(now, |t| t.min(now)),
+            enqueued_at: req.original_enqueued_at.map_or(now, |t| sane(t).min(now)),
             queue_entered_at: now,
             seq,
             epoch: 0,
@@ -516,10 +524,12 @@ impl Acd {
         if let Some(q) = self.state.queues.get_mut(call.queue) {
             let within = waited <= secs(q.config.service_level.within_secs);
             let c = &mut q.counters;
-            c.abandoned += 1;
-            c.abandoned_within += u64::from(within);
-            c.removed_within += u64::from(within);
-            c.abandoned_short += u64::from(waited <= secs(q.config.short_abandon_secs));
+            c.abandoned = c.abandoned.saturating_add(1);
+            c.abandoned_within = c.abandoned_within.saturating_add(u64::from(within));
+            c.removed_within = c.removed_within.saturating_add(u64::from(within));
+            c.abandoned_short = c
+                .abandoned_short
+                .saturating_add(u64::from(waited <= secs(q.config.short_abandon_secs)));
             self.state.outputs.push_back(Output::Abandoned {
                 call: call.id.clone(),
                 queue: q.config.id.clone(),
@@ -622,9 +632,9 @@ impl Acd {
             if let Some(q) = self.state.queues.get_mut(call.queue) {
                 let within = waited <= secs(q.config.service_level.within_secs);
                 let c = &mut q.counters;
-                c.answered += 1;
-                c.answered_within += u64::from(within);
-                c.removed_within += u64::from(within);
+                c.answered = c.answered.saturating_add(1);
+                c.answered_within = c.answered_within.saturating_add(u64::from(within));
+                c.removed_within = c.removed_within.saturating_add(u64::from(within));
                 c.answer_wait_ms = c.answer_wait_ms.saturating_add(ms(waited));
                 self.state.outputs.push_back(Output::Answered {
                     call: call_id.clone(),
@@ -704,13 +714,13 @@ impl Acd {
         if let Some(ag) = self.state.agents.get_mut(a) {
             ag.call = None;
             ag.wrap_queue = Some(q);
-            ag.lifetime_handled += 1;
+            ag.lifetime_handled = ag.lifetime_handled.saturating_add(1);
             ag.lifetime_talk_ms = ag.lifetime_talk_ms.saturating_add(talk);
-            ag.counters.handled += 1;
+            ag.counters.handled = ag.counters.handled.saturating_add(1);
             ag.counters.talk_ms = ag.counters.talk_ms.saturating_add(talk);
         }
         if let Some(queue) = self.state.queues.get_mut(q) {
-            queue.counters.handled += 1;
+            queue.counters.handled = queue.counters.handled.saturating_add(1);
             queue.counters.talk_ms = queue.counters.talk_ms.saturating_add(talk);
         }
         self.transition(now, a, event)?;
@@ -844,7 +854,7 @@ impl Acd {
 
     fn schedule(&mut self, at: Timestamp, timer: Timer) -> TimerKey {
         let key = (at.as_millis(), self.state.next_timer);
-        self.state.next_timer += 1;
+        self.state.next_timer = self.state.next_timer.wrapping_add(1);
         self.state.timers.insert(key, timer);
         key
     }
@@ -1015,7 +1025,7 @@ impl Acd {
         let Some(queue) = self.state.queues.get_mut(q) else {
             return;
         };
-        queue.counters.queued += 1;
+        queue.counters.queued = queue.counters.queued.saturating_add(1);
         let max_wait = queue.config.overflow.as_ref().and_then(|o| o.max_wait_secs);
         let announce = queue.config.announce_every_secs;
         let queue_id = queue.config.id.clone();
@@ -1092,8 +1102,11 @@ impl Acd {
         let Some(queue) = self.state.queues.get_mut(from) else {
             return false;
         };
-        queue.counters.overflowed += 1;
-        queue.counters.removed_within += u64::from(waited <= secs(queue.config.service_level.within_secs));
+        queue.counters.overflowed = queue.counters.overflowed.saturating_add(1);
+        queue.counters.removed_within = queue
+            .counters
+            .removed_within
+            .saturating_add(u64::from(waited <= secs(queue.config.service_level.within_secs)));
         self.state.outputs.push_back(Output::Overflowed {
             call: call_id.clone(),
             from: queue.config.id.clone(),
@@ -1106,7 +1119,7 @@ impl Acd {
                 if let Some(call) = self.state.calls.get_mut(call_id) {
                     call.visited.push(from);
                     call.queue = t;
-                    call.epoch += 1;
+                    call.epoch = call.epoch.wrapping_add(1);
                     call.queue_entered_at = now;
                     call.declined.clear();
                     call.status = CallStatus::Waiting;
@@ -1269,7 +1282,7 @@ impl Acd {
             return f64::from(call.priority.get());
         }
         let aged = i128::from(call.priority.get()) * period
-            + i128::from(at.as_millis() - call.enqueued_at.as_millis());
+            + (i128::from(at.as_millis()) - i128::from(call.enqueued_at.as_millis()));
         aged as f64 / period as f64
     }
 
@@ -1507,7 +1520,7 @@ impl Acd {
         let expires_at = at + secs(queue.config.offer_timeout_secs);
         let queue_id = queue.config.id.clone();
         let id = self.state.next_offer;
-        self.state.next_offer += 1;
+        self.state.next_offer = self.state.next_offer.wrapping_add(1);
         self.unlist_waiting(call_id);
         if let Some(call) = self.state.calls.get_mut(call_id) {
             call.status = CallStatus::Offered { offer: id };
@@ -1523,7 +1536,7 @@ impl Acd {
         for &a in &agents {
             // The agents were chosen from the available index, so the transition is legal.
             if self.transition(at, a, AgentEvent::Offer).is_ok() {
-                self.state.offer_turn += 1;
+                self.state.offer_turn = self.state.offer_turn.wrapping_add(1);
                 let turn = self.state.offer_turn;
                 if let Some(ag) = self.state.agents.get_mut(a) {
                     ag.offer = Some(id);
@@ -1857,7 +1870,7 @@ impl Acd {
 
     /// The live KPIs at `now` (no state changes; time in the current agent states is included).
     pub fn kpis(&self, now: Timestamp) -> KpiSnapshot {
-        let now = now.max(self.state.now);
+        let now = sane(now).max(self.state.now);
         let mut offering = vec![0u32; self.state.queues.len()];
         for o in self.state.offers.values() {
             if let Some(n) = self
@@ -2090,6 +2103,22 @@ fn check_snapshot(s: &State) -> Result<(), RestoreError> {
     for a in &s.agents {
         if a.wrap_queue.is_some_and(|q| q >= nq) {
             return err("an agent refers to a missing queue");
+        }
+    }
+    let in_range = |t: &Timestamp| sane(*t) == *t;
+    let times = [s.now, s.interval_start]
+        .into_iter()
+        .chain(s.agents.iter().map(|a| a.since))
+        .chain(s.calls.values().flat_map(|c| [c.enqueued_at, c.queue_entered_at]))
+        .chain(s.calls.values().filter_map(|c| match c.status {
+            CallStatus::Connected { answered_at, .. } => Some(answered_at),
+            _ => None,
+        }))
+        .chain(s.offers.values().map(|o| o.expires_at))
+        .chain(s.timers.keys().map(|&(at, _)| Timestamp::from_millis(at)));
+    for t in times {
+        if !in_range(&t) {
+            return err("a time is out of range");
         }
     }
     Ok(())

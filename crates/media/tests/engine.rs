@@ -444,17 +444,24 @@ async fn answering_machine_analysis_on_a_live_leg() {
     let mut audio = vec![0i16; 8 * 300];
     audio.extend(hello);
     audio.extend(vec![0i16; 8 * 1500]);
-    let (leg, mut events) = engine.allocate_leg().unwrap();
-    let mut phone = Phone::new(3).await;
-    leg.set_remote(negotiated(G711::Pcmu, phone.addr()));
-    leg.detect_answering_machine(AmdConfig::default());
-    for chunk in audio.chunks(160) {
-        let mut payload = vec![0u8; chunk.len()];
-        G711::Pcmu.encode_into(chunk, &mut payload);
-        phone.send_audio(leg.local_addr(), 0, &payload).await;
+    // The called party's leg is bridged to a listener: what reaches the listener has been analysed, which
+    // paces the sender without sleeping (and without overrunning the socket buffer).
+    let mut c = call(&engine, G711::Pcmu, G711::Pcmu).await;
+    let _bridge = engine.bridge(&c.a, &c.b);
+    c.a.detect_answering_machine(AmdConfig::default());
+    let (leg, phone, listener, events) = (&c.a, &mut c.phone_a, &c.phone_b, &mut c.a_events);
+    for burst in audio.chunks(160 * 20) {
+        for chunk in burst.chunks(160) {
+            let mut payload = vec![0u8; chunk.len()];
+            G711::Pcmu.encode_into(chunk, &mut payload);
+            phone.send_audio(leg.local_addr(), 0, &payload).await;
+        }
+        for _ in burst.chunks(160) {
+            listener.recv().await;
+        }
     }
     loop {
-        if let LegEvent::AnsweringMachine(result) = next_event(&mut events).await {
+        if let LegEvent::AnsweringMachine(result) = next_event(events).await {
             assert_eq!(
                 (result.decision, result.reason),
                 (AmdDecision::Human, AmdReason::AfterGreetingSilence)

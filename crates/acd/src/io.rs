@@ -149,6 +149,7 @@ pub enum Trigger {
     AgentAvailable,
     StepReached,
     PreferredExpired,
+    PreferredUnavailable,
     OfferReturned,
     Reconfigured,
 }
@@ -160,6 +161,7 @@ impl Trigger {
             Trigger::AgentAvailable => "the agent became available",
             Trigger::StepReached => "the call reached a new routing step",
             Trigger::PreferredExpired => "the preferred-agent time ran out",
+            Trigger::PreferredUnavailable => "the preferred agent logged out",
             Trigger::OfferReturned => "the call came back from a failed offer",
             Trigger::Reconfigured => "the configuration changed",
         }

@@ -563,6 +563,11 @@ impl Acd {
         if let Some(call) = returned {
             self.return_call(now, &call);
         }
+        // Calls that were waiting for this agent in particular go to the team now.
+        let preferring = self.index.preferred_waiting.get(&a).cloned().unwrap_or_default();
+        for call in preferring {
+            self.route_call(now, &call, Trigger::PreferredUnavailable);
+        }
         let memberships = self
             .index
             .agents
@@ -1949,9 +1954,9 @@ impl Acd {
         }
     }
 
-    /// Checks the internal invariants (each agent holds at most one call or offer, each call is in at
-    /// most one offer, indexes match the state). Linear in the size of the state: for tests and debug
-    /// assertions.
+    /// Checks the internal invariants: each agent holds at most one call or offer, each call is in at
+    /// most one offer, the indexes match the state, and no available agent is left idle while a waiting
+    /// call qualifies for them. Quadratic in the size of the state: for tests and debug assertions.
     pub fn check_invariants(&self) -> Result<(), String> {
         let s = &self.state;
         for (a, ag) in s.agents.iter().enumerate() {
@@ -2034,6 +2039,47 @@ impl Acd {
                 && s.offers.get(&offer).map(|o| &o.call) != Some(&c.id)
             {
                 return Err(format!("call {} offered by a missing offer", c.id));
+            }
+        }
+        self.check_work_conserving()
+    }
+
+    /// No available agent qualifies for a waiting call that the rules would let them take now: every
+    /// chance to match was taken. Quadratic; for tests.
+    fn check_work_conserving(&self) -> Result<(), String> {
+        let at = self.state.now;
+        for (a, ag) in self.state.agents.iter().enumerate() {
+            if ag.state != AgentState::Available {
+                continue;
+            }
+            let memberships = self
+                .index
+                .agents
+                .get(a)
+                .map(|x| x.memberships.as_slice())
+                .unwrap_or_default();
+            for call in self
+                .state
+                .calls
+                .values()
+                .filter(|c| c.status == CallStatus::Waiting)
+            {
+                let takes = match self.preferred_target(call, at) {
+                    Some(p) => p == a,
+                    None => memberships.iter().any(|&(q, rank)| {
+                        q == call.queue
+                            && self.state.queues.get(q).is_some_and(|queue| {
+                                let (_, step) = self.current_step(call, &queue.config, at);
+                                self.qualifies(a, call, step, rank)
+                            })
+                    }),
+                };
+                if takes {
+                    return Err(format!(
+                        "agent {} is idle while call {} waits for them",
+                        ag.config.id, call.id
+                    ));
+                }
             }
         }
         Ok(())

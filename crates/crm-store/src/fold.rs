@@ -248,6 +248,19 @@ impl InteractionRow {
     }
 }
 
+/// The event as it may be stored anywhere (journal or SQL): sensitive collected digits masked.
+pub fn masked_for_storage(mut event: InteractionEvent) -> InteractionEvent {
+    if let InteractionEventKind::DigitsCollected {
+        digits,
+        sensitive: true,
+        ..
+    } = &mut event.kind
+    {
+        *digits = domain::Pii::new("*".repeat(digits.expose().chars().count()));
+    }
+    event
+}
+
 /// The JSON payload stored for an event. Sensitive collected digits (card numbers, PINs) are masked
 /// here, before anything reaches a disk, whatever the caller did.
 pub fn stored_payload(event: &InteractionEvent) -> String {
@@ -423,5 +436,21 @@ mod tests {
         let payload = stored_payload(&e);
         assert!(!payload.contains("4111"), "{payload}");
         assert!(payload.contains("****************"));
+        let masked = masked_for_storage(e);
+        assert!(!serde_json::to_string(&masked).unwrap().contains("4111"));
+        let plain = ev(
+            1,
+            0,
+            InteractionEventKind::DigitsCollected {
+                variable: "account".into(),
+                digits: Pii::new("12345".into()),
+                sensitive: false,
+            },
+        );
+        assert_eq!(
+            masked_for_storage(plain.clone()),
+            plain,
+            "only sensitive digits are masked"
+        );
     }
 }

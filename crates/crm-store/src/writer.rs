@@ -182,7 +182,9 @@ impl EventWriter {
     }
 
     /// Appends an event; resolves once it is durable in the journal (it reaches SQL shortly after).
+    /// Sensitive collected digits are masked before anything is written.
     pub async fn append(&self, event: InteractionEvent) -> Result<()> {
+        let event = crate::fold::masked_for_storage(event);
         let (ack, acked) = oneshot::channel();
         self.commands
             .send(JournalCmd::Append(event, ack))

@@ -210,3 +210,45 @@ async fn a_second_writer_on_the_same_journal_is_refused() {
         .unwrap();
     task.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn sensitive_digits_never_reach_the_journal_or_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crm_store::CrmStore::connect(&format!("sqlite:{}", dir.path().join("pci.db").display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let journal_dir = dir.path().join("journal");
+    let (writer, task) = EventWriter::start(store.clone(), WriterConfig::new(&journal_dir))
+        .await
+        .unwrap();
+    let card = domain::InteractionEventKind::DigitsCollected {
+        variable: "card".into(),
+        digits: domain::Pii::new("4111111111111111".into()),
+        sensitive: true,
+    };
+    writer.append(ev::at("pci", 0, 0, card)).await.unwrap();
+    let mut journal_bytes = Vec::new();
+    for (_, path) in journal::list_segments(&journal_dir).unwrap() {
+        journal_bytes.extend(std::fs::read(path).unwrap());
+    }
+    let journal_text = String::from_utf8_lossy(&journal_bytes);
+    assert!(
+        journal_text.contains("digits_collected"),
+        "the event is in the journal"
+    );
+    assert!(!journal_text.contains("4111"), "but not the card number");
+    task.shutdown().await.unwrap();
+    assert_eq!(store.count_events(Some(&ev::id("pci"))).await.unwrap(), 1);
+    store.close().await;
+    let mut db_bytes = std::fs::read(dir.path().join("pci.db")).unwrap();
+    if let Ok(wal) = std::fs::read(dir.path().join("pci.db-wal")) {
+        db_bytes.extend(wal);
+    }
+    let db_text = String::from_utf8_lossy(&db_bytes);
+    assert!(
+        db_text.contains("****************"),
+        "the masked payload is in the file"
+    );
+    assert!(!db_text.contains("4111111111111111"));
+}

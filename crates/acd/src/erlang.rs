@@ -124,6 +124,15 @@ impl StaffingRow {
     }
 }
 
+/// The predicted performance of every staffing level in `agents`, e.g. for a table around the answer.
+pub fn staffing_table(
+    work: &Workload,
+    target_secs: f64,
+    agents: std::ops::RangeInclusive<u32>,
+) -> Vec<StaffingRow> {
+    agents.map(|c| StaffingRow::new(work, target_secs, c)).collect()
+}
+
 /// The answer to "how many agents": on the phones, and scheduled once shrinkage is added.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct StaffingPlan {
@@ -211,6 +220,16 @@ mod tests {
             5e-5
         ));
         assert!(close(StaffingRow::new(&work, 20.0, 11).asa_secs, 122.78, 5e-3));
+
+        let table = staffing_table(&work, 20.0, 11..=15);
+        let levels: Vec<String> = table
+            .iter()
+            .map(|r| format!("{}:{:.1}%", r.agents, r.service_level * 100.0))
+            .collect();
+        assert_eq!(
+            levels,
+            ["11:39.0%", "12:64.0%", "13:79.6%", "14:88.8%", "15:94.1%"]
+        );
 
         let plan = required_agents(&work, ServiceLevelTarget::default(), None, 0.3).unwrap();
         assert_eq!(plan.agents, 14);

@@ -365,7 +365,7 @@ fn apply(acd: &mut Acd, model: &mut Model, input: Input) -> (Result<(), AcdError
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn safety_holds_and_no_call_is_lost(config in any_config(), ops in prop::collection::vec(any_op(), 1..160)) {

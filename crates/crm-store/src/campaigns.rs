@@ -169,7 +169,7 @@ impl CrmStore {
         let ids = with_pool!(self, |pool| {
             sqlx::query_scalar::<_, String>(
                 "SELECT l.id FROM leads l WHERE l.campaign_id = $1 \
-                 AND (l.status = 'new' OR (l.status NOT IN ('done', 'contacted', 'dnc') \
+                 AND l.phone_e164 <> '' AND (l.status = 'new' OR (l.status NOT IN ('done', 'contacted', 'dnc', 'expired') \
                       AND l.next_attempt_at IS NOT NULL AND l.next_attempt_at <= $2)) \
                  AND NOT EXISTS (SELECT 1 FROM do_not_call d WHERE d.phone_e164 = l.phone_e164) \
                  ORDER BY l.created_at, l.id LIMIT $3",

@@ -28,6 +28,17 @@ pub struct BatchOutcome {
     pub duplicates: usize,
 }
 
+/// One stored step of an interaction's timeline.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub at: domain::Timestamp,
+    /// The event type name (`arrived`, `answered`, ...).
+    pub kind: String,
+    /// The event as stored; may hold personal data, so never log it.
+    pub payload: serde_json::Value,
+}
+
 /// A callback waiting to be made.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PendingCallback {
@@ -293,6 +304,37 @@ impl CrmStore {
                 .rows_affected()
         });
         Ok(affected == 1)
+    }
+
+    /// The stored timeline of one interaction, in seq order (payloads as stored: masked where retention
+    /// or sensitivity required it).
+    pub async fn interaction_timeline(&self, id: &domain::InteractionId) -> Result<Vec<StoredEvent>> {
+        // JSONB is read back as text so both backends decode the same way.
+        let sql = match self.backend {
+            Backend::Postgres(_) => {
+                "SELECT seq, at, type, payload::text FROM interaction_events WHERE interaction_id = $1 ORDER BY seq"
+            }
+            Backend::Sqlite(_) => {
+                "SELECT seq, at, type, payload FROM interaction_events WHERE interaction_id = $1 ORDER BY seq"
+            }
+        };
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as::<_, (i64, i64, String, String)>(sql)
+                .bind(id.as_str().to_string())
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter()
+            .map(|(seq, at, kind, payload)| {
+                Ok(StoredEvent {
+                    seq,
+                    at: domain::Timestamp::from_millis(at),
+                    kind,
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| crate::StoreError::Corrupt(format!("event payload: {e}")))?,
+                })
+            })
+            .collect()
     }
 
     /// Callbacks still pending, oldest request first.

@@ -31,7 +31,7 @@ mod writer;
 pub use campaigns::{Campaign, DialMode};
 pub use customers::{AuditEntry, RECENT_INTERACTIONS};
 pub use error::{Result, StoreError};
-pub use events::{BatchOutcome, PendingCallback};
+pub use events::{BatchOutcome, PendingCallback, StoredEvent};
 pub use fold::InteractionRow;
 pub use import::{ImportProblem, ImportReport, LeadRecord};
 pub use model::{Customer, CustomerCard, InteractionSummary, Role, Tier, User};

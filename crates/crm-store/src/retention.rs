@@ -1,6 +1,7 @@
 //! Data protection: the retention job. Interactions older than the retention period lose their
 //! personal data (numbers, notes, the personal fields of their events) and their recordings; customers
-//! with no contact in that period are masked. The job returns the recording files for its caller to
+//! with no contact in that period are masked, leads not tried in it are blanked, finished callbacks
+//! are deleted. The job returns the recording files for its caller to
 //! delete (this crate does no file housekeeping beyond its journal) and audits what it did.
 
 use crate::customers::{AuditEntry, audit_in_tx};
@@ -22,6 +23,10 @@ pub struct RetentionOutcome {
     pub interactions_masked: u64,
     pub events_masked: u64,
     pub customers_masked: u64,
+    /// Leads not tried within the period: name and number blanked.
+    pub leads_masked: u64,
+    /// Finished callbacks requested before the cutoff, deleted.
+    pub callbacks_deleted: u64,
 }
 
 /// Events whose payload carries personal data (numbers, digits, notes, recording paths).
@@ -41,7 +46,14 @@ impl CrmStore {
         let cutoff = retention_cutoff(now, days).as_millis();
         let stamp = now.as_millis();
         let old = "masked_at IS NULL AND COALESCE(ended_at, arrived_at, queued_at, 0) < $1";
-        let (recordings, interactions_masked, events_masked, customers_masked) = with_pool!(self, |pool| {
+        let (
+            recordings,
+            interactions_masked,
+            events_masked,
+            customers_masked,
+            leads_masked,
+            callbacks_deleted,
+        ) = with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let recordings = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
                 "SELECT recording_path FROM interactions WHERE {old} AND recording_path IS NOT NULL"
@@ -83,6 +95,20 @@ impl CrmStore {
                 .bind(stamp)
                 .execute(&mut *tx)
                 .await?;
+            let leads = sqlx::query(
+                "UPDATE leads SET name = NULL, phone_e164 = '', status = 'expired' \
+                 WHERE phone_e164 <> '' AND created_at < $1 AND COALESCE(last_attempt_at, 0) < $1",
+            )
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let callbacks =
+                sqlx::query("DELETE FROM callbacks WHERE status <> 'pending' AND requested_at < $1")
+                    .bind(cutoff)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             let entry = AuditEntry {
                 at: now,
                 actor: "retention".into(),
@@ -90,19 +116,22 @@ impl CrmStore {
                 entity: "retention".into(),
                 entity_id: format!("{days}d"),
                 detail: format!(
-                    "interactions={interactions} events={events} customers={customers} recordings={}",
+                    "interactions={interactions} events={events} customers={customers} leads={leads} \
+                     callbacks={callbacks} recordings={}",
                     recordings.len()
                 ),
             };
             audit_in_tx!(tx, &entry);
             tx.commit().await?;
-            (recordings, interactions, events, customers)
+            (recordings, interactions, events, customers, leads, callbacks)
         });
         Ok(RetentionOutcome {
             recordings_to_delete: recordings.into_iter().map(PathBuf::from).collect(),
             interactions_masked,
             events_masked,
             customers_masked,
+            leads_masked,
+            callbacks_deleted,
         })
     }
 }

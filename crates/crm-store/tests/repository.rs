@@ -294,7 +294,33 @@ async fn retention_masks_old_personal_data_and_returns_recordings() {
             .await
             .unwrap();
 
+        let spring = CampaignId::new("spring").unwrap();
+        let leads = "id,phone\nold-lead,+14155550190\n";
+        store
+            .import_leads_csv(&spring, leads, "admin", Timestamp::from_millis(day))
+            .await
+            .unwrap();
+        let new_leads = "id,phone\nnew-lead,+14155550191\n";
+        store
+            .import_leads_csv(&spring, new_leads, "admin", now)
+            .await
+            .unwrap();
+
         let outcome = store.apply_retention(now, 30).await.unwrap();
+        assert_eq!(outcome.leads_masked, 1, "{}", target.label());
+        let remaining: Vec<String> = store
+            .campaign_leads(&spring)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.phone.expose().clone())
+            .collect();
+        assert_eq!(remaining, ["+14155550191", ""], "by id: new-lead, old-lead");
+        assert_eq!(
+            store.dialable_leads(&spring, now, 10).await.unwrap().len(),
+            1,
+            "blanked leads are never dialled"
+        );
         assert_eq!(
             outcome.recordings_to_delete,
             vec![std::path::PathBuf::from("/rec/old.wav")],

@@ -38,6 +38,10 @@ async fn batch_insert_is_idempotent_and_folds_once() {
         assert_eq!(row.wrap_ms, Some(5_000));
         assert_eq!(row.last_seq, 4);
         assert_eq!(store.count_events(Some(&ev::id("c1"))).await.unwrap(), 5);
+        let timeline = store.interaction_timeline(&ev::id("c1")).await.unwrap();
+        let kinds: Vec<&str> = timeline.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["arrived", "enqueued", "answered", "ended", "wrapped_up"]);
+        assert_eq!(timeline[2].payload["agent"], "alice");
 
         assert!(
             !store.insert_event_naive(&call[0]).await.unwrap(),

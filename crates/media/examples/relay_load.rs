@@ -76,8 +76,9 @@ async fn main() {
         samples: parking_lot::Mutex::new(Vec::new()),
     });
     let engine = MediaEngine::new(MediaConfig {
-        port_min: 50000,
-        port_max: 50000 + (calls as u16) * 4 + 100,
+        // Below the kernel's ephemeral range, where the phones' sockets land.
+        port_min: 10000,
+        port_max: (10000 + calls * 6).min(32000) as u16,
         ..MediaConfig::default()
     })
     .unwrap();

@@ -146,12 +146,6 @@ pub struct RecordingHandle {
     path: PathBuf,
 }
 
-impl std::fmt::Debug for LegCommand {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LegCommand")
-    }
-}
-
 impl RecordingHandle {
     /// Where the file is being written.
     pub fn path(&self) -> &std::path::Path {

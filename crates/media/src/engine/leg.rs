@@ -137,6 +137,23 @@ pub(crate) enum LegCommand {
     Close,
 }
 
+impl std::fmt::Debug for LegCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only the variant: prompts and digits are not for logs.
+        f.write_str(match self {
+            Self::SetRemote(_) => "SetRemote",
+            Self::Play { .. } => "Play",
+            Self::StopPlayback => "StopPlayback",
+            Self::SendDtmf { .. } => "SendDtmf",
+            Self::SetPartner(_) => "SetPartner",
+            Self::SetRecorder(_) => "SetRecorder",
+            Self::SetInbandDtmf(_) => "SetInbandDtmf",
+            Self::StartAmd(_) => "StartAmd",
+            Self::Close => "Close",
+        })
+    }
+}
+
 /// The owner's handle on a leg. Dropping it ends the leg (socket closed, port returned).
 pub struct RtpLeg {
     shared: Arc<LegShared>,

@@ -25,6 +25,9 @@ pub struct ReceptionStats {
     last_transit: Option<i64>,
     /// Jitter in timestamp units, scaled by 16 as in RFC 3550 A.8 to keep integer precision.
     jitter_q4: i64,
+    /// What earlier sources (before an SSRC change or a restart) delivered, for the call's totals.
+    earlier_expected: u64,
+    earlier_received: u64,
 }
 
 impl ReceptionStats {
@@ -34,6 +37,8 @@ impl ReceptionStats {
     }
 
     fn restart(&mut self, sequence: u16) {
+        self.earlier_expected += self.expected();
+        self.earlier_received += self.received;
         self.started = true;
         self.base_sequence = u32::from(sequence);
         self.max_sequence = sequence;
@@ -80,6 +85,37 @@ impl ReceptionStats {
         }
         self.last_transit = Some(transit);
         true
+    }
+
+    /// Starts counting a new source (its SSRC changed, e.g. after a re-INVITE); the call totals keep what the
+    /// earlier sources delivered, the per-source counters (for RTCP report blocks) start afresh.
+    pub fn start_new_source(&mut self) {
+        *self = Self {
+            earlier_expected: self.earlier_expected + self.expected(),
+            earlier_received: self.earlier_received + self.received,
+            ..Self::default()
+        };
+    }
+
+    /// Packets expected over the whole call, every source included.
+    pub fn call_expected(&self) -> u64 {
+        self.earlier_expected + self.expected()
+    }
+
+    /// Packets received over the whole call, every source included.
+    pub fn call_received(&self) -> u64 {
+        self.earlier_received + self.received
+    }
+
+    /// Share of the call's expected packets that were lost, 0.0-1.0.
+    pub fn call_loss_fraction(&self) -> f64 {
+        let expected = self.call_expected();
+        let lost = expected.saturating_sub(self.call_received());
+        if expected == 0 {
+            0.0
+        } else {
+            (lost as f64 / expected as f64).min(1.0)
+        }
     }
 
     /// Packets received (duplicates excluded).
@@ -189,17 +225,17 @@ pub struct CallQuality {
 }
 
 impl CallQuality {
-    /// Summarises `stats`. Mouth-to-ear delay is estimated as half the round trip (or 20 ms if unknown) plus
+    /// Summarises the call's reception (all sources; jitter of the current one). Mouth-to-ear delay is estimated as half the round trip (or 20 ms if unknown) plus
     /// one 20 ms packet and a jitter buffer of twice the jitter.
     pub fn from_stats(stats: &ReceptionStats, round_trip_ms: Option<f64>) -> Self {
         let jitter_ms = stats.jitter_ms();
         let delay = round_trip_ms.map_or(20.0, |rtt| rtt / 2.0) + 20.0 + 2.0 * jitter_ms;
-        let loss_fraction = stats.loss_fraction();
+        let loss_fraction = stats.call_loss_fraction();
         let r = r_factor(loss_fraction, delay);
         Self {
-            packets_received: stats.received(),
-            packets_expected: stats.expected(),
-            packets_lost: stats.lost(),
+            packets_received: stats.call_received(),
+            packets_expected: stats.call_expected(),
+            packets_lost: stats.call_expected() as i64 - stats.call_received() as i64,
             loss_fraction,
             jitter_ms,
             round_trip_ms,
@@ -294,6 +330,24 @@ mod tests {
         assert!(!stats.on_packet(40_000, 0, 60_000));
         assert!(stats.on_packet(40_001, 160, 80_000));
         assert_eq!((stats.expected(), stats.received()), (1, 1));
+    }
+
+    #[test]
+    fn call_totals_survive_source_changes() {
+        let mut stats = ReceptionStats::new();
+        for i in (0..50u16).filter(|i| *i != 20) {
+            stats.on_packet(i, u32::from(i) * 160, i64::from(i) * 20_000);
+        }
+        stats.start_new_source();
+        for i in (9000..9050u16).filter(|i| *i != 9010 && *i != 9011) {
+            stats.on_packet(i, 0, 0);
+        }
+        // The new source's report block counts only its own two losses; the call lost three of 100.
+        assert_eq!((stats.expected(), stats.lost()), (50, 2));
+        assert_eq!((stats.call_expected(), stats.call_received()), (100, 97));
+        let q = CallQuality::from_stats(&stats, None);
+        assert_eq!((q.packets_expected, q.packets_lost), (100, 3));
+        assert!((q.loss_fraction - 0.03).abs() < 1e-9);
     }
 
     #[test]

@@ -638,7 +638,7 @@ impl LegTask {
         if self.remote_ssrc != Some(packet.ssrc) {
             // A new source (re-INVITE, transfer): its sequence and timestamps start afresh.
             self.remote_ssrc = Some(packet.ssrc);
-            self.shared.rx.lock().stats = ReceptionStats::new();
+            self.shared.rx.lock().stats.start_new_source();
             self.rfc4733.flush();
             while let Some(received) = self.rfc4733.poll_digit() {
                 self.on_digit(received.digit, DtmfSource::Rfc4733);

@@ -453,4 +453,56 @@ mod tests {
             "only sensitive digits are masked"
         );
     }
+
+    fn arbitrary_kind() -> impl proptest::strategy::Strategy<Value = InteractionEventKind> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(InteractionEventKind::Held),
+            Just(InteractionEventKind::Resumed),
+            Just(InteractionEventKind::Answered {
+                agent: AgentId::new("a").unwrap()
+            }),
+            Just(InteractionEventKind::Enqueued {
+                queue: QueueId::new("q").unwrap(),
+                priority: 1
+            }),
+            Just(InteractionEventKind::Ended {
+                by: EndedBy::Caller,
+                reason: String::new(),
+                quality: None
+            }),
+            (0u64..100_000).prop_map(|w| InteractionEventKind::Abandoned {
+                queue: QueueId::new("q").unwrap(),
+                position: 1,
+                waited_ms: w
+            }),
+            Just(InteractionEventKind::WrappedUp {
+                agent: AgentId::new("a").unwrap(),
+                disposition: "x".into(),
+                notes: Pii::new(String::new())
+            }),
+            "[a-z]{1,8}".prop_map(|n| InteractionEventKind::IvrNode {
+                flow: "f".into(),
+                node: n,
+                key: None
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn folded_durations_are_never_negative(
+            steps in proptest::collection::vec((arbitrary_kind(), -1_000i64..1_000_000), 0..40)
+        ) {
+            let mut row = InteractionRow::new("i-1");
+            for (seq, (kind, at)) in steps.into_iter().enumerate() {
+                row.apply(&ev(seq as u32, at, kind), CountryCode::NANP);
+            }
+            proptest::prop_assert!(row.hold_ms >= 0);
+            proptest::prop_assert!(row.talk_ms.unwrap_or(0) >= 0);
+            proptest::prop_assert!(row.wrap_ms.unwrap_or(0) >= 0);
+            proptest::prop_assert!(row.wait_ms.unwrap_or(0) >= 0);
+            proptest::prop_assert!(row.ivr_path.len() < MAX_IVR_PATH);
+        }
+    }
 }

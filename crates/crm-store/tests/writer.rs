@@ -256,3 +256,48 @@ async fn sensitive_digits_never_reach_the_journal_or_the_database() {
     );
     assert!(!db_text.contains("4111111111111111"));
 }
+
+#[tokio::test]
+async fn any_split_into_batches_with_replays_folds_like_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("split_batches", dir.path()) {
+        let store = target.store().await;
+        for chunk in 1..=6usize {
+            let id = format!("split-{chunk}");
+            let mut call = ev::answered_call(&id, "+14155550100", "sales", "erin", 0, 7_000, 40_000);
+            // Hold in the middle of the talk, a survey after wrap-up.
+            call.insert(3, ev::at(&id, 0, 20_000, domain::InteractionEventKind::Held));
+            call.insert(4, ev::at(&id, 0, 26_000, domain::InteractionEventKind::Resumed));
+            call.push(ev::at(
+                &id,
+                0,
+                60_000,
+                domain::InteractionEventKind::Survey { score: 3 },
+            ));
+            for (seq, e) in call.iter_mut().enumerate() {
+                e.seq = seq as u32;
+            }
+            let sorted = call;
+            let mut reference = crm_store::InteractionRow::new(&id);
+            for e in &sorted {
+                reference.apply(e, crm_store::CountryCode::NANP);
+            }
+            // Each batch replays the previous one too, as a restart after a crash would.
+            let mut previous: Vec<domain::InteractionEvent> = Vec::new();
+            for part in sorted.chunks(chunk) {
+                let mut batch = previous.clone();
+                batch.extend_from_slice(part);
+                store.insert_events_batch(&batch).await.unwrap();
+                previous = part.to_vec();
+            }
+            let stored = store.interaction(&ev::id(&id)).await.unwrap().unwrap();
+            assert_eq!(stored, reference, "{}: chunks of {chunk}", target.label());
+            assert_eq!(
+                (stored.hold_ms, stored.talk_ms, stored.survey_score),
+                (6_000, Some(34_000), Some(3))
+            );
+        }
+        store.close().await;
+        target.cleanup().await;
+    }
+}

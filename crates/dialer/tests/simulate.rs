@@ -45,7 +45,7 @@ fn common_random_numbers_give_every_policy_the_same_leads() {
 
 #[test]
 fn predictive_beats_progressive_within_the_abandonment_cap() {
-    let s = shape("stationary", 20, 0.3, 60.0, 2.0);
+    let s = shape("stationary", 20, 0.3, 60.0, 1.0);
     let prog = simulate(&s, &PolicySpec::Progressive, 11);
     let pred = simulate(&s, &"predictive".parse().unwrap(), 11);
     assert!(
@@ -102,10 +102,10 @@ fn no_agents_no_dials() {
 
 #[test]
 fn uk_rules_make_the_predictive_policy_hold_the_stricter_rate() {
-    let mut s = shape("stationary", 20, 0.3, 60.0, 2.0);
+    let mut s = shape("stationary", 20, 0.3, 60.0, 1.0);
     s.scenario.compliance.rules = dialer::compliance::RuleSet::Uk;
     let uk = s.scenario.clone().validate().unwrap();
-    let us = shape("stationary", 20, 0.3, 60.0, 2.0);
+    let us = shape("stationary", 20, 0.3, 60.0, 1.0);
     let policy: PolicySpec = "predictive".parse().unwrap();
     let under_uk = simulate(&uk, &policy, 4);
     let under_us = simulate(&us, &policy, 4);

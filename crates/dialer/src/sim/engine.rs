@@ -37,10 +37,10 @@ enum Truth {
     NoAnswer,
 }
 
-/// Everything random about one lead, drawn up front in a fixed order from the lead's own stream.
-#[derive(Debug, Clone, Copy)]
+/// Everything random about one lead, drawn in a fixed order from the lead's own stream. Draws that only
+/// matter once the lead answers are taken only then (same order, so still common to every policy).
+#[derive(Debug, Clone, Copy, Default)]
 struct LeadDraws {
-    outcome: f64,
     answer_secs: f64,
     greeting_secs: f64,
     amd_secs: f64,
@@ -51,11 +51,24 @@ struct LeadDraws {
 }
 
 impl LeadDraws {
-    fn draw(seed: u64, lead: u64, s: &super::scenario::Scenario) -> Self {
+    fn draw(seed: u64, lead: u64, s: &super::scenario::Scenario, live: f64, ring: Duration) -> (Truth, Self) {
         let mut rng = SimRng::stream(seed, &[lead]);
-        Self {
-            outcome: rng.uniform(),
-            answer_secs: rng.lognormal_mean_cv(s.leads.answer_time_mean_s, s.leads.answer_time_cv),
+        let outcome = rng.uniform();
+        let truth = if outcome < live {
+            Truth::Person
+        } else if outcome < live + s.leads.machine {
+            Truth::Machine
+        } else if outcome < live + s.leads.machine + s.leads.busy {
+            return (Truth::Busy, Self::default());
+        } else {
+            return (Truth::NoAnswer, Self::default());
+        };
+        let answer_secs = rng.lognormal_mean_cv(s.leads.answer_time_mean_s, s.leads.answer_time_cv);
+        if secs(answer_secs) >= ring {
+            return (Truth::NoAnswer, Self::default());
+        }
+        let draws = Self {
+            answer_secs,
             greeting_secs: rng.lognormal_mean_cv(s.leads.greeting_mean_s, s.leads.greeting_cv),
             amd_secs: rng
                 .lognormal_mean_cv(s.amd.decision_mean_s, 0.5)
@@ -64,7 +77,8 @@ impl LeadDraws {
             patience_secs: rng.lognormal_mean_cv(s.leads.patience_mean_s, 0.5),
             talk_secs: rng.lognormal_mean_cv(s.handling.talk_mean_s, s.handling.talk_cv),
             wrap_secs: rng.lognormal_mean_cv(s.handling.wrap_mean_s, s.handling.wrap_cv),
-        }
+        };
+        (truth, draws)
     }
 }
 
@@ -317,24 +331,9 @@ impl<'a> Engine<'a> {
         let s = &self.scenario.scenario;
         let lead = self.next_lead;
         self.next_lead += 1;
-        let d = LeadDraws::draw(self.seed, lead, s);
         let live = self.live_answer_at(self.now);
-        let truth = if d.outcome < live {
-            Truth::Person
-        } else if d.outcome < live + s.leads.machine {
-            Truth::Machine
-        } else if d.outcome < live + s.leads.machine + s.leads.busy {
-            Truth::Busy
-        } else {
-            Truth::NoAnswer
-        };
         let ring = self.rules.ring_time;
-        let answered = matches!(truth, Truth::Person | Truth::Machine) && secs(d.answer_secs) < ring;
-        let truth = if matches!(truth, Truth::Person | Truth::Machine) && !answered {
-            Truth::NoAnswer
-        } else {
-            truth
-        };
+        let (truth, d) = LeadDraws::draw(self.seed, lead, s, live, ring);
         let answer_at = self.now + secs(d.answer_secs);
         let greeting_end = answer_at + secs(d.greeting_secs);
         let (verdict, resolves_at) = match truth {

@@ -69,7 +69,8 @@ pub struct GridConfig {
     pub shapes: Vec<Scenario>,
     pub replications: u32,
     pub first_seed: u64,
-    /// Fixed ratios tried per cell to find the best one with hindsight.
+    /// Fixed ratios tried per cell to find the best one with hindsight (ratio 1.0, progressive, is always
+    /// a candidate).
     pub fixed_ratios: Vec<f64>,
     /// Largest share of replications allowed over the cap (0.05).
     pub max_share_over: f64,
@@ -89,7 +90,7 @@ impl GridConfig {
             shapes: named_shapes()?,
             replications: 30,
             first_seed: 1,
-            fixed_ratios: vec![1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0],
+            fixed_ratios: vec![1.1, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0],
             max_share_over: 0.05,
             predictive: PredictiveConfig::default(),
             vicidial: VicidialConfig::default(),
@@ -171,8 +172,8 @@ pub fn run_cell(
         .iter()
         .map(|&ratio| run(PolicySpec::FixedRatio { ratio }))
         .collect();
-    let best_fixed = fixed
-        .iter()
+    let best_fixed = std::iter::once(&progressive)
+        .chain(fixed.iter())
         .filter(|s| s.compliant(cap, config.max_share_over))
         .max_by(|a, b| a.occupancy.total_cmp(&b.occupancy))
         .cloned();

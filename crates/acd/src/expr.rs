@@ -82,15 +82,7 @@ impl Expr {
     /// Whether an agent with the proficiencies given by `level_of` satisfies the expression.
     pub fn matches(&self, level_of: &impl Fn(&SkillId) -> u8, relax: Relaxation) -> bool {
         match self {
-            Expr::Cmp { skill, op, level } => {
-                let have = level_of(skill);
-                match (relax, op) {
-                    (Relaxation::IgnoreSkills, _) => true,
-                    (Relaxation::LowerBoundsTo(cap), CmpOp::Ge | CmpOp::Eq) => have >= (*level).min(cap),
-                    (Relaxation::LowerBoundsTo(cap), CmpOp::Gt) => have >= level.saturating_add(1).min(cap),
-                    _ => op.holds(have, *level),
-                }
-            }
+            Expr::Cmp { skill, op, level } => leaf_holds(level_of(skill), *op, *level, relax),
             Expr::And(items) => items.iter().all(|e| e.matches(level_of, relax)),
             Expr::Or(items) => items.iter().any(|e| e.matches(level_of, relax)),
         }
@@ -137,6 +129,51 @@ fn write_joined(f: &mut fmt::Formatter<'_>, items: &[Expr], sep: &str, inside_an
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.fmt_prec(f, false)
+    }
+}
+
+/// Whether proficiency `have` satisfies `op level` under the relaxation.
+fn leaf_holds(have: u8, op: CmpOp, level: u8, relax: Relaxation) -> bool {
+    match (relax, op) {
+        (Relaxation::IgnoreSkills, _) => true,
+        (Relaxation::LowerBoundsTo(cap), CmpOp::Ge | CmpOp::Eq) => have >= level.min(cap),
+        (Relaxation::LowerBoundsTo(cap), CmpOp::Gt) => have >= level.saturating_add(1).min(cap),
+        _ => op.holds(have, level),
+    }
+}
+
+/// An expression with skills replaced by indexes into a table of proficiencies, so matching an agent
+/// is array lookups instead of string comparisons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CompiledExpr {
+    Cmp { skill: usize, op: CmpOp, level: u8 },
+    And(Vec<CompiledExpr>),
+    Or(Vec<CompiledExpr>),
+}
+
+impl CompiledExpr {
+    /// Compiles `expr`, numbering skills with `intern`.
+    pub(crate) fn compile(expr: &Expr, intern: &mut impl FnMut(&SkillId) -> usize) -> Self {
+        match expr {
+            Expr::Cmp { skill, op, level } => CompiledExpr::Cmp {
+                skill: intern(skill),
+                op: *op,
+                level: *level,
+            },
+            Expr::And(items) => CompiledExpr::And(items.iter().map(|e| Self::compile(e, intern)).collect()),
+            Expr::Or(items) => CompiledExpr::Or(items.iter().map(|e| Self::compile(e, intern)).collect()),
+        }
+    }
+
+    /// Whether an agent with proficiencies `levels` (by skill index; missing means 0) qualifies.
+    pub(crate) fn matches(&self, levels: &[u8], relax: Relaxation) -> bool {
+        match self {
+            CompiledExpr::Cmp { skill, op, level } => {
+                leaf_holds(levels.get(*skill).copied().unwrap_or(0), *op, *level, relax)
+            }
+            CompiledExpr::And(items) => items.iter().all(|e| e.matches(levels, relax)),
+            CompiledExpr::Or(items) => items.iter().any(|e| e.matches(levels, relax)),
+        }
     }
 }
 
@@ -547,6 +584,23 @@ mod tests {
                 prop_assert!(e.matches(&lv, Relaxation::LowerBoundsTo(cap)));
             }
             prop_assert!(e.matches(&lv, Relaxation::IgnoreSkills));
+        }
+
+        #[test]
+        fn compiled_form_agrees_with_the_tree(e in arb_expr(), levels in prop::collection::vec(0u8..=5, 5), cap in 0u8..=5) {
+            let mut table: Vec<SkillId> = Vec::new();
+            let compiled = CompiledExpr::compile(&e, &mut |s: &SkillId| {
+                table.iter().position(|t| t == s).unwrap_or_else(|| { table.push(s.clone()); table.len() - 1 })
+            });
+            // Skills past the table's end have level 0, as for an agent without them.
+            let have: Vec<u8> = (0..table.len()).map(|i| levels.get(i).copied().unwrap_or(0)).collect();
+            let lv = |s: &SkillId| table.iter().position(|t| t == s).and_then(|i| have.get(i).copied()).unwrap_or(0);
+            for relax in [Relaxation::None, Relaxation::LowerBoundsTo(cap), Relaxation::IgnoreSkills] {
+                prop_assert_eq!(compiled.matches(&have[..have.len().min(3)], relax), e.matches(&|s: &SkillId| {
+                    let i = table.iter().position(|t| t == s).unwrap_or(usize::MAX);
+                    if i < 3 { lv(s) } else { 0 }
+                }, relax));
+            }
         }
     }
 }

@@ -19,14 +19,14 @@ use crate::config::{
     AcdConfig, AgentConfig, ConfigError, OverflowTarget, Priority, QueueConfig, ReasonCode, RoutingStep,
     Strategy,
 };
-use crate::expr::SkillExpr;
+use crate::expr::{CompiledExpr, SkillExpr};
 use crate::io::{
     CallRequest, CancelReason, Explanation, Input, Offer, OfferId, Output, OverflowReason, PreferredAgent,
     Rule, Score, Trigger,
 };
 use crate::kpi::{AgentCounters, AgentKpi, KpiSnapshot, QueueCounters, QueueKpi, estimated_wait_ms};
 use crate::rng::SplitMix64;
-use domain::{AgentId, CallId, QueueId, Timestamp};
+use domain::{AgentId, CallId, QueueId, SkillId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -133,6 +133,9 @@ struct CallRt {
     visited: Vec<usize>,
     /// Pending timers of the call in its current queue.
     timers: Vec<TimerKey>,
+    /// The requirement compiled against the skill table.
+    #[serde(skip)]
+    compiled: Derived<CompiledExpr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +232,8 @@ struct QueueIndex {
 struct AgentIndex {
     memberships: Vec<(usize, u8)>,
     indexed: Vec<(usize, AvailKey)>,
+    /// Proficiency by interned skill number.
+    levels: Vec<u8>,
 }
 
 /// Lookups derived from [`State`]; never persisted.
@@ -240,7 +245,33 @@ struct Index {
     agents: Vec<AgentIndex>,
     /// Waiting calls by the agent they prefer.
     preferred_waiting: HashMap<usize, Vec<CallId>>,
+    /// Skill numbers for [`CompiledExpr`] and [`AgentIndex::levels`].
+    skills: HashMap<SkillId, usize>,
 }
+
+fn intern(skills: &mut HashMap<SkillId, usize>, skill: &SkillId) -> usize {
+    let next = skills.len();
+    *skills.entry(skill.clone()).or_insert(next)
+}
+
+/// Data derived from persisted fields, rebuilt on restore. It never takes part in equality, so a
+/// restored state equals the original whatever numbering the rebuild chose.
+#[derive(Debug, Clone)]
+struct Derived<T>(Option<T>);
+
+impl<T> Default for Derived<T> {
+    fn default() -> Self {
+        Derived(None)
+    }
+}
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Derived<T> {}
 
 /// A waiting call that qualifies for an agent, with what is needed to compare it to others.
 struct Candidate {
@@ -485,8 +516,10 @@ impl Acd {
             declined: Vec::new(),
             visited: Vec::new(),
             timers: Vec::new(),
+            compiled: Derived::default(),
         };
         self.state.calls.insert(req.call.clone(), call);
+        self.compile_requirement(&req.call);
         self.admit(now, &req.call, Trigger::CallArrived);
         Ok(())
     }
@@ -1235,13 +1268,28 @@ impl Acd {
             return false;
         }
         let Some(req) = &call.requirement else { return true };
-        let Some(ag) = self.state.agents.get(agent) else {
-            return false;
+        match (&call.compiled.0, self.index.agents.get(agent)) {
+            (Some(compiled), Some(ai)) => compiled.matches(&ai.levels, step.relaxation()),
+            // Not compiled (never expected): match on names.
+            _ => self.state.agents.get(agent).is_some_and(|ag| {
+                req.matches(
+                    &|s| ag.config.skills.get(s).map_or(0, |p| p.get()),
+                    step.relaxation(),
+                )
+            }),
+        }
+    }
+
+    fn compile_requirement(&mut self, call_id: &CallId) {
+        let Some(call) = self.state.calls.get_mut(call_id) else {
+            return;
         };
-        req.matches(
-            &|s| ag.config.skills.get(s).map_or(0, |p| p.get()),
-            step.relaxation(),
-        )
+        let skills = &mut self.index.skills;
+        call.compiled = Derived(
+            call.requirement
+                .as_ref()
+                .map(|r| CompiledExpr::compile(r.expr(), &mut |s| intern(skills, s))),
+        );
     }
 
     fn skill_sum(&self, agent: usize, call: &CallRt) -> u32 {
@@ -1780,11 +1828,22 @@ impl Acd {
                 qi.members.push(a);
             }
         }
+        let mut levels = Vec::new();
+        for (skill, level) in &ag.config.skills {
+            let ix = intern(&mut self.index.skills, skill);
+            if levels.len() <= ix {
+                levels.resize(ix + 1, 0);
+            }
+            if let Some(slot) = levels.get_mut(ix) {
+                *slot = level.get();
+            }
+        }
         if self.index.agents.len() <= a {
             self.index.agents.resize_with(a + 1, AgentIndex::default);
         }
         if let Some(ai) = self.index.agents.get_mut(a) {
             ai.memberships = memberships;
+            ai.levels = levels;
         }
     }
 
@@ -1821,6 +1880,10 @@ impl Acd {
             .collect();
         for id in waiting {
             self.list_waiting(&id);
+        }
+        let calls: Vec<CallId> = self.state.calls.keys().cloned().collect();
+        for id in calls {
+            self.compile_requirement(&id);
         }
     }
 

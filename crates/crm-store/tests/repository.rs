@@ -501,3 +501,26 @@ async fn campaigns_and_dialable_leads_skip_do_not_call() {
         target.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn in_memory_sqlite_works_for_other_crates_tests() {
+    let store = crm_store::CrmStore::connect("sqlite::memory:").await.unwrap();
+    store.migrate().await.unwrap();
+    let now = Timestamp::from_secs(1);
+    store
+        .save_customer(
+            &customer("m1", "M-1", &["+14155550111"], Tier::Major, None),
+            "admin",
+            now,
+        )
+        .await
+        .unwrap();
+    let card = store
+        .find_customer_by_phone("(415) 555-0111")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(card.customer.tier, Tier::Major);
+    assert_eq!(store.backend_kind(), crm_store::BackendKind::Sqlite);
+    assert!(crm_store::CrmStore::connect("mysql://nope").await.is_err());
+}

@@ -99,6 +99,21 @@ impl GridConfig {
     }
 }
 
+impl GridConfig {
+    /// A small subset for a quick look (corners of the grid, two shapes, 3 replications).
+    pub fn quick() -> Result<Self, ScenarioError> {
+        let mut config = Self::benchmark()?;
+        config.agents = vec![5, 20];
+        config.live_answer = vec![0.1, 0.6];
+        config.talk_mean_s = vec![60.0, 600.0];
+        config
+            .shapes
+            .retain(|s| s.name == "stationary" || s.name == "answer_halving");
+        config.replications = 3;
+        Ok(config)
+    }
+}
+
 /// One cell's results.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CellReport {
@@ -277,5 +292,56 @@ fn summarize(cells: &[CellReport], replications: u32) -> GridSummary {
         vicidial_compliant_cells: count(&|c| c.vicidial.compliant(0.03, 0.05)),
         goal_met: !cells.is_empty()
             && all(&|c| c.predictive_compliant && c.beats_progressive && c.beats_vicidial),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_shapes_parse_and_cells_rescale_the_other_outcomes() {
+        let shapes = named_shapes().unwrap();
+        let names: Vec<&str> = shapes.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["stationary", "rolling_breaks", "lunch_step", "answer_halving"]
+        );
+        let cell = cell_scenario(&shapes[0], 100, 0.6, 600.0).unwrap();
+        let leads = &cell.scenario.leads;
+        assert_eq!(
+            (
+                cell.scenario.agents,
+                leads.live_answer,
+                cell.scenario.handling.talk_mean_s
+            ),
+            (100, 0.6, 600.0)
+        );
+        // Machine and busy keep their share of the remaining 40%: 0.2 and 0.08 of 70% before.
+        assert!((leads.machine - 0.2 * 0.4 / 0.7).abs() < 1e-12);
+        assert!((leads.busy - 0.08 * 0.4 / 0.7).abs() < 1e-12);
+        assert_eq!(GridConfig::benchmark().unwrap().shapes.len() * 27, 108);
+    }
+
+    #[test]
+    fn a_tiny_grid_runs_and_reports_every_policy() {
+        let mut config = GridConfig::benchmark().unwrap();
+        config.shapes.truncate(1);
+        config.shapes[0].shift_hours = 0.5;
+        config.agents = vec![6];
+        config.live_answer = vec![0.3];
+        config.talk_mean_s = vec![60.0];
+        config.fixed_ratios = vec![1.5, 2.5];
+        config.replications = 2;
+        let report = run_grid(&config).unwrap();
+        assert_eq!(report.cells.len(), 1);
+        let cell = &report.cells[0];
+        assert_eq!(cell.fixed.len(), 2);
+        assert_eq!(cell.predictive.replications, 2);
+        // Progressive never abandons, so a hindsight-best fixed ratio always exists.
+        assert!(cell.best_fixed.is_some());
+        assert_eq!(report.summary.cells, 1);
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json["cells"][0]["predictive"]["occupancy"].as_f64().unwrap() > 0.0);
     }
 }

@@ -261,6 +261,25 @@ pub fn masked_for_storage(mut event: InteractionEvent) -> InteractionEvent {
     event
 }
 
+/// Removes NUL characters from every string of an event: PostgreSQL rejects them in TEXT and JSONB,
+/// and one such event would otherwise block its whole batch. Only called for the rare event whose
+/// JSON has a `\u0000` escape.
+pub fn without_nul_chars(event: InteractionEvent) -> InteractionEvent {
+    fn clean(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(s) => s.retain(|c| c != '\0'),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(clean),
+            serde_json::Value::Object(map) => map.values_mut().for_each(clean),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&event) else {
+        return event;
+    };
+    clean(&mut value);
+    serde_json::from_value(value).unwrap_or(event)
+}
+
 /// The JSON payload stored for an event. Sensitive collected digits (card numbers, PINs) are masked
 /// here, before anything reaches a disk, whatever the caller did.
 pub fn stored_payload(event: &InteractionEvent) -> String {
@@ -452,6 +471,21 @@ mod tests {
             plain,
             "only sensitive digits are masked"
         );
+    }
+
+    #[test]
+    fn nul_characters_are_removed_from_every_string() {
+        let e = ev(
+            0,
+            0,
+            InteractionEventKind::Ended {
+                by: EndedBy::Error,
+                reason: "bad\0 byte".into(),
+                quality: None,
+            },
+        );
+        let clean = without_nul_chars(e);
+        assert!(matches!(clean.kind, InteractionEventKind::Ended { ref reason, .. } if reason == "bad byte"));
     }
 
     fn arbitrary_kind() -> impl proptest::strategy::Strategy<Value = InteractionEventKind> {

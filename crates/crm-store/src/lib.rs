@@ -41,4 +41,4 @@ pub use reports::{
 };
 pub use retention::{MASKED_NAME, RetentionOutcome, retention_cutoff};
 pub use store::{BackendKind, CrmStore, DEFAULT_SQLITE_URL};
-pub use writer::{EventWriter, WriterConfig, WriterStats, WriterTask};
+pub use writer::{DEAD_LETTER_FILE, EventWriter, WriterConfig, WriterStats, WriterTask};

@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
+/// File in the journal folder where events refused by the database are kept, one JSON per line.
+pub const DEAD_LETTER_FILE: &str = "dead-letter.jsonl";
+
 /// Settings of the writer.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -59,7 +62,7 @@ pub struct WriterStats {
     pub replay_inserted: u64,
     /// Events acknowledged as durable in the journal.
     pub durable: u64,
-    /// Durable events committed to SQL (replays not counted).
+    /// Durable events done with: committed to SQL, or dead-lettered (replays not counted).
     pub committed: u64,
     /// Journal fsyncs (group commits).
     pub journal_syncs: u64,
@@ -67,6 +70,8 @@ pub struct WriterStats {
     pub batches: u64,
     /// SQL batch attempts that failed and were retried.
     pub batch_retries: u64,
+    /// Events the database refused as data, kept in the dead-letter file instead.
+    pub dead_lettered: u64,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +83,7 @@ struct Counters {
     journal_syncs: AtomicU64,
     batches: AtomicU64,
     batch_retries: AtomicU64,
+    dead_lettered: AtomicU64,
 }
 
 impl Counters {
@@ -90,6 +96,7 @@ impl Counters {
             journal_syncs: self.journal_syncs.load(Ordering::Relaxed),
             batches: self.batches.load(Ordering::Relaxed),
             batch_retries: self.batch_retries.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
         }
     }
 }
@@ -198,8 +205,8 @@ impl EventWriter {
         self.counters.snapshot()
     }
 
-    /// Number of appended events committed to SQL so far; changes after every batch. Events commit in
-    /// append order, so the first N appended are the ones committed.
+    /// Number of appended events done with so far (committed to SQL, or dead-lettered); changes after
+    /// every batch. Events commit in append order, so the first N appended are the ones done.
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
     }
@@ -265,6 +272,18 @@ async fn replay(store: &CrmStore, dir: &Path, counters: &Counters) -> Result<u64
     Ok(next)
 }
 
+/// Serialises an event for the journal, first removing NUL characters if it has any (the JSON
+/// escape shows them), so the journal and SQL hold the same, storable event.
+fn journal_bytes(event: InteractionEvent) -> std::io::Result<(InteractionEvent, Vec<u8>)> {
+    let bytes = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
+    if !bytes.windows(6).any(|w| w == b"\\u0000") {
+        return Ok((event, bytes));
+    }
+    let event = crate::fold::without_nul_chars(event);
+    let bytes = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
+    Ok((event, bytes))
+}
+
 /// The journal thread: group commit. Takes every append waiting, writes them, one fsync, then acks.
 fn run_journal(
     mut segment: SegmentWriter,
@@ -302,11 +321,10 @@ fn run_journal(
             framed.clear();
             let mut accepted = Vec::with_capacity(group.len());
             for (event, ack) in group {
-                match serde_json::to_vec(&event)
-                    .map_err(std::io::Error::other)
-                    .and_then(|bytes| journal::encode_record(&bytes, &mut framed))
+                match journal_bytes(event)
+                    .and_then(|(event, bytes)| journal::encode_record(&bytes, &mut framed).map(|()| event))
                 {
-                    Ok(()) => accepted.push((event, ack)),
+                    Ok(event) => accepted.push((event, ack)),
                     Err(e) => {
                         let _ = ack.send(Err(StoreError::Io(e)));
                     }
@@ -377,7 +395,7 @@ async fn run_flusher(
             tokio::select! {
                 msg = incoming.recv() => msg,
                 _ = tokio::time::sleep_until(deadline) => {
-                    flush_batch(&store, &mut batch, &committed_tx, &counters).await;
+                    flush_batch(&store, &config.journal_dir, &mut batch, &committed_tx, &counters).await;
                     delete_segments(&config.journal_dir, &mut closed_segments);
                     continue;
                 }
@@ -390,7 +408,7 @@ async fn run_flusher(
                 }
                 batch.extend(events);
                 if batch.len() >= config.max_batch_events {
-                    flush_batch(&store, &mut batch, &committed_tx, &counters).await;
+                    flush_batch(&store, &config.journal_dir, &mut batch, &committed_tx, &counters).await;
                     delete_segments(&config.journal_dir, &mut closed_segments);
                 }
             }
@@ -402,24 +420,107 @@ async fn run_flusher(
                 }
             }
             Some(FlushMsg::Shutdown { current_segment }) => {
-                flush_batch(&store, &mut batch, &committed_tx, &counters).await;
+                flush_batch(&store, &config.journal_dir, &mut batch, &committed_tx, &counters).await;
                 closed_segments.push(current_segment);
                 delete_segments(&config.journal_dir, &mut closed_segments);
                 return Ok(());
             }
             None => {
                 // The journal thread died without a shutdown: SQL gets what it has; the journal stays.
-                flush_batch(&store, &mut batch, &committed_tx, &counters).await;
+                flush_batch(&store, &config.journal_dir, &mut batch, &committed_tx, &counters).await;
                 return Err(StoreError::WriterClosed);
             }
         }
     }
 }
 
+/// Why a batch was not written.
+#[derive(Debug)]
+enum WriteFailure {
+    /// The data itself is refused (a data exception or constraint): retrying the same events fails again.
+    Poison(StoreError),
+    /// Anything else (connection lost, lock timeout, disk full...): retry the same batch later.
+    Transient(StoreError),
+}
+
+/// Where batches go; the store in production, a fake in tests.
+trait BatchSink {
+    async fn write(&self, events: &[InteractionEvent]) -> Result<(), WriteFailure>;
+}
+
+impl BatchSink for CrmStore {
+    async fn write(&self, events: &[InteractionEvent]) -> Result<(), WriteFailure> {
+        match self.insert_events_batch(events).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_poison(&e) => Err(WriteFailure::Poison(e)),
+            Err(e) => Err(WriteFailure::Transient(e)),
+        }
+    }
+}
+
+/// Errors caused by the data of the batch rather than by the database's state: PostgreSQL classes 22
+/// (data exception) and 23 (integrity), SQLite's CONSTRAINT, MISMATCH, TOOBIG and RANGE. Everything
+/// else, including a missing table, is retried rather than blamed on the events.
+fn is_poison(e: &StoreError) -> bool {
+    let StoreError::Sql(sqlx::Error::Database(db)) = e else {
+        return false;
+    };
+    let Some(code) = db.code() else { return false };
+    if code.len() == 5 {
+        code.starts_with("22") || code.starts_with("23")
+    } else {
+        code.parse::<u32>()
+            .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25))
+    }
+}
+
+/// Writes `events`; when the database refuses the data, splits the batch until the refused events
+/// are alone, sets them aside in `dead`, and writes the rest in their original order.
+async fn write_isolating<S: BatchSink>(
+    sink: &S,
+    events: &[InteractionEvent],
+    dead: &mut Vec<InteractionEvent>,
+) -> Result<(), StoreError> {
+    match sink.write(events).await {
+        Ok(()) => Ok(()),
+        Err(WriteFailure::Transient(e)) => Err(e),
+        Err(WriteFailure::Poison(e)) => {
+            if events.len() <= 1 {
+                tracing::error!(error = %e, "event refused by the database; set aside in the dead-letter file");
+                dead.extend_from_slice(events);
+                return Ok(());
+            }
+            let (left, right) = events.split_at(events.len() / 2);
+            Box::pin(write_isolating(sink, left, dead)).await?;
+            Box::pin(write_isolating(sink, right, dead)).await
+        }
+    }
+}
+
+/// Appends refused events to `dead-letter.jsonl` in the journal folder, durably, for an operator.
+fn write_dead_letters(dir: &Path, events: &[InteractionEvent]) -> std::io::Result<()> {
+    use std::io::Write;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(DEAD_LETTER_FILE))?;
+    for event in events {
+        let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        file.write_all(&line)?;
+    }
+    file.sync_data()
+}
+
 /// Writes the batch, retrying with backoff until it commits (the events are safe in the journal
-/// meanwhile, and the bounded channel holds appenders back).
+/// meanwhile, and the bounded channel holds appenders back). Events the database refuses as data
+/// go to the dead-letter file so one bad event never stalls the writer.
 async fn flush_batch(
     store: &CrmStore,
+    journal_dir: &Path,
     batch: &mut Vec<InteractionEvent>,
     committed_tx: &watch::Sender<u64>,
     counters: &Counters,
@@ -428,18 +529,24 @@ async fn flush_batch(
         return;
     }
     let mut backoff = Duration::from_millis(20);
+    let mut dead = Vec::new();
     loop {
-        match store.insert_events_batch(batch).await {
-            Ok(_) => break,
-            Err(e) => {
-                counters.batch_retries.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, events = batch.len(), "event batch not written; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+        dead.clear();
+        match write_isolating(store, batch, &mut dead).await {
+            Ok(()) => match write_dead_letters(journal_dir, &dead) {
+                Ok(()) => break,
+                Err(e) => tracing::error!(error = %e, "dead-letter file not written; retrying the batch"),
+            },
+            Err(e) => tracing::warn!(error = %e, events = batch.len(), "event batch not written; retrying"),
         }
+        counters.batch_retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
     counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters
+        .dead_lettered
+        .fetch_add(dead.len() as u64, Ordering::Relaxed);
     let total = counters
         .committed
         .fetch_add(batch.len() as u64, Ordering::Relaxed)
@@ -459,5 +566,108 @@ fn delete_segments(dir: &Path, closed: &mut Vec<u64>) {
     }
     if let Err(e) = journal::sync_dir(dir) {
         tracing::warn!(error = %e, "could not sync the journal folder");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{InteractionEventKind, InteractionId, Timestamp};
+    use std::cell::RefCell;
+
+    fn event(seq: u32) -> InteractionEvent {
+        InteractionEvent {
+            interaction: InteractionId::new("w").unwrap(),
+            seq,
+            at: Timestamp::from_millis(i64::from(seq)),
+            kind: InteractionEventKind::Held,
+        }
+    }
+
+    /// Refuses any batch holding a poisoned seq; records what it accepted, in order.
+    struct FakeSink {
+        poisoned: Vec<u32>,
+        transient_failures: RefCell<u32>,
+        accepted: RefCell<Vec<u32>>,
+    }
+
+    impl BatchSink for FakeSink {
+        async fn write(&self, events: &[InteractionEvent]) -> Result<(), WriteFailure> {
+            if *self.transient_failures.borrow() > 0 {
+                *self.transient_failures.borrow_mut() -= 1;
+                return Err(WriteFailure::Transient(StoreError::WriterClosed));
+            }
+            if events.iter().any(|e| self.poisoned.contains(&e.seq)) {
+                return Err(WriteFailure::Poison(StoreError::Invalid("bad data".into())));
+            }
+            self.accepted.borrow_mut().extend(events.iter().map(|e| e.seq));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn poisoned_events_are_isolated_and_the_rest_written_in_order() {
+        let sink = FakeSink {
+            poisoned: vec![3, 11],
+            transient_failures: RefCell::new(0),
+            accepted: RefCell::default(),
+        };
+        let events: Vec<InteractionEvent> = (0..16).map(event).collect();
+        let mut dead = Vec::new();
+        write_isolating(&sink, &events, &mut dead).await.unwrap();
+        let dead_seqs: Vec<u32> = dead.iter().map(|e| e.seq).collect();
+        assert_eq!(dead_seqs, [3, 11]);
+        let expected: Vec<u32> = (0..16).filter(|s| *s != 3 && *s != 11).collect();
+        assert_eq!(*sink.accepted.borrow(), expected);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_returned_not_dead_lettered() {
+        let sink = FakeSink {
+            poisoned: vec![],
+            transient_failures: RefCell::new(1),
+            accepted: RefCell::default(),
+        };
+        let events: Vec<InteractionEvent> = (0..4).map(event).collect();
+        let mut dead = Vec::new();
+        assert!(write_isolating(&sink, &events, &mut dead).await.is_err());
+        assert!(dead.is_empty());
+        write_isolating(&sink, &events, &mut dead).await.unwrap();
+        assert_eq!(sink.accepted.borrow().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn postgres_refusal_of_nul_characters_counts_as_poison() {
+        let Ok(url) = std::env::var("DATABASE_URL") else {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "postgres_refusal_of_nul_characters: PostgreSQL SKIPPED (DATABASE_URL is not set)"
+            );
+            return;
+        };
+        let schema = format!("crm_poison_{}", std::process::id());
+        let store = CrmStore::connect_in_schema(&url, &schema).await.unwrap();
+        store.migrate().await.unwrap();
+        let bad = InteractionEvent {
+            kind: InteractionEventKind::Ended {
+                by: domain::EndedBy::Error,
+                reason: "nul\0here".into(),
+                quality: None,
+            },
+            ..event(0)
+        };
+        let err = store
+            .insert_events_batch(std::slice::from_ref(&bad))
+            .await
+            .unwrap_err();
+        assert!(is_poison(&err), "{err}");
+        let clean = crate::fold::without_nul_chars(bad);
+        store.insert_events_batch(&[clean]).await.unwrap();
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&pool)
+            .await
+            .unwrap();
     }
 }

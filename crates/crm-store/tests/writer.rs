@@ -301,3 +301,35 @@ async fn any_split_into_batches_with_replays_folds_like_one_pass() {
         target.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn an_event_with_nul_characters_is_stored_cleaned_and_does_not_stall_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("nul_event", dir.path()) {
+        let store = target.store().await;
+        let journal_dir = dir.path().join(common::unique("nul"));
+        let (writer, task) = EventWriter::start(store.clone(), WriterConfig::new(&journal_dir))
+            .await
+            .unwrap();
+        let bad = domain::InteractionEventKind::Ended {
+            by: domain::EndedBy::Error,
+            reason: "carrier\0said".into(),
+            quality: None,
+        };
+        writer.append(ev::at("nul", 0, 0, bad)).await.unwrap();
+        writer.append(ev::at("after", 0, 0, ev::ended())).await.unwrap();
+        let stats = task.shutdown().await.unwrap();
+        assert_eq!(
+            (stats.committed, stats.dead_lettered),
+            (2, 0),
+            "{}",
+            target.label()
+        );
+        let row = store.interaction(&ev::id("nul")).await.unwrap().unwrap();
+        assert_eq!(row.end_reason.as_deref(), Some("carriersaid"));
+        assert_eq!(store.count_events(Some(&ev::id("after"))).await.unwrap(), 1);
+        assert!(!journal_dir.join(crm_store::DEAD_LETTER_FILE).exists());
+        store.close().await;
+        target.cleanup().await;
+    }
+}

@@ -445,38 +445,55 @@ impl Campaign {
         if self.state != CampaignState::Running {
             return None;
         }
-        let eligible = |lead: &Lead, window: &CallingWindow, rules: &ComplianceRules| {
+        // Each pass either returns or blocks one more lead, so this ends; the scan of pending leads goes on
+        // from the last blocked one instead of starting over.
+        let (mut from, mut callbacks_left) = (0, true);
+        loop {
+            let (i, is_callback) = self.pick(now, from, callbacks_left)?;
+            if !is_callback {
+                // No due callback was eligible; blocking pending leads does not change that.
+                callbacks_left = false;
+                from = i;
+            }
+            let lead = self.leads.get_mut(i)?;
+            if dnc.blocks(&lead.phone) {
+                lead.status = LeadStatus::Blocked;
+                lead.callback = None;
+                continue;
+            }
+            lead.status = LeadStatus::InProgress;
+            lead.attempts += 1;
+            let agent = lead.callback.take().and_then(|c| c.agent);
+            return Some(DialRequest {
+                lead: lead.id.clone(),
+                phone: lead.phone.clone(),
+                agent,
+                attempt: lead.attempts,
+            });
+        }
+    }
+
+    /// Index of the lead to try next, and whether it is a callback: the earliest due callback (if
+    /// `callbacks`), else the first due pending lead at or after `from`.
+    fn pick(&self, now: Timestamp, from: usize, callbacks: bool) -> Option<(usize, bool)> {
+        let eligible = |lead: &Lead| {
             lead.status == LeadStatus::Pending
-                && window.allows(&lead.zone, now)
-                && rules.may_redial(lead.last_abandoned_at, now)
+                && self.window.allows(&lead.zone, now)
+                && self.rules.may_redial(lead.last_abandoned_at, now)
         };
         let callback = self
             .leads
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.callback.as_ref().is_some_and(|c| c.at <= now))
-            .filter(|(_, l)| eligible(l, &self.window, &self.rules))
+            .filter(|_| callbacks)
+            .filter(|(_, l)| l.callback.as_ref().is_some_and(|c| c.at <= now) && eligible(l))
             .min_by_key(|(_, l)| l.callback.as_ref().map(|c| c.at))
-            .map(|(i, _)| i);
-        let chosen = callback.or_else(|| {
-            self.leads.iter().position(|l| {
-                l.callback.is_none() && l.next_attempt_at <= now && eligible(l, &self.window, &self.rules)
-            })
-        });
-        let i = chosen?;
-        let lead = self.leads.get_mut(i)?;
-        if dnc.blocks(&lead.phone) {
-            lead.status = LeadStatus::Blocked;
-            return self.next_to_dial(now, dnc);
-        }
-        lead.status = LeadStatus::InProgress;
-        lead.attempts += 1;
-        let agent = lead.callback.take().and_then(|c| c.agent);
-        Some(DialRequest {
-            lead: lead.id.clone(),
-            phone: lead.phone.clone(),
-            agent,
-            attempt: lead.attempts,
+            .map(|(i, _)| (i, true));
+        callback.or_else(|| {
+            let mut pending = self.leads.iter().enumerate().skip(from);
+            pending
+                .find(|(_, l)| l.callback.is_none() && l.next_attempt_at <= now && eligible(l))
+                .map(|(i, _)| (i, false))
         })
     }
 
@@ -683,6 +700,21 @@ mod tests {
             c.record_result(&id, Disposition::Busy, at),
             Err(CampaignError::NotInProgress)
         );
+    }
+
+    #[test]
+    fn a_long_run_of_blocked_numbers_is_skipped_in_one_call() {
+        let mut c = campaign();
+        let now = Timestamp::from_millis(JULY_NOON_UTC + 3_600_000);
+        let mut dnc = HashSet::new();
+        for i in 0..3000 {
+            let phone = format!("+1212555{i:04}");
+            dnc.insert(phone.clone());
+            c.add_lead(lead(&format!("l{i}"), &phone, None), now).unwrap();
+        }
+        c.add_lead(lead("ok", "+12129990000", None), now).unwrap();
+        assert_eq!(c.next_to_dial(now, &dnc).unwrap().lead.as_str(), "ok");
+        assert_eq!(c.stats().blocked, 3000);
     }
 
     #[test]

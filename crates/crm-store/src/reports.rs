@@ -148,7 +148,7 @@ pub fn build_interval_report(
         .iter()
         .filter(|c| c.queued_at >= from.as_millis() && c.queued_at < to.as_millis())
     {
-        let start = call.queued_at.div_euclid(len) * len;
+        let start = call.queued_at.saturating_sub(call.queued_at.rem_euclid(len));
         let a = acc.entry((call.queue_id.clone(), start)).or_default();
         a.offered += 1;
         let wait = call.wait_ms.unwrap_or(0).max(0);
@@ -279,7 +279,7 @@ pub fn build_agent_report(
         if end <= start {
             continue;
         }
-        let length = end - start;
+        let length = end.saturating_sub(start);
         let r = rows
             .entry(span.agent_id.clone())
             .or_insert_with(|| empty_agent_row(&span.agent_id));
@@ -302,8 +302,9 @@ pub fn build_agent_report(
             if r.handled > 0 {
                 r.aht_ms = Some(busy as f64 / r.handled as f64);
             }
-            if has_spans.contains_key(&r.agent) && busy + r.available_ms > 0 {
-                r.occupancy = Some(busy as f64 / (busy + r.available_ms) as f64);
+            let busy_and_idle = busy.saturating_add(r.available_ms);
+            if has_spans.contains_key(&r.agent) && busy_and_idle > 0 {
+                r.occupancy = Some(busy as f64 / busy_and_idle as f64);
             }
             r
         })
@@ -695,6 +696,42 @@ mod tests {
         assert_eq!(report.rows[0].average, Some(4.0));
         assert_eq!(report.rows.len(), 2, "agent b had only an invalid score");
         assert_eq!((report.rows[1].score_3, report.rows[1].score_5), (1, 1));
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        let calls = vec![
+            call("q", i64::MIN + 1, true, false, Some(i64::MAX), Some(i64::MAX)),
+            call("q", i64::MAX - 1, false, true, Some(-5), None),
+        ];
+        let report = build_interval_report(
+            &calls,
+            Timestamp::from_millis(i64::MIN),
+            Timestamp::from_millis(i64::MAX),
+            IntervalLength::Minutes60,
+            ServiceLevelSpec::default(),
+        );
+        assert_eq!(report.rows.len(), 2);
+        let spans = vec![AgentStateSpan {
+            agent_id: "a".into(),
+            state: "available".into(),
+            reason: None,
+            started_at: i64::MIN,
+            ended_at: i64::MAX,
+        }];
+        let calls = vec![HandledCall {
+            agent_id: "a".into(),
+            talk_ms: Some(i64::MAX),
+            hold_ms: i64::MAX,
+            wrap_ms: None,
+        }];
+        let agents = build_agent_report(
+            &calls,
+            &spans,
+            Timestamp::from_millis(i64::MIN),
+            Timestamp::from_millis(i64::MAX),
+        );
+        assert_eq!(agents.rows.len(), 1);
     }
 
     proptest! {

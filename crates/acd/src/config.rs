@@ -362,6 +362,9 @@ pub struct QueueConfig {
     /// An agent who rejects an offer becomes NotReady("rejected") rather than Available.
     #[serde(default)]
     pub reject_sets_not_ready: bool,
+    /// An agent who let a call ring out or rejected it is not offered that call again for this long.
+    #[serde(default = "default_decline_pause")]
+    pub decline_pause_secs: u32,
     /// The widening pool; empty means one step with all ranks and the skills as required.
     #[serde(default)]
     pub steps: Vec<RoutingStep>,
@@ -376,6 +379,10 @@ fn default_short_abandon() -> u32 {
 
 fn default_offer_timeout() -> u32 {
     15
+}
+
+fn default_decline_pause() -> u32 {
+    30
 }
 
 impl QueueConfig {
@@ -393,6 +400,7 @@ impl QueueConfig {
             offer_timeout_secs: default_offer_timeout(),
             priority_aging_secs: None,
             reject_sets_not_ready: false,
+            decline_pause_secs: default_decline_pause(),
             steps: Vec::new(),
             announce_every_secs: None,
         }

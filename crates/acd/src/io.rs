@@ -151,6 +151,7 @@ pub enum Trigger {
     PreferredExpired,
     PreferredUnavailable,
     OfferReturned,
+    PauseOver,
     Reconfigured,
 }
 
@@ -163,6 +164,7 @@ impl Trigger {
             Trigger::PreferredExpired => "the preferred-agent time ran out",
             Trigger::PreferredUnavailable => "the preferred agent logged out",
             Trigger::OfferReturned => "the call came back from a failed offer",
+            Trigger::PauseOver => "an agent's pause on this call after declining it ended",
             Trigger::Reconfigured => "the configuration changed",
         }
     }

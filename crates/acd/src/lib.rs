@@ -48,7 +48,11 @@
 //! skill requirement ([`SkillExpr`]) and the routing step in effect ([`RoutingStep`]), which widens the
 //! pool as the call waits. A preferred agent gets the call first, for a while. An offer not answered in
 //! time (RONA) or rejected returns the call to its original place; the agent is not offered the same call
-//! again and, on no answer, becomes NotReady("no-answer"). Configuration is plain serde ([`AcdConfig`]).
+//! again during the queue's decline pause and, on no answer, becomes NotReady("no-answer").
+//!
+//! The router is deterministic: the same inputs at the same times give the same outputs (the random
+//! strategy draws from a seeded generator kept in the state). So an owner can persist a snapshot now and
+//! then plus a journal of `(now, input)` since, and replay the journal onto the restored snapshot. Configuration is plain serde ([`AcdConfig`]).
 //!
 //! The [`erlang`] module sizes queues with Erlang C.
 

@@ -128,7 +128,7 @@ struct CallRt {
     epoch: u32,
     status: CallStatus,
     /// Agents who let this call ring out or rejected it; not offered it again in this queue.
-    declined: Vec<usize>,
+    declined: Vec<(usize, Timestamp)>,
     /// Queues the call overflowed from, to stop overflow loops.
     visited: Vec<usize>,
     /// Pending timers of the call in its current queue.
@@ -157,6 +157,7 @@ enum Timer {
     MaxWait { call: CallId, epoch: u32 },
     PreferredExpired { call: CallId, epoch: u32 },
     Announce { call: CallId, epoch: u32 },
+    DeclineExpired { call: CallId, epoch: u32 },
     OfferTimeout { offer: OfferId },
     WrapUpEnd { agent: usize, until: Timestamp },
 }
@@ -707,9 +708,7 @@ impl Acd {
             o.agents.retain(|x| *x != a);
             empty = o.agents.is_empty();
         }
-        if let Some(call) = self.state.calls.get_mut(call_id) {
-            call.declined.push(a);
-        }
+        self.decline(now, call_id, a);
         if let Some(ag) = self.state.agents.get_mut(a) {
             ag.offer = None;
         }
@@ -1003,12 +1002,18 @@ impl Acd {
                     self.schedule_for_call(&call.clone(), at + secs(every), Timer::Announce { call, epoch });
                 }
             }
+            Timer::DeclineExpired { call, epoch } => {
+                if self
+                    .live_call(&call, epoch)
+                    .is_some_and(|c| c.status == CallStatus::Waiting)
+                {
+                    self.route_call(at, &call, Trigger::PauseOver);
+                }
+            }
             Timer::OfferTimeout { offer } => {
                 if let Some(o) = self.state.offers.remove(&offer) {
                     for &a in &o.agents {
-                        if let Some(call) = self.state.calls.get_mut(&o.call) {
-                            call.declined.push(a);
-                        }
+                        self.decline(at, &o.call, a);
                         self.cancel_offer_with(at, offer, &o.call, a, CancelReason::NoAnswer);
                     }
                     self.return_call(at, &o.call);
@@ -1260,11 +1265,11 @@ impl Acd {
         }
         let a = *self.index.agent_by_id.get(&p.agent)?;
         let logged_in = self.state.agents.get(a)?.state.is_logged_in();
-        (logged_in && !call.declined.contains(&a)).then_some(a)
+        (logged_in && !declined(call, a, at)).then_some(a)
     }
 
-    fn qualifies(&self, agent: usize, call: &CallRt, step: &RoutingStep, rank: u8) -> bool {
-        if call.declined.contains(&agent) || step.max_rank.is_some_and(|m| rank > m) {
+    fn qualifies(&self, agent: usize, call: &CallRt, step: &RoutingStep, rank: u8, at: Timestamp) -> bool {
+        if declined(call, agent, at) || step.max_rank.is_some_and(|m| rank > m) {
             return false;
         }
         let Some(req) = &call.requirement else { return true };
@@ -1278,6 +1283,31 @@ impl Acd {
                 )
             }),
         }
+    }
+
+    /// Keeps an agent who let the call ring out or rejected it from being offered it again for the
+    /// queue's pause, and schedules a new look for an agent when the pause ends.
+    fn decline(&mut self, now: Timestamp, call_id: &CallId, agent: usize) {
+        let Some(call) = self.state.calls.get_mut(call_id) else {
+            return;
+        };
+        let pause = self
+            .state
+            .queues
+            .get(call.queue)
+            .map_or(0, |q| q.config.decline_pause_secs);
+        let until = now + secs(pause);
+        call.declined.retain(|&(a, t)| a != agent && t > now);
+        call.declined.push((agent, until));
+        let epoch = call.epoch;
+        self.schedule_for_call(
+            call_id,
+            until,
+            Timer::DeclineExpired {
+                call: call_id.clone(),
+                epoch,
+            },
+        );
     }
 
     fn compile_requirement(&mut self, call_id: &CallId) {
@@ -1404,7 +1434,7 @@ impl Acd {
                 break;
             }
             considered += 1;
-            if !self.qualifies(key.agent, call, step, key.rank) {
+            if !self.qualifies(key.agent, call, step, key.rank, at) {
                 continue;
             }
             tier = Some(key.rank);
@@ -1481,7 +1511,7 @@ impl Acd {
                     Some(_) => continue,
                     None => {
                         let (_, step) = self.current_step(call, &queue.config, at);
-                        if !self.qualifies(agent, call, step, rank) {
+                        if !self.qualifies(agent, call, step, rank, at) {
                             continue;
                         }
                         false
@@ -2133,7 +2163,7 @@ impl Acd {
                         q == call.queue
                             && self.state.queues.get(q).is_some_and(|queue| {
                                 let (_, step) = self.current_step(call, &queue.config, at);
-                                self.qualifies(a, call, step, rank)
+                                self.qualifies(a, call, step, rank, at)
                             })
                     }),
                 };
@@ -2147,6 +2177,11 @@ impl Acd {
         }
         Ok(())
     }
+}
+
+/// Whether `agent` declined `call` and is still in the pause at `at`.
+fn declined(call: &CallRt, agent: usize, at: Timestamp) -> bool {
+    call.declined.iter().any(|&(a, until)| a == agent && at < until)
 }
 
 fn new_agent(config: AgentConfig) -> AgentRt {
@@ -2184,7 +2219,7 @@ fn check_snapshot(s: &State) -> Result<(), RestoreError> {
     for (id, c) in &s.calls {
         if *id != c.id
             || c.queue >= nq
-            || c.declined.iter().any(|&a| a >= na)
+            || c.declined.iter().any(|&(a, _)| a >= na)
             || c.visited.iter().any(|&q| q >= nq)
         {
             return err("a call refers to a missing queue or agent");

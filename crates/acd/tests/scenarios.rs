@@ -567,6 +567,24 @@ fn a_rejecting_agent_is_not_offered_the_same_call_again() {
         "offer#3 c1 -> a2 (longest-idle, step 0, idle 0.0s)"
     );
 
+    // A lone agent who rejected a call gets it again once the pause (30 s by default) is over.
+    let mut w = World::new(vec![queue("support")], support_team(1));
+    w.login(0.0, "a1");
+    w.enqueue(1.0, call("c1", "support"));
+    w.decisions(
+        2.0,
+        Input::OfferRejected {
+            call: c("c1"),
+            agent: a("a1"),
+        },
+    );
+    assert_eq!(w.acd.next_deadline(), Some(Timestamp::from_secs(32)));
+    assert_eq!(w.tick(31.9), Vec::<String>::new());
+    assert_eq!(
+        w.tick(32.0),
+        ["offer#2 c1 -> a1 (longest-idle, step 0, idle 30.0s)"]
+    );
+
     // A queue can make rejecting agents NotReady.
     let strict = QueueConfig {
         reject_sets_not_ready: true,

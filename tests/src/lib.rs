@@ -13,6 +13,11 @@ pub fn scenarios_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp")
 }
 
+/// The demo IVR flows of the repository.
+pub fn ivr_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ivr-scripts")
+}
+
 /// The `callcenter` binary built beside this test executable (cargo builds workspace binaries
 /// before running tests), or `CALLCENTER_BIN`.
 pub fn callcenter_bin() -> PathBuf {
@@ -54,8 +59,9 @@ impl Platform {
         let sip_port = free_port();
         let http_port = free_port();
         let config = format!(
-            "[node]\nshutdown_grace_secs = 10\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n{extra}\n",
-            dir.path().display()
+            "[node]\nshutdown_grace_secs = 10\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n\n[ivr]\nscripts_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n{extra}\n",
+            dir.path().display(),
+            ivr_dir().display()
         );
         let path = dir.path().join("callcenter.toml");
         std::fs::write(&path, config).expect("write config");

@@ -1,1 +1,99 @@
-//! Per-call session state machine tying SIP, media, IVR and ACD, and its async driver.
+//! Call control: one task per call joins the SIP leg (from the gateway), its RTP leg (media engine),
+//! the IVR interpreter, the ACD queue and the agent's leg, and writes the call's timeline of
+//! [`domain::InteractionEvent`]s to the CRM store's durable writer. The ACD router runs in its own
+//! owner task ([`acd_task`]).
+//!
+//! Pure parts: [`timeline`] (event numbering), the IVR interpreter and the ACD router (their own
+//! crates). The per-call driver ([`call`]) is the async edge that carries out their commands.
+
+pub mod acd_task;
+mod call;
+pub mod timeline;
+pub mod webhook;
+
+pub use acd_task::{AcdHandle, QueueNotice};
+pub use timeline::Timeline;
+
+use domain::InteractionEvent;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tracing::warn;
+
+/// Where interaction events go: the CRM store's durable writer in production.
+pub trait EventSink: Send + Sync {
+    /// Accepts one event; must not block the call (the sink queues or spawns its durable write).
+    fn log(&self, event: InteractionEvent);
+}
+
+impl EventSink for crm_store::EventWriter {
+    fn log(&self, event: InteractionEvent) {
+        let writer = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = writer.append(event).await {
+                warn!(error = %e, "interaction event not journaled");
+            }
+        });
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) node: String,
+    pub(crate) media: media::engine::MediaEngine,
+    pub(crate) flows: Arc<ivr::FlowSetHandle>,
+    pub(crate) crm: crm_store::CrmStore,
+    pub(crate) acd: AcdHandle,
+    pub(crate) events: Arc<dyn EventSink>,
+    pub(crate) gateway: std::sync::OnceLock<Arc<sip_gateway::Gateway>>,
+    counter: AtomicU64,
+}
+
+impl Inner {
+    pub(crate) fn log(&self, event: InteractionEvent) {
+        self.events.log(event);
+    }
+    pub(crate) fn next_counter(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Takes IVR and queue calls from the gateway.
+#[derive(Clone)]
+pub struct CallControl {
+    inner: Arc<Inner>,
+}
+
+impl CallControl {
+    pub fn new(
+        node: &str,
+        media: media::engine::MediaEngine,
+        flows: Arc<ivr::FlowSetHandle>,
+        crm: crm_store::CrmStore,
+        acd: AcdHandle,
+        events: Arc<dyn EventSink>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                node: node.to_string(),
+                media,
+                flows,
+                crm,
+                acd,
+                events,
+                gateway: std::sync::OnceLock::new(),
+                counter: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Gives call control the gateway it rings agents through (set once, after the gateway starts).
+    pub fn attach_gateway(&self, gateway: Arc<sip_gateway::Gateway>) {
+        let _ = self.inner.gateway.set(gateway);
+    }
+}
+
+#[async_trait::async_trait]
+impl sip_gateway::InboundCallHandler for CallControl {
+    async fn on_call(&self, call: sip_gateway::InboundCall) {
+        call::run(self.inner.clone(), call).await;
+    }
+}

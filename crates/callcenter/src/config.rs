@@ -53,6 +53,9 @@ pub struct RtpConfig {
     pub bind_ip: IpAddr,
     pub port_min: u16,
     pub port_max: u16,
+    /// A call with no RTP from the caller for this long ends.
+    pub media_timeout_secs: u64,
+    pub recordings_dir: PathBuf,
 }
 
 impl Default for RtpConfig {
@@ -61,6 +64,8 @@ impl Default for RtpConfig {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             port_min: 20000,
             port_max: 20999,
+            media_timeout_secs: 60,
+            recordings_dir: "./data/recordings".into(),
         }
     }
 }
@@ -89,12 +94,15 @@ pub struct StateConfig {
 pub struct CrmConfig {
     /// `sqlite:PATH` (embedded) or `postgres://...`.
     pub database_url: String,
+    /// The durable outbox of interaction events (fsynced before a step counts as written).
+    pub journal_dir: PathBuf,
 }
 
 impl Default for CrmConfig {
     fn default() -> Self {
         Self {
             database_url: "sqlite:./data/callcenter.db".into(),
+            journal_dir: "./data/journal".into(),
         }
     }
 }
@@ -116,6 +124,21 @@ impl Default for IvrConfig {
     }
 }
 
+/// The `[agents]` section: how agents become available without a desktop session.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Log every configured agent in and make them ready at start (agents on SIP phones whose
+    /// phone registration is their presence). The agent desktop manages state otherwise.
+    pub ready_on_start: bool,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self { ready_on_start: true }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -127,6 +150,10 @@ pub struct Config {
     pub state: StateConfig,
     pub crm: CrmConfig,
     pub ivr: IvrConfig,
+    /// Queues and agents of the ACD (`[[acd.queues]]`, `[[acd.agents]]`). An agent's SIP user has
+    /// the agent's id.
+    pub acd: acd::AcdConfig,
+    pub agents: AgentsConfig,
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
     #[serde(rename = "trunk")]
@@ -208,6 +235,19 @@ impl Config {
     /// Checks across sections, after types are right.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = self.gateway().validate().err().unwrap_or_default();
+        if let Err(e) = self.acd.check() {
+            problems.push(format!("acd: {e}"));
+        }
+        for route in &self.routes {
+            if let Some(q) = &route.queue {
+                if !self.acd.queues.iter().any(|c| c.id.as_str() == q) {
+                    problems.push(format!(
+                        "route {} names queue {q:?}, which is not in [[acd.queues]]",
+                        route.number
+                    ));
+                }
+            }
+        }
         if self.rtp.port_min > self.rtp.port_max {
             problems.push("rtp.port_min is above rtp.port_max".into());
         }

@@ -77,14 +77,68 @@ async fn serve(config: Config) -> Result<(), String> {
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();
 
-    let gateway = sip_gateway::Gateway::start(
-        config.gateway(),
-        Arc::new(sip_gateway::MemoryLocations::default()),
-        Arc::new(sip_gateway::PassThrough),
-        &telemetry,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    // CRM store and the durable interaction writer.
+    if let Some(path) = config.crm.database_url.strip_prefix("sqlite:") {
+        let path = path.trim_start_matches("//");
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("crm database folder {}: {e}", dir.display()))?;
+        }
+    }
+    let crm = crm_store::CrmStore::connect(&config.crm.database_url)
+        .await
+        .map_err(|e| format!("crm: {e}"))?;
+    crm.migrate().await.map_err(|e| format!("crm migrations: {e}"))?;
+    let (writer, writer_task) =
+        crm_store::EventWriter::start(crm.clone(), crm_store::WriterConfig::new(&config.crm.journal_dir))
+            .await
+            .map_err(|e| format!("crm journal {}: {e}", config.crm.journal_dir.display()))?;
+
+    // Media engine, IVR flows, ACD.
+    let media = media::engine::MediaEngine::new(media::engine::MediaConfig {
+        bind_ip: config.rtp.bind_ip,
+        port_min: config.rtp.port_min,
+        port_max: config.rtp.port_max,
+        media_timeout: Duration::from_secs(config.rtp.media_timeout_secs),
+        recordings_dir: config.rtp.recordings_dir.clone(),
+        ..media::engine::MediaConfig::default()
+    })
+    .map_err(|e| format!("media: {e}"))?;
+    media.metrics().register(&telemetry);
+    let flows = ivr::load_dir(&config.ivr.scripts_dir).map_err(|errors| {
+        format!(
+            "IVR flows in {}:\n{}",
+            config.ivr.scripts_dir.display(),
+            ivr::render_errors(&errors)
+        )
+    })?;
+    let flows = Arc::new(ivr::FlowSetHandle::new(flows));
+    let acd = call_control::AcdHandle::start(config.acd.clone(), config.agents.ready_on_start)
+        .map_err(|e| format!("acd: {e}"))?;
+    let calls = call_control::CallControl::new(
+        &config.node.name,
+        media,
+        flows.clone(),
+        crm.clone(),
+        acd,
+        Arc::new(writer),
+    );
+
+    let gateway = Arc::new(
+        sip_gateway::Gateway::start(
+            config.gateway(),
+            Arc::new(sip_gateway::MemoryLocations::default()),
+            Arc::new(sip_gateway::PassThrough),
+            &telemetry,
+        )
+        .await
+        .map_err(|e| e.to_string())?,
+    );
+    gateway.set_inbound_handler(Arc::new(calls.clone()));
+    calls.attach_gateway(gateway.clone());
 
     let http = agent_desk::Http::new(telemetry.clone(), ready.clone());
     let (http_addr, http_task) = http
@@ -97,8 +151,20 @@ async fn serve(config: Config) -> Result<(), String> {
     // A line on stdout that scripts and tests can wait for.
     println!("callcenter ready sip={} http={}", gateway.local_addr(), http_addr);
 
-    wait_for_signal().await;
+    loop {
+        match wait_for_signal().await {
+            Signal::Reload => match flows.reload(&config.ivr.scripts_dir) {
+                Ok(set) => info!(flows = %set.summary(), "IVR flows reloaded"),
+                Err(errors) => warn!(
+                    "IVR reload refused, the running flows stay:\n{}",
+                    ivr::render_errors(&errors)
+                ),
+            },
+            Signal::Stop => break,
+        }
+    }
     info!("draining: new calls get 503");
+    gateway.start_draining();
     ready.store(false, Ordering::Release);
     let left = gateway
         .drain(Duration::from_secs(config.node.shutdown_grace_secs))
@@ -109,20 +175,31 @@ async fn serve(config: Config) -> Result<(), String> {
     gateway.shutdown();
     shutdown.cancel();
     let _ = http_task.await;
+    if let Err(e) = writer_task.shutdown().await {
+        warn!(error = %e, "interaction writer did not shut down cleanly");
+    }
     info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() {
+enum Signal {
+    Reload,
+    Stop,
+}
+
+async fn wait_for_signal() -> Signal {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         // Without signal handlers the process can only be killed; wait forever.
-        std::future::pending::<()>().await;
-        return;
+        return std::future::pending().await;
     };
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = term.recv() => Signal::Stop,
+        _ = int.recv() => Signal::Stop,
+        _ = hup.recv() => Signal::Reload,
     }
 }

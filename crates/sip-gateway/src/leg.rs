@@ -80,6 +80,11 @@ impl LegHandle {
     pub async fn next_event(&mut self) -> Option<LegEvent> {
         self.events.recv().await
     }
+
+    /// Polls for the next event (to wait on several legs at once).
+    pub fn poll_event(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<LegEvent>> {
+        self.events.poll_recv(cx)
+    }
 }
 
 impl Drop for LegHandle {

@@ -1,0 +1,689 @@
+//! One customer call from answer to hang-up: the SIP leg, its RTP leg in the media engine, the IVR
+//! session, the place in the ACD queue, the agent's leg once an offer is answered, and the timeline of
+//! interaction events. Everything the call does happens in this one task, so its state needs no locks.
+
+use crate::acd_task::QueueNotice;
+use crate::{Inner, Timeline};
+use domain::{
+    AgentId, CallId, Channel, Direction, EndedBy, InteractionEventKind, InteractionId, Pii, QualityReport,
+    Timestamp,
+};
+use ivr::{IvrCommand, IvrEvent, IvrSession};
+use media::engine::{Bridge, LegEvent as MediaEvent, RtpLeg};
+use media::g711::G711;
+use sip_gateway::{InboundCall, LegEvent, LegHandle, OriginateRequest, RouteTarget};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{Instrument, info, info_span, warn};
+
+const SUPPORTED: [G711; 2] = [G711::Pcmu, G711::Pcma];
+
+/// Results of work the call started in the background.
+enum Done {
+    Lookup(ivr::RequestId, ivr::LookupResult),
+    Webhook(ivr::RequestId, ivr::WebhookResult),
+    QueueState(ivr::RequestId, ivr::QueueSnapshot),
+}
+
+/// An agent being rung for this call.
+struct Ringing {
+    agent: AgentId,
+    leg: LegHandle,
+    rtp: RtpLeg,
+}
+
+/// The agent talking to the caller.
+struct Connected {
+    agent: AgentId,
+    leg: LegHandle,
+    rtp: RtpLeg,
+    _bridge: Bridge,
+}
+
+struct Call {
+    inner: Arc<Inner>,
+    id: CallId,
+    timeline: Timeline,
+    caller: LegHandle,
+    rtp: RtpLeg,
+    law: G711,
+    ivr: Option<IvrSession>,
+    timers: HashMap<ivr::TimerId, Instant>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    queue: Option<(domain::QueueId, mpsc::UnboundedReceiver<QueueNotice>)>,
+    ringing: Vec<Ringing>,
+    connected: Option<Connected>,
+    ended: Option<(EndedBy, String)>,
+}
+
+/// Runs an inbound call to its end.
+pub(crate) async fn run(inner: Arc<Inner>, call: InboundCall) {
+    let now = Timestamp::now_utc();
+    let id = CallId::generate(&inner.node, now, inner.next_counter(), rand::random());
+    let span = info_span!("call", call = %id);
+    async move {
+        let interaction = match InteractionId::new(id.as_str()) {
+            Ok(i) => i,
+            Err(_) => return call.leg.reject(500),
+        };
+        let mut timeline = Timeline::new(interaction);
+        inner.log(timeline.event(
+            now,
+            InteractionEventKind::Arrived {
+                channel: Channel::Voice,
+                direction: Direction::Inbound,
+                from: call.from.clone(),
+                to: call.to.clone(),
+            },
+        ));
+        // Media: answer the caller's offer with our own RTP leg.
+        let Some((rtp, media_events, law, answer)) = setup_media(&inner, &call.offer) else {
+            call.leg.reject(488);
+            inner.log(timeline.event(
+                Timestamp::now_utc(),
+                ended(EndedBy::System, "no acceptable media", None),
+            ));
+            return;
+        };
+        if !call.leg.answer(answer.into_bytes()).await {
+            return;
+        }
+        info!(target = ?call.target, "answered");
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let mut c = Call {
+            inner: inner.clone(),
+            id,
+            timeline,
+            caller: call.leg,
+            rtp,
+            law,
+            ivr: None,
+            timers: HashMap::new(),
+            done_tx,
+            queue: None,
+            ringing: Vec::new(),
+            connected: None,
+            ended: None,
+        };
+        match &call.target {
+            RouteTarget::Ivr(flow) => {
+                let flows = inner.flows.current();
+                let info = ivr::CallInfo {
+                    caller: call.from.clone(),
+                    called: call.to.clone(),
+                };
+                match IvrSession::new(flows, flow, info) {
+                    Ok(session) => {
+                        c.ivr = Some(session);
+                        c.ivr_event(IvrEvent::Started).await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "IVR flow cannot start");
+                        c.end(EndedBy::Error, "IVR flow missing");
+                    }
+                }
+            }
+            RouteTarget::Queue(q) => match domain::QueueId::new(q) {
+                Ok(queue) => c.enqueue(queue, 0, None, None),
+                Err(_) => c.end(EndedBy::Error, "bad queue name"),
+            },
+            RouteTarget::Forward(_) => c.end(EndedBy::Error, "forward routes are bridged by the gateway"),
+        }
+        c.run_loop(media_events, done_rx).await;
+        c.finish().await;
+    }
+    .instrument(span)
+    .await
+}
+
+fn setup_media(inner: &Inner, offer: &[u8]) -> Option<(RtpLeg, mpsc::Receiver<MediaEvent>, G711, String)> {
+    let text = std::str::from_utf8(offer).ok()?;
+    let sdp = media::sdp::parse(text).ok()?;
+    let negotiated = media::sdp::negotiate(&sdp, &SUPPORTED).ok()?;
+    let (rtp, events) = match inner.media.allocate_leg() {
+        Ok(x) => x,
+        Err(e) => {
+            warn!(error = %e, "no RTP leg");
+            return None;
+        }
+    };
+    let law = negotiated.law;
+    let answer = media::sdp::answer(&negotiated, rtp.local_addr(), rand::random::<u32>() as u64, 1);
+    rtp.set_remote(negotiated);
+    Some((rtp, events, law, answer))
+}
+
+fn ended(by: EndedBy, reason: &str, quality: Option<QualityReport>) -> InteractionEventKind {
+    InteractionEventKind::Ended {
+        by,
+        reason: reason.to_string(),
+        quality,
+    }
+}
+
+impl Call {
+    fn log(&mut self, kind: InteractionEventKind) {
+        let ev = self.timeline.event(Timestamp::now_utc(), kind);
+        self.inner.log(ev);
+    }
+
+    fn end(&mut self, by: EndedBy, reason: &str) {
+        if self.ended.is_none() {
+            self.ended = Some((by, reason.to_string()));
+        }
+    }
+
+    async fn run_loop(
+        &mut self,
+        mut media_events: mpsc::Receiver<MediaEvent>,
+        mut done_rx: mpsc::UnboundedReceiver<Done>,
+    ) {
+        while self.ended.is_none() {
+            let next_timer = self
+                .timers
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(id, at)| (*id, *at));
+            tokio::select! {
+                ev = self.caller.next_event() => match ev {
+                    Some(LegEvent::Hangup) | None => {
+                        self.end(EndedBy::Caller, "caller hung up");
+                        self.caller_gone().await;
+                    }
+                    Some(LegEvent::Reoffer { sdp, reply }) => {
+                        let answer = self.reanswer(&sdp);
+                        if let Some(a) = answer { let _ = reply.send(a.into_bytes()); }
+                    }
+                    Some(_) => {}
+                },
+                ev = media_events.recv() => match ev {
+                    Some(MediaEvent::Dtmf { digit, .. }) => {
+                        let d = digit.expose().as_char();
+                        self.ivr_event(IvrEvent::Digit(d)).await;
+                    }
+                    Some(MediaEvent::PlaybackFinished) => self.ivr_event(IvrEvent::PromptFinished).await,
+                    Some(MediaEvent::MediaTimeout { .. }) => {
+                        self.end(EndedBy::Timeout, "no media from the caller");
+                    }
+                    Some(_) => {}
+                    None => self.end(EndedBy::Error, "media leg closed"),
+                },
+                _ = async { match next_timer { Some((_, at)) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                    if let Some((id, _)) = next_timer {
+                        self.timers.remove(&id);
+                        self.ivr_event(IvrEvent::TimerFired(id)).await;
+                    }
+                }
+                Some(done) = done_rx.recv() => {
+                    let ev = match done {
+                        Done::Lookup(request, result) => IvrEvent::LookupResult { request, result },
+                        Done::Webhook(request, result) => IvrEvent::WebhookResult { request, result },
+                        Done::QueueState(request, state) => IvrEvent::QueueState { request, state },
+                    };
+                    self.ivr_event(ev).await;
+                }
+                notice = next_notice(&mut self.queue) => self.on_queue(notice).await,
+                (i, ev) = next_ringing(&mut self.ringing) => self.on_ringing(i, ev).await,
+                ev = next_connected(&mut self.connected) => self.on_agent_leg(ev).await,
+            }
+        }
+    }
+
+    fn reanswer(&self, sdp: &[u8]) -> Option<String> {
+        let sdp = media::sdp::parse(std::str::from_utf8(sdp).ok()?).ok()?;
+        let negotiated = media::sdp::negotiate(&sdp, &SUPPORTED).ok()?;
+        let answer = media::sdp::answer(
+            &negotiated,
+            self.rtp.local_addr(),
+            rand::random::<u32>() as u64,
+            2,
+        );
+        self.rtp.set_remote(negotiated);
+        Some(answer)
+    }
+
+    async fn caller_gone(&mut self) {
+        if let Some((queue, _)) = self.queue.take() {
+            self.inner.acd.input(acd::Input::CallAbandoned {
+                call: self.id.clone(),
+            });
+            self.inner.acd.forget(self.id.clone());
+            info!(%queue, "caller abandoned the queue");
+        }
+        for r in self.ringing.drain(..) {
+            r.leg.hangup();
+        }
+        if let Some(c) = self.connected.take() {
+            c.leg.hangup();
+            self.inner.acd.input(acd::Input::CallEnded {
+                call: self.id.clone(),
+            });
+        }
+        if let Some(ivr) = self.ivr.as_mut() {
+            let cmds = ivr.handle(Timestamp::now_utc(), IvrEvent::CallerHungUp);
+            for cmd in cmds {
+                if let IvrCommand::Log(l) = cmd {
+                    self.log(l.to_event_kind());
+                }
+            }
+        }
+    }
+
+    async fn ivr_event(&mut self, event: IvrEvent) {
+        let Some(ivr) = self.ivr.as_mut() else { return };
+        let commands = ivr.handle(Timestamp::now_utc(), event);
+        for cmd in commands {
+            self.execute(cmd).await;
+        }
+        if self.ivr.as_ref().is_some_and(|s| s.outcome().is_some())
+            && self.connected.is_none()
+            && self.queue.is_none()
+        {
+            self.end(EndedBy::System, "IVR finished");
+        }
+    }
+
+    async fn execute(&mut self, cmd: IvrCommand) {
+        match cmd {
+            IvrCommand::Play { prompts, barge_in } => {
+                let mut loaded = Vec::new();
+                for p in &prompts {
+                    match self.inner.media.prompts().get(&p.path, self.law) {
+                        Ok(prompt) => loaded.push(prompt),
+                        Err(e) => warn!(prompt = %p.name, error = %e, "prompt cannot be played"),
+                    }
+                }
+                if loaded.is_empty() {
+                    // Nothing to play: tell the IVR at once rather than leave it waiting.
+                    Box::pin(self.ivr_event(IvrEvent::PromptFinished)).await;
+                } else {
+                    self.rtp.play(loaded, false, barge_in);
+                }
+            }
+            IvrCommand::StopPlayback => self.rtp.stop_playback(),
+            IvrCommand::StartTimer { id, after } => {
+                self.timers.insert(id, Instant::now() + after);
+            }
+            IvrCommand::CancelTimer { id } => {
+                self.timers.remove(&id);
+            }
+            IvrCommand::Lookup {
+                request,
+                key,
+                timeout,
+            } => {
+                let crm = self.inner.crm.clone();
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    let result = tokio::time::timeout(timeout, lookup(crm, key))
+                        .await
+                        .unwrap_or(ivr::LookupResult::Failed);
+                    let _ = tx.send(Done::Lookup(request, result));
+                });
+            }
+            IvrCommand::Webhook {
+                request,
+                url,
+                body,
+                timeout,
+            } => {
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    let result = match crate::webhook::post_json(&url, body.expose(), timeout).await {
+                        Ok(v) => ivr::WebhookResult::Reply(Pii::new(v)),
+                        Err(e) => {
+                            warn!(?e, "webhook failed");
+                            ivr::WebhookResult::Failed
+                        }
+                    };
+                    let _ = tx.send(Done::Webhook(request, result));
+                });
+            }
+            IvrCommand::QueryQueue { request, queue } => {
+                let acd = self.inner.acd.clone();
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    let (waiting, available, ewt) = acd.queue_state(&queue).await.unwrap_or((0, 0, None));
+                    let state = ivr::QueueSnapshot {
+                        agents_available: available,
+                        waiting,
+                        estimated_wait: Duration::from_millis(ewt.unwrap_or(0)),
+                    };
+                    let _ = tx.send(Done::QueueState(request, state));
+                });
+            }
+            IvrCommand::Enqueue {
+                queue,
+                priority,
+                skills,
+                preferred_agent,
+            } => {
+                self.enqueue(queue, priority, skills, preferred_agent);
+            }
+            IvrCommand::LeaveQueue { .. } => {
+                if self.queue.take().is_some() {
+                    self.inner.acd.input(acd::Input::CallAbandoned {
+                        call: self.id.clone(),
+                    });
+                    self.inner.acd.forget(self.id.clone());
+                }
+            }
+            IvrCommand::RequestCallback { number, .. } => {
+                self.log(InteractionEventKind::CallbackRequested { number });
+            }
+            IvrCommand::Voicemail { .. } => {
+                // Voicemail recording is not wired yet: say so in the timeline rather than pretend.
+                self.log(InteractionEventKind::LookupDone {
+                    what: "voicemail".into(),
+                    outcome: "unavailable".into(),
+                });
+                self.end(EndedBy::System, "voicemail unavailable");
+            }
+            IvrCommand::Transfer { target } => {
+                self.log(InteractionEventKind::Transferred {
+                    target: Pii::new(format!("{target:?}")),
+                });
+                self.end(EndedBy::System, "transfer not available");
+            }
+            IvrCommand::Hangup { reason } => self.end(EndedBy::System, &reason),
+            IvrCommand::PauseRecording | IvrCommand::ResumeRecording => {}
+            IvrCommand::Log(l) => self.log(l.to_event_kind()),
+        }
+    }
+
+    fn enqueue(
+        &mut self,
+        queue: domain::QueueId,
+        priority: u8,
+        skills: Option<String>,
+        preferred: Option<AgentId>,
+    ) {
+        let mut request = acd::CallRequest::new(self.id.clone(), queue.clone());
+        request.priority = acd::Priority::new(priority.min(9)).unwrap_or_default();
+        request.requirement = skills.as_deref().and_then(|s| acd::SkillExpr::parse(s).ok());
+        request.preferred = preferred.map(|agent| acd::PreferredAgent {
+            agent,
+            timeout_secs: 30,
+        });
+        let notices = self.inner.acd.enqueue(request);
+        self.log(InteractionEventKind::Enqueued {
+            queue: queue.clone(),
+            priority,
+        });
+        self.queue = Some((queue, notices));
+    }
+
+    async fn on_queue(&mut self, notice: Option<QueueNotice>) {
+        let Some(notice) = notice else {
+            self.queue = None;
+            return;
+        };
+        match notice {
+            QueueNotice::Offer(offer) => {
+                let explanation = offer.explanation.sentence();
+                for agent in offer.agents {
+                    self.log(InteractionEventKind::Offered {
+                        agent: agent.clone(),
+                        explanation: explanation.clone(),
+                    });
+                    match self.ring_agent(&agent).await {
+                        Some(r) => self.ringing.push(r),
+                        None => {
+                            self.log(InteractionEventKind::OfferFailed {
+                                agent: agent.clone(),
+                                reason: "phone not registered".into(),
+                            });
+                            self.inner.acd.input(acd::Input::OfferRejected {
+                                call: self.id.clone(),
+                                agent,
+                            });
+                        }
+                    }
+                }
+            }
+            QueueNotice::OfferCancelled { agent, reason } => {
+                if let Some(i) = self.ringing.iter().position(|r| r.agent == agent) {
+                    let r = self.ringing.remove(i);
+                    r.leg.hangup();
+                    self.log(InteractionEventKind::OfferFailed { agent, reason });
+                }
+            }
+            QueueNotice::Position {
+                position,
+                estimated_wait_secs,
+            } => {
+                let ev = IvrEvent::QueueEvent(ivr::QueueEvent::Position {
+                    position,
+                    estimated_wait: Duration::from_secs(estimated_wait_secs.unwrap_or(0)),
+                });
+                self.ivr_event(ev).await;
+            }
+            QueueNotice::Overflowed { target, .. } => {
+                if let Some((queue, _)) = self.queue.take() {
+                    self.log(InteractionEventKind::Overflowed {
+                        from: queue,
+                        to: target,
+                    });
+                }
+                if self.ivr.is_some() {
+                    self.ivr_event(IvrEvent::QueueEvent(ivr::QueueEvent::Rejected))
+                        .await;
+                } else {
+                    self.end(EndedBy::System, "queue overflow");
+                }
+            }
+        }
+    }
+
+    async fn ring_agent(&mut self, agent: &AgentId) -> Option<Ringing> {
+        let (rtp, _events) = self.inner.media.allocate_leg().ok()?;
+        let offer = media::sdp::offer(
+            rtp.local_addr(),
+            rand::random::<u32>() as u64,
+            1,
+            media::sdp::MediaDirection::SendRecv,
+        );
+        let request = OriginateRequest {
+            target: Pii::new(agent.as_str().to_string()),
+            from_user: Pii::new("callcenter".to_string()),
+            sdp: offer.into_bytes(),
+            ring_timeout: Duration::from_secs(60),
+        };
+        let gateway = self.inner.gateway.get()?.clone();
+        let leg = gateway.originate(request).await.ok()?;
+        Some(Ringing {
+            agent: agent.clone(),
+            leg,
+            rtp,
+        })
+    }
+
+    async fn on_ringing(&mut self, i: usize, ev: Option<LegEvent>) {
+        match ev {
+            Some(LegEvent::Answered { sdp }) => {
+                let r = self.ringing.remove(i);
+                let negotiated = std::str::from_utf8(&sdp)
+                    .ok()
+                    .and_then(|t| media::sdp::parse(t).ok())
+                    .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok());
+                let Some(negotiated) = negotiated else {
+                    r.leg.hangup();
+                    self.inner.acd.input(acd::Input::OfferRejected {
+                        call: self.id.clone(),
+                        agent: r.agent.clone(),
+                    });
+                    self.log(InteractionEventKind::OfferFailed {
+                        agent: r.agent,
+                        reason: "no common codec".into(),
+                    });
+                    return;
+                };
+                r.rtp.set_remote(negotiated);
+                self.rtp.stop_playback();
+                let bridge = self.inner.media.bridge(&self.rtp, &r.rtp);
+                for other in self.ringing.drain(..) {
+                    other.leg.hangup();
+                }
+                self.inner.acd.input(acd::Input::OfferAccepted {
+                    call: self.id.clone(),
+                    agent: r.agent.clone(),
+                });
+                self.log(InteractionEventKind::Answered {
+                    agent: r.agent.clone(),
+                });
+                info!(agent = %r.agent, "agent answered; bridged");
+                self.queue = None;
+                self.inner.acd.forget(self.id.clone());
+                let agent = r.agent.clone();
+                self.connected = Some(Connected {
+                    agent: agent.clone(),
+                    leg: r.leg,
+                    rtp: r.rtp,
+                    _bridge: bridge,
+                });
+                self.ivr_event(IvrEvent::QueueEvent(ivr::QueueEvent::AgentAnswered { agent }))
+                    .await;
+            }
+            Some(LegEvent::Failed { code }) => self.offer_failed(i, format!("phone answered {code}")),
+            Some(LegEvent::Hangup) | None => self.offer_failed(i, "phone hung up".into()),
+            Some(LegEvent::Reoffer { .. } | LegEvent::Ringing) => {}
+        }
+    }
+
+    fn offer_failed(&mut self, i: usize, reason: String) {
+        if i >= self.ringing.len() {
+            return;
+        }
+        let r = self.ringing.remove(i);
+        self.inner.acd.input(acd::Input::OfferRejected {
+            call: self.id.clone(),
+            agent: r.agent.clone(),
+        });
+        self.log(InteractionEventKind::OfferFailed {
+            agent: r.agent,
+            reason,
+        });
+    }
+
+    async fn on_agent_leg(&mut self, ev: Option<LegEvent>) {
+        match ev {
+            Some(LegEvent::Hangup) | None => {
+                if let Some(c) = self.connected.take() {
+                    info!(agent = %c.agent, "agent hung up");
+                    self.inner.acd.input(acd::Input::CallEnded {
+                        call: self.id.clone(),
+                    });
+                    drop(c);
+                }
+                if self.ivr.is_some() {
+                    self.ivr_event(IvrEvent::AgentHungUp).await;
+                    if self.ivr.as_ref().is_some_and(|s| s.outcome().is_some()) {
+                        self.end(EndedBy::Agent, "agent hung up");
+                    }
+                } else {
+                    self.end(EndedBy::Agent, "agent hung up");
+                }
+            }
+            Some(LegEvent::Reoffer { sdp, reply }) => {
+                if let Some(c) = &self.connected {
+                    if let Some(n) = std::str::from_utf8(&sdp)
+                        .ok()
+                        .and_then(|t| media::sdp::parse(t).ok())
+                        .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok())
+                    {
+                        let answer =
+                            media::sdp::answer(&n, c.rtp.local_addr(), rand::random::<u32>() as u64, 2);
+                        c.rtp.set_remote(n);
+                        let _ = reply.send(answer.into_bytes());
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    async fn finish(&mut self) {
+        let (by, reason) = self.ended.clone().unwrap_or((EndedBy::System, "ended".into()));
+        if by != EndedBy::Caller {
+            self.caller.hangup();
+        }
+        if let Some(c) = self.connected.take() {
+            c.leg.hangup();
+            self.inner.acd.input(acd::Input::CallEnded {
+                call: self.id.clone(),
+            });
+        }
+        for r in self.ringing.drain(..) {
+            r.leg.hangup();
+        }
+        if self.queue.take().is_some() {
+            self.inner.acd.input(acd::Input::CallAbandoned {
+                call: self.id.clone(),
+            });
+        }
+        self.inner.acd.forget(self.id.clone());
+        let q = self.rtp.quality();
+        let quality = QualityReport {
+            loss: q.loss_fraction,
+            jitter_ms: q.jitter_ms,
+            mos: q.mos,
+        };
+        self.log(ended(by, &reason, Some(quality)));
+        info!(?by, %reason, "call ended");
+    }
+}
+
+async fn next_notice(
+    queue: &mut Option<(domain::QueueId, mpsc::UnboundedReceiver<QueueNotice>)>,
+) -> Option<QueueNotice> {
+    match queue {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_ringing(ringing: &mut [Ringing]) -> (usize, Option<LegEvent>) {
+    if ringing.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        for (i, r) in ringing.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(ev) = r.leg.poll_event(cx) {
+                return std::task::Poll::Ready((i, ev));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+async fn next_connected(connected: &mut Option<Connected>) -> Option<LegEvent> {
+    match connected {
+        Some(c) => c.leg.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn lookup(crm: crm_store::CrmStore, key: ivr::LookupKey) -> ivr::LookupResult {
+    let found = match &key {
+        ivr::LookupKey::CallerNumber(n) => crm.find_customer_by_phone(n.expose()).await,
+        ivr::LookupKey::AccountNumber(a) => crm.find_customer_by_account(a.expose()).await,
+    };
+    match found {
+        Ok(Some(card)) => ivr::LookupResult::Found(ivr::CustomerRecord {
+            id: card.customer.id.clone(),
+            name: card.customer.name.clone(),
+            tier: format!("{:?}", card.customer.tier).to_lowercase(),
+            account_manager: card.customer.account_manager.clone(),
+            open_cases: 0,
+        }),
+        Ok(None) => ivr::LookupResult::NotFound,
+        Err(e) => {
+            warn!(error = %e, "CRM lookup failed");
+            ivr::LookupResult::Failed
+        }
+    }
+}

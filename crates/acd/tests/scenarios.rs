@@ -774,6 +774,12 @@ fn overflow_on_max_wait_no_agents_and_full_queue() {
         ["overflow c4 from sales to voicemail sales-vm: no agents logged in after 0.0s"]
     );
     assert_eq!(w.acd.call_count(), 0);
+    let kpis = w.acd.kpis(Timestamp::from_secs(64));
+    let support = &kpis.queues[0].counters;
+    // c3 left support at once (within 20 s), c1 and c2 after 60 s.
+    assert_eq!((support.queued, support.overflowed, support.removed_within), (3, 3, 1));
+    let sales = &kpis.queues[1].counters;
+    assert_eq!((sales.queued, sales.answered, sales.overflowed), (4, 1, 3));
 }
 
 #[test]
@@ -921,6 +927,10 @@ fn announcements_tell_position_and_estimated_wait() {
         w.at(93.0, Input::Tick),
         ["announce c3 in support: position 2, about 120s"]
     );
+    let k = &w.acd.kpis(Timestamp::from_secs(100)).queues[0];
+    assert_eq!((k.waiting, k.oldest_wait_ms), (2, Some(38_000)));
+    // A caller arriving now is third in line behind one staffed agent: 3 × 60 s.
+    assert_eq!(k.estimated_wait_ms, Some(180_000));
 }
 
 #[test]

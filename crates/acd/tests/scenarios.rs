@@ -777,7 +777,10 @@ fn overflow_on_max_wait_no_agents_and_full_queue() {
     let kpis = w.acd.kpis(Timestamp::from_secs(64));
     let support = &kpis.queues[0].counters;
     // c3 left support at once (within 20 s), c1 and c2 after 60 s.
-    assert_eq!((support.queued, support.overflowed, support.removed_within), (3, 3, 1));
+    assert_eq!(
+        (support.queued, support.overflowed, support.removed_within),
+        (3, 3, 1)
+    );
     let sales = &kpis.queues[1].counters;
     assert_eq!((sales.queued, sales.answered, sales.overflowed), (4, 1, 3));
 }

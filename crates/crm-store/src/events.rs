@@ -281,11 +281,11 @@ impl CrmStore {
     /// The naive path: one autocommitted INSERT for one event, no folding. Only for comparison in
     /// benchmarks; production writes go through [`crate::EventWriter`].
     pub async fn insert_event_naive(&self, event: &InteractionEvent) -> Result<bool> {
-        // PostgreSQL's column is JSONB, SQLite's TEXT: the payload goes in as text either way.
+        // PostgreSQL's column is JSON, SQLite's TEXT: the payload goes in as text either way.
         let sql = match self.backend {
             Backend::Postgres(_) => {
                 "INSERT INTO interaction_events (interaction_id, seq, at, type, payload) \
-                 VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (interaction_id, seq) DO NOTHING"
+                 VALUES ($1, $2, $3, $4, $5::json) ON CONFLICT (interaction_id, seq) DO NOTHING"
             }
             Backend::Sqlite(_) => {
                 "INSERT INTO interaction_events (interaction_id, seq, at, type, payload) \
@@ -309,7 +309,7 @@ impl CrmStore {
     /// The stored timeline of one interaction, in seq order (payloads as stored: masked where retention
     /// or sensitivity required it).
     pub async fn interaction_timeline(&self, id: &domain::InteractionId) -> Result<Vec<StoredEvent>> {
-        // JSONB is read back as text so both backends decode the same way.
+        // JSON is read back as text so both backends decode the same way.
         let sql = match self.backend {
             Backend::Postgres(_) => {
                 "SELECT seq, at, type, payload::text FROM interaction_events WHERE interaction_id = $1 ORDER BY seq"

@@ -167,7 +167,7 @@ pub(crate) async fn insert_batch(
     // 1. The timeline, keeping only what is new.
     let inserted: Vec<(String, i64)> = sqlx::query_as(
         "INSERT INTO interaction_events (interaction_id, seq, at, type, payload) \
-         SELECT i, s, a, t, p::jsonb FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) \
+         SELECT i, s, a, t, p::json FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) \
          AS e(i, s, a, t, p) \
          ON CONFLICT (interaction_id, seq) DO NOTHING RETURNING interaction_id, seq",
     )

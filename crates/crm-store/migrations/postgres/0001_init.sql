@@ -1,5 +1,6 @@
 -- CRM schema, PostgreSQL flavour. Times are BIGINT milliseconds since the Unix epoch (domain::Timestamp),
--- durations BIGINT milliseconds, money BIGINT cents. Keep in step with ../sqlite/0001_init.sql.
+-- durations BIGINT milliseconds, money BIGINT cents. Event payloads are JSON (validated, stored as written:
+-- cheaper to insert than JSONB, and nothing queries inside them). Keep in step with ../sqlite/0001_init.sql.
 
 CREATE TABLE users (
     id            TEXT PRIMARY KEY,
@@ -79,7 +80,7 @@ CREATE TABLE interaction_events (
     seq            BIGINT NOT NULL,
     at             BIGINT NOT NULL,
     type           TEXT NOT NULL,
-    payload        JSONB NOT NULL,
+    payload        JSON NOT NULL,
     PRIMARY KEY (interaction_id, seq)
 );
 

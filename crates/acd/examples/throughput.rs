@@ -162,13 +162,29 @@ fn main() {
     };
     let kpis = acd.kpis(acd.now());
     let waiting: u32 = kpis.queues.iter().map(|q| q.waiting).sum();
+    // What persisting the whole state costs at this size.
+    let start = Instant::now();
+    let stored = serde_json::to_vec(&acd.snapshot()).unwrap_or_default();
+    let snapshot_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let start = Instant::now();
+    let restored = serde_json::from_slice(&stored)
+        .ok()
+        .and_then(|s| Acd::restore(s).ok())
+        .is_some();
+    let restore_ms = start.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "{{\"snapshot_bytes\":{},\"snapshot_ms\":{snapshot_ms:.1},\"restore_ms\":{restore_ms:.1},\"restored\":{restored}}}",
+        stored.len()
+    );
     println!(
         "{{\"events\":{handled},\"decisions\":{decisions},\"decisions_per_sec\":{:.0},\"events_per_sec\":{:.0},\
-         \"p50_ns\":{},\"p99_ns\":{},\"max_ns\":{},\"calls_waiting_at_end\":{waiting},\"virtual_secs\":{:.0}}}",
+         \"p50_ns\":{},\"p99_ns\":{},\"p999_ns\":{},\"over_1ms\":{},\"max_ns\":{},\"calls_waiting_at_end\":{waiting},\"virtual_secs\":{:.0}}}",
         decisions as f64 / busy.as_secs_f64(),
         handled as f64 / busy.as_secs_f64(),
         pct(0.5),
         pct(0.99),
+        pct(0.999),
+        latencies.iter().filter(|&&ns| ns > 1_000_000).count(),
         latencies.last().copied().unwrap_or(0),
         t / 1000.0
     );

@@ -150,6 +150,18 @@ enum Op {
     End(u8),
     WrapUpDone(u8),
     Tick,
+    /// New skills and memberships for an agent; agents 6 and 7 do not exist until the first of these.
+    ReconfigureAgent {
+        agent: u8,
+        skills: Vec<Option<u8>>,
+        ranks: Vec<Option<u8>>,
+    },
+    /// A new strategy and aging for a queue, keeping its other settings.
+    ReconfigureQueue {
+        queue: u8,
+        strategy: Routing,
+        aging_secs: Option<u32>,
+    },
 }
 
 fn any_op() -> impl Strategy<Value = (u32, Op)> {
@@ -167,6 +179,10 @@ fn any_op() -> impl Strategy<Value = (u32, Op)> {
         3 => any::<u8>().prop_map(Op::End),
         1 => agent.prop_map(Op::WrapUpDone),
         2 => Just(Op::Tick),
+        1 => (0u8..AGENTS as u8 + 2, prop::collection::vec(prop::option::of(1u8..=5), 3), prop::collection::vec(prop::option::of(1u8..=2), QUEUES))
+            .prop_map(|(agent, skills, ranks)| Op::ReconfigureAgent { agent, skills, ranks }),
+        1 => (0u8..QUEUES as u8, any_strategy(), prop::option::of(1u32..60))
+            .prop_map(|(queue, strategy, aging_secs)| Op::ReconfigureQueue { queue, strategy, aging_secs }),
     ];
     (0u32..6_000, op)
 }
@@ -257,7 +273,7 @@ impl Model {
     }
 }
 
-fn to_input(op: &Op, model: &Model) -> Option<Input> {
+fn to_input(op: &Op, model: &Model, acd: &Acd) -> Option<Input> {
     let agent_id = |i: u8| a(&format!("a{i}"));
     let call_id = |i: u8| c(&format!("c{i}"));
     Some(match op.clone() {
@@ -312,6 +328,35 @@ fn to_input(op: &Op, model: &Model) -> Option<Input> {
         }
         Op::WrapUpDone(i) => Input::WrapUpDone { agent: agent_id(i) },
         Op::Tick => Input::Tick,
+        Op::ReconfigureAgent {
+            agent: i,
+            skills,
+            ranks,
+        } => {
+            let skills: Vec<(String, u8)> = skills
+                .iter()
+                .enumerate()
+                .filter_map(|(s, l)| l.map(|l| (format!("s{s}"), l)))
+                .collect();
+            let queues: Vec<(String, u8)> = ranks
+                .iter()
+                .enumerate()
+                .filter_map(|(q_, r)| r.map(|r| (format!("q{q_}"), r)))
+                .collect();
+            let skills: Vec<(&str, u8)> = skills.iter().map(|(s, l)| (s.as_str(), *l)).collect();
+            let queues: Vec<(&str, u8)> = queues.iter().map(|(q_, r)| (q_.as_str(), *r)).collect();
+            Input::UpsertAgent(agent(&format!("a{i}"), &skills, &queues))
+        }
+        Op::ReconfigureQueue {
+            queue,
+            strategy,
+            aging_secs,
+        } => {
+            let mut config = acd.config().queues.get(usize::from(queue))?.clone();
+            config.strategy = strategy;
+            config.priority_aging_secs = aging_secs;
+            Input::UpsertQueue(config)
+        }
     })
 }
 
@@ -365,7 +410,11 @@ fn apply(acd: &mut Acd, model: &mut Model, input: Input) -> (Result<(), AcdError
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    // 128 cases by default; PROPTEST_CASES=5000 for a longer hunt.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn safety_holds_and_no_call_is_lost(config in any_config(), ops in prop::collection::vec(any_op(), 1..160)) {
@@ -373,7 +422,7 @@ proptest! {
         let mut model = Model::default();
         for (dt, op) in &ops {
             model.now_ms += i64::from(*dt);
-            if let Some(input) = to_input(op, &model) {
+            if let Some(input) = to_input(op, &model, &acd) {
                 let _ = apply(&mut acd, &mut model, input);
             }
         }
@@ -408,7 +457,7 @@ proptest! {
         let split = split.min(ops.len());
         for (dt, op) in &ops[..split] {
             model.now_ms += i64::from(*dt);
-            if let Some(input) = to_input(op, &model) {
+            if let Some(input) = to_input(op, &model, &original) {
                 let _ = apply(&mut original, &mut model, input);
             }
         }
@@ -424,7 +473,7 @@ proptest! {
         for (dt, op) in &ops[split..] {
             model.now_ms += i64::from(*dt);
             shadow.now_ms = model.now_ms;
-            if let Some(input) = to_input(op, &model) {
+            if let Some(input) = to_input(op, &model, &original) {
                 let (r1, o1) = apply(&mut original, &mut model, input.clone());
                 let (r2, o2) = apply(&mut restored, &mut shadow, input);
                 prop_assert_eq!(r1, r2);
@@ -462,4 +511,49 @@ fn restore_rejects_a_corrupt_snapshot() {
         err.to_string(),
         "inconsistent router snapshot: an offer refers to a missing agent or call"
     );
+}
+
+/// Every number in a JSON tree, in document order, for mutation.
+fn numbers(value: &mut serde_json::Value) -> Vec<&mut serde_json::Value> {
+    match value {
+        serde_json::Value::Number(_) => vec![value],
+        serde_json::Value::Array(items) => items.iter_mut().flat_map(numbers).collect(),
+        serde_json::Value::Object(map) => map.values_mut().flat_map(numbers).collect(),
+        _ => Vec::new(),
+    }
+}
+
+proptest! {
+    /// A stored snapshot with any one number changed (an index, a time, a counter, a sequence) is
+    /// restored or refused, and a restored router keeps running; nothing panics.
+    #[test]
+    fn a_tampered_snapshot_never_panics(
+        config in any_config(),
+        ops in prop::collection::vec(any_op(), 1..60),
+        pick in any::<prop::sample::Index>(),
+        replacement in prop_oneof![any::<i64>().prop_map(serde_json::Value::from), (0u64..20).prop_map(serde_json::Value::from)],
+    ) {
+        let mut acd = Acd::new(config).unwrap();
+        let mut model = Model::default();
+        for (dt, op) in &ops {
+            model.now_ms += i64::from(*dt);
+            if let Some(input) = to_input(op, &model, &acd) {
+                let _ = apply(&mut acd, &mut model, input);
+            }
+        }
+        let mut json = serde_json::to_value(acd.snapshot()).unwrap();
+        let mut slots = numbers(&mut json);
+        if !slots.is_empty() {
+            let i = pick.index(slots.len());
+            *slots[i] = replacement;
+        }
+        if let Ok(snapshot) = serde_json::from_value::<acd::AcdSnapshot>(json) {
+            if let Ok(mut restored) = Acd::restore(snapshot) {
+                let later = Timestamp::from_millis(model.now_ms + 100_000);
+                let _ = restored.handle(later, Input::Tick);
+                let _ = restored.kpis(later);
+                let _ = restored.handle(later, Input::CallAbandoned { call: c("c1") });
+            }
+        }
+    }
 }

@@ -547,13 +547,13 @@ proptest! {
             let i = pick.index(slots.len());
             *slots[i] = replacement;
         }
-        if let Ok(snapshot) = serde_json::from_value::<acd::AcdSnapshot>(json) {
-            if let Ok(mut restored) = Acd::restore(snapshot) {
-                let later = Timestamp::from_millis(model.now_ms + 100_000);
-                let _ = restored.handle(later, Input::Tick);
-                let _ = restored.kpis(later);
-                let _ = restored.handle(later, Input::CallAbandoned { call: c("c1") });
-            }
+        if let Ok(snapshot) = serde_json::from_value::<acd::AcdSnapshot>(json)
+            && let Ok(mut restored) = Acd::restore(snapshot)
+        {
+            let later = Timestamp::from_millis(model.now_ms + 100_000);
+            let _ = restored.handle(later, Input::Tick);
+            let _ = restored.kpis(later);
+            let _ = restored.handle(later, Input::CallAbandoned { call: c("c1") });
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A quick look at the benchmark grid, for iterating on the pacing policy in release mode:
 //! `cargo run --release -p dialer --example grid_quick -- [replications] [agents,..] [live,..] [talk,..] [shapes]`
-//! e.g. `... -- 5 20,100 0.1,0.6 60,600 stationary,answer_halving`. Prints one line per cell.
+//! e.g. `... -- 5 20,100 0.1,0.6 60,600 stationary,answer_halving [report.json]`. Prints one line per cell,
+//! and writes the whole report as JSON when a sixth argument names a file.
 
 use dialer::sim::grid::{GridConfig, run_grid};
 
@@ -68,6 +69,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!("{}", serde_json::to_string_pretty(&report.summary)?);
+    if let Some(path) = args.get(5) {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
     eprintln!("elapsed {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
 }

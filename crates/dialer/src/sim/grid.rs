@@ -90,7 +90,7 @@ impl GridConfig {
             shapes: named_shapes()?,
             replications: 30,
             first_seed: 1,
-            fixed_ratios: vec![1.1, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0],
+            fixed_ratios: vec![1.05, 1.1, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0],
             max_share_over: 0.05,
             predictive: PredictiveConfig::default(),
             vicidial: VicidialConfig::default(),

@@ -55,13 +55,18 @@ pub struct Platform {
 impl Platform {
     /// Starts `callcenter serve` with the test base config plus `extra` TOML (routes, users, limits).
     pub fn start(extra: &str) -> Platform {
+        Self::start_with_flows(extra, &ivr_dir())
+    }
+
+    /// Like [`Platform::start`] with the IVR flows of `flows`.
+    pub fn start_with_flows(extra: &str, flows: &Path) -> Platform {
         let dir = tempfile::tempdir().expect("tempdir");
         let sip_port = free_port();
         let http_port = free_port();
         let config = format!(
             "[node]\nshutdown_grace_secs = 10\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n\n[ivr]\nscripts_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n{extra}\n",
             dir.path().display(),
-            ivr_dir().display()
+            flows.display()
         );
         let path = dir.path().join("callcenter.toml");
         std::fs::write(&path, config).expect("write config");
@@ -355,4 +360,111 @@ pub fn require_command(command: &str) {
         found,
         "{command} is not installed; run the test command from README.md, which installs it"
     );
+}
+
+/// One interaction as the CRM store holds it: the folded row and its timeline.
+#[derive(Debug)]
+pub struct StoredInteraction {
+    pub row: crm_store::InteractionRow,
+    pub events: Vec<crm_store::StoredEvent>,
+}
+
+impl StoredInteraction {
+    /// The event type names in order.
+    pub fn kinds(&self) -> Vec<String> {
+        self.events.iter().map(|e| e.kind.clone()).collect()
+    }
+}
+
+impl Platform {
+    /// Every interaction in the platform's SQLite CRM database that has ended, waiting (bounded) for
+    /// `count` of them to be fully written: the writer commits in batches after the call.
+    pub fn ended_interactions(&self, count: usize) -> Vec<StoredInteraction> {
+        let url = format!("sqlite:{}/cc.db", self.dir.path().display());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let store = crm_store::CrmStore::connect(&url)
+                .await
+                .expect("open CRM database");
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let mut ids: Vec<String> = store
+                    .event_keys()
+                    .await
+                    .expect("keys")
+                    .into_iter()
+                    .map(|(i, _)| i)
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                let mut done = Vec::new();
+                for id in ids {
+                    let iid = domain::InteractionId::new(&id).expect("id");
+                    let events = store.interaction_timeline(&iid).await.expect("timeline");
+                    if events.iter().any(|e| e.kind == "ended") {
+                        if let Some(row) = store.interaction(&iid).await.expect("row") {
+                            done.push(StoredInteraction { row, events });
+                        }
+                    }
+                }
+                if done.len() >= count || std::time::Instant::now() > deadline {
+                    return done;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+}
+
+/// Registers SIP user `user` with `password` at `platform`, pointing its contact at `contact_port`
+/// (where a SIPp UAS plays the agent's phone).
+pub fn register_agent_phone(platform: &Platform, user: &str, password: &str, contact_port: u16) {
+    let port = free_port().to_string();
+    let sf = scenarios_dir().join("register_contact.xml");
+    let cp = contact_port.to_string();
+    let target = platform.sip.to_string();
+    let run = sipp(&[
+        "-sf",
+        sf.to_str().unwrap_or_default(),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-s",
+        user,
+        "-au",
+        user,
+        "-ap",
+        password,
+        "-key",
+        "contact_port",
+        &cp,
+        "-m",
+        "1",
+        &target,
+    ]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "agent phone registration: {}",
+        run.output
+    );
+}
+
+/// A copy of the test IVR flows with the prompts they name (taken from the demo's recordings).
+pub fn test_flows() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ivr");
+    for entry in std::fs::read_dir(&fixtures).expect("fixtures").flatten() {
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy flow");
+    }
+    std::fs::create_dir_all(dir.path().join("prompts")).expect("prompts dir");
+    for name in ["main-menu", "invalid", "goodbye"] {
+        let from = ivr_dir().join("prompts").join(format!("{name}.wav"));
+        std::fs::copy(&from, dir.path().join("prompts").join(format!("{name}.wav"))).expect("copy prompt");
+    }
+    dir
 }

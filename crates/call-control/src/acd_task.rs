@@ -34,6 +34,18 @@ enum Msg {
         call: CallId,
     },
     Kpis(oneshot::Sender<KpiSnapshot>),
+    Abandon {
+        call: CallId,
+        reply: oneshot::Sender<Option<Abandonment>>,
+    },
+}
+
+/// Where a caller was when they hung up in the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abandonment {
+    pub queue: QueueId,
+    pub position: u32,
+    pub waited_ms: u64,
 }
 
 /// Sends inputs to the ACD task. Cheap to clone.
@@ -52,9 +64,9 @@ impl AcdHandle {
         tokio::spawn(run(acd, rx));
         let handle = AcdHandle { tx };
         if agents_ready {
+            // Logging in makes an agent available at once.
             for agent in agents {
-                handle.input(Input::AgentLogin { agent: agent.clone() });
-                handle.input(Input::AgentReady { agent });
+                handle.input(Input::AgentLogin { agent });
             }
         }
         Ok(handle)
@@ -79,6 +91,13 @@ impl AcdHandle {
     /// The call is gone from the queue's point of view (ended or left).
     pub fn forget(&self, call: CallId) {
         let _ = self.tx.send(Msg::Forget { call });
+    }
+
+    /// The caller hung up while queued: the ACD records it and says where they were.
+    pub async fn abandon(&self, call: CallId) -> Option<Abandonment> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Msg::Abandon { call, reply }).ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Live KPIs of every queue and agent.
@@ -119,7 +138,15 @@ async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Msg>) {
             } => None,
         };
         let now = Timestamp::now_utc();
+        let mut abandon_reply = None;
         match msg {
+            Some(Msg::Abandon { call, reply }) => {
+                if let Err(e) = acd.handle(now, Input::CallAbandoned { call: call.clone() }) {
+                    debug!(error = %e, "ACD refused an abandon");
+                }
+                calls.remove(&call);
+                abandon_reply = Some((call, reply));
+            }
             Some(Msg::Input(input)) => {
                 if let Err(e) = acd.handle(now, input) {
                     debug!(error = %e, "ACD refused an input");
@@ -142,6 +169,24 @@ async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Msg>) {
         }
         while let Some(output) = acd.poll_output() {
             debug!(%output, "acd");
+            if let Output::Abandoned {
+                call,
+                queue,
+                position,
+                waited_ms,
+            } = &output
+            {
+                if abandon_reply.as_ref().is_some_and(|(c, _)| c == call) {
+                    if let Some((_, reply)) = abandon_reply.take() {
+                        let _ = reply.send(Some(Abandonment {
+                            queue: queue.clone(),
+                            position: *position,
+                            waited_ms: *waited_ms,
+                        }));
+                    }
+                }
+                continue;
+            }
             let (call, notice) = match output {
                 Output::Offer(offer) => (offer.call.clone(), QueueNotice::Offer(offer)),
                 Output::OfferCancelled {

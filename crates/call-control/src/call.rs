@@ -247,11 +247,17 @@ impl Call {
 
     async fn caller_gone(&mut self) {
         if let Some((queue, _)) = self.queue.take() {
-            self.inner.acd.input(acd::Input::CallAbandoned {
-                call: self.id.clone(),
-            });
-            self.inner.acd.forget(self.id.clone());
-            info!(%queue, "caller abandoned the queue");
+            match self.inner.acd.abandon(self.id.clone()).await {
+                Some(a) => {
+                    info!(%queue, position = a.position, waited_ms = a.waited_ms, "caller abandoned the queue");
+                    self.log(InteractionEventKind::Abandoned {
+                        queue: a.queue,
+                        position: a.position,
+                        waited_ms: a.waited_ms,
+                    });
+                }
+                None => self.inner.acd.forget(self.id.clone()),
+            }
         }
         for r in self.ringing.drain(..) {
             r.leg.hangup();

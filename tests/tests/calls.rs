@@ -1,0 +1,182 @@
+//! End to end through call control: a caller reaches a queue (directly or through the IVR with RFC 4733
+//! digits), the ACD offers the call to an agent's registered SIP phone, the legs are bridged, and the
+//! interaction with its steps lands in the CRM store.
+
+use system_tests::*;
+
+const AGENT: &str = "[[sip.user]]\nname = \"1001\"\npassword = \"agent1001\"\n\n[[acd.queues]]\nid = \"sales\"\noffer_timeout_secs = 10\n\n[[acd.agents]]\nid = \"1001\"\nqueues = [{ queue = \"sales\", rank = 1 }]\n";
+
+fn limits() -> &'static str {
+    "[sip.limits]\nmax_calls_per_second = 0\nper_source_requests_per_second = 0\n"
+}
+
+#[test]
+fn queue_call_is_routed_to_the_agents_phone_and_recorded_in_the_crm() {
+    require_command("sipp");
+    let agent_phone = SippServer::start("uas", 1);
+    let platform = Platform::start(&format!(
+        "{}{AGENT}[[route]]\nnumber = \"801\"\nqueue = \"sales\"\n",
+        limits()
+    ));
+    register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
+    let port = free_port().to_string();
+    let media = free_port().to_string();
+    let target = platform.sip.to_string();
+    let run = sipp(&[
+        "-sn",
+        "uac",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-mp",
+        &media,
+        "-s",
+        "801",
+        "-d",
+        "1500",
+        "-m",
+        "1",
+        &target,
+    ]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        platform.log()
+    );
+    assert_eq!(
+        agent_phone.wait(),
+        Some(0),
+        "the agent's phone was rung, answered and hung up"
+    );
+
+    let interactions = platform.ended_interactions(1);
+    assert_eq!(interactions.len(), 1, "{}", platform.log());
+    let i = &interactions[0];
+    assert_eq!(
+        i.kinds(),
+        vec!["arrived", "enqueued", "offered", "answered", "ended"],
+        "{:?}",
+        i.events
+    );
+    assert_eq!(i.row.agent_id.as_deref(), Some("1001"));
+    assert_eq!(i.row.queue_id.as_deref(), Some("sales"));
+    assert_eq!(i.row.ended_by.as_deref(), Some("caller"));
+    let explanation = i.row.routing_explanation.clone().unwrap_or_default();
+    assert!(
+        explanation.contains("1001") || explanation.contains("longest"),
+        "explanation: {explanation}"
+    );
+}
+
+#[test]
+fn ivr_digit_from_rfc4733_routes_the_caller_to_sales_and_every_step_is_stored() {
+    require_command("sipp");
+    let flows = test_flows();
+    let agent_phone = SippServer::start("uas", 1);
+    let platform = Platform::start_with_flows(
+        &format!("{}{AGENT}[[route]]\nnumber = \"800\"\nivr = \"main\"\n", limits()),
+        flows.path(),
+    );
+    register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
+    let port = free_port().to_string();
+    let media = free_port().to_string();
+    let target = platform.sip.to_string();
+    let sf = scenarios_dir().join("uac_dtmf_1.xml");
+    let run = sipp(&[
+        "-sf",
+        sf.to_str().unwrap_or_default(),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-mp",
+        &media,
+        "-s",
+        "800",
+        "-m",
+        "1",
+        &target,
+    ]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        platform.log()
+    );
+
+    let interactions = platform.ended_interactions(1);
+    assert_eq!(interactions.len(), 1, "{}", platform.log());
+    let i = &interactions[0];
+    let kinds = i.kinds();
+    assert_eq!(kinds.first().map(String::as_str), Some("arrived"));
+    // The menu node, then the sales node entered with the key 1.
+    let sales = i
+        .events
+        .iter()
+        .find(|e| e.kind == "ivr_node" && e.payload["node"] == "sales")
+        .unwrap_or_else(|| panic!("no sales node in {:?}\n{}", i.events, platform.log()));
+    assert_eq!(sales.payload["key"], "1", "{:?}", sales.payload);
+    assert!(kinds.contains(&"enqueued".to_string()), "{kinds:?}");
+    assert!(
+        kinds.contains(&"answered".to_string()),
+        "{kinds:?}\n{}",
+        platform.log()
+    );
+    assert_eq!(kinds.last().map(String::as_str), Some("ended"));
+    assert_eq!(
+        i.row.ivr_path.contains("menu"),
+        true,
+        "ivr path: {}",
+        i.row.ivr_path
+    );
+    assert_eq!(i.row.agent_id.as_deref(), Some("1001"));
+    assert_eq!(agent_phone.wait(), Some(0));
+}
+
+#[test]
+fn caller_hanging_up_in_the_queue_is_recorded_as_abandoned() {
+    require_command("sipp");
+    // The only agent has no registered phone: the offer fails, the caller waits, then hangs up.
+    let platform = Platform::start(&format!(
+        "{}{AGENT}[[route]]\nnumber = \"801\"\nqueue = \"sales\"\n",
+        limits()
+    ));
+    let port = free_port().to_string();
+    let media = free_port().to_string();
+    let target = platform.sip.to_string();
+    let run = sipp(&[
+        "-sn",
+        "uac",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-mp",
+        &media,
+        "-s",
+        "801",
+        "-d",
+        "1000",
+        "-m",
+        "1",
+        &target,
+    ]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        platform.log()
+    );
+    let interactions = platform.ended_interactions(1);
+    assert_eq!(interactions.len(), 1, "{}", platform.log());
+    let i = &interactions[0];
+    assert!(i.kinds().contains(&"enqueued".to_string()));
+    assert!(!i.kinds().contains(&"answered".to_string()), "{:?}", i.kinds());
+    assert_eq!(i.row.ended_by.as_deref(), Some("caller"));
+    assert!(i.row.abandoned, "{:?}", i.row);
+}

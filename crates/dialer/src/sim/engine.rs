@@ -91,6 +91,8 @@ enum CallStage {
 
 #[derive(Debug, Clone)]
 struct Call {
+    /// The lead's index: unique per call, so an event for a slot's earlier call can be told apart.
+    lead: u64,
     dialed_at: Timestamp,
     truth: Truth,
     /// What the dialer will believe when the dial resolves.
@@ -127,7 +129,8 @@ struct Agent {
 enum Event {
     Decide,
     Resolve(usize),
-    GiveUp(usize),
+    /// (slot, lead): slots are reused, so the lead says which call the deadline was for.
+    GiveUp(usize, u64),
     TalkEnd(usize),
     WrapEnd(usize),
     Login(usize),
@@ -268,7 +271,7 @@ impl<'a> Engine<'a> {
                     }
                 }
                 Event::Resolve(slot) => self.resolve(slot),
-                Event::GiveUp(slot) => self.give_up(slot),
+                Event::GiveUp(slot, lead) => self.give_up(slot, lead),
                 Event::TalkEnd(agent) => self.talk_end(agent),
                 Event::WrapEnd(agent) => self.wrap_end(agent),
                 Event::Login(agent) => {
@@ -366,6 +369,7 @@ impl<'a> Engine<'a> {
             _ => (secs(d.talk_secs), secs(d.wrap_secs)),
         };
         let call = Call {
+            lead,
             dialed_at: self.now,
             truth,
             verdict,
@@ -440,15 +444,15 @@ impl<'a> Engine<'a> {
                 c.stage = CallStage::Waiting;
             }
             self.waiting.push_back(slot);
-            self.push(call.give_up_at, Event::GiveUp(slot));
+            self.push(call.give_up_at, Event::GiveUp(slot, call.lead));
         }
     }
 
-    fn give_up(&mut self, slot: usize) {
+    fn give_up(&mut self, slot: usize, lead: u64) {
         if self
             .calls
             .get(slot)
-            .is_some_and(|c| c.stage == CallStage::Waiting)
+            .is_some_and(|c| c.lead == lead && c.stage == CallStage::Waiting)
         {
             self.waiting.retain(|&s| s != slot);
             self.abandon(slot);

@@ -1,7 +1,7 @@
 //! Rough throughput check of the durable writer against the naive path, for development. The real
 //! benchmark lives in the bench crate; this prints the same kind of figures for a quick look.
 //!
-//! `cargo run --release -p crm-store --example writer_throughput -- URL EVENTS NAIVE_EVENTS`
+//! `cargo run --release -p crm-store --example writer_throughput -- URL EVENTS NAIVE_EVENTS [PG_WRITERS]`
 //! URL defaults to a SQLite file in a temp folder.
 
 use crm_store::{CrmStore, EventWriter, WriterConfig};
@@ -76,8 +76,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     store.migrate().await?;
 
-    let (writer, task) =
-        EventWriter::start(store.clone(), WriterConfig::new(dir.path().join("journal"))).await?;
+    let mut config = WriterConfig::new(dir.path().join("journal"));
+    if let Some(writers) = args.get(4).and_then(|a| a.parse().ok()) {
+        config.postgres_writers = writers;
+    }
+    let (writer, task) = EventWriter::start(store.clone(), config).await?;
     let start = Instant::now();
     let callers = 256u64;
     let mut handles = Vec::new();

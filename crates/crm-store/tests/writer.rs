@@ -63,6 +63,7 @@ async fn writer_acks_durable_events_and_commits_them_in_batches() {
         let journal_dir = dir.path().join(format!("journal-{}", common::unique("w")));
         let mut config = WriterConfig::new(&journal_dir);
         config.segment_bytes = 4096; // rotate often so deletion of applied segments is exercised
+        config.postgres_writers = 3; // PostgreSQL: batches split over concurrent transactions
         let (writer, task) = EventWriter::start(store.clone(), config).await.unwrap();
 
         let mut handles = Vec::new();

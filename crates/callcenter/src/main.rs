@@ -1,6 +1,7 @@
 //! The `callcenter` binary: `serve` runs the platform, `check-config` validates a configuration.
 
 mod config;
+mod tools;
 
 use clap::{Parser, Subcommand};
 use config::Config;
@@ -29,11 +30,67 @@ enum Command {
     },
     /// Validate a configuration file (with environment overrides) and exit 0 if it is good, 1 if not.
     CheckConfig { file: PathBuf },
+    /// IVR flows.
+    Ivr {
+        #[command(subcommand)]
+        command: IvrCommand,
+    },
+    /// Apply the CRM database migrations (serve applies them too).
+    Migrate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Erlang C staffing: agents needed for a call volume and a service-level target.
+    Erlang(tools::ErlangArgs),
+    /// Outbound dialer tools.
+    Dialer {
+        #[command(subcommand)]
+        command: DialerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IvrCommand {
+    /// Validate a directory of flows and their prompts; every problem names file, line and node.
+    Check { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum DialerCommand {
+    /// Run the pacing simulator on a scenario.
+    Simulate(tools::SimulateArgs),
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Ivr {
+            command: IvrCommand::Check { dir },
+        } => tools::ivr_check(&dir),
+        Command::Erlang(args) => report(tools::erlang(&args)),
+        Command::Dialer {
+            command: DialerCommand::Simulate(args),
+        } => report(tools::simulate(&args)),
+        Command::Migrate { config } => {
+            let config = match Config::load(config.as_deref(), std::env::vars()) {
+                Ok(c) => c,
+                Err(e) => return report(Err(e.to_string())),
+            };
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => report(rt.block_on(tools::migrate(&config))),
+                Err(e) => report(Err(e.to_string())),
+            }
+        }
         Command::CheckConfig { file } => match Config::load(Some(&file), std::env::vars()) {
             Ok(_) => {
                 println!("{}: ok", file.display());

@@ -219,7 +219,8 @@ impl EventWriter {
 
 impl WriterTask {
     /// Stops accepting events, writes everything durable to SQL, removes the journal, and returns the
-    /// final counters.
+    /// final counters. While the database is unreachable this waits (the flusher keeps retrying); a
+    /// caller that must stop anyway can drop the task: the journal keeps the events for the next start.
     pub async fn shutdown(self) -> Result<WriterStats> {
         // If the journal thread is already gone the flusher ends on its own.
         let _ = self.commands.send(JournalCmd::Shutdown).await;
@@ -236,6 +237,7 @@ impl WriterTask {
 }
 
 /// Writes every segment's events to SQL, deletes the segments, and returns the next segment number.
+/// A transient database error fails the start; the journal is untouched and the next start retries.
 async fn replay(store: &CrmStore, dir: &Path, counters: &Counters) -> Result<u64> {
     let segments = journal::list_segments(dir)?;
     let next = segments.last().map_or(1, |(id, _)| id + 1);
@@ -258,10 +260,23 @@ async fn replay(store: &CrmStore, dir: &Path, counters: &Counters) -> Result<u64
             }
         }
         for chunk in events.chunks(10_000) {
-            let outcome = store.insert_events_batch(chunk).await?;
-            counters
-                .replay_inserted
-                .fetch_add(outcome.inserted as u64, Ordering::Relaxed);
+            match store.insert_events_batch(chunk).await {
+                Ok(outcome) => {
+                    counters
+                        .replay_inserted
+                        .fetch_add(outcome.inserted as u64, Ordering::Relaxed);
+                }
+                // A refused event must not keep the writer from ever starting: set it aside.
+                Err(e) if is_poison(&e) => {
+                    let mut dead = Vec::new();
+                    write_isolating(store, chunk, &mut dead).await?;
+                    write_dead_letters(dir, &dead)?;
+                    counters
+                        .dead_lettered
+                        .fetch_add(dead.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
         }
         counters
             .replayed

@@ -334,3 +334,58 @@ async fn an_event_with_nul_characters_is_stored_cleaned_and_does_not_stall_the_w
         target.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn a_journal_event_the_database_refuses_is_dead_lettered_and_the_writer_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("poison_replay", dir.path()) {
+        let store = target.store().await;
+        let journal_dir = dir.path().join(common::unique("poison"));
+        std::fs::create_dir_all(&journal_dir).unwrap();
+        // Written straight into the journal, as an older version without NUL stripping might have.
+        let poison = ev::at(
+            "p1",
+            0,
+            0,
+            domain::InteractionEventKind::Ended {
+                by: domain::EndedBy::Error,
+                reason: "a\0b".into(),
+                quality: None,
+            },
+        );
+        let good = ev::at("p2", 0, 0, ev::ended());
+        let mut framed = Vec::new();
+        for e in [&poison, &good] {
+            journal::encode_record(&serde_json::to_vec(e).unwrap(), &mut framed).unwrap();
+        }
+        std::fs::write(journal::segment_path(&journal_dir, 1), &framed).unwrap();
+
+        let (_writer, task) = EventWriter::start(store.clone(), WriterConfig::new(&journal_dir))
+            .await
+            .unwrap();
+        let stats = task.shutdown().await.unwrap();
+        assert_eq!(
+            store.count_events(Some(&ev::id("p2"))).await.unwrap(),
+            1,
+            "{}",
+            target.label()
+        );
+        let dead_file = journal_dir.join(crm_store::DEAD_LETTER_FILE);
+        match target {
+            // PostgreSQL refuses NUL in text: the event is set aside, the other one stored.
+            common::Target::Postgres { .. } => {
+                assert_eq!(stats.dead_lettered, 1);
+                let dead = std::fs::read_to_string(&dead_file).unwrap();
+                assert_eq!(dead.lines().count(), 1);
+                assert!(dead.contains("\"p1\""));
+            }
+            // SQLite stores it as it is.
+            common::Target::Sqlite { .. } => {
+                assert_eq!(stats.dead_lettered, 0);
+                assert!(!dead_file.exists());
+            }
+        }
+        store.close().await;
+        target.cleanup().await;
+    }
+}

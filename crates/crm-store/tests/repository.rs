@@ -81,6 +81,13 @@ async fn lookup_by_any_number_format_and_by_account_with_recent_history() {
             assert_eq!(card.recent.len(), 1);
             assert_eq!(card.recent[0].talk_ms, Some(10_000));
         }
+        let history = store
+            .customer_history(&CustomerId::new("k1").unwrap(), None)
+            .await
+            .unwrap();
+        let csv = crm_store::reports::rows_to_csv(&history).unwrap();
+        assert!(csv.starts_with("id,channel,direction,arrived_at_ms"), "{csv}");
+        assert!(csv.contains("h1,voice,inbound,1000"));
         assert!(
             store
                 .find_customer_by_phone("+442079460958")

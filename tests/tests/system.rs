@@ -519,3 +519,37 @@ fn baresip_registers_and_answers_a_call_through_the_gateway() {
         "baresip did not answer:\n{rest}"
     );
 }
+
+#[test]
+fn registrations_in_redis_survive_a_restart_of_the_node() {
+    require_command("sipp");
+    let Ok(redis) = std::env::var("REDIS_URL") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must provide REDIS_URL (the test command sets it)"
+        );
+        eprintln!("REDIS_URL unset: skipping the Redis restart test");
+        return;
+    };
+    let prefix = format!("cctest{}x{}", std::process::id(), free_port());
+    let state = format!(
+        "[state]\nbackend = \"redis\"\nredis_url = \"{redis}\"\nkey_prefix = \"{prefix}\"\n{}[sip.registrar]\nmin_expires_secs = 60\n[[sip.user]]\nname = \"1001\"\npassword = \"agent1001\"\n",
+        open_limits()
+    );
+    let phone = SippServer::start("uas", 1);
+    let mut first = Platform::start(&state);
+    register_agent_phone(&first, "1001", "agent1001", phone.port);
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait(Duration::from_secs(20)), Some(0), "{}", first.log());
+    // A new process on the same store still knows where 1001 is.
+    let second = Platform::start(&state);
+    let run = uac(&second, "uac", "1001", 1, &["-d", "200"]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        second.log()
+    );
+    assert_eq!(phone.wait(), Some(0));
+}

@@ -223,6 +223,19 @@ impl Config {
         Ok(config)
     }
 
+    /// The state store's part.
+    pub fn state_store(&self) -> state_store::StateConfig {
+        match (&self.state.backend, &self.state.redis_url) {
+            (StateBackend::Redis, Some(url)) => state_store::StateConfig {
+                backend: state_store::BackendConfig::Redis {
+                    url: url.clone(),
+                    prefix: self.state.key_prefix.clone().unwrap_or_else(|| "cc".into()),
+                },
+            },
+            _ => state_store::StateConfig::memory(),
+        }
+    }
+
     /// The gateway's part.
     pub fn gateway(&self) -> sip_gateway::GatewayConfig {
         sip_gateway::GatewayConfig {

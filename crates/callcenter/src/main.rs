@@ -134,6 +134,11 @@ async fn serve(config: Config) -> Result<(), String> {
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();
 
+    // Live state: registrations now; presence and queues as they move to the store.
+    let state = state_store::StateStore::connect(&config.state_store())
+        .await
+        .map_err(|e| format!("state store ({:?}): {e}", config.state.backend))?;
+
     // CRM store and the durable interaction writer.
     if let Some(path) = config.crm.database_url.strip_prefix("sqlite:") {
         let path = path.trim_start_matches("//");
@@ -187,7 +192,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let gateway = Arc::new(
         sip_gateway::Gateway::start(
             config.gateway(),
-            Arc::new(sip_gateway::MemoryLocations::default()),
+            Arc::new(sip_gateway::StateLocations::new(state.clone())),
             Arc::new(sip_gateway::PassThrough),
             &telemetry,
         )

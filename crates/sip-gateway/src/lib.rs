@@ -21,7 +21,7 @@ pub mod registrar;
 
 pub use config::{GatewayConfig, RouteTarget, SipConfig};
 pub use leg::{InboundCall, InboundCallHandler, LegEvent, LegHandle, OriginateError, OriginateRequest};
-pub use location::{Binding, Locations, MemoryLocations};
+pub use location::{Binding, Locations, MemoryLocations, StateLocations};
 pub use media::{MediaAnchor, PassThrough, Side};
 pub use metrics::GatewayMetrics;
 

@@ -21,7 +21,7 @@ pub struct Binding {
 #[async_trait::async_trait]
 pub trait Locations: Send + Sync {
     /// Adds or refreshes a binding (same contact URI replaces).
-    async fn upsert(&self, aor: &str, binding: Binding);
+    async fn upsert(&self, aor: &str, binding: Binding, now: Timestamp);
     /// Removes one contact.
     async fn remove(&self, aor: &str, contact: &str);
     /// Removes every contact of the user.
@@ -38,7 +38,7 @@ pub struct MemoryLocations {
 
 #[async_trait::async_trait]
 impl Locations for MemoryLocations {
-    async fn upsert(&self, aor: &str, binding: Binding) {
+    async fn upsert(&self, aor: &str, binding: Binding, _now: Timestamp) {
         let mut map = self.map.lock();
         let list = map.entry(aor.to_string()).or_default();
         list.retain(|b| b.contact != binding.contact);
@@ -65,6 +65,75 @@ impl Locations for MemoryLocations {
     }
 }
 
+/// Bindings in the shared state store: in Redis they survive a restart and every node sees them.
+pub struct StateLocations {
+    store: state_store::StateStore,
+}
+
+impl StateLocations {
+    pub fn new(store: state_store::StateStore) -> Self {
+        Self { store }
+    }
+}
+
+fn aor(user: &str) -> Option<state_store::Aor> {
+    state_store::Aor::new(user).ok()
+}
+
+#[async_trait::async_trait]
+impl Locations for StateLocations {
+    async fn upsert(&self, user: &str, binding: Binding, now: Timestamp) {
+        let Some(aor) = aor(user) else { return };
+        let source = binding
+            .source
+            .parse()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let stored = state_store::Binding {
+            contact: binding.contact,
+            expires_at: binding.expires_at,
+            call_id: binding.call_id,
+            cseq: binding.cseq,
+            source,
+            transport: state_store::Transport::Udp,
+        };
+        if let Err(e) = self.store.upsert_binding(&aor, stored, now).await {
+            tracing::warn!(error = %e, "registration not stored");
+        }
+    }
+
+    async fn remove(&self, user: &str, contact: &str) {
+        if let Some(aor) = aor(user) {
+            let _ = self.store.remove_binding(&aor, contact).await;
+        }
+    }
+
+    async fn remove_all(&self, user: &str) {
+        if let Some(aor) = aor(user) {
+            let _ = self.store.remove_all_bindings(&aor).await;
+        }
+    }
+
+    async fn lookup(&self, user: &str, now: Timestamp) -> Vec<Binding> {
+        let Some(aor) = aor(user) else { return Vec::new() };
+        match self.store.live_bindings(&aor, now).await {
+            Ok(list) => list
+                .into_iter()
+                .map(|b| Binding {
+                    contact: b.contact,
+                    expires_at: b.expires_at,
+                    call_id: b.call_id,
+                    cseq: b.cseq,
+                    source: b.source.to_string(),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "registrations unavailable");
+                Vec::new()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,15 +150,23 @@ mod tests {
 
     #[tokio::test]
     async fn bindings_expire_refresh_and_remove() {
-        let l = MemoryLocations::default();
-        l.upsert("1001", binding("sip:1001@a", 1000)).await;
-        l.upsert("1001", binding("sip:1001@b", 5000)).await;
-        l.upsert("1001", binding("sip:1001@a", 3000)).await;
+        check(&MemoryLocations::default()).await;
+        check(&StateLocations::new(state_store::StateStore::memory())).await;
+    }
+
+    async fn check(l: &dyn Locations) {
+        l.upsert("1001", binding("sip:1001@a", 1000), Timestamp::ZERO)
+            .await;
+        l.upsert("1001", binding("sip:1001@b", 5000), Timestamp::ZERO)
+            .await;
+        l.upsert("1001", binding("sip:1001@a", 3000), Timestamp::ZERO)
+            .await;
         assert_eq!(l.lookup("1001", Timestamp::from_millis(2000)).await.len(), 2);
         assert_eq!(l.lookup("1001", Timestamp::from_millis(4000)).await.len(), 1);
         l.remove("1001", "sip:1001@b").await;
         assert!(l.lookup("1001", Timestamp::from_millis(0)).await.is_empty());
-        l.upsert("1002", binding("sip:1002@a", 1000)).await;
+        l.upsert("1002", binding("sip:1002@a", 1000), Timestamp::ZERO)
+            .await;
         l.remove_all("1002").await;
         assert!(l.lookup("1002", Timestamp::ZERO).await.is_empty());
     }

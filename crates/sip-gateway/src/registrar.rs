@@ -148,6 +148,7 @@ impl Registrar {
                         cseq,
                         source: source.to_string(),
                     },
+                    now,
                 )
                 .await;
         }

@@ -58,42 +58,99 @@ pub struct InteractionEvent {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum InteractionEventKind {
     /// The call reached the platform.
-    Arrived { channel: Channel, direction: Direction, from: Pii<String>, to: Pii<String> },
+    Arrived {
+        channel: Channel,
+        direction: Direction,
+        from: Pii<String>,
+        to: Pii<String>,
+    },
     /// The CRM recognised the customer.
-    CustomerIdentified { customer: CustomerId, tier: String },
+    CustomerIdentified {
+        customer: CustomerId,
+        tier: String,
+    },
     /// The IVR entered a node; `key` is the digit that led there, if any.
-    IvrNode { flow: String, node: String, key: Option<char> },
+    IvrNode {
+        flow: String,
+        node: String,
+        key: Option<char>,
+    },
     /// Digits collected by the IVR. Sensitive values arrive already masked.
-    DigitsCollected { variable: String, digits: Pii<String>, sensitive: bool },
+    DigitsCollected {
+        variable: String,
+        digits: Pii<String>,
+        sensitive: bool,
+    },
     /// A CRM lookup or webhook finished.
-    LookupDone { what: String, outcome: String },
+    LookupDone {
+        what: String,
+        outcome: String,
+    },
     /// The call joined a queue.
-    Enqueued { queue: QueueId, priority: u8 },
+    Enqueued {
+        queue: QueueId,
+        priority: u8,
+    },
     /// The call was offered to an agent, with the reason the router chose them.
-    Offered { agent: AgentId, explanation: String },
+    Offered {
+        agent: AgentId,
+        explanation: String,
+    },
     /// The agent did not answer in time or rejected; the call went back to its place.
-    OfferFailed { agent: AgentId, reason: String },
+    OfferFailed {
+        agent: AgentId,
+        reason: String,
+    },
     /// The agent answered.
-    Answered { agent: AgentId },
+    Answered {
+        agent: AgentId,
+    },
     Held,
     Resumed,
     /// Blind or consultative transfer to a queue, agent or number.
-    Transferred { target: Pii<String> },
+    Transferred {
+        target: Pii<String>,
+    },
     /// The caller hung up while queued.
-    Abandoned { queue: QueueId, position: u32, waited_ms: u64 },
+    Abandoned {
+        queue: QueueId,
+        position: u32,
+        waited_ms: u64,
+    },
     /// The queue overflowed the call elsewhere.
-    Overflowed { from: QueueId, to: String },
+    Overflowed {
+        from: QueueId,
+        to: String,
+    },
     /// A callback was promised.
-    CallbackRequested { number: Pii<String> },
-    Recording { path: String },
+    CallbackRequested {
+        number: Pii<String>,
+    },
+    Recording {
+        path: String,
+    },
     /// The call ended.
-    Ended { by: EndedBy, reason: String, quality: Option<QualityReport> },
+    Ended {
+        by: EndedBy,
+        reason: String,
+        quality: Option<QualityReport>,
+    },
     /// The agent finished after-call work.
-    WrappedUp { agent: AgentId, disposition: String, notes: Pii<String> },
+    WrappedUp {
+        agent: AgentId,
+        disposition: String,
+        notes: Pii<String>,
+    },
     /// Post-call survey answer, 1-5.
-    Survey { score: u8 },
+    Survey {
+        score: u8,
+    },
     /// An outbound dial attempt and its result (busy, no_answer, machine, human, ...).
-    DialAttempt { campaign: CampaignId, lead: LeadId, outcome: String },
+    DialAttempt {
+        campaign: CampaignId,
+        lead: LeadId,
+        outcome: String,
+    },
 }
 
 impl InteractionEventKind {

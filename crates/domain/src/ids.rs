@@ -26,7 +26,10 @@ fn check(s: &str) -> Result<(), IdError> {
     if s.len() > MAX_ID_LEN {
         return Err(IdError::TooLong { max: MAX_ID_LEN });
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.@+".contains(*c))) {
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.@+".contains(*c)))
+    {
         return Err(IdError::BadChar(c));
     }
     Ok(())
@@ -123,9 +126,16 @@ impl CallId {
     /// A fresh, unique call id: node-local counter plus time and randomness from the caller, so ids from
     /// different nodes never collide. Kept pure: the caller passes the entropy it has.
     pub fn generate(node: &str, now: crate::Timestamp, counter: u64, entropy: u64) -> Self {
-        let node: String = node.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect();
+        let node: String = node
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(16)
+            .collect();
         let node = if node.is_empty() { "n".to_string() } else { node };
-        Self(Arc::from(format!("{node}-{:x}-{counter:x}-{entropy:016x}", now.as_millis())))
+        Self(Arc::from(format!(
+            "{node}-{:x}-{counter:x}-{entropy:016x}",
+            now.as_millis()
+        )))
     }
 }
 
@@ -137,8 +147,16 @@ mod tests {
     fn rejects_bad_ids() {
         assert_eq!(AgentId::new(""), Err(IdError::Empty));
         assert_eq!(AgentId::new("a b"), Err(IdError::BadChar(' ')));
-        assert!(matches!(QueueId::new("x".repeat(200)), Err(IdError::TooLong { .. })));
-        assert_eq!(AgentId::new("alice.smith@team-1").map(|a| a.to_string()).as_deref(), Ok("alice.smith@team-1"));
+        assert!(matches!(
+            QueueId::new("x".repeat(200)),
+            Err(IdError::TooLong { .. })
+        ));
+        assert_eq!(
+            AgentId::new("alice.smith@team-1")
+                .map(|a| a.to_string())
+                .as_deref(),
+            Ok("alice.smith@team-1")
+        );
     }
 
     #[test]

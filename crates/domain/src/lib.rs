@@ -9,9 +9,7 @@ pub mod ids;
 pub mod pii;
 pub mod time;
 
-pub use event::{
-    Channel, Direction, EndedBy, InteractionEvent, InteractionEventKind, QualityReport,
-};
+pub use event::{Channel, Direction, EndedBy, InteractionEvent, InteractionEventKind, QualityReport};
 pub use ids::{AgentId, CallId, CampaignId, CustomerId, IdError, InteractionId, LeadId, QueueId, SkillId};
 pub use pii::Pii;
 pub use time::Timestamp;

@@ -34,7 +34,11 @@ impl Pii<String> {
     /// every character but the last `keep` is replaced by `*`.
     pub fn masked_tail(&self, keep: usize) -> String {
         let n = self.0.chars().count();
-        self.0.chars().enumerate().map(|(i, c)| if i + keep < n { '*' } else { c }).collect()
+        self.0
+            .chars()
+            .enumerate()
+            .map(|(i, c)| if i + keep < n { '*' } else { c })
+            .collect()
     }
 }
 

@@ -33,7 +33,9 @@ impl Timestamp {
     }
     /// Reads the system clock. Only IO edges call this; cores take `now` as an argument.
     pub fn now_utc() -> Self {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Self(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     }
 }
@@ -78,6 +80,9 @@ mod tests {
         assert_eq!((t + Duration::from_millis(1500)).as_millis(), 11_500);
         assert_eq!(t.since(Timestamp::from_secs(12)), Duration::ZERO);
         assert_eq!(Timestamp::from_secs(12).since(t), Duration::from_secs(2));
-        assert_eq!((Timestamp::from_millis(i64::MAX) + Duration::from_secs(1)).as_millis(), i64::MAX);
+        assert_eq!(
+            (Timestamp::from_millis(i64::MAX) + Duration::from_secs(1)).as_millis(),
+            i64::MAX
+        );
     }
 }

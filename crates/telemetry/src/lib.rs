@@ -45,9 +45,15 @@ pub fn init_tracing(filter: &str, json: bool) {
         spec.push_str(",rsipstack=warn");
     }
     let env_filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info,rsipstack=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr);
     // A second initialisation (tests) is harmless: keep the first subscriber.
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 #[cfg(test)]

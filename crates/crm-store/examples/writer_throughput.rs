@@ -1,7 +1,7 @@
 //! Rough throughput check of the durable writer against the naive path, for development. The real
 //! benchmark lives in the bench crate; this prints the same kind of figures for a quick look.
 //!
-//! `cargo run --release -p crm-store --example writer_throughput -- URL EVENTS NAIVE_EVENTS [PG_WRITERS]`
+//! `cargo run --release -p crm-store --example writer_throughput -- URL EVENTS NAIVE_EVENTS [PG_WRITERS] [RATE]`
 //! URL defaults to a SQLite file in a temp folder.
 
 use crm_store::{CrmStore, EventWriter, WriterConfig};
@@ -9,7 +9,8 @@ use domain::{
     AgentId, Channel, Direction, EndedBy, InteractionEvent, InteractionEventKind, InteractionId, Pii,
     QueueId, Timestamp,
 };
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 fn call_events(n: u64) -> Vec<InteractionEvent> {
     let id =
@@ -111,6 +112,78 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.committed as f64 / committed_at.as_secs_f64(),
         stats.journal_syncs,
         stats.batches
+    );
+
+    // Paced load: whole calls offered at `rate` events/s, each call's events appended in order as call
+    // control does; latency from the start of `append` to the batch holding the event committing.
+    let rate: u64 = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let paced_events = events / 2;
+    let (writer, task) =
+        EventWriter::start(store.clone(), WriterConfig::new(dir.path().join("journal2"))).await?;
+    let origin = Instant::now();
+    let mut committed = writer.committed();
+    let watcher = tokio::spawn(async move {
+        let mut marks: Vec<(Duration, u64)> = Vec::new();
+        while committed.changed().await.is_ok() {
+            let n = *committed.borrow_and_update();
+            marks.push((origin.elapsed(), n));
+        }
+        marks
+    });
+    let samples: Arc<Mutex<Vec<(Duration, u64)>>> = Arc::default();
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    let calls_per_tick = (rate / 100 / 10).max(1);
+    let mut callers = tokio::task::JoinSet::new();
+    let mut next_call = 3_000_000_000u64;
+    while (next_call - 3_000_000_000) * 10 < paced_events {
+        ticker.tick().await;
+        for _ in 0..calls_per_tick {
+            let writer = writer.clone();
+            let samples = samples.clone();
+            let n = next_call;
+            next_call += 1;
+            callers.spawn(async move {
+                for e in call_events(n) {
+                    let started = origin.elapsed();
+                    writer.append(e).await?;
+                    // At least this event's place in the journal (later acks only make it later).
+                    let position = writer.stats().durable;
+                    samples
+                        .lock()
+                        .map_err(|_| crm_store::StoreError::WriterClosed)?
+                        .push((started, position));
+                }
+                Ok::<_, crm_store::StoreError>(())
+            });
+        }
+    }
+    while let Some(done) = callers.join_next().await {
+        done??;
+    }
+    let offered_for = origin.elapsed();
+    drop(writer);
+    task.shutdown().await?;
+    let marks = watcher.await?;
+    let samples = samples.lock().map_err(|_| "poisoned")?.clone();
+    let mut latencies: Vec<Duration> = samples
+        .iter()
+        .filter_map(|(started, position)| {
+            let i = marks.partition_point(|(_, n)| n < position);
+            marks.get(i).map(|(at, _)| at.saturating_sub(*started))
+        })
+        .collect();
+    latencies.sort();
+    let pick = |q: f64| {
+        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+        latencies.get(i).map_or(0, |d| d.as_millis())
+    };
+    println!(
+        "{{\"paced_events\":{},\"offered_per_s\":{:.0},\"latency_ms_p50\":{},\"latency_ms_p99\":{},\"latency_ms_max\":{}}}",
+        latencies.len(),
+        latencies.len() as f64 / offered_for.as_secs_f64(),
+        pick(0.5),
+        pick(0.99),
+        latencies.last().map_or(0, |d| d.as_millis())
     );
 
     // The SQL path alone: one batch of 10,000 events (1,000 calls) straight into the store.

@@ -112,9 +112,12 @@ enum JournalCmd {
 }
 
 enum FlushMsg {
-    Durable(Vec<InteractionEvent>),
+    /// Events now durable in the journal, and when they became so.
+    Durable(Vec<InteractionEvent>, std::time::Instant),
     SegmentClosed(u64),
-    Shutdown { current_segment: u64 },
+    Shutdown {
+        current_segment: u64,
+    },
 }
 
 /// Handle to append events; cheap to clone, one per task that emits events.
@@ -357,7 +360,10 @@ fn run_journal(
                         .durable
                         .fetch_add(accepted.len() as u64, Ordering::Relaxed);
                     let (events, acks): (Vec<_>, Vec<_>) = accepted.into_iter().unzip();
-                    if flush.blocking_send(FlushMsg::Durable(events)).is_err() {
+                    if flush
+                        .blocking_send(FlushMsg::Durable(events, std::time::Instant::now()))
+                        .is_err()
+                    {
                         tracing::error!("SQL flusher is gone; events stay in the journal for the next start");
                     }
                     for ack in acks {
@@ -409,75 +415,92 @@ async fn run_flusher(
         crate::BackendKind::Postgres => config.postgres_writers.max(1),
         crate::BackendKind::Sqlite => 1,
     };
-    let mut batch: Vec<InteractionEvent> = Vec::new();
-    let mut closed_segments: Vec<u64> = Vec::new();
-    let mut deadline = tokio::time::Instant::now();
+    let max_events = config.max_batch_events.max(1);
+    let mut pending = Pending {
+        batch: Vec::new(),
+        deadline: tokio::time::Instant::now(),
+        closed_segments: Vec::new(),
+        shutdown: None,
+        closed: false,
+    };
     loop {
-        let msg = if batch.is_empty() {
+        let due = !pending.batch.is_empty()
+            && (pending.batch.len() >= max_events || tokio::time::Instant::now() >= pending.deadline);
+        if due || pending.shutdown.is_some() || pending.closed {
+            // Everything already waiting is at least as old as what is buffered: take it too.
+            while pending.batch.len() < max_events && pending.shutdown.is_none() {
+                match incoming.try_recv() {
+                    Ok(msg) => pending.take(msg, &config),
+                    Err(_) => break,
+                }
+            }
+            flush_batch(
+                &store,
+                &config.journal_dir,
+                sql_writers,
+                &mut pending.batch,
+                &committed_tx,
+                &counters,
+            )
+            .await;
+            delete_segments(&config.journal_dir, &mut pending.closed_segments);
+            if let Some(current_segment) = pending.shutdown {
+                pending.closed_segments.push(current_segment);
+                delete_segments(&config.journal_dir, &mut pending.closed_segments);
+                return Ok(());
+            }
+            if pending.closed {
+                // The journal thread died without a shutdown: SQL has what was durable; the journal stays.
+                return Err(StoreError::WriterClosed);
+            }
+            continue;
+        }
+        let msg = if pending.batch.is_empty() {
             incoming.recv().await
         } else {
             tokio::select! {
                 msg = incoming.recv() => msg,
-                _ = tokio::time::sleep_until(deadline) => {
-                    flush_batch(&store, &config.journal_dir, sql_writers, &mut batch, &committed_tx, &counters).await;
-                    delete_segments(&config.journal_dir, &mut closed_segments);
-                    continue;
-                }
+                _ = tokio::time::sleep_until(pending.deadline) => continue,
             }
         };
         match msg {
-            Some(FlushMsg::Durable(events)) => {
-                if batch.is_empty() {
-                    deadline = tokio::time::Instant::now() + config.max_batch_delay;
-                }
-                batch.extend(events);
-                if batch.len() >= config.max_batch_events {
-                    flush_batch(
-                        &store,
-                        &config.journal_dir,
-                        sql_writers,
-                        &mut batch,
-                        &committed_tx,
-                        &counters,
-                    )
-                    .await;
-                    delete_segments(&config.journal_dir, &mut closed_segments);
+            Some(msg) => {
+                pending.take(msg, &config);
+                if pending.batch.is_empty() {
+                    delete_segments(&config.journal_dir, &mut pending.closed_segments);
                 }
             }
-            Some(FlushMsg::SegmentClosed(id)) => {
-                // Every event of segment `id` arrived before this message: it can go once they commit.
-                closed_segments.push(id);
-                if batch.is_empty() {
-                    delete_segments(&config.journal_dir, &mut closed_segments);
+            None => pending.closed = true,
+        }
+    }
+}
+
+/// What the flusher holds between two SQL batches.
+struct Pending {
+    batch: Vec<InteractionEvent>,
+    /// When the oldest buffered event must be on its way to SQL.
+    deadline: tokio::time::Instant,
+    /// Segments whose events are all received; deleted once those commit.
+    closed_segments: Vec<u64>,
+    /// The journal thread stopped; this was its open segment.
+    shutdown: Option<u64>,
+    /// The journal thread is gone without a shutdown message.
+    closed: bool,
+}
+
+impl Pending {
+    fn take(&mut self, msg: FlushMsg, config: &WriterConfig) {
+        match msg {
+            FlushMsg::Durable(events, durable_at) => {
+                if self.batch.is_empty() {
+                    // From when the events became durable, not from when they were read: events that
+                    // queued up during the previous batch are already late.
+                    self.deadline = tokio::time::Instant::from_std(durable_at) + config.max_batch_delay;
                 }
+                self.batch.extend(events);
             }
-            Some(FlushMsg::Shutdown { current_segment }) => {
-                flush_batch(
-                    &store,
-                    &config.journal_dir,
-                    sql_writers,
-                    &mut batch,
-                    &committed_tx,
-                    &counters,
-                )
-                .await;
-                closed_segments.push(current_segment);
-                delete_segments(&config.journal_dir, &mut closed_segments);
-                return Ok(());
-            }
-            None => {
-                // The journal thread died without a shutdown: SQL gets what it has; the journal stays.
-                flush_batch(
-                    &store,
-                    &config.journal_dir,
-                    sql_writers,
-                    &mut batch,
-                    &committed_tx,
-                    &counters,
-                )
-                .await;
-                return Err(StoreError::WriterClosed);
-            }
+            FlushMsg::SegmentClosed(id) => self.closed_segments.push(id),
+            FlushMsg::Shutdown { current_segment } => self.shutdown = Some(current_segment),
         }
     }
 }

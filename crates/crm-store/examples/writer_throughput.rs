@@ -1,7 +1,7 @@
 //! Rough throughput check of the durable writer against the naive path, for development. The real
 //! benchmark lives in the bench crate; this prints the same kind of figures for a quick look.
 //!
-//! `cargo run --release -p crm-store --example writer_throughput -- URL EVENTS NAIVE_EVENTS [PG_WRITERS] [RATE]`
+//! `cargo run --release -p crm-store --example writer_throughput -- URL EVENTS NAIVE_EVENTS [PG_WRITERS] [RATE] [BATCH_DELAY_MS]`
 //! URL defaults to a SQLite file in a temp folder.
 
 use crm_store::{CrmStore, EventWriter, WriterConfig};
@@ -118,8 +118,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // control does; latency from the start of `append` to the batch holding the event committing.
     let rate: u64 = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let paced_events = events / 2;
-    let (writer, task) =
-        EventWriter::start(store.clone(), WriterConfig::new(dir.path().join("journal2"))).await?;
+    let mut paced_config = WriterConfig::new(dir.path().join("journal2"));
+    if let Some(delay_ms) = args.get(6).and_then(|a| a.parse().ok()) {
+        paced_config.max_batch_delay = Duration::from_millis(delay_ms);
+    }
+    let (writer, task) = EventWriter::start(store.clone(), paced_config).await?;
     let origin = Instant::now();
     let mut committed = writer.committed();
     let watcher = tokio::spawn(async move {

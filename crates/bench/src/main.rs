@@ -2,6 +2,10 @@
 //! run on the same machine (Kamailio for SIP, a bare relay for media, ...), so the ratios mean something
 //! on a shared, noisy machine where absolute figures drift.
 
+mod acd;
+mod crm;
+mod dialer;
+mod media;
 mod proc_stat;
 mod sip;
 
@@ -22,12 +26,24 @@ struct Cli {
 enum Command {
     /// SIPp UAC -> callcenter B2BUA -> SIPp UAS at fixed rates, beside the same path through Kamailio.
     Sip(sip::SipArgs),
+    /// ACD router at 5,000 agents, beside a reference router written as one Redis Lua script.
+    Acd(acd::AcdArgs),
+    /// Bridged G.711 calls through the media engine, beside a bare UDP relay.
+    Media(media::MediaArgs),
+    /// Interaction events into PostgreSQL through the durable writer, beside one INSERT per event.
+    Crm(crm::CrmArgs),
+    /// The dialer's policy grid: predictive beside progressive, VICIdial-style and fixed ratios.
+    Dialer(dialer::DialerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sip(args) => sip::run(&args),
+        Command::Acd(args) => acd::run(&args),
+        Command::Media(args) => media::run(&args),
+        Command::Crm(args) => crm::run(&args),
+        Command::Dialer(args) => dialer::run(&args),
     };
     match result {
         Ok(json) => {

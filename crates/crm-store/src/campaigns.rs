@@ -4,7 +4,7 @@
 use crate::customers::{AuditEntry, audit_in_tx};
 use crate::error::{Result, StoreError};
 use crate::model::UnknownName;
-use crate::store::{CrmStore, with_pool};
+use crate::store::{BeginWrite, CrmStore, with_pool};
 use domain::{CampaignId, LeadId, QueueId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
@@ -86,7 +86,7 @@ impl CrmStore {
             ),
         };
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO campaigns (id, name, mode, queue_id, status, max_abandon_rate, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \

@@ -5,7 +5,7 @@
 use crate::error::{Result, StoreError};
 use crate::model::{Customer, CustomerCard, InteractionSummary, Role, Tier, User};
 use crate::phone::normalize_phone;
-use crate::store::{CrmStore, with_pool};
+use crate::store::{BeginWrite, CrmStore, with_pool};
 use domain::{AgentId, CustomerId, InteractionId, Pii, QueueId, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -184,7 +184,7 @@ impl CrmStore {
             detail: format!("tier={} phones={}", customer.tier, phones.len()),
         };
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             save_customer_in_tx!(tx, customer, &phones, now);
             audit_in_tx!(tx, &entry);
             tx.commit().await?;
@@ -306,7 +306,7 @@ impl CrmStore {
             detail: format!("role={} active={}", user.role.as_str(), user.active),
         };
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO users (id, display_name, role, password_hash, active, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $6) \
@@ -369,7 +369,7 @@ impl CrmStore {
             detail: format!("source={source}"),
         };
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO do_not_call (phone_e164, source, added_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (phone_e164) DO NOTHING",
@@ -403,7 +403,7 @@ impl CrmStore {
     /// Writes an audit entry on its own (for changes made outside this crate's admin functions).
     pub async fn audit(&self, entry: &AuditEntry) -> Result<()> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             audit_in_tx!(tx, entry);
             tx.commit().await?;
         });

@@ -6,7 +6,7 @@
 use crate::error::Result;
 use crate::fold::{INTERACTION_COLUMNS, InteractionRow, stored_payload};
 use crate::phone::{CountryCode, normalize_phone};
-use crate::store::{Backend, CrmStore, builder_for, with_pool};
+use crate::store::{Backend, BeginWrite, CrmStore, builder_for, with_pool};
 use domain::{InteractionEvent, InteractionEventKind};
 use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
@@ -195,7 +195,7 @@ async fn insert_batch_sqlite(
     country: CountryCode,
 ) -> Result<usize> {
     let select_columns = INTERACTION_COLUMNS.join(", ");
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_write().await?;
 
     // 1. The timeline, keeping only what is new.
     let mut inserted_keys: HashSet<(String, i64)> = HashSet::with_capacity(unique.len());

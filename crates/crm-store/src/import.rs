@@ -11,7 +11,7 @@ use crate::customers::{AuditEntry, audit_in_tx, save_customer_in_tx};
 use crate::error::Result;
 use crate::model::{Customer, Tier};
 use crate::phone::{CountryCode, normalize_phone};
-use crate::store::{CrmStore, with_pool};
+use crate::store::{BeginWrite, CrmStore, with_pool};
 use domain::{AgentId, CampaignId, CustomerId, LeadId, Pii, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -350,7 +350,7 @@ impl CrmStore {
         };
         if !customers.is_empty() {
             with_pool!(self, |pool| {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 for customer in &customers {
                     let phones: Vec<String> = customer.phones.iter().map(|p| p.expose().clone()).collect();
                     save_customer_in_tx!(tx, customer, &phones, now);
@@ -386,7 +386,7 @@ impl CrmStore {
         };
         if !leads.is_empty() {
             with_pool!(self, |pool| {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 for lead in &leads {
                     sqlx::query(
                         "INSERT INTO leads (id, campaign_id, name, phone_e164, timezone, customer_id, status, created_at) \

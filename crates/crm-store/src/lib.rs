@@ -42,3 +42,52 @@ pub use reports::{
 pub use retention::{MASKED_NAME, RetentionOutcome, retention_cutoff};
 pub use store::{BackendKind, CrmStore, DEFAULT_SQLITE_URL};
 pub use writer::{DEAD_LETTER_FILE, EventWriter, WriterConfig, WriterStats, WriterTask};
+
+#[cfg(test)]
+mod send_tests {
+    //! Callers run the store on multi-threaded runtimes (HTTP handlers, spawned tasks): every public
+    //! future must be `Send`. Creating the futures is enough for the compiler to check.
+
+    use super::*;
+    use domain::{AgentId, CampaignId, CustomerId, InteractionId, Pii, Timestamp};
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[tokio::test]
+    async fn public_futures_are_send() {
+        let store = CrmStore::connect("sqlite::memory:").await.unwrap();
+        let now = Timestamp::ZERO;
+        let customer = Customer {
+            id: CustomerId::new("c").unwrap(),
+            account_number: None,
+            name: Pii::new(String::new()),
+            phones: Vec::new(),
+            email: None,
+            tier: Tier::Normal,
+            account_manager: None,
+            lifetime_value_cents: 0,
+            notes: None,
+        };
+        let campaign = CampaignId::new("x").unwrap();
+        let interaction = InteractionId::new("i").unwrap();
+        assert_send(&store.migrate());
+        assert_send(&store.save_customer(&customer, "a", now));
+        assert_send(&store.find_customer_by_phone("+14155550100"));
+        assert_send(&store.find_customer_by_account("1"));
+        assert_send(&store.customer_history(&customer.id, None));
+        assert_send(&store.add_do_not_call("+14155550100", "s", "a", now));
+        assert_send(&store.insert_events_batch(&[]));
+        assert_send(&store.interaction(&interaction));
+        assert_send(&store.interaction_timeline(&interaction));
+        assert_send(&store.interval_report(now, now, IntervalLength::Minutes15, ServiceLevelSpec::default()));
+        assert_send(&store.agent_report(now, now));
+        assert_send(&store.survey_report(now, now));
+        assert_send(&store.record_agent_state(&AgentId::new("a").unwrap(), "available", None, now, now));
+        assert_send(&store.apply_retention(now, 30));
+        assert_send(&store.import_customers_csv("", "a", now));
+        assert_send(&store.import_leads_csv(&campaign, "", "a", now));
+        assert_send(&store.dialable_leads(&campaign, now, 1));
+        assert_send(&store.pending_callbacks());
+        assert_send(&EventWriter::start(store.clone(), WriterConfig::new("unused")));
+    }
+}

@@ -6,7 +6,7 @@
 
 use crate::customers::{AuditEntry, audit_in_tx};
 use crate::error::Result;
-use crate::store::{CrmStore, with_pool};
+use crate::store::{BeginWrite, CrmStore, with_pool};
 use domain::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -54,7 +54,7 @@ impl CrmStore {
             leads_masked,
             callbacks_deleted,
         ) = with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let recordings = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
                 "SELECT recording_path FROM interactions WHERE {old} AND recording_path IS NOT NULL"
             )))

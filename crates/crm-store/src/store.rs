@@ -44,6 +44,28 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Starts a transaction that will write. On SQLite it takes the write lock at once (`BEGIN
+/// IMMEDIATE`), so a transaction that reads before it writes waits its turn instead of failing with
+/// "database is locked" when another writer got there between its read and its write.
+pub(crate) trait BeginWrite {
+    type Db: Database;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
 /// A query builder for the database of `pool`, so generated SQL infers its backend.
 pub(crate) fn builder_for<DB: Database>(_pool: &Pool<DB>, init: &str) -> QueryBuilder<DB>
 where

@@ -531,3 +531,34 @@ async fn in_memory_sqlite_works_for_other_crates_tests() {
     assert_eq!(store.backend_kind(), crm_store::BackendKind::Sqlite);
     assert!(crm_store::CrmStore::connect("mysql://nope").await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_admin_jobs_and_event_batches_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("concurrent_jobs", dir.path()) {
+        let store = target.store().await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..8i64 {
+            let s = store.clone();
+            tasks.spawn(async move {
+                let id = format!("cj-{n}");
+                s.insert_events_batch(&ev::answered_call(&id, "+14155550100", "q", "a", n, 1, 1))
+                    .await
+                    .map(|_| ())
+            });
+            let s = store.clone();
+            // Reads, then writes: the pattern that SQLite refuses without an immediate write lock.
+            tasks.spawn(async move {
+                s.apply_retention(Timestamp::from_secs(100 + n), 0)
+                    .await
+                    .map(|_| ())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap()
+                .unwrap_or_else(|e| panic!("{}: {e}", target.label()));
+        }
+        store.close().await;
+        target.cleanup().await;
+    }
+}

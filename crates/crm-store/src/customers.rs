@@ -133,39 +133,39 @@ macro_rules! save_customer_in_tx {
         let phones: &[String] = $phones;
         let now: Timestamp = $now;
         let tx = &mut $tx;
-            sqlx::query(
-                "INSERT INTO customers (id, account_number, name, email, tier, account_manager, \
-                 lifetime_value_cents, notes, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
-                 ON CONFLICT (id) DO UPDATE SET account_number = excluded.account_number, name = excluded.name, \
-                 email = excluded.email, tier = excluded.tier, account_manager = excluded.account_manager, \
-                 lifetime_value_cents = excluded.lifetime_value_cents, notes = excluded.notes, \
-                 updated_at = excluded.updated_at, masked_at = NULL",
-            )
+        sqlx::query(
+            "INSERT INTO customers (id, account_number, name, email, tier, account_manager, \
+             lifetime_value_cents, notes, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+             ON CONFLICT (id) DO UPDATE SET account_number = excluded.account_number, name = excluded.name, \
+             email = excluded.email, tier = excluded.tier, account_manager = excluded.account_manager, \
+             lifetime_value_cents = excluded.lifetime_value_cents, notes = excluded.notes, \
+             updated_at = excluded.updated_at, masked_at = NULL",
+        )
+        .bind(customer.id.as_str().to_string())
+        .bind(customer.account_number.clone())
+        .bind(customer.name.expose().clone())
+        .bind(customer.email.as_ref().map(|e| e.expose().clone()))
+        .bind(customer.tier.as_str())
+        .bind(customer.account_manager.as_ref().map(|a| a.as_str().to_string()))
+        .bind(customer.lifetime_value_cents)
+        .bind(customer.notes.as_ref().map(|n| n.expose().clone()))
+        .bind(now.as_millis())
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("DELETE FROM customer_phones WHERE customer_id = $1")
             .bind(customer.id.as_str().to_string())
-            .bind(customer.account_number.clone())
-            .bind(customer.name.expose().clone())
-            .bind(customer.email.as_ref().map(|e| e.expose().clone()))
-            .bind(customer.tier.as_str())
-            .bind(customer.account_manager.as_ref().map(|a| a.as_str().to_string()))
-            .bind(customer.lifetime_value_cents)
-            .bind(customer.notes.as_ref().map(|n| n.expose().clone()))
-            .bind(now.as_millis())
             .execute(&mut **tx)
             .await?;
-            sqlx::query("DELETE FROM customer_phones WHERE customer_id = $1")
-                .bind(customer.id.as_str().to_string())
-                .execute(&mut **tx)
-                .await?;
-            for phone in phones {
-                sqlx::query(
-                    "INSERT INTO customer_phones (customer_id, e164) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                )
-                .bind(customer.id.as_str().to_string())
-                .bind(phone.clone())
-                .execute(&mut **tx)
-                .await?;
-            }
+        for phone in phones {
+            sqlx::query(
+                "INSERT INTO customer_phones (customer_id, e164) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(customer.id.as_str().to_string())
+            .bind(phone.clone())
+            .execute(&mut **tx)
+            .await?;
+        }
     }};
 }
 pub(crate) use save_customer_in_tx;

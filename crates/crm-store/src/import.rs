@@ -161,8 +161,8 @@ impl RowCheck<'_> {
     }
 }
 
-/// Parses a customers file: the good customers (phones already E.164) and the problems.
-pub fn parse_customers_csv(text: &str, country: CountryCode) -> (Vec<Customer>, Vec<ImportProblem>) {
+/// Parses a customers file: the good customers with their row (phones already E.164) and the problems.
+pub fn parse_customers_csv(text: &str, country: CountryCode) -> (Vec<(u64, Customer)>, Vec<ImportProblem>) {
     let mut problems = Vec::new();
     let Some(table) = read_table(text, &["id", "name"], &mut problems) else {
         return (Vec::new(), problems);
@@ -246,17 +246,20 @@ pub fn parse_customers_csv(text: &str, country: CountryCode) -> (Vec<Customer>, 
         if check.ok
             && let (Some(id), Some(name)) = (id, name)
         {
-            customers.push(Customer {
-                id,
-                account_number,
-                name: Pii::new(name.to_string()),
-                phones,
-                email: email.map(|e| Pii::new(e.to_string())),
-                tier,
-                account_manager,
-                lifetime_value_cents,
-                notes: field(&values, "notes").map(|n| Pii::new(n.to_string())),
-            });
+            customers.push((
+                row,
+                Customer {
+                    id,
+                    account_number,
+                    name: Pii::new(name.to_string()),
+                    phones,
+                    email: email.map(|e| Pii::new(e.to_string())),
+                    tier,
+                    account_manager,
+                    lifetime_value_cents,
+                    notes: field(&values, "notes").map(|n| Pii::new(n.to_string())),
+                },
+            ));
         }
     }
     (customers, problems)
@@ -339,28 +342,49 @@ impl CrmStore {
         actor: &str,
         now: Timestamp,
     ) -> Result<ImportReport> {
-        let (customers, problems) = parse_customers_csv(text, self.country);
-        let entry = AuditEntry {
-            at: now,
-            actor: actor.to_string(),
-            action: "customer.import".into(),
-            entity: "customer".into(),
-            entity_id: "*".into(),
-            detail: format!("imported={} problems={}", customers.len(), problems.len()),
-        };
-        if !customers.is_empty() {
+        let (parsed, mut problems) = parse_customers_csv(text, self.country);
+        let mut imported = 0u64;
+        if !parsed.is_empty() {
             with_pool!(self, |pool| {
                 let mut tx = pool.begin_write().await?;
-                for customer in &customers {
+                for (row, customer) in &parsed {
+                    // An account number is unique: one owned by another customer is this row's problem,
+                    // not a reason to fail the whole file.
+                    if let Some(account) = &customer.account_number {
+                        let owner = sqlx::query_scalar::<_, String>(
+                            "SELECT id FROM customers WHERE account_number = $1",
+                        )
+                        .bind(account.clone())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if owner.is_some_and(|owner| owner != customer.id.as_str()) {
+                            problems.push(ImportProblem {
+                                row: *row,
+                                column: "account_number".into(),
+                                problem: "already used by another customer".into(),
+                            });
+                            continue;
+                        }
+                    }
                     let phones: Vec<String> = customer.phones.iter().map(|p| p.expose().clone()).collect();
                     save_customer_in_tx!(tx, customer, &phones, now);
+                    imported += 1;
                 }
+                let entry = AuditEntry {
+                    at: now,
+                    actor: actor.to_string(),
+                    action: "customer.import".into(),
+                    entity: "customer".into(),
+                    entity_id: "*".into(),
+                    detail: format!("imported={imported} problems={}", problems.len()),
+                };
                 audit_in_tx!(tx, &entry);
                 tx.commit().await?;
             });
         }
+        problems.sort_by_key(|p| p.row);
         Ok(ImportReport {
-            imported: customers.len() as u64,
+            imported,
             rejected_rows: rejected_rows(&problems),
             problems,
         })
@@ -455,9 +479,10 @@ mod tests {
                     c3,Bob,,,small,,7,,\n";
         let (customers, problems) = parse_customers_csv(text, CountryCode::NANP);
         assert_eq!(customers.len(), 2);
-        assert_eq!(customers[0].phones[1].expose(), "+442079460958");
-        assert_eq!(customers[0].lifetime_value_cents, 123_450);
-        assert_eq!(customers[1].tier, Tier::Small);
+        assert_eq!(customers[0].0, 2);
+        assert_eq!(customers[0].1.phones[1].expose(), "+442079460958");
+        assert_eq!(customers[0].1.lifetime_value_cents, 123_450);
+        assert_eq!((customers[1].0, customers[1].1.tier), (6, Tier::Small));
         let cells: Vec<(u64, &str)> = problems.iter().map(|p| (p.row, p.column.as_str())).collect();
         assert_eq!(
             cells,
@@ -514,7 +539,7 @@ mod tests {
         fn arbitrary_files_never_panic_and_every_row_is_accounted(text in "[a-z0-9,;@.+\"\n -]{0,300}") {
             let (customers, problems) = parse_customers_csv(&format!("id,name,phones,email\n{text}"), CountryCode::NANP);
             prop_assert!(problems.iter().all(|p| p.row >= 2));
-            let ids: HashSet<_> = customers.iter().map(|c| c.id.clone()).collect();
+            let ids: HashSet<_> = customers.iter().map(|(_, c)| c.id.clone()).collect();
             prop_assert_eq!(ids.len(), customers.len());
             let _ = parse_leads_csv(&text, CountryCode::NANP);
         }

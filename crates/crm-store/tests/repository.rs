@@ -396,15 +396,20 @@ async fn csv_import_reports_bad_rows_and_imports_good_ones() {
     for target in targets("import", dir.path()) {
         let store = target.store().await;
         let now = Timestamp::from_secs(50);
-        let customers = "id,name,phones,tier,lifetime_value\n\
-                         c1,Ann,415-555-0100,major,10.50\n\
-                         c2,,415-555-0101,,\n\
-                         c3,Cy,bad-number,key,\n\
-                         c4,Di,+44 20 7946 0958,small,\n";
+        store
+            .save_customer(&customer("owner", "ACC-X", &[], Tier::Key, None), "admin", now)
+            .await
+            .unwrap();
+        let customers = "id,name,phones,tier,lifetime_value,account_number\n\
+                         c1,Ann,415-555-0100,major,10.50,\n\
+                         c2,,415-555-0101,,,\n\
+                         c3,Cy,bad-number,key,,\n\
+                         c4,Di,+44 20 7946 0958,small,,ACC-4\n\
+                         c5,Ed,,,,ACC-X\n";
         let report = store.import_customers_csv(customers, "admin", now).await.unwrap();
         assert_eq!(
             (report.imported, report.rejected_rows),
-            (2, 2),
+            (2, 3),
             "{}",
             target.label()
         );
@@ -414,7 +419,7 @@ async fn csv_import_reports_bad_rows_and_imports_good_ones() {
                 .iter()
                 .map(|p| (p.row, p.column.as_str()))
                 .collect::<Vec<_>>(),
-            [(3, "name"), (4, "phones")]
+            [(3, "name"), (4, "phones"), (6, "account_number")]
         );
         let c1 = store.find_customer_by_phone("4155550100").await.unwrap().unwrap();
         assert_eq!(
@@ -446,7 +451,7 @@ async fn csv_import_reports_bad_rows_and_imports_good_ones() {
             .into_iter()
             .map(|e| e.action)
             .collect();
-        assert_eq!(actions, ["customer.import", "lead.import"]);
+        assert_eq!(actions, ["customer.save", "customer.import", "lead.import"]);
         store.close().await;
         target.cleanup().await;
     }

@@ -7,6 +7,7 @@
 //! crates). The per-call driver ([`call`]) is the async edge that carries out their commands.
 
 pub mod acd_task;
+pub mod anchor;
 mod call;
 pub mod timeline;
 pub mod webhook;

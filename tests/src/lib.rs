@@ -37,7 +37,7 @@ pub fn free_port() -> u16 {
     loop {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
         let port = udp.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && port % 2 == 0 {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && port.is_multiple_of(2) {
             return port;
         }
     }
@@ -280,7 +280,7 @@ impl Drop for SippServer {
 fn parse_stat(csv: &str) -> (u64, u64) {
     let mut lines = csv.lines();
     let Some(header) = lines.next() else { return (0, 0) };
-    let Some(last) = lines.filter(|l| !l.trim().is_empty()).last() else {
+    let Some(last) = lines.rfind(|l| !l.trim().is_empty()) else {
         return (0, 0);
     };
     let cols: Vec<&str> = header.split(';').collect();
@@ -404,10 +404,10 @@ impl Platform {
                 for id in ids {
                     let iid = domain::InteractionId::new(&id).expect("id");
                     let events = store.interaction_timeline(&iid).await.expect("timeline");
-                    if events.iter().any(|e| e.kind == "ended") {
-                        if let Some(row) = store.interaction(&iid).await.expect("row") {
-                            done.push(StoredInteraction { row, events });
-                        }
+                    if events.iter().any(|e| e.kind == "ended")
+                        && let Some(row) = store.interaction(&iid).await.expect("row")
+                    {
+                        done.push(StoredInteraction { row, events });
                     }
                 }
                 if done.len() >= count || std::time::Instant::now() > deadline {

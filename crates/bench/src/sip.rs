@@ -237,7 +237,7 @@ fn load(target_port: u16, pid: u32, rate: u32, duration: u32, hold_ms: u32) -> R
 fn last_stat(csv: &str, name: &str) -> u64 {
     let mut lines = csv.lines();
     let Some(header) = lines.next() else { return 0 };
-    let Some(last) = lines.filter(|l| !l.trim().is_empty()).last() else {
+    let Some(last) = lines.rfind(|l| !l.trim().is_empty()) else {
         return 0;
     };
     let idx = header.split(';').position(|c| c == name);

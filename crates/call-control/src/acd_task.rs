@@ -57,11 +57,15 @@ pub struct AcdHandle {
 impl AcdHandle {
     /// Starts the task with `config`; every configured agent is logged in and ready when
     /// `agents_ready` (SIP-phone agents without a desktop session).
-    pub fn start(config: AcdConfig, agents_ready: bool) -> Result<AcdHandle, acd::ConfigError> {
+    pub fn start(
+        config: AcdConfig,
+        agents_ready: bool,
+        metrics: Option<crate::kpi_metrics::AcdMetrics>,
+    ) -> Result<AcdHandle, acd::ConfigError> {
         let agents: Vec<AgentId> = config.agents.iter().map(|a| a.id.clone()).collect();
         let acd = Acd::new(config)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(acd, rx));
+        tokio::spawn(run(acd, rx, metrics));
         let handle = AcdHandle { tx };
         if agents_ready {
             // Logging in makes an agent available at once.
@@ -121,7 +125,13 @@ impl AcdHandle {
     }
 }
 
-async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Msg>) {
+async fn run(
+    mut acd: Acd,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    metrics: Option<crate::kpi_metrics::AcdMetrics>,
+) {
+    // KPIs go to the metrics once a second, not on every event.
+    let mut publish = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut calls: HashMap<CallId, mpsc::UnboundedSender<QueueNotice>> = HashMap::new();
     loop {
         let deadline = acd.next_deadline().map(|d| {
@@ -129,6 +139,12 @@ async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Msg>) {
             tokio::time::Instant::now() + wait
         });
         let msg = tokio::select! {
+            _ = publish.tick(), if metrics.is_some() => {
+                if let Some(m) = &metrics {
+                    m.update(&acd.kpis(Timestamp::now_utc()));
+                }
+                continue;
+            }
             m = rx.recv() => match m { Some(m) => Some(m), None => break },
             _ = async {
                 match deadline {
@@ -176,14 +192,12 @@ async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Msg>) {
                 waited_ms,
             } = &output
             {
-                if abandon_reply.as_ref().is_some_and(|(c, _)| c == call) {
-                    if let Some((_, reply)) = abandon_reply.take() {
-                        let _ = reply.send(Some(Abandonment {
-                            queue: queue.clone(),
-                            position: *position,
-                            waited_ms: *waited_ms,
-                        }));
-                    }
+                if let Some((_, reply)) = abandon_reply.take_if(|(c, _)| c == call) {
+                    let _ = reply.send(Some(Abandonment {
+                        queue: queue.clone(),
+                        position: *position,
+                        waited_ms: *waited_ms,
+                    }));
                 }
                 continue;
             }

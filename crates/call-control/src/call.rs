@@ -594,17 +594,14 @@ impl Call {
                 }
             }
             Some(LegEvent::Reoffer { sdp, reply }) => {
-                if let Some(c) = &self.connected {
-                    if let Some(n) = std::str::from_utf8(&sdp)
-                        .ok()
-                        .and_then(|t| media::sdp::parse(t).ok())
-                        .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok())
-                    {
-                        let answer =
-                            media::sdp::answer(&n, c.rtp.local_addr(), rand::random::<u32>() as u64, 2);
-                        c.rtp.set_remote(n);
-                        let _ = reply.send(answer.into_bytes());
-                    }
+                let negotiated = std::str::from_utf8(&sdp)
+                    .ok()
+                    .and_then(|t| media::sdp::parse(t).ok())
+                    .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok());
+                if let (Some(c), Some(n)) = (&self.connected, negotiated) {
+                    let answer = media::sdp::answer(&n, c.rtp.local_addr(), rand::random::<u32>() as u64, 2);
+                    c.rtp.set_remote(n);
+                    let _ = reply.send(answer.into_bytes());
                 }
             }
             Some(_) => {}

@@ -9,6 +9,7 @@
 pub mod acd_task;
 pub mod anchor;
 mod call;
+pub mod kpi_metrics;
 pub mod timeline;
 pub mod webhook;
 

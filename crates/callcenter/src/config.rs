@@ -252,13 +252,13 @@ impl Config {
             problems.push(format!("acd: {e}"));
         }
         for route in &self.routes {
-            if let Some(q) = &route.queue {
-                if !self.acd.queues.iter().any(|c| c.id.as_str() == q) {
-                    problems.push(format!(
-                        "route {} names queue {q:?}, which is not in [[acd.queues]]",
-                        route.number
-                    ));
-                }
+            if let Some(q) = &route.queue
+                && !self.acd.queues.iter().any(|c| c.id.as_str() == q)
+            {
+                problems.push(format!(
+                    "route {} names queue {q:?}, which is not in [[acd.queues]]",
+                    route.number
+                ));
             }
         }
         if self.rtp.port_min > self.rtp.port_max {

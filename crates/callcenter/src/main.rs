@@ -178,8 +178,13 @@ async fn serve(config: Config) -> Result<(), String> {
         )
     })?;
     let flows = Arc::new(ivr::FlowSetHandle::new(flows));
-    let acd = call_control::AcdHandle::start(config.acd.clone(), config.agents.ready_on_start)
-        .map_err(|e| format!("acd: {e}"))?;
+    let acd = call_control::AcdHandle::start(
+        config.acd.clone(),
+        config.agents.ready_on_start,
+        Some(call_control::kpi_metrics::AcdMetrics::register(&telemetry)),
+    )
+    .map_err(|e| format!("acd: {e}"))?;
+    let anchor = Arc::new(call_control::anchor::EngineAnchor::new(media.clone()));
     let calls = call_control::CallControl::new(
         &config.node.name,
         media,
@@ -193,7 +198,7 @@ async fn serve(config: Config) -> Result<(), String> {
         sip_gateway::Gateway::start(
             config.gateway(),
             Arc::new(sip_gateway::StateLocations::new(state.clone())),
-            Arc::new(sip_gateway::PassThrough),
+            anchor,
             &telemetry,
         )
         .await
@@ -213,16 +218,13 @@ async fn serve(config: Config) -> Result<(), String> {
     // A line on stdout that scripts and tests can wait for.
     println!("callcenter ready sip={} http={}", gateway.local_addr(), http_addr);
 
-    loop {
-        match wait_for_signal().await {
-            Signal::Reload => match flows.reload(&config.ivr.scripts_dir) {
-                Ok(set) => info!(flows = %set.summary(), "IVR flows reloaded"),
-                Err(errors) => warn!(
-                    "IVR reload refused, the running flows stay:\n{}",
-                    ivr::render_errors(&errors)
-                ),
-            },
-            Signal::Stop => break,
+    while let Signal::Reload = wait_for_signal().await {
+        match flows.reload(&config.ivr.scripts_dir) {
+            Ok(set) => info!(flows = %set.summary(), "IVR flows reloaded"),
+            Err(errors) => warn!(
+                "IVR reload refused, the running flows stay:\n{}",
+                ivr::render_errors(&errors)
+            ),
         }
     }
     info!("draining: new calls get 503");

@@ -138,10 +138,10 @@ impl CallAdmission {
         if self.max_concurrent > 0 && n >= self.max_concurrent {
             return Err(Refusal::TooManyCalls);
         }
-        if let Some(bucket) = self.cps.lock().as_mut() {
-            if !bucket.try_take(now_ms) {
-                return Err(Refusal::RateExceeded);
-            }
+        if let Some(bucket) = self.cps.lock().as_mut()
+            && !bucket.try_take(now_ms)
+        {
+            return Err(Refusal::RateExceeded);
         }
         Ok(slot)
     }

@@ -24,9 +24,12 @@ pub(crate) type TxId = usize;
 pub(crate) const CALLER_TX: TxId = 0;
 
 /// Input of a call task.
+// A SIP message is a few hundred bytes; it moves once through the channel, where a box would cost an
+// allocation per message.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum CallInput {
     Tx { id: TxId, msg: Option<SipMessage> },
-    InDialog { side: Side, tx: Transaction },
+    InDialog { side: Side, tx: Box<Transaction> },
 }
 
 /// One side of an established dialog, as we see it.
@@ -112,10 +115,10 @@ pub(crate) async fn send_and_wait(core: &Core, req: Request) -> Option<Response>
     tx.send().await.ok()?;
     let wait = async {
         while let Some(m) = tx.receive().await {
-            if let SipMessage::Response(r) = m {
-                if r.status_code.kind() != StatusCodeKind::Provisional {
-                    return Some(r);
-                }
+            if let SipMessage::Response(r) = m
+                && r.status_code.kind() != StatusCodeKind::Provisional
+            {
+                return Some(r);
             }
         }
         None
@@ -229,7 +232,7 @@ pub(crate) async fn run_call(core: Arc<Core>, tx: Transaction, targets: Vec<(Str
                 }
             }
             CallInput::InDialog { side, tx } => {
-                if call.on_in_dialog(side, tx).await {
+                if call.on_in_dialog(side, *tx).await {
                     break;
                 }
             }
@@ -247,7 +250,9 @@ impl Call {
                     Ok(b) => Some((ct, b)),
                     Err(e) => {
                         warn!(call = %self.id, error = %e, "media refused the offer");
-                        self.final_to_caller(488, None);
+                        // Out of ports is overload (503, try again later); a bad offer is 488.
+                        let code = if matches!(e, crate::media::MediaError::Exhausted) { 503 } else { 488 };
+                        self.final_to_caller(code, None);
                         return;
                     }
                 }
@@ -401,11 +406,11 @@ impl Call {
             Some(SipMessage::Response(r)) => r,
             Some(_) => return false,
             None => {
-                if let Some(b) = self.branches.get_mut(i) {
-                    if !b.finished {
-                        b.finished = true;
-                        self.best_failure.get_or_insert(408);
-                    }
+                if let Some(b) = self.branches.get_mut(i)
+                    && !b.finished
+                {
+                    b.finished = true;
+                    self.best_failure.get_or_insert(408);
                 }
                 return self.after_branch_failure().await;
             }
@@ -636,11 +641,11 @@ impl Call {
         }
         // Relay anything else (re-INVITE for hold/unhold, INFO, UPDATE) and bring the answer back.
         let mut body = body_of(&req, req.body());
-        if method == Method::Invite || method == Method::Update {
-            if let Some((ct, b)) = body.take() {
-                let b = self.core.media.offer(&self.id, side, &b).await.unwrap_or(b);
-                body = Some((ct, b));
-            }
+        if (method == Method::Invite || method == Method::Update)
+            && let Some((ct, b)) = body.take()
+        {
+            let b = self.core.media.offer(&self.id, side, &b).await.unwrap_or(b);
+            body = Some((ct, b));
         }
         let Some(out) = to_leg.request(&self.core, method, body) else {
             let _ = tx.reply(rsipstack::sip::StatusCode::ServerInternalError).await;
@@ -651,16 +656,16 @@ impl Call {
             Some(r) => {
                 let code = msg::code(&r);
                 let mut body = body_of(&r, r.body());
-                if code < 300 {
-                    if let Some((ct, b)) = body.take() {
-                        let other = if side == Side::Caller {
-                            Side::Callee
-                        } else {
-                            Side::Caller
-                        };
-                        let b = self.core.media.answer(&self.id, other, &b).await.unwrap_or(b);
-                        body = Some((ct, b));
-                    }
+                if code < 300
+                    && let Some((ct, b)) = body.take()
+                {
+                    let other = if side == Side::Caller {
+                        Side::Callee
+                    } else {
+                        Side::Caller
+                    };
+                    let b = self.core.media.answer(&self.id, other, &b).await.unwrap_or(b);
+                    body = Some((ct, b));
                 }
                 (code, body)
             }

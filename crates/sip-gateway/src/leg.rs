@@ -254,7 +254,7 @@ async fn established(
         tokio::select! {
             input = inputs.recv() => match input {
                 Some(CallInput::InDialog { tx, .. }) => {
-                    if on_request(core, tx, events).await {
+                    if on_request(core, *tx, events).await {
                         break;
                     }
                 }

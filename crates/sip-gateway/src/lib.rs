@@ -147,14 +147,13 @@ impl Gateway {
         }
         if sip.transports.contains(&TransportKind::Tcp) {
             let tcp_addr = SocketAddr::new(sip.listen.ip(), local_addr.port());
-            let listener =
-                rsipstack::transport::TcpListenerConnection::new(tcp_addr.into(), sip.advertised_address)
-                    .await
-                    .map_err(|e| GatewayError::Bind {
-                        addr: tcp_addr,
-                        transport: "tcp",
-                        source: std::io::Error::other(e.to_string()),
-                    })?;
+            let listener = rsipstack::transport::TcpListenerConnection::new(tcp_addr, sip.advertised_address)
+                .await
+                .map_err(|e| GatewayError::Bind {
+                    addr: tcp_addr,
+                    transport: "tcp",
+                    source: std::io::Error::other(e.to_string()),
+                })?;
             transport_layer.add_transport(listener.into());
         }
         if let Some(tls) = &sip.tls {
@@ -307,14 +306,13 @@ async fn add_tls_listener(
         key: Some(key),
         ..Default::default()
     };
-    let listener =
-        rsipstack::transport::tls::TlsListenerConnection::new(tls.listen.into(), advertised, tls_config)
-            .await
-            .map_err(|e| GatewayError::Bind {
-                addr: tls.listen,
-                transport: "tls",
-                source: std::io::Error::other(e.to_string()),
-            })?;
+    let listener = rsipstack::transport::tls::TlsListenerConnection::new(tls.listen, advertised, tls_config)
+        .await
+        .map_err(|e| GatewayError::Bind {
+            addr: tls.listen,
+            transport: "tls",
+            source: std::io::Error::other(e.to_string()),
+        })?;
     layer.add_transport(listener.into());
     Ok(())
 }
@@ -326,17 +324,20 @@ impl Core {
         let call_id = msg::call_id(&tx.original).unwrap_or_default();
         let span = info_span!("sip", %method, call = %call_id);
         async move {
-            if let Some(tag) = msg::to_tag(&tx.original) {
-                if !matches!(method, Method::Register | Method::Options) {
-                    let target = self.dialogs.lock().get(&(call_id.clone(), tag)).cloned();
-                    match target {
-                        Some((side, sender)) => {
-                            let _ = sender.send(b2bua::CallInput::InDialog { side, tx });
-                        }
-                        None => self.reply(&mut tx, 481, vec![]).await,
+            if let Some(tag) = msg::to_tag(&tx.original)
+                && !matches!(method, Method::Register | Method::Options)
+            {
+                let target = self.dialogs.lock().get(&(call_id.clone(), tag)).cloned();
+                match target {
+                    Some((side, sender)) => {
+                        let _ = sender.send(b2bua::CallInput::InDialog {
+                            side,
+                            tx: Box::new(tx),
+                        });
                     }
-                    return;
+                    None => self.reply(&mut tx, 481, vec![]).await,
                 }
+                return;
             }
             match method {
                 Method::Register => self.on_register(&mut tx).await,

@@ -59,10 +59,10 @@ pub fn response(
     let mut resp = endpoint.make_response(req, StatusCode::from(code), body);
     if let Some(tag) = tag {
         for h in resp.headers.iter_mut() {
-            if let Header::To(to) = h {
-                if to.tag().ok().flatten().is_none() {
-                    *to = to.with_tag(tag.to_string().into());
-                }
+            if let Header::To(to) = h
+                && to.tag().ok().flatten().is_none()
+            {
+                *to = to.with_tag(tag.to_string().into());
             }
         }
     }

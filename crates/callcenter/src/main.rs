@@ -42,6 +42,8 @@ enum Command {
     },
     /// Erlang C staffing: agents needed for a call volume and a service-level target.
     Erlang(tools::ErlangArgs),
+    /// Historical reports from the CRM store (JSON, or CSV with --csv).
+    Report(tools::ReportArgs),
     /// Outbound dialer tools.
     Dialer {
         #[command(subcommand)]
@@ -81,6 +83,10 @@ fn main() -> ExitCode {
         Command::Dialer {
             command: DialerCommand::Simulate(args),
         } => report(tools::simulate(&args)),
+        Command::Report(args) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => report(rt.block_on(tools::report(&args))),
+            Err(e) => report(Err(e.to_string())),
+        },
         Command::Migrate { config } => {
             let config = match Config::load(config.as_deref(), std::env::vars()) {
                 Ok(c) => c,

@@ -155,3 +155,90 @@ pub fn simulate(args: &SimulateArgs) -> Result<(), String> {
     );
     Ok(())
 }
+
+/// Which report `callcenter report` prints.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportKind {
+    /// Per queue and interval: offered, answered, abandoned, service level, ASA, AHT, max wait.
+    Interval,
+    /// Per agent: handled, AHT, occupancy, not-ready time by reason.
+    Agents,
+    /// Post-call survey scores.
+    Surveys,
+}
+
+/// Arguments of `callcenter report`.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    #[arg(value_enum)]
+    kind: ReportKind,
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Start, in hours before now.
+    #[arg(long, default_value_t = 24)]
+    hours: i64,
+    /// Interval length in minutes: 15, 30 or 60.
+    #[arg(long, default_value_t = 60)]
+    interval: u32,
+    /// Service-level threshold in seconds (interval report, answered within T / answered).
+    #[arg(long, default_value_t = 20)]
+    sl_seconds: i64,
+    /// Print CSV instead of JSON.
+    #[arg(long)]
+    csv: bool,
+}
+
+/// `callcenter report`: historical reports from the CRM store, JSON or CSV.
+pub async fn report(args: &ReportArgs) -> Result<(), String> {
+    let config = Config::load(args.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+    let store = crm_store::CrmStore::connect(&config.crm.database_url)
+        .await
+        .map_err(|e| format!("crm: {e}"))?;
+    let to = domain::Timestamp::now_utc();
+    let from = to - std::time::Duration::from_secs(u64::try_from(args.hours.max(0)).unwrap_or(0) * 3600);
+    let text = match args.kind {
+        ReportKind::Interval => {
+            let interval = match args.interval {
+                15 => crm_store::reports::IntervalLength::Minutes15,
+                30 => crm_store::reports::IntervalLength::Minutes30,
+                60 => crm_store::reports::IntervalLength::Minutes60,
+                other => return Err(format!("--interval {other}: use 15, 30 or 60")),
+            };
+            let spec = crm_store::reports::ServiceLevelSpec {
+                formula: crm_store::reports::ServiceLevelFormula::AnsweredWithinOverAnswered,
+                threshold_ms: args.sl_seconds * 1000,
+            };
+            let r = store
+                .interval_report(from, to, interval, spec)
+                .await
+                .map_err(|e| e.to_string())?;
+            if args.csv {
+                r.to_csv().map_err(|e| e.to_string())?
+            } else {
+                json(&r)?
+            }
+        }
+        ReportKind::Agents => {
+            let r = store.agent_report(from, to).await.map_err(|e| e.to_string())?;
+            if args.csv {
+                r.to_csv().map_err(|e| e.to_string())?
+            } else {
+                json(&r)?
+            }
+        }
+        ReportKind::Surveys => {
+            let r = store.survey_report(from, to).await.map_err(|e| e.to_string())?;
+            if args.csv {
+                r.to_csv().map_err(|e| e.to_string())?
+            } else {
+                json(&r)?
+            }
+        }
+    };
+    println!("{text}");
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(value).map_err(|e| e.to_string())
+}

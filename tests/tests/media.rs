@@ -146,6 +146,7 @@ fn forwarded_call_audio_is_relayed_end_to_end_through_the_platforms_rtp_ports() 
     let relayed = metric(&metrics, "media_packets_relayed_total").unwrap_or(0);
     let ignored = metric(&metrics, "media_packets_ignored_total").unwrap_or(0);
     let opened = metric(&metrics, "media_legs_opened_total").unwrap_or(0);
+    eprintln!("media packets: received {received}, relayed {relayed}, ignored {ignored}");
     assert_eq!(opened, 2, "one leg facing each side\n{metrics}");
     let both_ways = 2 * PCAP_PACKETS;
     // Loopback loses nothing in practice; allow 2% for a loaded machine.

@@ -333,6 +333,15 @@ impl RawSip {
         }
     }
 
+    /// An INVITE without SDP from this client to `number`.
+    pub fn invite(&self, number: &str, call_id: &str) -> String {
+        format!(
+            "INVITE sip:{number}@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:c@{l}>;tag=t{call_id}\r\nTo: <sip:{number}@{t}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{l}>\r\nContent-Length: 0\r\n\r\n",
+            t = self.target,
+            l = self.local()
+        )
+    }
+
     /// An OPTIONS request from this client.
     pub fn options(&self, call_id: &str) -> String {
         format!(
@@ -467,4 +476,34 @@ pub fn test_flows() -> tempfile::TempDir {
         std::fs::copy(&from, dir.path().join("prompts").join(format!("{name}.wav"))).expect("copy prompt");
     }
     dir
+}
+
+/// Runs a SIPp caller (`scenario`: a built-in name like `uac` or a file in `tests/sipp/`) against the
+/// platform on free ports.
+pub fn uac(platform: &Platform, scenario: &str, service: &str, calls: u32, extra: &[&str]) -> SippRun {
+    let port = free_port().to_string();
+    let media = free_port().to_string();
+    let calls = calls.to_string();
+    let target = platform.sip.to_string();
+    let sf = scenarios_dir().join(scenario);
+    let mut args: Vec<&str> = vec![
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-mp",
+        &media,
+        "-s",
+        service,
+        "-m",
+        &calls,
+    ];
+    if scenario.ends_with(".xml") {
+        args.extend(["-sf", sf.to_str().unwrap_or_default()]);
+    } else {
+        args.extend(["-sn", scenario]);
+    }
+    args.extend_from_slice(extra);
+    args.push(&target);
+    sipp(&args)
 }

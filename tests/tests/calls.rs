@@ -19,26 +19,7 @@ fn queue_call_is_routed_to_the_agents_phone_and_recorded_in_the_crm() {
         limits()
     ));
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
-    let port = free_port().to_string();
-    let media = free_port().to_string();
-    let target = platform.sip.to_string();
-    let run = sipp(&[
-        "-sn",
-        "uac",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-mp",
-        &media,
-        "-s",
-        "801",
-        "-d",
-        "1500",
-        "-m",
-        "1",
-        &target,
-    ]);
+    let run = uac(&platform, "uac", "801", 1, &["-d", "1500"]);
     assert_eq!(
         (run.successful, run.failed),
         (1, 0),
@@ -81,25 +62,7 @@ fn ivr_digit_from_rfc4733_routes_the_caller_to_sales_and_every_step_is_stored() 
         flows.path(),
     );
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
-    let port = free_port().to_string();
-    let media = free_port().to_string();
-    let target = platform.sip.to_string();
-    let sf = scenarios_dir().join("uac_dtmf_1.xml");
-    let run = sipp(&[
-        "-sf",
-        sf.to_str().unwrap_or_default(),
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-mp",
-        &media,
-        "-s",
-        "800",
-        "-m",
-        "1",
-        &target,
-    ]);
+    let run = uac(&platform, "uac_dtmf_1.xml", "800", 1, &[]);
     assert_eq!(
         (run.successful, run.failed),
         (1, 0),
@@ -140,26 +103,7 @@ fn caller_hanging_up_in_the_queue_is_recorded_as_abandoned() {
         "{}{AGENT}[[route]]\nnumber = \"801\"\nqueue = \"sales\"\n",
         limits()
     ));
-    let port = free_port().to_string();
-    let media = free_port().to_string();
-    let target = platform.sip.to_string();
-    let run = sipp(&[
-        "-sn",
-        "uac",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-mp",
-        &media,
-        "-s",
-        "801",
-        "-d",
-        "1000",
-        "-m",
-        "1",
-        &target,
-    ]);
+    let run = uac(&platform, "uac", "801", 1, &["-d", "1000"]);
     assert_eq!(
         (run.successful, run.failed),
         (1, 0),

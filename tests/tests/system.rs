@@ -13,34 +13,6 @@ fn forward_to(port: u16) -> String {
     format!("[[route]]\nnumber = \"900\"\nforward = \"sip:uas@127.0.0.1:{port}\"\n")
 }
 
-fn uac(platform: &Platform, scenario: &str, service: &str, calls: u32, extra: &[&str]) -> SippRun {
-    let port = free_port().to_string();
-    let media = free_port().to_string();
-    let calls = calls.to_string();
-    let target = platform.sip.to_string();
-    let sf = scenarios_dir().join(scenario);
-    let mut args: Vec<&str> = vec![
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-mp",
-        &media,
-        "-s",
-        service,
-        "-m",
-        &calls,
-    ];
-    if scenario.ends_with(".xml") {
-        args.extend(["-sf", sf.to_str().unwrap_or_default()]);
-    } else {
-        args.extend(["-sn", scenario]);
-    }
-    args.extend_from_slice(extra);
-    args.push(&target);
-    sipp(&args)
-}
-
 #[test]
 fn forwarded_calls_all_complete_through_the_b2bua() {
     require_command("sipp");
@@ -124,60 +96,32 @@ fn register_with_digest_auth_right_wrong_and_stale() {
         "{}[sip.registrar]\nnonce_lifetime_secs = 1\nmin_expires_secs = 60\n{USERS}",
         open_limits()
     ));
-    let ok = uac(
-        &platform,
-        "register.xml",
-        "1001",
-        1,
-        &["-au", "1001", "-ap", "secret1001"],
-    );
-    assert_eq!(
-        (ok.successful, ok.failed),
-        (1, 0),
-        "right password: {}\n{}",
-        ok.output,
-        platform.log()
-    );
-    let wrong = uac(
-        &platform,
-        "register_denied.xml",
-        "1001",
-        1,
-        &["-au", "1001", "-ap", "nope"],
-    );
-    assert_eq!(
-        (wrong.successful, wrong.failed),
-        (1, 0),
-        "wrong password: {}",
-        wrong.output
-    );
-    let unknown = uac(
-        &platform,
-        "register_denied.xml",
-        "4040",
-        1,
-        &["-au", "4040", "-ap", "nope"],
-    );
-    assert_eq!(
-        (unknown.successful, unknown.failed),
-        (1, 0),
-        "unknown user looks like a wrong password: {}",
-        unknown.output
-    );
-    let stale = uac(
-        &platform,
-        "register_stale.xml",
-        "1001",
-        1,
-        &["-au", "1001", "-ap", "secret1001"],
-    );
-    assert_eq!(
-        (stale.successful, stale.failed),
-        (1, 0),
-        "stale nonce: {}\n{}",
-        stale.output,
-        platform.log()
-    );
+    let cases = [
+        ("register.xml", "1001", "secret1001", "right password"),
+        ("register_denied.xml", "1001", "nope", "wrong password"),
+        (
+            "register_denied.xml",
+            "4040",
+            "nope",
+            "unknown user looks like a wrong password",
+        ),
+        (
+            "register_stale.xml",
+            "1001",
+            "secret1001",
+            "stale nonce, then the fresh one",
+        ),
+    ];
+    for (scenario, user, password, what) in cases {
+        let run = uac(&platform, scenario, user, 1, &["-au", user, "-ap", password]);
+        assert_eq!(
+            (run.successful, run.failed),
+            (1, 0),
+            "{what}: {}\n{}",
+            run.output,
+            platform.log()
+        );
+    }
 }
 
 #[test]
@@ -189,18 +133,11 @@ fn unknown_number_gets_404_and_options_gets_200() {
         .expect("OPTIONS answered");
     assert_eq!(status_of(&resp), Some(200), "{resp}");
     assert!(resp.contains("Allow: "), "{resp}");
-    let invite = format!(
-        "INVITE sip:555@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKinv404\r\nMax-Forwards: 70\r\nFrom: <sip:c@{l}>;tag=a\r\nTo: <sip:555@{t}>\r\nCall-ID: inv-404\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{l}>\r\nContent-Length: 0\r\n\r\n",
-        t = platform.sip,
-        l = sip.local()
-    );
+    let invite = sip.invite("555", "inv-404");
     let resp = sip.exchange(invite.as_bytes()).expect("INVITE answered");
     assert_eq!(status_of(&resp), Some(404), "{resp}");
     // A known user with no registered phone looks exactly like an unknown number.
-    let invite = invite
-        .replace("555@", "1001@")
-        .replace("inv404", "inv1001")
-        .replace("inv-404", "inv-1001");
+    let invite = sip.invite("1001", "inv-1001");
     let resp = sip.exchange(invite.as_bytes()).expect("INVITE answered");
     assert_eq!(status_of(&resp), Some(404), "{resp}");
     // A method we know but do not take out of dialog: 405 with Allow.
@@ -360,11 +297,7 @@ fn overload_answers_503_with_retry_after() {
     let sip = RawSip::new(platform.sip);
     let mut codes = Vec::new();
     for i in 0..3 {
-        let invite = format!(
-            "INVITE sip:900@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKovl{i}\r\nMax-Forwards: 70\r\nFrom: <sip:c@{l}>;tag=o{i}\r\nTo: <sip:900@{t}>\r\nCall-ID: ovl-{i}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{l}>\r\nContent-Length: 0\r\n\r\n",
-            t = platform.sip,
-            l = sip.local()
-        );
+        let invite = sip.invite("900", &format!("ovl-{i}"));
         sip.socket.send_to(invite.as_bytes(), platform.sip).expect("send");
         if i > 0 {
             let resp = sip.receive().expect("answered");
@@ -424,11 +357,7 @@ fn sigterm_drains_new_calls_get_503_and_the_process_exits_0() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let sip = RawSip::new(platform.sip);
-    let invite = format!(
-        "INVITE sip:900@{t} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bKdrain\r\nMax-Forwards: 70\r\nFrom: <sip:c@{l}>;tag=d\r\nTo: <sip:900@{t}>\r\nCall-ID: drain-1\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{l}>\r\nContent-Length: 0\r\n\r\n",
-        t = platform.sip,
-        l = sip.local()
-    );
+    let invite = sip.invite("900", "drain-1");
     let resp = sip.exchange(invite.as_bytes()).expect("answered while draining");
     assert_eq!(status_of(&resp), Some(503), "{resp}");
     assert_eq!(

@@ -38,10 +38,16 @@ fn queue_call_is_routed_to_the_agents_phone_and_recorded_in_the_crm() {
     let i = &interactions[0];
     assert_eq!(
         i.kinds(),
-        vec!["arrived", "enqueued", "offered", "answered", "ended"],
+        vec!["arrived", "enqueued", "offered", "answered", "recording", "ended"],
         "{:?}",
         i.events
     );
+    // The bridged call was recorded: a stereo WAV (caller left, agent right) whose path is in the CRM.
+    let path = i.row.recording_path.clone().unwrap_or_default();
+    let wav =
+        std::fs::read(platform.dir.path().join(&path)).unwrap_or_else(|e| panic!("recording {path}: {e}"));
+    assert_eq!(&wav[..4], b"RIFF", "{path}");
+    assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 2, "two channels");
     assert_eq!(i.row.agent_id.as_deref(), Some("1001"));
     assert_eq!(i.row.queue_id.as_deref(), Some("sales"));
     assert_eq!(i.row.ended_by.as_deref(), Some("caller"));

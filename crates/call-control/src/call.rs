@@ -9,7 +9,7 @@ use domain::{
     Timestamp,
 };
 use ivr::{IvrCommand, IvrEvent, IvrSession};
-use media::engine::{Bridge, LegEvent as MediaEvent, RtpLeg};
+use media::engine::{Bridge, LegEvent as MediaEvent, RecordingHandle, RtpLeg};
 use media::g711::G711;
 use sip_gateway::{InboundCall, LegEvent, LegHandle, OriginateRequest, RouteTarget};
 use std::collections::HashMap;
@@ -41,6 +41,7 @@ struct Connected {
     leg: LegHandle,
     rtp: RtpLeg,
     _bridge: Bridge,
+    recording: Option<RecordingHandle>,
 }
 
 struct Call {
@@ -56,6 +57,8 @@ struct Call {
     queue: Option<(domain::QueueId, mpsc::UnboundedReceiver<QueueNotice>)>,
     ringing: Vec<Ringing>,
     connected: Option<Connected>,
+    /// The IVR asked to keep sensitive input (card numbers) off the recording.
+    recording_paused: bool,
     ended: Option<(EndedBy, String)>,
 }
 
@@ -106,6 +109,7 @@ pub(crate) async fn run(inner: Arc<Inner>, call: InboundCall) {
             queue: None,
             ringing: Vec::new(),
             connected: None,
+            recording_paused: false,
             ended: None,
         };
         match &call.target {
@@ -262,7 +266,7 @@ impl Call {
         for r in self.ringing.drain(..) {
             r.leg.hangup();
         }
-        if let Some(c) = self.connected.take() {
+        if let Some(c) = self.disconnect_agent().await {
             c.leg.hangup();
             self.inner.acd.input(acd::Input::CallEnded {
                 call: self.id.clone(),
@@ -395,7 +399,18 @@ impl Call {
                 self.end(EndedBy::System, "transfer not available");
             }
             IvrCommand::Hangup { reason } => self.end(EndedBy::System, &reason),
-            IvrCommand::PauseRecording | IvrCommand::ResumeRecording => {}
+            IvrCommand::PauseRecording => {
+                self.recording_paused = true;
+                if let Some(r) = self.connected.as_ref().and_then(|c| c.recording.as_ref()) {
+                    r.pause();
+                }
+            }
+            IvrCommand::ResumeRecording => {
+                self.recording_paused = false;
+                if let Some(r) = self.connected.as_ref().and_then(|c| c.recording.as_ref()) {
+                    r.resume();
+                }
+            }
             IvrCommand::Log(l) => self.log(l.to_event_kind()),
         }
     }
@@ -544,11 +559,28 @@ impl Call {
                 self.queue = None;
                 self.inner.acd.forget(self.id.clone());
                 let agent = r.agent.clone();
+                let recording = if self.inner.record_calls {
+                    match bridge.start_recording(self.id.as_str()) {
+                        Ok(handle) => {
+                            if self.recording_paused {
+                                handle.pause();
+                            }
+                            Some(handle)
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "recording not started");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
                 self.connected = Some(Connected {
                     agent: agent.clone(),
                     leg: r.leg,
                     rtp: r.rtp,
                     _bridge: bridge,
+                    recording,
                 });
                 self.ivr_event(IvrEvent::QueueEvent(ivr::QueueEvent::AgentAnswered { agent }))
                     .await;
@@ -557,6 +589,20 @@ impl Call {
             Some(LegEvent::Hangup) | None => self.offer_failed(i, "phone hung up".into()),
             Some(LegEvent::Reoffer { .. } | LegEvent::Ringing) => {}
         }
+    }
+
+    /// The agent's part of the call is over: close the recording and report where it is.
+    async fn disconnect_agent(&mut self) -> Option<Connected> {
+        let mut c = self.connected.take()?;
+        if let Some(recording) = c.recording.take() {
+            match recording.stop().await {
+                Ok(path) => self.log(InteractionEventKind::Recording {
+                    path: path.display().to_string(),
+                }),
+                Err(e) => warn!(error = %e, "recording not closed"),
+            }
+        }
+        Some(c)
     }
 
     fn offer_failed(&mut self, i: usize, reason: String) {
@@ -577,7 +623,7 @@ impl Call {
     async fn on_agent_leg(&mut self, ev: Option<LegEvent>) {
         match ev {
             Some(LegEvent::Hangup) | None => {
-                if let Some(c) = self.connected.take() {
+                if let Some(c) = self.disconnect_agent().await {
                     info!(agent = %c.agent, "agent hung up");
                     self.inner.acd.input(acd::Input::CallEnded {
                         call: self.id.clone(),
@@ -613,7 +659,7 @@ impl Call {
         if by != EndedBy::Caller {
             self.caller.hangup();
         }
-        if let Some(c) = self.connected.take() {
+        if let Some(c) = self.disconnect_agent().await {
             c.leg.hangup();
             self.inner.acd.input(acd::Input::CallEnded {
                 call: self.id.clone(),

@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub(crate) acd: AcdHandle,
     pub(crate) events: Arc<dyn EventSink>,
     pub(crate) gateway: std::sync::OnceLock<Arc<sip_gateway::Gateway>>,
+    /// Record bridged calls (stereo WAV: caller left, agent right).
+    pub(crate) record_calls: bool,
     counter: AtomicU64,
 }
 
@@ -72,6 +74,7 @@ impl CallControl {
         crm: crm_store::CrmStore,
         acd: AcdHandle,
         events: Arc<dyn EventSink>,
+        record_calls: bool,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -82,6 +85,7 @@ impl CallControl {
                 acd,
                 events,
                 gateway: std::sync::OnceLock::new(),
+                record_calls,
                 counter: AtomicU64::new(0),
             }),
         }

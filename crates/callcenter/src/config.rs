@@ -56,6 +56,8 @@ pub struct RtpConfig {
     /// A call with no RTP from the caller for this long ends.
     pub media_timeout_secs: u64,
     pub recordings_dir: PathBuf,
+    /// Record every call bridged to an agent.
+    pub record_calls: bool,
 }
 
 impl Default for RtpConfig {
@@ -66,6 +68,7 @@ impl Default for RtpConfig {
             port_max: 20999,
             media_timeout_secs: 60,
             recordings_dir: "./data/recordings".into(),
+            record_calls: true,
         }
     }
 }

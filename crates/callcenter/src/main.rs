@@ -198,6 +198,7 @@ async fn serve(config: Config) -> Result<(), String> {
         crm.clone(),
         acd,
         Arc::new(writer),
+        config.rtp.record_calls,
     );
 
     let gateway = Arc::new(

@@ -94,7 +94,7 @@ fn start_callcenter(bin: &Path, dir: &Path, uas_port: u16) -> Result<(Guard, u16
     let sip_port = free_port();
     let http_port = free_port();
     let config = format!(
-        "[node]\nlog = \"warn\"\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\ntransports = [\"udp\"]\n[sip.limits]\nmax_calls_per_second = 0\nmax_concurrent_calls = 0\nper_source_requests_per_second = 0\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n[[route]]\nnumber = \"900\"\nforward = \"sip:uas@127.0.0.1:{uas_port}\"\n",
+        "[node]\nlog = \"warn\"\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\ntransports = [\"udp\"]\n[sip.limits]\nmax_calls_per_second = 0\nmax_concurrent_calls = 0\nper_source_requests_per_second = 0\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[rtp]\nport_min = 10000\nport_max = 60000\n[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n[[route]]\nnumber = \"900\"\nforward = \"sip:uas@127.0.0.1:{uas_port}\"\n",
         dir.display()
     );
     let path = dir.join("callcenter.toml");
@@ -138,8 +138,9 @@ request_route {{
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
     if (has_totag()) {{
         if (loose_route()) {{ t_relay(); exit; }}
-        if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
-        sl_send_reply("404", "Not here");
+        # SIPp's built-in caller sends ACK and BYE without the recorded route: take them to the callee.
+        $du = "sip:127.0.0.1:{uas_port}";
+        t_relay();
         exit;
     }}
     if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}

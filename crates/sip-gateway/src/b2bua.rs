@@ -251,7 +251,11 @@ impl Call {
                     Err(e) => {
                         warn!(call = %self.id, error = %e, "media refused the offer");
                         // Out of ports is overload (503, try again later); a bad offer is 488.
-                        let code = if matches!(e, crate::media::MediaError::Exhausted) { 503 } else { 488 };
+                        let code = if matches!(e, crate::media::MediaError::Exhausted) {
+                            503
+                        } else {
+                            488
+                        };
                         self.final_to_caller(code, None);
                         return;
                     }
@@ -469,7 +473,8 @@ impl Call {
                     return false;
                 };
                 self.answered(i, leg, resp).await;
-                false
+                // Refused media ends the call at once.
+                self.phase == Phase::Cancelled && self.all_branches_finished()
             }
             _ => {
                 let auth = matches!(code, 401 | 407);
@@ -568,8 +573,23 @@ impl Call {
                 match self.core.media.answer(&self.id, Side::Callee, &b).await {
                     Ok(b) => Some((ct, b)),
                     Err(e) => {
+                        // Never pass the callee's own SDP on: media would bypass us. Hang it up.
                         warn!(call = %self.id, error = %e, "media refused the answer");
-                        Some((ct, b))
+                        let code = if matches!(e, crate::media::MediaError::Exhausted) {
+                            503
+                        } else {
+                            488
+                        };
+                        let mut callee = callee;
+                        if let Some(bye) = callee.request(&self.core, Method::Bye, None) {
+                            let core = self.core.clone();
+                            tokio::spawn(async move {
+                                let _ = send_and_wait(&core, bye).await;
+                            });
+                        }
+                        self.phase = Phase::Cancelled;
+                        self.final_to_caller(code, None);
+                        return;
                     }
                 }
             }
@@ -644,8 +664,16 @@ impl Call {
         if (method == Method::Invite || method == Method::Update)
             && let Some((ct, b)) = body.take()
         {
-            let b = self.core.media.offer(&self.id, side, &b).await.unwrap_or(b);
-            body = Some((ct, b));
+            match self.core.media.offer(&self.id, side, &b).await {
+                Ok(b) => body = Some((ct, b)),
+                Err(e) => {
+                    debug!(call = %self.id, error = %e, "re-offer refused");
+                    let _ = tx
+                        .respond(msg::response(&self.core.endpoint, &req, 488, None, None))
+                        .await;
+                    return false;
+                }
+            }
         }
         let Some(out) = to_leg.request(&self.core, method, body) else {
             let _ = tx.reply(rsipstack::sip::StatusCode::ServerInternalError).await;
@@ -664,8 +692,16 @@ impl Call {
                     } else {
                         Side::Caller
                     };
-                    let b = self.core.media.answer(&self.id, other, &b).await.unwrap_or(b);
-                    body = Some((ct, b));
+                    match self.core.media.answer(&self.id, other, &b).await {
+                        Ok(b) => body = Some((ct, b)),
+                        Err(e) => {
+                            debug!(call = %self.id, error = %e, "re-answer refused");
+                            let _ = tx
+                                .respond(msg::response(&self.core.endpoint, &req, 488, None, None))
+                                .await;
+                            return false;
+                        }
+                    }
                 }
                 (code, body)
             }

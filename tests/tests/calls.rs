@@ -125,3 +125,35 @@ fn caller_hanging_up_in_the_queue_is_recorded_as_abandoned() {
     assert_eq!(i.row.ended_by.as_deref(), Some("caller"));
     assert!(i.row.abandoned, "{:?}", i.row);
 }
+
+#[test]
+fn sighup_reloads_valid_flows_and_keeps_the_running_ones_when_the_new_set_is_broken() {
+    let flows = test_flows();
+    let platform = Platform::start_with_flows(&format!("{}{AGENT}", limits()), flows.path());
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !platform.log().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in\n{}",
+                platform.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    // A broken edit is refused, with the file and the problem in the log.
+    let main = flows.path().join("main.toml");
+    let good = std::fs::read_to_string(&main).expect("flow");
+    std::fs::write(
+        &main,
+        good.replace("exhausted = \"goodbye\"", "exhausted = \"nowhere\""),
+    )
+    .expect("edit");
+    platform.signal(libc::SIGHUP);
+    wait_for("IVR reload refused");
+    assert!(platform.log().contains("nowhere"), "{}", platform.log());
+    // A valid edit is taken.
+    std::fs::write(&main, good.replace("timeout = \"10s\"", "timeout = \"12s\"")).expect("edit");
+    platform.signal(libc::SIGHUP);
+    wait_for("IVR flows reloaded");
+}

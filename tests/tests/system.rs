@@ -33,12 +33,13 @@ fn forwarded_calls_all_complete_through_the_b2bua() {
     assert!(metrics.contains("sip_calls_total 200"), "{metrics}");
 }
 
-#[test]
-fn cancel_before_answer_reaches_the_callee_and_the_caller_gets_487() {
+/// One call from a SIPp caller scenario through a forward route to a SIPp callee scenario; both
+/// scenarios must complete (each checks what it receives).
+fn forwarded_call(callee_scenario: &str, caller_scenario: &str, what_the_callee_checks: &str) {
     require_command("sipp");
-    let callee = SippServer::start("uas_ring_cancel.xml", 1);
+    let callee = SippServer::start(callee_scenario, 1);
     let platform = Platform::start(&format!("{}{}", open_limits(), forward_to(callee.port)));
-    let run = uac(&platform, "uac_cancel.xml", "900", 1, &[]);
+    let run = uac(&platform, caller_scenario, "900", 1, &[]);
     assert_eq!(
         (run.successful, run.failed),
         (1, 0),
@@ -46,46 +47,33 @@ fn cancel_before_answer_reaches_the_callee_and_the_caller_gets_487() {
         run.output,
         platform.log()
     );
-    assert_eq!(
-        callee.wait(),
-        Some(0),
-        "the callee must see CANCEL and answer 487"
+    assert_eq!(callee.wait(), Some(0), "{what_the_callee_checks}");
+}
+
+#[test]
+fn cancel_before_answer_reaches_the_callee_and_the_caller_gets_487() {
+    forwarded_call(
+        "uas_ring_cancel.xml",
+        "uac_cancel.xml",
+        "the callee must see CANCEL and answer 487",
     );
 }
 
 #[test]
 fn bye_from_the_callee_ends_the_callers_leg() {
-    require_command("sipp");
-    let callee = SippServer::start("uas_bye.xml", 1);
-    let platform = Platform::start(&format!("{}{}", open_limits(), forward_to(callee.port)));
-    let run = uac(&platform, "uac_wait_bye.xml", "900", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
+    forwarded_call(
+        "uas_bye.xml",
+        "uac_wait_bye.xml",
+        "the callee's BYE must be answered",
     );
-    assert_eq!(callee.wait(), Some(0));
 }
 
 #[test]
 fn reinvite_hold_is_relayed_across_the_bridge() {
-    require_command("sipp");
-    let callee = SippServer::start("uas_hold.xml", 1);
-    let platform = Platform::start(&format!("{}{}", open_limits(), forward_to(callee.port)));
-    let run = uac(&platform, "uac_hold.xml", "900", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
-    assert_eq!(
-        callee.wait(),
-        Some(0),
-        "the callee must receive the sendonly re-INVITE"
+    forwarded_call(
+        "uas_hold.xml",
+        "uac_hold.xml",
+        "the callee must receive the sendonly re-INVITE",
     );
 }
 

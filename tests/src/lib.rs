@@ -428,6 +428,32 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// Ids of the interactions the CRM store has seen so far (ended or not).
+    pub fn interaction_ids(&self) -> Vec<String> {
+        let url = format!("sqlite:{}/cc.db", self.dir.path().display());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let store = crm_store::CrmStore::connect(&url)
+                .await
+                .expect("open CRM database");
+            let mut ids: Vec<String> = store
+                .event_keys()
+                .await
+                .expect("keys")
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        })
+    }
+}
+
 /// Registers SIP user `user` with `password` at `platform`, pointing its contact at `contact_port`
 /// (where a SIPp UAS plays the agent's phone).
 pub fn register_agent_phone(platform: &Platform, user: &str, password: &str, contact_port: u16) {

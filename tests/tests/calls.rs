@@ -157,3 +157,69 @@ fn sighup_reloads_valid_flows_and_keeps_the_running_ones_when_the_new_set_is_bro
     platform.signal(libc::SIGHUP);
     wait_for("IVR flows reloaded");
 }
+
+#[test]
+fn the_callers_ivr_state_is_kept_in_the_shared_store_during_the_call_and_removed_after() {
+    require_command("sipp");
+    let Ok(redis) = std::env::var("REDIS_URL") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must provide REDIS_URL (the test command sets it)"
+        );
+        eprintln!("REDIS_URL unset: skipping the IVR state test");
+        return;
+    };
+    let prefix = format!("ivrtest{}x{}", std::process::id(), free_port());
+    let flows = test_flows();
+    let platform = Platform::start_with_flows(
+        &format!(
+            "{}{AGENT}[[route]]\nnumber = \"800\"\nivr = \"main\"\n[state]\nbackend = \"redis\"\nredis_url = \"{redis}\"\nkey_prefix = \"{prefix}\"\n",
+            limits()
+        ),
+        flows.path(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = rt
+        .block_on(state_store::StateStore::connect(&state_store::StateConfig {
+            backend: state_store::BackendConfig::Redis {
+                url: redis.clone(),
+                prefix: prefix.clone(),
+            },
+        }))
+        .expect("redis");
+    std::thread::scope(|scope| {
+        // The caller presses 1 after a second and waits in the sales queue (no agent phone is registered).
+        let caller = scope.spawn(|| uac(&platform, "uac_dtmf_1.xml", "800", 1, &[]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+        let mut seen = None;
+        while seen.is_none() && std::time::Instant::now() < deadline {
+            for id in platform.interaction_ids() {
+                let blob = rt
+                    .block_on(store.get_blob("ivr", &id, domain::Timestamp::now_utc()))
+                    .expect("read");
+                if let Some(b) = blob {
+                    let state: serde_json::Value = serde_json::from_slice(&b.value).expect("json");
+                    if state["node"] == "sales" {
+                        seen = Some((id, state));
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let (id, state) =
+            seen.unwrap_or_else(|| panic!("no IVR state reached the sales node\n{}", platform.log()));
+        assert_eq!(state["flow"], "main", "{state}");
+        let run = caller.join().expect("caller");
+        assert_eq!((run.successful, run.failed), (1, 0), "{}", run.output);
+        // After the call the state is gone.
+        let ended = platform.ended_interactions(1);
+        assert_eq!(ended.len(), 1);
+        let blob = rt
+            .block_on(store.get_blob("ivr", &id, domain::Timestamp::now_utc()))
+            .expect("read");
+        assert!(blob.is_none(), "IVR state left behind after the call");
+    });
+}

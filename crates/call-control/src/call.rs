@@ -249,6 +249,30 @@ impl Call {
         Some(answer)
     }
 
+    /// Keeps the session's state (node, variables; never sensitive digits) in the state store, where
+    /// the agent desktop and other nodes can read what the caller did.
+    async fn save_ivr_state(&self) {
+        let Some(state) = self.ivr.as_ref().map(|s| s.state()) else {
+            return;
+        };
+        let Ok(bytes) = serde_json::to_vec(state) else {
+            return;
+        };
+        let write = state_store::BlobWrite::new().ttl(Duration::from_secs(4 * 3600));
+        let put = self.inner.state.put_blob(
+            crate::IVR_STATE_NAMESPACE,
+            self.id.as_str(),
+            &bytes,
+            &write,
+            Timestamp::now_utc(),
+        );
+        match tokio::time::timeout(Duration::from_millis(500), put).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "IVR state not saved"),
+            Err(_) => warn!("IVR state not saved in time"),
+        }
+    }
+
     async fn caller_gone(&mut self) {
         if let Some((queue, _)) = self.queue.take() {
             match self.inner.acd.abandon(self.id.clone()).await {
@@ -285,6 +309,7 @@ impl Call {
     async fn ivr_event(&mut self, event: IvrEvent) {
         let Some(ivr) = self.ivr.as_mut() else { return };
         let commands = ivr.handle(Timestamp::now_utc(), event);
+        self.save_ivr_state().await;
         for cmd in commands {
             self.execute(cmd).await;
         }
@@ -674,6 +699,13 @@ impl Call {
             });
         }
         self.inner.acd.forget(self.id.clone());
+        if self.ivr.is_some() {
+            let _ = self
+                .inner
+                .state
+                .delete_blob(crate::IVR_STATE_NAMESPACE, self.id.as_str(), None)
+                .await;
+        }
         let q = self.rtp.quality();
         let quality = QualityReport {
             loss: q.loss_fraction,

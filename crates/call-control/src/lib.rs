@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub(crate) acd: AcdHandle,
     pub(crate) events: Arc<dyn EventSink>,
     pub(crate) gateway: std::sync::OnceLock<Arc<sip_gateway::Gateway>>,
+    /// Live state shared with other nodes and the agent desktop (IVR session state).
+    pub(crate) state: state_store::StateStore,
     /// Record bridged calls (stereo WAV: caller left, agent right).
     pub(crate) record_calls: bool,
     counter: AtomicU64,
@@ -58,6 +60,19 @@ impl Inner {
     pub(crate) fn next_counter(&self) -> u64 {
         self.counter.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// Namespace of the IVR session states in the state store, keyed by call id.
+pub const IVR_STATE_NAMESPACE: &str = "ivr";
+
+/// What a caller's IVR session looks like now (flow, node, variables; sensitive digits are never
+/// saved), as the agent desktop reads it. None once the call has ended.
+pub async fn ivr_state(store: &state_store::StateStore, call: &str) -> Option<ivr::IvrState> {
+    let blob = store
+        .get_blob(IVR_STATE_NAMESPACE, call, domain::Timestamp::now_utc())
+        .await
+        .ok()??;
+    serde_json::from_slice(&blob.value).ok()
 }
 
 /// Takes IVR and queue calls from the gateway.
@@ -74,6 +89,7 @@ impl CallControl {
         crm: crm_store::CrmStore,
         acd: AcdHandle,
         events: Arc<dyn EventSink>,
+        state: state_store::StateStore,
         record_calls: bool,
     ) -> Self {
         Self {
@@ -85,6 +101,7 @@ impl CallControl {
                 acd,
                 events,
                 gateway: std::sync::OnceLock::new(),
+                state,
                 record_calls,
                 counter: AtomicU64::new(0),
             }),

@@ -198,6 +198,7 @@ async fn serve(config: Config) -> Result<(), String> {
         crm.clone(),
         acd,
         Arc::new(writer),
+        state.clone(),
         config.rtp.record_calls,
     );
 

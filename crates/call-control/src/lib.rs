@@ -81,17 +81,27 @@ pub struct CallControl {
     inner: Arc<Inner>,
 }
 
+/// What call control works with, built by the binary.
+pub struct Services {
+    pub media: media::engine::MediaEngine,
+    pub flows: Arc<ivr::FlowSetHandle>,
+    pub crm: crm_store::CrmStore,
+    pub acd: AcdHandle,
+    pub events: Arc<dyn EventSink>,
+    pub state: state_store::StateStore,
+}
+
 impl CallControl {
-    pub fn new(
-        node: &str,
-        media: media::engine::MediaEngine,
-        flows: Arc<ivr::FlowSetHandle>,
-        crm: crm_store::CrmStore,
-        acd: AcdHandle,
-        events: Arc<dyn EventSink>,
-        state: state_store::StateStore,
-        record_calls: bool,
-    ) -> Self {
+    /// `node` names this process in call ids; `record_calls` records every bridged call.
+    pub fn new(node: &str, services: Services, record_calls: bool) -> Self {
+        let Services {
+            media,
+            flows,
+            crm,
+            acd,
+            events,
+            state,
+        } = services;
         Self {
             inner: Arc::new(Inner {
                 node: node.to_string(),

@@ -193,12 +193,14 @@ async fn serve(config: Config) -> Result<(), String> {
     let anchor = Arc::new(call_control::anchor::EngineAnchor::new(media.clone()));
     let calls = call_control::CallControl::new(
         &config.node.name,
-        media,
-        flows.clone(),
-        crm.clone(),
-        acd,
-        Arc::new(writer),
-        state.clone(),
+        call_control::Services {
+            media,
+            flows: flows.clone(),
+            crm: crm.clone(),
+            acd,
+            events: Arc::new(writer),
+            state: state.clone(),
+        },
         config.rtp.record_calls,
     );
 

@@ -454,7 +454,7 @@ impl Call {
                 if let Some(b) = self.branches.get_mut(i) {
                     b.finished = true;
                 }
-                let leg = callee_leg(&self.branches[i].invite, &resp);
+                let leg = self.branches.get(i).and_then(|b| callee_leg(&b.invite, &resp));
                 if self.phase != Phase::Ringing || self.callee.is_some() {
                     // Answered too late (cancelled, or another contact won): hang that one up.
                     if let Some(mut leg) = leg {

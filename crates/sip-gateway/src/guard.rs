@@ -197,6 +197,26 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
     if data.iter().all(|b| b.is_ascii_whitespace()) {
         return Screened::Pass; // keep-alive; the stack answers it
     }
+    if data.len() > limits.max_message_bytes {
+        // Too large, and possibly cut short by the receive buffer: answer 513 from the header lines
+        // that arrived whole, when they are enough to build a response.
+        let head = match split_head(data) {
+            Some((end, _)) => &data[..end],
+            // Cut short: the last line may be partial, so leave it out.
+            None => data
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(data, |i| &data[..i]),
+        };
+        let text = String::from_utf8_lossy(head);
+        return match build_from_text(&text, 513, "Message Too Large", limits, tag) {
+            Some(response) => Screened::Respond {
+                response,
+                reason: RejectReason::Oversized,
+            },
+            None => Screened::Drop(RejectReason::Oversized),
+        };
+    }
     let Some((head_end, body_start)) = split_head(data) else {
         // No end of headers: a truncated datagram or garbage. Nothing trustworthy to answer.
         return Screened::Drop(RejectReason::Truncated);
@@ -232,10 +252,7 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
     };
 
     if head.start_line.starts_with("SIP/2.0 ") {
-        // A response: the stack matches it to a transaction or drops it. Only size matters here.
-        if data.len() > limits.max_message_bytes {
-            return Screened::Drop(RejectReason::Oversized);
-        }
+        // A response: the stack matches it to a transaction or drops it.
         return finish(data, folded, &unfolded, body, &head);
     }
 
@@ -250,13 +267,6 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
         return respond(400, "Bad Request Line", RejectReason::BadStartLine, &[]);
     }
     let is_ack = method == "ACK";
-    if data.len() > limits.max_message_bytes {
-        return if is_ack {
-            Screened::Drop(RejectReason::Oversized)
-        } else {
-            respond(513, "Message Too Large", RejectReason::Oversized, &[])
-        };
-    }
     if head.first("Via", Some("v")).is_none() {
         return Screened::Drop(RejectReason::MissingHeader);
     }
@@ -491,10 +501,16 @@ impl GuardedUdpSocket {
 #[async_trait::async_trait]
 impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
     async fn recv_from(&self, buf: &mut [u8]) -> rsipstack::Result<(usize, SocketAddr)> {
-        let mut scratch = vec![0u8; 65_536];
+        // Datagrams land straight in the stack's buffer: no copy and no allocation on the way in. One
+        // that fills the buffer may have been cut short by the kernel, so the largest message we take
+        // is one byte shorter than the buffer.
+        let limits = ScreenLimits {
+            max_message_bytes: self.limits.max_message_bytes.min(buf.len().saturating_sub(1)),
+            ..self.limits
+        };
         loop {
-            let (len, src) = self.socket.recv_from(&mut scratch).await?;
-            let data = &scratch[..len];
+            let (len, src) = self.socket.recv_from(buf).await?;
+            let data = &buf[..len];
             if is_request(data)
                 && !self
                     .sources
@@ -503,16 +519,9 @@ impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
                 self.metrics.rejected(RejectReason::RateLimited);
                 continue;
             }
-            let limits = ScreenLimits {
-                max_message_bytes: self.limits.max_message_bytes.min(buf.len()),
-                ..self.limits
-            };
             let tag = crate::random_token(10);
             match screen(data, limits, &tag) {
-                Screened::Pass => {
-                    buf[..len].copy_from_slice(data);
-                    return Ok((len, src));
-                }
+                Screened::Pass => return Ok((len, src)),
                 Screened::Rewrite(bytes) if bytes.len() <= buf.len() => {
                     buf[..bytes.len()].copy_from_slice(&bytes);
                     return Ok((bytes.len(), src));
@@ -677,6 +686,23 @@ mod tests {
             &format!("Max-Forwards: 70\r\nX-Pad: {}\r\n", "a".repeat(9000)),
         );
         assert_eq!(status(&run(&big)), Some(513));
+        // Cut short by the receive buffer (no end of headers): still 513, built from whole lines only.
+        let cut = format!(
+            "{}X-Pad: {}",
+            OPTIONS.replace("Content-Length: 0\r\n\r\n", ""),
+            "b".repeat(9000)
+        );
+        match run(&cut[..8191]) {
+            Screened::Respond {
+                response,
+                reason: RejectReason::Oversized,
+            } => {
+                let text = String::from_utf8(response).unwrap();
+                assert!(text.starts_with("SIP/2.0 513 "), "{text}");
+                assert!(text.contains("CSeq: 1 OPTIONS\r\n"), "{text}");
+            }
+            other => panic!("expected 513, got {other:?}"),
+        }
     }
 
     #[test]

@@ -533,3 +533,18 @@ pub fn uac(platform: &Platform, scenario: &str, service: &str, calls: u32, extra
     args.push(&target);
     sipp(&args)
 }
+
+/// `REDIS_URL`, which the test command always sets. Outside CI a test may run without it, and says so.
+pub fn redis_url(test: &str) -> Option<String> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI must provide REDIS_URL (the test command sets it)"
+            );
+            eprintln!("REDIS_URL unset: skipping {test}");
+            None
+        }
+    }
+}

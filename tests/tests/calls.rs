@@ -161,12 +161,7 @@ fn sighup_reloads_valid_flows_and_keeps_the_running_ones_when_the_new_set_is_bro
 #[test]
 fn the_callers_ivr_state_is_kept_in_the_shared_store_during_the_call_and_removed_after() {
     require_command("sipp");
-    let Ok(redis) = std::env::var("REDIS_URL") else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must provide REDIS_URL (the test command sets it)"
-        );
-        eprintln!("REDIS_URL unset: skipping the IVR state test");
+    let Some(redis) = redis_url("the IVR state test") else {
         return;
     };
     let prefix = format!("ivrtest{}x{}", std::process::id(), free_port());

@@ -223,12 +223,13 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("http {}: {e}", config.http.listen))?;
 
+    let mut signals = Signals::install().map_err(|e| format!("signal handlers: {e}"))?;
     ready.store(true, Ordering::Release);
     info!(node = %config.node.name, sip = %gateway.local_addr(), http = %http_addr, "callcenter ready");
     // A line on stdout that scripts and tests can wait for.
     println!("callcenter ready sip={} http={}", gateway.local_addr(), http_addr);
 
-    while let Signal::Reload = wait_for_signal().await {
+    while let Signal::Reload = signals.next().await {
         match flows.reload(&config.ivr.scripts_dir) {
             Ok(set) => info!(flows = %set.summary(), "IVR flows reloaded"),
             Err(errors) => warn!(
@@ -261,19 +262,29 @@ enum Signal {
     Stop,
 }
 
-async fn wait_for_signal() -> Signal {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        // Without signal handlers the process can only be killed; wait forever.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => Signal::Stop,
-        _ = int.recv() => Signal::Stop,
-        _ = hup.recv() => Signal::Reload,
+/// The process's signal handlers, installed once before the node reports ready, so no signal sent
+/// after that line is lost or falls back to its default action (SIGHUP would end the process).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
     }
 }

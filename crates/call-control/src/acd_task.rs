@@ -1,12 +1,28 @@
 //! The ACD owner task: the one place the pure `acd::Acd` router runs. Calls and agents send it inputs;
 //! it feeds them to the router with the current time, wakes it at its next deadline, and routes each
-//! output to the call it concerns. Offers go to the call's task, which rings the agent.
+//! output to the call it concerns. Offers go to the call's task, which rings the agent. Agent state
+//! changes are broadcast (agent desktops follow them) and the live KPIs are kept in a watch channel
+//! that the wallboard reads, refreshed at most every [`KPI_REFRESH`] when something changed.
 
-use acd::{Acd, AcdConfig, Input, KpiSnapshot, Output};
+use acd::{Acd, AcdConfig, AcdError, AgentState, Input, KpiSnapshot, Output};
 use domain::{AgentId, CallId, QueueId, Timestamp};
 use std::collections::HashMap;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, warn};
+
+/// How often the published KPIs are refreshed while events arrive (the wallboard's latency).
+pub const KPI_REFRESH: Duration = Duration::from_millis(250);
+
+/// An agent's state changed in the router.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentStateEvent {
+    pub agent: AgentId,
+    pub from: AgentState,
+    pub to: AgentState,
+    pub at: Timestamp,
+}
 
 /// What a waiting call hears from the ACD.
 #[derive(Debug, Clone)]
@@ -26,6 +42,8 @@ pub enum QueueNotice {
 
 enum Msg {
     Input(Input),
+    /// An input whose refusal the sender wants to hear about (agent commands from the desktop).
+    Request(Input, oneshot::Sender<Result<(), AcdError>>),
     Register {
         call: CallId,
         notices: mpsc::UnboundedSender<QueueNotice>,
@@ -52,6 +70,8 @@ pub struct Abandonment {
 #[derive(Clone)]
 pub struct AcdHandle {
     tx: mpsc::UnboundedSender<Msg>,
+    states: broadcast::Sender<AgentStateEvent>,
+    kpis: watch::Receiver<Arc<KpiSnapshot>>,
 }
 
 impl AcdHandle {
@@ -65,8 +85,15 @@ impl AcdHandle {
         let agents: Vec<AgentId> = config.agents.iter().map(|a| a.id.clone()).collect();
         let acd = Acd::new(config)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(acd, rx, metrics));
-        let handle = AcdHandle { tx };
+        let (states, _) = broadcast::channel(1024);
+        let (kpi_tx, kpis) = watch::channel(Arc::new(acd.kpis(Timestamp::now_utc())));
+        let publish = Publish {
+            states: states.clone(),
+            kpis: kpi_tx,
+            metrics,
+        };
+        tokio::spawn(run(acd, rx, publish));
+        let handle = AcdHandle { tx, states, kpis };
         if agents_ready {
             // Logging in makes an agent available at once.
             for agent in agents {
@@ -79,6 +106,29 @@ impl AcdHandle {
     /// Feeds one input to the router.
     pub fn input(&self, input: Input) {
         let _ = self.tx.send(Msg::Input(input));
+    }
+
+    /// Feeds one input and says whether the router took it (an illegal agent transition is refused
+    /// with the reason and changes nothing).
+    pub async fn request(&self, input: Input) -> Result<(), AcdError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Request(input, reply))
+            .map_err(|_| AcdError::Internal("the ACD task has stopped"))?;
+        rx.await
+            .unwrap_or(Err(AcdError::Internal("the ACD task has stopped")))
+    }
+
+    /// Every agent state change from now on. A receiver that falls behind by more than 1,024
+    /// changes is told it lagged and should re-read the states from [`AcdHandle::live_kpis`].
+    pub fn subscribe_agent_states(&self) -> broadcast::Receiver<AgentStateEvent> {
+        self.states.subscribe()
+    }
+
+    /// The live KPIs as last published (at most [`KPI_REFRESH`] old while events arrive); changes
+    /// wake the receiver.
+    pub fn live_kpis(&self) -> watch::Receiver<Arc<KpiSnapshot>> {
+        self.kpis.clone()
     }
 
     /// Enqueues a call; its notices arrive on the returned receiver.
@@ -125,13 +175,20 @@ impl AcdHandle {
     }
 }
 
-async fn run(
-    mut acd: Acd,
-    mut rx: mpsc::UnboundedReceiver<Msg>,
+/// Where the task publishes what others watch.
+struct Publish {
+    states: broadcast::Sender<AgentStateEvent>,
+    kpis: watch::Sender<Arc<KpiSnapshot>>,
     metrics: Option<crate::kpi_metrics::AcdMetrics>,
-) {
-    // KPIs go to the metrics once a second, not on every event.
-    let mut publish = tokio::time::interval(std::time::Duration::from_secs(1));
+}
+
+async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Msg>, publish: Publish) {
+    // KPIs are computed at most every KPI_REFRESH, and only when something happened since (plus
+    // once a second, so oldest-wait figures keep moving on a quiet wallboard).
+    let mut refresh = tokio::time::interval(KPI_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = true;
+    let mut ticks = 0u32;
     let mut calls: HashMap<CallId, mpsc::UnboundedSender<QueueNotice>> = HashMap::new();
     loop {
         let deadline = acd.next_deadline().map(|d| {
@@ -139,9 +196,16 @@ async fn run(
             tokio::time::Instant::now() + wait
         });
         let msg = tokio::select! {
-            _ = publish.tick(), if metrics.is_some() => {
-                if let Some(m) = &metrics {
-                    m.update(&acd.kpis(Timestamp::now_utc()));
+            _ = refresh.tick() => {
+                ticks = ticks.wrapping_add(1);
+                let period = (Duration::from_secs(1).as_millis() / KPI_REFRESH.as_millis()).max(1) as u32;
+                if dirty || ticks.is_multiple_of(period) {
+                    let snapshot = acd.kpis(Timestamp::now_utc());
+                    if let Some(m) = &publish.metrics {
+                        m.update(&snapshot);
+                    }
+                    publish.kpis.send_replace(Arc::new(snapshot));
+                    dirty = false;
                 }
                 continue;
             }
@@ -155,6 +219,7 @@ async fn run(
         };
         let now = Timestamp::now_utc();
         let mut abandon_reply = None;
+        dirty = true;
         match msg {
             Some(Msg::Abandon { call, reply }) => {
                 if let Err(e) = acd.handle(now, Input::CallAbandoned { call: call.clone() }) {
@@ -168,6 +233,9 @@ async fn run(
                     debug!(error = %e, "ACD refused an input");
                 }
             }
+            Some(Msg::Request(input, reply)) => {
+                let _ = reply.send(acd.handle(now, input));
+            }
             Some(Msg::Register { call, notices }) => {
                 calls.insert(call, notices);
             }
@@ -175,6 +243,7 @@ async fn run(
                 calls.remove(&call);
             }
             Some(Msg::Kpis(reply)) => {
+                dirty = false;
                 let _ = reply.send(acd.kpis(now));
             }
             None => {
@@ -199,6 +268,11 @@ async fn run(
                         waited_ms: *waited_ms,
                     }));
                 }
+                continue;
+            }
+            if let Output::AgentStateChanged { agent, from, to, at } = output {
+                // Nobody listening is fine: no desktop is attached.
+                let _ = publish.states.send(AgentStateEvent { agent, from, to, at });
                 continue;
             }
             let (call, notice) = match output {

@@ -50,3 +50,11 @@ for pair in 30:thirty 40:forty 50:fifty 60:sixty 70:seventy 80:eighty 90:ninety;
   say "num-${pair%%:*}" "${pair#*:}"
 done
 say num-hundred "hundred"
+
+# Music on hold (looped to a caller the agent put on hold): a soft arpeggio C-E-G-E, not speech.
+notes=()
+for f in 523.25 659.25 783.99 659.25; do
+  sox -n -r 8000 -c 1 -b 16 -e signed-integer "$tmp/note-$f.wav" synth 0.5 sine "$f" vol 0.25 fade q 0.02 0.5 0.05
+  notes+=("$tmp/note-$f.wav")
+done
+sox "${notes[@]}" hold-music.wav

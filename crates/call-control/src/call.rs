@@ -3,13 +3,16 @@
 //! interaction events. Everything the call does happens in this one task, so its state needs no locks.
 
 use crate::acd_task::QueueNotice;
+use crate::desk::{
+    AgentCommand, AgentMedia, CallPhase, CommandRequest, IvrPop, Refusal, ScreenPop, TransferTarget,
+};
 use crate::{Inner, Timeline};
 use domain::{
     AgentId, CallId, Channel, Direction, EndedBy, InteractionEventKind, InteractionId, Pii, QualityReport,
     Timestamp,
 };
 use ivr::{IvrCommand, IvrEvent, IvrSession};
-use media::engine::{Bridge, LegEvent as MediaEvent, RecordingHandle, RtpLeg};
+use media::engine::{Bridge, BridgeSide, LegEvent as MediaEvent, RecordingHandle, RtpLeg};
 use media::g711::G711;
 use sip_gateway::{InboundCall, LegEvent, LegHandle, OriginateRequest, RouteTarget};
 use std::collections::HashMap;
@@ -28,9 +31,15 @@ enum Done {
     QueueState(ivr::RequestId, ivr::QueueSnapshot),
 }
 
-/// An agent being rung for this call.
+/// An agent being offered this call: their SIP phone rings, or (browser softphone) their desktop
+/// shows the offer and answers with an SDP offer of its own.
 struct Ringing {
     agent: AgentId,
+    phone: Option<PhoneRing>,
+}
+
+/// The agent's SIP phone, ringing.
+struct PhoneRing {
     leg: LegHandle,
     rtp: RtpLeg,
 }
@@ -40,7 +49,7 @@ struct Connected {
     agent: AgentId,
     leg: LegHandle,
     rtp: RtpLeg,
-    _bridge: Bridge,
+    bridge: Bridge,
     recording: Option<RecordingHandle>,
 }
 
@@ -60,6 +69,17 @@ struct Call {
     /// The IVR asked to keep sensitive input (card numbers) off the recording.
     recording_paused: bool,
     ended: Option<(EndedBy, String)>,
+    caller_number: Pii<String>,
+    called_number: Pii<String>,
+    /// The CRM record of the caller, looked up once when the call is first offered.
+    customer: Option<Option<crm_store::CustomerCard>>,
+    /// The queue the call last waited in and its priority (a transfer to an agent goes back there).
+    last_queue: Option<(domain::QueueId, u8)>,
+    /// The agent who last talked to the caller: their desktop gets the wrap-up.
+    last_agent: Option<AgentId>,
+    /// Agents' commands from their desktops (the desk hub holds the sending side).
+    commands_tx: mpsc::UnboundedSender<CommandRequest>,
+    commands_rx: mpsc::UnboundedReceiver<CommandRequest>,
 }
 
 /// Runs an inbound call to its end.
@@ -96,6 +116,7 @@ pub(crate) async fn run(inner: Arc<Inner>, call: InboundCall) {
         }
         info!(target = ?call.target, "answered");
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let mut c = Call {
             inner: inner.clone(),
             id,
@@ -111,6 +132,13 @@ pub(crate) async fn run(inner: Arc<Inner>, call: InboundCall) {
             connected: None,
             recording_paused: false,
             ended: None,
+            caller_number: call.from.clone(),
+            called_number: call.to.clone(),
+            customer: None,
+            last_queue: None,
+            last_agent: None,
+            commands_tx,
+            commands_rx,
         };
         match &call.target {
             RouteTarget::Ivr(flow) => {
@@ -138,6 +166,7 @@ pub(crate) async fn run(inner: Arc<Inner>, call: InboundCall) {
         }
         c.run_loop(media_events, done_rx).await;
         c.finish().await;
+        c.into_wrap_up();
     }
     .instrument(span)
     .await
@@ -232,6 +261,7 @@ impl Call {
                 notice = next_notice(&mut self.queue) => self.on_queue(notice).await,
                 (i, ev) = next_ringing(&mut self.ringing) => self.on_ringing(i, ev).await,
                 ev = next_connected(&mut self.connected) => self.on_agent_leg(ev).await,
+                Some(request) = self.commands_rx.recv() => self.on_command(request).await,
             }
         }
     }
@@ -287,8 +317,8 @@ impl Call {
                 None => self.inner.acd.forget(self.id.clone()),
             }
         }
-        for r in self.ringing.drain(..) {
-            r.leg.hangup();
+        for r in std::mem::take(&mut self.ringing) {
+            self.stop_ringing(r, "caller hung up");
         }
         if let Some(c) = self.disconnect_agent().await {
             c.leg.hangup();
@@ -455,6 +485,7 @@ impl Call {
             timeout_secs: 30,
         });
         let notices = self.inner.acd.enqueue(request);
+        self.last_queue = Some((queue.clone(), priority));
         self.log(InteractionEventKind::Enqueued {
             queue: queue.clone(),
             priority,
@@ -470,13 +501,30 @@ impl Call {
         match notice {
             QueueNotice::Offer(offer) => {
                 let explanation = offer.explanation.sentence();
+                let pop = self.screen_pop(&offer, &explanation).await;
+                let now = Timestamp::now_utc();
                 for agent in offer.agents {
                     self.log(InteractionEventKind::Offered {
                         agent: agent.clone(),
                         explanation: explanation.clone(),
                     });
+                    let desks = &self.inner.desks;
+                    if desks.desk_media(&agent) == Some(AgentMedia::Browser) {
+                        // The desktop answers with the softphone; no SIP phone rings.
+                        desks.offer(&agent, pop.clone(), self.commands_tx.clone(), now);
+                        self.ringing.push(Ringing { agent, phone: None });
+                        continue;
+                    }
                     match self.ring_agent(&agent).await {
-                        Some(r) => self.ringing.push(r),
+                        Some(phone) => {
+                            self.inner
+                                .desks
+                                .offer(&agent, pop.clone(), self.commands_tx.clone(), now);
+                            self.ringing.push(Ringing {
+                                agent,
+                                phone: Some(phone),
+                            });
+                        }
                         None => {
                             self.log(InteractionEventKind::OfferFailed {
                                 agent: agent.clone(),
@@ -493,7 +541,7 @@ impl Call {
             QueueNotice::OfferCancelled { agent, reason } => {
                 if let Some(i) = self.ringing.iter().position(|r| r.agent == agent) {
                     let r = self.ringing.remove(i);
-                    r.leg.hangup();
+                    self.stop_ringing(r, &reason);
                     self.log(InteractionEventKind::OfferFailed { agent, reason });
                 }
             }
@@ -524,7 +572,53 @@ impl Call {
         }
     }
 
-    async fn ring_agent(&mut self, agent: &AgentId) -> Option<Ringing> {
+    /// What the agent's desktop shows for this offer.
+    async fn screen_pop(&mut self, offer: &acd::Offer, explanation: &str) -> Arc<ScreenPop> {
+        if self.customer.is_none() {
+            let lookup = self.inner.crm.find_customer_by_phone(self.caller_number.expose());
+            let found = tokio::time::timeout(Duration::from_millis(500), lookup).await;
+            self.customer = Some(match found {
+                Ok(Ok(card)) => card,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "screen pop: CRM lookup failed");
+                    None
+                }
+                Err(_) => {
+                    warn!("screen pop: CRM lookup timed out");
+                    None
+                }
+            });
+        }
+        let ivr = self.ivr.as_ref().map(|s| {
+            let state = s.state();
+            IvrPop {
+                flow: state.flow.clone(),
+                node: state.node.clone(),
+                language: state.language.clone(),
+                variables: state.vars.clone(),
+            }
+        });
+        Arc::new(ScreenPop {
+            call: self.id.clone(),
+            queue: offer.queue.clone(),
+            caller: self.caller_number.clone(),
+            called: self.called_number.clone(),
+            waited_ms: offer.explanation.waited_ms,
+            explanation: explanation.to_string(),
+            customer: self.customer.clone().flatten(),
+            ivr,
+        })
+    }
+
+    /// Ends one agent's offer: their phone stops ringing and their desktop is told.
+    fn stop_ringing(&self, r: Ringing, reason: &str) {
+        if let Some(phone) = r.phone {
+            phone.leg.hangup();
+        }
+        self.inner.desks.withdraw(&self.id, &r.agent, reason);
+    }
+
+    async fn ring_agent(&mut self, agent: &AgentId) -> Option<PhoneRing> {
         let (rtp, _events) = self.inner.media.allocate_leg().ok()?;
         let offer = media::sdp::offer(
             rtp.local_addr(),
@@ -540,23 +634,21 @@ impl Call {
         };
         let gateway = self.inner.gateway.get()?.clone();
         let leg = gateway.originate(request).await.ok()?;
-        Some(Ringing {
-            agent: agent.clone(),
-            leg,
-            rtp,
-        })
+        Some(PhoneRing { leg, rtp })
     }
 
     async fn on_ringing(&mut self, i: usize, ev: Option<LegEvent>) {
         match ev {
             Some(LegEvent::Answered { sdp }) => {
                 let r = self.ringing.remove(i);
+                let Some(phone) = r.phone else { return };
                 let negotiated = std::str::from_utf8(&sdp)
                     .ok()
                     .and_then(|t| media::sdp::parse(t).ok())
                     .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok());
                 let Some(negotiated) = negotiated else {
-                    r.leg.hangup();
+                    phone.leg.hangup();
+                    self.inner.desks.withdraw(&self.id, &r.agent, "no common codec");
                     self.inner.acd.input(acd::Input::OfferRejected {
                         call: self.id.clone(),
                         agent: r.agent.clone(),
@@ -567,53 +659,295 @@ impl Call {
                     });
                     return;
                 };
-                r.rtp.set_remote(negotiated);
-                self.rtp.stop_playback();
-                let bridge = self.inner.media.bridge(&self.rtp, &r.rtp);
-                for other in self.ringing.drain(..) {
-                    other.leg.hangup();
-                }
-                self.inner.acd.input(acd::Input::OfferAccepted {
-                    call: self.id.clone(),
-                    agent: r.agent.clone(),
-                });
-                self.log(InteractionEventKind::Answered {
-                    agent: r.agent.clone(),
-                });
-                info!(agent = %r.agent, "agent answered; bridged");
-                self.queue = None;
-                self.inner.acd.forget(self.id.clone());
-                let agent = r.agent.clone();
-                let recording = if self.inner.record_calls {
-                    match bridge.start_recording(self.id.as_str()) {
-                        Ok(handle) => {
-                            if self.recording_paused {
-                                handle.pause();
-                            }
-                            Some(handle)
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "recording not started");
-                            None
-                        }
-                    }
-                } else {
-                    None
-                };
-                self.connected = Some(Connected {
-                    agent: agent.clone(),
-                    leg: r.leg,
-                    rtp: r.rtp,
-                    _bridge: bridge,
-                    recording,
-                });
-                self.ivr_event(IvrEvent::QueueEvent(ivr::QueueEvent::AgentAnswered { agent }))
-                    .await;
+                phone.rtp.set_remote(negotiated);
+                self.connect_agent(r.agent, phone.leg, phone.rtp).await;
             }
             Some(LegEvent::Failed { code }) => self.offer_failed(i, format!("phone answered {code}")),
             Some(LegEvent::Hangup) | None => self.offer_failed(i, "phone hung up".into()),
             Some(LegEvent::Reoffer { .. } | LegEvent::Ringing) => {}
         }
+    }
+
+    /// The agent took the call: bridge their leg to the caller's, tell the ACD and their desktop.
+    async fn connect_agent(&mut self, agent: AgentId, leg: LegHandle, agent_rtp: RtpLeg) {
+        self.rtp.stop_playback();
+        let bridge = self.inner.media.bridge(&self.rtp, &agent_rtp);
+        for other in std::mem::take(&mut self.ringing) {
+            self.stop_ringing(other, "answered elsewhere");
+        }
+        self.inner.acd.input(acd::Input::OfferAccepted {
+            call: self.id.clone(),
+            agent: agent.clone(),
+        });
+        self.log(InteractionEventKind::Answered { agent: agent.clone() });
+        info!(%agent, "agent answered; bridged");
+        self.queue = None;
+        self.inner.acd.forget(self.id.clone());
+        self.last_agent = Some(agent.clone());
+        self.inner
+            .desks
+            .set_phase(&self.id, &agent, CallPhase::Connected, Timestamp::now_utc());
+        let recording = if self.inner.record_calls {
+            match bridge.start_recording(self.id.as_str()) {
+                Ok(handle) => {
+                    if self.recording_paused {
+                        handle.pause();
+                    }
+                    Some(handle)
+                }
+                Err(e) => {
+                    warn!(error = %e, "recording not started");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        self.connected = Some(Connected {
+            agent: agent.clone(),
+            leg,
+            rtp: agent_rtp,
+            bridge,
+            recording,
+        });
+        self.ivr_event(IvrEvent::QueueEvent(ivr::QueueEvent::AgentAnswered { agent }))
+            .await;
+    }
+
+    /// The agent hung up (their phone or their desktop): the caller hears the survey if the flow has
+    /// one, otherwise the call ends.
+    async fn agent_hung_up(&mut self) {
+        if let Some(c) = self.disconnect_agent().await {
+            info!(agent = %c.agent, "agent hung up");
+            c.leg.hangup();
+            self.inner.acd.input(acd::Input::CallEnded {
+                call: self.id.clone(),
+            });
+        }
+        if self.ivr.is_some() {
+            self.ivr_event(IvrEvent::AgentHungUp).await;
+            if self.ivr.as_ref().is_some_and(|s| s.outcome().is_some()) {
+                self.end(EndedBy::Agent, "agent hung up");
+            }
+        } else {
+            self.end(EndedBy::Agent, "agent hung up");
+        }
+    }
+
+    /// An agent's command from their desktop, answered on its reply channel.
+    async fn on_command(&mut self, request: CommandRequest) {
+        let CommandRequest {
+            agent,
+            command,
+            reply,
+        } = request;
+        let name = command.name();
+        let result = self.command(&agent, command).await;
+        if let Err(refusal) = &result {
+            info!(%agent, command = name, code = refusal.code, "desktop command refused");
+        }
+        let _ = reply.send(result);
+    }
+
+    async fn command(&mut self, agent: &AgentId, command: AgentCommand) -> Result<(), Refusal> {
+        let offered = self.ringing.iter().position(|r| &r.agent == agent);
+        let connected = self.connected.as_ref().is_some_and(|c| &c.agent == agent);
+        match command {
+            AgentCommand::Accept { sdp } => match offered {
+                Some(i) if self.ringing[i].phone.is_some() => Err(Refusal::new(
+                    "answer_on_phone",
+                    "this call rings your SIP phone: answer it there",
+                )),
+                Some(i) => self.accept_in_browser(i, sdp).await,
+                None if connected => Err(Refusal::new("already_connected", "you are already on this call")),
+                None => Err(Refusal::new("no_offer", "this call is not being offered to you")),
+            },
+            AgentCommand::Reject => {
+                let Some(i) = offered else {
+                    return Err(Refusal::new("no_offer", "this call is not being offered to you"));
+                };
+                self.offer_failed(i, "rejected by the agent".into());
+                Ok(())
+            }
+            AgentCommand::Hangup => {
+                if !connected {
+                    return Err(Refusal::new(
+                        "not_connected",
+                        "you are not talking to this caller",
+                    ));
+                }
+                self.agent_hung_up().await;
+                Ok(())
+            }
+            AgentCommand::Hold | AgentCommand::Unhold => {
+                let hold = matches!(command, AgentCommand::Hold);
+                let Some(c) = self.connected.as_ref().filter(|c| &c.agent == agent) else {
+                    return Err(Refusal::new(
+                        "not_connected",
+                        "you are not talking to this caller",
+                    ));
+                };
+                match (hold, c.bridge.is_held()) {
+                    (true, true) => {
+                        return Err(Refusal::new("already_held", "the caller is already on hold"));
+                    }
+                    (false, false) => return Err(Refusal::new("not_held", "the caller is not on hold")),
+                    (true, false) => {
+                        let music = self.hold_music();
+                        c.bridge.hold(BridgeSide::A, music);
+                    }
+                    (false, true) => c.bridge.resume(),
+                }
+                let (kind, phase) = if hold {
+                    (InteractionEventKind::Held, CallPhase::Held)
+                } else {
+                    (InteractionEventKind::Resumed, CallPhase::Connected)
+                };
+                self.log(kind);
+                self.inner
+                    .desks
+                    .set_phase(&self.id, agent, phase, Timestamp::now_utc());
+                Ok(())
+            }
+            AgentCommand::Transfer(target) => {
+                if !connected {
+                    return Err(Refusal::new(
+                        "not_connected",
+                        "you are not talking to this caller",
+                    ));
+                }
+                self.blind_transfer(agent, target).await
+            }
+            AgentCommand::WrapUp { .. } => Err(Refusal::new(
+                "not_in_wrap_up",
+                "the call is still going on: hang up first",
+            )),
+        }
+    }
+
+    /// The looping music a held caller hears (silence when none is configured or it cannot load).
+    fn hold_music(&self) -> Vec<media::prompt::Prompt> {
+        let Some(path) = self.inner.hold_music.as_ref() else {
+            return Vec::new();
+        };
+        match self.inner.media.prompts().get(path, self.law) {
+            Ok(p) => vec![p],
+            Err(e) => {
+                warn!(error = %e, "hold music cannot be played");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Sends the caller to another queue, or to a named agent through the queue they came from; the
+    /// transferring agent goes to wrap-up.
+    async fn blind_transfer(&mut self, agent: &AgentId, target: TransferTarget) -> Result<(), Refusal> {
+        let (queue, preferred) = match &target {
+            TransferTarget::Queue(q) => (q.clone(), None),
+            TransferTarget::Agent(a) if a == agent => {
+                return Err(Refusal::new(
+                    "bad_target",
+                    "you cannot transfer a call to yourself",
+                ));
+            }
+            TransferTarget::Agent(a) => match &self.last_queue {
+                Some((q, _)) => (q.clone(), Some(a.clone())),
+                None => return Err(Refusal::new("bad_target", "the call came through no queue")),
+            },
+        };
+        if self.inner.acd.queue_state(&queue).await.is_none() {
+            return Err(Refusal::new(
+                "unknown_queue",
+                format!("there is no queue {queue}"),
+            ));
+        }
+        if let Some(c) = self.disconnect_agent().await {
+            c.leg.hangup();
+            self.inner.acd.input(acd::Input::CallEnded {
+                call: self.id.clone(),
+            });
+        }
+        let described = match &target {
+            TransferTarget::Queue(q) => format!("queue:{q}"),
+            TransferTarget::Agent(a) => format!("agent:{a}"),
+        };
+        self.log(InteractionEventKind::Transferred {
+            target: Pii::new(described),
+        });
+        info!(to = ?target, "blind transfer");
+        self.inner.desks.release(&self.id, agent);
+        let priority = self.last_queue.as_ref().map_or(0, |(_, p)| *p);
+        self.enqueue(queue, priority, None, preferred);
+        Ok(())
+    }
+
+    /// The browser softphone accepted with its SDP offer.
+    async fn accept_in_browser(&mut self, _offered: usize, _sdp: Option<String>) -> Result<(), Refusal> {
+        Err(Refusal::new(
+            "media_unavailable",
+            "the browser softphone is not available on this node",
+        ))
+    }
+
+    /// After the call: the agent's desktop may still save a disposition and notes for it, for up to
+    /// the configured window. This runs on its own so a draining node is not held up by it.
+    fn into_wrap_up(self) {
+        let Some(agent) = self.last_agent.clone() else {
+            return;
+        };
+        let desks = self.inner.desks.clone();
+        if desks.desk_media(&agent).is_none() {
+            desks.release(&self.id, &agent);
+            return;
+        }
+        desks.set_phase(&self.id, &agent, CallPhase::WrapUp, Timestamp::now_utc());
+        let Call {
+            inner,
+            id,
+            mut timeline,
+            mut commands_rx,
+            ..
+        } = self;
+        let span = info_span!("wrap_up", call = %id);
+        tokio::spawn(
+            async move {
+                let deadline = Instant::now() + inner.wrap_up_window;
+                loop {
+                    let request = tokio::select! {
+                        r = commands_rx.recv() => r,
+                        _ = tokio::time::sleep_until(deadline) => None,
+                    };
+                    let Some(request) = request else { break };
+                    match request.command {
+                        AgentCommand::WrapUp { disposition, notes } if request.agent == agent => {
+                            let now = Timestamp::now_utc();
+                            inner.log(timeline.event(
+                                now,
+                                InteractionEventKind::WrappedUp {
+                                    agent: agent.clone(),
+                                    disposition,
+                                    notes,
+                                },
+                            ));
+                            // The wrap-up timer may already have made the agent available.
+                            let _ = inner
+                                .acd
+                                .request(acd::Input::WrapUpDone { agent: agent.clone() })
+                                .await;
+                            let _ = request.reply.send(Ok(()));
+                            break;
+                        }
+                        _ => {
+                            let _ = request
+                                .reply
+                                .send(Err(Refusal::new("call_ended", "the call has ended")));
+                        }
+                    }
+                }
+                desks.release(&id, &agent);
+            }
+            .instrument(span),
+        );
     }
 
     /// The agent's part of the call is over: close the recording and report where it is.
@@ -635,35 +969,18 @@ impl Call {
             return;
         }
         let r = self.ringing.remove(i);
+        let agent = r.agent.clone();
+        self.stop_ringing(r, &reason);
         self.inner.acd.input(acd::Input::OfferRejected {
             call: self.id.clone(),
-            agent: r.agent.clone(),
+            agent: agent.clone(),
         });
-        self.log(InteractionEventKind::OfferFailed {
-            agent: r.agent,
-            reason,
-        });
+        self.log(InteractionEventKind::OfferFailed { agent, reason });
     }
 
     async fn on_agent_leg(&mut self, ev: Option<LegEvent>) {
         match ev {
-            Some(LegEvent::Hangup) | None => {
-                if let Some(c) = self.disconnect_agent().await {
-                    info!(agent = %c.agent, "agent hung up");
-                    self.inner.acd.input(acd::Input::CallEnded {
-                        call: self.id.clone(),
-                    });
-                    drop(c);
-                }
-                if self.ivr.is_some() {
-                    self.ivr_event(IvrEvent::AgentHungUp).await;
-                    if self.ivr.as_ref().is_some_and(|s| s.outcome().is_some()) {
-                        self.end(EndedBy::Agent, "agent hung up");
-                    }
-                } else {
-                    self.end(EndedBy::Agent, "agent hung up");
-                }
-            }
+            Some(LegEvent::Hangup) | None => self.agent_hung_up().await,
             Some(LegEvent::Reoffer { sdp, reply }) => {
                 let negotiated = std::str::from_utf8(&sdp)
                     .ok()
@@ -690,8 +1007,8 @@ impl Call {
                 call: self.id.clone(),
             });
         }
-        for r in self.ringing.drain(..) {
-            r.leg.hangup();
+        for r in std::mem::take(&mut self.ringing) {
+            self.stop_ringing(r, "caller hung up");
         }
         if self.queue.take().is_some() {
             self.inner.acd.input(acd::Input::CallAbandoned {
@@ -727,12 +1044,13 @@ async fn next_notice(
 }
 
 async fn next_ringing(ringing: &mut [Ringing]) -> (usize, Option<LegEvent>) {
-    if ringing.is_empty() {
+    if ringing.iter().all(|r| r.phone.is_none()) {
         return std::future::pending().await;
     }
     std::future::poll_fn(|cx| {
         for (i, r) in ringing.iter_mut().enumerate() {
-            if let std::task::Poll::Ready(ev) = r.leg.poll_event(cx) {
+            let Some(phone) = r.phone.as_mut() else { continue };
+            if let std::task::Poll::Ready(ev) = phone.leg.poll_event(cx) {
                 return std::task::Poll::Ready((i, ev));
             }
         }

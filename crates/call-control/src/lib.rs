@@ -9,11 +9,13 @@
 pub mod acd_task;
 pub mod anchor;
 mod call;
+pub mod desk;
 pub mod kpi_metrics;
 pub mod timeline;
 pub mod webhook;
 
-pub use acd_task::{AcdHandle, QueueNotice};
+pub use acd_task::{AcdHandle, AgentStateEvent, QueueNotice};
+pub use desk::DeskHub;
 pub use timeline::Timeline;
 
 use domain::InteractionEvent;
@@ -50,6 +52,12 @@ pub(crate) struct Inner {
     pub(crate) state: state_store::StateStore,
     /// Record bridged calls (stereo WAV: caller left, agent right).
     pub(crate) record_calls: bool,
+    /// Agents' desktops.
+    pub(crate) desks: DeskHub,
+    /// What a caller on hold hears (a WAV file), if anything.
+    pub(crate) hold_music: Option<std::path::PathBuf>,
+    /// How long after a call its agent may still save the disposition.
+    pub(crate) wrap_up_window: std::time::Duration,
     counter: AtomicU64,
 }
 
@@ -89,7 +97,13 @@ pub struct Services {
     pub acd: AcdHandle,
     pub events: Arc<dyn EventSink>,
     pub state: state_store::StateStore,
+    pub desks: DeskHub,
+    /// A WAV file looped to callers on hold.
+    pub hold_music: Option<std::path::PathBuf>,
 }
+
+/// How long after a call its agent may still save the disposition (the desktop's wrap-up form).
+pub const WRAP_UP_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl CallControl {
     /// `node` names this process in call ids; `record_calls` records every bridged call.
@@ -101,6 +115,8 @@ impl CallControl {
             acd,
             events,
             state,
+            desks,
+            hold_music,
         } = services;
         Self {
             inner: Arc::new(Inner {
@@ -113,6 +129,9 @@ impl CallControl {
                 gateway: std::sync::OnceLock::new(),
                 state,
                 record_calls,
+                desks,
+                hold_music,
+                wrap_up_window: WRAP_UP_WINDOW,
                 counter: AtomicU64::new(0),
             }),
         }

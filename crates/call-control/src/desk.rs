@@ -1,0 +1,427 @@
+//! The link between calls and agent desktops. An agent's desktop (the CTI WebSocket in
+//! `agent-desk`) attaches here; a call offered to that agent shows up on it with a screen pop, and
+//! the agent's commands (reject, hang up, hold, transfer, wrap-up) reach the call's own task through
+//! a channel the call registered. The hub checks that an agent only ever acts on a call of their own.
+//!
+//! It holds no call logic: calls decide what a command means in their state and answer through the
+//! reply channel that comes with it.
+
+use domain::{AgentId, CallId, Pii, QueueId, Timestamp};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// How an agent takes their calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentMedia {
+    /// A registered SIP phone rings; the desktop shows the call and controls it.
+    #[default]
+    Phone,
+    /// The browser's WebRTC softphone (SDP offer/answer over the desktop's socket).
+    Browser,
+}
+
+/// What the agent sees when a call is offered: who calls, what the CRM knows of them, what they did
+/// in the IVR, and why the router chose this agent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScreenPop {
+    pub call: CallId,
+    pub queue: QueueId,
+    pub caller: Pii<String>,
+    pub called: Pii<String>,
+    /// How long the caller had waited in the queue when offered.
+    pub waited_ms: u64,
+    pub explanation: String,
+    /// The customer record with their latest interactions, when the caller is known.
+    pub customer: Option<crm_store::CustomerCard>,
+    /// What the caller entered in the IVR (never sensitive digits).
+    pub ivr: Option<IvrPop>,
+}
+
+/// The caller's IVR session as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IvrPop {
+    pub flow: String,
+    pub node: String,
+    pub language: String,
+    pub variables: BTreeMap<String, ivr::Value>,
+}
+
+/// Where a call stands from the agent's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallPhase {
+    Offered,
+    Connected,
+    Held,
+    /// The call ended; the agent may still save a disposition.
+    WrapUp,
+}
+
+/// A call tied to an agent, as a desktop that attaches (or re-attaches) is told.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallView {
+    pub phase: CallPhase,
+    pub since: Timestamp,
+    pub pop: Arc<ScreenPop>,
+}
+
+/// Something an agent's desktop is told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeskEvent {
+    /// A call is offered to the agent.
+    Offered(Arc<ScreenPop>),
+    /// The offer is over without the agent taking it (no answer, taken elsewhere, caller gone).
+    OfferWithdrawn { call: CallId, reason: String },
+    /// The call's phase changed (connected, held, resumed, wrap-up).
+    Phase { call: CallId, phase: CallPhase },
+    /// The call is over for this agent, disposition saved or wrap-up time over.
+    Released { call: CallId },
+    /// The browser softphone's SDP answer for a call the agent accepted.
+    MediaAnswer { call: CallId, sdp: String },
+    /// Another desktop of the same agent took over (a second tab or a reload).
+    Replaced,
+}
+
+/// Where a blind transfer sends the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferTarget {
+    Queue(QueueId),
+    Agent(AgentId),
+}
+
+/// What an agent asks of their call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentCommand {
+    /// Take the offered call; for the browser softphone, with its SDP offer.
+    Accept {
+        sdp: Option<String>,
+    },
+    Reject,
+    Hangup,
+    Hold,
+    Unhold,
+    Transfer(TransferTarget),
+    /// After-call work: the outcome and notes, saved on the interaction.
+    WrapUp {
+        disposition: String,
+        notes: Pii<String>,
+    },
+}
+
+impl AgentCommand {
+    /// A short name for logs and error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AgentCommand::Accept { .. } => "accept",
+            AgentCommand::Reject => "reject",
+            AgentCommand::Hangup => "hangup",
+            AgentCommand::Hold => "hold",
+            AgentCommand::Unhold => "unhold",
+            AgentCommand::Transfer(_) => "transfer",
+            AgentCommand::WrapUp { .. } => "wrap_up",
+        }
+    }
+}
+
+/// Why a command was not carried out. The code is stable (the CTI protocol sends it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A command with the channel its answer goes back on.
+#[derive(Debug)]
+pub struct CommandRequest {
+    pub agent: AgentId,
+    pub command: AgentCommand,
+    pub reply: oneshot::Sender<Result<(), Refusal>>,
+}
+
+/// One attached desktop: what it receives, and the calls the agent had when it attached.
+pub struct Attachment {
+    pub generation: u64,
+    pub events: mpsc::UnboundedReceiver<DeskEvent>,
+    pub calls: Vec<CallView>,
+}
+
+struct Desk {
+    generation: u64,
+    media: AgentMedia,
+    events: mpsc::UnboundedSender<DeskEvent>,
+}
+
+struct Link {
+    agent: AgentId,
+    view: CallView,
+    commands: mpsc::UnboundedSender<CommandRequest>,
+}
+
+#[derive(Default)]
+struct Hub {
+    desks: HashMap<AgentId, Desk>,
+    /// Keyed by call and agent: ring-all offers one call to several agents at once.
+    calls: HashMap<(CallId, AgentId), Link>,
+    next_generation: u64,
+}
+
+/// The registry of attached desktops and of calls tied to agents. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct DeskHub {
+    hub: Arc<Mutex<Hub>>,
+}
+
+impl DeskHub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Attaches the agent's desktop, replacing any earlier one (which is told [`DeskEvent::Replaced`]).
+    pub fn attach(&self, agent: &AgentId, media: AgentMedia) -> Attachment {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut hub = self.hub.lock();
+        hub.next_generation += 1;
+        let generation = hub.next_generation;
+        let old = hub.desks.insert(
+            agent.clone(),
+            Desk {
+                generation,
+                media,
+                events: tx,
+            },
+        );
+        if let Some(old) = old {
+            let _ = old.events.send(DeskEvent::Replaced);
+        }
+        let mut calls: Vec<CallView> = hub
+            .calls
+            .values()
+            .filter(|l| &l.agent == agent)
+            .map(|l| l.view.clone())
+            .collect();
+        calls.sort_by_key(|c| c.since);
+        Attachment {
+            generation,
+            events: rx,
+            calls,
+        }
+    }
+
+    /// Detaches the desktop of `generation` (a later one that replaced it stays).
+    pub fn detach(&self, agent: &AgentId, generation: u64) {
+        let mut hub = self.hub.lock();
+        if hub.desks.get(agent).is_some_and(|d| d.generation == generation) {
+            hub.desks.remove(agent);
+        }
+    }
+
+    /// How the agent takes calls, if a desktop is attached.
+    pub fn desk_media(&self, agent: &AgentId) -> Option<AgentMedia> {
+        self.hub.lock().desks.get(agent).map(|d| d.media)
+    }
+
+    /// Tells the agent's desktop, if one is attached.
+    pub fn notify(&self, agent: &AgentId, event: DeskEvent) {
+        if let Some(d) = self.hub.lock().desks.get(agent) {
+            let _ = d.events.send(event);
+        }
+    }
+
+    /// Ties a call to an agent (when it is offered) and tells their desktop.
+    pub fn offer(
+        &self,
+        agent: &AgentId,
+        pop: Arc<ScreenPop>,
+        commands: mpsc::UnboundedSender<CommandRequest>,
+        now: Timestamp,
+    ) {
+        let key = (pop.call.clone(), agent.clone());
+        let mut hub = self.hub.lock();
+        hub.calls.insert(
+            key,
+            Link {
+                agent: agent.clone(),
+                view: CallView {
+                    phase: CallPhase::Offered,
+                    since: now,
+                    pop: pop.clone(),
+                },
+                commands,
+            },
+        );
+        if let Some(d) = hub.desks.get(agent) {
+            let _ = d.events.send(DeskEvent::Offered(pop));
+        }
+    }
+
+    /// The call moved on for its agent; their desktop is told.
+    pub fn set_phase(&self, call: &CallId, agent: &AgentId, phase: CallPhase, now: Timestamp) {
+        let mut hub = self.hub.lock();
+        let Some(link) = hub.calls.get_mut(&(call.clone(), agent.clone())) else {
+            return;
+        };
+        link.view.phase = phase;
+        link.view.since = now;
+        if let Some(d) = hub.desks.get(agent) {
+            let _ = d.events.send(DeskEvent::Phase {
+                call: call.clone(),
+                phase,
+            });
+        }
+    }
+
+    /// The offer to `agent` ended without them taking it.
+    pub fn withdraw(&self, call: &CallId, agent: &AgentId, reason: &str) {
+        let mut hub = self.hub.lock();
+        if hub.calls.remove(&(call.clone(), agent.clone())).is_none() {
+            return;
+        }
+        if let Some(d) = hub.desks.get(agent) {
+            let _ = d.events.send(DeskEvent::OfferWithdrawn {
+                call: call.clone(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// The call is no longer the agent's business.
+    pub fn release(&self, call: &CallId, agent: &AgentId) {
+        let mut hub = self.hub.lock();
+        if hub.calls.remove(&(call.clone(), agent.clone())).is_none() {
+            return;
+        }
+        if let Some(d) = hub.desks.get(agent) {
+            let _ = d.events.send(DeskEvent::Released { call: call.clone() });
+        }
+    }
+
+    /// Passes an agent's command to their call and waits for its answer. An agent cannot act on a
+    /// call that is not theirs: `not_your_call`, whatever the call is.
+    pub async fn command(
+        &self,
+        agent: &AgentId,
+        call: &CallId,
+        command: AgentCommand,
+    ) -> Result<(), Refusal> {
+        let commands = {
+            let hub = self.hub.lock();
+            match hub.calls.get(&(call.clone(), agent.clone())) {
+                Some(l) => l.commands.clone(),
+                None => {
+                    return Err(Refusal::new(
+                        "not_your_call",
+                        "no call with that id is offered to or connected with you",
+                    ));
+                }
+            }
+        };
+        let (reply, rx) = oneshot::channel();
+        let request = CommandRequest {
+            agent: agent.clone(),
+            command,
+            reply,
+        };
+        if commands.send(request).is_err() {
+            return Err(Refusal::new("call_ended", "the call has ended"));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Refusal::new("call_ended", "the call has ended")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str) -> AgentId {
+        AgentId::new(id).expect("valid id")
+    }
+
+    fn pop(call: &str) -> Arc<ScreenPop> {
+        Arc::new(ScreenPop {
+            call: CallId::new(call).expect("valid id"),
+            queue: QueueId::new("support").expect("valid id"),
+            caller: Pii::new("+15550100".into()),
+            called: Pii::new("801".into()),
+            waited_ms: 1200,
+            explanation: "longest idle".into(),
+            customer: None,
+            ivr: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn an_agent_cannot_act_on_another_agents_call() {
+        let hub = DeskHub::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let p = pop("c1");
+        hub.offer(&agent("a1"), p.clone(), tx, Timestamp::from_millis(1));
+        let refused = hub.command(&agent("a2"), &p.call, AgentCommand::Hangup).await;
+        assert_eq!(refused.map_err(|r| r.code), Err("not_your_call"));
+        assert!(rx.try_recv().is_err(), "nothing reached the call");
+
+        let answer = tokio::spawn({
+            let hub = hub.clone();
+            let call = p.call.clone();
+            async move { hub.command(&agent("a1"), &call, AgentCommand::Reject).await }
+        });
+        let request = rx.recv().await.expect("the call hears its agent");
+        assert_eq!(request.command, AgentCommand::Reject);
+        let _ = request.reply.send(Ok(()));
+        assert_eq!(answer.await.expect("joined"), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_new_desktop_replaces_the_old_and_sees_the_agents_calls() {
+        let hub = DeskHub::new();
+        let a = agent("a1");
+        let mut first = hub.attach(&a, AgentMedia::Phone);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        hub.offer(&a, pop("c1"), tx, Timestamp::from_millis(5));
+        assert!(matches!(first.events.recv().await, Some(DeskEvent::Offered(_))));
+        hub.set_phase(
+            &pop("c1").call,
+            &a,
+            CallPhase::Connected,
+            Timestamp::from_millis(9),
+        );
+
+        let second = hub.attach(&a, AgentMedia::Browser);
+        let seen: Vec<_> = std::iter::from_fn(|| first.events.try_recv().ok()).collect();
+        assert!(seen.contains(&DeskEvent::Replaced));
+        assert_eq!(second.calls.len(), 1);
+        assert_eq!(second.calls[0].phase, CallPhase::Connected);
+        assert_eq!(hub.desk_media(&a), Some(AgentMedia::Browser));
+
+        // The old desktop going away does not detach the new one.
+        hub.detach(&a, first.generation);
+        assert_eq!(hub.desk_media(&a), Some(AgentMedia::Browser));
+        hub.detach(&a, second.generation);
+        assert_eq!(hub.desk_media(&a), None);
+    }
+
+    #[tokio::test]
+    async fn a_command_to_an_ended_call_says_so() {
+        let hub = DeskHub::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let p = pop("c1");
+        hub.offer(&agent("a1"), p.clone(), tx, Timestamp::from_millis(1));
+        drop(rx);
+        let refused = hub.command(&agent("a1"), &p.call, AgentCommand::Hold).await;
+        assert_eq!(refused.map_err(|r| r.code), Err("call_ended"));
+    }
+}

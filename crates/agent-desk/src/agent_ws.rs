@@ -1,0 +1,251 @@
+//! `/ws/agent`: one agent's desktop. After the upgrade the server sends `welcome` (state and calls,
+//! so a reloaded page picks up a call in progress), then pushes state changes, offers with their
+//! screen pop and call phases, and answers each request with `ack` or `error`. A request that is not
+//! valid now changes nothing. The agent's call does not depend on the socket: it stays up through a
+//! reload or a network drop and the next socket re-attaches to it.
+
+use crate::protocol::{
+    AgentFrame, AgentInfo, AgentRequest, MAX_FRAME_BYTES, PROTOCOL_VERSION, StateView, codes,
+};
+use crate::{ApiError, Credential, DeskServices, Session, authenticate, same_origin};
+use acd::{AcdError, Input, ReasonCode};
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use call_control::desk::{AgentCommand, AgentMedia, DeskEvent};
+use domain::{AgentId, Pii, Timestamp};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{Instrument, debug, info, info_span};
+
+/// Keep-alive pings on an idle socket (a dead network is noticed within about twice this).
+const PING_EVERY: Duration = Duration::from_secs(20);
+
+pub(crate) fn routes(desk: Arc<DeskServices>) -> Router {
+    Router::new().route("/ws/agent", get(upgrade)).with_state(desk)
+}
+
+#[derive(Debug, Deserialize)]
+struct Params {
+    #[serde(default)]
+    media: AgentMedia,
+}
+
+async fn upgrade(
+    State(desk): State<Arc<DeskServices>>,
+    headers: HeaderMap,
+    params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let (session, how) = authenticate(&desk, &headers).await?;
+    if how == Credential::Cookie && !same_origin(&headers) {
+        return Err(ApiError::forbidden());
+    }
+    let Query(params) =
+        params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    Ok(ws.max_message_size(MAX_FRAME_BYTES).on_upgrade(move |socket| {
+        let span = info_span!("desk", agent = %session.user);
+        run(socket, desk, session, params.media).instrument(span)
+    }))
+}
+
+/// The agent's current state, straight from the router (consistent with the change stream that was
+/// subscribed before asking).
+async fn current_state(desk: &DeskServices, agent: &AgentId) -> Option<StateView> {
+    let k = desk.acd.kpis().await?;
+    k.agents
+        .into_iter()
+        .find(|a| &a.agent == agent)
+        .map(|a| StateView {
+            state: a.state,
+            since: a.since,
+        })
+}
+
+fn frame_text(frame: &AgentFrame) -> String {
+    // Our frames are plain data: serialising them cannot fail.
+    serde_json::to_string(frame)
+        .unwrap_or_else(|_| r#"{"type":"error","code":"internal","message":"unserialisable"}"#.into())
+}
+
+fn error(id: Option<serde_json::Value>, code: &str, message: impl Into<String>) -> AgentFrame {
+    AgentFrame::Error {
+        id,
+        code: code.to_string(),
+        message: message.into(),
+    }
+}
+
+async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, media: AgentMedia) {
+    let agent = session.user.clone();
+    let (mut tx, mut rx) = socket.split();
+    // Subscribe before reading the state, so no change falls between the two.
+    let mut states = desk.acd.subscribe_agent_states();
+    let mut attachment = desk.desks.attach(&agent, media);
+    info!(?media, calls = attachment.calls.len(), "desktop attached");
+    let welcome = AgentFrame::Welcome {
+        protocol: PROTOCOL_VERSION,
+        agent: AgentInfo {
+            id: agent.clone(),
+            name: session.name.expose().clone(),
+            role: session.role,
+        },
+        media,
+        state: current_state(&desk, &agent).await,
+        calls: std::mem::take(&mut attachment.calls),
+    };
+    if tx.send(Message::Text(frame_text(&welcome).into())).await.is_err() {
+        desk.desks.detach(&agent, attachment.generation);
+        return;
+    }
+    let expires_in = Duration::from_millis(
+        session
+            .expires_at
+            .as_millis()
+            .saturating_sub(Timestamp::now_utc().as_millis())
+            .max(0) as u64,
+    );
+    let expiry = tokio::time::sleep(expires_in);
+    tokio::pin!(expiry);
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        let out: Option<AgentFrame> = tokio::select! {
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Text(text))) => Some(handle(&desk, &agent, text.as_str()).await),
+                Some(Ok(Message::Binary(_))) => Some(error(None, codes::BAD_REQUEST, "frames are JSON text")),
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => None,
+                Some(Err(e)) => {
+                    debug!(error = %e, "desktop socket failed");
+                    break;
+                }
+            },
+            ev = attachment.events.recv() => match ev {
+                Some(DeskEvent::Replaced) | None => {
+                    let _ = tx.send(Message::Text(frame_text(&AgentFrame::Replaced).into())).await;
+                    let _ = tx.send(Message::Close(None)).await;
+                    // The new desktop owns the agent now: do not detach it.
+                    return;
+                }
+                Some(ev) => Some(desk_frame(ev)),
+            },
+            change = states.recv() => match change {
+                Ok(c) if c.agent == agent => Some(AgentFrame::State(StateView { state: c.to, since: c.at })),
+                Ok(_) => None,
+                Err(RecvError::Lagged(_)) => current_state(&desk, &agent).await.map(AgentFrame::State),
+                Err(RecvError::Closed) => break,
+            },
+            _ = &mut expiry => {
+                let _ = tx.send(Message::Text(frame_text(&error(None, "session_expired", "log in again")).into())).await;
+                break;
+            }
+            _ = ping.tick() => {
+                if tx.send(Message::Ping(Vec::new().into())).await.is_err() { break }
+                None
+            }
+        };
+        if let Some(frame) = out
+            && tx.send(Message::Text(frame_text(&frame).into())).await.is_err()
+        {
+            break;
+        }
+    }
+    desk.desks.detach(&agent, attachment.generation);
+    info!("desktop detached");
+}
+
+fn desk_frame(ev: DeskEvent) -> AgentFrame {
+    match ev {
+        DeskEvent::Offered(pop) => AgentFrame::Offer { pop },
+        DeskEvent::OfferWithdrawn { call, reason } => AgentFrame::OfferWithdrawn { call, reason },
+        DeskEvent::Phase { call, phase } => AgentFrame::CallPhase { call, phase },
+        DeskEvent::Released { call } => AgentFrame::Released { call },
+        DeskEvent::MediaAnswer { call, sdp } => AgentFrame::MediaAnswer { call, sdp },
+        DeskEvent::Replaced => AgentFrame::Replaced,
+    }
+}
+
+/// The router's refusal as an error code and message.
+pub(crate) fn acd_refusal(e: AcdError) -> (&'static str, String) {
+    match e {
+        AcdError::IllegalTransition { source, .. } => (codes::ILLEGAL_TRANSITION, source.to_string()),
+        AcdError::UnknownAgent(a) => (
+            codes::UNKNOWN_AGENT,
+            format!("agent {a} is not configured in the ACD"),
+        ),
+        other => (codes::UNAVAILABLE, other.to_string()),
+    }
+}
+
+async fn handle(desk: &DeskServices, agent: &AgentId, text: &str) -> AgentFrame {
+    if text.len() > MAX_FRAME_BYTES {
+        return error(
+            None,
+            codes::TOO_LARGE,
+            format!("frames are at most {MAX_FRAME_BYTES} bytes"),
+        );
+    }
+    let request = match AgentRequest::parse(text) {
+        Ok(r) => r,
+        Err(bad) => return error(bad.id, codes::BAD_REQUEST, bad.message),
+    };
+    let id = request.id();
+    let state_input = match &request {
+        AgentRequest::Login { .. } => Some(Input::AgentLogin { agent: agent.clone() }),
+        AgentRequest::Logout { .. } => Some(Input::AgentLogout { agent: agent.clone() }),
+        AgentRequest::Ready { .. } => Some(Input::AgentReady { agent: agent.clone() }),
+        AgentRequest::NotReady { reason, .. } => match ReasonCode::new(reason.clone()) {
+            Ok(reason) => Some(Input::AgentNotReady {
+                agent: agent.clone(),
+                reason,
+            }),
+            Err(e) => return error(id, codes::BAD_REQUEST, e.to_string()),
+        },
+        _ => None,
+    };
+    if let Some(input) = state_input {
+        return match desk.acd.request(input).await {
+            Ok(()) => AgentFrame::Ack { id },
+            Err(e) => {
+                let (code, message) = acd_refusal(e);
+                error(id, code, message)
+            }
+        };
+    }
+    let (call, command) = match request {
+        AgentRequest::Accept { call, sdp, .. } => (call, AgentCommand::Accept { sdp }),
+        AgentRequest::Reject { call, .. } => (call, AgentCommand::Reject),
+        AgentRequest::Hangup { call, .. } => (call, AgentCommand::Hangup),
+        AgentRequest::Hold { call, .. } => (call, AgentCommand::Hold),
+        AgentRequest::Unhold { call, .. } => (call, AgentCommand::Unhold),
+        AgentRequest::Transfer { call, to, .. } => (call, AgentCommand::Transfer(to)),
+        AgentRequest::WrapUp {
+            call,
+            disposition,
+            notes,
+            ..
+        } => (
+            call,
+            AgentCommand::WrapUp {
+                disposition: disposition.trim().to_string(),
+                notes: Pii::new(notes),
+            },
+        ),
+        AgentRequest::Ping { .. } => return AgentFrame::Pong { id },
+        AgentRequest::Login { .. }
+        | AgentRequest::Logout { .. }
+        | AgentRequest::Ready { .. }
+        | AgentRequest::NotReady { .. } => return AgentFrame::Ack { id },
+    };
+    match desk.desks.command(agent, &call, command).await {
+        Ok(()) => AgentFrame::Ack { id },
+        Err(refusal) => error(id, refusal.code, refusal.message),
+    }
+}

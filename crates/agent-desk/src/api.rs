@@ -1,0 +1,217 @@
+//! The REST API under `/api/v1` (documented in `docs/openapi.yaml`): login and logout, the caller's
+//! own session, live queue and agent figures (supervisors), and customers' records and history
+//! (agents and up).
+
+use crate::auth::LoginError;
+use crate::protocol::{AgentInfo, SupervisorFrame};
+use crate::{ApiError, Credential, DeskServices, SESSION_COOKIE, authenticate, request_token};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use domain::{CustomerId, Timestamp};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+type Desk = State<Arc<DeskServices>>;
+
+pub(crate) fn routes(desk: Arc<DeskServices>) -> Router {
+    Router::new()
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/logout", post(logout))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/queues", get(queues))
+        .route("/api/v1/agents", get(agents))
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/customers", get(find_customer))
+        .route("/api/v1/customers/{id}/interactions", get(customer_interactions))
+        .with_state(desk)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    user: String,
+    password: String,
+}
+
+fn bad_json(e: JsonRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
+}
+
+async fn login(
+    State(desk): Desk,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<LoginRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(bad_json)?;
+    if req.user.len() > 64 || req.password.len() > 256 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "user or password too long",
+        ));
+    }
+    let now = Timestamp::now_utc();
+    let (token, session) = desk
+        .auth
+        .login(&req.user, &req.password, &peer.ip().to_string(), now)
+        .await
+        .map_err(|e| match e {
+            LoginError::BadCredentials => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", e.to_string())
+            }
+            LoginError::LockedOut { retry_after_secs } => ApiError {
+                retry_after_secs: Some(retry_after_secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "locked_out", e.to_string())
+            },
+            LoginError::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+            }
+        })?;
+    let max_age = desk.auth.config().session_ttl.as_secs();
+    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+    let body = serde_json::json!({
+        "token": token,
+        "user": AgentInfo { id: session.user.clone(), name: session.name.expose().clone(), role: session.role },
+        "expires_at": session.expires_at,
+    });
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+async fn logout(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (token, _) = request_token(&headers).ok_or_else(ApiError::unauthorized)?;
+    desk.auth.logout(&token).await;
+    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&clear) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+async fn me(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (session, how) = authenticate(&desk, &headers).await?;
+    Ok(Json(serde_json::json!({
+        "user": AgentInfo { id: session.user.clone(), name: session.name.expose().clone(), role: session.role },
+        "expires_at": session.expires_at,
+        "via": match how { Credential::Bearer => "bearer", Credential::Cookie => "cookie" },
+    }))
+    .into_response())
+}
+
+async fn supervisor(desk: &DeskServices, headers: &HeaderMap) -> Result<crate::Session, ApiError> {
+    let (session, _) = authenticate(desk, headers).await?;
+    if session.is_supervisor() {
+        Ok(session)
+    } else {
+        Err(ApiError::forbidden())
+    }
+}
+
+async fn snapshot(desk: &DeskServices) -> Result<acd::KpiSnapshot, ApiError> {
+    desk.acd.kpis().await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the ACD is not running",
+        )
+    })
+}
+
+async fn queues(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiError> {
+    supervisor(&desk, &headers).await?;
+    let k = snapshot(&desk).await?;
+    Ok(Json(serde_json::json!({"at": k.at, "queues": k.queues})).into_response())
+}
+
+async fn agents(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiError> {
+    supervisor(&desk, &headers).await?;
+    let k = snapshot(&desk).await?;
+    match SupervisorFrame::stats(&k) {
+        SupervisorFrame::Stats { at, agents, .. } => {
+            Ok(Json(serde_json::json!({"at": at, "agents": agents})).into_response())
+        }
+        _ => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "unexpected frame",
+        )),
+    }
+}
+
+async fn stats(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiError> {
+    supervisor(&desk, &headers).await?;
+    let k = snapshot(&desk).await?;
+    Ok(Json(SupervisorFrame::stats(&k)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct CustomerQuery {
+    phone: Option<String>,
+    account: Option<String>,
+}
+
+fn store_error(e: crm_store::StoreError) -> ApiError {
+    tracing::warn!(error = %e, "CRM request failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the CRM store is unavailable",
+    )
+}
+
+async fn find_customer(
+    State(desk): Desk,
+    headers: HeaderMap,
+    query: Result<Query<CustomerQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    authenticate(&desk, &headers).await?;
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let found = match (q.phone, q.account) {
+        (Some(phone), None) => desk.crm.find_customer_by_phone(&phone).await,
+        (None, Some(account)) => desk.crm.find_customer_by_account(&account).await,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give exactly one of phone= or account=",
+            ));
+        }
+    }
+    .map_err(store_error)?;
+    match found {
+        Some(card) => Ok(Json(card).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such customer",
+        )),
+    }
+}
+
+async fn customer_interactions(
+    State(desk): Desk,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authenticate(&desk, &headers).await?;
+    let id = CustomerId::new(&id)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    if desk.crm.customer(&id).await.map_err(store_error)?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such customer",
+        ));
+    }
+    let history = desk.crm.customer_history(&id, None).await.map_err(store_error)?;
+    Ok(Json(serde_json::json!({"customer": id, "interactions": history})).into_response())
+}

@@ -1,0 +1,502 @@
+//! The CTI protocol's frames (version [`PROTOCOL_VERSION`]): JSON text messages on `/ws/agent` and
+//! `/ws/supervisor`, each an object with a `type`. Requests may carry an `id`, echoed in the `ack` or
+//! `error` that answers them. `docs/cti-protocol.md` documents every frame.
+//!
+//! Parsing is two-step so a bad frame is always answered: first the envelope (`type`, `id`), then the
+//! body; an unknown type, a missing field or a bad value is an `error` frame naming the problem.
+
+use acd::AgentState;
+use call_control::desk::{AgentMedia, CallPhase, CallView, ScreenPop, TransferTarget};
+use domain::{AgentId, CallId, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The protocol version the server speaks, sent in `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame a client may send.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Stable error codes of `error` frames.
+pub mod codes {
+    /// The frame is not JSON, has no known `type`, or a field is missing or invalid.
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// The frame is larger than the protocol allows.
+    pub const TOO_LARGE: &str = "too_large";
+    /// The agent state change is not allowed now (the message says why).
+    pub const ILLEGAL_TRANSITION: &str = "illegal_transition";
+    /// The role of the session does not allow this.
+    pub const FORBIDDEN: &str = "forbidden";
+    /// The agent or queue named does not exist.
+    pub const UNKNOWN_AGENT: &str = "unknown_agent";
+    /// Something on the server side failed; nothing changed.
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+/// The envelope every client frame has.
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+}
+
+/// A client frame that could not be understood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadFrame {
+    pub id: Option<serde_json::Value>,
+    pub message: String,
+}
+
+/// What an agent's desktop asks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AgentRequest {
+    /// Log in to the ACD (logged out -> available).
+    Login {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+    Logout {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+    Ready {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+    NotReady {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        reason: String,
+    },
+    Accept {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        call: CallId,
+        /// The softphone's SDP offer (browser media only).
+        #[serde(default)]
+        sdp: Option<String>,
+    },
+    Reject {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        call: CallId,
+    },
+    Hangup {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        call: CallId,
+    },
+    Hold {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        call: CallId,
+    },
+    Unhold {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        call: CallId,
+    },
+    Transfer {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        call: CallId,
+        to: TransferTarget,
+    },
+    WrapUp {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        call: CallId,
+        disposition: String,
+        #[serde(default)]
+        notes: String,
+    },
+    Ping {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+}
+
+/// What a supervisor's wallboard asks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SupervisorRequest {
+    /// Make an agent ready, or not ready with a reason.
+    ForceState {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        agent: AgentId,
+        state: ForcedState,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Log an agent out of the ACD.
+    LogoutAgent {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        agent: AgentId,
+    },
+    Ping {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
+}
+
+/// The states a supervisor may force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForcedState {
+    Ready,
+    NotReady,
+}
+
+/// Longest disposition code and notes accepted.
+pub const MAX_DISPOSITION_LEN: usize = 64;
+pub const MAX_NOTES_LEN: usize = 4000;
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T, BadFrame> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| BadFrame {
+        id: None,
+        message: format!("not a JSON object: {e}"),
+    })?;
+    let envelope: Envelope = serde_json::from_value(value.clone()).map_err(|_| BadFrame {
+        id: None,
+        message: "a frame is a JSON object with a string \"type\"".into(),
+    })?;
+    if !known.contains(&envelope.kind.as_str()) {
+        return Err(BadFrame {
+            id: envelope.id,
+            message: format!("unknown type {:?}; known: {}", envelope.kind, known.join(", ")),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| BadFrame {
+        id: envelope.id,
+        message: format!("{}: {e}", envelope.kind),
+    })
+}
+
+impl AgentRequest {
+    const TYPES: [&'static str; 12] = [
+        "login",
+        "logout",
+        "ready",
+        "not_ready",
+        "accept",
+        "reject",
+        "hangup",
+        "hold",
+        "unhold",
+        "transfer",
+        "wrap_up",
+        "ping",
+    ];
+
+    /// Parses one text frame from an agent's desktop.
+    pub fn parse(text: &str) -> Result<Self, BadFrame> {
+        let request: AgentRequest = parse(text, &Self::TYPES)?;
+        if let AgentRequest::WrapUp {
+            id,
+            disposition,
+            notes,
+            ..
+        } = &request
+        {
+            let bad = if disposition.trim().is_empty() || disposition.len() > MAX_DISPOSITION_LEN {
+                Some(format!("disposition must be 1-{MAX_DISPOSITION_LEN} characters"))
+            } else if notes.len() > MAX_NOTES_LEN {
+                Some(format!("notes must be at most {MAX_NOTES_LEN} bytes"))
+            } else {
+                None
+            };
+            if let Some(message) = bad {
+                return Err(BadFrame {
+                    id: id.clone(),
+                    message,
+                });
+            }
+        }
+        Ok(request)
+    }
+
+    /// The request id to echo.
+    pub fn id(&self) -> Option<serde_json::Value> {
+        match self {
+            AgentRequest::Login { id }
+            | AgentRequest::Logout { id }
+            | AgentRequest::Ready { id }
+            | AgentRequest::NotReady { id, .. }
+            | AgentRequest::Accept { id, .. }
+            | AgentRequest::Reject { id, .. }
+            | AgentRequest::Hangup { id, .. }
+            | AgentRequest::Hold { id, .. }
+            | AgentRequest::Unhold { id, .. }
+            | AgentRequest::Transfer { id, .. }
+            | AgentRequest::WrapUp { id, .. }
+            | AgentRequest::Ping { id } => id.clone(),
+        }
+    }
+}
+
+impl SupervisorRequest {
+    const TYPES: [&'static str; 3] = ["force_state", "logout_agent", "ping"];
+
+    /// Parses one text frame from a wallboard.
+    pub fn parse(text: &str) -> Result<Self, BadFrame> {
+        parse(text, &Self::TYPES)
+    }
+
+    pub fn id(&self) -> Option<serde_json::Value> {
+        match self {
+            SupervisorRequest::ForceState { id, .. }
+            | SupervisorRequest::LogoutAgent { id, .. }
+            | SupervisorRequest::Ping { id } => id.clone(),
+        }
+    }
+}
+
+/// An agent's state as frames carry it: `{"state": "not_ready", "reason": "break", "since": ms}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateView {
+    #[serde(flatten)]
+    pub state: AgentState,
+    pub since: Timestamp,
+}
+
+/// Who the desktop belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentInfo {
+    pub id: AgentId,
+    pub name: String,
+    pub role: crm_store::Role,
+}
+
+/// What the server sends an agent's desktop.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentFrame {
+    /// First frame after connecting: who, in which state, with which calls (after a reload, the
+    /// calls still going on).
+    Welcome {
+        protocol: u32,
+        agent: AgentInfo,
+        media: AgentMedia,
+        state: Option<StateView>,
+        calls: Vec<CallView>,
+    },
+    State(StateView),
+    Offer {
+        pop: Arc<ScreenPop>,
+    },
+    OfferWithdrawn {
+        call: CallId,
+        reason: String,
+    },
+    CallPhase {
+        call: CallId,
+        phase: CallPhase,
+    },
+    Released {
+        call: CallId,
+    },
+    MediaAnswer {
+        call: CallId,
+        sdp: String,
+    },
+    /// Another desktop of the same agent took over; this socket closes.
+    Replaced,
+    Ack {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+        code: String,
+        message: String,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+    },
+}
+
+/// One agent on the wallboard.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentRow {
+    pub agent: AgentId,
+    #[serde(flatten)]
+    pub state: StateView,
+    pub occupancy: Option<f64>,
+    pub handled: u64,
+}
+
+/// What the server sends a wallboard.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SupervisorFrame {
+    Welcome {
+        protocol: u32,
+        user: AgentInfo,
+    },
+    /// The live figures: every queue and every agent.
+    Stats {
+        at: Timestamp,
+        interval_start: Timestamp,
+        queues: Vec<acd::QueueKpi>,
+        agents: Vec<AgentRow>,
+    },
+    Ack {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+        code: String,
+        message: String,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+    },
+}
+
+impl SupervisorFrame {
+    /// The wallboard's view of a KPI snapshot.
+    pub fn stats(k: &acd::KpiSnapshot) -> Self {
+        SupervisorFrame::Stats {
+            at: k.at,
+            interval_start: k.interval_start,
+            queues: k.queues.clone(),
+            agents: k
+                .agents
+                .iter()
+                .map(|a| AgentRow {
+                    agent: a.agent.clone(),
+                    state: StateView {
+                        state: a.state.clone(),
+                        since: a.since,
+                    },
+                    occupancy: a.occupancy,
+                    handled: a.counters.handled,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_agent_request_parses() {
+        let frames = [
+            r#"{"type":"login"}"#,
+            r#"{"type":"logout","id":1}"#,
+            r#"{"type":"ready","id":"r1"}"#,
+            r#"{"type":"not_ready","reason":"lunch"}"#,
+            r#"{"type":"accept","call":"c1","sdp":"v=0"}"#,
+            r#"{"type":"reject","call":"c1"}"#,
+            r#"{"type":"hangup","call":"c1"}"#,
+            r#"{"type":"hold","call":"c1"}"#,
+            r#"{"type":"unhold","call":"c1"}"#,
+            r#"{"type":"transfer","call":"c1","to":{"queue":"sales"}}"#,
+            r#"{"type":"transfer","call":"c1","to":{"agent":"1002"}}"#,
+            r#"{"type":"wrap_up","call":"c1","disposition":"resolved","notes":"ok"}"#,
+            r#"{"type":"ping","id":7}"#,
+        ];
+        for f in frames {
+            AgentRequest::parse(f).unwrap_or_else(|e| panic!("{f}: {}", e.message));
+        }
+        assert_eq!(
+            AgentRequest::parse(r#"{"type":"ready","id":"r1"}"#).map(|r| r.id()),
+            Ok(Some(serde_json::json!("r1")))
+        );
+    }
+
+    #[test]
+    fn bad_frames_say_what_is_wrong_and_keep_the_id() {
+        let cases = [
+            ("not json", None, "not a JSON object"),
+            (r#"[1,2]"#, None, "\"type\""),
+            (
+                r#"{"type":"dance","id":3}"#,
+                Some(serde_json::json!(3)),
+                "unknown type",
+            ),
+            (
+                r#"{"type":"not_ready","id":4}"#,
+                Some(serde_json::json!(4)),
+                "reason",
+            ),
+            (r#"{"type":"hangup","call":""}"#, None, "hangup"),
+            (
+                r#"{"type":"wrap_up","id":5,"call":"c1","disposition":" "}"#,
+                Some(serde_json::json!(5)),
+                "disposition",
+            ),
+            (
+                r#"{"type":"transfer","call":"c1","to":{"planet":"mars"}}"#,
+                None,
+                "transfer",
+            ),
+            (r#"{"type":"ready","extra":true}"#, None, "extra"),
+        ];
+        for (text, id, needle) in cases {
+            let e = AgentRequest::parse(text).expect_err(text);
+            assert_eq!(e.id, id, "{text}");
+            assert!(e.message.contains(needle), "{text}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn supervisor_requests_parse() {
+        let r = SupervisorRequest::parse(
+            r#"{"type":"force_state","agent":"1001","state":"not_ready","reason":"meeting"}"#,
+        );
+        assert!(matches!(
+            r,
+            Ok(SupervisorRequest::ForceState {
+                state: ForcedState::NotReady,
+                ..
+            })
+        ));
+        assert!(
+            SupervisorRequest::parse(r#"{"type":"force_state","agent":"1001","state":"asleep"}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn state_frames_are_flat() {
+        let f = AgentFrame::State(StateView {
+            state: AgentState::NotReady {
+                reason: acd::ReasonCode::new("break").expect("valid"),
+            },
+            since: Timestamp::from_millis(42),
+        });
+        let json = serde_json::to_value(&f).expect("serialises");
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"state","state":"not_ready","reason":"break","since":42})
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,300}") {
+            let _ = AgentRequest::parse(&text);
+            let _ = SupervisorRequest::parse(&text);
+        }
+
+        #[test]
+        fn arbitrary_objects_never_panic(kind in "[a-z_]{0,12}", call in ".{0,40}", extra in ".{0,40}") {
+            let text = serde_json::json!({"type": kind, "call": call, "reason": extra, "to": {"queue": extra}}).to_string();
+            let _ = AgentRequest::parse(&text);
+            let _ = SupervisorRequest::parse(&text);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! `/ws/supervisor`: the live wallboard. Supervisors and admins only. The server pushes a `stats`
+//! frame (every queue's figures, every agent's state and time in state) whenever the ACD publishes
+//! new figures, at most every 250 ms and at least once a second; supervisors can force an agent ready
+//! or not ready and log an agent out. Every such change is written to the audit log.
+
+use crate::agent_ws::acd_refusal;
+use crate::protocol::{
+    AgentInfo, ForcedState, MAX_FRAME_BYTES, PROTOCOL_VERSION, SupervisorFrame, SupervisorRequest, codes,
+};
+use crate::{ApiError, Credential, DeskServices, Session, authenticate, same_origin};
+use acd::{Input, ReasonCode};
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use domain::Timestamp;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use tracing::{Instrument, info_span, warn};
+
+pub(crate) fn routes(desk: Arc<DeskServices>) -> Router {
+    Router::new()
+        .route("/ws/supervisor", get(upgrade))
+        .with_state(desk)
+}
+
+async fn upgrade(
+    State(desk): State<Arc<DeskServices>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let (session, how) = authenticate(&desk, &headers).await?;
+    if !session.is_supervisor() || (how == Credential::Cookie && !same_origin(&headers)) {
+        return Err(ApiError::forbidden());
+    }
+    Ok(ws.max_message_size(MAX_FRAME_BYTES).on_upgrade(move |socket| {
+        let span = info_span!("wallboard", user = %session.user);
+        run(socket, desk, session).instrument(span)
+    }))
+}
+
+fn text(frame: &SupervisorFrame) -> String {
+    serde_json::to_string(frame)
+        .unwrap_or_else(|_| r#"{"type":"error","code":"internal","message":"unserialisable"}"#.into())
+}
+
+async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session) {
+    let (mut tx, mut rx) = socket.split();
+    let welcome = SupervisorFrame::Welcome {
+        protocol: PROTOCOL_VERSION,
+        user: AgentInfo {
+            id: session.user.clone(),
+            name: session.name.expose().clone(),
+            role: session.role,
+        },
+    };
+    if tx.send(Message::Text(text(&welcome).into())).await.is_err() {
+        return;
+    }
+    let mut kpis = desk.acd.live_kpis();
+    kpis.mark_unchanged();
+    // The first figures go out at once, fresh from the router.
+    if let Some(snapshot) = desk.acd.kpis().await
+        && tx
+            .send(Message::Text(text(&SupervisorFrame::stats(&snapshot)).into()))
+            .await
+            .is_err()
+    {
+        return;
+    }
+    let expires_in = std::time::Duration::from_millis(
+        session
+            .expires_at
+            .as_millis()
+            .saturating_sub(Timestamp::now_utc().as_millis())
+            .max(0) as u64,
+    );
+    let expiry = tokio::time::sleep(expires_in);
+    tokio::pin!(expiry);
+    loop {
+        let out = tokio::select! {
+            changed = kpis.changed() => {
+                if changed.is_err() { break }
+                let snapshot = kpis.borrow_and_update().clone();
+                Some(SupervisorFrame::stats(&snapshot))
+            }
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Text(t))) => Some(handle(&desk, &session, t.as_str()).await),
+                Some(Ok(Message::Binary(_))) => Some(error(None, codes::BAD_REQUEST, "frames are JSON text")),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => None,
+            },
+            _ = &mut expiry => {
+                let _ = tx.send(Message::Text(text(&error(None, "session_expired", "log in again")).into())).await;
+                break;
+            }
+        };
+        if let Some(frame) = out
+            && tx.send(Message::Text(text(&frame).into())).await.is_err()
+        {
+            break;
+        }
+    }
+}
+
+fn error(id: Option<serde_json::Value>, code: &str, message: impl Into<String>) -> SupervisorFrame {
+    SupervisorFrame::Error {
+        id,
+        code: code.to_string(),
+        message: message.into(),
+    }
+}
+
+async fn handle(desk: &DeskServices, session: &Session, frame: &str) -> SupervisorFrame {
+    let request = match SupervisorRequest::parse(frame) {
+        Ok(r) => r,
+        Err(bad) => return error(bad.id, codes::BAD_REQUEST, bad.message),
+    };
+    let id = request.id();
+    let (agent, input, detail) = match request {
+        SupervisorRequest::Ping { .. } => return SupervisorFrame::Pong { id },
+        SupervisorRequest::ForceState {
+            agent,
+            state: ForcedState::Ready,
+            ..
+        } => (agent.clone(), Input::AgentReady { agent }, "ready".to_string()),
+        SupervisorRequest::ForceState {
+            agent,
+            state: ForcedState::NotReady,
+            reason,
+            ..
+        } => {
+            let reason = match ReasonCode::new(reason.unwrap_or_else(|| "supervisor".into())) {
+                Ok(r) => r,
+                Err(e) => return error(id, codes::BAD_REQUEST, e.to_string()),
+            };
+            let detail = format!("not_ready({reason})");
+            (agent.clone(), Input::AgentNotReady { agent, reason }, detail)
+        }
+        SupervisorRequest::LogoutAgent { agent, .. } => (
+            agent.clone(),
+            Input::AgentLogout { agent },
+            "logged_out".to_string(),
+        ),
+    };
+    if let Err(e) = desk.acd.request(input).await {
+        let (code, message) = acd_refusal(e);
+        return error(id, code, message);
+    }
+    let entry = crm_store::AuditEntry {
+        at: Timestamp::now_utc(),
+        actor: session.user.as_str().to_string(),
+        action: "agent.force_state".into(),
+        entity: "agent".into(),
+        entity_id: agent.as_str().to_string(),
+        detail,
+    };
+    if let Err(e) = desk.crm.audit(&entry).await {
+        warn!(error = %e, "audit entry not written");
+    }
+    SupervisorFrame::Ack { id }
+}

@@ -1,0 +1,161 @@
+// Agent desktop: the CTI socket (/ws/agent), the screen pop, call controls, wrap-up, and the browser
+// softphone (WebRTC: our SDP offer goes in "accept", the server's answer comes as "media_answer").
+'use strict';
+const $ = (id) => document.getElementById(id);
+let ws = null, nextId = 1, call = null, phase = null, pc = null, retry = 500;
+const pending = new Map();
+
+function show(el, on) { el.classList.toggle('hidden', !on); }
+function text(el, t) { el.textContent = t == null ? '' : String(t); }
+function esc(s) { const d = document.createElement('div'); d.textContent = s == null ? '' : String(s); return d.innerHTML; }
+
+function send(frame) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return Promise.reject(new Error('not connected'));
+  const id = nextId++;
+  frame.id = id;
+  ws.send(JSON.stringify(frame));
+  return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
+}
+function act(frame) { text($('error'), ''); send(frame).catch((e) => text($('error'), e.message)); }
+
+function setState(s) {
+  const el = $('state');
+  el.className = 'state ' + s.state;
+  text(el, s.state.replace('_', ' ') + (s.reason ? ' (' + s.reason + ')' : ''));
+}
+
+function renderPop(pop) {
+  text($('pop-caller'), pop.caller);
+  text($('pop-queue'), pop.queue);
+  text($('pop-wait'), 'waited ' + Math.round(pop.waited_ms / 1000) + ' s');
+  text($('pop-why'), pop.explanation);
+  const c = pop.customer;
+  if (c) {
+    const cu = c.customer;
+    let h = '<h2>' + esc(cu.name) + ' <span class="tier-' + esc(cu.tier) + '">' + esc(cu.tier) + '</span></h2>';
+    h += '<div class="muted">Account ' + esc(cu.account_number || '—') + (cu.account_manager ? ' · account manager ' + esc(cu.account_manager) : '') + '</div>';
+    if (c.recent && c.recent.length) {
+      h += '<table><tr><th>When</th><th>Queue</th><th>Agent</th><th>Outcome</th></tr>';
+      for (const i of c.recent) {
+        h += '<tr><td>' + esc(i.arrived_at_ms ? new Date(i.arrived_at_ms).toLocaleString() : '') + '</td><td>' + esc(i.queue) + '</td><td>' + esc(i.agent) + '</td><td>' + esc(i.abandoned ? 'abandoned' : (i.disposition || '')) + '</td></tr>';
+      }
+      h += '</table>';
+    }
+    $('pop-customer').innerHTML = h;
+  } else {
+    $('pop-customer').innerHTML = '<p class="muted">Caller not found in the CRM.</p>';
+  }
+  const ivr = pop.ivr;
+  if (ivr && ivr.variables && Object.keys(ivr.variables).length) {
+    let h = '<h2>Entered in the IVR</h2><table>';
+    for (const [k, v] of Object.entries(ivr.variables)) h += '<tr><th>' + esc(k) + '</th><td>' + esc(typeof v === 'object' ? JSON.stringify(v) : v) + '</td></tr>';
+    $('pop-ivr').innerHTML = h + '</table>';
+  } else { $('pop-ivr').innerHTML = ''; }
+}
+
+function setPhase(p) {
+  phase = p;
+  const el = $('call-phase');
+  el.className = 'state ' + ({ offered: 'reserved', connected: 'on_call', held: 'reserved', wrap_up: 'wrap_up' }[p] || '');
+  text(el, p.replace('_', ' '));
+  show($('call'), true);
+  const browser = $('softphone').checked;
+  $('btn-accept').disabled = p !== 'offered' || !browser;
+  $('btn-accept').title = browser ? '' : 'Answer on your SIP phone';
+  $('btn-reject').disabled = p !== 'offered';
+  $('btn-hold').disabled = p !== 'connected';
+  $('btn-unhold').disabled = p !== 'held';
+  $('btn-hangup').disabled = !(p === 'connected' || p === 'held');
+  $('btn-transfer').disabled = p !== 'connected';
+  show($('wrapup'), p === 'wrap_up');
+}
+
+function clearCall() {
+  call = null; phase = null;
+  show($('call'), false);
+  if (pc) { pc.close(); pc = null; }
+}
+
+async function answerInBrowser() {
+  pc = new RTCPeerConnection({ iceServers: [] });
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+  for (const t of stream.getTracks()) pc.addTrack(t, stream);
+  pc.ontrack = (e) => { $('remote-audio').srcObject = e.streams[0]; };
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  // Non-trickle: the server end is ICE-lite, so send the offer with every candidate in it.
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') resolve(); };
+    setTimeout(resolve, 2000);
+  });
+  return pc.localDescription.sdp;
+}
+
+function onFrame(f) {
+  switch (f.type) {
+    case 'welcome':
+      text($('who'), f.agent.name + ' (' + f.agent.id + ')');
+      $('softphone').checked = f.media === 'browser';
+      if (f.state) setState(f.state);
+      clearCall();
+      for (const c of f.calls) { call = c.pop.call; renderPop(c.pop); setPhase(c.phase); }
+      break;
+    case 'state': setState(f); break;
+    case 'offer': call = f.pop.call; renderPop(f.pop); setPhase('offered'); break;
+    case 'offer_withdrawn': if (f.call === call) clearCall(); break;
+    case 'call_phase': if (f.call === call) setPhase(f.phase); break;
+    case 'released': if (f.call === call) clearCall(); break;
+    case 'media_answer': if (pc && f.call === call) pc.setRemoteDescription({ type: 'answer', sdp: f.sdp }); break;
+    case 'replaced': text($('error'), 'This desktop was opened elsewhere.'); retry = 0; break;
+    case 'ack': case 'pong': { const p = pending.get(f.id); if (p) { pending.delete(f.id); p.resolve(f); } break; }
+    case 'error': {
+      const p = pending.get(f.id);
+      if (p) { pending.delete(f.id); p.reject(new Error(f.message + ' [' + f.code + ']')); }
+      else text($('error'), f.message);
+      if (f.code === 'session_expired') location.href = '/?next=/agent';
+      break;
+    }
+  }
+}
+
+function connect() {
+  const media = $('softphone').checked ? 'browser' : 'phone';
+  ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws/agent?media=' + media);
+  ws.onopen = () => { text($('link'), 'online'); retry = 500; };
+  ws.onmessage = (e) => { try { onFrame(JSON.parse(e.data)); } catch (x) { console.error(x); } };
+  ws.onclose = (e) => {
+    text($('link'), 'offline');
+    for (const p of pending.values()) p.reject(new Error('connection lost'));
+    pending.clear();
+    if (e.code === 1008 || e.code === 4401) { location.href = '/?next=/agent'; return; }
+    if (retry > 0) { setTimeout(connect, retry); retry = Math.min(retry * 2, 5000); }
+  };
+}
+
+async function checkSession() {
+  const r = await fetch('/api/v1/me');
+  if (r.status === 401) { location.href = '/?next=/agent'; return false; }
+  return true;
+}
+
+$('btn-ready').onclick = () => act({ type: 'ready' });
+$('btn-not-ready').onclick = () => act({ type: 'not_ready', reason: $('reason').value });
+$('btn-login').onclick = () => act({ type: 'login' });
+$('btn-logout').onclick = () => act({ type: 'logout' });
+$('btn-reject').onclick = () => act({ type: 'reject', call });
+$('btn-hold').onclick = () => act({ type: 'hold', call });
+$('btn-unhold').onclick = () => act({ type: 'unhold', call });
+$('btn-hangup').onclick = () => act({ type: 'hangup', call });
+$('btn-transfer').onclick = () => { const to = {}; to[$('transfer-kind').value] = $('transfer-to').value.trim(); act({ type: 'transfer', call, to }); };
+$('btn-accept').onclick = async () => {
+  try { const sdp = await answerInBrowser(); act({ type: 'accept', call, sdp }); }
+  catch (e) { text($('error'), 'Softphone: ' + e.message); }
+};
+$('softphone').onchange = () => { if (ws) ws.close(); };
+$('wrapup').addEventListener('submit', (e) => {
+  e.preventDefault();
+  act({ type: 'wrap_up', call, disposition: $('disposition').value, notes: $('notes').value });
+  $('notes').value = '';
+});
+checkSession().then((ok) => { if (ok) connect(); });

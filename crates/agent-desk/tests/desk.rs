@@ -1,0 +1,574 @@
+//! Protocol and authorisation tests of the desk over real HTTP and WebSocket connections: an
+//! in-process server over an in-memory state store, an in-memory SQLite CRM and a running ACD task.
+//! Every CTI request type and every refusal is exercised; calls themselves (offers, hold, wrap-up)
+//! are covered by the system tests, which place real SIP calls.
+
+use agent_desk::{Auth, AuthConfig, DeskServices, Http};
+use call_control::{AcdHandle, DeskHub};
+use crm_store::{CrmStore, Role};
+use domain::{AgentId, Timestamp};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Message, http};
+use tokio_util::sync::CancellationToken;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Server {
+    addr: SocketAddr,
+    crm: CrmStore,
+    auth: Auth,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn start() -> Server {
+    let crm = CrmStore::connect("sqlite::memory:").await.expect("crm");
+    crm.migrate().await.expect("migrations");
+    let state = state_store::StateStore::memory();
+    let config: acd::AcdConfig = serde_json::from_value(json!({
+        "queues": [{"id": "support"}, {"id": "sales"}],
+        "agents": [
+            {"id": "1001", "queues": [{"queue": "support", "rank": 1}]},
+            {"id": "1002", "queues": [{"queue": "support", "rank": 1}, {"queue": "sales", "rank": 1}]}
+        ]
+    }))
+    .expect("acd config");
+    let acd = AcdHandle::start(config, false, None).expect("acd");
+    let auth = Auth::new(
+        crm.clone(),
+        state.clone(),
+        AuthConfig {
+            session_ttl: Duration::from_secs(600),
+            max_failures: 3,
+            lockout: Duration::from_secs(60),
+        },
+    )
+    .expect("auth");
+    let now = Timestamp::now_utc();
+    for (id, role, pw) in [
+        ("1001", Role::Agent, "agent-one"),
+        ("1002", Role::Agent, "agent-two"),
+        ("super", Role::Supervisor, "supervisor"),
+    ] {
+        let created = auth
+            .seed_user(&AgentId::new(id).expect("id"), id, role, pw, now)
+            .await
+            .expect("seed");
+        assert!(created);
+    }
+    let http =
+        Http::new(telemetry::Telemetry::new(), Arc::new(AtomicBool::new(true))).with_desk(DeskServices {
+            crm: crm.clone(),
+            state,
+            acd,
+            desks: DeskHub::new(),
+            auth: auth.clone(),
+        });
+    let stop = CancellationToken::new();
+    let (addr, _task) = http
+        .serve("127.0.0.1:0".parse().expect("addr"), stop.clone())
+        .await
+        .expect("serve");
+    Server {
+        addr,
+        crm,
+        auth,
+        _stop: stop.drop_guard(),
+    }
+}
+
+/// One HTTP/1.1 request; returns the status, the headers (lower-case names) and the body.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+async fn login(addr: SocketAddr, user: &str, password: &str) -> (u16, Value) {
+    let body = json!({"user": user, "password": password}).to_string();
+    let (status, _, body) = request(addr, "POST", "/api/v1/login", &[], &body).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+async fn token(addr: SocketAddr, user: &str, password: &str) -> String {
+    let (status, body) = login(addr, user, password).await;
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().expect("token").to_string()
+}
+
+async fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Socket, u16> {
+    let mut req = format!("ws://{addr}{path}")
+        .into_client_request()
+        .expect("request");
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(v).expect("value"),
+        );
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("websocket: {e}"),
+    }
+}
+
+async fn agent_socket(addr: SocketAddr, token: &str) -> Socket {
+    let bearer = format!("Bearer {token}");
+    connect(addr, "/ws/agent", &[("authorization", &bearer)])
+        .await
+        .expect("upgrade")
+}
+
+/// The next text frame, as JSON (pings and pongs skipped).
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("socket open")
+            .expect("frame");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON frame"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The next frame of `kind`, skipping others (e.g. stats frames while waiting for an ack).
+async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        let f = next(socket).await;
+        if f["type"] == kind {
+            return f;
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, frame: Value) {
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("send");
+}
+
+/// Sends a request and returns its answer (ack, error or pong), skipping pushed frames.
+async fn ask(socket: &mut Socket, frame: Value) -> Value {
+    let id = frame["id"].clone();
+    send(socket, frame).await;
+    loop {
+        let f = next(socket).await;
+        if ["ack", "error", "pong"].contains(&f["type"].as_str().unwrap_or("")) && f["id"] == id {
+            return f;
+        }
+    }
+}
+
+#[tokio::test]
+async fn login_answers_alike_for_unknown_users_and_locks_out_after_failures() {
+    let s = start().await;
+    let (status, wrong) = login(s.addr, "1001", "nope").await;
+    assert_eq!(status, 401);
+    let (status, unknown) = login(s.addr, "nobody", "nope").await;
+    assert_eq!(status, 401);
+    assert_eq!(wrong, unknown, "probing reveals nothing about which users exist");
+    assert_eq!(wrong["error"]["code"], "bad_credentials");
+
+    // Three failures allowed (max_failures = 3), then the bucket is empty: locked out.
+    for _ in 0..3 {
+        let (status, _) = login(s.addr, "1002", "guess").await;
+        assert_eq!(status, 401);
+    }
+    let body = json!({"user": "1002", "password": "agent-two"}).to_string();
+    let (status, headers, body) = request(s.addr, "POST", "/api/v1/login", &[], &body).await;
+    assert_eq!(
+        status, 429,
+        "even the right password waits out the lockout: {body}"
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "retry-after" && v.parse::<u64>().is_ok_and(|s| s > 0))
+    );
+
+    let (status, ok) = login(s.addr, "1001", "agent-one").await;
+    assert_eq!(status, 200);
+    assert_eq!(ok["user"]["role"], "agent");
+    let (status, _, body) = request(s.addr, "POST", "/api/v1/login", &[], "{not json").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn sessions_expire_and_logout_ends_them() {
+    let s = start().await;
+    let t = token(s.addr, "1001", "agent-one").await;
+    let now = Timestamp::now_utc();
+    assert!(s.auth.session(&t, now).await.is_some());
+    let later = Timestamp::from_millis(now.as_millis() + 601_000);
+    let t2 = token(s.addr, "1002", "agent-two").await;
+    assert!(
+        s.auth.session(&t2, later).await.is_none(),
+        "lapsed after the configured ttl"
+    );
+
+    let bearer = format!("Bearer {t}");
+    let (status, _, me) = request(s.addr, "GET", "/api/v1/me", &[("authorization", &bearer)], "").await;
+    assert_eq!(status, 200);
+    assert!(me.contains("\"1001\""), "{me}");
+    let (status, _, _) = request(
+        s.addr,
+        "POST",
+        "/api/v1/logout",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = request(s.addr, "GET", "/api/v1/me", &[("authorization", &bearer)], "").await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn every_route_is_authorised_by_role() {
+    let s = start().await;
+    let agent = format!("Bearer {}", token(s.addr, "1001", "agent-one").await);
+    let sup = format!("Bearer {}", token(s.addr, "super", "supervisor").await);
+    // (path, status without a session, as an agent, as a supervisor)
+    let routes = [
+        ("/api/v1/me", 401, 200, 200),
+        ("/api/v1/queues", 401, 403, 200),
+        ("/api/v1/agents", 401, 403, 200),
+        ("/api/v1/stats", 401, 403, 200),
+        ("/api/v1/customers?phone=%2B15550100", 401, 404, 404),
+        ("/api/v1/customers?phone=1&account=2", 401, 400, 400),
+        ("/api/v1/customers/c-unknown/interactions", 401, 404, 404),
+    ];
+    for (path, anonymous, as_agent, as_supervisor) in routes {
+        let (a, _, _) = request(s.addr, "GET", path, &[], "").await;
+        let (b, _, _) = request(s.addr, "GET", path, &[("authorization", &agent)], "").await;
+        let (c, _, body) = request(s.addr, "GET", path, &[("authorization", &sup)], "").await;
+        assert_eq!((a, b, c), (anonymous, as_agent, as_supervisor), "{path}: {body}");
+    }
+    let (_, _, queues) = request(s.addr, "GET", "/api/v1/queues", &[("authorization", &sup)], "").await;
+    let queues: Value = serde_json::from_str(&queues).expect("json");
+    let names: Vec<&str> = queues["queues"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|q| q["queue"].as_str())
+        .collect();
+    assert_eq!(names, ["support", "sales"], "in configuration order");
+
+    assert_eq!(connect(s.addr, "/ws/agent", &[]).await.err(), Some(401));
+    assert_eq!(connect(s.addr, "/ws/supervisor", &[]).await.err(), Some(401));
+    assert_eq!(
+        connect(s.addr, "/ws/supervisor", &[("authorization", &agent)])
+            .await
+            .err(),
+        Some(403),
+        "an agent cannot read the wallboard"
+    );
+    // The browser's cookie only counts on a socket opened by our own pages.
+    let cookie = format!("cc_session={}", agent.trim_start_matches("Bearer "));
+    assert_eq!(
+        connect(
+            s.addr,
+            "/ws/agent",
+            &[("cookie", &cookie), ("origin", "http://evil.example")]
+        )
+        .await
+        .err(),
+        Some(403)
+    );
+    let origin = format!("http://{}", s.addr);
+    assert!(
+        connect(s.addr, "/ws/agent", &[("cookie", &cookie), ("origin", &origin)])
+            .await
+            .is_ok()
+    );
+
+    for page in [
+        "/",
+        "/agent",
+        "/wallboard",
+        "/static/agent.js",
+        "/static/wallboard.js",
+        "/static/style.css",
+    ] {
+        let (status, headers, _) = request(s.addr, "GET", page, &[], "").await;
+        assert_eq!(status, 200, "{page}");
+        assert!(headers.iter().any(|(k, _)| k == "content-type"), "{page}");
+    }
+}
+
+#[tokio::test]
+async fn the_agent_protocol_answers_every_request_and_refuses_what_is_not_valid_now() {
+    let s = start().await;
+    let t = token(s.addr, "1001", "agent-one").await;
+    let mut ws = agent_socket(s.addr, &t).await;
+    let welcome = next(&mut ws).await;
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(welcome["protocol"], 1);
+    assert_eq!(welcome["agent"]["id"], "1001");
+    assert_eq!(welcome["media"], "phone");
+    assert_eq!(welcome["state"]["state"], "logged_out");
+    assert_eq!(welcome["calls"], json!([]));
+
+    let refused = ask(&mut ws, json!({"type": "ready", "id": 1})).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("illegal_transition"))
+    );
+    assert!(
+        refused["message"].as_str().unwrap_or("").contains("logged out"),
+        "{refused}"
+    );
+
+    assert_eq!(
+        ask(&mut ws, json!({"type": "login", "id": 2})).await["type"],
+        "ack"
+    );
+    let state = next_of(&mut ws, "state").await;
+    assert_eq!(state["state"], "available");
+    assert!(state["since"].as_i64().is_some());
+
+    let again = ask(&mut ws, json!({"type": "login", "id": 3})).await;
+    assert_eq!(again["code"], "illegal_transition");
+    let already = ask(&mut ws, json!({"type": "ready", "id": 4})).await;
+    assert_eq!(already["code"], "illegal_transition");
+
+    let bad_reason = ask(
+        &mut ws,
+        json!({"type": "not_ready", "id": 5, "reason": "two words"}),
+    )
+    .await;
+    assert_eq!(bad_reason["code"], "bad_request");
+    assert_eq!(
+        ask(&mut ws, json!({"type": "not_ready", "id": 6, "reason": "lunch"})).await["type"],
+        "ack"
+    );
+    let state = next_of(&mut ws, "state").await;
+    assert_eq!(
+        (state["state"].as_str(), state["reason"].as_str()),
+        (Some("not_ready"), Some("lunch"))
+    );
+    assert_eq!(
+        ask(&mut ws, json!({"type": "ready", "id": 7})).await["type"],
+        "ack"
+    );
+    assert_eq!(next_of(&mut ws, "state").await["state"], "available");
+
+    // Call commands for calls that are not this agent's change nothing.
+    for (i, kind) in ["accept", "reject", "hangup", "hold", "unhold"]
+        .iter()
+        .enumerate()
+    {
+        let f = ask(
+            &mut ws,
+            json!({"type": kind, "id": 100 + i, "call": "someone-elses-call"}),
+        )
+        .await;
+        assert_eq!(f["code"], "not_your_call", "{kind}: {f}");
+    }
+    let f = ask(
+        &mut ws,
+        json!({"type": "transfer", "id": 110, "call": "c1", "to": {"queue": "sales"}}),
+    )
+    .await;
+    assert_eq!(f["code"], "not_your_call");
+    let f = ask(
+        &mut ws,
+        json!({"type": "wrap_up", "id": 111, "call": "c1", "disposition": "resolved", "notes": "n"}),
+    )
+    .await;
+    assert_eq!(f["code"], "not_your_call");
+    let f = ask(
+        &mut ws,
+        json!({"type": "wrap_up", "id": 112, "call": "c1", "disposition": ""}),
+    )
+    .await;
+    assert_eq!(f["code"], "bad_request");
+
+    // Malformed frames: each answered with an error, none closes the socket.
+    send(&mut ws, json!("just a string")).await;
+    assert_eq!(next(&mut ws).await["code"], "bad_request");
+    send(&mut ws, json!({"type": "teleport", "id": 9})).await;
+    let f = next(&mut ws).await;
+    assert_eq!((f["code"].as_str(), &f["id"]), (Some("bad_request"), &json!(9)));
+    ws.send(Message::Text("{{{".into())).await.expect("send");
+    assert_eq!(next(&mut ws).await["code"], "bad_request");
+    ws.send(Message::Binary(vec![1u8, 2, 3].into()))
+        .await
+        .expect("send");
+    assert_eq!(next(&mut ws).await["code"], "bad_request");
+    let f = ask(&mut ws, json!({"type": "ping", "id": "p"})).await;
+    assert_eq!(f["type"], "pong");
+
+    assert_eq!(
+        ask(&mut ws, json!({"type": "logout", "id": 8})).await["type"],
+        "ack"
+    );
+    assert_eq!(next_of(&mut ws, "state").await["state"], "logged_out");
+    let f = ask(&mut ws, json!({"type": "not_ready", "id": 10, "reason": "break"})).await;
+    assert_eq!(f["code"], "illegal_transition");
+}
+
+#[tokio::test]
+async fn a_second_desktop_replaces_the_first() {
+    let s = start().await;
+    let t = token(s.addr, "1001", "agent-one").await;
+    let mut first = agent_socket(s.addr, &t).await;
+    assert_eq!(next(&mut first).await["type"], "welcome");
+    let mut second = agent_socket(s.addr, &t).await;
+    assert_eq!(next(&mut second).await["type"], "welcome");
+    assert_eq!(next(&mut first).await["type"], "replaced");
+    // The new one is the live one.
+    assert_eq!(
+        ask(&mut second, json!({"type": "login", "id": 1})).await["type"],
+        "ack"
+    );
+    assert_eq!(next_of(&mut second, "state").await["state"], "available");
+}
+
+#[tokio::test]
+async fn the_wallboard_shows_every_agent_and_supervisors_can_force_states() {
+    let s = start().await;
+    let agent_token = token(s.addr, "1001", "agent-one").await;
+    let mut agent = agent_socket(s.addr, &agent_token).await;
+    assert_eq!(next(&mut agent).await["type"], "welcome");
+    assert_eq!(
+        ask(&mut agent, json!({"type": "login", "id": 1})).await["type"],
+        "ack"
+    );
+    assert_eq!(next_of(&mut agent, "state").await["state"], "available");
+
+    let sup = format!("Bearer {}", token(s.addr, "super", "supervisor").await);
+    let mut board = connect(s.addr, "/ws/supervisor", &[("authorization", &sup)])
+        .await
+        .expect("upgrade");
+    let welcome = next(&mut board).await;
+    assert_eq!(
+        (welcome["type"].as_str(), welcome["user"]["role"].as_str()),
+        (Some("welcome"), Some("supervisor"))
+    );
+    // The first figures come at once, with both queues and both agents.
+    let stats = next_of(&mut board, "stats").await;
+    let agents: Vec<(String, String)> = stats["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .map(|a| {
+            (
+                a["agent"].as_str().unwrap_or("").to_string(),
+                a["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        agents,
+        [
+            ("1001".into(), "available".into()),
+            ("1002".into(), "logged_out".into())
+        ]
+    );
+    assert_eq!(stats["queues"].as_array().map(|q| q.len()), Some(2));
+
+    let f = ask(
+        &mut board,
+        json!({"type": "force_state", "id": 1, "agent": "1001", "state": "not_ready", "reason": "meeting"}),
+    )
+    .await;
+    assert_eq!(f["type"], "ack", "{f}");
+    let state = next_of(&mut agent, "state").await;
+    assert_eq!(
+        (state["state"].as_str(), state["reason"].as_str()),
+        (Some("not_ready"), Some("meeting"))
+    );
+    // The wallboard's next figures show it.
+    loop {
+        let stats = next_of(&mut board, "stats").await;
+        let row = stats["agents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["agent"] == "1001").cloned());
+        if row.as_ref().is_some_and(|r| r["state"] == "not_ready") {
+            break;
+        }
+    }
+    let f = ask(
+        &mut board,
+        json!({"type": "force_state", "id": 2, "agent": "9999", "state": "ready"}),
+    )
+    .await;
+    assert_eq!(f["code"], "unknown_agent");
+    let f = ask(
+        &mut board,
+        json!({"type": "force_state", "id": 3, "agent": "1002", "state": "ready"}),
+    )
+    .await;
+    assert_eq!(
+        f["code"], "illegal_transition",
+        "a logged-out agent cannot be made ready"
+    );
+    let f = ask(
+        &mut board,
+        json!({"type": "logout_agent", "id": 4, "agent": "1001"}),
+    )
+    .await;
+    assert_eq!(f["type"], "ack");
+    assert_eq!(next_of(&mut agent, "state").await["state"], "logged_out");
+    send(&mut board, json!({"type": "nonsense"})).await;
+    assert_eq!(next_of(&mut board, "error").await["code"], "bad_request");
+
+    let audit = s.crm.audit_log(Timestamp::from_millis(0)).await.expect("audit");
+    let forced: Vec<(&str, &str, &str)> = audit
+        .iter()
+        .filter(|e| e.action == "agent.force_state")
+        .map(|e| (e.actor.as_str(), e.entity_id.as_str(), e.detail.as_str()))
+        .collect();
+    assert_eq!(
+        forced,
+        [
+            ("super", "1001", "not_ready(meeting)"),
+            ("super", "1001", "logged_out")
+        ]
+    );
+}

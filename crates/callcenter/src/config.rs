@@ -142,6 +142,46 @@ impl Default for AgentsConfig {
     }
 }
 
+/// The `[desk]` section: the agent desktop, the wallboard and their accounts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeskConfig {
+    /// A login session lapses this long after login.
+    pub session_ttl_secs: u64,
+    /// Failed logins a user may make from one address before a lockout.
+    pub max_login_failures: u32,
+    pub lockout_secs: u64,
+    /// A WAV file looped to callers the agent puts on hold.
+    pub hold_music: Option<PathBuf>,
+    /// Accounts created at start when missing (`[[desk.user]]`); an existing account is left as it
+    /// is, so a password changed since is never reset.
+    #[serde(rename = "user")]
+    pub users: Vec<DeskUser>,
+}
+
+impl Default for DeskConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl_secs: 8 * 3600,
+            max_login_failures: 5,
+            lockout_secs: 60,
+            hold_music: None,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// One seeded account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeskUser {
+    /// The login; for agents, the ACD agent id.
+    pub id: String,
+    pub name: String,
+    pub role: crm_store::Role,
+    pub password: String,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -157,6 +197,7 @@ pub struct Config {
     /// the agent's id.
     pub acd: acd::AcdConfig,
     pub agents: AgentsConfig,
+    pub desk: DeskConfig,
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
     #[serde(rename = "trunk")]
@@ -253,6 +294,22 @@ impl Config {
         let mut problems = self.gateway().validate().err().unwrap_or_default();
         if let Err(e) = self.acd.check() {
             problems.push(format!("acd: {e}"));
+        }
+        for user in &self.desk.users {
+            if domain::AgentId::new(&user.id).is_err() {
+                problems.push(format!("desk.user {:?}: not a valid user id", user.id));
+            }
+            if user.password.len() < 8 {
+                problems.push(format!(
+                    "desk.user {:?}: password must be at least 8 characters",
+                    user.id
+                ));
+            }
+        }
+        if self.desk.session_ttl_secs == 0 || self.desk.lockout_secs == 0 || self.desk.max_login_failures == 0
+        {
+            problems
+                .push("desk: session_ttl_secs, lockout_secs and max_login_failures must be positive".into());
         }
         for route in &self.routes {
             if let Some(q) = &route.queue

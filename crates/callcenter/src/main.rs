@@ -191,15 +191,18 @@ async fn serve(config: Config) -> Result<(), String> {
     )
     .map_err(|e| format!("acd: {e}"))?;
     let anchor = Arc::new(call_control::anchor::EngineAnchor::new(media.clone()));
+    let desks = call_control::DeskHub::new();
     let calls = call_control::CallControl::new(
         &config.node.name,
         call_control::Services {
             media,
             flows: flows.clone(),
             crm: crm.clone(),
-            acd,
+            acd: acd.clone(),
             events: Arc::new(writer),
             state: state.clone(),
+            desks: desks.clone(),
+            hold_music: config.desk.hold_music.clone(),
         },
         config.rtp.record_calls,
     );
@@ -217,7 +220,39 @@ async fn serve(config: Config) -> Result<(), String> {
     gateway.set_inbound_handler(Arc::new(calls.clone()));
     calls.attach_gateway(gateway.clone());
 
-    let http = agent_desk::Http::new(telemetry.clone(), ready.clone());
+    let auth = agent_desk::Auth::new(
+        crm.clone(),
+        state.clone(),
+        agent_desk::AuthConfig {
+            session_ttl: Duration::from_secs(config.desk.session_ttl_secs),
+            max_failures: config.desk.max_login_failures,
+            lockout: Duration::from_secs(config.desk.lockout_secs),
+        },
+    )
+    .map_err(|e| format!("desk accounts: {e}"))?;
+    for user in &config.desk.users {
+        let id = domain::AgentId::new(&user.id).map_err(|e| format!("desk.user {}: {e}", user.id))?;
+        let created = auth
+            .seed_user(
+                &id,
+                &user.name,
+                user.role,
+                &user.password,
+                domain::Timestamp::now_utc(),
+            )
+            .await
+            .map_err(|e| format!("desk.user {}: {e}", user.id))?;
+        if created {
+            info!(user = %id, role = user.role.as_str(), "desk account created");
+        }
+    }
+    let http = agent_desk::Http::new(telemetry.clone(), ready.clone()).with_desk(agent_desk::DeskServices {
+        crm: crm.clone(),
+        state: state.clone(),
+        acd,
+        desks,
+        auth,
+    });
     let (http_addr, http_task) = http
         .serve(config.http.listen, shutdown.clone())
         .await

@@ -159,7 +159,15 @@ pub(crate) async fn run(inner: Arc<Inner>, call: InboundCall) {
                 }
             }
             RouteTarget::Queue(q) => match domain::QueueId::new(q) {
-                Ok(queue) => c.enqueue(queue, 0, None, None),
+                Ok(queue) => {
+                    // No IVR to ask the CRM: the tier sets the priority and the account manager is
+                    // offered the call first.
+                    let (priority, manager) = match c.identify_caller().await {
+                        Some(card) => (card.queue_priority, card.customer.account_manager.clone()),
+                        None => (0, None),
+                    };
+                    c.enqueue(queue, priority, None, manager);
+                }
                 Err(_) => c.end(EndedBy::Error, "bad queue name"),
             },
             RouteTarget::Forward(_) => c.end(EndedBy::Error, "forward routes are bridged by the gateway"),
@@ -572,23 +580,36 @@ impl Call {
         }
     }
 
-    /// What the agent's desktop shows for this offer.
-    async fn screen_pop(&mut self, offer: &acd::Offer, explanation: &str) -> Arc<ScreenPop> {
+    /// The caller's CRM record by their number, looked up once per call (within 500 ms; a slow or
+    /// failing CRM never holds the call up). A found customer is logged on the interaction.
+    async fn identify_caller(&mut self) -> Option<&crm_store::CustomerCard> {
         if self.customer.is_none() {
             let lookup = self.inner.crm.find_customer_by_phone(self.caller_number.expose());
-            let found = tokio::time::timeout(Duration::from_millis(500), lookup).await;
-            self.customer = Some(match found {
+            let found = match tokio::time::timeout(Duration::from_millis(500), lookup).await {
                 Ok(Ok(card)) => card,
                 Ok(Err(e)) => {
-                    warn!(error = %e, "screen pop: CRM lookup failed");
+                    warn!(error = %e, "CRM lookup of the caller failed");
                     None
                 }
                 Err(_) => {
-                    warn!("screen pop: CRM lookup timed out");
+                    warn!("CRM lookup of the caller timed out");
                     None
                 }
-            });
+            };
+            if let Some(card) = &found {
+                self.log(InteractionEventKind::CustomerIdentified {
+                    customer: card.customer.id.clone(),
+                    tier: card.customer.tier.as_str().to_string(),
+                });
+            }
+            self.customer = Some(found);
         }
+        self.customer.as_ref().and_then(Option::as_ref)
+    }
+
+    /// What the agent's desktop shows for this offer.
+    async fn screen_pop(&mut self, offer: &acd::Offer, explanation: &str) -> Arc<ScreenPop> {
+        self.identify_caller().await;
         let ivr = self.ivr.as_ref().map(|s| {
             let state = s.state();
             IvrPop {

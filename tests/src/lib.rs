@@ -142,6 +142,28 @@ impl Platform {
         }
     }
 
+    /// POST a JSON body, optionally with a bearer token; returns (status, body).
+    pub fn http_post(&self, path: &str, json: &str, bearer: Option<&str>) -> (u16, String) {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(self.http).expect("connect http");
+        let auth = bearer
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let _ = write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{json}",
+            json.len()
+        );
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
     /// GET an HTTP path; returns (status, body).
     pub fn http_get(&self, path: &str) -> (u16, String) {
         use std::io::Write;

@@ -1,0 +1,241 @@
+//! The agent desktop end to end: a known customer calls the queue (SIPp), the agent's desktop (a
+//! CTI WebSocket client) gets the offer with the customer's CRM record, the agent's SIP phone (SIPp)
+//! answers, the agent holds, resumes and hangs up from the desktop, saves a disposition in wrap-up,
+//! and the CRM interaction holds every step.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use system_tests::*;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const CONFIG: &str = r#"
+[sip.limits]
+max_calls_per_second = 0
+per_source_requests_per_second = 0
+
+[[sip.user]]
+name = "1001"
+password = "agent1001"
+
+[[acd.queues]]
+id = "sales"
+offer_timeout_secs = 15
+wrap_up_secs = 120
+
+[[acd.agents]]
+id = "1001"
+queues = [{ queue = "sales", rank = 1 }]
+
+[[route]]
+number = "801"
+queue = "sales"
+
+[desk]
+hold_music = "HOLD_MUSIC"
+
+[[desk.user]]
+id = "1001"
+name = "Alice Agent"
+role = "agent"
+password = "agent1001"
+"#;
+
+async fn next(ws: &mut Socket) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("socket open")
+            .expect("frame");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(t.as_str()).expect("JSON");
+        }
+    }
+}
+
+async fn next_of(ws: &mut Socket, kind: &str) -> Value {
+    loop {
+        let f = next(ws).await;
+        if f["type"] == kind {
+            return f;
+        }
+    }
+}
+
+async fn ask(ws: &mut Socket, frame: Value) -> Value {
+    let id = frame["id"].clone();
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("send");
+    loop {
+        let f = next(ws).await;
+        if (f["type"] == "ack" || f["type"] == "error") && f["id"] == id {
+            return f;
+        }
+    }
+}
+
+#[test]
+fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_lands_in_the_crm() {
+    require_command("sipp");
+    let music = ivr_dir().join("prompts/hold-music.wav");
+    let platform = Platform::start(&CONFIG.replace("HOLD_MUSIC", &music.display().to_string()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    // The caller is a key customer with an account manager.
+    let url = format!("sqlite:{}/cc.db", platform.dir.path().display());
+    rt.block_on(async {
+        let crm = crm_store::CrmStore::connect(&url).await.expect("crm");
+        let customer = crm_store::Customer {
+            id: domain::CustomerId::new("cust-erika").expect("id"),
+            account_number: Some("ACC-1".into()),
+            name: domain::Pii::new("Erika Mustermann".into()),
+            phones: vec![domain::Pii::new("+4930123456".into())],
+            email: None,
+            tier: crm_store::Tier::Key,
+            account_manager: Some(domain::AgentId::new("1001").expect("id")),
+            lifetime_value_cents: 1_000_000,
+            notes: None,
+        };
+        crm.save_customer(&customer, "test", domain::Timestamp::now_utc())
+            .await
+            .expect("customer");
+    });
+
+    let agent_phone = SippServer::start("uas", 1);
+    register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
+    let (status, body) =
+        platform.http_post("/api/v1/login", r#"{"user":"1001","password":"agent1001"}"#, None);
+    assert_eq!(status, 200, "{body}");
+    let token = serde_json::from_str::<Value>(&body).expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+
+    let mut ws = rt.block_on(async {
+        let mut req = format!("ws://{}/ws/agent", platform.http)
+            .into_client_request()
+            .expect("req");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
+        let welcome = next_of(&mut ws, "welcome").await;
+        assert_eq!(welcome["agent"]["name"], "Alice Agent");
+        // Phone agents are ready from the start in this configuration.
+        assert_eq!(welcome["state"]["state"], "available", "{welcome}");
+        ws
+    });
+
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| uac(&platform, "uac_customer_wait_bye.xml", "801", 1, &[]));
+        rt.block_on(async {
+            let offer = next_of(&mut ws, "offer").await;
+            let pop = &offer["pop"];
+            let call = pop["call"].as_str().expect("call id").to_string();
+            assert_eq!(pop["caller"], "+4930123456");
+            assert_eq!(pop["queue"], "sales");
+            assert_eq!(pop["customer"]["customer"]["name"], "Erika Mustermann", "{pop}");
+            assert_eq!(pop["customer"]["customer"]["tier"], "key");
+            assert!(
+                pop["explanation"].as_str().is_some_and(|e| e.contains("preferred")),
+                "the account manager is offered the call first: {pop}"
+            );
+            // Desktop commands that do not fit the moment are refused.
+            let f = ask(&mut ws, json!({"type": "accept", "id": 1, "call": call})).await;
+            assert_eq!(f["code"], "answer_on_phone", "{f}");
+
+            // The SIPp phone answers on its own.
+            let phase = next_of(&mut ws, "call_phase").await;
+            assert_eq!((phase["call"].as_str(), phase["phase"].as_str()), (Some(call.as_str()), Some("connected")));
+            let f = ask(&mut ws, json!({"type": "reject", "id": 2, "call": call})).await;
+            assert_eq!(f["code"], "no_offer");
+            let f = ask(&mut ws, json!({"type": "wrap_up", "id": 3, "call": call, "disposition": "resolved"})).await;
+            assert_eq!(f["code"], "not_in_wrap_up");
+            let f = ask(&mut ws, json!({"type": "unhold", "id": 4, "call": call})).await;
+            assert_eq!(f["code"], "not_held");
+
+            assert_eq!(ask(&mut ws, json!({"type": "hold", "id": 5, "call": call})).await["type"], "ack");
+            assert_eq!(next_of(&mut ws, "call_phase").await["phase"], "held");
+            let f = ask(&mut ws, json!({"type": "hold", "id": 6, "call": call})).await;
+            assert_eq!(f["code"], "already_held");
+            assert_eq!(ask(&mut ws, json!({"type": "unhold", "id": 7, "call": call})).await["type"], "ack");
+            assert_eq!(next_of(&mut ws, "call_phase").await["phase"], "connected");
+
+            assert_eq!(ask(&mut ws, json!({"type": "hangup", "id": 8, "call": call})).await["type"], "ack");
+            assert_eq!(next_of(&mut ws, "call_phase").await["phase"], "wrap_up");
+            assert_eq!(next_of(&mut ws, "state").await["state"], "wrap_up");
+            let f = ask(&mut ws, json!({"type": "hangup", "id": 9, "call": call})).await;
+            assert_eq!(f["code"], "call_ended");
+
+            let f = ask(
+                &mut ws,
+                json!({"type": "wrap_up", "id": 10, "call": call, "disposition": "resolved", "notes": "Upgraded the plan"}),
+            )
+            .await;
+            assert_eq!(f["type"], "ack", "{f}");
+            assert_eq!(next_of(&mut ws, "released").await["call"], call.as_str());
+            // Saving the disposition ends after-call work.
+            assert_eq!(next_of(&mut ws, "state").await["state"], "available");
+        });
+        let run = caller.join().expect("caller");
+        assert_eq!(
+            (run.successful, run.failed),
+            (1, 0),
+            "{}\n{}",
+            run.output,
+            platform.log()
+        );
+    });
+    assert_eq!(
+        agent_phone.wait(),
+        Some(0),
+        "the phone got the BYE from the desktop's hang-up"
+    );
+
+    // The CRM interaction: the customer, the hold, who ended it, the disposition and notes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let i = loop {
+        let found = platform.ended_interactions(1).into_iter().next();
+        if let Some(i) = found.filter(|i| i.row.disposition.is_some()) {
+            break i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no disposition stored\n{}",
+            platform.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let kinds = i.kinds();
+    for k in [
+        "customer_identified",
+        "enqueued",
+        "offered",
+        "answered",
+        "held",
+        "resumed",
+        "ended",
+        "wrapped_up",
+    ] {
+        assert!(kinds.contains(&k.to_string()), "{k} missing from {kinds:?}");
+    }
+    assert_eq!(i.row.customer_id.as_deref(), Some("cust-erika"));
+    assert_eq!(i.row.disposition.as_deref(), Some("resolved"));
+    assert_eq!(i.row.notes.as_deref(), Some("Upgraded the plan"));
+    assert_eq!(i.row.ended_by.as_deref(), Some("agent"));
+    assert_eq!(
+        i.row.priority,
+        Some(i64::from(crm_store::Tier::Key.queue_priority()))
+    );
+    assert!(i.row.hold_ms > 0, "{:?}", i.row);
+}

@@ -18,16 +18,38 @@ use std::sync::Arc;
 
 type Desk = State<Arc<DeskServices>>;
 
+/// Every path of the API (each is documented in `docs/openapi.yaml`; a test checks).
+pub const PATHS: [&str; 8] = [
+    "/api/v1/login",
+    "/api/v1/logout",
+    "/api/v1/me",
+    "/api/v1/queues",
+    "/api/v1/agents",
+    "/api/v1/stats",
+    "/api/v1/customers",
+    "/api/v1/customers/{id}/interactions",
+];
+
 pub(crate) fn routes(desk: Arc<DeskServices>) -> Router {
+    let [
+        login_path,
+        logout_path,
+        me_path,
+        queues_path,
+        agents_path,
+        stats_path,
+        customers_path,
+        history_path,
+    ] = PATHS;
     Router::new()
-        .route("/api/v1/login", post(login))
-        .route("/api/v1/logout", post(logout))
-        .route("/api/v1/me", get(me))
-        .route("/api/v1/queues", get(queues))
-        .route("/api/v1/agents", get(agents))
-        .route("/api/v1/stats", get(stats))
-        .route("/api/v1/customers", get(find_customer))
-        .route("/api/v1/customers/{id}/interactions", get(customer_interactions))
+        .route(login_path, post(login))
+        .route(logout_path, post(logout))
+        .route(me_path, get(me))
+        .route(queues_path, get(queues))
+        .route(agents_path, get(agents))
+        .route(stats_path, get(stats))
+        .route(customers_path, get(find_customer))
+        .route(history_path, get(customer_interactions))
         .with_state(desk)
 }
 

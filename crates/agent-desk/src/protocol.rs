@@ -178,7 +178,8 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T
 }
 
 impl AgentRequest {
-    const TYPES: [&'static str; 12] = [
+    /// Every request type (each is documented in `docs/cti-protocol.md`; a test checks).
+    pub const TYPES: [&'static str; 12] = [
         "login",
         "logout",
         "ready",
@@ -240,7 +241,8 @@ impl AgentRequest {
 }
 
 impl SupervisorRequest {
-    const TYPES: [&'static str; 3] = ["force_state", "logout_agent", "ping"];
+    /// Every request type of the wallboard socket.
+    pub const TYPES: [&'static str; 3] = ["force_state", "logout_agent", "ping"];
 
     /// Parses one text frame from a wallboard.
     pub fn parse(text: &str) -> Result<Self, BadFrame> {

@@ -572,3 +572,25 @@ async fn the_wallboard_shows_every_agent_and_supervisors_can_force_states() {
         ]
     );
 }
+
+#[test]
+fn every_route_and_request_type_is_documented() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let openapi = std::fs::read_to_string(docs.join("openapi.yaml")).expect("openapi.yaml");
+    for path in agent_desk::api::PATHS {
+        assert!(
+            openapi.contains(&format!("  {path}:")),
+            "{path} is not in docs/openapi.yaml"
+        );
+    }
+    let cti = std::fs::read_to_string(docs.join("cti-protocol.md")).expect("cti-protocol.md");
+    for kind in agent_desk::protocol::AgentRequest::TYPES
+        .iter()
+        .chain(&agent_desk::protocol::SupervisorRequest::TYPES)
+    {
+        assert!(
+            cti.contains(&format!("`{kind}`")),
+            "{kind} is not in docs/cti-protocol.md"
+        );
+    }
+}

@@ -1,6 +1,8 @@
 //! Harness for system tests: starts the real `callcenter` binary on free ports with a test
 //! configuration, waits for its ready line, and runs real peers (SIPp, baresip) against it.
 
+pub mod cti;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

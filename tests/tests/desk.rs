@@ -3,14 +3,10 @@
 //! answers, the agent holds, resumes and hangs up from the desktop, saves a disposition in wrap-up,
 //! and the CRM interaction holds every step.
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::time::Duration;
+use system_tests::cti::CtiClient;
 use system_tests::*;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const CONFIG: &str = r#"
 [sip.limits]
@@ -43,41 +39,6 @@ name = "Alice Agent"
 role = "agent"
 password = "agent1001"
 "#;
-
-async fn next(ws: &mut Socket) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("socket open")
-            .expect("frame");
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(t.as_str()).expect("JSON");
-        }
-    }
-}
-
-async fn next_of(ws: &mut Socket, kind: &str) -> Value {
-    loop {
-        let f = next(ws).await;
-        if f["type"] == kind {
-            return f;
-        }
-    }
-}
-
-async fn ask(ws: &mut Socket, frame: Value) -> Value {
-    let id = frame["id"].clone();
-    ws.send(Message::Text(frame.to_string().into()))
-        .await
-        .expect("send");
-    loop {
-        let f = next(ws).await;
-        if (f["type"] == "ack" || f["type"] == "error") && f["id"] == id {
-            return f;
-        }
-    }
-}
 
 #[test]
 fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_lands_in_the_crm() {
@@ -121,15 +82,8 @@ fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_
         .to_string();
 
     let mut ws = rt.block_on(async {
-        let mut req = format!("ws://{}/ws/agent", platform.http)
-            .into_client_request()
-            .expect("req");
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header"),
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
-        let welcome = next_of(&mut ws, "welcome").await;
+        let mut ws = CtiClient::connect(platform.http, "/ws/agent", &token).await;
+        let welcome = ws.next_of("welcome").await;
         assert_eq!(welcome["agent"]["name"], "Alice Agent");
         // Phone agents are ready from the start in this configuration.
         assert_eq!(welcome["state"]["state"], "available", "{welcome}");
@@ -139,7 +93,7 @@ fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_
     std::thread::scope(|scope| {
         let caller = scope.spawn(|| uac(&platform, "uac_customer_wait_bye.xml", "801", 1, &[]));
         rt.block_on(async {
-            let offer = next_of(&mut ws, "offer").await;
+            let offer = ws.next_of("offer").await;
             let pop = &offer["pop"];
             let call = pop["call"].as_str().expect("call id").to_string();
             assert_eq!(pop["caller"], "+4930123456");
@@ -151,41 +105,49 @@ fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_
                 "the account manager is offered the call first: {pop}"
             );
             // Desktop commands that do not fit the moment are refused.
-            let f = ask(&mut ws, json!({"type": "accept", "id": 1, "call": call})).await;
+            let f = ws.ask(json!({"type": "accept", "id": 1, "call": call})).await;
             assert_eq!(f["code"], "answer_on_phone", "{f}");
 
             // The SIPp phone answers on its own.
-            let phase = next_of(&mut ws, "call_phase").await;
+            let phase = ws.next_of("call_phase").await;
             assert_eq!((phase["call"].as_str(), phase["phase"].as_str()), (Some(call.as_str()), Some("connected")));
-            let f = ask(&mut ws, json!({"type": "reject", "id": 2, "call": call})).await;
+            let f = ws.ask(json!({"type": "reject", "id": 2, "call": call})).await;
             assert_eq!(f["code"], "no_offer");
-            let f = ask(&mut ws, json!({"type": "wrap_up", "id": 3, "call": call, "disposition": "resolved"})).await;
+            let f = ws.ask(json!({"type": "wrap_up", "id": 3, "call": call, "disposition": "resolved"})).await;
             assert_eq!(f["code"], "not_in_wrap_up");
-            let f = ask(&mut ws, json!({"type": "unhold", "id": 4, "call": call})).await;
+            let f = ws.ask(json!({"type": "unhold", "id": 4, "call": call})).await;
             assert_eq!(f["code"], "not_held");
 
-            assert_eq!(ask(&mut ws, json!({"type": "hold", "id": 5, "call": call})).await["type"], "ack");
-            assert_eq!(next_of(&mut ws, "call_phase").await["phase"], "held");
-            let f = ask(&mut ws, json!({"type": "hold", "id": 6, "call": call})).await;
+            assert_eq!(ws.ask(json!({"type": "hold", "id": 5, "call": call})).await["type"], "ack");
+            assert_eq!(ws.next_of("call_phase").await["phase"], "held");
+            let f = ws.ask(json!({"type": "hold", "id": 6, "call": call})).await;
             assert_eq!(f["code"], "already_held");
-            assert_eq!(ask(&mut ws, json!({"type": "unhold", "id": 7, "call": call})).await["type"], "ack");
-            assert_eq!(next_of(&mut ws, "call_phase").await["phase"], "connected");
+            assert_eq!(ws.ask(json!({"type": "unhold", "id": 7, "call": call})).await["type"], "ack");
+            assert_eq!(ws.next_of("call_phase").await["phase"], "connected");
 
-            assert_eq!(ask(&mut ws, json!({"type": "hangup", "id": 8, "call": call})).await["type"], "ack");
-            assert_eq!(next_of(&mut ws, "call_phase").await["phase"], "wrap_up");
-            assert_eq!(next_of(&mut ws, "state").await["state"], "wrap_up");
-            let f = ask(&mut ws, json!({"type": "hangup", "id": 9, "call": call})).await;
+            // A reload: the socket goes away, the call stays up, the next socket picks it up.
+            drop(std::mem::replace(&mut ws, CtiClient::connect(platform.http, "/ws/agent", &token).await));
+            let welcome = ws.next_of("welcome").await;
+            let calls = welcome["calls"].as_array().cloned().unwrap_or_default();
+            assert_eq!(calls.len(), 1, "{welcome}");
+            assert_eq!(calls[0]["phase"], "connected");
+            assert_eq!(calls[0]["pop"]["call"], call.as_str());
+            assert_eq!(welcome["state"]["state"], "on_call");
+
+            assert_eq!(ws.ask(json!({"type": "hangup", "id": 8, "call": call})).await["type"], "ack");
+            assert_eq!(ws.next_of("call_phase").await["phase"], "wrap_up");
+            assert_eq!(ws.next_of("state").await["state"], "wrap_up");
+            let f = ws.ask(json!({"type": "hangup", "id": 9, "call": call})).await;
             assert_eq!(f["code"], "call_ended");
 
-            let f = ask(
-                &mut ws,
+            let f = ws.ask(
                 json!({"type": "wrap_up", "id": 10, "call": call, "disposition": "resolved", "notes": "Upgraded the plan"}),
             )
             .await;
             assert_eq!(f["type"], "ack", "{f}");
-            assert_eq!(next_of(&mut ws, "released").await["call"], call.as_str());
+            assert_eq!(ws.next_of("released").await["call"], call.as_str());
             // Saving the disposition ends after-call work.
-            assert_eq!(next_of(&mut ws, "state").await["state"], "available");
+            assert_eq!(ws.next_of("state").await["state"], "available");
         });
         let run = caller.join().expect("caller");
         assert_eq!(

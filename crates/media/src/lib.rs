@@ -48,3 +48,4 @@ pub mod rtp;
 pub mod sdp;
 pub mod stream;
 pub mod wav;
+pub mod webrtc;

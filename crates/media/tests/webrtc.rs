@@ -222,7 +222,7 @@ async fn connected_pair(engine: &MediaEngine, endpoint: &WebRtcEndpoint) -> (Cli
 
 #[tokio::test]
 async fn browser_audio_flows_both_ways_through_an_engine_leg_and_close_ends_the_peer() {
-    let engine = engine(42000);
+    let engine = engine(46000);
     let endpoint = endpoint(WebRtcConfig {
         media_timeout: Duration::from_secs(1),
         ..WebRtcConfig::default()
@@ -305,7 +305,7 @@ async fn browser_audio_flows_both_ways_through_an_engine_leg_and_close_ends_the_
 
 #[tokio::test]
 async fn two_browsers_on_one_socket_each_hear_their_own_engine_leg() {
-    let engine = engine(42200);
+    let engine = engine(46200);
     let endpoint = endpoint(WebRtcConfig::default());
     let (mut client_a, leg_a, rtp_a) = connected_pair(&engine, &endpoint).await;
     let (mut client_b, leg_b, rtp_b) = connected_pair(&engine, &endpoint).await;

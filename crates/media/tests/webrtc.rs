@@ -15,7 +15,7 @@ use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use support::DEADLINE;
+use support::{DEADLINE, Phone};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -23,6 +23,8 @@ fn engine(port_min: u16) -> MediaEngine {
     MediaEngine::new(MediaConfig {
         port_min,
         port_max: port_min + 99,
+        recordings_dir: std::env::temp_dir()
+            .join(format!("media-webrtc-test-{}-{port_min}", std::process::id())),
         ..MediaConfig::default()
     })
     .unwrap()
@@ -301,6 +303,69 @@ async fn browser_audio_flows_both_ways_through_an_engine_leg_and_close_ends_the_
         metrics.contains("media_webrtc_handshakes_failed_total 0"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_customer_bridged_with_the_browser_agent_hears_and_is_heard_and_is_recorded() {
+    let engine = engine(46400);
+    let endpoint = endpoint(WebRtcConfig::default());
+    let (mut client, leg, agent) = connected_pair(&engine, &endpoint).await;
+    // The customer's SIP leg uses A-law; the browser leg mu-law: the bridge transcodes, as for SIP agents.
+    let (customer, _customer_events) = engine.allocate_leg().unwrap();
+    let mut phone = Phone::new(0xc0c0).await;
+    customer.set_remote(media::sdp::Negotiated {
+        law: G711::Pcma,
+        payload_type: 8,
+        telephone_event: None,
+        remote: Some(phone.addr()),
+        direction: media::sdp::MediaDirection::SendRecv,
+        ptime_ms: 20,
+    });
+    let bridge = engine.bridge(&customer, &agent);
+    let recording = bridge.start_recording("webrtc-call").unwrap();
+
+    let customer_says = G711::Pcma.encode(6000);
+    for _ in 0..10 {
+        phone
+            .send_audio(customer.local_addr(), 8, &[customer_says; 160])
+            .await;
+    }
+    let seen = client
+        .wait_for("the customer's audio", |s| s.audio.len() >= 10)
+        .await;
+    let expected = media::g711::alaw_to_ulaw(customer_says);
+    assert!(
+        seen.audio.iter().all(|p| p == &vec![expected; 160]),
+        "the browser heard something else"
+    );
+
+    let agent_says = G711::Pcmu.encode(-4000);
+    client.send(vec![vec![agent_says; 160]; 10]);
+    for _ in 0..10 {
+        let packet = phone.recv().await;
+        assert_eq!(packet.payload_type, 8);
+        assert_eq!(packet.payload, vec![media::g711::ulaw_to_alaw(agent_says); 160]);
+    }
+    assert_eq!(leg.stats().packets_from_browser, 10);
+
+    let path = recording.stop().await.unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[22..24], &2u16.to_le_bytes(), "stereo");
+    let frames: Vec<(i16, i16)> = bytes[44..]
+        .chunks_exact(4)
+        .map(|f| (i16::from_le_bytes([f[0], f[1]]), i16::from_le_bytes([f[2], f[3]])))
+        .collect();
+    let decoded_customer = G711::Pcma.decode(customer_says);
+    let decoded_agent = G711::Pcmu.decode(agent_says);
+    assert!(
+        frames.iter().filter(|(l, _)| *l == decoded_customer).count() >= 1500,
+        "customer on the left"
+    );
+    assert!(
+        frames.iter().filter(|(_, r)| *r == decoded_agent).count() >= 1500,
+        "agent on the right"
+    );
+    let _ = std::fs::remove_file(&path);
 }
 
 #[tokio::test]

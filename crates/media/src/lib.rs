@@ -1,7 +1,9 @@
-//! RTP media engine: port pool, G.711, RFC 4733 and in-band DTMF, prompts, bridge, recorder, answering-machine analysis.
+//! RTP media engine: port pool, G.711, RFC 4733 and in-band DTMF, prompts, bridge, recorder, answering-machine analysis,
+//! and the WebRTC endpoint for browser agents.
 //!
 //! Pure parts (packet formats, codecs, detectors, analysers, statistics) live in their own modules and never do
-//! IO or read a clock: time comes in as an argument. The async [`engine`] owns every RTP socket and drives them.
+//! IO or read a clock: time comes in as an argument. The async [`engine`] and the [`webrtc`] endpoint own every RTP
+//! socket and drive them.
 //!
 //! | module | what |
 //! |---|---|
@@ -15,6 +17,7 @@
 //! | [`stream`] | outgoing SSRC/sequence/timestamp continuity across feed changes |
 //! | [`recorder`] | stereo recording timeline and WAV writer |
 //! | [`engine`] | [`engine::MediaEngine`], [`engine::RtpLeg`], [`engine::Bridge`], metrics |
+//! | [`webrtc`] | the browser agent's leg: [`webrtc::WebRtcEndpoint`] (str0m, ICE-lite, DTLS-SRTP), linked to an engine leg |
 //!
 //! A SIP leg's life with the engine:
 //! ```no_run
@@ -48,3 +51,4 @@ pub mod rtp;
 pub mod sdp;
 pub mod stream;
 pub mod wav;
+pub mod webrtc;

@@ -4,7 +4,8 @@
 
 use crate::acd_task::QueueNotice;
 use crate::desk::{
-    AgentCommand, AgentMedia, CallPhase, CommandRequest, IvrPop, Refusal, ScreenPop, TransferTarget,
+    AgentCommand, AgentMedia, CallPhase, CommandRequest, DeskEvent, IvrPop, Refusal, ScreenPop,
+    TransferTarget,
 };
 use crate::{Inner, Timeline};
 use domain::{
@@ -14,6 +15,7 @@ use domain::{
 use ivr::{IvrCommand, IvrEvent, IvrSession};
 use media::engine::{Bridge, BridgeSide, LegEvent as MediaEvent, RecordingHandle, RtpLeg};
 use media::g711::G711;
+use media::webrtc::{WebRtcEvent, WebRtcLeg};
 use sip_gateway::{InboundCall, LegEvent, LegHandle, OriginateRequest, RouteTarget};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +40,37 @@ struct Ringing {
     phone: Option<PhoneRing>,
 }
 
+/// How the connected agent hears the caller.
+enum AgentLeg {
+    Phone(LegHandle),
+    /// The browser softphone. Its media may drop (a page reload): the caller then hears music on
+    /// hold until the desktop re-attaches with a new offer, for up to [`MEDIA_REATTACH_GRACE`].
+    Browser {
+        leg: Option<WebRtcLeg>,
+        lost_at: Option<Instant>,
+    },
+}
+
+impl AgentLeg {
+    fn hang_up(self) {
+        match self {
+            AgentLeg::Phone(leg) => leg.hangup(),
+            // Dropping the WebRTC leg ends the peer.
+            AgentLeg::Browser { .. } => {}
+        }
+    }
+}
+
+/// What happened on the connected agent's side.
+enum AgentSide {
+    Phone(Option<LegEvent>),
+    BrowserMediaLost,
+    ReattachExpired,
+}
+
+/// How long a browser agent's desktop has to bring its media back after losing it.
+pub(crate) const MEDIA_REATTACH_GRACE: Duration = Duration::from_secs(30);
+
 /// The agent's SIP phone, ringing.
 struct PhoneRing {
     leg: LegHandle,
@@ -47,7 +80,7 @@ struct PhoneRing {
 /// The agent talking to the caller.
 struct Connected {
     agent: AgentId,
-    leg: LegHandle,
+    leg: AgentLeg,
     rtp: RtpLeg,
     bridge: Bridge,
     recording: Option<RecordingHandle>,
@@ -268,7 +301,14 @@ impl Call {
                 }
                 notice = next_notice(&mut self.queue) => self.on_queue(notice).await,
                 (i, ev) = next_ringing(&mut self.ringing) => self.on_ringing(i, ev).await,
-                ev = next_connected(&mut self.connected) => self.on_agent_leg(ev).await,
+                ev = next_connected(&mut self.connected) => match ev {
+                    AgentSide::Phone(ev) => self.on_agent_leg(ev).await,
+                    AgentSide::BrowserMediaLost => self.browser_media_lost(),
+                    AgentSide::ReattachExpired => {
+                        warn!("the browser agent's media did not come back in time");
+                        self.agent_hung_up().await;
+                    }
+                },
                 Some(request) = self.commands_rx.recv() => self.on_command(request).await,
             }
         }
@@ -328,12 +368,7 @@ impl Call {
         for r in std::mem::take(&mut self.ringing) {
             self.stop_ringing(r, "caller hung up");
         }
-        if let Some(c) = self.disconnect_agent().await {
-            c.leg.hangup();
-            self.inner.acd.input(acd::Input::CallEnded {
-                call: self.id.clone(),
-            });
-        }
+        self.release_agent().await;
         if let Some(ivr) = self.ivr.as_mut() {
             let cmds = ivr.handle(Timestamp::now_utc(), IvrEvent::CallerHungUp);
             for cmd in cmds {
@@ -681,7 +716,8 @@ impl Call {
                     return;
                 };
                 phone.rtp.set_remote(negotiated);
-                self.connect_agent(r.agent, phone.leg, phone.rtp).await;
+                self.connect_agent(r.agent, AgentLeg::Phone(phone.leg), phone.rtp)
+                    .await;
             }
             Some(LegEvent::Failed { code }) => self.offer_failed(i, format!("phone answered {code}")),
             Some(LegEvent::Hangup) | None => self.offer_failed(i, "phone hung up".into()),
@@ -690,7 +726,7 @@ impl Call {
     }
 
     /// The agent took the call: bridge their leg to the caller's, tell the ACD and their desktop.
-    async fn connect_agent(&mut self, agent: AgentId, leg: LegHandle, agent_rtp: RtpLeg) {
+    async fn connect_agent(&mut self, agent: AgentId, leg: AgentLeg, agent_rtp: RtpLeg) {
         self.rtp.stop_playback();
         let bridge = self.inner.media.bridge(&self.rtp, &agent_rtp);
         for other in std::mem::take(&mut self.ringing) {
@@ -738,12 +774,8 @@ impl Call {
     /// The agent hung up (their phone or their desktop): the caller hears the survey if the flow has
     /// one, otherwise the call ends.
     async fn agent_hung_up(&mut self) {
-        if let Some(c) = self.disconnect_agent().await {
-            info!(agent = %c.agent, "agent hung up");
-            c.leg.hangup();
-            self.inner.acd.input(acd::Input::CallEnded {
-                call: self.id.clone(),
-            });
+        if let Some(agent) = self.release_agent().await {
+            info!(%agent, "agent hung up");
         }
         if self.ivr.is_some() {
             self.ivr_event(IvrEvent::AgentHungUp).await;
@@ -780,7 +812,7 @@ impl Call {
                     "this call rings your SIP phone: answer it there",
                 )),
                 Some(i) => self.accept_in_browser(i, sdp).await,
-                None if connected => Err(Refusal::new("already_connected", "you are already on this call")),
+                None if connected => self.reattach_browser(sdp),
                 None => Err(Refusal::new("no_offer", "this call is not being offered to you")),
             },
             AgentCommand::Reject => {
@@ -882,12 +914,7 @@ impl Call {
                 format!("there is no queue {queue}"),
             ));
         }
-        if let Some(c) = self.disconnect_agent().await {
-            c.leg.hangup();
-            self.inner.acd.input(acd::Input::CallEnded {
-                call: self.id.clone(),
-            });
-        }
+        self.release_agent().await;
         let described = match &target {
             TransferTarget::Queue(q) => format!("queue:{q}"),
             TransferTarget::Agent(a) => format!("agent:{a}"),
@@ -902,12 +929,79 @@ impl Call {
         Ok(())
     }
 
-    /// The browser softphone accepted with its SDP offer.
-    async fn accept_in_browser(&mut self, _offered: usize, _sdp: Option<String>) -> Result<(), Refusal> {
-        Err(Refusal::new(
-            "media_unavailable",
-            "the browser softphone is not available on this node",
-        ))
+    /// Opens the browser agent's WebRTC leg for their SDP offer, wired to a fresh engine leg.
+    fn open_browser_leg(&self, sdp: Option<String>) -> Result<(WebRtcLeg, String), Refusal> {
+        let Some(endpoint) = self.inner.webrtc.as_ref() else {
+            return Err(Refusal::new(
+                "media_unavailable",
+                "the browser softphone is not enabled on this node",
+            ));
+        };
+        let Some(sdp) = sdp else {
+            return Err(Refusal::new("bad_sdp", "the browser accepts with its SDP offer"));
+        };
+        endpoint
+            .accept_offer(&sdp)
+            .map_err(|e| Refusal::new("bad_sdp", e.to_string()))
+    }
+
+    /// The browser softphone accepted the offered call with its SDP offer.
+    async fn accept_in_browser(&mut self, offered: usize, sdp: Option<String>) -> Result<(), Refusal> {
+        let (browser, answer) = self.open_browser_leg(sdp)?;
+        let (agent_rtp, _events) = self
+            .inner
+            .media
+            .allocate_leg()
+            .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+        browser
+            .connect_plain(&agent_rtp)
+            .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+        let r = self.ringing.remove(offered);
+        self.inner.desks.notify(
+            &r.agent,
+            DeskEvent::MediaAnswer {
+                call: self.id.clone(),
+                sdp: answer,
+            },
+        );
+        let leg = AgentLeg::Browser {
+            leg: Some(browser),
+            lost_at: None,
+        };
+        self.connect_agent(r.agent, leg, agent_rtp).await;
+        Ok(())
+    }
+
+    /// A re-attached desktop brings the softphone back for a call already connected: the new
+    /// WebRTC leg feeds the same engine leg, so the bridge and the recording carry on.
+    fn reattach_browser(&mut self, sdp: Option<String>) -> Result<(), Refusal> {
+        let (browser, answer) = self.open_browser_leg(sdp)?;
+        let Some(c) = self.connected.as_mut() else {
+            return Err(Refusal::new(
+                "not_connected",
+                "you are not talking to this caller",
+            ));
+        };
+        let AgentLeg::Browser { leg, lost_at } = &mut c.leg else {
+            return Err(Refusal::new("already_connected", "you are already on this call"));
+        };
+        browser
+            .connect_plain(&c.rtp)
+            .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+        let was_lost = lost_at.take().is_some();
+        *leg = Some(browser);
+        if was_lost && c.bridge.is_held() {
+            c.bridge.resume();
+        }
+        info!(agent = %c.agent, "browser media re-attached");
+        self.inner.desks.notify(
+            &c.agent,
+            DeskEvent::MediaAnswer {
+                call: self.id.clone(),
+                sdp: answer,
+            },
+        );
+        Ok(())
     }
 
     /// After the call: the agent's desktop may still save a disposition and notes for it, for up to
@@ -971,6 +1065,31 @@ impl Call {
         );
     }
 
+    /// Ends the agent's part of the call: their leg is hung up and they go to wrap-up.
+    async fn release_agent(&mut self) -> Option<AgentId> {
+        let c = self.disconnect_agent().await?;
+        c.leg.hang_up();
+        self.inner.acd.input(acd::Input::CallEnded {
+            call: self.id.clone(),
+        });
+        Some(c.agent)
+    }
+
+    /// The browser agent's media went away (a reload or a network drop): the caller hears music on
+    /// hold while the desktop has [`MEDIA_REATTACH_GRACE`] to come back.
+    fn browser_media_lost(&mut self) {
+        let music = self.hold_music();
+        let Some(c) = self.connected.as_mut() else { return };
+        if let AgentLeg::Browser { leg, lost_at } = &mut c.leg {
+            *leg = None;
+            *lost_at = Some(Instant::now());
+            info!(agent = %c.agent, "browser media lost; waiting for the desktop to re-attach");
+            if !c.bridge.is_held() {
+                c.bridge.hold(BridgeSide::A, music);
+            }
+        }
+    }
+
     /// The agent's part of the call is over: close the recording and report where it is.
     async fn disconnect_agent(&mut self) -> Option<Connected> {
         let mut c = self.connected.take()?;
@@ -1022,12 +1141,7 @@ impl Call {
         if by != EndedBy::Caller {
             self.caller.hangup();
         }
-        if let Some(c) = self.disconnect_agent().await {
-            c.leg.hangup();
-            self.inner.acd.input(acd::Input::CallEnded {
-                call: self.id.clone(),
-            });
-        }
+        self.release_agent().await;
         for r in std::mem::take(&mut self.ringing) {
             self.stop_ringing(r, "caller hung up");
         }
@@ -1080,10 +1194,31 @@ async fn next_ringing(ringing: &mut [Ringing]) -> (usize, Option<LegEvent>) {
     .await
 }
 
-async fn next_connected(connected: &mut Option<Connected>) -> Option<LegEvent> {
-    match connected {
-        Some(c) => c.leg.next_event().await,
-        None => std::future::pending().await,
+async fn next_connected(connected: &mut Option<Connected>) -> AgentSide {
+    let Some(c) = connected else {
+        return std::future::pending().await;
+    };
+    match &mut c.leg {
+        AgentLeg::Phone(leg) => AgentSide::Phone(leg.next_event().await),
+        AgentLeg::Browser { leg: Some(leg), .. } => loop {
+            match leg.next_event().await {
+                Some(WebRtcEvent::Closed { .. } | WebRtcEvent::MediaTimeout { .. }) | None => {
+                    return AgentSide::BrowserMediaLost;
+                }
+                Some(WebRtcEvent::Connected | WebRtcEvent::Disconnected) => {}
+            }
+        },
+        AgentLeg::Browser {
+            leg: None,
+            lost_at: Some(at),
+        } => {
+            tokio::time::sleep_until(*at + MEDIA_REATTACH_GRACE).await;
+            AgentSide::ReattachExpired
+        }
+        AgentLeg::Browser {
+            leg: None,
+            lost_at: None,
+        } => std::future::pending().await,
     }
 }
 

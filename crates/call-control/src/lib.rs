@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) desks: DeskHub,
     /// What a caller on hold hears (a WAV file), if anything.
     pub(crate) hold_music: Option<std::path::PathBuf>,
+    /// The browser softphones' WebRTC endpoint, when enabled.
+    pub(crate) webrtc: Option<media::webrtc::WebRtcEndpoint>,
     /// How long after a call its agent may still save the disposition.
     pub(crate) wrap_up_window: std::time::Duration,
     counter: AtomicU64,
@@ -100,6 +102,8 @@ pub struct Services {
     pub desks: DeskHub,
     /// A WAV file looped to callers on hold.
     pub hold_music: Option<std::path::PathBuf>,
+    /// The WebRTC endpoint for agents who take calls in the browser (None: phones only).
+    pub webrtc: Option<media::webrtc::WebRtcEndpoint>,
 }
 
 /// How long after a call its agent may still save the disposition (the desktop's wrap-up form).
@@ -117,6 +121,7 @@ impl CallControl {
             state,
             desks,
             hold_music,
+            webrtc,
         } = services;
         Self {
             inner: Arc::new(Inner {
@@ -131,6 +136,7 @@ impl CallControl {
                 record_calls,
                 desks,
                 hold_music,
+                webrtc,
                 wrap_up_window: WRAP_UP_WINDOW,
                 counter: AtomicU64::new(0),
             }),

@@ -142,6 +142,30 @@ impl Default for AgentsConfig {
     }
 }
 
+/// The `[webrtc]` section: the browser softphone's media (one UDP port for every browser agent).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcSection {
+    pub enabled: bool,
+    /// Address the WebRTC socket binds to.
+    pub bind_ip: IpAddr,
+    /// UDP port; 0 lets the system pick one (announced in each SDP answer).
+    pub port: u16,
+    /// The address browsers reach us at, when it is not `bind_ip` (behind NAT, or bound to 0.0.0.0).
+    pub advertise_ip: Option<IpAddr>,
+}
+
+impl Default for WebRtcSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            port: 0,
+            advertise_ip: None,
+        }
+    }
+}
+
 /// The `[desk]` section: the agent desktop, the wallboard and their accounts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -198,6 +222,7 @@ pub struct Config {
     pub acd: acd::AcdConfig,
     pub agents: AgentsConfig,
     pub desk: DeskConfig,
+    pub webrtc: WebRtcSection,
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
     #[serde(rename = "trunk")]
@@ -305,6 +330,11 @@ impl Config {
                     user.id
                 ));
             }
+        }
+        if self.webrtc.enabled && self.webrtc.bind_ip.is_unspecified() && self.webrtc.advertise_ip.is_none() {
+            problems.push(
+                "webrtc: bind_ip is unspecified; set advertise_ip to the address browsers reach".into(),
+            );
         }
         if self.desk.session_ttl_secs == 0 || self.desk.lockout_secs == 0 || self.desk.max_login_failures == 0
         {

@@ -192,6 +192,20 @@ async fn serve(config: Config) -> Result<(), String> {
     .map_err(|e| format!("acd: {e}"))?;
     let anchor = Arc::new(call_control::anchor::EngineAnchor::new(media.clone()));
     let desks = call_control::DeskHub::new();
+    let webrtc = if config.webrtc.enabled {
+        let endpoint = media::webrtc::WebRtcEndpoint::new(media::webrtc::WebRtcConfig {
+            bind_ip: config.webrtc.bind_ip,
+            port: config.webrtc.port,
+            advertise_ip: config.webrtc.advertise_ip,
+            ..media::webrtc::WebRtcConfig::default()
+        })
+        .map_err(|e| format!("webrtc: {e}"))?;
+        endpoint.metrics().register(&telemetry);
+        info!(addr = %endpoint.candidate_addr(), "browser softphone media ready");
+        Some(endpoint)
+    } else {
+        None
+    };
     let calls = call_control::CallControl::new(
         &config.node.name,
         call_control::Services {
@@ -203,6 +217,7 @@ async fn serve(config: Config) -> Result<(), String> {
             state: state.clone(),
             desks: desks.clone(),
             hold_music: config.desk.hold_music.clone(),
+            webrtc,
         },
         config.rtp.record_calls,
     );

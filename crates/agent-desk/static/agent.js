@@ -4,6 +4,8 @@
 const $ = (id) => document.getElementById(id);
 let ws = null, nextId = 1, call = null, phase = null, pc = null, retry = 500;
 const pending = new Map();
+// What the desktop shows, in one place (handy for support and for browser tests).
+window.desk = { media: null, state: null, call: null, phase: null };
 
 function show(el, on) { el.classList.toggle('hidden', !on); }
 function text(el, t) { el.textContent = t == null ? '' : String(t); }
@@ -19,6 +21,7 @@ function send(frame) {
 function act(frame) { text($('error'), ''); send(frame).catch((e) => text($('error'), e.message)); }
 
 function setState(s) {
+  window.desk.state = s.state;
   const el = $('state');
   el.className = 'state ' + s.state;
   text(el, s.state.replace('_', ' ') + (s.reason ? ' (' + s.reason + ')' : ''));
@@ -55,6 +58,7 @@ function renderPop(pop) {
 
 function setPhase(p) {
   phase = p;
+  window.desk.call = call; window.desk.phase = p;
   const el = $('call-phase');
   el.className = 'state ' + ({ offered: 'reserved', connected: 'on_call', held: 'reserved', wrap_up: 'wrap_up' }[p] || '');
   text(el, p.replace('_', ' '));
@@ -72,6 +76,7 @@ function setPhase(p) {
 
 function clearCall() {
   call = null; phase = null;
+  window.desk.call = null; window.desk.phase = null;
   show($('call'), false);
   if (pc) { pc.close(); pc = null; }
 }
@@ -92,14 +97,24 @@ async function answerInBrowser() {
   return pc.localDescription.sdp;
 }
 
+async function answerWithSoftphone() {
+  try { const sdp = await answerInBrowser(); act({ type: 'accept', call, sdp }); }
+  catch (e) { text($('error'), 'Softphone: ' + e.message); }
+}
+
 function onFrame(f) {
   switch (f.type) {
     case 'welcome':
       text($('who'), f.agent.name + ' (' + f.agent.id + ')');
       $('softphone').checked = f.media === 'browser';
+      window.desk.media = f.media;
       if (f.state) setState(f.state);
       clearCall();
-      for (const c of f.calls) { call = c.pop.call; renderPop(c.pop); setPhase(c.phase); }
+      for (const c of f.calls) {
+        call = c.pop.call; renderPop(c.pop); setPhase(c.phase);
+        // After a reload the call is still up: bring the softphone back to it.
+        if (f.media === 'browser' && (c.phase === 'connected' || c.phase === 'held')) answerWithSoftphone();
+      }
       break;
     case 'state': setState(f); break;
     case 'offer': call = f.pop.call; renderPop(f.pop); setPhase('offered'); break;
@@ -148,10 +163,7 @@ $('btn-hold').onclick = () => act({ type: 'hold', call });
 $('btn-unhold').onclick = () => act({ type: 'unhold', call });
 $('btn-hangup').onclick = () => act({ type: 'hangup', call });
 $('btn-transfer').onclick = () => { const to = {}; to[$('transfer-kind').value] = $('transfer-to').value.trim(); act({ type: 'transfer', call, to }); };
-$('btn-accept').onclick = async () => {
-  try { const sdp = await answerInBrowser(); act({ type: 'accept', call, sdp }); }
-  catch (e) { text($('error'), 'Softphone: ' + e.message); }
-};
+$('btn-accept').onclick = answerWithSoftphone;
 $('softphone').onchange = () => { if (ws) ws.close(); };
 $('wrapup').addEventListener('submit', (e) => {
   e.preventDefault();

@@ -1,6 +1,7 @@
 //! Harness for system tests: starts the real `callcenter` binary on free ports with a test
 //! configuration, waits for its ready line, and runs real peers (SIPp, baresip) against it.
 
+pub mod browser;
 pub mod cti;
 
 use std::io::{BufRead, BufReader, Read};

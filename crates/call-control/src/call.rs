@@ -40,6 +40,13 @@ struct Ringing {
     phone: Option<PhoneRing>,
 }
 
+/// An outside party the caller was transferred to: ringing, then bridged with the caller.
+struct External {
+    leg: LegHandle,
+    rtp: RtpLeg,
+    bridge: Option<Bridge>,
+}
+
 /// How the connected agent hears the caller.
 enum AgentLeg {
     Phone(LegHandle),
@@ -110,6 +117,8 @@ struct Call {
     last_queue: Option<(domain::QueueId, u8)>,
     /// The agent who last talked to the caller: their desktop gets the wrap-up.
     last_agent: Option<AgentId>,
+    /// The outside number the caller was transferred to.
+    external: Option<External>,
     /// Agents' commands from their desktops (the desk hub holds the sending side).
     commands_tx: mpsc::UnboundedSender<CommandRequest>,
     commands_rx: mpsc::UnboundedReceiver<CommandRequest>,
@@ -170,6 +179,7 @@ pub(crate) async fn run(inner: Arc<Inner>, call: InboundCall) {
             customer: None,
             last_queue: None,
             last_agent: None,
+            external: None,
             commands_tx,
             commands_rx,
         };
@@ -310,6 +320,7 @@ impl Call {
                     }
                 },
                 Some(request) = self.commands_rx.recv() => self.on_command(request).await,
+                ev = next_external(&mut self.external) => self.on_external(ev).await,
             }
         }
     }
@@ -367,6 +378,9 @@ impl Call {
         }
         for r in std::mem::take(&mut self.ringing) {
             self.stop_ringing(r, "caller hung up");
+        }
+        if let Some(ext) = self.external.take() {
+            ext.leg.hangup();
         }
         self.release_agent().await;
         if let Some(ivr) = self.ivr.as_mut() {
@@ -896,6 +910,7 @@ impl Call {
     /// transferring agent goes to wrap-up.
     async fn blind_transfer(&mut self, agent: &AgentId, target: TransferTarget) -> Result<(), Refusal> {
         let (queue, preferred) = match &target {
+            TransferTarget::Number(number) => return self.transfer_out(agent, number).await,
             TransferTarget::Queue(q) => (q.clone(), None),
             TransferTarget::Agent(a) if a == agent => {
                 return Err(Refusal::new(
@@ -918,15 +933,132 @@ impl Call {
         let described = match &target {
             TransferTarget::Queue(q) => format!("queue:{q}"),
             TransferTarget::Agent(a) => format!("agent:{a}"),
+            TransferTarget::Number(n) => format!("number:{}", n.expose()),
         };
         self.log(InteractionEventKind::Transferred {
             target: Pii::new(described),
         });
-        info!(to = ?target, "blind transfer");
+        info!(%queue, "blind transfer");
         self.inner.desks.release(&self.id, agent);
         let priority = self.last_queue.as_ref().map_or(0, |(_, p)| *p);
         self.enqueue(queue, priority, None, preferred);
         Ok(())
+    }
+
+    /// Blind transfer to an outside number: the number is dialled through the outbound trunk while
+    /// the caller hears hold music; the agent leaves once the dial is under way. If nobody answers,
+    /// the caller goes back to the queue they came from.
+    async fn transfer_out(
+        &mut self,
+        agent: &AgentId,
+        number: &crate::desk::DialNumber,
+    ) -> Result<(), Refusal> {
+        let Some(trunk) = self.inner.outbound.clone() else {
+            return Err(Refusal::new(
+                "no_trunk",
+                "no outbound trunk is configured for outside numbers",
+            ));
+        };
+        let gateway = self
+            .inner
+            .gateway
+            .get()
+            .cloned()
+            .ok_or_else(|| Refusal::new("unavailable", "the SIP gateway is not running"))?;
+        let (rtp, _events) = self
+            .inner
+            .media
+            .allocate_leg()
+            .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+        let offer = media::sdp::offer(
+            rtp.local_addr(),
+            rand::random::<u32>() as u64,
+            1,
+            media::sdp::MediaDirection::SendRecv,
+        );
+        let request = OriginateRequest {
+            target: Pii::new(format!("sip:{}@{}", number.expose(), trunk.host)),
+            from_user: trunk
+                .caller_id
+                .clone()
+                .map(Pii::new)
+                .unwrap_or_else(|| self.caller_number.clone()),
+            sdp: offer.into_bytes(),
+            ring_timeout: Duration::from_secs(60),
+        };
+        let leg = gateway
+            .originate(request)
+            .await
+            .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+        self.release_agent().await;
+        self.log(InteractionEventKind::Transferred {
+            target: Pii::new(format!("number:{}", number.expose())),
+        });
+        info!("blind transfer to an outside number");
+        self.inner.desks.release(&self.id, agent);
+        let music = self.hold_music();
+        if !music.is_empty() {
+            self.rtp.play(music, true, false);
+        }
+        self.external = Some(External {
+            leg,
+            rtp,
+            bridge: None,
+        });
+        Ok(())
+    }
+
+    async fn on_external(&mut self, ev: Option<LegEvent>) {
+        let Some(ext) = self.external.as_mut() else { return };
+        match ev {
+            Some(LegEvent::Answered { sdp }) if ext.bridge.is_none() => {
+                let negotiated = std::str::from_utf8(&sdp)
+                    .ok()
+                    .and_then(|t| media::sdp::parse(t).ok())
+                    .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok());
+                let Some(negotiated) = negotiated else {
+                    ext.leg.hangup();
+                    self.external_failed("no common codec");
+                    return;
+                };
+                ext.rtp.set_remote(negotiated);
+                self.rtp.stop_playback();
+                ext.bridge = Some(self.inner.media.bridge(&self.rtp, &ext.rtp));
+                info!("the transferred-to number answered; bridged");
+            }
+            Some(LegEvent::Reoffer { sdp, reply }) => {
+                let negotiated = std::str::from_utf8(&sdp)
+                    .ok()
+                    .and_then(|t| media::sdp::parse(t).ok())
+                    .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok());
+                if let Some(n) = negotiated {
+                    let answer =
+                        media::sdp::answer(&n, ext.rtp.local_addr(), rand::random::<u32>() as u64, 2);
+                    ext.rtp.set_remote(n);
+                    let _ = reply.send(answer.into_bytes());
+                }
+            }
+            Some(LegEvent::Failed { .. }) | Some(LegEvent::Hangup) | None => {
+                if ext.bridge.is_some() {
+                    self.external = None;
+                    self.end(EndedBy::System, "the transferred-to party hung up");
+                } else {
+                    self.external_failed("the transferred-to number did not answer");
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The outside number never answered: the caller is not dropped but queued again.
+    fn external_failed(&mut self, reason: &str) {
+        self.external = None;
+        self.rtp.stop_playback();
+        info!(reason, "transfer to an outside number failed");
+        match self.last_queue.clone() {
+            Some((queue, priority)) => self.enqueue(queue, priority, None, None),
+            None => self.end(EndedBy::System, reason),
+        }
     }
 
     /// Opens the browser agent's WebRTC leg for their SDP offer, wired to a fresh engine leg.
@@ -1145,6 +1277,9 @@ impl Call {
         for r in std::mem::take(&mut self.ringing) {
             self.stop_ringing(r, "caller hung up");
         }
+        if let Some(ext) = self.external.take() {
+            ext.leg.hangup();
+        }
         if self.queue.take().is_some() {
             self.inner.acd.input(acd::Input::CallAbandoned {
                 call: self.id.clone(),
@@ -1192,6 +1327,13 @@ async fn next_ringing(ringing: &mut [Ringing]) -> (usize, Option<LegEvent>) {
         std::task::Poll::Pending
     })
     .await
+}
+
+async fn next_external(external: &mut Option<External>) -> Option<LegEvent> {
+    match external {
+        Some(e) => e.leg.next_event().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_connected(connected: &mut Option<Connected>) -> AgentSide {

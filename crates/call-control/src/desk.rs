@@ -92,6 +92,46 @@ pub enum DeskEvent {
 pub enum TransferTarget {
     Queue(QueueId),
     Agent(AgentId),
+    /// An outside number, dialled through the outbound trunk.
+    Number(DialNumber),
+}
+
+/// A number an agent dials: 1-32 characters of digits, `*` and `#`, with an optional leading `+`.
+/// Personal data: shown masked in logs.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DialNumber(Pii<String>);
+
+impl DialNumber {
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+impl TryFrom<String> for DialNumber {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let digits = s.strip_prefix('+').unwrap_or(&s);
+        if digits.is_empty()
+            || s.len() > 32
+            || !digits.chars().all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+        {
+            return Err("a number is 1-32 of digits, * and #, with an optional leading +".into());
+        }
+        Ok(DialNumber(Pii::new(s)))
+    }
+}
+
+impl From<DialNumber> for String {
+    fn from(n: DialNumber) -> String {
+        n.0.expose().clone()
+    }
+}
+
+impl std::fmt::Debug for DialNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DialNumber({:?})", self.0)
+    }
 }
 
 /// What an agent asks of their call.
@@ -412,6 +452,18 @@ mod tests {
         assert_eq!(hub.desk_media(&a), Some(AgentMedia::Browser));
         hub.detach(&a, second.generation);
         assert_eq!(hub.desk_media(&a), None);
+    }
+
+    #[test]
+    fn dial_numbers_are_parsed_and_masked() {
+        for good in ["+4930123456", "0800", "*21#", "1"] {
+            let n = DialNumber::try_from(good.to_string()).expect(good);
+            assert_eq!(n.expose(), good);
+            assert!(!format!("{n:?}").contains(good), "masked in Debug");
+        }
+        for bad in ["", "+", "12 34", "sip:evil", "1".repeat(33).as_str(), "+49-30"] {
+            assert!(DialNumber::try_from(bad.to_string()).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) hold_music: Option<std::path::PathBuf>,
     /// The browser softphones' WebRTC endpoint, when enabled.
     pub(crate) webrtc: Option<media::webrtc::WebRtcEndpoint>,
+    /// Where outside numbers are dialled (transfers to a number).
+    pub(crate) outbound: Option<OutboundTrunk>,
     /// How long after a call its agent may still save the disposition.
     pub(crate) wrap_up_window: std::time::Duration,
     counter: AtomicU64,
@@ -104,6 +106,17 @@ pub struct Services {
     pub hold_music: Option<std::path::PathBuf>,
     /// The WebRTC endpoint for agents who take calls in the browser (None: phones only).
     pub webrtc: Option<media::webrtc::WebRtcEndpoint>,
+    /// The trunk outside numbers are dialled through (None: no outside numbers).
+    pub outbound: Option<OutboundTrunk>,
+}
+
+/// How outside numbers are reached: `sip:<number>@<host>`, through the gateway's trunk of that host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundTrunk {
+    /// `host:port` of the trunk's URI.
+    pub host: String,
+    /// The number presented to the called party; None passes the customer's number on.
+    pub caller_id: Option<String>,
 }
 
 /// How long after a call its agent may still save the disposition (the desktop's wrap-up form).
@@ -122,6 +135,7 @@ impl CallControl {
             desks,
             hold_music,
             webrtc,
+            outbound,
         } = services;
         Self {
             inner: Arc::new(Inner {
@@ -137,6 +151,7 @@ impl CallControl {
                 desks,
                 hold_music,
                 webrtc,
+                outbound,
                 wrap_up_window: WRAP_UP_WINDOW,
                 counter: AtomicU64::new(0),
             }),

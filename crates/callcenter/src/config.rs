@@ -177,6 +177,8 @@ pub struct DeskConfig {
     pub lockout_secs: u64,
     /// A WAV file looped to callers the agent puts on hold.
     pub hold_music: Option<PathBuf>,
+    /// The `[[trunk]]` (by name) that agents' transfers to outside numbers go through.
+    pub outbound_trunk: Option<String>,
     /// Accounts created at start when missing (`[[desk.user]]`); an existing account is left as it
     /// is, so a password changed since is never reset.
     #[serde(rename = "user")]
@@ -190,6 +192,7 @@ impl Default for DeskConfig {
             max_login_failures: 5,
             lockout_secs: 60,
             hold_music: None,
+            outbound_trunk: None,
             users: Vec::new(),
         }
     }
@@ -305,6 +308,22 @@ impl Config {
         }
     }
 
+    /// Where agents' transfers to outside numbers go: the outbound trunk's host and caller id.
+    pub fn outbound_trunk(&self) -> Option<call_control::OutboundTrunk> {
+        let name = self.desk.outbound_trunk.as_ref()?;
+        let trunk = self.trunks.iter().find(|t| &t.name == name)?;
+        let rest = trunk
+            .uri
+            .strip_prefix("sips:")
+            .or_else(|| trunk.uri.strip_prefix("sip:"))?;
+        // `sip:host:port` or `sip:user@host:port;params`: keep host and port.
+        let host = rest.rsplit('@').next()?.split(';').next()?.to_string();
+        Some(call_control::OutboundTrunk {
+            host,
+            caller_id: trunk.caller_id.clone(),
+        })
+    }
+
     /// The gateway's part.
     pub fn gateway(&self) -> sip_gateway::GatewayConfig {
         sip_gateway::GatewayConfig {
@@ -319,6 +338,11 @@ impl Config {
         let mut problems = self.gateway().validate().err().unwrap_or_default();
         if let Err(e) = self.acd.check() {
             problems.push(format!("acd: {e}"));
+        }
+        if let Some(name) = &self.desk.outbound_trunk
+            && !self.trunks.iter().any(|t| &t.name == name)
+        {
+            problems.push(format!("desk.outbound_trunk: no [[trunk]] named {name:?}"));
         }
         for user in &self.desk.users {
             if domain::AgentId::new(&user.id).is_err() {

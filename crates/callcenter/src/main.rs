@@ -218,6 +218,7 @@ async fn serve(config: Config) -> Result<(), String> {
             desks: desks.clone(),
             hold_music: config.desk.hold_music.clone(),
             webrtc,
+            outbound: config.outbound_trunk(),
         },
         config.rtp.record_calls,
     );

@@ -136,7 +136,7 @@ fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_
 
             assert_eq!(ws.ask(json!({"type": "hangup", "id": 8, "call": call})).await["type"], "ack");
             assert_eq!(ws.next_of("call_phase").await["phase"], "wrap_up");
-            assert_eq!(ws.next_of("state").await["state"], "wrap_up");
+            ws.next_where(|f| f["type"] == "state" && f["state"] == "wrap_up").await;
             let f = ws.ask(json!({"type": "hangup", "id": 9, "call": call})).await;
             assert_eq!(f["code"], "call_ended");
 
@@ -147,7 +147,7 @@ fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_
             assert_eq!(f["type"], "ack", "{f}");
             assert_eq!(ws.next_of("released").await["call"], call.as_str());
             // Saving the disposition ends after-call work.
-            assert_eq!(ws.next_of("state").await["state"], "available");
+            ws.next_where(|f| f["type"] == "state" && f["state"] == "available").await;
         });
         let run = caller.join().expect("caller");
         assert_eq!(
@@ -200,4 +200,87 @@ fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_
         Some(i64::from(crm_store::Tier::Key.queue_priority()))
     );
     assert!(i.row.hold_ms > 0, "{:?}", i.row);
+}
+
+#[test]
+fn a_blind_transfer_to_an_outside_number_goes_out_through_the_trunk_and_the_agent_is_freed() {
+    require_command("sipp");
+    let carrier = SippServer::start("uas_trunk_number.xml", 1);
+    let config = CONFIG.replace(
+        "HOLD_MUSIC",
+        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
+    ) + &format!(
+        "\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\ncaller_id = \"+4930000000\"\n",
+        carrier.port
+    );
+    let config = config.replace("[desk]\n", "[desk]\noutbound_trunk = \"carrier\"\n");
+    let platform = Platform::start(&config);
+    let agent_phone = SippServer::start("uas", 1);
+    register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
+    let (status, body) =
+        platform.http_post("/api/v1/login", r#"{"user":"1001","password":"agent1001"}"#, None);
+    assert_eq!(status, 200, "{body}");
+    let token = serde_json::from_str::<Value>(&body).expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut ws = rt.block_on(CtiClient::connect(platform.http, "/ws/agent", &token));
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| uac(&platform, "uac_customer_wait_bye.xml", "801", 1, &[]));
+        rt.block_on(async {
+            let call = ws.next_of("offer").await["pop"]["call"]
+                .as_str()
+                .expect("call")
+                .to_string();
+            assert_eq!(ws.next_of("call_phase").await["phase"], "connected");
+            let f = ws
+                .ask(json!({"type": "transfer", "id": 1, "call": call, "to": {"number": "sip:evil@example"}}))
+                .await;
+            assert_eq!(f["code"], "bad_request", "{f}");
+            let f = ws
+                .ask(json!({"type": "transfer", "id": 2, "call": call, "to": {"number": "+4930999888"}}))
+                .await;
+            assert_eq!(f["type"], "ack", "{f}");
+            // The agent is done with the call at once: wrap-up, phone hung up.
+            ws.next_where(|f| f["type"] == "state" && f["state"] == "wrap_up")
+                .await;
+        });
+        assert_eq!(agent_phone.wait(), Some(0), "the agent's phone got its BYE");
+        // The carrier answered the right number and hung up; the caller got the BYE.
+        let run = caller.join().expect("caller");
+        assert_eq!(
+            (run.successful, run.failed),
+            (1, 0),
+            "{}\n{}",
+            run.output,
+            platform.log()
+        );
+    });
+    assert_eq!(
+        carrier.wait(),
+        Some(0),
+        "the carrier saw an INVITE for +4930999888"
+    );
+    let i = platform
+        .ended_interactions(1)
+        .into_iter()
+        .next()
+        .expect("interaction");
+    let transferred = i
+        .events
+        .iter()
+        .find(|e| e.kind == "transferred")
+        .unwrap_or_else(|| panic!("no transfer in {:?}", i.kinds()));
+    assert_eq!(
+        transferred.payload["target"], "number:+4930999888",
+        "{:?}",
+        transferred.payload
+    );
+    assert_eq!(i.row.ended_by.as_deref(), Some("system"));
+    assert_eq!(i.row.agent_id.as_deref(), Some("1001"));
 }

@@ -27,7 +27,7 @@ use tracing::{Instrument, info, info_span, warn};
 const SUPPORTED: [G711; 2] = [G711::Pcmu, G711::Pcma];
 
 /// Results of work the call started in the background.
-enum Done {
+pub(crate) enum Done {
     Lookup(ivr::RequestId, ivr::LookupResult),
     Webhook(ivr::RequestId, ivr::WebhookResult),
     QueueState(ivr::RequestId, ivr::QueueSnapshot),
@@ -48,7 +48,7 @@ struct External {
 }
 
 /// How the connected agent hears the caller.
-enum AgentLeg {
+pub(crate) enum AgentLeg {
     Phone(LegHandle),
     /// The browser softphone. Its media may drop (a page reload): the caller then hears music on
     /// hold until the desktop re-attaches with a new offer, for up to [`MEDIA_REATTACH_GRACE`].
@@ -59,7 +59,7 @@ enum AgentLeg {
 }
 
 impl AgentLeg {
-    fn hang_up(self) {
+    pub(crate) fn hang_up(self) {
         match self {
             AgentLeg::Phone(leg) => leg.hangup(),
             // Dropping the WebRTC leg ends the peer.
@@ -79,9 +79,9 @@ enum AgentSide {
 pub(crate) const MEDIA_REATTACH_GRACE: Duration = Duration::from_secs(30);
 
 /// The agent's SIP phone, ringing.
-struct PhoneRing {
-    leg: LegHandle,
-    rtp: RtpLeg,
+pub(crate) struct PhoneRing {
+    pub(crate) leg: LegHandle,
+    pub(crate) rtp: RtpLeg,
 }
 
 /// The agent talking to the caller.
@@ -93,7 +93,7 @@ struct Connected {
     recording: Option<RecordingHandle>,
 }
 
-struct Call {
+pub(crate) struct Call {
     inner: Arc<Inner>,
     id: CallId,
     timeline: Timeline,
@@ -119,6 +119,9 @@ struct Call {
     last_agent: Option<AgentId>,
     /// The outside number the caller was transferred to.
     external: Option<External>,
+    /// An agent-placed call: the agent is outside the ACD's offers while it lasts, and this input
+    /// puts them back as they were (ready, or not ready with their reason).
+    pub(crate) outbound: Option<acd::Input>,
     /// Agents' commands from their desktops (the desk hub holds the sending side).
     commands_tx: mpsc::UnboundedSender<CommandRequest>,
     commands_rx: mpsc::UnboundedReceiver<CommandRequest>,
@@ -157,32 +160,16 @@ pub(crate) async fn run(inner: Arc<Inner>, call: InboundCall) {
             return;
         }
         info!(target = ?call.target, "answered");
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-        let mut c = Call {
-            inner: inner.clone(),
+        let (mut c, done_rx) = Call::new(
+            inner.clone(),
             id,
             timeline,
-            caller: call.leg,
+            call.leg,
             rtp,
             law,
-            ivr: None,
-            timers: HashMap::new(),
-            done_tx,
-            queue: None,
-            ringing: Vec::new(),
-            connected: None,
-            recording_paused: false,
-            ended: None,
-            caller_number: call.from.clone(),
-            called_number: call.to.clone(),
-            customer: None,
-            last_queue: None,
-            last_agent: None,
-            external: None,
-            commands_tx,
-            commands_rx,
-        };
+            call.from.clone(),
+            call.to.clone(),
+        );
         match &call.target {
             RouteTarget::Ivr(flow) => {
                 let flows = inner.flows.current();
@@ -223,6 +210,51 @@ pub(crate) async fn run(inner: Arc<Inner>, call: InboundCall) {
     .await
 }
 
+/// Rings the agent's registered SIP phone with a fresh engine leg's offer; `shown_as` is the caller
+/// the phone displays.
+pub(crate) async fn ring_phone(inner: &Inner, agent: &AgentId, shown_as: &str) -> Option<PhoneRing> {
+    let (rtp, _events) = inner.media.allocate_leg().ok()?;
+    let offer = media::sdp::offer(
+        rtp.local_addr(),
+        rand::random::<u32>() as u64,
+        1,
+        media::sdp::MediaDirection::SendRecv,
+    );
+    let request = OriginateRequest {
+        target: Pii::new(agent.as_str().to_string()),
+        from_user: Pii::new(shown_as.to_string()),
+        sdp: offer.into_bytes(),
+        ring_timeout: Duration::from_secs(60),
+    };
+    let gateway = inner.gateway.get()?.clone();
+    let leg = gateway.originate(request).await.ok()?;
+    Some(PhoneRing { leg, rtp })
+}
+
+/// Opens a browser agent's WebRTC leg for their SDP offer; returns it with our answer.
+pub(crate) fn open_browser_leg(inner: &Inner, sdp: Option<String>) -> Result<(WebRtcLeg, String), Refusal> {
+    let Some(endpoint) = inner.webrtc.as_ref() else {
+        return Err(Refusal::new(
+            "media_unavailable",
+            "the browser softphone is not enabled on this node",
+        ));
+    };
+    let Some(sdp) = sdp else {
+        return Err(Refusal::new("bad_sdp", "the browser brings its SDP offer"));
+    };
+    endpoint
+        .accept_offer(&sdp)
+        .map_err(|e| Refusal::new("bad_sdp", e.to_string()))
+}
+
+/// The negotiated media of an SDP body we received, if it offers G.711.
+pub(crate) fn negotiate(sdp: &[u8]) -> Option<media::sdp::Negotiated> {
+    std::str::from_utf8(sdp)
+        .ok()
+        .and_then(|t| media::sdp::parse(t).ok())
+        .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok())
+}
+
 fn setup_media(inner: &Inner, offer: &[u8]) -> Option<(RtpLeg, mpsc::Receiver<MediaEvent>, G711, String)> {
     let text = std::str::from_utf8(offer).ok()?;
     let sdp = media::sdp::parse(text).ok()?;
@@ -249,6 +281,58 @@ fn ended(by: EndedBy, reason: &str, quality: Option<QualityReport>) -> Interacti
 }
 
 impl Call {
+    /// A call whose customer leg is up (answered inbound, or answered outbound).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        id: CallId,
+        timeline: Timeline,
+        caller: LegHandle,
+        rtp: RtpLeg,
+        law: G711,
+        caller_number: Pii<String>,
+        called_number: Pii<String>,
+    ) -> (Call, mpsc::UnboundedReceiver<Done>) {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let call = Call {
+            inner,
+            id,
+            timeline,
+            caller,
+            rtp,
+            law,
+            ivr: None,
+            timers: HashMap::new(),
+            done_tx,
+            queue: None,
+            ringing: Vec::new(),
+            connected: None,
+            recording_paused: false,
+            ended: None,
+            caller_number,
+            called_number,
+            customer: None,
+            last_queue: None,
+            last_agent: None,
+            external: None,
+            outbound: None,
+            commands_tx,
+            commands_rx,
+        };
+        (call, done_rx)
+    }
+
+    /// Takes agents' commands from this channel (one the desk hub already holds the sender of).
+    pub(crate) fn use_command_channel(
+        &mut self,
+        tx: mpsc::UnboundedSender<CommandRequest>,
+        rx: mpsc::UnboundedReceiver<CommandRequest>,
+    ) {
+        self.commands_tx = tx;
+        self.commands_rx = rx;
+    }
+
     fn log(&mut self, kind: InteractionEventKind) {
         let ev = self.timeline.event(Timestamp::now_utc(), kind);
         self.inner.log(ev);
@@ -260,7 +344,7 @@ impl Call {
         }
     }
 
-    async fn run_loop(
+    pub(crate) async fn run_loop(
         &mut self,
         mut media_events: mpsc::Receiver<MediaEvent>,
         mut done_rx: mpsc::UnboundedReceiver<Done>,
@@ -670,7 +754,8 @@ impl Call {
         });
         Arc::new(ScreenPop {
             call: self.id.clone(),
-            queue: offer.queue.clone(),
+            direction: Direction::Inbound,
+            queue: Some(offer.queue.clone()),
             caller: self.caller_number.clone(),
             called: self.called_number.clone(),
             waited_ms: offer.explanation.waited_ms,
@@ -689,22 +774,7 @@ impl Call {
     }
 
     async fn ring_agent(&mut self, agent: &AgentId) -> Option<PhoneRing> {
-        let (rtp, _events) = self.inner.media.allocate_leg().ok()?;
-        let offer = media::sdp::offer(
-            rtp.local_addr(),
-            rand::random::<u32>() as u64,
-            1,
-            media::sdp::MediaDirection::SendRecv,
-        );
-        let request = OriginateRequest {
-            target: Pii::new(agent.as_str().to_string()),
-            from_user: Pii::new("callcenter".to_string()),
-            sdp: offer.into_bytes(),
-            ring_timeout: Duration::from_secs(60),
-        };
-        let gateway = self.inner.gateway.get()?.clone();
-        let leg = gateway.originate(request).await.ok()?;
-        Some(PhoneRing { leg, rtp })
+        ring_phone(&self.inner, agent, "callcenter").await
     }
 
     async fn on_ringing(&mut self, i: usize, ev: Option<LegEvent>) {
@@ -712,10 +782,7 @@ impl Call {
             Some(LegEvent::Answered { sdp }) => {
                 let r = self.ringing.remove(i);
                 let Some(phone) = r.phone else { return };
-                let negotiated = std::str::from_utf8(&sdp)
-                    .ok()
-                    .and_then(|t| media::sdp::parse(t).ok())
-                    .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok());
+                let negotiated = negotiate(&sdp);
                 let Some(negotiated) = negotiated else {
                     phone.leg.hangup();
                     self.inner.desks.withdraw(&self.id, &r.agent, "no common codec");
@@ -740,16 +807,18 @@ impl Call {
     }
 
     /// The agent took the call: bridge their leg to the caller's, tell the ACD and their desktop.
-    async fn connect_agent(&mut self, agent: AgentId, leg: AgentLeg, agent_rtp: RtpLeg) {
+    pub(crate) async fn connect_agent(&mut self, agent: AgentId, leg: AgentLeg, agent_rtp: RtpLeg) {
         self.rtp.stop_playback();
         let bridge = self.inner.media.bridge(&self.rtp, &agent_rtp);
         for other in std::mem::take(&mut self.ringing) {
             self.stop_ringing(other, "answered elsewhere");
         }
-        self.inner.acd.input(acd::Input::OfferAccepted {
-            call: self.id.clone(),
-            agent: agent.clone(),
-        });
+        if self.outbound.is_none() {
+            self.inner.acd.input(acd::Input::OfferAccepted {
+                call: self.id.clone(),
+                agent: agent.clone(),
+            });
+        }
         self.log(InteractionEventKind::Answered { agent: agent.clone() });
         info!(%agent, "agent answered; bridged");
         self.queue = None;
@@ -1012,10 +1081,7 @@ impl Call {
         let Some(ext) = self.external.as_mut() else { return };
         match ev {
             Some(LegEvent::Answered { sdp }) if ext.bridge.is_none() => {
-                let negotiated = std::str::from_utf8(&sdp)
-                    .ok()
-                    .and_then(|t| media::sdp::parse(t).ok())
-                    .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok());
+                let negotiated = negotiate(&sdp);
                 let Some(negotiated) = negotiated else {
                     ext.leg.hangup();
                     self.external_failed("no common codec");
@@ -1027,10 +1093,7 @@ impl Call {
                 info!("the transferred-to number answered; bridged");
             }
             Some(LegEvent::Reoffer { sdp, reply }) => {
-                let negotiated = std::str::from_utf8(&sdp)
-                    .ok()
-                    .and_then(|t| media::sdp::parse(t).ok())
-                    .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok());
+                let negotiated = negotiate(&sdp);
                 if let Some(n) = negotiated {
                     let answer =
                         media::sdp::answer(&n, ext.rtp.local_addr(), rand::random::<u32>() as u64, 2);
@@ -1063,18 +1126,7 @@ impl Call {
 
     /// Opens the browser agent's WebRTC leg for their SDP offer, wired to a fresh engine leg.
     fn open_browser_leg(&self, sdp: Option<String>) -> Result<(WebRtcLeg, String), Refusal> {
-        let Some(endpoint) = self.inner.webrtc.as_ref() else {
-            return Err(Refusal::new(
-                "media_unavailable",
-                "the browser softphone is not enabled on this node",
-            ));
-        };
-        let Some(sdp) = sdp else {
-            return Err(Refusal::new("bad_sdp", "the browser accepts with its SDP offer"));
-        };
-        endpoint
-            .accept_offer(&sdp)
-            .map_err(|e| Refusal::new("bad_sdp", e.to_string()))
+        open_browser_leg(&self.inner, sdp)
     }
 
     /// The browser softphone accepted the offered call with its SDP offer.
@@ -1138,15 +1190,19 @@ impl Call {
 
     /// After the call: the agent's desktop may still save a disposition and notes for it, for up to
     /// the configured window. This runs on its own so a draining node is not held up by it.
-    fn into_wrap_up(self) {
+    pub(crate) fn into_wrap_up(self) {
         let Some(agent) = self.last_agent.clone() else {
             return;
         };
         let desks = self.inner.desks.clone();
         if desks.desk_media(&agent).is_none() {
             desks.release(&self.id, &agent);
+            if let Some(restore) = self.outbound.clone() {
+                self.inner.acd.input(restore);
+            }
             return;
         }
+        let restore = self.outbound.clone();
         desks.set_phase(&self.id, &agent, CallPhase::WrapUp, Timestamp::now_utc());
         let Call {
             inner,
@@ -1177,10 +1233,12 @@ impl Call {
                                 },
                             ));
                             // The wrap-up timer may already have made the agent available.
-                            let _ = inner
-                                .acd
-                                .request(acd::Input::WrapUpDone { agent: agent.clone() })
-                                .await;
+                            if restore.is_none() {
+                                let _ = inner
+                                    .acd
+                                    .request(acd::Input::WrapUpDone { agent: agent.clone() })
+                                    .await;
+                            }
                             let _ = request.reply.send(Ok(()));
                             break;
                         }
@@ -1192,6 +1250,10 @@ impl Call {
                     }
                 }
                 desks.release(&id, &agent);
+                // An agent-placed call: back to the state the agent dialled from.
+                if let Some(restore) = restore {
+                    let _ = inner.acd.request(restore).await;
+                }
             }
             .instrument(span),
         );
@@ -1201,9 +1263,11 @@ impl Call {
     async fn release_agent(&mut self) -> Option<AgentId> {
         let c = self.disconnect_agent().await?;
         c.leg.hang_up();
-        self.inner.acd.input(acd::Input::CallEnded {
-            call: self.id.clone(),
-        });
+        if self.outbound.is_none() {
+            self.inner.acd.input(acd::Input::CallEnded {
+                call: self.id.clone(),
+            });
+        }
         Some(c.agent)
     }
 
@@ -1254,10 +1318,7 @@ impl Call {
         match ev {
             Some(LegEvent::Hangup) | None => self.agent_hung_up().await,
             Some(LegEvent::Reoffer { sdp, reply }) => {
-                let negotiated = std::str::from_utf8(&sdp)
-                    .ok()
-                    .and_then(|t| media::sdp::parse(t).ok())
-                    .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok());
+                let negotiated = negotiate(&sdp);
                 if let (Some(c), Some(n)) = (&self.connected, negotiated) {
                     let answer = media::sdp::answer(&n, c.rtp.local_addr(), rand::random::<u32>() as u64, 2);
                     c.rtp.set_remote(n);
@@ -1268,7 +1329,7 @@ impl Call {
         }
     }
 
-    async fn finish(&mut self) {
+    pub(crate) async fn finish(&mut self) {
         let (by, reason) = self.ended.clone().unwrap_or((EndedBy::System, "ended".into()));
         if by != EndedBy::Caller {
             self.caller.hangup();

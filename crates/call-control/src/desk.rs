@@ -29,7 +29,10 @@ pub enum AgentMedia {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScreenPop {
     pub call: CallId,
-    pub queue: QueueId,
+    /// Inbound (offered by the ACD) or outbound (placed by the agent).
+    pub direction: domain::Direction,
+    /// The queue that offered it (none for agent-placed calls).
+    pub queue: Option<QueueId>,
     pub caller: Pii<String>,
     pub called: Pii<String>,
     /// How long the caller had waited in the queue when offered.
@@ -54,6 +57,8 @@ pub struct IvrPop {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallPhase {
+    /// An agent-placed call: the customer's phone is ringing.
+    Dialing,
     Offered,
     Connected,
     Held,
@@ -274,6 +279,15 @@ impl DeskHub {
         self.hub.lock().desks.get(agent).map(|d| d.media)
     }
 
+    /// Whether the agent has a call offered, ringing or connected (wrap-up does not count).
+    pub fn busy(&self, agent: &AgentId) -> bool {
+        self.hub
+            .lock()
+            .calls
+            .values()
+            .any(|l| &l.agent == agent && l.view.phase != CallPhase::WrapUp)
+    }
+
     /// Tells the agent's desktop, if one is attached.
     pub fn notify(&self, agent: &AgentId, event: DeskEvent) {
         if let Some(d) = self.hub.lock().desks.get(agent) {
@@ -394,7 +408,8 @@ mod tests {
     fn pop(call: &str) -> Arc<ScreenPop> {
         Arc::new(ScreenPop {
             call: CallId::new(call).expect("valid id"),
-            queue: QueueId::new("support").expect("valid id"),
+            direction: domain::Direction::Inbound,
+            queue: Some(QueueId::new("support").expect("valid id")),
             caller: Pii::new("+15550100".into()),
             called: Pii::new("801".into()),
             waited_ms: 1200,

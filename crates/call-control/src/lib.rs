@@ -11,6 +11,7 @@ pub mod anchor;
 mod call;
 pub mod desk;
 pub mod kpi_metrics;
+mod outbound;
 pub mod timeline;
 pub mod webhook;
 
@@ -156,6 +157,18 @@ impl CallControl {
                 counter: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Places a call for `agent` to `number` (click-to-dial): their phone rings first (or, for the
+    /// browser softphone, `sdp` is its offer), then the customer is dialled through the outbound trunk.
+    pub async fn dial(
+        &self,
+        agent: domain::AgentId,
+        number: desk::DialNumber,
+        media: desk::AgentMedia,
+        sdp: Option<String>,
+    ) -> Result<domain::CallId, desk::Refusal> {
+        outbound::dial(self.inner.clone(), agent, number, media, sdp).await
     }
 
     /// Gives call control the gateway it rings agents through (set once, after the gateway starts).

@@ -118,7 +118,7 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, media
     loop {
         let out: Option<AgentFrame> = tokio::select! {
             msg = rx.next() => match msg {
-                Some(Ok(Message::Text(text))) => Some(handle(&desk, &agent, text.as_str()).await),
+                Some(Ok(Message::Text(text))) => Some(handle(&desk, &agent, media, text.as_str()).await),
                 Some(Ok(Message::Binary(_))) => Some(error(None, codes::BAD_REQUEST, "frames are JSON text")),
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Ok(_)) => None,
@@ -184,7 +184,7 @@ pub(crate) fn acd_refusal(e: AcdError) -> (&'static str, String) {
     }
 }
 
-async fn handle(desk: &DeskServices, agent: &AgentId, text: &str) -> AgentFrame {
+async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &str) -> AgentFrame {
     if text.len() > MAX_FRAME_BYTES {
         return error(
             None,
@@ -239,6 +239,15 @@ async fn handle(desk: &DeskServices, agent: &AgentId, text: &str) -> AgentFrame 
             },
         ),
         AgentRequest::Ping { .. } => return AgentFrame::Pong { id },
+        AgentRequest::Dial { number, sdp, .. } => {
+            let Some(calls) = desk.calls.as_ref() else {
+                return error(id, codes::UNAVAILABLE, "this node places no calls");
+            };
+            return match calls.dial(agent.clone(), number, media, sdp).await {
+                Ok(_) => AgentFrame::Ack { id },
+                Err(refusal) => error(id, refusal.code, refusal.message),
+            };
+        }
         AgentRequest::Login { .. }
         | AgentRequest::Logout { .. }
         | AgentRequest::Ready { .. }

@@ -34,6 +34,8 @@ pub struct DeskServices {
     pub acd: AcdHandle,
     pub desks: DeskHub,
     pub auth: Auth,
+    /// Places agents' calls (click-to-dial); None on a desk without call control.
+    pub calls: Option<call_control::CallControl>,
 }
 
 /// Shared state of the HTTP edge.

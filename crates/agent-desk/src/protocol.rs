@@ -6,7 +6,7 @@
 //! body; an unknown type, a missing field or a bad value is an `error` frame naming the problem.
 
 use acd::AgentState;
-use call_control::desk::{AgentMedia, CallPhase, CallView, ScreenPop, TransferTarget};
+use call_control::desk::{AgentMedia, CallPhase, CallView, DialNumber, ScreenPop, TransferTarget};
 use domain::{AgentId, CallId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -105,6 +105,14 @@ pub enum AgentRequest {
         call: CallId,
         to: TransferTarget,
     },
+    /// Place a call to a number (click-to-dial); the browser softphone sends its SDP offer.
+    Dial {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        number: DialNumber,
+        #[serde(default)]
+        sdp: Option<String>,
+    },
     WrapUp {
         #[serde(default)]
         id: Option<serde_json::Value>,
@@ -179,7 +187,7 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T
 
 impl AgentRequest {
     /// Every request type (each is documented in `docs/cti-protocol.md`; a test checks).
-    pub const TYPES: [&'static str; 12] = [
+    pub const TYPES: [&'static str; 13] = [
         "login",
         "logout",
         "ready",
@@ -190,6 +198,7 @@ impl AgentRequest {
         "hold",
         "unhold",
         "transfer",
+        "dial",
         "wrap_up",
         "ping",
     ];
@@ -234,6 +243,7 @@ impl AgentRequest {
             | AgentRequest::Hold { id, .. }
             | AgentRequest::Unhold { id, .. }
             | AgentRequest::Transfer { id, .. }
+            | AgentRequest::Dial { id, .. }
             | AgentRequest::WrapUp { id, .. }
             | AgentRequest::Ping { id } => id.clone(),
         }
@@ -409,6 +419,8 @@ mod tests {
             r#"{"type":"transfer","call":"c1","to":{"queue":"sales"}}"#,
             r#"{"type":"transfer","call":"c1","to":{"agent":"1002"}}"#,
             r#"{"type":"wrap_up","call":"c1","disposition":"resolved","notes":"ok"}"#,
+            r#"{"type":"dial","number":"+4930123456"}"#,
+            r#"{"type":"transfer","call":"c1","to":{"number":"0800123"}}"#,
             r#"{"type":"ping","id":7}"#,
         ];
         for f in frames {
@@ -447,6 +459,11 @@ mod tests {
                 "transfer",
             ),
             (r#"{"type":"ready","extra":true}"#, None, "extra"),
+            (
+                r#"{"type":"dial","id":6,"number":"sip:x@y"}"#,
+                Some(serde_json::json!(6)),
+                "number",
+            ),
         ];
         for (text, id, needle) in cases {
             let e = AgentRequest::parse(text).expect_err(text);

@@ -29,8 +29,8 @@ function setState(s) {
 
 function renderPop(pop) {
   text($('pop-caller'), pop.caller);
-  text($('pop-queue'), pop.queue);
-  text($('pop-wait'), 'waited ' + Math.round(pop.waited_ms / 1000) + ' s');
+  text($('pop-queue'), pop.direction === 'outbound' ? 'outbound call' : pop.queue);
+  text($('pop-wait'), pop.direction === 'outbound' ? '' : 'waited ' + Math.round(pop.waited_ms / 1000) + ' s');
   text($('pop-why'), pop.explanation);
   const c = pop.customer;
   if (c) {
@@ -60,7 +60,7 @@ function setPhase(p) {
   phase = p;
   window.desk.call = call; window.desk.phase = p;
   const el = $('call-phase');
-  el.className = 'state ' + ({ offered: 'reserved', connected: 'on_call', held: 'reserved', wrap_up: 'wrap_up' }[p] || '');
+  el.className = 'state ' + ({ dialing: 'reserved', offered: 'reserved', connected: 'on_call', held: 'reserved', wrap_up: 'wrap_up' }[p] || '');
   text(el, p.replace('_', ' '));
   show($('call'), true);
   const browser = $('softphone').checked;
@@ -69,7 +69,7 @@ function setPhase(p) {
   $('btn-reject').disabled = p !== 'offered';
   $('btn-hold').disabled = p !== 'connected';
   $('btn-unhold').disabled = p !== 'held';
-  $('btn-hangup').disabled = !(p === 'connected' || p === 'held');
+  $('btn-hangup').disabled = !(p === 'connected' || p === 'held' || p === 'dialing');
   $('btn-transfer').disabled = p !== 'connected';
   show($('wrapup'), p === 'wrap_up');
 }
@@ -117,7 +117,7 @@ function onFrame(f) {
       }
       break;
     case 'state': setState(f); break;
-    case 'offer': call = f.pop.call; renderPop(f.pop); setPhase('offered'); break;
+    case 'offer': call = f.pop.call; renderPop(f.pop); setPhase(f.pop.direction === 'outbound' ? 'dialing' : 'offered'); break;
     case 'offer_withdrawn': if (f.call === call) clearCall(); break;
     case 'call_phase': if (f.call === call) setPhase(f.phase); break;
     case 'released': if (f.call === call) clearCall(); break;
@@ -165,6 +165,15 @@ $('btn-hangup').onclick = () => act({ type: 'hangup', call });
 $('btn-transfer').onclick = () => { const to = {}; to[$('transfer-kind').value] = $('transfer-to').value.trim(); act({ type: 'transfer', call, to }); };
 $('btn-accept').onclick = answerWithSoftphone;
 $('softphone').onchange = () => { if (ws) ws.close(); };
+$('btn-dial').onclick = async () => {
+  const number = $('dial-number').value.trim();
+  if (!number) return;
+  try {
+    const frame = { type: 'dial', number };
+    if ($('softphone').checked) frame.sdp = await answerInBrowser();
+    act(frame);
+  } catch (e) { text($('error'), 'Softphone: ' + e.message); }
+};
 $('wrapup').addEventListener('submit', (e) => {
   e.preventDefault();
   act({ type: 'wrap_up', call, disposition: $('disposition').value, notes: $('notes').value });

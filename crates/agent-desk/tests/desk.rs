@@ -69,6 +69,7 @@ async fn start() -> Server {
             acd,
             desks: DeskHub::new(),
             auth: auth.clone(),
+            calls: None,
         });
     let stop = CancellationToken::new();
     let (addr, _task) = http
@@ -427,6 +428,18 @@ async fn the_agent_protocol_answers_every_request_and_refuses_what_is_not_valid_
     )
     .await;
     assert_eq!(f["code"], "bad_request");
+    let f = ask(
+        &mut ws,
+        json!({"type": "dial", "id": 113, "number": "not a number"}),
+    )
+    .await;
+    assert_eq!(f["code"], "bad_request");
+    let f = ask(
+        &mut ws,
+        json!({"type": "dial", "id": 114, "number": "+4930123456"}),
+    )
+    .await;
+    assert_eq!(f["code"], "unavailable", "no call control behind this desk");
 
     // Malformed frames: each answered with an error, none closes the socket.
     send(&mut ws, json!("just a string")).await;

@@ -268,6 +268,7 @@ async fn serve(config: Config) -> Result<(), String> {
         acd,
         desks,
         auth,
+        calls: Some(calls.clone()),
     });
     let (http_addr, http_task) = http
         .serve(config.http.listen, shutdown.clone())

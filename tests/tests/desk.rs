@@ -284,3 +284,85 @@ fn a_blind_transfer_to_an_outside_number_goes_out_through_the_trunk_and_the_agen
     assert_eq!(i.row.ended_by.as_deref(), Some("system"));
     assert_eq!(i.row.agent_id.as_deref(), Some("1001"));
 }
+
+#[test]
+fn an_agent_places_a_call_from_the_desktop_and_returns_to_ready_after_wrap_up() {
+    require_command("sipp");
+    let carrier = SippServer::start("uas_customer_answers.xml", 1);
+    let config = CONFIG.replace(
+        "HOLD_MUSIC",
+        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
+    ) + &format!(
+        "\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\ncaller_id = \"+4930000000\"\n",
+        carrier.port
+    );
+    let config = config.replace("[desk]\n", "[desk]\noutbound_trunk = \"carrier\"\n");
+    let platform = Platform::start(&config);
+    let agent_phone = SippServer::start("uas", 1);
+    register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
+    let (status, body) =
+        platform.http_post("/api/v1/login", r#"{"user":"1001","password":"agent1001"}"#, None);
+    assert_eq!(status, 200, "{body}");
+    let token = serde_json::from_str::<Value>(&body).expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut ws = CtiClient::connect(platform.http, "/ws/agent", &token).await;
+        assert_eq!(ws.next_of("welcome").await["state"]["state"], "available");
+        let f = ws.ask(json!({"type": "dial", "id": 1, "number": "+4930123456"})).await;
+        assert_eq!(f["type"], "ack", "{f}");
+        // Out of the ACD's reach while the call lasts.
+        let state = ws.next_where(|f| f["type"] == "state" && f["state"] == "not_ready").await;
+        assert_eq!(state["reason"], "outbound");
+        let pop = ws.next_of("offer").await["pop"].clone();
+        assert_eq!(pop["direction"], "outbound");
+        let call = pop["call"].as_str().expect("call").to_string();
+        // The agent's phone answers (SIPp), then the customer (the carrier) does.
+        ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "dialing").await;
+        ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "connected").await;
+        let f = ws.ask(json!({"type": "dial", "id": 2, "number": "+4930123456"})).await;
+        assert_eq!(f["code"], "illegal_transition", "one call at a time: {f}");
+        assert_eq!(ws.ask(json!({"type": "hangup", "id": 3, "call": call})).await["type"], "ack");
+        ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "wrap_up").await;
+        let f = ws
+            .ask(json!({"type": "wrap_up", "id": 4, "call": call, "disposition": "callback_agreed", "notes": "Calls back Monday"}))
+            .await;
+        assert_eq!(f["type"], "ack", "{f}");
+        ws.next_where(|f| f["type"] == "state" && f["state"] == "available").await;
+    });
+    assert_eq!(
+        agent_phone.wait(),
+        Some(0),
+        "the agent's phone was rung and hung up"
+    );
+    assert_eq!(
+        carrier.wait(),
+        Some(0),
+        "the carrier got an INVITE for +4930123456 and a BYE"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let i = loop {
+        let found = platform.ended_interactions(1).into_iter().next();
+        if let Some(i) = found.filter(|i| i.row.disposition.is_some()) {
+            break i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no disposition stored\n{}",
+            platform.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(i.row.direction.as_deref(), Some("outbound"));
+    assert_eq!(i.row.called_number.as_deref(), Some("+4930123456"));
+    assert_eq!(i.row.agent_id.as_deref(), Some("1001"));
+    assert_eq!(i.row.disposition.as_deref(), Some("callback_agreed"));
+    assert_eq!(i.row.ended_by.as_deref(), Some("agent"));
+    assert!(i.kinds().contains(&"answered".to_string()), "{:?}", i.kinds());
+}

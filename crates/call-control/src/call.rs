@@ -487,6 +487,7 @@ impl Call {
         if self.ivr.as_ref().is_some_and(|s| s.outcome().is_some())
             && self.connected.is_none()
             && self.queue.is_none()
+            && self.external.is_none()
         {
             self.end(EndedBy::System, "IVR finished");
         }
@@ -589,10 +590,28 @@ impl Call {
                 self.end(EndedBy::System, "voicemail unavailable");
             }
             IvrCommand::Transfer { target } => {
+                let (uri, described, from) = match &target {
+                    ivr::TransferTarget::SipUri(uri) => (Some(uri.clone()), uri.clone(), None),
+                    ivr::TransferTarget::Number(n) => {
+                        let trunk = self.inner.outbound.clone();
+                        (
+                            trunk.as_ref().map(|t| format!("sip:{n}@{}", t.host)),
+                            format!("number:{n}"),
+                            trunk.and_then(|t| t.caller_id).map(Pii::new),
+                        )
+                    }
+                };
                 self.log(InteractionEventKind::Transferred {
-                    target: Pii::new(format!("{target:?}")),
+                    target: Pii::new(described),
                 });
-                self.end(EndedBy::System, "transfer not available");
+                let dialled = match uri {
+                    Some(uri) => self.dial_external(uri, from).await,
+                    None => Err(Refusal::new("no_trunk", "no outbound trunk for numbers")),
+                };
+                if let Err(refusal) = dialled {
+                    warn!(code = refusal.code, "IVR transfer not placed");
+                    self.end(EndedBy::System, "transfer failed");
+                }
             }
             IvrCommand::Hangup { reason } => self.end(EndedBy::System, &reason),
             IvrCommand::PauseRecording => {
@@ -1028,6 +1047,21 @@ impl Call {
                 "no outbound trunk is configured for outside numbers",
             ));
         };
+        let from = trunk.caller_id.clone().map(Pii::new);
+        self.dial_external(format!("sip:{}@{}", number.expose(), trunk.host), from)
+            .await?;
+        self.release_agent().await;
+        self.log(InteractionEventKind::Transferred {
+            target: Pii::new(format!("number:{}", number.expose())),
+        });
+        info!("blind transfer to an outside number");
+        self.inner.desks.release(&self.id, agent);
+        Ok(())
+    }
+
+    /// Dials `uri` for the caller (who hears hold music meanwhile); on answer the two are bridged.
+    /// `from` is the number shown (None: the caller's own).
+    async fn dial_external(&mut self, uri: String, from: Option<Pii<String>>) -> Result<(), Refusal> {
         let gateway = self
             .inner
             .gateway
@@ -1046,12 +1080,8 @@ impl Call {
             media::sdp::MediaDirection::SendRecv,
         );
         let request = OriginateRequest {
-            target: Pii::new(format!("sip:{}@{}", number.expose(), trunk.host)),
-            from_user: trunk
-                .caller_id
-                .clone()
-                .map(Pii::new)
-                .unwrap_or_else(|| self.caller_number.clone()),
+            target: Pii::new(uri),
+            from_user: from.unwrap_or_else(|| self.caller_number.clone()),
             sdp: offer.into_bytes(),
             ring_timeout: Duration::from_secs(60),
         };
@@ -1059,12 +1089,6 @@ impl Call {
             .originate(request)
             .await
             .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
-        self.release_agent().await;
-        self.log(InteractionEventKind::Transferred {
-            target: Pii::new(format!("number:{}", number.expose())),
-        });
-        info!("blind transfer to an outside number");
-        self.inner.desks.release(&self.id, agent);
         let music = self.hold_music();
         if !music.is_empty() {
             self.rtp.play(music, true, false);

@@ -218,3 +218,87 @@ fn the_callers_ivr_state_is_kept_in_the_shared_store_during_the_call_and_removed
         assert!(blob.is_none(), "IVR state left behind after the call");
     });
 }
+
+#[test]
+fn after_the_agent_hangs_up_the_caller_rates_the_call_and_the_score_is_stored() {
+    require_command("sipp");
+    let flows = test_flows();
+    // The agent's phone answers and hangs up itself a moment later.
+    let agent_phone = SippServer::start("uas_bye.xml", 1);
+    let platform = Platform::start_with_flows(
+        &format!("{}{AGENT}[[route]]\nnumber = \"800\"\nivr = \"main\"\n", limits()),
+        flows.path(),
+    );
+    register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
+    let run = uac(&platform, "uac_survey.xml", "800", 1, &[]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        platform.log()
+    );
+    assert_eq!(agent_phone.wait(), Some(0));
+    let interactions = platform.ended_interactions(1);
+    let i = interactions
+        .first()
+        .unwrap_or_else(|| panic!("no interaction\n{}", platform.log()));
+    let kinds = i.kinds();
+    let answered = kinds.iter().position(|k| k == "answered").expect("answered");
+    let survey = kinds
+        .iter()
+        .position(|k| k == "survey")
+        .unwrap_or_else(|| panic!("no survey in {kinds:?}"));
+    assert!(answered < survey, "{kinds:?}");
+    assert_eq!(i.row.survey_score, Some(5), "{:?}", i.row);
+    assert_eq!(i.row.agent_id.as_deref(), Some("1001"));
+    let survey_node = i
+        .events
+        .iter()
+        .find(|e| e.kind == "ivr_node" && e.payload["node"] == "survey")
+        .expect("the survey node was entered");
+    assert_eq!(survey_node.payload["flow"], "main");
+}
+
+#[test]
+fn an_ivr_transfer_node_bridges_the_caller_to_an_outside_number_through_the_trunk() {
+    require_command("sipp");
+    let flows = test_flows();
+    let carrier = SippServer::start("uas_trunk_number.xml", 1);
+    let platform = Platform::start_with_flows(
+        &format!(
+            "{}{AGENT}[[route]]\nnumber = \"800\"\nivr = \"main\"\n[desk]\noutbound_trunk = \"carrier\"\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\n",
+            limits(),
+            carrier.port
+        ),
+        flows.path(),
+    );
+    let run = uac(&platform, "uac_dtmf_2_wait_bye.xml", "800", 1, &[]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        platform.log()
+    );
+    assert_eq!(
+        carrier.wait(),
+        Some(0),
+        "the carrier was called at +4930999888\n{}",
+        platform.log()
+    );
+    let interactions = platform.ended_interactions(1);
+    let i = interactions
+        .first()
+        .unwrap_or_else(|| panic!("no interaction\n{}", platform.log()));
+    let transferred = i
+        .events
+        .iter()
+        .find(|e| e.kind == "transferred")
+        .unwrap_or_else(|| panic!("no transfer in {:?}", i.kinds()));
+    assert_eq!(transferred.payload["target"], "number:+4930999888");
+    assert_eq!(
+        i.row.end_reason.as_deref(),
+        Some("the transferred-to party hung up")
+    );
+}

@@ -57,6 +57,8 @@ struct Peer {
     sample: watch::Sender<i16>,
     sent: Arc<AtomicU64>,
     received: mpsc::UnboundedReceiver<Vec<u8>>,
+    /// (SSRC, sequence) of every audio packet received.
+    headers: Arc<std::sync::Mutex<Vec<(u32, u16)>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     socket: Arc<UdpSocket>,
 }
@@ -74,14 +76,18 @@ impl Peer {
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let (tx, received) = mpsc::unbounded_channel();
         let reader = socket.clone();
+        let headers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = headers.clone();
         let receiving = tokio::spawn(async move {
             let mut buf = [0u8; 1500];
             while let Ok(len) = reader.recv(&mut buf).await {
                 if let Ok(p) = RtpPacket::parse(&buf[..len])
                     && p.payload_type == law.payload_type()
-                    && tx.send(p.payload.to_vec()).is_err()
                 {
-                    return;
+                    seen.lock().unwrap().push((p.ssrc, p.sequence));
+                    if tx.send(p.payload.to_vec()).is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -90,6 +96,7 @@ impl Peer {
             sample: watch::channel(0).0,
             sent: Arc::new(AtomicU64::new(0)),
             received,
+            headers,
             tasks: vec![receiving],
             socket,
         }
@@ -135,6 +142,19 @@ impl Peer {
             .await
             .expect("no packet before the deadline")
             .expect("receiver ended")
+    }
+
+    /// Asserts that everything received came as one stream: one SSRC, and sequence numbers without holes or
+    /// repeats (whatever fed it: relay, mixer, music).
+    fn assert_one_continuous_stream(&self, who: &str) {
+        let headers = self.headers.lock().unwrap();
+        let ssrcs: BTreeSet<u32> = headers.iter().map(|h| h.0).collect();
+        assert_eq!(ssrcs.len(), 1, "{who}: SSRCs {ssrcs:x?}");
+        let first = headers[0].1;
+        let offsets: BTreeSet<u16> = headers.iter().map(|h| h.1.wrapping_sub(first)).collect();
+        assert_eq!(offsets.len(), headers.len(), "{who}: repeated sequence numbers");
+        let span = usize::from(*offsets.last().unwrap()) + 1;
+        assert_eq!(span, headers.len(), "{who}: holes in the sequence");
     }
 
     /// Throws away what has arrived so far.
@@ -385,6 +405,10 @@ async fn listen_whisper_barge_reach_exactly_the_right_parties_and_stop_restores_
     collect(&mut c.phone_a, &c.dec_a, 10).await;
     assert_eq!(c.phone_s.drain(), 0, "the supervisor still hears the call");
     assert!(metric(&telemetry, "media_frames_mixed_total") > 0);
+    // Through relay, mix and relay again, each phone saw one stream of ours.
+    c.phone_a.assert_one_continuous_stream("caller");
+    c.phone_b.assert_one_continuous_stream("agent");
+    c.phone_s.assert_one_continuous_stream("supervisor");
     drop(bridge);
 }
 

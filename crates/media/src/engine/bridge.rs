@@ -245,6 +245,21 @@ impl Bridge {
     /// caller-agent paths that stay single-source keep the relay. One monitor per bridge:
     /// [`MediaError::Monitor`] if one is attached or `supervisor` is one of the bridged legs;
     /// [`MediaError::Closed`] if a bridged leg has ended.
+    ///
+    /// ```no_run
+    /// # use media::engine::{MediaEngine, MediaError, RtpLeg};
+    /// # fn example(engine: &MediaEngine, caller: &RtpLeg, agent: &RtpLeg, supervisor: &RtpLeg) -> Result<(), MediaError> {
+    /// use media::engine::{BridgeSide, MonitorMode};
+    /// let bridge = engine.bridge(caller, agent);
+    /// bridge.mute(BridgeSide::B, true); // the agent's aside: the caller does not hear it, the recording is silent
+    /// bridge.mute(BridgeSide::B, false);
+    /// let monitor = bridge.monitor(supervisor, MonitorMode::Listen)?; // the supervisor hears both
+    /// monitor.set_mode(MonitorMode::Whisper)?; // ... and coaches the agent; the caller never hears it
+    /// monitor.set_mode(MonitorMode::Barge)?; // three-way
+    /// monitor.stop(); // caller and agent back on the plain relay
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn monitor(&self, supervisor: &RtpLeg, mode: MonitorMode) -> Result<MonitorHandle, MediaError> {
         let shared = &self.shared;
         let (Some(a), Some(b)) = (shared.a_leg.upgrade(), shared.b_leg.upgrade()) else {

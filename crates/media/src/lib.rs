@@ -16,6 +16,7 @@
 //! | [`sdp`] | audio offer parsing, negotiation, answer/offer writing |
 //! | [`stream`] | outgoing SSRC/sequence/timestamp continuity across feed changes |
 //! | [`recorder`] | stereo recording timeline and WAV writer |
+//! | [`mixer`] | monitored calls: who hears whom (listen, whisper, barge, hold, mute), jitter queues, saturating mix |
 //! | [`engine`] | [`engine::MediaEngine`], [`engine::RtpLeg`], [`engine::Bridge`], metrics |
 //! | [`webrtc`] | the browser agent's leg: [`webrtc::WebRtcEndpoint`] (str0m, ICE-lite, DTLS-SRTP), linked to an engine leg |
 //!
@@ -43,6 +44,7 @@ pub mod amd;
 pub mod dtmf;
 pub mod engine;
 pub mod g711;
+pub mod mixer;
 pub mod prompt;
 pub mod quality;
 pub mod recorder;

@@ -1,5 +1,8 @@
 //! Call recording: a stereo 16-bit 8 kHz WAV with the caller on the left and the agent on the right.
 //!
+//! A supervisor who barges in is a party to the call and is recorded too, mixed into the agent's channel
+//! (the agent's side of the conversation); a supervisor who only listens or whispers is not recorded.
+//!
 //! [`StereoTimeline`] is the pure core: each channel's packets are placed by their RTP timestamp relative to
 //! the arrival of that channel's first packet, so a lost packet leaves silence of its exact length and the two
 //! channels stay aligned. Paused time (card payments) is recorded as silence, keeping the timeline true to
@@ -21,6 +24,8 @@ pub enum RecordingChannel {
     Caller,
     /// Right: the agent.
     Agent,
+    /// Mixed into the right channel: a supervisor who barged in.
+    Supervisor,
 }
 
 impl RecordingChannel {
@@ -28,6 +33,7 @@ impl RecordingChannel {
         match self {
             Self::Caller => 0,
             Self::Agent => 1,
+            Self::Supervisor => 2,
         }
     }
 }
@@ -43,13 +49,13 @@ struct ChannelAnchor {
     anchor: Option<(u32, i64)>,
 }
 
-/// Places audio of two channels on one sample timeline.
+/// Places audio of the caller, the agent and a barging supervisor on one stereo sample timeline.
 #[derive(Debug, Clone)]
 pub struct StereoTimeline {
     start: Millis,
-    channels: [ChannelAnchor; 2],
-    /// Samples not yet written; `pending[0]` is at position `written`.
-    pending: VecDeque<[i16; 2]>,
+    channels: [ChannelAnchor; 3],
+    /// Samples not yet written, one lane per [`RecordingChannel`]; `pending[0]` is at position `written`.
+    pending: VecDeque<[i16; 3]>,
     written: i64,
     paused: bool,
 }
@@ -59,7 +65,7 @@ impl StereoTimeline {
     pub fn new(start: Millis) -> Self {
         Self {
             start,
-            channels: [ChannelAnchor::default(); 2],
+            channels: [ChannelAnchor::default(); 3],
             pending: VecDeque::new(),
             written: 0,
             paused: false,
@@ -106,7 +112,7 @@ impl StereoTimeline {
             }
             let at = at as usize;
             if at >= self.pending.len() {
-                self.pending.resize(at + 1, [0, 0]);
+                self.pending.resize(at + 1, [0; 3]);
             }
             if let Some(frame) = self.pending.get_mut(at) {
                 frame[lane] = *sample;
@@ -128,7 +134,8 @@ impl StereoTimeline {
 
     fn drain_to(&mut self, until: i64, out: &mut Vec<[i16; 2]>) {
         while self.written < until {
-            out.push(self.pending.pop_front().unwrap_or([0, 0]));
+            let [caller, agent, supervisor] = self.pending.pop_front().unwrap_or([0; 3]);
+            out.push([caller, agent.saturating_add(supervisor)]);
             self.written += 1;
         }
     }
@@ -246,6 +253,24 @@ mod tests {
         let mut out = Vec::new();
         t.finish(&mut out);
         assert_eq!((out[0][1], out[160][1], out[320][1], out[480][1]), (5, 0, 0, 7));
+    }
+
+    #[test]
+    fn a_barging_supervisor_is_mixed_into_the_agent_channel() {
+        let mut t = StereoTimeline::new(0);
+        t.push(RecordingChannel::Caller, 0, 0, &frame(100));
+        t.push(RecordingChannel::Agent, 50, 0, &frame(-200));
+        // The supervisor's own stream starts 20 ms later, anchored by its arrival.
+        t.push(RecordingChannel::Supervisor, 9999, 20, &frame(30));
+        t.push(RecordingChannel::Agent, 210, 20, &frame(-200));
+        t.push(RecordingChannel::Supervisor, 10159, 40, &frame(i16::MIN));
+        t.push(RecordingChannel::Agent, 370, 40, &frame(-200));
+        let mut out = Vec::new();
+        t.finish(&mut out);
+        assert_eq!(out.len(), 480);
+        assert_eq!(out[0], [100, -200]);
+        assert_eq!(out[160], [0, -170]);
+        assert_eq!(out[320], [0, i16::MIN], "saturated, not wrapped");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::dtmf::DtmfDigit;
 use crate::dtmf::inband::InbandDetector;
 use crate::dtmf::rfc4733::{OutgoingEventPacket, Rfc4733Receiver, digit_packets};
 use crate::g711::{G711, SAMPLES_PER_FRAME};
+use crate::mixer::{BridgeState, Frame, Party, encode_frame};
 use crate::prompt::{Prompt, PromptPlayer};
 use crate::quality::{CallQuality, ReceptionStats};
 use crate::recorder::RecordingChannel;
@@ -22,7 +23,7 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -95,11 +96,54 @@ impl Drop for LegShared {
     }
 }
 
-/// A bridge partner as seen from one leg: where to relay, and whether the bridge is on hold.
+/// A bridge partner as seen from one leg: where to relay, and the bridge's routing state (hold, mutes, monitor
+/// mode; a [`BridgeState`] read with one atomic load per packet).
 #[derive(Clone)]
 pub(crate) struct PartnerLink {
     pub(crate) leg: Arc<LegShared>,
-    pub(crate) held: Arc<AtomicBool>,
+    pub(crate) state: Arc<AtomicU32>,
+    /// The party of the leg holding this link.
+    pub(crate) me: Party,
+    /// The party of `leg`.
+    pub(crate) partner: Party,
+}
+
+impl PartnerLink {
+    fn state(&self) -> BridgeState {
+        BridgeState::from_bits(self.state.load(Ordering::Relaxed))
+    }
+}
+
+/// Up to 20 ms of one party's received G.711, on its way to a monitored bridge's mixer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MixInput {
+    pub(crate) party: Party,
+    pub(crate) law: G711,
+    pub(crate) len: usize,
+    pub(crate) bytes: [u8; SAMPLES_PER_FRAME],
+}
+
+/// Where a leg of a monitored bridge hands its received audio.
+#[derive(Clone)]
+pub(crate) struct MixFeed {
+    pub(crate) party: Party,
+    pub(crate) frames: mpsc::Sender<MixInput>,
+}
+
+impl MixFeed {
+    fn push(&self, law: G711, payload: &[u8]) {
+        for chunk in payload.chunks(SAMPLES_PER_FRAME) {
+            let mut input = MixInput {
+                party: self.party,
+                law,
+                len: chunk.len(),
+                bytes: [law.silence(); SAMPLES_PER_FRAME],
+            };
+            input.bytes[..chunk.len()].copy_from_slice(chunk);
+            // A full queue means the mixer is behind: dropping a frame beats delaying the leg.
+            let _ = self.frames.try_send(input);
+        }
+    }
 }
 
 /// One decoded 20 ms (or shorter) piece of received audio for the recorder.
@@ -131,6 +175,7 @@ pub(crate) enum LegCommand {
         duration_ms: u32,
     },
     SetPartner(Option<PartnerLink>),
+    SetMixFeed(Option<MixFeed>),
     SetRecorder(Option<RecorderTap>),
     SetInbandDtmf(Option<bool>),
     StartAmd(AmdConfig),
@@ -146,6 +191,7 @@ impl std::fmt::Debug for LegCommand {
             Self::StopPlayback => "StopPlayback",
             Self::SendDtmf { .. } => "SendDtmf",
             Self::SetPartner(_) => "SetPartner",
+            Self::SetMixFeed(_) => "SetMixFeed",
             Self::SetRecorder(_) => "SetRecorder",
             Self::SetInbandDtmf(_) => "SetInbandDtmf",
             Self::StartAmd(_) => "StartAmd",
@@ -320,6 +366,7 @@ pub(crate) fn spawn_leg(
         last_rx: Instant::now(),
         timeout_reported: false,
         partner: None,
+        mix: None,
         recorder: None,
         player: None,
         dtmf_out: VecDeque::new(),
@@ -362,6 +409,7 @@ struct LegTask {
     last_rx: Instant,
     timeout_reported: bool,
     partner: Option<PartnerLink>,
+    mix: Option<MixFeed>,
     recorder: Option<RecorderTap>,
     player: Option<(PromptPlayer, bool)>,
     dtmf_out: VecDeque<OutgoingEventPacket>,
@@ -499,6 +547,7 @@ impl LegTask {
             }
             LegCommand::StartAmd(config) => self.amd = Some(AnsweringMachineDetector::new(config)),
             LegCommand::SetPartner(partner) => self.partner = partner,
+            LegCommand::SetMixFeed(feed) => self.mix = feed,
             LegCommand::SetRecorder(tap) => self.recorder = tap,
             LegCommand::Close => {}
         }
@@ -659,8 +708,13 @@ impl LegTask {
             while let Some(received) = self.rfc4733.poll_digit() {
                 self.on_digit(received.digit, DtmfSource::Rfc4733);
             }
-        } else if self.inband.is_some() || self.recorder.is_some() || self.amd.is_some() {
-            self.decode_side_paths(packet.payload, packet.timestamp, now, negotiated.law);
+        } else {
+            if self.inband.is_some() || self.recorder.is_some() || self.amd.is_some() {
+                self.decode_side_paths(packet.payload, packet.timestamp, now, negotiated.law);
+            }
+            if let Some(feed) = &self.mix {
+                feed.push(negotiated.law, packet.payload);
+            }
         }
 
         if let Some(partner) = &self.partner
@@ -683,6 +737,12 @@ impl LegTask {
 
     /// In-band DTMF detection and recording need linear audio; only legs that use them pay for decoding.
     fn decode_side_paths(&mut self, payload: &[u8], timestamp: u32, now: Millis, law: G711) {
+        // A muted party's channel of the recording stays silent (a muted aside is not recorded).
+        let muted = self.recorder.is_some()
+            && self
+                .partner
+                .as_ref()
+                .is_some_and(|link| link.state().is_muted(link.me));
         let mut digits = [None::<DtmfDigit>; 4];
         let mut found = 0;
         for (index, chunk) in payload.chunks(SAMPLES_PER_FRAME).enumerate() {
@@ -719,7 +779,9 @@ impl LegTask {
                     len: samples.len(),
                     samples: [0; SAMPLES_PER_FRAME],
                 };
-                frame.samples[..samples.len()].copy_from_slice(samples);
+                if !muted {
+                    frame.samples[..samples.len()].copy_from_slice(samples);
+                }
                 let _ = tap.frames.try_send(frame);
             }
         }
@@ -882,8 +944,8 @@ fn relay(
     from_law: G711,
     now: Millis,
 ) -> bool {
-    if partner.held.load(Ordering::Relaxed) {
-        return false;
+    if !partner.state().relays(partner.me, partner.partner) {
+        return false; // on hold, muted, or the partner hears a mix
     }
     let target = &partner.leg;
     let mut out = target.out.lock();
@@ -920,4 +982,30 @@ fn relay(
         from_law.transcode_in_place(to_law, payload);
     }
     target.rtp.try_send_to(datagram, remote).is_ok()
+}
+
+/// Sends one locally made 20 ms frame (a monitored call's mix) to `leg`'s peer in the leg's law, continuing its
+/// outgoing stream. Nothing is sent while the leg plays a prompt or music, or does not send; false then.
+pub(crate) fn send_local_frame(leg: &LegShared, frame: &Frame, now: Millis) -> bool {
+    let mut out = leg.out.lock();
+    if out.local_feed || !out.negotiated || !out.direction.sends() {
+        return false;
+    }
+    let Some(remote) = out.remote else { return false };
+    let payload = encode_frame(out.law, frame);
+    let stamp = out
+        .stream
+        .stamp_local(now, SAMPLES_PER_FRAME as u32, SAMPLES_PER_FRAME);
+    let (payload_type, ssrc) = (out.payload_type, out.stream.ssrc());
+    drop(out);
+    let rtp = RtpPacket::new(payload_type, stamp.sequence, stamp.timestamp, ssrc, &payload)
+        .with_marker(stamp.marker);
+    let mut packet = [0u8; 12 + SAMPLES_PER_FRAME];
+    match rtp.write_to(&mut packet) {
+        Ok(len) => leg
+            .rtp
+            .try_send_to(packet.get(..len).unwrap_or(&[]), remote)
+            .is_ok(),
+        Err(_) => false,
+    }
 }

@@ -35,6 +35,8 @@ pub struct MediaMetrics {
     pub(crate) amd_results: Family<DecisionLabel, Counter>,
     pub(crate) leg_mos: Histogram,
     pub(crate) leg_loss: Histogram,
+    pub(crate) monitors_active: Gauge,
+    pub(crate) frames_mixed: Counter,
 }
 
 impl Default for MediaMetrics {
@@ -52,6 +54,8 @@ impl Default for MediaMetrics {
             amd_results: Family::default(),
             leg_mos: Histogram::new([1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4]),
             leg_loss: Histogram::new([0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]),
+            monitors_active: Gauge::default(),
+            frames_mixed: Counter::default(),
         }
     }
 }
@@ -108,6 +112,16 @@ impl MediaMetrics {
                 "leg_loss",
                 "Packet loss fraction of each closed leg that received audio",
                 m.leg_loss,
+            );
+            r.register(
+                "monitors_active",
+                "Supervisors attached to bridged calls now (listen, whisper or barge)",
+                m.monitors_active,
+            );
+            r.register(
+                "frames_mixed",
+                "20 ms frames mixed for a party of a monitored call and sent",
+                m.frames_mixed,
             );
         });
     }

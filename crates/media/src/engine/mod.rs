@@ -4,15 +4,20 @@
 //! leg runs one tokio task that receives its RTP and RTCP, latches onto the peer's real address, keeps
 //! statistics, reports DTMF, plays prompts and sends RTCP reports. A [`Bridge`] links two legs: each leg's
 //! task relays what it receives straight out of the other leg's socket, rewriting only the header (and the
-//! payload bytes through a table when the two legs use different G.711 laws), without allocating.
+//! payload bytes through a table when the two legs use different G.711 laws), without allocating. A bridge side
+//! can be muted, and a supervisor's leg attached ([`Bridge::monitor`]: listen, whisper, barge); then a mixer
+//! task serves the parties that hear more than one source, and the single-source paths keep the relay.
 
 mod bridge;
 mod leg;
 mod metrics;
+mod monitor;
 
+pub use crate::mixer::MonitorMode;
 pub use bridge::{Bridge, BridgeSide, RecordingHandle};
 pub use leg::{DtmfSource, LegEvent, RtpLeg};
 pub use metrics::MediaMetrics;
+pub use monitor::MonitorHandle;
 
 use crate::prompt::PromptCache;
 use parking_lot::Mutex;
@@ -72,6 +77,9 @@ pub enum MediaError {
     BadRecordingName,
     #[error("the leg or recording has already ended")]
     Closed,
+    /// A supervisor cannot be attached (one already is, or the leg is one of the bridged pair).
+    #[error("cannot monitor the call: {0}")]
+    Monitor(&'static str),
 }
 
 /// Even RTP ports free for new legs; a port goes to the back of the queue when released, so a just-closed

@@ -242,6 +242,7 @@ impl InteractionRow {
             | InteractionEventKind::LookupDone { .. }
             | InteractionEventKind::OfferFailed { .. }
             | InteractionEventKind::Transferred { .. }
+            | InteractionEventKind::Monitored { .. }
             | InteractionEventKind::Overflowed { .. }
             | InteractionEventKind::CallbackRequested { .. } => {}
         }

@@ -145,6 +145,11 @@ pub enum InteractionEventKind {
     Survey {
         score: u8,
     },
+    /// A supervisor listened to, whispered into or barged into the call (`mode`), or stopped (`stopped`).
+    Monitored {
+        supervisor: AgentId,
+        mode: String,
+    },
     /// An outbound dial attempt and its result (busy, no_answer, machine, human, ...).
     DialAttempt {
         campaign: CampaignId,
@@ -175,6 +180,7 @@ impl InteractionEventKind {
             Self::Recording { .. } => "recording",
             Self::Ended { .. } => "ended",
             Self::WrappedUp { .. } => "wrapped_up",
+            Self::Monitored { .. } => "monitored",
             Self::Survey { .. } => "survey",
             Self::DialAttempt { .. } => "dial_attempt",
         }

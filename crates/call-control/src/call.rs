@@ -4,8 +4,8 @@
 
 use crate::acd_task::QueueNotice;
 use crate::desk::{
-    AgentCommand, AgentMedia, CallPhase, CommandRequest, DeskEvent, IvrPop, Refusal, ScreenPop,
-    TransferTarget,
+    AgentCommand, AgentMedia, CallPhase, CommandRequest, CommandResult, DeskEvent, IvrPop, Refusal,
+    ScreenPop, SuperviseMode, TransferTarget,
 };
 use crate::{Inner, Timeline};
 use domain::{
@@ -13,7 +13,9 @@ use domain::{
     Timestamp,
 };
 use ivr::{IvrCommand, IvrEvent, IvrSession};
-use media::engine::{Bridge, BridgeSide, LegEvent as MediaEvent, RecordingHandle, RtpLeg};
+use media::engine::{
+    Bridge, BridgeSide, LegEvent as MediaEvent, MonitorHandle, MonitorMode, RecordingHandle, RtpLeg,
+};
 use media::g711::G711;
 use media::webrtc::{WebRtcEvent, WebRtcLeg};
 use sip_gateway::{InboundCall, LegEvent, LegHandle, OriginateRequest, RouteTarget};
@@ -45,6 +47,35 @@ struct External {
     leg: LegHandle,
     rtp: RtpLeg,
     bridge: Option<Bridge>,
+}
+
+/// A supervisor on the agent's call: their phone ringing, or joined through the bridge's mixer.
+enum Supervisor {
+    Ringing {
+        supervisor: AgentId,
+        mode: SuperviseMode,
+        phone: PhoneRing,
+    },
+    Joined {
+        supervisor: AgentId,
+        handle: MonitorHandle,
+        /// The engine leg the supervisor hears and speaks on (kept alive while joined).
+        _rtp: RtpLeg,
+        leg: SupervisorLeg,
+    },
+}
+
+enum SupervisorLeg {
+    Phone(LegHandle),
+    Browser(WebRtcLeg),
+}
+
+fn monitor_mode(mode: SuperviseMode) -> MonitorMode {
+    match mode {
+        SuperviseMode::Listen => MonitorMode::Listen,
+        SuperviseMode::Whisper => MonitorMode::Whisper,
+        SuperviseMode::Barge => MonitorMode::Barge,
+    }
 }
 
 /// How the connected agent hears the caller.
@@ -119,6 +150,8 @@ pub(crate) struct Call {
     last_agent: Option<AgentId>,
     /// The outside number the caller was transferred to.
     external: Option<External>,
+    /// A supervisor listening, whispering or barging in.
+    supervisor: Option<Supervisor>,
     /// An agent-placed call: the agent is outside the ACD's offers while it lasts, and this input
     /// puts them back as they were (ready, or not ready with their reason).
     pub(crate) outbound: Option<acd::Input>,
@@ -316,6 +349,7 @@ impl Call {
             last_queue: None,
             last_agent: None,
             external: None,
+            supervisor: None,
             outbound: None,
             commands_tx,
             commands_rx,
@@ -405,6 +439,7 @@ impl Call {
                 },
                 Some(request) = self.commands_rx.recv() => self.on_command(request).await,
                 ev = next_external(&mut self.external) => self.on_external(ev).await,
+                ev = next_supervisor(&mut self.supervisor) => self.on_supervisor_leg(ev),
             }
         }
     }
@@ -897,7 +932,13 @@ impl Call {
             reply,
         } = request;
         let name = command.name();
-        let result = self.command(&agent, command).await;
+        let result: CommandResult = match command {
+            AgentCommand::Mute(muted) => self.mute(&agent, muted).map(|()| None),
+            AgentCommand::Monitor { .. } | AgentCommand::MonitorMode(_) | AgentCommand::StopMonitor => {
+                self.supervise(command).await
+            }
+            other => self.command(&agent, other).await.map(|()| None),
+        };
         if let Err(refusal) = &result {
             info!(%agent, command = name, code = refusal.code, "desktop command refused");
         }
@@ -977,6 +1018,187 @@ impl Call {
                 "not_in_wrap_up",
                 "the call is still going on: hang up first",
             )),
+            // Answered by `on_command` before they get here.
+            AgentCommand::Mute(_)
+            | AgentCommand::Monitor { .. }
+            | AgentCommand::MonitorMode(_)
+            | AgentCommand::StopMonitor => Err(Refusal::new("bad_request", "not a call command")),
+        }
+    }
+
+    /// The agent's mute: the caller (and the recording) stop hearing them.
+    fn mute(&mut self, agent: &AgentId, muted: bool) -> Result<(), Refusal> {
+        let Some(c) = self.connected.as_ref().filter(|c| &c.agent == agent) else {
+            return Err(Refusal::new(
+                "not_connected",
+                "you are not talking to this caller",
+            ));
+        };
+        c.bridge.mute(BridgeSide::B, muted);
+        Ok(())
+    }
+
+    /// A supervisor's command on this call (monitor, change mode, stop).
+    async fn supervise(&mut self, command: AgentCommand) -> CommandResult {
+        let Some(c) = self.connected.as_ref() else {
+            return Err(Refusal::new("not_on_call", "the agent is not talking to anyone"));
+        };
+        match command {
+            AgentCommand::Monitor {
+                supervisor,
+                mode,
+                sdp,
+            } => {
+                if self.supervisor.is_some() {
+                    return Err(Refusal::new(
+                        "already_monitored",
+                        "a supervisor is already on this call",
+                    ));
+                }
+                if supervisor == c.agent {
+                    return Err(Refusal::new("bad_target", "you cannot monitor yourself"));
+                }
+                if sdp.is_some() {
+                    let (browser, answer) = open_browser_leg(&self.inner, sdp)?;
+                    let (rtp, _events) = self
+                        .inner
+                        .media
+                        .allocate_leg()
+                        .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+                    browser
+                        .connect_plain(&rtp)
+                        .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+                    self.join_supervisor(supervisor, mode, rtp, SupervisorLeg::Browser(browser))?;
+                    Ok(Some(answer))
+                } else {
+                    let phone = ring_phone(&self.inner, &supervisor, "monitor")
+                        .await
+                        .ok_or_else(|| {
+                            Refusal::new("phone_unreachable", "your SIP phone is not registered")
+                        })?;
+                    self.supervisor = Some(Supervisor::Ringing {
+                        supervisor,
+                        mode,
+                        phone,
+                    });
+                    Ok(None)
+                }
+            }
+            AgentCommand::MonitorMode(mode) => match &self.supervisor {
+                Some(Supervisor::Joined {
+                    supervisor, handle, ..
+                }) => {
+                    handle
+                        .set_mode(monitor_mode(mode))
+                        .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+                    let supervisor = supervisor.clone();
+                    self.log(InteractionEventKind::Monitored {
+                        supervisor,
+                        mode: mode.name().into(),
+                    });
+                    Ok(None)
+                }
+                _ => Err(Refusal::new(
+                    "not_monitoring",
+                    "no supervisor is on this call yet",
+                )),
+            },
+            AgentCommand::StopMonitor => match self.supervisor.take() {
+                Some(s) => {
+                    self.drop_supervisor(s);
+                    Ok(None)
+                }
+                None => Err(Refusal::new("not_monitoring", "no supervisor is on this call")),
+            },
+            _ => Err(Refusal::new("bad_request", "not a supervisor command")),
+        }
+    }
+
+    /// Attaches the supervisor's leg to the bridge in `mode`.
+    fn join_supervisor(
+        &mut self,
+        supervisor: AgentId,
+        mode: SuperviseMode,
+        rtp: RtpLeg,
+        leg: SupervisorLeg,
+    ) -> Result<(), Refusal> {
+        let Some(c) = self.connected.as_ref() else {
+            return Err(Refusal::new("not_on_call", "the agent is not talking to anyone"));
+        };
+        let handle = c
+            .bridge
+            .monitor(&rtp, monitor_mode(mode))
+            .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+        info!(mode = mode.name(), "supervisor joined");
+        self.log(InteractionEventKind::Monitored {
+            supervisor: supervisor.clone(),
+            mode: mode.name().into(),
+        });
+        self.supervisor = Some(Supervisor::Joined {
+            supervisor,
+            handle,
+            _rtp: rtp,
+            leg,
+        });
+        Ok(())
+    }
+
+    /// The supervisor leaves: their phone is hung up, the call goes back to the plain relay.
+    fn drop_supervisor(&mut self, s: Supervisor) {
+        let supervisor = match s {
+            Supervisor::Ringing {
+                supervisor, phone, ..
+            } => {
+                phone.leg.hangup();
+                supervisor
+            }
+            Supervisor::Joined {
+                supervisor,
+                handle,
+                leg,
+                ..
+            } => {
+                handle.stop();
+                if let SupervisorLeg::Phone(leg) = leg {
+                    leg.hangup();
+                }
+                supervisor
+            }
+        };
+        self.log(InteractionEventKind::Monitored {
+            supervisor,
+            mode: "stopped".into(),
+        });
+    }
+
+    fn on_supervisor_leg(&mut self, ev: Option<LegEvent>) {
+        match (self.supervisor.take(), ev) {
+            (
+                Some(Supervisor::Ringing {
+                    supervisor,
+                    mode,
+                    phone,
+                }),
+                Some(LegEvent::Answered { sdp }),
+            ) => {
+                let Some(n) = negotiate(&sdp) else {
+                    phone.leg.hangup();
+                    return;
+                };
+                phone.rtp.set_remote(n);
+                if let Err(r) =
+                    self.join_supervisor(supervisor, mode, phone.rtp, SupervisorLeg::Phone(phone.leg))
+                {
+                    warn!(code = r.code, "supervisor could not join");
+                }
+            }
+            (Some(s), Some(LegEvent::Ringing | LegEvent::Reoffer { .. })) => self.supervisor = Some(s),
+            (Some(s @ Supervisor::Joined { .. }), Some(LegEvent::Answered { .. })) => {
+                self.supervisor = Some(s)
+            }
+            // Hung up, failed or gone.
+            (Some(s), _) => self.drop_supervisor(s),
+            (None, _) => {}
         }
     }
 
@@ -1263,7 +1485,7 @@ impl Call {
                                     .request(acd::Input::WrapUpDone { agent: agent.clone() })
                                     .await;
                             }
-                            let _ = request.reply.send(Ok(()));
+                            let _ = request.reply.send(Ok(None));
                             break;
                         }
                         _ => {
@@ -1285,6 +1507,9 @@ impl Call {
 
     /// Ends the agent's part of the call: their leg is hung up and they go to wrap-up.
     async fn release_agent(&mut self) -> Option<AgentId> {
+        if let Some(s) = self.supervisor.take() {
+            self.drop_supervisor(s);
+        }
         let c = self.disconnect_agent().await?;
         c.leg.hang_up();
         if self.outbound.is_none() {
@@ -1412,6 +1637,26 @@ async fn next_ringing(ringing: &mut [Ringing]) -> (usize, Option<LegEvent>) {
         std::task::Poll::Pending
     })
     .await
+}
+
+async fn next_supervisor(supervisor: &mut Option<Supervisor>) -> Option<LegEvent> {
+    match supervisor {
+        Some(Supervisor::Ringing { phone, .. }) => phone.leg.next_event().await,
+        Some(Supervisor::Joined {
+            leg: SupervisorLeg::Phone(leg),
+            ..
+        }) => leg.next_event().await,
+        Some(Supervisor::Joined {
+            leg: SupervisorLeg::Browser(leg),
+            ..
+        }) => loop {
+            match leg.next_event().await {
+                Some(WebRtcEvent::Closed { .. } | WebRtcEvent::MediaTimeout { .. }) | None => return None,
+                Some(_) => {}
+            }
+        },
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_external(external: &mut Option<External>) -> Option<LegEvent> {

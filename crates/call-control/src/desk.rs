@@ -139,6 +139,28 @@ impl std::fmt::Debug for DialNumber {
     }
 }
 
+/// How a supervisor joins an agent's call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuperviseMode {
+    /// Hears caller and agent; nobody hears the supervisor.
+    Listen,
+    /// Also heard by the agent, never by the caller.
+    Whisper,
+    /// Three-way.
+    Barge,
+}
+
+impl SuperviseMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SuperviseMode::Listen => "listen",
+            SuperviseMode::Whisper => "whisper",
+            SuperviseMode::Barge => "barge",
+        }
+    }
+}
+
 /// What an agent asks of their call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentCommand {
@@ -156,6 +178,18 @@ pub enum AgentCommand {
         disposition: String,
         notes: Pii<String>,
     },
+    /// The caller stops (or starts again) hearing the agent.
+    Mute(bool),
+    /// A supervisor joins the agent's connected call: their SIP phone rings, or (browser) with their
+    /// SDP offer, answered in the reply.
+    Monitor {
+        supervisor: AgentId,
+        mode: SuperviseMode,
+        sdp: Option<String>,
+    },
+    /// The joined supervisor changes mode.
+    MonitorMode(SuperviseMode),
+    StopMonitor,
 }
 
 impl AgentCommand {
@@ -169,6 +203,10 @@ impl AgentCommand {
             AgentCommand::Unhold => "unhold",
             AgentCommand::Transfer(_) => "transfer",
             AgentCommand::WrapUp { .. } => "wrap_up",
+            AgentCommand::Mute(_) => "mute",
+            AgentCommand::Monitor { .. } => "monitor",
+            AgentCommand::MonitorMode(_) => "monitor_mode",
+            AgentCommand::StopMonitor => "monitor_stop",
         }
     }
 }
@@ -189,12 +227,16 @@ impl Refusal {
     }
 }
 
+/// A command's answer: done (with an SDP answer when the command brought a browser's offer), or
+/// refused.
+pub type CommandResult = Result<Option<String>, Refusal>;
+
 /// A command with the channel its answer goes back on.
 #[derive(Debug)]
 pub struct CommandRequest {
     pub agent: AgentId,
     pub command: AgentCommand,
-    pub reply: oneshot::Sender<Result<(), Refusal>>,
+    pub reply: oneshot::Sender<CommandResult>,
 }
 
 /// One attached desktop: what it receives, and the calls the agent had when it attached.
@@ -365,12 +407,7 @@ impl DeskHub {
 
     /// Passes an agent's command to their call and waits for its answer. An agent cannot act on a
     /// call that is not theirs: `not_your_call`, whatever the call is.
-    pub async fn command(
-        &self,
-        agent: &AgentId,
-        call: &CallId,
-        command: AgentCommand,
-    ) -> Result<(), Refusal> {
+    pub async fn command(&self, agent: &AgentId, call: &CallId, command: AgentCommand) -> CommandResult {
         let commands = {
             let hub = self.hub.lock();
             match hub.calls.get(&(call.clone(), agent.clone())) {
@@ -394,6 +431,23 @@ impl DeskHub {
         }
         rx.await
             .unwrap_or_else(|_| Err(Refusal::new("call_ended", "the call has ended")))
+    }
+
+    /// Passes a supervisor's command to the call `agent` is talking on.
+    pub async fn supervise(&self, agent: &AgentId, command: AgentCommand) -> CommandResult {
+        let target = {
+            let hub = self.hub.lock();
+            hub.calls
+                .iter()
+                .find(|((_, a), l)| {
+                    a == agent && matches!(l.view.phase, CallPhase::Connected | CallPhase::Held)
+                })
+                .map(|((call, _), _)| call.clone())
+        };
+        match target {
+            Some(call) => self.command(agent, &call, command).await,
+            None => Err(Refusal::new("not_on_call", "the agent is not talking to anyone")),
+        }
     }
 }
 
@@ -436,8 +490,8 @@ mod tests {
         });
         let request = rx.recv().await.expect("the call hears its agent");
         assert_eq!(request.command, AgentCommand::Reject);
-        let _ = request.reply.send(Ok(()));
-        assert_eq!(answer.await.expect("joined"), Ok(()));
+        let _ = request.reply.send(Ok(None));
+        assert_eq!(answer.await.expect("joined"), Ok(None));
     }
 
     #[tokio::test]

@@ -247,7 +247,7 @@ impl Placed {
     fn refuse_or_cancel(&self, request: CommandRequest) -> bool {
         let cancel = matches!(request.command, AgentCommand::Hangup) && request.agent == self.agent;
         let answer = if cancel {
-            Ok(())
+            Ok(None)
         } else {
             Err(Refusal::new("not_connected", "the call is not connected yet"))
         };

@@ -226,6 +226,7 @@ async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &
         AgentRequest::Hold { call, .. } => (call, AgentCommand::Hold),
         AgentRequest::Unhold { call, .. } => (call, AgentCommand::Unhold),
         AgentRequest::Transfer { call, to, .. } => (call, AgentCommand::Transfer(to)),
+        AgentRequest::Mute { call, muted, .. } => (call, AgentCommand::Mute(muted)),
         AgentRequest::WrapUp {
             call,
             disposition,
@@ -254,7 +255,7 @@ async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &
         | AgentRequest::NotReady { .. } => return AgentFrame::Ack { id },
     };
     match desk.desks.command(agent, &call, command).await {
-        Ok(()) => AgentFrame::Ack { id },
+        Ok(_) => AgentFrame::Ack { id },
         Err(refusal) => error(id, refusal.code, refusal.message),
     }
 }

@@ -6,7 +6,9 @@
 //! body; an unknown type, a missing field or a bad value is an `error` frame naming the problem.
 
 use acd::AgentState;
-use call_control::desk::{AgentMedia, CallPhase, CallView, DialNumber, ScreenPop, TransferTarget};
+use call_control::desk::{
+    AgentMedia, CallPhase, CallView, DialNumber, ScreenPop, SuperviseMode, TransferTarget,
+};
 use domain::{AgentId, CallId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -105,6 +107,13 @@ pub enum AgentRequest {
         call: CallId,
         to: TransferTarget,
     },
+    /// The caller stops (`muted: true`) or starts again hearing the agent.
+    Mute {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        call: CallId,
+        muted: bool,
+    },
     /// Place a call to a number (click-to-dial); the browser softphone sends its SDP offer.
     Dial {
         #[serde(default)]
@@ -139,6 +148,29 @@ pub enum SupervisorRequest {
         state: ForcedState,
         #[serde(default)]
         reason: Option<String>,
+    },
+    /// Join the call an agent is on: the supervisor's SIP phone rings, or with `sdp` (the browser's
+    /// offer) the answer comes back in `monitor_answer`.
+    Monitor {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        agent: AgentId,
+        mode: SuperviseMode,
+        #[serde(default)]
+        sdp: Option<String>,
+    },
+    /// Switch between listen, whisper and barge.
+    MonitorMode {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        agent: AgentId,
+        mode: SuperviseMode,
+    },
+    /// Leave the agent's call.
+    MonitorStop {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        agent: AgentId,
     },
     /// Log an agent out of the ACD.
     LogoutAgent {
@@ -187,7 +219,7 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T
 
 impl AgentRequest {
     /// Every request type (each is documented in `docs/cti-protocol.md`; a test checks).
-    pub const TYPES: [&'static str; 13] = [
+    pub const TYPES: [&'static str; 14] = [
         "login",
         "logout",
         "ready",
@@ -199,6 +231,7 @@ impl AgentRequest {
         "unhold",
         "transfer",
         "dial",
+        "mute",
         "wrap_up",
         "ping",
     ];
@@ -244,6 +277,7 @@ impl AgentRequest {
             | AgentRequest::Unhold { id, .. }
             | AgentRequest::Transfer { id, .. }
             | AgentRequest::Dial { id, .. }
+            | AgentRequest::Mute { id, .. }
             | AgentRequest::WrapUp { id, .. }
             | AgentRequest::Ping { id } => id.clone(),
         }
@@ -252,7 +286,14 @@ impl AgentRequest {
 
 impl SupervisorRequest {
     /// Every request type of the wallboard socket.
-    pub const TYPES: [&'static str; 3] = ["force_state", "logout_agent", "ping"];
+    pub const TYPES: [&'static str; 6] = [
+        "force_state",
+        "logout_agent",
+        "monitor",
+        "monitor_mode",
+        "monitor_stop",
+        "ping",
+    ];
 
     /// Parses one text frame from a wallboard.
     pub fn parse(text: &str) -> Result<Self, BadFrame> {
@@ -263,6 +304,9 @@ impl SupervisorRequest {
         match self {
             SupervisorRequest::ForceState { id, .. }
             | SupervisorRequest::LogoutAgent { id, .. }
+            | SupervisorRequest::Monitor { id, .. }
+            | SupervisorRequest::MonitorMode { id, .. }
+            | SupervisorRequest::MonitorStop { id, .. }
             | SupervisorRequest::Ping { id } => id.clone(),
         }
     }
@@ -362,6 +406,13 @@ pub enum SupervisorFrame {
     Ack {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<serde_json::Value>,
+    },
+    /// The answer to a browser `monitor`: the server's SDP for the supervisor's softphone.
+    MonitorAnswer {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+        agent: AgentId,
+        sdp: String,
     },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
+use call_control::desk::AgentCommand;
 use domain::Timestamp;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -119,8 +120,48 @@ async fn handle(desk: &DeskServices, session: &Session, frame: &str) -> Supervis
         Err(bad) => return error(bad.id, codes::BAD_REQUEST, bad.message),
     };
     let id = request.id();
+    let monitor = match &request {
+        SupervisorRequest::Monitor { agent, mode, sdp, .. } => Some((
+            agent.clone(),
+            AgentCommand::Monitor {
+                supervisor: session.user.clone(),
+                mode: *mode,
+                sdp: sdp.clone(),
+            },
+            format!("monitor({})", mode.name()),
+        )),
+        SupervisorRequest::MonitorMode { agent, mode, .. } => Some((
+            agent.clone(),
+            AgentCommand::MonitorMode(*mode),
+            format!("monitor({})", mode.name()),
+        )),
+        SupervisorRequest::MonitorStop { agent, .. } => Some((
+            agent.clone(),
+            AgentCommand::StopMonitor,
+            "monitor(stopped)".to_string(),
+        )),
+        _ => None,
+    };
+    if let Some((agent, command, detail)) = monitor {
+        let answer = match desk.desks.supervise(&agent, command).await {
+            Ok(Some(sdp)) => SupervisorFrame::MonitorAnswer {
+                id: id.clone(),
+                agent: agent.clone(),
+                sdp,
+            },
+            Ok(None) => SupervisorFrame::Ack { id: id.clone() },
+            Err(refusal) => return error(id, refusal.code, refusal.message),
+        };
+        audit(desk, session, "agent.monitor", &agent, detail).await;
+        return answer;
+    }
     let (agent, input, detail) = match request {
         SupervisorRequest::Ping { .. } => return SupervisorFrame::Pong { id },
+        SupervisorRequest::Monitor { .. }
+        | SupervisorRequest::MonitorMode { .. }
+        | SupervisorRequest::MonitorStop { .. } => {
+            return error(id, codes::BAD_REQUEST, "handled above");
+        }
         SupervisorRequest::ForceState {
             agent,
             state: ForcedState::Ready,
@@ -149,10 +190,22 @@ async fn handle(desk: &DeskServices, session: &Session, frame: &str) -> Supervis
         let (code, message) = acd_refusal(e);
         return error(id, code, message);
     }
+    audit(desk, session, "agent.force_state", &agent, detail).await;
+    SupervisorFrame::Ack { id }
+}
+
+/// Writes a supervisor's action on an agent to the audit log.
+async fn audit(
+    desk: &DeskServices,
+    session: &Session,
+    action: &str,
+    agent: &domain::AgentId,
+    detail: String,
+) {
     let entry = crm_store::AuditEntry {
         at: Timestamp::now_utc(),
         actor: session.user.as_str().to_string(),
-        action: "agent.force_state".into(),
+        action: action.into(),
         entity: "agent".into(),
         entity_id: agent.as_str().to_string(),
         detail,
@@ -160,5 +213,4 @@ async fn handle(desk: &DeskServices, session: &Session, frame: &str) -> Supervis
     if let Err(e) = desk.crm.audit(&entry).await {
         warn!(error = %e, "audit entry not written");
     }
-    SupervisorFrame::Ack { id }
 }

@@ -68,6 +68,7 @@ function setPhase(p) {
   $('btn-accept').title = browser ? '' : 'Answer on your SIP phone';
   $('btn-reject').disabled = p !== 'offered';
   $('btn-hold').disabled = p !== 'connected';
+  $('btn-mute').disabled = !(p === 'connected' || p === 'held');
   $('btn-unhold').disabled = p !== 'held';
   $('btn-hangup').disabled = !(p === 'connected' || p === 'held' || p === 'dialing');
   $('btn-transfer').disabled = p !== 'connected';
@@ -160,6 +161,13 @@ $('btn-login').onclick = () => act({ type: 'login' });
 $('btn-logout').onclick = () => act({ type: 'logout' });
 $('btn-reject').onclick = () => act({ type: 'reject', call });
 $('btn-hold').onclick = () => act({ type: 'hold', call });
+$('btn-mute').onclick = () => {
+  const muted = $('btn-mute').getAttribute('aria-pressed') !== 'true';
+  send({ type: 'mute', call, muted }).then(() => {
+    $('btn-mute').setAttribute('aria-pressed', String(muted));
+    text($('btn-mute'), muted ? 'Unmute' : 'Mute');
+  }).catch((e) => text($('error'), e.message));
+};
 $('btn-unhold').onclick = () => act({ type: 'unhold', call });
 $('btn-hangup').onclick = () => act({ type: 'hangup', call });
 $('btn-transfer').onclick = () => { const to = {}; to[$('transfer-kind').value] = $('transfer-to').value.trim(); act({ type: 'transfer', call, to }); };

@@ -3,6 +3,7 @@
 'use strict';
 const $ = (id) => document.getElementById(id);
 let ws = null, nextId = 1, agents = [], retry = 500;
+const monitoring = {};
 function esc(s) { const d = document.createElement('div'); d.textContent = s == null ? '' : String(s); return d.innerHTML; }
 function secs(ms) { if (ms == null) return '—'; const s = Math.round(ms / 1000); return s < 60 ? s + ' s' : Math.floor(s / 60) + ' m ' + (s % 60) + ' s'; }
 function pct(x) { return x == null ? '—' : (x * 100).toFixed(1) + '%'; }
@@ -24,7 +25,9 @@ function renderAgents() {
     '<div class="card" data-agent="' + esc(a.agent) + '"><div><strong>' + esc(a.agent) + '</strong></div>' +
     '<span class="state ' + esc(a.state) + '">' + esc(a.state.replace('_', ' ')) + (a.reason ? ' (' + esc(a.reason) + ')' : '') + '</span>' +
     ' <span class="muted">' + secs(now - a.since) + '</span><div class="muted">handled ' + a.handled + (a.occupancy != null ? ' · occupancy ' + pct(a.occupancy) : '') + '</div>' +
-    '<div class="row"><button data-act="ready">Ready</button><button data-act="not_ready">Not ready</button><button data-act="logout">Log out</button></div></div>'
+    '<div class="row"><button data-act="ready">Ready</button><button data-act="not_ready">Not ready</button><button data-act="logout">Log out</button></div>' +
+    (a.state === 'on_call' ? '<div class="row"><button data-act="listen">Listen</button><button data-act="whisper">Whisper</button><button data-act="barge">Barge</button><button data-act="monitor_stop">Leave</button></div>' : '') +
+    '</div>'
   ).join('');
 }
 
@@ -35,6 +38,12 @@ $('agents').addEventListener('click', (e) => {
   const agent = b.closest('.card').dataset.agent;
   const act = b.dataset.act;
   if (act === 'logout') send({ type: 'logout_agent', agent });
+  else if (act === 'monitor_stop') { send({ type: 'monitor_stop', agent }); delete monitoring[agent]; }
+  else if (['listen', 'whisper', 'barge'].includes(act)) {
+    // Your SIP phone (registered as your user) rings for the first; then the mode changes.
+    send({ type: monitoring[agent] ? 'monitor_mode' : 'monitor', agent, mode: act });
+    monitoring[agent] = true;
+  }
   else send({ type: 'force_state', agent, state: act, reason: act === 'not_ready' ? 'supervisor' : undefined });
 });
 

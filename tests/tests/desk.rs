@@ -366,3 +366,155 @@ fn an_agent_places_a_call_from_the_desktop_and_returns_to_ready_after_wrap_up() 
     assert_eq!(i.row.ended_by.as_deref(), Some("agent"));
     assert!(i.kinds().contains(&"answered".to_string()), "{:?}", i.kinds());
 }
+
+#[test]
+fn a_supervisor_listens_whispers_and_barges_into_an_agents_call_and_every_step_is_recorded() {
+    require_command("sipp");
+    let config = CONFIG.replace(
+        "HOLD_MUSIC",
+        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
+    ) + "\n[[sip.user]]\nname = \"super\"\npassword = \"supervisor1\"\n\n[[desk.user]]\nid = \"super\"\nname = \"Sam Supervisor\"\nrole = \"supervisor\"\npassword = \"supervisor\"\n";
+    let platform = Platform::start(&config);
+    let agent_phone = SippServer::start("uas", 1);
+    register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
+    let supervisor_phone = SippServer::start("uas", 1);
+    register_agent_phone(&platform, "super", "supervisor1", supervisor_phone.port);
+    let login = |user: &str, password: &str| {
+        let (status, body) = platform.http_post(
+            "/api/v1/login",
+            &json!({"user": user, "password": password}).to_string(),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).expect("json")["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    };
+    let (agent_token, sup_token) = (login("1001", "agent1001"), login("super", "supervisor"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut agent, mut board) = rt.block_on(async {
+        (
+            CtiClient::connect(platform.http, "/ws/agent", &agent_token).await,
+            CtiClient::connect(platform.http, "/ws/supervisor", &sup_token).await,
+        )
+    });
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| uac(&platform, "uac_customer_wait_bye.xml", "801", 1, &[]));
+        rt.block_on(async {
+            let f = board
+                .ask(json!({"type": "monitor", "id": 1, "agent": "1001", "mode": "listen"}))
+                .await;
+            assert_eq!(f["code"], "not_on_call", "nobody to listen to yet: {f}");
+            let call = agent.next_of("offer").await["pop"]["call"]
+                .as_str()
+                .expect("call")
+                .to_string();
+            agent
+                .next_where(|f| f["type"] == "call_phase" && f["phase"] == "connected")
+                .await;
+
+            // The agent's mute.
+            assert_eq!(
+                agent
+                    .ask(json!({"type": "mute", "id": 1, "call": call, "muted": true}))
+                    .await["type"],
+                "ack"
+            );
+            assert_eq!(
+                agent
+                    .ask(json!({"type": "mute", "id": 2, "call": call, "muted": false}))
+                    .await["type"],
+                "ack"
+            );
+
+            // The supervisor's phone rings and answers (SIPp), then the modes.
+            let f = board
+                .ask(json!({"type": "monitor", "id": 2, "agent": "1001", "mode": "listen"}))
+                .await;
+            assert_eq!(f["type"], "ack", "{f}");
+            let f = board
+                .ask(json!({"type": "monitor", "id": 3, "agent": "1001", "mode": "barge"}))
+                .await;
+            assert_eq!(f["code"], "already_monitored");
+            // The phone answering has no frame of its own: ask until the supervisor has joined.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let mut n = 10;
+            loop {
+                n += 1;
+                let f = board
+                    .ask(json!({"type": "monitor_mode", "id": n, "agent": "1001", "mode": "whisper"}))
+                    .await;
+                if f["type"] == "ack" {
+                    break;
+                }
+                assert_eq!(f["code"], "not_monitoring", "{f}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the supervisor's phone never joined"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let f = board
+                .ask(json!({"type": "monitor_mode", "id": 100, "agent": "1001", "mode": "barge"}))
+                .await;
+            assert_eq!(f["type"], "ack", "{f}");
+            let f = board
+                .ask(json!({"type": "monitor_stop", "id": 101, "agent": "1001"}))
+                .await;
+            assert_eq!(f["type"], "ack", "{f}");
+            let f = board
+                .ask(json!({"type": "monitor_stop", "id": 102, "agent": "1001"}))
+                .await;
+            assert_eq!(f["code"], "not_monitoring");
+
+            assert_eq!(
+                agent.ask(json!({"type": "hangup", "id": 3, "call": call})).await["type"],
+                "ack"
+            );
+            let f = agent
+                .ask(json!({"type": "mute", "id": 4, "call": call, "muted": true}))
+                .await;
+            assert_eq!(f["code"], "call_ended", "{f}");
+        });
+        let run = caller.join().expect("caller");
+        assert_eq!(
+            (run.successful, run.failed),
+            (1, 0),
+            "{}\n{}",
+            run.output,
+            platform.log()
+        );
+    });
+    assert_eq!(
+        supervisor_phone.wait(),
+        Some(0),
+        "the supervisor's phone joined and was hung up"
+    );
+    assert_eq!(agent_phone.wait(), Some(0));
+    let i = platform
+        .ended_interactions(1)
+        .into_iter()
+        .next()
+        .expect("interaction");
+    let monitored: Vec<(String, String)> = i
+        .events
+        .iter()
+        .filter(|e| e.kind == "monitored")
+        .map(|e| {
+            (
+                e.payload["supervisor"].as_str().unwrap_or("").to_string(),
+                e.payload["mode"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = ["listen", "whisper", "barge", "stopped"]
+        .iter()
+        .map(|m| ("super".to_string(), m.to_string()))
+        .collect();
+    assert_eq!(monitored, expected);
+}

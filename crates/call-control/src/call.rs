@@ -49,6 +49,15 @@ struct External {
     bridge: Option<Bridge>,
 }
 
+/// The party an agent consults before transferring: ringing, then talking with the agent (through
+/// the bridge's mixer, barge mode) while the caller holds.
+struct Consult {
+    leg: LegHandle,
+    rtp: RtpLeg,
+    described: String,
+    joined: Option<MonitorHandle>,
+}
+
 /// A supervisor on the agent's call: their phone ringing, or joined through the bridge's mixer.
 enum Supervisor {
     Ringing {
@@ -152,6 +161,8 @@ pub(crate) struct Call {
     external: Option<External>,
     /// A supervisor listening, whispering or barging in.
     supervisor: Option<Supervisor>,
+    /// The party the agent consults.
+    consult: Option<Consult>,
     /// An agent-placed call: the agent is outside the ACD's offers while it lasts, and this input
     /// puts them back as they were (ready, or not ready with their reason).
     pub(crate) outbound: Option<acd::Input>,
@@ -350,6 +361,7 @@ impl Call {
             last_agent: None,
             external: None,
             supervisor: None,
+            consult: None,
             outbound: None,
             commands_tx,
             commands_rx,
@@ -440,6 +452,7 @@ impl Call {
                 Some(request) = self.commands_rx.recv() => self.on_command(request).await,
                 ev = next_external(&mut self.external) => self.on_external(ev).await,
                 ev = next_supervisor(&mut self.supervisor) => self.on_supervisor_leg(ev),
+                ev = next_consult(&mut self.consult) => self.on_consult_leg(ev),
             }
         }
     }
@@ -1019,11 +1032,216 @@ impl Call {
                 "the call is still going on: hang up first",
             )),
             // Answered by `on_command` before they get here.
+            AgentCommand::Consult(target) => {
+                if !connected {
+                    return Err(Refusal::new(
+                        "not_connected",
+                        "you are not talking to this caller",
+                    ));
+                }
+                self.start_consult(agent, target).await
+            }
+            AgentCommand::ConsultComplete => {
+                if !connected {
+                    return Err(Refusal::new(
+                        "not_connected",
+                        "you are not talking to this caller",
+                    ));
+                }
+                self.complete_consult(agent).await
+            }
+            AgentCommand::ConsultCancel => {
+                if !connected {
+                    return Err(Refusal::new(
+                        "not_connected",
+                        "you are not talking to this caller",
+                    ));
+                }
+                match self.consult.take() {
+                    Some(c) => {
+                        self.end_consult(c);
+                        Ok(())
+                    }
+                    None => Err(Refusal::new("not_consulting", "you are not consulting anyone")),
+                }
+            }
+            // Answered by `on_command` before they get here.
             AgentCommand::Mute(_)
             | AgentCommand::Monitor { .. }
             | AgentCommand::MonitorMode(_)
             | AgentCommand::StopMonitor => Err(Refusal::new("bad_request", "not a call command")),
         }
+    }
+
+    /// Starts a consultation: the caller holds with music while the target is rung.
+    async fn start_consult(&mut self, agent: &AgentId, target: TransferTarget) -> Result<(), Refusal> {
+        if self.consult.is_some() {
+            return Err(Refusal::new(
+                "already_consulting",
+                "finish the consultation you have first",
+            ));
+        }
+        if self.supervisor.is_some() {
+            return Err(Refusal::new("already_monitored", "a supervisor is on this call"));
+        }
+        let (uri, described, from) = match &target {
+            TransferTarget::Agent(a) if a == agent => {
+                return Err(Refusal::new("bad_target", "you cannot consult yourself"));
+            }
+            TransferTarget::Agent(a) => (None, format!("agent:{a}"), Some(a.clone())),
+            TransferTarget::Number(n) => {
+                let trunk = self.inner.outbound.clone().ok_or_else(|| {
+                    Refusal::new("no_trunk", "no outbound trunk is configured for outside numbers")
+                })?;
+                (
+                    Some(format!("sip:{}@{}", n.expose(), trunk.host)),
+                    format!("number:{}", n.expose()),
+                    None,
+                )
+            }
+            TransferTarget::Queue(_) => {
+                return Err(Refusal::new(
+                    "bad_target",
+                    "consult an agent or a number; transfer to queues",
+                ));
+            }
+        };
+        let phone = match (uri, from) {
+            (_, Some(colleague)) => ring_phone(&self.inner, &colleague, agent.as_str()).await,
+            (Some(uri), None) => self.originate_to(uri).await,
+            (None, None) => None,
+        }
+        .ok_or_else(|| Refusal::new("unreachable", "the consulted party cannot be called"))?;
+        let music = self.hold_music();
+        if let Some(c) = self.connected.as_ref()
+            && !c.bridge.is_held()
+        {
+            c.bridge.hold(BridgeSide::A, music);
+            self.log(InteractionEventKind::Held);
+        }
+        info!("consultation: ringing the consulted party");
+        self.consult = Some(Consult {
+            leg: phone.leg,
+            rtp: phone.rtp,
+            described,
+            joined: None,
+        });
+        self.inner
+            .desks
+            .set_phase(&self.id, agent, CallPhase::Consulting, Timestamp::now_utc());
+        Ok(())
+    }
+
+    /// Places a leg to a SIP URI with a fresh engine leg's offer.
+    async fn originate_to(&self, uri: String) -> Option<PhoneRing> {
+        let gateway = self.inner.gateway.get()?.clone();
+        let (rtp, _events) = self.inner.media.allocate_leg().ok()?;
+        let offer = media::sdp::offer(
+            rtp.local_addr(),
+            rand::random::<u32>() as u64,
+            1,
+            media::sdp::MediaDirection::SendRecv,
+        );
+        let request = OriginateRequest {
+            target: Pii::new(uri),
+            from_user: self
+                .inner
+                .outbound
+                .as_ref()
+                .and_then(|t| t.caller_id.clone())
+                .map(Pii::new)
+                .unwrap_or_else(|| self.caller_number.clone()),
+            sdp: offer.into_bytes(),
+            ring_timeout: Duration::from_secs(60),
+        };
+        let leg = gateway.originate(request).await.ok()?;
+        Some(PhoneRing { leg, rtp })
+    }
+
+    fn on_consult_leg(&mut self, ev: Option<LegEvent>) {
+        let Some(mut c) = self.consult.take() else { return };
+        match ev {
+            Some(LegEvent::Answered { sdp }) if c.joined.is_none() => {
+                let Some(n) = negotiate(&sdp) else {
+                    self.end_consult(c);
+                    return;
+                };
+                c.rtp.set_remote(n);
+                let joined = self
+                    .connected
+                    .as_ref()
+                    .map(|a| a.bridge.monitor(&c.rtp, MonitorMode::Barge));
+                match joined {
+                    Some(Ok(handle)) => {
+                        info!("consultation: the consulted party answered");
+                        c.joined = Some(handle);
+                        self.consult = Some(c);
+                    }
+                    _ => self.end_consult(c),
+                }
+            }
+            Some(LegEvent::Ringing | LegEvent::Reoffer { .. } | LegEvent::Answered { .. }) => {
+                self.consult = Some(c)
+            }
+            Some(LegEvent::Failed { .. } | LegEvent::Hangup) | None => self.end_consult(c),
+        }
+    }
+
+    /// The consultation is over without a transfer: the consulted party is hung up, the caller
+    /// is back with the agent.
+    fn end_consult(&mut self, c: Consult) {
+        if let Some(handle) = c.joined {
+            handle.stop();
+        }
+        c.leg.hangup();
+        let resumed = self.connected.as_ref().map(|a| {
+            let was_held = a.bridge.is_held();
+            if was_held {
+                a.bridge.resume();
+            }
+            (a.agent.clone(), was_held)
+        });
+        if let Some((agent, was_held)) = resumed {
+            if was_held {
+                self.log(InteractionEventKind::Resumed);
+            }
+            self.inner
+                .desks
+                .set_phase(&self.id, &agent, CallPhase::Connected, Timestamp::now_utc());
+        }
+        info!("consultation ended; back to the caller");
+    }
+
+    /// Completes a consultative transfer: the caller is bridged with the consulted party and the
+    /// agent leaves (to wrap-up).
+    async fn complete_consult(&mut self, agent: &AgentId) -> Result<(), Refusal> {
+        let Some(c) = self.consult.take() else {
+            return Err(Refusal::new("not_consulting", "you are not consulting anyone"));
+        };
+        let Some(handle) = c.joined else {
+            self.consult = Some(c);
+            return Err(Refusal::new(
+                "not_answered",
+                "the consulted party has not answered yet",
+            ));
+        };
+        handle.stop();
+        // The agent's bridge goes first, so the new one is the caller's only partner.
+        self.release_agent().await;
+        self.inner.desks.release(&self.id, agent);
+        self.log(InteractionEventKind::Transferred {
+            target: Pii::new(format!("consult:{}", c.described)),
+        });
+        self.rtp.stop_playback();
+        let bridge = self.inner.media.bridge(&self.rtp, &c.rtp);
+        self.log(InteractionEventKind::Resumed);
+        info!("consultative transfer completed");
+        self.external = Some(External {
+            leg: c.leg,
+            rtp: c.rtp,
+            bridge: Some(bridge),
+        });
+        Ok(())
     }
 
     /// The agent's mute: the caller (and the recording) stop hearing them.
@@ -1510,6 +1728,12 @@ impl Call {
         if let Some(s) = self.supervisor.take() {
             self.drop_supervisor(s);
         }
+        if let Some(c) = self.consult.take() {
+            if let Some(handle) = c.joined {
+                handle.stop();
+            }
+            c.leg.hangup();
+        }
         let c = self.disconnect_agent().await?;
         c.leg.hang_up();
         if self.outbound.is_none() {
@@ -1637,6 +1861,13 @@ async fn next_ringing(ringing: &mut [Ringing]) -> (usize, Option<LegEvent>) {
         std::task::Poll::Pending
     })
     .await
+}
+
+async fn next_consult(consult: &mut Option<Consult>) -> Option<LegEvent> {
+    match consult {
+        Some(c) => c.leg.next_event().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_supervisor(supervisor: &mut Option<Supervisor>) -> Option<LegEvent> {

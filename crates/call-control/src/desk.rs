@@ -62,6 +62,8 @@ pub enum CallPhase {
     Offered,
     Connected,
     Held,
+    /// The caller holds while the agent talks to a consulted party.
+    Consulting,
     /// The call ended; the agent may still save a disposition.
     WrapUp,
 }
@@ -190,6 +192,12 @@ pub enum AgentCommand {
     /// The joined supervisor changes mode.
     MonitorMode(SuperviseMode),
     StopMonitor,
+    /// Consultative transfer: the caller holds (music) while the agent talks to the target.
+    Consult(TransferTarget),
+    /// Hand the caller to the consulted party; the agent leaves.
+    ConsultComplete,
+    /// Hang up on the consulted party and go back to the caller.
+    ConsultCancel,
 }
 
 impl AgentCommand {
@@ -207,6 +215,9 @@ impl AgentCommand {
             AgentCommand::Monitor { .. } => "monitor",
             AgentCommand::MonitorMode(_) => "monitor_mode",
             AgentCommand::StopMonitor => "monitor_stop",
+            AgentCommand::Consult(_) => "consult",
+            AgentCommand::ConsultComplete => "consult_complete",
+            AgentCommand::ConsultCancel => "consult_cancel",
         }
     }
 }
@@ -440,7 +451,11 @@ impl DeskHub {
             hub.calls
                 .iter()
                 .find(|((_, a), l)| {
-                    a == agent && matches!(l.view.phase, CallPhase::Connected | CallPhase::Held)
+                    a == agent
+                        && matches!(
+                            l.view.phase,
+                            CallPhase::Connected | CallPhase::Held | CallPhase::Consulting
+                        )
                 })
                 .map(|((call, _), _)| call.clone())
         };

@@ -227,6 +227,9 @@ async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &
         AgentRequest::Unhold { call, .. } => (call, AgentCommand::Unhold),
         AgentRequest::Transfer { call, to, .. } => (call, AgentCommand::Transfer(to)),
         AgentRequest::Mute { call, muted, .. } => (call, AgentCommand::Mute(muted)),
+        AgentRequest::Consult { call, to, .. } => (call, AgentCommand::Consult(to)),
+        AgentRequest::ConsultComplete { call, .. } => (call, AgentCommand::ConsultComplete),
+        AgentRequest::ConsultCancel { call, .. } => (call, AgentCommand::ConsultCancel),
         AgentRequest::WrapUp {
             call,
             disposition,

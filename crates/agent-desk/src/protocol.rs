@@ -107,6 +107,25 @@ pub enum AgentRequest {
         call: CallId,
         to: TransferTarget,
     },
+    /// Consultative transfer: the caller holds while the agent talks to `to` (an agent or a number).
+    Consult {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        call: CallId,
+        to: TransferTarget,
+    },
+    /// Hand the caller to the consulted party.
+    ConsultComplete {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        call: CallId,
+    },
+    /// Back to the caller; the consulted party is hung up.
+    ConsultCancel {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        call: CallId,
+    },
     /// The caller stops (`muted: true`) or starts again hearing the agent.
     Mute {
         #[serde(default)]
@@ -219,7 +238,7 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T
 
 impl AgentRequest {
     /// Every request type (each is documented in `docs/cti-protocol.md`; a test checks).
-    pub const TYPES: [&'static str; 14] = [
+    pub const TYPES: [&'static str; 17] = [
         "login",
         "logout",
         "ready",
@@ -232,6 +251,9 @@ impl AgentRequest {
         "transfer",
         "dial",
         "mute",
+        "consult",
+        "consult_complete",
+        "consult_cancel",
         "wrap_up",
         "ping",
     ];
@@ -278,6 +300,9 @@ impl AgentRequest {
             | AgentRequest::Transfer { id, .. }
             | AgentRequest::Dial { id, .. }
             | AgentRequest::Mute { id, .. }
+            | AgentRequest::Consult { id, .. }
+            | AgentRequest::ConsultComplete { id, .. }
+            | AgentRequest::ConsultCancel { id, .. }
             | AgentRequest::WrapUp { id, .. }
             | AgentRequest::Ping { id } => id.clone(),
         }

@@ -60,7 +60,7 @@ function setPhase(p) {
   phase = p;
   window.desk.call = call; window.desk.phase = p;
   const el = $('call-phase');
-  el.className = 'state ' + ({ dialing: 'reserved', offered: 'reserved', connected: 'on_call', held: 'reserved', wrap_up: 'wrap_up' }[p] || '');
+  el.className = 'state ' + ({ consulting: 'reserved', dialing: 'reserved', offered: 'reserved', connected: 'on_call', held: 'reserved', wrap_up: 'wrap_up' }[p] || '');
   text(el, p.replace('_', ' '));
   show($('call'), true);
   const browser = $('softphone').checked;
@@ -72,6 +72,9 @@ function setPhase(p) {
   $('btn-unhold').disabled = p !== 'held';
   $('btn-hangup').disabled = !(p === 'connected' || p === 'held' || p === 'dialing');
   $('btn-transfer').disabled = p !== 'connected';
+  $('btn-consult').disabled = p !== 'connected';
+  $('btn-consult-complete').disabled = p !== 'consulting';
+  $('btn-consult-cancel').disabled = p !== 'consulting';
   show($('wrapup'), p === 'wrap_up');
 }
 
@@ -172,6 +175,9 @@ $('btn-unhold').onclick = () => act({ type: 'unhold', call });
 $('btn-hangup').onclick = () => act({ type: 'hangup', call });
 $('btn-transfer').onclick = () => { const to = {}; to[$('transfer-kind').value] = $('transfer-to').value.trim(); act({ type: 'transfer', call, to }); };
 $('btn-accept').onclick = answerWithSoftphone;
+$('btn-consult').onclick = () => { const to = {}; to[$('transfer-kind').value] = $('transfer-to').value.trim(); act({ type: 'consult', call, to }); };
+$('btn-consult-complete').onclick = () => act({ type: 'consult_complete', call });
+$('btn-consult-cancel').onclick = () => act({ type: 'consult_cancel', call });
 $('softphone').onchange = () => { if (ws) ws.close(); };
 $('btn-dial').onclick = async () => {
   const number = $('dial-number').value.trim();

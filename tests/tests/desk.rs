@@ -518,3 +518,114 @@ fn a_supervisor_listens_whispers_and_barges_into_an_agents_call_and_every_step_i
         .collect();
     assert_eq!(monitored, expected);
 }
+
+#[test]
+fn a_consultative_transfer_holds_the_caller_talks_to_the_target_and_hands_the_caller_over() {
+    require_command("sipp");
+    // The consulted party: a number the carrier answers (SIPp checks it is +4930123456).
+    let carrier = SippServer::start("uas_customer_answers.xml", 1);
+    let config = CONFIG.replace(
+        "HOLD_MUSIC",
+        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
+    ) + &format!(
+        "\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\n",
+        carrier.port
+    );
+    let config = config.replace("[desk]\n", "[desk]\noutbound_trunk = \"carrier\"\n");
+    let platform = Platform::start(&config);
+    let agent_phone = SippServer::start("uas", 1);
+    register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
+    let (status, body) =
+        platform.http_post("/api/v1/login", r#"{"user":"1001","password":"agent1001"}"#, None);
+    assert_eq!(status, 200, "{body}");
+    let token = serde_json::from_str::<Value>(&body).expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut ws = rt.block_on(CtiClient::connect(platform.http, "/ws/agent", &token));
+    std::thread::scope(|scope| {
+        // The caller stays 8 s, then hangs up (talking to the consulted party by then).
+        let caller = scope.spawn(|| uac(&platform, "uac", "801", 1, &["-d", "8000"]));
+        rt.block_on(async {
+            let call = ws.next_of("offer").await["pop"]["call"]
+                .as_str()
+                .expect("call")
+                .to_string();
+            ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "connected")
+                .await;
+            let f = ws
+                .ask(json!({"type": "consult_complete", "id": 1, "call": call}))
+                .await;
+            assert_eq!(f["code"], "not_consulting");
+            let f = ws
+                .ask(json!({"type": "consult", "id": 2, "call": call, "to": {"queue": "sales"}}))
+                .await;
+            assert_eq!(f["code"], "bad_target");
+            let f = ws
+                .ask(json!({"type": "consult", "id": 3, "call": call, "to": {"number": "+4930123456"}}))
+                .await;
+            assert_eq!(f["type"], "ack", "{f}");
+            ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "consulting")
+                .await;
+            let f = ws
+                .ask(json!({"type": "consult", "id": 4, "call": call, "to": {"number": "+4930123456"}}))
+                .await;
+            assert_eq!(f["code"], "already_consulting");
+            // The carrier's answer has no frame of its own: complete once it has answered.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let mut n = 10;
+            loop {
+                n += 1;
+                let f = ws
+                    .ask(json!({"type": "consult_complete", "id": n, "call": call}))
+                    .await;
+                if f["type"] == "ack" {
+                    break;
+                }
+                assert_eq!(f["code"], "not_answered", "{f}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the consulted party never answered"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ws.next_where(|f| f["type"] == "state" && f["state"] == "wrap_up")
+                .await;
+        });
+        assert_eq!(agent_phone.wait(), Some(0), "the agent left the call");
+        let run = caller.join().expect("caller");
+        assert_eq!(
+            (run.successful, run.failed),
+            (1, 0),
+            "{}\n{}",
+            run.output,
+            platform.log()
+        );
+    });
+    assert_eq!(
+        carrier.wait(),
+        Some(0),
+        "the consulted party talked to the caller until the caller hung up"
+    );
+    let i = platform
+        .ended_interactions(1)
+        .into_iter()
+        .next()
+        .expect("interaction");
+    let kinds = i.kinds();
+    for k in ["answered", "held", "transferred", "resumed", "ended"] {
+        assert!(kinds.contains(&k.to_string()), "{k} missing from {kinds:?}");
+    }
+    let transferred = i
+        .events
+        .iter()
+        .find(|e| e.kind == "transferred")
+        .expect("transfer");
+    assert_eq!(transferred.payload["target"], "consult:number:+4930123456");
+    assert_eq!(i.row.ended_by.as_deref(), Some("caller"));
+}

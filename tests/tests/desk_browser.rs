@@ -149,6 +149,18 @@ fn an_agent_takes_a_call_in_the_browser_softphone_with_audio_both_ways() {
         assert!(stats["sent"].as_u64().is_some_and(|n| n >= 25), "{stats}");
         let call_shot = browser.save_screenshot("agent-on-call");
 
+        // A reload mid-call: the call stays up and the page brings the softphone back to it.
+        browser.eval("location.reload(); return true;", json!([]));
+        browser.wait_for(
+            "the reloaded page is back on the call",
+            "return window.desk && window.desk.phase === 'connected' && window.desk.media === 'browser';",
+        );
+        let stats = browser.run(STATS, json!([25]));
+        assert!(
+            stats["received"].as_u64().is_some_and(|n| n >= 25),
+            "audio again after the reload: {stats}"
+        );
+
         browser.click("#btn-hangup");
         browser.wait_for("wrap-up", "return window.desk.phase === 'wrap_up';");
         browser.eval(

@@ -178,7 +178,12 @@ $('btn-accept').onclick = answerWithSoftphone;
 $('btn-consult').onclick = () => { const to = {}; to[$('transfer-kind').value] = $('transfer-to').value.trim(); act({ type: 'consult', call, to }); };
 $('btn-consult-complete').onclick = () => act({ type: 'consult_complete', call });
 $('btn-consult-cancel').onclick = () => act({ type: 'consult_cancel', call });
-$('softphone').onchange = () => { if (ws) ws.close(); };
+$('softphone').onchange = () => {
+  // Remembered across reloads, so a reloaded page brings the softphone back to a call in progress.
+  localStorage.setItem('softphone', $('softphone').checked ? '1' : '');
+  if (ws) ws.close();
+};
+$('softphone').checked = localStorage.getItem('softphone') === '1';
 $('btn-dial').onclick = async () => {
   const number = $('dial-number').value.trim();
   if (!number) return;

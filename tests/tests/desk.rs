@@ -117,6 +117,16 @@ fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_
             assert_eq!(f["code"], "not_in_wrap_up");
             let f = ws.ask(json!({"type": "unhold", "id": 4, "call": call})).await;
             assert_eq!(f["code"], "not_held");
+            let f = ws
+                .ask(json!({"type": "transfer", "id": 40, "call": call, "to": {"number": "+4930999888"}}))
+                .await;
+            assert_eq!(f["code"], "no_trunk", "this node has no outbound trunk: {f}");
+            let f = ws.ask(json!({"type": "dial", "id": 41, "number": "+4930999888"})).await;
+            assert_eq!(f["code"], "no_trunk");
+            let f = ws.ask(json!({"type": "transfer", "id": 42, "call": call, "to": {"queue": "nowhere"}})).await;
+            assert_eq!(f["code"], "unknown_queue");
+            let f = ws.ask(json!({"type": "transfer", "id": 43, "call": call, "to": {"agent": "1001"}})).await;
+            assert_eq!(f["code"], "bad_target", "not to oneself");
 
             assert_eq!(ws.ask(json!({"type": "hold", "id": 5, "call": call})).await["type"], "ack");
             assert_eq!(ws.next_of("call_phase").await["phase"], "held");

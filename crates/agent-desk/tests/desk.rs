@@ -28,6 +28,10 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with_ttl(Duration::from_secs(600)).await
+}
+
+async fn start_with_ttl(session_ttl: Duration) -> Server {
     let crm = CrmStore::connect("sqlite::memory:").await.expect("crm");
     crm.migrate().await.expect("migrations");
     let state = state_store::StateStore::memory();
@@ -44,7 +48,7 @@ async fn start() -> Server {
         crm.clone(),
         state.clone(),
         AuthConfig {
-            session_ttl: Duration::from_secs(600),
+            session_ttl,
             max_failures: 3,
             lockout: Duration::from_secs(60),
         },
@@ -606,4 +610,33 @@ fn every_route_and_request_type_is_documented() {
             "{kind} is not in docs/cti-protocol.md"
         );
     }
+}
+
+#[tokio::test]
+async fn oversized_frames_are_refused_and_a_lapsed_session_closes_the_socket() {
+    let s = start().await;
+    let t = token(s.addr, "1001", "agent-one").await;
+    let mut ws = agent_socket(s.addr, &t).await;
+    assert_eq!(next(&mut ws).await["type"], "welcome");
+    // Beyond the frame limit the server drops the connection rather than parse it.
+    let big = json!({"type": "ping", "pad": "x".repeat(70 * 1024)}).to_string();
+    let _ = ws.send(Message::Text(big.into())).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true), "an oversized frame ends the connection");
+
+    // The session lapses while the socket is open: the server says so and closes.
+    let short = start_with_ttl(Duration::from_secs(3)).await;
+    let t = token(short.addr, "1001", "agent-one").await;
+    let mut ws = agent_socket(short.addr, &t).await;
+    assert_eq!(next(&mut ws).await["type"], "welcome");
+    let f = next_of(&mut ws, "error").await;
+    assert_eq!(f["code"], "session_expired");
 }

@@ -141,36 +141,53 @@ impl StereoTimeline {
     }
 }
 
-/// Writes a stereo 16-bit 8 kHz WAV incrementally and fixes its sizes on [`WavFileWriter::finish`].
+/// Writes a 16-bit 8 kHz WAV incrementally (stereo, or mono with the left channel only) and fixes its
+/// sizes on [`WavFileWriter::finish`].
 #[derive(Debug)]
 pub struct WavFileWriter {
     file: BufWriter<File>,
     path: PathBuf,
     data_len: u32,
+    channels: u16,
 }
 
 impl WavFileWriter {
-    /// Creates the file (and its directory).
+    /// Creates a stereo file (and its directory).
     pub fn create(path: &Path) -> std::io::Result<Self> {
+        Self::create_with_channels(path, 2)
+    }
+
+    /// Creates a mono file (a voicemail: what one party said).
+    pub fn create_mono(path: &Path) -> std::io::Result<Self> {
+        Self::create_with_channels(path, 1)
+    }
+
+    fn create_with_channels(path: &Path, channels: u16) -> std::io::Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let mut file = BufWriter::new(File::create(path)?);
-        file.write_all(&pcm_header(2, 8000, 0))?;
+        file.write_all(&pcm_header(channels, 8000, 0))?;
         Ok(Self {
             file,
             path: path.to_path_buf(),
             data_len: 0,
+            channels,
         })
     }
 
-    /// Appends frames.
+    /// Appends frames (a mono file keeps the left channel).
     pub fn write_frames(&mut self, frames: &[[i16; 2]]) -> std::io::Result<()> {
         for [left, right] in frames {
             self.file.write_all(&left.to_le_bytes())?;
-            self.file.write_all(&right.to_le_bytes())?;
+            if self.channels == 2 {
+                self.file.write_all(&right.to_le_bytes())?;
+            }
         }
-        self.data_len = self.data_len.saturating_add((frames.len() * 4) as u32);
+        let bytes = frames.len() * 2 * usize::from(self.channels);
+        self.data_len = self
+            .data_len
+            .saturating_add(u32::try_from(bytes).unwrap_or(u32::MAX));
         Ok(())
     }
 
@@ -179,7 +196,7 @@ impl WavFileWriter {
         self.file.flush()?;
         let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
         file.seek(SeekFrom::Start(0))?;
-        file.write_all(&pcm_header(2, 8000, self.data_len))?;
+        file.write_all(&pcm_header(self.channels, 8000, self.data_len))?;
         file.sync_all()?;
         Ok(self.path)
     }

@@ -435,6 +435,37 @@ impl RecordingHandle {
     }
 }
 
+/// Records what one leg receives into a mono WAV `<recordings_dir>/<name>.wav` (a voicemail).
+pub(crate) fn record_leg(
+    engine: &Arc<EngineShared>,
+    leg: &RtpLeg,
+    name: &str,
+) -> Result<RecordingHandle, MediaError> {
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(MediaError::BadRecordingName);
+    }
+    let path = engine.config.recordings_dir.join(format!("{name}.wav"));
+    let writer =
+        WavFileWriter::create_mono(&path).map_err(|e| MediaError::Io(format!("{}: {e}", path.display())))?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
+    let (frames, frame_rx) = mpsc::channel(1024);
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let (done, done_rx) = oneshot::channel();
+    runtime.spawn(run_recorder(engine.epoch, writer, frame_rx, control_rx, done));
+    leg.send(LegCommand::SetRecorder(Some(RecorderTap {
+        channel: RecordingChannel::Caller,
+        frames,
+    })));
+    Ok(RecordingHandle {
+        control,
+        done: done_rx,
+        legs: [leg.commands(), leg.commands()],
+        bridge: Weak::new(),
+        id: 0,
+        path,
+    })
+}
+
 async fn run_recorder(
     epoch: Instant,
     mut writer: WavFileWriter,

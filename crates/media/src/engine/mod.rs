@@ -203,6 +203,12 @@ impl MediaEngine {
         Err(MediaError::PortsExhausted)
     }
 
+    /// Records what `leg` receives (the caller's voice) into a mono WAV `<recordings_dir>/<name>.wav`:
+    /// a voicemail. Stop it with [`RecordingHandle::stop`].
+    pub fn record_leg(&self, leg: &RtpLeg, name: &str) -> Result<RecordingHandle, MediaError> {
+        bridge::record_leg(&self.shared, leg, name)
+    }
+
     /// Links two legs so that each hears the other. `a` is the caller (left channel of recordings).
     pub fn bridge(&self, a: &RtpLeg, b: &RtpLeg) -> Bridge {
         Bridge::new(self.shared.clone(), a, b)

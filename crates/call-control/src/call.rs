@@ -49,6 +49,14 @@ struct External {
     bridge: Option<Bridge>,
 }
 
+/// A message being recorded for a mailbox.
+struct Voicemail {
+    mailbox: String,
+    recording: RecordingHandle,
+    started: Instant,
+    until: Instant,
+}
+
 /// The party an agent consults before transferring: ringing, then talking with the agent (through
 /// the bridge's mixer, barge mode) while the caller holds.
 struct Consult {
@@ -163,6 +171,8 @@ pub(crate) struct Call {
     supervisor: Option<Supervisor>,
     /// The party the agent consults.
     consult: Option<Consult>,
+    /// A voicemail being recorded.
+    voicemail: Option<Voicemail>,
     /// An agent-placed call: the agent is outside the ACD's offers while it lasts, and this input
     /// puts them back as they were (ready, or not ready with their reason).
     pub(crate) outbound: Option<acd::Input>,
@@ -362,6 +372,7 @@ impl Call {
             external: None,
             supervisor: None,
             consult: None,
+            voicemail: None,
             outbound: None,
             commands_tx,
             commands_rx,
@@ -414,6 +425,13 @@ impl Call {
                     Some(_) => {}
                 },
                 ev = media_events.recv() => match ev {
+                    Some(MediaEvent::Dtmf { digit, .. }) if self.voicemail.is_some() => {
+                        // The caller ends their message with #.
+                        if digit.expose().as_char() == '#' {
+                            self.finish_voicemail().await;
+                            self.end(EndedBy::System, "voicemail left");
+                        }
+                    }
                     Some(MediaEvent::Dtmf { digit, .. }) => {
                         let d = digit.expose().as_char();
                         self.ivr_event(IvrEvent::Digit(d)).await;
@@ -453,6 +471,10 @@ impl Call {
                 ev = next_external(&mut self.external) => self.on_external(ev).await,
                 ev = next_supervisor(&mut self.supervisor) => self.on_supervisor_leg(ev),
                 ev = next_consult(&mut self.consult) => self.on_consult_leg(ev),
+                _ = voicemail_over(&self.voicemail) => {
+                    self.finish_voicemail().await;
+                    self.end(EndedBy::System, "voicemail left");
+                }
             }
         }
     }
@@ -508,6 +530,7 @@ impl Call {
                 None => self.inner.acd.forget(self.id.clone()),
             }
         }
+        self.finish_voicemail().await;
         for r in std::mem::take(&mut self.ringing) {
             self.stop_ringing(r, "caller hung up");
         }
@@ -536,6 +559,7 @@ impl Call {
             && self.connected.is_none()
             && self.queue.is_none()
             && self.external.is_none()
+            && self.voicemail.is_none()
         {
             self.end(EndedBy::System, "IVR finished");
         }
@@ -629,14 +653,11 @@ impl Call {
             IvrCommand::RequestCallback { number, .. } => {
                 self.log(InteractionEventKind::CallbackRequested { number });
             }
-            IvrCommand::Voicemail { .. } => {
-                // Voicemail recording is not wired yet: say so in the timeline rather than pretend.
-                self.log(InteractionEventKind::LookupDone {
-                    what: "voicemail".into(),
-                    outcome: "unavailable".into(),
-                });
-                self.end(EndedBy::System, "voicemail unavailable");
-            }
+            IvrCommand::Voicemail {
+                mailbox,
+                max_length,
+                beep,
+            } => self.start_voicemail(mailbox, max_length, beep),
             IvrCommand::Transfer { target } => {
                 let (uri, described, from) = match &target {
                     ivr::TransferTarget::SipUri(uri) => (Some(uri.clone()), uri.clone(), None),
@@ -1070,6 +1091,53 @@ impl Call {
             | AgentCommand::Monitor { .. }
             | AgentCommand::MonitorMode(_)
             | AgentCommand::StopMonitor => Err(Refusal::new("bad_request", "not a call command")),
+        }
+    }
+
+    /// Records the caller's message (after a beep) until they press #, hang up, or `max_length`.
+    fn start_voicemail(&mut self, mailbox: String, max_length: Duration, beep: bool) {
+        let safe: String = mailbox
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        let name = format!("voicemail-{safe}-{}", self.id.as_str());
+        if beep {
+            // 400 ms at 1 kHz: the classic "speak after the tone".
+            let samples: Vec<i16> = (0..3200)
+                .map(|i| ((i as f32 * 2.0 * std::f32::consts::PI * 1000.0 / 8000.0).sin() * 8000.0) as i16)
+                .collect();
+            let tone = media::prompt::Prompt::from_samples("beep", self.law, &samples);
+            self.rtp.play(vec![tone], false, false);
+        }
+        match self.inner.media.record_leg(&self.rtp, &name) {
+            Ok(recording) => {
+                info!(mailbox = %safe, "recording a voicemail");
+                let now = Instant::now();
+                self.voicemail = Some(Voicemail {
+                    mailbox: safe,
+                    recording,
+                    started: now,
+                    until: now + max_length,
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "voicemail not recorded");
+                self.end(EndedBy::Error, "voicemail could not be recorded");
+            }
+        }
+    }
+
+    /// Closes the voicemail's file and logs it on the interaction.
+    async fn finish_voicemail(&mut self) {
+        let Some(v) = self.voicemail.take() else { return };
+        let duration_ms = u64::try_from(v.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match v.recording.stop().await {
+            Ok(path) => self.log(InteractionEventKind::Voicemail {
+                mailbox: v.mailbox,
+                path: path.display().to_string(),
+                duration_ms,
+            }),
+            Err(e) => warn!(error = %e, "voicemail not closed"),
         }
     }
 
@@ -1808,6 +1876,7 @@ impl Call {
             self.caller.hangup();
         }
         self.release_agent().await;
+        self.finish_voicemail().await;
         for r in std::mem::take(&mut self.ringing) {
             self.stop_ringing(r, "caller hung up");
         }
@@ -1861,6 +1930,13 @@ async fn next_ringing(ringing: &mut [Ringing]) -> (usize, Option<LegEvent>) {
         std::task::Poll::Pending
     })
     .await
+}
+
+async fn voicemail_over(voicemail: &Option<Voicemail>) {
+    match voicemail {
+        Some(v) => tokio::time::sleep_until(v.until).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_consult(consult: &mut Option<Consult>) -> Option<LegEvent> {

@@ -194,7 +194,7 @@ impl InteractionRow {
                 self.queue_id = Some(queue.to_string());
                 self.wait_ms = Some(i64::try_from(*waited_ms).unwrap_or(i64::MAX));
             }
-            InteractionEventKind::Recording { path } => {
+            InteractionEventKind::Recording { path } | InteractionEventKind::Voicemail { path, .. } => {
                 self.recording_path = Some(path.clone());
             }
             InteractionEventKind::Ended { by, reason, quality } => {

@@ -145,6 +145,12 @@ pub enum InteractionEventKind {
     Survey {
         score: u8,
     },
+    /// The caller left a voicemail in `mailbox`: the recording's path and length.
+    Voicemail {
+        mailbox: String,
+        path: String,
+        duration_ms: u64,
+    },
     /// A supervisor listened to, whispered into or barged into the call (`mode`), or stopped (`stopped`).
     Monitored {
         supervisor: AgentId,
@@ -181,6 +187,7 @@ impl InteractionEventKind {
             Self::Ended { .. } => "ended",
             Self::WrappedUp { .. } => "wrapped_up",
             Self::Monitored { .. } => "monitored",
+            Self::Voicemail { .. } => "voicemail",
             Self::Survey { .. } => "survey",
             Self::DialAttempt { .. } => "dial_attempt",
         }

@@ -302,3 +302,53 @@ fn an_ivr_transfer_node_bridges_the_caller_to_an_outside_number_through_the_trun
         Some("the transferred-to party hung up")
     );
 }
+
+#[test]
+fn a_caller_leaves_a_voicemail_that_is_recorded_and_logged_on_the_interaction() {
+    require_command("sipp");
+    let flows = test_flows();
+    let platform = Platform::start_with_flows(
+        &format!("{}{AGENT}[[route]]\nnumber = \"800\"\nivr = \"main\"\n", limits()),
+        flows.path(),
+    );
+    // The caller presses 3, then speaks; the mailbox takes 3 s and the platform hangs up.
+    let run = uac(&platform, "uac_voicemail.xml", "800", 1, &[]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        platform.log()
+    );
+    let interactions = platform.ended_interactions(1);
+    let i = interactions
+        .first()
+        .unwrap_or_else(|| panic!("no interaction\n{}", platform.log()));
+    let voicemail = i
+        .events
+        .iter()
+        .find(|e| e.kind == "voicemail")
+        .unwrap_or_else(|| panic!("no voicemail in {:?}\n{}", i.kinds(), platform.log()));
+    assert_eq!(voicemail.payload["mailbox"], "sales");
+    let length = voicemail.payload["duration_ms"].as_u64().unwrap_or(0);
+    assert!((2900..4000).contains(&length), "3 s mailbox limit: {length} ms");
+    assert_eq!(i.row.end_reason.as_deref(), Some("voicemail left"));
+    // A mono WAV with the caller's voice in it.
+    let path = i.row.recording_path.clone().unwrap_or_default();
+    assert_eq!(voicemail.payload["path"], path.as_str());
+    let wav =
+        std::fs::read(platform.dir.path().join(&path)).unwrap_or_else(|e| panic!("voicemail {path}: {e}"));
+    assert_eq!(&wav[..4], b"RIFF");
+    assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 1, "mono");
+    let samples: Vec<i16> = wav[44..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    assert!(
+        samples.len() >= 8000 * 2,
+        "at least 2 s of audio: {} samples",
+        samples.len()
+    );
+    let peak = samples.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+    assert!(peak > 1000, "the caller's voice is in the message (peak {peak})");
+}

@@ -7,6 +7,7 @@
 pub mod agent_ws;
 pub mod api;
 pub mod auth;
+mod demo;
 pub mod protocol;
 pub mod supervisor_ws;
 pub mod ui;
@@ -36,6 +37,8 @@ pub struct DeskServices {
     pub auth: Auth,
     /// Places agents' calls (click-to-dial); None on a desk without call control.
     pub calls: Option<call_control::CallControl>,
+    /// Serve the demo IVR's helper services (`/demo/balance`).
+    pub demo_services: bool,
 }
 
 /// Shared state of the HTTP edge.
@@ -71,6 +74,11 @@ impl Http {
             .with_state(self.clone());
         match &self.desk {
             Some(desk) => health
+                .merge(if desk.demo_services {
+                    demo::routes(desk.clone())
+                } else {
+                    Router::new()
+                })
                 .merge(api::routes(desk.clone()))
                 .merge(agent_ws::routes(desk.clone()))
                 .merge(supervisor_ws::routes(desk.clone()))

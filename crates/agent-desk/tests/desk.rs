@@ -74,6 +74,7 @@ async fn start_with_ttl(session_ttl: Duration) -> Server {
             desks: DeskHub::new(),
             auth: auth.clone(),
             calls: None,
+            demo_services: true,
         });
     let stop = CancellationToken::new();
     let (addr, _task) = http
@@ -639,4 +640,42 @@ async fn oversized_frames_are_refused_and_a_lapsed_session_closes_the_socket() {
     assert_eq!(next(&mut ws).await["type"], "welcome");
     let f = next_of(&mut ws, "error").await;
     assert_eq!(f["code"], "session_expired");
+}
+
+#[tokio::test]
+async fn the_demo_balance_webhook_answers_from_the_crm() {
+    let s = start().await;
+    let customer = crm_store::Customer {
+        id: domain::CustomerId::new("cust-7").expect("id"),
+        account_number: Some("1234567".into()),
+        name: domain::Pii::new("Ann Example".into()),
+        phones: vec![],
+        email: None,
+        tier: crm_store::Tier::Normal,
+        account_manager: None,
+        lifetime_value_cents: 4_250,
+        notes: None,
+    };
+    s.crm
+        .save_customer(&customer, "test", Timestamp::now_utc())
+        .await
+        .expect("customer");
+    let body = json!({"account": "1234567", "customer.id": "cust-7"}).to_string();
+    let (status, _, reply) = request(s.addr, "POST", "/demo/balance", &[], &body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&reply).expect("json")["balance"],
+        42
+    );
+    let (status, _, _) = request(
+        s.addr,
+        "POST",
+        "/demo/balance",
+        &[],
+        r#"{"customer.id":"nobody"}"#,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = request(s.addr, "POST", "/demo/balance", &[], "not json").await;
+    assert_eq!(status, 400);
 }

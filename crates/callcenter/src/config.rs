@@ -179,6 +179,8 @@ pub struct DeskConfig {
     pub hold_music: Option<PathBuf>,
     /// The `[[trunk]]` (by name) that agents' transfers to outside numbers go through.
     pub outbound_trunk: Option<String>,
+    /// Serve the demo IVR's helper services (the balance webhook at `/demo/balance`).
+    pub demo_services: bool,
     /// Accounts created at start when missing (`[[desk.user]]`); an existing account is left as it
     /// is, so a password changed since is never reset.
     #[serde(rename = "user")]
@@ -193,6 +195,7 @@ impl Default for DeskConfig {
             lockout_secs: 60,
             hold_music: None,
             outbound_trunk: None,
+            demo_services: false,
             users: Vec::new(),
         }
     }

@@ -269,6 +269,7 @@ async fn serve(config: Config) -> Result<(), String> {
         desks,
         auth,
         calls: Some(calls.clone()),
+        demo_services: config.desk.demo_services,
     });
     let (http_addr, http_task) = http
         .serve(config.http.listen, shutdown.clone())

@@ -173,6 +173,11 @@ pub(crate) struct Call {
     consult: Option<Consult>,
     /// A voicemail being recorded.
     voicemail: Option<Voicemail>,
+    /// The caller asked to be called back on this number: their place in line is kept after they
+    /// hang up.
+    callback: Option<Pii<String>>,
+    /// The router was already told the agent took the call (callbacks accept before dialling).
+    pub(crate) acd_accepted: bool,
     /// An agent-placed call: the agent is outside the ACD's offers while it lasts, and this input
     /// puts them back as they were (ready, or not ready with their reason).
     pub(crate) outbound: Option<acd::Input>,
@@ -373,6 +378,8 @@ impl Call {
             supervisor: None,
             consult: None,
             voicemail: None,
+            callback: None,
+            acd_accepted: false,
             outbound: None,
             commands_tx,
             commands_rx,
@@ -517,7 +524,8 @@ impl Call {
     }
 
     async fn caller_gone(&mut self) {
-        if let Some((queue, _)) = self.queue.take() {
+        // A caller waiting for their callback keeps the place in line.
+        if let Some((queue, _)) = self.queue.take_if(|_| self.callback.is_none()) {
             match self.inner.acd.abandon(self.id.clone()).await {
                 Some(a) => {
                     info!(%queue, position = a.position, waited_ms = a.waited_ms, "caller abandoned the queue");
@@ -558,6 +566,7 @@ impl Call {
         if self.ivr.as_ref().is_some_and(|s| s.outcome().is_some())
             && self.connected.is_none()
             && self.queue.is_none()
+            && (self.queue.is_none() || self.callback.is_some())
             && self.external.is_none()
             && self.voicemail.is_none()
         {
@@ -651,7 +660,14 @@ impl Call {
                 }
             }
             IvrCommand::RequestCallback { number, .. } => {
-                self.log(InteractionEventKind::CallbackRequested { number });
+                self.log(InteractionEventKind::CallbackRequested {
+                    number: number.clone(),
+                });
+                if self.queue.is_some() && self.inner.outbound.is_some() {
+                    self.callback = Some(number);
+                } else {
+                    warn!("callback promised but no queue place or outbound trunk to keep it");
+                }
             }
             IvrCommand::Voicemail {
                 mailbox,
@@ -901,7 +917,7 @@ impl Call {
         for other in std::mem::take(&mut self.ringing) {
             self.stop_ringing(other, "answered elsewhere");
         }
-        if self.outbound.is_none() {
+        if self.outbound.is_none() && !self.acd_accepted {
             self.inner.acd.input(acd::Input::OfferAccepted {
                 call: self.id.clone(),
                 agent: agent.clone(),
@@ -1883,12 +1899,20 @@ impl Call {
         if let Some(ext) = self.external.take() {
             ext.leg.hangup();
         }
-        if self.queue.take().is_some() {
-            self.inner.acd.input(acd::Input::CallAbandoned {
-                call: self.id.clone(),
-            });
+        match (self.callback.take(), self.queue.take()) {
+            // The caller keeps their place: the callback task waits in line for them.
+            (Some(number), Some((queue, notices))) => {
+                crate::callback::spawn(self.inner.clone(), self.id.clone(), queue, notices, number);
+            }
+            (_, queue) => {
+                if queue.is_some() {
+                    self.inner.acd.input(acd::Input::CallAbandoned {
+                        call: self.id.clone(),
+                    });
+                }
+                self.inner.acd.forget(self.id.clone());
+            }
         }
-        self.inner.acd.forget(self.id.clone());
         if self.ivr.is_some() {
             let _ = self
                 .inner

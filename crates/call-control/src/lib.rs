@@ -9,6 +9,7 @@
 pub mod acd_task;
 pub mod anchor;
 mod call;
+mod callback;
 pub mod desk;
 pub mod kpi_metrics;
 mod outbound;

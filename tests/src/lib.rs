@@ -522,7 +522,14 @@ pub fn test_flows() -> tempfile::TempDir {
         std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy flow");
     }
     std::fs::create_dir_all(dir.path().join("prompts")).expect("prompts dir");
-    for name in ["main-menu", "invalid", "goodbye", "survey"] {
+    for name in [
+        "main-menu",
+        "invalid",
+        "goodbye",
+        "survey",
+        "callback-question",
+        "callback-confirmed",
+    ] {
         let from = ivr_dir().join("prompts").join(format!("{name}.wav"));
         std::fs::copy(&from, dir.path().join("prompts").join(format!("{name}.wav"))).expect("copy prompt");
     }

@@ -639,3 +639,117 @@ fn a_consultative_transfer_holds_the_caller_talks_to_the_target_and_hands_the_ca
     assert_eq!(transferred.payload["target"], "consult:number:+4930123456");
     assert_eq!(i.row.ended_by.as_deref(), Some("caller"));
 }
+
+#[test]
+fn a_caller_who_asks_for_a_callback_keeps_their_place_and_is_called_back_when_an_agent_is_free() {
+    require_command("sipp");
+    let flows = test_flows();
+    // The customer's phone, reached through the carrier when the agent takes the callback.
+    let carrier = SippServer::start("uas_customer_answers.xml", 1);
+    let config = CONFIG.replace(
+        "HOLD_MUSIC",
+        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
+    ) + &format!(
+        "\n[agents]\nready_on_start = false\n\n[[route]]\nnumber = \"800\"\nivr = \"main\"\n\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\ncaller_id = \"+4930000000\"\n",
+        carrier.port
+    );
+    let config = config.replace("[desk]\n", "[desk]\noutbound_trunk = \"carrier\"\n");
+    let platform = Platform::start_with_flows(&config, flows.path());
+    let agent_phone = SippServer::start("uas", 1);
+    register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
+    // Nobody is logged in: the caller waits, asks for a callback, confirms and hangs up.
+    let run = uac(&platform, "uac_callback.xml", "800", 1, &[]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        platform.log()
+    );
+    let first = platform
+        .ended_interactions(1)
+        .into_iter()
+        .next()
+        .expect("the caller's interaction");
+    assert!(
+        first.kinds().contains(&"callback_requested".to_string()),
+        "{:?}",
+        first.kinds()
+    );
+    assert!(
+        !first.row.abandoned,
+        "a callback is not an abandon: {:?}",
+        first.row
+    );
+
+    // The agent logs in: the router offers the kept place, the phone answers, the customer is called.
+    let (status, body) =
+        platform.http_post("/api/v1/login", r#"{"user":"1001","password":"agent1001"}"#, None);
+    assert_eq!(status, 200, "{body}");
+    let token = serde_json::from_str::<Value>(&body).expect("json")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut ws = CtiClient::connect(platform.http, "/ws/agent", &token).await;
+        assert_eq!(ws.next_of("welcome").await["state"]["state"], "logged_out");
+        assert_eq!(ws.ask(json!({"type": "login", "id": 1})).await["type"], "ack");
+        let pop = ws.next_of("offer").await["pop"].clone();
+        assert_eq!(pop["caller"], "+4930123456", "{pop}");
+        assert!(
+            pop["explanation"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("callback")),
+            "{pop}"
+        );
+        let call = pop["call"].as_str().expect("call").to_string();
+        ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "connected")
+            .await;
+        assert_eq!(
+            ws.ask(json!({"type": "hangup", "id": 2, "call": call})).await["type"],
+            "ack"
+        );
+        ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "wrap_up")
+            .await;
+        let f = ws
+            .ask(json!({"type": "wrap_up", "id": 3, "call": call, "disposition": "callback_done"}))
+            .await;
+        assert_eq!(f["type"], "ack", "{f}");
+    });
+    assert_eq!(agent_phone.wait(), Some(0));
+    assert_eq!(
+        carrier.wait(),
+        Some(0),
+        "the customer was called back at +4930123456"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let back = loop {
+        let found = platform
+            .ended_interactions(2)
+            .into_iter()
+            .find(|i| i.row.id.ends_with("-cb") && i.row.disposition.is_some());
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no completed callback\n{}",
+            platform.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(back.row.direction.as_deref(), Some("outbound"));
+    assert_eq!(back.row.agent_id.as_deref(), Some("1001"));
+    assert_eq!(back.row.queue_id.as_deref(), Some("sales"));
+    assert_eq!(back.row.disposition.as_deref(), Some("callback_done"));
+    assert!(
+        back.kinds().contains(&"answered".to_string()),
+        "{:?}",
+        back.kinds()
+    );
+}

@@ -1192,7 +1192,15 @@ impl Call {
         };
         let phone = match (uri, from) {
             (_, Some(colleague)) => ring_phone(&self.inner, &colleague, agent.as_str()).await,
-            (Some(uri), None) => self.originate_to(uri).await,
+            (Some(uri), None) => {
+                let shown = self
+                    .inner
+                    .outbound
+                    .as_ref()
+                    .and_then(|t| t.caller_id.clone())
+                    .map(Pii::new);
+                self.originate_to(uri, shown).await
+            }
             (None, None) => None,
         }
         .ok_or_else(|| Refusal::new("unreachable", "the consulted party cannot be called"))?;
@@ -1216,8 +1224,9 @@ impl Call {
         Ok(())
     }
 
-    /// Places a leg to a SIP URI with a fresh engine leg's offer.
-    async fn originate_to(&self, uri: String) -> Option<PhoneRing> {
+    /// Places a leg to a SIP URI with a fresh engine leg's offer, showing `from` (the caller's number
+    /// when None).
+    async fn originate_to(&self, uri: String, from: Option<Pii<String>>) -> Option<PhoneRing> {
         let gateway = self.inner.gateway.get()?.clone();
         let (rtp, _events) = self.inner.media.allocate_leg().ok()?;
         let offer = media::sdp::offer(
@@ -1228,13 +1237,7 @@ impl Call {
         );
         let request = OriginateRequest {
             target: Pii::new(uri),
-            from_user: self
-                .inner
-                .outbound
-                .as_ref()
-                .and_then(|t| t.caller_id.clone())
-                .map(Pii::new)
-                .unwrap_or_else(|| self.caller_number.clone()),
+            from_user: from.unwrap_or_else(|| self.caller_number.clone()),
             sdp: offer.into_bytes(),
             ring_timeout: Duration::from_secs(60),
         };
@@ -1586,33 +1589,10 @@ impl Call {
     /// Dials `uri` for the caller (who hears hold music meanwhile); on answer the two are bridged.
     /// `from` is the number shown (None: the caller's own).
     async fn dial_external(&mut self, uri: String, from: Option<Pii<String>>) -> Result<(), Refusal> {
-        let gateway = self
-            .inner
-            .gateway
-            .get()
-            .cloned()
-            .ok_or_else(|| Refusal::new("unavailable", "the SIP gateway is not running"))?;
-        let (rtp, _events) = self
-            .inner
-            .media
-            .allocate_leg()
-            .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
-        let offer = media::sdp::offer(
-            rtp.local_addr(),
-            rand::random::<u32>() as u64,
-            1,
-            media::sdp::MediaDirection::SendRecv,
-        );
-        let request = OriginateRequest {
-            target: Pii::new(uri),
-            from_user: from.unwrap_or_else(|| self.caller_number.clone()),
-            sdp: offer.into_bytes(),
-            ring_timeout: Duration::from_secs(60),
-        };
-        let leg = gateway
-            .originate(request)
+        let PhoneRing { leg, rtp } = self
+            .originate_to(uri, from)
             .await
-            .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+            .ok_or_else(|| Refusal::new("unavailable", "the number could not be dialled"))?;
         let music = self.hold_music();
         if !music.is_empty() {
             self.rtp.play(music, true, false);

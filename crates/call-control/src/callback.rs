@@ -12,12 +12,11 @@ use domain::{
     AgentId, CallId, Channel, Direction, EndedBy, InteractionEventKind, InteractionId, Pii, QueueId,
     Timestamp,
 };
-use media::engine::RtpLeg;
-use sip_gateway::{LegEvent, OriginateRequest};
+use sip_gateway::LegEvent;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info, info_span};
 
 /// How long the customer's phone may ring when called back.
 const CUSTOMER_RING: Duration = Duration::from_secs(45);
@@ -202,8 +201,8 @@ async fn run(
         agent: agent.clone(),
     });
     info!(%agent, "callback taken; calling the customer");
-    let Some((customer_leg, customer_rtp, media_events)) = dial_customer(&inner, &number, &shown_as).await
-    else {
+    let dialled = crate::outbound::dial_number(&inner, number.expose(), &shown_as, CUSTOMER_RING).await;
+    let Some((customer_leg, customer_rtp, media_events)) = dialled else {
         agent_leg.hang_up();
         return not_reached(
             &inner,
@@ -279,39 +278,6 @@ async fn next_phone(offered: &mut [Offered]) -> (usize, Option<LegEvent>) {
         std::task::Poll::Pending
     })
     .await
-}
-
-async fn dial_customer(
-    inner: &Inner,
-    number: &Pii<String>,
-    shown_as: &str,
-) -> Option<(
-    sip_gateway::LegHandle,
-    RtpLeg,
-    mpsc::Receiver<media::engine::LegEvent>,
-)> {
-    let trunk = inner.outbound.as_ref()?;
-    let gateway = inner.gateway.get()?.clone();
-    let (rtp, events) = inner.media.allocate_leg().ok()?;
-    let offer = media::sdp::offer(
-        rtp.local_addr(),
-        rand::random::<u32>() as u64,
-        1,
-        media::sdp::MediaDirection::SendRecv,
-    );
-    let request = OriginateRequest {
-        target: Pii::new(format!("sip:{}@{}", number.expose(), trunk.host)),
-        from_user: Pii::new(shown_as.to_string()),
-        sdp: offer.into_bytes(),
-        ring_timeout: CUSTOMER_RING,
-    };
-    match gateway.originate(request).await {
-        Ok(leg) => Some((leg, rtp, events)),
-        Err(e) => {
-            warn!(error = %e, "callback leg not placed");
-            None
-        }
-    }
 }
 
 /// The callback left the queue before an agent took it.

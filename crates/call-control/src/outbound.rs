@@ -364,33 +364,44 @@ impl Placed {
     }
 
     async fn dial_customer(&self) -> Option<(LegHandle, RtpLeg, mpsc::Receiver<media::engine::LegEvent>)> {
-        let trunk = self.inner.outbound.as_ref()?;
-        let gateway = self.inner.gateway.get()?.clone();
-        let (rtp, events) = match self.inner.media.allocate_leg() {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(error = %e, "no RTP leg for the customer");
-                return None;
-            }
-        };
-        let offer = media::sdp::offer(
-            rtp.local_addr(),
-            rand::random::<u32>() as u64,
-            1,
-            media::sdp::MediaDirection::SendRecv,
-        );
-        let request = OriginateRequest {
-            target: Pii::new(format!("sip:{}@{}", self.number.expose(), trunk.host)),
-            from_user: Pii::new(self.shown_as.clone()),
-            sdp: offer.into_bytes(),
-            ring_timeout: CUSTOMER_RING,
-        };
-        match gateway.originate(request).await {
-            Ok(leg) => Some((leg, rtp, events)),
-            Err(e) => {
-                warn!(error = %e, "customer leg not placed");
-                None
-            }
+        dial_number(&self.inner, self.number.expose(), &self.shown_as, CUSTOMER_RING).await
+    }
+}
+
+/// Dials an outside `number` through the outbound trunk with a fresh engine leg's offer, showing
+/// `shown_as`; the leg, its engine leg and that leg's media events.
+pub(crate) async fn dial_number(
+    inner: &Inner,
+    number: &str,
+    shown_as: &str,
+    ring: Duration,
+) -> Option<(LegHandle, RtpLeg, mpsc::Receiver<media::engine::LegEvent>)> {
+    let trunk = inner.outbound.as_ref()?;
+    let gateway = inner.gateway.get()?.clone();
+    let (rtp, events) = match inner.media.allocate_leg() {
+        Ok(x) => x,
+        Err(e) => {
+            warn!(error = %e, "no RTP leg for an outside number");
+            return None;
+        }
+    };
+    let offer = media::sdp::offer(
+        rtp.local_addr(),
+        rand::random::<u32>() as u64,
+        1,
+        media::sdp::MediaDirection::SendRecv,
+    );
+    let request = OriginateRequest {
+        target: Pii::new(format!("sip:{number}@{}", trunk.host)),
+        from_user: Pii::new(shown_as.to_string()),
+        sdp: offer.into_bytes(),
+        ring_timeout: ring,
+    };
+    match gateway.originate(request).await {
+        Ok(leg) => Some((leg, rtp, events)),
+        Err(e) => {
+            warn!(error = %e, "outside number not dialled");
+            None
         }
     }
 }

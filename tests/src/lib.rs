@@ -145,6 +145,17 @@ impl Platform {
         }
     }
 
+    /// Logs `user` in over the API and returns the session token.
+    pub fn login(&self, user: &str, password: &str) -> String {
+        let body = serde_json::json!({"user": user, "password": password}).to_string();
+        let (status, reply) = self.http_post("/api/v1/login", &body, None);
+        assert_eq!(status, 200, "login {user}: {reply}");
+        serde_json::from_str::<serde_json::Value>(&reply).expect("login reply")["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    }
+
     /// POST a JSON body, optionally with a bearer token; returns (status, body).
     pub fn http_post(&self, path: &str, json: &str, bearer: Option<&str>) -> (u16, String) {
         use std::io::Write;
@@ -579,4 +590,13 @@ pub fn redis_url(test: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// A two-thread runtime for a test's CTI clients and CRM reads.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }

@@ -3,7 +3,7 @@
 //! answers, the agent holds, resumes and hangs up from the desktop, saves a disposition in wrap-up,
 //! and the CRM interaction holds every step.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 use system_tests::cti::CtiClient;
 use system_tests::*;
@@ -45,11 +45,7 @@ fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_
     require_command("sipp");
     let music = ivr_dir().join("prompts/hold-music.wav");
     let platform = Platform::start(&CONFIG.replace("HOLD_MUSIC", &music.display().to_string()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
 
     // The caller is a key customer with an account manager.
     let url = format!("sqlite:{}/cc.db", platform.dir.path().display());
@@ -73,13 +69,7 @@ fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_
 
     let agent_phone = SippServer::start("uas", 1);
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
-    let (status, body) =
-        platform.http_post("/api/v1/login", r#"{"user":"1001","password":"agent1001"}"#, None);
-    assert_eq!(status, 200, "{body}");
-    let token = serde_json::from_str::<Value>(&body).expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let token = platform.login("1001", "agent1001");
 
     let mut ws = rt.block_on(async {
         let mut ws = CtiClient::connect(platform.http, "/ws/agent", &token).await;
@@ -227,18 +217,8 @@ fn a_blind_transfer_to_an_outside_number_goes_out_through_the_trunk_and_the_agen
     let platform = Platform::start(&config);
     let agent_phone = SippServer::start("uas", 1);
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
-    let (status, body) =
-        platform.http_post("/api/v1/login", r#"{"user":"1001","password":"agent1001"}"#, None);
-    assert_eq!(status, 200, "{body}");
-    let token = serde_json::from_str::<Value>(&body).expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let token = platform.login("1001", "agent1001");
+    let rt = runtime();
     let mut ws = rt.block_on(CtiClient::connect(platform.http, "/ws/agent", &token));
     std::thread::scope(|scope| {
         let caller = scope.spawn(|| uac(&platform, "uac_customer_wait_bye.xml", "801", 1, &[]));
@@ -310,18 +290,8 @@ fn an_agent_places_a_call_from_the_desktop_and_returns_to_ready_after_wrap_up() 
     let platform = Platform::start(&config);
     let agent_phone = SippServer::start("uas", 1);
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
-    let (status, body) =
-        platform.http_post("/api/v1/login", r#"{"user":"1001","password":"agent1001"}"#, None);
-    assert_eq!(status, 200, "{body}");
-    let token = serde_json::from_str::<Value>(&body).expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let token = platform.login("1001", "agent1001");
+    let rt = runtime();
     rt.block_on(async {
         let mut ws = CtiClient::connect(platform.http, "/ws/agent", &token).await;
         assert_eq!(ws.next_of("welcome").await["state"]["state"], "available");
@@ -389,24 +359,11 @@ fn a_supervisor_listens_whispers_and_barges_into_an_agents_call_and_every_step_i
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
     let supervisor_phone = SippServer::start("uas", 1);
     register_agent_phone(&platform, "super", "supervisor1", supervisor_phone.port);
-    let login = |user: &str, password: &str| {
-        let (status, body) = platform.http_post(
-            "/api/v1/login",
-            &json!({"user": user, "password": password}).to_string(),
-            None,
-        );
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<Value>(&body).expect("json")["token"]
-            .as_str()
-            .expect("token")
-            .to_string()
-    };
-    let (agent_token, sup_token) = (login("1001", "agent1001"), login("super", "supervisor"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (agent_token, sup_token) = (
+        platform.login("1001", "agent1001"),
+        platform.login("super", "supervisor"),
+    );
+    let rt = runtime();
     let (mut agent, mut board) = rt.block_on(async {
         (
             CtiClient::connect(platform.http, "/ws/agent", &agent_token).await,
@@ -545,18 +502,8 @@ fn a_consultative_transfer_holds_the_caller_talks_to_the_target_and_hands_the_ca
     let platform = Platform::start(&config);
     let agent_phone = SippServer::start("uas", 1);
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
-    let (status, body) =
-        platform.http_post("/api/v1/login", r#"{"user":"1001","password":"agent1001"}"#, None);
-    assert_eq!(status, 200, "{body}");
-    let token = serde_json::from_str::<Value>(&body).expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let token = platform.login("1001", "agent1001");
+    let rt = runtime();
     let mut ws = rt.block_on(CtiClient::connect(platform.http, "/ws/agent", &token));
     std::thread::scope(|scope| {
         // The caller stays 8 s, then hangs up (talking to the consulted party by then).
@@ -683,18 +630,8 @@ fn a_caller_who_asks_for_a_callback_keeps_their_place_and_is_called_back_when_an
     );
 
     // The agent logs in: the router offers the kept place, the phone answers, the customer is called.
-    let (status, body) =
-        platform.http_post("/api/v1/login", r#"{"user":"1001","password":"agent1001"}"#, None);
-    assert_eq!(status, 200, "{body}");
-    let token = serde_json::from_str::<Value>(&body).expect("json")["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let token = platform.login("1001", "agent1001");
+    let rt = runtime();
     rt.block_on(async {
         let mut ws = CtiClient::connect(platform.http, "/ws/agent", &token).await;
         assert_eq!(ws.next_of("welcome").await["state"]["state"], "logged_out");

@@ -690,3 +690,94 @@ fn a_caller_who_asks_for_a_callback_keeps_their_place_and_is_called_back_when_an
         back.kinds()
     );
 }
+
+#[test]
+fn the_interval_report_agrees_with_the_live_figures_for_the_same_calls() {
+    require_command("sipp");
+    let config = CONFIG.replace(
+        "HOLD_MUSIC",
+        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
+    ) + "\n[[desk.user]]\nid = \"super\"\nname = \"Sam Supervisor\"\nrole = \"supervisor\"\npassword = \"supervisor\"\n";
+    let platform = Platform::start(&config);
+    let agent_phone = SippServer::start("uas", 1);
+    register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
+    let token = platform.login("super", "supervisor");
+    let rt = runtime();
+    let mut board = rt.block_on(CtiClient::connect(platform.http, "/ws/supervisor", &token));
+    let on_call = |f: &serde_json::Value| {
+        f["type"] == "stats"
+            && f["agents"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|r| r["agent"] == "1001" && r["state"] == "on_call"))
+    };
+    std::thread::scope(|scope| {
+        // One caller is answered and talks 3 s; while the only agent is busy, a second caller gives
+        // up after a second in the queue.
+        let answered = scope.spawn(|| uac(&platform, "uac", "801", 1, &["-d", "3000"]));
+        rt.block_on(board.next_where(on_call));
+        let abandoned = uac(&platform, "uac", "801", 1, &["-d", "1000"]);
+        assert_eq!(
+            (abandoned.successful, abandoned.failed),
+            (1, 0),
+            "{}",
+            abandoned.output
+        );
+        let run = answered.join().expect("caller");
+        assert_eq!(
+            (run.successful, run.failed),
+            (1, 0),
+            "{}\n{}",
+            run.output,
+            platform.log()
+        );
+    });
+    let live = rt.block_on(board.next_where(|f| {
+        f["type"] == "stats"
+            && f["queues"].as_array().is_some_and(|q| {
+                q.iter().any(|r| {
+                    r["queue"] == "sales" && r["counters"]["answered"] == 1 && r["counters"]["abandoned"] == 1
+                })
+            })
+    }));
+    let sales = live["queues"]
+        .as_array()
+        .and_then(|q| q.iter().find(|r| r["queue"] == "sales").cloned())
+        .expect("sales figures");
+    let interactions = platform.ended_interactions(2);
+    assert_eq!(interactions.len(), 2, "{}", platform.log());
+    let url = format!("sqlite:{}/cc.db", platform.dir.path().display());
+    let report = rt.block_on(async {
+        let crm = crm_store::CrmStore::connect(&url).await.expect("crm");
+        let now = domain::Timestamp::now_utc();
+        crm.interval_report(
+            domain::Timestamp::from_millis(now.as_millis() - 3_600_000),
+            domain::Timestamp::from_millis(now.as_millis() + 60_000),
+            crm_store::IntervalLength::Minutes60,
+            crm_store::ServiceLevelSpec::default(),
+        )
+        .await
+        .expect("report")
+    });
+    let rows: Vec<&crm_store::QueueIntervalRow> = report.rows.iter().filter(|r| r.queue == "sales").collect();
+    let offered: u64 = rows.iter().map(|r| r.offered).sum();
+    let answered: u64 = rows.iter().map(|r| r.answered).sum();
+    let abandoned: u64 = rows.iter().map(|r| r.abandoned).sum();
+    assert_eq!(
+        (offered, answered, abandoned),
+        (
+            sales["counters"]["queued"].as_u64().unwrap_or(0),
+            sales["counters"]["answered"].as_u64().unwrap_or(0),
+            sales["counters"]["abandoned"].as_u64().unwrap_or(0)
+        ),
+        "report {rows:?} vs live {sales}"
+    );
+    assert_eq!((offered, answered, abandoned), (2, 1, 1));
+    // Average speed of answer: the router's clock and the CRM's timestamps agree to a few ms.
+    let live_asa = sales["asa_ms"].as_f64().expect("live ASA");
+    let report_asa = rows.iter().find_map(|r| r.asa_ms).expect("report ASA");
+    assert!(
+        (live_asa - report_asa).abs() <= 100.0,
+        "ASA live {live_asa} ms, report {report_asa} ms"
+    );
+    assert_eq!(agent_phone.wait(), Some(0));
+}

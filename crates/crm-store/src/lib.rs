@@ -37,7 +37,8 @@ pub use import::{ImportProblem, ImportReport, LeadRecord};
 pub use model::{Customer, CustomerCard, InteractionSummary, Role, Tier, User};
 pub use phone::{CountryCode, E164, PhoneError, normalize_phone};
 pub use reports::{
-    AgentReport, IntervalLength, IntervalReport, ServiceLevelFormula, ServiceLevelSpec, SurveyReport,
+    AgentReport, IntervalLength, IntervalReport, QueueIntervalRow, ServiceLevelFormula, ServiceLevelSpec,
+    SurveyReport,
 };
 pub use retention::{MASKED_NAME, RetentionOutcome, retention_cutoff};
 pub use store::{BackendKind, CrmStore, DEFAULT_SQLITE_URL};

@@ -40,6 +40,24 @@ role = "agent"
 password = "agent1001"
 "#;
 
+/// The desk test configuration with the demo's hold music.
+fn desk_config() -> String {
+    CONFIG.replace(
+        "HOLD_MUSIC",
+        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
+    )
+}
+
+/// `config` with a carrier trunk at `port` that agents' outside numbers go through.
+fn with_carrier(config: String, port: u16, caller_id: Option<&str>) -> String {
+    let caller_id = caller_id
+        .map(|c| format!("caller_id = \"{c}\"\n"))
+        .unwrap_or_default();
+    let config =
+        config + &format!("\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{port}\"\n{caller_id}");
+    config.replace("[desk]\n", "[desk]\noutbound_trunk = \"carrier\"\n")
+}
+
 #[test]
 fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_lands_in_the_crm() {
     require_command("sipp");
@@ -206,14 +224,7 @@ fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_
 fn a_blind_transfer_to_an_outside_number_goes_out_through_the_trunk_and_the_agent_is_freed() {
     require_command("sipp");
     let carrier = SippServer::start("uas_trunk_number.xml", 1);
-    let config = CONFIG.replace(
-        "HOLD_MUSIC",
-        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
-    ) + &format!(
-        "\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\ncaller_id = \"+4930000000\"\n",
-        carrier.port
-    );
-    let config = config.replace("[desk]\n", "[desk]\noutbound_trunk = \"carrier\"\n");
+    let config = with_carrier(desk_config(), carrier.port, Some("+4930000000"));
     let platform = Platform::start(&config);
     let agent_phone = SippServer::start("uas", 1);
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
@@ -279,14 +290,7 @@ fn a_blind_transfer_to_an_outside_number_goes_out_through_the_trunk_and_the_agen
 fn an_agent_places_a_call_from_the_desktop_and_returns_to_ready_after_wrap_up() {
     require_command("sipp");
     let carrier = SippServer::start("uas_customer_answers.xml", 1);
-    let config = CONFIG.replace(
-        "HOLD_MUSIC",
-        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
-    ) + &format!(
-        "\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\ncaller_id = \"+4930000000\"\n",
-        carrier.port
-    );
-    let config = config.replace("[desk]\n", "[desk]\noutbound_trunk = \"carrier\"\n");
+    let config = with_carrier(desk_config(), carrier.port, Some("+4930000000"));
     let platform = Platform::start(&config);
     let agent_phone = SippServer::start("uas", 1);
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
@@ -350,10 +354,8 @@ fn an_agent_places_a_call_from_the_desktop_and_returns_to_ready_after_wrap_up() 
 #[test]
 fn a_supervisor_listens_whispers_and_barges_into_an_agents_call_and_every_step_is_recorded() {
     require_command("sipp");
-    let config = CONFIG.replace(
-        "HOLD_MUSIC",
-        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
-    ) + "\n[[sip.user]]\nname = \"super\"\npassword = \"supervisor1\"\n\n[[desk.user]]\nid = \"super\"\nname = \"Sam Supervisor\"\nrole = \"supervisor\"\npassword = \"supervisor\"\n";
+    let config = desk_config()
+        + "\n[[sip.user]]\nname = \"super\"\npassword = \"supervisor1\"\n\n[[desk.user]]\nid = \"super\"\nname = \"Sam Supervisor\"\nrole = \"supervisor\"\npassword = \"supervisor\"\n";
     let platform = Platform::start(&config);
     let agent_phone = SippServer::start("uas", 1);
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
@@ -491,14 +493,7 @@ fn a_consultative_transfer_holds_the_caller_talks_to_the_target_and_hands_the_ca
     require_command("sipp");
     // The consulted party: a number the carrier answers (SIPp checks it is +4930123456).
     let carrier = SippServer::start("uas_customer_answers.xml", 1);
-    let config = CONFIG.replace(
-        "HOLD_MUSIC",
-        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
-    ) + &format!(
-        "\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\n",
-        carrier.port
-    );
-    let config = config.replace("[desk]\n", "[desk]\noutbound_trunk = \"carrier\"\n");
+    let config = with_carrier(desk_config(), carrier.port, None);
     let platform = Platform::start(&config);
     let agent_phone = SippServer::start("uas", 1);
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
@@ -593,14 +588,11 @@ fn a_caller_who_asks_for_a_callback_keeps_their_place_and_is_called_back_when_an
     let flows = test_flows();
     // The customer's phone, reached through the carrier when the agent takes the callback.
     let carrier = SippServer::start("uas_customer_answers.xml", 1);
-    let config = CONFIG.replace(
-        "HOLD_MUSIC",
-        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
-    ) + &format!(
-        "\n[agents]\nready_on_start = false\n\n[[route]]\nnumber = \"800\"\nivr = \"main\"\n\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\ncaller_id = \"+4930000000\"\n",
-        carrier.port
+    let config = with_carrier(
+        desk_config() + "\n[agents]\nready_on_start = false\n\n[[route]]\nnumber = \"800\"\nivr = \"main\"\n",
+        carrier.port,
+        Some("+4930000000"),
     );
-    let config = config.replace("[desk]\n", "[desk]\noutbound_trunk = \"carrier\"\n");
     let platform = Platform::start_with_flows(&config, flows.path());
     let agent_phone = SippServer::start("uas", 1);
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
@@ -694,10 +686,8 @@ fn a_caller_who_asks_for_a_callback_keeps_their_place_and_is_called_back_when_an
 #[test]
 fn the_interval_report_agrees_with_the_live_figures_for_the_same_calls() {
     require_command("sipp");
-    let config = CONFIG.replace(
-        "HOLD_MUSIC",
-        &ivr_dir().join("prompts/hold-music.wav").display().to_string(),
-    ) + "\n[[desk.user]]\nid = \"super\"\nname = \"Sam Supervisor\"\nrole = \"supervisor\"\npassword = \"supervisor\"\n";
+    let config = desk_config()
+        + "\n[[desk.user]]\nid = \"super\"\nname = \"Sam Supervisor\"\nrole = \"supervisor\"\npassword = \"supervisor\"\n";
     let platform = Platform::start(&config);
     let agent_phone = SippServer::start("uas", 1);
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);

@@ -833,7 +833,13 @@ impl Call {
                     None
                 }
             };
-            if let Some(card) = &found {
+            // The IVR's own lookup has already put the customer on the interaction.
+            let known_to_ivr = |id: &str| {
+                self.ivr.as_ref().is_some_and(|s| {
+                    s.state().vars.get("customer.id") == Some(&ivr::Value::Text(id.to_string()))
+                })
+            };
+            if let Some(card) = found.as_ref().filter(|c| !known_to_ivr(c.customer.id.as_str())) {
                 self.log(InteractionEventKind::CustomerIdentified {
                     customer: card.customer.id.clone(),
                     tier: card.customer.tier.as_str().to_string(),

@@ -7,7 +7,9 @@
 use crate::protocol::{
     AgentFrame, AgentInfo, AgentRequest, MAX_FRAME_BYTES, PROTOCOL_VERSION, StateView, codes,
 };
-use crate::{ApiError, Credential, DeskServices, Session, authenticate, same_origin};
+use crate::{
+    ApiError, Credential, DeskServices, Session, SessionWatch, authenticate, request_token, same_origin,
+};
 use acd::{AcdError, Input, ReasonCode};
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -16,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use call_control::desk::{AgentCommand, AgentMedia, DeskEvent};
-use domain::{AgentId, Pii, Timestamp};
+use domain::{AgentId, Pii};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -47,11 +49,12 @@ async fn upgrade(
     if how == Credential::Cookie && !same_origin(&headers) {
         return Err(ApiError::forbidden());
     }
+    let token = request_token(&headers).map(|(t, _)| t).unwrap_or_default();
     let Query(params) =
         params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     Ok(ws.max_message_size(MAX_FRAME_BYTES).on_upgrade(move |socket| {
         let span = info_span!("desk", agent = %session.user);
-        run(socket, desk, session, params.media).instrument(span)
+        run(socket, desk, session, token, params.media).instrument(span)
     }))
 }
 
@@ -82,7 +85,7 @@ fn error(id: Option<serde_json::Value>, code: &str, message: impl Into<String>) 
     }
 }
 
-async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, media: AgentMedia) {
+async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token: String, media: AgentMedia) {
     let agent = session.user.clone();
     let (mut tx, mut rx) = socket.split();
     // Subscribe before reading the state, so no change falls between the two.
@@ -104,15 +107,7 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, media
         desk.desks.detach(&agent, attachment.generation);
         return;
     }
-    let expires_in = Duration::from_millis(
-        session
-            .expires_at
-            .as_millis()
-            .saturating_sub(Timestamp::now_utc().as_millis())
-            .max(0) as u64,
-    );
-    let expiry = tokio::time::sleep(expires_in);
-    tokio::pin!(expiry);
+    let mut watch = SessionWatch::new(token, &session);
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
@@ -142,7 +137,7 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, media
                 Err(RecvError::Lagged(_)) => current_state(&desk, &agent).await.map(AgentFrame::State),
                 Err(RecvError::Closed) => break,
             },
-            _ = &mut expiry => {
+            _ = watch.lapsed(&desk) => {
                 let _ = tx.send(Message::Text(frame_text(&error(None, "session_expired", "log in again")).into())).await;
                 break;
             }

@@ -216,6 +216,47 @@ pub async fn authenticate(
     Ok((session, how))
 }
 
+/// How often an open socket checks its session is still there (a logout elsewhere ends it).
+pub const SESSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Watches an open socket's session: [`SessionWatch::lapsed`] resolves when its expiry time passes
+/// or, checked every [`SESSION_RECHECK`], when it was ended by a logout.
+pub(crate) struct SessionWatch {
+    token: String,
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
+    recheck: tokio::time::Interval,
+}
+
+impl SessionWatch {
+    pub(crate) fn new(token: String, session: &Session) -> Self {
+        let left_ms = session
+            .expires_at
+            .as_millis()
+            .saturating_sub(Timestamp::now_utc().as_millis())
+            .max(0) as u64;
+        let start = tokio::time::Instant::now() + SESSION_RECHECK;
+        Self {
+            token,
+            expiry: Box::pin(tokio::time::sleep(std::time::Duration::from_millis(left_ms))),
+            recheck: tokio::time::interval_at(start, SESSION_RECHECK),
+        }
+    }
+
+    /// Cancel-safe: its state lives in `self`, so a `select!` may drop and re-create the future.
+    pub(crate) async fn lapsed(&mut self, desk: &DeskServices) {
+        loop {
+            tokio::select! {
+                _ = &mut self.expiry => return,
+                _ = self.recheck.tick() => {
+                    if desk.auth.session(&self.token, Timestamp::now_utc()).await.is_none() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A browser sends cookies with any page's WebSocket: with cookie credentials, the socket must come
 /// from a page of this server (cross-site WebSocket hijacking).
 pub fn same_origin(headers: &HeaderMap) -> bool {

@@ -7,7 +7,9 @@ use crate::agent_ws::acd_refusal;
 use crate::protocol::{
     AgentInfo, ForcedState, MAX_FRAME_BYTES, PROTOCOL_VERSION, SupervisorFrame, SupervisorRequest, codes,
 };
-use crate::{ApiError, Credential, DeskServices, Session, authenticate, same_origin};
+use crate::{
+    ApiError, Credential, DeskServices, Session, SessionWatch, authenticate, request_token, same_origin,
+};
 use acd::{Input, ReasonCode};
 use axum::Router;
 use axum::extract::State;
@@ -36,9 +38,10 @@ async fn upgrade(
     if !session.is_supervisor() || (how == Credential::Cookie && !same_origin(&headers)) {
         return Err(ApiError::forbidden());
     }
+    let token = request_token(&headers).map(|(t, _)| t).unwrap_or_default();
     Ok(ws.max_message_size(MAX_FRAME_BYTES).on_upgrade(move |socket| {
         let span = info_span!("wallboard", user = %session.user);
-        run(socket, desk, session).instrument(span)
+        run(socket, desk, session, token).instrument(span)
     }))
 }
 
@@ -47,7 +50,7 @@ fn text(frame: &SupervisorFrame) -> String {
         .unwrap_or_else(|_| r#"{"type":"error","code":"internal","message":"unserialisable"}"#.into())
 }
 
-async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session) {
+async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token: String) {
     let (mut tx, mut rx) = socket.split();
     let welcome = SupervisorFrame::Welcome {
         protocol: PROTOCOL_VERSION,
@@ -71,15 +74,7 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session) {
     {
         return;
     }
-    let expires_in = std::time::Duration::from_millis(
-        session
-            .expires_at
-            .as_millis()
-            .saturating_sub(Timestamp::now_utc().as_millis())
-            .max(0) as u64,
-    );
-    let expiry = tokio::time::sleep(expires_in);
-    tokio::pin!(expiry);
+    let mut watch = SessionWatch::new(token, &session);
     loop {
         let out = tokio::select! {
             changed = kpis.changed() => {
@@ -93,7 +88,7 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => None,
             },
-            _ = &mut expiry => {
+            _ = watch.lapsed(&desk) => {
                 let _ = tx.send(Message::Text(text(&error(None, "session_expired", "log in again")).into())).await;
                 break;
             }

@@ -679,3 +679,26 @@ async fn the_demo_balance_webhook_answers_from_the_crm() {
     let (status, _, _) = request(s.addr, "POST", "/demo/balance", &[], "not json").await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn logging_out_ends_the_open_sockets_of_that_session() {
+    let s = start().await;
+    let t = token(s.addr, "super", "supervisor").await;
+    let bearer = format!("Bearer {t}");
+    let mut board = connect(s.addr, "/ws/supervisor", &[("authorization", &bearer)])
+        .await
+        .expect("upgrade");
+    assert_eq!(next(&mut board).await["type"], "welcome");
+    let (status, _, _) = request(
+        s.addr,
+        "POST",
+        "/api/v1/logout",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 204);
+    // Within one recheck period the socket says so (skipping figures pushed meanwhile).
+    let f = next_of(&mut board, "error").await;
+    assert_eq!(f["code"], "session_expired");
+}

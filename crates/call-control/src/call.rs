@@ -1766,8 +1766,9 @@ impl Call {
                                     notes,
                                 },
                             ));
-                            // The wrap-up timer may already have made the agent available.
-                            if restore.is_none() {
+                            // The wrap-up timer may already have made the agent available; and a
+                            // late disposition must not end the after-call work of a newer call.
+                            if restore.is_none() && !desks.has_other_call(&agent, &id) {
                                 let _ = inner
                                     .acd
                                     .request(acd::Input::WrapUpDone { agent: agent.clone() })
@@ -1783,9 +1784,11 @@ impl Call {
                         }
                     }
                 }
+                // An agent-placed call: back to the state the agent dialled from (unless they are
+                // already on a newer call).
+                let newer = desks.has_other_call(&agent, &id);
                 desks.release(&id, &agent);
-                // An agent-placed call: back to the state the agent dialled from.
-                if let Some(restore) = restore {
+                if let Some(restore) = restore.filter(|_| !newer) {
                     let _ = inner.acd.request(restore).await;
                 }
             }

@@ -341,6 +341,12 @@ impl DeskHub {
             .any(|l| &l.agent == agent && l.view.phase != CallPhase::WrapUp)
     }
 
+    /// Whether the agent has a call tied to them other than `call` (a newer one offered, connected
+    /// or in its own wrap-up).
+    pub fn has_other_call(&self, agent: &AgentId, call: &CallId) -> bool {
+        self.hub.lock().calls.keys().any(|(c, a)| a == agent && c != call)
+    }
+
     /// Tells the agent's desktop, if one is attached.
     pub fn notify(&self, agent: &AgentId, event: DeskEvent) {
         if let Some(d) = self.hub.lock().desks.get(agent) {
@@ -548,6 +554,20 @@ mod tests {
         for bad in ["", "+", "12 34", "sip:evil", "1".repeat(33).as_str(), "+49-30"] {
             assert!(DialNumber::try_from(bad.to_string()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn other_calls_of_an_agent_are_seen() {
+        let hub = DeskHub::new();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let a = agent("a1");
+        hub.offer(&a, pop("c1"), tx.clone(), Timestamp::from_millis(1));
+        assert!(!hub.has_other_call(&a, &pop("c1").call));
+        hub.offer(&a, pop("c2"), tx, Timestamp::from_millis(2));
+        assert!(hub.has_other_call(&a, &pop("c1").call));
+        assert!(!hub.has_other_call(&agent("a2"), &pop("c1").call));
+        hub.release(&pop("c2").call, &a);
+        assert!(!hub.has_other_call(&a, &pop("c1").call));
     }
 
     #[tokio::test]

@@ -81,6 +81,11 @@ pub enum Input {
         call: CallId,
         agent: AgentId,
     },
+    /// The ring of a call stopped through no fault of the agents (their owner restarted): every agent
+    /// it rang is available again and the call goes back to its place in line.
+    OfferWithdrawn {
+        call: CallId,
+    },
     /// A connected call ended; the agent goes to wrap-up.
     CallEnded {
         call: CallId,
@@ -108,6 +113,7 @@ pub enum CancelReason {
     AnsweredElsewhere,
     CallerAbandoned,
     AgentLoggedOut,
+    Withdrawn,
 }
 
 impl CancelReason {
@@ -118,6 +124,7 @@ impl CancelReason {
             CancelReason::AnsweredElsewhere => "answered elsewhere",
             CancelReason::CallerAbandoned => "caller abandoned",
             CancelReason::AgentLoggedOut => "agent logged out",
+            CancelReason::Withdrawn => "withdrawn",
         }
     }
 }
@@ -487,6 +494,7 @@ mod tests {
                 call: call.clone(),
                 agent: agent.clone(),
             },
+            Input::OfferWithdrawn { call: call.clone() },
             Input::Tick,
             Input::UpsertQueue(queue_config),
             Input::UpsertAgent(AgentConfig {

@@ -76,4 +76,4 @@ pub use io::{
     Rule, Score, Trigger,
 };
 pub use kpi::{AgentKpi, KpiSnapshot, QueueCounters, QueueKpi};
-pub use router::{Acd, AcdError, AcdSnapshot, RestoreError};
+pub use router::{Acd, AcdError, AcdSnapshot, CallPhase, HeldCall, RestoreError};

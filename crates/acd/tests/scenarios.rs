@@ -1042,3 +1042,35 @@ fn configuration_changes_apply_at_run_time() {
             .is_err()
     );
 }
+
+#[test]
+fn a_withdrawn_offer_frees_the_agent_without_blame_and_the_call_keeps_its_place() {
+    let mut w = World::new(vec![queue("support")], support_team(1));
+    w.login(0.0, "a1");
+    w.enqueue(1.0, call("c1", "support"));
+    w.enqueue(2.0, call("c2", "support"));
+    let held = w.acd.calls();
+    assert_eq!(held.len(), 2);
+    let ringing = held.iter().find(|h| h.call == c("c1")).unwrap();
+    assert_eq!(ringing.phase, acd::CallPhase::Ringing(vec![a("a1")]));
+    assert_eq!(ringing.enqueued_at, Timestamp::from_secs(1));
+    // The ring died with its owner: a1 is not blamed (no not-ready, no decline pause) and gets c1 again.
+    assert_eq!(
+        w.at(3.0, Input::OfferWithdrawn { call: c("c1") }),
+        [
+            "cancel offer#1 c1 @ a1: withdrawn",
+            "a1: reserved -> available",
+            "offer#2 c1 -> a1 (longest-idle, step 0, idle 0.0s)",
+            "a1: available -> reserved"
+        ]
+    );
+    w.accept(4.0, "c1", "a1");
+    let connected = w.acd.calls().into_iter().find(|h| h.call == c("c1")).unwrap();
+    assert_eq!(connected.phase, acd::CallPhase::Connected(a("a1")));
+    // Only a ringing call can be withdrawn.
+    assert!(
+        w.acd
+            .handle(Timestamp::from_secs(5), Input::OfferWithdrawn { call: c("c2") })
+            .is_err()
+    );
+}

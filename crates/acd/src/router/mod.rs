@@ -67,6 +67,8 @@ pub enum AcdError {
     CallConnected(CallId),
     #[error("call {0} is not connected to an agent")]
     NotConnected(CallId),
+    #[error("call {0} is not ringing an agent")]
+    NotRinging(CallId),
     #[error("agent {agent}: {source}")]
     IllegalTransition {
         agent: AgentId,
@@ -203,6 +205,25 @@ mod timer_list {
         let list: Vec<(i64, u64, Timer)> = Vec::deserialize(d)?;
         Ok(list.into_iter().map(|(at, seq, t)| ((at, seq), t)).collect())
     }
+}
+
+/// A call the router holds, as [`Acd::calls`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldCall {
+    pub call: CallId,
+    pub queue: QueueId,
+    pub phase: CallPhase,
+    /// When the caller first joined a queue (kept across callbacks and transfers).
+    pub enqueued_at: Timestamp,
+}
+
+/// Where a held call is: waiting, ringing agents, or connected to one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallPhase {
+    Waiting,
+    /// Offered to these agents.
+    Ringing(Vec<AgentId>),
+    Connected(AgentId),
 }
 
 /// The router's whole state, to persist in a shared store and [`Acd::restore`] after a restart.
@@ -423,6 +444,42 @@ impl Acd {
         )
     }
 
+    /// Every call the router holds, with its queue and phase, in no particular order. After a restore
+    /// the owner checks each against the calls it still has (a restarted process has lost its own).
+    pub fn calls(&self) -> Vec<HeldCall> {
+        self.state
+            .calls
+            .values()
+            .filter_map(|c| {
+                let queue = self.state.queues.get(c.queue)?.config.id.clone();
+                let phase = match &c.status {
+                    CallStatus::Waiting => CallPhase::Waiting,
+                    CallStatus::Offered { offer } => CallPhase::Ringing(
+                        self.state
+                            .offers
+                            .get(offer)
+                            .map(|o| {
+                                o.agents
+                                    .iter()
+                                    .filter_map(|&a| Some(self.state.agents.get(a)?.config.id.clone()))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    ),
+                    CallStatus::Connected { agent, .. } => {
+                        CallPhase::Connected(self.state.agents.get(*agent)?.config.id.clone())
+                    }
+                };
+                Some(HeldCall {
+                    call: c.id.clone(),
+                    queue,
+                    phase,
+                    enqueued_at: c.enqueued_at,
+                })
+            })
+            .collect()
+    }
+
     /// Number of calls the router holds (waiting, ringing or connected).
     pub fn call_count(&self) -> usize {
         self.state.calls.len()
@@ -457,6 +514,7 @@ impl Acd {
             }
             Input::OfferAccepted { call, agent } => self.accept(now, &call, &agent),
             Input::OfferRejected { call, agent } => self.reject(now, &call, &agent),
+            Input::OfferWithdrawn { call } => self.withdraw(now, &call),
             Input::CallEnded { call } => self.end_call(now, &call),
             Input::WrapUpDone { agent } => {
                 let a = self.agent_ix(&agent)?;
@@ -729,6 +787,26 @@ impl Acd {
             self.return_call(now, call_id);
         }
         self.route_agent(now, a, Trigger::AgentAvailable);
+        Ok(())
+    }
+
+    fn withdraw(&mut self, now: Timestamp, call_id: &CallId) -> Result<(), AcdError> {
+        let call = self
+            .state
+            .calls
+            .get(call_id)
+            .ok_or_else(|| AcdError::UnknownCall(call_id.clone()))?;
+        let CallStatus::Offered { offer } = call.status else {
+            return Err(AcdError::NotRinging(call_id.clone()));
+        };
+        let agents = self.drop_offer(offer).map(|o| o.agents).unwrap_or_default();
+        for &a in &agents {
+            self.cancel_for_agent(now, offer, call_id, a, CancelReason::Withdrawn);
+        }
+        self.return_call(now, call_id);
+        for a in agents {
+            self.route_agent(now, a, Trigger::AgentAvailable);
+        }
         Ok(())
     }
 

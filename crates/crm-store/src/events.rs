@@ -376,6 +376,23 @@ impl CrmStore {
         Ok(affected == 1)
     }
 
+    /// Sets the status of the pending callbacks promised during `interaction` (`done` once the
+    /// customer is reached, `failed` when not); returns how many changed.
+    pub async fn settle_callbacks_of(
+        &self,
+        interaction: &domain::InteractionId,
+        status: &str,
+    ) -> Result<u64> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query("UPDATE callbacks SET status = $2 WHERE interaction_id = $1 AND status = 'pending'")
+                .bind(interaction.to_string())
+                .bind(status.to_string())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+
     /// The stored row of one interaction, if any.
     pub async fn interaction(&self, id: &domain::InteractionId) -> Result<Option<InteractionRow>> {
         let sql = format!(

@@ -1891,7 +1891,7 @@ impl Call {
         match (self.callback.take(), self.queue.take()) {
             // The caller keeps their place: the callback task waits in line for them.
             (Some(number), Some((queue, notices))) => {
-                crate::callback::spawn(self.inner.clone(), self.id.clone(), queue, notices, number);
+                crate::callback::spawn(self.inner.clone(), self.id.clone(), queue, notices, number, 0);
             }
             (_, queue) => {
                 if queue.is_some() {

@@ -35,9 +35,10 @@ pub(crate) fn spawn(
     queue: QueueId,
     notices: mpsc::UnboundedReceiver<QueueNotice>,
     number: Pii<String>,
+    first_seq: u32,
 ) {
     let span = info_span!("callback", call = %call);
-    tokio::spawn(run(inner, call, queue, notices, number).instrument(span));
+    tokio::spawn(run(inner, call, queue, notices, number, first_seq).instrument(span));
 }
 
 async fn run(
@@ -46,12 +47,13 @@ async fn run(
     queue: QueueId,
     mut notices: mpsc::UnboundedReceiver<QueueNotice>,
     number: Pii<String>,
+    first_seq: u32,
 ) {
     let now = Timestamp::now_utc();
     let Ok(interaction) = InteractionId::new(format!("{}-cb", call.as_str())) else {
         return;
     };
-    let mut timeline = crate::Timeline::new(interaction);
+    let mut timeline = crate::Timeline::resuming(interaction, first_seq);
     let shown_as = inner
         .outbound
         .as_ref()
@@ -124,6 +126,7 @@ async fn run(
                 Some(QueueNotice::Position { .. }) => {}
                 Some(QueueNotice::Overflowed { target, .. }) => {
                     inner.log(timeline.event(Timestamp::now_utc(), InteractionEventKind::Overflowed { from: queue.clone(), to: target }));
+                    settle(&inner, &call, "failed");
                     return give_up(&inner, &call, &mut timeline, offered, "the queue sent the callback elsewhere");
                 }
                 None => return give_up(&inner, &call, &mut timeline, offered, "the queue is gone"),
@@ -246,6 +249,7 @@ async fn run(
         }
     };
     info!("the customer answered the callback");
+    settle(&inner, &call, "done");
     let (mut c, done_rx) = Call::new(
         inner,
         call,
@@ -305,9 +309,24 @@ fn give_up(
     ));
 }
 
+/// Records in the CRM how the callback promised during the caller's interaction ended, so a restart
+/// does not call the customer again (the write is off the call path).
+fn settle(inner: &Inner, call: &CallId, status: &'static str) {
+    let Ok(interaction) = InteractionId::new(call.as_str()) else {
+        return;
+    };
+    let crm = inner.crm.clone();
+    tokio::spawn(async move {
+        if let Err(error) = crm.settle_callbacks_of(&interaction, status).await {
+            tracing::warn!(%error, status, "the callback's status could not be saved");
+        }
+    });
+}
+
 /// An agent took the callback but the customer was not reached: the agent goes to wrap-up.
 fn not_reached(inner: &Inner, call: &CallId, agent: &AgentId, timeline: &mut crate::Timeline, reason: &str) {
     info!(reason, "callback not completed");
+    settle(inner, call, "failed");
     inner.acd.input(acd::Input::CallEnded { call: call.clone() });
     inner.acd.forget(call.clone());
     inner.desks.release(call, agent);

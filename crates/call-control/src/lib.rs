@@ -13,11 +13,13 @@ mod callback;
 pub mod desk;
 pub mod kpi_metrics;
 mod outbound;
+pub mod recovery;
 pub mod timeline;
 pub mod webhook;
 
 pub use acd_task::{AcdHandle, AgentStateEvent, QueueNotice};
 pub use desk::DeskHub;
+pub use recovery::{Resumed, resume_acd};
 pub use timeline::Timeline;
 
 use domain::InteractionEvent;

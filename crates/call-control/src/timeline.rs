@@ -18,6 +18,15 @@ impl Timeline {
         }
     }
 
+    /// A timeline taken up again by a new process after a restart: its numbers start at `first_seq`,
+    /// above any the earlier process could have used, so nothing it logged is overwritten or lost.
+    pub fn resuming(interaction: InteractionId, first_seq: u32) -> Self {
+        Self {
+            interaction,
+            next_seq: first_seq,
+        }
+    }
+
     /// The interaction this timeline belongs to.
     pub fn interaction(&self) -> &InteractionId {
         &self.interaction

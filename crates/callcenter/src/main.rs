@@ -184,12 +184,18 @@ async fn serve(config: Config) -> Result<(), String> {
         )
     })?;
     let flows = Arc::new(ivr::FlowSetHandle::new(flows));
-    let acd = call_control::AcdHandle::start(
+    // The ACD continues from the state it saved (on Redis it survives the restart).
+    let resumed = call_control::resume_acd(
         config.acd.clone(),
         config.agents.ready_on_start,
         Some(call_control::kpi_metrics::AcdMetrics::register(&telemetry)),
+        state.clone(),
+        &crm,
+        &config.node.name,
     )
+    .await
     .map_err(|e| format!("acd: {e}"))?;
+    let acd = resumed.acd.clone();
     let anchor = Arc::new(call_control::anchor::EngineAnchor::new(media.clone()));
     let desks = call_control::DeskHub::new();
     let webrtc = if config.webrtc.enabled {
@@ -235,6 +241,7 @@ async fn serve(config: Config) -> Result<(), String> {
     );
     gateway.set_inbound_handler(Arc::new(calls.clone()));
     calls.attach_gateway(gateway.clone());
+    calls.take_back(resumed.callbacks);
 
     let auth = agent_desk::Auth::new(
         crm.clone(),
@@ -301,6 +308,7 @@ async fn serve(config: Config) -> Result<(), String> {
         warn!(calls = left, "grace period over; ending remaining calls");
     }
     gateway.shutdown();
+    resumed.acd.save_now().await;
     shutdown.cancel();
     let _ = http_task.await;
     if let Err(e) = writer_task.shutdown().await {

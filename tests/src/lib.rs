@@ -63,7 +63,12 @@ impl Platform {
 
     /// Like [`Platform::start`] with the IVR flows of `flows`.
     pub fn start_with_flows(extra: &str, flows: &Path) -> Platform {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), extra, flows)
+    }
+
+    /// Like [`Platform::start_with_flows`] in `dir`, whose CRM database and journal a stopped
+    /// platform may have left (see [`Platform::kill`]).
+    pub fn start_in(dir: tempfile::TempDir, extra: &str, flows: &Path) -> Platform {
         let sip_port = free_port();
         let http_port = free_port();
         let config = format!(
@@ -129,6 +134,13 @@ impl Platform {
         unsafe {
             libc::kill(self.child.id() as i32, sig);
         }
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up) and returns its folder.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 
     /// Waits for the process to exit and returns its exit code.

@@ -771,3 +771,96 @@ fn the_interval_report_agrees_with_the_live_figures_for_the_same_calls() {
     );
     assert_eq!(agent_phone.wait(), Some(0));
 }
+
+#[test]
+fn a_node_killed_with_sigkill_comes_back_from_redis_with_the_callback_in_line_and_the_agent_not_ready() {
+    require_command("sipp");
+    let Some(redis) = redis_url("the ACD restart test") else {
+        return;
+    };
+    let prefix = format!("ccacd{}x{}", std::process::id(), free_port());
+    let flows = test_flows();
+    let carrier = SippServer::start("uas_customer_answers.xml", 1);
+    let config = with_carrier(
+        desk_config()
+            + "\n[agents]\nready_on_start = false\n\n[[route]]\nnumber = \"800\"\nivr = \"main\"\n"
+            + &format!(
+                "\n[state]\nbackend = \"redis\"\nredis_url = \"{redis}\"\nkey_prefix = \"{prefix}\"\n"
+            ),
+        carrier.port,
+        Some("+4930000000"),
+    );
+    let first = Platform::start_with_flows(&config, flows.path());
+    let agent_phone = SippServer::start("uas", 1);
+    register_agent_phone(&first, "1001", "agent1001", agent_phone.port);
+    let token = first.login("1001", "agent1001");
+    let rt = runtime();
+    rt.block_on(async {
+        let mut ws = CtiClient::connect(first.http, "/ws/agent", &token).await;
+        ws.next_of("welcome").await;
+        assert_eq!(ws.ask(json!({"type": "login", "id": 1})).await["type"], "ack");
+        let f = ws
+            .ask(json!({"type": "not_ready", "id": 2, "reason": "training"}))
+            .await;
+        assert_eq!(f["type"], "ack", "{f}");
+    });
+    // The agent is away: the caller asks for a callback and hangs up, keeping their place.
+    let run = uac(&first, "uac_callback.xml", "800", 1, &[]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        first.log()
+    );
+    let caller = first.ended_interactions(1).remove(0).row.id;
+    // The router's saved state holds the place before the node is killed.
+    rt.block_on(async {
+        let store = state_store::StateStore::connect(&state_store::StateConfig::redis(&redis, &prefix))
+            .await
+            .expect("redis");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let saved = store
+                .get_blob("acd", "node1", domain::Timestamp::now_utc())
+                .await
+                .expect("read the saved state");
+            if saved.is_some_and(|b| String::from_utf8_lossy(&b.value).contains(&caller)) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the ACD never saved the callback"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let dir = first.kill();
+
+    // A new process on the same store and database: the session, the agent's state and the
+    // callback's place are all still there.
+    let second = Platform::start_in(dir, &config, flows.path());
+    rt.block_on(async {
+        let mut ws = CtiClient::connect(second.http, "/ws/agent", &token).await;
+        let welcome = ws.next_of("welcome").await;
+        assert_eq!(welcome["state"]["state"], "not_ready", "{welcome}");
+        assert_eq!(welcome["state"]["reason"], "training", "{welcome}");
+        assert_eq!(ws.ask(json!({"type": "ready", "id": 1})).await["type"], "ack");
+        let pop = ws.next_of("offer").await["pop"].clone();
+        assert_eq!(pop["call"], caller.as_str(), "{pop}");
+        assert_eq!(pop["caller"], "+4930123456", "{pop}");
+        let call = pop["call"].as_str().expect("call").to_string();
+        ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "connected")
+            .await;
+        assert_eq!(
+            ws.ask(json!({"type": "hangup", "id": 2, "call": call})).await["type"],
+            "ack"
+        );
+    });
+    assert_eq!(agent_phone.wait(), Some(0));
+    assert_eq!(
+        carrier.wait(),
+        Some(0),
+        "the customer was called back after the restart"
+    );
+}

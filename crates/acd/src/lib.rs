@@ -29,7 +29,7 @@
 //! ```
 //!
 //! * [`Acd::handle`]`(now, `[`Input`]`)` applies one event: calls enqueued, abandoned, ended; agents
-//!   logging in and out, ready, not ready; offers accepted or rejected; wrap-up done; configuration
+//!   logging in and out, ready, not ready; offers accepted, rejected or withdrawn; wrap-up done; configuration
 //!   changes; [`Input::Tick`]. Timers due by `now` fire first. A refused input returns an [`AcdError`]
 //!   (unknown ids, illegal agent transitions with their reason) and changes nothing.
 //! * [`Acd::poll_output`] / [`Acd::drain_outputs`] yield [`Output`]s in order: offers (with an

@@ -55,6 +55,11 @@ pub async fn resume_acd(
         key: node.to_string(),
     };
     let (acd, report) = AcdHandle::resume(config, agents_ready, metrics, persist, |held| {
+        // A callback whose agent had taken it but whose customer had not answered yet is ended with
+        // the old process and joins its queue again below, at the time it was requested.
+        if matches!(held.phase, acd::CallPhase::Connected(_)) {
+            return None;
+        }
         let cb = pending.remove(&held.call)?;
         let (tx, notices) = mpsc::unbounded_channel();
         callbacks.push(ResumedCallback {

@@ -254,6 +254,11 @@ struct RouterFigures {
     storm_changes_p99_ns: u64,
     storm_p99_over_steady_p99: f64,
     virtual_secs: f64,
+    /// Size of the router's saved state at the end of the run, the time to copy it (on the router's
+    /// task) and to encode it (on another thread).
+    saved_state_bytes: u64,
+    saved_state_copy_us: u64,
+    saved_state_encode_us: u64,
 }
 
 #[derive(Default)]
@@ -320,6 +325,9 @@ impl Latencies {
             storm_changes_p99_ns: percentile(&self.storm_changes, 0.99),
             storm_p99_over_steady_p99: storm_p99 as f64 / (p99.max(1)) as f64,
             virtual_secs: virtual_ms as f64 / 1000.0,
+            saved_state_bytes: 0,
+            saved_state_copy_us: 0,
+            saved_state_encode_us: 0,
         }
     }
 }
@@ -558,7 +566,17 @@ fn drive_ours(args: &AcdArgs, on_decision: &mut dyn FnMut(Decision)) -> Result<R
             break;
         }
     }
-    Ok(lat.figures(now_ms))
+    let mut figures = lat.figures(now_ms);
+    // What the ACD owner task writes to the state store after a change: the whole state, as JSON.
+    // The router's task only copies the state; another thread encodes it.
+    let started = Instant::now();
+    let copy = acd.snapshot();
+    figures.saved_state_copy_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let started = Instant::now();
+    let saved = serde_json::to_vec(&copy).map_err(|e| format!("snapshot: {e}"))?;
+    figures.saved_state_encode_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    figures.saved_state_bytes = saved.len() as u64;
+    Ok(figures)
 }
 
 const REFERENCE_SCRIPT: &str = r"
@@ -984,6 +1002,7 @@ mod tests {
         assert!(memory["decisions_per_sec"].as_f64().unwrap() > 0.0);
         assert!(memory["p50_ns"].as_u64().unwrap() <= memory["p99_ns"].as_u64().unwrap());
         assert!(memory["storm_p99_over_steady_p99"].as_f64().unwrap() > 0.0);
+        assert!(memory["saved_state_bytes"].as_u64().unwrap() > 1_000, "{memory}");
         assert!(
             json["reference_lua"]["note"]
                 .as_str()

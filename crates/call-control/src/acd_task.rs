@@ -6,7 +6,8 @@
 //!
 //! With [`Persistence`] the router's whole state is kept as one blob in the state store, rewritten after
 //! every change (a newer state replaces one not yet written, so a slow store costs staleness, never
-//! backlog), and [`AcdHandle::resume`] continues from it after a restart: callers keep their place in
+//! backlog; copies are spaced so that they take at most 1/20 of the router's time, and encoding runs
+//! on another thread), and [`AcdHandle::resume`] continues from it after a restart: callers keep their place in
 //! line and agents their state. Calls the restarted process no longer has are let go, as the owner says.
 
 use acd::{
@@ -350,18 +351,32 @@ fn log_in_everyone(acd: &mut Acd, now: Timestamp) {
 /// Writes the router's state to the store from a task of its own. One state waits at most: when the
 /// store is slower than the router, later states replace it rather than queue behind it.
 struct Saver {
-    pending: mpsc::Sender<(Vec<u8>, Option<oneshot::Sender<()>>)>,
+    pending: mpsc::Sender<(AcdSnapshot, Option<oneshot::Sender<()>>)>,
     writer: tokio::task::JoinHandle<()>,
     /// The router changed since the last state handed over.
     dirty: bool,
+    /// No copy before this instant: copying a large state takes the router's time (milliseconds for
+    /// thousands of agents), so copies are spaced to keep that under 1/[`SAVE_COST_RATIO`] of it.
+    not_before: tokio::time::Instant,
 }
+
+/// Saves are spaced by this many times what the last copy of the state took.
+const SAVE_COST_RATIO: u32 = 20;
+
+/// How soon a change is offered again while the writer is still storing the previous state.
+const WRITER_BUSY_RETRY: Duration = Duration::from_millis(2);
 
 impl Saver {
     fn start(persist: Persistence) -> Saver {
-        let (pending, mut rx) = mpsc::channel::<(Vec<u8>, Option<oneshot::Sender<()>>)>(1);
+        let (pending, mut rx) = mpsc::channel::<(AcdSnapshot, Option<oneshot::Sender<()>>)>(1);
         let writer = tokio::spawn(async move {
             while let Some((state, written)) = rx.recv().await {
-                save(&persist, &state).await;
+                // Encoding takes milliseconds for thousands of agents: off the router's task.
+                match tokio::task::spawn_blocking(move || serde_json::to_vec(&state)).await {
+                    Ok(Ok(state)) => save(&persist, &state).await,
+                    Ok(Err(error)) => warn!(%error, "the ACD state could not be encoded"),
+                    Err(error) => warn!(%error, "the ACD state encoder failed"),
+                }
                 if let Some(written) = written {
                     let _ = written.send(());
                 }
@@ -371,23 +386,24 @@ impl Saver {
             pending,
             writer,
             dirty: false,
+            not_before: tokio::time::Instant::now(),
         }
     }
 
     /// Hands the current state over if the writer has room; otherwise it stays dirty for later.
     fn offer(&mut self, acd: &Acd) {
-        if !self.dirty {
+        let started = tokio::time::Instant::now();
+        if !self.dirty || started < self.not_before {
             return;
         }
         match self.pending.try_reserve() {
-            Ok(slot) => match serde_json::to_vec(&acd.snapshot()) {
-                Ok(state) => {
-                    slot.send((state, None));
-                    self.dirty = false;
-                }
-                Err(error) => warn!(%error, "the ACD state could not be encoded"),
-            },
-            Err(mpsc::error::TrySendError::Full(())) => {}
+            Ok(slot) => {
+                slot.send((acd.snapshot(), None));
+                self.dirty = false;
+                self.not_before = started + started.elapsed() * SAVE_COST_RATIO;
+            }
+            // The writer is still busy with the previous state: look again shortly, not in a spin.
+            Err(mpsc::error::TrySendError::Full(())) => self.not_before = started + WRITER_BUSY_RETRY,
             Err(mpsc::error::TrySendError::Closed(())) => self.dirty = false,
         }
     }
@@ -395,10 +411,8 @@ impl Saver {
     /// Waits until the writer has room and hands the current state over; `written` hears when it is
     /// stored (or dropped, if it cannot be).
     async fn save_now(&mut self, acd: &Acd, written: oneshot::Sender<()>) {
-        if let Ok(slot) = self.pending.reserve().await
-            && let Ok(state) = serde_json::to_vec(&acd.snapshot())
-        {
-            slot.send((state, Some(written)));
+        if let Ok(slot) = self.pending.reserve().await {
+            slot.send((acd.snapshot(), Some(written)));
             self.dirty = false;
         }
     }
@@ -407,9 +421,8 @@ impl Saver {
     async fn flush(self, acd: &Acd) {
         if self.dirty
             && let Ok(slot) = self.pending.reserve().await
-            && let Ok(state) = serde_json::to_vec(&acd.snapshot())
         {
-            slot.send((state, None));
+            slot.send((acd.snapshot(), None));
         }
         // Closing the channel ends the writer once it has written what it holds.
         drop(self.pending);
@@ -456,6 +469,8 @@ async fn run(
             let wait = d.since(Timestamp::now_utc());
             tokio::time::Instant::now() + wait
         });
+        // A change not saved yet because the last copy was recent is saved when the spacing is over.
+        let save_at = publish.saver.as_ref().filter(|s| s.dirty).map(|s| s.not_before);
         let msg = tokio::select! {
             _ = refresh.tick() => {
                 ticks = ticks.wrapping_add(1);
@@ -474,6 +489,17 @@ async fn run(
                 continue;
             }
             m = rx.recv() => match m { Some(m) => Some(m), None => break },
+            _ = async {
+                match save_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                if let Some(saver) = &mut publish.saver {
+                    saver.offer(&acd);
+                }
+                continue;
+            }
             _ = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,

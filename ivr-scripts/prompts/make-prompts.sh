@@ -41,6 +41,8 @@ say callback-confirmed "Thank you. We will call you back. Goodbye."
 say survey "Please rate our service from 1 to 5, where 5 is excellent."
 say goodbye "Thank you for calling. Goodbye."
 say emergency "Transferring you to the emergency line."
+# The outbound campaigns' identification message (played when no agent is free for a person who answered).
+say campaign-identification "This was Example Telecom. To stop our calls, call 0 800 1 2 3 4."
 
 # Numbers for announcements and balances: 0-20, the tens, and "hundred".
 words=(zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen

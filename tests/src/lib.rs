@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod cti;
+pub mod pcap;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
@@ -267,6 +268,11 @@ pub struct SippServer {
 impl SippServer {
     /// `sipp -sf scenario` (or `-sn uas`) listening on a free port, serving `calls` calls.
     pub fn start(scenario: &str, calls: u32) -> SippServer {
+        Self::start_in(scenario, calls, Path::new("."))
+    }
+
+    /// Like [`SippServer::start`], run in `dir` (where the scenario finds its pcap files).
+    pub fn start_in(scenario: &str, calls: u32, dir: &Path) -> SippServer {
         let port = free_port();
         let media = free_port();
         let mut cmd = Command::new("sipp");
@@ -288,6 +294,7 @@ impl SippServer {
                 "-nostdin",
             ])
             .args(["-timeout", "90s"])
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

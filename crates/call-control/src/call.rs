@@ -181,6 +181,9 @@ pub(crate) struct Call {
     /// An agent-placed call: the agent is outside the ACD's offers while it lasts, and this input
     /// puts them back as they were (ready, or not ready with their reason).
     pub(crate) outbound: Option<acd::Input>,
+    /// A campaign's answered call (live dialer): an agent must be connected by the link's deadline,
+    /// or the identification message plays and the call ends as abandoned.
+    pub(crate) campaign: Option<crate::campaign_runner::CampaignLink>,
     /// Agents' commands from their desktops (the desk hub holds the sending side).
     commands_tx: mpsc::UnboundedSender<CommandRequest>,
     commands_rx: mpsc::UnboundedReceiver<CommandRequest>,
@@ -381,6 +384,7 @@ impl Call {
             callback: None,
             acd_accepted: false,
             outbound: None,
+            campaign: None,
             commands_tx,
             commands_rx,
         };
@@ -397,7 +401,7 @@ impl Call {
         self.commands_rx = rx;
     }
 
-    fn log(&mut self, kind: InteractionEventKind) {
+    pub(crate) fn log(&mut self, kind: InteractionEventKind) {
         let ev = self.timeline.event(Timestamp::now_utc(), kind);
         self.inner.log(ev);
     }
@@ -443,6 +447,9 @@ impl Call {
                         let d = digit.expose().as_char();
                         self.ivr_event(IvrEvent::Digit(d)).await;
                     }
+                    Some(MediaEvent::PlaybackFinished) if self.campaign.as_ref().is_some_and(|c| c.message_playing()) => {
+                        self.end(EndedBy::System, "no agent in time: identification message played");
+                    }
                     Some(MediaEvent::PlaybackFinished) => self.ivr_event(IvrEvent::PromptFinished).await,
                     Some(MediaEvent::MediaTimeout { .. }) => {
                         self.end(EndedBy::Timeout, "no media from the caller");
@@ -478,6 +485,7 @@ impl Call {
                 ev = next_external(&mut self.external) => self.on_external(ev).await,
                 ev = next_supervisor(&mut self.supervisor) => self.on_supervisor_leg(ev),
                 ev = next_consult(&mut self.consult) => self.on_consult_leg(ev),
+                _ = crate::campaign_runner::connect_deadline(&self.campaign) => self.campaign_abandon().await,
                 _ = voicemail_over(&self.voicemail) => {
                     self.finish_voicemail().await;
                     self.end(EndedBy::System, "voicemail left");
@@ -715,7 +723,7 @@ impl Call {
         }
     }
 
-    fn enqueue(
+    pub(crate) fn enqueue(
         &mut self,
         queue: domain::QueueId,
         priority: u8,
@@ -862,9 +870,14 @@ impl Call {
                 variables: state.vars.clone(),
             }
         });
+        let direction = if self.campaign.is_some() {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        };
         Arc::new(ScreenPop {
             call: self.id.clone(),
-            direction: Direction::Inbound,
+            direction,
             queue: Some(offer.queue.clone()),
             caller: self.caller_number.clone(),
             called: self.called_number.clone(),
@@ -931,6 +944,9 @@ impl Call {
         }
         self.log(InteractionEventKind::Answered { agent: agent.clone() });
         info!(%agent, "agent answered; bridged");
+        if let Some(link) = self.campaign.as_mut() {
+            link.connected(agent.clone(), Timestamp::now_utc());
+        }
         self.queue = None;
         self.inner.acd.forget(self.id.clone());
         self.last_agent = Some(agent.clone());
@@ -962,6 +978,44 @@ impl Call {
         });
         self.ivr_event(IvrEvent::QueueEvent(ivr::QueueEvent::AgentAnswered { agent }))
             .await;
+    }
+
+    /// A campaign call got no agent by its deadline: nobody rings any more, it leaves the queue as
+    /// abandoned, and the identification message plays (the call ends when it has).
+    async fn campaign_abandon(&mut self) {
+        for r in std::mem::take(&mut self.ringing) {
+            self.stop_ringing(r, "no agent in time");
+        }
+        if self.queue.take().is_some() {
+            match self.inner.acd.abandon(self.id.clone()).await {
+                Some(a) => self.log(InteractionEventKind::Abandoned {
+                    queue: a.queue,
+                    position: a.position,
+                    waited_ms: a.waited_ms,
+                }),
+                None => self.inner.acd.forget(self.id.clone()),
+            }
+        }
+        let Some(link) = self.campaign.as_mut() else {
+            return;
+        };
+        let message = link.abandon(Timestamp::now_utc());
+        info!("no agent within the connect time; playing the identification message");
+        let loaded: Vec<_> = message
+            .iter()
+            .filter_map(|path| match self.inner.media.prompts().get(path, self.law) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn!(error = %e, "identification message cannot be played");
+                    None
+                }
+            })
+            .collect();
+        if loaded.is_empty() {
+            self.end(EndedBy::System, "no agent in time: no identification message");
+        } else {
+            self.rtp.play(loaded, false, false);
+        }
     }
 
     /// The agent hung up (their phone or their desktop): the caller hears the survey if the flow has

@@ -3,6 +3,9 @@
 //! [`domain::InteractionEvent`]s to the CRM store's durable writer. The ACD router runs in its own
 //! owner task ([`acd_task`]).
 //!
+//! Outbound campaigns run in [`campaign_runner`]: one runner task per campaign drives the pure dialer
+//! (pacing, leads, compliance) and hands answered people to the ACD as ordinary calls.
+//!
 //! Pure parts: [`timeline`] (event numbering), the IVR interpreter and the ACD router (their own
 //! crates). The per-call driver ([`call`]) is the async edge that carries out their commands.
 
@@ -10,6 +13,7 @@ pub mod acd_task;
 pub mod anchor;
 mod call;
 mod callback;
+pub mod campaign_runner;
 pub mod desk;
 pub mod kpi_metrics;
 mod outbound;
@@ -18,6 +22,7 @@ pub mod timeline;
 pub mod webhook;
 
 pub use acd_task::{AcdHandle, AgentStateEvent, QueueNotice};
+pub use campaign_runner::{CampaignConfig, CampaignHandle, CampaignLiveStats, CampaignSpec, DialerMetrics};
 pub use desk::DeskHub;
 pub use recovery::{Resumed, resume_acd};
 pub use timeline::Timeline;

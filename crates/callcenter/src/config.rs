@@ -233,6 +233,10 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     #[serde(rename = "trunk")]
     pub trunks: Vec<TrunkConfig>,
+    /// Outbound campaigns the live dialer runs (`[[campaign]]`); they dial through
+    /// `desk.outbound_trunk`.
+    #[serde(rename = "campaign")]
+    pub campaigns: Vec<call_control::CampaignConfig>,
 }
 
 /// A configuration problem, with where it is.
@@ -367,6 +371,33 @@ impl Config {
         {
             problems
                 .push("desk: session_ttl_secs, lockout_secs and max_login_failures must be positive".into());
+        }
+        for campaign in &self.campaigns {
+            if let Err(errors) = campaign.spec(&self.acd) {
+                problems.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| format!("campaign {:?}: {e}", campaign.id)),
+                );
+            }
+            if self.desk.outbound_trunk.is_none() {
+                problems.push(format!(
+                    "campaign {:?}: campaigns dial through desk.outbound_trunk, which is not set",
+                    campaign.id
+                ));
+            }
+            if let Some(leads) = campaign.leads.as_ref().filter(|p| !p.is_file()) {
+                problems.push(format!(
+                    "campaign {:?}: leads {}: no such file",
+                    campaign.id,
+                    leads.display()
+                ));
+            }
+        }
+        let mut ids: Vec<&str> = self.campaigns.iter().map(|c| c.id.as_str()).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            problems.push("campaign: two [[campaign]] sections share an id".into());
         }
         for route in &self.routes {
             if let Some(q) = &route.queue

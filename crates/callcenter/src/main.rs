@@ -243,6 +243,8 @@ async fn serve(config: Config) -> Result<(), String> {
     calls.attach_gateway(gateway.clone());
     calls.take_back(resumed.callbacks);
 
+    let _campaigns = start_campaigns(&config, &calls, &crm, &telemetry).await?;
+
     let auth = agent_desk::Auth::new(
         crm.clone(),
         state.clone(),
@@ -316,6 +318,91 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// Imports each `[[campaign]]`'s leads file the first time (when the CRM store has none for it yet),
+/// saves the campaign, loads its leads that are not finished, and starts its runner.
+async fn start_campaigns(
+    config: &Config,
+    calls: &call_control::CallControl,
+    crm: &crm_store::CrmStore,
+    telemetry: &telemetry::Telemetry,
+) -> Result<Vec<call_control::CampaignHandle>, String> {
+    if config.campaigns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let metrics = call_control::DialerMetrics::register(telemetry);
+    let mut handles = Vec::new();
+    for campaign in &config.campaigns {
+        let spec = campaign
+            .spec(&config.acd)
+            .map_err(|e| format!("campaign {}: {}", campaign.id, e.join("; ")))?;
+        let now = domain::Timestamp::now_utc();
+        let id = spec.id.clone();
+        let stored = crm
+            .lead_statuses(&id)
+            .await
+            .map_err(|e| format!("campaign {id}: {e}"))?;
+        if let (Some(path), true) = (&campaign.leads, stored.is_empty()) {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("campaign {id}: leads {}: {e}", path.display()))?;
+            let report = crm
+                .import_leads_csv(&id, &text, "config", now)
+                .await
+                .map_err(|e| format!("campaign {id}: leads import: {e}"))?;
+            // Problems can quote cells (numbers, names): only their count and rows are logged.
+            let rows: Vec<u64> = report.problems.iter().map(|p| p.row).collect();
+            info!(campaign = %id, imported = report.imported, rejected_rows = report.rejected_rows, ?rows, "leads imported");
+        }
+        let state = match spec.start {
+            dialer::campaign::CampaignState::Running => "running",
+            dialer::campaign::CampaignState::Paused => "paused",
+            dialer::campaign::CampaignState::Stopped => "finished",
+        };
+        let mode = match spec.mode {
+            dialer::campaign::CampaignMode::Preview => crm_store::DialMode::Preview,
+            dialer::campaign::CampaignMode::Progressive => crm_store::DialMode::Progressive,
+            dialer::campaign::CampaignMode::Predictive => crm_store::DialMode::Predictive,
+            dialer::campaign::CampaignMode::Agentless => crm_store::DialMode::Agentless,
+        };
+        crm.save_campaign(
+            &crm_store::Campaign {
+                id: id.clone(),
+                name: spec.name.clone(),
+                mode,
+                queue: spec.queue.clone(),
+                status: state.into(),
+                max_abandon_rate: spec.rules.max_abandon_rate,
+            },
+            "config",
+            now,
+        )
+        .await
+        .map_err(|e| format!("campaign {id}: {e}"))?;
+        let finished: std::collections::HashSet<domain::LeadId> = crm
+            .lead_statuses(&id)
+            .await
+            .map_err(|e| format!("campaign {id}: {e}"))?
+            .into_iter()
+            .filter(|(_, status)| matches!(status.as_str(), "done" | "exhausted" | "dnc" | "expired"))
+            .map(|(lead, _)| lead)
+            .collect();
+        let leads: Vec<dialer::campaign::NewLead> = crm
+            .campaign_leads(&id)
+            .await
+            .map_err(|e| format!("campaign {id}: {e}"))?
+            .into_iter()
+            .filter(|l| !finished.contains(&l.id))
+            .map(|l| dialer::campaign::NewLead {
+                id: l.id,
+                phone: l.phone,
+                time_zone: l.timezone,
+            })
+            .collect();
+        info!(campaign = %id, leads = leads.len(), state, "campaign starting");
+        handles.push(calls.start_campaign(spec, leads, metrics.clone()));
+    }
+    Ok(handles)
 }
 
 enum Signal {

@@ -1,12 +1,14 @@
-//! Outbound campaigns and the state of their leads, as the dialer stores them. Campaign changes are
-//! admin changes and are audited.
+//! Outbound campaigns, the state of their leads and every dial attempt, as the dialer stores them.
+//! Campaign changes are admin changes and are audited; attempts are the dialer's audit trail
+//! (`dial_attempts`: one row per attempt, written when it is placed and again when it ends).
 
 use crate::customers::{AuditEntry, audit_in_tx};
 use crate::error::{Result, StoreError};
 use crate::model::UnknownName;
 use crate::store::{BeginWrite, CrmStore, with_pool};
-use domain::{CampaignId, LeadId, QueueId, Timestamp};
+use domain::{AgentId, CampaignId, LeadId, Pii, QueueId, Timestamp};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::str::FromStr;
 
 /// How a campaign dials.
@@ -183,5 +185,181 @@ impl CrmStore {
         ids.into_iter()
             .map(|id| LeadId::new(id).map_err(|e| StoreError::Corrupt(format!("lead id: {e}"))))
             .collect()
+    }
+}
+
+/// One dial attempt of a campaign, as the live dialer records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DialAttempt {
+    /// The attempt's call id (also its interaction id).
+    pub id: String,
+    pub campaign: CampaignId,
+    pub lead: LeadId,
+    /// 1 for the lead's first attempt.
+    pub attempt: u32,
+    pub phone: Pii<String>,
+    pub started_at: Timestamp,
+    pub answered_at: Option<Timestamp>,
+    /// `human`, `machine` or `notsure`, once the analysis decided.
+    pub amd_result: Option<String>,
+    /// The agent the called person was connected to.
+    pub agent: Option<AgentId>,
+    pub connected_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    /// `dialing` while under way; then `completed`, `abandoned`, `machine`, `busy`, `no_answer`, `failed`.
+    pub outcome: String,
+    /// Counts as abandoned under the campaign's rules (no agent in time after a person answered).
+    pub abandoned: bool,
+}
+
+type AttemptRow = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    String,
+    bool,
+);
+
+impl CrmStore {
+    /// Writes an attempt: inserted when placed, replaced by its later states (idempotent by id).
+    pub async fn record_dial_attempt(&self, a: &DialAttempt) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO dial_attempts (id, campaign_id, lead_id, attempt, phone_e164, started_at, answered_at, \
+                 amd_result, agent_id, connected_at, ended_at, outcome, abandoned) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 ON CONFLICT (id) DO UPDATE SET answered_at = excluded.answered_at, amd_result = excluded.amd_result, \
+                 agent_id = excluded.agent_id, connected_at = excluded.connected_at, ended_at = excluded.ended_at, \
+                 outcome = excluded.outcome, abandoned = excluded.abandoned",
+            )
+            .bind(a.id.clone())
+            .bind(a.campaign.as_str().to_string())
+            .bind(a.lead.as_str().to_string())
+            .bind(i64::from(a.attempt))
+            .bind(a.phone.expose().clone())
+            .bind(a.started_at.as_millis())
+            .bind(a.answered_at.map(Timestamp::as_millis))
+            .bind(a.amd_result.clone())
+            .bind(a.agent.as_ref().map(|g| g.as_str().to_string()))
+            .bind(a.connected_at.map(Timestamp::as_millis))
+            .bind(a.ended_at.map(Timestamp::as_millis))
+            .bind(a.outcome.clone())
+            .bind(a.abandoned)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The attempts of a campaign, oldest first.
+    pub async fn dial_attempts(&self, campaign: &CampaignId) -> Result<Vec<DialAttempt>> {
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as::<_, AttemptRow>(
+                "SELECT id, campaign_id, lead_id, attempt, phone_e164, started_at, answered_at, amd_result, \
+                 agent_id, connected_at, ended_at, outcome, abandoned FROM dial_attempts \
+                 WHERE campaign_id = $1 ORDER BY started_at, id",
+            )
+            .bind(campaign.as_str().to_string())
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|r| {
+                let corrupt = |what: &str, e: domain::IdError| StoreError::Corrupt(format!("{what}: {e}"));
+                Ok(DialAttempt {
+                    id: r.0,
+                    campaign: CampaignId::new(r.1).map_err(|e| corrupt("campaign id", e))?,
+                    lead: LeadId::new(r.2).map_err(|e| corrupt("lead id", e))?,
+                    attempt: u32::try_from(r.3).unwrap_or(0),
+                    phone: Pii::new(r.4),
+                    started_at: Timestamp::from_millis(r.5),
+                    answered_at: r.6.map(Timestamp::from_millis),
+                    amd_result: r.7,
+                    agent: r.8.and_then(|g| AgentId::new(g).ok()),
+                    connected_at: r.9.map(Timestamp::from_millis),
+                    ended_at: r.10.map(Timestamp::from_millis),
+                    outcome: r.11,
+                    abandoned: r.12,
+                })
+            })
+            .collect()
+    }
+
+    /// Every number on the do-not-call list (the dialer checks each lead against it at dial time).
+    pub async fn do_not_call_numbers(&self) -> Result<HashSet<String>> {
+        let numbers = with_pool!(self, |pool| {
+            sqlx::query_scalar::<_, String>("SELECT phone_e164 FROM do_not_call")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(numbers.into_iter().collect())
+    }
+
+    /// The stored status of each lead of a campaign (`new`, `pending`, `done`, `exhausted`, ...).
+    pub async fn lead_statuses(&self, campaign: &CampaignId) -> Result<Vec<(LeadId, String)>> {
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as::<_, (String, String)>("SELECT id, status FROM leads WHERE campaign_id = $1")
+                .bind(campaign.as_str().to_string())
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, status)| LeadId::new(id).ok().map(|id| (id, status)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn attempts_are_written_when_placed_and_updated_when_they_end() {
+        let store = CrmStore::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let campaign = CampaignId::new("spring").unwrap();
+        let mut a = DialAttempt {
+            id: "call-1".into(),
+            campaign: campaign.clone(),
+            lead: LeadId::new("l1").unwrap(),
+            attempt: 1,
+            phone: Pii::new("+442079000001".into()),
+            started_at: Timestamp::from_millis(1_000),
+            answered_at: None,
+            amd_result: None,
+            agent: None,
+            connected_at: None,
+            ended_at: None,
+            outcome: "dialing".into(),
+            abandoned: false,
+        };
+        store.record_dial_attempt(&a).await.unwrap();
+        a.answered_at = Some(Timestamp::from_millis(5_000));
+        a.amd_result = Some("human".into());
+        a.ended_at = Some(Timestamp::from_millis(9_000));
+        a.outcome = "abandoned".into();
+        a.abandoned = true;
+        store.record_dial_attempt(&a).await.unwrap();
+        assert_eq!(store.dial_attempts(&campaign).await.unwrap(), vec![a]);
+        store
+            .add_do_not_call("+442079000009", "tps", "test", Timestamp::ZERO)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .do_not_call_numbers()
+                .await
+                .unwrap()
+                .contains("+442079000009")
+        );
     }
 }

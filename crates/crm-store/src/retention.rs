@@ -70,6 +70,13 @@ impl CrmStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            // Dialled numbers of old attempts are personal data too.
+            sqlx::query(
+                "UPDATE dial_attempts SET phone_e164 = '' WHERE started_at < $1 AND phone_e164 <> ''",
+            )
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
             let events = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE interaction_events SET payload = '{{\"masked\":true}}' \
                  WHERE type IN {PERSONAL_EVENT_TYPES} \

@@ -1,0 +1,1137 @@
+//! The live campaign dialer: one runner task per campaign, and one task per dial attempt.
+//!
+//! The runner owns the pure parts of `dialer`: the [`Campaign`] (leads, calling window, do-not-call at
+//! dial time, retries, the UK re-dial block), the pacing policy and the abandonment ledger. Every tick
+//! it reads the ACD's agents of the campaign's queue, builds a [`PacingSnapshot`] with the current time
+//! and asks the policy how many numbers to dial; it takes that many leads from
+//! [`Campaign::next_to_dial`] and spawns an attempt for each. Attempts report back on a channel (dial
+//! resolved, person connected, abandoned, finished); the runner feeds the policy and the ledger, records
+//! the lead's result in the campaign and the CRM store, and keeps the campaign's Prometheus metrics.
+//!
+//! An attempt dials through the outbound trunk with the campaign's caller id and rings at least the
+//! compliance ring time. On answer the media engine's answering-machine analyser listens to the
+//! greeting. A machine is hung up on (agentless campaigns leave the message). A person (or an unsure
+//! verdict, counted as a person) joins the campaign's queue at the highest priority as an ordinary
+//! call task ([`crate::call`]) carrying a [`CampaignLink`]: if no agent is connected within the
+//! compliance connect time (2 s) of the verdict, the call leaves the queue, the identification message
+//! plays and the call ends; it counts as abandoned. Every attempt is one interaction (direction
+//! outbound, with a `dial_attempt` event) and one `dial_attempts` row, written when it is placed and
+//! when it ends. Phone numbers stay in [`Pii`]; logs and metric labels carry campaign and lead ids only.
+
+use crate::call::{Call, negotiate};
+use crate::{CallControl, Inner, Timeline};
+use acd::AgentState;
+use dialer::campaign::{
+    CallingWindow, Campaign, CampaignError, CampaignMode, CampaignState, DialRequest, Disposition,
+    LeadStatus, NewLead, RetryPolicy,
+};
+use dialer::compliance::{AbandonLedger, AnsweredCall, ComplianceConfig, ComplianceRules};
+use dialer::pacing::{
+    AgentActivity, AgentView, DialResult, PacingEvent, PacingPolicy, PacingSnapshot, PolicySpec,
+};
+use domain::{
+    AgentId, CallId, CampaignId, Channel, Direction, EndedBy, InteractionEventKind, InteractionId, LeadId,
+    Pii, QueueId, Timestamp,
+};
+use media::amd::{AmdConfig, AmdDecision};
+use media::engine::LegEvent as MediaEvent;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use serde::{Deserialize, Serialize};
+use sip_gateway::LegEvent;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{Instrument, info, info_span, warn};
+
+/// One `[[campaign]]` of the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignConfig {
+    /// The campaign's id (letters, digits, `-_.`).
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `progressive`, `predictive` or `agentless` (preview calls are placed by agents).
+    #[serde(default = "default_mode")]
+    pub mode: CampaignMode,
+    /// The ACD queue whose agents take answered calls (not for agentless campaigns).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The pacing policy: `progressive`, `fixed:RATIO`, `vicidial` or `predictive`.
+    #[serde(default = "default_pacing")]
+    pub pacing: String,
+    /// The number shown to the called party.
+    pub caller_id: String,
+    /// A leads CSV (`id,phone[,name,timezone,customer_id]`) imported at start when the campaign has no
+    /// leads in the CRM store yet.
+    #[serde(default)]
+    pub leads: Option<PathBuf>,
+    /// `running` dials from the start; `paused` waits to be resumed.
+    #[serde(default = "default_state")]
+    pub state: CampaignState,
+    /// Local calling hours of the called party, `["08:00", "21:00"]` (the default).
+    #[serde(default)]
+    pub calling_hours: Option<[String; 2]>,
+    /// The recorded identification message (a WAV file): played when nobody is free for a person
+    /// who answered, and left on machines by agentless campaigns.
+    pub message: PathBuf,
+    #[serde(default)]
+    pub compliance: ComplianceConfig,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// How often the runner asks the pacing policy.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    /// At most this many calls of the campaign at once.
+    #[serde(default = "default_max_lines")]
+    pub max_lines: u32,
+}
+
+fn default_mode() -> CampaignMode {
+    CampaignMode::Progressive
+}
+fn default_pacing() -> String {
+    "progressive".into()
+}
+fn default_state() -> CampaignState {
+    CampaignState::Running
+}
+fn default_tick_ms() -> u64 {
+    1000
+}
+fn default_max_lines() -> u32 {
+    20
+}
+
+/// A campaign ready to run: the configuration checked against the ACD's queues.
+#[derive(Debug, Clone)]
+pub struct CampaignSpec {
+    pub id: CampaignId,
+    pub name: String,
+    pub mode: CampaignMode,
+    pub queue: Option<QueueId>,
+    /// Agents who serve the campaign's queue.
+    pub agents: HashSet<AgentId>,
+    pub pacing: PolicySpec,
+    pub rules: ComplianceRules,
+    pub retry: RetryPolicy,
+    pub window: CallingWindow,
+    pub caller_id: String,
+    pub message: PathBuf,
+    pub start: CampaignState,
+    pub tick: Duration,
+    pub max_lines: u32,
+    pub amd: AmdConfig,
+}
+
+fn parse_hour(text: &str) -> Option<(u8, u8)> {
+    let (h, m) = text.trim().split_once(':')?;
+    Some((h.parse().ok()?, m.parse().ok()?))
+}
+
+impl CampaignConfig {
+    /// Checks the campaign against the ACD configuration; every problem is named.
+    pub fn spec(&self, acd: &acd::AcdConfig) -> Result<CampaignSpec, Vec<String>> {
+        let mut problems = Vec::new();
+        let id = CampaignId::new(&self.id)
+            .map_err(|e| problems.push(format!("id {:?}: {e}", self.id)))
+            .ok();
+        if self.mode == CampaignMode::Preview {
+            problems.push("mode preview: agents place preview calls from the desktop".into());
+        }
+        let queue = match (&self.queue, self.mode) {
+            (None, CampaignMode::Agentless) => None,
+            (None, _) => {
+                problems.push("queue: needed for campaigns that connect agents".into());
+                None
+            }
+            (Some(q), _) => match QueueId::new(q) {
+                Ok(q) if acd.queues.iter().any(|c| c.id == q) => Some(q),
+                _ => {
+                    problems.push(format!("queue {q:?} is not in [[acd.queues]]"));
+                    None
+                }
+            },
+        };
+        let agents = queue
+            .as_ref()
+            .map(|q| {
+                acd.agents
+                    .iter()
+                    .filter(|a| a.queues.iter().any(|m| &m.queue == q))
+                    .map(|a| a.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let rules = ComplianceRules::from_config(&self.compliance)
+            .map_err(|e| problems.push(format!("compliance: {e}")))
+            .ok();
+        let pacing = self
+            .pacing
+            .parse::<PolicySpec>()
+            .map_err(|e| problems.push(format!("pacing: {e}")))
+            .ok();
+        let window = match &self.calling_hours {
+            None => Some(CallingWindow::us_default()),
+            Some([from, to]) => match (parse_hour(from), parse_hour(to)) {
+                (Some(a), Some(b)) => CallingWindow::new(a, b)
+                    .map_err(|e| problems.push(format!("calling_hours: {e}")))
+                    .ok(),
+                _ => {
+                    problems.push("calling_hours: write them as [\"08:00\", \"21:00\"]".into());
+                    None
+                }
+            },
+        };
+        if self.caller_id.is_empty() || self.caller_id.len() > 32 {
+            problems.push("caller_id: 1 to 32 characters".into());
+        }
+        if !self.message.is_file() {
+            problems.push(format!("message {}: no such file", self.message.display()));
+        }
+        if self.tick_ms < 100 || self.tick_ms > 60_000 {
+            problems.push("tick_ms: between 100 and 60000".into());
+        }
+        if self.max_lines == 0 || self.max_lines > 1000 {
+            problems.push("max_lines: between 1 and 1000".into());
+        }
+        match (id, rules, pacing, window) {
+            (Some(id), Some(rules), Some(pacing), Some(window)) if problems.is_empty() => Ok(CampaignSpec {
+                name: self.name.clone().unwrap_or_else(|| id.to_string()),
+                id,
+                mode: self.mode,
+                queue,
+                agents,
+                pacing: pacing.for_rules(&rules),
+                rules,
+                retry: self.retry.clone(),
+                window,
+                caller_id: self.caller_id.clone(),
+                message: self.message.clone(),
+                start: self.state,
+                tick: Duration::from_millis(self.tick_ms),
+                max_lines: self.max_lines,
+                amd: AmdConfig::default(),
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+/// What the runner counts, as the wallboard and `/metrics` show it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CampaignLiveStats {
+    pub campaign: String,
+    pub state: String,
+    pub dials: u64,
+    /// Answered calls classified as people.
+    pub answered_human: u64,
+    pub machines: u64,
+    pub connects: u64,
+    pub abandons: u64,
+    /// Over the rules' rolling window (30 days US, 24 h UK), UK estimate of AMD false positives included.
+    pub abandon_rate: f64,
+    /// Lines in use per agent serving the campaign (ready or talking).
+    pub dial_level: f64,
+    pub lines_active: u32,
+    pub calls_waiting: u32,
+    pub leads_pending: usize,
+    pub leads_done: usize,
+    pub leads_exhausted: usize,
+    pub leads_blocked: usize,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CampaignLabel {
+    campaign: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    campaign: String,
+    outcome: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The dialer's metrics (`dialer_*`), labelled by campaign id and outcome only.
+#[derive(Clone, Default)]
+pub struct DialerMetrics {
+    dials: Family<CampaignLabel, Counter>,
+    connects: Family<CampaignLabel, Counter>,
+    abandons: Family<CampaignLabel, Counter>,
+    outcomes: Family<OutcomeLabel, Counter>,
+    abandon_rate: Family<CampaignLabel, FloatGauge>,
+    dial_level: Family<CampaignLabel, FloatGauge>,
+    lines: Family<CampaignLabel, Gauge>,
+    waiting: Family<CampaignLabel, Gauge>,
+    running: Family<CampaignLabel, Gauge>,
+}
+
+impl DialerMetrics {
+    /// Creates the metrics and registers them under `dialer`.
+    pub fn register(telemetry: &telemetry::Telemetry) -> Self {
+        let m = Self::default();
+        telemetry.register("dialer", |r| {
+            r.register("dials", "Numbers dialled", m.dials.clone());
+            r.register(
+                "connects",
+                "People connected to an agent in time",
+                m.connects.clone(),
+            );
+            r.register(
+                "abandons",
+                "People who got no agent in time (identification message played)",
+                m.abandons.clone(),
+            );
+            r.register("outcomes", "Finished attempts by outcome", m.outcomes.clone());
+            r.register(
+                "abandon_rate_ratio",
+                "Abandoned share of live answers over the compliance window",
+                m.abandon_rate.clone(),
+            );
+            r.register(
+                "dial_level_ratio",
+                "Lines in use per agent ready or talking",
+                m.dial_level.clone(),
+            );
+            r.register(
+                "lines_active",
+                "Calls of the campaign in progress",
+                m.lines.clone(),
+            );
+            r.register(
+                "calls_waiting",
+                "Answered people waiting for an agent",
+                m.waiting.clone(),
+            );
+            r.register(
+                "campaign_running",
+                "1 while the campaign dials, 0 paused or stopped",
+                m.running.clone(),
+            );
+        });
+        m
+    }
+
+    fn label(campaign: &CampaignId) -> CampaignLabel {
+        CampaignLabel {
+            campaign: campaign.to_string(),
+        }
+    }
+}
+
+/// Start, pause, resume and stop a running campaign, and read its figures.
+#[derive(Clone)]
+pub struct CampaignHandle {
+    pub id: CampaignId,
+    control: mpsc::UnboundedSender<Control>,
+    stats: watch::Receiver<CampaignLiveStats>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Control {
+    Pause,
+    Resume,
+    Stop,
+}
+
+impl CampaignHandle {
+    /// Stops placing new calls; calls in progress finish.
+    pub fn pause(&self) {
+        let _ = self.control.send(Control::Pause);
+    }
+    /// Dials again.
+    pub fn resume(&self) {
+        let _ = self.control.send(Control::Resume);
+    }
+    /// Ends the campaign for good (calls in progress finish).
+    pub fn stop(&self) {
+        let _ = self.control.send(Control::Stop);
+    }
+    /// The figures as of the last tick or attempt event.
+    pub fn stats(&self) -> CampaignLiveStats {
+        self.stats.borrow().clone()
+    }
+    /// Wakes on every change of the figures.
+    pub fn watch(&self) -> watch::Receiver<CampaignLiveStats> {
+        self.stats.clone()
+    }
+}
+
+impl CallControl {
+    /// Starts the runner of a campaign with its leads (as loaded from the CRM store).
+    pub fn start_campaign(
+        &self,
+        spec: CampaignSpec,
+        leads: Vec<NewLead>,
+        metrics: DialerMetrics,
+    ) -> CampaignHandle {
+        let now = Timestamp::now_utc();
+        let mut campaign = Campaign::new(
+            spec.id.clone(),
+            spec.mode,
+            spec.window,
+            spec.retry.clone(),
+            spec.rules.clone(),
+        );
+        for lead in leads {
+            let id = lead.id.clone();
+            if let Err(e) = campaign.add_lead(lead, now) {
+                warn!(campaign = %spec.id, lead = %id, error = %e, "lead left out");
+            }
+        }
+        if spec.start == CampaignState::Running {
+            let _ = campaign.resume();
+        }
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (stats_tx, stats) = watch::channel(CampaignLiveStats {
+            campaign: spec.id.to_string(),
+            ..CampaignLiveStats::default()
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = CampaignHandle {
+            id: spec.id.clone(),
+            control,
+            stats,
+        };
+        let span = info_span!("campaign", campaign = %spec.id);
+        let runner = Runner {
+            inner: self.inner.clone(),
+            policy: spec.pacing.build(),
+            ledger: AbandonLedger::new(spec.rules.clone()),
+            spec: Arc::new(spec),
+            campaign,
+            in_flight: HashMap::new(),
+            waiting: HashSet::new(),
+            active: 0,
+            dnc: HashSet::new(),
+            counts: CampaignLiveStats::default(),
+            metrics,
+            tx,
+            stats: stats_tx,
+        };
+        tokio::spawn(runner.run(rx, control_rx).instrument(span));
+        handle
+    }
+}
+
+/// What an attempt tells its runner.
+#[derive(Debug)]
+enum Note {
+    /// Ringing is over: answered and classified, or not answered.
+    Resolved {
+        lead: LeadId,
+        dialed_at: Timestamp,
+        result: DialResult,
+    },
+    /// A person waits in the queue for an agent.
+    Waiting { lead: LeadId },
+    /// A person reached an agent, `waited` after the verdict.
+    Connected { lead: LeadId, waited: Duration },
+    /// A person got no agent in time.
+    Abandoned { lead: LeadId },
+    /// The attempt is over.
+    Finished { lead: LeadId, disposition: Disposition },
+}
+
+struct Runner {
+    inner: Arc<Inner>,
+    spec: Arc<CampaignSpec>,
+    campaign: Campaign,
+    policy: Box<dyn PacingPolicy>,
+    ledger: AbandonLedger,
+    /// Dials not yet resolved, by lead: when they were placed.
+    in_flight: HashMap<LeadId, Timestamp>,
+    /// People waiting for an agent.
+    waiting: HashSet<LeadId>,
+    /// Attempts running (ringing, classifying, waiting, talking, playing the message).
+    active: u32,
+    dnc: HashSet<String>,
+    counts: CampaignLiveStats,
+    metrics: DialerMetrics,
+    tx: mpsc::UnboundedSender<Note>,
+    stats: watch::Sender<CampaignLiveStats>,
+}
+
+impl Runner {
+    async fn run(
+        mut self,
+        mut notes: mpsc::UnboundedReceiver<Note>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) {
+        info!(mode = ?self.spec.mode, pacing = %self.spec.pacing, "campaign runner started");
+        let mut tick = tokio::time::interval(self.spec.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut control_open = true;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.tick().await,
+                Some(note) = notes.recv() => self.on_note(note).await,
+                c = control.recv(), if control_open => match c {
+                    Some(c) => self.on_control(c),
+                    None => control_open = false,
+                },
+            }
+            self.publish();
+            if self.campaign.state() == CampaignState::Stopped && self.active == 0 {
+                info!("campaign stopped");
+                return;
+            }
+        }
+    }
+
+    fn on_control(&mut self, c: Control) {
+        let result: Result<(), CampaignError> = match c {
+            Control::Pause => self.campaign.pause(),
+            Control::Resume => self.campaign.resume(),
+            Control::Stop => {
+                self.campaign.stop();
+                Ok(())
+            }
+        };
+        match result {
+            Ok(()) => info!(state = ?self.campaign.state(), "campaign state changed"),
+            Err(e) => warn!(error = %e, "campaign control refused"),
+        }
+    }
+
+    async fn tick(&mut self) {
+        let now = Timestamp::now_utc();
+        let agents = campaign_agents(&self.inner, &self.spec).await;
+        let staffed = agents
+            .iter()
+            .filter(|a| a.activity != AgentActivity::WrapUp)
+            .count();
+        self.counts.dial_level = f64::from(self.active) / staffed.max(1) as f64;
+        if self.campaign.state() != CampaignState::Running {
+            return;
+        }
+        let flight: Vec<Timestamp> = self.in_flight.values().copied().collect();
+        let snapshot = PacingSnapshot {
+            now,
+            agents: &agents,
+            dials_in_flight: &flight,
+            calls_waiting: u32::try_from(self.waiting.len()).unwrap_or(u32::MAX),
+        };
+        let free_lines = self.spec.max_lines.saturating_sub(self.active);
+        let wanted = if self.spec.mode == CampaignMode::Agentless {
+            free_lines
+        } else if self.ledger.over_cap(now) {
+            // Over the abandonment cap: only as many calls as there are free agents.
+            snapshot.progressive_dials()
+        } else {
+            self.policy.dials_to_place(&snapshot)
+        };
+        let dials = wanted.min(free_lines);
+        if dials == 0 {
+            return;
+        }
+        // The do-not-call list is read at dial time; if it cannot be read, nothing is dialled.
+        match tokio::time::timeout(Duration::from_secs(2), self.inner.crm.do_not_call_numbers()).await {
+            Ok(Ok(numbers)) => self.dnc = numbers,
+            Ok(Err(e)) => {
+                warn!(error = %e, "do-not-call list unreadable; not dialling");
+                return;
+            }
+            Err(_) => {
+                warn!("do-not-call list not read in time; not dialling");
+                return;
+            }
+        }
+        for _ in 0..dials {
+            let Some(request) = self.campaign.next_to_dial(now, &self.dnc) else {
+                break;
+            };
+            self.place(request, now);
+        }
+    }
+
+    fn place(&mut self, request: DialRequest, now: Timestamp) {
+        let inner = &self.inner;
+        let id = CallId::generate(&inner.node, now, inner.next_counter(), rand::random());
+        self.in_flight.insert(request.lead.clone(), now);
+        self.active += 1;
+        self.counts.dials += 1;
+        self.metrics
+            .dials
+            .get_or_create(&DialerMetrics::label(&self.spec.id))
+            .inc();
+        let span = info_span!("call", call = %id, direction = "outbound", lead = %request.lead, attempt = request.attempt);
+        let attempt = Attempt {
+            inner: inner.clone(),
+            spec: self.spec.clone(),
+            tx: self.tx.clone(),
+            id,
+            request,
+            started: now,
+        };
+        tokio::spawn(attempt.run().instrument(span));
+    }
+
+    async fn on_note(&mut self, note: Note) {
+        let now = Timestamp::now_utc();
+        let label = DialerMetrics::label(&self.spec.id);
+        match note {
+            Note::Resolved {
+                lead,
+                dialed_at,
+                result,
+            } => {
+                self.in_flight.remove(&lead);
+                self.policy.observe(&PacingEvent::DialResolved {
+                    dialed_at,
+                    at: now,
+                    result,
+                });
+                match result {
+                    DialResult::Human => self.counts.answered_human += 1,
+                    DialResult::Machine => {
+                        self.counts.machines += 1;
+                        self.ledger.record(now, AnsweredCall::MachineVerdict);
+                    }
+                    _ => {}
+                }
+            }
+            Note::Waiting { lead } => {
+                self.waiting.insert(lead);
+            }
+            Note::Connected { lead, waited } => {
+                self.waiting.remove(&lead);
+                self.counts.connects += 1;
+                self.metrics.connects.get_or_create(&label).inc();
+                self.policy.observe(&PacingEvent::Connected { at: now, waited });
+                self.ledger.record(now, AnsweredCall::Connected);
+            }
+            Note::Abandoned { lead } => {
+                self.waiting.remove(&lead);
+                self.counts.abandons += 1;
+                self.metrics.abandons.get_or_create(&label).inc();
+                self.policy.observe(&PacingEvent::Abandoned { at: now });
+                self.ledger.record(now, AnsweredCall::Abandoned);
+            }
+            Note::Finished { lead, disposition } => {
+                self.in_flight.remove(&lead);
+                self.waiting.remove(&lead);
+                self.active = self.active.saturating_sub(1);
+                self.metrics
+                    .outcomes
+                    .get_or_create(&OutcomeLabel {
+                        campaign: self.spec.id.to_string(),
+                        outcome: disposition_name(disposition).into(),
+                    })
+                    .inc();
+                let status = match self.campaign.record_result(&lead, disposition, now) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(%lead, error = %e, "lead result not recorded");
+                        return;
+                    }
+                };
+                let next = self
+                    .campaign
+                    .lead(&lead)
+                    .filter(|_| status == LeadStatus::Pending)
+                    .map(|l| l.next_attempt_at);
+                let stored = match status {
+                    LeadStatus::Pending => disposition_name(disposition),
+                    LeadStatus::Done => "done",
+                    LeadStatus::Exhausted => "exhausted",
+                    LeadStatus::Blocked => "dnc",
+                    LeadStatus::InProgress => "dialing",
+                };
+                info!(%lead, outcome = disposition_name(disposition), status = stored, "attempt finished");
+                if let Err(e) = self.inner.crm.record_lead_attempt(&lead, stored, now, next).await {
+                    warn!(%lead, error = %e, "lead attempt not stored");
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let now = Timestamp::now_utc();
+        let label = DialerMetrics::label(&self.spec.id);
+        let leads = self.campaign.stats();
+        let c = &mut self.counts;
+        c.campaign = self.spec.id.to_string();
+        c.state = format!("{:?}", self.campaign.state()).to_lowercase();
+        c.abandon_rate = self.ledger.rate(now);
+        c.lines_active = self.active;
+        c.calls_waiting = u32::try_from(self.waiting.len()).unwrap_or(u32::MAX);
+        c.leads_pending = leads.pending;
+        c.leads_done = leads.done;
+        c.leads_exhausted = leads.exhausted;
+        c.leads_blocked = leads.blocked;
+        self.metrics
+            .abandon_rate
+            .get_or_create(&label)
+            .set(c.abandon_rate);
+        self.metrics.dial_level.get_or_create(&label).set(c.dial_level);
+        self.metrics
+            .lines
+            .get_or_create(&label)
+            .set(i64::from(c.lines_active));
+        self.metrics
+            .waiting
+            .get_or_create(&label)
+            .set(i64::from(c.calls_waiting));
+        self.metrics
+            .running
+            .get_or_create(&label)
+            .set(i64::from(self.campaign.state() == CampaignState::Running));
+        let counts = c.clone();
+        self.stats.send_if_modified(|s| {
+            let changed = *s != counts;
+            *s = counts;
+            changed
+        });
+    }
+}
+
+/// The agents of the campaign's queue as the pacing policy sees them.
+async fn campaign_agents(inner: &Inner, spec: &CampaignSpec) -> Vec<AgentView> {
+    if spec.mode == CampaignMode::Agentless {
+        return Vec::new();
+    }
+    let Some(kpis) = inner.acd.kpis().await else {
+        return Vec::new();
+    };
+    kpis.agents
+        .into_iter()
+        .filter(|a| spec.agents.contains(&a.agent))
+        .filter_map(|a| {
+            let activity = match a.state {
+                AgentState::Available => AgentActivity::Ready,
+                AgentState::Reserved | AgentState::OnCall => AgentActivity::OnCall,
+                AgentState::WrapUp { .. } => AgentActivity::WrapUp,
+                _ => return None,
+            };
+            Some(AgentView {
+                activity,
+                since: a.since,
+            })
+        })
+        .collect()
+}
+
+/// The stored and metric name of a disposition.
+pub fn disposition_name(d: Disposition) -> &'static str {
+    match d {
+        Disposition::Busy => "busy",
+        Disposition::NoAnswer => "no_answer",
+        Disposition::Machine => "machine",
+        Disposition::Abandoned => "abandoned",
+        Disposition::Completed => "completed",
+        Disposition::Failed => "failed",
+        Disposition::DoNotCallRequest => "do_not_call",
+    }
+}
+
+/// The link between a campaign's answered call in the queue and the compliance clock.
+pub(crate) struct CampaignLink {
+    deadline: Instant,
+    verdict_at: Timestamp,
+    message: PathBuf,
+    phase: LinkPhase,
+    lead: LeadId,
+    tx: mpsc::UnboundedSender<Note>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum LinkPhase {
+    Waiting,
+    Connected { agent: AgentId, at: Timestamp },
+    MessagePlaying { at: Timestamp },
+}
+
+impl CampaignLink {
+    /// Whether the identification message is being played.
+    pub(crate) fn message_playing(&self) -> bool {
+        matches!(self.phase, LinkPhase::MessagePlaying { .. })
+    }
+
+    /// An agent took the call. Late connections (after the message started) do not happen: the call
+    /// left the queue then.
+    pub(crate) fn connected(&mut self, agent: AgentId, at: Timestamp) {
+        if self.phase == LinkPhase::Waiting {
+            let waited = at.since(self.verdict_at);
+            self.phase = LinkPhase::Connected { agent, at };
+            let _ = self.tx.send(Note::Connected {
+                lead: self.lead.clone(),
+                waited,
+            });
+        }
+    }
+
+    /// The deadline passed without an agent: returns the message to play.
+    pub(crate) fn abandon(&mut self, at: Timestamp) -> Vec<PathBuf> {
+        if self.phase != LinkPhase::Waiting {
+            return Vec::new();
+        }
+        self.phase = LinkPhase::MessagePlaying { at };
+        let _ = self.tx.send(Note::Abandoned {
+            lead: self.lead.clone(),
+        });
+        vec![self.message.clone()]
+    }
+}
+
+/// Fires when a waiting campaign call reaches its connect deadline; never otherwise.
+pub(crate) async fn connect_deadline(link: &Option<CampaignLink>) {
+    match link {
+        Some(l) if l.phase == LinkPhase::Waiting => tokio::time::sleep_until(l.deadline).await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// One dial attempt, from placing the call to its end.
+struct Attempt {
+    inner: Arc<Inner>,
+    spec: Arc<CampaignSpec>,
+    tx: mpsc::UnboundedSender<Note>,
+    id: CallId,
+    request: DialRequest,
+    started: Timestamp,
+}
+
+/// How the ringing ended.
+enum Rung {
+    Answered(media::sdp::Negotiated),
+    NotAnswered(Disposition, DialResult),
+}
+
+impl Attempt {
+    fn row(&self) -> crm_store::DialAttempt {
+        crm_store::DialAttempt {
+            id: self.id.to_string(),
+            campaign: self.spec.id.clone(),
+            lead: self.request.lead.clone(),
+            attempt: self.request.attempt,
+            phone: self.request.phone.clone(),
+            started_at: self.started,
+            answered_at: None,
+            amd_result: None,
+            agent: None,
+            connected_at: None,
+            ended_at: None,
+            outcome: "dialing".into(),
+            abandoned: false,
+        }
+    }
+
+    async fn store(&self, row: &crm_store::DialAttempt) {
+        match tokio::time::timeout(Duration::from_secs(5), self.inner.crm.record_dial_attempt(row)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "dial attempt not stored"),
+            Err(_) => warn!("dial attempt not stored in time"),
+        }
+    }
+
+    fn note(&self, note: Note) {
+        let _ = self.tx.send(note);
+    }
+
+    fn resolved(&self, result: DialResult) {
+        self.note(Note::Resolved {
+            lead: self.request.lead.clone(),
+            dialed_at: self.started,
+            result,
+        });
+    }
+
+    fn dial_event(&self, outcome: &str) -> InteractionEventKind {
+        InteractionEventKind::DialAttempt {
+            campaign: self.spec.id.clone(),
+            lead: self.request.lead.clone(),
+            outcome: outcome.to_string(),
+        }
+    }
+
+    async fn run(self) {
+        let mut row = self.row();
+        self.store(&row).await;
+        let Ok(interaction) = InteractionId::new(self.id.as_str()) else {
+            return self.finish(row, Disposition::Failed).await;
+        };
+        let mut timeline = Timeline::new(interaction);
+        self.inner.log(timeline.event(
+            self.started,
+            InteractionEventKind::Arrived {
+                channel: Channel::Voice,
+                direction: Direction::Outbound,
+                from: Pii::new(self.spec.caller_id.clone()),
+                to: self.request.phone.clone(),
+            },
+        ));
+        let ring = self.spec.rules.ring_time;
+        let dialled = crate::outbound::dial_number(
+            &self.inner,
+            self.request.phone.expose(),
+            &self.spec.caller_id,
+            ring,
+        )
+        .await;
+        let Some((mut leg, rtp, mut media)) = dialled else {
+            self.resolved(DialResult::Failed);
+            return self.not_reached(row, timeline, Disposition::Failed).await;
+        };
+        // Ringing, for at least the compliance ring time (the gateway cancels after it).
+        let rung = loop {
+            match leg.next_event().await {
+                Some(LegEvent::Answered { sdp }) => match negotiate(&sdp) {
+                    Some(n) => break Rung::Answered(n),
+                    None => {
+                        leg.hangup();
+                        break Rung::NotAnswered(Disposition::Failed, DialResult::Failed);
+                    }
+                },
+                Some(LegEvent::Ringing | LegEvent::Reoffer { .. }) => {}
+                Some(LegEvent::Failed { code }) => {
+                    break match code {
+                        486 | 600 | 603 => Rung::NotAnswered(Disposition::Busy, DialResult::Busy),
+                        408 | 480 | 487 => Rung::NotAnswered(Disposition::NoAnswer, DialResult::NoAnswer),
+                        _ => Rung::NotAnswered(Disposition::Failed, DialResult::Failed),
+                    };
+                }
+                Some(LegEvent::Hangup) | None => {
+                    break Rung::NotAnswered(Disposition::NoAnswer, DialResult::NoAnswer);
+                }
+            }
+        };
+        let negotiated = match rung {
+            Rung::Answered(n) => n,
+            Rung::NotAnswered(disposition, result) => {
+                self.resolved(result);
+                return self.not_reached(row, timeline, disposition).await;
+            }
+        };
+        let law = negotiated.law;
+        rtp.set_remote(negotiated);
+        row.answered_at = Some(Timestamp::now_utc());
+        info!("answered; analysing the greeting");
+        // The greeting: a person says a word or two and waits, a machine talks on.
+        rtp.detect_answering_machine(self.spec.amd);
+        let analysis = Duration::from_millis(u64::from(self.spec.amd.total_analysis_ms) + 1000);
+        let until = Instant::now() + analysis;
+        let verdict = loop {
+            tokio::select! {
+                ev = media.recv() => match ev {
+                    Some(MediaEvent::AnsweringMachine(r)) => break Some(r.decision),
+                    Some(_) => {}
+                    None => break None,
+                },
+                ev = leg.next_event() => match ev {
+                    Some(LegEvent::Hangup) | None => break None,
+                    Some(_) => {}
+                },
+                _ = tokio::time::sleep_until(until) => break Some(AmdDecision::NotSure),
+            }
+        };
+        let verdict_at = Timestamp::now_utc();
+        let Some(decision) = verdict else {
+            // Hung up during the greeting: a person (probably), who got no agent.
+            info!("hung up during the greeting");
+            self.resolved(DialResult::Human);
+            self.note(Note::Abandoned {
+                lead: self.request.lead.clone(),
+            });
+            row.amd_result = Some("hung_up".into());
+            row.abandoned = true;
+            return self.not_reached(row, timeline, Disposition::Abandoned).await;
+        };
+        row.amd_result = Some(
+            match decision {
+                AmdDecision::Human => "human",
+                AmdDecision::Machine => "machine",
+                AmdDecision::NotSure => "notsure",
+            }
+            .into(),
+        );
+        info!(
+            verdict = row.amd_result.as_deref().unwrap_or(""),
+            "greeting analysed"
+        );
+        let agentless = self.spec.mode == CampaignMode::Agentless;
+        if decision == AmdDecision::Machine {
+            self.resolved(DialResult::Machine);
+            if agentless {
+                self.play_message(&rtp, &mut media, &mut leg, law).await;
+            }
+            leg.hangup();
+            return self.not_reached(row, timeline, Disposition::Machine).await;
+        }
+        // A person (an unsure verdict is taken as one: the rules protect people).
+        self.resolved(DialResult::Human);
+        if agentless {
+            self.play_message(&rtp, &mut media, &mut leg, law).await;
+            leg.hangup();
+            return self.not_reached(row, timeline, Disposition::Completed).await;
+        }
+        let Some(queue) = self.spec.queue.clone() else {
+            leg.hangup();
+            return self.not_reached(row, timeline, Disposition::Failed).await;
+        };
+        self.inner
+            .log(timeline.event(verdict_at, self.dial_event("human")));
+        let (mut call, done_rx) = Call::new(
+            self.inner.clone(),
+            self.id.clone(),
+            timeline,
+            leg,
+            rtp,
+            law,
+            self.request.phone.clone(),
+            Pii::new(self.spec.caller_id.clone()),
+        );
+        call.campaign = Some(CampaignLink {
+            deadline: Instant::now() + self.spec.rules.connect_within,
+            verdict_at,
+            message: self.spec.message.clone(),
+            phase: LinkPhase::Waiting,
+            lead: self.request.lead.clone(),
+            tx: self.tx.clone(),
+        });
+        self.note(Note::Waiting {
+            lead: self.request.lead.clone(),
+        });
+        call.enqueue(queue, acd::Priority::MAX.get(), None, self.request.agent.clone());
+        call.run_loop(media, done_rx).await;
+        call.finish().await;
+        let phase = call.campaign.as_ref().map(|l| l.phase.clone());
+        let disposition = match phase {
+            Some(LinkPhase::Connected { agent, at }) => {
+                row.agent = Some(agent);
+                row.connected_at = Some(at);
+                Disposition::Completed
+            }
+            Some(LinkPhase::MessagePlaying { .. }) => {
+                row.abandoned = true;
+                Disposition::Abandoned
+            }
+            // The person hung up in the queue before the deadline: no agent reached them.
+            _ => {
+                self.note(Note::Abandoned {
+                    lead: self.request.lead.clone(),
+                });
+                row.abandoned = true;
+                Disposition::Abandoned
+            }
+        };
+        call.log(self.dial_event(disposition_name(disposition)));
+        call.into_wrap_up();
+        self.finish(row, disposition).await;
+    }
+
+    /// Plays the identification message to its end (or until the other side hangs up).
+    async fn play_message(
+        &self,
+        rtp: &media::engine::RtpLeg,
+        media: &mut mpsc::Receiver<MediaEvent>,
+        leg: &mut sip_gateway::LegHandle,
+        law: media::g711::G711,
+    ) {
+        let prompt = match self.inner.media.prompts().get(&self.spec.message, law) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "identification message cannot be played");
+                return;
+            }
+        };
+        rtp.play(vec![prompt], false, false);
+        loop {
+            tokio::select! {
+                ev = media.recv() => match ev {
+                    Some(MediaEvent::PlaybackFinished) | None => return,
+                    Some(_) => {}
+                },
+                ev = leg.next_event() => match ev {
+                    Some(LegEvent::Hangup) | None => return,
+                    Some(_) => {}
+                },
+            }
+        }
+    }
+
+    /// Ends an attempt that never reached the queue.
+    async fn not_reached(
+        self,
+        row: crm_store::DialAttempt,
+        mut timeline: Timeline,
+        disposition: Disposition,
+    ) {
+        let now = Timestamp::now_utc();
+        self.inner
+            .log(timeline.event(now, self.dial_event(disposition_name(disposition))));
+        self.inner.log(timeline.event(
+            now,
+            InteractionEventKind::Ended {
+                by: EndedBy::System,
+                reason: disposition_name(disposition).to_string(),
+                quality: None,
+            },
+        ));
+        self.finish(row, disposition).await;
+    }
+
+    async fn finish(self, mut row: crm_store::DialAttempt, disposition: Disposition) {
+        row.ended_at = Some(Timestamp::now_utc());
+        row.outcome = disposition_name(disposition).to_string();
+        self.store(&row).await;
+        self.note(Note::Finished {
+            lead: self.request.lead.clone(),
+            disposition,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acd_config() -> acd::AcdConfig {
+        toml::from_str(
+            "[[queues]]\nid = \"outbound\"\n\n[[agents]]\nid = \"1001\"\nqueues = [{ queue = \"outbound\", rank = 1 }]\n",
+        )
+        .unwrap()
+    }
+
+    fn config_for(queue: &str, extra: &str) -> CampaignConfig {
+        let message = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../ivr-scripts/prompts/goodbye.wav"
+        );
+        toml::from_str(&format!(
+            "id = \"spring\"\nqueue = \"{queue}\"\ncaller_id = \"+442070000000\"\nmessage = \"{message}\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn config(extra: &str) -> CampaignConfig {
+        config_for("outbound", extra)
+    }
+
+    #[test]
+    fn a_campaign_is_checked_against_the_acd_and_the_rules() {
+        let spec = config("pacing = \"fixed:2\"\ncalling_hours = [\"09:00\", \"20:00\"]")
+            .spec(&acd_config())
+            .unwrap();
+        assert_eq!(spec.agents.len(), 1);
+        assert_eq!(spec.rules.connect_within, Duration::from_secs(2));
+        let problems = config_for("nowhere", "").spec(&acd_config());
+        assert!(problems.is_err());
+        let problems =
+            config("pacing = \"magic\"\ncalling_hours = [\"21:00\", \"08:00\"]\n[compliance]\nring_secs = 5")
+                .spec(&acd_config())
+                .unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        let preview = config("mode = \"preview\"").spec(&acd_config()).unwrap_err();
+        assert!(preview[0].contains("preview"), "{preview:?}");
+    }
+}

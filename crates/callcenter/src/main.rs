@@ -236,7 +236,7 @@ async fn serve(config: Config) -> Result<(), String> {
     gateway.set_inbound_handler(Arc::new(calls.clone()));
     calls.attach_gateway(gateway.clone());
 
-    let _campaigns = start_campaigns(&config, &calls, &crm, &telemetry).await?;
+    let campaigns = start_campaigns(&config, &calls, &crm, &telemetry).await?;
 
     let auth = agent_desk::Auth::new(
         crm.clone(),
@@ -272,6 +272,7 @@ async fn serve(config: Config) -> Result<(), String> {
         auth,
         calls: Some(calls.clone()),
         demo_services: config.desk.demo_services,
+        campaigns,
     });
     let (http_addr, http_task) = http
         .serve(config.http.listen, shutdown.clone())

@@ -426,6 +426,7 @@ impl CallControl {
             waiting: HashSet::new(),
             active: 0,
             dnc: HashSet::new(),
+            agent_since: HashMap::new(),
             counts: CampaignLiveStats::default(),
             metrics,
             tx,
@@ -468,6 +469,8 @@ struct Runner {
     /// Attempts running (ringing, classifying, waiting, talking, playing the message).
     active: u32,
     dnc: HashSet<String>,
+    /// When each of the campaign's agents entered their current state.
+    agent_since: HashMap<AgentId, Timestamp>,
     counts: CampaignLiveStats,
     metrics: DialerMetrics,
     tx: mpsc::UnboundedSender<Note>,
@@ -484,9 +487,18 @@ impl Runner {
         let mut tick = tokio::time::interval(self.spec.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut control_open = true;
+        let mut states = self.inner.acd.subscribe_agent_states();
         loop {
             tokio::select! {
                 _ = tick.tick() => self.tick().await,
+                ev = states.recv() => match ev {
+                    Ok(ev) => self.on_agent_state(ev),
+                    // Missed changes only cost a few handle-time samples.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        states = self.inner.acd.subscribe_agent_states();
+                    }
+                },
                 Some(note) = notes.recv() => self.on_note(note).await,
                 c = control.recv(), if control_open => match c {
                     Some(c) => self.on_control(c),
@@ -498,6 +510,27 @@ impl Runner {
                 info!("campaign stopped");
                 return;
             }
+        }
+    }
+
+    /// Talk and after-call work of the campaign's agents, for the policy's handle-time estimates.
+    fn on_agent_state(&mut self, ev: crate::AgentStateEvent) {
+        if !self.spec.agents.contains(&ev.agent) {
+            return;
+        }
+        let started = self.agent_since.insert(ev.agent.clone(), ev.at);
+        let Some(started) = started else { return };
+        let spent = ev.at.since(started);
+        match ev.from {
+            AgentState::OnCall => self.policy.observe(&PacingEvent::TalkEnded {
+                at: ev.at,
+                talk: spent,
+            }),
+            AgentState::WrapUp { .. } => self.policy.observe(&PacingEvent::WrapEnded {
+                at: ev.at,
+                wrap: spent,
+            }),
+            _ => {}
         }
     }
 

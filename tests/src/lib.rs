@@ -193,9 +193,21 @@ impl Platform {
 
     /// GET an HTTP path; returns (status, body).
     pub fn http_get(&self, path: &str) -> (u16, String) {
+        self.get_with(path, "")
+    }
+
+    /// GET an HTTP path with a bearer token; returns (status, body).
+    pub fn http_get_as(&self, path: &str, bearer: &str) -> (u16, String) {
+        self.get_with(path, &format!("Authorization: Bearer {bearer}\r\n"))
+    }
+
+    fn get_with(&self, path: &str, headers: &str) -> (u16, String) {
         use std::io::Write;
         let mut s = std::net::TcpStream::connect(self.http).expect("connect http");
-        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n"
+        );
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);

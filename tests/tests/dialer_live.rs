@@ -42,6 +42,12 @@ name = "Alice Agent"
 role = "agent"
 password = "agent1001"
 
+[[desk.user]]
+id = "super"
+name = "Sam Supervisor"
+role = "supervisor"
+password = "supervisor"
+
 [[trunk]]
 name = "carrier"
 uri = "sip:127.0.0.1:CARRIER_PORT"
@@ -57,6 +63,7 @@ leads = "LEADS"
 message = "MESSAGE"
 tick_ms = 200
 max_lines = 10
+state = "paused"
 
 [campaign.compliance]
 rules = "us"
@@ -157,18 +164,38 @@ fn a_predictive_campaign_connects_a_person_abandons_one_with_the_message_and_rec
         .replace("MESSAGE", &message.display().to_string());
     let platform = Platform::start(&config);
 
-    // Nobody is logged in: the campaign runs but dials nothing.
+    // The campaign starts paused; the agent logs in with a SIPp phone.
     let agent_phone = SippServer::start("uas", 1);
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
-    assert!(attempts(&platform).is_empty(), "no agent, no dials");
     let token = platform.login("1001", "agent1001");
     let rt = runtime();
     let mut ws = rt.block_on(async {
         let mut ws = CtiClient::connect(platform.http, "/ws/agent", &token).await;
         assert_eq!(ws.next_of("welcome").await["state"]["state"], "logged_out");
         assert_eq!(ws.ask(json!({"type": "login", "id": 1})).await["type"], "ack");
+        ws.next_where(|f| f["type"] == "state" && f["state"] == "available")
+            .await;
         ws
     });
+    // Only supervisors run campaigns; the supervisor resumes it and dialling starts.
+    let (status, _) = platform.http_post("/api/v1/campaigns/spring/resume", "", Some(&token));
+    assert_eq!(status, 403, "agents cannot resume campaigns");
+    let supervisor = platform.login("super", "supervisor");
+    let (status, body) = platform.http_get_as("/api/v1/campaigns", &supervisor);
+    assert_eq!(status, 200, "{body}");
+    let figures: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(figures["campaigns"][0]["state"], "paused", "{figures}");
+    assert_eq!(figures["campaigns"][0]["dials"], 0, "paused: nothing dialled");
+    assert!(attempts(&platform).is_empty(), "paused: no attempts");
+    let (status, body) = platform.http_post("/api/v1/campaigns/spring/launch", "", Some(&supervisor));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = platform.http_post("/api/v1/campaigns/winter/resume", "", Some(&supervisor));
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = platform.http_post("/api/v1/campaigns/spring/resume", "", Some(&supervisor));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"campaign":"spring","state":"running"}"#)
+    );
 
     // The agent gets one of the two people, on their phone.
     let (call, person) = rt.block_on(async {
@@ -340,5 +367,24 @@ fn a_predictive_campaign_connects_a_person_abandons_one_with_the_message_and_rec
         "{metrics}"
     );
     assert!(!metrics.contains("+44207900000"), "numbers in metrics");
+    let (_, body) = platform.http_get_as("/api/v1/campaigns", &supervisor);
+    let figures: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let spring = &figures["campaigns"][0];
+    assert_eq!(
+        (
+            &spring["dials"],
+            &spring["connects"],
+            &spring["abandons"],
+            &spring["machines"]
+        ),
+        (&json!(6), &json!(1), &json!(1), &json!(1)),
+        "{figures}"
+    );
+    assert_eq!(spring["abandon_rate"], 0.5);
+    // Stopped is final.
+    let (status, _) = platform.http_post("/api/v1/campaigns/spring/stop", "", Some(&supervisor));
+    assert_eq!(status, 200);
+    let (status, body) = platform.http_post("/api/v1/campaigns/spring/resume", "", Some(&supervisor));
+    assert_eq!(status, 409, "{body}");
     assert!(!platform.log().contains("+44207900000"), "numbers in the log");
 }

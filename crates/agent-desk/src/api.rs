@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1` (documented in `docs/openapi.yaml`): login and logout, the caller's
-//! own session, live queue and agent figures (supervisors), and customers' records and history
-//! (agents and up).
+//! own session, live queue and agent figures (supervisors), outbound campaigns' live figures and
+//! their pause / resume / stop (supervisors, audited), and customers' records and history (agents
+//! and up).
 
 use crate::auth::LoginError;
 use crate::protocol::{AgentInfo, SupervisorFrame};
@@ -19,7 +20,7 @@ use std::sync::Arc;
 type Desk = State<Arc<DeskServices>>;
 
 /// Every path of the API (each is documented in `docs/openapi.yaml`; a test checks).
-pub const PATHS: [&str; 8] = [
+pub const PATHS: [&str; 10] = [
     "/api/v1/login",
     "/api/v1/logout",
     "/api/v1/me",
@@ -28,6 +29,8 @@ pub const PATHS: [&str; 8] = [
     "/api/v1/stats",
     "/api/v1/customers",
     "/api/v1/customers/{id}/interactions",
+    "/api/v1/campaigns",
+    "/api/v1/campaigns/{id}/{action}",
 ];
 
 pub(crate) fn routes(desk: Arc<DeskServices>) -> Router {
@@ -40,6 +43,8 @@ pub(crate) fn routes(desk: Arc<DeskServices>) -> Router {
         stats_path,
         customers_path,
         history_path,
+        campaigns_path,
+        campaign_action_path,
     ] = PATHS;
     Router::new()
         .route(login_path, post(login))
@@ -50,6 +55,8 @@ pub(crate) fn routes(desk: Arc<DeskServices>) -> Router {
         .route(stats_path, get(stats))
         .route(customers_path, get(find_customer))
         .route(history_path, get(customer_interactions))
+        .route(campaigns_path, get(campaigns))
+        .route(campaign_action_path, post(campaign_action))
         .with_state(desk)
 }
 
@@ -173,6 +180,48 @@ async fn stats(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiErr
     supervisor(&desk, &headers).await?;
     let k = snapshot(&desk).await?;
     Ok(Json(SupervisorFrame::stats(&k)).into_response())
+}
+
+async fn campaigns(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiError> {
+    supervisor(&desk, &headers).await?;
+    let figures: Vec<_> = desk.campaigns.iter().map(|c| c.stats()).collect();
+    Ok(Json(serde_json::json!({"campaigns": figures})).into_response())
+}
+
+/// Pauses, resumes or stops a campaign; audited with the supervisor as actor.
+async fn campaign_action(
+    State(desk): Desk,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let session = supervisor(&desk, &headers).await?;
+    let action: call_control::CampaignAction = action
+        .parse()
+        .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
+    let Some(campaign) = desk.campaigns.iter().find(|c| c.id.as_str() == id) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such campaign on this node",
+        ));
+    };
+    let state = campaign
+        .control(action)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "illegal_transition", e))?;
+    let state = format!("{state:?}").to_lowercase();
+    let entry = crm_store::AuditEntry {
+        at: Timestamp::now_utc(),
+        actor: session.user.as_str().to_string(),
+        action: format!("campaign.{}", format!("{action:?}").to_lowercase()),
+        entity: "campaign".into(),
+        entity_id: campaign.id.to_string(),
+        detail: format!("state={state}"),
+    };
+    if let Err(e) = desk.crm.audit(&entry).await {
+        tracing::warn!(error = %e, "audit entry not written");
+    }
+    Ok(Json(serde_json::json!({"campaign": campaign.id, "state": state})).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -39,6 +39,8 @@ pub struct DeskServices {
     pub calls: Option<call_control::CallControl>,
     /// Serve the demo IVR's helper services (`/demo/balance`).
     pub demo_services: bool,
+    /// The outbound campaigns running on this node (live figures, pause / resume / stop).
+    pub campaigns: Vec<call_control::CampaignHandle>,
 }
 
 /// Shared state of the HTTP edge.

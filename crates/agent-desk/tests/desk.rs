@@ -75,6 +75,7 @@ async fn start_with_ttl(session_ttl: Duration) -> Server {
             auth: auth.clone(),
             calls: None,
             demo_services: true,
+            campaigns: Vec::new(),
         });
     let stop = CancellationToken::new();
     let (addr, _task) = http

@@ -22,8 +22,8 @@ use crate::call::{Call, negotiate};
 use crate::{CallControl, Inner, Timeline};
 use acd::AgentState;
 use dialer::campaign::{
-    CallingWindow, Campaign, CampaignError, CampaignMode, CampaignState, DialRequest, Disposition,
-    LeadStatus, NewLead, RetryPolicy,
+    CallingWindow, Campaign, CampaignMode, CampaignState, DialRequest, Disposition, LeadStatus, NewLead,
+    RetryPolicy,
 };
 use dialer::compliance::{AbandonLedger, AnsweredCall, ComplianceConfig, ComplianceRules};
 use dialer::pacing::{
@@ -46,7 +46,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -336,25 +336,38 @@ pub struct CampaignHandle {
     stats: watch::Receiver<CampaignLiveStats>,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Control {
+/// What a supervisor asks of a running campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CampaignAction {
     Pause,
     Resume,
     Stop,
 }
 
+impl std::str::FromStr for CampaignAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pause" => Ok(Self::Pause),
+            "resume" => Ok(Self::Resume),
+            "stop" => Ok(Self::Stop),
+            _ => Err("the action is pause, resume or stop".into()),
+        }
+    }
+}
+
+type Control = (CampaignAction, oneshot::Sender<Result<CampaignState, String>>);
+
 impl CampaignHandle {
-    /// Stops placing new calls; calls in progress finish.
-    pub fn pause(&self) {
-        let _ = self.control.send(Control::Pause);
-    }
-    /// Dials again.
-    pub fn resume(&self) {
-        let _ = self.control.send(Control::Resume);
-    }
-    /// Ends the campaign for good (calls in progress finish).
-    pub fn stop(&self) {
-        let _ = self.control.send(Control::Stop);
+    /// Pauses (no new calls; calls in progress finish), resumes, or stops the campaign for good.
+    /// Returns the campaign's state after it, or why the runner refused (a stopped campaign stays
+    /// stopped).
+    pub async fn control(&self, action: CampaignAction) -> Result<CampaignState, String> {
+        let (reply, rx) = oneshot::channel();
+        self.control
+            .send((action, reply))
+            .map_err(|_| "the campaign has ended".to_string())?;
+        rx.await.unwrap_or_else(|_| Err("the campaign has ended".into()))
     }
     /// The figures as of the last tick or attempt event.
     pub fn stats(&self) -> CampaignLiveStats {
@@ -413,6 +426,7 @@ impl CallControl {
             waiting: HashSet::new(),
             active: 0,
             dnc: HashSet::new(),
+            agent_since: HashMap::new(),
             counts: CampaignLiveStats::default(),
             metrics,
             tx,
@@ -455,6 +469,8 @@ struct Runner {
     /// Attempts running (ringing, classifying, waiting, talking, playing the message).
     active: u32,
     dnc: HashSet<String>,
+    /// When each of the campaign's agents entered their current state.
+    agent_since: HashMap<AgentId, Timestamp>,
     counts: CampaignLiveStats,
     metrics: DialerMetrics,
     tx: mpsc::UnboundedSender<Note>,
@@ -471,9 +487,18 @@ impl Runner {
         let mut tick = tokio::time::interval(self.spec.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut control_open = true;
+        let mut states = self.inner.acd.subscribe_agent_states();
         loop {
             tokio::select! {
                 _ = tick.tick() => self.tick().await,
+                ev = states.recv() => match ev {
+                    Ok(ev) => self.on_agent_state(ev),
+                    // Missed changes only cost a few handle-time samples.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        states = self.inner.acd.subscribe_agent_states();
+                    }
+                },
                 Some(note) = notes.recv() => self.on_note(note).await,
                 c = control.recv(), if control_open => match c {
                     Some(c) => self.on_control(c),
@@ -488,19 +513,41 @@ impl Runner {
         }
     }
 
-    fn on_control(&mut self, c: Control) {
-        let result: Result<(), CampaignError> = match c {
-            Control::Pause => self.campaign.pause(),
-            Control::Resume => self.campaign.resume(),
-            Control::Stop => {
+    /// Talk and after-call work of the campaign's agents, for the policy's handle-time estimates.
+    fn on_agent_state(&mut self, ev: crate::AgentStateEvent) {
+        if !self.spec.agents.contains(&ev.agent) {
+            return;
+        }
+        let started = self.agent_since.insert(ev.agent.clone(), ev.at);
+        let Some(started) = started else { return };
+        let spent = ev.at.since(started);
+        match ev.from {
+            AgentState::OnCall => self.policy.observe(&PacingEvent::TalkEnded {
+                at: ev.at,
+                talk: spent,
+            }),
+            AgentState::WrapUp { .. } => self.policy.observe(&PacingEvent::WrapEnded {
+                at: ev.at,
+                wrap: spent,
+            }),
+            _ => {}
+        }
+    }
+
+    fn on_control(&mut self, (action, reply): Control) {
+        let result = match action {
+            CampaignAction::Pause => self.campaign.pause(),
+            CampaignAction::Resume => self.campaign.resume(),
+            CampaignAction::Stop => {
                 self.campaign.stop();
                 Ok(())
             }
         };
-        match result {
+        match &result {
             Ok(()) => info!(state = ?self.campaign.state(), "campaign state changed"),
             Err(e) => warn!(error = %e, "campaign control refused"),
         }
+        let _ = reply.send(result.map(|()| self.campaign.state()).map_err(|e| e.to_string()));
     }
 
     async fn tick(&mut self) {

@@ -22,7 +22,9 @@ pub mod timeline;
 pub mod webhook;
 
 pub use acd_task::{AcdHandle, AgentStateEvent, QueueNotice};
-pub use campaign_runner::{CampaignConfig, CampaignHandle, CampaignLiveStats, CampaignSpec, DialerMetrics};
+pub use campaign_runner::{
+    CampaignAction, CampaignConfig, CampaignHandle, CampaignLiveStats, CampaignSpec, DialerMetrics,
+};
 pub use desk::DeskHub;
 pub use recovery::{Resumed, resume_acd};
 pub use timeline::Timeline;

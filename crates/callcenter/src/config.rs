@@ -546,6 +546,22 @@ mod tests {
     }
 
     #[test]
+    fn campaigns_are_checked_against_queues_trunk_and_files() {
+        let f = write(
+            "[[campaign]]\nid = \"spring\"\nqueue = \"nowhere\"\ncaller_id = \"+442070000000\"\nmessage = \"/no/such.wav\"\nleads = \"/no/leads.csv\"\n",
+        );
+        let err = Config::load(Some(f.path()), Vec::new()).unwrap_err().to_string();
+        for wanted in [
+            "campaign \"spring\": queue \"nowhere\" is not in [[acd.queues]]",
+            "campaign \"spring\": message /no/such.wav: no such file",
+            "campaigns dial through desk.outbound_trunk",
+            "leads /no/leads.csv: no such file",
+        ] {
+            assert!(err.contains(wanted), "{wanted} missing from {err}");
+        }
+    }
+
+    #[test]
     fn environment_overrides_apply_with_types() {
         let env = vec![
             (

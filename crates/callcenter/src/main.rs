@@ -243,7 +243,7 @@ async fn serve(config: Config) -> Result<(), String> {
     calls.attach_gateway(gateway.clone());
     calls.take_back(resumed.callbacks);
 
-    let _campaigns = start_campaigns(&config, &calls, &crm, &telemetry).await?;
+    let campaigns = start_campaigns(&config, &calls, &crm, &telemetry).await?;
 
     let auth = agent_desk::Auth::new(
         crm.clone(),
@@ -279,6 +279,7 @@ async fn serve(config: Config) -> Result<(), String> {
         auth,
         calls: Some(calls.clone()),
         demo_services: config.desk.demo_services,
+        campaigns,
     });
     let (http_addr, http_task) = http
         .serve(config.http.listen, shutdown.clone())

@@ -432,6 +432,10 @@ pub enum SupervisorFrame {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<serde_json::Value>,
     },
+    /// The outbound campaigns' live figures (only on nodes that run campaigns).
+    Campaigns {
+        campaigns: Vec<call_control::CampaignLiveStats>,
+    },
     /// The answer to a browser `monitor`: the server's SDP for the supervisor's softphone.
     MonitorAnswer {
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,7 +1,9 @@
 //! `/ws/supervisor`: the live wallboard. Supervisors and admins only. The server pushes a `stats`
 //! frame (every queue's figures, every agent's state and time in state) whenever the ACD publishes
 //! new figures, at most every 250 ms and at least once a second; supervisors can force an agent ready
-//! or not ready and log an agent out. Every such change is written to the audit log.
+//! or not ready and log an agent out. Every such change is written to the audit log. On a node that
+//! runs outbound campaigns a `campaigns` frame carries their live figures (at once, then at most once a
+//! second when they change).
 
 use crate::agent_ws::acd_refusal;
 use crate::protocol::{
@@ -75,8 +77,19 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
         return;
     }
     let mut watch = SessionWatch::new(token, &session);
+    let mut campaign_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut campaigns_sent: Option<Vec<call_control::CampaignLiveStats>> = None;
     loop {
         let out = tokio::select! {
+            _ = campaign_tick.tick(), if !desk.campaigns.is_empty() => {
+                let now: Vec<_> = desk.campaigns.iter().map(|c| c.stats()).collect();
+                if campaigns_sent.as_ref() == Some(&now) {
+                    None
+                } else {
+                    campaigns_sent = Some(now.clone());
+                    Some(SupervisorFrame::Campaigns { campaigns: now })
+                }
+            }
             changed = kpis.changed() => {
                 if changed.is_err() { break }
                 let snapshot = kpis.borrow_and_update().clone();

@@ -19,6 +19,22 @@ function renderQueues(queues) {
   document.querySelector('#queues tbody').innerHTML = rows.join('');
 }
 
+function renderCampaigns(campaigns) {
+  $('campaigns-section').hidden = campaigns.length === 0;
+  document.querySelector('#campaigns tbody').innerHTML = campaigns.map((c) =>
+    '<tr data-campaign="' + esc(c.campaign) + '"><td>' + esc(c.campaign) + '</td><td>' + esc(c.state) + '</td><td>' + c.dials + '</td><td>' + c.answered_human +
+    '</td><td>' + c.machines + '</td><td>' + c.connects + '</td><td>' + c.abandons + '</td><td>' + pct(c.abandon_rate) + '</td><td>' + c.dial_level.toFixed(2) +
+    '</td><td>' + c.lines_active + '</td><td>' + c.leads_pending + '</td><td><button data-act="pause">Pause</button><button data-act="resume">Resume</button><button data-act="stop">Stop</button></td></tr>'
+  ).join('');
+}
+
+$('campaigns').addEventListener('click', (e) => {
+  const b = e.target.closest('button'); if (!b) return;
+  const id = b.closest('tr').dataset.campaign;
+  fetch('/api/v1/campaigns/' + encodeURIComponent(id) + '/' + b.dataset.act, { method: 'POST' })
+    .then((r) => r.json()).then((j) => { $('error').textContent = j.message || ''; });
+});
+
 function renderAgents() {
   const now = Date.now();
   $('agents').innerHTML = agents.map((a) =>
@@ -54,6 +70,7 @@ function connect() {
     const f = JSON.parse(e.data);
     if (f.type === 'welcome') $('who').textContent = f.user.name;
     else if (f.type === 'stats') { renderQueues(f.queues); agents = f.agents; renderAgents(); $('updated').textContent = 'updated ' + new Date(f.at).toLocaleTimeString(); }
+    else if (f.type === 'campaigns') renderCampaigns(f.campaigns);
     else if (f.type === 'error') { $('error').textContent = f.message; if (f.code === 'session_expired') location.href = '/?next=/wallboard'; }
     else if (f.type === 'ack') $('error').textContent = '';
   };

@@ -381,6 +381,13 @@ fn a_predictive_campaign_connects_a_person_abandons_one_with_the_message_and_rec
         "{figures}"
     );
     assert_eq!(spring["abandon_rate"], 0.5);
+    // The wallboard shows the same figures.
+    rt.block_on(async {
+        let mut board = CtiClient::connect(platform.http, "/ws/supervisor", &supervisor).await;
+        let frame = board.next_of("campaigns").await;
+        assert_eq!(frame["campaigns"][0]["abandons"], 1, "{frame}");
+        assert_eq!(frame["campaigns"][0]["connects"], 1, "{frame}");
+    });
     // Stopped is final.
     let (status, _) = platform.http_post("/api/v1/campaigns/spring/stop", "", Some(&supervisor));
     assert_eq!(status, 200);

@@ -25,7 +25,7 @@ pub struct CrmArgs {
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
     /// Events appended as fast as the writer takes them (its ceiling); 0 skips this phase.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     saturation_events: u64,
     /// Events written one INSERT at a time (autocommit): the naive path.
     #[arg(long, default_value_t = 2_000)]
@@ -36,6 +36,36 @@ pub struct CrmArgs {
     /// Database URL; defaults to DATABASE_URL. `sqlite:PATH` works too (for a quick look).
     #[arg(long)]
     database_url: Option<String>,
+    #[command(flatten)]
+    tuning: WriterTuning,
+}
+
+/// The writer's settings, when a run should try other values than its defaults.
+#[derive(clap::Args, Clone, Copy, Default)]
+struct WriterTuning {
+    /// Longest wait of a durable event before its batch goes to SQL, in ms.
+    #[arg(long)]
+    batch_delay_ms: Option<u64>,
+    /// Most events per SQL batch.
+    #[arg(long)]
+    batch_events: Option<usize>,
+    /// Concurrent transactions a large batch is split over (PostgreSQL).
+    #[arg(long)]
+    postgres_writers: Option<usize>,
+}
+
+impl WriterTuning {
+    fn apply(self, config: &mut WriterConfig) {
+        if let Some(ms) = self.batch_delay_ms {
+            config.max_batch_delay = Duration::from_millis(ms);
+        }
+        if let Some(n) = self.batch_events {
+            config.max_batch_events = n;
+        }
+        if let Some(n) = self.postgres_writers {
+            config.postgres_writers = n;
+        }
+    }
 }
 
 /// Ten events of one call (arrival to survey), as the call driver emits them.
@@ -125,13 +155,16 @@ fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
 /// measures committed throughput and event-to-committed latency.
 async fn writer_phase(
     store: &CrmStore,
+    tuning: WriterTuning,
     journal: &std::path::Path,
     events: u64,
     rate: u64,
     in_flight: usize,
     first_call: u64,
 ) -> Result<Value, String> {
-    let (writer, task) = EventWriter::start(store.clone(), WriterConfig::new(journal))
+    let mut config = WriterConfig::new(journal);
+    tuning.apply(&mut config);
+    let (writer, task) = EventWriter::start(store.clone(), config)
         .await
         .map_err(|e| format!("writer: {e}"))?;
     let start = Instant::now();
@@ -232,6 +265,8 @@ async fn writer_phase(
         "max_event_to_committed_ms": latencies.last().map_or(0.0, |us| *us as f64 / 1e3),
         "journal_syncs": stats.journal_syncs,
         "sql_batches": stats.batches,
+        "mean_events_per_batch": committed as f64 / stats.batches.max(1) as f64,
+        "mean_batch_write_ms": stats.batch_write_micros as f64 / 1e3 / stats.batches.max(1) as f64,
         "batch_retries": stats.batch_retries,
         "dead_lettered": stats.dead_lettered,
     }))
@@ -302,6 +337,7 @@ async fn measure(
     store.migrate().await.map_err(|e| format!("migrate: {e}"))?;
     let paced = writer_phase(
         store,
+        args.tuning,
         &dir.join("journal-paced"),
         args.events,
         args.rate,
@@ -312,6 +348,7 @@ async fn measure(
     let saturation = if args.saturation_events > 0 {
         writer_phase(
             store,
+            args.tuning,
             &dir.join("journal-saturation"),
             args.saturation_events,
             0,
@@ -382,6 +419,7 @@ mod tests {
             naive_events: 100,
             in_flight: 512,
             database_url: Some(url),
+            tuning: WriterTuning::default(),
         }
     }
 

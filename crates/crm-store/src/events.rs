@@ -128,14 +128,14 @@ pub(crate) fn upsert_tail() -> String {
     format!(" ON CONFLICT (id) DO UPDATE SET {}", updates.join(", "))
 }
 
-/// The newly stored events, by interaction, each list in seq order.
-pub(crate) fn group_new_events<'a>(
+/// The events `newly_stored` keeps, by interaction, each list in seq order.
+pub(crate) fn group_events<'a>(
     unique: &[&'a InteractionEvent],
-    inserted: &HashSet<(String, i64)>,
+    newly_stored: impl Fn(&InteractionEvent) -> bool,
 ) -> BTreeMap<&'a str, Vec<&'a InteractionEvent>> {
     let mut by_interaction: BTreeMap<&str, Vec<&InteractionEvent>> = BTreeMap::new();
     for e in unique {
-        if inserted.contains(&(e.interaction.as_str().to_string(), i64::from(e.seq))) {
+        if newly_stored(e) {
             by_interaction.entry(e.interaction.as_str()).or_default().push(e);
         }
     }
@@ -218,7 +218,9 @@ async fn insert_batch_sqlite(
     }
 
     // 2. Current rows of the interactions with new events.
-    let by_interaction = group_new_events(unique, &inserted_keys);
+    let by_interaction = group_events(unique, |e| {
+        inserted_keys.contains(&(e.interaction.as_str().to_string(), i64::from(e.seq)))
+    });
     let ids: Vec<&str> = by_interaction.keys().copied().collect();
     let mut rows: BTreeMap<String, InteractionRow> = BTreeMap::new();
     for chunk in ids.chunks(IDS_PER_LOOKUP) {

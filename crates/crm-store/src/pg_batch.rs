@@ -1,10 +1,11 @@
-//! The PostgreSQL batch: every statement binds whole columns as arrays and expands them with
-//! `UNNEST`, so a batch of thousands of events is a handful of statements with a handful of binds
-//! (instead of one bind per value), and rows of interactions being folded are locked in id order so
-//! concurrent writers neither lose updates nor deadlock.
+//! The PostgreSQL batch: events go in by `COPY` (or, when some may be stored already, by an
+//! `INSERT ... ON CONFLICT DO NOTHING` over unnested arrays); interactions' rows are read with an index
+//! join and written back with every column bound as one array, so a batch of thousands of events is a
+//! handful of statements. Rows being folded are locked in id order so concurrent writers neither lose
+//! updates nor deadlock.
 
-use crate::error::Result;
-use crate::events::{fold_new_events, group_new_events, insert_callbacks_in_tx, upsert_tail};
+use crate::error::{Result, StoreError};
+use crate::events::{fold_new_events, group_events, insert_callbacks_in_tx, upsert_tail};
 use crate::fold::{INTERACTION_COLUMNS, InteractionRow, stored_payload};
 use crate::phone::CountryCode;
 use domain::InteractionEvent;
@@ -130,22 +131,84 @@ impl Columns {
     }
 }
 
-fn upsert_sql() -> String {
+/// Inserts rows given as column arrays; fails on an existing id.
+fn insert_sql() -> String {
     let arrays: Vec<String> = INTERACTION_COLUMN_TYPES
         .iter()
         .enumerate()
         .map(|(i, t)| format!("${}::{t}[]", i + 1))
         .collect();
     format!(
-        "INSERT INTO interactions ({}) SELECT * FROM UNNEST({}){}",
+        "INSERT INTO interactions ({}) SELECT * FROM UNNEST({})",
         INTERACTION_COLUMNS.join(", "),
         arrays.join(", "),
-        upsert_tail()
     )
 }
 
-/// Stores new events and folds them, in one transaction; returns how many events were new.
+/// Inserts or replaces rows given as column arrays.
+fn upsert_sql() -> String {
+    format!("{}{}", insert_sql(), upsert_tail())
+}
+
+/// Stores a batch and folds it, in one transaction; returns how many events were new.
+///
+/// First optimistically, as if every event were new (the durable writer's normal case): the events go
+/// in by `COPY`, the interactions' rows are read by an index join and written back, and rows not
+/// found are inserted plainly. If any event or new row was already there (a replay, or a batch whose
+/// commit was acknowledged to the server but not to us), PostgreSQL refuses it as a duplicate, the
+/// transaction rolls back, and the batch is written again by [`insert_idempotent`], which skips what
+/// is stored.
 pub(crate) async fn insert_batch(
+    pool: &PgPool,
+    unique: &[&InteractionEvent],
+    country: CountryCode,
+) -> Result<usize> {
+    match insert_fresh(pool, unique, country).await {
+        Err(StoreError::Sql(sqlx::Error::Database(db))) if db.code().as_deref() == Some(UNIQUE_VIOLATION) => {
+            insert_idempotent(pool, unique, country).await
+        }
+        other => other,
+    }
+}
+
+/// SQLSTATE of a duplicate key.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// The optimistic path of [`insert_batch`]: fails with a unique violation when anything was stored.
+async fn insert_fresh(pool: &PgPool, unique: &[&InteractionEvent], country: CountryCode) -> Result<usize> {
+    let mut data = Vec::with_capacity(unique.len() * 96);
+    for e in unique {
+        copy_row(e, &mut data);
+    }
+    let by_interaction = group_events(unique, |_| true);
+    let ids: Vec<String> = by_interaction.keys().map(|id| id.to_string()).collect();
+
+    let mut tx = pool.begin().await?;
+    let mut copy = tx
+        .copy_in_raw("COPY interaction_events (interaction_id, seq, at, type, payload) FROM STDIN")
+        .await?;
+    if let Err(e) = copy.send(data).await {
+        // Ends the COPY so the connection is usable; the error that matters is the send's.
+        let _ = copy.abort("batch not sent").await;
+        return Err(e.into());
+    }
+    copy.finish().await?;
+
+    let rows = lock_rows(&mut tx, &ids).await?;
+    let found: HashSet<String> = rows.keys().cloned().collect();
+    let (folded, callbacks) = fold_new_events(by_interaction, rows, country);
+    insert_callbacks_in_tx!(tx, callbacks);
+    let (existing, new): (Vec<InteractionRow>, Vec<InteractionRow>) =
+        folded.into_iter().partition(|r| found.contains(&r.id));
+    write_rows(&mut tx, existing, &upsert_sql()).await?;
+    // A plain insert: a row that appeared meanwhile is a duplicate key, and the batch starts over.
+    write_rows(&mut tx, new, &insert_sql()).await?;
+    tx.commit().await?;
+    Ok(unique.len())
+}
+
+/// Stores the events not stored yet and folds only those; safe to repeat.
+async fn insert_idempotent(
     pool: &PgPool,
     unique: &[&InteractionEvent],
     country: CountryCode,
@@ -181,7 +244,9 @@ pub(crate) async fn insert_batch(
     let inserted: HashSet<(String, i64)> = inserted.into_iter().collect();
 
     // 2. Current rows, locked in id order (placeholders first, so every row exists to be locked).
-    let by_interaction = group_new_events(unique, &inserted);
+    let by_interaction = group_events(unique, |e| {
+        inserted.contains(&(e.interaction.as_str().to_string(), i64::from(e.seq)))
+    });
     let ids: Vec<String> = by_interaction.keys().map(|id| id.to_string()).collect();
     sqlx::query(
         "INSERT INTO interactions (id) SELECT UNNEST($1::text[]) ORDER BY 1 ON CONFLICT (id) DO NOTHING",
@@ -189,68 +254,118 @@ pub(crate) async fn insert_batch(
     .bind(&ids)
     .execute(&mut *tx)
     .await?;
-    let select = format!(
-        "SELECT {} FROM interactions WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
-        INTERACTION_COLUMNS.join(", ")
-    );
-    let rows: BTreeMap<String, InteractionRow> =
-        sqlx::query_as::<_, InteractionRow>(sqlx::AssertSqlSafe(select))
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect();
+    let rows = lock_rows(&mut tx, &ids).await?;
 
     // 3. Fold and write back.
     let (folded, callbacks) = fold_new_events(by_interaction, rows, country);
     insert_callbacks_in_tx!(tx, callbacks);
-    if !folded.is_empty() {
-        let mut c = Columns::default();
-        for row in folded {
-            c.push(row);
-        }
-        sqlx::query(sqlx::AssertSqlSafe(upsert_sql()))
-            .bind(c.id)
-            .bind(c.channel)
-            .bind(c.direction)
-            .bind(c.customer_id)
-            .bind(c.caller_number)
-            .bind(c.called_number)
-            .bind(c.arrived_at)
-            .bind(c.queued_at)
-            .bind(c.offered_at)
-            .bind(c.answered_at)
-            .bind(c.ended_at)
-            .bind(c.wrapped_at)
-            .bind(c.ivr_path)
-            .bind(c.queue_id)
-            .bind(c.priority)
-            .bind(c.wait_ms)
-            .bind(c.agent_id)
-            .bind(c.talk_ms)
-            .bind(c.hold_ms)
-            .bind(c.held_since)
-            .bind(c.wrap_ms)
-            .bind(c.ended_by)
-            .bind(c.end_reason)
-            .bind(c.abandoned)
-            .bind(c.disposition)
-            .bind(c.notes)
-            .bind(c.recording_path)
-            .bind(c.survey_score)
-            .bind(c.mos)
-            .bind(c.routing_explanation)
-            .bind(c.campaign_id)
-            .bind(c.lead_id)
-            .bind(c.dial_outcome)
-            .bind(c.last_seq)
-            .bind(c.masked_at)
-            .execute(&mut *tx)
-            .await?;
-    }
+    write_rows(&mut tx, folded, &upsert_sql()).await?;
     tx.commit().await?;
     Ok(inserted.len())
+}
+
+/// Reads and locks, in id order, the interactions' rows that exist. A join with the unnested ids,
+/// not `id = ANY($1)`: the generic plan of the latter can turn into a scan of the whole table.
+async fn lock_rows(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    ids: &[String],
+) -> Result<BTreeMap<String, InteractionRow>> {
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let columns: Vec<String> = INTERACTION_COLUMNS.iter().map(|c| format!("i.{c}")).collect();
+    let select = format!(
+        "SELECT {} FROM interactions i JOIN UNNEST($1::text[]) AS k(id) ON i.id = k.id \
+         ORDER BY i.id FOR UPDATE OF i",
+        columns.join(", ")
+    );
+    Ok(sqlx::query_as::<_, InteractionRow>(sqlx::AssertSqlSafe(select))
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect())
+}
+
+/// Writes rows with `sql` (the upsert or the plain insert), every column bound as one array.
+async fn write_rows(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    rows: Vec<InteractionRow>,
+    sql: &str,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut c = Columns::default();
+    for row in rows {
+        c.push(row);
+    }
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .bind(c.id)
+        .bind(c.channel)
+        .bind(c.direction)
+        .bind(c.customer_id)
+        .bind(c.caller_number)
+        .bind(c.called_number)
+        .bind(c.arrived_at)
+        .bind(c.queued_at)
+        .bind(c.offered_at)
+        .bind(c.answered_at)
+        .bind(c.ended_at)
+        .bind(c.wrapped_at)
+        .bind(c.ivr_path)
+        .bind(c.queue_id)
+        .bind(c.priority)
+        .bind(c.wait_ms)
+        .bind(c.agent_id)
+        .bind(c.talk_ms)
+        .bind(c.hold_ms)
+        .bind(c.held_since)
+        .bind(c.wrap_ms)
+        .bind(c.ended_by)
+        .bind(c.end_reason)
+        .bind(c.abandoned)
+        .bind(c.disposition)
+        .bind(c.notes)
+        .bind(c.recording_path)
+        .bind(c.survey_score)
+        .bind(c.mos)
+        .bind(c.routing_explanation)
+        .bind(c.campaign_id)
+        .bind(c.lead_id)
+        .bind(c.dial_outcome)
+        .bind(c.last_seq)
+        .bind(c.masked_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// One event as a line of `COPY ... FROM STDIN` text format.
+fn copy_row(e: &InteractionEvent, out: &mut Vec<u8>) {
+    use std::io::Write;
+    copy_text(e.interaction.as_str(), out);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "\t{}\t{}\t", e.seq, e.at.as_millis());
+    copy_text(e.kind.name(), out);
+    out.push(b'\t');
+    copy_text(&stored_payload(e), out);
+    out.push(b'\n');
+}
+
+/// Escapes a value for COPY's text format: backslash, and the tab, newline and carriage return that
+/// would end a column or row. (JSON escapes its own control characters; ids have none.)
+fn copy_text(value: &str, out: &mut Vec<u8>) {
+    for b in value.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,36 @@ async fn batch_insert_is_idempotent_and_folds_once() {
 }
 
 #[tokio::test]
+async fn text_with_tabs_newlines_and_backslashes_is_stored_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("copy_escapes", dir.path()) {
+        let store = target.store().await;
+        let awkward = "tab\there\nnew line \\ back\\slash \r \\N \"quoted\" ünï";
+        let mut call = ev::answered_call("esc", "+14155550100", "sales", "alice", 0, 1_000, 10_000);
+        call.push(ev::at(
+            "esc",
+            5,
+            20_000,
+            domain::InteractionEventKind::WrappedUp {
+                agent: domain::AgentId::new("alice").unwrap(),
+                disposition: awkward.into(),
+                notes: domain::Pii::new(awkward.into()),
+            },
+        ));
+        let outcome = store.insert_events_batch(&call).await.unwrap();
+        assert_eq!(outcome.inserted, call.len(), "{}", target.label());
+        let timeline = store.interaction_timeline(&ev::id("esc")).await.unwrap();
+        let last = timeline.last().unwrap();
+        assert_eq!(last.payload["disposition"], awkward, "{}", target.label());
+        let row = store.interaction(&ev::id("esc")).await.unwrap().unwrap();
+        assert_eq!(row.disposition.as_deref(), Some(awkward));
+        assert_eq!(row.notes.as_deref(), Some(awkward));
+        store.close().await;
+        target.cleanup().await;
+    }
+}
+
+#[tokio::test]
 async fn writer_acks_durable_events_and_commits_them_in_batches() {
     let dir = tempfile::tempdir().unwrap();
     for target in targets("writer_commits", dir.path()) {
@@ -64,6 +94,7 @@ async fn writer_acks_durable_events_and_commits_them_in_batches() {
         let mut config = WriterConfig::new(&journal_dir);
         config.segment_bytes = 4096; // rotate often so deletion of applied segments is exercised
         config.postgres_writers = 3; // PostgreSQL: batches split over concurrent transactions
+        config.min_events_per_partition = 1;
         let (writer, task) = EventWriter::start(store.clone(), config).await.unwrap();
 
         let mut handles = Vec::new();

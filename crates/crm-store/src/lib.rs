@@ -4,7 +4,9 @@
 //! - [`CrmStore::connect`] picks the backend from the URL (`sqlite:PATH`, `postgres://...`);
 //!   [`CrmStore::migrate`] applies `migrations/sqlite` or `migrations/postgres`.
 //! - [`EventWriter`]: interaction events are acknowledged once fsynced in a local journal, then written
-//!   to SQL in idempotent batches and folded into the `interactions` row ([`fold`]).
+//!   to SQL in idempotent batches and folded into the `interactions` row ([`fold`]). With
+//!   [`EventWriter::start_with_outbox`] the events go to an outbox shared by the nodes ([`outbox`]:
+//!   a Redis stream with a consumer group, plugged in by the binary) instead of the local journal.
 //! - Lookups for the IVR and screen pop ([`CrmStore::find_customer_by_phone`],
 //!   [`CrmStore::find_customer_by_account`]); [`Tier::queue_priority`] turns a tier into queue priority.
 //! - Reports ([`reports`]), retention ([`CrmStore::apply_retention`]), CSV import ([`import`]); every
@@ -21,6 +23,7 @@ pub mod fold;
 pub mod import;
 pub mod journal;
 pub mod model;
+pub mod outbox;
 mod pg_batch;
 pub mod phone;
 pub mod reports;
@@ -35,6 +38,7 @@ pub use events::{BatchOutcome, PendingCallback, StoredEvent};
 pub use fold::InteractionRow;
 pub use import::{ImportProblem, ImportReport, LeadRecord};
 pub use model::{Customer, CustomerCard, InteractionSummary, Role, Tier, User};
+pub use outbox::{Outbox, OutboxEntry};
 pub use phone::{CountryCode, E164, PhoneError, normalize_phone};
 pub use reports::{
     AgentReport, IntervalLength, IntervalReport, QueueIntervalRow, ServiceLevelFormula, ServiceLevelSpec,

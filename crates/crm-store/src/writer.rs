@@ -89,20 +89,20 @@ pub struct WriterStats {
 }
 
 #[derive(Debug, Default)]
-struct Counters {
-    replayed: AtomicU64,
-    replay_inserted: AtomicU64,
-    durable: AtomicU64,
-    committed: AtomicU64,
-    journal_syncs: AtomicU64,
-    batches: AtomicU64,
-    batch_write_micros: AtomicU64,
-    batch_retries: AtomicU64,
-    dead_lettered: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) replayed: AtomicU64,
+    pub(crate) replay_inserted: AtomicU64,
+    pub(crate) durable: AtomicU64,
+    pub(crate) committed: AtomicU64,
+    pub(crate) journal_syncs: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) batch_write_micros: AtomicU64,
+    pub(crate) batch_retries: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
 }
 
 impl Counters {
-    fn snapshot(&self) -> WriterStats {
+    pub(crate) fn snapshot(&self) -> WriterStats {
         WriterStats {
             replayed: self.replayed.load(Ordering::Relaxed),
             replay_inserted: self.replay_inserted.load(Ordering::Relaxed),
@@ -117,7 +117,7 @@ impl Counters {
     }
 }
 
-enum JournalCmd {
+pub(crate) enum JournalCmd {
     Append(InteractionEvent, oneshot::Sender<Result<()>>),
     Shutdown,
 }
@@ -134,17 +134,31 @@ enum FlushMsg {
 /// Handle to append events; cheap to clone, one per task that emits events.
 #[derive(Clone)]
 pub struct EventWriter {
-    commands: mpsc::Sender<JournalCmd>,
-    counters: Arc<Counters>,
-    committed: watch::Receiver<u64>,
+    pub(crate) commands: mpsc::Sender<JournalCmd>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) committed: watch::Receiver<u64>,
 }
 
-/// The writer's background work: the journal thread and the SQL flusher. Keep it to shut down cleanly.
+/// The writer's background work: the journal thread and the SQL flusher, or the outbox appender and
+/// consumer. Keep it to shut down cleanly.
 pub struct WriterTask {
-    commands: mpsc::Sender<JournalCmd>,
-    journal_thread: std::thread::JoinHandle<()>,
-    flusher: tokio::task::JoinHandle<Result<()>>,
-    counters: Arc<Counters>,
+    pub(crate) commands: mpsc::Sender<JournalCmd>,
+    pub(crate) background: Background,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// What runs behind an [`EventWriter`].
+pub(crate) enum Background {
+    /// The local journal: its thread, and the flusher that writes its events to SQL.
+    Journal {
+        thread: std::thread::JoinHandle<()>,
+        flusher: tokio::task::JoinHandle<Result<()>>,
+    },
+    /// A shared outbox ([`crate::outbox`]): the task appending to it and the task consuming it.
+    Outbox {
+        appender: tokio::task::JoinHandle<()>,
+        consumer: tokio::task::JoinHandle<Result<()>>,
+    },
 }
 
 impl EventWriter {
@@ -200,8 +214,10 @@ impl EventWriter {
             },
             WriterTask {
                 commands,
-                journal_thread,
-                flusher,
+                background: Background::Journal {
+                    thread: journal_thread,
+                    flusher,
+                },
                 counters,
             },
         ))
@@ -236,16 +252,25 @@ impl WriterTask {
     /// final counters. While the database is unreachable this waits (the flusher keeps retrying); a
     /// caller that must stop anyway can drop the task: the journal keeps the events for the next start.
     pub async fn shutdown(self) -> Result<WriterStats> {
-        // If the journal thread is already gone the flusher ends on its own.
+        // If the journal thread (or appender) is already gone the flusher ends on its own.
         let _ = self.commands.send(JournalCmd::Shutdown).await;
         drop(self.commands);
-        let flushed = self
-            .flusher
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("flusher task failed: {e}")))?;
-        // The journal thread has ended: it sends the flusher's shutdown message last.
-        let _ = tokio::task::spawn_blocking(move || self.journal_thread.join()).await;
-        flushed?;
+        match self.background {
+            Background::Journal { thread, flusher } => {
+                let flushed = flusher
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("flusher task failed: {e}")))?;
+                // The journal thread has ended: it sends the flusher's shutdown message last.
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                flushed?;
+            }
+            Background::Outbox { appender, consumer } => {
+                let _ = appender.await;
+                consumer
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("outbox consumer failed: {e}")))??;
+            }
+        }
         Ok(self.counters.snapshot())
     }
 }
@@ -257,22 +282,7 @@ async fn replay(store: &CrmStore, dir: &Path, counters: &Counters) -> Result<u64
     let next = segments.last().map_or(1, |(id, _)| id + 1);
     for (_, path) in &segments {
         let bytes = std::fs::read(path)?;
-        let decoded = journal::decode_records(&bytes);
-        if decoded.ignored_bytes > 0 {
-            tracing::warn!(
-                bytes = decoded.ignored_bytes,
-                "journal segment has a torn tail; ignored"
-            );
-        }
-        let mut events = Vec::with_capacity(decoded.records.len());
-        for record in decoded.records {
-            match serde_json::from_slice::<InteractionEvent>(record) {
-                Ok(event) => events.push(event),
-                Err(e) => {
-                    tracing::error!(error = %e, "journal record with a valid CRC does not decode; skipped")
-                }
-            }
-        }
+        let events = decode_events(&bytes);
         for chunk in events.chunks(10_000) {
             match store.insert_events_batch(chunk).await {
                 Ok(outcome) => {
@@ -306,9 +316,32 @@ async fn replay(store: &CrmStore, dir: &Path, counters: &Counters) -> Result<u64
     Ok(next)
 }
 
+/// The events of framed journal records (a segment, or one outbox entry). A torn tail is ignored
+/// (it was never acknowledged); a record whose CRC holds but which does not decode is logged and
+/// skipped.
+pub(crate) fn decode_events(bytes: &[u8]) -> Vec<InteractionEvent> {
+    let decoded = journal::decode_records(bytes);
+    if decoded.ignored_bytes > 0 {
+        tracing::warn!(
+            bytes = decoded.ignored_bytes,
+            "journal records with a torn tail; the tail is ignored"
+        );
+    }
+    let mut events = Vec::with_capacity(decoded.records.len());
+    for record in decoded.records {
+        match serde_json::from_slice::<InteractionEvent>(record) {
+            Ok(event) => events.push(event),
+            Err(e) => {
+                tracing::error!(error = %e, "journal record with a valid CRC does not decode; skipped")
+            }
+        }
+    }
+    events
+}
+
 /// Serialises an event for the journal, first removing NUL characters if it has any (the JSON
 /// escape shows them), so the journal and SQL hold the same, storable event.
-fn journal_bytes(event: InteractionEvent) -> std::io::Result<(InteractionEvent, Vec<u8>)> {
+pub(crate) fn journal_bytes(event: InteractionEvent) -> std::io::Result<(InteractionEvent, Vec<u8>)> {
     let bytes = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
     if !bytes.windows(6).any(|w| w == b"\\u0000") {
         return Ok((event, bytes));
@@ -316,6 +349,47 @@ fn journal_bytes(event: InteractionEvent) -> std::io::Result<(InteractionEvent, 
     let event = crate::fold::without_nul_chars(event);
     let bytes = serde_json::to_vec(&event).map_err(std::io::Error::other)?;
     Ok((event, bytes))
+}
+
+/// An append waiting to be made durable, with its acknowledgement.
+pub(crate) type PendingAppend = (InteractionEvent, oneshot::Sender<Result<()>>);
+
+/// Takes `first` and every command already waiting, up to `max` appends: one group commit. The flag
+/// says a shutdown came (appends after it are not taken).
+pub(crate) fn take_group(
+    first: JournalCmd,
+    commands: &mut mpsc::Receiver<JournalCmd>,
+    max: usize,
+) -> (Vec<PendingAppend>, bool) {
+    let mut group = Vec::new();
+    let mut next = Some(first);
+    while let Some(cmd) = next.take() {
+        match cmd {
+            JournalCmd::Append(event, ack) => group.push((event, ack)),
+            JournalCmd::Shutdown => return (group, true),
+        }
+        if group.len() < max.max(1) {
+            next = commands.try_recv().ok();
+        }
+    }
+    (group, false)
+}
+
+/// Frames a group's events as journal records into `framed`; an event that cannot be framed is
+/// refused to its appender. Returns the framed ones, in order.
+pub(crate) fn frame_group(group: Vec<PendingAppend>, framed: &mut Vec<u8>) -> Vec<PendingAppend> {
+    let mut accepted = Vec::with_capacity(group.len());
+    for (event, ack) in group {
+        match journal_bytes(event)
+            .and_then(|(event, bytes)| journal::encode_record(&bytes, framed).map(|()| event))
+        {
+            Ok(event) => accepted.push((event, ack)),
+            Err(e) => {
+                let _ = ack.send(Err(StoreError::Io(e)));
+            }
+        }
+    }
+    accepted
 }
 
 /// The journal thread: group commit. Takes every append waiting, writes them, one fsync, then acks.
@@ -329,21 +403,7 @@ fn run_journal(
     let mut broken = false;
     let mut framed = Vec::with_capacity(1 << 20);
     while let Some(first) = commands.blocking_recv() {
-        let mut group: Vec<(InteractionEvent, oneshot::Sender<Result<()>>)> = Vec::new();
-        let mut shutdown = false;
-        let mut next = Some(first);
-        while let Some(cmd) = next.take() {
-            match cmd {
-                JournalCmd::Append(event, ack) => group.push((event, ack)),
-                JournalCmd::Shutdown => {
-                    shutdown = true;
-                    break;
-                }
-            }
-            if group.len() < config.max_group_commit.max(1) {
-                next = commands.try_recv().ok();
-            }
-        }
+        let (group, shutdown) = take_group(first, &mut commands, config.max_group_commit);
 
         if broken {
             for (_, ack) in group {
@@ -353,17 +413,7 @@ fn run_journal(
             }
         } else if !group.is_empty() {
             framed.clear();
-            let mut accepted = Vec::with_capacity(group.len());
-            for (event, ack) in group {
-                match journal_bytes(event)
-                    .and_then(|(event, bytes)| journal::encode_record(&bytes, &mut framed).map(|()| event))
-                {
-                    Ok(event) => accepted.push((event, ack)),
-                    Err(e) => {
-                        let _ = ack.send(Err(StoreError::Io(e)));
-                    }
-                }
-            }
+            let accepted = frame_group(group, &mut framed);
             match segment.append_durable(&framed) {
                 Ok(()) => {
                     counters.journal_syncs.fetch_add(1, Ordering::Relaxed);
@@ -414,6 +464,19 @@ fn run_journal(
     });
 }
 
+/// How many concurrent transactions write a batch of `events`: one on SQLite (it has a single
+/// writer lock), and on PostgreSQL no more than `postgres_writers` nor than parts of
+/// `min_events_per_partition`.
+pub(crate) fn sql_writers_for(store: &CrmStore, config: &WriterConfig, events: usize) -> usize {
+    match store.backend_kind() {
+        crate::BackendKind::Postgres => config
+            .postgres_writers
+            .min(events / config.min_events_per_partition.max(1))
+            .max(1),
+        crate::BackendKind::Sqlite => 1,
+    }
+}
+
 /// The SQL side: batches durable events, at most `max_batch_delay` after the first one came in.
 async fn run_flusher(
     store: CrmStore,
@@ -422,15 +485,6 @@ async fn run_flusher(
     committed_tx: watch::Sender<u64>,
     counters: Arc<Counters>,
 ) -> Result<()> {
-    let max_sql_writers = match store.backend_kind() {
-        crate::BackendKind::Postgres => config.postgres_writers.max(1),
-        crate::BackendKind::Sqlite => 1,
-    };
-    let sql_writers = |events: usize| {
-        max_sql_writers
-            .min(events / config.min_events_per_partition.max(1))
-            .max(1)
-    };
     let max_events = config.max_batch_events.max(1);
     let mut pending = Pending {
         batch: Vec::new(),
@@ -453,7 +507,7 @@ async fn run_flusher(
             flush_batch(
                 &store,
                 &config.journal_dir,
-                sql_writers(pending.batch.len()),
+                sql_writers_for(&store, &config, pending.batch.len()),
                 &mut pending.batch,
                 &committed_tx,
                 &counters,
@@ -654,7 +708,7 @@ fn write_dead_letters(dir: &Path, events: &[InteractionEvent]) -> std::io::Resul
 /// Writes the batch, retrying with backoff until it commits (the events are safe in the journal
 /// meanwhile, and the bounded channel holds appenders back). Events the database refuses as data
 /// go to the dead-letter file so one bad event never stalls the writer.
-async fn flush_batch(
+pub(crate) async fn flush_batch(
     store: &CrmStore,
     journal_dir: &Path,
     sql_writers: usize,

@@ -14,6 +14,7 @@ pub mod anchor;
 mod call;
 mod callback;
 pub mod campaign_runner;
+pub mod crm_outbox;
 pub mod desk;
 pub mod kpi_metrics;
 mod outbound;
@@ -25,6 +26,7 @@ pub use acd_task::{AcdHandle, AgentStateEvent, QueueNotice};
 pub use campaign_runner::{
     CampaignAction, CampaignConfig, CampaignHandle, CampaignLiveStats, CampaignSpec, DialerMetrics,
 };
+pub use crm_outbox::StreamOutbox;
 pub use desk::DeskHub;
 pub use recovery::{Resumed, resume_acd};
 pub use timeline::Timeline;

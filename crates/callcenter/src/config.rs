@@ -97,8 +97,23 @@ pub struct StateConfig {
 pub struct CrmConfig {
     /// `sqlite:PATH` (embedded) or `postgres://...`.
     pub database_url: String,
-    /// The durable outbox of interaction events (fsynced before a step counts as written).
+    /// The local journal of interaction events (fsynced before a step counts as written); with the
+    /// stream outbox it keeps only the dead-letter file.
     pub journal_dir: PathBuf,
+    /// Where interaction events are made durable before SQL: `auto` (the stream when the state
+    /// store is Redis, else the journal), `journal` (this node's disk) or `stream` (the state
+    /// store's stream, shared by every node; one node at a time writes it to SQL).
+    pub outbox: OutboxKind,
+}
+
+/// The `[crm] outbox` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxKind {
+    #[default]
+    Auto,
+    Journal,
+    Stream,
 }
 
 impl Default for CrmConfig {
@@ -106,6 +121,18 @@ impl Default for CrmConfig {
         Self {
             database_url: "sqlite:./data/callcenter.db".into(),
             journal_dir: "./data/journal".into(),
+            outbox: OutboxKind::Auto,
+        }
+    }
+}
+
+impl Config {
+    /// Whether interaction events go through the state store's stream rather than the local journal.
+    pub fn crm_uses_stream_outbox(&self) -> bool {
+        match self.crm.outbox {
+            OutboxKind::Auto => self.state.backend == StateBackend::Redis,
+            OutboxKind::Journal => false,
+            OutboxKind::Stream => true,
         }
     }
 }
@@ -507,6 +534,21 @@ mod tests {
         assert_eq!(c.state.backend, StateBackend::Memory);
         assert!(c.crm.database_url.starts_with("sqlite:"));
         assert!(c.routes.iter().any(|r| r.number == "800"));
+        assert!(!c.crm_uses_stream_outbox(), "embedded: the local journal");
+    }
+
+    #[test]
+    fn the_outbox_follows_the_state_backend_unless_set() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/production.example.toml");
+        let c = Config::load(Some(&path), Vec::new()).unwrap();
+        assert!(c.crm_uses_stream_outbox(), "Redis: the shared stream");
+        let f = write("[crm]\noutbox = \"journal\"\n");
+        let c = Config::load(Some(f.path()), Vec::new()).unwrap();
+        assert_eq!(c.crm.outbox, OutboxKind::Journal);
+        assert!(!c.crm_uses_stream_outbox());
+        let f = write("[crm]\noutbox = \"kafka\"\n");
+        let err = Config::load(Some(f.path()), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("crm.outbox"), "{err}");
     }
 
     #[test]

@@ -160,10 +160,20 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("crm: {e}"))?;
     crm.migrate().await.map_err(|e| format!("crm migrations: {e}"))?;
-    let (writer, writer_task) =
-        crm_store::EventWriter::start(crm.clone(), crm_store::WriterConfig::new(&config.crm.journal_dir))
+    let writer_config = crm_store::WriterConfig::new(&config.crm.journal_dir);
+    let (writer, writer_task) = if config.crm_uses_stream_outbox() {
+        let outbox = call_control::StreamOutbox::new(state.clone(), &config.node.name)
             .await
-            .map_err(|e| format!("crm journal {}: {e}", config.crm.journal_dir.display()))?;
+            .map_err(|e| format!("crm outbox stream: {e}"))?;
+        info!("interaction events go through the state store's stream");
+        crm_store::EventWriter::start_with_outbox(crm.clone(), writer_config, Arc::new(outbox))
+            .await
+            .map_err(|e| format!("crm outbox: {e}"))?
+    } else {
+        crm_store::EventWriter::start(crm.clone(), writer_config)
+            .await
+            .map_err(|e| format!("crm journal {}: {e}", config.crm.journal_dir.display()))?
+    };
 
     // Media engine, IVR flows, ACD.
     let media = media::engine::MediaEngine::new(media::engine::MediaConfig {

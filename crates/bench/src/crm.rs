@@ -13,6 +13,7 @@ use domain::{
     QueueId, Timestamp,
 };
 use serde_json::{Value, json};
+use state_store::StateStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,10 @@ pub struct CrmArgs {
     /// Events appended as fast as the writer takes them (its ceiling); 0 skips this phase.
     #[arg(long, default_value_t = 1_000_000)]
     saturation_events: u64,
+    /// Events through the Redis stream outbox (paced, then unthrottled) when `REDIS_URL` is set; 0
+    /// skips these phases.
+    #[arg(long, default_value_t = 200_000)]
+    stream_events: u64,
     /// Events written one INSERT at a time (autocommit): the naive path.
     #[arg(long, default_value_t = 2_000)]
     naive_events: u64,
@@ -153,20 +158,43 @@ fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
 
 /// Offers `events` to a fresh writer, paced at `rate` per second (0: as fast as it takes them), and
 /// measures committed throughput and event-to-committed latency.
+/// One run of the writer.
+struct Phase<'a> {
+    /// The local journal's folder (with the stream outbox, the dead-letter folder).
+    journal: std::path::PathBuf,
+    events: u64,
+    /// Offered events per second; 0: as fast as the writer takes them.
+    rate: u64,
+    first_call: u64,
+    /// Make events durable in this state store's stream instead of the journal.
+    stream: Option<&'a StateStore>,
+}
+
 async fn writer_phase(
     store: &CrmStore,
     tuning: WriterTuning,
-    journal: &std::path::Path,
-    events: u64,
-    rate: u64,
     in_flight: usize,
-    first_call: u64,
+    phase: Phase<'_>,
 ) -> Result<Value, String> {
+    let Phase {
+        journal,
+        events,
+        rate,
+        first_call,
+        stream,
+    } = phase;
     let mut config = WriterConfig::new(journal);
     tuning.apply(&mut config);
-    let (writer, task) = EventWriter::start(store.clone(), config)
-        .await
-        .map_err(|e| format!("writer: {e}"))?;
+    let (writer, task) = match stream {
+        None => EventWriter::start(store.clone(), config).await,
+        Some(state) => {
+            let outbox = call_control::StreamOutbox::new(state.clone(), "bench")
+                .await
+                .map_err(|e| format!("outbox: {e}"))?;
+            EventWriter::start_with_outbox(store.clone(), config, Arc::new(outbox)).await
+        }
+    }
+    .map_err(|e| format!("writer: {e}"))?;
     let start = Instant::now();
     // Committed counts over time, recorded as they change.
     let mut committed_rx = writer.committed();
@@ -272,6 +300,30 @@ async fn writer_phase(
     }))
 }
 
+/// A Redis state store under a prefix of this run, when `REDIS_URL` is set.
+async fn stream_outbox(args: &CrmArgs) -> Result<Option<StateStore>, String> {
+    if args.stream_events == 0 {
+        return Ok(None);
+    }
+    let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    // Unique per run: runs in one process (tests) must not share a stream.
+    let prefix = format!("benchcrm{}x{:x}", std::process::id(), rand_id());
+    StateStore::connect(&state_store::StateConfig::redis(url, prefix))
+        .await
+        .map(Some)
+        .map_err(|e| format!("redis: {e}"))
+}
+
+/// A random number from the standard library's hasher seeds (no dependency for one id).
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 /// One autocommitted INSERT per event, sequentially.
 async fn naive_phase(store: &CrmStore, events: u64, first_call: u64) -> Result<Value, String> {
     let mut stream = EventStream::new(first_call);
@@ -335,29 +387,56 @@ async fn measure(
     dir: &std::path::Path,
 ) -> Result<Value, String> {
     store.migrate().await.map_err(|e| format!("migrate: {e}"))?;
+    let phase = |name: &str, events, rate, first_call, stream| Phase {
+        journal: dir.join(name),
+        events,
+        rate,
+        first_call,
+        stream,
+    };
     let paced = writer_phase(
         store,
         args.tuning,
-        &dir.join("journal-paced"),
-        args.events,
-        args.rate,
         args.in_flight,
-        0,
+        phase("journal-paced", args.events, args.rate, 0, None),
     )
     .await?;
     let saturation = if args.saturation_events > 0 {
         writer_phase(
             store,
             args.tuning,
-            &dir.join("journal-saturation"),
-            args.saturation_events,
-            0,
             args.in_flight,
-            1_000_000_000,
+            phase(
+                "journal-saturation",
+                args.saturation_events,
+                0,
+                1_000_000_000,
+                None,
+            ),
         )
         .await?
     } else {
         json!({ "note": "skipped" })
+    };
+    let stream = match (stream_outbox(args).await?, args.stream_events) {
+        (Some(state), events) if events > 0 => {
+            let paced = writer_phase(
+                store,
+                args.tuning,
+                args.in_flight,
+                phase("stream-paced", events, args.rate, 3_000_000_000, Some(&state)),
+            )
+            .await?;
+            let saturation = writer_phase(
+                store,
+                args.tuning,
+                args.in_flight,
+                phase("stream-saturation", events, 0, 4_000_000_000, Some(&state)),
+            )
+            .await?;
+            json!({ "paced": paced, "saturation": saturation })
+        }
+        _ => json!({ "note": "skipped (no REDIS_URL, or --stream-events 0)" }),
     };
     let naive = naive_phase(store, args.naive_events, 2_000_000_000).await?;
     let naive_rate = naive["events_per_sec"].as_f64().filter(|r| *r > 0.0);
@@ -369,6 +448,7 @@ async fn measure(
         "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "writer_paced": paced,
         "writer_saturation": saturation,
+        "stream_outbox": stream,
         "naive": naive,
         "ratios": {
             "paced_sustained_over_naive": over_naive(&paced),
@@ -417,6 +497,7 @@ mod tests {
             rate: 20_000,
             saturation_events: 2_000,
             naive_events: 100,
+            stream_events: 1_000,
             in_flight: 512,
             database_url: Some(url),
             tuning: WriterTuning::default(),
@@ -431,6 +512,11 @@ mod tests {
         let p99 = paced["p99_event_to_committed_ms"].as_f64().unwrap();
         assert!(p99 > 0.0 && p99 < 10_000.0, "{p99}");
         assert_eq!(json["writer_saturation"]["committed"], 2_000);
+        if std::env::var("REDIS_URL").is_ok_and(|u| !u.is_empty()) {
+            let stream = &json["stream_outbox"];
+            assert_eq!(stream["paced"]["committed"], 1_000, "{stream}");
+            assert_eq!(stream["saturation"]["committed"], 1_000, "{stream}");
+        }
         assert!(json["naive"]["events_per_sec"].as_f64().unwrap() > 0.0);
         assert!(
             json["ratios"]["saturation_sustained_over_naive"]

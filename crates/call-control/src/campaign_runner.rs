@@ -92,6 +92,119 @@ pub struct CampaignConfig {
     /// At most this many calls of the campaign at once.
     #[serde(default = "default_max_lines")]
     pub max_lines: u32,
+    /// The answering-machine analysis of answered calls (`[campaign.amd]`); unset keys keep the
+    /// analyser's defaults.
+    #[serde(default)]
+    pub amd: AmdSettings,
+}
+
+/// `[campaign.amd]`: the answering-machine analyser's limits, in milliseconds unless stated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmdSettings {
+    /// Silence before any speech that means a machine or a dead line (default 2500).
+    pub initial_silence_ms: Option<u32>,
+    /// Total voice beyond which the greeting is a machine's (default 1500).
+    pub greeting_ms: Option<u32>,
+    /// Silence after a greeting that means a person waiting for an answer (default 800).
+    pub after_greeting_silence_ms: Option<u32>,
+    /// Longest analysis; then the call counts as a person (default 5000).
+    pub total_analysis_ms: Option<u32>,
+    /// Voice shorter than this is not a word (default 100).
+    pub min_word_length_ms: Option<u32>,
+    /// Silence that separates two words (default 50).
+    pub between_words_silence_ms: Option<u32>,
+    /// This many words means a machine (default 3).
+    pub max_words: Option<u32>,
+    /// One word longer than this means a machine (default 5000).
+    pub max_word_length_ms: Option<u32>,
+    /// Mean absolute amplitude (16-bit units) from which a frame is voice (default 256).
+    pub silence_threshold: Option<u32>,
+}
+
+impl AmdSettings {
+    /// The analyser's configuration; each value out of its range is a problem naming the key.
+    pub fn config(&self, problems: &mut Vec<String>) -> AmdConfig {
+        let mut c = AmdConfig::default();
+        let mut set =
+            |key: &str, value: Option<u32>, range: std::ops::RangeInclusive<u32>, field: &mut u32| {
+                if let Some(v) = value {
+                    if range.contains(&v) {
+                        *field = v;
+                    } else {
+                        problems.push(format!(
+                            "amd.{key}: between {} and {} (got {v})",
+                            range.start(),
+                            range.end()
+                        ));
+                    }
+                }
+            };
+        set(
+            "initial_silence_ms",
+            self.initial_silence_ms,
+            500..=10_000,
+            &mut c.initial_silence_ms,
+        );
+        set("greeting_ms", self.greeting_ms, 300..=10_000, &mut c.greeting_ms);
+        set(
+            "after_greeting_silence_ms",
+            self.after_greeting_silence_ms,
+            100..=5_000,
+            &mut c.after_greeting_silence_ms,
+        );
+        set(
+            "total_analysis_ms",
+            self.total_analysis_ms,
+            1_000..=15_000,
+            &mut c.total_analysis_ms,
+        );
+        set(
+            "min_word_length_ms",
+            self.min_word_length_ms,
+            20..=1_000,
+            &mut c.min_word_length_ms,
+        );
+        set(
+            "between_words_silence_ms",
+            self.between_words_silence_ms,
+            20..=2_000,
+            &mut c.between_words_silence_ms,
+        );
+        set("max_words", self.max_words, 1..=20, &mut c.max_words);
+        set(
+            "max_word_length_ms",
+            self.max_word_length_ms,
+            200..=15_000,
+            &mut c.max_word_length_ms,
+        );
+        set(
+            "silence_threshold",
+            self.silence_threshold,
+            1..=32_767,
+            &mut c.silence_threshold,
+        );
+        // The analysis must be able to reach each verdict before it gives up.
+        if c.total_analysis_ms <= c.initial_silence_ms {
+            problems.push(format!(
+                "amd.total_analysis_ms ({}) must be longer than amd.initial_silence_ms ({})",
+                c.total_analysis_ms, c.initial_silence_ms
+            ));
+        }
+        if c.total_analysis_ms <= c.greeting_ms {
+            problems.push(format!(
+                "amd.total_analysis_ms ({}) must be longer than amd.greeting_ms ({})",
+                c.total_analysis_ms, c.greeting_ms
+            ));
+        }
+        if c.min_word_length_ms >= c.max_word_length_ms {
+            problems.push(format!(
+                "amd.min_word_length_ms ({}) must be shorter than amd.max_word_length_ms ({})",
+                c.min_word_length_ms, c.max_word_length_ms
+            ));
+        }
+        c
+    }
 }
 
 fn default_mode() -> CampaignMode {
@@ -202,6 +315,7 @@ impl CampaignConfig {
         if self.max_lines == 0 || self.max_lines > 1000 {
             problems.push("max_lines: between 1 and 1000".into());
         }
+        let amd = self.amd.config(&mut problems);
         match (id, rules, pacing, window) {
             (Some(id), Some(rules), Some(pacing), Some(window)) if problems.is_empty() => Ok(CampaignSpec {
                 name: self.name.clone().unwrap_or_else(|| id.to_string()),
@@ -218,7 +332,7 @@ impl CampaignConfig {
                 start: self.state,
                 tick: Duration::from_millis(self.tick_ms),
                 max_lines: self.max_lines,
-                amd: AmdConfig::default(),
+                amd,
             }),
             _ => Err(problems),
         }
@@ -1180,5 +1294,47 @@ mod tests {
         assert_eq!(problems.len(), 3, "{problems:?}");
         let preview = config("mode = \"preview\"").spec(&acd_config()).unwrap_err();
         assert!(preview[0].contains("preview"), "{preview:?}");
+    }
+
+    #[test]
+    fn amd_settings_default_to_the_analyser_and_are_checked() {
+        let spec = config("").spec(&acd_config()).unwrap();
+        assert_eq!(
+            spec.amd,
+            AmdConfig::default(),
+            "no [campaign.amd]: today's behaviour"
+        );
+        let spec = config("[amd]\ninitial_silence_ms = 3000\ngreeting_ms = 2000\ntotal_analysis_ms = 4000")
+            .spec(&acd_config())
+            .unwrap();
+        assert_eq!(
+            (
+                spec.amd.initial_silence_ms,
+                spec.amd.greeting_ms,
+                spec.amd.total_analysis_ms
+            ),
+            (3000, 2000, 4000)
+        );
+        assert_eq!(
+            spec.amd.max_words,
+            AmdConfig::default().max_words,
+            "unset keys keep defaults"
+        );
+        let problems = config("[amd]\ngreeting_ms = 20\nmax_words = 0\ntotal_analysis_ms = 2000")
+            .spec(&acd_config())
+            .unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "amd.greeting_ms: between 300 and 10000 (got 20)",
+                "amd.max_words: between 1 and 20 (got 0)",
+                "amd.total_analysis_ms (2000) must be longer than amd.initial_silence_ms (2500)",
+            ]
+        );
+        let unknown = toml::from_str::<CampaignConfig>(
+            "id = \"x\"\ncaller_id = \"1\"\nmessage = \"m.wav\"\n[amd]\nbeep_ms = 5",
+        )
+        .unwrap_err();
+        assert!(unknown.to_string().contains("beep_ms"), "{unknown}");
     }
 }

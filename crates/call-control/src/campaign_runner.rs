@@ -17,13 +17,20 @@
 //! plays and the call ends; it counts as abandoned. Every attempt is one interaction (direction
 //! outbound, with a `dial_attempt` event) and one `dial_attempts` row, written when it is placed and
 //! when it ends. Phone numbers stay in [`Pii`]; logs and metric labels carry campaign and lead ids only.
+//!
+//! One node dials a campaign at a time: the runner places calls only while it holds the campaign's
+//! lease in the state store (renewed every tick, with a fencing token), and names itself in a blob
+//! beside it so standbys can show who dials. On taking the lease it loads the leads with their saved
+//! progress from the CRM store (and the campaign's stored status), so a restarted node or a standby
+//! continues each lead where it stopped; every change of a lead is saved back in order by a writer task
+//! of the runner's own.
 
 use crate::call::{Call, negotiate};
 use crate::{CallControl, Inner, Timeline};
 use acd::AgentState;
 use dialer::campaign::{
-    CallingWindow, Campaign, CampaignMode, CampaignState, DialRequest, Disposition, LeadStatus, NewLead,
-    RetryPolicy,
+    Callback, CallingWindow, Campaign, CampaignMode, CampaignState, DialRequest, Disposition, Lead,
+    LeadProgress, LeadStatus, NewLead, RetryPolicy,
 };
 use dialer::compliance::{AbandonLedger, AnsweredCall, ComplianceConfig, ComplianceRules};
 use dialer::pacing::{
@@ -360,6 +367,10 @@ pub struct CampaignLiveStats {
     pub leads_done: usize,
     pub leads_exhausted: usize,
     pub leads_blocked: usize,
+    /// Whether this node dials the campaign (holds its lease).
+    pub dialing_here: bool,
+    /// Who holds the campaign's lease (this node's or another's holder name), when known.
+    pub lease_holder: Option<String>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -493,15 +504,18 @@ impl CampaignHandle {
     }
 }
 
+/// Namespace of the blobs naming each campaign's dialing node (keyed by campaign id).
+pub const DIALER_LEASE_NAMESPACE: &str = "dialer-lease";
+
+/// The state-store lease of a campaign's dialer.
+pub fn dialer_lease_name(campaign: &CampaignId) -> String {
+    format!("dialer.{campaign}")
+}
+
 impl CallControl {
-    /// Starts the runner of a campaign with its leads (as loaded from the CRM store).
-    pub fn start_campaign(
-        &self,
-        spec: CampaignSpec,
-        leads: Vec<NewLead>,
-        metrics: DialerMetrics,
-    ) -> CampaignHandle {
-        let now = Timestamp::now_utc();
+    /// Starts the runner of a campaign. It dials only while it holds the campaign's lease; on taking
+    /// it, it loads the leads and their progress from the CRM store.
+    pub fn start_campaign(&self, spec: CampaignSpec, metrics: DialerMetrics) -> CampaignHandle {
         let mut campaign = Campaign::new(
             spec.id.clone(),
             spec.mode,
@@ -509,12 +523,6 @@ impl CallControl {
             spec.retry.clone(),
             spec.rules.clone(),
         );
-        for lead in leads {
-            let id = lead.id.clone();
-            if let Err(e) = campaign.add_lead(lead, now) {
-                warn!(campaign = %spec.id, lead = %id, error = %e, "lead left out");
-            }
-        }
         if spec.start == CampaignState::Running {
             let _ = campaign.resume();
         }
@@ -530,10 +538,18 @@ impl CallControl {
             stats,
         };
         let span = info_span!("campaign", campaign = %spec.id);
+        let saves = ProgressWriter::start(self.inner.crm.clone(), span.clone());
+        // At least a few ticks, so one slow tick does not hand the campaign over.
+        let lease_ttl = (spec.tick * 3).max(Duration::from_secs(3));
         let runner = Runner {
             inner: self.inner.clone(),
             policy: spec.pacing.build(),
             ledger: AbandonLedger::new(spec.rules.clone()),
+            lease_name: dialer_lease_name(&spec.id),
+            holder: format!("{}/{:08x}", self.inner.node, rand::random::<u32>()),
+            lease: None,
+            lease_ttl,
+            loaded: false,
             spec: Arc::new(spec),
             campaign,
             in_flight: HashMap::new(),
@@ -545,10 +561,139 @@ impl CallControl {
             metrics,
             tx,
             stats: stats_tx,
+            saves,
         };
         tokio::spawn(runner.run(rx, control_rx).instrument(span));
         handle
     }
+}
+
+/// Saves lead progress and campaign status in the CRM store in the order the runner made the
+/// changes, without holding the runner up.
+struct ProgressWriter {
+    tx: mpsc::UnboundedSender<Save>,
+}
+
+enum Save {
+    Lead(LeadId, crm_store::LeadProgress),
+    Status(CampaignId, &'static str),
+}
+
+impl ProgressWriter {
+    fn start(crm: crm_store::CrmStore, span: tracing::Span) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Save>();
+        tokio::spawn(
+            async move {
+                while let Some(save) = rx.recv().await {
+                    let done = match &save {
+                        Save::Lead(lead, p) => {
+                            tokio::time::timeout(Duration::from_secs(5), crm.save_lead_progress(lead, p))
+                                .await
+                        }
+                        Save::Status(id, status) => {
+                            tokio::time::timeout(Duration::from_secs(5), crm.set_campaign_status(id, status))
+                                .await
+                        }
+                    };
+                    match done {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => warn!(error = %e, "campaign progress not stored"),
+                        Err(_) => warn!("campaign progress not stored in time"),
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Self { tx }
+    }
+
+    fn lead(&self, lead: &Lead, last: Option<Disposition>, attempt_at: Option<Timestamp>) {
+        let _ = self.tx.send(Save::Lead(
+            lead.id.clone(),
+            stored_progress(lead, last, attempt_at),
+        ));
+    }
+
+    fn status(&self, campaign: &CampaignId, state: CampaignState) {
+        let _ = self.tx.send(Save::Status(campaign.clone(), stored_state(state)));
+    }
+}
+
+/// The campaign status the CRM store keeps for a state.
+fn stored_state(state: CampaignState) -> &'static str {
+    match state {
+        CampaignState::Running => "running",
+        CampaignState::Paused => "paused",
+        CampaignState::Stopped => "finished",
+    }
+}
+
+/// A lead's progress as the CRM store keeps it. `last` is how the attempt just finished (it names the
+/// status of a lead that will be retried).
+fn stored_progress(
+    lead: &Lead,
+    last: Option<Disposition>,
+    attempt_at: Option<Timestamp>,
+) -> crm_store::LeadProgress {
+    let by = |d| lead.attempts_by.get(&d).copied().unwrap_or(0);
+    let status = match lead.status {
+        LeadStatus::Pending if lead.callback.is_some() => "callback",
+        LeadStatus::Pending if lead.attempts == 0 => "new",
+        LeadStatus::Pending => last.map(disposition_name).unwrap_or("pending"),
+        LeadStatus::InProgress => "dialing",
+        LeadStatus::Done => "done",
+        LeadStatus::Exhausted => "exhausted",
+        LeadStatus::Blocked => "dnc",
+    };
+    crm_store::LeadProgress {
+        status: status.to_string(),
+        attempts: lead.attempts,
+        busy_attempts: by(Disposition::Busy),
+        no_answer_attempts: by(Disposition::NoAnswer),
+        machine_attempts: by(Disposition::Machine),
+        abandoned_attempts: by(Disposition::Abandoned),
+        failed_attempts: by(Disposition::Failed),
+        last_attempt_at: attempt_at,
+        next_attempt_at: (lead.status == LeadStatus::Pending).then_some(lead.next_attempt_at),
+        last_abandoned_at: lead.last_abandoned_at,
+        callback_at: lead.callback.as_ref().map(|c| c.at),
+        callback_agent: lead.callback.as_ref().and_then(|c| c.agent.clone()),
+    }
+}
+
+/// The pure campaign's view of a stored lead, or None for a status the dialer does not know.
+fn restored_progress(p: &crm_store::LeadProgress) -> Option<LeadProgress> {
+    let status = match p.status.as_str() {
+        "new" | "pending" | "callback" | "busy" | "no_answer" | "machine" | "abandoned" | "failed" => {
+            LeadStatus::Pending
+        }
+        "dialing" => LeadStatus::InProgress,
+        "done" | "contacted" | "completed" | "do_not_call" => LeadStatus::Done,
+        "exhausted" | "expired" => LeadStatus::Exhausted,
+        "dnc" => LeadStatus::Blocked,
+        _ => return None,
+    };
+    let attempts_by = [
+        (Disposition::Busy, p.busy_attempts),
+        (Disposition::NoAnswer, p.no_answer_attempts),
+        (Disposition::Machine, p.machine_attempts),
+        (Disposition::Abandoned, p.abandoned_attempts),
+        (Disposition::Failed, p.failed_attempts),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .collect();
+    Some(LeadProgress {
+        status,
+        attempts: p.attempts,
+        attempts_by,
+        next_attempt_at: p.next_attempt_at,
+        last_abandoned_at: p.last_abandoned_at,
+        callback: p.callback_at.map(|at| Callback {
+            at,
+            agent: p.callback_agent.clone(),
+        }),
+    })
 }
 
 /// What an attempt tells its runner.
@@ -589,6 +734,14 @@ struct Runner {
     metrics: DialerMetrics,
     tx: mpsc::UnboundedSender<Note>,
     stats: watch::Sender<CampaignLiveStats>,
+    /// The campaign's lease in the state store, and this runner's name as its holder.
+    lease_name: String,
+    holder: String,
+    lease: Option<state_store::Lease>,
+    lease_ttl: Duration,
+    /// Whether the leads were loaded since the lease was taken.
+    loaded: bool,
+    saves: ProgressWriter,
 }
 
 impl Runner {
@@ -622,9 +775,177 @@ impl Runner {
             self.publish();
             if self.campaign.state() == CampaignState::Stopped && self.active == 0 {
                 info!("campaign stopped");
+                self.give_up_lease().await;
                 return;
             }
         }
+    }
+
+    /// Keeps (renews) or takes the campaign's lease; true while this runner may place calls. A store
+    /// that does not answer means no new calls: another node may hold the lease by now.
+    async fn keep_lease(&mut self, now: Timestamp) -> bool {
+        let store = &self.inner.state;
+        let result = match &self.lease {
+            Some(lease) => store.renew_lease(lease, self.lease_ttl, now).await,
+            None => {
+                store
+                    .acquire_lease(&self.lease_name, &self.holder, self.lease_ttl, now)
+                    .await
+            }
+        };
+        match result {
+            Ok(Some(lease)) => {
+                if self.lease.is_none() {
+                    info!(holder = %self.holder, token = lease.token.0, "campaign lease taken: this node dials");
+                }
+                // Standbys read who dials from here; a former holder's fence cannot overwrite it.
+                let write = state_store::BlobWrite::new()
+                    .ttl(self.lease_ttl)
+                    .fenced(lease.fence());
+                if let Err(e) = store
+                    .put_blob(
+                        DIALER_LEASE_NAMESPACE,
+                        self.spec.id.as_str(),
+                        self.holder.as_bytes(),
+                        &write,
+                        now,
+                    )
+                    .await
+                {
+                    warn!(error = %e, "campaign lease holder not published");
+                }
+                self.lease = Some(lease);
+                self.counts.lease_holder = Some(self.holder.clone());
+                self.counts.dialing_here = true;
+                true
+            }
+            Ok(None) => {
+                if self.lease.take().is_some() {
+                    warn!("campaign lease lost: no new calls from this node (calls in progress finish)");
+                }
+                // The leads are loaded afresh if the lease comes back: the other node moved them on.
+                self.loaded = false;
+                self.counts.dialing_here = false;
+                self.counts.lease_holder = match store
+                    .get_blob(DIALER_LEASE_NAMESPACE, self.spec.id.as_str(), now)
+                    .await
+                {
+                    Ok(Some(blob)) => Some(String::from_utf8_lossy(&blob.value).into_owned()),
+                    _ => None,
+                };
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, "campaign lease not confirmed: no new calls");
+                self.counts.dialing_here = false;
+                false
+            }
+        }
+    }
+
+    /// Lets a standby take over at once (a stopped campaign: it reads the stored status and stops).
+    async fn give_up_lease(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let store = &self.inner.state;
+            let _ = store
+                .delete_blob(
+                    DIALER_LEASE_NAMESPACE,
+                    self.spec.id.as_str(),
+                    Some(&lease.fence()),
+                )
+                .await;
+            if let Err(e) = store.release_lease(&lease).await {
+                warn!(error = %e, "campaign lease not released; it lapses");
+            }
+        }
+    }
+
+    /// Loads the campaign's status and its leads with their saved progress (on taking the lease).
+    /// False when the store cannot be read: nothing is dialled then.
+    async fn load(&mut self, now: Timestamp) -> bool {
+        let crm = &self.inner.crm;
+        let timeout = Duration::from_secs(10);
+        let stored = match tokio::time::timeout(timeout, crm.campaign(&self.spec.id)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                warn!(error = %e, "campaign not readable; not dialling");
+                return false;
+            }
+            Err(_) => {
+                warn!("campaign not read in time; not dialling");
+                return false;
+            }
+        };
+        let rows = match tokio::time::timeout(timeout, crm.campaign_lead_progress(&self.spec.id)).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                warn!(error = %e, "leads not readable; not dialling");
+                return false;
+            }
+            Err(_) => {
+                warn!("leads not read in time; not dialling");
+                return false;
+            }
+        };
+        let spec = &self.spec;
+        let mut campaign = Campaign::new(
+            spec.id.clone(),
+            spec.mode,
+            spec.window,
+            spec.retry.clone(),
+            spec.rules.clone(),
+        );
+        // A supervisor's pause or stop, kept by the store, wins over this node's own state.
+        let state = match stored.as_ref().map(|c| c.status.as_str()) {
+            Some("paused") => CampaignState::Paused,
+            Some("finished") => CampaignState::Stopped,
+            Some("running") => CampaignState::Running,
+            _ => self.campaign.state(),
+        };
+        match state {
+            CampaignState::Running => {
+                let _ = campaign.resume();
+            }
+            CampaignState::Paused => {}
+            CampaignState::Stopped => campaign.stop(),
+        }
+        let mut interrupted = 0;
+        for (record, saved) in rows {
+            let id = record.id.clone();
+            let Some(progress) = restored_progress(&saved) else {
+                warn!(lead = %id, "lead left out: unknown stored status");
+                continue;
+            };
+            let lead = NewLead {
+                id: record.id,
+                phone: record.phone,
+                time_zone: record.timezone,
+            };
+            let was_dialling = progress.status == LeadStatus::InProgress;
+            match campaign.restore_lead(lead, progress, now) {
+                Ok(_) if was_dialling => {
+                    interrupted += 1;
+                    if let Some(lead) = campaign.lead(&id) {
+                        self.saves.lead(lead, Some(Disposition::Failed), None);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(lead = %id, error = %e, "lead left out"),
+            }
+        }
+        let leads = campaign.stats();
+        info!(
+            pending = leads.pending,
+            done = leads.done,
+            exhausted = leads.exhausted,
+            blocked = leads.blocked,
+            interrupted,
+            state = stored_state(campaign.state()),
+            "campaign leads loaded"
+        );
+        self.campaign = campaign;
+        self.loaded = true;
+        true
     }
 
     /// Talk and after-call work of the campaign's agents, for the policy's handle-time estimates.
@@ -658,7 +979,10 @@ impl Runner {
             }
         };
         match &result {
-            Ok(()) => info!(state = ?self.campaign.state(), "campaign state changed"),
+            Ok(()) => {
+                info!(state = ?self.campaign.state(), "campaign state changed");
+                self.saves.status(&self.spec.id, self.campaign.state());
+            }
             Err(e) => warn!(error = %e, "campaign control refused"),
         }
         let _ = reply.send(result.map(|()| self.campaign.state()).map_err(|e| e.to_string()));
@@ -666,6 +990,12 @@ impl Runner {
 
     async fn tick(&mut self) {
         let now = Timestamp::now_utc();
+        if !self.keep_lease(now).await {
+            return;
+        }
+        if !self.loaded && !self.load(now).await {
+            return;
+        }
         let agents = campaign_agents(&self.inner, &self.spec).await;
         let staffed = agents
             .iter()
@@ -707,15 +1037,34 @@ impl Runner {
                 return;
             }
         }
+        let ready = ready_agents(&self.inner, &self.spec).await;
         for _ in 0..dials {
-            let Some(request) = self.campaign.next_to_dial(now, &self.dnc) else {
+            let Some(request) = self
+                .campaign
+                .next_to_dial_when(now, &self.dnc, &|a| ready.contains(a))
+            else {
                 break;
             };
             self.place(request, now);
         }
+        self.store_blocked();
+    }
+
+    /// Leads found on the do-not-call list at dial time are closed as `dnc` in the store.
+    fn store_blocked(&mut self) {
+        for id in self.campaign.take_blocked() {
+            info!(lead = %id, "lead on the do-not-call list: closed");
+            if let Some(lead) = self.campaign.lead(&id) {
+                self.saves.lead(lead, None, None);
+            }
+        }
     }
 
     fn place(&mut self, request: DialRequest, now: Timestamp) {
+        // Saved before the call goes out: a node that dies now still counts this attempt on restart.
+        if let Some(lead) = self.campaign.lead(&request.lead) {
+            self.saves.lead(lead, None, Some(now));
+        }
         let inner = &self.inner;
         let id = CallId::generate(&inner.node, now, inner.next_counter(), rand::random());
         self.in_flight.insert(request.lead.clone(), now);
@@ -796,21 +1145,9 @@ impl Runner {
                         return;
                     }
                 };
-                let next = self
-                    .campaign
-                    .lead(&lead)
-                    .filter(|_| status == LeadStatus::Pending)
-                    .map(|l| l.next_attempt_at);
-                let stored = match status {
-                    LeadStatus::Pending => disposition_name(disposition),
-                    LeadStatus::Done => "done",
-                    LeadStatus::Exhausted => "exhausted",
-                    LeadStatus::Blocked => "dnc",
-                    LeadStatus::InProgress => "dialing",
-                };
-                info!(%lead, outcome = disposition_name(disposition), status = stored, "attempt finished");
-                if let Err(e) = self.inner.crm.record_lead_attempt(&lead, stored, now, next).await {
-                    warn!(%lead, error = %e, "lead attempt not stored");
+                info!(%lead, outcome = disposition_name(disposition), ?status, "attempt finished");
+                if let Some(l) = self.campaign.lead(&lead) {
+                    self.saves.lead(l, Some(disposition), Some(now));
                 }
             }
         }
@@ -854,6 +1191,18 @@ impl Runner {
             changed
         });
     }
+}
+
+/// The campaign's agents who are ready now (a personal callback is only dialled for one of them).
+async fn ready_agents(inner: &Inner, spec: &CampaignSpec) -> HashSet<AgentId> {
+    let Some(kpis) = inner.acd.kpis().await else {
+        return HashSet::new();
+    };
+    kpis.agents
+        .into_iter()
+        .filter(|a| spec.agents.contains(&a.agent) && a.state == AgentState::Available)
+        .map(|a| a.agent)
+        .collect()
 }
 
 /// The agents of the campaign's queue as the pacing policy sees them.

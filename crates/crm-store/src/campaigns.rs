@@ -113,6 +113,20 @@ impl CrmStore {
         Ok(())
     }
 
+    /// Sets a campaign's status (`running`, `paused`, `finished`) as its dialer changed it, so a node
+    /// that takes the campaign over, or restarts, continues in it. Returns whether the campaign exists.
+    pub async fn set_campaign_status(&self, id: &CampaignId, status: &str) -> Result<bool> {
+        let affected = with_pool!(self, |pool| {
+            sqlx::query("UPDATE campaigns SET status = $2 WHERE id = $1")
+                .bind(id.as_str().to_string())
+                .bind(status.to_string())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(affected == 1)
+    }
+
     /// A campaign by id.
     pub async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>> {
         let row = with_pool!(self, |pool| {
@@ -263,7 +277,7 @@ fn count(n: i64) -> u32 {
 
 impl CrmStore {
     /// Saves where a lead stands (after each attempt is placed and ends, a callback is scheduled, or it
-    /// is closed). Returns whether the lead exists.
+    /// is closed). A `last_attempt_at` of `None` keeps the stored one. Returns whether the lead exists.
     pub async fn save_lead_progress(&self, lead: &LeadId, p: &LeadProgress) -> Result<bool> {
         if p.status.is_empty() || p.status.len() > 32 {
             return Err(StoreError::Invalid("lead status is 1 to 32 characters".into()));
@@ -271,7 +285,8 @@ impl CrmStore {
         let affected = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE leads SET status = $2, attempts = $3, busy_attempts = $4, no_answer_attempts = $5, \
-                 machine_attempts = $6, abandoned_attempts = $7, failed_attempts = $8, last_attempt_at = $9, \
+                 machine_attempts = $6, abandoned_attempts = $7, failed_attempts = $8, \
+                 last_attempt_at = COALESCE($9, last_attempt_at), \
                  next_attempt_at = $10, last_abandoned_at = $11, callback_at = $12, callback_agent = $13 \
                  WHERE id = $1",
             )

@@ -558,6 +558,21 @@ async fn lead_progress_round_trips_for_a_restarted_dialer() {
         let back = store.campaign_lead_progress(&campaign).await.unwrap();
         assert_eq!(back[0].1, saved, "{}", target.label());
         assert_eq!(back[1].1.status, "new", "the other lead is untouched");
+        // A save without an attempt time keeps the stored one.
+        let closed = crm_store::LeadProgress {
+            status: "dnc".into(),
+            last_attempt_at: None,
+            ..saved.clone()
+        };
+        assert!(store.save_lead_progress(&l1, &closed).await.unwrap());
+        let back = store.campaign_lead_progress(&campaign).await.unwrap();
+        assert_eq!(back[0].1.last_attempt_at, saved.last_attempt_at);
+        assert_eq!(back[0].1.status, "dnc");
+        // The dialer's campaign status.
+        assert!(
+            !store.set_campaign_status(&campaign, "paused").await.unwrap(),
+            "no such campaign yet"
+        );
         // The plain status view agrees.
         let statuses = store.lead_statuses(&campaign).await.unwrap();
         assert!(statuses.contains(&(l1.clone(), "callback".to_string())));

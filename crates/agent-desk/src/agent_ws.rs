@@ -17,7 +17,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
-use call_control::desk::{AgentCommand, AgentMedia, DeskEvent};
+use call_control::desk::{AgentCommand, AgentMedia, CampaignWrapUp, DeskEvent};
 use domain::{AgentId, Pii};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -25,6 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{Instrument, debug, info, info_span};
+
+/// The wrap-up disposition that means the called person asked not to be called again.
+const DNC_DISPOSITION: &str = "dnc";
 
 /// Keep-alive pings on an idle socket (a dead network is noticed within about twice this).
 const PING_EVERY: Duration = Duration::from_secs(20);
@@ -229,14 +232,44 @@ async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &
             call,
             disposition,
             notes,
+            do_not_call,
+            callback,
             ..
-        } => (
-            call,
-            AgentCommand::WrapUp {
-                disposition: disposition.trim().to_string(),
-                notes: Pii::new(notes),
-            },
-        ),
+        } => {
+            let disposition = disposition.trim().to_string();
+            if let Some(cb) = &callback {
+                // A little slack for clocks; a callback is promised for the coming year at most.
+                let now = domain::Timestamp::now_utc();
+                let earliest = now.as_millis() - 60_000;
+                let latest = now.as_millis() + 366 * 86_400_000;
+                if !(earliest..=latest).contains(&cb.at.as_millis()) {
+                    return error(
+                        id,
+                        codes::BAD_REQUEST,
+                        "callback.at must be a time (ms since 1970) from now to a year ahead",
+                    );
+                }
+                if do_not_call || disposition == DNC_DISPOSITION {
+                    return error(
+                        id,
+                        codes::BAD_REQUEST,
+                        "a callback and do_not_call exclude each other",
+                    );
+                }
+            }
+            let campaign = CampaignWrapUp {
+                do_not_call: do_not_call || disposition == DNC_DISPOSITION,
+                callback,
+            };
+            (
+                call,
+                AgentCommand::WrapUp {
+                    disposition,
+                    notes: Pii::new(notes),
+                    campaign,
+                },
+            )
+        }
         AgentRequest::Ping { .. } => return AgentFrame::Pong { id },
         AgentRequest::Dial { number, sdp, .. } => {
             let Some(calls) = desk.calls.as_ref() else {

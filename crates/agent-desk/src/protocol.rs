@@ -7,7 +7,7 @@
 
 use acd::AgentState;
 use call_control::desk::{
-    AgentMedia, CallPhase, CallView, DialNumber, ScreenPop, SuperviseMode, TransferTarget,
+    AgentMedia, CallPhase, CallView, CallbackRequest, DialNumber, ScreenPop, SuperviseMode, TransferTarget,
 };
 use domain::{AgentId, CallId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -148,6 +148,12 @@ pub enum AgentRequest {
         disposition: String,
         #[serde(default)]
         notes: String,
+        /// Campaign calls: the person asked not to be called again (also the disposition `dnc`).
+        #[serde(default)]
+        do_not_call: bool,
+        /// Campaign calls: call the lead back at this time (personally, if asked).
+        #[serde(default)]
+        callback: Option<CallbackRequest>,
     },
     Ping {
         #[serde(default)]
@@ -499,6 +505,8 @@ mod tests {
             r#"{"type":"transfer","call":"c1","to":{"queue":"sales"}}"#,
             r#"{"type":"transfer","call":"c1","to":{"agent":"1002"}}"#,
             r#"{"type":"wrap_up","call":"c1","disposition":"resolved","notes":"ok"}"#,
+            r#"{"type":"wrap_up","call":"c1","disposition":"dnc","do_not_call":true}"#,
+            r#"{"type":"wrap_up","call":"c1","disposition":"follow_up","callback":{"at":1800000000000,"personal":true}}"#,
             r#"{"type":"dial","number":"+4930123456"}"#,
             r#"{"type":"transfer","call":"c1","to":{"number":"0800123"}}"#,
             r#"{"type":"ping","id":7}"#,
@@ -539,6 +547,11 @@ mod tests {
                 "transfer",
             ),
             (r#"{"type":"ready","extra":true}"#, None, "extra"),
+            (
+                r#"{"type":"wrap_up","id":8,"call":"c1","disposition":"x","callback":{"when":"soon"}}"#,
+                Some(serde_json::json!(8)),
+                "when",
+            ),
             (
                 r#"{"type":"dial","id":6,"number":"sip:x@y"}"#,
                 Some(serde_json::json!(6)),

@@ -2,7 +2,7 @@
 // softphone (WebRTC: our SDP offer goes in "accept", the server's answer comes as "media_answer").
 'use strict';
 const $ = (id) => document.getElementById(id);
-let ws = null, nextId = 1, call = null, phase = null, pc = null, retry = 500;
+let ws = null, nextId = 1, call = null, phase = null, pc = null, retry = 500, campaignCall = null;
 const pending = new Map();
 // What the desktop shows, in one place (handy for support and for browser tests).
 window.desk = { media: null, state: null, call: null, phase: null };
@@ -28,8 +28,9 @@ function setState(s) {
 }
 
 function renderPop(pop) {
+  campaignCall = pop.campaign || null;
   text($('pop-caller'), pop.caller);
-  text($('pop-queue'), pop.direction === 'outbound' ? 'outbound call' : pop.queue);
+  text($('pop-queue'), pop.campaign ? 'campaign ' + pop.campaign.campaign : (pop.direction === 'outbound' ? 'outbound call' : pop.queue));
   text($('pop-wait'), pop.direction === 'outbound' ? '' : 'waited ' + Math.round(pop.waited_ms / 1000) + ' s');
   text($('pop-why'), pop.explanation);
   const c = pop.customer;
@@ -76,6 +77,9 @@ function setPhase(p) {
   $('btn-consult-complete').disabled = p !== 'consulting';
   $('btn-consult-cancel').disabled = p !== 'consulting';
   show($('wrapup'), p === 'wrap_up');
+  // Callbacks and do-not-call are for campaign leads only.
+  show($('campaign-wrapup'), p === 'wrap_up' && !!campaignCall);
+  show($('disposition-dnc'), !!campaignCall);
 }
 
 function clearCall() {
@@ -195,7 +199,14 @@ $('btn-dial').onclick = async () => {
 };
 $('wrapup').addEventListener('submit', (e) => {
   e.preventDefault();
-  act({ type: 'wrap_up', call, disposition: $('disposition').value, notes: $('notes').value });
-  $('notes').value = '';
+  const frame = { type: 'wrap_up', call, disposition: $('disposition').value, notes: $('notes').value };
+  if (campaignCall) {
+    if (frame.disposition === 'dnc') frame.do_not_call = true;
+    else if ($('callback-at').value) {
+      frame.callback = { at: new Date($('callback-at').value).getTime(), personal: $('callback-personal').checked };
+    }
+  }
+  act(frame);
+  $('notes').value = ''; $('callback-at').value = ''; $('callback-personal').checked = false;
 });
 checkSession().then((ok) => { if (ok) connect(); });

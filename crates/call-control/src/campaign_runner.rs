@@ -26,6 +26,7 @@
 //! of the runner's own.
 
 use crate::call::{Call, negotiate};
+use crate::desk::CampaignWrapUp;
 use crate::{CallControl, Inner, Timeline};
 use acd::AgentState;
 use dialer::campaign::{
@@ -550,6 +551,7 @@ impl CallControl {
             lease: None,
             lease_ttl,
             loaded: false,
+            deferred: HashMap::new(),
             spec: Arc::new(spec),
             campaign,
             in_flight: HashMap::new(),
@@ -577,6 +579,7 @@ struct ProgressWriter {
 enum Save {
     Lead(LeadId, crm_store::LeadProgress),
     Status(CampaignId, &'static str),
+    DoNotCall(Pii<String>, AgentId, Timestamp),
 }
 
 impl ProgressWriter {
@@ -594,6 +597,12 @@ impl ProgressWriter {
                             tokio::time::timeout(Duration::from_secs(5), crm.set_campaign_status(id, status))
                                 .await
                         }
+                        Save::DoNotCall(number, agent, at) => tokio::time::timeout(
+                            Duration::from_secs(5),
+                            crm.add_do_not_call(number.expose(), "agent", agent.as_str(), *at),
+                        )
+                        .await
+                        .map(|r| r.map(|()| true)),
                     };
                     match done {
                         Ok(Ok(_)) => {}
@@ -612,6 +621,10 @@ impl ProgressWriter {
             lead.id.clone(),
             stored_progress(lead, last, attempt_at),
         ));
+    }
+
+    fn do_not_call(&self, number: Pii<String>, agent: &AgentId, at: Timestamp) {
+        let _ = self.tx.send(Save::DoNotCall(number, agent.clone(), at));
     }
 
     fn status(&self, campaign: &CampaignId, state: CampaignState) {
@@ -713,6 +726,12 @@ enum Note {
     Abandoned { lead: LeadId },
     /// The attempt is over.
     Finished { lead: LeadId, disposition: Disposition },
+    /// The agent's wrap-up asks not to call again, or to call back.
+    WrappedUp {
+        lead: LeadId,
+        agent: AgentId,
+        wants: CampaignWrapUp,
+    },
 }
 
 struct Runner {
@@ -742,6 +761,8 @@ struct Runner {
     /// Whether the leads were loaded since the lease was taken.
     loaded: bool,
     saves: ProgressWriter,
+    /// Wrap-ups that came before their attempt's end was recorded.
+    deferred: HashMap<LeadId, (AgentId, CampaignWrapUp)>,
 }
 
 impl Runner {
@@ -1149,7 +1170,51 @@ impl Runner {
                 if let Some(l) = self.campaign.lead(&lead) {
                     self.saves.lead(l, Some(disposition), Some(now));
                 }
+                if let Some((agent, wants)) = self.deferred.remove(&lead) {
+                    self.on_wrap_up(lead, agent, wants, now);
+                }
             }
+            Note::WrappedUp { lead, agent, wants } => {
+                let dialling = self
+                    .campaign
+                    .lead(&lead)
+                    .is_some_and(|l| l.status == LeadStatus::InProgress);
+                if dialling {
+                    // The agent was quicker than the attempt's end: apply it once that is recorded.
+                    self.deferred.insert(lead, (agent, wants));
+                } else {
+                    self.on_wrap_up(lead, agent, wants, now);
+                }
+            }
+        }
+    }
+
+    /// Carries out a campaign call's wrap-up: do not call again (the number joins the do-not-call
+    /// list, source `agent`, and the lead is closed), or a callback at the agent's time.
+    fn on_wrap_up(&mut self, lead: LeadId, agent: AgentId, wants: CampaignWrapUp, now: Timestamp) {
+        if wants.do_not_call {
+            if let Err(e) = self.campaign.mark_do_not_call(&lead) {
+                warn!(%lead, error = %e, "do-not-call request not applied");
+                return;
+            }
+            info!(%lead, %agent, "the person asked not to be called again");
+            if let Some(l) = self.campaign.lead(&lead) {
+                self.dnc.insert(l.phone.expose().clone());
+                self.saves.do_not_call(l.phone.clone(), &agent, now);
+                self.saves.lead(l, None, None);
+            }
+            return;
+        }
+        let Some(callback) = wants.callback else { return };
+        let personal = callback.personal.then(|| agent.clone());
+        match self.campaign.schedule_callback(&lead, callback.at, personal) {
+            Ok(()) => {
+                info!(%lead, %agent, personal = callback.personal, at = callback.at.as_millis(), "callback scheduled");
+                if let Some(l) = self.campaign.lead(&lead) {
+                    self.saves.lead(l, None, None);
+                }
+            }
+            Err(e) => warn!(%lead, error = %e, "callback not scheduled"),
         }
     }
 
@@ -1246,6 +1311,7 @@ pub fn disposition_name(d: Disposition) -> &'static str {
 
 /// The link between a campaign's answered call in the queue and the compliance clock.
 pub(crate) struct CampaignLink {
+    campaign: CampaignId,
     deadline: Instant,
     verdict_at: Timestamp,
     message: PathBuf,
@@ -1278,6 +1344,23 @@ impl CampaignLink {
                 waited,
             });
         }
+    }
+
+    /// The campaign and lead, for the agent's screen pop.
+    pub(crate) fn pop(&self) -> crate::desk::CampaignPop {
+        crate::desk::CampaignPop {
+            campaign: self.campaign.clone(),
+            lead: self.lead.clone(),
+        }
+    }
+
+    /// The agent's wrap-up asks the campaign to close the lead (do not call) or call it back.
+    pub(crate) fn wrapped_up(&self, agent: &AgentId, wants: CampaignWrapUp) {
+        let _ = self.tx.send(Note::WrappedUp {
+            lead: self.lead.clone(),
+            agent: agent.clone(),
+            wants,
+        });
     }
 
     /// The deadline passed without an agent: returns the message to play.
@@ -1501,6 +1584,7 @@ impl Attempt {
             Pii::new(self.spec.caller_id.clone()),
         );
         call.campaign = Some(CampaignLink {
+            campaign: self.spec.id.clone(),
             deadline: Instant::now() + self.spec.rules.connect_within,
             verdict_at,
             message: self.spec.message.clone(),

@@ -42,6 +42,16 @@ pub struct ScreenPop {
     pub customer: Option<crm_store::CustomerCard>,
     /// What the caller entered in the IVR (never sensitive digits).
     pub ivr: Option<IvrPop>,
+    /// The campaign and lead of a campaign call (the wrap-up may then ask for a callback or not to
+    /// call again).
+    pub campaign: Option<CampaignPop>,
+}
+
+/// The campaign a call belongs to, as the desktop shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CampaignPop {
+    pub campaign: domain::CampaignId,
+    pub lead: domain::LeadId,
 }
 
 /// The caller's IVR session as the agent sees it.
@@ -163,6 +173,32 @@ impl SuperviseMode {
     }
 }
 
+/// A callback the agent promises on a campaign call: the lead is dialled again at `at` (for
+/// `personal`, only when this agent is ready, and offered to them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackRequest {
+    pub at: Timestamp,
+    #[serde(default)]
+    pub personal: bool,
+}
+
+/// What a campaign call's wrap-up asks of the campaign besides the disposition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CampaignWrapUp {
+    /// The called person asked not to be called again: the number joins the do-not-call list and
+    /// the lead is closed.
+    pub do_not_call: bool,
+    pub callback: Option<CallbackRequest>,
+}
+
+impl CampaignWrapUp {
+    /// Whether it asks anything of a campaign.
+    pub fn is_empty(&self) -> bool {
+        !self.do_not_call && self.callback.is_none()
+    }
+}
+
 /// What an agent asks of their call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentCommand {
@@ -179,6 +215,8 @@ pub enum AgentCommand {
     WrapUp {
         disposition: String,
         notes: Pii<String>,
+        /// For campaign calls: do not call again, or call back.
+        campaign: CampaignWrapUp,
     },
     /// The caller stops (or starts again) hearing the agent.
     Mute(bool),
@@ -491,6 +529,7 @@ mod tests {
             explanation: "longest idle".into(),
             customer: None,
             ivr: None,
+            campaign: None,
         })
     }
 

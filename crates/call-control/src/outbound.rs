@@ -132,6 +132,7 @@ pub(crate) async fn dial(
         explanation: "placed by the agent".into(),
         customer,
         ivr: None,
+        campaign: None,
     });
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     inner.desks.offer(&agent, pop, commands_tx.clone(), now);

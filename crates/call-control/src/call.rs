@@ -401,6 +401,11 @@ impl Call {
         self.commands_rx = rx;
     }
 
+    /// The call control services, for work that outlives the call task.
+    pub(crate) fn inner_handle(&self) -> Arc<Inner> {
+        self.inner.clone()
+    }
+
     pub(crate) fn log(&mut self, kind: InteractionEventKind) {
         let ev = self.timeline.event(Timestamp::now_utc(), kind);
         self.inner.log(ev);

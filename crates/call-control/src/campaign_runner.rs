@@ -66,7 +66,8 @@ pub struct CampaignConfig {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
-    /// `progressive`, `predictive` or `agentless` (preview calls are placed by agents).
+    /// `preview` (the agent sees the lead, then dials or skips), `progressive`, `predictive` or
+    /// `agentless`.
     #[serde(default = "default_mode")]
     pub mode: CampaignMode,
     /// The ACD queue whose agents take answered calls (not for agentless campaigns).
@@ -104,6 +105,13 @@ pub struct CampaignConfig {
     /// analyser's defaults.
     #[serde(default)]
     pub amd: AmdSettings,
+    /// Preview campaigns: how long a lead the agent skipped waits before it is offered again.
+    #[serde(default = "default_preview_skip_secs")]
+    pub preview_skip_secs: u64,
+}
+
+fn default_preview_skip_secs() -> u64 {
+    3600
 }
 
 /// `[campaign.amd]`: the answering-machine analyser's limits, in milliseconds unless stated.
@@ -250,6 +258,8 @@ pub struct CampaignSpec {
     pub tick: Duration,
     pub max_lines: u32,
     pub amd: AmdConfig,
+    /// Preview campaigns: how long a skipped lead waits.
+    pub preview_skip: Duration,
 }
 
 fn parse_hour(text: &str) -> Option<(u8, u8)> {
@@ -264,8 +274,12 @@ impl CampaignConfig {
         let id = CampaignId::new(&self.id)
             .map_err(|e| problems.push(format!("id {:?}: {e}", self.id)))
             .ok();
-        if self.mode == CampaignMode::Preview {
-            problems.push("mode preview: agents place preview calls from the desktop".into());
+        if self.mode == CampaignMode::Preview && self.pacing != default_pacing() {
+            problems
+                .push("pacing: preview campaigns are not paced (the agent dials); leave pacing out".into());
+        }
+        if self.preview_skip_secs > 7 * 86_400 {
+            problems.push("preview_skip_secs: at most 604800 (a week)".into());
         }
         let queue = match (&self.queue, self.mode) {
             (None, CampaignMode::Agentless) => None,
@@ -341,6 +355,7 @@ impl CampaignConfig {
                 tick: Duration::from_millis(self.tick_ms),
                 max_lines: self.max_lines,
                 amd,
+                preview_skip: Duration::from_secs(self.preview_skip_secs),
             }),
             _ => Err(problems),
         }
@@ -459,7 +474,27 @@ impl DialerMetrics {
 pub struct CampaignHandle {
     pub id: CampaignId,
     control: mpsc::UnboundedSender<Control>,
+    previews: mpsc::UnboundedSender<PreviewDecision>,
     stats: watch::Receiver<CampaignLiveStats>,
+}
+
+/// What an agent does with a previewed lead.
+#[derive(Debug)]
+pub enum PreviewChoice {
+    /// Dial it, as a click-to-dial call from the agent's phone or browser (with its SDP offer).
+    Dial {
+        media: crate::desk::AgentMedia,
+        sdp: Option<String>,
+    },
+    /// Not now: the lead waits the campaign's skip time.
+    Skip,
+}
+
+struct PreviewDecision {
+    agent: AgentId,
+    lead: LeadId,
+    choice: PreviewChoice,
+    reply: oneshot::Sender<Result<(), crate::desk::Refusal>>,
 }
 
 /// What a supervisor asks of a running campaign.
@@ -495,6 +530,26 @@ impl CampaignHandle {
             .map_err(|_| "the campaign has ended".to_string())?;
         rx.await.unwrap_or_else(|_| Err("the campaign has ended".into()))
     }
+    /// An agent's decision on the lead this campaign previews to them.
+    pub async fn preview(
+        &self,
+        agent: AgentId,
+        lead: LeadId,
+        choice: PreviewChoice,
+    ) -> Result<(), crate::desk::Refusal> {
+        let ended = || crate::desk::Refusal::new("unavailable", "the campaign has ended");
+        let (reply, rx) = oneshot::channel();
+        self.previews
+            .send(PreviewDecision {
+                agent,
+                lead,
+                choice,
+                reply,
+            })
+            .map_err(|_| ended())?;
+        rx.await.unwrap_or_else(|_| Err(ended()))
+    }
+
     /// The figures as of the last tick or attempt event.
     pub fn stats(&self) -> CampaignLiveStats {
         self.stats.borrow().clone()
@@ -503,6 +558,13 @@ impl CampaignHandle {
     pub fn watch(&self) -> watch::Receiver<CampaignLiveStats> {
         self.stats.clone()
     }
+}
+
+/// The reason code an agent is not ready with while a preview campaign shows them a lead.
+pub const PREVIEW_REASON: &str = "preview";
+
+fn is_previewing(state: &AgentState) -> bool {
+    matches!(state, AgentState::NotReady { reason } if reason.as_str() == PREVIEW_REASON)
 }
 
 /// Namespace of the blobs naming each campaign's dialing node (keyed by campaign id).
@@ -528,6 +590,7 @@ impl CallControl {
             let _ = campaign.resume();
         }
         let (control, control_rx) = mpsc::unbounded_channel();
+        let (previews, previews_rx) = mpsc::unbounded_channel();
         let (stats_tx, stats) = watch::channel(CampaignLiveStats {
             campaign: spec.id.to_string(),
             ..CampaignLiveStats::default()
@@ -536,6 +599,7 @@ impl CallControl {
         let handle = CampaignHandle {
             id: spec.id.clone(),
             control,
+            previews,
             stats,
         };
         let span = info_span!("campaign", campaign = %spec.id);
@@ -552,6 +616,8 @@ impl CallControl {
             lease_ttl,
             loaded: false,
             deferred: HashMap::new(),
+            previews: HashMap::new(),
+            lead_info: HashMap::new(),
             spec: Arc::new(spec),
             campaign,
             in_flight: HashMap::new(),
@@ -565,7 +631,7 @@ impl CallControl {
             stats: stats_tx,
             saves,
         };
-        tokio::spawn(runner.run(rx, control_rx).instrument(span));
+        tokio::spawn(runner.run(rx, control_rx, previews_rx).instrument(span));
         handle
     }
 }
@@ -726,6 +792,10 @@ enum Note {
     Abandoned { lead: LeadId },
     /// The attempt is over.
     Finished { lead: LeadId, disposition: Disposition },
+    /// A previewed lead's call was placed by its agent.
+    PreviewPlaced { lead: LeadId, agent: AgentId },
+    /// The agent's dial of a previewed lead was refused; the preview stays.
+    PreviewRefused { agent: AgentId, previewed: Previewed },
     /// The agent's wrap-up asks not to call again, or to call back.
     WrappedUp {
         lead: LeadId,
@@ -763,6 +833,18 @@ struct Runner {
     saves: ProgressWriter,
     /// Wrap-ups that came before their attempt's end was recorded.
     deferred: HashMap<LeadId, (AgentId, CampaignWrapUp)>,
+    /// Preview campaigns: the lead each agent is looking at.
+    previews: HashMap<AgentId, Previewed>,
+    /// Names and linked customers of the leads (for previews).
+    lead_info: HashMap<LeadId, (Option<Pii<String>>, Option<domain::CustomerId>)>,
+}
+
+/// A lead shown to an agent.
+#[derive(Debug)]
+struct Previewed {
+    lead: LeadId,
+    phone: Pii<String>,
+    attempt: u32,
 }
 
 impl Runner {
@@ -770,6 +852,7 @@ impl Runner {
         mut self,
         mut notes: mpsc::UnboundedReceiver<Note>,
         mut control: mpsc::UnboundedReceiver<Control>,
+        mut previews: mpsc::UnboundedReceiver<PreviewDecision>,
     ) {
         info!(mode = ?self.spec.mode, pacing = %self.spec.pacing, "campaign runner started");
         let mut tick = tokio::time::interval(self.spec.tick);
@@ -792,6 +875,7 @@ impl Runner {
                     Some(c) => self.on_control(c),
                     None => control_open = false,
                 },
+                Some(d) = previews.recv() => self.on_preview_decision(d).await,
             }
             self.publish();
             if self.campaign.state() == CampaignState::Stopped && self.active == 0 {
@@ -931,8 +1015,11 @@ impl Runner {
             CampaignState::Stopped => campaign.stop(),
         }
         let mut interrupted = 0;
+        self.lead_info.clear();
         for (record, saved) in rows {
             let id = record.id.clone();
+            self.lead_info
+                .insert(id.clone(), (record.name.clone(), record.customer.clone()));
             let Some(progress) = restored_progress(&saved) else {
                 warn!(lead = %id, "lead left out: unknown stored status");
                 continue;
@@ -973,6 +1060,10 @@ impl Runner {
     fn on_agent_state(&mut self, ev: crate::AgentStateEvent) {
         if !self.spec.agents.contains(&ev.agent) {
             return;
+        }
+        if self.previews.contains_key(&ev.agent) && !is_previewing(&ev.to) {
+            // Ready again, logged out or forced elsewhere: the lead goes back at once.
+            self.end_preview(&ev.agent, Timestamp::now_utc(), "you are no longer previewing");
         }
         let started = self.agent_since.insert(ev.agent.clone(), ev.at);
         let Some(started) = started else { return };
@@ -1017,6 +1108,9 @@ impl Runner {
         if !self.loaded && !self.load(now).await {
             return;
         }
+        if self.spec.mode == CampaignMode::Preview {
+            return self.preview_tick(now).await;
+        }
         let agents = campaign_agents(&self.inner, &self.spec).await;
         let staffed = agents
             .iter()
@@ -1046,17 +1140,8 @@ impl Runner {
         if dials == 0 {
             return;
         }
-        // The do-not-call list is read at dial time; if it cannot be read, nothing is dialled.
-        match tokio::time::timeout(Duration::from_secs(2), self.inner.crm.do_not_call_numbers()).await {
-            Ok(Ok(numbers)) => self.dnc = numbers,
-            Ok(Err(e)) => {
-                warn!(error = %e, "do-not-call list unreadable; not dialling");
-                return;
-            }
-            Err(_) => {
-                warn!("do-not-call list not read in time; not dialling");
-                return;
-            }
+        if !self.read_dnc().await {
+            return;
         }
         let ready = ready_agents(&self.inner, &self.spec).await;
         for _ in 0..dials {
@@ -1069,6 +1154,206 @@ impl Runner {
             self.place(request, now);
         }
         self.store_blocked();
+    }
+
+    /// Reads the do-not-call list right before dialling; false (dial nothing) if it cannot be read.
+    async fn read_dnc(&mut self) -> bool {
+        match tokio::time::timeout(Duration::from_secs(2), self.inner.crm.do_not_call_numbers()).await {
+            Ok(Ok(numbers)) => {
+                self.dnc = numbers;
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "do-not-call list unreadable; not dialling");
+                false
+            }
+            Err(_) => {
+                warn!("do-not-call list not read in time; not dialling");
+                false
+            }
+        }
+    }
+
+    /// Preview campaigns: each ready agent of the queue with a desktop and no call is shown the next
+    /// lead (window, do-not-call, retries and callbacks as for any campaign) and made not ready
+    /// (`preview`) while they decide, so the ACD offers them nothing meanwhile.
+    async fn preview_tick(&mut self, now: Timestamp) {
+        // A desktop that went away gives its lead back.
+        let gone: Vec<AgentId> = self
+            .previews
+            .keys()
+            .filter(|a| self.inner.desks.desk_media(a).is_none())
+            .cloned()
+            .collect();
+        for agent in gone {
+            self.end_preview(&agent, now, "desktop closed");
+        }
+        if self.campaign.state() != CampaignState::Running {
+            let all: Vec<AgentId> = self.previews.keys().cloned().collect();
+            for agent in all {
+                self.end_preview(&agent, now, "the campaign is not running");
+            }
+            return;
+        }
+        let free: Vec<AgentId> = ready_agents(&self.inner, &self.spec)
+            .await
+            .into_iter()
+            .filter(|a| {
+                !self.previews.contains_key(a)
+                    && self.inner.desks.desk_media(a).is_some()
+                    && !self.inner.desks.busy(a)
+            })
+            .collect();
+        if free.is_empty() || self.active >= self.spec.max_lines || !self.read_dnc().await {
+            return;
+        }
+        for agent in free {
+            let Some(request) = self.campaign.reserve_for(now, &self.dnc, &agent) else {
+                break;
+            };
+            let reason = match acd::ReasonCode::new(PREVIEW_REASON) {
+                Ok(r) => r,
+                Err(_) => return,
+            };
+            let taken = self
+                .inner
+                .acd
+                .request(acd::Input::AgentNotReady {
+                    agent: agent.clone(),
+                    reason,
+                })
+                .await;
+            if let Err(e) = taken {
+                // Offered a call meanwhile, or gone: the lead stays for someone else.
+                info!(%agent, error = %e, "agent not free for a preview");
+                let _ = self.campaign.release(&request.lead, now);
+                continue;
+            }
+            let (name, customer) = self.lead_info.get(&request.lead).cloned().unwrap_or_default();
+            let card = match customer {
+                Some(id) => {
+                    tokio::time::timeout(Duration::from_millis(500), self.inner.crm.customer_card(&id))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten()
+                }
+                None => None,
+            };
+            let callback = self
+                .campaign
+                .lead(&request.lead)
+                .is_some_and(|l| l.callback.is_some());
+            info!(%agent, lead = %request.lead, attempt = request.attempt, "lead previewed");
+            self.inner.desks.offer_preview(
+                &agent,
+                Arc::new(crate::desk::PreviewOffer {
+                    campaign: self.spec.id.clone(),
+                    lead: request.lead.clone(),
+                    name,
+                    phone: request.phone.clone(),
+                    attempt: request.attempt,
+                    callback,
+                    customer: card,
+                }),
+            );
+            self.previews.insert(
+                agent,
+                Previewed {
+                    lead: request.lead,
+                    phone: request.phone,
+                    attempt: request.attempt,
+                },
+            );
+        }
+        self.store_blocked();
+    }
+
+    /// Takes a preview back from the agent: the lead is offered again at once.
+    fn end_preview(&mut self, agent: &AgentId, now: Timestamp, reason: &str) {
+        if let Some(p) = self.previews.remove(agent) {
+            let _ = self.campaign.release(&p.lead, now);
+            self.inner.desks.end_preview(agent, Some(reason));
+        }
+    }
+
+    async fn on_preview_decision(&mut self, d: PreviewDecision) {
+        let now = Timestamp::now_utc();
+        let shown = self.previews.get(&d.agent).is_some_and(|p| p.lead == d.lead);
+        if !shown {
+            let _ = d.reply.send(Err(crate::desk::Refusal::new(
+                "no_preview",
+                "that lead is not being previewed to you",
+            )));
+            return;
+        }
+        let Some(p) = self.previews.remove(&d.agent) else {
+            return;
+        };
+        match d.choice {
+            PreviewChoice::Skip => {
+                let _ = self.campaign.release(&p.lead, now + self.spec.preview_skip);
+                if let Some(l) = self.campaign.lead(&p.lead) {
+                    self.saves.lead(l, None, None);
+                }
+                self.inner.desks.end_preview(&d.agent, None);
+                info!(agent = %d.agent, lead = %p.lead, "preview skipped");
+                // Ready for the next lead.
+                let back = self
+                    .inner
+                    .acd
+                    .request(acd::Input::AgentReady {
+                        agent: d.agent.clone(),
+                    })
+                    .await;
+                let _ = d
+                    .reply
+                    .send(back.map_err(|e| crate::desk::Refusal::new("illegal_transition", e.to_string())));
+            }
+            PreviewChoice::Dial { media, sdp } => {
+                let link = PreviewDial {
+                    spec: self.spec.clone(),
+                    agent: d.agent.clone(),
+                    lead: p.lead.clone(),
+                    phone: p.phone.clone(),
+                    attempt: p.attempt,
+                    tx: self.tx.clone(),
+                };
+                let Ok(number) = crate::desk::DialNumber::try_from(p.phone.expose().clone()) else {
+                    // Stored numbers are E.164; one that is not cannot be dialled at all.
+                    let _ = self.campaign.release(&p.lead, now + self.spec.preview_skip);
+                    self.inner
+                        .desks
+                        .end_preview(&d.agent, Some("the number cannot be dialled"));
+                    let _ = d.reply.send(Err(crate::desk::Refusal::new(
+                        "bad_number",
+                        "the lead's number cannot be dialled",
+                    )));
+                    return;
+                };
+                let inner = self.inner.clone();
+                let tx = self.tx.clone();
+                let (agent, lead, phone, attempt) = (d.agent, p.lead, p.phone, p.attempt);
+                tokio::spawn(
+                    async move {
+                        let placed =
+                            crate::outbound::dial(inner, agent.clone(), number, media, sdp, Some(link)).await;
+                        let answer = match placed {
+                            Ok(_) => Ok(()),
+                            Err(refusal) => {
+                                let _ = tx.send(Note::PreviewRefused {
+                                    agent,
+                                    previewed: Previewed { lead, phone, attempt },
+                                });
+                                Err(refusal)
+                            }
+                        };
+                        let _ = d.reply.send(answer);
+                    }
+                    .in_current_span(),
+                );
+            }
+        }
     }
 
     /// Leads found on the do-not-call list at dial time are closed as `dnc` in the store.
@@ -1173,6 +1458,22 @@ impl Runner {
                 if let Some((agent, wants)) = self.deferred.remove(&lead) {
                     self.on_wrap_up(lead, agent, wants, now);
                 }
+            }
+            Note::PreviewPlaced { lead, agent } => match self.campaign.confirm_dial(&lead) {
+                Ok(attempt) => {
+                    info!(%lead, %agent, attempt, "previewed lead dialled");
+                    self.inner.desks.end_preview(&agent, None);
+                    self.active += 1;
+                    self.counts.dials += 1;
+                    self.metrics.dials.get_or_create(&label).inc();
+                    if let Some(l) = self.campaign.lead(&lead) {
+                        self.saves.lead(l, None, Some(now));
+                    }
+                }
+                Err(e) => warn!(%lead, error = %e, "previewed dial not counted"),
+            },
+            Note::PreviewRefused { agent, previewed } => {
+                self.previews.insert(agent, previewed);
             }
             Note::WrappedUp { lead, agent, wants } => {
                 let dialling = self
@@ -1384,6 +1685,117 @@ pub(crate) async fn connect_deadline(link: &Option<CampaignLink>) {
     }
 }
 
+/// A preview campaign's call, placed by its agent through the click-to-dial path
+/// ([`crate::outbound`]): what it shows and records for the campaign (the attempt row, the
+/// interaction's `dial_attempt` events, the lead's result).
+pub(crate) struct PreviewDial {
+    spec: Arc<CampaignSpec>,
+    agent: AgentId,
+    lead: LeadId,
+    phone: Pii<String>,
+    attempt: u32,
+    tx: mpsc::UnboundedSender<Note>,
+}
+
+impl PreviewDial {
+    /// The number the called person sees.
+    pub(crate) fn caller_id(&self) -> &str {
+        &self.spec.caller_id
+    }
+
+    pub(crate) fn pop(&self) -> crate::desk::CampaignPop {
+        crate::desk::CampaignPop {
+            campaign: self.spec.id.clone(),
+            lead: self.lead.clone(),
+        }
+    }
+
+    /// The call is under way: the runner counts the attempt (before the call can report its end).
+    pub(crate) fn placed(&self) {
+        let _ = self.tx.send(Note::PreviewPlaced {
+            lead: self.lead.clone(),
+            agent: self.agent.clone(),
+        });
+    }
+
+    pub(crate) fn row(&self, id: &CallId, started: Timestamp) -> crm_store::DialAttempt {
+        crm_store::DialAttempt {
+            id: id.to_string(),
+            campaign: self.spec.id.clone(),
+            lead: self.lead.clone(),
+            attempt: self.attempt,
+            phone: self.phone.clone(),
+            started_at: started,
+            answered_at: None,
+            amd_result: None,
+            agent: None,
+            connected_at: None,
+            ended_at: None,
+            outcome: "dialing".into(),
+            abandoned: false,
+        }
+    }
+
+    pub(crate) fn dial_event(&self, disposition: Disposition) -> InteractionEventKind {
+        InteractionEventKind::DialAttempt {
+            campaign: self.spec.id.clone(),
+            lead: self.lead.clone(),
+            outcome: disposition_name(disposition).to_string(),
+        }
+    }
+
+    /// The answered call's link to the campaign: the agent is on the line already, so it connects at
+    /// once and the connect deadline never matters.
+    pub(crate) fn link(&self) -> CampaignLink {
+        CampaignLink {
+            campaign: self.spec.id.clone(),
+            deadline: Instant::now() + Duration::from_secs(24 * 3600),
+            verdict_at: Timestamp::now_utc(),
+            message: self.spec.message.clone(),
+            phase: LinkPhase::Waiting,
+            lead: self.lead.clone(),
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// How the answered call went for the campaign, from its link.
+    pub(crate) fn outcome(link: Option<&CampaignLink>, row: &mut crm_store::DialAttempt) -> Disposition {
+        if let Some(LinkPhase::Connected { agent, at }) = link.map(|l| &l.phase) {
+            row.agent = Some(agent.clone());
+            row.connected_at = Some(*at);
+        }
+        Disposition::Completed
+    }
+
+    pub(crate) async fn store(&self, inner: &Inner, row: &crm_store::DialAttempt) {
+        store_attempt(inner, row).await;
+    }
+
+    /// The attempt is over: its row is completed and the runner records the lead's result.
+    pub(crate) async fn finish(
+        &self,
+        inner: &Inner,
+        mut row: crm_store::DialAttempt,
+        disposition: Disposition,
+    ) {
+        row.ended_at = Some(Timestamp::now_utc());
+        row.outcome = disposition_name(disposition).to_string();
+        store_attempt(inner, &row).await;
+        let _ = self.tx.send(Note::Finished {
+            lead: self.lead.clone(),
+            disposition,
+        });
+    }
+}
+
+async fn store_attempt(inner: &Inner, row: &crm_store::DialAttempt) {
+    match tokio::time::timeout(Duration::from_secs(5), inner.crm.record_dial_attempt(row)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "dial attempt not stored"),
+        Err(_) => warn!("dial attempt not stored in time"),
+    }
+}
+
 /// One dial attempt, from placing the call to its end.
 struct Attempt {
     inner: Arc<Inner>,
@@ -1420,11 +1832,7 @@ impl Attempt {
     }
 
     async fn store(&self, row: &crm_store::DialAttempt) {
-        match tokio::time::timeout(Duration::from_secs(5), self.inner.crm.record_dial_attempt(row)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(error = %e, "dial attempt not stored"),
-            Err(_) => warn!("dial attempt not stored in time"),
-        }
+        store_attempt(&self.inner, row).await;
     }
 
     fn note(&self, note: Note) {
@@ -1725,8 +2133,17 @@ mod tests {
                 .spec(&acd_config())
                 .unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
-        let preview = config("mode = \"preview\"").spec(&acd_config()).unwrap_err();
-        assert!(preview[0].contains("preview"), "{preview:?}");
+        let preview = config("mode = \"preview\"\npreview_skip_secs = 600")
+            .spec(&acd_config())
+            .unwrap();
+        assert_eq!(
+            (preview.mode, preview.preview_skip),
+            (CampaignMode::Preview, Duration::from_secs(600))
+        );
+        let paced = config("mode = \"preview\"\npacing = \"predictive\"")
+            .spec(&acd_config())
+            .unwrap_err();
+        assert!(paced[0].contains("not paced"), "{paced:?}");
     }
 
     #[test]

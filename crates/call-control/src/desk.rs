@@ -86,6 +86,21 @@ pub struct CallView {
     pub pop: Arc<ScreenPop>,
 }
 
+/// A lead a preview campaign shows an agent before they dial it (or skip it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewOffer {
+    pub campaign: domain::CampaignId,
+    pub lead: domain::LeadId,
+    pub name: Option<Pii<String>>,
+    pub phone: Pii<String>,
+    /// The attempt the dial would be (1 for a lead never called).
+    pub attempt: u32,
+    /// A callback an agent promised.
+    pub callback: bool,
+    /// The linked customer's record with their latest interactions.
+    pub customer: Option<crm_store::CustomerCard>,
+}
+
 /// Something an agent's desktop is told.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeskEvent {
@@ -101,6 +116,14 @@ pub enum DeskEvent {
     MediaAnswer { call: CallId, sdp: String },
     /// Another desktop of the same agent took over (a second tab or a reload).
     Replaced,
+    /// A preview campaign offers a lead to look at and dial or skip.
+    Preview(Arc<PreviewOffer>),
+    /// The preview is gone (the agent left ready, the campaign paused, ...).
+    PreviewWithdrawn {
+        campaign: domain::CampaignId,
+        lead: domain::LeadId,
+        reason: String,
+    },
 }
 
 /// Where a blind transfer sends the caller.
@@ -293,6 +316,8 @@ pub struct Attachment {
     pub generation: u64,
     pub events: mpsc::UnboundedReceiver<DeskEvent>,
     pub calls: Vec<CallView>,
+    /// The lead a preview campaign shows the agent, if any.
+    pub preview: Option<Arc<PreviewOffer>>,
 }
 
 struct Desk {
@@ -312,6 +337,7 @@ struct Hub {
     desks: HashMap<AgentId, Desk>,
     /// Keyed by call and agent: ring-all offers one call to several agents at once.
     calls: HashMap<(CallId, AgentId), Link>,
+    previews: HashMap<AgentId, Arc<PreviewOffer>>,
     next_generation: u64,
 }
 
@@ -354,6 +380,31 @@ impl DeskHub {
             generation,
             events: rx,
             calls,
+            preview: hub.previews.get(agent).cloned(),
+        }
+    }
+
+    /// Shows the agent a preview campaign's lead (kept for a desktop that attaches later).
+    pub fn offer_preview(&self, agent: &AgentId, offer: Arc<PreviewOffer>) {
+        let mut hub = self.hub.lock();
+        hub.previews.insert(agent.clone(), offer.clone());
+        if let Some(d) = hub.desks.get(agent) {
+            let _ = d.events.send(DeskEvent::Preview(offer));
+        }
+    }
+
+    /// The agent's preview is over: dialled (quietly), or withdrawn with a reason they are told.
+    pub fn end_preview(&self, agent: &AgentId, withdrawn: Option<&str>) {
+        let mut hub = self.hub.lock();
+        let Some(offer) = hub.previews.remove(agent) else {
+            return;
+        };
+        if let (Some(reason), Some(d)) = (withdrawn, hub.desks.get(agent)) {
+            let _ = d.events.send(DeskEvent::PreviewWithdrawn {
+                campaign: offer.campaign.clone(),
+                lead: offer.lead.clone(),
+                reason: reason.to_string(),
+            });
         }
     }
 

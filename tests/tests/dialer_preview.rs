@@ -146,7 +146,7 @@ fn a_preview_campaign_shows_each_lead_and_the_agent_dials_skips_blocks_and_calls
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
     let token = platform.login("1001", "agent1001");
     let rt = runtime();
-    let callback_at = rt.block_on(async {
+    let (callback_at, mut ws) = rt.block_on(async {
         let mut ws = CtiClient::connect(platform.http, "/ws/agent", &token).await;
         ws.next_of("welcome").await;
         assert_eq!(ws.ask(json!({"type": "login", "id": 1})).await["type"], "ack");
@@ -201,7 +201,7 @@ fn a_preview_campaign_shows_each_lead_and_the_agent_dials_skips_blocks_and_calls
             (&json!(2), &json!(true)),
             "{again}"
         );
-        at
+        (at, ws)
     });
     assert_eq!(carrier.wait(), Some(0), "every call went as the network expected");
     assert_eq!(agent_phone.wait(), Some(0), "the agent's phone got every BYE");
@@ -271,6 +271,32 @@ fn a_preview_campaign_shows_each_lead_and_the_agent_dials_skips_blocks_and_calls
         .find(|i| i.row.id == row("c-busy").id)
         .expect("interaction");
     assert_eq!(busy.row.dial_outcome.as_deref(), Some("busy"));
+
+    // The number joins the do-not-call list while the agent looks at it: the dial is refused and the
+    // lead closed.
+    rt.block_on(async {
+        let crm = crm_store::CrmStore::connect(&url).await.expect("crm");
+        crm.add_do_not_call("+442079000001", "tps", "test", domain::Timestamp::now_utc())
+            .await
+            .expect("dnc");
+        let f = ws
+            .ask(json!({"type": "preview_dial", "id": 20, "campaign": "renewals", "lead": "d-back"}))
+            .await;
+        assert_eq!(f["code"], "do_not_call", "{f}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let id = domain::CampaignId::new("renewals").expect("id");
+            let leads = crm.campaign_lead_progress(&id).await.expect("leads");
+            if leads
+                .iter()
+                .any(|(l, p)| l.id.as_str() == "d-back" && p.status == "dnc")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{leads:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
     let log = platform.log();
     assert!(!log.contains("+44207900000"), "numbers in the log");
 }

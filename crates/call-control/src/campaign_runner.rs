@@ -1311,6 +1311,38 @@ impl Runner {
                     .send(back.map_err(|e| crate::desk::Refusal::new("illegal_transition", e.to_string())));
             }
             PreviewChoice::Dial { media, sdp } => {
+                // The list is checked again at dial time: the agent may have looked for a while.
+                let listed = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    self.inner.crm.is_do_not_call(p.phone.expose()),
+                )
+                .await;
+                if !matches!(listed, Ok(Ok(false))) {
+                    let refusal = if matches!(listed, Ok(Ok(true))) {
+                        let _ = self.campaign.release(&p.lead, now);
+                        let _ = self.campaign.mark_do_not_call(&p.lead);
+                        if let Some(l) = self.campaign.lead(&p.lead) {
+                            self.saves.lead(l, None, None);
+                        }
+                        self.inner
+                            .desks
+                            .end_preview(&d.agent, Some("the number is on the do-not-call list"));
+                        let _ = self
+                            .inner
+                            .acd
+                            .request(acd::Input::AgentReady {
+                                agent: d.agent.clone(),
+                            })
+                            .await;
+                        crate::desk::Refusal::new("do_not_call", "the number is on the do-not-call list now")
+                    } else {
+                        // Unknown: keep the preview; the agent may try again.
+                        self.previews.insert(d.agent.clone(), p);
+                        crate::desk::Refusal::new("unavailable", "the do-not-call list cannot be read")
+                    };
+                    let _ = d.reply.send(Err(refusal));
+                    return;
+                }
                 let link = PreviewDial {
                     spec: self.spec.clone(),
                     agent: d.agent.clone(),

@@ -573,9 +573,23 @@ async fn lead_progress_round_trips_for_a_restarted_dialer() {
             !store.set_campaign_status(&campaign, "paused").await.unwrap(),
             "no such campaign yet"
         );
+        let saved_campaign = crm_store::Campaign {
+            id: campaign.clone(),
+            name: "Win back".into(),
+            mode: crm_store::DialMode::Preview,
+            queue: None,
+            status: "running".into(),
+            max_abandon_rate: 0.03,
+        };
+        store.save_campaign(&saved_campaign, "admin", now).await.unwrap();
+        assert!(store.set_campaign_status(&campaign, "paused").await.unwrap());
+        assert_eq!(
+            store.campaign(&campaign).await.unwrap().map(|c| c.status),
+            Some("paused".to_string())
+        );
         // The plain status view agrees.
         let statuses = store.lead_statuses(&campaign).await.unwrap();
-        assert!(statuses.contains(&(l1.clone(), "callback".to_string())));
+        assert!(statuses.contains(&(l1.clone(), "dnc".to_string())));
         store.close().await;
         target.cleanup().await;
     }

@@ -152,6 +152,7 @@ fn a_predictive_campaign_connects_a_person_abandons_one_with_the_message_and_rec
         "busy,+442079000003",
         "machine,+442079000004",
         "silent,+442079000005",
+        "listed,+442079000006",
     ]
     .iter()
     .map(|l| format!("{l},{zone}\n"))
@@ -191,6 +192,14 @@ fn a_predictive_campaign_connects_a_person_abandons_one_with_the_message_and_rec
     assert_eq!(status, 400, "{body}");
     let (status, body) = platform.http_post("/api/v1/campaigns/winter/resume", "", Some(&supervisor));
     assert_eq!(status, 404, "{body}");
+    // One lead's number joins the do-not-call list after the import: it is checked at dial time.
+    let url = format!("sqlite:{}/cc.db", platform.dir.path().display());
+    rt.block_on(async {
+        let crm = crm_store::CrmStore::connect(&url).await.expect("crm");
+        crm.add_do_not_call("+442079000006", "tps", "test", domain::Timestamp::now_utc())
+            .await
+            .expect("dnc");
+    });
     let (status, body) = platform.http_post("/api/v1/campaigns/spring/resume", "", Some(&supervisor));
     assert_eq!(
         (status, body.as_str()),
@@ -263,7 +272,8 @@ fn a_predictive_campaign_connects_a_person_abandons_one_with_the_message_and_rec
     let rang = millis(Some(silent[0].started_at), silent[0].ended_at);
     assert!((15_000..25_000).contains(&rang), "rang at least 15 s: {rang} ms");
 
-    // The agent ends the call and saves the outcome.
+    // The agent ends the call and saves the outcome, promising to call back personally in an hour.
+    let callback_at = domain::Timestamp::now_utc().as_millis() + 3_600_000;
     rt.block_on(async {
         assert_eq!(
             ws.ask(json!({"type": "hangup", "id": 2, "call": call})).await["type"],
@@ -272,7 +282,8 @@ fn a_predictive_campaign_connects_a_person_abandons_one_with_the_message_and_rec
         ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "wrap_up")
             .await;
         let f = ws
-            .ask(json!({"type": "wrap_up", "id": 3, "call": call, "disposition": "sale", "notes": "Took the offer"}))
+            .ask(json!({"type": "wrap_up", "id": 3, "call": call, "disposition": "sale", "notes": "Took the offer",
+                        "callback": {"at": callback_at, "personal": true}}))
             .await;
         assert_eq!(f["type"], "ack", "{f}");
     });
@@ -333,23 +344,50 @@ fn a_predictive_campaign_connects_a_person_abandons_one_with_the_message_and_rec
     assert!(dropped.row.abandoned, "{:?}", dropped.row);
     assert_eq!(dropped.row.dial_outcome.as_deref(), Some("abandoned"));
 
-    // The lead statuses: the busy lead is out of attempts, the connected person is done.
-    let url = format!("sqlite:{}/cc.db", platform.dir.path().display());
-    let statuses = rt.block_on(async {
-        let crm = crm_store::CrmStore::connect(&url).await.expect("crm");
-        crm.lead_statuses(&domain::CampaignId::new("spring").expect("id"))
-            .await
-            .expect("statuses")
-    });
-    let status = |lead: &str| {
-        statuses
-            .iter()
-            .find(|(l, _)| l.as_str() == lead)
-            .map(|(_, s)| s.clone())
+    // The lead statuses: the busy lead is out of attempts, the connected person waits for the agent's
+    // callback, the listed number is closed as do-not-call.
+    let progress = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let crm = crm_store::CrmStore::connect(&url).await.expect("crm");
+            crm.campaign_lead_progress(&domain::CampaignId::new("spring").expect("id"))
+                .await
+                .expect("progress")
+        })
     };
-    assert_eq!(status("busy").as_deref(), Some("exhausted"));
-    assert_eq!(status(person).as_deref(), Some("done"));
-    assert_eq!(status("machine").as_deref(), Some("machine"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let leads = loop {
+        let leads = progress(&rt);
+        let of = |id: &str| {
+            leads
+                .iter()
+                .find(|(l, _)| l.id.as_str() == id)
+                .map(|(_, p)| p.clone())
+        };
+        if of(person).is_some_and(|p| p.status == "callback") {
+            break leads;
+        }
+        assert!(Instant::now() < deadline, "no callback stored: {leads:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let lead = |id: &str| {
+        leads
+            .iter()
+            .find(|(l, _)| l.id.as_str() == id)
+            .map(|(_, p)| p.clone())
+            .expect("lead")
+    };
+    assert_eq!(lead("busy").status, "exhausted");
+    assert_eq!((lead("busy").attempts, lead("busy").busy_attempts), (2, 2));
+    let promised = lead(person);
+    assert_eq!(promised.callback_at.map(|t| t.as_millis()), Some(callback_at));
+    assert_eq!(promised.callback_agent.as_ref().map(|a| a.as_str()), Some("1001"));
+    assert_eq!(promised.attempts, 1);
+    assert_eq!(lead("machine").status, "machine");
+    assert_eq!(lead("machine").machine_attempts, 1);
+    assert_eq!(lead(other).status, "abandoned");
+    assert!(lead(other).last_abandoned_at.is_some());
+    assert_eq!(lead("listed").status, "dnc");
+    assert_eq!(lead("listed").attempts, 0, "never dialled");
 
     // The runner's figures, by campaign only; no number in them or in the log.
     let (_, metrics) = platform.http_get("/metrics");

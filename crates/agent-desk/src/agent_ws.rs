@@ -5,7 +5,7 @@
 //! reload or a network drop and the next socket re-attaches to it.
 
 use crate::protocol::{
-    AgentFrame, AgentInfo, AgentRequest, MAX_FRAME_BYTES, PROTOCOL_VERSION, StateView, codes,
+    AgentFrame, AgentInfo, AgentRequest, MAX_FRAME_BYTES, PROTOCOL_VERSION, PreviewView, StateView, codes,
 };
 use crate::{
     ApiError, Credential, DeskServices, Session, SessionWatch, authenticate, request_token, same_origin,
@@ -17,7 +17,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
-use call_control::desk::{AgentCommand, AgentMedia, DeskEvent};
+use call_control::PreviewChoice;
+use call_control::desk::{AgentCommand, AgentMedia, CampaignWrapUp, DeskEvent};
 use domain::{AgentId, Pii};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -25,6 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{Instrument, debug, info, info_span};
+
+/// The wrap-up disposition that means the called person asked not to be called again.
+const DNC_DISPOSITION: &str = "dnc";
 
 /// Keep-alive pings on an idle socket (a dead network is noticed within about twice this).
 const PING_EVERY: Duration = Duration::from_secs(20);
@@ -102,6 +106,10 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
         media,
         state: current_state(&desk, &agent).await,
         calls: std::mem::take(&mut attachment.calls),
+        preview: attachment
+            .preview
+            .take()
+            .map(|p| PreviewView::of(&p, session.role)),
     };
     if tx.send(Message::Text(frame_text(&welcome).into())).await.is_err() {
         desk.desks.detach(&agent, attachment.generation);
@@ -129,7 +137,7 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
                     // The new desktop owns the agent now: do not detach it.
                     return;
                 }
-                Some(ev) => Some(desk_frame(ev)),
+                Some(ev) => Some(desk_frame(ev, session.role)),
             },
             change = states.recv() => match change {
                 Ok(c) if c.agent == agent => Some(AgentFrame::State(StateView { state: c.to, since: c.at })),
@@ -156,8 +164,20 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
     info!("desktop detached");
 }
 
-fn desk_frame(ev: DeskEvent) -> AgentFrame {
+fn desk_frame(ev: DeskEvent, role: crm_store::Role) -> AgentFrame {
     match ev {
+        DeskEvent::Preview(offer) => AgentFrame::Preview {
+            preview: PreviewView::of(&offer, role),
+        },
+        DeskEvent::PreviewWithdrawn {
+            campaign,
+            lead,
+            reason,
+        } => AgentFrame::PreviewWithdrawn {
+            campaign,
+            lead,
+            reason,
+        },
         DeskEvent::Offered(pop) => AgentFrame::Offer { pop },
         DeskEvent::OfferWithdrawn { call, reason } => AgentFrame::OfferWithdrawn { call, reason },
         DeskEvent::Phase { call, phase } => AgentFrame::CallPhase { call, phase },
@@ -229,14 +249,44 @@ async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &
             call,
             disposition,
             notes,
+            do_not_call,
+            callback,
             ..
-        } => (
-            call,
-            AgentCommand::WrapUp {
-                disposition: disposition.trim().to_string(),
-                notes: Pii::new(notes),
-            },
-        ),
+        } => {
+            let disposition = disposition.trim().to_string();
+            if let Some(cb) = &callback {
+                // A little slack for clocks; a callback is promised for the coming year at most.
+                let now = domain::Timestamp::now_utc();
+                let earliest = now.as_millis() - 60_000;
+                let latest = now.as_millis() + 366 * 86_400_000;
+                if !(earliest..=latest).contains(&cb.at.as_millis()) {
+                    return error(
+                        id,
+                        codes::BAD_REQUEST,
+                        "callback.at must be a time (ms since 1970) from now to a year ahead",
+                    );
+                }
+                if do_not_call || disposition == DNC_DISPOSITION {
+                    return error(
+                        id,
+                        codes::BAD_REQUEST,
+                        "a callback and do_not_call exclude each other",
+                    );
+                }
+            }
+            let campaign = CampaignWrapUp {
+                do_not_call: do_not_call || disposition == DNC_DISPOSITION,
+                callback,
+            };
+            (
+                call,
+                AgentCommand::WrapUp {
+                    disposition,
+                    notes: Pii::new(notes),
+                    campaign,
+                },
+            )
+        }
         AgentRequest::Ping { .. } => return AgentFrame::Pong { id },
         AgentRequest::Dial { number, sdp, .. } => {
             let Some(calls) = desk.calls.as_ref() else {
@@ -247,6 +297,22 @@ async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &
                 Err(refusal) => error(id, refusal.code, refusal.message),
             };
         }
+        AgentRequest::PreviewDial {
+            campaign, lead, sdp, ..
+        } => {
+            return preview(
+                desk,
+                agent,
+                id,
+                &campaign,
+                lead,
+                PreviewChoice::Dial { media, sdp },
+            )
+            .await;
+        }
+        AgentRequest::PreviewSkip { campaign, lead, .. } => {
+            return preview(desk, agent, id, &campaign, lead, PreviewChoice::Skip).await;
+        }
         AgentRequest::Login { .. }
         | AgentRequest::Logout { .. }
         | AgentRequest::Ready { .. }
@@ -254,6 +320,24 @@ async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &
     };
     match desk.desks.command(agent, &call, command).await {
         Ok(_) => AgentFrame::Ack { id },
+        Err(refusal) => error(id, refusal.code, refusal.message),
+    }
+}
+
+/// An agent's decision on a previewed lead, passed to the campaign's runner on this node.
+async fn preview(
+    desk: &DeskServices,
+    agent: &AgentId,
+    id: Option<serde_json::Value>,
+    campaign: &domain::CampaignId,
+    lead: domain::LeadId,
+    choice: PreviewChoice,
+) -> AgentFrame {
+    let Some(handle) = desk.campaigns.iter().find(|c| &c.id == campaign) else {
+        return error(id, "no_preview", "no such campaign runs on this node");
+    };
+    match handle.preview(agent.clone(), lead, choice).await {
+        Ok(()) => AgentFrame::Ack { id },
         Err(refusal) => error(id, refusal.code, refusal.message),
     }
 }

@@ -7,9 +7,9 @@
 
 use acd::AgentState;
 use call_control::desk::{
-    AgentMedia, CallPhase, CallView, DialNumber, ScreenPop, SuperviseMode, TransferTarget,
+    AgentMedia, CallPhase, CallView, CallbackRequest, DialNumber, ScreenPop, SuperviseMode, TransferTarget,
 };
-use domain::{AgentId, CallId, Timestamp};
+use domain::{AgentId, CallId, CampaignId, LeadId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -148,6 +148,28 @@ pub enum AgentRequest {
         disposition: String,
         #[serde(default)]
         notes: String,
+        /// Campaign calls: the person asked not to be called again (also the disposition `dnc`).
+        #[serde(default)]
+        do_not_call: bool,
+        /// Campaign calls: call the lead back at this time (personally, if asked).
+        #[serde(default)]
+        callback: Option<CallbackRequest>,
+    },
+    /// Preview campaigns: dial the lead shown (the browser softphone sends its SDP offer).
+    PreviewDial {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        campaign: CampaignId,
+        lead: LeadId,
+        #[serde(default)]
+        sdp: Option<String>,
+    },
+    /// Preview campaigns: not this lead now; the next one comes.
+    PreviewSkip {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        campaign: CampaignId,
+        lead: LeadId,
     },
     Ping {
         #[serde(default)]
@@ -238,7 +260,7 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T
 
 impl AgentRequest {
     /// Every request type (each is documented in `docs/cti-protocol.md`; a test checks).
-    pub const TYPES: [&'static str; 17] = [
+    pub const TYPES: [&'static str; 19] = [
         "login",
         "logout",
         "ready",
@@ -255,6 +277,8 @@ impl AgentRequest {
         "consult_complete",
         "consult_cancel",
         "wrap_up",
+        "preview_dial",
+        "preview_skip",
         "ping",
     ];
 
@@ -304,6 +328,8 @@ impl AgentRequest {
             | AgentRequest::ConsultComplete { id, .. }
             | AgentRequest::ConsultCancel { id, .. }
             | AgentRequest::WrapUp { id, .. }
+            | AgentRequest::PreviewDial { id, .. }
+            | AgentRequest::PreviewSkip { id, .. }
             | AgentRequest::Ping { id } => id.clone(),
         }
     }
@@ -365,8 +391,20 @@ pub enum AgentFrame {
         media: AgentMedia,
         state: Option<StateView>,
         calls: Vec<CallView>,
+        /// The lead a preview campaign shows the agent, if any.
+        preview: Option<PreviewView>,
     },
     State(StateView),
+    /// A preview campaign shows a lead: dial it (`preview_dial`) or skip it (`preview_skip`).
+    Preview {
+        preview: PreviewView,
+    },
+    /// The preview is gone without the agent's decision.
+    PreviewWithdrawn {
+        campaign: CampaignId,
+        lead: LeadId,
+        reason: String,
+    },
     Offer {
         pop: Arc<ScreenPop>,
     },
@@ -401,6 +439,63 @@ pub enum AgentFrame {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<serde_json::Value>,
     },
+}
+
+/// A previewed lead as the desktop shows it. Agents see the number masked (last two digits);
+/// supervisors and admins see it whole.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreviewView {
+    pub campaign: CampaignId,
+    pub lead: LeadId,
+    pub name: Option<String>,
+    pub number: String,
+    pub number_masked: bool,
+    /// The attempt the dial would be.
+    pub attempt: u32,
+    /// A callback an agent promised.
+    pub callback: bool,
+    pub customer: Option<crm_store::CustomerCard>,
+}
+
+/// A number with all but its last two digits hidden.
+pub fn mask_number(number: &str) -> String {
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    let mut seen = 0;
+    number
+        .chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                seen += 1;
+                if seen + 2 <= digits { '•' } else { c }
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+impl PreviewView {
+    /// The view of `offer` for a user of `role`.
+    pub fn of(offer: &call_control::desk::PreviewOffer, role: crm_store::Role) -> Self {
+        let masked = role == crm_store::Role::Agent;
+        let show = |n: &str| if masked { mask_number(n) } else { n.to_string() };
+        let customer = offer.customer.clone().map(|mut card| {
+            for phone in &mut card.customer.phones {
+                *phone = domain::Pii::new(show(phone.expose()));
+            }
+            card
+        });
+        Self {
+            campaign: offer.campaign.clone(),
+            lead: offer.lead.clone(),
+            name: offer.name.as_ref().map(|n| n.expose().clone()),
+            number: show(offer.phone.expose()),
+            number_masked: masked,
+            attempt: offer.attempt,
+            callback: offer.callback,
+            customer,
+        }
+    }
 }
 
 /// One agent on the wallboard.
@@ -499,9 +594,13 @@ mod tests {
             r#"{"type":"transfer","call":"c1","to":{"queue":"sales"}}"#,
             r#"{"type":"transfer","call":"c1","to":{"agent":"1002"}}"#,
             r#"{"type":"wrap_up","call":"c1","disposition":"resolved","notes":"ok"}"#,
+            r#"{"type":"wrap_up","call":"c1","disposition":"dnc","do_not_call":true}"#,
+            r#"{"type":"wrap_up","call":"c1","disposition":"follow_up","callback":{"at":1800000000000,"personal":true}}"#,
             r#"{"type":"dial","number":"+4930123456"}"#,
             r#"{"type":"transfer","call":"c1","to":{"number":"0800123"}}"#,
             r#"{"type":"ping","id":7}"#,
+            r#"{"type":"preview_dial","campaign":"spring","lead":"l1"}"#,
+            r#"{"type":"preview_skip","id":9,"campaign":"spring","lead":"l1"}"#,
         ];
         for f in frames {
             AgentRequest::parse(f).unwrap_or_else(|e| panic!("{f}: {}", e.message));
@@ -540,6 +639,11 @@ mod tests {
             ),
             (r#"{"type":"ready","extra":true}"#, None, "extra"),
             (
+                r#"{"type":"wrap_up","id":8,"call":"c1","disposition":"x","callback":{"when":"soon"}}"#,
+                Some(serde_json::json!(8)),
+                "when",
+            ),
+            (
                 r#"{"type":"dial","id":6,"number":"sip:x@y"}"#,
                 Some(serde_json::json!(6)),
                 "number",
@@ -550,6 +654,13 @@ mod tests {
             assert_eq!(e.id, id, "{text}");
             assert!(e.message.contains(needle), "{text}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn numbers_are_masked_for_agents() {
+        assert_eq!(mask_number("+442079000006"), "+••••••••••06");
+        assert_eq!(mask_number("12"), "12");
+        assert_eq!(mask_number(""), "");
     }
 
     #[test]

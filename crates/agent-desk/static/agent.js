@@ -2,10 +2,11 @@
 // softphone (WebRTC: our SDP offer goes in "accept", the server's answer comes as "media_answer").
 'use strict';
 const $ = (id) => document.getElementById(id);
-let ws = null, nextId = 1, call = null, phase = null, pc = null, retry = 500;
+let ws = null, nextId = 1, call = null, phase = null, pc = null, retry = 500, campaignCall = null;
 const pending = new Map();
 // What the desktop shows, in one place (handy for support and for browser tests).
-window.desk = { media: null, state: null, call: null, phase: null };
+window.desk = { media: null, state: null, call: null, phase: null, preview: null };
+let preview = null;
 
 function show(el, on) { el.classList.toggle('hidden', !on); }
 function text(el, t) { el.textContent = t == null ? '' : String(t); }
@@ -27,24 +28,41 @@ function setState(s) {
   text(el, s.state.replace('_', ' ') + (s.reason ? ' (' + s.reason + ')' : ''));
 }
 
+function customerHtml(c) {
+  const cu = c.customer;
+  let h = '<h2>' + esc(cu.name) + ' <span class="tier-' + esc(cu.tier) + '">' + esc(cu.tier) + '</span></h2>';
+  h += '<div class="muted">Account ' + esc(cu.account_number || '—') + (cu.account_manager ? ' · account manager ' + esc(cu.account_manager) : '') + '</div>';
+  if (c.recent && c.recent.length) {
+    h += '<table><tr><th>When</th><th>Queue</th><th>Agent</th><th>Outcome</th></tr>';
+    for (const i of c.recent) {
+      h += '<tr><td>' + esc(i.arrived_at_ms ? new Date(i.arrived_at_ms).toLocaleString() : '') + '</td><td>' + esc(i.queue) + '</td><td>' + esc(i.agent) + '</td><td>' + esc(i.abandoned ? 'abandoned' : (i.disposition || '')) + '</td></tr>';
+    }
+    h += '</table>';
+  }
+  return h;
+}
+
+// A preview campaign's lead: the agent dials it or skips it.
+function setPreview(p) {
+  preview = p; window.desk.preview = p;
+  show($('preview'), !!p);
+  if (!p) return;
+  text($('preview-campaign'), 'campaign ' + p.campaign);
+  text($('preview-name'), p.name || p.lead);
+  text($('preview-number'), p.number);
+  text($('preview-attempt'), (p.callback ? 'callback · ' : '') + 'attempt ' + p.attempt);
+  $('preview-customer').innerHTML = p.customer ? customerHtml(p.customer) : '<p class="muted">No customer record linked.</p>';
+}
+
 function renderPop(pop) {
+  campaignCall = pop.campaign || null;
   text($('pop-caller'), pop.caller);
-  text($('pop-queue'), pop.direction === 'outbound' ? 'outbound call' : pop.queue);
+  text($('pop-queue'), pop.campaign ? 'campaign ' + pop.campaign.campaign : (pop.direction === 'outbound' ? 'outbound call' : pop.queue));
   text($('pop-wait'), pop.direction === 'outbound' ? '' : 'waited ' + Math.round(pop.waited_ms / 1000) + ' s');
   text($('pop-why'), pop.explanation);
   const c = pop.customer;
   if (c) {
-    const cu = c.customer;
-    let h = '<h2>' + esc(cu.name) + ' <span class="tier-' + esc(cu.tier) + '">' + esc(cu.tier) + '</span></h2>';
-    h += '<div class="muted">Account ' + esc(cu.account_number || '—') + (cu.account_manager ? ' · account manager ' + esc(cu.account_manager) : '') + '</div>';
-    if (c.recent && c.recent.length) {
-      h += '<table><tr><th>When</th><th>Queue</th><th>Agent</th><th>Outcome</th></tr>';
-      for (const i of c.recent) {
-        h += '<tr><td>' + esc(i.arrived_at_ms ? new Date(i.arrived_at_ms).toLocaleString() : '') + '</td><td>' + esc(i.queue) + '</td><td>' + esc(i.agent) + '</td><td>' + esc(i.abandoned ? 'abandoned' : (i.disposition || '')) + '</td></tr>';
-      }
-      h += '</table>';
-    }
-    $('pop-customer').innerHTML = h;
+    $('pop-customer').innerHTML = customerHtml(c);
   } else {
     $('pop-customer').innerHTML = '<p class="muted">Caller not found in the CRM.</p>';
   }
@@ -76,6 +94,9 @@ function setPhase(p) {
   $('btn-consult-complete').disabled = p !== 'consulting';
   $('btn-consult-cancel').disabled = p !== 'consulting';
   show($('wrapup'), p === 'wrap_up');
+  // Callbacks and do-not-call are for campaign leads only.
+  show($('campaign-wrapup'), p === 'wrap_up' && !!campaignCall);
+  show($('disposition-dnc'), !!campaignCall);
 }
 
 function clearCall() {
@@ -114,6 +135,7 @@ function onFrame(f) {
       window.desk.media = f.media;
       if (f.state) setState(f.state);
       clearCall();
+      setPreview(f.preview || null);
       for (const c of f.calls) {
         call = c.pop.call; renderPop(c.pop); setPhase(c.phase);
         // After a reload the call is still up: bring the softphone back to it.
@@ -121,6 +143,8 @@ function onFrame(f) {
       }
       break;
     case 'state': setState(f); break;
+    case 'preview': setPreview(f.preview); break;
+    case 'preview_withdrawn': if (preview && preview.lead === f.lead) { setPreview(null); text($('error'), 'Preview withdrawn: ' + f.reason); } break;
     case 'offer': call = f.pop.call; renderPop(f.pop); setPhase(f.pop.direction === 'outbound' ? 'dialing' : 'offered'); break;
     case 'offer_withdrawn': if (f.call === call) clearCall(); break;
     case 'call_phase': if (f.call === call) setPhase(f.phase); break;
@@ -193,9 +217,30 @@ $('btn-dial').onclick = async () => {
     act(frame);
   } catch (e) { text($('error'), 'Softphone: ' + e.message); }
 };
+$('btn-preview-dial').onclick = async () => {
+  if (!preview) return;
+  const frame = { type: 'preview_dial', campaign: preview.campaign, lead: preview.lead };
+  try {
+    if ($('softphone').checked) frame.sdp = await answerInBrowser();
+    text($('error'), '');
+    send(frame).then(() => setPreview(null)).catch((e) => text($('error'), e.message));
+  } catch (e) { text($('error'), 'Softphone: ' + e.message); }
+};
+$('btn-preview-skip').onclick = () => {
+  if (!preview) return;
+  send({ type: 'preview_skip', campaign: preview.campaign, lead: preview.lead })
+    .then(() => setPreview(null)).catch((e) => text($('error'), e.message));
+};
 $('wrapup').addEventListener('submit', (e) => {
   e.preventDefault();
-  act({ type: 'wrap_up', call, disposition: $('disposition').value, notes: $('notes').value });
-  $('notes').value = '';
+  const frame = { type: 'wrap_up', call, disposition: $('disposition').value, notes: $('notes').value };
+  if (campaignCall) {
+    if (frame.disposition === 'dnc') frame.do_not_call = true;
+    else if ($('callback-at').value) {
+      frame.callback = { at: new Date($('callback-at').value).getTime(), personal: $('callback-personal').checked };
+    }
+  }
+  act(frame);
+  $('notes').value = ''; $('callback-at').value = ''; $('callback-personal').checked = false;
 });
 checkSession().then((ok) => { if (ok) connect(); });

@@ -401,6 +401,11 @@ impl Call {
         self.commands_rx = rx;
     }
 
+    /// The call control services, for work that outlives the call task.
+    pub(crate) fn inner_handle(&self) -> Arc<Inner> {
+        self.inner.clone()
+    }
+
     pub(crate) fn log(&mut self, kind: InteractionEventKind) {
         let ev = self.timeline.event(Timestamp::now_utc(), kind);
         self.inner.log(ev);
@@ -885,6 +890,7 @@ impl Call {
             explanation: explanation.to_string(),
             customer: self.customer.clone().flatten(),
             ivr,
+            campaign: self.campaign.as_ref().map(|l| l.pop()),
         })
     }
 
@@ -1797,6 +1803,7 @@ impl Call {
             id,
             mut timeline,
             mut commands_rx,
+            campaign,
             ..
         } = self;
         let span = info_span!("wrap_up", call = %id);
@@ -1810,7 +1817,24 @@ impl Call {
                     };
                     let Some(request) = request else { break };
                     match request.command {
-                        AgentCommand::WrapUp { disposition, notes } if request.agent == agent => {
+                        AgentCommand::WrapUp {
+                            disposition,
+                            notes,
+                            campaign: wants,
+                        } if request.agent == agent => {
+                            if !wants.is_empty() {
+                                // Do-not-call and callbacks are for campaign leads only.
+                                match campaign.as_ref() {
+                                    Some(link) => link.wrapped_up(&agent, wants),
+                                    None => {
+                                        let _ = request.reply.send(Err(Refusal::new(
+                                            "not_campaign_call",
+                                            "do_not_call and callback are for campaign calls",
+                                        )));
+                                        continue;
+                                    }
+                                }
+                            }
                             let now = Timestamp::now_utc();
                             inner.log(timeline.event(
                                 now,

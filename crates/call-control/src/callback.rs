@@ -94,6 +94,7 @@ async fn run(
                         explanation: format!("callback: {explanation}"),
                         customer: None,
                         ivr: None,
+                        campaign: None,
                     });
                     for agent in offer.agents {
                         inner.log(timeline.event(

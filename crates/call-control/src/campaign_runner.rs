@@ -17,13 +17,21 @@
 //! plays and the call ends; it counts as abandoned. Every attempt is one interaction (direction
 //! outbound, with a `dial_attempt` event) and one `dial_attempts` row, written when it is placed and
 //! when it ends. Phone numbers stay in [`Pii`]; logs and metric labels carry campaign and lead ids only.
+//!
+//! One node dials a campaign at a time: the runner places calls only while it holds the campaign's
+//! lease in the state store (renewed every tick, with a fencing token), and names itself in a blob
+//! beside it so standbys can show who dials. On taking the lease it loads the leads with their saved
+//! progress from the CRM store (and the campaign's stored status), so a restarted node or a standby
+//! continues each lead where it stopped; every change of a lead is saved back in order by a writer task
+//! of the runner's own.
 
 use crate::call::{Call, negotiate};
+use crate::desk::CampaignWrapUp;
 use crate::{CallControl, Inner, Timeline};
 use acd::AgentState;
 use dialer::campaign::{
-    CallingWindow, Campaign, CampaignMode, CampaignState, DialRequest, Disposition, LeadStatus, NewLead,
-    RetryPolicy,
+    Callback, CallingWindow, Campaign, CampaignMode, CampaignState, DialRequest, Disposition, Lead,
+    LeadProgress, LeadStatus, NewLead, RetryPolicy,
 };
 use dialer::compliance::{AbandonLedger, AnsweredCall, ComplianceConfig, ComplianceRules};
 use dialer::pacing::{
@@ -58,7 +66,8 @@ pub struct CampaignConfig {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
-    /// `progressive`, `predictive` or `agentless` (preview calls are placed by agents).
+    /// `preview` (the agent sees the lead, then dials or skips), `progressive`, `predictive` or
+    /// `agentless`.
     #[serde(default = "default_mode")]
     pub mode: CampaignMode,
     /// The ACD queue whose agents take answered calls (not for agentless campaigns).
@@ -92,6 +101,126 @@ pub struct CampaignConfig {
     /// At most this many calls of the campaign at once.
     #[serde(default = "default_max_lines")]
     pub max_lines: u32,
+    /// The answering-machine analysis of answered calls (`[campaign.amd]`); unset keys keep the
+    /// analyser's defaults.
+    #[serde(default)]
+    pub amd: AmdSettings,
+    /// Preview campaigns: how long a lead the agent skipped waits before it is offered again.
+    #[serde(default = "default_preview_skip_secs")]
+    pub preview_skip_secs: u64,
+}
+
+fn default_preview_skip_secs() -> u64 {
+    3600
+}
+
+/// `[campaign.amd]`: the answering-machine analyser's limits, in milliseconds unless stated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmdSettings {
+    /// Silence before any speech that means a machine or a dead line (default 2500).
+    pub initial_silence_ms: Option<u32>,
+    /// Total voice beyond which the greeting is a machine's (default 1500).
+    pub greeting_ms: Option<u32>,
+    /// Silence after a greeting that means a person waiting for an answer (default 800).
+    pub after_greeting_silence_ms: Option<u32>,
+    /// Longest analysis; then the call counts as a person (default 5000).
+    pub total_analysis_ms: Option<u32>,
+    /// Voice shorter than this is not a word (default 100).
+    pub min_word_length_ms: Option<u32>,
+    /// Silence that separates two words (default 50).
+    pub between_words_silence_ms: Option<u32>,
+    /// This many words means a machine (default 3).
+    pub max_words: Option<u32>,
+    /// One word longer than this means a machine (default 5000).
+    pub max_word_length_ms: Option<u32>,
+    /// Mean absolute amplitude (16-bit units) from which a frame is voice (default 256).
+    pub silence_threshold: Option<u32>,
+}
+
+impl AmdSettings {
+    /// The analyser's configuration; each value out of its range is a problem naming the key.
+    pub fn config(&self, problems: &mut Vec<String>) -> AmdConfig {
+        let mut c = AmdConfig::default();
+        let mut set =
+            |key: &str, value: Option<u32>, range: std::ops::RangeInclusive<u32>, field: &mut u32| {
+                if let Some(v) = value {
+                    if range.contains(&v) {
+                        *field = v;
+                    } else {
+                        problems.push(format!(
+                            "amd.{key}: between {} and {} (got {v})",
+                            range.start(),
+                            range.end()
+                        ));
+                    }
+                }
+            };
+        set(
+            "initial_silence_ms",
+            self.initial_silence_ms,
+            500..=10_000,
+            &mut c.initial_silence_ms,
+        );
+        set("greeting_ms", self.greeting_ms, 300..=10_000, &mut c.greeting_ms);
+        set(
+            "after_greeting_silence_ms",
+            self.after_greeting_silence_ms,
+            100..=5_000,
+            &mut c.after_greeting_silence_ms,
+        );
+        set(
+            "total_analysis_ms",
+            self.total_analysis_ms,
+            1_000..=15_000,
+            &mut c.total_analysis_ms,
+        );
+        set(
+            "min_word_length_ms",
+            self.min_word_length_ms,
+            20..=1_000,
+            &mut c.min_word_length_ms,
+        );
+        set(
+            "between_words_silence_ms",
+            self.between_words_silence_ms,
+            20..=2_000,
+            &mut c.between_words_silence_ms,
+        );
+        set("max_words", self.max_words, 1..=20, &mut c.max_words);
+        set(
+            "max_word_length_ms",
+            self.max_word_length_ms,
+            200..=15_000,
+            &mut c.max_word_length_ms,
+        );
+        set(
+            "silence_threshold",
+            self.silence_threshold,
+            1..=32_767,
+            &mut c.silence_threshold,
+        );
+        // The analysis must be able to reach each verdict before it gives up.
+        if c.total_analysis_ms <= c.initial_silence_ms {
+            problems.push(format!(
+                "amd.total_analysis_ms ({}) must be longer than amd.initial_silence_ms ({})",
+                c.total_analysis_ms, c.initial_silence_ms
+            ));
+        }
+        if c.total_analysis_ms <= c.greeting_ms {
+            problems.push(format!(
+                "amd.total_analysis_ms ({}) must be longer than amd.greeting_ms ({})",
+                c.total_analysis_ms, c.greeting_ms
+            ));
+        }
+        if c.min_word_length_ms >= c.max_word_length_ms {
+            problems.push(format!(
+                "amd.min_word_length_ms ({}) must be shorter than amd.max_word_length_ms ({})",
+                c.min_word_length_ms, c.max_word_length_ms
+            ));
+        }
+        c
+    }
 }
 
 fn default_mode() -> CampaignMode {
@@ -129,6 +258,8 @@ pub struct CampaignSpec {
     pub tick: Duration,
     pub max_lines: u32,
     pub amd: AmdConfig,
+    /// Preview campaigns: how long a skipped lead waits.
+    pub preview_skip: Duration,
 }
 
 fn parse_hour(text: &str) -> Option<(u8, u8)> {
@@ -143,8 +274,12 @@ impl CampaignConfig {
         let id = CampaignId::new(&self.id)
             .map_err(|e| problems.push(format!("id {:?}: {e}", self.id)))
             .ok();
-        if self.mode == CampaignMode::Preview {
-            problems.push("mode preview: agents place preview calls from the desktop".into());
+        if self.mode == CampaignMode::Preview && self.pacing != default_pacing() {
+            problems
+                .push("pacing: preview campaigns are not paced (the agent dials); leave pacing out".into());
+        }
+        if self.preview_skip_secs > 7 * 86_400 {
+            problems.push("preview_skip_secs: at most 604800 (a week)".into());
         }
         let queue = match (&self.queue, self.mode) {
             (None, CampaignMode::Agentless) => None,
@@ -202,6 +337,7 @@ impl CampaignConfig {
         if self.max_lines == 0 || self.max_lines > 1000 {
             problems.push("max_lines: between 1 and 1000".into());
         }
+        let amd = self.amd.config(&mut problems);
         match (id, rules, pacing, window) {
             (Some(id), Some(rules), Some(pacing), Some(window)) if problems.is_empty() => Ok(CampaignSpec {
                 name: self.name.clone().unwrap_or_else(|| id.to_string()),
@@ -218,7 +354,8 @@ impl CampaignConfig {
                 start: self.state,
                 tick: Duration::from_millis(self.tick_ms),
                 max_lines: self.max_lines,
-                amd: AmdConfig::default(),
+                amd,
+                preview_skip: Duration::from_secs(self.preview_skip_secs),
             }),
             _ => Err(problems),
         }
@@ -246,6 +383,10 @@ pub struct CampaignLiveStats {
     pub leads_done: usize,
     pub leads_exhausted: usize,
     pub leads_blocked: usize,
+    /// Whether this node dials the campaign (holds its lease).
+    pub dialing_here: bool,
+    /// Who holds the campaign's lease (this node's or another's holder name), when known.
+    pub lease_holder: Option<String>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -333,7 +474,27 @@ impl DialerMetrics {
 pub struct CampaignHandle {
     pub id: CampaignId,
     control: mpsc::UnboundedSender<Control>,
+    previews: mpsc::UnboundedSender<PreviewDecision>,
     stats: watch::Receiver<CampaignLiveStats>,
+}
+
+/// What an agent does with a previewed lead.
+#[derive(Debug)]
+pub enum PreviewChoice {
+    /// Dial it, as a click-to-dial call from the agent's phone or browser (with its SDP offer).
+    Dial {
+        media: crate::desk::AgentMedia,
+        sdp: Option<String>,
+    },
+    /// Not now: the lead waits the campaign's skip time.
+    Skip,
+}
+
+struct PreviewDecision {
+    agent: AgentId,
+    lead: LeadId,
+    choice: PreviewChoice,
+    reply: oneshot::Sender<Result<(), crate::desk::Refusal>>,
 }
 
 /// What a supervisor asks of a running campaign.
@@ -369,6 +530,26 @@ impl CampaignHandle {
             .map_err(|_| "the campaign has ended".to_string())?;
         rx.await.unwrap_or_else(|_| Err("the campaign has ended".into()))
     }
+    /// An agent's decision on the lead this campaign previews to them.
+    pub async fn preview(
+        &self,
+        agent: AgentId,
+        lead: LeadId,
+        choice: PreviewChoice,
+    ) -> Result<(), crate::desk::Refusal> {
+        let ended = || crate::desk::Refusal::new("unavailable", "the campaign has ended");
+        let (reply, rx) = oneshot::channel();
+        self.previews
+            .send(PreviewDecision {
+                agent,
+                lead,
+                choice,
+                reply,
+            })
+            .map_err(|_| ended())?;
+        rx.await.unwrap_or_else(|_| Err(ended()))
+    }
+
     /// The figures as of the last tick or attempt event.
     pub fn stats(&self) -> CampaignLiveStats {
         self.stats.borrow().clone()
@@ -379,15 +560,25 @@ impl CampaignHandle {
     }
 }
 
+/// The reason code an agent is not ready with while a preview campaign shows them a lead.
+pub const PREVIEW_REASON: &str = "preview";
+
+fn is_previewing(state: &AgentState) -> bool {
+    matches!(state, AgentState::NotReady { reason } if reason.as_str() == PREVIEW_REASON)
+}
+
+/// Namespace of the blobs naming each campaign's dialing node (keyed by campaign id).
+pub const DIALER_LEASE_NAMESPACE: &str = "dialer-lease";
+
+/// The state-store lease of a campaign's dialer.
+pub fn dialer_lease_name(campaign: &CampaignId) -> String {
+    format!("dialer.{campaign}")
+}
+
 impl CallControl {
-    /// Starts the runner of a campaign with its leads (as loaded from the CRM store).
-    pub fn start_campaign(
-        &self,
-        spec: CampaignSpec,
-        leads: Vec<NewLead>,
-        metrics: DialerMetrics,
-    ) -> CampaignHandle {
-        let now = Timestamp::now_utc();
+    /// Starts the runner of a campaign. It dials only while it holds the campaign's lease; on taking
+    /// it, it loads the leads and their progress from the CRM store.
+    pub fn start_campaign(&self, spec: CampaignSpec, metrics: DialerMetrics) -> CampaignHandle {
         let mut campaign = Campaign::new(
             spec.id.clone(),
             spec.mode,
@@ -395,16 +586,11 @@ impl CallControl {
             spec.retry.clone(),
             spec.rules.clone(),
         );
-        for lead in leads {
-            let id = lead.id.clone();
-            if let Err(e) = campaign.add_lead(lead, now) {
-                warn!(campaign = %spec.id, lead = %id, error = %e, "lead left out");
-            }
-        }
         if spec.start == CampaignState::Running {
             let _ = campaign.resume();
         }
         let (control, control_rx) = mpsc::unbounded_channel();
+        let (previews, previews_rx) = mpsc::unbounded_channel();
         let (stats_tx, stats) = watch::channel(CampaignLiveStats {
             campaign: spec.id.to_string(),
             ..CampaignLiveStats::default()
@@ -413,13 +599,25 @@ impl CallControl {
         let handle = CampaignHandle {
             id: spec.id.clone(),
             control,
+            previews,
             stats,
         };
         let span = info_span!("campaign", campaign = %spec.id);
+        let saves = ProgressWriter::start(self.inner.crm.clone(), span.clone());
+        // At least a few ticks, so one slow tick does not hand the campaign over.
+        let lease_ttl = (spec.tick * 3).max(Duration::from_secs(3));
         let runner = Runner {
             inner: self.inner.clone(),
             policy: spec.pacing.build(),
             ledger: AbandonLedger::new(spec.rules.clone()),
+            lease_name: dialer_lease_name(&spec.id),
+            holder: format!("{}/{:08x}", self.inner.node, rand::random::<u32>()),
+            lease: None,
+            lease_ttl,
+            loaded: false,
+            deferred: HashMap::new(),
+            previews: HashMap::new(),
+            lead_info: HashMap::new(),
             spec: Arc::new(spec),
             campaign,
             in_flight: HashMap::new(),
@@ -431,10 +629,150 @@ impl CallControl {
             metrics,
             tx,
             stats: stats_tx,
+            saves,
         };
-        tokio::spawn(runner.run(rx, control_rx).instrument(span));
+        tokio::spawn(runner.run(rx, control_rx, previews_rx).instrument(span));
         handle
     }
+}
+
+/// Saves lead progress and campaign status in the CRM store in the order the runner made the
+/// changes, without holding the runner up.
+struct ProgressWriter {
+    tx: mpsc::UnboundedSender<Save>,
+}
+
+enum Save {
+    Lead(LeadId, crm_store::LeadProgress),
+    Status(CampaignId, &'static str),
+    DoNotCall(Pii<String>, AgentId, Timestamp),
+}
+
+impl ProgressWriter {
+    fn start(crm: crm_store::CrmStore, span: tracing::Span) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Save>();
+        tokio::spawn(
+            async move {
+                while let Some(save) = rx.recv().await {
+                    let done = match &save {
+                        Save::Lead(lead, p) => {
+                            tokio::time::timeout(Duration::from_secs(5), crm.save_lead_progress(lead, p))
+                                .await
+                        }
+                        Save::Status(id, status) => {
+                            tokio::time::timeout(Duration::from_secs(5), crm.set_campaign_status(id, status))
+                                .await
+                        }
+                        Save::DoNotCall(number, agent, at) => tokio::time::timeout(
+                            Duration::from_secs(5),
+                            crm.add_do_not_call(number.expose(), "agent", agent.as_str(), *at),
+                        )
+                        .await
+                        .map(|r| r.map(|()| true)),
+                    };
+                    match done {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => warn!(error = %e, "campaign progress not stored"),
+                        Err(_) => warn!("campaign progress not stored in time"),
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Self { tx }
+    }
+
+    fn lead(&self, lead: &Lead, last: Option<Disposition>, attempt_at: Option<Timestamp>) {
+        let _ = self.tx.send(Save::Lead(
+            lead.id.clone(),
+            stored_progress(lead, last, attempt_at),
+        ));
+    }
+
+    fn do_not_call(&self, number: Pii<String>, agent: &AgentId, at: Timestamp) {
+        let _ = self.tx.send(Save::DoNotCall(number, agent.clone(), at));
+    }
+
+    fn status(&self, campaign: &CampaignId, state: CampaignState) {
+        let _ = self.tx.send(Save::Status(campaign.clone(), stored_state(state)));
+    }
+}
+
+/// The campaign status the CRM store keeps for a state.
+fn stored_state(state: CampaignState) -> &'static str {
+    match state {
+        CampaignState::Running => "running",
+        CampaignState::Paused => "paused",
+        CampaignState::Stopped => "finished",
+    }
+}
+
+/// A lead's progress as the CRM store keeps it. `last` is how the attempt just finished (it names the
+/// status of a lead that will be retried).
+fn stored_progress(
+    lead: &Lead,
+    last: Option<Disposition>,
+    attempt_at: Option<Timestamp>,
+) -> crm_store::LeadProgress {
+    let by = |d| lead.attempts_by.get(&d).copied().unwrap_or(0);
+    let status = match lead.status {
+        LeadStatus::Pending if lead.callback.is_some() => "callback",
+        LeadStatus::Pending if lead.attempts == 0 => "new",
+        LeadStatus::Pending => last.map(disposition_name).unwrap_or("pending"),
+        LeadStatus::InProgress => "dialing",
+        LeadStatus::Done => "done",
+        LeadStatus::Exhausted => "exhausted",
+        LeadStatus::Blocked => "dnc",
+    };
+    crm_store::LeadProgress {
+        status: status.to_string(),
+        attempts: lead.attempts,
+        busy_attempts: by(Disposition::Busy),
+        no_answer_attempts: by(Disposition::NoAnswer),
+        machine_attempts: by(Disposition::Machine),
+        abandoned_attempts: by(Disposition::Abandoned),
+        failed_attempts: by(Disposition::Failed),
+        last_attempt_at: attempt_at,
+        next_attempt_at: (lead.status == LeadStatus::Pending).then_some(lead.next_attempt_at),
+        last_abandoned_at: lead.last_abandoned_at,
+        callback_at: lead.callback.as_ref().map(|c| c.at),
+        callback_agent: lead.callback.as_ref().and_then(|c| c.agent.clone()),
+    }
+}
+
+/// The pure campaign's view of a stored lead, or None for a status the dialer does not know.
+fn restored_progress(p: &crm_store::LeadProgress) -> Option<LeadProgress> {
+    let status = match p.status.as_str() {
+        "new" | "pending" | "callback" | "busy" | "no_answer" | "machine" | "abandoned" | "failed" => {
+            LeadStatus::Pending
+        }
+        "dialing" => LeadStatus::InProgress,
+        "done" | "contacted" | "completed" | "do_not_call" => LeadStatus::Done,
+        "exhausted" | "expired" => LeadStatus::Exhausted,
+        "dnc" => LeadStatus::Blocked,
+        _ => return None,
+    };
+    let attempts_by = [
+        (Disposition::Busy, p.busy_attempts),
+        (Disposition::NoAnswer, p.no_answer_attempts),
+        (Disposition::Machine, p.machine_attempts),
+        (Disposition::Abandoned, p.abandoned_attempts),
+        (Disposition::Failed, p.failed_attempts),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .collect();
+    Some(LeadProgress {
+        status,
+        attempts: p.attempts,
+        attempts_by,
+        next_attempt_at: p.next_attempt_at,
+        last_abandoned_at: p.last_abandoned_at,
+        callback: p.callback_at.map(|at| Callback {
+            at,
+            agent: p.callback_agent.clone(),
+        }),
+    })
 }
 
 /// What an attempt tells its runner.
@@ -454,6 +792,16 @@ enum Note {
     Abandoned { lead: LeadId },
     /// The attempt is over.
     Finished { lead: LeadId, disposition: Disposition },
+    /// A previewed lead's call was placed by its agent.
+    PreviewPlaced { lead: LeadId, agent: AgentId },
+    /// The agent's dial of a previewed lead was refused; the preview stays.
+    PreviewRefused { agent: AgentId, previewed: Previewed },
+    /// The agent's wrap-up asks not to call again, or to call back.
+    WrappedUp {
+        lead: LeadId,
+        agent: AgentId,
+        wants: CampaignWrapUp,
+    },
 }
 
 struct Runner {
@@ -475,6 +823,28 @@ struct Runner {
     metrics: DialerMetrics,
     tx: mpsc::UnboundedSender<Note>,
     stats: watch::Sender<CampaignLiveStats>,
+    /// The campaign's lease in the state store, and this runner's name as its holder.
+    lease_name: String,
+    holder: String,
+    lease: Option<state_store::Lease>,
+    lease_ttl: Duration,
+    /// Whether the leads were loaded since the lease was taken.
+    loaded: bool,
+    saves: ProgressWriter,
+    /// Wrap-ups that came before their attempt's end was recorded.
+    deferred: HashMap<LeadId, (AgentId, CampaignWrapUp)>,
+    /// Preview campaigns: the lead each agent is looking at.
+    previews: HashMap<AgentId, Previewed>,
+    /// Names and linked customers of the leads (for previews).
+    lead_info: HashMap<LeadId, (Option<Pii<String>>, Option<domain::CustomerId>)>,
+}
+
+/// A lead shown to an agent.
+#[derive(Debug)]
+struct Previewed {
+    lead: LeadId,
+    phone: Pii<String>,
+    attempt: u32,
 }
 
 impl Runner {
@@ -482,6 +852,7 @@ impl Runner {
         mut self,
         mut notes: mpsc::UnboundedReceiver<Note>,
         mut control: mpsc::UnboundedReceiver<Control>,
+        mut previews: mpsc::UnboundedReceiver<PreviewDecision>,
     ) {
         info!(mode = ?self.spec.mode, pacing = %self.spec.pacing, "campaign runner started");
         let mut tick = tokio::time::interval(self.spec.tick);
@@ -504,19 +875,195 @@ impl Runner {
                     Some(c) => self.on_control(c),
                     None => control_open = false,
                 },
+                Some(d) = previews.recv() => self.on_preview_decision(d).await,
             }
             self.publish();
             if self.campaign.state() == CampaignState::Stopped && self.active == 0 {
                 info!("campaign stopped");
+                self.give_up_lease().await;
                 return;
             }
         }
+    }
+
+    /// Keeps (renews) or takes the campaign's lease; true while this runner may place calls. A store
+    /// that does not answer means no new calls: another node may hold the lease by now.
+    async fn keep_lease(&mut self, now: Timestamp) -> bool {
+        let store = &self.inner.state;
+        let result = match &self.lease {
+            Some(lease) => store.renew_lease(lease, self.lease_ttl, now).await,
+            None => {
+                store
+                    .acquire_lease(&self.lease_name, &self.holder, self.lease_ttl, now)
+                    .await
+            }
+        };
+        match result {
+            Ok(Some(lease)) => {
+                if self.lease.is_none() {
+                    info!(holder = %self.holder, token = lease.token.0, "campaign lease taken: this node dials");
+                }
+                // Standbys read who dials from here; a former holder's fence cannot overwrite it.
+                let write = state_store::BlobWrite::new()
+                    .ttl(self.lease_ttl)
+                    .fenced(lease.fence());
+                if let Err(e) = store
+                    .put_blob(
+                        DIALER_LEASE_NAMESPACE,
+                        self.spec.id.as_str(),
+                        self.holder.as_bytes(),
+                        &write,
+                        now,
+                    )
+                    .await
+                {
+                    warn!(error = %e, "campaign lease holder not published");
+                }
+                self.lease = Some(lease);
+                self.counts.lease_holder = Some(self.holder.clone());
+                self.counts.dialing_here = true;
+                true
+            }
+            Ok(None) => {
+                if self.lease.take().is_some() {
+                    warn!("campaign lease lost: no new calls from this node (calls in progress finish)");
+                }
+                // The leads are loaded afresh if the lease comes back: the other node moved them on.
+                self.loaded = false;
+                self.counts.dialing_here = false;
+                self.counts.lease_holder = match store
+                    .get_blob(DIALER_LEASE_NAMESPACE, self.spec.id.as_str(), now)
+                    .await
+                {
+                    Ok(Some(blob)) => Some(String::from_utf8_lossy(&blob.value).into_owned()),
+                    _ => None,
+                };
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, "campaign lease not confirmed: no new calls");
+                self.counts.dialing_here = false;
+                false
+            }
+        }
+    }
+
+    /// Lets a standby take over at once (a stopped campaign: it reads the stored status and stops).
+    async fn give_up_lease(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let store = &self.inner.state;
+            let _ = store
+                .delete_blob(
+                    DIALER_LEASE_NAMESPACE,
+                    self.spec.id.as_str(),
+                    Some(&lease.fence()),
+                )
+                .await;
+            if let Err(e) = store.release_lease(&lease).await {
+                warn!(error = %e, "campaign lease not released; it lapses");
+            }
+        }
+    }
+
+    /// Loads the campaign's status and its leads with their saved progress (on taking the lease).
+    /// False when the store cannot be read: nothing is dialled then.
+    async fn load(&mut self, now: Timestamp) -> bool {
+        let crm = &self.inner.crm;
+        let timeout = Duration::from_secs(10);
+        let stored = match tokio::time::timeout(timeout, crm.campaign(&self.spec.id)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                warn!(error = %e, "campaign not readable; not dialling");
+                return false;
+            }
+            Err(_) => {
+                warn!("campaign not read in time; not dialling");
+                return false;
+            }
+        };
+        let rows = match tokio::time::timeout(timeout, crm.campaign_lead_progress(&self.spec.id)).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                warn!(error = %e, "leads not readable; not dialling");
+                return false;
+            }
+            Err(_) => {
+                warn!("leads not read in time; not dialling");
+                return false;
+            }
+        };
+        let spec = &self.spec;
+        let mut campaign = Campaign::new(
+            spec.id.clone(),
+            spec.mode,
+            spec.window,
+            spec.retry.clone(),
+            spec.rules.clone(),
+        );
+        // A supervisor's pause or stop, kept by the store, wins over this node's own state.
+        let state = match stored.as_ref().map(|c| c.status.as_str()) {
+            Some("paused") => CampaignState::Paused,
+            Some("finished") => CampaignState::Stopped,
+            Some("running") => CampaignState::Running,
+            _ => self.campaign.state(),
+        };
+        match state {
+            CampaignState::Running => {
+                let _ = campaign.resume();
+            }
+            CampaignState::Paused => {}
+            CampaignState::Stopped => campaign.stop(),
+        }
+        let mut interrupted = 0;
+        self.lead_info.clear();
+        for (record, saved) in rows {
+            let id = record.id.clone();
+            self.lead_info
+                .insert(id.clone(), (record.name.clone(), record.customer.clone()));
+            let Some(progress) = restored_progress(&saved) else {
+                warn!(lead = %id, "lead left out: unknown stored status");
+                continue;
+            };
+            let lead = NewLead {
+                id: record.id,
+                phone: record.phone,
+                time_zone: record.timezone,
+            };
+            let was_dialling = progress.status == LeadStatus::InProgress;
+            match campaign.restore_lead(lead, progress, now) {
+                Ok(_) if was_dialling => {
+                    interrupted += 1;
+                    if let Some(lead) = campaign.lead(&id) {
+                        self.saves.lead(lead, Some(Disposition::Failed), None);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(lead = %id, error = %e, "lead left out"),
+            }
+        }
+        let leads = campaign.stats();
+        info!(
+            pending = leads.pending,
+            done = leads.done,
+            exhausted = leads.exhausted,
+            blocked = leads.blocked,
+            interrupted,
+            state = stored_state(campaign.state()),
+            "campaign leads loaded"
+        );
+        self.campaign = campaign;
+        self.loaded = true;
+        true
     }
 
     /// Talk and after-call work of the campaign's agents, for the policy's handle-time estimates.
     fn on_agent_state(&mut self, ev: crate::AgentStateEvent) {
         if !self.spec.agents.contains(&ev.agent) {
             return;
+        }
+        if self.previews.contains_key(&ev.agent) && !is_previewing(&ev.to) {
+            // Ready again, logged out or forced elsewhere: the lead goes back at once.
+            self.end_preview(&ev.agent, Timestamp::now_utc(), "you are no longer previewing");
         }
         let started = self.agent_since.insert(ev.agent.clone(), ev.at);
         let Some(started) = started else { return };
@@ -544,7 +1091,10 @@ impl Runner {
             }
         };
         match &result {
-            Ok(()) => info!(state = ?self.campaign.state(), "campaign state changed"),
+            Ok(()) => {
+                info!(state = ?self.campaign.state(), "campaign state changed");
+                self.saves.status(&self.spec.id, self.campaign.state());
+            }
             Err(e) => warn!(error = %e, "campaign control refused"),
         }
         let _ = reply.send(result.map(|()| self.campaign.state()).map_err(|e| e.to_string()));
@@ -552,6 +1102,15 @@ impl Runner {
 
     async fn tick(&mut self) {
         let now = Timestamp::now_utc();
+        if !self.keep_lease(now).await {
+            return;
+        }
+        if !self.loaded && !self.load(now).await {
+            return;
+        }
+        if self.spec.mode == CampaignMode::Preview {
+            return self.preview_tick(now).await;
+        }
         let agents = campaign_agents(&self.inner, &self.spec).await;
         let staffed = agents
             .iter()
@@ -581,27 +1140,269 @@ impl Runner {
         if dials == 0 {
             return;
         }
-        // The do-not-call list is read at dial time; if it cannot be read, nothing is dialled.
-        match tokio::time::timeout(Duration::from_secs(2), self.inner.crm.do_not_call_numbers()).await {
-            Ok(Ok(numbers)) => self.dnc = numbers,
-            Ok(Err(e)) => {
-                warn!(error = %e, "do-not-call list unreadable; not dialling");
-                return;
-            }
-            Err(_) => {
-                warn!("do-not-call list not read in time; not dialling");
-                return;
-            }
+        if !self.read_dnc().await {
+            return;
         }
+        let ready = ready_agents(&self.inner, &self.spec).await;
         for _ in 0..dials {
-            let Some(request) = self.campaign.next_to_dial(now, &self.dnc) else {
+            let Some(request) = self
+                .campaign
+                .next_to_dial_when(now, &self.dnc, &|a| ready.contains(a))
+            else {
                 break;
             };
             self.place(request, now);
         }
+        self.store_blocked();
+    }
+
+    /// Reads the do-not-call list right before dialling; false (dial nothing) if it cannot be read.
+    async fn read_dnc(&mut self) -> bool {
+        match tokio::time::timeout(Duration::from_secs(2), self.inner.crm.do_not_call_numbers()).await {
+            Ok(Ok(numbers)) => {
+                self.dnc = numbers;
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "do-not-call list unreadable; not dialling");
+                false
+            }
+            Err(_) => {
+                warn!("do-not-call list not read in time; not dialling");
+                false
+            }
+        }
+    }
+
+    /// Preview campaigns: each ready agent of the queue with a desktop and no call is shown the next
+    /// lead (window, do-not-call, retries and callbacks as for any campaign) and made not ready
+    /// (`preview`) while they decide, so the ACD offers them nothing meanwhile.
+    async fn preview_tick(&mut self, now: Timestamp) {
+        // A desktop that went away gives its lead back.
+        let gone: Vec<AgentId> = self
+            .previews
+            .keys()
+            .filter(|a| self.inner.desks.desk_media(a).is_none())
+            .cloned()
+            .collect();
+        for agent in gone {
+            self.end_preview(&agent, now, "desktop closed");
+        }
+        if self.campaign.state() != CampaignState::Running {
+            let all: Vec<AgentId> = self.previews.keys().cloned().collect();
+            for agent in all {
+                self.end_preview(&agent, now, "the campaign is not running");
+            }
+            return;
+        }
+        let free: Vec<AgentId> = ready_agents(&self.inner, &self.spec)
+            .await
+            .into_iter()
+            .filter(|a| {
+                !self.previews.contains_key(a)
+                    && self.inner.desks.desk_media(a).is_some()
+                    && !self.inner.desks.busy(a)
+            })
+            .collect();
+        if free.is_empty() || self.active >= self.spec.max_lines || !self.read_dnc().await {
+            return;
+        }
+        for agent in free {
+            let Some(request) = self.campaign.reserve_for(now, &self.dnc, &agent) else {
+                break;
+            };
+            let reason = match acd::ReasonCode::new(PREVIEW_REASON) {
+                Ok(r) => r,
+                Err(_) => return,
+            };
+            let taken = self
+                .inner
+                .acd
+                .request(acd::Input::AgentNotReady {
+                    agent: agent.clone(),
+                    reason,
+                })
+                .await;
+            if let Err(e) = taken {
+                // Offered a call meanwhile, or gone: the lead stays for someone else.
+                info!(%agent, error = %e, "agent not free for a preview");
+                let _ = self.campaign.release(&request.lead, now);
+                continue;
+            }
+            let (name, customer) = self.lead_info.get(&request.lead).cloned().unwrap_or_default();
+            let card = match customer {
+                Some(id) => {
+                    tokio::time::timeout(Duration::from_millis(500), self.inner.crm.customer_card(&id))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten()
+                }
+                None => None,
+            };
+            let callback = self
+                .campaign
+                .lead(&request.lead)
+                .is_some_and(|l| l.callback.is_some());
+            info!(%agent, lead = %request.lead, attempt = request.attempt, "lead previewed");
+            self.inner.desks.offer_preview(
+                &agent,
+                Arc::new(crate::desk::PreviewOffer {
+                    campaign: self.spec.id.clone(),
+                    lead: request.lead.clone(),
+                    name,
+                    phone: request.phone.clone(),
+                    attempt: request.attempt,
+                    callback,
+                    customer: card,
+                }),
+            );
+            self.previews.insert(
+                agent,
+                Previewed {
+                    lead: request.lead,
+                    phone: request.phone,
+                    attempt: request.attempt,
+                },
+            );
+        }
+        self.store_blocked();
+    }
+
+    /// Takes a preview back from the agent: the lead is offered again at once.
+    fn end_preview(&mut self, agent: &AgentId, now: Timestamp, reason: &str) {
+        if let Some(p) = self.previews.remove(agent) {
+            let _ = self.campaign.release(&p.lead, now);
+            self.inner.desks.end_preview(agent, Some(reason));
+        }
+    }
+
+    async fn on_preview_decision(&mut self, d: PreviewDecision) {
+        let now = Timestamp::now_utc();
+        let shown = self.previews.get(&d.agent).is_some_and(|p| p.lead == d.lead);
+        if !shown {
+            let _ = d.reply.send(Err(crate::desk::Refusal::new(
+                "no_preview",
+                "that lead is not being previewed to you",
+            )));
+            return;
+        }
+        let Some(p) = self.previews.remove(&d.agent) else {
+            return;
+        };
+        match d.choice {
+            PreviewChoice::Skip => {
+                let _ = self.campaign.release(&p.lead, now + self.spec.preview_skip);
+                if let Some(l) = self.campaign.lead(&p.lead) {
+                    self.saves.lead(l, None, None);
+                }
+                self.inner.desks.end_preview(&d.agent, None);
+                info!(agent = %d.agent, lead = %p.lead, "preview skipped");
+                // Ready for the next lead.
+                let back = self
+                    .inner
+                    .acd
+                    .request(acd::Input::AgentReady {
+                        agent: d.agent.clone(),
+                    })
+                    .await;
+                let _ = d
+                    .reply
+                    .send(back.map_err(|e| crate::desk::Refusal::new("illegal_transition", e.to_string())));
+            }
+            PreviewChoice::Dial { media, sdp } => {
+                // The list is checked again at dial time: the agent may have looked for a while.
+                let listed = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    self.inner.crm.is_do_not_call(p.phone.expose()),
+                )
+                .await;
+                if !matches!(listed, Ok(Ok(false))) {
+                    let refusal = if matches!(listed, Ok(Ok(true))) {
+                        let _ = self.campaign.release(&p.lead, now);
+                        let _ = self.campaign.mark_do_not_call(&p.lead);
+                        if let Some(l) = self.campaign.lead(&p.lead) {
+                            self.saves.lead(l, None, None);
+                        }
+                        self.inner
+                            .desks
+                            .end_preview(&d.agent, Some("the number is on the do-not-call list"));
+                        let _ = self
+                            .inner
+                            .acd
+                            .request(acd::Input::AgentReady {
+                                agent: d.agent.clone(),
+                            })
+                            .await;
+                        crate::desk::Refusal::new("do_not_call", "the number is on the do-not-call list now")
+                    } else {
+                        // Unknown: keep the preview; the agent may try again.
+                        self.previews.insert(d.agent.clone(), p);
+                        crate::desk::Refusal::new("unavailable", "the do-not-call list cannot be read")
+                    };
+                    let _ = d.reply.send(Err(refusal));
+                    return;
+                }
+                let link = PreviewDial {
+                    spec: self.spec.clone(),
+                    agent: d.agent.clone(),
+                    lead: p.lead.clone(),
+                    phone: p.phone.clone(),
+                    attempt: p.attempt,
+                    tx: self.tx.clone(),
+                };
+                let Ok(number) = crate::desk::DialNumber::try_from(p.phone.expose().clone()) else {
+                    // Stored numbers are E.164; one that is not cannot be dialled at all.
+                    let _ = self.campaign.release(&p.lead, now + self.spec.preview_skip);
+                    self.inner
+                        .desks
+                        .end_preview(&d.agent, Some("the number cannot be dialled"));
+                    let _ = d.reply.send(Err(crate::desk::Refusal::new(
+                        "bad_number",
+                        "the lead's number cannot be dialled",
+                    )));
+                    return;
+                };
+                let inner = self.inner.clone();
+                let tx = self.tx.clone();
+                let (agent, lead, phone, attempt) = (d.agent, p.lead, p.phone, p.attempt);
+                tokio::spawn(
+                    async move {
+                        let placed =
+                            crate::outbound::dial(inner, agent.clone(), number, media, sdp, Some(link)).await;
+                        let answer = match placed {
+                            Ok(_) => Ok(()),
+                            Err(refusal) => {
+                                let _ = tx.send(Note::PreviewRefused {
+                                    agent,
+                                    previewed: Previewed { lead, phone, attempt },
+                                });
+                                Err(refusal)
+                            }
+                        };
+                        let _ = d.reply.send(answer);
+                    }
+                    .in_current_span(),
+                );
+            }
+        }
+    }
+
+    /// Leads found on the do-not-call list at dial time are closed as `dnc` in the store.
+    fn store_blocked(&mut self) {
+        for id in self.campaign.take_blocked() {
+            info!(lead = %id, "lead on the do-not-call list: closed");
+            if let Some(lead) = self.campaign.lead(&id) {
+                self.saves.lead(lead, None, None);
+            }
+        }
     }
 
     fn place(&mut self, request: DialRequest, now: Timestamp) {
+        // Saved before the call goes out: a node that dies now still counts this attempt on restart.
+        if let Some(lead) = self.campaign.lead(&request.lead) {
+            self.saves.lead(lead, None, Some(now));
+        }
         let inner = &self.inner;
         let id = CallId::generate(&inner.node, now, inner.next_counter(), rand::random());
         self.in_flight.insert(request.lead.clone(), now);
@@ -682,23 +1483,71 @@ impl Runner {
                         return;
                     }
                 };
-                let next = self
-                    .campaign
-                    .lead(&lead)
-                    .filter(|_| status == LeadStatus::Pending)
-                    .map(|l| l.next_attempt_at);
-                let stored = match status {
-                    LeadStatus::Pending => disposition_name(disposition),
-                    LeadStatus::Done => "done",
-                    LeadStatus::Exhausted => "exhausted",
-                    LeadStatus::Blocked => "dnc",
-                    LeadStatus::InProgress => "dialing",
-                };
-                info!(%lead, outcome = disposition_name(disposition), status = stored, "attempt finished");
-                if let Err(e) = self.inner.crm.record_lead_attempt(&lead, stored, now, next).await {
-                    warn!(%lead, error = %e, "lead attempt not stored");
+                info!(%lead, outcome = disposition_name(disposition), ?status, "attempt finished");
+                if let Some(l) = self.campaign.lead(&lead) {
+                    self.saves.lead(l, Some(disposition), Some(now));
+                }
+                if let Some((agent, wants)) = self.deferred.remove(&lead) {
+                    self.on_wrap_up(lead, agent, wants, now);
                 }
             }
+            Note::PreviewPlaced { lead, agent } => match self.campaign.confirm_dial(&lead) {
+                Ok(attempt) => {
+                    info!(%lead, %agent, attempt, "previewed lead dialled");
+                    self.inner.desks.end_preview(&agent, None);
+                    self.active += 1;
+                    self.counts.dials += 1;
+                    self.metrics.dials.get_or_create(&label).inc();
+                    if let Some(l) = self.campaign.lead(&lead) {
+                        self.saves.lead(l, None, Some(now));
+                    }
+                }
+                Err(e) => warn!(%lead, error = %e, "previewed dial not counted"),
+            },
+            Note::PreviewRefused { agent, previewed } => {
+                self.previews.insert(agent, previewed);
+            }
+            Note::WrappedUp { lead, agent, wants } => {
+                let dialling = self
+                    .campaign
+                    .lead(&lead)
+                    .is_some_and(|l| l.status == LeadStatus::InProgress);
+                if dialling {
+                    // The agent was quicker than the attempt's end: apply it once that is recorded.
+                    self.deferred.insert(lead, (agent, wants));
+                } else {
+                    self.on_wrap_up(lead, agent, wants, now);
+                }
+            }
+        }
+    }
+
+    /// Carries out a campaign call's wrap-up: do not call again (the number joins the do-not-call
+    /// list, source `agent`, and the lead is closed), or a callback at the agent's time.
+    fn on_wrap_up(&mut self, lead: LeadId, agent: AgentId, wants: CampaignWrapUp, now: Timestamp) {
+        if wants.do_not_call {
+            if let Err(e) = self.campaign.mark_do_not_call(&lead) {
+                warn!(%lead, error = %e, "do-not-call request not applied");
+                return;
+            }
+            info!(%lead, %agent, "the person asked not to be called again");
+            if let Some(l) = self.campaign.lead(&lead) {
+                self.dnc.insert(l.phone.expose().clone());
+                self.saves.do_not_call(l.phone.clone(), &agent, now);
+                self.saves.lead(l, None, None);
+            }
+            return;
+        }
+        let Some(callback) = wants.callback else { return };
+        let personal = callback.personal.then(|| agent.clone());
+        match self.campaign.schedule_callback(&lead, callback.at, personal) {
+            Ok(()) => {
+                info!(%lead, %agent, personal = callback.personal, at = callback.at.as_millis(), "callback scheduled");
+                if let Some(l) = self.campaign.lead(&lead) {
+                    self.saves.lead(l, None, None);
+                }
+            }
+            Err(e) => warn!(%lead, error = %e, "callback not scheduled"),
         }
     }
 
@@ -742,6 +1591,18 @@ impl Runner {
     }
 }
 
+/// The campaign's agents who are ready now (a personal callback is only dialled for one of them).
+async fn ready_agents(inner: &Inner, spec: &CampaignSpec) -> HashSet<AgentId> {
+    let Some(kpis) = inner.acd.kpis().await else {
+        return HashSet::new();
+    };
+    kpis.agents
+        .into_iter()
+        .filter(|a| spec.agents.contains(&a.agent) && a.state == AgentState::Available)
+        .map(|a| a.agent)
+        .collect()
+}
+
 /// The agents of the campaign's queue as the pacing policy sees them.
 async fn campaign_agents(inner: &Inner, spec: &CampaignSpec) -> Vec<AgentView> {
     if spec.mode == CampaignMode::Agentless {
@@ -783,6 +1644,7 @@ pub fn disposition_name(d: Disposition) -> &'static str {
 
 /// The link between a campaign's answered call in the queue and the compliance clock.
 pub(crate) struct CampaignLink {
+    campaign: CampaignId,
     deadline: Instant,
     verdict_at: Timestamp,
     message: PathBuf,
@@ -817,6 +1679,23 @@ impl CampaignLink {
         }
     }
 
+    /// The campaign and lead, for the agent's screen pop.
+    pub(crate) fn pop(&self) -> crate::desk::CampaignPop {
+        crate::desk::CampaignPop {
+            campaign: self.campaign.clone(),
+            lead: self.lead.clone(),
+        }
+    }
+
+    /// The agent's wrap-up asks the campaign to close the lead (do not call) or call it back.
+    pub(crate) fn wrapped_up(&self, agent: &AgentId, wants: CampaignWrapUp) {
+        let _ = self.tx.send(Note::WrappedUp {
+            lead: self.lead.clone(),
+            agent: agent.clone(),
+            wants,
+        });
+    }
+
     /// The deadline passed without an agent: returns the message to play.
     pub(crate) fn abandon(&mut self, at: Timestamp) -> Vec<PathBuf> {
         if self.phase != LinkPhase::Waiting {
@@ -835,6 +1714,117 @@ pub(crate) async fn connect_deadline(link: &Option<CampaignLink>) {
     match link {
         Some(l) if l.phase == LinkPhase::Waiting => tokio::time::sleep_until(l.deadline).await,
         _ => std::future::pending().await,
+    }
+}
+
+/// A preview campaign's call, placed by its agent through the click-to-dial path
+/// ([`crate::outbound`]): what it shows and records for the campaign (the attempt row, the
+/// interaction's `dial_attempt` events, the lead's result).
+pub(crate) struct PreviewDial {
+    spec: Arc<CampaignSpec>,
+    agent: AgentId,
+    lead: LeadId,
+    phone: Pii<String>,
+    attempt: u32,
+    tx: mpsc::UnboundedSender<Note>,
+}
+
+impl PreviewDial {
+    /// The number the called person sees.
+    pub(crate) fn caller_id(&self) -> &str {
+        &self.spec.caller_id
+    }
+
+    pub(crate) fn pop(&self) -> crate::desk::CampaignPop {
+        crate::desk::CampaignPop {
+            campaign: self.spec.id.clone(),
+            lead: self.lead.clone(),
+        }
+    }
+
+    /// The call is under way: the runner counts the attempt (before the call can report its end).
+    pub(crate) fn placed(&self) {
+        let _ = self.tx.send(Note::PreviewPlaced {
+            lead: self.lead.clone(),
+            agent: self.agent.clone(),
+        });
+    }
+
+    pub(crate) fn row(&self, id: &CallId, started: Timestamp) -> crm_store::DialAttempt {
+        crm_store::DialAttempt {
+            id: id.to_string(),
+            campaign: self.spec.id.clone(),
+            lead: self.lead.clone(),
+            attempt: self.attempt,
+            phone: self.phone.clone(),
+            started_at: started,
+            answered_at: None,
+            amd_result: None,
+            agent: None,
+            connected_at: None,
+            ended_at: None,
+            outcome: "dialing".into(),
+            abandoned: false,
+        }
+    }
+
+    pub(crate) fn dial_event(&self, disposition: Disposition) -> InteractionEventKind {
+        InteractionEventKind::DialAttempt {
+            campaign: self.spec.id.clone(),
+            lead: self.lead.clone(),
+            outcome: disposition_name(disposition).to_string(),
+        }
+    }
+
+    /// The answered call's link to the campaign: the agent is on the line already, so it connects at
+    /// once and the connect deadline never matters.
+    pub(crate) fn link(&self) -> CampaignLink {
+        CampaignLink {
+            campaign: self.spec.id.clone(),
+            deadline: Instant::now() + Duration::from_secs(24 * 3600),
+            verdict_at: Timestamp::now_utc(),
+            message: self.spec.message.clone(),
+            phase: LinkPhase::Waiting,
+            lead: self.lead.clone(),
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// How the answered call went for the campaign, from its link.
+    pub(crate) fn outcome(link: Option<&CampaignLink>, row: &mut crm_store::DialAttempt) -> Disposition {
+        if let Some(LinkPhase::Connected { agent, at }) = link.map(|l| &l.phase) {
+            row.agent = Some(agent.clone());
+            row.connected_at = Some(*at);
+        }
+        Disposition::Completed
+    }
+
+    pub(crate) async fn store(&self, inner: &Inner, row: &crm_store::DialAttempt) {
+        store_attempt(inner, row).await;
+    }
+
+    /// The attempt is over: its row is completed and the runner records the lead's result.
+    pub(crate) async fn finish(
+        &self,
+        inner: &Inner,
+        mut row: crm_store::DialAttempt,
+        disposition: Disposition,
+    ) {
+        row.ended_at = Some(Timestamp::now_utc());
+        row.outcome = disposition_name(disposition).to_string();
+        store_attempt(inner, &row).await;
+        let _ = self.tx.send(Note::Finished {
+            lead: self.lead.clone(),
+            disposition,
+        });
+    }
+}
+
+async fn store_attempt(inner: &Inner, row: &crm_store::DialAttempt) {
+    match tokio::time::timeout(Duration::from_secs(5), inner.crm.record_dial_attempt(row)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "dial attempt not stored"),
+        Err(_) => warn!("dial attempt not stored in time"),
     }
 }
 
@@ -874,11 +1864,7 @@ impl Attempt {
     }
 
     async fn store(&self, row: &crm_store::DialAttempt) {
-        match tokio::time::timeout(Duration::from_secs(5), self.inner.crm.record_dial_attempt(row)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(error = %e, "dial attempt not stored"),
-            Err(_) => warn!("dial attempt not stored in time"),
-        }
+        store_attempt(&self.inner, row).await;
     }
 
     fn note(&self, note: Note) {
@@ -1038,6 +2024,7 @@ impl Attempt {
             Pii::new(self.spec.caller_id.clone()),
         );
         call.campaign = Some(CampaignLink {
+            campaign: self.spec.id.clone(),
             deadline: Instant::now() + self.spec.rules.connect_within,
             verdict_at,
             message: self.spec.message.clone(),
@@ -1178,7 +2165,58 @@ mod tests {
                 .spec(&acd_config())
                 .unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
-        let preview = config("mode = \"preview\"").spec(&acd_config()).unwrap_err();
-        assert!(preview[0].contains("preview"), "{preview:?}");
+        let preview = config("mode = \"preview\"\npreview_skip_secs = 600")
+            .spec(&acd_config())
+            .unwrap();
+        assert_eq!(
+            (preview.mode, preview.preview_skip),
+            (CampaignMode::Preview, Duration::from_secs(600))
+        );
+        let paced = config("mode = \"preview\"\npacing = \"predictive\"")
+            .spec(&acd_config())
+            .unwrap_err();
+        assert!(paced[0].contains("not paced"), "{paced:?}");
+    }
+
+    #[test]
+    fn amd_settings_default_to_the_analyser_and_are_checked() {
+        let spec = config("").spec(&acd_config()).unwrap();
+        assert_eq!(
+            spec.amd,
+            AmdConfig::default(),
+            "no [campaign.amd]: today's behaviour"
+        );
+        let spec = config("[amd]\ninitial_silence_ms = 3000\ngreeting_ms = 2000\ntotal_analysis_ms = 4000")
+            .spec(&acd_config())
+            .unwrap();
+        assert_eq!(
+            (
+                spec.amd.initial_silence_ms,
+                spec.amd.greeting_ms,
+                spec.amd.total_analysis_ms
+            ),
+            (3000, 2000, 4000)
+        );
+        assert_eq!(
+            spec.amd.max_words,
+            AmdConfig::default().max_words,
+            "unset keys keep defaults"
+        );
+        let problems = config("[amd]\ngreeting_ms = 20\nmax_words = 0\ntotal_analysis_ms = 2000")
+            .spec(&acd_config())
+            .unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "amd.greeting_ms: between 300 and 10000 (got 20)",
+                "amd.max_words: between 1 and 20 (got 0)",
+                "amd.total_analysis_ms (2000) must be longer than amd.initial_silence_ms (2500)",
+            ]
+        );
+        let unknown = toml::from_str::<CampaignConfig>(
+            "id = \"x\"\ncaller_id = \"1\"\nmessage = \"m.wav\"\n[amd]\nbeep_ms = 5",
+        )
+        .unwrap_err();
+        assert!(unknown.to_string().contains("beep_ms"), "{unknown}");
     }
 }

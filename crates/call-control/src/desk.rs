@@ -42,6 +42,16 @@ pub struct ScreenPop {
     pub customer: Option<crm_store::CustomerCard>,
     /// What the caller entered in the IVR (never sensitive digits).
     pub ivr: Option<IvrPop>,
+    /// The campaign and lead of a campaign call (the wrap-up may then ask for a callback or not to
+    /// call again).
+    pub campaign: Option<CampaignPop>,
+}
+
+/// The campaign a call belongs to, as the desktop shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CampaignPop {
+    pub campaign: domain::CampaignId,
+    pub lead: domain::LeadId,
 }
 
 /// The caller's IVR session as the agent sees it.
@@ -76,6 +86,21 @@ pub struct CallView {
     pub pop: Arc<ScreenPop>,
 }
 
+/// A lead a preview campaign shows an agent before they dial it (or skip it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewOffer {
+    pub campaign: domain::CampaignId,
+    pub lead: domain::LeadId,
+    pub name: Option<Pii<String>>,
+    pub phone: Pii<String>,
+    /// The attempt the dial would be (1 for a lead never called).
+    pub attempt: u32,
+    /// A callback an agent promised.
+    pub callback: bool,
+    /// The linked customer's record with their latest interactions.
+    pub customer: Option<crm_store::CustomerCard>,
+}
+
 /// Something an agent's desktop is told.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeskEvent {
@@ -91,6 +116,14 @@ pub enum DeskEvent {
     MediaAnswer { call: CallId, sdp: String },
     /// Another desktop of the same agent took over (a second tab or a reload).
     Replaced,
+    /// A preview campaign offers a lead to look at and dial or skip.
+    Preview(Arc<PreviewOffer>),
+    /// The preview is gone (the agent left ready, the campaign paused, ...).
+    PreviewWithdrawn {
+        campaign: domain::CampaignId,
+        lead: domain::LeadId,
+        reason: String,
+    },
 }
 
 /// Where a blind transfer sends the caller.
@@ -163,6 +196,32 @@ impl SuperviseMode {
     }
 }
 
+/// A callback the agent promises on a campaign call: the lead is dialled again at `at` (for
+/// `personal`, only when this agent is ready, and offered to them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackRequest {
+    pub at: Timestamp,
+    #[serde(default)]
+    pub personal: bool,
+}
+
+/// What a campaign call's wrap-up asks of the campaign besides the disposition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CampaignWrapUp {
+    /// The called person asked not to be called again: the number joins the do-not-call list and
+    /// the lead is closed.
+    pub do_not_call: bool,
+    pub callback: Option<CallbackRequest>,
+}
+
+impl CampaignWrapUp {
+    /// Whether it asks anything of a campaign.
+    pub fn is_empty(&self) -> bool {
+        !self.do_not_call && self.callback.is_none()
+    }
+}
+
 /// What an agent asks of their call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentCommand {
@@ -179,6 +238,8 @@ pub enum AgentCommand {
     WrapUp {
         disposition: String,
         notes: Pii<String>,
+        /// For campaign calls: do not call again, or call back.
+        campaign: CampaignWrapUp,
     },
     /// The caller stops (or starts again) hearing the agent.
     Mute(bool),
@@ -255,6 +316,8 @@ pub struct Attachment {
     pub generation: u64,
     pub events: mpsc::UnboundedReceiver<DeskEvent>,
     pub calls: Vec<CallView>,
+    /// The lead a preview campaign shows the agent, if any.
+    pub preview: Option<Arc<PreviewOffer>>,
 }
 
 struct Desk {
@@ -274,6 +337,7 @@ struct Hub {
     desks: HashMap<AgentId, Desk>,
     /// Keyed by call and agent: ring-all offers one call to several agents at once.
     calls: HashMap<(CallId, AgentId), Link>,
+    previews: HashMap<AgentId, Arc<PreviewOffer>>,
     next_generation: u64,
 }
 
@@ -316,6 +380,31 @@ impl DeskHub {
             generation,
             events: rx,
             calls,
+            preview: hub.previews.get(agent).cloned(),
+        }
+    }
+
+    /// Shows the agent a preview campaign's lead (kept for a desktop that attaches later).
+    pub fn offer_preview(&self, agent: &AgentId, offer: Arc<PreviewOffer>) {
+        let mut hub = self.hub.lock();
+        hub.previews.insert(agent.clone(), offer.clone());
+        if let Some(d) = hub.desks.get(agent) {
+            let _ = d.events.send(DeskEvent::Preview(offer));
+        }
+    }
+
+    /// The agent's preview is over: dialled (quietly), or withdrawn with a reason they are told.
+    pub fn end_preview(&self, agent: &AgentId, withdrawn: Option<&str>) {
+        let mut hub = self.hub.lock();
+        let Some(offer) = hub.previews.remove(agent) else {
+            return;
+        };
+        if let (Some(reason), Some(d)) = (withdrawn, hub.desks.get(agent)) {
+            let _ = d.events.send(DeskEvent::PreviewWithdrawn {
+                campaign: offer.campaign.clone(),
+                lead: offer.lead.clone(),
+                reason: reason.to_string(),
+            });
         }
     }
 
@@ -491,6 +580,7 @@ mod tests {
             explanation: "longest idle".into(),
             customer: None,
             ivr: None,
+            campaign: None,
         })
     }
 

@@ -25,6 +25,7 @@ pub mod webhook;
 pub use acd_task::{AcdHandle, AgentStateEvent, QueueNotice};
 pub use campaign_runner::{
     CampaignAction, CampaignConfig, CampaignHandle, CampaignLiveStats, CampaignSpec, DialerMetrics,
+    PreviewChoice,
 };
 pub use crm_outbox::StreamOutbox;
 pub use desk::DeskHub;
@@ -180,7 +181,7 @@ impl CallControl {
         media: desk::AgentMedia,
         sdp: Option<String>,
     ) -> Result<domain::CallId, desk::Refusal> {
-        outbound::dial(self.inner.clone(), agent, number, media, sdp).await
+        outbound::dial(self.inner.clone(), agent, number, media, sdp, None).await
     }
 
     /// Gives call control the gateway it rings agents through (set once, after the gateway starts).

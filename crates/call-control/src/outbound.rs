@@ -5,12 +5,18 @@
 //!
 //! The ACD does not offer calls to the agent meanwhile: the agent is not ready with reason
 //! `outbound` for the length of the call, and afterwards back to the state they dialled from.
+//!
+//! A preview campaign's lead is dialled the same way, with the campaign's caller id; the agent goes
+//! back to ready afterwards (for the next lead), and the call records its campaign attempt
+//! ([`PreviewDial`]).
 
 use crate::Inner;
 use crate::call::{AgentLeg, Call, PhoneRing, negotiate, open_browser_leg, ring_phone};
+use crate::campaign_runner::PreviewDial;
 use crate::desk::{
     AgentCommand, AgentMedia, CallPhase, CommandRequest, DeskEvent, DialNumber, Refusal, ScreenPop,
 };
+use dialer::campaign::Disposition;
 use domain::{
     AgentId, CallId, Channel, Direction, EndedBy, InteractionEventKind, InteractionId, Pii, Timestamp,
 };
@@ -35,6 +41,7 @@ pub(crate) async fn dial(
     number: DialNumber,
     media: AgentMedia,
     sdp: Option<String>,
+    preview: Option<PreviewDial>,
 ) -> Result<CallId, Refusal> {
     let Some(trunk) = inner.outbound.clone() else {
         return Err(Refusal::new(
@@ -60,6 +67,11 @@ pub(crate) async fn dial(
         .map(|a| a.state)
         .ok_or_else(|| Refusal::new("unknown_agent", "you are not an agent of the ACD"))?;
     let restore = match before {
+        // A preview campaign's agent is not ready (`preview`) while deciding, and ready for the next
+        // lead after the call.
+        acd::AgentState::NotReady { .. } if preview.is_some() => {
+            acd::Input::AgentReady { agent: agent.clone() }
+        }
         acd::AgentState::Available | acd::AgentState::WrapUp { .. } => {
             acd::Input::AgentReady { agent: agent.clone() }
         }
@@ -92,10 +104,13 @@ pub(crate) async fn dial(
         return Err(Refusal::new("unavailable", "no call id"));
     };
     let mut timeline = crate::Timeline::new(interaction);
-    let shown_as = trunk
-        .caller_id
-        .clone()
-        .unwrap_or_else(|| agent.as_str().to_string());
+    let shown_as = match &preview {
+        Some(p) => p.caller_id().to_string(),
+        None => trunk
+            .caller_id
+            .clone()
+            .unwrap_or_else(|| agent.as_str().to_string()),
+    };
     inner.log(timeline.event(
         now,
         InteractionEventKind::Arrived {
@@ -129,9 +144,14 @@ pub(crate) async fn dial(
         caller: Pii::new(number.expose().to_string()),
         called: Pii::new(shown_as.clone()),
         waited_ms: 0,
-        explanation: "placed by the agent".into(),
+        explanation: if preview.is_some() {
+            "campaign lead dialled from the preview".into()
+        } else {
+            "placed by the agent".into()
+        },
         customer,
         ivr: None,
+        campaign: preview.as_ref().map(PreviewDial::pop),
     });
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     inner.desks.offer(&agent, pop, commands_tx.clone(), now);
@@ -187,9 +207,15 @@ pub(crate) async fn dial(
     };
     let span = info_span!("call", call = %id, direction = "outbound");
     let call_id = id.clone();
+    if let Some(p) = &preview {
+        p.placed();
+    }
+    let row = preview.as_ref().map(|p| p.row(&id, now));
     tokio::spawn(
         async move {
             let placed = Placed {
+                preview,
+                row,
                 inner,
                 id,
                 timeline,
@@ -214,6 +240,9 @@ enum AgentSide {
 
 /// An agent-placed call before the customer answers.
 struct Placed {
+    /// A preview campaign's call and its attempt row.
+    preview: Option<PreviewDial>,
+    row: Option<crm_store::DialAttempt>,
     inner: Arc<Inner>,
     id: CallId,
     timeline: crate::Timeline,
@@ -231,9 +260,18 @@ impl Placed {
         self.inner.log(ev);
     }
 
-    /// Ends a call that never reached the customer.
-    fn give_up(mut self, by: EndedBy, reason: &str) {
+    /// Ends a call that never reached the customer (for a campaign lead, the attempt ends with
+    /// `disposition`).
+    fn give_up(mut self, by: EndedBy, reason: &str, disposition: Disposition) {
         info!(reason, "placed call ended before the customer answered");
+        if let Some(p) = &self.preview {
+            let event = p.dial_event(disposition);
+            self.log(event);
+        }
+        if let (Some(p), Some(row)) = (self.preview.take(), self.row.take()) {
+            let inner = self.inner.clone();
+            tokio::spawn(async move { p.finish(&inner, row, disposition).await }.in_current_span());
+        }
         self.log(InteractionEventKind::Ended {
             by,
             reason: reason.to_string(),
@@ -268,27 +306,34 @@ impl Placed {
                             }
                             None => {
                                 phone.leg.hangup();
-                                return self.give_up(EndedBy::Error, "the agent's phone has no common codec");
+                                return self.give_up(EndedBy::Error, "the agent's phone has no common codec", Disposition::Failed);
                             }
                         },
                         Some(LegEvent::Ringing | LegEvent::Reoffer { .. }) => {}
                         Some(LegEvent::Failed { .. } | LegEvent::Hangup) | None => {
-                            return self.give_up(EndedBy::Agent, "the agent's phone did not answer");
+                            return self.give_up(EndedBy::Agent, "the agent's phone did not answer", Disposition::Failed);
                         }
                     },
                     Some(request) = self.commands_rx.recv() => {
                         if self.refuse_or_cancel(request) {
                             phone.leg.hangup();
-                            return self.give_up(EndedBy::Agent, "cancelled by the agent");
+                            return self.give_up(EndedBy::Agent, "cancelled by the agent", Disposition::Failed);
                         }
                     }
                 }
             },
         };
         // Now the customer.
+        if let (Some(p), Some(row)) = (&self.preview, &self.row) {
+            p.store(&self.inner, row).await;
+        }
         let Some((customer_leg, customer_rtp, media_events)) = self.dial_customer().await else {
             agent_leg.hang_up();
-            return self.give_up(EndedBy::Error, "the customer could not be dialled");
+            return self.give_up(
+                EndedBy::Error,
+                "the customer could not be dialled",
+                Disposition::Failed,
+            );
         };
         self.inner
             .desks
@@ -306,35 +351,37 @@ impl Placed {
                         None => {
                             customer_leg.hangup();
                             agent_leg.hang_up();
-                            return self.give_up(EndedBy::Error, "the customer's side has no common codec");
+                            return self.give_up(EndedBy::Error, "the customer's side has no common codec", Disposition::Failed);
                         }
                     },
                     Some(LegEvent::Ringing | LegEvent::Reoffer { .. }) => {}
                     Some(LegEvent::Failed { code }) => {
                         agent_leg.hang_up();
-                        let reason = match code {
-                            486 | 600 => "busy",
-                            408 | 480 | 487 => "no answer",
-                            _ => "the call failed",
+                        let (reason, disposition) = match code {
+                            486 | 600 | 603 => ("busy", Disposition::Busy),
+                            408 | 480 | 487 => ("no answer", Disposition::NoAnswer),
+                            _ => ("the call failed", Disposition::Failed),
                         };
-                        return self.give_up(EndedBy::System, reason);
+                        return self.give_up(EndedBy::System, reason, disposition);
                     }
                     Some(LegEvent::Hangup) | None => {
                         agent_leg.hang_up();
-                        return self.give_up(EndedBy::System, "no answer");
+                        return self.give_up(EndedBy::System, "no answer", Disposition::NoAnswer);
                     }
                 },
                 Some(request) = self.commands_rx.recv() => {
                     if self.refuse_or_cancel(request) {
                         customer_leg.hangup();
                         agent_leg.hang_up();
-                        return self.give_up(EndedBy::Agent, "cancelled by the agent");
+                        return self.give_up(EndedBy::Agent, "cancelled by the agent", Disposition::NoAnswer);
                     }
                 }
             }
         };
         info!("the customer answered");
         let Placed {
+            preview,
+            mut row,
             inner,
             id,
             timeline,
@@ -357,10 +404,26 @@ impl Placed {
         );
         call.outbound = Some(restore);
         call.use_command_channel(commands_tx, commands_rx);
+        if let Some(row) = row.as_mut() {
+            row.answered_at = Some(Timestamp::now_utc());
+        }
+        call.campaign = preview.as_ref().map(PreviewDial::link);
         call.connect_agent(agent, agent_leg, agent_rtp).await;
         call.run_loop(media_events, done_rx).await;
         call.finish().await;
+        let ended = match (&preview, row) {
+            (Some(p), Some(mut row)) => {
+                let disposition = PreviewDial::outcome(call.campaign.as_ref(), &mut row);
+                call.log(p.dial_event(disposition));
+                Some((row, disposition))
+            }
+            _ => None,
+        };
+        let inner = call.inner_handle();
         call.into_wrap_up();
+        if let (Some(p), Some((row, disposition))) = (preview, ended) {
+            p.finish(&inner, row, disposition).await;
+        }
     }
 
     async fn dial_customer(&self) -> Option<(LegHandle, RtpLeg, mpsc::Receiver<media::engine::LegEvent>)> {

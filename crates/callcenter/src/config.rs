@@ -590,7 +590,7 @@ mod tests {
     #[test]
     fn campaigns_are_checked_against_queues_trunk_and_files() {
         let f = write(
-            "[[campaign]]\nid = \"spring\"\nqueue = \"nowhere\"\ncaller_id = \"+442070000000\"\nmessage = \"/no/such.wav\"\nleads = \"/no/leads.csv\"\n",
+            "[[campaign]]\nid = \"spring\"\nqueue = \"nowhere\"\ncaller_id = \"+442070000000\"\nmessage = \"/no/such.wav\"\nleads = \"/no/leads.csv\"\n[campaign.amd]\ngreeting_ms = 20\n",
         );
         let err = Config::load(Some(f.path()), Vec::new()).unwrap_err().to_string();
         for wanted in [
@@ -598,9 +598,15 @@ mod tests {
             "campaign \"spring\": message /no/such.wav: no such file",
             "campaigns dial through desk.outbound_trunk",
             "leads /no/leads.csv: no such file",
+            "campaign \"spring\": amd.greeting_ms: between 300 and 10000 (got 20)",
         ] {
             assert!(err.contains(wanted), "{wanted} missing from {err}");
         }
+        let f = write(
+            "[[campaign]]\nid = \"spring\"\ncaller_id = \"+442070000000\"\nmessage = \"m.wav\"\n[campaign.amd]\nbeep_ms = 5\n",
+        );
+        let err = Config::load(Some(f.path()), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("amd") && err.contains("beep_ms"), "{err}");
     }
 
     #[test]

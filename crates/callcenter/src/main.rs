@@ -332,7 +332,7 @@ async fn serve(config: Config) -> Result<(), String> {
 }
 
 /// Imports each `[[campaign]]`'s leads file the first time (when the CRM store has none for it yet),
-/// saves the campaign, loads its leads that are not finished, and starts its runner.
+/// saves the campaign and starts its runner (which dials while it holds the campaign's lease).
 async fn start_campaigns(
     config: &Config,
     calls: &call_control::CallControl,
@@ -365,10 +365,17 @@ async fn start_campaigns(
             let rows: Vec<u64> = report.problems.iter().map(|p| p.row).collect();
             info!(campaign = %id, imported = report.imported, rejected_rows = report.rejected_rows, ?rows, "leads imported");
         }
-        let state = match spec.start {
-            dialer::campaign::CampaignState::Running => "running",
-            dialer::campaign::CampaignState::Paused => "paused",
-            dialer::campaign::CampaignState::Stopped => "finished",
+        // The configured state applies when the campaign is created; after that a supervisor's
+        // pause, resume or stop, kept by the store, survives restarts.
+        let existing = crm
+            .campaign(&id)
+            .await
+            .map_err(|e| format!("campaign {id}: {e}"))?;
+        let state = match (existing.as_ref(), spec.start) {
+            (Some(c), _) => c.status.clone(),
+            (None, dialer::campaign::CampaignState::Running) => "running".into(),
+            (None, dialer::campaign::CampaignState::Paused) => "paused".into(),
+            (None, dialer::campaign::CampaignState::Stopped) => "finished".into(),
         };
         let mode = match spec.mode {
             dialer::campaign::CampaignMode::Preview => crm_store::DialMode::Preview,
@@ -382,7 +389,7 @@ async fn start_campaigns(
                 name: spec.name.clone(),
                 mode,
                 queue: spec.queue.clone(),
-                status: state.into(),
+                status: state.clone(),
                 max_abandon_rate: spec.rules.max_abandon_rate,
             },
             "config",
@@ -390,28 +397,9 @@ async fn start_campaigns(
         )
         .await
         .map_err(|e| format!("campaign {id}: {e}"))?;
-        let finished: std::collections::HashSet<domain::LeadId> = crm
-            .lead_statuses(&id)
-            .await
-            .map_err(|e| format!("campaign {id}: {e}"))?
-            .into_iter()
-            .filter(|(_, status)| matches!(status.as_str(), "done" | "exhausted" | "dnc" | "expired"))
-            .map(|(lead, _)| lead)
-            .collect();
-        let leads: Vec<dialer::campaign::NewLead> = crm
-            .campaign_leads(&id)
-            .await
-            .map_err(|e| format!("campaign {id}: {e}"))?
-            .into_iter()
-            .filter(|l| !finished.contains(&l.id))
-            .map(|l| dialer::campaign::NewLead {
-                id: l.id,
-                phone: l.phone,
-                time_zone: l.timezone,
-            })
-            .collect();
-        info!(campaign = %id, leads = leads.len(), state, "campaign starting");
-        handles.push(calls.start_campaign(spec, leads, metrics.clone()));
+        // The runner loads the leads, with their progress, once it holds the campaign's lease.
+        info!(campaign = %id, leads = stored.len(), state, "campaign starting");
+        handles.push(calls.start_campaign(spec, metrics.clone()));
     }
     Ok(handles)
 }

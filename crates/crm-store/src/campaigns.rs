@@ -1,12 +1,15 @@
 //! Outbound campaigns, the state of their leads and every dial attempt, as the dialer stores them.
 //! Campaign changes are admin changes and are audited; attempts are the dialer's audit trail
-//! (`dial_attempts`: one row per attempt, written when it is placed and again when it ends).
+//! (`dial_attempts`: one row per attempt, written when it is placed and again when it ends). A lead's
+//! progress (attempt counts, next attempt, last abandonment, callback, status) is saved on every change
+//! so a restarted dialer continues it ([`LeadProgress`]).
 
 use crate::customers::{AuditEntry, audit_in_tx};
 use crate::error::{Result, StoreError};
+use crate::import::LeadRecord;
 use crate::model::UnknownName;
 use crate::store::{BeginWrite, CrmStore, with_pool};
-use domain::{AgentId, CampaignId, LeadId, Pii, QueueId, Timestamp};
+use domain::{AgentId, CampaignId, CustomerId, LeadId, Pii, QueueId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -110,6 +113,20 @@ impl CrmStore {
         Ok(())
     }
 
+    /// Sets a campaign's status (`running`, `paused`, `finished`) as its dialer changed it, so a node
+    /// that takes the campaign over, or restarts, continues in it. Returns whether the campaign exists.
+    pub async fn set_campaign_status(&self, id: &CampaignId, status: &str) -> Result<bool> {
+        let affected = with_pool!(self, |pool| {
+            sqlx::query("UPDATE campaigns SET status = $2 WHERE id = $1")
+                .bind(id.as_str().to_string())
+                .bind(status.to_string())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(affected == 1)
+    }
+
     /// A campaign by id.
     pub async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>> {
         let row = with_pool!(self, |pool| {
@@ -184,6 +201,163 @@ impl CrmStore {
         });
         ids.into_iter()
             .map(|id| LeadId::new(id).map_err(|e| StoreError::Corrupt(format!("lead id: {e}"))))
+            .collect()
+    }
+}
+
+/// Where a lead stands for the dialer, as stored in `leads`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeadProgress {
+    /// `new`; while it will be retried, how the last attempt ended (`busy`, `no_answer`, `machine`,
+    /// `abandoned`, `failed`) or `callback`; `dialing` while an attempt is under way; finally `done`,
+    /// `exhausted` or `dnc`.
+    pub status: String,
+    /// Attempts made, the one under way included.
+    pub attempts: u32,
+    pub busy_attempts: u32,
+    pub no_answer_attempts: u32,
+    pub machine_attempts: u32,
+    pub abandoned_attempts: u32,
+    pub failed_attempts: u32,
+    pub last_attempt_at: Option<Timestamp>,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_abandoned_at: Option<Timestamp>,
+    pub callback_at: Option<Timestamp>,
+    /// A personal callback's agent.
+    pub callback_agent: Option<AgentId>,
+}
+
+/// The stored columns of a lead with its progress, decoded the same way on both backends.
+struct ProgressRow {
+    id: String,
+    name: Option<String>,
+    phone: String,
+    timezone: Option<String>,
+    customer: Option<String>,
+    status: String,
+    counts: [i64; 6],
+    times: [Option<i64>; 4],
+    callback_agent: Option<String>,
+}
+
+impl ProgressRow {
+    fn decode<R: sqlx::Row>(row: &R) -> std::result::Result<Self, sqlx::Error>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        let mut counts = [0; 6];
+        for (i, c) in counts.iter_mut().enumerate() {
+            *c = row.try_get(6 + i)?;
+        }
+        let mut times = [None; 4];
+        for (i, t) in times.iter_mut().enumerate() {
+            *t = row.try_get(12 + i)?;
+        }
+        Ok(Self {
+            id: row.try_get(0)?,
+            name: row.try_get(1)?,
+            phone: row.try_get(2)?,
+            timezone: row.try_get(3)?,
+            customer: row.try_get(4)?,
+            status: row.try_get(5)?,
+            counts,
+            times,
+            callback_agent: row.try_get(16)?,
+        })
+    }
+}
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+impl CrmStore {
+    /// Saves where a lead stands (after each attempt is placed and ends, a callback is scheduled, or it
+    /// is closed). A `last_attempt_at` of `None` keeps the stored one. Returns whether the lead exists.
+    pub async fn save_lead_progress(&self, lead: &LeadId, p: &LeadProgress) -> Result<bool> {
+        if p.status.is_empty() || p.status.len() > 32 {
+            return Err(StoreError::Invalid("lead status is 1 to 32 characters".into()));
+        }
+        let affected = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE leads SET status = $2, attempts = $3, busy_attempts = $4, no_answer_attempts = $5, \
+                 machine_attempts = $6, abandoned_attempts = $7, failed_attempts = $8, \
+                 last_attempt_at = COALESCE($9, last_attempt_at), \
+                 next_attempt_at = $10, last_abandoned_at = $11, callback_at = $12, callback_agent = $13 \
+                 WHERE id = $1",
+            )
+            .bind(lead.as_str().to_string())
+            .bind(p.status.clone())
+            .bind(i64::from(p.attempts))
+            .bind(i64::from(p.busy_attempts))
+            .bind(i64::from(p.no_answer_attempts))
+            .bind(i64::from(p.machine_attempts))
+            .bind(i64::from(p.abandoned_attempts))
+            .bind(i64::from(p.failed_attempts))
+            .bind(p.last_attempt_at.map(Timestamp::as_millis))
+            .bind(p.next_attempt_at.map(Timestamp::as_millis))
+            .bind(p.last_abandoned_at.map(Timestamp::as_millis))
+            .bind(p.callback_at.map(Timestamp::as_millis))
+            .bind(p.callback_agent.as_ref().map(|a| a.as_str().to_string()))
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(affected == 1)
+    }
+
+    /// Every lead of a campaign with its saved progress, in lead id order (how a dialer that starts
+    /// or takes the campaign over continues it).
+    pub async fn campaign_lead_progress(
+        &self,
+        campaign: &CampaignId,
+    ) -> Result<Vec<(LeadRecord, LeadProgress)>> {
+        let rows: Vec<ProgressRow> = with_pool!(self, |pool| {
+            sqlx::query(
+                "SELECT id, name, phone_e164, timezone, customer_id, status, \
+                 attempts, busy_attempts, no_answer_attempts, machine_attempts, abandoned_attempts, failed_attempts, \
+                 last_attempt_at, next_attempt_at, last_abandoned_at, callback_at, callback_agent \
+                 FROM leads WHERE campaign_id = $1 ORDER BY id",
+            )
+            .bind(campaign.as_str().to_string())
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(ProgressRow::decode)
+            .collect::<std::result::Result<_, _>>()?
+        });
+        rows.into_iter()
+            .map(|r| {
+                let record = LeadRecord {
+                    id: LeadId::new(&r.id).map_err(|e| StoreError::Corrupt(format!("lead id: {e}")))?,
+                    name: r.name.map(Pii::new),
+                    phone: Pii::new(r.phone),
+                    timezone: r.timezone,
+                    customer: r.customer.and_then(|c| CustomerId::new(c).ok()),
+                };
+                let [attempts, busy, no_answer, machine, abandoned, failed] = r.counts.map(count);
+                let [last_attempt, next_attempt, last_abandoned, callback] =
+                    r.times.map(|t| t.map(Timestamp::from_millis));
+                let progress = LeadProgress {
+                    status: r.status,
+                    attempts,
+                    busy_attempts: busy,
+                    no_answer_attempts: no_answer,
+                    machine_attempts: machine,
+                    abandoned_attempts: abandoned,
+                    failed_attempts: failed,
+                    last_attempt_at: last_attempt,
+                    next_attempt_at: next_attempt,
+                    last_abandoned_at: last_abandoned,
+                    callback_at: callback,
+                    callback_agent: r.callback_agent.and_then(|a| AgentId::new(a).ok()),
+                };
+                Ok((record, progress))
+            })
             .collect()
     }
 }

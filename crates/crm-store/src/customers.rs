@@ -254,6 +254,11 @@ impl CrmStore {
         }
     }
 
+    /// The screen pop of a customer by id (a campaign lead linked to its customer).
+    pub async fn customer_card(&self, id: &CustomerId) -> Result<Option<CustomerCard>> {
+        self.card_where("id = $1", id.as_str()).await
+    }
+
     /// The screen pop for an account number (typed in the IVR, for instance).
     pub async fn find_customer_by_account(&self, account_number: &str) -> Result<Option<CustomerCard>> {
         self.card_where("account_number = $1", account_number.trim())

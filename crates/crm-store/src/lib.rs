@@ -31,7 +31,7 @@ mod retention;
 mod store;
 mod writer;
 
-pub use campaigns::{Campaign, DialAttempt, DialMode};
+pub use campaigns::{Campaign, DialAttempt, DialMode, LeadProgress};
 pub use customers::{AuditEntry, RECENT_INTERACTIONS};
 pub use error::{Result, StoreError};
 pub use events::{BatchOutcome, PendingCallback, StoredEvent};

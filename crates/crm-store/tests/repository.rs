@@ -515,6 +515,87 @@ async fn campaigns_and_dialable_leads_skip_do_not_call() {
 }
 
 #[tokio::test]
+async fn lead_progress_round_trips_for_a_restarted_dialer() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in targets("lead_progress", dir.path()) {
+        let store = target.store().await;
+        let now = Timestamp::from_secs(1_000);
+        let campaign = CampaignId::new("winback").unwrap();
+        let leads = "id,phone,name,timezone,customer_id\nl1,+14155550001,Ada,America/Los_Angeles,c1\nl2,+14155550002,,,\n";
+        store
+            .import_leads_csv(&campaign, leads, "admin", now)
+            .await
+            .unwrap();
+        let fresh = store.campaign_lead_progress(&campaign).await.unwrap();
+        assert_eq!(fresh.len(), 2, "{}", target.label());
+        assert_eq!(fresh[0].1.status, "new");
+        assert_eq!(fresh[0].1.attempts, 0);
+        assert_eq!(fresh[0].0.name.as_ref().map(|n| n.expose().as_str()), Some("Ada"));
+        assert_eq!(fresh[0].0.customer.as_ref().map(|c| c.as_str()), Some("c1"));
+        let l1 = domain::LeadId::new("l1").unwrap();
+        let saved = crm_store::LeadProgress {
+            status: "callback".into(),
+            attempts: 4,
+            busy_attempts: 1,
+            no_answer_attempts: 1,
+            machine_attempts: 0,
+            abandoned_attempts: 1,
+            failed_attempts: 0,
+            last_attempt_at: Some(Timestamp::from_secs(2_000)),
+            next_attempt_at: Some(Timestamp::from_secs(3_000)),
+            last_abandoned_at: Some(Timestamp::from_secs(1_500)),
+            callback_at: Some(Timestamp::from_secs(90_000)),
+            callback_agent: Some(domain::AgentId::new("1001").unwrap()),
+        };
+        assert!(store.save_lead_progress(&l1, &saved).await.unwrap());
+        let missing = domain::LeadId::new("nope").unwrap();
+        assert!(!store.save_lead_progress(&missing, &saved).await.unwrap());
+        let bad = crm_store::LeadProgress {
+            status: String::new(),
+            ..saved.clone()
+        };
+        assert!(store.save_lead_progress(&l1, &bad).await.is_err());
+        let back = store.campaign_lead_progress(&campaign).await.unwrap();
+        assert_eq!(back[0].1, saved, "{}", target.label());
+        assert_eq!(back[1].1.status, "new", "the other lead is untouched");
+        // A save without an attempt time keeps the stored one.
+        let closed = crm_store::LeadProgress {
+            status: "dnc".into(),
+            last_attempt_at: None,
+            ..saved.clone()
+        };
+        assert!(store.save_lead_progress(&l1, &closed).await.unwrap());
+        let back = store.campaign_lead_progress(&campaign).await.unwrap();
+        assert_eq!(back[0].1.last_attempt_at, saved.last_attempt_at);
+        assert_eq!(back[0].1.status, "dnc");
+        // The dialer's campaign status.
+        assert!(
+            !store.set_campaign_status(&campaign, "paused").await.unwrap(),
+            "no such campaign yet"
+        );
+        let saved_campaign = crm_store::Campaign {
+            id: campaign.clone(),
+            name: "Win back".into(),
+            mode: crm_store::DialMode::Preview,
+            queue: None,
+            status: "running".into(),
+            max_abandon_rate: 0.03,
+        };
+        store.save_campaign(&saved_campaign, "admin", now).await.unwrap();
+        assert!(store.set_campaign_status(&campaign, "paused").await.unwrap());
+        assert_eq!(
+            store.campaign(&campaign).await.unwrap().map(|c| c.status),
+            Some("paused".to_string())
+        );
+        // The plain status view agrees.
+        let statuses = store.lead_statuses(&campaign).await.unwrap();
+        assert!(statuses.contains(&(l1.clone(), "dnc".to_string())));
+        store.close().await;
+        target.cleanup().await;
+    }
+}
+
+#[tokio::test]
 async fn in_memory_sqlite_works_for_other_crates_tests() {
     let store = crm_store::CrmStore::connect("sqlite::memory:").await.unwrap();
     store.migrate().await.unwrap();

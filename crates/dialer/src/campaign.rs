@@ -4,7 +4,13 @@
 //! re-dialling an abandoned number, and the pause / resume / stop state of the campaign.
 //!
 //! Leads are held in memory in insertion order; the owner loads them from the CRM store and writes every
-//! attempt and result back (the audit trail lives there, not here).
+//! attempt and result back (the audit trail lives there, not here). A lead's [`LeadProgress`] (attempt
+//! counts, next attempt, last abandonment, callback, status) is what the owner saves, and
+//! [`Campaign::restore_lead`] takes it back after a restart so each lead continues where it stopped.
+//!
+//! Preview campaigns reserve a lead for one agent ([`Campaign::reserve_for`]) without counting an
+//! attempt; the agent's decision either confirms the dial ([`Campaign::confirm_dial`]) or gives the
+//! lead back ([`Campaign::release`]).
 
 use crate::compliance::ComplianceRules;
 use domain::{AgentId, CampaignId, LeadId, Pii, Timestamp};
@@ -304,6 +310,35 @@ pub struct NewLead {
     pub time_zone: Option<String>,
 }
 
+/// Where a lead stands, as the owner saves it and gives it back after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeadProgress {
+    pub status: LeadStatus,
+    /// Attempts made, the one under way (if any) included.
+    pub attempts: u32,
+    /// Finished attempts by how they ended (what the retry rules count).
+    pub attempts_by: HashMap<Disposition, u32>,
+    /// When a pending lead may be tried next (`None`: at once).
+    pub next_attempt_at: Option<Timestamp>,
+    /// The last time the lead was abandoned (the UK re-dial block counts from it).
+    pub last_abandoned_at: Option<Timestamp>,
+    pub callback: Option<Callback>,
+}
+
+impl Default for LeadProgress {
+    /// A lead never tried.
+    fn default() -> Self {
+        Self {
+            status: LeadStatus::Pending,
+            attempts: 0,
+            attempts_by: HashMap::new(),
+            next_attempt_at: None,
+            last_abandoned_at: None,
+            callback: None,
+        }
+    }
+}
+
 /// One lead of a campaign.
 #[derive(Debug, Clone)]
 pub struct Lead {
@@ -316,6 +351,20 @@ pub struct Lead {
     pub next_attempt_at: Timestamp,
     pub last_abandoned_at: Option<Timestamp>,
     pub callback: Option<Callback>,
+}
+
+impl Lead {
+    /// What the owner saves to continue this lead after a restart.
+    pub fn progress(&self) -> LeadProgress {
+        LeadProgress {
+            status: self.status,
+            attempts: self.attempts,
+            attempts_by: self.attempts_by.clone(),
+            next_attempt_at: Some(self.next_attempt_at),
+            last_abandoned_at: self.last_abandoned_at,
+            callback: self.callback.clone(),
+        }
+    }
 }
 
 /// What the dialer should call now.
@@ -351,6 +400,10 @@ pub struct Campaign {
     rules: ComplianceRules,
     leads: Vec<Lead>,
     index: HashMap<LeadId, usize>,
+    /// Leads found on the do-not-call list since the owner last asked ([`Campaign::take_blocked`]).
+    newly_blocked: Vec<LeadId>,
+    /// Leads held for a preview agent: in progress, but no attempt counted yet.
+    reserved: HashSet<LeadId>,
 }
 
 impl Campaign {
@@ -370,6 +423,8 @@ impl Campaign {
             rules,
             leads: Vec::new(),
             index: HashMap::new(),
+            newly_blocked: Vec::new(),
+            reserved: HashSet::new(),
         }
     }
 
@@ -406,6 +461,18 @@ impl Campaign {
 
     /// Adds a lead, resolving its time zone from the explicit column or the number.
     pub fn add_lead(&mut self, lead: NewLead, now: Timestamp) -> Result<(), CampaignError> {
+        self.restore_lead(lead, LeadProgress::default(), now).map(|_| ())
+    }
+
+    /// Adds a lead with the progress saved for it (after a restart). A lead saved while it was being
+    /// dialled lost that attempt with the process: the attempt counts, as failed, and the retry rules
+    /// decide what comes next. Returns the lead's status.
+    pub fn restore_lead(
+        &mut self,
+        lead: NewLead,
+        progress: LeadProgress,
+        now: Timestamp,
+    ) -> Result<LeadStatus, CampaignError> {
         if self.index.contains_key(&lead.id) {
             return Err(CampaignError::DuplicateLead);
         }
@@ -413,19 +480,30 @@ impl Campaign {
             Some(name) => zone_by_name(name)?,
             None => zone_for_number(&lead.phone).ok_or(CampaignError::NoTimeZone)?,
         };
+        let id = lead.id.clone();
+        let interrupted = progress.status == LeadStatus::InProgress;
         self.index.insert(lead.id.clone(), self.leads.len());
         self.leads.push(Lead {
             id: lead.id,
             phone: lead.phone,
             zone,
-            status: LeadStatus::Pending,
-            attempts: 0,
-            attempts_by: HashMap::new(),
-            next_attempt_at: now,
-            last_abandoned_at: None,
-            callback: None,
+            status: progress.status,
+            // The interrupted attempt was counted when it was placed; a save that missed it still
+            // counts one.
+            attempts: if interrupted {
+                progress.attempts.max(1)
+            } else {
+                progress.attempts
+            },
+            attempts_by: progress.attempts_by,
+            next_attempt_at: progress.next_attempt_at.unwrap_or(now),
+            last_abandoned_at: progress.last_abandoned_at,
+            callback: progress.callback,
         });
-        Ok(())
+        if interrupted {
+            return self.record_result(&id, Disposition::Failed, now);
+        }
+        Ok(progress.status)
     }
 
     /// A lead by id.
@@ -442,6 +520,100 @@ impl Campaign {
     /// list order. Checks the calling window, the UK re-dial block and the do-not-call list (a listed lead is
     /// marked blocked). The returned lead is marked in progress and its attempt counted.
     pub fn next_to_dial(&mut self, now: Timestamp, dnc: &dyn DoNotCall) -> Option<DialRequest> {
+        self.next_to_dial_when(now, dnc, &|_| true)
+    }
+
+    /// As [`Campaign::next_to_dial`], but a personal callback is only dialled while `ready` says its
+    /// agent can take it (a person must not wait for an agent who is busy).
+    pub fn next_to_dial_when(
+        &mut self,
+        now: Timestamp,
+        dnc: &dyn DoNotCall,
+        ready: &dyn Fn(&AgentId) -> bool,
+    ) -> Option<DialRequest> {
+        let i = self.select(now, dnc, ready)?;
+        let lead = self.leads.get_mut(i)?;
+        lead.status = LeadStatus::InProgress;
+        lead.attempts += 1;
+        let agent = lead.callback.take().and_then(|c| c.agent);
+        Some(DialRequest {
+            lead: lead.id.clone(),
+            phone: lead.phone.clone(),
+            agent,
+            attempt: lead.attempts,
+        })
+    }
+
+    /// Preview: the next lead for `agent` to look at (the same order and checks as
+    /// [`Campaign::next_to_dial`]; personal callbacks only for their own agent). The lead is held in
+    /// progress for the agent, but no attempt is counted until [`Campaign::confirm_dial`].
+    pub fn reserve_for(
+        &mut self,
+        now: Timestamp,
+        dnc: &dyn DoNotCall,
+        agent: &AgentId,
+    ) -> Option<DialRequest> {
+        let i = self.select(now, dnc, &|a| a == agent)?;
+        let lead = self.leads.get_mut(i)?;
+        lead.status = LeadStatus::InProgress;
+        let request = DialRequest {
+            lead: lead.id.clone(),
+            phone: lead.phone.clone(),
+            agent: Some(agent.clone()),
+            attempt: lead.attempts + 1,
+        };
+        self.reserved.insert(request.lead.clone());
+        Some(request)
+    }
+
+    /// Preview: the agent dials the reserved lead; its attempt is counted. Returns the attempt number.
+    pub fn confirm_dial(&mut self, lead: &LeadId) -> Result<u32, CampaignError> {
+        if !self.reserved.remove(lead) {
+            return Err(CampaignError::NotInProgress);
+        }
+        let lead = self.lead_mut(lead)?;
+        lead.attempts += 1;
+        lead.callback = None;
+        Ok(lead.attempts)
+    }
+
+    /// Preview: the reserved lead goes back, uncounted, to be tried again from `next_attempt_at` (the
+    /// agent skipped it, or the preview lapsed).
+    pub fn release(&mut self, lead: &LeadId, next_attempt_at: Timestamp) -> Result<(), CampaignError> {
+        if !self.reserved.remove(lead) {
+            return Err(CampaignError::NotInProgress);
+        }
+        let lead = self.lead_mut(lead)?;
+        lead.status = LeadStatus::Pending;
+        match lead.callback.as_mut() {
+            Some(callback) => callback.at = callback.at.max(next_attempt_at),
+            None => lead.next_attempt_at = next_attempt_at,
+        }
+        Ok(())
+    }
+
+    /// The called person asked not to be called again: the lead is closed as on the do-not-call list
+    /// (a callback is dropped). Any status; the owner adds the number to its list.
+    pub fn mark_do_not_call(&mut self, lead: &LeadId) -> Result<(), CampaignError> {
+        self.reserved.remove(lead);
+        let lead = self.lead_mut(lead)?;
+        lead.status = LeadStatus::Blocked;
+        lead.callback = None;
+        Ok(())
+    }
+
+    /// Leads found on the do-not-call list at dial time since the last call (for the owner to store).
+    pub fn take_blocked(&mut self) -> Vec<LeadId> {
+        std::mem::take(&mut self.newly_blocked)
+    }
+
+    /// Index of the lead to dial now, blocking listed leads on the way.
+    fn select(
+        &mut self,
+        now: Timestamp,
+        dnc: &dyn DoNotCall,
+        ready: &dyn Fn(&AgentId) -> bool,
+    ) -> Option<usize> {
         if self.state != CampaignState::Running {
             return None;
         }
@@ -449,7 +621,7 @@ impl Campaign {
         // from the last blocked one instead of starting over.
         let (mut from, mut callbacks_left) = (0, true);
         loop {
-            let (i, is_callback) = self.pick(now, from, callbacks_left)?;
+            let (i, is_callback) = self.pick(now, from, callbacks_left, ready)?;
             if !is_callback {
                 // No due callback was eligible; blocking pending leads does not change that.
                 callbacks_left = false;
@@ -459,23 +631,23 @@ impl Campaign {
             if dnc.blocks(&lead.phone) {
                 lead.status = LeadStatus::Blocked;
                 lead.callback = None;
+                self.newly_blocked.push(lead.id.clone());
                 continue;
             }
-            lead.status = LeadStatus::InProgress;
-            lead.attempts += 1;
-            let agent = lead.callback.take().and_then(|c| c.agent);
-            return Some(DialRequest {
-                lead: lead.id.clone(),
-                phone: lead.phone.clone(),
-                agent,
-                attempt: lead.attempts,
-            });
+            return Some(i);
         }
     }
 
     /// Index of the lead to try next, and whether it is a callback: the earliest due callback (if
-    /// `callbacks`), else the first due pending lead at or after `from`.
-    fn pick(&self, now: Timestamp, from: usize, callbacks: bool) -> Option<(usize, bool)> {
+    /// `callbacks`) whose agent, if personal, is `ready`, else the first due pending lead at or after
+    /// `from`.
+    fn pick(
+        &self,
+        now: Timestamp,
+        from: usize,
+        callbacks: bool,
+        ready: &dyn Fn(&AgentId) -> bool,
+    ) -> Option<(usize, bool)> {
         let eligible = |lead: &Lead| {
             lead.status == LeadStatus::Pending
                 && self.window.allows(&lead.zone, now)
@@ -486,7 +658,12 @@ impl Campaign {
             .iter()
             .enumerate()
             .filter(|_| callbacks)
-            .filter(|(_, l)| l.callback.as_ref().is_some_and(|c| c.at <= now) && eligible(l))
+            .filter(|(_, l)| {
+                l.callback
+                    .as_ref()
+                    .is_some_and(|c| c.at <= now && c.agent.as_ref().is_none_or(ready))
+                    && eligible(l)
+            })
             .min_by_key(|(_, l)| l.callback.as_ref().map(|c| c.at))
             .map(|(i, _)| (i, true));
         callback.or_else(|| {
@@ -505,6 +682,10 @@ impl Campaign {
         now: Timestamp,
     ) -> Result<LeadStatus, CampaignError> {
         let retry = self.retry.clone();
+        if self.reserved.contains(lead) {
+            // Reserved for a preview, never dialled: nothing to record.
+            return Err(CampaignError::NotInProgress);
+        }
         let lead = self.lead_mut(lead)?;
         if lead.status != LeadStatus::InProgress {
             return Err(CampaignError::NotInProgress);
@@ -738,6 +919,168 @@ mod tests {
         );
         let stats = c.stats();
         assert_eq!((stats.done, stats.in_progress, stats.attempts), (1, 1, 2));
+    }
+
+    fn progress(status: LeadStatus, attempts: u32, by: &[(Disposition, u32)]) -> LeadProgress {
+        LeadProgress {
+            status,
+            attempts,
+            attempts_by: by.iter().copied().collect(),
+            ..LeadProgress::default()
+        }
+    }
+
+    #[test]
+    fn restored_leads_continue_with_their_counts_delays_and_blocks() {
+        let mut c = campaign();
+        let now = Timestamp::from_millis(JULY_NOON_UTC + 3 * 3_600_000);
+        let none: HashSet<String> = HashSet::new();
+        let later = now + Duration::from_secs(600);
+        // Busy once, retry due in 10 minutes; busy allows 5, the campaign 8 in all.
+        let busy = LeadProgress {
+            next_attempt_at: Some(later),
+            ..progress(LeadStatus::Pending, 1, &[(Disposition::Busy, 1)])
+        };
+        assert_eq!(
+            c.restore_lead(lead("busy", "+12125550001", None), busy, now),
+            Ok(LeadStatus::Pending)
+        );
+        // Abandoned an hour ago under UK rules: the 72 h block holds after the restart.
+        let dropped = LeadProgress {
+            last_abandoned_at: Some(now - Duration::from_secs(3600)),
+            ..progress(LeadStatus::Pending, 1, &[(Disposition::Abandoned, 1)])
+        };
+        c.restore_lead(lead("dropped", "+12125550002", None), dropped, now)
+            .unwrap();
+        for (id, status) in [
+            ("done", LeadStatus::Done),
+            ("out", LeadStatus::Exhausted),
+            ("dnc", LeadStatus::Blocked),
+        ] {
+            c.restore_lead(lead(id, "+12125550003", None), progress(status, 3, &[]), now)
+                .unwrap();
+        }
+        // Being dialled when the node died, with one failure already: the lost attempt counts as
+        // the second failure, which is the last the rules allow.
+        let cut = progress(LeadStatus::InProgress, 2, &[(Disposition::Failed, 1)]);
+        assert_eq!(
+            c.restore_lead(lead("cut", "+12125550004", None), cut, now),
+            Ok(LeadStatus::Exhausted)
+        );
+        // Cut off on its first attempt: retried after the failure delay, counted.
+        let first = progress(LeadStatus::InProgress, 1, &[]);
+        assert_eq!(
+            c.restore_lead(lead("first", "+12125550005", None), first, now),
+            Ok(LeadStatus::Pending)
+        );
+        let first_id = LeadId::new("first").unwrap();
+        assert_eq!(c.lead(&first_id).unwrap().attempts, 1);
+        assert_eq!(
+            c.lead(&first_id).unwrap().next_attempt_at,
+            now + Duration::from_secs(3600)
+        );
+        assert!(c.next_to_dial(now, &none).is_none(), "nothing is due yet");
+        let dial = c.next_to_dial(later, &none).unwrap();
+        assert_eq!((dial.lead.as_str(), dial.attempt), ("busy", 2));
+        let saved = c.lead(&dial.lead).unwrap().progress();
+        assert_eq!(saved.status, LeadStatus::InProgress);
+        assert_eq!(saved.attempts_by.get(&Disposition::Busy), Some(&1));
+        let stats = c.stats();
+        assert_eq!(
+            (stats.done, stats.exhausted, stats.blocked, stats.pending),
+            (1, 2, 1, 2)
+        );
+        // A saved copy restores to the same lead.
+        let mut again = campaign();
+        let copy = c.lead(&first_id).unwrap().progress();
+        again
+            .restore_lead(lead("first", "+12125550005", None), copy.clone(), now)
+            .unwrap();
+        assert_eq!(again.lead(&first_id).unwrap().progress(), copy);
+    }
+
+    #[test]
+    fn preview_reserves_without_counting_until_the_agent_dials() {
+        let mut c = campaign();
+        let now = Timestamp::from_millis(JULY_NOON_UTC + 3_600_000);
+        c.add_lead(lead("a", "+12125550001", None), now).unwrap();
+        c.add_lead(lead("b", "+12125550002", None), now).unwrap();
+        let none: HashSet<String> = HashSet::new();
+        let alice = AgentId::new("alice").unwrap();
+        let bob = AgentId::new("bob").unwrap();
+        let a = LeadId::new("a").unwrap();
+        let shown = c.reserve_for(now, &none, &alice).unwrap();
+        assert_eq!((shown.lead.as_str(), shown.attempt), ("a", 1));
+        assert_eq!(c.lead(&a).unwrap().attempts, 0, "not counted while previewed");
+        assert_eq!(
+            c.record_result(&a, Disposition::Busy, now),
+            Err(CampaignError::NotInProgress),
+            "a preview is not an attempt"
+        );
+        // Another agent gets the next lead, not the one alice looks at.
+        assert_eq!(c.reserve_for(now, &none, &bob).unwrap().lead.as_str(), "b");
+        // Bob skips: b comes back after the skip delay, uncounted.
+        let b = LeadId::new("b").unwrap();
+        c.release(&b, now + Duration::from_secs(900)).unwrap();
+        assert_eq!(c.lead(&b).unwrap().attempts, 0);
+        assert!(c.reserve_for(now, &none, &bob).is_none());
+        assert_eq!(
+            c.reserve_for(now + Duration::from_secs(900), &none, &bob)
+                .unwrap()
+                .lead,
+            b
+        );
+        // Alice dials: the attempt counts and its result is recorded like any other.
+        assert_eq!(c.confirm_dial(&a), Ok(1));
+        assert_eq!(c.confirm_dial(&a), Err(CampaignError::NotInProgress));
+        assert_eq!(
+            c.record_result(&a, Disposition::Completed, now),
+            Ok(LeadStatus::Done)
+        );
+        assert_eq!(
+            c.release(&a, now),
+            Err(CampaignError::NotInProgress),
+            "only reserved leads go back"
+        );
+    }
+
+    #[test]
+    fn personal_callbacks_wait_for_their_agent_and_dnc_is_reported() {
+        let mut c = campaign();
+        let now = Timestamp::from_millis(JULY_NOON_UTC + 3_600_000);
+        c.add_lead(lead("cb", "+12125550001", None), now).unwrap();
+        c.add_lead(lead("listed", "+12125550002", None), now).unwrap();
+        let cb = LeadId::new("cb").unwrap();
+        let alice = AgentId::new("alice").unwrap();
+        c.next_to_dial(now, &HashSet::new()).unwrap();
+        c.record_result(&cb, Disposition::Completed, now).unwrap();
+        // The agent promised to call back herself; the lead reopens for then.
+        let at = now + Duration::from_secs(3600);
+        c.schedule_callback(&cb, at, Some(alice.clone())).unwrap();
+        assert_eq!(
+            c.lead(&cb).unwrap().progress().callback,
+            Some(Callback {
+                at,
+                agent: Some(alice.clone())
+            })
+        );
+        let dnc: HashSet<String> = ["+12125550002".to_string()].into();
+        assert!(
+            c.next_to_dial_when(at, &dnc, &|_| false).is_none(),
+            "alice is busy"
+        );
+        assert_eq!(c.take_blocked(), vec![LeadId::new("listed").unwrap()]);
+        assert!(c.take_blocked().is_empty());
+        let dial = c.next_to_dial_when(at, &dnc, &|a| a == &alice).unwrap();
+        assert_eq!(
+            (dial.lead, dial.agent, dial.attempt),
+            (cb.clone(), Some(alice), 2)
+        );
+        // The person asks not to be called again.
+        c.record_result(&cb, Disposition::Completed, at).unwrap();
+        c.mark_do_not_call(&cb).unwrap();
+        assert_eq!(c.lead(&cb).unwrap().status, LeadStatus::Blocked);
+        assert!(c.schedule_callback(&cb, at, None).is_err());
     }
 
     proptest! {

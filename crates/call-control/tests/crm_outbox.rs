@@ -16,8 +16,6 @@ use domain::{
 };
 use state_store::{StateConfig, StateStore};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -254,7 +252,8 @@ async fn kill9_of_an_appending_node_loses_no_acknowledged_event() {
         .await
         .unwrap();
 
-    let acked = run_and_kill_child(&format!("{}|{prefix}", db.display()));
+    let spec = format!("{}|{prefix}", db.display());
+    let acked = testkit::crash::run_and_kill(KILL_TEST, [(CHILD_ROLE, spec)], KILL_AFTER_ACKS);
 
     // A new node on the same Redis and database: it takes the role once the dead one's lapses,
     // takes over what the dead one was given, and writes the rest.
@@ -318,49 +317,6 @@ async fn kill9_of_an_appending_node_loses_no_acknowledged_event() {
     store.close().await;
 }
 
-fn run_and_kill_child(spec: &str) -> HashSet<(String, i64)> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([KILL_TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ROLE, spec)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut acked = HashSet::new();
-    while acked.len() < KILL_AFTER_ACKS {
-        match lines_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => record(&mut acked, &line),
-            Err(e) => panic!("child stopped acknowledging after {} events: {e}", acked.len()),
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    reader.join().unwrap();
-    for line in lines_rx.try_iter() {
-        record(&mut acked, &line);
-    }
-    acked
-}
-
-fn record(acked: &mut HashSet<(String, i64)>, line: &str) {
-    let mut parts = line.split(' ');
-    if let (Some("ACK"), Some(id), Some(seq)) = (parts.next(), parts.next(), parts.next())
-        && let Ok(seq) = seq.parse::<i64>()
-    {
-        acked.insert((id.to_string(), seq));
-    }
-}
-
 /// The child: a node appending calls as fast as the outbox acknowledges them, and writing SQL too
 /// (it holds the role), until it is killed.
 async fn run_child(spec: &str) {
@@ -384,7 +340,7 @@ async fn run_child(spec: &str) {
                 for e in call(&id, n as i64 * 100_000) {
                     let seq = e.seq;
                     writer.append(e).await.unwrap();
-                    println!("ACK {id} {seq}");
+                    println!("{}", testkit::crash::ack_line(&id, seq));
                 }
             }
         }));

@@ -9,9 +9,6 @@ mod common;
 use common::{Target, ev, targets};
 use crm_store::{EventWriter, WriterConfig};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 const CHILD_ROLE: &str = "CRM_CRASH_CHILD_JOURNAL";
 const TEST_NAME: &str = "kill9_loses_no_acknowledged_event";
@@ -32,7 +29,9 @@ async fn kill9_loses_no_acknowledged_event() {
         // Migrate once up front so the child starts straight into the load.
         target.store().await.close().await;
         let journal_dir = dir.path().join(common::unique("journal"));
-        let acked = run_and_kill_child(&target, &journal_dir);
+        let mut envs: Vec<(&str, String)> = target.to_env();
+        envs.push((CHILD_ROLE, journal_dir.display().to_string()));
+        let acked = testkit::crash::run_and_kill(TEST_NAME, envs, KILL_AFTER_ACKS);
 
         let store = target.store().await;
         let (_writer, task) = EventWriter::start(store.clone(), WriterConfig::new(&journal_dir))
@@ -80,54 +79,6 @@ async fn kill9_loses_no_acknowledged_event() {
     }
 }
 
-/// Runs the child until it has acknowledged enough events, SIGKILLs it, and returns every
-/// acknowledgement it printed.
-fn run_and_kill_child(target: &Target, journal_dir: &std::path::Path) -> HashSet<(String, i64)> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
-        .envs(target.to_env())
-        .env(CHILD_ROLE, journal_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-
-    let mut acked = HashSet::new();
-    while acked.len() < KILL_AFTER_ACKS {
-        match lines_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => record(&mut acked, &line),
-            Err(e) => panic!("child stopped acknowledging after {} events: {e}", acked.len()),
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    reader.join().unwrap();
-    // Acknowledgements printed before the kill are still in the pipe.
-    for line in lines_rx.try_iter() {
-        record(&mut acked, &line);
-    }
-    acked
-}
-
-fn record(acked: &mut HashSet<(String, i64)>, line: &str) {
-    let mut parts = line.split(' ');
-    if let (Some("ACK"), Some(id), Some(seq)) = (parts.next(), parts.next(), parts.next())
-        && let Ok(seq) = seq.parse::<i64>()
-    {
-        acked.insert((id.to_string(), seq));
-    }
-}
-
 /// The child: many callers appending whole calls as fast as the writer acknowledges them.
 async fn run_child(journal_dir: std::path::PathBuf) {
     let target = Target::from_env().expect("child needs its database in the environment");
@@ -145,7 +96,7 @@ async fn run_child(journal_dir: std::path::PathBuf) {
                 for e in ev::answered_call(&id, "+14155550100", "sales", "dave", t0, 2_000, 30_000) {
                     let seq = e.seq;
                     writer.append(e).await.unwrap();
-                    println!("ACK {id} {seq}");
+                    println!("{}", testkit::crash::ack_line(&id, seq));
                 }
             }
         }));

@@ -1,1 +1,3 @@
 //! Test-only helpers: virtual clock, scripted agents, SIP and RTP test peers.
+
+pub mod crash;

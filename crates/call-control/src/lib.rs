@@ -14,6 +14,7 @@ pub mod anchor;
 mod call;
 mod callback;
 pub mod campaign_runner;
+pub mod crm_metrics;
 pub mod crm_outbox;
 pub mod desk;
 pub mod kpi_metrics;

@@ -175,6 +175,8 @@ async fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| format!("crm journal {}: {e}", config.crm.journal_dir.display()))?
     };
 
+    call_control::crm_metrics::register(&telemetry, writer.clone());
+
     // Media engine, IVR flows, ACD.
     let media = media::engine::MediaEngine::new(media::engine::MediaConfig {
         bind_ip: config.rtp.bind_ip,

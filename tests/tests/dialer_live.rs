@@ -9,39 +9,11 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 use system_tests::cti::CtiClient;
+use system_tests::outbound::{ONE_AGENT_OUTBOUND_CONFIG, zone_at_noon};
 use system_tests::pcap::{Audio, write_rtp_pcap};
 use system_tests::*;
 
-const CONFIG: &str = r#"
-[sip.limits]
-max_calls_per_second = 0
-per_source_requests_per_second = 0
-
-[[sip.user]]
-name = "1001"
-password = "agent1001"
-
-[agents]
-ready_on_start = false
-
-[[acd.queues]]
-id = "outbound"
-offer_timeout_secs = 15
-wrap_up_secs = 120
-
-[[acd.agents]]
-id = "1001"
-queues = [{ queue = "outbound", rank = 1 }]
-
-[desk]
-outbound_trunk = "carrier"
-
-[[desk.user]]
-id = "1001"
-name = "Alice Agent"
-role = "agent"
-password = "agent1001"
-
+const CAMPAIGN_CONFIG: &str = r#"
 [[desk.user]]
 id = "super"
 name = "Sam Supervisor"
@@ -72,22 +44,6 @@ ring_secs = 15
 [campaign.retry]
 busy = { delay_secs = 1, max_attempts = 2 }
 "#;
-
-/// A fixed-offset zone where it is now around noon, so the calling window (8:00-21:00) is open
-/// whenever the test runs.
-fn zone_at_noon() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let utc_hour = ((secs / 3600) % 24) as i64;
-    match 12 - utc_hour {
-        0 => "Etc/GMT".into(),
-        // Etc/GMT-N is N hours east of Greenwich.
-        east if east > 0 => format!("Etc/GMT-{east}"),
-        west => format!("Etc/GMT+{}", -west),
-    }
-}
 
 fn attempts(platform: &Platform) -> Vec<crm_store::DialAttempt> {
     let url = format!("sqlite:{}/cc.db", platform.dir.path().display());
@@ -159,7 +115,7 @@ fn a_predictive_campaign_connects_a_person_abandons_one_with_the_message_and_rec
     .collect::<String>();
     std::fs::write(&leads, format!("id,phone,timezone\n{csv}")).expect("leads");
     let message = ivr_dir().join("prompts/campaign-identification.wav");
-    let config = CONFIG
+    let config = format!("{ONE_AGENT_OUTBOUND_CONFIG}{CAMPAIGN_CONFIG}")
         .replace("CARRIER_PORT", &carrier.port.to_string())
         .replace("LEADS", &leads.display().to_string())
         .replace("MESSAGE", &message.display().to_string());

@@ -49,3 +49,19 @@ pub fn zone_at_noon() -> String {
         west => format!("Etc/GMT+{}", -west),
     }
 }
+
+/// The whole configuration of a campaign test: the shared agent set-up followed by the test's own
+/// `campaign` text, whose `CARRIER_PORT`, `LEADS` and `MESSAGE` placeholders are filled with the
+/// carrier's port, the lead list and the demo identification message.
+pub fn campaign_config(campaign: &str, carrier_port: u16, leads: &std::path::Path) -> String {
+    let message = identification_message();
+    format!("{ONE_AGENT_OUTBOUND_CONFIG}{campaign}")
+        .replace("CARRIER_PORT", &carrier_port.to_string())
+        .replace("LEADS", &leads.display().to_string())
+        .replace("MESSAGE", &message.display().to_string())
+}
+
+/// The demo IVR's recorded identification message, played to a person the dialer cannot connect.
+pub fn identification_message() -> std::path::PathBuf {
+    crate::ivr_dir().join("prompts/campaign-identification.wav")
+}

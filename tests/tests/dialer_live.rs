@@ -9,7 +9,7 @@
 use serde_json::json;
 use std::time::{Duration, Instant};
 use system_tests::cti::CtiClient;
-use system_tests::outbound::{ONE_AGENT_OUTBOUND_CONFIG, zone_at_noon};
+use system_tests::outbound::{campaign_config, identification_message, zone_at_noon};
 use system_tests::pcap::{Audio, write_rtp_pcap};
 use system_tests::*;
 
@@ -114,12 +114,7 @@ fn a_predictive_campaign_connects_a_person_abandons_one_with_the_message_and_rec
     .map(|l| format!("{l},{zone}\n"))
     .collect::<String>();
     std::fs::write(&leads, format!("id,phone,timezone\n{csv}")).expect("leads");
-    let message = ivr_dir().join("prompts/campaign-identification.wav");
-    let config = format!("{ONE_AGENT_OUTBOUND_CONFIG}{CAMPAIGN_CONFIG}")
-        .replace("CARRIER_PORT", &carrier.port.to_string())
-        .replace("LEADS", &leads.display().to_string())
-        .replace("MESSAGE", &message.display().to_string());
-    let platform = Platform::start(&config);
+    let platform = Platform::start(&campaign_config(CAMPAIGN_CONFIG, carrier.port, &leads));
 
     // The campaign starts paused; the agent logs in with a SIPp phone.
     let agent_phone = SippServer::start("uas", 1);
@@ -201,7 +196,11 @@ fn a_predictive_campaign_connects_a_person_abandons_one_with_the_message_and_rec
     assert_eq!(abandoned.amd_result.as_deref(), Some("human"));
     assert_eq!(abandoned.agent, None);
     // Verdict after "Hello?" and 0.8 s of silence, 2 s for an agent, then the whole message.
-    let message_ms = (std::fs::metadata(&message).expect("message").len() as i64 - 44) / 16;
+    let message_ms = (std::fs::metadata(identification_message())
+        .expect("message")
+        .len() as i64
+        - 44)
+        / 16;
     let answered_to_bye = millis(abandoned.answered_at, abandoned.ended_at);
     assert!(
         answered_to_bye >= 2_000 + message_ms && answered_to_bye <= 2_000 + message_ms + 6_000,

@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use system_tests::cti::CtiClient;
-use system_tests::outbound::{ONE_AGENT_OUTBOUND_CONFIG, zone_at_noon};
+use system_tests::outbound::{campaign_config, zone_at_noon};
 use system_tests::pcap::{Audio, write_rtp_pcap};
 use system_tests::*;
 
@@ -93,12 +93,7 @@ fn a_preview_campaign_shows_each_lead_and_the_agent_dials_skips_blocks_and_calls
     .map(|l| format!("{l},{zone}\n"))
     .collect();
     std::fs::write(&leads, format!("id,phone,name,timezone\n{csv}")).expect("leads");
-    let message = ivr_dir().join("prompts/campaign-identification.wav");
-    let config = format!("{ONE_AGENT_OUTBOUND_CONFIG}{CAMPAIGN_CONFIG}")
-        .replace("CARRIER_PORT", &carrier.port.to_string())
-        .replace("LEADS", &leads.display().to_string())
-        .replace("MESSAGE", &message.display().to_string());
-    let platform = Platform::start(&config);
+    let platform = Platform::start(&campaign_config(CAMPAIGN_CONFIG, carrier.port, &leads));
     // The agent's phone answers the three dials.
     let agent_phone = SippServer::start("uas", 3);
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);

@@ -2,8 +2,9 @@
 //! with a desk login and the `carrier` trunk as the desk's outbound trunk, and a time zone in which
 //! the calling window is open whenever the test runs.
 
-/// Configuration common to the campaign tests; each appends its trunk and `[[campaign]]`.
-pub const ONE_AGENT_OUTBOUND_CONFIG: &str = r#"
+/// Configuration common to the campaign tests; `campaign_config` appends each test's trunk and
+/// `[[campaign]]`.
+const ONE_AGENT_OUTBOUND_CONFIG: &str = r#"
 [sip.limits]
 max_calls_per_second = 0
 per_source_requests_per_second = 0

@@ -196,11 +196,8 @@ fn a_predictive_campaign_connects_a_person_abandons_one_with_the_message_and_rec
     assert_eq!(abandoned.amd_result.as_deref(), Some("human"));
     assert_eq!(abandoned.agent, None);
     // Verdict after "Hello?" and 0.8 s of silence, 2 s for an agent, then the whole message.
-    let message_ms = (std::fs::metadata(identification_message())
-        .expect("message")
-        .len() as i64
-        - 44)
-        / 16;
+    let message = identification_message();
+    let message_ms = (std::fs::metadata(&message).expect("message").len() as i64 - 44) / 16;
     let answered_to_bye = millis(abandoned.answered_at, abandoned.ended_at);
     assert!(
         answered_to_bye >= 2_000 + message_ms && answered_to_bye <= 2_000 + message_ms + 6_000,

@@ -34,10 +34,15 @@ impl CtiClient {
         let (ws, _) = tokio_tungstenite::connect_async(req)
             .await
             .expect("websocket upgrade");
-        CtiClient {
+        let mut client = CtiClient {
             ws,
             kept: VecDeque::new(),
-        }
+        };
+        // The server attaches the desktop before it sends `welcome`: once it is here, every offer
+        // and change from now on reaches this socket (the upgrade alone does not promise that).
+        let welcome = client.next_of("welcome").await;
+        client.kept.push_front(welcome);
+        client
     }
 
     async fn read(&mut self, deadline: tokio::time::Instant) -> Value {

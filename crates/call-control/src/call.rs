@@ -1071,6 +1071,14 @@ impl Call {
                     "this call rings your SIP phone: answer it there",
                 )),
                 Some(i) => self.accept_in_browser(i, sdp).await,
+                // The phone may answer before the desktop's accept arrives: same answer.
+                None if self
+                    .connected
+                    .as_ref()
+                    .is_some_and(|c| &c.agent == agent && matches!(c.leg, AgentLeg::Phone(_))) =>
+                {
+                    Err(Refusal::new("answer_on_phone", "this call is on your SIP phone"))
+                }
                 None if connected => self.reattach_browser(sdp),
                 None => Err(Refusal::new("no_offer", "this call is not being offered to you")),
             },

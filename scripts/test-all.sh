@@ -19,6 +19,7 @@ trap cleanup EXIT
 need=()
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v baresip >/dev/null || need+=(baresip)
+command -v kamailio >/dev/null || need+=(kamailio)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v sox >/dev/null || need+=(sox)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)

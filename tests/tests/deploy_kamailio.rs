@@ -77,7 +77,7 @@ impl Kamailio {
             .args(["-A", &format!("LISTEN_TCP=tcp:127.0.0.1:{port}")])
             .args(["-A", &format!("DS_LIST=\"{}\"", list.display())])
             .args(["-A", &format!("CTL_SOCKET=\"{ctl}\"")])
-            .args(["-A", "CHILDREN=2"])
+            .args(["-A", "WORKERS=2"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

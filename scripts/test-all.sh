@@ -74,6 +74,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # System tests run the real binary; build it first.
 cargo build --workspace --bins --quiet
+
+# --- deploy/: compose, Kubernetes, Prometheus, systemd and Kamailio files checked by their own tools --
+deploy/check.sh
+
 cargo test --workspace --quiet 2>&1 | tee "$WORK/test.log"
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

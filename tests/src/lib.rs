@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod cti;
+pub mod kamailio;
 pub mod outbound;
 pub mod pcap;
 

@@ -2,7 +2,7 @@
 //! addresses set: `-A` defines for its sockets, and the shipped dispatcher list with the test's
 //! node addresses put in, in order). For system tests of a cluster behind one SIP entry point:
 //!
-//! ```ignore
+//! ```text
 //! let kamailio = Kamailio::start(&[node_a.sip, node_b.sip, node_c.sip]);
 //! kamailio.wait_for(node_a.sip, 'A', "in rotation");
 //! // callers send to kamailio.sip; kamailio.state_of(node) says 'A'ctive, 'I'nactive, 'T'rying

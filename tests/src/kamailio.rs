@@ -11,6 +11,7 @@
 use crate::{free_port, require_command};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -71,7 +72,9 @@ impl Kamailio {
         std::fs::create_dir_all(&runtime).expect("runtime dir");
         let port = free_port();
         let ctl = format!("unix:{}/ctl", dir.path().display());
+        // Its own process group: Kamailio forks its workers, and they all go when the test ends.
         let mut child = Command::new("kamailio")
+            .process_group(0)
             .arg("-DD")
             .arg("-E")
             .arg("-f")
@@ -172,7 +175,13 @@ impl Kamailio {
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The whole group: killing the main process alone would orphan the workers.
+        let group = self.child.id() as i32;
+        // SAFETY: kill(2) on a process group we created, with a valid signal; no memory effects.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
         let _ = self.child.wait();
     }
 }

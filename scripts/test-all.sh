@@ -19,6 +19,7 @@ trap cleanup EXIT
 need=()
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v baresip >/dev/null || need+=(baresip)
+command -v kamailio >/dev/null || need+=(kamailio)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v sox >/dev/null || need+=(sox)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
@@ -73,6 +74,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # System tests run the real binary; build it first.
 cargo build --workspace --bins --quiet
+
+# --- deploy/: compose, Kubernetes, Prometheus, systemd and Kamailio files checked by their own tools --
+deploy/check.sh
+
 cargo test --workspace --quiet 2>&1 | tee "$WORK/test.log"
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod cti;
+pub mod kamailio;
 pub mod outbound;
 pub mod pcap;
 
@@ -48,6 +49,25 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Where a platform listens, and how long it may drain.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeAddress {
+    pub sip_port: u16,
+    pub http_port: u16,
+    pub shutdown_grace_secs: u64,
+}
+
+impl NodeAddress {
+    /// Free ports and a 10 s drain.
+    pub fn free() -> NodeAddress {
+        NodeAddress {
+            sip_port: free_port(),
+            http_port: free_port(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
 /// A running platform process.
 pub struct Platform {
     child: Child,
@@ -71,10 +91,18 @@ impl Platform {
     /// Like [`Platform::start_with_flows`] in `dir`, whose CRM database and journal a stopped
     /// platform may have left (see [`Platform::kill`]).
     pub fn start_in(dir: tempfile::TempDir, extra: &str, flows: &Path) -> Platform {
-        let sip_port = free_port();
-        let http_port = free_port();
+        Self::start_at(dir, extra, flows, NodeAddress::free())
+    }
+
+    /// Like [`Platform::start_in`] at `address` (a node coming back where a proxy expects it).
+    pub fn start_at(dir: tempfile::TempDir, extra: &str, flows: &Path, address: NodeAddress) -> Platform {
+        let NodeAddress {
+            sip_port,
+            http_port,
+            shutdown_grace_secs,
+        } = address;
         let config = format!(
-            "[node]\nshutdown_grace_secs = 10\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n\n[ivr]\nscripts_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n{extra}\n",
+            "[node]\nshutdown_grace_secs = {shutdown_grace_secs}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n\n[ivr]\nscripts_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n{extra}\n",
             dir.path().display(),
             flows.display()
         );

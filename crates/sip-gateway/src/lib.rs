@@ -341,6 +341,12 @@ impl Core {
             }
             match method {
                 Method::Register => self.on_register(&mut tx).await,
+                // A draining node tells the load balancer's probe so, and leaves the rotation.
+                Method::Options if self.admission.is_draining() => {
+                    let retry = self.config.sip.limits.retry_after_secs.to_string();
+                    self.reply(&mut tx, 503, vec![msg::header("Retry-After", retry)])
+                        .await
+                }
                 Method::Options => {
                     let headers = vec![
                         msg::header("Allow", msg::ALLOW),

@@ -152,6 +152,11 @@ impl Platform {
         }
     }
 
+    /// The process id (to read its resident memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the process wrote to stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()

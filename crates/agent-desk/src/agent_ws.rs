@@ -5,11 +5,10 @@
 //! reload or a network drop and the next socket re-attaches to it.
 
 use crate::protocol::{
-    AgentFrame, AgentInfo, AgentRequest, MAX_FRAME_BYTES, PROTOCOL_VERSION, PreviewView, StateView, codes,
+    AgentFrame, AgentInfo, AgentRequest, MAX_FRAME_BYTES, PROTOCOL_VERSION, PreviewView, StateView,
+    TRANSPORT_MAX_BYTES, codes,
 };
-use crate::{
-    ApiError, Credential, DeskServices, Session, SessionWatch, authenticate, request_token, same_origin,
-};
+use crate::{ApiError, DeskServices, Session, SessionWatch, authenticate, request_token};
 use acd::{AcdError, Input, ReasonCode};
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -49,17 +48,18 @@ async fn upgrade(
     params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let (session, how) = authenticate(&desk, &headers).await?;
-    if how == Credential::Cookie && !same_origin(&headers) {
-        return Err(ApiError::forbidden());
-    }
+    // The edge has refused a cookie-authorised upgrade from a foreign page already.
+    let (session, _) = authenticate(&desk, &headers).await?;
     let token = request_token(&headers).map(|(t, _)| t).unwrap_or_default();
     let Query(params) =
         params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    Ok(ws.max_message_size(MAX_FRAME_BYTES).on_upgrade(move |socket| {
-        let span = info_span!("desk", agent = %session.user);
-        run(socket, desk, session, token, params.media).instrument(span)
-    }))
+    Ok(ws
+        .max_message_size(TRANSPORT_MAX_BYTES)
+        .max_frame_size(TRANSPORT_MAX_BYTES)
+        .on_upgrade(move |socket| {
+            let span = info_span!("desk", agent = %session.user);
+            run(socket, desk, session, token, params.media).instrument(span)
+        }))
 }
 
 /// The agent's current state, straight from the router (consistent with the change stream that was
@@ -95,6 +95,12 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
     // Subscribe before reading the state, so no change falls between the two.
     let mut states = desk.acd.subscribe_agent_states();
     let mut attachment = desk.desks.attach(&agent, media);
+    desk.shown.attach(
+        &agent,
+        attachment.generation,
+        &attachment.calls,
+        attachment.preview.clone(),
+    );
     info!(?media, calls = attachment.calls.len(), "desktop attached");
     let welcome = AgentFrame::Welcome {
         protocol: PROTOCOL_VERSION,
@@ -113,6 +119,7 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
     };
     if tx.send(Message::Text(frame_text(&welcome).into())).await.is_err() {
         desk.desks.detach(&agent, attachment.generation);
+        desk.shown.detach(&agent, attachment.generation);
         return;
     }
     let mut watch = SessionWatch::new(token, &session);
@@ -132,12 +139,16 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
             },
             ev = attachment.events.recv() => match ev {
                 Some(DeskEvent::Replaced) | None => {
+                    desk.shown.detach(&agent, attachment.generation);
                     let _ = tx.send(Message::Text(frame_text(&AgentFrame::Replaced).into())).await;
                     let _ = tx.send(Message::Close(None)).await;
                     // The new desktop owns the agent now: do not detach it.
                     return;
                 }
-                Some(ev) => Some(desk_frame(ev, session.role)),
+                Some(ev) => {
+                    note_shown(&desk, &agent, &ev);
+                    Some(desk_frame(ev, session.role))
+                }
             },
             change = states.recv() => match change {
                 Ok(c) if c.agent == agent => Some(AgentFrame::State(StateView { state: c.to, since: c.at })),
@@ -161,7 +172,22 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
         }
     }
     desk.desks.detach(&agent, attachment.generation);
+    desk.shown.detach(&agent, attachment.generation);
     info!("desktop detached");
+}
+
+/// Keeps the record of what this desktop shows (customer access follows it).
+fn note_shown(desk: &DeskServices, agent: &AgentId, ev: &DeskEvent) {
+    match ev {
+        DeskEvent::Offered(pop) => desk.shown.offered(agent, pop.clone()),
+        DeskEvent::Phase { call, phase } => desk.shown.phase(agent, call, *phase),
+        DeskEvent::OfferWithdrawn { call, .. } | DeskEvent::Released { call } => {
+            desk.shown.ended(agent, call)
+        }
+        DeskEvent::Preview(offer) => desk.shown.preview(agent, Some(offer.clone())),
+        DeskEvent::PreviewWithdrawn { .. } => desk.shown.preview(agent, None),
+        DeskEvent::MediaAnswer { .. } | DeskEvent::Replaced => {}
+    }
 }
 
 fn desk_frame(ev: DeskEvent, role: crm_store::Role) -> AgentFrame {
@@ -337,7 +363,12 @@ async fn preview(
         return error(id, "no_preview", "no such campaign runs on this node");
     };
     match handle.preview(agent.clone(), lead, choice).await {
-        Ok(()) => AgentFrame::Ack { id },
+        Ok(()) => {
+            // Dialled or skipped: the lead's record closes with the preview (a dialled call shows
+            // its own pop).
+            desk.shown.preview(agent, None);
+            AgentFrame::Ack { id }
+        }
         Err(refusal) => error(id, refusal.code, refusal.message),
     }
 }

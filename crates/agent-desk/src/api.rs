@@ -3,18 +3,21 @@
 //! their pause / resume / stop (supervisors, audited), and customers' records and history (agents
 //! and up).
 
+use crate::access::{self, Decision, Lookup};
 use crate::auth::LoginError;
+use crate::edge::{Client, cookie_attributes, safe_next};
+use crate::protocol::mask_number;
 use crate::protocol::{AgentInfo, SupervisorFrame};
 use crate::{ApiError, Credential, DeskServices, SESSION_COOKIE, authenticate, request_token};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use crm_store::CustomerCard;
 use domain::{CustomerId, Timestamp};
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 type Desk = State<Arc<DeskServices>>;
@@ -65,6 +68,9 @@ pub(crate) fn routes(desk: Arc<DeskServices>) -> Router {
 struct LoginRequest {
     user: String,
     password: String,
+    /// Where the login page wants to go afterwards; kept only if it is a path of this site.
+    #[serde(default)]
+    next: Option<String>,
 }
 
 fn bad_json(e: JsonRejection) -> ApiError {
@@ -73,7 +79,7 @@ fn bad_json(e: JsonRejection) -> ApiError {
 
 async fn login(
     State(desk): Desk,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(client): Extension<Client>,
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(bad_json)?;
@@ -87,7 +93,7 @@ async fn login(
     let now = Timestamp::now_utc();
     let (token, session) = desk
         .auth
-        .login(&req.user, &req.password, &peer.ip().to_string(), now)
+        .login(&req.user, &req.password, client.ip, now)
         .await
         .map_err(|e| match e {
             LoginError::BadCredentials => {
@@ -97,14 +103,28 @@ async fn login(
                 retry_after_secs: Some(retry_after_secs),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "locked_out", e.to_string())
             },
+            LoginError::Busy => ApiError {
+                retry_after_secs: Some(1),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            },
             LoginError::Unavailable => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
             }
         })?;
     let max_age = desk.auth.config().session_ttl.as_secs();
-    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; {}; Max-Age={max_age}",
+        cookie_attributes(&client)
+    );
+    let home = if session.role == crm_store::Role::Agent {
+        "/agent"
+    } else {
+        "/wallboard"
+    };
+    let redirect = req.next.as_deref().and_then(safe_next).unwrap_or(home);
     let body = serde_json::json!({
         "token": token,
+        "redirect": redirect,
         "user": AgentInfo { id: session.user.clone(), name: session.name.expose().clone(), role: session.role },
         "expires_at": session.expires_at,
     });
@@ -115,10 +135,14 @@ async fn login(
     Ok(response)
 }
 
-async fn logout(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn logout(
+    State(desk): Desk,
+    Extension(client): Extension<Client>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (token, _) = request_token(&headers).ok_or_else(ApiError::unauthorized)?;
     desk.auth.logout(&token).await;
-    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let clear = format!("{SESSION_COOKIE}=; {}; Max-Age=0", cookie_attributes(&client));
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(v) = header::HeaderValue::from_str(&clear) {
         response.headers_mut().insert(header::SET_COOKIE, v);
@@ -239,16 +263,136 @@ fn store_error(e: crm_store::StoreError) -> ApiError {
     )
 }
 
+/// The rate limit, audit and decision every customer lookup goes through; `found` is only read
+/// when the user may ask at all. Returns the record to show (numbers masked where the role says).
+async fn guarded_lookup<F, Fut>(
+    desk: &DeskServices,
+    session: &crate::Session,
+    lookup: Lookup,
+    action: &'static str,
+    found: F,
+) -> Result<CustomerCard, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<CustomerCard>, crm_store::StoreError>>,
+{
+    let now = Timestamp::now_utc();
+    let policy = desk.customers.of(session.role);
+    let bucket = state_store::TokenBucket::new(
+        desk.customers.lookups_burst.max(1),
+        desk.customers.lookups_per_sec.max(1),
+    )
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let key = format!("customer-lookups:{}", session.user);
+    let allowed = desk.state.rate_take(&key, bucket, 1, now).await.map_err(|e| {
+        tracing::warn!(error = %e, "customer lookup limit unreadable");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again")
+    })?;
+    let by = match &lookup {
+        Lookup::Phone(_) => "phone",
+        Lookup::Account(_) => "account",
+        Lookup::Id(_) => "id",
+    };
+    let audit = |entity_id: String, outcome: &str| crm_store::AuditEntry {
+        at: now,
+        actor: session.user.as_str().to_string(),
+        action: action.into(),
+        entity: "customer".into(),
+        entity_id,
+        detail: format!("by={by} outcome={outcome}"),
+    };
+    if !allowed.allowed {
+        desk.auth.metrics().customer_lookup("rate_limited");
+        if let Err(e) = desk.crm.audit(&audit("-".into(), "rate_limited")).await {
+            tracing::warn!(error = %e, "audit entry not written");
+        }
+        return Err(ApiError {
+            retry_after_secs: Some(allowed.retry_after_ms.div_ceil(1000).max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many customer lookups; wait a moment",
+            )
+        });
+    }
+    let shown = desk.shown.of(&session.user, desk.crm.default_country());
+    // An agent with nothing on their desktop is refused without reading the store.
+    let card = if policy.read_any_customer || shown.iter().any(|s| s.live) {
+        found().await.map_err(store_error)?
+    } else {
+        None
+    };
+    let decision = access::decide(policy, &shown, &lookup, card.as_ref());
+    let entity_id = card
+        .as_ref()
+        .filter(|_| decision == Decision::Show)
+        .map_or_else(|| "-".to_string(), |c| c.customer.id.to_string());
+    let outcome = match decision {
+        Decision::Show => "shown",
+        Decision::NotFound => "not_found",
+        Decision::Forbidden => "forbidden",
+    };
+    desk.auth.metrics().customer_lookup(outcome);
+    // Every lookup is audited, refused ones too; the detail names no number.
+    if let Err(e) = desk.crm.audit(&audit(entity_id, outcome)).await {
+        tracing::warn!(error = %e, "audit entry not written");
+    }
+    match (decision, card) {
+        (Decision::Show, Some(mut card)) => {
+            if !policy.full_numbers {
+                for phone in &mut card.customer.phones {
+                    *phone = domain::Pii::new(mask_number(phone.expose()));
+                }
+            }
+            Ok(card)
+        }
+        (Decision::NotFound, _) | (Decision::Show, None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such customer",
+        )),
+        (Decision::Forbidden, _) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_your_customer",
+            "customer records are open while their call is on your desktop",
+        )),
+    }
+}
+
 async fn find_customer(
     State(desk): Desk,
     headers: HeaderMap,
     query: Result<Query<CustomerQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authenticate(&desk, &headers).await?;
+    let (session, _) = authenticate(&desk, &headers).await?;
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let found = match (q.phone, q.account) {
-        (Some(phone), None) => desk.crm.find_customer_by_phone(&phone).await,
-        (None, Some(account)) => desk.crm.find_customer_by_account(&account).await,
+    let card = match (q.phone, q.account) {
+        (Some(phone), None) => {
+            let number = crm_store::normalize_phone(&phone, desk.crm.default_country())
+                .ok()
+                .map(|n| n.as_str().to_string());
+            let crm = desk.crm.clone();
+            guarded_lookup(
+                &desk,
+                &session,
+                Lookup::Phone(number),
+                "customer.lookup",
+                || async move { crm.find_customer_by_phone(&phone).await },
+            )
+            .await?
+        }
+        (None, Some(account)) => {
+            let crm = desk.crm.clone();
+            let key = account.trim().to_string();
+            guarded_lookup(
+                &desk,
+                &session,
+                Lookup::Account(key),
+                "customer.lookup",
+                || async move { crm.find_customer_by_account(&account).await },
+            )
+            .await?
+        }
         _ => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -256,16 +400,8 @@ async fn find_customer(
                 "give exactly one of phone= or account=",
             ));
         }
-    }
-    .map_err(store_error)?;
-    match found {
-        Some(card) => Ok(Json(card).into_response()),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such customer",
-        )),
-    }
+    };
+    Ok(Json(card).into_response())
 }
 
 async fn customer_interactions(
@@ -273,16 +409,26 @@ async fn customer_interactions(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    authenticate(&desk, &headers).await?;
+    let (session, _) = authenticate(&desk, &headers).await?;
     let id = CustomerId::new(&id)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
-    if desk.crm.customer(&id).await.map_err(store_error)?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such customer",
-        ));
-    }
+    let crm = desk.crm.clone();
+    let wanted = id.clone();
+    guarded_lookup(
+        &desk,
+        &session,
+        Lookup::Id(id.clone()),
+        "customer.history",
+        || async move {
+            let customer = crm.customer(&wanted).await?;
+            Ok::<_, crm_store::StoreError>(customer.map(|customer| CustomerCard {
+                customer,
+                recent: Vec::new(),
+                queue_priority: 0,
+            }))
+        },
+    )
+    .await?;
     let history = desk.crm.customer_history(&id, None).await.map_err(store_error)?;
     Ok(Json(serde_json::json!({"customer": id, "interactions": history})).into_response())
 }

@@ -1,34 +1,55 @@
-//! Accounts and sessions: argon2id password hashes in the CRM store, login with a lockout after
-//! repeated failures, session tokens kept in the state store (so every node of a cluster knows them
-//! and they survive a restart), and the role check every route makes.
+//! Accounts and sessions: argon2id password hashes in the CRM store, checked by a bounded pool of
+//! threads ([`crate::hasher`]); login guessing throttled per user and address, per address and per
+//! user with lockouts that double ([`crate::throttle`]), the records kept in the state store so every
+//! node counts the same failures; failures logged (the user's id only if the account exists) and
+//! counted (`desk_login_failures_total`); session tokens kept in the state store (so every node of a
+//! cluster knows them and they survive a restart), and the role check every route makes.
 //!
 //! A token is 32 random bytes, hex; the store keeps only its SHA-256, so a copy of the store does not
 //! hand out live sessions.
 
+use crate::hasher::{HashBusy, HashPool};
+use crate::throttle::{FailureRecord, ThrottlePolicy};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use crm_store::{CrmStore, Role, User};
 use domain::{AgentId, Pii, Timestamp};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use state_store::{BlobWrite, StateStore, TokenBucket};
+use state_store::{BlobWrite, Expect, StateStore};
+use std::net::IpAddr;
 use std::time::Duration;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// Blob namespace of sessions (key: SHA-256 of the token).
 const SESSIONS: &str = "desk-session";
-/// Blob namespace of login lockouts (key: hash of user and source).
-const LOCKOUTS: &str = "desk-lockout";
+/// Blob namespace of failed-login records (key: SHA-256 of the kind, user and source).
+const FAILURES: &str = "desk-login-failures";
 
 /// How logins and sessions behave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
     /// A session lapses this long after login.
     pub session_ttl: Duration,
-    /// Failed logins a user may make from one address before the lockout.
+    /// Failed logins a user may make from one address (within `failure_window`) before a lockout.
     pub max_failures: u32,
-    /// How long a lockout lasts.
+    /// The first lockout; each further failure doubles it.
     pub lockout: Duration,
+    /// The longest lockout.
+    pub max_lockout: Duration,
+    /// Failures are counted over this long.
+    pub failure_window: Duration,
+    /// Failed logins from one address, for any users, before that address is locked out.
+    pub source_max_failures: u32,
+    /// Failed logins for one user, from any address, before that user's logins wait.
+    pub user_max_failures: u32,
+    /// Threads checking passwords (0: one per core).
+    pub hash_workers: usize,
+    /// Logins that may wait for a thread; more at once are answered 503.
+    pub hash_queue: usize,
 }
 
 impl Default for AuthConfig {
@@ -37,7 +58,72 @@ impl Default for AuthConfig {
             session_ttl: Duration::from_secs(8 * 3600),
             max_failures: 5,
             lockout: Duration::from_secs(60),
+            max_lockout: Duration::from_secs(24 * 3600),
+            failure_window: Duration::from_secs(24 * 3600),
+            source_max_failures: 100,
+            user_max_failures: 50,
+            hash_workers: 0,
+            hash_queue: 16,
         }
+    }
+}
+
+impl AuthConfig {
+    fn policy(&self, threshold: u32) -> ThrottlePolicy {
+        ThrottlePolicy {
+            threshold,
+            base_lockout: self.lockout,
+            max_lockout: self.max_lockout.max(self.lockout),
+            window: self.failure_window,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// The desk's metrics (`desk_logins_total`, `desk_login_failures_total{reason}`,
+/// `desk_customer_lookups_total{outcome}`); registered by [`crate::Http::with_desk`].
+#[derive(Clone, Default)]
+pub struct DeskMetrics {
+    logins: Counter,
+    failures: Family<ReasonLabel, Counter>,
+    customer_lookups: Family<OutcomeLabel, Counter>,
+}
+
+impl DeskMetrics {
+    pub fn register(&self, telemetry: &telemetry::Telemetry) {
+        let m = self.clone();
+        telemetry.register("desk", |r| {
+            r.register("logins", "Successful logins", m.logins);
+            r.register(
+                "login_failures",
+                "Refused logins by reason: bad_credentials, locked_out, busy (password checks full)",
+                m.failures,
+            );
+            r.register(
+                "customer_lookups",
+                "Customer record lookups by outcome: shown, not_found, forbidden, rate_limited",
+                m.customer_lookups,
+            );
+        });
+    }
+
+    pub fn customer_lookup(&self, outcome: &'static str) {
+        self.customer_lookups
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    fn failed(&self, reason: &'static str) {
+        self.failures.get_or_create(&ReasonLabel { reason }).inc();
     }
 }
 
@@ -64,6 +150,8 @@ pub enum LoginError {
     BadCredentials,
     #[error("too many failed logins; try again in {retry_after_secs} s")]
     LockedOut { retry_after_secs: u64 },
+    #[error("too many logins at once; try again in a moment")]
+    Busy,
     #[error("the account store is unavailable")]
     Unavailable,
 }
@@ -105,17 +193,30 @@ pub struct Auth {
     config: AuthConfig,
     /// Checked when the user is unknown, so both paths cost one argon2 verification.
     dummy_hash: String,
+    hashes: HashPool,
+    metrics: DeskMetrics,
 }
 
 impl Auth {
     pub fn new(crm: CrmStore, state: StateStore, config: AuthConfig) -> Result<Self, String> {
         let dummy_hash = hash_password("no such user: the answer is always no")?;
+        let hashes = HashPool::start(config.hash_workers, config.hash_queue);
         Ok(Self {
             crm,
             state,
             config,
             dummy_hash,
+            hashes,
+            metrics: DeskMetrics::default(),
         })
+    }
+
+    pub fn metrics(&self) -> &DeskMetrics {
+        &self.metrics
+    }
+
+    pub fn hash_pool(&self) -> &HashPool {
+        &self.hashes
     }
 
     pub fn config(&self) -> &AuthConfig {
@@ -150,32 +251,44 @@ impl Auth {
     }
 
     /// Checks the password and opens a session; returns its token. `source` is the client's address
-    /// (failures are counted per user and source).
+    /// (failures are counted per user and address, per address and per user).
+    ///
+    /// Order matters: lockouts are checked first (cheap), then a place in the password-check pool
+    /// is reserved (or 503), then the attempt is charged to its user-and-address record before the
+    /// password is checked, so parallel guesses are counted as they come.
     pub async fn login(
         &self,
         user: &str,
         password: &str,
-        source: &str,
+        source: IpAddr,
         now: Timestamp,
     ) -> Result<(String, Session), LoginError> {
-        let lock_key = token_key(&format!("{user}\u{1f}{source}"));
-        match self.state.get_blob(LOCKOUTS, &lock_key, now).await {
-            Ok(Some(lock)) => {
-                let until = std::str::from_utf8(&lock.value)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .unwrap_or(now.as_millis());
-                let left = until.saturating_sub(now.as_millis()).max(0) as u64;
-                return Err(LoginError::LockedOut {
-                    retry_after_secs: left.div_ceil(1000).max(1),
-                });
-            }
-            Ok(None) => {}
-            Err(e) => {
-                warn!(error = %e, "login: lockout check failed");
-                return Err(LoginError::Unavailable);
+        let now_ms = now.as_millis();
+        let keys = ThrottleKeys::new(user, source);
+        let pair_policy = self.config.policy(self.config.max_failures);
+        let source_policy = self.config.policy(self.config.source_max_failures);
+        let user_policy = self.config.policy(self.config.user_max_failures);
+        let mut locked_for = None;
+        for (key, policy) in [
+            (&keys.pair, &pair_policy),
+            (&keys.source, &source_policy),
+            (&keys.user, &user_policy),
+        ] {
+            let (record, _) = self.failures(key, now).await?;
+            if let Some(secs) = record.at(now_ms, policy).locked_for(now_ms) {
+                locked_for = Some(locked_for.map_or(secs, |s: u64| s.max(secs)));
             }
         }
+        if let Some(retry_after_secs) = locked_for {
+            self.metrics.failed("locked_out");
+            info!(source = %source, retry_after_secs, "login refused: locked out");
+            return Err(LoginError::LockedOut { retry_after_secs });
+        }
+        let slot = self.hashes.reserve().map_err(|HashBusy| {
+            self.metrics.failed("busy");
+            LoginError::Busy
+        })?;
+        self.record_failure(&keys.pair, &pair_policy, now).await?;
         let account = match AgentId::new(user) {
             Ok(id) => self.crm.user(&id).await.map_err(|e| {
                 warn!(error = %e, "login: user lookup failed");
@@ -183,22 +296,39 @@ impl Auth {
             })?,
             Err(_) => None,
         };
+        let existing = account.as_ref().map(|u| u.id.clone());
         let hash = account
             .as_ref()
             .filter(|u| u.active)
             .and_then(|u| u.password_hash.clone())
             .unwrap_or_else(|| self.dummy_hash.clone());
-        let password = password.to_string();
-        let matches = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+        let matches = self
+            .hashes
+            .verify(slot, hash, password.to_string())
             .await
-            .unwrap_or(false);
+            .map_err(|HashBusy| {
+                self.metrics.failed("busy");
+                LoginError::Busy
+            })?;
         let account = match account.filter(|u| matches && u.active) {
             Some(a) => a,
             None => {
-                self.count_failure(&lock_key, now).await;
+                self.metrics.failed("bad_credentials");
+                // The id only of an existing account: a typed user name may be anything personal.
+                match existing {
+                    Some(id) => warn!(user = %id, source = %source, "login failed: wrong password"),
+                    None => warn!(source = %source, "login failed: unknown user or wrong password"),
+                }
+                self.record_failure(&keys.source, &source_policy, now).await?;
+                self.record_failure(&keys.user, &user_policy, now).await?;
                 return Err(LoginError::BadCredentials);
             }
         };
+        // The right password clears this user's record from this address (not the wider ones).
+        if let Err(e) = self.state.delete_blob(FAILURES, &keys.pair, None).await {
+            warn!(error = %e, "login: failure record not cleared");
+        }
+        self.metrics.logins.inc();
         let mut raw = [0u8; 32];
         rand::fill(&mut raw);
         let token = hex(&raw);
@@ -218,34 +348,57 @@ impl Auth {
                 warn!(error = %e, "login: session not stored");
                 LoginError::Unavailable
             })?;
+        info!(user = %session.user, source = %source, "login");
         Ok((token, session))
     }
 
-    async fn count_failure(&self, lock_key: &str, now: Timestamp) {
-        let capacity = self.config.max_failures.max(1);
-        let Ok(bucket) = TokenBucket::new(capacity, 1) else {
-            return;
-        };
-        // One token a second comes back; a burst of failures empties the bucket and locks out.
-        let taken = self
-            .state
-            .rate_take(&format!("login-failures:{lock_key}"), bucket, 1, now)
-            .await;
-        // The failure that empties the bucket locks out (so `max_failures` failures in a burst).
-        if let Ok(decision) = taken
-            && (!decision.allowed || decision.remaining == 0)
-        {
-            let lockout_ms = i64::try_from(self.config.lockout.as_millis()).unwrap_or(i64::MAX);
-            let until = now.as_millis().saturating_add(lockout_ms);
-            let write = BlobWrite::new().ttl(self.config.lockout);
-            if let Err(e) = self
-                .state
-                .put_blob(LOCKOUTS, lock_key, until.to_string().as_bytes(), &write, now)
-                .await
-            {
-                warn!(error = %e, "login: lockout not stored");
+    /// The failure record of `key` and its version (0 when none).
+    async fn failures(&self, key: &str, now: Timestamp) -> Result<(FailureRecord, u64), LoginError> {
+        match self.state.get_blob(FAILURES, key, now).await {
+            Ok(Some(blob)) => Ok((
+                serde_json::from_slice(&blob.value).unwrap_or_default(),
+                blob.version,
+            )),
+            Ok(None) => Ok((FailureRecord::default(), 0)),
+            Err(e) => {
+                warn!(error = %e, "login: failure record unreadable");
+                Err(LoginError::Unavailable)
             }
         }
+    }
+
+    /// Adds a failure to `key`'s record (compare-and-set, so nodes racing each count).
+    async fn record_failure(
+        &self,
+        key: &str,
+        policy: &ThrottlePolicy,
+        now: Timestamp,
+    ) -> Result<(), LoginError> {
+        for _ in 0..8 {
+            let (record, version) = self.failures(key, now).await?;
+            let next = record.fail(now.as_millis(), policy);
+            let Ok(bytes) = serde_json::to_vec(&next) else {
+                return Err(LoginError::Unavailable);
+            };
+            let expect = if version == 0 {
+                Expect::Absent
+            } else {
+                Expect::Version(version)
+            };
+            let write = BlobWrite::new()
+                .ttl(next.keep_for(now.as_millis(), policy))
+                .expect(expect);
+            match self.state.put_blob(FAILURES, key, &bytes, &write, now).await {
+                Ok(outcome) if outcome.version().is_some() => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(error = %e, "login: failure not recorded");
+                    return Err(LoginError::Unavailable);
+                }
+            }
+        }
+        // Eight conflicts in a row: a flood on this key; refuse rather than not count.
+        Err(LoginError::Unavailable)
     }
 
     /// The session of `token`, if it is live.
@@ -265,6 +418,32 @@ impl Auth {
     /// Ends the session of `token`.
     pub async fn logout(&self, token: &str) {
         let _ = self.state.delete_blob(SESSIONS, &token_key(token), None).await;
+    }
+}
+
+/// The state-store keys of one login's failure records. Keys are hashes: a typed user name may be
+/// personal and stays out of the store's key space.
+struct ThrottleKeys {
+    pair: String,
+    source: String,
+    user: String,
+}
+
+impl ThrottleKeys {
+    fn new(user: &str, source: IpAddr) -> Self {
+        // An IPv6 client usually has a whole /64: count it as one address.
+        let source = match source {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        };
+        Self {
+            pair: token_key(&format!("pair\u{1f}{user}\u{1f}{source}")),
+            source: token_key(&format!("source\u{1f}{source}")),
+            user: token_key(&format!("user\u{1f}{user}")),
+        }
     }
 }
 

@@ -2,14 +2,20 @@
 //! and, with the desk services attached, the REST API under `/api/v1` ([`api`]), the agent CTI socket
 //! `/ws/agent` ([`agent_ws`]), the supervisor wallboard socket `/ws/supervisor` ([`supervisor_ws`])
 //! and the static web UI ([`ui`]). Every API and socket request is authorised by the session's role
-//! ([`auth`]).
+//! ([`auth`]). In front of every route the edge ([`edge`]) resolves the client behind trusted
+//! proxies, refuses cross-site requests a cookie would authorise, and adds the security headers.
 
+pub mod access;
 pub mod agent_ws;
 pub mod api;
 pub mod auth;
-mod demo;
+pub mod demo;
+pub mod edge;
+pub mod hasher;
 pub mod protocol;
 pub mod supervisor_ws;
+pub mod throttle;
+pub mod tls;
 pub mod ui;
 
 use axum::Router;
@@ -20,6 +26,7 @@ use axum::routing::get;
 use call_control::{AcdHandle, DeskHub};
 use crm_store::CrmStore;
 use domain::Timestamp;
+pub use edge::{Client, EdgeConfig, Peer};
 use state_store::StateStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,10 +44,17 @@ pub struct DeskServices {
     pub auth: Auth,
     /// Places agents' calls (click-to-dial); None on a desk without call control.
     pub calls: Option<call_control::CallControl>,
-    /// Serve the demo IVR's helper services (`/demo/balance`).
+    /// Demo mode: serve the demo IVR's helper services (`/demo/balance`), to sessions and to the
+    /// holder of `demo_token`.
     pub demo_services: bool,
+    /// The token the node's own IVR presents to the demo services (`Authorization: Bearer`).
+    pub demo_token: Option<String>,
     /// The outbound campaigns running on this node (live figures, pause / resume / stop).
     pub campaigns: Vec<call_control::CampaignHandle>,
+    /// Who may read which customer records, and how often.
+    pub customers: access::CustomerPolicy,
+    /// The calls each agent's desktop shows (kept by the agent socket; start with the default).
+    pub shown: access::ShownCalls,
 }
 
 /// Shared state of the HTTP edge.
@@ -49,6 +63,8 @@ pub struct Http {
     telemetry: telemetry::Telemetry,
     ready: Arc<AtomicBool>,
     desk: Option<Arc<DeskServices>>,
+    edge: Arc<EdgeConfig>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Http {
@@ -58,11 +74,26 @@ impl Http {
             telemetry,
             ready,
             desk: None,
+            edge: Arc::new(EdgeConfig::default()),
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS and WSS with this TLS configuration (see [`tls::server_config`]).
+    pub fn with_tls(mut self, tls: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Trusted proxies and extra allowed origins (`[http]`).
+    pub fn with_edge(mut self, edge: EdgeConfig) -> Self {
+        self.edge = Arc::new(edge);
+        self
     }
 
     /// Serves the API, the CTI and wallboard sockets and the web UI over these services.
     pub fn with_desk(mut self, desk: DeskServices) -> Self {
+        desk.auth.metrics().register(&self.telemetry);
         self.desk = Some(Arc::new(desk));
         self
     }
@@ -74,7 +105,10 @@ impl Http {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(self.clone());
-        match &self.desk {
+        let edge = edge::Edge {
+            config: self.edge.clone(),
+        };
+        let routes = match &self.desk {
             Some(desk) => health
                 .merge(if desk.demo_services {
                     demo::routes(desk.clone())
@@ -86,10 +120,12 @@ impl Http {
                 .merge(supervisor_ws::routes(desk.clone()))
                 .merge(ui::routes()),
             None => health,
-        }
+        };
+        routes.layer(axum::middleware::from_fn_with_state(edge, edge::guard))
     }
 
-    /// Binds `listen` and serves until `shutdown` fires. Returns the bound address.
+    /// Binds `listen` and serves (over TLS when configured) until `shutdown` fires. Returns the
+    /// bound address.
     pub async fn serve(
         self,
         listen: SocketAddr,
@@ -97,12 +133,23 @@ impl Http {
     ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
-        let handle = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
-        });
+        let tls = self.tls.clone();
+        let app = self.router().into_make_service_with_connect_info::<Peer>();
+        let handle = match tls {
+            Some(config) => {
+                let listener = tls::TlsListener::new(listener, config)?;
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown.cancelled_owned())
+                        .await;
+                })
+            }
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await;
+            }),
+        };
         Ok((addr, handle))
     }
 }
@@ -259,23 +306,6 @@ impl SessionWatch {
     }
 }
 
-/// A browser sends cookies with any page's WebSocket: with cookie credentials, the socket must come
-/// from a page of this server (cross-site WebSocket hijacking).
-pub fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        // Not a browser: nothing to hijack.
-        return true;
-    };
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .unwrap_or("");
-    origin_host == host
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,16 +321,5 @@ mod tests {
         assert_eq!(request_token(&h), Some(("tok1".into(), Credential::Cookie)));
         h.insert(header::AUTHORIZATION, "Bearer tok2".parse().expect("header"));
         assert_eq!(request_token(&h), Some(("tok2".into(), Credential::Bearer)));
-    }
-
-    #[test]
-    fn cookie_sockets_must_come_from_our_pages() {
-        let mut h = HeaderMap::new();
-        assert!(same_origin(&h));
-        h.insert(header::HOST, "127.0.0.1:8080".parse().expect("header"));
-        h.insert(header::ORIGIN, "http://127.0.0.1:8080".parse().expect("header"));
-        assert!(same_origin(&h));
-        h.insert(header::ORIGIN, "http://evil.example".parse().expect("header"));
-        assert!(!same_origin(&h));
     }
 }

@@ -16,8 +16,14 @@ use std::sync::Arc;
 /// The protocol version the server speaks, sent in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Largest frame a client may send.
+/// Largest frame a client may send; a larger one is answered with a `too_large` error frame and the
+/// socket stays open.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Largest message the WebSocket transport reads at all: above the protocol's limit, so a frame a
+/// little too large is read and answered `too_large`; beyond this the connection is closed (1009),
+/// which bounds the memory one socket can make the server hold.
+pub const TRANSPORT_MAX_BYTES: usize = 4 * MAX_FRAME_BYTES;
 
 /// Stable error codes of `error` frames.
 pub mod codes {

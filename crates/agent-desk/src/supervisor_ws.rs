@@ -7,11 +7,10 @@
 
 use crate::agent_ws::acd_refusal;
 use crate::protocol::{
-    AgentInfo, ForcedState, MAX_FRAME_BYTES, PROTOCOL_VERSION, SupervisorFrame, SupervisorRequest, codes,
+    AgentInfo, ForcedState, MAX_FRAME_BYTES, PROTOCOL_VERSION, SupervisorFrame, SupervisorRequest,
+    TRANSPORT_MAX_BYTES, codes,
 };
-use crate::{
-    ApiError, Credential, DeskServices, Session, SessionWatch, authenticate, request_token, same_origin,
-};
+use crate::{ApiError, DeskServices, Session, SessionWatch, authenticate, request_token};
 use acd::{Input, ReasonCode};
 use axum::Router;
 use axum::extract::State;
@@ -36,15 +35,19 @@ async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let (session, how) = authenticate(&desk, &headers).await?;
-    if !session.is_supervisor() || (how == Credential::Cookie && !same_origin(&headers)) {
+    // The edge has refused a cookie-authorised upgrade from a foreign page already.
+    let (session, _) = authenticate(&desk, &headers).await?;
+    if !session.is_supervisor() {
         return Err(ApiError::forbidden());
     }
     let token = request_token(&headers).map(|(t, _)| t).unwrap_or_default();
-    Ok(ws.max_message_size(MAX_FRAME_BYTES).on_upgrade(move |socket| {
-        let span = info_span!("wallboard", user = %session.user);
-        run(socket, desk, session, token).instrument(span)
-    }))
+    Ok(ws
+        .max_message_size(TRANSPORT_MAX_BYTES)
+        .max_frame_size(TRANSPORT_MAX_BYTES)
+        .on_upgrade(move |socket| {
+            let span = info_span!("wallboard", user = %session.user);
+            run(socket, desk, session, token).instrument(span)
+        }))
 }
 
 fn text(frame: &SupervisorFrame) -> String {
@@ -123,6 +126,13 @@ fn error(id: Option<serde_json::Value>, code: &str, message: impl Into<String>) 
 }
 
 async fn handle(desk: &DeskServices, session: &Session, frame: &str) -> SupervisorFrame {
+    if frame.len() > MAX_FRAME_BYTES {
+        return error(
+            None,
+            codes::TOO_LARGE,
+            format!("frames are at most {MAX_FRAME_BYTES} bytes"),
+        );
+    }
     let request = match SupervisorRequest::parse(frame) {
         Ok(r) => r,
         Err(bad) => return error(bad.id, codes::BAD_REQUEST, bad.message),

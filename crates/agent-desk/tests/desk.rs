@@ -22,6 +22,7 @@ type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 
 struct Server {
     addr: SocketAddr,
+    desks: DeskHub,
     crm: CrmStore,
     auth: Auth,
     _stop: tokio_util::sync::DropGuard,
@@ -51,6 +52,7 @@ async fn start_with_ttl(session_ttl: Duration) -> Server {
             session_ttl,
             max_failures: 3,
             lockout: Duration::from_secs(60),
+            ..AuthConfig::default()
         },
     )
     .expect("auth");
@@ -66,16 +68,20 @@ async fn start_with_ttl(session_ttl: Duration) -> Server {
             .expect("seed");
         assert!(created);
     }
+    let desks = DeskHub::new();
     let http =
         Http::new(telemetry::Telemetry::new(), Arc::new(AtomicBool::new(true))).with_desk(DeskServices {
             crm: crm.clone(),
             state,
             acd,
-            desks: DeskHub::new(),
+            desks: desks.clone(),
             auth: auth.clone(),
             calls: None,
             demo_services: true,
+            demo_token: Some("demo-service-token".into()),
             campaigns: Vec::new(),
+            customers: Default::default(),
+            shown: Default::default(),
         });
     let stop = CancellationToken::new();
     let (addr, _task) = http
@@ -84,6 +90,7 @@ async fn start_with_ttl(session_ttl: Duration) -> Server {
         .expect("serve");
     Server {
         addr,
+        desks,
         crm,
         auth,
         _stop: stop.drop_guard(),
@@ -285,9 +292,10 @@ async fn every_route_is_authorised_by_role() {
         ("/api/v1/queues", 401, 403, 200),
         ("/api/v1/agents", 401, 403, 200),
         ("/api/v1/stats", 401, 403, 200),
-        ("/api/v1/customers?phone=%2B15550100", 401, 404, 404),
+        // An agent with no call on their desktop reads no customer (whether one exists or not).
+        ("/api/v1/customers?phone=%2B15550100", 401, 403, 404),
         ("/api/v1/customers?phone=1&account=2", 401, 400, 400),
-        ("/api/v1/customers/c-unknown/interactions", 401, 404, 404),
+        ("/api/v1/customers/c-unknown/interactions", 401, 403, 404),
     ];
     for (path, anonymous, as_agent, as_supervisor) in routes {
         let (a, _, _) = request(s.addr, "GET", path, &[], "").await;
@@ -620,9 +628,16 @@ async fn oversized_frames_are_refused_and_a_lapsed_session_closes_the_socket() {
     let t = token(s.addr, "1001", "agent-one").await;
     let mut ws = agent_socket(s.addr, &t).await;
     assert_eq!(next(&mut ws).await["type"], "welcome");
-    // Beyond the frame limit the server drops the connection rather than parse it.
-    let big = json!({"type": "ping", "pad": "x".repeat(70 * 1024)}).to_string();
-    let _ = ws.send(Message::Text(big.into())).await;
+    // Beyond the protocol's limit the frame is answered `too_large` and the socket stays open.
+    let big = json!({"type": "ping", "id": 1, "pad": "x".repeat(70 * 1024)}).to_string();
+    ws.send(Message::Text(big.into())).await.expect("send");
+    let f = next_of(&mut ws, "error").await;
+    assert_eq!(f["code"], "too_large", "{f}");
+    let pong = ask(&mut ws, json!({"type": "ping", "id": 2})).await;
+    assert_eq!(pong["type"], "pong", "the socket still works: {pong}");
+    // Far beyond it the transport gives up (bounded memory per socket).
+    let huge = json!({"type": "ping", "pad": "x".repeat(300 * 1024)}).to_string();
+    let _ = ws.send(Message::Text(huge.into())).await;
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match ws.next().await {
@@ -632,7 +647,19 @@ async fn oversized_frames_are_refused_and_a_lapsed_session_closes_the_socket() {
         }
     })
     .await;
-    assert_eq!(closed, Ok(true), "an oversized frame ends the connection");
+    assert_eq!(closed, Ok(true), "a huge frame ends the connection");
+
+    let t = token(s.addr, "super", "supervisor").await;
+    let bearer = format!("Bearer {t}");
+    let mut board = connect(s.addr, "/ws/supervisor", &[("authorization", &bearer)])
+        .await
+        .expect("upgrade");
+    let big = json!({"type": "ping", "id": 1, "pad": "x".repeat(70 * 1024)}).to_string();
+    board.send(Message::Text(big.into())).await.expect("send");
+    let f = next_of(&mut board, "error").await;
+    assert_eq!(f["code"], "too_large", "{f}");
+    let pong = ask(&mut board, json!({"type": "ping", "id": 2})).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
 
     // The session lapses while the socket is open: the server says so and closes.
     let short = start_with_ttl(Duration::from_secs(3)).await;
@@ -662,22 +689,45 @@ async fn the_demo_balance_webhook_answers_from_the_crm() {
         .await
         .expect("customer");
     let body = json!({"account": "1234567", "customer.id": "cust-7"}).to_string();
-    let (status, _, reply) = request(s.addr, "POST", "/demo/balance", &[], &body).await;
+    // Never without a credential: no session, a wrong token, a cookie from a foreign page.
+    let (status, _, _) = request(s.addr, "POST", "/demo/balance", &[], &body).await;
+    assert_eq!(status, 401);
+    let wrong = [("authorization", "Bearer not-the-token")];
+    let (status, _, _) = request(s.addr, "POST", "/demo/balance", &wrong, &body).await;
+    assert_eq!(status, 401);
+    let agent = token(s.addr, "1001", "agent-one").await;
+    let cookie = format!("cc_session={agent}");
+    let foreign = [("cookie", cookie.as_str()), ("origin", "http://evil.example")];
+    let (status, _, _) = request(s.addr, "POST", "/demo/balance", &foreign, &body).await;
+    assert_eq!(status, 403);
+    // The IVR's service token, or a user's session.
+    let service = [("authorization", "Bearer demo-service-token")];
+    let (status, _, reply) = request(s.addr, "POST", "/demo/balance", &service, &body).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(
         serde_json::from_str::<Value>(&reply).expect("json")["balance"],
         42
     );
+    let user = format!("Bearer {agent}");
     let (status, _, _) = request(
         s.addr,
         "POST",
         "/demo/balance",
-        &[],
+        &[("authorization", &user)],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = request(
+        s.addr,
+        "POST",
+        "/demo/balance",
+        &service,
         r#"{"customer.id":"nobody"}"#,
     )
     .await;
     assert_eq!(status, 404);
-    let (status, _, _) = request(s.addr, "POST", "/demo/balance", &[], "not json").await;
+    let (status, _, _) = request(s.addr, "POST", "/demo/balance", &service, "not json").await;
     assert_eq!(status, 400);
 }
 
@@ -702,4 +752,316 @@ async fn logging_out_ends_the_open_sockets_of_that_session() {
     // Within one recheck period the socket says so (skipping figures pushed meanwhile).
     let f = next_of(&mut board, "error").await;
     assert_eq!(f["code"], "session_expired");
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let s = start().await;
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/agent"),
+        ("GET", "/static/login.js"),
+        ("GET", "/api/v1/me"),
+        ("GET", "/no/such/page"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("POST", "/api/v1/login"),
+    ] {
+        let (status, headers, _) = request(s.addr, method, path, &[], "").await;
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let csp = get("content-security-policy");
+        assert!(
+            csp.contains("frame-ancestors 'none'")
+                && csp.contains("script-src 'self'")
+                && !csp.contains("unsafe-inline"),
+            "{method} {path} ({status}): {csp:?}"
+        );
+        assert_eq!(get("x-frame-options"), "DENY", "{path}");
+        assert_eq!(get("referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(get("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(
+            get("strict-transport-security"),
+            "",
+            "plain HTTP: no HSTS ({path})"
+        );
+    }
+    // No page carries inline script, style or handlers (the policy would block them).
+    for page in ["/", "/agent", "/wallboard"] {
+        let (_, _, html) = request(s.addr, "GET", page, &[], "").await;
+        let lower = html.to_ascii_lowercase();
+        assert!(
+            !lower.contains("<script>") && !lower.contains("style=") && !lower.contains(" onclick="),
+            "{page}"
+        );
+        assert!(!lower.contains("<style"), "{page}");
+    }
+}
+
+#[tokio::test]
+async fn cookie_authorised_changes_need_a_page_of_ours() {
+    let s = start().await;
+    let sup = token(s.addr, "super", "supervisor").await;
+    let cookie = format!("cc_session={sup}");
+    let ours = format!("http://{}", s.addr);
+    // A forged form post from another site, a missing Origin, and an Origin of another port: refused.
+    for origin in [
+        Some("http://evil.example"),
+        None,
+        Some("null"),
+        Some(&*format!("http://127.0.0.1:{}", s.addr.port() + 1)),
+    ] {
+        let mut headers = vec![("cookie", cookie.as_str())];
+        if let Some(o) = origin {
+            headers.push(("origin", o));
+        }
+        let (status, _, body) = request(s.addr, "POST", "/api/v1/campaigns/c1/pause", &headers, "").await;
+        assert_eq!(status, 403, "{origin:?}: {body}");
+        assert!(body.contains("cross_site"), "{body}");
+        let (status, _, _) = request(s.addr, "POST", "/api/v1/logout", &headers, "").await;
+        assert_eq!(status, 403, "logout is a change too ({origin:?})");
+    }
+    // From our own page it goes through (to the route's own answer).
+    let (status, _, body) = request(
+        s.addr,
+        "POST",
+        "/api/v1/campaigns/c1/pause",
+        &[("cookie", &cookie), ("origin", &ours)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    // Reads with the cookie need no Origin; bearer clients are not browsers.
+    let (status, _, _) = request(s.addr, "GET", "/api/v1/me", &[("cookie", &cookie)], "").await;
+    assert_eq!(status, 200);
+    let bearer = format!("Bearer {sup}");
+    let (status, _, _) = request(
+        s.addr,
+        "POST",
+        "/api/v1/campaigns/c1/pause",
+        &[("authorization", &bearer), ("origin", "http://evil.example")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+    // A foreign page cannot log a browser in to an account of its choosing.
+    let body = json!({"user": "1001", "password": "agent-one"}).to_string();
+    let (status, _, _) = request(
+        s.addr,
+        "POST",
+        "/api/v1/login",
+        &[("origin", "http://evil.example")],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, headers, reply) =
+        request(s.addr, "POST", "/api/v1/login", &[("origin", &ours)], &body).await;
+    assert_eq!(status, 200, "{reply}");
+    let cookie = headers
+        .iter()
+        .find(|(k, _)| k == "set-cookie")
+        .map(|(_, v)| v.clone())
+        .expect("cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
+    // The socket upgrades are checked the same way.
+    let cookie = format!("cc_session={sup}");
+    assert_eq!(
+        connect(
+            s.addr,
+            "/ws/supervisor",
+            &[("cookie", &cookie), ("origin", "http://evil.example")]
+        )
+        .await
+        .err(),
+        Some(403)
+    );
+    assert_eq!(
+        connect(s.addr, "/ws/supervisor", &[("cookie", &cookie)])
+            .await
+            .err(),
+        Some(403)
+    );
+}
+
+#[tokio::test]
+async fn login_keeps_next_only_when_it_is_a_path_of_this_site() {
+    let s = start().await;
+    for (next, expected) in [
+        (json!("/wallboard?view=1"), "/wallboard?view=1"),
+        (json!("javascript:alert(1)"), "/agent"),
+        (json!("//evil.example/"), "/agent"),
+        (json!("/\\evil.example"), "/agent"),
+        (json!("http://evil.example/"), "/agent"),
+        (Value::Null, "/agent"),
+    ] {
+        let body = json!({"user": "1001", "password": "agent-one", "next": next}).to_string();
+        let (status, _, reply) = request(s.addr, "POST", "/api/v1/login", &[], &body).await;
+        assert_eq!(status, 200, "{reply}");
+        let reply: Value = serde_json::from_str(&reply).expect("json");
+        assert_eq!(reply["redirect"], expected, "{next}");
+    }
+}
+
+fn customer(id: &str, phone: &str, account: &str) -> crm_store::Customer {
+    crm_store::Customer {
+        id: domain::CustomerId::new(id).expect("id"),
+        account_number: Some(account.into()),
+        name: domain::Pii::new(format!("Customer {id}")),
+        phones: vec![domain::Pii::new(phone.into())],
+        email: None,
+        tier: crm_store::Tier::Normal,
+        account_manager: None,
+        lifetime_value_cents: 1_000,
+        notes: None,
+    }
+}
+
+#[tokio::test]
+async fn an_agent_reads_only_the_customer_whose_call_is_on_their_desktop() {
+    let s = start().await;
+    let now = Timestamp::now_utc();
+    for c in [
+        customer("c-erika", "+4930123456", "ACC-1"),
+        customer("c-max", "+4930999999", "ACC-2"),
+    ] {
+        s.crm.save_customer(&c, "test", now).await.expect("customer");
+    }
+    let agent = token(s.addr, "1001", "agent-one").await;
+    let bearer = format!("Bearer {agent}");
+    let get = |path: &'static str| {
+        let bearer = bearer.clone();
+        async move {
+            let (status, _, body) = request(s.addr, "GET", path, &[("authorization", &bearer)], "").await;
+            (status, body)
+        }
+    };
+    assert_eq!(get("/api/v1/customers?phone=%2B4930123456").await.0, 403);
+
+    // Erika calls: the offer (with her pop) reaches the agent's desktop.
+    let mut ws = agent_socket(s.addr, &agent).await;
+    assert_eq!(next(&mut ws).await["type"], "welcome");
+    let card = s
+        .crm
+        .find_customer_by_phone("+4930123456")
+        .await
+        .expect("lookup")
+        .expect("card");
+    let call = domain::CallId::new("call-erika").expect("call id");
+    let pop = Arc::new(call_control::desk::ScreenPop {
+        call: call.clone(),
+        direction: domain::Direction::Inbound,
+        queue: Some(domain::QueueId::new("support").expect("queue")),
+        caller: domain::Pii::new("+4930123456".into()),
+        called: domain::Pii::new("800".into()),
+        waited_ms: 1_000,
+        explanation: "test".into(),
+        customer: Some(card),
+        ivr: None,
+        campaign: None,
+    });
+    let (commands, _command_rx) = tokio::sync::mpsc::unbounded_channel();
+    let agent_id = AgentId::new("1001").expect("id");
+    s.desks.offer(&agent_id, pop, commands, now);
+    assert_eq!(next_of(&mut ws, "offer").await["pop"]["call"], "call-erika");
+
+    let (status, body) = get("/api/v1/customers?phone=%2B4930123456").await;
+    assert_eq!(status, 200, "{body}");
+    let shown: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(shown["customer"]["id"], "c-erika");
+    assert_eq!(
+        shown["customer"]["phones"][0], "+••••••••56",
+        "agents see numbers masked"
+    );
+    assert_eq!(get("/api/v1/customers?account=ACC-1").await.0, 200);
+    assert_eq!(get("/api/v1/customers/c-erika/interactions").await.0, 200);
+    // Anyone else stays closed, existing or not.
+    assert_eq!(get("/api/v1/customers?phone=%2B4930999999").await.0, 403);
+    assert_eq!(get("/api/v1/customers?account=ACC-2").await.0, 403);
+    assert_eq!(get("/api/v1/customers/c-max/interactions").await.0, 403);
+    assert_eq!(get("/api/v1/customers?phone=%2B4930555555").await.0, 403);
+
+    // Supervisors read anyone, numbers whole.
+    let sup = format!("Bearer {}", token(s.addr, "super", "supervisor").await);
+    let (status, _, body) = request(
+        s.addr,
+        "GET",
+        "/api/v1/customers?account=ACC-2",
+        &[("authorization", &sup)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("+4930999999"), "{body}");
+
+    // The call ends: the record closes again.
+    s.desks.release(&call, &agent_id);
+    assert_eq!(next_of(&mut ws, "released").await["call"], "call-erika");
+    assert_eq!(get("/api/v1/customers?phone=%2B4930123456").await.0, 403);
+
+    // Every lookup was audited with its outcome, without the number.
+    let log = s.crm.audit_log(now).await.expect("audit log");
+    let lookups: Vec<_> = log
+        .iter()
+        .filter(|e| e.action == "customer.lookup" || e.action == "customer.history")
+        .collect();
+    assert_eq!(lookups.len(), 10, "{lookups:?}");
+    assert!(
+        lookups
+            .iter()
+            .any(|e| e.actor == "1001" && e.entity_id == "c-erika" && e.detail.ends_with("outcome=shown"))
+    );
+    assert!(
+        lookups
+            .iter()
+            .any(|e| e.actor == "1001" && e.entity_id == "-" && e.detail.ends_with("outcome=forbidden"))
+    );
+    assert!(
+        lookups.iter().all(|e| !e.detail.contains("4930")),
+        "no numbers in the audit"
+    );
+}
+
+#[tokio::test]
+async fn customer_lookups_are_rate_limited_per_user() {
+    let s = start().await;
+    let sup = format!("Bearer {}", token(s.addr, "super", "supervisor").await);
+    let mut limited = None;
+    // The default burst is 20 and one more a second: a loop faster than that reaches the limit.
+    for i in 0..500 {
+        let (status, headers, _) = request(
+            s.addr,
+            "GET",
+            "/api/v1/customers?account=NOPE",
+            &[("authorization", &sup)],
+            "",
+        )
+        .await;
+        if status == 429 {
+            assert!(headers.iter().any(|(k, _)| k == "retry-after"));
+            limited = Some(i);
+            break;
+        }
+        assert_eq!(status, 404);
+    }
+    assert!(limited.is_some_and(|i| i >= 20), "{limited:?}");
+    // Another user is not affected.
+    let other = format!("Bearer {}", token(s.addr, "1002", "agent-two").await);
+    let (status, _, _) = request(
+        s.addr,
+        "GET",
+        "/api/v1/customers?account=NOPE",
+        &[("authorization", &other)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
 }

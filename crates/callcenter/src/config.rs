@@ -36,12 +36,31 @@ impl Default for NodeConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Reverse proxies (exact addresses) whose `X-Forwarded-For`, `-Proto` and `-Host` are believed;
+    /// from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Origins (`https://desk.example.com`) whose pages may use a session cookie besides the host
+    /// the browser addressed.
+    pub allowed_origins: Vec<String>,
+    /// Serve HTTPS and WSS with this certificate (`[http.tls]`).
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[http.tls]`: PEM files of the certificate chain (leaf first) and its private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            trusted_proxies: Vec::new(),
+            allowed_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -201,7 +220,20 @@ pub struct DeskConfig {
     pub session_ttl_secs: u64,
     /// Failed logins a user may make from one address before a lockout.
     pub max_login_failures: u32,
+    /// The first lockout; each further failure within the window doubles it, up to
+    /// `max_lockout_secs`.
     pub lockout_secs: u64,
+    pub max_lockout_secs: u64,
+    /// Failed logins are counted over this long (slow guessing is counted too).
+    pub login_failure_window_secs: u64,
+    /// Failed logins from one address (any users) before it is locked out.
+    pub source_max_login_failures: u32,
+    /// Failed logins for one user (any addresses) before their logins wait.
+    pub user_max_login_failures: u32,
+    /// Threads checking passwords (0: one per core); each holds 19 MiB.
+    pub login_hash_workers: usize,
+    /// Logins that may wait for a password check; more at once get 503 with Retry-After.
+    pub login_hash_queue: usize,
     /// A WAV file looped to callers the agent puts on hold.
     pub hold_music: Option<PathBuf>,
     /// The `[[trunk]]` (by name) that agents' transfers to outside numbers go through.
@@ -212,6 +244,47 @@ pub struct DeskConfig {
     /// is, so a password changed since is never reset.
     #[serde(rename = "user")]
     pub users: Vec<DeskUser>,
+    /// What each role may see of customers (`[desk.roles.agent]`, ...).
+    pub roles: DeskRoles,
+    /// Customer lookups a user may make in a burst, and per second after it.
+    pub customer_lookups_burst: u32,
+    pub customer_lookups_per_sec: u32,
+}
+
+/// `[desk.roles.*]`: customer-data permissions per role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeskRoles {
+    pub agent: RolePermissions,
+    pub supervisor: RolePermissions,
+    pub admin: RolePermissions,
+}
+
+impl Default for DeskRoles {
+    fn default() -> Self {
+        let all = RolePermissions {
+            read_any_customer: true,
+            full_numbers: true,
+        };
+        Self {
+            agent: RolePermissions {
+                read_any_customer: false,
+                full_numbers: false,
+            },
+            supervisor: all.clone(),
+            admin: all,
+        }
+    }
+}
+
+/// One role's customer-data permissions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolePermissions {
+    /// Read any customer (else only the one whose call is on the user's desktop).
+    pub read_any_customer: bool,
+    /// See phone numbers whole (else masked but for the last two digits).
+    pub full_numbers: bool,
 }
 
 impl Default for DeskConfig {
@@ -220,10 +293,19 @@ impl Default for DeskConfig {
             session_ttl_secs: 8 * 3600,
             max_login_failures: 5,
             lockout_secs: 60,
+            max_lockout_secs: 24 * 3600,
+            login_failure_window_secs: 24 * 3600,
+            source_max_login_failures: 100,
+            user_max_login_failures: 50,
+            login_hash_workers: 0,
+            login_hash_queue: 16,
             hold_music: None,
             outbound_trunk: None,
             demo_services: false,
             users: Vec::new(),
+            roles: DeskRoles::default(),
+            customer_lookups_burst: 20,
+            customer_lookups_per_sec: 1,
         }
     }
 }
@@ -394,10 +476,43 @@ impl Config {
                 "webrtc: bind_ip is unspecified; set advertise_ip to the address browsers reach".into(),
             );
         }
-        if self.desk.session_ttl_secs == 0 || self.desk.lockout_secs == 0 || self.desk.max_login_failures == 0
+        if let Some(tls) = &self.http.tls {
+            for (key, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+                if !path.is_file() {
+                    problems.push(format!("http.tls.{key}: {}: no such file", path.display()));
+                }
+            }
+        }
+        for origin in &self.http.allowed_origins {
+            let scheme_ok = origin.starts_with("https://") || origin.starts_with("http://");
+            if !scheme_ok || origin.trim_end_matches('/').matches('/').count() != 2 {
+                problems.push(format!(
+                    "http.allowed_origins: {origin:?} is not an origin like \"https://desk.example.com\""
+                ));
+            }
+        }
+        let d = &self.desk;
+        if [
+            d.session_ttl_secs,
+            d.lockout_secs,
+            d.max_lockout_secs,
+            d.login_failure_window_secs,
+        ]
+        .contains(&0)
+            || [
+                d.max_login_failures,
+                d.source_max_login_failures,
+                d.user_max_login_failures,
+                d.customer_lookups_burst,
+                d.customer_lookups_per_sec,
+            ]
+            .contains(&0)
         {
-            problems
-                .push("desk: session_ttl_secs, lockout_secs and max_login_failures must be positive".into());
+            problems.push(
+                "desk: session_ttl_secs, lockout_secs, max_lockout_secs, login_failure_window_secs and the \
+                 *_login_failures and customer_lookups_* limits must be positive"
+                    .into(),
+            );
         }
         for campaign in &self.campaigns {
             if let Err(errors) = campaign.spec(&self.acd) {

@@ -264,6 +264,12 @@ async fn serve(config: Config) -> Result<(), String> {
             session_ttl: Duration::from_secs(config.desk.session_ttl_secs),
             max_failures: config.desk.max_login_failures,
             lockout: Duration::from_secs(config.desk.lockout_secs),
+            max_lockout: Duration::from_secs(config.desk.max_lockout_secs),
+            failure_window: Duration::from_secs(config.desk.login_failure_window_secs),
+            source_max_failures: config.desk.source_max_login_failures,
+            user_max_failures: config.desk.user_max_login_failures,
+            hash_workers: config.desk.login_hash_workers,
+            hash_queue: config.desk.login_hash_queue,
         },
     )
     .map_err(|e| format!("desk accounts: {e}"))?;
@@ -283,7 +289,17 @@ async fn serve(config: Config) -> Result<(), String> {
             info!(user = %id, role = user.role.as_str(), "desk account created");
         }
     }
-    let http = agent_desk::Http::new(telemetry.clone(), ready.clone()).with_desk(agent_desk::DeskServices {
+    let edge = agent_desk::EdgeConfig {
+        trusted_proxies: config.http.trusted_proxies.clone(),
+        allowed_origins: config.http.allowed_origins.clone(),
+    };
+    let mut http = agent_desk::Http::new(telemetry.clone(), ready.clone()).with_edge(edge);
+    if let Some(tls) = &config.http.tls {
+        let server =
+            agent_desk::tls::server_config(&tls.cert, &tls.key).map_err(|e| format!("http.tls: {e}"))?;
+        http = http.with_tls(server);
+    }
+    let http = http.with_desk(agent_desk::DeskServices {
         crm: crm.clone(),
         state: state.clone(),
         acd,
@@ -291,7 +307,15 @@ async fn serve(config: Config) -> Result<(), String> {
         auth,
         calls: Some(calls.clone()),
         demo_services: config.desk.demo_services,
+        // For the node's own IVR; the flows' webhooks cannot present it until call-control's
+        // webhook client sends a bearer token (see docs/security.md).
+        demo_token: config
+            .desk
+            .demo_services
+            .then(agent_desk::demo::new_service_token),
         campaigns,
+        customers: customer_policy(&config.desk),
+        shown: Default::default(),
     });
     let (http_addr, http_task) = http
         .serve(config.http.listen, shutdown.clone())
@@ -435,5 +459,20 @@ impl Signals {
             _ = self.int.recv() => Signal::Stop,
             _ = self.hup.recv() => Signal::Reload,
         }
+    }
+}
+
+/// The desk's customer-data rules from `[desk]`.
+fn customer_policy(desk: &config::DeskConfig) -> agent_desk::access::CustomerPolicy {
+    let role = |p: &config::RolePermissions| agent_desk::access::RolePolicy {
+        read_any_customer: p.read_any_customer,
+        full_numbers: p.full_numbers,
+    };
+    agent_desk::access::CustomerPolicy {
+        agent: role(&desk.roles.agent),
+        supervisor: role(&desk.roles.supervisor),
+        admin: role(&desk.roles.admin),
+        lookups_burst: desk.customer_lookups_burst,
+        lookups_per_sec: desk.customer_lookups_per_sec,
     }
 }

@@ -4,7 +4,7 @@
 //! the end of the file or whose CRC does not match, and the rest of that file is ignored.
 //! Blocking I/O: used from the writer's own thread and at start-up.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -104,7 +104,7 @@ pub struct SegmentWriter {
 impl SegmentWriter {
     /// Creates segment `id` in `dir`, which must not exist yet, and makes its creation durable.
     pub fn create(dir: &Path, id: u64) -> io::Result<Self> {
-        let file = OpenOptions::new()
+        let file = crate::files::private_options()
             .create_new(true)
             .append(true)
             .open(segment_path(dir, id))?;

@@ -19,6 +19,7 @@ mod campaigns;
 mod customers;
 mod error;
 mod events;
+pub mod files;
 pub mod fold;
 pub mod import;
 pub mod journal;

@@ -73,7 +73,7 @@ impl EventWriter {
         config: WriterConfig,
         outbox: Arc<O>,
     ) -> Result<(EventWriter, WriterTask)> {
-        std::fs::create_dir_all(&config.journal_dir)?;
+        crate::files::create_private_dir(&config.journal_dir)?;
         let counters = Arc::new(Counters::default());
         let (commands, command_rx) = mpsc::channel(config.queue_capacity.max(1));
         let (committed_tx, committed) = watch::channel(0u64);

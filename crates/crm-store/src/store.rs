@@ -126,13 +126,29 @@ impl CrmStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        if let Some(dir) = options.get_filename().parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)?;
-        }
         // An in-memory database lives only as long as a connection does: keep exactly one, forever.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !in_memory {
+            let path = options.get_filename();
+            if let Some(dir) = path.parent()
+                && !dir.as_os_str().is_empty()
+            {
+                crate::files::create_private_dir(dir)?;
+            }
+            // Made here, private, before SQLite opens it: SQLite gives its -wal and -shm files the
+            // database's mode.
+            crate::files::private_options()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = path.as_os_str().to_owned();
+                file.push(suffix);
+                if crate::files::make_private(std::path::Path::new(&file))? {
+                    tracing::warn!(file = suffix, "the CRM database was readable by others; now 0600");
+                }
+            }
+        }
         let pool = if in_memory {
             SqlitePoolOptions::new()
                 .max_connections(1)

@@ -166,10 +166,10 @@ impl EventWriter {
     /// flusher task. Must be called inside a tokio runtime.
     pub async fn start(store: CrmStore, config: WriterConfig) -> Result<(EventWriter, WriterTask)> {
         let counters = Arc::new(Counters::default());
-        std::fs::create_dir_all(&config.journal_dir)?;
+        crate::files::create_private_dir(&config.journal_dir)?;
         // One writer per journal: a second one would interleave frames. The OS drops the lock when the
         // holder dies, even by kill -9.
-        let lock = std::fs::OpenOptions::new()
+        let lock = crate::files::private_options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -693,7 +693,7 @@ fn write_dead_letters(dir: &Path, events: &[InteractionEvent]) -> std::io::Resul
     if events.is_empty() {
         return Ok(());
     }
-    let mut file = std::fs::OpenOptions::new()
+    let mut file = crate::files::private_options()
         .create(true)
         .append(true)
         .open(dir.join(DEAD_LETTER_FILE))?;

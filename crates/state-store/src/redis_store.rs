@@ -8,6 +8,7 @@
 //! `bus:{topic}` pub/sub channel; `stream:{name}` stream with one field `d`; `rate:{key}` hash {m, t}.
 
 use crate::batch::{BatchOutcome, BatchWrite, WriteBatch};
+use crate::commit::StreamCommit;
 use crate::error::{StateError, StateResult};
 use crate::types::{
     Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, QueueEntry, QueueOrder, RateDecision,
@@ -43,6 +44,7 @@ struct Scripts {
     lease_release: Script,
     rate_take: Script,
     apply_batch: Script,
+    stream_commit: Script,
 }
 
 /// Fence check shared by every fenced script: KEYS[fence] holds the latest token of the lease; the
@@ -304,6 +306,70 @@ end
 return out
 "
     )),
+    // KEYS: lease hash, fence counter, version counter, then each operation's key.
+    // ARGV: holder, token, then each operation as a tag and its arguments:
+    //   a <max len or 0> <payload> (key: stream)   k <group> <n> <id>... (key: stream)
+    //   b <data> (key: blob)                        t <min id> (key: stream)   d (key: stream)
+    // Returns {-1, current token} when the lease is no longer held as granted, else {1, appended id...}.
+    stream_commit: Script::new(
+        r"
+local h = redis.call('HMGET', KEYS[1], 'holder', 'token')
+local f = tonumber(redis.call('GET', KEYS[2]) or '0')
+if h[1] ~= ARGV[1] or tonumber(h[2]) ~= tonumber(ARGV[2]) or f ~= tonumber(ARGV[2]) then
+  return {-1, f}
+end
+local ops, a, k = {}, 3, 4
+while a <= #ARGV do
+  local tag = ARGV[a]
+  if tag == 'a' then
+    ops[#ops + 1] = {tag, KEYS[k], ARGV[a + 1], ARGV[a + 2]}
+    k, a = k + 1, a + 3
+  elseif tag == 'k' then
+    local n = tonumber(ARGV[a + 2])
+    ops[#ops + 1] = {tag, KEYS[k], ARGV[a + 1], a + 3, n}
+    k, a = k + 1, a + 3 + n
+  elseif tag == 'b' then
+    ops[#ops + 1] = {tag, KEYS[k], ARGV[a + 1]}
+    k, a = k + 1, a + 2
+  elseif tag == 't' then
+    ops[#ops + 1] = {tag, KEYS[k], ARGV[a + 1]}
+    k, a = k + 1, a + 2
+  elseif tag == 'd' then
+    ops[#ops + 1] = {tag, KEYS[k]}
+    k, a = k + 1, a + 1
+  else
+    return redis.error_reply('unknown commit operation ' .. tostring(tag))
+  end
+end
+local out = {1}
+for _, o in ipairs(ops) do
+  if o[1] == 'a' then
+    if o[3] == '0' then
+      out[#out + 1] = redis.call('XADD', o[2], '*', 'd', o[4])
+    else
+      out[#out + 1] = redis.call('XADD', o[2], 'MAXLEN', '~', o[3], '*', 'd', o[4])
+    end
+  elseif o[1] == 'k' then
+    local i = 0
+    while i < o[5] do
+      local j = math.min(i + 500, o[5])
+      -- A group that does not exist (never read) has nothing to acknowledge: not an error.
+      redis.pcall('XACK', o[2], o[3], unpack(ARGV, o[4] + i, o[4] + j - 1))
+      i = j
+    end
+  elseif o[1] == 'b' then
+    local v = redis.call('INCR', KEYS[3])
+    redis.call('DEL', o[2])
+    redis.call('HSET', o[2], 'v', v, 'd', o[3], 'x', 0)
+  elseif o[1] == 't' then
+    redis.call('XTRIM', o[2], 'MINID', o[3])
+  elseif o[1] == 'd' then
+    redis.call('DEL', o[2])
+  end
+end
+return out
+",
+    ),
 });
 
 /// How long Redis keeps a key with a time-bound record after it lapses, so a node whose clock runs a
@@ -937,34 +1003,129 @@ impl RedisStore {
         }
         cmd.arg("STREAMS").arg(self.key(&["stream", stream])).arg(">");
         let reply: Option<StreamReadReply> = match block {
-            Some(wait) if block_ms.is_some() => {
-                // A blocking read would hold up every other command on the shared connection: use one
-                // of its own, kept for the next blocking read if this one went well.
-                let pooled = self.blocking_conns.lock().pop();
-                let mut conn = match pooled {
-                    Some(conn) => conn,
-                    None => {
-                        let config =
-                            AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT));
-                        self.client
-                            .get_multiplexed_async_connection_with_config(&config)
-                            .await?
-                    }
-                };
-                conn.set_response_timeout(wait + RESPONSE_TIMEOUT);
-                let reply = cmd.query_async(&mut conn).await?;
-                let mut pool = self.blocking_conns.lock();
-                if pool.len() < MAX_IDLE_BLOCKING_CONNECTIONS {
-                    pool.push(conn);
-                }
-                reply
-            }
+            Some(wait) if block_ms.is_some() => self.query_blocking(&cmd, wait).await?,
             _ => cmd.query_async(&mut self.conn.clone()).await?,
         };
         let ids = reply
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
             .unwrap_or_default();
         ids.into_iter().map(stream_entry).collect()
+    }
+
+    /// Runs a blocking command (`BLOCK` up to `wait`) on a connection of its own: on the shared one
+    /// it would hold up every other command. The connection is kept for the next blocking command if
+    /// this one went well.
+    async fn query_blocking<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        wait: Duration,
+    ) -> StateResult<T> {
+        let pooled = self.blocking_conns.lock().pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let config = AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT));
+                self.client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?
+            }
+        };
+        conn.set_response_timeout(wait + RESPONSE_TIMEOUT);
+        let reply = cmd.query_async(&mut conn).await?;
+        let mut pool = self.blocking_conns.lock();
+        if pool.len() < MAX_IDLE_BLOCKING_CONNECTIONS {
+            pool.push(conn);
+        }
+        Ok(reply)
+    }
+
+    pub(crate) async fn stream_read(
+        &self,
+        stream: &str,
+        after: Option<&StreamEntryId>,
+        count: usize,
+        block: Option<Duration>,
+    ) -> StateResult<Vec<StreamEntry>> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(count.max(1));
+        let block_ms = block
+            .map(|b| u64::try_from(b.as_millis()).unwrap_or(u64::MAX))
+            .filter(|ms| *ms > 0);
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS")
+            .arg(self.key(&["stream", stream]))
+            .arg(after.map_or("0-0", |id| id.0.as_str()));
+        let reply: Option<StreamReadReply> = match block {
+            Some(wait) if block_ms.is_some() => self.query_blocking(&cmd, wait).await?,
+            _ => cmd.query_async(&mut self.conn.clone()).await?,
+        };
+        let ids = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
+            .unwrap_or_default();
+        ids.into_iter().map(stream_entry).collect()
+    }
+
+    pub(crate) async fn stream_last_id(&self, stream: &str) -> StateResult<Option<StreamEntryId>> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.key(&["stream", stream]))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(reply.ids.into_iter().next().map(|id| StreamEntryId(id.id)))
+    }
+
+    pub(crate) async fn stream_commit(&self, commit: &StreamCommit) -> StateResult<Vec<StreamEntryId>> {
+        let lease = &commit.lease;
+        let mut inv = SCRIPTS.stream_commit.prepare_invoke();
+        inv.key(self.key(&["lease", &lease.name]))
+            .key(self.key(&["fence", &lease.name]))
+            .key(self.key(&["version"]))
+            .arg(&lease.holder)
+            .arg(lease.token.0);
+        for a in &commit.appends {
+            inv.key(self.key(&["stream", &a.stream]))
+                .arg("a")
+                .arg(a.max_len.unwrap_or(0))
+                .arg(&a.payload);
+        }
+        for a in &commit.acks {
+            inv.key(self.key(&["stream", &a.stream]))
+                .arg("k")
+                .arg(&a.group)
+                .arg(a.ids.len());
+            for id in &a.ids {
+                inv.arg(&id.0);
+            }
+        }
+        if let Some((ns, key, data)) = &commit.blob {
+            inv.key(self.key(&["blob", ns, key])).arg("b").arg(data);
+        }
+        for (stream, id) in &commit.trims {
+            inv.key(self.key(&["stream", stream])).arg("t").arg(&id.0);
+        }
+        for stream in &commit.deletes {
+            inv.key(self.key(&["stream", stream])).arg("d");
+        }
+        let reply: Vec<Value> = inv.invoke_async(&mut self.conn.clone()).await?;
+        match reply.as_slice() {
+            [Value::Int(-1), Value::Int(current)] => Err(stale_fence(Some(&lease.fence()), *current)),
+            [Value::Int(1), ids @ ..] => ids
+                .iter()
+                .map(|v| match v {
+                    Value::BulkString(b) => std::str::from_utf8(b)
+                        .map(|s| StreamEntryId(s.to_string()))
+                        .map_err(|_| corrupt("commit reply", "entry id is not text")),
+                    Value::SimpleString(s) => Ok(StreamEntryId(s.clone())),
+                    _ => Err(corrupt("commit reply", "entry id is not a string")),
+                })
+                .collect(),
+            _ => Err(corrupt("commit reply", "unexpected shape")),
+        }
     }
 
     pub(crate) async fn stream_ack(

@@ -1074,3 +1074,30 @@ fn a_withdrawn_offer_frees_the_agent_without_blame_and_the_call_keeps_its_place(
             .is_err()
     );
 }
+
+#[test]
+fn one_call_is_looked_up_by_id_until_it_leaves_the_router() {
+    let mut w = World::new(vec![queue("support")], support_team(1));
+    w.login(0.0, "a1");
+    w.enqueue(1.0, call("c1", "support"));
+    w.enqueue(2.0, call("c2", "support"));
+    assert_eq!(
+        w.acd.call(&c("c1")).map(|h| h.phase),
+        Some(acd::CallPhase::Ringing(vec![a("a1")]))
+    );
+    let waiting = w.acd.call(&c("c2")).unwrap();
+    assert_eq!(
+        (waiting.phase, waiting.queue, waiting.enqueued_at),
+        (acd::CallPhase::Waiting, q("support"), Timestamp::from_secs(2))
+    );
+    w.accept(3.0, "c1", "a1");
+    assert_eq!(
+        w.acd.call(&c("c1")).map(|h| h.phase),
+        Some(acd::CallPhase::Connected(a("a1")))
+    );
+    w.at(4.0, Input::CallAbandoned { call: c("c2") });
+    w.at(5.0, Input::CallEnded { call: c("c1") });
+    assert_eq!(w.acd.call(&c("c1")), None, "ended");
+    assert_eq!(w.acd.call(&c("c2")), None, "abandoned");
+    assert_eq!(w.acd.call(&c("nobody")), None);
+}

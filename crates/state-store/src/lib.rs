@@ -18,6 +18,10 @@
 //!   and trims applied at once under a lease (the cluster router's journal and deliveries).
 //! - **Rate limits**: token buckets per key, shared by all nodes on Redis.
 //!
+//! Redis is reached at one address, or through Redis Sentinel ([`BackendConfig::Sentinel`]): the store
+//! then follows the primary across failovers, and may confirm durable writes with `WAIT` so that a
+//! failover cannot lose a write it reported as done.
+//!
 //! Time: everything that expires takes the caller's `now` and stores the instant of expiry, so tests run
 //! on virtual time and every node judges expiry the same way; Redis key TTLs only collect garbage.
 //! A record found lapsed may be purged then and there, so `now` should not go backwards between calls.
@@ -31,6 +35,7 @@ mod config;
 mod error;
 mod memory;
 mod redis_store;
+mod sentinel;
 mod types;
 
 pub use batch::{BatchOutcome, BatchWrite, WriteBatch};
@@ -69,7 +74,7 @@ impl std::fmt::Debug for StateStore {
 #[derive(Clone)]
 enum Backend {
     Memory(MemoryStore),
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 fn check_ttl(what: &'static str, ttl: Duration) -> StateResult<()> {
@@ -105,7 +110,33 @@ impl StateStore {
             BackendConfig::Redis { url, prefix } => {
                 check_name("key prefix", prefix.trim_matches(|c| c == '{' || c == '}'))?;
                 Ok(Self {
-                    backend: Backend::Redis(RedisStore::connect(url, prefix).await?),
+                    backend: Backend::Redis(Box::new(RedisStore::connect(url, prefix).await?)),
+                })
+            }
+            BackendConfig::Sentinel {
+                sentinels,
+                service,
+                prefix,
+                db,
+                username,
+                password,
+                replicas,
+            } => {
+                check_name("key prefix", prefix.trim_matches(|c| c == '{' || c == '}'))?;
+                if sentinels.is_empty() {
+                    return Err(StateError::Config("no sentinel address given".to_string()));
+                }
+                let settings = redis_store::SentinelSettings {
+                    sentinels,
+                    service,
+                    prefix,
+                    db: *db,
+                    username: username.as_deref(),
+                    password: password.as_deref(),
+                    replicas: *replicas,
+                };
+                Ok(Self {
+                    backend: Backend::Redis(Box::new(RedisStore::connect_sentinel(&settings).await?)),
                 })
             }
         }

@@ -1,5 +1,8 @@
 //! The Redis backend. Every multi-step change is one Lua script, so concurrent nodes never see half a
 //! change; time checks use the caller's `now` (kept in the records) and key TTLs only collect garbage.
+//! The connection goes to one address, or to the primary Redis Sentinel names (`sentinel.rs`); with
+//! `replicas` set, durable writes (appends, commits, leases, blobs, batches) are followed by `WAIT`
+//! on the same link and reported as [`StateError::NotReplicated`] when the replicas do not confirm.
 //!
 //! Key layout, all under `{prefix}:`:
 //! `reg:{aor}` hash contact -> binding JSON; `presence` / `presence-version` hashes agent -> state / version;
@@ -10,6 +13,7 @@
 use crate::batch::{BatchOutcome, BatchWrite, WriteBatch};
 use crate::commit::StreamCommit;
 use crate::error::{StateError, StateResult};
+use crate::sentinel::{Conn, SentinelConn, needs_new_primary};
 use crate::types::{
     Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, QueueEntry, QueueOrder, RateDecision,
     StreamEntry, StreamEntryId, TokenBucket, Versioned, WriteOutcome,
@@ -439,11 +443,35 @@ type PresenceData = Vec<(String, Vec<u8>)>;
 /// The Redis backend. Clones share one multiplexed, self-reconnecting connection.
 #[derive(Clone)]
 pub(crate) struct RedisStore {
-    client: Client,
-    conn: ConnectionManager,
+    source: Source,
+    conn: Conn,
     prefix: String,
-    blocking_conns: Arc<Mutex<Vec<MultiplexedConnection>>>,
+    /// Idle links for blocking reads, with the generation of the primary they reach.
+    blocking_conns: Arc<Mutex<Vec<(u64, MultiplexedConnection)>>>,
+    /// Durable writes wait until this many replicas have them (`WAIT`); 0: no wait.
+    replicas: u32,
 }
+
+/// What [`RedisStore::connect_sentinel`] needs.
+pub(crate) struct SentinelSettings<'a> {
+    pub(crate) sentinels: &'a [String],
+    pub(crate) service: &'a str,
+    pub(crate) prefix: &'a str,
+    pub(crate) db: i64,
+    pub(crate) username: Option<&'a str>,
+    pub(crate) password: Option<&'a str>,
+    pub(crate) replicas: u32,
+}
+
+/// Where new links (subscriptions, blocking reads) go.
+#[derive(Clone)]
+enum Source {
+    Direct(Client),
+    Sentinel(SentinelConn),
+}
+
+/// How long a durable write waits for its replicas before it is reported as not confirmed.
+const REPLICA_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl RedisStore {
     /// Connects (failing fast if Redis cannot be reached) and keeps keys under `prefix`.
@@ -457,11 +485,88 @@ impl RedisStore {
             .set_number_of_retries(3);
         let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
-            client,
-            conn,
+            source: Source::Direct(client),
+            conn: Conn::Direct(conn),
             prefix: prefix.to_string(),
             blocking_conns: Arc::default(),
+            replicas: 0,
         })
+    }
+
+    /// Connects to the primary the sentinels name for `service` and follows it across failovers.
+    pub(crate) async fn connect_sentinel(settings: &SentinelSettings<'_>) -> StateResult<Self> {
+        let mut primary = redis::RedisConnectionInfo::default().set_db(settings.db);
+        if let Some(user) = settings.username {
+            primary = primary.set_username(user);
+        }
+        if let Some(password) = settings.password {
+            primary = primary.set_password(password);
+        }
+        let node = redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(primary);
+        // The URLs may carry passwords: errors name what failed, not the URL.
+        let sentinel = redis::sentinel::SentinelClient::build(
+            settings.sentinels.to_vec(),
+            settings.service.to_string(),
+            Some(node),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(|e| StateError::Config(format!("bad sentinel configuration ({:?})", e.kind())))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = SentinelConn::connect(sentinel, config, settings.db).await?;
+        Ok(Self {
+            source: Source::Sentinel(conn.clone()),
+            conn: Conn::Sentinel(conn),
+            prefix: settings.prefix.to_string(),
+            blocking_conns: Arc::default(),
+            replicas: settings.replicas,
+        })
+    }
+
+    /// A client for new links, and the generation of the primary it reaches.
+    async fn client(&self) -> StateResult<(Client, u64)> {
+        match &self.source {
+            Source::Direct(c) => Ok((c.clone(), 0)),
+            Source::Sentinel(s) => Ok(s.client().await?),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        match &self.source {
+            Source::Direct(_) => 0,
+            Source::Sentinel(s) => s.generation(),
+        }
+    }
+
+    /// The link for a durable write: pinned when the write must be confirmed by replicas.
+    async fn write_conn(&self) -> StateResult<Conn> {
+        if self.replicas == 0 {
+            Ok(self.conn.clone())
+        } else {
+            Ok(self.conn.pin().await?)
+        }
+    }
+
+    /// Waits until the replicas have every write sent on `conn` (when the store is configured to).
+    async fn confirm(&self, conn: &mut Conn) -> StateResult<()> {
+        if self.replicas == 0 {
+            return Ok(());
+        }
+        let timeout_ms = u64::try_from(REPLICA_TIMEOUT.as_millis()).unwrap_or(1_000);
+        let acknowledged: u32 = redis::cmd("WAIT")
+            .arg(self.replicas)
+            .arg(timeout_ms)
+            .query_async(conn)
+            .await?;
+        if acknowledged < self.replicas {
+            conn.distrust();
+            return Err(StateError::NotReplicated {
+                wanted: self.replicas,
+                acknowledged,
+            });
+        }
+        Ok(())
     }
 
     pub(crate) async fn ping(&self) -> StateResult<()> {
@@ -713,6 +818,7 @@ impl RedisStore {
             Some(ttl) => ((now + ttl).as_millis(), gc_ttl_ms(ttl)),
             None => (0, 0),
         };
+        let mut conn = self.write_conn().await?;
         let reply: Vec<i64> = SCRIPTS
             .blob_put
             .key(self.key(&["blob", ns, key]))
@@ -724,9 +830,10 @@ impl RedisStore {
             .arg(expires_at)
             .arg(gc)
             .arg(token_arg(fence))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
             .await?;
         let (code, n) = fenced_reply(&reply, fence)?;
+        self.confirm(&mut conn).await?;
         Ok(write_outcome(code, n))
     }
 
@@ -751,14 +858,16 @@ impl RedisStore {
     }
 
     pub(crate) async fn delete_blob(&self, ns: &str, key: &str, fence: Option<&Fence>) -> StateResult<bool> {
+        let mut conn = self.write_conn().await?;
         let reply: Vec<i64> = SCRIPTS
             .blob_delete
             .key(self.key(&["blob", ns, key]))
             .key(self.fence_key(fence))
             .arg(token_arg(fence))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
             .await?;
         let (_, n) = fenced_reply(&reply, fence)?;
+        self.confirm(&mut conn).await?;
         Ok(n > 0)
     }
 
@@ -810,7 +919,11 @@ impl RedisStore {
                 }
             }
         }
-        let reply: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let mut conn = self.write_conn().await?;
+        let reply: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        if reply.first() == Some(&1) {
+            self.confirm(&mut conn).await?;
+        }
         match reply.as_slice() {
             [-1, current] => Err(stale_fence(fence, *current)),
             [0, index, current] => Ok(BatchOutcome::Conflict {
@@ -834,6 +947,7 @@ impl RedisStore {
         now: Timestamp,
     ) -> StateResult<Option<Lease>> {
         let expires_at = now + ttl;
+        let mut conn = self.write_conn().await?;
         let reply: Option<Vec<u64>> = SCRIPTS
             .lease_acquire
             .key(self.key(&["lease", name]))
@@ -842,8 +956,11 @@ impl RedisStore {
             .arg(holder)
             .arg(expires_at.as_millis())
             .arg(gc_ttl_ms(ttl))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
             .await?;
+        if reply.is_some() {
+            self.confirm(&mut conn).await?;
+        }
         Ok(match reply.as_deref() {
             Some([token]) => Some(Lease {
                 name: name.to_string(),
@@ -862,6 +979,7 @@ impl RedisStore {
         now: Timestamp,
     ) -> StateResult<Option<Lease>> {
         let expires_at = now + ttl;
+        let mut conn = self.write_conn().await?;
         let renewed: i64 = SCRIPTS
             .lease_renew
             .key(self.key(&["lease", &lease.name]))
@@ -870,8 +988,11 @@ impl RedisStore {
             .arg(lease.token.0)
             .arg(expires_at.as_millis())
             .arg(gc_ttl_ms(ttl))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
             .await?;
+        if renewed == 1 {
+            self.confirm(&mut conn).await?;
+        }
         Ok((renewed == 1).then(|| Lease {
             expires_at,
             ..lease.clone()
@@ -931,7 +1052,8 @@ impl RedisStore {
     /// A dedicated connection subscribed to the topic; returns once Redis confirmed the subscription,
     /// so anything published afterwards is delivered.
     pub(crate) async fn subscribe(&self, topic: &str) -> StateResult<PubSubStream> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
+        let (client, _) = self.client().await?;
+        let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(self.key(&["bus", topic])).await?;
         Ok(pubsub.into_on_message())
     }
@@ -939,13 +1061,15 @@ impl RedisStore {
     // ---- durable streams ----
 
     pub(crate) async fn stream_append(&self, stream: &str, payload: &[u8]) -> StateResult<StreamEntryId> {
+        let mut conn = self.write_conn().await?;
         let id: String = redis::cmd("XADD")
             .arg(self.key(&["stream", stream]))
             .arg("*")
             .arg("d")
             .arg(payload)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut conn)
             .await?;
+        self.confirm(&mut conn).await?;
         Ok(StreamEntryId(id))
     }
 
@@ -1020,21 +1144,41 @@ impl RedisStore {
         cmd: &redis::Cmd,
         wait: Duration,
     ) -> StateResult<T> {
-        let pooled = self.blocking_conns.lock().pop();
-        let mut conn = match pooled {
-            Some(conn) => conn,
+        let current = self.generation();
+        let pooled = {
+            let mut pool = self.blocking_conns.lock();
+            // Links to a primary that has since been replaced are dropped.
+            pool.retain(|(generation, _)| *generation == current);
+            pool.pop()
+        };
+        let (generation, mut conn) = match pooled {
+            Some(pooled) => pooled,
             None => {
+                let (client, generation) = self.client().await?;
                 let config = AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT));
-                self.client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?
+                (
+                    generation,
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
             }
         };
         conn.set_response_timeout(wait + RESPONSE_TIMEOUT);
-        let reply = cmd.query_async(&mut conn).await?;
+        let reply = match cmd.query_async(&mut conn).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                if needs_new_primary(&e)
+                    && let Source::Sentinel(s) = &self.source
+                {
+                    s.invalidate(generation);
+                }
+                return Err(e.into());
+            }
+        };
         let mut pool = self.blocking_conns.lock();
         if pool.len() < MAX_IDLE_BLOCKING_CONNECTIONS {
-            pool.push(conn);
+            pool.push((generation, conn));
         }
         Ok(reply)
     }
@@ -1111,7 +1255,11 @@ impl RedisStore {
         for stream in &commit.deletes {
             inv.key(self.key(&["stream", stream])).arg("d");
         }
-        let reply: Vec<Value> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let mut conn = self.write_conn().await?;
+        let reply: Vec<Value> = inv.invoke_async(&mut conn).await?;
+        if matches!(reply.first(), Some(Value::Int(1))) {
+            self.confirm(&mut conn).await?;
+        }
         match reply.as_slice() {
             [Value::Int(-1), Value::Int(current)] => Err(stale_fence(Some(&lease.fence()), *current)),
             [Value::Int(1), ids @ ..] => ids

@@ -10,6 +10,7 @@
 //! writes of the link it is sent on).
 
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::sentinel::SentinelClient;
@@ -55,32 +56,37 @@ impl SentinelConn {
         Ok(conn)
     }
 
-    async fn current(&self) -> RedisResult<Current> {
-        if let Some(c) = self.inner.current.lock().clone() {
-            return Ok(c);
+    /// The current connection, made first if there is none. Boxed: the sentinel lookup is a deep
+    /// future, and every caller's future would otherwise carry its whole type.
+    fn current(&self) -> BoxFuture<'_, RedisResult<Current>> {
+        async move {
+            if let Some(c) = self.inner.current.lock().clone() {
+                return Ok(c);
+            }
+            let mut sentinel = self.inner.sentinel.lock().await;
+            // Someone else may have connected while this task waited for the sentinels.
+            if let Some(c) = self.inner.current.lock().clone() {
+                return Ok(c);
+            }
+            let client = sentinel.async_get_client().await?;
+            let conn = client
+                .get_multiplexed_async_connection_with_config(&self.inner.config)
+                .await?;
+            let mut current = self.inner.current.lock();
+            let generation = current.as_ref().map_or(0, |c| c.generation) + 1;
+            let fresh = Current {
+                generation,
+                client,
+                conn,
+            };
+            *current = Some(fresh.clone());
+            tracing::debug!(
+                generation,
+                "connected to the Redis primary named by the sentinels"
+            );
+            Ok(fresh)
         }
-        let mut sentinel = self.inner.sentinel.lock().await;
-        // Someone else may have connected while this task waited for the sentinels.
-        if let Some(c) = self.inner.current.lock().clone() {
-            return Ok(c);
-        }
-        let client = sentinel.async_get_client().await?;
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&self.inner.config)
-            .await?;
-        let mut current = self.inner.current.lock();
-        let generation = current.as_ref().map_or(0, |c| c.generation) + 1;
-        let fresh = Current {
-            generation,
-            client,
-            conn,
-        };
-        *current = Some(fresh.clone());
-        tracing::debug!(
-            generation,
-            "connected to the Redis primary named by the sentinels"
-        );
-        Ok(fresh)
+        .boxed()
     }
 
     /// Forgets the connection of `generation` (if still current), so the next command asks the

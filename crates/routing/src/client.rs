@@ -76,14 +76,45 @@ pub struct ClientStats {
     pub entries_sent: AtomicU64,
     pub append_retries: AtomicU64,
     pub notices: AtomicU64,
+    /// Offers dropped because they repeated the last offer of their call.
+    pub repeated_offers: AtomicU64,
     pub replies: AtomicU64,
     pub undecodable: AtomicU64,
+}
+
+/// A call this node holds: where its notices go, and the last offer passed on.
+struct HeldCall {
+    notices: mpsc::UnboundedSender<QueueNotice>,
+    last_offer: Option<(acd::OfferId, Vec<domain::AgentId>)>,
+}
+
+impl HeldCall {
+    fn new(notices: mpsc::UnboundedSender<QueueNotice>) -> Self {
+        Self {
+            notices,
+            last_offer: None,
+        }
+    }
+
+    /// Passes a notice on, except an offer identical to the last one: a leader that rebuilt its
+    /// state after a commit it could not confirm (a Redis failover) makes the same offer again.
+    fn deliver(&mut self, notice: QueueNotice) -> bool {
+        if let QueueNotice::Offer(o) = &notice {
+            let this = (o.offer, o.agents.clone());
+            if self.last_offer.as_ref() == Some(&this) {
+                return false;
+            }
+            self.last_offer = Some(this);
+        }
+        let _ = self.notices.send(notice);
+        true
+    }
 }
 
 /// What the reader tasks share with the handle.
 struct Shared {
     node: NodeId,
-    calls: Mutex<HashMap<CallId, mpsc::UnboundedSender<QueueNotice>>>,
+    calls: Mutex<HashMap<CallId, HeldCall>>,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     states: broadcast::Sender<AgentStateEvent>,
     stats: ClientStats,
@@ -188,7 +219,7 @@ impl RouterClient {
             .shared
             .calls
             .lock()
-            .insert(request.call.clone(), notices);
+            .insert(request.call.clone(), HeldCall::new(notices));
         self.input(Input::CallEnqueued(request));
         rx
     }
@@ -197,7 +228,11 @@ impl RouterClient {
     /// come to this node, on the returned receiver.
     pub fn adopt(&self, call: CallId) -> mpsc::UnboundedReceiver<QueueNotice> {
         let (notices, rx) = mpsc::unbounded_channel();
-        self.inner.shared.calls.lock().insert(call.clone(), notices);
+        self.inner
+            .shared
+            .calls
+            .lock()
+            .insert(call.clone(), HeldCall::new(notices));
         self.send(Command::Adopt { call });
         rx
     }
@@ -423,8 +458,10 @@ async fn read_out(store: StateStore, shared: Arc<Shared>) {
                 match item {
                     OutItem::Notice { call, notice } => {
                         shared.stats.notices.fetch_add(1, Ordering::Relaxed);
-                        if let Some(tx) = shared.calls.lock().get(&call) {
-                            let _ = tx.send(notice);
+                        if let Some(held) = shared.calls.lock().get_mut(&call)
+                            && !held.deliver(notice)
+                        {
+                            shared.stats.repeated_offers.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     OutItem::Reply { id, reply } => {
@@ -460,6 +497,10 @@ async fn follow_events(store: StateStore, shared: Arc<Shared>, mut after: Option
         };
         for entry in entries {
             after = Some(entry.id.clone());
+            if shared.states.receiver_count() == 0 {
+                // Nobody on this node follows agents: no need to decode what nobody reads.
+                continue;
+            }
             match decode::<EventBatch>(&entry.payload) {
                 Ok(batch) => {
                     for event in batch.events {

@@ -283,59 +283,14 @@ impl Leader {
     async fn load(&mut self) -> Result<Leading, LeaderError> {
         let now = self.clock.now();
         self.store.stream_ensure_group(INPUT_STREAM, ROUTER_GROUP).await?;
-        let saved = self.store.get_blob(ROUTER_NAMESPACE, SNAPSHOT_KEY, now).await?;
-        let restored = saved.and_then(|blob| {
-            match decode::<RouterSnapshot>(&blob.value)
-                .map_err(|e| e.to_string())
-                .and_then(|s| ClusterRouter::restore(s).map_err(|e| e.to_string()))
-            {
-                Ok(router) => Some(router),
-                Err(error) => {
-                    // A state this build cannot read: starting empty beats not routing at all.
-                    warn!(%error, "the router snapshot cannot be restored; starting from the journal alone");
-                    None
-                }
-            }
-        });
-        let fresh = restored.is_none();
-        let mut router = match restored {
-            Some(r) => r,
-            None => ClusterRouter::new(Acd::new(self.cfg.acd.clone())?),
-        };
-        let snapshot_batch = router.batch();
-        // Apply the journal after the snapshot; outputs were delivered by whoever committed them.
-        let mut journal_ids = BTreeMap::new();
-        let mut after: Option<StreamEntryId> = None;
-        loop {
-            let page = self
-                .store
-                .stream_read(JOURNAL_STREAM, after.as_ref(), 1_000, None)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id.clone());
-            for entry in page {
-                let batch = match decode::<JournalBatch>(&entry.payload) {
-                    Ok(b) => b,
-                    Err(error) => {
-                        warn!(entry = %entry.id, %error, "a journal entry does not decode; skipped");
-                        continue;
-                    }
-                };
-                if batch.batch <= router.batch() {
-                    continue;
-                }
-                if batch.batch != router.batch() + 1 {
-                    warn!(
-                        expected = router.batch() + 1,
-                        found = batch.batch,
-                        "the journal misses batches"
-                    );
-                }
-                router.apply(&batch);
-                self.stats.replayed += 1;
-                journal_ids.insert(batch.batch, entry.id);
-            }
-        }
+        let Rebuilt {
+            router,
+            fresh,
+            snapshot_batch,
+            journal_ids,
+            replayed,
+        } = rebuild(&self.store, &self.cfg.acd, now).await?;
+        self.stats.replayed += replayed;
         let mut queued = Vec::new();
         if !fresh || router.batch() > 0 {
             queued = configuration_changes(&router, &self.cfg.acd);
@@ -773,6 +728,90 @@ impl Leader {
             }
         });
     }
+}
+
+/// The router as the store holds it, rebuilt from the snapshot and the journal after it.
+struct Rebuilt {
+    router: ClusterRouter,
+    /// No usable snapshot was found.
+    fresh: bool,
+    snapshot_batch: u64,
+    journal_ids: BTreeMap<u64, StreamEntryId>,
+    replayed: u64,
+}
+
+async fn rebuild(store: &StateStore, config: &AcdConfig, now: Timestamp) -> Result<Rebuilt, LeaderError> {
+    let saved = store.get_blob(ROUTER_NAMESPACE, SNAPSHOT_KEY, now).await?;
+    let restored = saved.and_then(|blob| {
+        match decode::<RouterSnapshot>(&blob.value)
+            .map_err(|e| e.to_string())
+            .and_then(|s| ClusterRouter::restore(s).map_err(|e| e.to_string()))
+        {
+            Ok(router) => Some(router),
+            Err(error) => {
+                // A state this build cannot read: starting empty beats not routing at all.
+                warn!(%error, "the router snapshot cannot be restored; starting from the journal alone");
+                None
+            }
+        }
+    });
+    let fresh = restored.is_none();
+    let mut router = match restored {
+        Some(r) => r,
+        None => ClusterRouter::new(Acd::new(config.clone())?),
+    };
+    let snapshot_batch = router.batch();
+    // Apply the journal after the snapshot; outputs were delivered by whoever committed them.
+    let mut journal_ids = BTreeMap::new();
+    let mut replayed = 0;
+    let mut after: Option<StreamEntryId> = None;
+    loop {
+        let page = store
+            .stream_read(JOURNAL_STREAM, after.as_ref(), 1_000, None)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        for entry in page {
+            let batch = match decode::<JournalBatch>(&entry.payload) {
+                Ok(b) => b,
+                Err(error) => {
+                    warn!(entry = %entry.id, %error, "a journal entry does not decode; skipped");
+                    continue;
+                }
+            };
+            if batch.batch <= router.batch() {
+                continue;
+            }
+            if batch.batch != router.batch() + 1 {
+                warn!(
+                    expected = router.batch() + 1,
+                    found = batch.batch,
+                    "the journal misses batches"
+                );
+            }
+            router.apply(&batch);
+            replayed += 1;
+            journal_ids.insert(batch.batch, entry.id);
+        }
+    }
+    Ok(Rebuilt {
+        router,
+        fresh,
+        snapshot_batch,
+        journal_ids,
+        replayed,
+    })
+}
+
+/// The router as the store holds it now (snapshot and journal), without taking the lease: what a
+/// standby would take over with. For tools and tests; `config` is used only for a cluster that has
+/// no snapshot yet.
+pub async fn read_router(
+    store: &StateStore,
+    config: &AcdConfig,
+    now: Timestamp,
+) -> Result<ClusterRouter, LeaderError> {
+    Ok(rebuild(store, config, now).await?.router)
 }
 
 /// Polls a finished task's result without waiting.

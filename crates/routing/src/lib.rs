@@ -36,7 +36,7 @@ pub use client::{ClientConfig, ClientError, ClientStats, RouterClient};
 pub use clock::{Clock, ManualClock};
 pub use leader::{
     Leader, LeaderConfig, LeaderError, LeaderHandle, LeaderStats, LeaderStatus, Prepared, StepOutcome,
-    spawn_leader,
+    read_router, spawn_leader,
 };
 pub use protocol::{Abandonment, AgentStateEvent, NodeId, QueueNotice};
 pub use router::{ClusterRouter, Delivery, RouterSnapshot};

@@ -3,6 +3,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod load;
+pub mod procs;
+
 use acd::{AcdConfig, AgentConfig, CallRequest, Priority, QueueConfig, QueueMembership};
 use domain::{AgentId, CallId, QueueId, Timestamp};
 use routing::{ClientConfig, Clock, LeaderConfig, QueueNotice, RouterClient};

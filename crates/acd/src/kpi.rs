@@ -130,7 +130,7 @@ pub struct AgentCounters {
 }
 
 /// One queue on the wallboard.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueKpi {
     pub queue: QueueId,
     /// Calls waiting (not counting those ringing an agent).
@@ -152,7 +152,7 @@ pub struct QueueKpi {
 }
 
 /// One agent on the wallboard.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentKpi {
     pub agent: AgentId,
     pub state: AgentState,
@@ -161,8 +161,9 @@ pub struct AgentKpi {
     pub counters: AgentCounters,
 }
 
-/// Everything the wallboard shows, at one instant.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Everything the wallboard shows, at one instant. It deserialises too, so a cluster's router can
+/// publish it for every node's wallboard.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KpiSnapshot {
     pub at: Timestamp,
     pub interval_start: Timestamp,

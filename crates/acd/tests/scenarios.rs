@@ -1074,3 +1074,47 @@ fn a_withdrawn_offer_frees_the_agent_without_blame_and_the_call_keeps_its_place(
             .is_err()
     );
 }
+
+#[test]
+fn one_call_is_looked_up_by_id_until_it_leaves_the_router() {
+    let mut w = World::new(vec![queue("support")], support_team(1));
+    w.login(0.0, "a1");
+    w.enqueue(1.0, call("c1", "support"));
+    w.enqueue(2.0, call("c2", "support"));
+    assert_eq!(
+        w.acd.call(&c("c1")).map(|h| h.phase),
+        Some(acd::CallPhase::Ringing(vec![a("a1")]))
+    );
+    let waiting = w.acd.call(&c("c2")).unwrap();
+    assert_eq!(
+        (waiting.phase, waiting.queue, waiting.enqueued_at),
+        (acd::CallPhase::Waiting, q("support"), Timestamp::from_secs(2))
+    );
+    w.accept(3.0, "c1", "a1");
+    assert_eq!(
+        w.acd.call(&c("c1")).map(|h| h.phase),
+        Some(acd::CallPhase::Connected(a("a1")))
+    );
+    w.at(4.0, Input::CallAbandoned { call: c("c2") });
+    w.at(5.0, Input::CallEnded { call: c("c1") });
+    assert_eq!(w.acd.call(&c("c1")), None, "ended");
+    assert_eq!(w.acd.call(&c("c2")), None, "abandoned");
+    assert_eq!(w.acd.call(&c("nobody")), None);
+}
+
+#[test]
+fn kpis_round_trip_through_json_for_other_nodes() {
+    let mut w = World::new(vec![queue("support")], support_team(2));
+    w.login(0.0, "a1");
+    w.login(1.0, "a2");
+    w.enqueue(2.0, call("c1", "support"));
+    w.accept(4.0, "c1", "a1");
+    w.at(64.0, Input::CallEnded { call: c("c1") });
+    w.enqueue(65.0, call("c2", "support"));
+    w.at(66.0, Input::CallAbandoned { call: c("c2") });
+    let kpis = w.acd.kpis(Timestamp::from_secs(70));
+    let json = serde_json::to_string(&kpis).unwrap();
+    let back: acd::KpiSnapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, kpis);
+    assert_eq!(back.queues[0].counters.answered, 1);
+}

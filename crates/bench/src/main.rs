@@ -3,6 +3,7 @@
 //! on a shared, noisy machine where absolute figures drift.
 
 mod acd;
+mod cluster;
 mod crm;
 mod dialer;
 mod media;
@@ -34,6 +35,12 @@ enum Command {
     Crm(crm::CrmArgs),
     /// The dialer's policy grid: predictive beside progressive, VICIdial-style and fixed ratios.
     Dialer(dialer::DialerArgs),
+    /// The cluster-wide ACD router: three router processes and three nodes through Redis
+    /// (decisions per second, enqueue-to-offer latency, failover time), beside the in-memory store.
+    Cluster(cluster::ClusterArgs),
+    /// One router process of `bench cluster` (started by it).
+    #[command(hide = true)]
+    ClusterRouter(cluster::RouterArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +51,8 @@ fn main() -> ExitCode {
         Command::Media(args) => media::run(&args),
         Command::Crm(args) => crm::run(&args),
         Command::Dialer(args) => dialer::run(&args),
+        Command::Cluster(args) => cluster::run(&args),
+        Command::ClusterRouter(args) => cluster::run_router(&args),
     };
     match result {
         Ok(json) => {

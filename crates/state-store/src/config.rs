@@ -10,6 +10,14 @@
 //! url = "redis://127.0.0.1:6379/"
 //! prefix = "cc"
 //! ```
+//! or, with no single point of failure, a primary and replicas watched by Redis Sentinel:
+//! ```toml
+//! [state.backend.sentinel]
+//! sentinels = ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"]
+//! service = "callcenter"
+//! prefix = "cc"
+//! replicas = 1    # durable writes wait until one replica has them
+//! ```
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +46,31 @@ pub enum BackendConfig {
         #[serde(default = "default_prefix")]
         prefix: String,
     },
+    /// In Redis, through Redis Sentinel: the store connects to whichever server the sentinels name as
+    /// the primary of `service` and follows it across failovers.
+    Sentinel {
+        /// `redis://[user:password@]host:port` of each sentinel (their own credentials, if any).
+        sentinels: Vec<String>,
+        /// The name the sentinels monitor the primary under (`sentinel monitor <service> ...`).
+        service: String,
+        /// Start of every key, as with `redis`.
+        #[serde(default = "default_prefix")]
+        prefix: String,
+        /// Database number on the primary.
+        #[serde(default)]
+        db: i64,
+        /// User and password on the primary (the sentinels hand out only its address).
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        password: Option<String>,
+        /// Durable writes (stream appends and commits, leases, blobs, batches) are confirmed only
+        /// once this many replicas have them (`WAIT`), so a failover cannot lose a confirmed write;
+        /// a write not confirmed within a second is reported as an error and the primary is looked
+        /// up again. 0 confirms at the primary alone.
+        #[serde(default)]
+        replicas: u32,
+    },
 }
 
 fn default_prefix() -> String {
@@ -57,6 +90,26 @@ impl StateConfig {
             backend: BackendConfig::Redis {
                 url: url.into(),
                 prefix: prefix.into(),
+            },
+        }
+    }
+    /// A Redis backend behind `sentinels` watching `service`, keys under `prefix`, durable writes
+    /// confirmed by `replicas` replicas.
+    pub fn sentinel(
+        sentinels: Vec<String>,
+        service: impl Into<String>,
+        prefix: impl Into<String>,
+        replicas: u32,
+    ) -> Self {
+        Self {
+            backend: BackendConfig::Sentinel {
+                sentinels,
+                service: service.into(),
+                prefix: prefix.into(),
+                db: 0,
+                username: None,
+                password: None,
+                replicas,
             },
         }
     }
@@ -93,6 +146,25 @@ mod tests {
         );
         let text = "[state.backend.redis]\nurl = \"redis://r/\"\n";
         assert_eq!(parse(text).unwrap(), StateConfig::redis("redis://r/", "cc"));
+    }
+
+    #[test]
+    fn sentinel_takes_sentinels_service_and_replicas() {
+        let text = "[state.backend.sentinel]\nsentinels = [\"redis://s1:26379\", \"redis://s2:26379\"]\nservice = \"cc\"\nreplicas = 1\n";
+        assert_eq!(
+            parse(text).unwrap(),
+            StateConfig::sentinel(
+                vec!["redis://s1:26379".into(), "redis://s2:26379".into()],
+                "cc",
+                "cc",
+                1
+            )
+        );
+        assert!(
+            parse("[state.backend.sentinel]\nsentinels = []\n").is_err(),
+            "service is required"
+        );
+        assert!(parse("[state.backend.sentinel]\nservice = \"cc\"\nsentinel = []\n").is_err());
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub enum StateError {
     /// A value could not be encoded as JSON, or a stored JSON record did not fit the requested type.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// A write was made on the primary but not confirmed by as many replicas as configured within
+    /// the wait: a failover could lose it. Whether it stays is unknown; retry or rebuild from the store.
+    #[error("a write reached {acknowledged} of the {wanted} replicas it must reach")]
+    NotReplicated { wanted: u32, acknowledged: u32 },
     /// The configuration cannot be used.
     #[error("state store configuration: {0}")]
     Config(String),

@@ -13,8 +13,14 @@
 //! - **Leases** with fencing tokens, and fenced writes that a former holder cannot sneak past.
 //! - **Write batches**: queue, presence and blob writes applied atomically under one fence.
 //! - **Event bus**: live publish/subscribe (Redis pub/sub, or a broadcast channel in memory).
-//! - **Durable streams** with consumer groups, acknowledgement and claiming after a crash (the CRM outbox).
+//! - **Durable streams** with consumer groups, acknowledgement and claiming after a crash (the CRM outbox),
+//!   plain reads from a position (followers), and [`StreamCommit`]: appends, acknowledgements, a blob
+//!   and trims applied at once under a lease (the cluster router's journal and deliveries).
 //! - **Rate limits**: token buckets per key, shared by all nodes on Redis.
+//!
+//! Redis is reached at one address, or through Redis Sentinel ([`BackendConfig::Sentinel`]): the store
+//! then follows the primary across failovers, and may confirm durable writes with `WAIT` so that a
+//! failover cannot lose a write it reported as done.
 //!
 //! Time: everything that expires takes the caller's `now` and stores the instant of expiry, so tests run
 //! on virtual time and every node judges expiry the same way; Redis key TTLs only collect garbage.
@@ -24,14 +30,17 @@
 
 mod batch;
 mod bus;
+mod commit;
 mod config;
 mod error;
 mod memory;
 mod redis_store;
+mod sentinel;
 mod types;
 
 pub use batch::{BatchOutcome, BatchWrite, WriteBatch};
 pub use bus::Subscription;
+pub use commit::{CommitAck, CommitAppend, StreamCommit};
 pub use config::{BackendConfig, StateConfig};
 pub use error::{StateError, StateResult};
 pub use types::{
@@ -65,7 +74,7 @@ impl std::fmt::Debug for StateStore {
 #[derive(Clone)]
 enum Backend {
     Memory(MemoryStore),
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 fn check_ttl(what: &'static str, ttl: Duration) -> StateResult<()> {
@@ -101,7 +110,33 @@ impl StateStore {
             BackendConfig::Redis { url, prefix } => {
                 check_name("key prefix", prefix.trim_matches(|c| c == '{' || c == '}'))?;
                 Ok(Self {
-                    backend: Backend::Redis(RedisStore::connect(url, prefix).await?),
+                    backend: Backend::Redis(Box::new(RedisStore::connect(url, prefix).await?)),
+                })
+            }
+            BackendConfig::Sentinel {
+                sentinels,
+                service,
+                prefix,
+                db,
+                username,
+                password,
+                replicas,
+            } => {
+                check_name("key prefix", prefix.trim_matches(|c| c == '{' || c == '}'))?;
+                if sentinels.is_empty() {
+                    return Err(StateError::Config("no sentinel address given".to_string()));
+                }
+                let settings = redis_store::SentinelSettings {
+                    sentinels,
+                    service,
+                    prefix,
+                    db: *db,
+                    username: username.as_deref(),
+                    password: password.as_deref(),
+                    replicas: *replicas,
+                };
+                Ok(Self {
+                    backend: Backend::Redis(Box::new(RedisStore::connect_sentinel(&settings).await?)),
                 })
             }
         }
@@ -513,6 +548,48 @@ impl StateStore {
         match &self.backend {
             Backend::Memory(m) => Ok(m.stream_len(stream)),
             Backend::Redis(r) => r.stream_len(stream).await,
+        }
+    }
+
+    /// Up to `count` entries of `stream` after `after` (from the start when none), in order, waiting up
+    /// to `block` for the first if there are none. No group is involved: every reader sees every entry,
+    /// and keeps its own position (the id of the last entry it read).
+    pub async fn stream_read(
+        &self,
+        stream: &str,
+        after: Option<&StreamEntryId>,
+        count: usize,
+        block: Option<Duration>,
+    ) -> StateResult<Vec<StreamEntry>> {
+        check_name("stream", stream)?;
+        if let Some(id) = after {
+            commit::check_entry_id(id)?;
+        }
+        let count = count.max(1);
+        match &self.backend {
+            Backend::Memory(m) => m.stream_read(stream, after, count, block).await,
+            Backend::Redis(r) => r.stream_read(stream, after, count, block).await,
+        }
+    }
+
+    /// The id of the newest entry of `stream`, if it has any: a reader that starts there sees only
+    /// what is appended from now on.
+    pub async fn stream_last_id(&self, stream: &str) -> StateResult<Option<StreamEntryId>> {
+        check_name("stream", stream)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream_last_id(stream)),
+            Backend::Redis(r) => r.stream_last_id(stream).await,
+        }
+    }
+
+    /// Applies `commit` whole, only while its lease is still held as granted (the lease record names
+    /// the same holder and token, and no later grant exists); otherwise [`StateError::StaleFence`] and
+    /// nothing is written. Returns the ids of the appended entries, in order.
+    pub async fn stream_commit(&self, commit: &StreamCommit) -> StateResult<Vec<StreamEntryId>> {
+        commit.check()?;
+        match &self.backend {
+            Backend::Memory(m) => m.stream_commit(commit),
+            Backend::Redis(r) => r.stream_commit(commit).await,
         }
     }
 

@@ -2,6 +2,7 @@
 //! short and never await while holding it); the event bus is a tokio broadcast channel per topic.
 
 use crate::batch::{BatchOutcome, BatchWrite, WriteBatch};
+use crate::commit::StreamCommit;
 use crate::error::{StateError, StateResult};
 use crate::types::{
     Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, QueueEntry, QueueOrder, RateDecision,
@@ -89,6 +90,13 @@ fn entry_id(seq: u64) -> StreamEntryId {
 
 fn parse_entry_id(id: &StreamEntryId) -> Option<u64> {
     id.0.strip_prefix("0-")?.parse().ok()
+}
+
+fn foreign_id(id: &StreamEntryId) -> StateError {
+    StateError::Invalid {
+        what: "stream entry id",
+        reason: format!("{:?} was not handed out by this store", id.0),
+    }
 }
 
 impl State {
@@ -602,6 +610,119 @@ impl MemoryStore {
             });
         }
         out
+    }
+
+    /// Up to `count` entries after `after` (from the start when none), waiting up to `block` for the
+    /// first if there are none.
+    pub(crate) async fn stream_read(
+        &self,
+        stream: &str,
+        after: Option<&StreamEntryId>,
+        count: usize,
+        block: Option<Duration>,
+    ) -> StateResult<Vec<StreamEntry>> {
+        let after = match after {
+            Some(id) => parse_entry_id(id).ok_or_else(|| foreign_id(id))?,
+            None => 0,
+        };
+        let deadline = block.map(|b| tokio::time::Instant::now() + b);
+        loop {
+            let appended = self.inner.stream_appended.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let batch: Vec<StreamEntry> = {
+                let s = self.inner.state.lock();
+                s.streams.get(stream).map_or_else(Vec::new, |st| {
+                    st.entries
+                        .range(after + 1..)
+                        .take(count)
+                        .map(|(&seq, payload)| StreamEntry {
+                            id: entry_id(seq),
+                            payload: payload.clone(),
+                        })
+                        .collect()
+                })
+            };
+            let Some(deadline) = deadline else {
+                return Ok(batch);
+            };
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    pub(crate) fn stream_last_id(&self, stream: &str) -> Option<StreamEntryId> {
+        let s = self.inner.state.lock();
+        let st = s.streams.get(stream)?;
+        st.entries.keys().next_back().map(|&seq| entry_id(seq))
+    }
+
+    pub(crate) fn stream_commit(&self, commit: &StreamCommit) -> StateResult<Vec<StreamEntryId>> {
+        let ids = {
+            let mut s = self.inner.state.lock();
+            let lease = &commit.lease;
+            let current = s.fences.get(&lease.name).copied().unwrap_or(0);
+            let held = s
+                .leases
+                .get(&lease.name)
+                .is_some_and(|l| l.holder == lease.holder && l.token == lease.token.0);
+            if !held || current != lease.token.0 {
+                return Err(StateError::StaleFence {
+                    lease: lease.name.clone(),
+                    presented: lease.token,
+                    current: FencingToken(current),
+                });
+            }
+            // Parse every id first: the commit applies whole or not at all.
+            let trims = commit
+                .trims
+                .iter()
+                .map(|(stream, id)| Ok((stream, parse_entry_id(id).ok_or_else(|| foreign_id(id))?)))
+                .collect::<StateResult<Vec<_>>>()?;
+            let mut ids = Vec::with_capacity(commit.appends.len());
+            for a in &commit.appends {
+                let st = s.streams.entry(a.stream.clone()).or_default();
+                st.last_seq += 1;
+                st.entries.insert(st.last_seq, a.payload.clone());
+                if let Some(max) = a.max_len {
+                    while st.entries.len() > max {
+                        st.entries.pop_first();
+                    }
+                }
+                ids.push(entry_id(st.last_seq));
+            }
+            for a in &commit.acks {
+                if let Some(g) = s
+                    .streams
+                    .get_mut(&a.stream)
+                    .and_then(|st| st.groups.get_mut(&a.group))
+                {
+                    for seq in a.ids.iter().filter_map(parse_entry_id) {
+                        g.pending.remove(&seq);
+                    }
+                }
+            }
+            if let Some((ns, key, data)) = &commit.blob {
+                s.put_blob((ns.clone(), key.clone()), data.clone(), None, Timestamp::ZERO);
+            }
+            for (stream, first_kept) in trims {
+                if let Some(st) = s.streams.get_mut(stream.as_str()) {
+                    st.entries = st.entries.split_off(&first_kept);
+                }
+            }
+            for stream in &commit.deletes {
+                s.streams.remove(stream);
+            }
+            ids
+        };
+        if !commit.appends.is_empty() {
+            self.inner.stream_appended.notify_waiters();
+        }
+        Ok(ids)
     }
 
     pub(crate) fn stream_pending(&self, stream: &str, group: &str) -> usize {

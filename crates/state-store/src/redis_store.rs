@@ -1,5 +1,8 @@
 //! The Redis backend. Every multi-step change is one Lua script, so concurrent nodes never see half a
 //! change; time checks use the caller's `now` (kept in the records) and key TTLs only collect garbage.
+//! The connection goes to one address, or to the primary Redis Sentinel names (`sentinel.rs`); with
+//! `replicas` set, durable writes (appends, commits, leases, blobs, batches) are followed by `WAIT`
+//! on the same link and reported as [`StateError::NotReplicated`] when the replicas do not confirm.
 //!
 //! Key layout, all under `{prefix}:`:
 //! `reg:{aor}` hash contact -> binding JSON; `presence` / `presence-version` hashes agent -> state / version;
@@ -8,7 +11,9 @@
 //! `bus:{topic}` pub/sub channel; `stream:{name}` stream with one field `d`; `rate:{key}` hash {m, t}.
 
 use crate::batch::{BatchOutcome, BatchWrite, WriteBatch};
+use crate::commit::StreamCommit;
 use crate::error::{StateError, StateResult};
+use crate::sentinel::{Conn, SentinelConn, needs_new_primary};
 use crate::types::{
     Aor, Binding, BlobWrite, Expect, Fence, FencingToken, Lease, QueueEntry, QueueOrder, RateDecision,
     StreamEntry, StreamEntryId, TokenBucket, Versioned, WriteOutcome,
@@ -43,6 +48,7 @@ struct Scripts {
     lease_release: Script,
     rate_take: Script,
     apply_batch: Script,
+    stream_commit: Script,
 }
 
 /// Fence check shared by every fenced script: KEYS[fence] holds the latest token of the lease; the
@@ -304,6 +310,70 @@ end
 return out
 "
     )),
+    // KEYS: lease hash, fence counter, version counter, then each operation's key.
+    // ARGV: holder, token, then each operation as a tag and its arguments:
+    //   a <max len or 0> <payload> (key: stream)   k <group> <n> <id>... (key: stream)
+    //   b <data> (key: blob)                        t <min id> (key: stream)   d (key: stream)
+    // Returns {-1, current token} when the lease is no longer held as granted, else {1, appended id...}.
+    stream_commit: Script::new(
+        r"
+local h = redis.call('HMGET', KEYS[1], 'holder', 'token')
+local f = tonumber(redis.call('GET', KEYS[2]) or '0')
+if h[1] ~= ARGV[1] or tonumber(h[2]) ~= tonumber(ARGV[2]) or f ~= tonumber(ARGV[2]) then
+  return {-1, f}
+end
+local ops, a, k = {}, 3, 4
+while a <= #ARGV do
+  local tag = ARGV[a]
+  if tag == 'a' then
+    ops[#ops + 1] = {tag, KEYS[k], ARGV[a + 1], ARGV[a + 2]}
+    k, a = k + 1, a + 3
+  elseif tag == 'k' then
+    local n = tonumber(ARGV[a + 2])
+    ops[#ops + 1] = {tag, KEYS[k], ARGV[a + 1], a + 3, n}
+    k, a = k + 1, a + 3 + n
+  elseif tag == 'b' then
+    ops[#ops + 1] = {tag, KEYS[k], ARGV[a + 1]}
+    k, a = k + 1, a + 2
+  elseif tag == 't' then
+    ops[#ops + 1] = {tag, KEYS[k], ARGV[a + 1]}
+    k, a = k + 1, a + 2
+  elseif tag == 'd' then
+    ops[#ops + 1] = {tag, KEYS[k]}
+    k, a = k + 1, a + 1
+  else
+    return redis.error_reply('unknown commit operation ' .. tostring(tag))
+  end
+end
+local out = {1}
+for _, o in ipairs(ops) do
+  if o[1] == 'a' then
+    if o[3] == '0' then
+      out[#out + 1] = redis.call('XADD', o[2], '*', 'd', o[4])
+    else
+      out[#out + 1] = redis.call('XADD', o[2], 'MAXLEN', '~', o[3], '*', 'd', o[4])
+    end
+  elseif o[1] == 'k' then
+    local i = 0
+    while i < o[5] do
+      local j = math.min(i + 500, o[5])
+      -- A group that does not exist (never read) has nothing to acknowledge: not an error.
+      redis.pcall('XACK', o[2], o[3], unpack(ARGV, o[4] + i, o[4] + j - 1))
+      i = j
+    end
+  elseif o[1] == 'b' then
+    local v = redis.call('INCR', KEYS[3])
+    redis.call('DEL', o[2])
+    redis.call('HSET', o[2], 'v', v, 'd', o[3], 'x', 0)
+  elseif o[1] == 't' then
+    redis.call('XTRIM', o[2], 'MINID', o[3])
+  elseif o[1] == 'd' then
+    redis.call('DEL', o[2])
+  end
+end
+return out
+",
+    ),
 });
 
 /// How long Redis keeps a key with a time-bound record after it lapses, so a node whose clock runs a
@@ -373,11 +443,35 @@ type PresenceData = Vec<(String, Vec<u8>)>;
 /// The Redis backend. Clones share one multiplexed, self-reconnecting connection.
 #[derive(Clone)]
 pub(crate) struct RedisStore {
-    client: Client,
-    conn: ConnectionManager,
+    source: Source,
+    conn: Conn,
     prefix: String,
-    blocking_conns: Arc<Mutex<Vec<MultiplexedConnection>>>,
+    /// Idle links for blocking reads, with the generation of the primary they reach.
+    blocking_conns: Arc<Mutex<Vec<(u64, MultiplexedConnection)>>>,
+    /// Durable writes wait until this many replicas have them (`WAIT`); 0: no wait.
+    replicas: u32,
 }
+
+/// What [`RedisStore::connect_sentinel`] needs.
+pub(crate) struct SentinelSettings<'a> {
+    pub(crate) sentinels: &'a [String],
+    pub(crate) service: &'a str,
+    pub(crate) prefix: &'a str,
+    pub(crate) db: i64,
+    pub(crate) username: Option<&'a str>,
+    pub(crate) password: Option<&'a str>,
+    pub(crate) replicas: u32,
+}
+
+/// Where new links (subscriptions, blocking reads) go.
+#[derive(Clone)]
+enum Source {
+    Direct(Client),
+    Sentinel(SentinelConn),
+}
+
+/// How long a durable write waits for its replicas before it is reported as not confirmed.
+const REPLICA_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl RedisStore {
     /// Connects (failing fast if Redis cannot be reached) and keeps keys under `prefix`.
@@ -391,11 +485,88 @@ impl RedisStore {
             .set_number_of_retries(3);
         let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
-            client,
-            conn,
+            source: Source::Direct(client),
+            conn: Conn::Direct(conn),
             prefix: prefix.to_string(),
             blocking_conns: Arc::default(),
+            replicas: 0,
         })
+    }
+
+    /// Connects to the primary the sentinels name for `service` and follows it across failovers.
+    pub(crate) async fn connect_sentinel(settings: &SentinelSettings<'_>) -> StateResult<Self> {
+        let mut primary = redis::RedisConnectionInfo::default().set_db(settings.db);
+        if let Some(user) = settings.username {
+            primary = primary.set_username(user);
+        }
+        if let Some(password) = settings.password {
+            primary = primary.set_password(password);
+        }
+        let node = redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(primary);
+        // The URLs may carry passwords: errors name what failed, not the URL.
+        let sentinel = redis::sentinel::SentinelClient::build(
+            settings.sentinels.to_vec(),
+            settings.service.to_string(),
+            Some(node),
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(|e| StateError::Config(format!("bad sentinel configuration ({:?})", e.kind())))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = SentinelConn::connect(sentinel, config, settings.db).await?;
+        Ok(Self {
+            source: Source::Sentinel(conn.clone()),
+            conn: Conn::Sentinel(conn),
+            prefix: settings.prefix.to_string(),
+            blocking_conns: Arc::default(),
+            replicas: settings.replicas,
+        })
+    }
+
+    /// A client for new links, and the generation of the primary it reaches.
+    async fn client(&self) -> StateResult<(Client, u64)> {
+        match &self.source {
+            Source::Direct(c) => Ok((c.clone(), 0)),
+            Source::Sentinel(s) => Ok(s.client().await?),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        match &self.source {
+            Source::Direct(_) => 0,
+            Source::Sentinel(s) => s.generation(),
+        }
+    }
+
+    /// The link for a durable write: pinned when the write must be confirmed by replicas.
+    async fn write_conn(&self) -> StateResult<Conn> {
+        if self.replicas == 0 {
+            Ok(self.conn.clone())
+        } else {
+            Ok(self.conn.pin().await?)
+        }
+    }
+
+    /// Waits until the replicas have every write sent on `conn` (when the store is configured to).
+    async fn confirm(&self, conn: &mut Conn) -> StateResult<()> {
+        if self.replicas == 0 {
+            return Ok(());
+        }
+        let timeout_ms = u64::try_from(REPLICA_TIMEOUT.as_millis()).unwrap_or(1_000);
+        let acknowledged: u32 = redis::cmd("WAIT")
+            .arg(self.replicas)
+            .arg(timeout_ms)
+            .query_async(conn)
+            .await?;
+        if acknowledged < self.replicas {
+            conn.distrust();
+            return Err(StateError::NotReplicated {
+                wanted: self.replicas,
+                acknowledged,
+            });
+        }
+        Ok(())
     }
 
     pub(crate) async fn ping(&self) -> StateResult<()> {
@@ -647,6 +818,7 @@ impl RedisStore {
             Some(ttl) => ((now + ttl).as_millis(), gc_ttl_ms(ttl)),
             None => (0, 0),
         };
+        let mut conn = self.write_conn().await?;
         let reply: Vec<i64> = SCRIPTS
             .blob_put
             .key(self.key(&["blob", ns, key]))
@@ -658,9 +830,10 @@ impl RedisStore {
             .arg(expires_at)
             .arg(gc)
             .arg(token_arg(fence))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
             .await?;
         let (code, n) = fenced_reply(&reply, fence)?;
+        self.confirm(&mut conn).await?;
         Ok(write_outcome(code, n))
     }
 
@@ -685,14 +858,16 @@ impl RedisStore {
     }
 
     pub(crate) async fn delete_blob(&self, ns: &str, key: &str, fence: Option<&Fence>) -> StateResult<bool> {
+        let mut conn = self.write_conn().await?;
         let reply: Vec<i64> = SCRIPTS
             .blob_delete
             .key(self.key(&["blob", ns, key]))
             .key(self.fence_key(fence))
             .arg(token_arg(fence))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
             .await?;
         let (_, n) = fenced_reply(&reply, fence)?;
+        self.confirm(&mut conn).await?;
         Ok(n > 0)
     }
 
@@ -744,7 +919,11 @@ impl RedisStore {
                 }
             }
         }
-        let reply: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let mut conn = self.write_conn().await?;
+        let reply: Vec<i64> = inv.invoke_async(&mut conn).await?;
+        if reply.first() == Some(&1) {
+            self.confirm(&mut conn).await?;
+        }
         match reply.as_slice() {
             [-1, current] => Err(stale_fence(fence, *current)),
             [0, index, current] => Ok(BatchOutcome::Conflict {
@@ -768,6 +947,7 @@ impl RedisStore {
         now: Timestamp,
     ) -> StateResult<Option<Lease>> {
         let expires_at = now + ttl;
+        let mut conn = self.write_conn().await?;
         let reply: Option<Vec<u64>> = SCRIPTS
             .lease_acquire
             .key(self.key(&["lease", name]))
@@ -776,8 +956,11 @@ impl RedisStore {
             .arg(holder)
             .arg(expires_at.as_millis())
             .arg(gc_ttl_ms(ttl))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
             .await?;
+        if reply.is_some() {
+            self.confirm(&mut conn).await?;
+        }
         Ok(match reply.as_deref() {
             Some([token]) => Some(Lease {
                 name: name.to_string(),
@@ -796,6 +979,7 @@ impl RedisStore {
         now: Timestamp,
     ) -> StateResult<Option<Lease>> {
         let expires_at = now + ttl;
+        let mut conn = self.write_conn().await?;
         let renewed: i64 = SCRIPTS
             .lease_renew
             .key(self.key(&["lease", &lease.name]))
@@ -804,8 +988,11 @@ impl RedisStore {
             .arg(lease.token.0)
             .arg(expires_at.as_millis())
             .arg(gc_ttl_ms(ttl))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut conn)
             .await?;
+        if renewed == 1 {
+            self.confirm(&mut conn).await?;
+        }
         Ok((renewed == 1).then(|| Lease {
             expires_at,
             ..lease.clone()
@@ -865,7 +1052,8 @@ impl RedisStore {
     /// A dedicated connection subscribed to the topic; returns once Redis confirmed the subscription,
     /// so anything published afterwards is delivered.
     pub(crate) async fn subscribe(&self, topic: &str) -> StateResult<PubSubStream> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
+        let (client, _) = self.client().await?;
+        let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(self.key(&["bus", topic])).await?;
         Ok(pubsub.into_on_message())
     }
@@ -873,13 +1061,15 @@ impl RedisStore {
     // ---- durable streams ----
 
     pub(crate) async fn stream_append(&self, stream: &str, payload: &[u8]) -> StateResult<StreamEntryId> {
+        let mut conn = self.write_conn().await?;
         let id: String = redis::cmd("XADD")
             .arg(self.key(&["stream", stream]))
             .arg("*")
             .arg("d")
             .arg(payload)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut conn)
             .await?;
+        self.confirm(&mut conn).await?;
         Ok(StreamEntryId(id))
     }
 
@@ -937,34 +1127,153 @@ impl RedisStore {
         }
         cmd.arg("STREAMS").arg(self.key(&["stream", stream])).arg(">");
         let reply: Option<StreamReadReply> = match block {
-            Some(wait) if block_ms.is_some() => {
-                // A blocking read would hold up every other command on the shared connection: use one
-                // of its own, kept for the next blocking read if this one went well.
-                let pooled = self.blocking_conns.lock().pop();
-                let mut conn = match pooled {
-                    Some(conn) => conn,
-                    None => {
-                        let config =
-                            AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT));
-                        self.client
-                            .get_multiplexed_async_connection_with_config(&config)
-                            .await?
-                    }
-                };
-                conn.set_response_timeout(wait + RESPONSE_TIMEOUT);
-                let reply = cmd.query_async(&mut conn).await?;
-                let mut pool = self.blocking_conns.lock();
-                if pool.len() < MAX_IDLE_BLOCKING_CONNECTIONS {
-                    pool.push(conn);
-                }
-                reply
-            }
+            Some(wait) if block_ms.is_some() => self.query_blocking(&cmd, wait).await?,
             _ => cmd.query_async(&mut self.conn.clone()).await?,
         };
         let ids = reply
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
             .unwrap_or_default();
         ids.into_iter().map(stream_entry).collect()
+    }
+
+    /// Runs a blocking command (`BLOCK` up to `wait`) on a connection of its own: on the shared one
+    /// it would hold up every other command. The connection is kept for the next blocking command if
+    /// this one went well.
+    async fn query_blocking<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        wait: Duration,
+    ) -> StateResult<T> {
+        let current = self.generation();
+        let pooled = {
+            let mut pool = self.blocking_conns.lock();
+            // Links to a primary that has since been replaced are dropped.
+            pool.retain(|(generation, _)| *generation == current);
+            pool.pop()
+        };
+        let (generation, mut conn) = match pooled {
+            Some(pooled) => pooled,
+            None => {
+                let (client, generation) = self.client().await?;
+                let config = AsyncConnectionConfig::new().set_connection_timeout(Some(CONNECT_TIMEOUT));
+                (
+                    generation,
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
+            }
+        };
+        conn.set_response_timeout(wait + RESPONSE_TIMEOUT);
+        let reply = match cmd.query_async(&mut conn).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                if needs_new_primary(&e)
+                    && let Source::Sentinel(s) = &self.source
+                {
+                    s.invalidate(generation);
+                }
+                return Err(e.into());
+            }
+        };
+        let mut pool = self.blocking_conns.lock();
+        if pool.len() < MAX_IDLE_BLOCKING_CONNECTIONS {
+            pool.push((generation, conn));
+        }
+        Ok(reply)
+    }
+
+    pub(crate) async fn stream_read(
+        &self,
+        stream: &str,
+        after: Option<&StreamEntryId>,
+        count: usize,
+        block: Option<Duration>,
+    ) -> StateResult<Vec<StreamEntry>> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(count.max(1));
+        let block_ms = block
+            .map(|b| u64::try_from(b.as_millis()).unwrap_or(u64::MAX))
+            .filter(|ms| *ms > 0);
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS")
+            .arg(self.key(&["stream", stream]))
+            .arg(after.map_or("0-0", |id| id.0.as_str()));
+        let reply: Option<StreamReadReply> = match block {
+            Some(wait) if block_ms.is_some() => self.query_blocking(&cmd, wait).await?,
+            _ => cmd.query_async(&mut self.conn.clone()).await?,
+        };
+        let ids = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
+            .unwrap_or_default();
+        ids.into_iter().map(stream_entry).collect()
+    }
+
+    pub(crate) async fn stream_last_id(&self, stream: &str) -> StateResult<Option<StreamEntryId>> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.key(&["stream", stream]))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(reply.ids.into_iter().next().map(|id| StreamEntryId(id.id)))
+    }
+
+    pub(crate) async fn stream_commit(&self, commit: &StreamCommit) -> StateResult<Vec<StreamEntryId>> {
+        let lease = &commit.lease;
+        let mut inv = SCRIPTS.stream_commit.prepare_invoke();
+        inv.key(self.key(&["lease", &lease.name]))
+            .key(self.key(&["fence", &lease.name]))
+            .key(self.key(&["version"]))
+            .arg(&lease.holder)
+            .arg(lease.token.0);
+        for a in &commit.appends {
+            inv.key(self.key(&["stream", &a.stream]))
+                .arg("a")
+                .arg(a.max_len.unwrap_or(0))
+                .arg(&a.payload);
+        }
+        for a in &commit.acks {
+            inv.key(self.key(&["stream", &a.stream]))
+                .arg("k")
+                .arg(&a.group)
+                .arg(a.ids.len());
+            for id in &a.ids {
+                inv.arg(&id.0);
+            }
+        }
+        if let Some((ns, key, data)) = &commit.blob {
+            inv.key(self.key(&["blob", ns, key])).arg("b").arg(data);
+        }
+        for (stream, id) in &commit.trims {
+            inv.key(self.key(&["stream", stream])).arg("t").arg(&id.0);
+        }
+        for stream in &commit.deletes {
+            inv.key(self.key(&["stream", stream])).arg("d");
+        }
+        let mut conn = self.write_conn().await?;
+        let reply: Vec<Value> = inv.invoke_async(&mut conn).await?;
+        if matches!(reply.first(), Some(Value::Int(1))) {
+            self.confirm(&mut conn).await?;
+        }
+        match reply.as_slice() {
+            [Value::Int(-1), Value::Int(current)] => Err(stale_fence(Some(&lease.fence()), *current)),
+            [Value::Int(1), ids @ ..] => ids
+                .iter()
+                .map(|v| match v {
+                    Value::BulkString(b) => std::str::from_utf8(b)
+                        .map(|s| StreamEntryId(s.to_string()))
+                        .map_err(|_| corrupt("commit reply", "entry id is not text")),
+                    Value::SimpleString(s) => Ok(StreamEntryId(s.clone())),
+                    _ => Err(corrupt("commit reply", "entry id is not a string")),
+                })
+                .collect(),
+            _ => Err(corrupt("commit reply", "unexpected shape")),
+        }
     }
 
     pub(crate) async fn stream_ack(

@@ -51,6 +51,9 @@ on_both_backends!(
     bad_names_are_rejected,
     rate_limits_refill_at_virtual_now,
     batches_apply_whole_or_not_at_all,
+    stream_read_follows_from_a_position,
+    stream_commit_applies_whole_under_the_lease,
+    stream_commit_needs_the_lease_as_granted,
 );
 
 fn t(secs: i64) -> Timestamp {
@@ -1016,4 +1019,250 @@ async fn batches_apply_whole_or_not_at_all(h: Harness) {
         s.apply(WriteBatch::new(), t(12)).await.unwrap(),
         BatchOutcome::Applied(vec![])
     );
+}
+
+async fn stream_read_follows_from_a_position(h: Harness) {
+    let s = h.store.clone();
+    assert_eq!(s.stream_last_id("events").await.unwrap(), None);
+    assert!(s.stream_read("events", None, 10, None).await.unwrap().is_empty());
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            s.stream_append("events", format!("e{i}").as_bytes())
+                .await
+                .unwrap(),
+        );
+    }
+    let all = s.stream_read("events", None, 10, None).await.unwrap();
+    assert_eq!(ids_of(&all), ids);
+    let after_first = s.stream_read("events", Some(&ids[0]), 1, None).await.unwrap();
+    assert_eq!(after_first.len(), 1, "count is respected");
+    assert_eq!(after_first[0].payload, b"e1");
+    assert_eq!(s.stream_last_id("events").await.unwrap(), Some(ids[2].clone()));
+    // Reading does not consume: a second reader sees the same entries.
+    assert_eq!(s.stream_read("events", None, 10, None).await.unwrap().len(), 3);
+
+    // A reader blocked at the end wakes on the next append from another connection.
+    let reader = {
+        let s = s.clone();
+        let last = ids[2].clone();
+        tokio::spawn(async move {
+            s.stream_read("events", Some(&last), 10, Some(Duration::from_secs(10)))
+                .await
+        })
+    };
+    let producer = h.reopen().await;
+    producer.stream_append("events", b"e3").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, b"e3");
+    // Nothing new: a short block returns empty.
+    let last = s.stream_last_id("events").await.unwrap().unwrap();
+    assert!(
+        s.stream_read("events", Some(&last), 10, Some(Duration::from_millis(50)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        s.stream_read(
+            "events",
+            Some(&state_store::StreamEntryId("nonsense".into())),
+            1,
+            None
+        )
+        .await,
+        Err(StateError::Invalid { .. })
+    ));
+}
+
+async fn stream_commit_applies_whole_under_the_lease(h: Harness) {
+    let s = &h.store;
+    let ttl = Duration::from_secs(2);
+    s.stream_ensure_group("in", "router").await.unwrap();
+    for i in 0..3 {
+        s.stream_append("in", format!("input-{i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    let a = s
+        .acquire_lease("router", "leader-a", ttl, t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let read = s
+        .stream_read_group("in", "router", "leader-a", 2, None)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 2);
+
+    let mut commit = state_store::StreamCommit::new(a.clone());
+    commit
+        .append("journal", b"batch-1".to_vec(), None)
+        .append("out.node-1", b"offer".to_vec(), Some(100))
+        .append("journal", b"batch-2".to_vec(), None)
+        .ack("in", "router", ids_of(&read))
+        .put_blob("router", "snapshot", b"snap-1".to_vec());
+    let ids = s.stream_commit(&commit).await.unwrap();
+    assert_eq!(ids.len(), 3);
+    let journal = s.stream_read("journal", None, 10, None).await.unwrap();
+    assert_eq!(ids_of(&journal), vec![ids[0].clone(), ids[2].clone()]);
+    assert_eq!(journal[1].payload, b"batch-2");
+    assert_eq!(
+        s.stream_read("out.node-1", None, 10, None).await.unwrap()[0].payload,
+        b"offer"
+    );
+    assert_eq!(s.stream_pending("in", "router").await.unwrap(), 0, "acknowledged");
+    assert_eq!(
+        s.get_blob("router", "snapshot", t(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        b"snap-1"
+    );
+
+    // Leader a stalls past its lease; b takes over and claims nothing (all acknowledged) but reads
+    // the third input. a's late commit changes nothing at all.
+    let b = s
+        .acquire_lease("router", "leader-b", ttl, t(3))
+        .await
+        .unwrap()
+        .unwrap();
+    let third = s
+        .stream_read_group("in", "router", "leader-b", 10, None)
+        .await
+        .unwrap();
+    assert_eq!(third.len(), 1);
+    let mut late = state_store::StreamCommit::new(a.clone());
+    late.append("journal", b"late".to_vec(), None)
+        .append("out.node-1", b"late offer".to_vec(), None)
+        .ack("in", "router", ids_of(&third))
+        .put_blob("router", "snapshot", b"late".to_vec())
+        .delete_stream("out.node-1");
+    match s.stream_commit(&late).await.unwrap_err() {
+        StateError::StaleFence {
+            presented, current, ..
+        } => {
+            assert_eq!((presented, current), (a.token, b.token));
+        }
+        other => panic!("expected a stale fence, got {other:?}"),
+    }
+    assert_eq!(s.stream_len("journal").await.unwrap(), 2);
+    assert_eq!(s.stream_len("out.node-1").await.unwrap(), 1);
+    assert_eq!(s.stream_pending("in", "router").await.unwrap(), 1);
+    assert_eq!(
+        s.get_blob("router", "snapshot", t(3))
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        b"snap-1"
+    );
+
+    // b's commit goes through: it trims the journal before its own batch and drops a node's stream.
+    let mut next = state_store::StreamCommit::new(b.clone());
+    next.append("journal", b"batch-3".to_vec(), None)
+        .ack("in", "router", ids_of(&third))
+        .delete_stream("out.node-1");
+    let ids3 = s.stream_commit(&next).await.unwrap();
+    let mut snap = state_store::StreamCommit::new(b.clone());
+    snap.put_blob("router", "snapshot", b"snap-3".to_vec())
+        .trim_before("journal", ids3[0].clone());
+    assert!(s.stream_commit(&snap).await.unwrap().is_empty());
+    let journal = s.stream_read("journal", None, 10, None).await.unwrap();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0].payload, b"batch-3");
+    assert_eq!(s.stream_len("out.node-1").await.unwrap(), 0);
+    assert_eq!(s.stream_pending("in", "router").await.unwrap(), 0);
+    assert_eq!(
+        s.get_blob("router", "snapshot", t(3))
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        b"snap-3"
+    );
+
+    // A capped stream keeps about its bound (exactly in memory; Redis may keep a little more).
+    let mut capped = state_store::StreamCommit::new(b.clone());
+    for i in 0..300 {
+        capped.append("events", format!("{i}").into_bytes(), Some(10));
+    }
+    s.stream_commit(&capped).await.unwrap();
+    let kept = s.stream_len("events").await.unwrap();
+    assert!((10..300).contains(&kept), "kept {kept}");
+    assert_eq!(
+        s.stream_read(
+            "events",
+            s.stream_last_id("events").await.unwrap().as_ref(),
+            1,
+            None
+        )
+        .await
+        .unwrap()
+        .len(),
+        0
+    );
+}
+
+async fn stream_commit_needs_the_lease_as_granted(h: Harness) {
+    let s = &h.store;
+    let ttl = Duration::from_secs(2);
+    let a = s
+        .acquire_lease("router", "leader-a", ttl, t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut commit = state_store::StreamCommit::new(a.clone());
+    commit.append("journal", b"x".to_vec(), None);
+    // A lapsed lease nobody took is still the latest grant: fencing lets it through.
+    assert_eq!(s.stream_commit(&commit).await.unwrap().len(), 1);
+    let a_after_lapse = s
+        .acquire_lease("router", "leader-a", ttl, t(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(a_after_lapse.token > a.token, "a new grant after the lapse");
+    assert!(matches!(
+        s.stream_commit(&commit).await,
+        Err(StateError::StaleFence { .. })
+    ));
+    // Another holder presenting the current token is refused: the record names leader-a.
+    let mut impostor = state_store::StreamCommit::new(state_store::Lease {
+        holder: "leader-b".into(),
+        ..a_after_lapse.clone()
+    });
+    impostor.append("journal", b"y".to_vec(), None);
+    assert!(matches!(
+        s.stream_commit(&impostor).await,
+        Err(StateError::StaleFence { .. })
+    ));
+    // A released lease fences its holder too.
+    assert!(s.release_lease(&a_after_lapse).await.unwrap());
+    let mut after_release = state_store::StreamCommit::new(a_after_lapse);
+    after_release.append("journal", b"z".to_vec(), None);
+    assert!(matches!(
+        s.stream_commit(&after_release).await,
+        Err(StateError::StaleFence { .. })
+    ));
+    assert_eq!(s.stream_len("journal").await.unwrap(), 1);
+    // Names are checked before anything is sent.
+    let lease = s
+        .acquire_lease("router", "leader-c", ttl, t(20))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut bad = state_store::StreamCommit::new(lease);
+    bad.append("journal", b"ok".to_vec(), None)
+        .append("bad:name", b"x".to_vec(), None);
+    assert!(matches!(
+        s.stream_commit(&bad).await,
+        Err(StateError::Invalid { .. })
+    ));
+    assert_eq!(s.stream_len("journal").await.unwrap(), 1);
 }

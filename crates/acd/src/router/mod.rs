@@ -447,37 +447,41 @@ impl Acd {
     /// Every call the router holds, with its queue and phase, in no particular order. After a restore
     /// the owner checks each against the calls it still has (a restarted process has lost its own).
     pub fn calls(&self) -> Vec<HeldCall> {
-        self.state
-            .calls
-            .values()
-            .filter_map(|c| {
-                let queue = self.state.queues.get(c.queue)?.config.id.clone();
-                let phase = match &c.status {
-                    CallStatus::Waiting => CallPhase::Waiting,
-                    CallStatus::Offered { offer } => CallPhase::Ringing(
-                        self.state
-                            .offers
-                            .get(offer)
-                            .map(|o| {
-                                o.agents
-                                    .iter()
-                                    .filter_map(|&a| Some(self.state.agents.get(a)?.config.id.clone()))
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    ),
-                    CallStatus::Connected { agent, .. } => {
-                        CallPhase::Connected(self.state.agents.get(*agent)?.config.id.clone())
-                    }
-                };
-                Some(HeldCall {
-                    call: c.id.clone(),
-                    queue,
-                    phase,
-                    enqueued_at: c.enqueued_at,
-                })
-            })
-            .collect()
+        self.state.calls.values().filter_map(|c| self.held(c)).collect()
+    }
+
+    /// One call the router holds, with its queue and phase; none once it has left (answered and
+    /// ended, abandoned, overflowed out of the router).
+    pub fn call(&self, call: &CallId) -> Option<HeldCall> {
+        self.held(self.state.calls.get(call)?)
+    }
+
+    fn held(&self, c: &CallRt) -> Option<HeldCall> {
+        let queue = self.state.queues.get(c.queue)?.config.id.clone();
+        let phase = match &c.status {
+            CallStatus::Waiting => CallPhase::Waiting,
+            CallStatus::Offered { offer } => CallPhase::Ringing(
+                self.state
+                    .offers
+                    .get(offer)
+                    .map(|o| {
+                        o.agents
+                            .iter()
+                            .filter_map(|&a| Some(self.state.agents.get(a)?.config.id.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            CallStatus::Connected { agent, .. } => {
+                CallPhase::Connected(self.state.agents.get(*agent)?.config.id.clone())
+            }
+        };
+        Some(HeldCall {
+            call: c.id.clone(),
+            queue,
+            phase,
+            enqueued_at: c.enqueued_at,
+        })
     }
 
     /// Number of calls the router holds (waiting, ringing or connected).

@@ -36,7 +36,6 @@ pub use timeline::Timeline;
 use domain::InteractionEvent;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tracing::warn;
 
 /// Where interaction events go: the CRM store's durable writer in production.
 pub trait EventSink: Send + Sync {
@@ -44,14 +43,10 @@ pub trait EventSink: Send + Sync {
     fn log(&self, event: InteractionEvent);
 }
 
-impl EventSink for crm_store::EventWriter {
+/// Events reach the writer in the order they were logged: one queue and one appending task.
+impl EventSink for crm_store::OrderedAppender {
     fn log(&self, event: InteractionEvent) {
-        let writer = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = writer.append(event).await {
-                warn!(error = %e, "interaction event not journaled");
-            }
-        });
+        self.append(event);
     }
 }
 

@@ -231,7 +231,7 @@ async fn serve(config: Config) -> Result<(), String> {
             flows: flows.clone(),
             crm: crm.clone(),
             acd: acd.clone(),
-            events: Arc::new(writer),
+            events: Arc::new(crm_store::OrderedAppender::start(writer.clone())),
             state: state.clone(),
             desks: desks.clone(),
             hold_music: config.desk.hold_music.clone(),

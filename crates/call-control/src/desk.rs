@@ -7,8 +7,8 @@
 //! reply channel that comes with it.
 
 pub use call_session::desk::{
-    AgentCommand, AgentMedia, CallPhase, CallbackRequest, CampaignWrapUp, CommandResult, DialNumber,
-    Refusal, SuperviseMode, TransferTarget,
+    AgentCommand, AgentMedia, CallPhase, CallbackRequest, CampaignWrapUp, CommandResult, DialNumber, Refusal,
+    SuperviseMode, TransferTarget,
 };
 use domain::{AgentId, CallId, Pii, QueueId, Timestamp};
 use parking_lot::Mutex;

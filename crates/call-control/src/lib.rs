@@ -10,12 +10,9 @@
 //! crates). The per-call driver ([`call`]) is the async edge that carries out their commands.
 
 pub mod acd_task;
-pub mod anchor;
 mod call;
 mod callback;
 pub mod campaign_runner;
-pub mod crm_metrics;
-pub mod crm_outbox;
 pub mod desk;
 pub mod kpi_metrics;
 mod outbound;
@@ -28,7 +25,6 @@ pub use campaign_runner::{
     CampaignAction, CampaignConfig, CampaignHandle, CampaignLiveStats, CampaignSpec, DialerMetrics,
     PreviewChoice,
 };
-pub use crm_outbox::StreamOutbox;
 pub use desk::DeskHub;
 pub use recovery::{Resumed, resume_acd};
 pub use timeline::Timeline;

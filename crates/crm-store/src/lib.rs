@@ -22,6 +22,7 @@ mod events;
 pub mod fold;
 pub mod import;
 pub mod journal;
+pub mod metrics;
 pub mod model;
 pub mod outbox;
 mod pg_batch;

@@ -31,6 +31,11 @@ fn client() -> &'static reqwest::Client {
 
 /// Checks the URL: `http://host[:port]/path` only.
 fn parse_url(url: &str) -> Result<reqwest::Url, WebhookError> {
+    // The URL parser would read `http:///y` as host `y`; a flow author meant no host at all.
+    let rest = url.strip_prefix("http://").ok_or(WebhookError::BadUrl)?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(WebhookError::BadUrl);
+    }
     let parsed = reqwest::Url::parse(url).map_err(|_| WebhookError::BadUrl)?;
     if parsed.scheme() != "http" || parsed.host_str().is_none_or(str::is_empty) {
         return Err(WebhookError::BadUrl);

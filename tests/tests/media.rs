@@ -1,6 +1,6 @@
 //! System tests of media anchoring: a forwarded call's RTP runs through the platform's own ports.
 //!
-//! These need the `callcenter` binary to anchor forwarded calls with `call_control::anchor::EngineAnchor`
+//! These need the `callcenter` binary to anchor forwarded calls with `adapters::EngineAnchor`
 //! (rebuild it with `cargo build -p callcenter` before `cargo test -p system-tests --test media`).
 
 use std::process::{Child, Command, Stdio};

@@ -188,7 +188,7 @@ async fn writer_phase(
     let (writer, task) = match stream {
         None => EventWriter::start(store.clone(), config).await,
         Some(state) => {
-            let outbox = call_control::StreamOutbox::new(state.clone(), "bench")
+            let outbox = adapters::StreamOutbox::new(state.clone(), "bench")
                 .await
                 .map_err(|e| format!("outbox: {e}"))?;
             EventWriter::start_with_outbox(store.clone(), config, Arc::new(outbox)).await

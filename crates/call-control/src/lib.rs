@@ -10,12 +10,9 @@
 //! crates). The per-call driver ([`call`]) is the async edge that carries out their commands.
 
 pub mod acd_task;
-pub mod anchor;
 mod call;
 mod callback;
 pub mod campaign_runner;
-pub mod crm_metrics;
-pub mod crm_outbox;
 pub mod desk;
 pub mod kpi_metrics;
 mod outbound;
@@ -28,7 +25,6 @@ pub use campaign_runner::{
     CampaignAction, CampaignConfig, CampaignHandle, CampaignLiveStats, CampaignSpec, DialerMetrics,
     PreviewChoice,
 };
-pub use crm_outbox::StreamOutbox;
 pub use desk::DeskHub;
 pub use recovery::{Resumed, resume_acd};
 pub use timeline::Timeline;
@@ -36,7 +32,6 @@ pub use timeline::Timeline;
 use domain::InteractionEvent;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tracing::warn;
 
 /// Where interaction events go: the CRM store's durable writer in production.
 pub trait EventSink: Send + Sync {
@@ -44,14 +39,10 @@ pub trait EventSink: Send + Sync {
     fn log(&self, event: InteractionEvent);
 }
 
-impl EventSink for crm_store::EventWriter {
+/// Events reach the writer in the order they were logged: one queue and one appending task.
+impl EventSink for crm_store::OrderedAppender {
     fn log(&self, event: InteractionEvent) {
-        let writer = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = writer.append(event).await {
-                warn!(error = %e, "interaction event not journaled");
-            }
-        });
+        self.append(event);
     }
 }
 

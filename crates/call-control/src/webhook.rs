@@ -1,8 +1,9 @@
-//! A small HTTP/1.1 client for IVR webhooks: POST a JSON body to an `http://` URL and read a JSON
-//! reply, within a deadline. Only plain HTTP to hosts the operator configured in a flow.
+//! The IVR webhooks' client: POST a JSON body to an `http://` URL and read a JSON reply, within a
+//! deadline. Only plain HTTP to hosts the operator configured in a flow. The HTTP itself is
+//! `reqwest`'s (a maintained client: chunked replies, keep-alive, limits), not ours.
 
+use std::sync::OnceLock;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Why a webhook gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,21 +15,32 @@ pub enum WebhookError {
     BadReply,
 }
 
-fn split_url(url: &str) -> Option<(String, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if host.is_empty() {
-        return None;
+/// Replies larger than this are refused (a flow's webhook answers with a few fields).
+const MAX_REPLY_BYTES: usize = 1 << 20;
+
+/// One client for every call: it keeps connections to the flows' hosts alive between calls.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new())
+    })
+}
+
+/// Checks the URL: `http://host[:port]/path` only.
+fn parse_url(url: &str) -> Result<reqwest::Url, WebhookError> {
+    // The URL parser would read `http:///y` as host `y`; a flow author meant no host at all.
+    let rest = url.strip_prefix("http://").ok_or(WebhookError::BadUrl)?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(WebhookError::BadUrl);
     }
-    let host = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:80")
-    };
-    Some((host, path.to_string()))
+    let parsed = reqwest::Url::parse(url).map_err(|_| WebhookError::BadUrl)?;
+    if parsed.scheme() != "http" || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(WebhookError::BadUrl);
+    }
+    Ok(parsed)
 }
 
 /// POSTs `body` and returns the JSON reply.
@@ -37,122 +49,162 @@ pub async fn post_json(
     body: &serde_json::Value,
     timeout: Duration,
 ) -> Result<serde_json::Value, WebhookError> {
-    let (host, path) = split_url(url).ok_or(WebhookError::BadUrl)?;
+    let url = parse_url(url)?;
     let work = async {
-        let mut stream = tokio::net::TcpStream::connect(&host)
+        let reply = client()
+            .post(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(body)
+            .send()
             .await
-            .map_err(|_| WebhookError::Unreachable)?;
-        let payload = body.to_string();
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-            payload.len()
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|_| WebhookError::Unreachable)?;
-        let mut reply = Vec::new();
-        stream
-            .take(1 << 20)
-            .read_to_end(&mut reply)
-            .await
-            .map_err(|_| WebhookError::Unreachable)?;
-        parse_reply(&reply)
+            .map_err(|e| {
+                if e.is_timeout() {
+                    WebhookError::Timeout
+                } else {
+                    WebhookError::Unreachable
+                }
+            })?;
+        let status = reply.status();
+        if !status.is_success() {
+            return Err(WebhookError::Status(status.as_u16()));
+        }
+        if reply.content_length().is_some_and(|n| n > MAX_REPLY_BYTES as u64) {
+            return Err(WebhookError::BadReply);
+        }
+        let bytes = reply.bytes().await.map_err(|_| WebhookError::BadReply)?;
+        if bytes.len() > MAX_REPLY_BYTES {
+            return Err(WebhookError::BadReply);
+        }
+        serde_json::from_slice(&bytes).map_err(|_| WebhookError::BadReply)
     };
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| WebhookError::Timeout)?
 }
 
-fn parse_reply(reply: &[u8]) -> Result<serde_json::Value, WebhookError> {
-    let text = std::str::from_utf8(reply).map_err(|_| WebhookError::BadReply)?;
-    let (head, body) = text.split_once("\r\n\r\n").ok_or(WebhookError::BadReply)?;
-    let status: u16 = head
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or(WebhookError::BadReply)?;
-    if !(200..300).contains(&status) {
-        return Err(WebhookError::Status(status));
-    }
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body).ok_or(WebhookError::BadReply)?
-    } else {
-        body.to_string()
-    };
-    serde_json::from_str(&body).map_err(|_| WebhookError::BadReply)
-}
-
-fn dechunk(mut body: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n")?;
-        let n = usize::from_str_radix(size.trim(), 16).ok()?;
-        if n == 0 {
-            return Some(out);
-        }
-        out.push_str(rest.get(..n)?);
-        body = rest.get(n + 2..)?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
-    fn urls_and_replies_are_parsed_strictly() {
-        assert_eq!(
-            split_url("http://127.0.0.1:8089/balance"),
-            Some(("127.0.0.1:8089".into(), "/balance".into()))
-        );
-        assert_eq!(split_url("https://x/y"), None);
-        assert_eq!(split_url("http:///y"), None);
-        let ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"balance\":\"12.50\"}";
-        assert_eq!(parse_reply(ok).unwrap()["balance"], "12.50");
-        let chunked =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n";
-        assert_eq!(parse_reply(chunked).unwrap()["a"], 1);
-        assert_eq!(
-            parse_reply(b"HTTP/1.1 500 Oops\r\n\r\n"),
-            Err(WebhookError::Status(500))
-        );
-        assert_eq!(parse_reply(b"garbage"), Err(WebhookError::BadReply));
+    fn only_plain_http_urls_with_a_host_are_taken() {
+        assert!(parse_url("http://127.0.0.1:8089/balance").is_ok());
+        assert_eq!(parse_url("https://x/y"), Err(WebhookError::BadUrl));
+        assert_eq!(parse_url("http:///y"), Err(WebhookError::BadUrl));
+        assert_eq!(parse_url("not a url"), Err(WebhookError::BadUrl));
+    }
+
+    /// A local HTTP server answering one request with `reply`; returns its address and the request.
+    async fn serve_once(reply: &'static [u8]) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = vec![0u8; 4096];
+            // Read the head and the body its Content-Length announces.
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            s.write_all(reply).await.unwrap();
+            String::from_utf8_lossy(&request).to_string()
+        });
+        (format!("http://{addr}/hook"), task)
     }
 
     #[tokio::test]
-    async fn posts_to_a_real_listener() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 4096];
-            let n = s.read(&mut buf).await.unwrap();
-            let req = String::from_utf8_lossy(&buf[..n]).to_string();
-            assert!(req.starts_with("POST /hook HTTP/1.1"));
-            assert!(req.ends_with("{\"account\":\"42\"}"));
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"ok\":true}")
-                .await
-                .unwrap();
-        });
+    async fn posts_json_to_a_local_server_and_reads_its_json_reply() {
+        let (url, server) = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}",
+        )
+        .await;
         let reply = post_json(
-            &format!("http://{addr}/hook"),
+            &url,
             &serde_json::json!({"account": "42"}),
-            Duration::from_secs(2),
+            Duration::from_secs(5),
         )
         .await;
         assert_eq!(reply.unwrap()["ok"], true);
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST /hook HTTP/1.1"), "{request}");
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{request}"
+        );
+        assert!(request.ends_with("{\"account\":\"42\"}"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn chunked_replies_errors_and_garbage_are_told_apart() {
+        let (url, _) = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(
+            post_json(&url, &serde_json::json!({}), Duration::from_secs(5))
+                .await
+                .unwrap()["a"],
+            1
+        );
+        let (url, _) = serve_once(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n").await;
+        assert_eq!(
+            post_json(&url, &serde_json::json!({}), Duration::from_secs(5)).await,
+            Err(WebhookError::Status(500))
+        );
+        let (url, _) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ngarbage").await;
+        assert_eq!(
+            post_json(&url, &serde_json::json!({}), Duration::from_secs(5)).await,
+            Err(WebhookError::BadReply)
+        );
         let unreachable = post_json(
             "http://127.0.0.1:9/x",
             &serde_json::json!({}),
-            Duration::from_secs(2),
+            Duration::from_secs(5),
         )
         .await;
         assert!(matches!(
             unreachable,
             Err(WebhookError::Unreachable | WebhookError::Timeout)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            // Keep the connection open without answering until the test is over.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(s);
+        });
+        let reply = post_json(
+            &format!("http://{addr}/slow"),
+            &serde_json::json!({}),
+            Duration::from_millis(300),
+        )
+        .await;
+        assert_eq!(reply, Err(WebhookError::Timeout));
     }
 }

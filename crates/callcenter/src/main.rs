@@ -162,7 +162,7 @@ async fn serve(config: Config) -> Result<(), String> {
     crm.migrate().await.map_err(|e| format!("crm migrations: {e}"))?;
     let writer_config = crm_store::WriterConfig::new(&config.crm.journal_dir);
     let (writer, writer_task) = if config.crm_uses_stream_outbox() {
-        let outbox = call_control::StreamOutbox::new(state.clone(), &config.node.name)
+        let outbox = adapters::StreamOutbox::new(state.clone(), &config.node.name)
             .await
             .map_err(|e| format!("crm outbox stream: {e}"))?;
         info!("interaction events go through the state store's stream");
@@ -175,7 +175,7 @@ async fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| format!("crm journal {}: {e}", config.crm.journal_dir.display()))?
     };
 
-    call_control::crm_metrics::register(&telemetry, writer.clone());
+    crm_store::metrics::register(&telemetry, writer.clone());
 
     // Media engine, IVR flows, ACD.
     let media = media::engine::MediaEngine::new(media::engine::MediaConfig {
@@ -208,7 +208,7 @@ async fn serve(config: Config) -> Result<(), String> {
     .await
     .map_err(|e| format!("acd: {e}"))?;
     let acd = resumed.acd.clone();
-    let anchor = Arc::new(call_control::anchor::EngineAnchor::new(media.clone()));
+    let anchor = Arc::new(adapters::EngineAnchor::new(media.clone()));
     let desks = call_control::DeskHub::new();
     let webrtc = if config.webrtc.enabled {
         let endpoint = media::webrtc::WebRtcEndpoint::new(media::webrtc::WebRtcConfig {
@@ -231,7 +231,7 @@ async fn serve(config: Config) -> Result<(), String> {
             flows: flows.clone(),
             crm: crm.clone(),
             acd: acd.clone(),
-            events: Arc::new(writer),
+            events: Arc::new(crm_store::OrderedAppender::start(writer.clone())),
             state: state.clone(),
             desks: desks.clone(),
             hold_music: config.desk.hold_music.clone(),

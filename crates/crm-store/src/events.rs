@@ -145,22 +145,71 @@ pub(crate) fn group_events<'a>(
     by_interaction
 }
 
+/// The interactions whose rows must be folded again from every stored event: some new event comes
+/// before what their stored row has folded ([`crate::fold::folds_on_top`]).
+pub(crate) fn refold_ids(
+    by_interaction: &BTreeMap<&str, Vec<&InteractionEvent>>,
+    rows: &BTreeMap<String, InteractionRow>,
+) -> Vec<String> {
+    by_interaction
+        .iter()
+        .filter(|(id, events)| {
+            let first = events.iter().map(|e| e.seq).min().unwrap_or(u32::MAX);
+            !crate::fold::folds_on_top(rows.get(**id), first)
+        })
+        .map(|(id, _)| id.to_string())
+        .collect()
+}
+
+/// Stored events read back for a fold: `(interaction, seq, at, payload)` in seq order. A payload
+/// that no longer decodes (masked by retention) is skipped.
+pub(crate) fn stored_events(
+    rows: Vec<(String, i64, i64, String)>,
+) -> BTreeMap<String, Vec<InteractionEvent>> {
+    let mut by_interaction: BTreeMap<String, Vec<InteractionEvent>> = BTreeMap::new();
+    for (id, seq, at, payload) in rows {
+        let (Ok(interaction), Ok(seq), Ok(kind)) = (
+            domain::InteractionId::new(id.as_str()),
+            u32::try_from(seq),
+            serde_json::from_str::<InteractionEventKind>(&payload),
+        ) else {
+            tracing::warn!(interaction = %id, seq, "a stored event does not decode; left out of the fold");
+            continue;
+        };
+        by_interaction.entry(id).or_default().push(InteractionEvent {
+            interaction,
+            seq,
+            at: domain::Timestamp::from_millis(at),
+            kind,
+        });
+    }
+    by_interaction
+}
+
 /// Folds new events into the current rows (or fresh ones); also returns the callbacks they promised.
+/// `stored` holds every stored event of the interactions [`refold_ids`] named, which are folded anew.
 pub(crate) fn fold_new_events(
     by_interaction: BTreeMap<&str, Vec<&InteractionEvent>>,
     mut rows: BTreeMap<String, InteractionRow>,
+    mut stored: BTreeMap<String, Vec<InteractionEvent>>,
     country: CountryCode,
 ) -> (Vec<InteractionRow>, Vec<CallbackRequest>) {
     let mut folded = Vec::with_capacity(by_interaction.len());
     let mut callbacks = Vec::new();
     for (id, events) in by_interaction {
-        let mut row = rows.remove(id).unwrap_or_else(|| InteractionRow::new(id));
-        for e in events {
-            row.apply(e, country);
-            if let InteractionEventKind::CallbackRequested { number } = &e.kind {
-                callbacks.push(CallbackRequest::new(e, number.expose(), &row, country));
-            }
-        }
+        let all = stored.remove(id).unwrap_or_default();
+        let row = crate::fold::fold_interaction(
+            id,
+            rows.remove(id),
+            &events,
+            || all,
+            country,
+            |e, row| {
+                if let InteractionEventKind::CallbackRequested { number } = &e.kind {
+                    callbacks.push(CallbackRequest::new(e, number.expose(), row, country));
+                }
+            },
+        );
         folded.push(row);
     }
     (folded, callbacks)
@@ -238,8 +287,25 @@ async fn insert_batch_sqlite(
         }
     }
 
-    // 3. Fold and write back.
-    let (folded, callbacks) = fold_new_events(by_interaction, rows, country);
+    // 3. Every stored event of the interactions whose new events came out of order.
+    let mut stored = Vec::new();
+    for chunk in refold_ids(&by_interaction, &rows).chunks(IDS_PER_LOOKUP) {
+        let mut qb = builder_for(
+            pool,
+            "SELECT interaction_id, seq, at, payload FROM interaction_events WHERE interaction_id IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(id.clone());
+        }
+        qb.push(") ORDER BY interaction_id, seq");
+        for row in qb.build().fetch_all(&mut *tx).await? {
+            stored.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?));
+        }
+    }
+
+    // 4. Fold and write back.
+    let (folded, callbacks) = fold_new_events(by_interaction, rows, stored_events(stored), country);
     insert_callbacks_in_tx!(tx, callbacks);
     let upsert_tail = upsert_tail();
     let mut folded = folded.into_iter().peekable();

@@ -1,6 +1,11 @@
 //! Folding the event timeline into the one-row-per-interaction summary. Pure: the writer loads the
 //! current row, applies each newly stored event in order, and writes the row back in the same
 //! transaction, so a replayed event (already stored) is never folded twice.
+//!
+//! The row is always the fold of the interaction's stored events in `seq` order, whatever order
+//! batches arrive in: new events that all come after everything stored are folded on top of the
+//! row; otherwise (an event overtook another on its way, a batch was split, a node replays late)
+//! the row is folded again from every stored event ([`fold_interaction`]).
 
 use crate::phone::{CountryCode, normalize_phone};
 use domain::{Channel, Direction, EndedBy, InteractionEvent, InteractionEventKind};
@@ -9,7 +14,8 @@ use domain::{Channel, Direction, EndedBy, InteractionEvent, InteractionEventKind
 const MAX_IVR_PATH: usize = 2000;
 
 /// The `interactions` row, column for column. Times are ms since the epoch, durations ms.
-#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
+/// `Debug` masks the personal columns (numbers, notes, recording path).
+#[derive(Clone, Default, PartialEq, sqlx::FromRow)]
 pub struct InteractionRow {
     pub id: String,
     pub channel: Option<String>,
@@ -46,6 +52,96 @@ pub struct InteractionRow {
     pub dial_outcome: Option<String>,
     pub last_seq: i64,
     pub masked_at: Option<i64>,
+}
+
+impl std::fmt::Debug for InteractionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = |v: &Option<String>| if v.is_some() { "Some(***)" } else { "None" };
+        f.debug_struct("InteractionRow")
+            .field("id", &self.id)
+            .field("channel", &self.channel)
+            .field("direction", &self.direction)
+            .field("customer_id", &self.customer_id)
+            .field("caller_number", &format_args!("{}", masked(&self.caller_number)))
+            .field("called_number", &format_args!("{}", masked(&self.called_number)))
+            .field("arrived_at", &self.arrived_at)
+            .field("queued_at", &self.queued_at)
+            .field("offered_at", &self.offered_at)
+            .field("answered_at", &self.answered_at)
+            .field("ended_at", &self.ended_at)
+            .field("wrapped_at", &self.wrapped_at)
+            .field("ivr_path", &self.ivr_path)
+            .field("queue_id", &self.queue_id)
+            .field("priority", &self.priority)
+            .field("wait_ms", &self.wait_ms)
+            .field("agent_id", &self.agent_id)
+            .field("talk_ms", &self.talk_ms)
+            .field("hold_ms", &self.hold_ms)
+            .field("held_since", &self.held_since)
+            .field("wrap_ms", &self.wrap_ms)
+            .field("ended_by", &self.ended_by)
+            .field("end_reason", &self.end_reason)
+            .field("abandoned", &self.abandoned)
+            .field("disposition", &self.disposition)
+            .field("notes", &format_args!("{}", masked(&self.notes)))
+            .field(
+                "recording_path",
+                &format_args!("{}", masked(&self.recording_path)),
+            )
+            .field("survey_score", &self.survey_score)
+            .field("mos", &self.mos)
+            .field("routing_explanation", &self.routing_explanation)
+            .field("campaign_id", &self.campaign_id)
+            .field("lead_id", &self.lead_id)
+            .field("dial_outcome", &self.dial_outcome)
+            .field("last_seq", &self.last_seq)
+            .field("masked_at", &self.masked_at)
+            .finish()
+    }
+}
+
+/// Whether the events a batch newly stored for an interaction can be folded on top of its stored
+/// row: they all come after every event folded into it (`first_new_seq` is the lowest new one). A
+/// row whose payloads retention masked cannot be folded again and always takes them on top.
+pub fn folds_on_top(row: Option<&InteractionRow>, first_new_seq: u32) -> bool {
+    match row {
+        None => true,
+        Some(r) => r.masked_at.is_some() || i64::from(first_new_seq) > r.last_seq,
+    }
+}
+
+/// Folds one interaction's newly stored events (`new`, in seq order) into its row. `stored` is every
+/// stored event of the interaction in seq order, new ones included; it is read only when the new
+/// events do not all come after the stored row ([`folds_on_top`]), and then the row is folded anew
+/// from it. `on_new` sees each new event with the row as folded up to and including it.
+pub fn fold_interaction(
+    id: &str,
+    existing: Option<InteractionRow>,
+    new: &[&InteractionEvent],
+    stored: impl FnOnce() -> Vec<InteractionEvent>,
+    country: CountryCode,
+    mut on_new: impl FnMut(&InteractionEvent, &InteractionRow),
+) -> InteractionRow {
+    let first_new = new.iter().map(|e| e.seq).min().unwrap_or(u32::MAX);
+    if folds_on_top(existing.as_ref(), first_new) {
+        let mut row = existing.unwrap_or_else(|| InteractionRow::new(id));
+        for e in new {
+            row.apply(e, country);
+            on_new(e, &row);
+        }
+        return row;
+    }
+    let fresh: std::collections::HashSet<u32> = new.iter().map(|e| e.seq).collect();
+    let mut all = stored();
+    all.sort_by_key(|e| e.seq);
+    let mut row = InteractionRow::new(id);
+    for e in &all {
+        row.apply(e, country);
+        if fresh.contains(&e.seq) {
+            on_new(e, &row);
+        }
+    }
+    row
 }
 
 /// The column list of [`InteractionRow`], in field order, for generated SQL.
@@ -524,7 +620,95 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn the_rows_debug_masks_numbers_and_notes() {
+        let mut row = InteractionRow::new("i-1");
+        row.caller_number = Some("+14155550100".into());
+        row.called_number = Some("+18005550199".into());
+        row.notes = Some("card ends 4242".into());
+        let text = format!("{row:?}");
+        for secret in ["4155550100", "8005550199", "4242"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(text.contains("caller_number: Some(***)"), "{text}");
+    }
+
+    /// A store of one interaction's events and its row, written batch by batch as the SQL writer
+    /// does: duplicates skipped, new events folded by [`fold_interaction`].
+    fn store_in_batches(batches: &[Vec<InteractionEvent>]) -> InteractionRow {
+        let mut stored: std::collections::BTreeMap<u32, InteractionEvent> = Default::default();
+        let mut row: Option<InteractionRow> = None;
+        for batch in batches {
+            let mut new: Vec<&InteractionEvent> = Vec::new();
+            for e in batch {
+                if !stored.contains_key(&e.seq) && !new.iter().any(|n| n.seq == e.seq) {
+                    new.push(e);
+                }
+            }
+            if new.is_empty() {
+                continue;
+            }
+            new.sort_by_key(|e| e.seq);
+            for e in &new {
+                stored.insert(e.seq, (*e).clone());
+            }
+            let all: Vec<InteractionEvent> = stored.values().cloned().collect();
+            row = Some(fold_interaction(
+                "i-1",
+                row.take(),
+                &new,
+                || all,
+                CountryCode::NANP,
+                |_, _| {},
+            ));
+        }
+        row.unwrap_or_else(|| InteractionRow::new("i-1"))
+    }
+
     proptest::proptest! {
+        #[test]
+        fn the_row_does_not_depend_on_the_order_batches_arrive_in(
+            steps in proptest::collection::vec((arbitrary_kind(), 0i64..1_000_000), 1..30),
+            order in proptest::collection::vec(proptest::num::usize::ANY, 30),
+            cuts in proptest::collection::vec(1usize..5, 1..30),
+            replay in proptest::bool::ANY,
+        ) {
+            let mut events: Vec<InteractionEvent> = steps
+                .into_iter()
+                .enumerate()
+                .map(|(seq, (kind, at))| ev(seq as u32, at, kind))
+                .collect();
+            events.sort_by_key(|e| e.at);
+            for (seq, e) in events.iter_mut().enumerate() {
+                e.seq = seq as u32;
+            }
+            let mut reference = InteractionRow::new("i-1");
+            for e in &events {
+                reference.apply(e, CountryCode::NANP);
+            }
+            // A random interleaving: each event swapped with a random later one.
+            let mut shuffled = events.clone();
+            for i in 0..shuffled.len() {
+                let j = i + order[i % order.len()] % (shuffled.len() - i);
+                shuffled.swap(i, j);
+            }
+            // Split into batches of random sizes; with `replay`, each batch repeats the previous one.
+            let mut batches: Vec<Vec<InteractionEvent>> = Vec::new();
+            let mut rest = shuffled.as_slice();
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*cut.next().unwrap_or(&1)).min(rest.len());
+                let (part, tail) = rest.split_at(n);
+                let mut batch = part.to_vec();
+                if replay && let Some(previous) = batches.last() {
+                    batch.extend(previous.iter().cloned());
+                }
+                batches.push(batch);
+                rest = tail;
+            }
+            proptest::prop_assert_eq!(store_in_batches(&batches), reference);
+        }
+
         #[test]
         fn folded_durations_are_never_negative(
             steps in proptest::collection::vec((arbitrary_kind(), -1_000i64..1_000_000), 0..40)

@@ -23,6 +23,7 @@ pub mod files;
 pub mod fold;
 pub mod import;
 pub mod journal;
+pub mod metrics;
 pub mod model;
 pub mod outbox;
 mod pg_batch;
@@ -47,7 +48,9 @@ pub use reports::{
 };
 pub use retention::{MASKED_NAME, RetentionOutcome, retention_cutoff};
 pub use store::{BackendKind, CrmStore, DEFAULT_SQLITE_URL};
-pub use writer::{DEAD_LETTER_FILE, EventWriter, WriterConfig, WriterStats, WriterTask};
+pub use writer::{
+    DEAD_LETTER_FILE, Durable, EventWriter, OrderedAppender, WriterConfig, WriterStats, WriterTask,
+};
 
 #[cfg(test)]
 mod send_tests {

@@ -5,7 +5,9 @@
 //! updates nor deadlock.
 
 use crate::error::{Result, StoreError};
-use crate::events::{fold_new_events, group_events, insert_callbacks_in_tx, upsert_tail};
+use crate::events::{
+    fold_new_events, group_events, insert_callbacks_in_tx, refold_ids, stored_events, upsert_tail,
+};
 use crate::fold::{INTERACTION_COLUMNS, InteractionRow, stored_payload};
 use crate::phone::CountryCode;
 use domain::InteractionEvent;
@@ -196,7 +198,8 @@ async fn insert_fresh(pool: &PgPool, unique: &[&InteractionEvent], country: Coun
 
     let rows = lock_rows(&mut tx, &ids).await?;
     let found: HashSet<String> = rows.keys().cloned().collect();
-    let (folded, callbacks) = fold_new_events(by_interaction, rows, country);
+    let stored = read_stored(&mut tx, &refold_ids(&by_interaction, &rows)).await?;
+    let (folded, callbacks) = fold_new_events(by_interaction, rows, stored, country);
     insert_callbacks_in_tx!(tx, callbacks);
     let (existing, new): (Vec<InteractionRow>, Vec<InteractionRow>) =
         folded.into_iter().partition(|r| found.contains(&r.id));
@@ -256,8 +259,9 @@ async fn insert_idempotent(
     .await?;
     let rows = lock_rows(&mut tx, &ids).await?;
 
-    // 3. Fold and write back.
-    let (folded, callbacks) = fold_new_events(by_interaction, rows, country);
+    // 3. Fold and write back (folding anew the interactions whose new events came out of order).
+    let stored = read_stored(&mut tx, &refold_ids(&by_interaction, &rows)).await?;
+    let (folded, callbacks) = fold_new_events(by_interaction, rows, stored, country);
     insert_callbacks_in_tx!(tx, callbacks);
     write_rows(&mut tx, folded, &upsert_sql()).await?;
     tx.commit().await?;
@@ -286,6 +290,24 @@ async fn lock_rows(
         .into_iter()
         .map(|r| (r.id.clone(), r))
         .collect())
+}
+
+/// Every stored event of these interactions, in seq order (for a fold from the start).
+async fn read_stored(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    ids: &[String],
+) -> Result<BTreeMap<String, Vec<InteractionEvent>>> {
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let rows: Vec<(String, i64, i64, String)> = sqlx::query_as(
+        "SELECT e.interaction_id, e.seq, e.at, e.payload::text FROM interaction_events e \
+         JOIN UNNEST($1::text[]) AS k(id) ON e.interaction_id = k.id ORDER BY e.interaction_id, e.seq",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(stored_events(rows))
 }
 
 /// Writes rows with `sql` (the upsert or the plain insert), every column bound as one array.

@@ -226,13 +226,20 @@ impl EventWriter {
     /// Appends an event; resolves once it is durable in the journal (it reaches SQL shortly after).
     /// Sensitive collected digits are masked before anything is written.
     pub async fn append(&self, event: InteractionEvent) -> Result<()> {
+        self.submit(event).await?.wait().await
+    }
+
+    /// Hands an event to the journal (or outbox) in the order of calls, waiting only for room in
+    /// its queue; the returned [`Durable`] resolves once the event is durable. Two events submitted
+    /// one after the other by one task reach the journal in that order.
+    pub async fn submit(&self, event: InteractionEvent) -> Result<Durable> {
         let event = crate::fold::masked_for_storage(event);
         let (ack, acked) = oneshot::channel();
         self.commands
             .send(JournalCmd::Append(event, ack))
             .await
             .map_err(|_| StoreError::WriterClosed)?;
-        acked.await.map_err(|_| StoreError::WriterClosed)?
+        Ok(Durable(acked))
     }
 
     /// Counters so far.
@@ -244,6 +251,67 @@ impl EventWriter {
     /// every batch. Events commit in append order, so the first N appended are the ones done.
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
+    }
+}
+
+/// Resolves once a [`EventWriter::submit`]ted event is durable.
+#[derive(Debug)]
+pub struct Durable(oneshot::Receiver<Result<()>>);
+
+impl Durable {
+    /// Waits for the journal's (or outbox's) acknowledgement.
+    pub async fn wait(self) -> Result<()> {
+        self.0.await.map_err(|_| StoreError::WriterClosed)?
+    }
+}
+
+/// Appends events without making the caller wait, in the order they are handed over: one queue and
+/// one task per appender, so two events of one interaction never overtake each other on their way to
+/// the journal (a task spawned per event could). The journal still groups whatever is waiting into
+/// one fsync, so ordering costs no throughput. Cheap to clone; clones share the queue.
+#[derive(Clone)]
+pub struct OrderedAppender {
+    queue: mpsc::UnboundedSender<InteractionEvent>,
+}
+
+impl std::fmt::Debug for OrderedAppender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OrderedAppender")
+    }
+}
+
+impl OrderedAppender {
+    /// Starts the appending task over `writer`. Must be called inside a tokio runtime.
+    pub fn start(writer: EventWriter) -> Self {
+        let (queue, mut events) = mpsc::unbounded_channel::<InteractionEvent>();
+        // Acknowledgements come back in append order: a second task waits for them one by one, so
+        // the first one never holds the queue up while the journal syncs.
+        let (acks_tx, mut acks) = mpsc::unbounded_channel::<Durable>();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match writer.submit(event).await {
+                    Ok(durable) => {
+                        let _ = acks_tx.send(durable);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "interaction event not journaled"),
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(durable) = acks.recv().await {
+                if let Err(e) = durable.wait().await {
+                    tracing::warn!(error = %e, "interaction event not journaled");
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Queues one event behind every event queued before it; never blocks.
+    pub fn append(&self, event: InteractionEvent) {
+        if self.queue.send(event).is_err() {
+            tracing::warn!("interaction event dropped: the appender has stopped");
+        }
     }
 }
 

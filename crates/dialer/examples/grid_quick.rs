@@ -2,6 +2,8 @@
 //! `cargo run --release -p dialer --example grid_quick -- [replications] [agents,..] [live,..] [talk,..] [shapes]`
 //! e.g. `... -- 5 20,100 0.1,0.6 60,600 stationary,answer_halving [report.json]`. Prints one line per cell,
 //! and writes the whole report as JSON when a sixth argument names a file.
+// Timing from outside the core: the clock is read here, never in the crate itself.
+#![allow(clippy::disallowed_methods)]
 
 use dialer::sim::grid::{GridConfig, run_grid};
 

@@ -7,8 +7,8 @@
 // A failed unwrap here is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use call_control::StreamOutbox;
-use call_control::crm_outbox::{OUTBOX_GROUP, OUTBOX_STREAM};
+use adapters::StreamOutbox;
+use adapters::crm_stream_outbox::{OUTBOX_GROUP, OUTBOX_STREAM};
 use crm_store::{CrmStore, EventWriter, Outbox, WriterConfig, journal};
 use domain::{
     AgentId, Channel, Direction, EndedBy, InteractionEvent, InteractionEventKind, InteractionId, Pii,

@@ -1,7 +1,7 @@
-//! The CRM writer's figures as `crm_*` metrics: read from the writer's own counters at each scrape,
+//! The CRM writer's figures as `crm_*` metrics (the writer owns its metrics): read from the writer's own counters at each scrape,
 //! so the durable path counts nothing twice and pays nothing per event for them.
 
-use crm_store::EventWriter;
+use crate::EventWriter;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -83,7 +83,7 @@ pub fn register(telemetry: &telemetry::Telemetry, writer: EventWriter) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crm_store::{CrmStore, WriterConfig};
+    use crate::{CrmStore, WriterConfig};
     use domain::{InteractionEvent, InteractionEventKind, InteractionId, Timestamp};
 
     #[tokio::test]

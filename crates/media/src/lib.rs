@@ -14,6 +14,7 @@
 //! | [`amd`] | answering-machine analyser (HUMAN / MACHINE / NOTSURE with a reason) |
 //! | [`quality`] | RFC 3550 loss and jitter, E-model R-factor and MOS |
 //! | [`sdp`] | audio offer parsing, negotiation, answer/offer writing |
+//! | [`latch`] | who may send media to a leg (SDP address, NAT signalling IP, one latch per offer/answer) and the send budget of an unconfirmed dialog |
 //! | [`stream`] | outgoing SSRC/sequence/timestamp continuity across feed changes |
 //! | [`recorder`] | stereo recording timeline and WAV writer |
 //! | [`mixer`] | monitored calls: who hears whom (listen, whisper, barge, hold, mute), jitter queues, saturating mix |
@@ -44,6 +45,7 @@ pub mod amd;
 pub mod dtmf;
 pub mod engine;
 pub mod g711;
+pub mod latch;
 pub mod mixer;
 pub mod prompt;
 pub mod quality;

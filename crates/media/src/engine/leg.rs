@@ -7,6 +7,7 @@ use crate::dtmf::DtmfDigit;
 use crate::dtmf::inband::InbandDetector;
 use crate::dtmf::rfc4733::{OutgoingEventPacket, Rfc4733Receiver, digit_packets};
 use crate::g711::{G711, SAMPLES_PER_FRAME};
+use crate::latch::{Admission, LatchPolicy, SendBudget, SourceGate, same_addr};
 use crate::mixer::{BridgeState, Frame, Party, encode_frame};
 use crate::prompt::{Prompt, PromptPlayer};
 use crate::quality::{CallQuality, ReceptionStats};
@@ -49,7 +50,8 @@ pub enum LegEvent {
         digit: Pii<DtmfDigit>,
         source: DtmfSource,
     },
-    /// The first valid RTP arrived from this address; packets from elsewhere are now ignored.
+    /// The first valid RTP from an allowed source (the SDP's address, or the signalling IP of the
+    /// [`LatchPolicy`]) arrived from this address; packets from elsewhere are now counted and dropped.
     Latched { peer: SocketAddr },
     /// No RTP for the configured media timeout.
     MediaTimeout { silent_for: Duration },
@@ -65,6 +67,10 @@ pub enum LegEvent {
 pub(crate) struct OutState {
     pub(crate) stream: OutgoingStream,
     pub(crate) remote: Option<SocketAddr>,
+    /// The RTP address the remote SDP named last: a re-offer naming it again keeps `remote` (maybe latched).
+    pub(crate) sdp_remote: Option<SocketAddr>,
+    /// What may be sent while the dialog is unconfirmed.
+    pub(crate) budget: SendBudget,
     pub(crate) law: G711,
     pub(crate) payload_type: u8,
     pub(crate) telephone_event: Option<u8>,
@@ -72,6 +78,20 @@ pub(crate) struct OutState {
     pub(crate) negotiated: bool,
     /// A prompt, music on hold or DTMF is being sent: relayed audio is dropped meanwhile.
     pub(crate) local_feed: bool,
+}
+
+impl OutState {
+    /// Whether one more datagram may go out now (the unconfirmed-dialog budget); a refusal is counted.
+    pub(crate) fn may_send(&mut self, now: Millis, metrics: &MediaMetrics) -> bool {
+        if self.budget.is_confirmed() {
+            return true;
+        }
+        let allowed = self.budget.try_spend(now);
+        if !allowed {
+            metrics.unconfirmed_sends_dropped.inc();
+        }
+        allowed
+    }
 }
 
 pub(crate) struct RxShared {
@@ -163,7 +183,7 @@ pub(crate) struct RecorderTap {
 }
 
 pub(crate) enum LegCommand {
-    SetRemote(Negotiated),
+    SetRemote(Negotiated, LatchPolicy),
     Play {
         prompts: Vec<Prompt>,
         looping: bool,
@@ -186,7 +206,7 @@ impl std::fmt::Debug for LegCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Only the variant: prompts and digits are not for logs.
         f.write_str(match self {
-            Self::SetRemote(_) => "SetRemote",
+            Self::SetRemote(..) => "SetRemote",
             Self::Play { .. } => "Play",
             Self::StopPlayback => "StopPlayback",
             Self::SendDtmf { .. } => "SendDtmf",
@@ -221,9 +241,28 @@ impl RtpLeg {
         self.shared.local
     }
 
-    /// Applies the outcome of offer/answer (codec, telephone-event, peer address, direction). Call again after
-    /// each re-INVITE: our SSRC, sequence and timestamp continue; a changed peer address is latched anew.
+    /// Applies the outcome of offer/answer (codec, telephone-event, peer address, direction) for a dialog
+    /// that needs no confirmation: media only from the SDP's exact address ([`LatchPolicy::sdp_only`]), and the
+    /// leg counts as confirmed ([`RtpLeg::confirm`]). Call again after each re-INVITE: our SSRC, sequence and
+    /// timestamp continue; a changed peer address is latched anew.
+    ///
+    /// For a SIP leg answering an INVITE prefer [`RtpLeg::set_remote_with_policy`] and
+    /// [`RtpLeg::confirm`] at the ACK.
     pub fn set_remote(&self, negotiated: Negotiated) {
+        self.set_remote_with_policy(negotiated, LatchPolicy::sdp_only());
+        self.confirm();
+    }
+
+    /// Applies the outcome of an offer/answer with its source rules: the leg accepts RTP (and RTCP) only from
+    /// the SDP's address or, with [`LatchPolicy::signalling_ip`], from any port of the IP the SIP signalling
+    /// came from (a phone behind NAT). The first valid packet from such a source latches the leg; nobody else
+    /// can take it over, and datagrams from anyone else are counted (`media_rtp_foreign_packets_total`,
+    /// `media_rtcp_foreign_packets_total`) and dropped. Call again after each re-offer: the latch stays unless
+    /// the new SDP names a different address (a null address, as in hold, keeps it).
+    ///
+    /// Until [`RtpLeg::confirm`] the leg sends at most the engine's
+    /// [`MediaConfig::unconfirmed_send_limit`](super::MediaConfig::unconfirmed_send_limit), then nothing.
+    pub fn set_remote_with_policy(&self, negotiated: Negotiated, policy: LatchPolicy) {
         {
             let mut out = self.shared.out.lock();
             out.law = negotiated.law;
@@ -231,11 +270,25 @@ impl RtpLeg {
             out.telephone_event = negotiated.telephone_event;
             out.direction = negotiated.direction;
             out.negotiated = true;
-            if negotiated.remote.is_some() {
-                out.remote = negotiated.remote;
+            if let Some(remote) = negotiated.remote
+                && !out.sdp_remote.is_some_and(|known| same_addr(known, remote))
+            {
+                out.sdp_remote = Some(remote);
+                out.remote = Some(remote);
             }
         }
-        self.send(LegCommand::SetRemote(negotiated));
+        self.send(LegCommand::SetRemote(negotiated, policy));
+    }
+
+    /// The dialog is confirmed (the ACK of the INVITE arrived, or we sent the ACK of our own INVITE): the
+    /// leg may send without limit from now on. Idempotent.
+    pub fn confirm(&self) {
+        self.shared.out.lock().budget.confirm();
+    }
+
+    /// Whether [`RtpLeg::confirm`] (or [`RtpLeg::set_remote`]) was called.
+    pub fn is_confirmed(&self) -> bool {
+        self.shared.out.lock().budget.is_confirmed()
     }
 
     /// Plays prompts in order (in a loop for music on hold); with `barge_in`, a digit stops them.
@@ -329,6 +382,8 @@ pub(crate) fn spawn_leg(
         out: Mutex::new(OutState {
             stream,
             remote: None,
+            sdp_remote: None,
+            budget: SendBudget::unconfirmed(engine.config.unconfirmed_send_limit),
             law: G711::Pcmu,
             payload_type: 0,
             telephone_event: None,
@@ -353,9 +408,7 @@ pub(crate) fn spawn_leg(
         rtcp_interval: engine.config.rtcp_interval,
         ssrc,
         negotiated: None,
-        signalled_remote: None,
-        latched: None,
-        rtcp_peer: None,
+        gate: SourceGate::new(),
         remote_ssrc: None,
         rfc4733: Rfc4733Receiver::new(),
         inband: None,
@@ -396,9 +449,8 @@ struct LegTask {
     rtcp_interval: Duration,
     ssrc: u32,
     negotiated: Option<Negotiated>,
-    signalled_remote: Option<SocketAddr>,
-    latched: Option<SocketAddr>,
-    rtcp_peer: Option<SocketAddr>,
+    /// Who may send RTP and RTCP here, and who latched.
+    gate: SourceGate,
     remote_ssrc: Option<u32>,
     rfc4733: Rfc4733Receiver,
     inband: Option<InbandDetector>,
@@ -494,13 +546,9 @@ impl LegTask {
 
     fn handle_command(&mut self, command: LegCommand) {
         match command {
-            LegCommand::SetRemote(negotiated) => {
-                if negotiated.remote != self.signalled_remote {
-                    // A new address from SDP (re-INVITE): learn the real source again.
-                    self.signalled_remote = negotiated.remote;
-                    self.latched = None;
-                    self.rtcp_peer = None;
-                }
+            LegCommand::SetRemote(negotiated, policy) => {
+                // A new address from SDP (re-INVITE) clears the latch: the real source is learnt again.
+                self.gate.renegotiate(negotiated.remote, policy);
                 self.negotiated = Some(negotiated);
                 self.last_rx = Instant::now();
                 self.timeout_reported = false;
@@ -578,7 +626,7 @@ impl LegTask {
             let prepared = {
                 let mut out = self.shared.out.lock();
                 match (out.telephone_event, out.remote) {
-                    (Some(pt), Some(remote)) => {
+                    (Some(pt), Some(remote)) if out.may_send(now, &self.metrics) => {
                         let elapsed = u32::from(event.event.duration);
                         let stamp =
                             out.stream
@@ -620,6 +668,9 @@ impl LegTask {
         let Some(remote) = out.remote.filter(|_| out.direction.sends() && out.negotiated) else {
             return;
         };
+        if !out.may_send(now, &self.metrics) {
+            return;
+        }
         let stamp = out
             .stream
             .stamp_local(now, SAMPLES_PER_FRAME as u32, SAMPLES_PER_FRAME);
@@ -643,18 +694,24 @@ impl LegTask {
     }
 
     fn on_rtp(&mut self, buf: &mut [u8; MAX_DATAGRAM], len: usize, from: SocketAddr) {
-        if self.accept_rtp(buf, len, from) {
+        let admission = self.gate.admit_rtp(from);
+        if admission == Admission::Foreign {
+            self.counts.foreign_rtp += 1; // not the SDP's address, the signalling IP or the latched peer
+        } else if self.accept_rtp(buf, len, from, admission) {
             self.counts.received += 1;
         } else {
             self.counts.ignored += 1;
         }
     }
 
-    /// Handles one datagram; false if it was ignored.
-    fn accept_rtp(&mut self, buf: &mut [u8; MAX_DATAGRAM], len: usize, from: SocketAddr) -> bool {
-        if self.latched.is_some_and(|peer| peer != from) {
-            return false; // symmetric RTP: only the latched peer is heard
-        }
+    /// Handles one datagram from an admitted source; false if it was ignored.
+    fn accept_rtp(
+        &mut self,
+        buf: &mut [u8; MAX_DATAGRAM],
+        len: usize,
+        from: SocketAddr,
+        admission: Admission,
+    ) -> bool {
         let Some(negotiated) = self.negotiated else {
             return false;
         };
@@ -679,8 +736,7 @@ impl LegTask {
         let arrived = Instant::now();
         let now = self.now_ms(arrived);
 
-        if self.latched.is_none() {
-            self.latched = Some(from);
+        if admission == Admission::Candidate && self.gate.latch_rtp(from) {
             self.shared.out.lock().remote = Some(from);
             self.emit(LegEvent::Latched { peer: from });
         }
@@ -812,14 +868,13 @@ impl LegTask {
     }
 
     fn on_rtcp(&mut self, datagram: &[u8], from: SocketAddr) {
-        let expected_ip = self.latched.or(self.signalled_remote).map(|a| a.ip());
-        if expected_ip.is_some_and(|ip| ip != from.ip()) {
+        if !self.gate.admit_rtcp(from) {
+            self.counts.foreign_rtcp += 1;
             return;
         }
         let Ok(compound) = RtcpCompound::parse(datagram) else {
             return;
         };
-        self.rtcp_peer = Some(from);
         let arrived = Instant::now();
         for packet in &compound.packets {
             let reports = match packet {
@@ -864,13 +919,13 @@ impl LegTask {
 
     fn send_rtcp(&mut self, bye: bool) {
         self.last_rtcp_sent = Instant::now();
-        let Some(target) = self.rtcp_peer.or_else(|| {
-            self.latched
-                .or(self.signalled_remote)
-                .map(|a| SocketAddr::new(a.ip(), a.port().saturating_add(1)))
-        }) else {
+        let Some(target) = self.gate.rtcp_target() else {
             return;
         };
+        let now = self.now_ms(self.last_rtcp_sent);
+        if !self.shared.out.lock().may_send(now, &self.metrics) {
+            return;
+        }
         let (last_sr, dlsr) = match self.last_sr {
             Some((middle, at)) => {
                 let delay = at.elapsed().as_secs_f64() * 65536.0;
@@ -962,6 +1017,9 @@ fn relay(
         out.payload_type
     };
     let samples = if is_event { 0 } else { payload_len as u32 };
+    if !out.may_send(now, &target.engine.metrics) {
+        return false;
+    }
     let stamp = out.stream.stamp_relayed(now, header, samples, payload_len);
     let ssrc = out.stream.ssrc();
     let to_law = out.law;
@@ -992,6 +1050,9 @@ pub(crate) fn send_local_frame(leg: &LegShared, frame: &Frame, now: Millis) -> b
         return false;
     }
     let Some(remote) = out.remote else { return false };
+    if !out.may_send(now, &leg.engine.metrics) {
+        return false;
+    }
     let payload = encode_frame(out.law, frame);
     let stamp = out
         .stream

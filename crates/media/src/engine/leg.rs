@@ -18,6 +18,7 @@ use crate::rtcp::{
 };
 use crate::rtp::{RtpPacket, rewrite_header};
 use crate::sdp::{MediaDirection, Negotiated};
+use crate::srtp::{MAX_RTP_OVERHEAD, RTCP_OVERHEAD, SrtpError, SrtpKeys, SrtpReceiver, SrtpSender};
 use crate::stream::{Millis, OutgoingStream, SourceHeader};
 use domain::{Pii, Timestamp};
 use parking_lot::Mutex;
@@ -78,6 +79,8 @@ pub(crate) struct OutState {
     pub(crate) negotiated: bool,
     /// A prompt, music on hold or DTMF is being sent: relayed audio is dropped meanwhile.
     pub(crate) local_feed: bool,
+    /// SRTP towards the peer (SDES keys), if negotiated.
+    pub(crate) srtp: Option<SrtpSender>,
 }
 
 impl OutState {
@@ -91,6 +94,14 @@ impl OutState {
             metrics.unconfirmed_sends_dropped.inc();
         }
         allowed
+    }
+
+    /// Protects the RTP packet in `buf[..len]` when the leg uses SRTP; the length to send, `None` to drop.
+    pub(crate) fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
+        match self.srtp.as_mut() {
+            Some(srtp) => srtp.protect_rtp(buf, len).ok(),
+            None => Some(len),
+        }
     }
 }
 
@@ -198,6 +209,7 @@ pub(crate) enum LegCommand {
     SetMixFeed(Option<MixFeed>),
     SetRecorder(Option<RecorderTap>),
     SetInbandDtmf(Option<bool>),
+    SetSrtp(Option<Box<SrtpReceiver>>),
     StartAmd(AmdConfig),
     Close,
 }
@@ -214,6 +226,7 @@ impl std::fmt::Debug for LegCommand {
             Self::SetMixFeed(_) => "SetMixFeed",
             Self::SetRecorder(_) => "SetRecorder",
             Self::SetInbandDtmf(_) => "SetInbandDtmf",
+            Self::SetSrtp(_) => "SetSrtp",
             Self::StartAmd(_) => "StartAmd",
             Self::Close => "Close",
         })
@@ -284,6 +297,20 @@ impl RtpLeg {
     /// leg may send without limit from now on. Idempotent.
     pub fn confirm(&self) {
         self.shared.out.lock().budget.confirm();
+    }
+
+    /// Protects the leg with SRTP (RFC 3711) from now on, with SDES keys from offer/answer
+    /// ([`crate::sdes::answer_crypto`] or [`crate::sdes::keys_from_answer`]): what it sends is encrypted with
+    /// `keys.local`, what it receives must be authentic under `keys.remote` (forgeries and replays are counted
+    /// in `media_srtp_rejected_total` and dropped). `None` returns to plain RTP. Call it before
+    /// [`RtpLeg::set_remote_with_policy`] for the same offer/answer, and again when a re-offer changes the keys.
+    pub fn set_srtp(&self, keys: Option<SrtpKeys>) {
+        let (sender, receiver) = match keys.map(|k| k.contexts()) {
+            Some((sender, receiver)) => (Some(sender), Some(Box::new(receiver))),
+            None => (None, None),
+        };
+        self.shared.out.lock().srtp = sender;
+        self.send(LegCommand::SetSrtp(receiver));
     }
 
     /// Whether [`RtpLeg::confirm`] (or [`RtpLeg::set_remote`]) was called.
@@ -390,6 +417,7 @@ pub(crate) fn spawn_leg(
             direction: MediaDirection::SendRecv,
             negotiated: false,
             local_feed: false,
+            srtp: None,
         }),
         rx: Mutex::new(RxShared {
             stats: ReceptionStats::new(),
@@ -409,6 +437,7 @@ pub(crate) fn spawn_leg(
         ssrc,
         negotiated: None,
         gate: SourceGate::new(),
+        srtp: None,
         remote_ssrc: None,
         rfc4733: Rfc4733Receiver::new(),
         inband: None,
@@ -451,6 +480,8 @@ struct LegTask {
     negotiated: Option<Negotiated>,
     /// Who may send RTP and RTCP here, and who latched.
     gate: SourceGate,
+    /// SRTP from the peer, if negotiated.
+    srtp: Option<Box<SrtpReceiver>>,
     remote_ssrc: Option<u32>,
     rfc4733: Rfc4733Receiver,
     inband: Option<InbandDetector>,
@@ -520,7 +551,7 @@ impl LegTask {
                 }
                 received = self.rtcp.recv_from(&mut rtcp_buf) => {
                     if let Ok((len, from)) = received {
-                        self.on_rtcp(rtcp_buf.get(..len).unwrap_or(&[]), from);
+                        self.on_rtcp(rtcp_buf.get_mut(..len).unwrap_or(&mut []), from);
                     }
                 }
                 _ = next_tick(&mut self.tick) => self.on_tick(),
@@ -593,6 +624,7 @@ impl LegTask {
                 self.dtmf_out.extend(digit_packets(digit, duration_ms, 10));
                 self.start_ticking();
             }
+            LegCommand::SetSrtp(receiver) => self.srtp = receiver,
             LegCommand::StartAmd(config) => self.amd = Some(AnsweringMachineDetector::new(config)),
             LegCommand::SetPartner(partner) => self.partner = partner,
             LegCommand::SetMixFeed(feed) => self.mix = feed,
@@ -620,7 +652,7 @@ impl LegTask {
     /// Sends the next 20 ms of locally generated media: DTMF first, then the prompt.
     fn on_tick(&mut self) {
         let now = self.now_ms(Instant::now());
-        let mut packet = [0u8; 12 + SAMPLES_PER_FRAME];
+        let mut packet = [0u8; 12 + SAMPLES_PER_FRAME + MAX_RTP_OVERHEAD];
         if let Some(event) = self.dtmf_out.pop_front() {
             let payload = event.event.to_bytes();
             let prepared = {
@@ -639,7 +671,9 @@ impl LegTask {
             if let Some((pt, remote, stamp, ssrc)) = prepared {
                 let rtp = RtpPacket::new(pt, stamp.sequence, stamp.timestamp, ssrc, &payload)
                     .with_marker(stamp.marker);
-                if let Ok(len) = rtp.write_to(&mut packet) {
+                if let Ok(len) = rtp.write_to(&mut packet)
+                    && let Some(len) = self.shared.out.lock().protect_rtp(&mut packet, len)
+                {
                     let _ = self
                         .shared
                         .rtp
@@ -682,8 +716,10 @@ impl LegTask {
             &frame,
         )
         .with_marker(stamp.marker);
-        drop(out);
-        if let Ok(len) = rtp.write_to(&mut packet) {
+        if let Ok(len) = rtp.write_to(&mut packet)
+            && let Some(len) = out.protect_rtp(&mut packet, len)
+        {
+            drop(out);
             let _ = self
                 .shared
                 .rtp
@@ -697,7 +733,20 @@ impl LegTask {
         let admission = self.gate.admit_rtp(from);
         if admission == Admission::Foreign {
             self.counts.foreign_rtp += 1; // not the SDP's address, the signalling IP or the latched peer
-        } else if self.accept_rtp(buf, len, from, admission) {
+            return;
+        }
+        // SRTP: only an authentic, fresh packet goes further (and only such a packet can latch the leg).
+        let len = match self.srtp.as_mut() {
+            Some(srtp) => match srtp.unprotect_rtp(buf.get_mut(..len).unwrap_or(&mut [])) {
+                Ok(len) => len,
+                Err(error) => {
+                    self.count_srtp_rejection(error);
+                    return;
+                }
+            },
+            None => len,
+        };
+        if self.accept_rtp(buf, len, from, admission) {
             self.counts.received += 1;
         } else {
             self.counts.ignored += 1;
@@ -867,11 +916,28 @@ impl LegTask {
         });
     }
 
-    fn on_rtcp(&mut self, datagram: &[u8], from: SocketAddr) {
+    fn count_srtp_rejection(&mut self, error: SrtpError) {
+        match error {
+            SrtpError::Replay => self.counts.srtp_replayed += 1,
+            _ => self.counts.srtp_unauthentic += 1,
+        }
+    }
+
+    fn on_rtcp(&mut self, datagram: &mut [u8], from: SocketAddr) {
         if !self.gate.admit_rtcp(from) {
             self.counts.foreign_rtcp += 1;
             return;
         }
+        let datagram = match self.srtp.as_mut() {
+            Some(srtp) => match srtp.unprotect_rtcp(datagram) {
+                Ok(len) => datagram.get(..len).unwrap_or(&[]),
+                Err(error) => {
+                    self.count_srtp_rejection(error);
+                    return;
+                }
+            },
+            None => datagram,
+        };
         let Ok(compound) = RtcpCompound::parse(datagram) else {
             return;
         };
@@ -980,7 +1046,17 @@ impl LegTask {
                 reason: None,
             }));
         }
-        if let Ok(bytes) = (RtcpCompound { packets }).to_bytes() {
+        if let Ok(mut bytes) = (RtcpCompound { packets }).to_bytes() {
+            let mut out = self.shared.out.lock();
+            if let Some(srtp) = out.srtp.as_mut() {
+                let len = bytes.len();
+                bytes.resize(len + RTCP_OVERHEAD, 0);
+                match srtp.protect_rtcp(&mut bytes, len) {
+                    Ok(len) => bytes.truncate(len),
+                    Err(_) => return,
+                }
+            }
+            drop(out);
             let _ = self.rtcp.try_send_to(&bytes, target);
         }
     }
@@ -1023,7 +1099,6 @@ fn relay(
     let stamp = out.stream.stamp_relayed(now, header, samples, payload_len);
     let ssrc = out.stream.ssrc();
     let to_law = out.law;
-    drop(out);
     let Some(datagram) = buf.get_mut(..len) else {
         return false;
     };
@@ -1039,7 +1114,14 @@ fn relay(
     {
         from_law.transcode_in_place(to_law, payload);
     }
-    target.rtp.try_send_to(datagram, remote).is_ok()
+    let Some(len) = out.protect_rtp(buf, len) else {
+        return false;
+    };
+    drop(out);
+    target
+        .rtp
+        .try_send_to(buf.get(..len).unwrap_or(&[]), remote)
+        .is_ok()
 }
 
 /// Sends one locally made 20 ms frame (a monitored call's mix) to `leg`'s peer in the leg's law, continuing its
@@ -1061,12 +1143,16 @@ pub(crate) fn send_local_frame(leg: &LegShared, frame: &Frame, now: Millis) -> b
     drop(out);
     let rtp = RtpPacket::new(payload_type, stamp.sequence, stamp.timestamp, ssrc, &payload)
         .with_marker(stamp.marker);
-    let mut packet = [0u8; 12 + SAMPLES_PER_FRAME];
-    match rtp.write_to(&mut packet) {
-        Ok(len) => leg
+    let mut packet = [0u8; 12 + SAMPLES_PER_FRAME + MAX_RTP_OVERHEAD];
+    let written = rtp
+        .write_to(&mut packet)
+        .ok()
+        .and_then(|len| leg.out.lock().protect_rtp(&mut packet, len));
+    match written {
+        Some(len) => leg
             .rtp
             .try_send_to(packet.get(..len).unwrap_or(&[]), remote)
             .is_ok(),
-        Err(_) => false,
+        None => false,
     }
 }

@@ -15,6 +15,11 @@ pub(crate) struct SourceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DecisionLabel {
     pub(crate) decision: &'static str,
     pub(crate) reason: &'static str,
@@ -33,6 +38,7 @@ pub struct MediaMetrics {
     pub(crate) rtp_foreign_packets: Counter,
     pub(crate) rtcp_foreign_packets: Counter,
     pub(crate) unconfirmed_sends_dropped: Counter,
+    pub(crate) srtp_rejected: Family<ReasonLabel, Counter>,
     pub(crate) dtmf_digits: Family<SourceLabel, Counter>,
     pub(crate) media_timeouts: Counter,
     pub(crate) amd_results: Family<DecisionLabel, Counter>,
@@ -55,6 +61,7 @@ impl Default for MediaMetrics {
             rtp_foreign_packets: Counter::default(),
             rtcp_foreign_packets: Counter::default(),
             unconfirmed_sends_dropped: Counter::default(),
+            srtp_rejected: Family::default(),
             dtmf_digits: Family::default(),
             media_timeouts: Counter::default(),
             amd_results: Family::default(),
@@ -113,6 +120,11 @@ impl MediaMetrics {
                 "Datagrams not sent because the leg's dialog was unconfirmed and its send budget spent",
                 m.unconfirmed_sends_dropped,
             );
+            r.register(
+                "srtp_rejected",
+                "SRTP/SRTCP datagrams dropped: reason unauthentic (tag did not verify, or malformed) or replayed",
+                m.srtp_rejected,
+            );
             r.register("dtmf_digits", "DTMF digits received, by source", m.dtmf_digits);
             r.register(
                 "media_timeouts",
@@ -157,6 +169,8 @@ pub(crate) struct LocalCounts {
     pub(crate) sent_local: u64,
     pub(crate) foreign_rtp: u64,
     pub(crate) foreign_rtcp: u64,
+    pub(crate) srtp_unauthentic: u64,
+    pub(crate) srtp_replayed: u64,
 }
 
 impl LocalCounts {
@@ -167,6 +181,17 @@ impl LocalCounts {
         metrics.packets_sent_local.inc_by(self.sent_local);
         metrics.rtp_foreign_packets.inc_by(self.foreign_rtp);
         metrics.rtcp_foreign_packets.inc_by(self.foreign_rtcp);
+        for (reason, count) in [
+            ("unauthentic", self.srtp_unauthentic),
+            ("replayed", self.srtp_replayed),
+        ] {
+            if count > 0 {
+                metrics
+                    .srtp_rejected
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc_by(count);
+            }
+        }
         *self = Self::default();
     }
 }

@@ -6,11 +6,16 @@
 //! from `/proc/self/task/*/stat` apart from the phones and the blaster. Each packet carries its send time;
 //! latency is receive minus send on the same clock, and the added jitter is the change in latency between
 //! consecutive packets of one stream (RFC 3550's transit difference).
+//!
+//! With `--srtp true` (the default) a third run per step puts SDES-SRTP (AES_CM_128_HMAC_SHA1_80) on every
+//! engine leg: the phones encrypt and decrypt, the engine decrypts, relays and encrypts. Its CPU per packet
+//! beside the plain engine run's is the cost of SRTP in the engine.
 
 use media::engine::{MediaConfig, MediaEngine};
 use media::g711::G711;
 use media::rtp::RtpPacket;
 use media::sdp::{MediaDirection, Negotiated};
+use media::srtp::{MAX_RTP_OVERHEAD, MasterKey, SrtpKeys, SrtpReceiver, SrtpSender, SrtpSuite};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -30,6 +35,9 @@ pub struct MediaArgs {
     /// Worker threads of the relay's runtime (engine and bare alike).
     #[arg(long, default_value_t = 2)]
     relay_threads: usize,
+    /// Also measure the engine with SRTP on every leg (true or false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    srtp: bool,
 }
 
 /// Name of the relay runtime's threads, to find their CPU time.
@@ -41,6 +49,28 @@ const WARMUP_TICKS: u64 = 50;
 enum Mode {
     Bare,
     Engine,
+    EngineSrtp,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bare => "bare",
+            Self::Engine => "engine",
+            Self::EngineSrtp => "engine_srtp",
+        }
+    }
+}
+
+const SRTP_SUITE: SrtpSuite = SrtpSuite::AesCm128HmacSha1_80;
+
+/// The phones' SRTP key (what they send with) and the engine legs' (what the phones receive).
+fn phone_key() -> MasterKey {
+    MasterKey::from_bytes(&[0x5a; 30])
+}
+
+fn engine_key() -> MasterKey {
+    MasterKey::from_bytes(&[0xa5; 30])
 }
 
 #[derive(Debug, Serialize)]
@@ -120,7 +150,7 @@ async fn set_up_relay(
                 targets.push((ta, tb));
             }
         }
-        Mode::Engine => {
+        Mode::Engine | Mode::EngineSrtp => {
             let engine = MediaEngine::new(MediaConfig {
                 recordings_dir: std::env::temp_dir(),
                 ..MediaConfig::default()
@@ -137,6 +167,15 @@ async fn set_up_relay(
             for &(pa, pb) in phones {
                 let (a, a_events) = engine.allocate_leg().map_err(|e| e.to_string())?;
                 let (b, b_events) = engine.allocate_leg().map_err(|e| e.to_string())?;
+                if mode == Mode::EngineSrtp {
+                    for leg in [&a, &b] {
+                        leg.set_srtp(Some(SrtpKeys {
+                            suite: SRTP_SUITE,
+                            local: engine_key(),
+                            remote: phone_key(),
+                        }));
+                    }
+                }
                 a.set_remote(negotiated(pa));
                 b.set_remote(negotiated(pb));
                 let bridge = engine.bridge(&a, &b);
@@ -217,11 +256,24 @@ struct Received {
 
 const END_MARKER: u64 = u64::MAX;
 
-async fn phone_receiver(socket: Arc<UdpSocket>, start: Instant) -> Received {
+async fn phone_receiver(socket: Arc<UdpSocket>, start: Instant, mut srtp: Option<SrtpReceiver>) -> Received {
     let mut buf = [0u8; 1500];
     let mut out = Received::default();
     let mut last_latency: Option<u32> = None;
     while let Ok(len) = socket.recv(&mut buf).await {
+        let Some(data) = buf.get_mut(..len) else { continue };
+        // RTCP (payload types 200-204 in the second byte) from a leg's reports is not audio.
+        if data.get(1).is_some_and(|pt| (200..=204).contains(pt)) {
+            continue;
+        }
+        let len = match srtp.as_mut() {
+            Some(srtp) => match srtp.unprotect_rtp(data) {
+                Ok(len) => len,
+                // Not ours: read it as it is (it will not carry a send time in the window).
+                Err(_) => len,
+            },
+            None => len,
+        };
         let Some(data) = buf.get(..len) else { continue };
         let Ok(packet) = RtpPacket::parse(data) else {
             continue;
@@ -281,14 +333,21 @@ async fn measure(mode: Mode, calls: usize, seconds: u64, relay_threads: usize) -
         .collect();
     let receivers: Vec<_> = phones
         .iter()
-        .map(|p| tokio::spawn(phone_receiver(p.clone(), start)))
+        .map(|p| {
+            let srtp = (mode == Mode::EngineSrtp).then(|| SrtpReceiver::new(SRTP_SUITE, &engine_key()));
+            tokio::spawn(phone_receiver(p.clone(), start, srtp))
+        })
+        .collect();
+    let mut protectors: Vec<Option<SrtpSender>> = senders
+        .iter()
+        .map(|_| (mode == Mode::EngineSrtp).then(|| SrtpSender::new(SRTP_SUITE, &phone_key())))
         .collect();
 
     let sent = AtomicU64::new(0);
     let total_ticks = (seconds + 1) * 50;
     let mut interval = tokio::time::interval(PACKET_INTERVAL);
     let mut payload = [0xffu8; 160];
-    let mut packet = [0u8; 172];
+    let mut packet = [0u8; 172 + MAX_RTP_OVERHEAD];
     let mut cpu_at_start = 0.0;
     let mut window_start_us = 0;
     for tick in 0..total_ticks {
@@ -297,12 +356,19 @@ async fn measure(mode: Mode, calls: usize, seconds: u64, relay_threads: usize) -
             window_start_us = start.elapsed().as_micros() as u64;
             cpu_at_start = threads_cpu_seconds(RELAY_THREAD);
         }
-        for (i, (socket, target)) in senders.iter().enumerate() {
+        for (i, ((socket, target), protector)) in senders.iter().zip(protectors.iter_mut()).enumerate() {
             let now_us = start.elapsed().as_micros() as u64;
             payload[..8].copy_from_slice(&now_us.to_le_bytes());
             let rtp = RtpPacket::new(0, tick as u16, (tick * 160) as u32, i as u32, &payload);
             let Ok(len) = rtp.write_to(&mut packet) else {
                 continue;
+            };
+            let len = match protector {
+                Some(srtp) => match srtp.protect_rtp(&mut packet, len) {
+                    Ok(len) => len,
+                    Err(_) => continue,
+                },
+                None => len,
             };
             let Some(bytes) = packet.get(..len) else { continue };
             if socket.try_send_to(bytes, *target).is_ok() && tick >= WARMUP_TICKS {
@@ -316,11 +382,23 @@ async fn measure(mode: Mode, calls: usize, seconds: u64, relay_threads: usize) -
     let cpu = threads_cpu_seconds(RELAY_THREAD) - cpu_at_start;
     let measured_s = (window_end_us - window_start_us) as f64 / 1e6 + 0.3;
     payload[..8].copy_from_slice(&END_MARKER.to_le_bytes());
-    for (socket, target) in &senders {
-        let rtp = RtpPacket::new(0, 0, 0, 0, &payload);
-        if let Ok(len) = rtp.write_to(&mut packet)
-            && let Some(bytes) = packet.get(..len)
-        {
+    for (i, ((socket, target), protector)) in senders.iter().zip(protectors.iter_mut()).enumerate() {
+        // The next sequence number of the stream: with SRTP an older one would be a replay.
+        let rtp = RtpPacket::new(
+            0,
+            total_ticks as u16,
+            (total_ticks * 160) as u32,
+            i as u32,
+            &payload,
+        );
+        let Ok(len) = rtp.write_to(&mut packet) else {
+            continue;
+        };
+        let len = match protector {
+            Some(srtp) => srtp.protect_rtp(&mut packet, len).unwrap_or(len),
+            None => len,
+        };
+        if let Some(bytes) = packet.get(..len) {
             let _ = socket.send_to(bytes, *target).await;
         }
     }
@@ -341,10 +419,7 @@ async fn measure(mode: Mode, calls: usize, seconds: u64, relay_threads: usize) -
     let received = latencies.len() as u64;
     let pct = crate::acd::percentile;
     Ok(RunFigures {
-        mode: match mode {
-            Mode::Bare => "bare",
-            Mode::Engine => "engine",
-        },
+        mode: mode.name(),
         calls,
         seconds,
         sent,
@@ -372,8 +447,13 @@ pub fn run(args: &MediaArgs) -> Result<Value, String> {
     for &calls in &args.calls {
         let bare = runtime.block_on(measure(Mode::Bare, calls, args.seconds, args.relay_threads))?;
         let engine = runtime.block_on(measure(Mode::Engine, calls, args.seconds, args.relay_threads))?;
+        let srtp = if args.srtp {
+            Some(runtime.block_on(measure(Mode::EngineSrtp, calls, args.seconds, args.relay_threads))?)
+        } else {
+            None
+        };
         let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
-        results.push(json!({
+        let mut step = json!({
             "calls": calls,
             "engine": engine,
             "bare": bare,
@@ -382,7 +462,20 @@ pub fn run(args: &MediaArgs) -> Result<Value, String> {
                 "p99_jitter_engine_over_bare": ratio(engine.added_jitter_p99_us as f64, bare.added_jitter_p99_us as f64),
                 "p99_latency_engine_over_bare": ratio(engine.latency_p99_us as f64, bare.latency_p99_us as f64),
             },
-        }));
+        });
+        if let Some(srtp) = srtp {
+            step["ratios"]["cpu_per_packet_srtp_over_engine"] = json!(ratio(
+                srtp.relay_cpu_ns_per_packet,
+                engine.relay_cpu_ns_per_packet
+            ));
+            step["ratios"]["p99_latency_srtp_over_bare"] =
+                json!(ratio(srtp.latency_p99_us as f64, bare.latency_p99_us as f64));
+            // Each relayed packet is decrypted once and encrypted once.
+            step["srtp_cpu_ns_per_packet_added"] =
+                json!(srtp.relay_cpu_ns_per_packet - engine.relay_cpu_ns_per_packet);
+            step["engine_srtp"] = json!(srtp);
+        }
+        results.push(step);
     }
     Ok(json!({
         "benchmark": "media",
@@ -404,10 +497,11 @@ mod tests {
             calls: vec![10],
             seconds: 1,
             relay_threads: 1,
+            srtp: true,
         })
         .unwrap();
         let run = &json["runs"][0];
-        for mode in ["engine", "bare"] {
+        for mode in ["engine", "bare", "engine_srtp"] {
             let figures = &run[mode];
             // 10 calls, 2 phones each, 50 packets/s, over 1 s.
             assert_eq!(figures["sent"], 1_000, "{figures}");
@@ -418,6 +512,11 @@ mod tests {
             assert!(figures["relay_cpu_ns_per_packet"].as_f64().unwrap() >= 0.0);
         }
         assert!(run["ratios"]["p99_latency_engine_over_bare"].as_f64().unwrap() > 0.0);
+        assert!(
+            run["ratios"]["cpu_per_packet_srtp_over_engine"]
+                .as_f64()
+                .is_some()
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! | [`amd`] | answering-machine analyser (HUMAN / MACHINE / NOTSURE with a reason) |
 //! | [`quality`] | RFC 3550 loss and jitter, E-model R-factor and MOS |
 //! | [`sdp`] | audio offer parsing, negotiation, answer/offer writing |
+//! | [`srtp`], [`sdes`] | SRTP/SRTCP (RFC 3711, AES-CM + HMAC-SHA1) and its SDES keys in `a=crypto` (RFC 4568) |
+//! | [`latch`] | who may send media to a leg (SDP address, NAT signalling IP, one latch per offer/answer) and the send budget of an unconfirmed dialog |
 //! | [`stream`] | outgoing SSRC/sequence/timestamp continuity across feed changes |
 //! | [`recorder`] | stereo recording timeline and WAV writer |
 //! | [`mixer`] | monitored calls: who hears whom (listen, whisper, barge, hold, mute), jitter queues, saturating mix |
@@ -44,13 +46,16 @@ pub mod amd;
 pub mod dtmf;
 pub mod engine;
 pub mod g711;
+pub mod latch;
 pub mod mixer;
 pub mod prompt;
 pub mod quality;
 pub mod recorder;
 pub mod rtcp;
 pub mod rtp;
+pub mod sdes;
 pub mod sdp;
+pub mod srtp;
 pub mod stream;
 pub mod wav;
 pub mod webrtc;

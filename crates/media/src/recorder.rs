@@ -6,7 +6,11 @@
 //! [`StereoTimeline`] is the pure core: each channel's packets are placed by their RTP timestamp relative to
 //! the arrival of that channel's first packet, so a lost packet leaves silence of its exact length and the two
 //! channels stay aligned. Paused time (card payments) is recorded as silence, keeping the timeline true to
-//! the call. [`WavFileWriter`] writes the result and fixes the header sizes when it finishes.
+//! the call. [`WavFileWriter`] writes the result and fixes the header sizes when it finishes; files are created
+//! readable by their owner only (0600, directories 0700): recordings are personal data.
+//!
+//! [`ActivityMeter`] measures what was written, so that the owner can tell a voicemail of pure silence (an
+//! INVITE nobody speaks on, a caller who hung up without a word) from one worth keeping.
 
 use crate::wav::pcm_header;
 use std::collections::VecDeque;
@@ -164,9 +168,9 @@ impl WavFileWriter {
 
     fn create_with_channels(path: &Path, channels: u16) -> std::io::Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            create_private_dir_all(dir)?;
         }
-        let mut file = BufWriter::new(File::create(path)?);
+        let mut file = BufWriter::new(create_private_file(path)?);
         file.write_all(&pcm_header(channels, 8000, 0))?;
         Ok(Self {
             file,
@@ -199,6 +203,112 @@ impl WavFileWriter {
         file.write_all(&pcm_header(self.channels, 8000, self.data_len))?;
         file.sync_all()?;
         Ok(self.path)
+    }
+}
+
+/// Creates `dir` and its missing parents with mode 0700 (an existing directory keeps its mode).
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates (or truncates) a file with mode 0600.
+fn create_private_file(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Samples in one 20 ms analysis frame at 8 kHz.
+const ACTIVITY_FRAME: usize = 160;
+/// A frame whose RMS level is below this is silence: about -45 dBFS, above line and comfort noise
+/// (-60 to -50 dBFS) and far below speech (-35 to -15 dBFS).
+pub const ACTIVE_FRAME_RMS: f64 = 184.0;
+/// A recording with less than this of active audio in every channel is silent (a click or a breath is not a
+/// message).
+pub const MIN_ACTIVE_MS: u64 = 300;
+
+/// How much of one channel was more than silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelActivity {
+    /// Milliseconds of 20 ms frames above [`ACTIVE_FRAME_RMS`].
+    pub active_ms: u64,
+    /// Largest absolute sample.
+    pub peak: u16,
+}
+
+/// What a finished recording holds, measured on the samples written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordingActivity {
+    /// Length of the recording.
+    pub duration_ms: u64,
+    /// Left (caller, or the voicemail's only channel) and right (agent).
+    pub channels: [ChannelActivity; 2],
+}
+
+impl RecordingActivity {
+    /// True when no channel has [`MIN_ACTIVE_MS`] of audio above silence: nothing worth keeping.
+    pub fn is_silent(&self) -> bool {
+        self.channels.iter().all(|c| c.active_ms < MIN_ACTIVE_MS)
+    }
+}
+
+/// Measures written frames in 20 ms blocks (the pure core of [`RecordingActivity`]).
+#[derive(Debug, Clone, Default)]
+pub struct ActivityMeter {
+    samples: u64,
+    /// Sum of squares and count of the block in progress, per channel.
+    block: [(u64, usize); 2],
+    activity: [ChannelActivity; 2],
+}
+
+impl ActivityMeter {
+    /// A meter that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds frames as they are written.
+    pub fn push(&mut self, frames: &[[i16; 2]]) {
+        for frame in frames {
+            self.samples += 1;
+            for (lane, sample) in frame.iter().enumerate() {
+                let magnitude = sample.unsigned_abs();
+                let (Some(activity), Some(block)) = (self.activity.get_mut(lane), self.block.get_mut(lane))
+                else {
+                    continue;
+                };
+                activity.peak = activity.peak.max(magnitude);
+                block.0 += u64::from(magnitude) * u64::from(magnitude);
+                block.1 += 1;
+                if block.1 == ACTIVITY_FRAME {
+                    let rms = (block.0 as f64 / ACTIVITY_FRAME as f64).sqrt();
+                    if rms > ACTIVE_FRAME_RMS {
+                        activity.active_ms += 20;
+                    }
+                    *block = (0, 0);
+                }
+            }
+        }
+    }
+
+    /// What has been measured so far (a last partial block counts by its own length).
+    pub fn summary(&self) -> RecordingActivity {
+        let mut channels = self.activity;
+        for (channel, (sum, count)) in channels.iter_mut().zip(self.block) {
+            if count > 0 && (sum as f64 / count as f64).sqrt() > ACTIVE_FRAME_RMS {
+                channel.active_ms += count as u64 / 8;
+            }
+        }
+        RecordingActivity {
+            duration_ms: self.samples / 8,
+            channels,
+        }
     }
 }
 
@@ -288,6 +398,57 @@ mod tests {
         assert_eq!(out[0], [100, -200]);
         assert_eq!(out[160], [0, -170]);
         assert_eq!(out[320], [0, i16::MIN], "saturated, not wrapped");
+    }
+
+    #[test]
+    fn silence_and_line_noise_are_silent_speech_is_not() {
+        let mut meter = ActivityMeter::new();
+        meter.push(&vec![[0, 0]; 8000 * 5]);
+        // Line noise around -55 dBFS.
+        let noise: Vec<[i16; 2]> = (0..8000)
+            .map(|i| [if i % 2 == 0 { 60 } else { -60 }, 0])
+            .collect();
+        meter.push(&noise);
+        let summary = meter.summary();
+        assert_eq!(summary.duration_ms, 6000);
+        assert!(summary.is_silent(), "{summary:?}");
+        // Half a second of a loud tone in the caller's channel.
+        let tone: Vec<[i16; 2]> = (0..4000)
+            .map(|i| [((f64::from(i) * 0.3).sin() * 6000.0) as i16, 0])
+            .collect();
+        meter.push(&tone);
+        let summary = meter.summary();
+        assert!(!summary.is_silent());
+        assert_eq!(summary.channels[0].active_ms, 500);
+        assert_eq!(summary.channels[1], ChannelActivity::default());
+        assert!(summary.channels[0].peak >= 5900);
+    }
+
+    #[test]
+    fn a_short_click_is_not_a_message() {
+        let mut meter = ActivityMeter::new();
+        meter.push(&vec![[0, 0]; 8000]);
+        meter.push(&vec![[0, i16::MIN]; 160 * 5]); // 100 ms, full scale, agent side
+        meter.push(&vec![[0, 0]; 8000]);
+        let summary = meter.summary();
+        assert_eq!(summary.channels[1].active_ms, 100);
+        assert_eq!(summary.channels[1].peak, 32768);
+        assert!(summary.is_silent());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn recordings_and_their_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("media-rec-mode-{}", std::process::id()));
+        let path = dir.join("inner").join("private.wav");
+        let writer = WavFileWriter::create_mono(&path).unwrap();
+        writer.finish().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.join("inner")), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -366,6 +366,13 @@ impl RtcpCompound {
     }
 }
 
+/// The wait before the next RTCP report (RFC 3550 §6.3.1): the nominal interval times a factor drawn
+/// uniformly from [0.5, 1.5), `random_unit` in [0, 1). Randomised so that legs started together (a bench,
+/// a campaign's burst of answers) do not all report, and wake, in the same instant.
+pub fn report_interval(nominal: std::time::Duration, random_unit: f64) -> std::time::Duration {
+    nominal.mul_f64(0.5 + random_unit.clamp(0.0, 1.0))
+}
+
 /// Middle 32 bits of a 64-bit NTP timestamp, as echoed in `last_sr`.
 pub fn ntp_middle(ntp: u64) -> u32 {
     (ntp >> 16) as u32
@@ -596,5 +603,23 @@ mod tests {
             bytes[index % len] = value;
             let _ = RtcpCompound::parse(&bytes);
         }
+    }
+
+    #[test]
+    fn report_intervals_spread_between_half_and_one_and_a_half_times_nominal() {
+        let nominal = std::time::Duration::from_secs(5);
+        assert_eq!(
+            report_interval(nominal, 0.0),
+            std::time::Duration::from_millis(2500)
+        );
+        assert_eq!(report_interval(nominal, 0.5), nominal);
+        assert_eq!(
+            report_interval(nominal, 1.0),
+            std::time::Duration::from_millis(7500)
+        );
+        assert_eq!(
+            report_interval(nominal, 2.0),
+            std::time::Duration::from_millis(7500)
+        );
     }
 }

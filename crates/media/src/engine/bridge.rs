@@ -10,7 +10,7 @@ use super::monitor::{MIX_CHANNEL, MixerTask, MonitorHandle, run_mixer};
 use super::{EngineShared, MediaError};
 use crate::mixer::{BridgeState, MonitorMode, Party};
 use crate::prompt::Prompt;
-use crate::recorder::{RecordingChannel, StereoTimeline, WavFileWriter};
+use crate::recorder::{ActivityMeter, RecordingActivity, RecordingChannel, StereoTimeline, WavFileWriter};
 use crate::stream::Millis;
 use parking_lot::Mutex;
 use std::path::PathBuf;
@@ -387,10 +387,26 @@ enum RecorderControl {
     Stop,
 }
 
+/// A finished recording: where it is and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingSummary {
+    pub path: PathBuf,
+    /// Length and, per channel, how much was above silence.
+    pub activity: RecordingActivity,
+}
+
+impl RecordingSummary {
+    /// True when nothing in it rises above silence for [`crate::recorder::MIN_ACTIVE_MS`]: a voicemail like
+    /// that is not worth keeping (delete the file, record no message).
+    pub fn is_silent(&self) -> bool {
+        self.activity.is_silent()
+    }
+}
+
 /// A recording in progress.
 pub struct RecordingHandle {
     control: mpsc::UnboundedSender<RecorderControl>,
-    done: oneshot::Receiver<std::io::Result<PathBuf>>,
+    done: oneshot::Receiver<std::io::Result<RecordingSummary>>,
     legs: [mpsc::UnboundedSender<LegCommand>; 2],
     bridge: Weak<BridgeShared>,
     id: u64,
@@ -420,6 +436,12 @@ impl RecordingHandle {
     }
     /// Stops, completes the file and returns its path for the CRM.
     pub async fn stop(self) -> Result<PathBuf, MediaError> {
+        self.stop_with_summary().await.map(|summary| summary.path)
+    }
+
+    /// Stops, completes the file and returns its path with what it holds: a voicemail whose
+    /// [`RecordingSummary::is_silent`] is true can be dropped.
+    pub async fn stop_with_summary(self) -> Result<RecordingSummary, MediaError> {
         for leg in &self.legs {
             let _ = leg.send(LegCommand::SetRecorder(None));
         }
@@ -428,7 +450,7 @@ impl RecordingHandle {
         }
         let _ = self.control.send(RecorderControl::Stop);
         match self.done.await {
-            Ok(Ok(path)) => Ok(path),
+            Ok(Ok(summary)) => Ok(summary),
             Ok(Err(e)) => Err(MediaError::Io(format!("{}: {e}", self.path.display()))),
             Err(_) => Err(MediaError::Closed),
         }
@@ -471,13 +493,14 @@ async fn run_recorder(
     mut writer: WavFileWriter,
     mut frames: mpsc::Receiver<RecordedFrame>,
     mut control: mpsc::UnboundedReceiver<RecorderControl>,
-    done: oneshot::Sender<std::io::Result<PathBuf>>,
+    done: oneshot::Sender<std::io::Result<RecordingSummary>>,
 ) {
     let now_ms = || Instant::now().saturating_duration_since(epoch).as_millis() as Millis;
     let mut timeline = StereoTimeline::new(now_ms());
     let mut ready = Vec::with_capacity(8000);
     let mut flush = tokio::time::interval(Duration::from_millis(500));
     let mut failure: Option<std::io::Error> = None;
+    let mut meter = ActivityMeter::new();
     let push = |timeline: &mut StereoTimeline, frame: RecordedFrame| {
         timeline.push(
             frame.channel,
@@ -498,6 +521,7 @@ async fn run_recorder(
             },
             _ = flush.tick() => {
                 timeline.drain_until(now_ms(), &mut ready);
+                meter.push(&ready);
                 if failure.is_none() && let Err(e) = writer.write_frames(&ready) {
                     failure = Some(e);
                 }
@@ -509,9 +533,14 @@ async fn run_recorder(
         push(&mut timeline, frame);
     }
     timeline.finish(&mut ready);
+    meter.push(&ready);
     let result = match failure {
         Some(e) => Err(e),
         None => writer.write_frames(&ready).and_then(|()| writer.finish()),
-    };
+    }
+    .map(|path| RecordingSummary {
+        path,
+        activity: meter.summary(),
+    });
     let _ = done.send(result);
 }

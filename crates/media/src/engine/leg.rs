@@ -7,16 +7,18 @@ use crate::dtmf::DtmfDigit;
 use crate::dtmf::inband::InbandDetector;
 use crate::dtmf::rfc4733::{OutgoingEventPacket, Rfc4733Receiver, digit_packets};
 use crate::g711::{G711, SAMPLES_PER_FRAME};
+use crate::latch::{Admission, LatchPolicy, SendBudget, SourceGate, same_addr};
 use crate::mixer::{BridgeState, Frame, Party, encode_frame};
 use crate::prompt::{Prompt, PromptPlayer};
 use crate::quality::{CallQuality, ReceptionStats};
 use crate::recorder::RecordingChannel;
 use crate::rtcp::{
     Bye, ReceiverReport, RtcpCompound, RtcpPacket, SDES_CNAME, SdesChunk, SdesItem, SenderReport,
-    ntp_from_unix_millis, ntp_middle,
+    ntp_from_unix_millis, ntp_middle, report_interval,
 };
 use crate::rtp::{RtpPacket, rewrite_header};
 use crate::sdp::{MediaDirection, Negotiated};
+use crate::srtp::{MAX_RTP_OVERHEAD, RTCP_OVERHEAD, SrtpError, SrtpKeys, SrtpReceiver, SrtpSender};
 use crate::stream::{Millis, OutgoingStream, SourceHeader};
 use domain::{Pii, Timestamp};
 use parking_lot::Mutex;
@@ -31,6 +33,8 @@ use tokio::time::{Interval, MissedTickBehavior};
 
 /// Largest datagram the engine handles; RTP over Ethernet stays far below.
 const MAX_DATAGRAM: usize = 1500;
+/// How often a leg flushes its counts, checks the media timeout and considers sending RTCP.
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 
 /// How a digit reached us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,7 +53,8 @@ pub enum LegEvent {
         digit: Pii<DtmfDigit>,
         source: DtmfSource,
     },
-    /// The first valid RTP arrived from this address; packets from elsewhere are now ignored.
+    /// The first valid RTP from an allowed source (the SDP's address, or the signalling IP of the
+    /// [`LatchPolicy`]) arrived from this address; packets from elsewhere are now counted and dropped.
     Latched { peer: SocketAddr },
     /// No RTP for the configured media timeout.
     MediaTimeout { silent_for: Duration },
@@ -65,6 +70,10 @@ pub enum LegEvent {
 pub(crate) struct OutState {
     pub(crate) stream: OutgoingStream,
     pub(crate) remote: Option<SocketAddr>,
+    /// The RTP address the remote SDP named last: a re-offer naming it again keeps `remote` (maybe latched).
+    pub(crate) sdp_remote: Option<SocketAddr>,
+    /// What may be sent while the dialog is unconfirmed.
+    pub(crate) budget: SendBudget,
     pub(crate) law: G711,
     pub(crate) payload_type: u8,
     pub(crate) telephone_event: Option<u8>,
@@ -72,6 +81,30 @@ pub(crate) struct OutState {
     pub(crate) negotiated: bool,
     /// A prompt, music on hold or DTMF is being sent: relayed audio is dropped meanwhile.
     pub(crate) local_feed: bool,
+    /// SRTP towards the peer (SDES keys), if negotiated.
+    pub(crate) srtp: Option<SrtpSender>,
+}
+
+impl OutState {
+    /// Whether one more datagram may go out now (the unconfirmed-dialog budget); a refusal is counted.
+    pub(crate) fn may_send(&mut self, now: Millis, metrics: &MediaMetrics) -> bool {
+        if self.budget.is_confirmed() {
+            return true;
+        }
+        let allowed = self.budget.try_spend(now);
+        if !allowed {
+            metrics.unconfirmed_sends_dropped.inc();
+        }
+        allowed
+    }
+
+    /// Protects the RTP packet in `buf[..len]` when the leg uses SRTP; the length to send, `None` to drop.
+    pub(crate) fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Option<usize> {
+        match self.srtp.as_mut() {
+            Some(srtp) => srtp.protect_rtp(buf, len).ok(),
+            None => Some(len),
+        }
+    }
 }
 
 pub(crate) struct RxShared {
@@ -163,7 +196,7 @@ pub(crate) struct RecorderTap {
 }
 
 pub(crate) enum LegCommand {
-    SetRemote(Negotiated),
+    SetRemote(Negotiated, LatchPolicy),
     Play {
         prompts: Vec<Prompt>,
         looping: bool,
@@ -178,6 +211,7 @@ pub(crate) enum LegCommand {
     SetMixFeed(Option<MixFeed>),
     SetRecorder(Option<RecorderTap>),
     SetInbandDtmf(Option<bool>),
+    SetSrtp(Option<Box<SrtpReceiver>>),
     StartAmd(AmdConfig),
     Close,
 }
@@ -186,7 +220,7 @@ impl std::fmt::Debug for LegCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Only the variant: prompts and digits are not for logs.
         f.write_str(match self {
-            Self::SetRemote(_) => "SetRemote",
+            Self::SetRemote(..) => "SetRemote",
             Self::Play { .. } => "Play",
             Self::StopPlayback => "StopPlayback",
             Self::SendDtmf { .. } => "SendDtmf",
@@ -194,6 +228,7 @@ impl std::fmt::Debug for LegCommand {
             Self::SetMixFeed(_) => "SetMixFeed",
             Self::SetRecorder(_) => "SetRecorder",
             Self::SetInbandDtmf(_) => "SetInbandDtmf",
+            Self::SetSrtp(_) => "SetSrtp",
             Self::StartAmd(_) => "StartAmd",
             Self::Close => "Close",
         })
@@ -221,9 +256,28 @@ impl RtpLeg {
         self.shared.local
     }
 
-    /// Applies the outcome of offer/answer (codec, telephone-event, peer address, direction). Call again after
-    /// each re-INVITE: our SSRC, sequence and timestamp continue; a changed peer address is latched anew.
+    /// Applies the outcome of offer/answer (codec, telephone-event, peer address, direction) for a dialog
+    /// that needs no confirmation: media only from the SDP's exact address ([`LatchPolicy::sdp_only`]), and the
+    /// leg counts as confirmed ([`RtpLeg::confirm`]). Call again after each re-INVITE: our SSRC, sequence and
+    /// timestamp continue; a changed peer address is latched anew.
+    ///
+    /// For a SIP leg answering an INVITE prefer [`RtpLeg::set_remote_with_policy`] and
+    /// [`RtpLeg::confirm`] at the ACK.
     pub fn set_remote(&self, negotiated: Negotiated) {
+        self.set_remote_with_policy(negotiated, LatchPolicy::sdp_only());
+        self.confirm();
+    }
+
+    /// Applies the outcome of an offer/answer with its source rules: the leg accepts RTP (and RTCP) only from
+    /// the SDP's address or, with [`LatchPolicy::signalling_ip`], from any port of the IP the SIP signalling
+    /// came from (a phone behind NAT). The first valid packet from such a source latches the leg; nobody else
+    /// can take it over, and datagrams from anyone else are counted (`media_rtp_foreign_packets_total`,
+    /// `media_rtcp_foreign_packets_total`) and dropped. Call again after each re-offer: the latch stays unless
+    /// the new SDP names a different address (a null address, as in hold, keeps it).
+    ///
+    /// Until [`RtpLeg::confirm`] the leg sends at most the engine's
+    /// [`MediaConfig::unconfirmed_send_limit`](super::MediaConfig::unconfirmed_send_limit), then nothing.
+    pub fn set_remote_with_policy(&self, negotiated: Negotiated, policy: LatchPolicy) {
         {
             let mut out = self.shared.out.lock();
             out.law = negotiated.law;
@@ -231,11 +285,39 @@ impl RtpLeg {
             out.telephone_event = negotiated.telephone_event;
             out.direction = negotiated.direction;
             out.negotiated = true;
-            if negotiated.remote.is_some() {
-                out.remote = negotiated.remote;
+            if let Some(remote) = negotiated.remote
+                && !out.sdp_remote.is_some_and(|known| same_addr(known, remote))
+            {
+                out.sdp_remote = Some(remote);
+                out.remote = Some(remote);
             }
         }
-        self.send(LegCommand::SetRemote(negotiated));
+        self.send(LegCommand::SetRemote(negotiated, policy));
+    }
+
+    /// The dialog is confirmed (the ACK of the INVITE arrived, or we sent the ACK of our own INVITE): the
+    /// leg may send without limit from now on. Idempotent.
+    pub fn confirm(&self) {
+        self.shared.out.lock().budget.confirm();
+    }
+
+    /// Protects the leg with SRTP (RFC 3711) from now on, with SDES keys from offer/answer
+    /// ([`crate::sdes::answer_crypto`] or [`crate::sdes::keys_from_answer`]): what it sends is encrypted with
+    /// `keys.local`, what it receives must be authentic under `keys.remote` (forgeries and replays are counted
+    /// in `media_srtp_rejected_total` and dropped). `None` returns to plain RTP. Call it before
+    /// [`RtpLeg::set_remote_with_policy`] for the same offer/answer, and again when a re-offer changes the keys.
+    pub fn set_srtp(&self, keys: Option<SrtpKeys>) {
+        let (sender, receiver) = match keys.map(|k| k.contexts()) {
+            Some((sender, receiver)) => (Some(sender), Some(Box::new(receiver))),
+            None => (None, None),
+        };
+        self.shared.out.lock().srtp = sender;
+        self.send(LegCommand::SetSrtp(receiver));
+    }
+
+    /// Whether [`RtpLeg::confirm`] (or [`RtpLeg::set_remote`]) was called.
+    pub fn is_confirmed(&self) -> bool {
+        self.shared.out.lock().budget.is_confirmed()
     }
 
     /// Plays prompts in order (in a loop for music on hold); with `barge_in`, a digit stops them.
@@ -329,12 +411,15 @@ pub(crate) fn spawn_leg(
         out: Mutex::new(OutState {
             stream,
             remote: None,
+            sdp_remote: None,
+            budget: SendBudget::unconfirmed(engine.config.unconfirmed_send_limit),
             law: G711::Pcmu,
             payload_type: 0,
             telephone_event: None,
             direction: MediaDirection::SendRecv,
             negotiated: false,
             local_feed: false,
+            srtp: None,
         }),
         rx: Mutex::new(RxShared {
             stats: ReceptionStats::new(),
@@ -353,9 +438,8 @@ pub(crate) fn spawn_leg(
         rtcp_interval: engine.config.rtcp_interval,
         ssrc,
         negotiated: None,
-        signalled_remote: None,
-        latched: None,
-        rtcp_peer: None,
+        gate: SourceGate::new(),
+        srtp: None,
         remote_ssrc: None,
         rfc4733: Rfc4733Receiver::new(),
         inband: None,
@@ -373,6 +457,8 @@ pub(crate) fn spawn_leg(
         dtmf_event_timestamp: 0,
         tick: None,
         last_rtcp_sent: Instant::now(),
+        next_rtcp: Instant::now() + report_interval(engine.config.rtcp_interval, rand::random()),
+        cname: format!("media@{local}").into_bytes(),
         last_sr: None,
         sent_since_report: false,
     };
@@ -396,9 +482,10 @@ struct LegTask {
     rtcp_interval: Duration,
     ssrc: u32,
     negotiated: Option<Negotiated>,
-    signalled_remote: Option<SocketAddr>,
-    latched: Option<SocketAddr>,
-    rtcp_peer: Option<SocketAddr>,
+    /// Who may send RTP and RTCP here, and who latched.
+    gate: SourceGate,
+    /// SRTP from the peer, if negotiated.
+    srtp: Option<Box<SrtpReceiver>>,
     remote_ssrc: Option<u32>,
     rfc4733: Rfc4733Receiver,
     inband: Option<InbandDetector>,
@@ -416,6 +503,10 @@ struct LegTask {
     dtmf_event_timestamp: u32,
     tick: Option<Interval>,
     last_rtcp_sent: Instant,
+    /// When the next report is due (randomised per RFC 3550 §6.3.1).
+    next_rtcp: Instant,
+    /// Our SDES CNAME, made once.
+    cname: Vec<u8>,
     /// Middle of the NTP timestamp of the peer's last SR, and when it arrived.
     last_sr: Option<(u32, Instant)>,
     sent_since_report: bool,
@@ -445,7 +536,12 @@ impl LegTask {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<LegCommand>) {
         let mut buf = [0u8; MAX_DATAGRAM];
         let mut rtcp_buf = [0u8; MAX_DATAGRAM];
-        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        // Each leg's once-a-second housekeeping (metrics, media timeout, RTCP) starts at a random phase:
+        // legs opened together would otherwise all wake in the same instant every second and delay the
+        // packets queued behind them (`bench media` p99 latency at 1000 calls).
+        let phase = HOUSEKEEPING_PERIOD.mul_f64(rand::random::<f64>());
+        let mut housekeeping =
+            tokio::time::interval_at(tokio::time::Instant::now() + phase, HOUSEKEEPING_PERIOD);
         housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -468,7 +564,7 @@ impl LegTask {
                 }
                 received = self.rtcp.recv_from(&mut rtcp_buf) => {
                     if let Ok((len, from)) = received {
-                        self.on_rtcp(rtcp_buf.get(..len).unwrap_or(&[]), from);
+                        self.on_rtcp(rtcp_buf.get_mut(..len).unwrap_or(&mut []), from);
                     }
                 }
                 _ = next_tick(&mut self.tick) => self.on_tick(),
@@ -494,13 +590,9 @@ impl LegTask {
 
     fn handle_command(&mut self, command: LegCommand) {
         match command {
-            LegCommand::SetRemote(negotiated) => {
-                if negotiated.remote != self.signalled_remote {
-                    // A new address from SDP (re-INVITE): learn the real source again.
-                    self.signalled_remote = negotiated.remote;
-                    self.latched = None;
-                    self.rtcp_peer = None;
-                }
+            LegCommand::SetRemote(negotiated, policy) => {
+                // A new address from SDP (re-INVITE) clears the latch: the real source is learnt again.
+                self.gate.renegotiate(negotiated.remote, policy);
                 self.negotiated = Some(negotiated);
                 self.last_rx = Instant::now();
                 self.timeout_reported = false;
@@ -545,6 +637,7 @@ impl LegTask {
                 self.dtmf_out.extend(digit_packets(digit, duration_ms, 10));
                 self.start_ticking();
             }
+            LegCommand::SetSrtp(receiver) => self.srtp = receiver,
             LegCommand::StartAmd(config) => self.amd = Some(AnsweringMachineDetector::new(config)),
             LegCommand::SetPartner(partner) => self.partner = partner,
             LegCommand::SetMixFeed(feed) => self.mix = feed,
@@ -572,13 +665,13 @@ impl LegTask {
     /// Sends the next 20 ms of locally generated media: DTMF first, then the prompt.
     fn on_tick(&mut self) {
         let now = self.now_ms(Instant::now());
-        let mut packet = [0u8; 12 + SAMPLES_PER_FRAME];
+        let mut packet = [0u8; 12 + SAMPLES_PER_FRAME + MAX_RTP_OVERHEAD];
         if let Some(event) = self.dtmf_out.pop_front() {
             let payload = event.event.to_bytes();
             let prepared = {
                 let mut out = self.shared.out.lock();
                 match (out.telephone_event, out.remote) {
-                    (Some(pt), Some(remote)) => {
+                    (Some(pt), Some(remote)) if out.may_send(now, &self.metrics) => {
                         let elapsed = u32::from(event.event.duration);
                         let stamp =
                             out.stream
@@ -591,7 +684,9 @@ impl LegTask {
             if let Some((pt, remote, stamp, ssrc)) = prepared {
                 let rtp = RtpPacket::new(pt, stamp.sequence, stamp.timestamp, ssrc, &payload)
                     .with_marker(stamp.marker);
-                if let Ok(len) = rtp.write_to(&mut packet) {
+                if let Ok(len) = rtp.write_to(&mut packet)
+                    && let Some(len) = self.shared.out.lock().protect_rtp(&mut packet, len)
+                {
                     let _ = self
                         .shared
                         .rtp
@@ -620,6 +715,9 @@ impl LegTask {
         let Some(remote) = out.remote.filter(|_| out.direction.sends() && out.negotiated) else {
             return;
         };
+        if !out.may_send(now, &self.metrics) {
+            return;
+        }
         let stamp = out
             .stream
             .stamp_local(now, SAMPLES_PER_FRAME as u32, SAMPLES_PER_FRAME);
@@ -631,8 +729,10 @@ impl LegTask {
             &frame,
         )
         .with_marker(stamp.marker);
-        drop(out);
-        if let Ok(len) = rtp.write_to(&mut packet) {
+        if let Ok(len) = rtp.write_to(&mut packet)
+            && let Some(len) = out.protect_rtp(&mut packet, len)
+        {
+            drop(out);
             let _ = self
                 .shared
                 .rtp
@@ -643,18 +743,37 @@ impl LegTask {
     }
 
     fn on_rtp(&mut self, buf: &mut [u8; MAX_DATAGRAM], len: usize, from: SocketAddr) {
-        if self.accept_rtp(buf, len, from) {
+        let admission = self.gate.admit_rtp(from);
+        if admission == Admission::Foreign {
+            self.counts.foreign_rtp += 1; // not the SDP's address, the signalling IP or the latched peer
+            return;
+        }
+        // SRTP: only an authentic, fresh packet goes further (and only such a packet can latch the leg).
+        let len = match self.srtp.as_mut() {
+            Some(srtp) => match srtp.unprotect_rtp(buf.get_mut(..len).unwrap_or(&mut [])) {
+                Ok(len) => len,
+                Err(error) => {
+                    self.count_srtp_rejection(error);
+                    return;
+                }
+            },
+            None => len,
+        };
+        if self.accept_rtp(buf, len, from, admission) {
             self.counts.received += 1;
         } else {
             self.counts.ignored += 1;
         }
     }
 
-    /// Handles one datagram; false if it was ignored.
-    fn accept_rtp(&mut self, buf: &mut [u8; MAX_DATAGRAM], len: usize, from: SocketAddr) -> bool {
-        if self.latched.is_some_and(|peer| peer != from) {
-            return false; // symmetric RTP: only the latched peer is heard
-        }
+    /// Handles one datagram from an admitted source; false if it was ignored.
+    fn accept_rtp(
+        &mut self,
+        buf: &mut [u8; MAX_DATAGRAM],
+        len: usize,
+        from: SocketAddr,
+        admission: Admission,
+    ) -> bool {
         let Some(negotiated) = self.negotiated else {
             return false;
         };
@@ -679,8 +798,7 @@ impl LegTask {
         let arrived = Instant::now();
         let now = self.now_ms(arrived);
 
-        if self.latched.is_none() {
-            self.latched = Some(from);
+        if admission == Admission::Candidate && self.gate.latch_rtp(from) {
             self.shared.out.lock().remote = Some(from);
             self.emit(LegEvent::Latched { peer: from });
         }
@@ -811,15 +929,31 @@ impl LegTask {
         });
     }
 
-    fn on_rtcp(&mut self, datagram: &[u8], from: SocketAddr) {
-        let expected_ip = self.latched.or(self.signalled_remote).map(|a| a.ip());
-        if expected_ip.is_some_and(|ip| ip != from.ip()) {
+    fn count_srtp_rejection(&mut self, error: SrtpError) {
+        match error {
+            SrtpError::Replay => self.counts.srtp_replayed += 1,
+            _ => self.counts.srtp_unauthentic += 1,
+        }
+    }
+
+    fn on_rtcp(&mut self, datagram: &mut [u8], from: SocketAddr) {
+        if !self.gate.admit_rtcp(from) {
+            self.counts.foreign_rtcp += 1;
             return;
         }
+        let datagram = match self.srtp.as_mut() {
+            Some(srtp) => match srtp.unprotect_rtcp(datagram) {
+                Ok(len) => datagram.get(..len).unwrap_or(&[]),
+                Err(error) => {
+                    self.count_srtp_rejection(error);
+                    return;
+                }
+            },
+            None => datagram,
+        };
         let Ok(compound) = RtcpCompound::parse(datagram) else {
             return;
         };
-        self.rtcp_peer = Some(from);
         let arrived = Instant::now();
         for packet in &compound.packets {
             let reports = match packet {
@@ -857,20 +991,21 @@ impl LegTask {
                 self.emit(LegEvent::MediaTimeout { silent_for });
             }
         }
-        if now.saturating_duration_since(self.last_rtcp_sent) >= self.rtcp_interval {
+        if now >= self.next_rtcp {
             self.send_rtcp(false);
         }
     }
 
     fn send_rtcp(&mut self, bye: bool) {
         self.last_rtcp_sent = Instant::now();
-        let Some(target) = self.rtcp_peer.or_else(|| {
-            self.latched
-                .or(self.signalled_remote)
-                .map(|a| SocketAddr::new(a.ip(), a.port().saturating_add(1)))
-        }) else {
+        self.next_rtcp = self.last_rtcp_sent + report_interval(self.rtcp_interval, rand::random());
+        let Some(target) = self.gate.rtcp_target() else {
             return;
         };
+        let now = self.now_ms(self.last_rtcp_sent);
+        if !self.shared.out.lock().may_send(now, &self.metrics) {
+            return;
+        }
         let (last_sr, dlsr) = match self.last_sr {
             Some((middle, at)) => {
                 let delay = at.elapsed().as_secs_f64() * 65536.0;
@@ -908,14 +1043,13 @@ impl LegTask {
             })
         };
         self.sent_since_report = false;
-        let cname = format!("media@{}", self.shared.local);
         let mut packets = vec![
             first,
             RtcpPacket::SourceDescription(vec![SdesChunk {
                 ssrc: self.ssrc,
                 items: vec![SdesItem {
                     kind: SDES_CNAME,
-                    text: cname.into_bytes(),
+                    text: self.cname.clone(),
                 }],
             }]),
         ];
@@ -925,7 +1059,17 @@ impl LegTask {
                 reason: None,
             }));
         }
-        if let Ok(bytes) = (RtcpCompound { packets }).to_bytes() {
+        if let Ok(mut bytes) = (RtcpCompound { packets }).to_bytes() {
+            let mut out = self.shared.out.lock();
+            if let Some(srtp) = out.srtp.as_mut() {
+                let len = bytes.len();
+                bytes.resize(len + RTCP_OVERHEAD, 0);
+                match srtp.protect_rtcp(&mut bytes, len) {
+                    Ok(len) => bytes.truncate(len),
+                    Err(_) => return,
+                }
+            }
+            drop(out);
             let _ = self.rtcp.try_send_to(&bytes, target);
         }
     }
@@ -962,10 +1106,12 @@ fn relay(
         out.payload_type
     };
     let samples = if is_event { 0 } else { payload_len as u32 };
+    if !out.may_send(now, &target.engine.metrics) {
+        return false;
+    }
     let stamp = out.stream.stamp_relayed(now, header, samples, payload_len);
     let ssrc = out.stream.ssrc();
     let to_law = out.law;
-    drop(out);
     let Some(datagram) = buf.get_mut(..len) else {
         return false;
     };
@@ -981,7 +1127,14 @@ fn relay(
     {
         from_law.transcode_in_place(to_law, payload);
     }
-    target.rtp.try_send_to(datagram, remote).is_ok()
+    let Some(len) = out.protect_rtp(buf, len) else {
+        return false;
+    };
+    drop(out);
+    target
+        .rtp
+        .try_send_to(buf.get(..len).unwrap_or(&[]), remote)
+        .is_ok()
 }
 
 /// Sends one locally made 20 ms frame (a monitored call's mix) to `leg`'s peer in the leg's law, continuing its
@@ -992,6 +1145,9 @@ pub(crate) fn send_local_frame(leg: &LegShared, frame: &Frame, now: Millis) -> b
         return false;
     }
     let Some(remote) = out.remote else { return false };
+    if !out.may_send(now, &leg.engine.metrics) {
+        return false;
+    }
     let payload = encode_frame(out.law, frame);
     let stamp = out
         .stream
@@ -1000,12 +1156,16 @@ pub(crate) fn send_local_frame(leg: &LegShared, frame: &Frame, now: Millis) -> b
     drop(out);
     let rtp = RtpPacket::new(payload_type, stamp.sequence, stamp.timestamp, ssrc, &payload)
         .with_marker(stamp.marker);
-    let mut packet = [0u8; 12 + SAMPLES_PER_FRAME];
-    match rtp.write_to(&mut packet) {
-        Ok(len) => leg
+    let mut packet = [0u8; 12 + SAMPLES_PER_FRAME + MAX_RTP_OVERHEAD];
+    let written = rtp
+        .write_to(&mut packet)
+        .ok()
+        .and_then(|len| leg.out.lock().protect_rtp(&mut packet, len));
+    match written {
+        Some(len) => leg
             .rtp
             .try_send_to(packet.get(..len).unwrap_or(&[]), remote)
             .is_ok(),
-        Err(_) => false,
+        None => false,
     }
 }

@@ -15,6 +15,11 @@ pub(crate) struct SourceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DecisionLabel {
     pub(crate) decision: &'static str,
     pub(crate) reason: &'static str,
@@ -30,6 +35,10 @@ pub struct MediaMetrics {
     pub(crate) packets_relayed: Counter,
     pub(crate) packets_ignored: Counter,
     pub(crate) packets_sent_local: Counter,
+    pub(crate) rtp_foreign_packets: Counter,
+    pub(crate) rtcp_foreign_packets: Counter,
+    pub(crate) unconfirmed_sends_dropped: Counter,
+    pub(crate) srtp_rejected: Family<ReasonLabel, Counter>,
     pub(crate) dtmf_digits: Family<SourceLabel, Counter>,
     pub(crate) media_timeouts: Counter,
     pub(crate) amd_results: Family<DecisionLabel, Counter>,
@@ -49,6 +58,10 @@ impl Default for MediaMetrics {
             packets_relayed: Counter::default(),
             packets_ignored: Counter::default(),
             packets_sent_local: Counter::default(),
+            rtp_foreign_packets: Counter::default(),
+            rtcp_foreign_packets: Counter::default(),
+            unconfirmed_sends_dropped: Counter::default(),
+            srtp_rejected: Family::default(),
             dtmf_digits: Family::default(),
             media_timeouts: Counter::default(),
             amd_results: Family::default(),
@@ -84,13 +97,33 @@ impl MediaMetrics {
             );
             r.register(
                 "packets_ignored",
-                "Datagrams ignored: not RTP, unknown payload type, or not from the latched peer",
+                "Datagrams from an allowed source ignored: not RTP, or a payload type not negotiated",
                 m.packets_ignored,
             );
             r.register(
                 "packets_sent_local",
                 "RTP packets of prompts, music and DTMF sent",
                 m.packets_sent_local,
+            );
+            r.register(
+                "rtp_foreign_packets",
+                "RTP datagrams dropped because they came from neither the SDP's address, the signalling IP nor the latched peer",
+                m.rtp_foreign_packets,
+            );
+            r.register(
+                "rtcp_foreign_packets",
+                "RTCP datagrams dropped because they came from a source the leg's rules do not allow",
+                m.rtcp_foreign_packets,
+            );
+            r.register(
+                "unconfirmed_sends_dropped",
+                "Datagrams not sent because the leg's dialog was unconfirmed and its send budget spent",
+                m.unconfirmed_sends_dropped,
+            );
+            r.register(
+                "srtp_rejected",
+                "SRTP/SRTCP datagrams dropped: reason unauthentic (tag did not verify, or malformed) or replayed",
+                m.srtp_rejected,
             );
             r.register("dtmf_digits", "DTMF digits received, by source", m.dtmf_digits);
             r.register(
@@ -134,6 +167,10 @@ pub(crate) struct LocalCounts {
     pub(crate) relayed: u64,
     pub(crate) ignored: u64,
     pub(crate) sent_local: u64,
+    pub(crate) foreign_rtp: u64,
+    pub(crate) foreign_rtcp: u64,
+    pub(crate) srtp_unauthentic: u64,
+    pub(crate) srtp_replayed: u64,
 }
 
 impl LocalCounts {
@@ -142,6 +179,19 @@ impl LocalCounts {
         metrics.packets_relayed.inc_by(self.relayed);
         metrics.packets_ignored.inc_by(self.ignored);
         metrics.packets_sent_local.inc_by(self.sent_local);
+        metrics.rtp_foreign_packets.inc_by(self.foreign_rtp);
+        metrics.rtcp_foreign_packets.inc_by(self.foreign_rtcp);
+        for (reason, count) in [
+            ("unauthentic", self.srtp_unauthentic),
+            ("replayed", self.srtp_replayed),
+        ] {
+            if count > 0 {
+                metrics
+                    .srtp_rejected
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc_by(count);
+            }
+        }
         *self = Self::default();
     }
 }

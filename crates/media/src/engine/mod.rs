@@ -13,8 +13,9 @@ mod leg;
 mod metrics;
 mod monitor;
 
+pub use crate::latch::{LatchPolicy, UnconfirmedSendLimit};
 pub use crate::mixer::MonitorMode;
-pub use bridge::{Bridge, BridgeSide, RecordingHandle};
+pub use bridge::{Bridge, BridgeSide, RecordingHandle, RecordingSummary};
 pub use leg::{DtmfSource, LegEvent, RtpLeg};
 pub use metrics::MediaMetrics;
 pub use monitor::MonitorHandle;
@@ -45,6 +46,10 @@ pub struct MediaConfig {
     pub recordings_dir: PathBuf,
     /// Queue of events per leg; events beyond it are dropped (the owner is not keeping up).
     pub event_capacity: usize,
+    /// What a leg may send before [`RtpLeg::confirm`] (legs set up with [`RtpLeg::set_remote`] are confirmed
+    /// at once): the bound on what an INVITE that is never acknowledged can make the node send to the address
+    /// in its SDP.
+    pub unconfirmed_send_limit: UnconfirmedSendLimit,
 }
 
 impl Default for MediaConfig {
@@ -57,6 +62,7 @@ impl Default for MediaConfig {
             rtcp_interval: Duration::from_secs(5),
             recordings_dir: PathBuf::from("recordings"),
             event_capacity: 64,
+            unconfirmed_send_limit: UnconfirmedSendLimit::default(),
         }
     }
 }

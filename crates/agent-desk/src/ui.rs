@@ -4,6 +4,8 @@
 //! allows only these files.
 
 use axum::Router;
+use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
@@ -15,6 +17,21 @@ const AGENT_JS: &str = include_str!("../static/agent.js");
 const WALLBOARD: &str = include_str!("../static/wallboard.html");
 const WALLBOARD_JS: &str = include_str!("../static/wallboard.js");
 const STYLE: &str = include_str!("../static/style.css");
+const I18N_JS: &str = include_str!("../static/i18n.js");
+
+/// The language catalogs, one per page and language (`<catalog>.<lang>.json`). Every key a page
+/// uses is in each language's file; `tests::every_key_in_every_language` holds that.
+pub(crate) const CATALOGS: &[(&str, &str)] = &[
+    ("login.en.json", include_str!("../static/i18n/login.en.json")),
+    (
+        "login.zh-CN.json",
+        include_str!("../static/i18n/login.zh-CN.json"),
+    ),
+];
+
+/// The pages and scripts whose strings come from a catalog: (catalog, markup or script text).
+#[cfg(test)]
+const TRANSLATED_SOURCES: &[(&str, &str)] = &[("login", INDEX), ("login", LOGIN_JS)];
 
 fn page(body: &'static str, content_type: &'static str) -> impl IntoResponse {
     (
@@ -37,8 +54,96 @@ pub(crate) fn routes() -> Router {
         .route("/static/login.js", get(|| async { page(LOGIN_JS, JS) }))
         .route("/static/agent.js", get(|| async { page(AGENT_JS, JS) }))
         .route("/static/wallboard.js", get(|| async { page(WALLBOARD_JS, JS) }))
+        .route("/static/i18n.js", get(|| async { page(I18N_JS, JS) }))
+        .route("/static/i18n/{file}", get(catalog))
         .route(
             "/static/style.css",
             get(|| async { page(STYLE, "text/css; charset=utf-8") }),
         )
+}
+
+async fn catalog(Path(file): Path<String>) -> axum::response::Response {
+    match CATALOGS.iter().find(|(name, _)| *name == file) {
+        Some((_, body)) => page(body, "application/json; charset=utf-8").into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every string a page shows goes through its catalog, in every language.
+    use super::*;
+    use std::collections::BTreeSet;
+
+    const LANGUAGES: &[&str] = &["en", "zh-CN"];
+
+    fn catalog_keys(catalog: &str, lang: &str) -> BTreeSet<String> {
+        let name = format!("{catalog}.{lang}.json");
+        let (_, body) = CATALOGS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("catalog {name} is not served"));
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (key, value) in &map {
+            let text = value.as_str().unwrap_or_default();
+            assert!(!text.trim().is_empty(), "{name}: {key} is empty");
+        }
+        map.keys().cloned().collect()
+    }
+
+    /// Keys used by markup (`data-i18n…="key"`) and scripts (`t('key'`).
+    fn used_keys(source: &str) -> BTreeSet<String> {
+        let mut keys = BTreeSet::new();
+        for marker in [
+            "data-i18n=\"",
+            "data-i18n-placeholder=\"",
+            "data-i18n-title=\"",
+            "data-i18n-aria-label=\"",
+            "t('",
+        ] {
+            let close = if marker.ends_with('\'') { '\'' } else { '"' };
+            for (at, _) in source.match_indices(marker) {
+                let rest = &source[at + marker.len()..];
+                if let Some(end) = rest.find(close) {
+                    let key = &rest[..end];
+                    if !key.is_empty()
+                        && key
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    {
+                        keys.insert(key.to_owned());
+                    }
+                }
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn every_key_in_every_language() {
+        for lang in LANGUAGES {
+            for (catalog, source) in TRANSLATED_SOURCES {
+                let have = catalog_keys(catalog, lang);
+                let missing: Vec<_> = used_keys(source).difference(&have).cloned().collect();
+                assert!(missing.is_empty(), "{catalog}.{lang}.json lacks {missing:?}");
+            }
+        }
+        // The languages hold the same keys, so no string falls back to its key in one of them.
+        let mut catalogs: BTreeSet<&str> = BTreeSet::new();
+        catalogs.extend(TRANSLATED_SOURCES.iter().map(|(c, _)| *c));
+        for catalog in catalogs {
+            assert_eq!(
+                catalog_keys(catalog, "en"),
+                catalog_keys(catalog, "zh-CN"),
+                "{catalog}"
+            );
+        }
+    }
+
+    #[test]
+    fn used_keys_finds_markup_and_script_keys() {
+        let keys = used_keys("<b data-i18n=\"a.b\"></b> I18n.t('c-d', {x}) <i data-i18n-title=\"e\">");
+        assert_eq!(keys, ["a.b", "c-d", "e"].map(String::from).into());
+    }
 }

@@ -23,10 +23,14 @@ document.getElementById('login').addEventListener('submit', async (e) => {
     const r = await fetch('/api/v1/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(request) });
     const data = await r.json();
     if (!r.ok) {
-      err.textContent = data.error ? data.error.message : 'Login failed';
+      // The server's error code picks the sentence, in the page's language.
+      const code = data.error && data.error.code;
+      const key = 'login.error.' + code;
+      const vars = { seconds: r.headers.get('retry-after') || '' };
+      err.textContent = code && I18n.t(key) !== key ? I18n.t(key, vars) : I18n.t('login.failed');
       return;
     }
     const home = data.user.role === 'agent' ? '/agent' : '/wallboard';
     location.assign(sameOriginPath(data.redirect) || home);
-  } catch (x) { err.textContent = 'The server cannot be reached.'; }
+  } catch (x) { err.textContent = I18n.t('login.unreachable'); }
 });

@@ -92,7 +92,7 @@ mod tests {
         map.keys().cloned().collect()
     }
 
-    /// Keys used by markup (`data-i18n…="key"`) and scripts (`t('key'`).
+    /// Keys used by markup (`data-i18n…="key"`) and scripts (`I18n.t('key'`).
     fn used_keys(source: &str) -> BTreeSet<String> {
         let mut keys = BTreeSet::new();
         for marker in [
@@ -100,7 +100,7 @@ mod tests {
             "data-i18n-placeholder=\"",
             "data-i18n-title=\"",
             "data-i18n-aria-label=\"",
-            "t('",
+            "I18n.t('",
         ] {
             let close = if marker.ends_with('\'') { '\'' } else { '"' };
             for (at, _) in source.match_indices(marker) {
@@ -143,7 +143,8 @@ mod tests {
 
     #[test]
     fn used_keys_finds_markup_and_script_keys() {
-        let keys = used_keys("<b data-i18n=\"a.b\"></b> I18n.t('c-d', {x}) <i data-i18n-title=\"e\">");
+        let keys =
+            used_keys("<b data-i18n=\"a.b\"></b> I18n.t('c-d', {x}) get('next') <i data-i18n-title=\"e\">");
         assert_eq!(keys, ["a.b", "c-d", "e"].map(String::from).into());
     }
 }

@@ -25,10 +25,12 @@
 //! continues each lead where it stopped; every change of a lead is saved back in order by a writer task
 //! of the runner's own.
 
-use crate::call::{Call, negotiate};
 use crate::desk::CampaignWrapUp;
+use crate::driver::legs::negotiate;
+use crate::driver::{CallerIo, Driver, PopStyle};
 use crate::{CallControl, Inner, Timeline};
 use acd::AgentState;
+use call_session::{CallSession, Input, Origin};
 use dialer::campaign::{
     Callback, CallingWindow, Campaign, CampaignMode, CampaignState, DialRequest, Disposition, Lead,
     LeadProgress, LeadStatus, NewLead, RetryPolicy,
@@ -1642,49 +1644,31 @@ pub fn disposition_name(d: Disposition) -> &'static str {
     }
 }
 
-/// The link between a campaign's answered call in the queue and the compliance clock.
-pub(crate) struct CampaignLink {
+/// What a campaign's call (a live dialer's answered person, or a preview's placed call) tells its
+/// runner; the call's session says when ([`call_session::CampaignNote`]).
+pub(crate) struct CallLink {
     campaign: CampaignId,
-    deadline: Instant,
-    verdict_at: Timestamp,
-    message: PathBuf,
-    phase: LinkPhase,
     lead: LeadId,
+    /// When the greeting was judged a person's (live dialer); waits are counted from it.
+    verdict_at: Option<Timestamp>,
     tx: mpsc::UnboundedSender<Note>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum LinkPhase {
-    Waiting,
-    Connected { agent: AgentId, at: Timestamp },
-    MessagePlaying { at: Timestamp },
-}
-
-impl CampaignLink {
-    /// Whether the identification message is being played.
-    pub(crate) fn message_playing(&self) -> bool {
-        matches!(self.phase, LinkPhase::MessagePlaying { .. })
-    }
-
-    /// An agent took the call. Late connections (after the message started) do not happen: the call
-    /// left the queue then.
-    pub(crate) fn connected(&mut self, agent: AgentId, at: Timestamp) {
-        if self.phase == LinkPhase::Waiting {
-            let waited = at.since(self.verdict_at);
-            self.phase = LinkPhase::Connected { agent, at };
-            let _ = self.tx.send(Note::Connected {
-                lead: self.lead.clone(),
-                waited,
-            });
-        }
-    }
-
-    /// The campaign and lead, for the agent's screen pop.
-    pub(crate) fn pop(&self) -> crate::desk::CampaignPop {
-        crate::desk::CampaignPop {
-            campaign: self.campaign.clone(),
+impl CallLink {
+    /// An agent took the call at `at`.
+    pub(crate) fn connected(&self, at: Timestamp) {
+        let waited = self.verdict_at.map(|v| at.since(v)).unwrap_or_default();
+        let _ = self.tx.send(Note::Connected {
             lead: self.lead.clone(),
-        }
+            waited,
+        });
+    }
+
+    /// Nobody in time: the identification message plays.
+    pub(crate) fn abandoned(&self) {
+        let _ = self.tx.send(Note::Abandoned {
+            lead: self.lead.clone(),
+        });
     }
 
     /// The agent's wrap-up asks the campaign to close the lead (do not call) or call it back.
@@ -1696,30 +1680,34 @@ impl CampaignLink {
         });
     }
 
-    /// The deadline passed without an agent: returns the message to play.
-    pub(crate) fn abandon(&mut self, at: Timestamp) -> Vec<PathBuf> {
-        if self.phase != LinkPhase::Waiting {
-            return Vec::new();
-        }
-        self.phase = LinkPhase::MessagePlaying { at };
-        let _ = self.tx.send(Note::Abandoned {
+    /// The campaign and lead, for the agent's screen pop.
+    pub(crate) fn pop(&self) -> crate::desk::CampaignPop {
+        crate::desk::CampaignPop {
+            campaign: self.campaign.clone(),
             lead: self.lead.clone(),
-        });
-        vec![self.message.clone()]
+        }
     }
 }
 
-/// Fires when a waiting campaign call reaches its connect deadline; never otherwise.
-pub(crate) async fn connect_deadline(link: &Option<CampaignLink>) {
-    match link {
-        Some(l) if l.phase == LinkPhase::Waiting => tokio::time::sleep_until(l.deadline).await,
-        _ => std::future::pending().await,
-    }
+/// The disposition a session's `dial_attempt` outcome names.
+fn disposition_named(name: &str) -> Option<Disposition> {
+    [
+        Disposition::Completed,
+        Disposition::Busy,
+        Disposition::NoAnswer,
+        Disposition::Machine,
+        Disposition::Abandoned,
+        Disposition::Failed,
+        Disposition::DoNotCallRequest,
+    ]
+    .into_iter()
+    .find(|d| disposition_name(*d) == name)
 }
 
 /// A preview campaign's call, placed by its agent through the click-to-dial path
-/// ([`crate::outbound`]): what it shows and records for the campaign (the attempt row, the
-/// interaction's `dial_attempt` events, the lead's result).
+/// ([`crate::outbound`]): what it shows and records for the campaign (the attempt row, the lead's
+/// result); the session logs the interaction's `dial_attempt` events.
+#[derive(Clone)]
 pub(crate) struct PreviewDial {
     spec: Arc<CampaignSpec>,
     agent: AgentId,
@@ -1735,10 +1723,22 @@ impl PreviewDial {
         &self.spec.caller_id
     }
 
-    pub(crate) fn pop(&self) -> crate::desk::CampaignPop {
-        crate::desk::CampaignPop {
+    /// The campaign and lead, as the session knows them.
+    pub(crate) fn session_link(&self) -> call_session::CampaignLink {
+        call_session::CampaignLink {
             campaign: self.spec.id.clone(),
             lead: self.lead.clone(),
+        }
+    }
+
+    /// The call's link to the runner: the agent is on the line first, so a connection waited for
+    /// nothing.
+    pub(crate) fn link(&self) -> CallLink {
+        CallLink {
+            campaign: self.spec.id.clone(),
+            lead: self.lead.clone(),
+            verdict_at: None,
+            tx: self.tx.clone(),
         }
     }
 
@@ -1768,48 +1768,28 @@ impl PreviewDial {
         }
     }
 
-    pub(crate) fn dial_event(&self, disposition: Disposition) -> InteractionEventKind {
-        InteractionEventKind::DialAttempt {
-            campaign: self.spec.id.clone(),
-            lead: self.lead.clone(),
-            outcome: disposition_name(disposition).to_string(),
-        }
-    }
-
-    /// The answered call's link to the campaign: the agent is on the line already, so it connects at
-    /// once and the connect deadline never matters.
-    pub(crate) fn link(&self) -> CampaignLink {
-        CampaignLink {
-            campaign: self.spec.id.clone(),
-            deadline: Instant::now() + Duration::from_secs(24 * 3600),
-            verdict_at: Timestamp::now_utc(),
-            message: self.spec.message.clone(),
-            phase: LinkPhase::Waiting,
-            lead: self.lead.clone(),
-            tx: self.tx.clone(),
-        }
-    }
-
-    /// How the answered call went for the campaign, from its link.
-    pub(crate) fn outcome(link: Option<&CampaignLink>, row: &mut crm_store::DialAttempt) -> Disposition {
-        if let Some(LinkPhase::Connected { agent, at }) = link.map(|l| &l.phase) {
-            row.agent = Some(agent.clone());
-            row.connected_at = Some(*at);
-        }
-        Disposition::Completed
-    }
-
     pub(crate) async fn store(&self, inner: &Inner, row: &crm_store::DialAttempt) {
         store_attempt(inner, row).await;
     }
 
-    /// The attempt is over: its row is completed and the runner records the lead's result.
-    pub(crate) async fn finish(
+    /// The call has ended: its row is completed from how it went and the runner records the lead's
+    /// result.
+    pub(crate) async fn finish_call(
         &self,
         inner: &Inner,
         mut row: crm_store::DialAttempt,
-        disposition: Disposition,
+        outcome: &crate::driver::Outcome,
     ) {
+        if let Some((agent, at)) = &outcome.connected {
+            row.agent = Some(agent.clone());
+            row.answered_at = Some(*at);
+            row.connected_at = Some(*at);
+        }
+        let disposition = match outcome.dial_outcome.as_deref().and_then(disposition_named) {
+            Some(d) => d,
+            None if outcome.connected.is_some() => Disposition::Completed,
+            None => Disposition::Failed,
+        };
         row.ended_at = Some(Timestamp::now_utc());
         row.outcome = disposition_name(disposition).to_string();
         store_attempt(inner, &row).await;
@@ -1904,7 +1884,7 @@ impl Attempt {
             },
         ));
         let ring = self.spec.rules.ring_time;
-        let dialled = crate::outbound::dial_number(
+        let dialled = crate::driver::legs::dial_number(
             &self.inner,
             self.request.phone.expose(),
             &self.spec.caller_id,
@@ -2013,53 +1993,77 @@ impl Attempt {
         };
         self.inner
             .log(timeline.event(verdict_at, self.dial_event("human")));
-        let (mut call, done_rx) = Call::new(
-            self.inner.clone(),
-            self.id.clone(),
-            timeline,
-            leg,
-            rtp,
-            law,
-            self.request.phone.clone(),
-            Pii::new(self.spec.caller_id.clone()),
-        );
-        call.campaign = Some(CampaignLink {
-            campaign: self.spec.id.clone(),
-            deadline: Instant::now() + self.spec.rules.connect_within,
-            verdict_at,
+        // The person waits in the queue as a session of their own, numbering on from here.
+        let origin = Origin::Campaign {
+            link: call_session::CampaignLink {
+                campaign: self.spec.id.clone(),
+                lead: self.request.lead.clone(),
+            },
+            queue,
+            preferred: self.request.agent.clone(),
+            connect_by: verdict_at + self.spec.rules.connect_within,
             message: self.spec.message.clone(),
-            phase: LinkPhase::Waiting,
+            first_seq: timeline.next_seq(),
+        };
+        let caller_id = Pii::new(self.spec.caller_id.clone());
+        let session = match CallSession::new(
+            self.id.clone(),
+            verdict_at,
+            origin,
+            self.request.phone.clone(),
+            caller_id.clone(),
+            Driver::settings(&self.inner),
+        ) {
+            Ok(s) => s,
+            Err(_) => {
+                leg.hangup();
+                return self.not_reached(row, timeline, Disposition::Failed).await;
+            }
+        };
+        let link = CallLink {
+            campaign: self.spec.id.clone(),
             lead: self.request.lead.clone(),
+            verdict_at: Some(verdict_at),
             tx: self.tx.clone(),
-        });
+        };
         self.note(Note::Waiting {
             lead: self.request.lead.clone(),
         });
-        call.enqueue(queue, acd::Priority::MAX.get(), None, self.request.agent.clone());
-        call.run_loop(media, done_rx).await;
-        call.finish().await;
-        let phase = call.campaign.as_ref().map(|l| l.phase.clone());
-        let disposition = match phase {
-            Some(LinkPhase::Connected { agent, at }) => {
-                row.agent = Some(agent);
-                row.connected_at = Some(at);
+        let style = PopStyle {
+            direction: Direction::Outbound,
+            prefix: "",
+        };
+        let caller = CallerIo::new(leg, rtp, law, media);
+        let mut driver = Driver::new(
+            self.inner.clone(),
+            session,
+            self.request.phone.clone(),
+            caller_id,
+            Some(caller),
+            style,
+        )
+        .with_campaign(link);
+        driver.feed(Input::CallerAnswered);
+        driver.run().await;
+        let outcome = driver.outcome();
+        let disposition = match &outcome.connected {
+            Some((agent, at)) => {
+                row.agent = Some(agent.clone());
+                row.connected_at = Some(*at);
                 Disposition::Completed
             }
-            Some(LinkPhase::MessagePlaying { .. }) => {
-                row.abandoned = true;
-                Disposition::Abandoned
-            }
-            // The person hung up in the queue before the deadline: no agent reached them.
-            _ => {
-                self.note(Note::Abandoned {
-                    lead: self.request.lead.clone(),
-                });
+            None => {
+                if !outcome.abandoned {
+                    // The person hung up in the queue before the deadline: no agent reached them.
+                    self.note(Note::Abandoned {
+                        lead: self.request.lead.clone(),
+                    });
+                }
                 row.abandoned = true;
                 Disposition::Abandoned
             }
         };
-        call.log(self.dial_event(disposition_name(disposition)));
-        call.into_wrap_up();
+        driver.wrap_up_later();
         self.finish(row, disposition).await;
     }
 

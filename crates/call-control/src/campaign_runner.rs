@@ -35,10 +35,12 @@ use dialer::campaign::{
     Callback, CallingWindow, Campaign, CampaignMode, CampaignState, DialRequest, Disposition, Lead,
     LeadProgress, LeadStatus, NewLead, RetryPolicy,
 };
-use dialer::compliance::{AbandonLedger, AnsweredCall, ComplianceConfig, ComplianceRules};
-use dialer::pacing::{
-    AgentActivity, AgentView, DialResult, PacingEvent, PacingPolicy, PacingSnapshot, PolicySpec,
+use dialer::compliance::{AbandonLedger, ComplianceConfig, ComplianceRules};
+use dialer::driver::{
+    CampaignDriver, Command as DriverCommand, Count, DriverSettings, Left, Previewed, Report,
+    Save as DriverSave, WrapUpWish,
 };
+use dialer::pacing::{AgentActivity, AgentView, DialResult, PolicySpec};
 use domain::{
     AgentId, CallId, CampaignId, Channel, Direction, EndedBy, InteractionEventKind, InteractionId, LeadId,
     Pii, QueueId, Timestamp,
@@ -608,25 +610,28 @@ impl CallControl {
         let saves = ProgressWriter::start(self.inner.crm.clone(), span.clone());
         // At least a few ticks, so one slow tick does not hand the campaign over.
         let lease_ttl = (spec.tick * 3).max(Duration::from_secs(3));
+        let settings = DriverSettings {
+            mode: spec.mode,
+            max_lines: spec.max_lines,
+            preview_skip: spec.preview_skip,
+        };
+        let driver = CampaignDriver::new(
+            campaign,
+            spec.pacing.build(),
+            AbandonLedger::new(spec.rules.clone()),
+            settings,
+        );
         let runner = Runner {
             inner: self.inner.clone(),
-            policy: spec.pacing.build(),
-            ledger: AbandonLedger::new(spec.rules.clone()),
+            driver,
             lease_name: dialer_lease_name(&spec.id),
             holder: format!("{}/{:08x}", self.inner.node, rand::random::<u32>()),
             lease: None,
             lease_ttl,
             loaded: false,
-            deferred: HashMap::new(),
-            previews: HashMap::new(),
             lead_info: HashMap::new(),
             spec: Arc::new(spec),
-            campaign,
-            in_flight: HashMap::new(),
-            waiting: HashSet::new(),
-            active: 0,
             dnc: HashSet::new(),
-            agent_since: HashMap::new(),
             counts: CampaignLiveStats::default(),
             metrics,
             tx,
@@ -809,18 +814,9 @@ enum Note {
 struct Runner {
     inner: Arc<Inner>,
     spec: Arc<CampaignSpec>,
-    campaign: Campaign,
-    policy: Box<dyn PacingPolicy>,
-    ledger: AbandonLedger,
-    /// Dials not yet resolved, by lead: when they were placed.
-    in_flight: HashMap<LeadId, Timestamp>,
-    /// People waiting for an agent.
-    waiting: HashSet<LeadId>,
-    /// Attempts running (ringing, classifying, waiting, talking, playing the message).
-    active: u32,
+    /// The campaign's decisions (leads, pacing, ledger, attempts, previews).
+    driver: CampaignDriver,
     dnc: HashSet<String>,
-    /// When each of the campaign's agents entered their current state.
-    agent_since: HashMap<AgentId, Timestamp>,
     counts: CampaignLiveStats,
     metrics: DialerMetrics,
     tx: mpsc::UnboundedSender<Note>,
@@ -833,20 +829,8 @@ struct Runner {
     /// Whether the leads were loaded since the lease was taken.
     loaded: bool,
     saves: ProgressWriter,
-    /// Wrap-ups that came before their attempt's end was recorded.
-    deferred: HashMap<LeadId, (AgentId, CampaignWrapUp)>,
-    /// Preview campaigns: the lead each agent is looking at.
-    previews: HashMap<AgentId, Previewed>,
     /// Names and linked customers of the leads (for previews).
     lead_info: HashMap<LeadId, (Option<Pii<String>>, Option<domain::CustomerId>)>,
-}
-
-/// A lead shown to an agent.
-#[derive(Debug)]
-struct Previewed {
-    lead: LeadId,
-    phone: Pii<String>,
-    attempt: u32,
 }
 
 impl Runner {
@@ -872,18 +856,64 @@ impl Runner {
                         states = self.inner.acd.subscribe_agent_states();
                     }
                 },
-                Some(note) = notes.recv() => self.on_note(note).await,
+                Some(note) = notes.recv() => self.on_note(note),
                 c = control.recv(), if control_open => match c {
                     Some(c) => self.on_control(c),
                     None => control_open = false,
                 },
                 Some(d) = previews.recv() => self.on_preview_decision(d).await,
             }
+            self.carry_out();
             self.publish();
-            if self.campaign.state() == CampaignState::Stopped && self.active == 0 {
+            if self.driver.is_done() {
                 info!("campaign stopped");
                 self.give_up_lease().await;
                 return;
+            }
+        }
+    }
+
+    /// Carries out what the campaign's driver asks.
+    fn carry_out(&mut self) {
+        let label = DialerMetrics::label(&self.spec.id);
+        while let Some(command) = self.driver.poll_command() {
+            match command {
+                DriverCommand::Save(DriverSave::Lead {
+                    lead,
+                    last,
+                    attempt_at,
+                }) => {
+                    self.saves.lead(&lead, last, attempt_at);
+                }
+                DriverCommand::Save(DriverSave::Status(state)) => self.saves.status(&self.spec.id, state),
+                DriverCommand::Save(DriverSave::DoNotCall { number, agent, at }) => {
+                    info!(%agent, "the person asked not to be called again");
+                    self.dnc.insert(number.expose().clone());
+                    self.saves.do_not_call(number, &agent, at);
+                }
+                DriverCommand::Place(request) => self.place(request),
+                DriverCommand::EndPreview { agent, reason } => {
+                    self.inner.desks.end_preview(&agent, reason.as_deref());
+                }
+                DriverCommand::Count(Count::Dial) => {
+                    self.counts.dials += 1;
+                    self.metrics.dials.get_or_create(&label).inc();
+                }
+                DriverCommand::Count(Count::Connect) => {
+                    self.metrics.connects.get_or_create(&label).inc();
+                }
+                DriverCommand::Count(Count::Abandon) => {
+                    self.metrics.abandons.get_or_create(&label).inc();
+                }
+                DriverCommand::Count(Count::Outcome(disposition)) => {
+                    self.metrics
+                        .outcomes
+                        .get_or_create(&OutcomeLabel {
+                            campaign: self.spec.id.to_string(),
+                            outcome: disposition_name(disposition).into(),
+                        })
+                        .inc();
+                }
             }
         }
     }
@@ -1007,7 +1037,7 @@ impl Runner {
             Some("paused") => CampaignState::Paused,
             Some("finished") => CampaignState::Stopped,
             Some("running") => CampaignState::Running,
-            _ => self.campaign.state(),
+            _ => self.driver.campaign().state(),
         };
         match state {
             CampaignState::Running => {
@@ -1016,7 +1046,7 @@ impl Runner {
             CampaignState::Paused => {}
             CampaignState::Stopped => campaign.stop(),
         }
-        let mut interrupted = 0;
+        let mut interrupted = Vec::new();
         self.lead_info.clear();
         for (record, saved) in rows {
             let id = record.id.clone();
@@ -1033,12 +1063,7 @@ impl Runner {
             };
             let was_dialling = progress.status == LeadStatus::InProgress;
             match campaign.restore_lead(lead, progress, now) {
-                Ok(_) if was_dialling => {
-                    interrupted += 1;
-                    if let Some(lead) = campaign.lead(&id) {
-                        self.saves.lead(lead, Some(Disposition::Failed), None);
-                    }
-                }
+                Ok(_) if was_dialling => interrupted.push(id),
                 Ok(_) => {}
                 Err(e) => warn!(lead = %id, error = %e, "lead left out"),
             }
@@ -1049,57 +1074,47 @@ impl Runner {
             done = leads.done,
             exhausted = leads.exhausted,
             blocked = leads.blocked,
-            interrupted,
+            interrupted = interrupted.len(),
             state = stored_state(campaign.state()),
             "campaign leads loaded"
         );
-        self.campaign = campaign;
+        self.driver.replace_campaign(campaign);
+        for id in &interrupted {
+            self.driver.save_lead(id, Some(Disposition::Failed), None);
+        }
         self.loaded = true;
         true
     }
 
-    /// Talk and after-call work of the campaign's agents, for the policy's handle-time estimates.
+    /// Talk and after-call work of the campaign's agents, for the policy's handle-time estimates;
+    /// an agent who leaves the preview gives its lead back.
     fn on_agent_state(&mut self, ev: crate::AgentStateEvent) {
         if !self.spec.agents.contains(&ev.agent) {
             return;
         }
-        if self.previews.contains_key(&ev.agent) && !is_previewing(&ev.to) {
-            // Ready again, logged out or forced elsewhere: the lead goes back at once.
-            self.end_preview(&ev.agent, Timestamp::now_utc(), "you are no longer previewing");
-        }
-        let started = self.agent_since.insert(ev.agent.clone(), ev.at);
-        let Some(started) = started else { return };
-        let spent = ev.at.since(started);
-        match ev.from {
-            AgentState::OnCall => self.policy.observe(&PacingEvent::TalkEnded {
-                at: ev.at,
-                talk: spent,
-            }),
-            AgentState::WrapUp { .. } => self.policy.observe(&PacingEvent::WrapEnded {
-                at: ev.at,
-                wrap: spent,
-            }),
-            _ => {}
-        }
+        let left = match ev.from {
+            AgentState::OnCall => Left::Talk,
+            AgentState::WrapUp { .. } => Left::WrapUp,
+            _ => Left::Other,
+        };
+        self.driver
+            .agent_changed(&ev.agent, ev.at, left, is_previewing(&ev.to));
     }
 
     fn on_control(&mut self, (action, reply): Control) {
-        let result = match action {
-            CampaignAction::Pause => self.campaign.pause(),
-            CampaignAction::Resume => self.campaign.resume(),
+        let result = self.driver.control(|campaign| match action {
+            CampaignAction::Pause => campaign.pause(),
+            CampaignAction::Resume => campaign.resume(),
             CampaignAction::Stop => {
-                self.campaign.stop();
+                campaign.stop();
                 Ok(())
             }
-        };
+        });
         match &result {
-            Ok(()) => {
-                info!(state = ?self.campaign.state(), "campaign state changed");
-                self.saves.status(&self.spec.id, self.campaign.state());
-            }
+            Ok(state) => info!(?state, "campaign state changed"),
             Err(e) => warn!(error = %e, "campaign control refused"),
         }
-        let _ = reply.send(result.map(|()| self.campaign.state()).map_err(|e| e.to_string()));
+        let _ = reply.send(result.map_err(|e| e.to_string()));
     }
 
     async fn tick(&mut self) {
@@ -1114,48 +1129,12 @@ impl Runner {
             return self.preview_tick(now).await;
         }
         let agents = campaign_agents(&self.inner, &self.spec).await;
-        let staffed = agents
-            .iter()
-            .filter(|a| a.activity != AgentActivity::WrapUp)
-            .count();
-        self.counts.dial_level = f64::from(self.active) / staffed.max(1) as f64;
-        if self.campaign.state() != CampaignState::Running {
-            return;
-        }
-        let flight: Vec<Timestamp> = self.in_flight.values().copied().collect();
-        let snapshot = PacingSnapshot {
-            now,
-            agents: &agents,
-            dials_in_flight: &flight,
-            calls_waiting: u32::try_from(self.waiting.len()).unwrap_or(u32::MAX),
-        };
-        let free_lines = self.spec.max_lines.saturating_sub(self.active);
-        let wanted = if self.spec.mode == CampaignMode::Agentless {
-            free_lines
-        } else if self.ledger.over_cap(now) {
-            // Over the abandonment cap: only as many calls as there are free agents.
-            snapshot.progressive_dials()
-        } else {
-            self.policy.dials_to_place(&snapshot)
-        };
-        let dials = wanted.min(free_lines);
-        if dials == 0 {
-            return;
-        }
-        if !self.read_dnc().await {
+        let dials = self.driver.dials_wanted(now, &agents);
+        if dials == 0 || !self.read_dnc().await {
             return;
         }
         let ready = ready_agents(&self.inner, &self.spec).await;
-        for _ in 0..dials {
-            let Some(request) = self
-                .campaign
-                .next_to_dial_when(now, &self.dnc, &|a| ready.contains(a))
-            else {
-                break;
-            };
-            self.place(request, now);
-        }
-        self.store_blocked();
+        self.driver.place(now, dials, &self.dnc, &|a| ready.contains(a));
     }
 
     /// Reads the do-not-call list right before dialling; false (dial nothing) if it cannot be read.
@@ -1182,35 +1161,32 @@ impl Runner {
     async fn preview_tick(&mut self, now: Timestamp) {
         // A desktop that went away gives its lead back.
         let gone: Vec<AgentId> = self
-            .previews
-            .keys()
+            .driver
+            .previewing_agents()
             .filter(|a| self.inner.desks.desk_media(a).is_none())
             .cloned()
             .collect();
         for agent in gone {
-            self.end_preview(&agent, now, "desktop closed");
+            self.driver.end_preview(&agent, now, "desktop closed");
         }
-        if self.campaign.state() != CampaignState::Running {
-            let all: Vec<AgentId> = self.previews.keys().cloned().collect();
-            for agent in all {
-                self.end_preview(&agent, now, "the campaign is not running");
-            }
+        self.driver.end_previews_unless_running(now);
+        if !self.driver.previews_wanted() {
             return;
         }
         let free: Vec<AgentId> = ready_agents(&self.inner, &self.spec)
             .await
             .into_iter()
             .filter(|a| {
-                !self.previews.contains_key(a)
+                !self.driver.is_previewing(a)
                     && self.inner.desks.desk_media(a).is_some()
                     && !self.inner.desks.busy(a)
             })
             .collect();
-        if free.is_empty() || self.active >= self.spec.max_lines || !self.read_dnc().await {
+        if free.is_empty() || !self.read_dnc().await {
             return;
         }
         for agent in free {
-            let Some(request) = self.campaign.reserve_for(now, &self.dnc, &agent) else {
+            let Some(request) = self.driver.reserve_preview(now, &self.dnc, &agent) else {
                 break;
             };
             let reason = match acd::ReasonCode::new(PREVIEW_REASON) {
@@ -1228,7 +1204,7 @@ impl Runner {
             if let Err(e) = taken {
                 // Offered a call meanwhile, or gone: the lead stays for someone else.
                 info!(%agent, error = %e, "agent not free for a preview");
-                let _ = self.campaign.release(&request.lead, now);
+                self.driver.unreserve(now, &request.lead);
                 continue;
             }
             let (name, customer) = self.lead_info.get(&request.lead).cloned().unwrap_or_default();
@@ -1243,7 +1219,8 @@ impl Runner {
                 None => None,
             };
             let callback = self
-                .campaign
+                .driver
+                .campaign()
                 .lead(&request.lead)
                 .is_some_and(|l| l.callback.is_some());
             info!(%agent, lead = %request.lead, attempt = request.attempt, "lead previewed");
@@ -1259,46 +1236,23 @@ impl Runner {
                     customer: card,
                 }),
             );
-            self.previews.insert(
-                agent,
-                Previewed {
-                    lead: request.lead,
-                    phone: request.phone,
-                    attempt: request.attempt,
-                },
-            );
-        }
-        self.store_blocked();
-    }
-
-    /// Takes a preview back from the agent: the lead is offered again at once.
-    fn end_preview(&mut self, agent: &AgentId, now: Timestamp, reason: &str) {
-        if let Some(p) = self.previews.remove(agent) {
-            let _ = self.campaign.release(&p.lead, now);
-            self.inner.desks.end_preview(agent, Some(reason));
+            self.driver.previewing(agent, request);
         }
     }
 
     async fn on_preview_decision(&mut self, d: PreviewDecision) {
         let now = Timestamp::now_utc();
-        let shown = self.previews.get(&d.agent).is_some_and(|p| p.lead == d.lead);
-        if !shown {
+        let Some(p) = self.driver.take_preview(&d.agent, &d.lead) else {
             let _ = d.reply.send(Err(crate::desk::Refusal::new(
                 "no_preview",
                 "that lead is not being previewed to you",
             )));
             return;
-        }
-        let Some(p) = self.previews.remove(&d.agent) else {
-            return;
         };
         match d.choice {
             PreviewChoice::Skip => {
-                let _ = self.campaign.release(&p.lead, now + self.spec.preview_skip);
-                if let Some(l) = self.campaign.lead(&p.lead) {
-                    self.saves.lead(l, None, None);
-                }
-                self.inner.desks.end_preview(&d.agent, None);
+                self.driver.skip(now, &d.agent, &p);
+                self.carry_out();
                 info!(agent = %d.agent, lead = %p.lead, "preview skipped");
                 // Ready for the next lead.
                 let back = self
@@ -1321,14 +1275,8 @@ impl Runner {
                 .await;
                 if !matches!(listed, Ok(Ok(false))) {
                     let refusal = if matches!(listed, Ok(Ok(true))) {
-                        let _ = self.campaign.release(&p.lead, now);
-                        let _ = self.campaign.mark_do_not_call(&p.lead);
-                        if let Some(l) = self.campaign.lead(&p.lead) {
-                            self.saves.lead(l, None, None);
-                        }
-                        self.inner
-                            .desks
-                            .end_preview(&d.agent, Some("the number is on the do-not-call list"));
+                        self.driver.listed_meanwhile(now, &d.agent, &p);
+                        self.carry_out();
                         let _ = self
                             .inner
                             .acd
@@ -1339,7 +1287,7 @@ impl Runner {
                         crate::desk::Refusal::new("do_not_call", "the number is on the do-not-call list now")
                     } else {
                         // Unknown: keep the preview; the agent may try again.
-                        self.previews.insert(d.agent.clone(), p);
+                        self.driver.keep_preview(d.agent.clone(), p);
                         crate::desk::Refusal::new("unavailable", "the do-not-call list cannot be read")
                     };
                     let _ = d.reply.send(Err(refusal));
@@ -1355,10 +1303,7 @@ impl Runner {
                 };
                 let Ok(number) = crate::desk::DialNumber::try_from(p.phone.expose().clone()) else {
                     // Stored numbers are E.164; one that is not cannot be dialled at all.
-                    let _ = self.campaign.release(&p.lead, now + self.spec.preview_skip);
-                    self.inner
-                        .desks
-                        .end_preview(&d.agent, Some("the number cannot be dialled"));
+                    self.driver.undiallable(now, &d.agent, &p);
                     let _ = d.reply.send(Err(crate::desk::Refusal::new(
                         "bad_number",
                         "the lead's number cannot be dialled",
@@ -1367,7 +1312,7 @@ impl Runner {
                 };
                 let inner = self.inner.clone();
                 let tx = self.tx.clone();
-                let (agent, lead, phone, attempt) = (d.agent, p.lead, p.phone, p.attempt);
+                let agent = d.agent;
                 tokio::spawn(
                     async move {
                         let placed =
@@ -1375,10 +1320,7 @@ impl Runner {
                         let answer = match placed {
                             Ok(_) => Ok(()),
                             Err(refusal) => {
-                                let _ = tx.send(Note::PreviewRefused {
-                                    agent,
-                                    previewed: Previewed { lead, phone, attempt },
-                                });
+                                let _ = tx.send(Note::PreviewRefused { agent, previewed: p });
                                 Err(refusal)
                             }
                         };
@@ -1390,30 +1332,11 @@ impl Runner {
         }
     }
 
-    /// Leads found on the do-not-call list at dial time are closed as `dnc` in the store.
-    fn store_blocked(&mut self) {
-        for id in self.campaign.take_blocked() {
-            info!(lead = %id, "lead on the do-not-call list: closed");
-            if let Some(lead) = self.campaign.lead(&id) {
-                self.saves.lead(lead, None, None);
-            }
-        }
-    }
-
-    fn place(&mut self, request: DialRequest, now: Timestamp) {
-        // Saved before the call goes out: a node that dies now still counts this attempt on restart.
-        if let Some(lead) = self.campaign.lead(&request.lead) {
-            self.saves.lead(lead, None, Some(now));
-        }
+    /// Starts the attempt the driver asked for.
+    fn place(&mut self, request: DialRequest) {
+        let now = Timestamp::now_utc();
         let inner = &self.inner;
         let id = CallId::generate(&inner.node, now, inner.next_counter(), rand::random());
-        self.in_flight.insert(request.lead.clone(), now);
-        self.active += 1;
-        self.counts.dials += 1;
-        self.metrics
-            .dials
-            .get_or_create(&DialerMetrics::label(&self.spec.id))
-            .inc();
         let span = info_span!("call", call = %id, direction = "outbound", lead = %request.lead, attempt = request.attempt);
         let attempt = Attempt {
             inner: inner.clone(),
@@ -1426,147 +1349,62 @@ impl Runner {
         tokio::spawn(attempt.run().instrument(span));
     }
 
-    async fn on_note(&mut self, note: Note) {
+    fn on_note(&mut self, note: Note) {
         let now = Timestamp::now_utc();
-        let label = DialerMetrics::label(&self.spec.id);
-        match note {
+        let report = match note {
             Note::Resolved {
                 lead,
                 dialed_at,
                 result,
-            } => {
-                self.in_flight.remove(&lead);
-                self.policy.observe(&PacingEvent::DialResolved {
-                    dialed_at,
-                    at: now,
-                    result,
-                });
-                match result {
-                    DialResult::Human => self.counts.answered_human += 1,
-                    DialResult::Machine => {
-                        self.counts.machines += 1;
-                        self.ledger.record(now, AnsweredCall::MachineVerdict);
-                    }
-                    _ => {}
-                }
-            }
-            Note::Waiting { lead } => {
-                self.waiting.insert(lead);
-            }
-            Note::Connected { lead, waited } => {
-                self.waiting.remove(&lead);
-                self.counts.connects += 1;
-                self.metrics.connects.get_or_create(&label).inc();
-                self.policy.observe(&PacingEvent::Connected { at: now, waited });
-                self.ledger.record(now, AnsweredCall::Connected);
-            }
-            Note::Abandoned { lead } => {
-                self.waiting.remove(&lead);
-                self.counts.abandons += 1;
-                self.metrics.abandons.get_or_create(&label).inc();
-                self.policy.observe(&PacingEvent::Abandoned { at: now });
-                self.ledger.record(now, AnsweredCall::Abandoned);
-            }
-            Note::Finished { lead, disposition } => {
-                self.in_flight.remove(&lead);
-                self.waiting.remove(&lead);
-                self.active = self.active.saturating_sub(1);
-                self.metrics
-                    .outcomes
-                    .get_or_create(&OutcomeLabel {
-                        campaign: self.spec.id.to_string(),
-                        outcome: disposition_name(disposition).into(),
-                    })
-                    .inc();
-                let status = match self.campaign.record_result(&lead, disposition, now) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(%lead, error = %e, "lead result not recorded");
-                        return;
-                    }
-                };
-                info!(%lead, outcome = disposition_name(disposition), ?status, "attempt finished");
-                if let Some(l) = self.campaign.lead(&lead) {
-                    self.saves.lead(l, Some(disposition), Some(now));
-                }
-                if let Some((agent, wants)) = self.deferred.remove(&lead) {
-                    self.on_wrap_up(lead, agent, wants, now);
-                }
-            }
-            Note::PreviewPlaced { lead, agent } => match self.campaign.confirm_dial(&lead) {
-                Ok(attempt) => {
-                    info!(%lead, %agent, attempt, "previewed lead dialled");
-                    self.inner.desks.end_preview(&agent, None);
-                    self.active += 1;
-                    self.counts.dials += 1;
-                    self.metrics.dials.get_or_create(&label).inc();
-                    if let Some(l) = self.campaign.lead(&lead) {
-                        self.saves.lead(l, None, Some(now));
-                    }
-                }
-                Err(e) => warn!(%lead, error = %e, "previewed dial not counted"),
+            } => Report::Resolved {
+                lead,
+                dialed_at,
+                result,
             },
-            Note::PreviewRefused { agent, previewed } => {
-                self.previews.insert(agent, previewed);
+            Note::Waiting { lead } => Report::Waiting { lead },
+            Note::Connected { lead, waited } => Report::Connected { lead, waited },
+            Note::Abandoned { lead } => Report::Abandoned { lead },
+            Note::Finished { lead, disposition } => {
+                info!(%lead, outcome = disposition_name(disposition), "attempt finished");
+                Report::Finished { lead, disposition }
             }
-            Note::WrappedUp { lead, agent, wants } => {
-                let dialling = self
-                    .campaign
-                    .lead(&lead)
-                    .is_some_and(|l| l.status == LeadStatus::InProgress);
-                if dialling {
-                    // The agent was quicker than the attempt's end: apply it once that is recorded.
-                    self.deferred.insert(lead, (agent, wants));
-                } else {
-                    self.on_wrap_up(lead, agent, wants, now);
-                }
+            Note::PreviewPlaced { lead, agent } => {
+                info!(%lead, %agent, "previewed lead dialled");
+                Report::PreviewPlaced { lead, agent }
             }
-        }
-    }
-
-    /// Carries out a campaign call's wrap-up: do not call again (the number joins the do-not-call
-    /// list, source `agent`, and the lead is closed), or a callback at the agent's time.
-    fn on_wrap_up(&mut self, lead: LeadId, agent: AgentId, wants: CampaignWrapUp, now: Timestamp) {
-        if wants.do_not_call {
-            if let Err(e) = self.campaign.mark_do_not_call(&lead) {
-                warn!(%lead, error = %e, "do-not-call request not applied");
-                return;
-            }
-            info!(%lead, %agent, "the person asked not to be called again");
-            if let Some(l) = self.campaign.lead(&lead) {
-                self.dnc.insert(l.phone.expose().clone());
-                self.saves.do_not_call(l.phone.clone(), &agent, now);
-                self.saves.lead(l, None, None);
-            }
-            return;
-        }
-        let Some(callback) = wants.callback else { return };
-        let personal = callback.personal.then(|| agent.clone());
-        match self.campaign.schedule_callback(&lead, callback.at, personal) {
-            Ok(()) => {
-                info!(%lead, %agent, personal = callback.personal, at = callback.at.as_millis(), "callback scheduled");
-                if let Some(l) = self.campaign.lead(&lead) {
-                    self.saves.lead(l, None, None);
-                }
-            }
-            Err(e) => warn!(%lead, error = %e, "callback not scheduled"),
-        }
+            Note::PreviewRefused { agent, previewed } => Report::PreviewRefused { agent, previewed },
+            Note::WrappedUp { lead, agent, wants } => Report::WrappedUp {
+                lead,
+                agent,
+                wish: WrapUpWish {
+                    do_not_call: wants.do_not_call,
+                    callback: wants.callback.map(|c| (c.at, c.personal)),
+                },
+            },
+        };
+        self.driver.report(now, report);
     }
 
     fn publish(&mut self) {
         let now = Timestamp::now_utc();
         let label = DialerMetrics::label(&self.spec.id);
-        let leads = self.campaign.stats();
+        let stats = self.driver.stats(now);
         let c = &mut self.counts;
         c.campaign = self.spec.id.to_string();
-        c.state = format!("{:?}", self.campaign.state()).to_lowercase();
-        c.abandon_rate = self.ledger.rate(now);
-        c.lines_active = self.active;
-        c.calls_waiting = u32::try_from(self.waiting.len()).unwrap_or(u32::MAX);
-        c.leads_pending = leads.pending;
-        c.leads_done = leads.done;
-        c.leads_exhausted = leads.exhausted;
-        c.leads_blocked = leads.blocked;
+        c.state = format!("{:?}", stats.state).to_lowercase();
+        c.dials = stats.counts.dials;
+        c.answered_human = stats.counts.answered_human;
+        c.machines = stats.counts.machines;
+        c.connects = stats.counts.connects;
+        c.abandons = stats.counts.abandons;
+        c.abandon_rate = stats.abandon_rate;
+        c.dial_level = stats.dial_level;
+        c.lines_active = stats.lines_active;
+        c.calls_waiting = stats.calls_waiting;
+        c.leads_pending = stats.leads.pending;
+        c.leads_done = stats.leads.done;
+        c.leads_exhausted = stats.leads.exhausted;
+        c.leads_blocked = stats.leads.blocked;
         self.metrics
             .abandon_rate
             .get_or_create(&label)
@@ -1583,7 +1421,7 @@ impl Runner {
         self.metrics
             .running
             .get_or_create(&label)
-            .set(i64::from(self.campaign.state() == CampaignState::Running));
+            .set(i64::from(stats.state == CampaignState::Running));
         let counts = c.clone();
         self.stats.send_if_modified(|s| {
             let changed = *s != counts;

@@ -6,14 +6,18 @@
 //! Outbound campaigns run in [`campaign_runner`]: one runner task per campaign drives the pure dialer
 //! (pacing, leads, compliance) and hands answered people to the ACD as ordinary calls.
 //!
-//! Pure parts: [`timeline`] (event numbering), the IVR interpreter and the ACD router (their own
-//! crates). The per-call driver ([`call`]) is the async edge that carries out their commands.
+//! Pure parts: `call-session` (one call's decisions and its event numbering), the IVR interpreter,
+//! the ACD router and the dialer (their own crates). The per-call driver ([`driver`]) is the async
+//! edge that feeds a call's session what happened and carries out its commands; [`call`],
+//! [`outbound`] and [`callback`] start one for an inbound call, an agent-placed call and a kept
+//! place in line.
 
 pub mod acd_task;
 mod call;
 mod callback;
 pub mod campaign_runner;
 pub mod desk;
+mod driver;
 pub mod kpi_metrics;
 mod outbound;
 pub mod recovery;

@@ -1,7 +1,9 @@
-//! Calls an agent places from the desktop (click-to-dial; preview outbound). The agent's own leg
-//! comes first: their SIP phone rings, or their browser softphone's offer is answered at once; then
-//! the customer is dialled through the outbound trunk. Once the customer answers, the call runs like
-//! any other (hold, transfer, hang-up, wrap-up with a disposition), with the customer as "caller".
+//! Calls an agent places from the desktop (click-to-dial; preview outbound). What may be dialled,
+//! and where the agent goes back to afterwards, is read from the ACD here; the call itself is a
+//! [`call_session::CallSession`] of origin `ClickToDial` driven by [`crate::driver`]: the agent's
+//! own leg first (their SIP phone rings, or their browser softphone's offer is answered), then the
+//! customer through the outbound trunk. Once the customer answers, the call runs like any other
+//! (hold, transfer, hang-up, wrap-up with a disposition), with the customer as "caller".
 //!
 //! The ACD does not offer calls to the agent meanwhile: the agent is not ready with reason
 //! `outbound` for the length of the call, and afterwards back to the state they dialled from.
@@ -11,30 +13,24 @@
 //! ([`PreviewDial`]).
 
 use crate::Inner;
-use crate::call::{AgentLeg, Call, PhoneRing, negotiate, open_browser_leg, ring_phone};
 use crate::campaign_runner::PreviewDial;
-use crate::desk::{
-    AgentCommand, AgentMedia, CallPhase, CommandRequest, DeskEvent, DialNumber, Refusal, ScreenPop,
-};
-use dialer::campaign::Disposition;
-use domain::{
-    AgentId, CallId, Channel, Direction, EndedBy, InteractionEventKind, InteractionId, Pii, Timestamp,
-};
-use media::engine::RtpLeg;
-use sip_gateway::{LegEvent, LegHandle, OriginateRequest};
+use crate::desk::{AgentMedia, DialNumber, Refusal};
+use crate::driver::{Driver, PopStyle};
+use call_session::{CallSession, Input, Origin, RequestId};
+use domain::{AgentId, CallId, Direction, Pii, Timestamp};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
-use tracing::{Instrument, info, info_span, warn};
+use tokio::sync::oneshot;
+use tracing::{Instrument, info_span};
 
 /// The reason code an agent is not ready with while on a call they placed.
 pub const OUTBOUND_REASON: &str = "outbound";
 
-/// How long the customer's phone may ring.
-const CUSTOMER_RING: Duration = Duration::from_secs(45);
+/// The dial request of the placing agent, answered once their leg is up or failed.
+const DIAL_REQUEST: RequestId = RequestId(1);
 
-/// Places a call for `agent` to `number`. Returns once the dial is under way; the desktop follows it
-/// through the usual frames (the pop, then `dialing`, `connected`, `wrap_up`).
+/// Places a call for `agent` to `number`. Returns once the agent's leg is up (their phone rings, or
+/// the softphone is answered); the desktop follows the call through the usual frames (the pop, then
+/// `dialing`, `connected`, `wrap_up`). An agent whose phone cannot be reached gets an error.
 pub(crate) async fn dial(
     inner: Arc<Inner>,
     agent: AgentId,
@@ -99,11 +95,6 @@ pub(crate) async fn dial(
 
     let now = Timestamp::now_utc();
     let id = CallId::generate(&inner.node, now, inner.next_counter(), rand::random());
-    let Ok(interaction) = InteractionId::new(id.as_str()) else {
-        inner.acd.input(restore);
-        return Err(Refusal::new("unavailable", "no call id"));
-    };
-    let mut timeline = crate::Timeline::new(interaction);
     let shown_as = match &preview {
         Some(p) => p.caller_id().to_string(),
         None => trunk
@@ -111,360 +102,69 @@ pub(crate) async fn dial(
             .clone()
             .unwrap_or_else(|| agent.as_str().to_string()),
     };
-    inner.log(timeline.event(
-        now,
-        InteractionEventKind::Arrived {
-            channel: Channel::Voice,
-            direction: Direction::Outbound,
-            from: Pii::new(shown_as.clone()),
-            to: Pii::new(number.expose().to_string()),
-        },
-    ));
-    let customer = tokio::time::timeout(
-        Duration::from_millis(500),
-        inner.crm.find_customer_by_phone(number.expose()),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok)
-    .flatten();
-    if let Some(card) = &customer {
-        inner.log(timeline.event(
-            Timestamp::now_utc(),
-            InteractionEventKind::CustomerIdentified {
-                customer: card.customer.id.clone(),
-                tier: card.customer.tier.as_str().to_string(),
-            },
-        ));
-    }
-    let pop = Arc::new(ScreenPop {
-        call: id.clone(),
-        direction: Direction::Outbound,
-        queue: None,
-        caller: Pii::new(number.expose().to_string()),
-        called: Pii::new(shown_as.clone()),
-        waited_ms: 0,
-        explanation: if preview.is_some() {
-            "campaign lead dialled from the preview".into()
-        } else {
-            "placed by the agent".into()
-        },
-        customer,
-        ivr: None,
-        campaign: preview.as_ref().map(PreviewDial::pop),
-    });
-    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-    inner.desks.offer(&agent, pop, commands_tx.clone(), now);
-
-    // The agent's leg: the browser's answer goes back at once; a phone must be picked up first.
-    let agent_side = match media {
-        AgentMedia::Browser => {
-            let opened = open_browser_leg(&inner, sdp).and_then(|(browser, answer)| {
-                let (agent_rtp, _events) = inner
-                    .media
-                    .allocate_leg()
-                    .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
-                browser
-                    .connect_plain(&agent_rtp)
-                    .map_err(|e| Refusal::new("unavailable", e.to_string()))?;
-                Ok((browser, answer, agent_rtp))
-            });
-            match opened {
-                Ok((browser, answer, agent_rtp)) => {
-                    inner.desks.notify(
-                        &agent,
-                        DeskEvent::MediaAnswer {
-                            call: id.clone(),
-                            sdp: answer,
-                        },
-                    );
-                    AgentSide::Ready(
-                        AgentLeg::Browser {
-                            leg: Some(browser),
-                            lost_at: None,
-                        },
-                        agent_rtp,
-                    )
-                }
-                Err(refusal) => {
-                    inner.desks.release(&id, &agent);
-                    inner.acd.input(restore);
-                    return Err(refusal);
-                }
-            }
-        }
-        AgentMedia::Phone => match ring_phone(&inner, &agent, number.expose()).await {
-            Some(phone) => AgentSide::Ringing(phone),
-            None => {
-                inner.desks.release(&id, &agent);
-                inner.acd.input(restore);
-                return Err(Refusal::new(
-                    "phone_unreachable",
-                    "your SIP phone is not registered",
-                ));
-            }
-        },
+    let customer = Pii::new(number.expose().to_string());
+    let origin = Origin::ClickToDial {
+        agent: agent.clone(),
+        number: customer.clone(),
+        media,
+        sdp,
+        shown_as: shown_as.clone(),
+        request: DIAL_REQUEST,
+        restore: Some(restore.clone()),
+        preview: preview.as_ref().map(PreviewDial::session_link),
     };
-    let span = info_span!("call", call = %id, direction = "outbound");
-    let call_id = id.clone();
+    let session = match CallSession::new(
+        id.clone(),
+        now,
+        origin,
+        customer.clone(),
+        Pii::new(shown_as.clone()),
+        Driver::settings(&inner),
+    ) {
+        Ok(s) => s,
+        Err(_) => {
+            inner.acd.input(restore);
+            return Err(Refusal::new("unavailable", "no call id"));
+        }
+    };
+    let style = PopStyle {
+        direction: Direction::Outbound,
+        prefix: "",
+    };
+    let mut driver =
+        Driver::new(inner.clone(), session, customer, Pii::new(shown_as), None, style).with_restore(restore);
     if let Some(p) = &preview {
-        p.placed();
+        driver = driver.with_campaign(p.link());
     }
+    let (reply_tx, reply_rx) = oneshot::channel();
+    driver.expect_reply(DIAL_REQUEST, reply_tx);
+    driver.feed(Input::Start);
+    let (placed_tx, placed_rx) = oneshot::channel::<bool>();
+    let span = info_span!("call", call = %id, direction = "outbound");
     let row = preview.as_ref().map(|p| p.row(&id, now));
+    let finish = preview.clone();
+    let task_inner = inner.clone();
     tokio::spawn(
         async move {
-            let placed = Placed {
-                preview,
-                row,
-                inner,
-                id,
-                timeline,
-                agent,
-                number,
-                shown_as,
-                restore,
-                commands_tx,
-                commands_rx,
-            };
-            placed.run(agent_side).await;
+            driver.run().await;
+            // A preview's attempt counts once it was placed (the runner heard so first).
+            if let (Some(p), Some(row), Ok(true)) = (finish, row, placed_rx.await) {
+                p.finish_call(&task_inner, row, driver.outcome()).await;
+            }
+            driver.wrap_up_later();
         }
         .instrument(span),
     );
-    Ok(call_id)
-}
-
-enum AgentSide {
-    Ringing(PhoneRing),
-    Ready(AgentLeg, RtpLeg),
-}
-
-/// An agent-placed call before the customer answers.
-struct Placed {
-    /// A preview campaign's call and its attempt row.
-    preview: Option<PreviewDial>,
-    row: Option<crm_store::DialAttempt>,
-    inner: Arc<Inner>,
-    id: CallId,
-    timeline: crate::Timeline,
-    agent: AgentId,
-    number: DialNumber,
-    shown_as: String,
-    restore: acd::Input,
-    commands_tx: mpsc::UnboundedSender<CommandRequest>,
-    commands_rx: mpsc::UnboundedReceiver<CommandRequest>,
-}
-
-impl Placed {
-    fn log(&mut self, kind: InteractionEventKind) {
-        let ev = self.timeline.event(Timestamp::now_utc(), kind);
-        self.inner.log(ev);
-    }
-
-    /// Ends a call that never reached the customer (for a campaign lead, the attempt ends with
-    /// `disposition`).
-    fn give_up(mut self, by: EndedBy, reason: &str, disposition: Disposition) {
-        info!(reason, "placed call ended before the customer answered");
-        if let Some(p) = &self.preview {
-            let event = p.dial_event(disposition);
-            self.log(event);
-        }
-        if let (Some(p), Some(row)) = (self.preview.take(), self.row.take()) {
-            let inner = self.inner.clone();
-            tokio::spawn(async move { p.finish(&inner, row, disposition).await }.in_current_span());
-        }
-        self.log(InteractionEventKind::Ended {
-            by,
-            reason: reason.to_string(),
-            quality: None,
-        });
-        self.inner.desks.release(&self.id, &self.agent);
-        self.inner.acd.input(self.restore.clone());
-    }
-
-    /// Answers a desktop command while nothing is connected: only hang-up (cancel) means anything.
-    fn refuse_or_cancel(&self, request: CommandRequest) -> bool {
-        let cancel = matches!(request.command, AgentCommand::Hangup) && request.agent == self.agent;
-        let answer = if cancel {
-            Ok(None)
-        } else {
-            Err(Refusal::new("not_connected", "the call is not connected yet"))
-        };
-        let _ = request.reply.send(answer);
-        cancel
-    }
-
-    async fn run(mut self, side: AgentSide) {
-        let (agent_leg, agent_rtp) = match side {
-            AgentSide::Ready(leg, rtp) => (leg, rtp),
-            AgentSide::Ringing(mut phone) => loop {
-                tokio::select! {
-                    ev = phone.leg.next_event() => match ev {
-                        Some(LegEvent::Answered { sdp }) => match negotiate(&sdp) {
-                            Some(n) => {
-                                phone.rtp.set_remote(n);
-                                break (AgentLeg::Phone(phone.leg), phone.rtp);
-                            }
-                            None => {
-                                phone.leg.hangup();
-                                return self.give_up(EndedBy::Error, "the agent's phone has no common codec", Disposition::Failed);
-                            }
-                        },
-                        Some(LegEvent::Ringing | LegEvent::Reoffer { .. }) => {}
-                        Some(LegEvent::Failed { .. } | LegEvent::Hangup) | None => {
-                            return self.give_up(EndedBy::Agent, "the agent's phone did not answer", Disposition::Failed);
-                        }
-                    },
-                    Some(request) = self.commands_rx.recv() => {
-                        if self.refuse_or_cancel(request) {
-                            phone.leg.hangup();
-                            return self.give_up(EndedBy::Agent, "cancelled by the agent", Disposition::Failed);
-                        }
-                    }
-                }
-            },
-        };
-        // Now the customer.
-        if let (Some(p), Some(row)) = (&self.preview, &self.row) {
-            p.store(&self.inner, row).await;
-        }
-        let Some((customer_leg, customer_rtp, media_events)) = self.dial_customer().await else {
-            agent_leg.hang_up();
-            return self.give_up(
-                EndedBy::Error,
-                "the customer could not be dialled",
-                Disposition::Failed,
-            );
-        };
-        self.inner
-            .desks
-            .set_phase(&self.id, &self.agent, CallPhase::Dialing, Timestamp::now_utc());
-        let mut customer_leg = customer_leg;
-        let law = loop {
-            tokio::select! {
-                ev = customer_leg.next_event() => match ev {
-                    Some(LegEvent::Answered { sdp }) => match negotiate(&sdp) {
-                        Some(n) => {
-                            let law = n.law;
-                            customer_rtp.set_remote(n);
-                            break law;
-                        }
-                        None => {
-                            customer_leg.hangup();
-                            agent_leg.hang_up();
-                            return self.give_up(EndedBy::Error, "the customer's side has no common codec", Disposition::Failed);
-                        }
-                    },
-                    Some(LegEvent::Ringing | LegEvent::Reoffer { .. }) => {}
-                    Some(LegEvent::Failed { code }) => {
-                        agent_leg.hang_up();
-                        let (reason, disposition) = match code {
-                            486 | 600 | 603 => ("busy", Disposition::Busy),
-                            408 | 480 | 487 => ("no answer", Disposition::NoAnswer),
-                            _ => ("the call failed", Disposition::Failed),
-                        };
-                        return self.give_up(EndedBy::System, reason, disposition);
-                    }
-                    Some(LegEvent::Hangup) | None => {
-                        agent_leg.hang_up();
-                        return self.give_up(EndedBy::System, "no answer", Disposition::NoAnswer);
-                    }
-                },
-                Some(request) = self.commands_rx.recv() => {
-                    if self.refuse_or_cancel(request) {
-                        customer_leg.hangup();
-                        agent_leg.hang_up();
-                        return self.give_up(EndedBy::Agent, "cancelled by the agent", Disposition::NoAnswer);
-                    }
-                }
+    match reply_rx.await {
+        Ok(Ok(_)) => {
+            if let Some(p) = &preview {
+                p.placed();
+                p.store(&inner, &p.row(&id, now)).await;
             }
-        };
-        info!("the customer answered");
-        let Placed {
-            preview,
-            mut row,
-            inner,
-            id,
-            timeline,
-            agent,
-            number,
-            shown_as,
-            restore,
-            commands_tx,
-            commands_rx,
-        } = self;
-        let (mut call, done_rx) = Call::new(
-            inner,
-            id,
-            timeline,
-            customer_leg,
-            customer_rtp,
-            law,
-            Pii::new(number.expose().to_string()),
-            Pii::new(shown_as),
-        );
-        call.outbound = Some(restore);
-        call.use_command_channel(commands_tx, commands_rx);
-        if let Some(row) = row.as_mut() {
-            row.answered_at = Some(Timestamp::now_utc());
+            let _ = placed_tx.send(true);
+            Ok(id)
         }
-        call.campaign = preview.as_ref().map(PreviewDial::link);
-        call.connect_agent(agent, agent_leg, agent_rtp).await;
-        call.run_loop(media_events, done_rx).await;
-        call.finish().await;
-        let ended = match (&preview, row) {
-            (Some(p), Some(mut row)) => {
-                let disposition = PreviewDial::outcome(call.campaign.as_ref(), &mut row);
-                call.log(p.dial_event(disposition));
-                Some((row, disposition))
-            }
-            _ => None,
-        };
-        let inner = call.inner_handle();
-        call.into_wrap_up();
-        if let (Some(p), Some((row, disposition))) = (preview, ended) {
-            p.finish(&inner, row, disposition).await;
-        }
-    }
-
-    async fn dial_customer(&self) -> Option<(LegHandle, RtpLeg, mpsc::Receiver<media::engine::LegEvent>)> {
-        dial_number(&self.inner, self.number.expose(), &self.shown_as, CUSTOMER_RING).await
-    }
-}
-
-/// Dials an outside `number` through the outbound trunk with a fresh engine leg's offer, showing
-/// `shown_as`; the leg, its engine leg and that leg's media events.
-pub(crate) async fn dial_number(
-    inner: &Inner,
-    number: &str,
-    shown_as: &str,
-    ring: Duration,
-) -> Option<(LegHandle, RtpLeg, mpsc::Receiver<media::engine::LegEvent>)> {
-    let trunk = inner.outbound.as_ref()?;
-    let gateway = inner.gateway.get()?.clone();
-    let (rtp, events) = match inner.media.allocate_leg() {
-        Ok(x) => x,
-        Err(e) => {
-            warn!(error = %e, "no RTP leg for an outside number");
-            return None;
-        }
-    };
-    let offer = media::sdp::offer(
-        rtp.local_addr(),
-        rand::random::<u32>() as u64,
-        1,
-        media::sdp::MediaDirection::SendRecv,
-    );
-    let request = OriginateRequest {
-        target: Pii::new(format!("sip:{number}@{}", trunk.host)),
-        from_user: Pii::new(shown_as.to_string()),
-        sdp: offer.into_bytes(),
-        ring_timeout: ring,
-    };
-    match gateway.originate(request).await {
-        Ok(leg) => Some((leg, rtp, events)),
-        Err(e) => {
-            warn!(error = %e, "outside number not dialled");
-            None
-        }
+        Ok(Err(refusal)) => Err(refusal),
+        Err(_) => Err(Refusal::new("unavailable", "the call ended before it was placed")),
     }
 }

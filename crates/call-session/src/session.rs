@@ -69,6 +69,9 @@ pub enum Entry {
     Ivr(Box<IvrSession>),
     /// Straight into a queue: the caller's CRM record sets the priority and preferred agent.
     Queue(QueueId),
+    /// Nowhere this node can take it (a flow that cannot start, a bad queue name): the call ends
+    /// with `reason` once answered.
+    Nowhere { reason: String },
 }
 
 /// The campaign an answered outbound call belongs to.
@@ -110,6 +113,9 @@ pub enum Origin {
         preferred: Option<AgentId>,
         connect_by: Timestamp,
         message: PathBuf,
+        /// First event number: the dialer logged the attempt's `arrived` and its verdict before the
+        /// person was handed over (0: the session logs `arrived` itself).
+        first_seq: u32,
     },
 }
 
@@ -550,6 +556,8 @@ pub struct CallSession {
     caller_up: bool,
     /// A voicemail is being recorded (not stopped yet).
     voicemail_recording: bool,
+    /// Why an inbound call has nowhere to go.
+    nowhere: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -585,7 +593,7 @@ impl CallSession {
             Origin::Callback { first_seq, .. } => {
                 (OriginKind::Callback, format!("{}-cb", id.as_str()), *first_seq)
             }
-            Origin::Campaign { .. } => (OriginKind::Campaign, id.as_str().to_string(), 0),
+            Origin::Campaign { first_seq, .. } => (OriginKind::Campaign, id.as_str().to_string(), *first_seq),
         };
         let interaction = InteractionId::new(&interaction)?;
         let mut s = CallSession {
@@ -628,6 +636,7 @@ impl CallSession {
             ended_logged: false,
             caller_up: false,
             voicemail_recording: false,
+            nowhere: None,
         };
         let direction = match kind {
             OriginKind::Inbound => Direction::Inbound,
@@ -637,16 +646,20 @@ impl CallSession {
             OriginKind::Inbound => (s.caller.clone(), s.called.clone()),
             _ => (s.called.clone(), s.caller.clone()),
         };
-        s.log(InteractionEventKind::Arrived {
-            channel: Channel::Voice,
-            direction,
-            from,
-            to,
-        });
+        let arrived_logged = matches!(&origin, Origin::Campaign { first_seq, .. } if *first_seq > 0);
+        if !arrived_logged {
+            s.log(InteractionEventKind::Arrived {
+                channel: Channel::Voice,
+                direction,
+                from,
+                to,
+            });
+        }
         match origin {
             Origin::Inbound { entry } => match entry {
                 Entry::Ivr(session) => s.ivr = Some(session),
                 Entry::Queue(queue) => s.waiting_queue = Some(queue),
+                Entry::Nowhere { reason } => s.nowhere = Some(reason),
             },
             Origin::ClickToDial {
                 agent,
@@ -680,6 +693,7 @@ impl CallSession {
                 preferred,
                 connect_by,
                 message,
+                first_seq: _,
             } => {
                 s.campaign = Some((link, connect_by, message));
                 s.waiting_queue = Some(queue.clone());
@@ -1036,7 +1050,11 @@ impl CallSession {
             self.ask_customer();
             self.route_waiting_queue();
         } else {
-            self.end(EndedBy::Error, "no IVR flow or queue");
+            let reason = self
+                .nowhere
+                .take()
+                .unwrap_or_else(|| "no IVR flow or queue".into());
+            self.end(EndedBy::Error, &reason);
         }
     }
 
@@ -1089,22 +1107,12 @@ impl CallSession {
         }
     }
 
-    /// Click-to-dial: the desktop shows the call, then the agent's own leg.
+    /// Click-to-dial: the agent's own leg first. Their desktop shows the call once that leg is up
+    /// ([`Self::show_placed_call`]): an agent whose phone cannot be reached gets an error, no offer.
     fn ring_placing_agent(&mut self) {
         let Some((agent, media, sdp, shown_as)) = self.click.clone() else {
             return;
         };
-        let explanation = if self.preview.is_some() {
-            "campaign lead dialled from the preview"
-        } else {
-            "placed by the agent"
-        };
-        self.push(Command::DeskOffer {
-            agent: agent.clone(),
-            queue: None,
-            explanation: explanation.into(),
-            waited_ms: 0,
-        });
         let leg = self.new_leg();
         let side = match media {
             AgentMedia::Browser => {
@@ -1133,6 +1141,22 @@ impl CallSession {
             side,
             customer: None,
         };
+    }
+
+    /// The placing agent's leg is up (their phone rings, or the softphone answered): their desktop
+    /// shows the call.
+    fn show_placed_call(&mut self, agent: &AgentId) {
+        let explanation = if self.preview.is_some() {
+            "campaign lead dialled from the preview"
+        } else {
+            "placed by the agent"
+        };
+        self.push(Command::DeskOffer {
+            agent: agent.clone(),
+            queue: None,
+            explanation: explanation.into(),
+            waited_ms: 0,
+        });
     }
 
     pub(crate) fn enqueue(
@@ -1473,12 +1497,15 @@ impl CallSession {
             }
         }
         if let Phase::Dialing {
+            agent,
             side: AgentSide::Ringing(l),
             ..
         } = &self.phase
             && *l == leg
             && let Some(request) = self.dial_request.take()
         {
+            let agent = agent.clone();
+            self.show_placed_call(&agent);
             self.reply(request, Ok(None));
         }
         if let Phase::External { leg: l, started, .. } = &mut self.phase
@@ -1806,6 +1833,7 @@ impl CallSession {
                 side: AgentSide::Opening(l),
                 ..
             } if l == leg => {
+                self.show_placed_call(&agent);
                 if let Some(request) = self.dial_request.take() {
                     self.reply(request, Ok(None));
                 }

@@ -32,6 +32,11 @@ impl Timeline {
         &self.interaction
     }
 
+    /// The number the next event gets.
+    pub fn next_seq(&self) -> u32 {
+        self.next_seq
+    }
+
     /// The next event, stamped `at`.
     pub fn event(&mut self, at: Timestamp, kind: InteractionEventKind) -> InteractionEvent {
         let seq = self.next_seq;

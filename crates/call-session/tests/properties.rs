@@ -197,6 +197,7 @@ fn origin(kind: u8) -> (Origin, i64) {
                 preferred: None,
                 connect_by: Timestamp::from_millis(MONDAY_10 + 2_000),
                 message: "m.wav".into(),
+                first_seq: 0,
             },
             MONDAY_10,
         ),

@@ -949,11 +949,11 @@ fn click_to_dial(media: AgentMedia, preview: bool) -> World {
 fn click_to_dial_rings_the_agent_first_then_the_customer() {
     let mut w = click_to_dial(AgentMedia::Phone, false);
     assert_eq!(w.at(0.0, Input::Start), ["identify caller"]);
+    assert_eq!(w.identified(0.2, None), ["ring a1 on leg 1 as +4915112345678"]);
     assert_eq!(
-        w.identified(0.2, None),
-        ["desk offer a1", "ring a1 on leg 1 as +4915112345678"]
+        w.at(0.3, Input::LegStarted { leg: leg(1) }),
+        ["desk offer a1", "reply #100 ok"]
     );
-    assert_eq!(w.at(0.3, Input::LegStarted { leg: leg(1) }), ["reply #100 ok"]);
     assert_eq!(
         w.at(
             3.0,
@@ -1001,10 +1001,7 @@ fn click_to_dial_rings_the_agent_first_then_the_customer() {
 fn a_placed_call_the_agent_cancels_while_the_customer_rings_puts_the_agent_back() {
     let mut w = click_to_dial(AgentMedia::Browser, true);
     w.at(0.0, Input::Start);
-    assert_eq!(
-        w.identified(0.2, None),
-        ["desk offer a1", "open browser of a1 on leg 1"]
-    );
+    assert_eq!(w.identified(0.2, None), ["open browser of a1 on leg 1"]);
     assert_eq!(
         w.at(
             0.4,
@@ -1014,6 +1011,7 @@ fn a_placed_call_the_agent_cancels_while_the_customer_rings_puts_the_agent_back(
             }
         ),
         [
+            "desk offer a1",
             "reply #100 ok",
             "desk media answer a1 ans",
             "dial sip:+4915112345678@carrier.test:5060 on leg 2 (customer)",
@@ -1073,6 +1071,8 @@ fn an_unreachable_agent_phone_refuses_the_dial_request() {
         },
     );
     assert_eq!(lines[0], "reply #100 phone_unreachable");
+    // An error, not an offer: the desktop never showed the call.
+    assert!(!w.log.iter().any(|l| l == "desk offer a1"), "{:?}", w.log);
     assert!(w.s.is_finished());
     w.assert_every_request_answered_once();
 }
@@ -1199,6 +1199,7 @@ fn campaign_call() -> World {
             preferred: None,
             connect_by: Timestamp::from_millis(MONDAY_10 + 2_000),
             message: "prompts/identification.wav".into(),
+            first_seq: 0,
         },
         MONDAY_10,
     );
@@ -1289,4 +1290,37 @@ fn do_not_call_and_callbacks_are_refused_on_calls_of_no_campaign() {
     );
     assert_eq!(w.last_reply().unwrap(), "reply #1 not_campaign_call");
     assert_eq!(w.s.wrap_ups().len(), 1, "the form stays open");
+}
+
+#[test]
+fn a_campaign_call_handed_over_by_the_dialer_continues_its_numbering_without_a_second_arrival() {
+    let mut s = call_session::CallSession::new(
+        domain::CallId::new("call-1").unwrap(),
+        Timestamp::from_millis(MONDAY_10),
+        Origin::Campaign {
+            link: CampaignLink {
+                campaign: CampaignId::new("spring").unwrap(),
+                lead: LeadId::new("l1").unwrap(),
+            },
+            queue: q("sales"),
+            preferred: None,
+            connect_by: Timestamp::from_millis(MONDAY_10 + 2_000),
+            message: "prompts/identification.wav".into(),
+            // The dialer logged `arrived` (0) and the verdict (1).
+            first_seq: 2,
+        },
+        Pii::new("+4915112345678".into()),
+        Pii::new("801".into()),
+        call_session::Settings::default(),
+    )
+    .unwrap();
+    assert_eq!(s.poll_command(), None, "no second `arrived`");
+    s.handle(Timestamp::from_millis(MONDAY_10), Input::CallerAnswered);
+    let mut seqs = Vec::new();
+    while let Some(c) = s.poll_command() {
+        if let call_session::Command::Log(ev) = c {
+            seqs.push(ev.seq);
+        }
+    }
+    assert_eq!(seqs, [2], "`enqueued` follows the dialer's events");
 }

@@ -8,10 +8,14 @@
 //!   rolling-window [`compliance::AbandonLedger`].
 //! - [`pacing`]: the [`pacing::PacingPolicy`] trait and its policies; the owner calls
 //!   `observe(&event)` as calls progress and `dials_to_place(&snapshot)` to know how many to dial.
+//! - [`driver`]: a live campaign's decisions ([`driver::CampaignDriver`]): dials in flight, people
+//!   waiting, attempts running, deferred wrap-ups, previews, and when and how many to dial; the
+//!   runner in call control only does its IO.
 //! - [`sim`]: the simulator ([`sim::simulate`]) and the benchmark grid ([`sim::grid::run_grid`]).
 
 pub mod campaign;
 pub mod compliance;
+pub mod driver;
 pub mod estimate;
 pub mod pacing;
 pub mod rng;

@@ -9,6 +9,7 @@
 //! Pure parts: [`timeline`] (event numbering), the IVR interpreter and the ACD router (their own
 //! crates). The per-call driver ([`call`]) is the async edge that carries out their commands.
 
+pub mod acd_handle;
 pub mod acd_task;
 mod call;
 mod callback;
@@ -20,13 +21,14 @@ pub mod recovery;
 pub mod timeline;
 pub mod webhook;
 
-pub use acd_task::{AcdHandle, AgentStateEvent, QueueNotice};
+pub use acd_handle::{Abandonment, AcdHandle, AgentStateEvent, QueueNotice};
+pub use acd_task::LocalAcd;
 pub use campaign_runner::{
     CampaignAction, CampaignConfig, CampaignHandle, CampaignLiveStats, CampaignSpec, DialerMetrics,
     PreviewChoice,
 };
 pub use desk::DeskHub;
-pub use recovery::{Resumed, resume_acd};
+pub use recovery::{Resumed, join_cluster, resume_acd};
 pub use timeline::Timeline;
 
 use domain::InteractionEvent;

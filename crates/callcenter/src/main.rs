@@ -203,7 +203,9 @@ async fn serve(config: Config) -> Result<(), String> {
     let mut leader = None;
     let resumed = if config.cluster.enabled {
         let (resumed, candidate) = join_cluster(&config, &state, &crm, acd_metrics).await?;
-        leader = Some(candidate);
+        let lead = call_control::kpi_metrics::RouterLeadMetrics::register(&telemetry);
+        lead.follow(candidate.status());
+        leader = Some((candidate, lead));
         resumed
     } else {
         call_control::resume_acd(
@@ -350,9 +352,11 @@ async fn serve(config: Config) -> Result<(), String> {
     info!("draining: new calls get 503");
     gateway.start_draining();
     ready.store(false, Ordering::Release);
-    if let Some(candidate) = leader.take() {
+    if let Some((candidate, lead)) = leader.take() {
         // Leadership goes first, so routing never waits on a node on its way out.
-        leader = Some(hand_over(candidate, &config, &state).await);
+        let again = hand_over(candidate, &config, &state).await;
+        lead.follow(again.status());
+        leader = Some((again, lead));
     }
     let left = gateway
         .drain(Duration::from_secs(config.node.shutdown_grace_secs))
@@ -362,7 +366,7 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     gateway.shutdown();
     resumed.acd.shutdown().await;
-    if let Some(candidate) = leader {
+    if let Some((candidate, _)) = leader {
         candidate.stop().await;
     }
     shutdown.cancel();

@@ -8,10 +8,12 @@
 //! read in order): every caller was served exactly once, and **no phone ever carried two calls at
 //! once**, whichever node held the call and whichever node led the router at the time.
 //!
-//! Scenarios: callers spread over the nodes by Kamailio; the leader's node frozen (SIGSTOP) past
+//! Scenarios: 40 callers spread over the nodes by Kamailio; the leader's node frozen (SIGSTOP) past
 //! its lease while callers wait, then resumed (it makes no offer and changes nothing); the leader's
 //! node killed with `kill -9` while callers wait on the other nodes (a standby takes over and serves
-//! every one of them). Rates are modest: the machine is shared.
+//! every one of them); Redis (a private one, append-only file) killed and restarted under load; the
+//! leader's node sent SIGTERM (it hands the lead over, then leaves with exit 0). Rates are modest:
+//! the machine is shared.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -261,6 +263,88 @@ impl Drop for Callers {
     }
 }
 
+/// A Redis of the test's own (so it can be restarted): append-only file fsynced on every write.
+struct PrivateRedis {
+    child: Child,
+    port: u16,
+    args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        require_command("redis-server");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            &dir.path().display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let child = Self::spawn(&args, port);
+        PrivateRedis {
+            child,
+            port,
+            args,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(args: &[String], port: u16) -> Child {
+        let child = Command::new("redis-server")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !Self::answers(port) {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    fn answers(port: u16) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    }
+
+    /// Kills Redis (SIGKILL: no last save) and starts it again on the same port and files.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.args, self.port);
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Three nodes, eight phones registered through them in turn.
 struct Cluster {
     nodes: Vec<Option<Platform>>,
@@ -270,11 +354,15 @@ struct Cluster {
 
 impl Cluster {
     fn start(test: &str, talk_ms: u32) -> Option<Cluster> {
-        require_command("sipp");
         let redis = redis_url(test)?;
+        Self::start_on(test, &redis, talk_ms)
+    }
+
+    fn start_on(test: &str, redis: &str, talk_ms: u32) -> Option<Cluster> {
+        require_command("sipp");
         let db = Database::create(test)?;
         let prefix = format!("cccluster{}x{}", std::process::id(), free_port());
-        let config = node_config(&redis, &prefix, &db.url);
+        let config = node_config(redis, &prefix, &db.url);
         let nodes: Vec<Option<Platform>> = NODE_NAMES
             .iter()
             .map(|name| {
@@ -487,4 +575,62 @@ fn the_leaders_node_killed_while_callers_wait_loses_none_of_them() {
     );
     cluster.assert_served_once_each(20, "leader killed");
     cluster.wait_until("a surviving node leads", || cluster.leader().is_some());
+}
+
+#[test]
+fn a_redis_restart_under_load_loses_no_caller() {
+    if redis_url("the Redis restart test").is_none() {
+        return;
+    }
+    let mut redis = PrivateRedis::start();
+    let Some(cluster) = Cluster::start_on("the Redis restart test", &redis.url(), 1000) else {
+        return;
+    };
+    let callers: Vec<Callers> = (0..3)
+        .map(|i| Callers::start(cluster.node(i).sip, 6, 3))
+        .collect();
+    cluster.wait_until("the first callers are answered", || cluster.served() >= 2);
+    redis.restart();
+    let results: Vec<(u64, u64)> = callers.into_iter().map(Callers::wait).collect();
+    assert_eq!(
+        results,
+        vec![(6, 0), (6, 0), (6, 0)],
+        "every caller served across the Redis restart\n{}",
+        cluster.logs()
+    );
+    cluster.assert_served_once_each(18, "Redis restarted");
+}
+
+#[test]
+fn sigterm_hands_the_lead_over_first_and_the_node_leaves_cleanly() {
+    let Some(mut cluster) = Cluster::start("the SIGTERM hand-over test", 200) else {
+        return;
+    };
+    let old = cluster.leader().expect("a leader");
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    cluster.node(old).signal(libc::SIGTERM);
+    cluster.wait_until("another node leads", || {
+        others
+            .iter()
+            .any(|i| cluster.gauge(*i, "acd_router_leading") == 1)
+    });
+    let mut leaving = cluster.nodes[old].take().expect("leaving node");
+    assert_eq!(
+        leaving.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        leaving.log()
+    );
+    let (ok, failed) = Callers::start(cluster.node(others[0]).sip, 8, 4).wait();
+    assert_eq!(
+        (ok, failed),
+        (8, 0),
+        "callers after the hand-over\n{}",
+        cluster.logs()
+    );
+    cluster.assert_served_once_each(8, "after SIGTERM");
+    // The wallboard of the nodes left still shows every agent, ready again (the router kept them).
+    cluster.wait_until("every agent ready again on the other node's wallboard", || {
+        cluster.gauge(others[1], "acd_agents{queue=\"support\",state=\"available\"}") == AGENTS as u64
+    });
 }

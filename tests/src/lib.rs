@@ -55,6 +55,8 @@ pub struct NodeAddress {
     pub sip_port: u16,
     pub http_port: u16,
     pub shutdown_grace_secs: u64,
+    /// `[node] name` (nodes of one cluster need their own).
+    pub node_name: &'static str,
 }
 
 impl NodeAddress {
@@ -64,6 +66,7 @@ impl NodeAddress {
             sip_port: free_port(),
             http_port: free_port(),
             shutdown_grace_secs: 10,
+            node_name: "node1",
         }
     }
 }
@@ -100,10 +103,19 @@ impl Platform {
             sip_port,
             http_port,
             shutdown_grace_secs,
+            node_name,
         } = address;
+        // A node of a cluster names its shared database in `extra`; otherwise SQLite in `dir`.
+        let crm = if extra.contains("[crm]") {
+            String::new()
+        } else {
+            format!(
+                "[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n\n",
+                dir.path().display()
+            )
+        };
         let config = format!(
-            "[node]\nshutdown_grace_secs = {shutdown_grace_secs}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n\n[ivr]\nscripts_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n{extra}\n",
-            dir.path().display(),
+            "[node]\nname = \"{node_name}\"\nshutdown_grace_secs = {shutdown_grace_secs}\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n{crm}[ivr]\nscripts_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n{extra}\n",
             flows.display()
         );
         let path = dir.path().join("callcenter.toml");

@@ -4,7 +4,7 @@
 
 use crate::agent::{AgentState, AgentStateKind};
 use crate::config::{ServiceLevelFormula, ServiceLevelTarget};
-use domain::{AgentId, QueueId, Timestamp};
+use domain::{AgentId, CallId, QueueId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -157,6 +157,10 @@ pub struct AgentKpi {
     pub agent: AgentId,
     pub state: AgentState,
     pub since: Timestamp,
+    /// The call the router has tied to the agent: offered to them (ringing) or connected. The one
+    /// record of who talks to whom; desktops and calls read it here rather than keep their own.
+    #[serde(default)]
+    pub call: Option<CallId>,
     pub occupancy: Option<f64>,
     pub counters: AgentCounters,
 }

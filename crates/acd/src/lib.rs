@@ -62,6 +62,7 @@ pub mod erlang;
 pub mod expr;
 pub mod io;
 pub mod kpi;
+pub mod notice;
 pub mod rng;
 pub mod router;
 
@@ -76,4 +77,5 @@ pub use io::{
     Rule, Score, Trigger,
 };
 pub use kpi::{AgentKpi, KpiSnapshot, QueueCounters, QueueKpi};
+pub use notice::{Abandonment, AgentStateEvent, QueueNotice};
 pub use router::{Acd, AcdError, AcdSnapshot, CallPhase, HeldCall, RestoreError};

@@ -7,7 +7,7 @@
 //! With [`Persistence`] the router's whole state is kept as one blob in the state store, rewritten after
 //! every change (a newer state replaces one not yet written, so a slow store costs staleness, never
 //! backlog; copies are spaced so that they take at most 1/20 of the router's time, and encoding runs
-//! on another thread), and [`AcdHandle::resume`] continues from it after a restart: callers keep their place in
+//! on another thread), and [`LocalAcd::resume`] continues from it after a restart: callers keep their place in
 //! line and agents their state. Calls the restarted process no longer has are let go, as the owner says.
 
 use acd::{
@@ -34,7 +34,7 @@ pub struct Persistence {
     pub key: String,
 }
 
-/// What [`AcdHandle::resume`] found.
+/// What [`LocalAcd::resume`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResumeReport {
     /// A saved state was found and restored.
@@ -45,7 +45,7 @@ pub struct ResumeReport {
     pub dropped: usize,
 }
 
-/// Why [`AcdHandle::resume`] could not start the router.
+/// Why [`LocalAcd::resume`] could not start the router.
 #[derive(Debug, thiserror::Error)]
 pub enum ResumeError {
     #[error(transparent)]
@@ -54,16 +54,7 @@ pub enum ResumeError {
     Store(#[from] state_store::StateError),
 }
 
-/// An agent's state changed in the router.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentStateEvent {
-    pub agent: AgentId,
-    pub from: AgentState,
-    pub to: AgentState,
-    pub at: Timestamp,
-}
-
-pub use call_session::QueueNotice;
+pub use acd::{Abandonment, AgentStateEvent, QueueNotice};
 
 enum Msg {
     Input(Input),
@@ -85,30 +76,23 @@ enum Msg {
     },
 }
 
-/// Where a caller was when they hung up in the queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Abandonment {
-    pub queue: QueueId,
-    pub position: u32,
-    pub waited_ms: u64,
-}
-
-/// Sends inputs to the ACD task. Cheap to clone.
+/// The in-process router: sends inputs to the ACD task. Cheap to clone. Call control reaches it
+/// through [`crate::AcdHandle`], which may be the cluster's router instead.
 #[derive(Clone)]
-pub struct AcdHandle {
+pub struct LocalAcd {
     tx: mpsc::UnboundedSender<Msg>,
     states: broadcast::Sender<AgentStateEvent>,
     kpis: watch::Receiver<Arc<KpiSnapshot>>,
 }
 
-impl AcdHandle {
+impl LocalAcd {
     /// Starts the task with `config`, keeping nothing between restarts; every configured agent is
     /// logged in and ready when `agents_ready` (SIP-phone agents without a desktop session).
     pub fn start(
         config: AcdConfig,
         agents_ready: bool,
         metrics: Option<crate::kpi_metrics::AcdMetrics>,
-    ) -> Result<AcdHandle, acd::ConfigError> {
+    ) -> Result<LocalAcd, acd::ConfigError> {
         let mut acd = Acd::new(config)?;
         if agents_ready {
             log_in_everyone(&mut acd, Timestamp::now_utc());
@@ -131,7 +115,7 @@ impl AcdHandle {
         metrics: Option<crate::kpi_metrics::AcdMetrics>,
         persist: Persistence,
         mut keep: impl FnMut(&HeldCall) -> Option<mpsc::UnboundedSender<QueueNotice>>,
-    ) -> Result<(AcdHandle, ResumeReport), ResumeError> {
+    ) -> Result<(LocalAcd, ResumeReport), ResumeError> {
         let now = Timestamp::now_utc();
         let mut report = ResumeReport::default();
         let saved = persist
@@ -215,7 +199,7 @@ impl AcdHandle {
         calls: HashMap<CallId, mpsc::UnboundedSender<QueueNotice>>,
         metrics: Option<crate::kpi_metrics::AcdMetrics>,
         persist: Option<Persistence>,
-    ) -> AcdHandle {
+    ) -> LocalAcd {
         let (tx, rx) = mpsc::unbounded_channel();
         let (states, _) = broadcast::channel(1024);
         let (kpi_tx, kpis) = watch::channel(Arc::new(acd.kpis(Timestamp::now_utc())));
@@ -226,7 +210,7 @@ impl AcdHandle {
             saver: persist.map(Saver::start),
         };
         tokio::spawn(run(acd, rx, publish, calls));
-        AcdHandle { tx, states, kpis }
+        LocalAcd { tx, states, kpis }
     }
 
     /// Feeds one input to the router.
@@ -246,7 +230,7 @@ impl AcdHandle {
     }
 
     /// Every agent state change from now on. A receiver that falls behind by more than 1,024
-    /// changes is told it lagged and should re-read the states from [`AcdHandle::live_kpis`].
+    /// changes is told it lagged and should re-read the states from [`LocalAcd::live_kpis`].
     pub fn subscribe_agent_states(&self) -> broadcast::Receiver<AgentStateEvent> {
         self.states.subscribe()
     }

@@ -1,4 +1,5 @@
-//! The ACD's live KPIs as Prometheus gauges (`acd_*`), refreshed by the ACD owner task. Labels are
+//! The ACD's live KPIs as Prometheus gauges (`acd_*`), refreshed by the ACD owner task (or, on a
+//! cluster, from the KPIs its leader publishes), and whether this node leads the router. Labels are
 //! queue names and agent states only.
 
 use acd::KpiSnapshot;
@@ -108,5 +109,50 @@ impl AcdMetrics {
                 self.agents.get_or_create(&label).set(i64::from(n));
             }
         }
+    }
+}
+
+/// Whether this node leads the cluster's ACD router (`acd_router_leading`, 1 or 0) and how often it
+/// took the lead (`acd_router_takeovers`), from its candidate's status.
+#[derive(Clone, Default)]
+pub struct RouterLeadMetrics {
+    leading: Gauge,
+    takeovers: Gauge,
+}
+
+impl RouterLeadMetrics {
+    /// Creates the gauges and registers them under `acd`.
+    pub fn register(telemetry: &telemetry::Telemetry) -> Self {
+        let m = Self::default();
+        telemetry.register("acd", |r| {
+            r.register(
+                "router_leading",
+                "1 while this node leads the cluster's ACD router",
+                m.leading.clone(),
+            );
+            r.register(
+                "router_takeovers",
+                "Times this node's current candidate took the cluster's ACD router over",
+                m.takeovers.clone(),
+            );
+        });
+        m
+    }
+
+    /// Follows a candidate's status until it stops.
+    pub fn follow(&self, mut status: tokio::sync::watch::Receiver<routing::LeaderStatus>) {
+        let m = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = status.borrow_and_update().clone();
+                m.leading.set(i64::from(s.leading));
+                m.takeovers
+                    .set(i64::try_from(s.stats.takeovers).unwrap_or(i64::MAX));
+                if status.changed().await.is_err() {
+                    m.leading.set(0);
+                    break;
+                }
+            }
+        });
     }
 }

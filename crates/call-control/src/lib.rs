@@ -12,6 +12,7 @@
 //! [`outbound`] and [`callback`] start one for an inbound call, an agent-placed call and a kept
 //! place in line.
 
+pub mod acd_handle;
 pub mod acd_task;
 mod call;
 mod callback;
@@ -24,13 +25,14 @@ pub mod recovery;
 pub mod timeline;
 pub mod webhook;
 
-pub use acd_task::{AcdHandle, AgentStateEvent, QueueNotice};
+pub use acd_handle::{Abandonment, AcdHandle, AgentStateEvent, QueueNotice};
+pub use acd_task::LocalAcd;
 pub use campaign_runner::{
     CampaignAction, CampaignConfig, CampaignHandle, CampaignLiveStats, CampaignSpec, DialerMetrics,
     PreviewChoice,
 };
 pub use desk::DeskHub;
-pub use recovery::{Resumed, resume_acd};
+pub use recovery::{Resumed, join_cluster, resume_acd};
 pub use timeline::Timeline;
 
 use domain::InteractionEvent;

@@ -2,10 +2,12 @@
 //! callbacks still pending in the CRM get their place in line back: a callback the saved state still
 //! holds keeps its exact place; one it does not (the memory backend keeps nothing across restarts)
 //! joins its queue again at the time it was first requested. Every other call of the saved state
-//! died with the process that held it, and the ACD lets it go.
+//! died with the process that held it, and the ACD lets it go. On the cluster's router
+//! ([`join_cluster`]) a joining node takes back only the callbacks no live node holds.
 
+use crate::AcdHandle;
 use crate::CallControl;
-use crate::acd_task::{AcdHandle, Persistence, QueueNotice, ResumeError, ResumeReport};
+use crate::acd_task::{Persistence, QueueNotice, ResumeError, ResumeReport};
 use acd::{AcdConfig, CallRequest};
 use domain::{CallId, Pii, QueueId};
 use std::collections::HashMap;
@@ -97,6 +99,55 @@ pub async fn resume_acd(
         report,
         callbacks,
     })
+}
+
+/// Joins the cluster's router through `client` and takes back the callbacks pending in `crm` that
+/// no node holds any more (their node died and the router let them go, or the cluster restarted):
+/// each joins its queue again at the time it was first requested. A callback the router still holds
+/// (another node's, alive) stays where it is: the router refuses it here.
+pub async fn join_cluster(client: routing::RouterClient, crm: &crm_store::CrmStore) -> Resumed {
+    let acd = AcdHandle::Cluster(client);
+    let mut pending: Vec<(CallId, crm_store::PendingCallback)> = match crm.pending_callbacks().await {
+        Ok(list) => list
+            .into_iter()
+            .filter_map(|cb| {
+                let call = cb
+                    .interaction
+                    .as_ref()
+                    .and_then(|i| CallId::new(i.as_str()).ok())?;
+                Some((call, cb))
+            })
+            .collect(),
+        Err(error) => {
+            warn!(%error, "pending callbacks could not be read; none are taken back");
+            Vec::new()
+        }
+    };
+    pending.sort_by_key(|(call, cb)| (cb.requested_at, call.clone()));
+    let mut callbacks = Vec::new();
+    for (call, cb) in pending {
+        let Some(queue) = cb.queue else {
+            continue;
+        };
+        let mut request = CallRequest::new(call.clone(), queue.clone());
+        request.original_enqueued_at = Some(cb.requested_at);
+        if let Ok(notices) = acd.enqueue_new(request).await {
+            callbacks.push(ResumedCallback {
+                call,
+                queue,
+                number: cb.phone,
+                notices,
+            });
+        }
+    }
+    if !callbacks.is_empty() {
+        info!(count = callbacks.len(), "callbacks taken back from the cluster");
+    }
+    Resumed {
+        acd,
+        report: ResumeReport::default(),
+        callbacks,
+    }
 }
 
 impl CallControl {

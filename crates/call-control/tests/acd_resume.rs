@@ -6,8 +6,9 @@
 #![allow(clippy::unwrap_used)]
 
 use acd::{AcdConfig, AgentConfig, AgentState, CallRequest, Input, QueueConfig, QueueMembership, ReasonCode};
+use call_control::AcdHandle;
 use call_control::QueueNotice;
-use call_control::acd_task::{ACD_STATE_NAMESPACE, AcdHandle, Persistence, ResumeReport};
+use call_control::acd_task::{ACD_STATE_NAMESPACE, Persistence, ResumeReport};
 use domain::{AgentId, CallId, QueueId, Timestamp};
 use state_store::{BlobWrite, StateConfig, StateStore};
 use std::collections::HashMap;

@@ -208,21 +208,8 @@ impl Refusal {
 /// refused.
 pub type CommandResult = Result<Option<String>, Refusal>;
 
-/// What a waiting call hears from the ACD.
-#[derive(Debug, Clone)]
-pub enum QueueNotice {
-    /// Ring these agents (several for ring-all); the explanation says why.
-    Offer(acd::Offer),
-    /// Stop ringing this agent (no answer in time, answered elsewhere, ...).
-    OfferCancelled { agent: AgentId, reason: String },
-    /// Position and estimated wait, for announcements.
-    Position {
-        position: u32,
-        estimated_wait_secs: Option<u64>,
-    },
-    /// The queue sent the call elsewhere.
-    Overflowed { target: String, reason: String },
-}
+/// What a waiting call hears from the ACD (the router's owner, local or the cluster's leader).
+pub use acd::QueueNotice;
 
 #[cfg(test)]
 mod tests {

@@ -110,6 +110,30 @@ pub struct StateConfig {
     pub key_prefix: Option<String>,
 }
 
+/// The `[cluster]` section: one contact center over every node that shares the Redis state store.
+/// With `enabled`, each node runs a candidate for the cluster's one ACD router (elected through a
+/// fenced lease in Redis) and reaches whichever leads through the store; without it each node routes
+/// its own calls (the single-process default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub enabled: bool,
+    /// How long the router's lease lasts unless renewed: a dead leader is replaced after about this.
+    pub lease_ttl_ms: u64,
+    /// How long a node's liveness record lasts: a dead node's calls are let go after about this.
+    pub liveness_ttl_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            lease_ttl_ms: 2000,
+            liveness_ttl_ms: 3000,
+        }
+    }
+}
+
 /// The `[crm]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -330,6 +354,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub rtp: RtpConfig,
     pub state: StateConfig,
+    pub cluster: ClusterConfig,
     pub crm: CrmConfig,
     pub ivr: IvrConfig,
     /// Queues and agents of the ACD (`[[acd.queues]]`, `[[acd.agents]]`). An agent's SIP user has
@@ -560,6 +585,12 @@ impl Config {
         if self.state.backend == StateBackend::Redis && self.state.redis_url.is_none() {
             problems.push("state.backend = \"redis\" needs state.redis_url".into());
         }
+        if self.cluster.enabled && self.state.backend != StateBackend::Redis {
+            problems.push("cluster.enabled needs state.backend = \"redis\" (the nodes share it)".into());
+        }
+        if self.cluster.enabled && (self.cluster.lease_ttl_ms < 500 || self.cluster.liveness_ttl_ms < 500) {
+            problems.push("cluster.lease_ttl_ms and cluster.liveness_ttl_ms must be at least 500".into());
+        }
         if !(self.crm.database_url.starts_with("sqlite:")
             || self.crm.database_url.starts_with("postgres://")
             || self.crm.database_url.starts_with("postgresql://"))
@@ -650,6 +681,21 @@ mod tests {
         assert!(c.crm.database_url.starts_with("sqlite:"));
         assert!(c.routes.iter().any(|r| r.number == "800"));
         assert!(!c.crm_uses_stream_outbox(), "embedded: the local journal");
+    }
+
+    #[test]
+    fn the_cluster_needs_the_shared_store() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert!(!c.cluster.enabled, "one process by default");
+        let f = write("[cluster]\nenabled = true\n");
+        let err = Config::load(Some(f.path()), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("cluster.enabled needs state.backend"), "{err}");
+        let f = write(
+            "[cluster]\nenabled = true\n[state]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/\"\n",
+        );
+        let c = Config::load(Some(f.path()), Vec::new()).unwrap();
+        assert!(c.cluster.enabled);
+        assert_eq!(c.cluster.lease_ttl_ms, 2000);
     }
 
     #[test]

@@ -196,17 +196,29 @@ async fn serve(config: Config) -> Result<(), String> {
         )
     })?;
     let flows = Arc::new(ivr::FlowSetHandle::new(flows));
-    // The ACD continues from the state it saved (on Redis it survives the restart).
-    let resumed = call_control::resume_acd(
-        config.acd.clone(),
-        config.agents.ready_on_start,
-        Some(call_control::kpi_metrics::AcdMetrics::register(&telemetry)),
-        state.clone(),
-        &crm,
-        &config.node.name,
-    )
-    .await
-    .map_err(|e| format!("acd: {e}"))?;
+    // The ACD: the cluster's router (every node a candidate for its lease, reached through the
+    // store), or this process's own, continuing from the state it saved (on Redis it survives the
+    // restart).
+    let acd_metrics = call_control::kpi_metrics::AcdMetrics::register(&telemetry);
+    let mut leader = None;
+    let resumed = if config.cluster.enabled {
+        let (resumed, candidate) = join_cluster(&config, &state, &crm, acd_metrics).await?;
+        let lead = call_control::kpi_metrics::RouterLeadMetrics::register(&telemetry);
+        lead.follow(candidate.status());
+        leader = Some((candidate, lead));
+        resumed
+    } else {
+        call_control::resume_acd(
+            config.acd.clone(),
+            config.agents.ready_on_start,
+            Some(acd_metrics),
+            state.clone(),
+            &crm,
+            &config.node.name,
+        )
+        .await
+        .map_err(|e| format!("acd: {e}"))?
+    };
     let acd = resumed.acd.clone();
     let anchor = Arc::new(adapters::EngineAnchor::new(media.clone()));
     let desks = call_control::DeskHub::new();
@@ -340,6 +352,12 @@ async fn serve(config: Config) -> Result<(), String> {
     info!("draining: new calls get 503");
     gateway.start_draining();
     ready.store(false, Ordering::Release);
+    if let Some((candidate, lead)) = leader.take() {
+        // Leadership goes first, so routing never waits on a node on its way out.
+        let again = hand_over(candidate, &config, &state).await;
+        lead.follow(again.status());
+        leader = Some((again, lead));
+    }
     let left = gateway
         .drain(Duration::from_secs(config.node.shutdown_grace_secs))
         .await;
@@ -347,7 +365,10 @@ async fn serve(config: Config) -> Result<(), String> {
         warn!(calls = left, "grace period over; ending remaining calls");
     }
     gateway.shutdown();
-    resumed.acd.save_now().await;
+    resumed.acd.shutdown().await;
+    if let Some((candidate, _)) = leader {
+        candidate.stop().await;
+    }
     shutdown.cancel();
     let _ = http_task.await;
     if let Err(e) = writer_task.shutdown().await {
@@ -355,6 +376,61 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// The leader candidate's tuning from `[cluster]`.
+fn leader_config(config: &Config) -> routing::LeaderConfig {
+    let mut cfg = routing::LeaderConfig::new(config.node.name.clone(), config.acd.clone());
+    cfg.lease_ttl = Duration::from_millis(config.cluster.lease_ttl_ms);
+    cfg.renew_every = cfg.lease_ttl / 5;
+    cfg
+}
+
+/// Joins the cluster: starts this node's candidate for the router's lease and its client, takes
+/// back the callbacks no live node holds, and logs in the agents ready at start.
+async fn join_cluster(
+    config: &Config,
+    state: &state_store::StateStore,
+    crm: &crm_store::CrmStore,
+    metrics: call_control::kpi_metrics::AcdMetrics,
+) -> Result<(call_control::Resumed, routing::LeaderHandle), String> {
+    let clock = routing::Clock::system();
+    let candidate = routing::spawn_leader(state.clone(), leader_config(config), clock.clone());
+    let mut client = routing::ClientConfig::new(config.node.name.clone());
+    client.liveness_ttl = Duration::from_millis(config.cluster.liveness_ttl_ms);
+    client.liveness_every = client.liveness_ttl / 3;
+    let client = routing::RouterClient::start(state.clone(), client, clock)
+        .await
+        .map_err(|e| format!("cluster router: {e}"))?;
+    info!(node = %client.node(), "joined the cluster's router");
+    let resumed = call_control::join_cluster(client, crm).await;
+    resumed.acd.feed_metrics(metrics);
+    if config.agents.ready_on_start {
+        resumed.acd.log_in(config.acd.agents.iter().map(|a| a.id.clone()));
+    }
+    Ok((resumed, candidate))
+}
+
+/// Hands the router's leadership over at the start of a drain: the candidate releases the lease
+/// (after a last snapshot) and stands aside while another node takes it; this node stands by again
+/// afterwards, so a lone node still routes its own draining calls.
+async fn hand_over(
+    candidate: routing::LeaderHandle,
+    config: &Config,
+    state: &state_store::StateStore,
+) -> routing::LeaderHandle {
+    let was_leading = candidate.status().borrow().leading;
+    candidate.stop().await;
+    if was_leading {
+        info!("router leadership handed over");
+        let mut cfg = leader_config(config);
+        // Others try every 200 ms: give them the first tries.
+        cfg.standby_poll = cfg.lease_ttl;
+        let again = routing::Leader::new(state.clone(), cfg, routing::Clock::system());
+        tokio::time::sleep(Duration::from_millis(config.cluster.lease_ttl_ms)).await;
+        return routing::LeaderHandle::spawn(again);
+    }
+    routing::spawn_leader(state.clone(), leader_config(config), routing::Clock::system())
 }
 
 /// Imports each `[[campaign]]`'s leads file the first time (when the CRM store has none for it yet),

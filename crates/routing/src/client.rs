@@ -224,6 +224,29 @@ impl RouterClient {
         rx
     }
 
+    /// Enqueues a call only if the router does not hold it already (a callback taken back by a node
+    /// that joined: another node may still hold it). Its notices arrive on the returned receiver; a
+    /// refusal (the call is known, the queue is not) registers nothing.
+    pub async fn enqueue_new(
+        &self,
+        request: CallRequest,
+    ) -> Result<mpsc::UnboundedReceiver<QueueNotice>, AcdError> {
+        let (notices, rx) = mpsc::unbounded_channel();
+        let call = request.call.clone();
+        self.inner
+            .shared
+            .calls
+            .lock()
+            .insert(call.clone(), HeldCall::new(notices));
+        match self.request(Input::CallEnqueued(request)).await {
+            Ok(()) => Ok(rx),
+            Err(e) => {
+                self.forget(call);
+                Err(e)
+            }
+        }
+    }
+
     /// Takes over a call the router holds (a callback whose node is gone): from now on its notices
     /// come to this node, on the returned receiver.
     pub fn adopt(&self, call: CallId) -> mpsc::UnboundedReceiver<QueueNotice> {

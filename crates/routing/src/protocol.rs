@@ -8,7 +8,7 @@
 //!                                                  └──JournalBatch──▶ acd.journal; RouterSnapshot, KPIs: blobs
 //! ```
 
-use acd::{AcdError, AgentState, AgentStateKind, ConfigError, IllegalTransition, Input, KpiSnapshot};
+use acd::{AcdError, AgentStateKind, ConfigError, IllegalTransition, Input, KpiSnapshot};
 use domain::{AgentId, CallId, QueueId, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -156,39 +156,7 @@ pub struct InBatch {
     pub items: Vec<InItem>,
 }
 
-/// What a waiting call hears from the router.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "notice", rename_all = "snake_case")]
-pub enum QueueNotice {
-    /// Ring these agents (several for ring-all); the explanation says why.
-    Offer(acd::Offer),
-    /// Stop ringing this agent (no answer in time, answered elsewhere, ...).
-    OfferCancelled { agent: AgentId, reason: String },
-    /// Position and estimated wait, for announcements.
-    Position {
-        position: u32,
-        estimated_wait_secs: Option<u64>,
-    },
-    /// The queue sent the call elsewhere.
-    Overflowed { target: String, reason: String },
-}
-
-/// An agent's state changed in the router.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentStateEvent {
-    pub agent: AgentId,
-    pub from: AgentState,
-    pub to: AgentState,
-    pub at: Timestamp,
-}
-
-/// Where a caller was when they hung up in the queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Abandonment {
-    pub queue: QueueId,
-    pub position: u32,
-    pub waited_ms: u64,
-}
+pub use acd::{Abandonment, AgentStateEvent, QueueNotice};
 
 /// The router's answer to a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

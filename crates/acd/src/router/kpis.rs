@@ -71,6 +71,11 @@ impl Acd {
                     agent: ag.config.id.clone(),
                     state: ag.state.clone(),
                     since: ag.since,
+                    call: ag.call.clone().or_else(|| {
+                        ag.offer
+                            .and_then(|o| self.state.offers.get(&o))
+                            .map(|o| o.call.clone())
+                    }),
                     occupancy: counters.times.occupancy(),
                     counters,
                 }

@@ -1,0 +1,636 @@
+//! One contact center over three real `callcenter serve` nodes (`[cluster] enabled`): they share the
+//! machine's Redis (under a key prefix of their own) and a PostgreSQL database of their own, with
+//! Kamailio in front, started from `deploy/kamailio/`. Eight agents' phones (SIPp UASes that answer
+//! and hang up shortly after) registered through different nodes; callers are SIPp UACs who wait in
+//! the queue until the agent hangs up.
+//!
+//! What every scenario asserts, counted at the phones themselves (each phone's SIPp message trace,
+//! read in order): every caller was served exactly once, and **no phone ever carried two calls at
+//! once**, whichever node held the call and whichever node led the router at the time.
+//!
+//! Scenarios: 40 callers spread over the nodes by Kamailio; the leader's node frozen (SIGSTOP) past
+//! its lease while callers wait, then resumed (it makes no offer and changes nothing); the leader's
+//! node killed with `kill -9` while callers wait on the other nodes (a standby takes over and serves
+//! every one of them); Redis (a private one, append-only file) killed and restarted under load; the
+//! leader's node sent SIGTERM (it hands the lead over, then leaves with exit 0). Rates are modest:
+//! the machine is shared.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use system_tests::kamailio::Kamailio;
+use system_tests::*;
+
+const AGENTS: usize = 8;
+const NODE_NAMES: [&str; 3] = ["node-a", "node-b", "node-c"];
+
+/// A fresh PostgreSQL database for one test, dropped at the end.
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    fn create(test: &str) -> Option<Database> {
+        let admin = match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                assert!(std::env::var("CI").is_err(), "CI must provide DATABASE_URL");
+                eprintln!("DATABASE_URL unset: skipping {test}");
+                return None;
+            }
+        };
+        require_command("psql");
+        let name = format!("cccluster{}x{}", std::process::id(), free_port());
+        psql(&admin, &format!("CREATE DATABASE {name}"));
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Some(Database { admin, name, url })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(&self.admin)
+            .args([
+                "-q",
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every node's configuration: the shared store and database, the cluster on, one queue served by
+/// eight SIP-phone agents who are ready at start, and route 700 to the queue.
+fn node_config(redis: &str, prefix: &str, database: &str) -> String {
+    let mut c = format!(
+        "[sip.limits]\nmax_calls_per_second = 0\nper_source_requests_per_second = 0\ntrusted_sources = [\"127.0.0.1\"]\n\n\
+         [state]\nbackend = \"redis\"\nredis_url = \"{redis}\"\nkey_prefix = \"{prefix}\"\n\n\
+         [cluster]\nenabled = true\n\n\
+         [crm]\ndatabase_url = \"{database}\"\n\n\
+         [rtp]\nmedia_timeout_secs = 300\n\n\
+         [agents]\nready_on_start = true\n\n\
+         [[route]]\nnumber = \"700\"\nqueue = \"support\"\n\n\
+         [[acd.queues]]\nid = \"support\"\noffer_timeout_secs = 10\n\n"
+    );
+    for i in 0..AGENTS {
+        let user = agent(i);
+        c.push_str(&format!(
+            "[[sip.user]]\nname = \"{user}\"\npassword = \"pw{user}\"\n\n\
+             [[acd.agents]]\nid = \"{user}\"\nqueues = [{{ queue = \"support\", rank = 1 }}]\n\n"
+        ));
+    }
+    c
+}
+
+fn agent(i: usize) -> String {
+    format!("{}", 2001 + i)
+}
+
+/// An agent's phone: a SIPp UAS that answers each call and hangs up `talk_ms` later, tracing every
+/// message it sends and receives, in order, to a file.
+struct Phone {
+    child: Child,
+    port: u16,
+    trace: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Phone {
+    fn start(talk_ms: u32) -> Phone {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let trace = dir.path().join("messages.log");
+        let port = free_port();
+        let child = Command::new("sipp")
+            .arg("-sf")
+            .arg(scenarios_dir().join("uas_talk_bye.xml"))
+            .args(["-d", &talk_ms.to_string()])
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-mp", &free_port().to_string(), "-m", "100000", "-nostdin"])
+            .args(["-trace_msg", "-message_file"])
+            .arg(&trace)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp phone");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Phone {
+            child,
+            port,
+            trace,
+            _dir: dir,
+        }
+    }
+
+    /// What the phone went through so far: the calls it answered, and the most calls it carried at
+    /// once (a call counts from its INVITE to the end of its BYE transaction).
+    fn tally(&self) -> Tally {
+        let text = std::fs::read_to_string(&self.trace).unwrap_or_default();
+        let mut calls = HashSet::new();
+        let mut open = HashSet::new();
+        let mut most_at_once = 0;
+        for block in text
+            .split("-----------------------------------------------")
+            .skip(1)
+        {
+            let received = block.contains("message received");
+            let mut lines = block.lines().skip_while(|l| !l.trim().is_empty()).skip(1);
+            let first = lines.next().unwrap_or_default().to_string();
+            let header = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+                    .unwrap_or_default()
+            };
+            let call = header("Call-ID:");
+            let cseq = header("CSeq:");
+            if received && first.starts_with("INVITE ") {
+                if calls.insert(call.clone()) {
+                    open.insert(call);
+                    most_at_once = most_at_once.max(open.len());
+                }
+            } else if cseq.ends_with("BYE")
+                && (first.starts_with("SIP/2.0 200") || (received && first.starts_with("BYE")))
+            {
+                open.remove(&call);
+            }
+        }
+        Tally {
+            calls: calls.len(),
+            most_at_once,
+        }
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    calls: usize,
+    most_at_once: usize,
+}
+
+/// Callers of route 700 (in the background until [`Callers::wait`]): each waits in the queue and is
+/// served when an agent's phone answers and hangs up.
+struct Callers {
+    child: Child,
+    stat: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Callers {
+    fn start(target: SocketAddr, calls: u32, per_second: u32) -> Callers {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stat = dir.path().join("stat.csv");
+        let child = Command::new("sipp")
+            .arg("-sf")
+            .arg(scenarios_dir().join("uac_queue_wait_bye.xml"))
+            .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
+            .args(["-mp", &free_port().to_string(), "-s", "700"])
+            .args(["-m", &calls.to_string(), "-r", &per_second.to_string()])
+            .args(["-trace_stat", "-fd", "1", "-stf"])
+            .arg(&stat)
+            .args(["-timeout", "120s", "-timeout_error", "-nostdin"])
+            .arg(target.to_string())
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp callers");
+        Callers {
+            child,
+            stat,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for every call to end; (successful, failed) from SIPp's statistics.
+    fn wait(mut self) -> (u64, u64) {
+        let _ = self.child.wait();
+        let csv = std::fs::read_to_string(&self.stat).unwrap_or_default();
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
+        let last: Vec<&str> = lines
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or_default()
+            .split(';')
+            .collect();
+        let get = |name: &str| {
+            header
+                .iter()
+                .position(|c| *c == name)
+                .and_then(|i| last.get(i))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (get("SuccessfulCall(C)"), get("FailedCall(C)"))
+    }
+}
+
+impl Drop for Callers {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Redis of the test's own (so it can be restarted): append-only file fsynced on every write.
+struct PrivateRedis {
+    child: Child,
+    port: u16,
+    args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        require_command("redis-server");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            &dir.path().display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let child = Self::spawn(&args, port);
+        PrivateRedis {
+            child,
+            port,
+            args,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(args: &[String], port: u16) -> Child {
+        let child = Command::new("redis-server")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !Self::answers(port) {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    fn answers(port: u16) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    }
+
+    /// Kills Redis (SIGKILL: no last save) and starts it again on the same port and files.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.args, self.port);
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three nodes, eight phones registered through them in turn.
+struct Cluster {
+    nodes: Vec<Option<Platform>>,
+    phones: Vec<Phone>,
+    _db: Database,
+}
+
+impl Cluster {
+    fn start(test: &str, talk_ms: u32) -> Option<Cluster> {
+        let redis = redis_url(test)?;
+        Self::start_on(test, &redis, talk_ms)
+    }
+
+    fn start_on(test: &str, redis: &str, talk_ms: u32) -> Option<Cluster> {
+        require_command("sipp");
+        let db = Database::create(test)?;
+        let prefix = format!("cccluster{}x{}", std::process::id(), free_port());
+        let config = node_config(redis, &prefix, &db.url);
+        let nodes: Vec<Option<Platform>> = NODE_NAMES
+            .iter()
+            .map(|name| {
+                let address = NodeAddress {
+                    node_name: name,
+                    ..NodeAddress::free()
+                };
+                Some(Platform::start_at(
+                    tempfile::tempdir().expect("tempdir"),
+                    &config,
+                    &ivr_dir(),
+                    address,
+                ))
+            })
+            .collect();
+        let phones: Vec<Phone> = (0..AGENTS).map(|_| Phone::start(talk_ms)).collect();
+        let cluster = Cluster {
+            nodes,
+            phones,
+            _db: db,
+        };
+        for (i, phone) in cluster.phones.iter().enumerate() {
+            let user = agent(i);
+            register_agent_phone(cluster.node(i % 3), &user, &format!("pw{user}"), phone.port);
+        }
+        // Every node sees the whole cluster: eight agents ready in the one queue.
+        for i in 0..3 {
+            cluster.wait_until("every node's wallboard shows the eight agents ready", || {
+                cluster.gauge(i, "acd_agents{queue=\"support\",state=\"available\"}") == AGENTS as u64
+            });
+        }
+        cluster.wait_until("one node leads the router", || cluster.leader().is_some());
+        Some(cluster)
+    }
+
+    fn node(&self, i: usize) -> &Platform {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    fn running(&self) -> impl Iterator<Item = (usize, &Platform)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
+    }
+
+    /// A sample of node `i`'s `/metrics`, 0 when absent.
+    fn gauge(&self, i: usize, name: &str) -> u64 {
+        let (code, text) = self.node(i).http_get("/metrics");
+        if code != 200 {
+            return 0;
+        }
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
+    /// The running node that leads the router, when exactly one does.
+    fn leader(&self) -> Option<usize> {
+        let leading: Vec<usize> = self
+            .running()
+            .map(|(i, _)| i)
+            .filter(|i| self.gauge(*i, "acd_router_leading") == 1)
+            .collect();
+        (leading.len() == 1).then(|| leading[0])
+    }
+
+    fn tallies(&self) -> Vec<Tally> {
+        self.phones.iter().map(Phone::tally).collect()
+    }
+
+    fn served(&self) -> usize {
+        self.tallies().iter().map(|t| t.calls).sum()
+    }
+
+    fn logs(&self) -> String {
+        self.running()
+            .map(|(i, n)| format!("== {} ==\n{}", NODE_NAMES[i], n.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits (bounded) for `done`, polling.
+    fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every phone carried one call at a time, and together they answered `calls` calls.
+    fn assert_served_once_each(&self, calls: usize, what: &str) {
+        let tallies = self.tallies();
+        for (i, t) in tallies.iter().enumerate() {
+            assert!(
+                t.most_at_once <= 1,
+                "{what}: agent {}'s phone carried {} calls at once ({tallies:?})",
+                agent(i),
+                t.most_at_once
+            );
+        }
+        let served: usize = tallies.iter().map(|t| t.calls).sum();
+        assert_eq!(
+            served, calls,
+            "{what}: calls answered at the phones ({tallies:?})"
+        );
+    }
+}
+
+#[test]
+fn forty_callers_over_three_nodes_are_each_served_once_and_no_phone_carries_two_calls() {
+    let Some(cluster) = Cluster::start("the three-node cluster test", 200) else {
+        return;
+    };
+    let sips: Vec<SocketAddr> = cluster.running().map(|(_, n)| n.sip).collect();
+    let kamailio = Kamailio::start(&sips);
+    for sip in &sips {
+        kamailio.wait_for(*sip, 'A', "every node in rotation");
+    }
+    let (ok, failed) = Callers::start(kamailio.sip, 40, 4).wait();
+    assert_eq!(
+        (ok, failed),
+        (40, 0),
+        "every caller served\n{}\n{}",
+        kamailio.log(),
+        cluster.logs()
+    );
+    cluster.assert_served_once_each(40, "40 callers over three nodes");
+    // Kamailio spread the callers: every node held some (its own admitted calls).
+    let per_node: Vec<u64> = (0..3).map(|i| cluster.gauge(i, "sip_calls_total")).collect();
+    assert!(per_node.iter().all(|n| *n > 0), "calls per node: {per_node:?}");
+    // Agents' calls leave from the node that holds the call, whichever node the phone registered
+    // through: every phone took calls.
+    let spread: HashMap<usize, usize> = cluster.tallies().iter().map(|t| t.calls).enumerate().collect();
+    assert!(
+        spread.values().all(|n| *n > 0),
+        "every agent took calls: {spread:?}"
+    );
+}
+
+#[test]
+fn the_leaders_node_frozen_past_its_lease_changes_nothing_and_callers_are_served() {
+    let Some(mut cluster) = Cluster::start("the frozen leader test", 200) else {
+        return;
+    };
+    let old = cluster.leader().expect("a leader");
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    cluster.node(old).signal(libc::SIGSTOP);
+    // A standby takes the lease over once it lapses.
+    cluster.wait_until("a standby leads while the old leader is frozen", || {
+        others
+            .iter()
+            .any(|i| cluster.gauge(*i, "acd_router_leading") == 1)
+    });
+    let callers: Vec<Callers> = others
+        .iter()
+        .map(|i| Callers::start(cluster.node(*i).sip, 10, 2))
+        .collect();
+    let results: Vec<(u64, u64)> = callers.into_iter().map(Callers::wait).collect();
+    // Resumed, the old leader finds itself fenced: it offers nothing and stands by.
+    cluster.node(old).signal(libc::SIGCONT);
+    cluster.wait_until("the old leader steps down", || {
+        cluster.gauge(old, "acd_router_leading") == 0
+    });
+    let (ok, failed) = Callers::start(cluster.node(others[0]).sip, 4, 2).wait();
+    assert_eq!(
+        results,
+        vec![(10, 0), (10, 0)],
+        "callers on the live nodes\n{}",
+        cluster.logs()
+    );
+    assert_eq!(
+        (ok, failed),
+        (4, 0),
+        "callers after the old leader resumed\n{}",
+        cluster.logs()
+    );
+    cluster.assert_served_once_each(24, "frozen leader");
+    assert_eq!(
+        cluster.leader().map(|l| l != old),
+        Some(true),
+        "one leader, the new one"
+    );
+    let _ = cluster.nodes[old].take();
+}
+
+#[test]
+fn the_leaders_node_killed_while_callers_wait_loses_none_of_them() {
+    let Some(mut cluster) = Cluster::start("the leader kill test", 1500) else {
+        return;
+    };
+    let old = cluster.leader().expect("a leader");
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    // Twenty callers on the two other nodes, faster than eight agents talking 1.5 s each can take
+    // them; the leader's node dies once the first are answered and the rest wait in line.
+    let callers: Vec<Callers> = others
+        .iter()
+        .map(|i| Callers::start(cluster.node(*i).sip, 10, 10))
+        .collect();
+    cluster.wait_until("the first callers are answered", || cluster.served() >= 2);
+    let _ = cluster.nodes[old].take().expect("leader node").kill();
+    let results: Vec<(u64, u64)> = callers.into_iter().map(Callers::wait).collect();
+    assert_eq!(
+        results,
+        vec![(10, 0), (10, 0)],
+        "every waiting caller served\n{}",
+        cluster.logs()
+    );
+    cluster.assert_served_once_each(20, "leader killed");
+    cluster.wait_until("a surviving node leads", || cluster.leader().is_some());
+}
+
+#[test]
+fn a_redis_restart_under_load_loses_no_caller() {
+    if redis_url("the Redis restart test").is_none() {
+        return;
+    }
+    let mut redis = PrivateRedis::start();
+    let Some(cluster) = Cluster::start_on("the Redis restart test", &redis.url(), 1000) else {
+        return;
+    };
+    let callers: Vec<Callers> = (0..3)
+        .map(|i| Callers::start(cluster.node(i).sip, 6, 3))
+        .collect();
+    cluster.wait_until("the first callers are answered", || cluster.served() >= 2);
+    redis.restart();
+    let results: Vec<(u64, u64)> = callers.into_iter().map(Callers::wait).collect();
+    assert_eq!(
+        results,
+        vec![(6, 0), (6, 0), (6, 0)],
+        "every caller served across the Redis restart\n{}",
+        cluster.logs()
+    );
+    cluster.assert_served_once_each(18, "Redis restarted");
+}
+
+#[test]
+fn sigterm_hands_the_lead_over_first_and_the_node_leaves_cleanly() {
+    let Some(mut cluster) = Cluster::start("the SIGTERM hand-over test", 200) else {
+        return;
+    };
+    let old = cluster.leader().expect("a leader");
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    cluster.node(old).signal(libc::SIGTERM);
+    cluster.wait_until("another node leads", || {
+        others
+            .iter()
+            .any(|i| cluster.gauge(*i, "acd_router_leading") == 1)
+    });
+    let mut leaving = cluster.nodes[old].take().expect("leaving node");
+    assert_eq!(
+        leaving.wait(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        leaving.log()
+    );
+    let (ok, failed) = Callers::start(cluster.node(others[0]).sip, 8, 4).wait();
+    assert_eq!(
+        (ok, failed),
+        (8, 0),
+        "callers after the hand-over\n{}",
+        cluster.logs()
+    );
+    cluster.assert_served_once_each(8, "after SIGTERM");
+    // The wallboard of the nodes left still shows every agent, ready again (the router kept them).
+    cluster.wait_until("every agent ready again on the other node's wallboard", || {
+        cluster.gauge(others[1], "acd_agents{queue=\"support\",state=\"available\"}") == AGENTS as u64
+    });
+}

@@ -5,10 +5,10 @@
 
 use crate::customers::{AuditEntry, audit_in_tx};
 use crate::error::{Result, StoreError};
-use crate::model::{Customer, Tier};
+use crate::model::{Customer, Role, Tier};
 use crate::phone::normalize_phone;
 use crate::store::{BeginWrite, CrmStore, builder_for, with_pool};
-use domain::{AgentId, CustomerId, Timestamp};
+use domain::{AgentId, CustomerId, Pii, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// The most rows a list or search returns.
@@ -278,6 +278,26 @@ impl CrmStore {
                 .await?
         })
         .flatten())
+    }
+
+    /// Every active user: login, display name, role, by login.
+    pub async fn list_users(&self) -> Result<Vec<(AgentId, Pii<String>, Role)>> {
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as::<_, (String, String, String)>(
+                "SELECT id, display_name, role FROM users WHERE active ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(id, name, role)| {
+                let id = AgentId::new(id).map_err(|e| StoreError::Corrupt(format!("user id: {e}")))?;
+                let role = role
+                    .parse::<Role>()
+                    .map_err(|e| StoreError::Corrupt(format!("user role: {e}")))?;
+                Ok((id, Pii::new(name), role))
+            })
+            .collect()
     }
 
     /// Interactions matching `filter`, newest first.

@@ -152,7 +152,7 @@ mod tests {
         map.keys().cloned().collect()
     }
 
-    /// Keys used by markup (`data-i18n…="key"`) and scripts (`t('key'`).
+    /// Keys used by markup (`data-i18n…="key"`) and scripts (`I18n.t('key'`).
     fn used_keys(source: &str) -> BTreeSet<String> {
         let mut keys = BTreeSet::new();
         for marker in [
@@ -160,7 +160,7 @@ mod tests {
             "data-i18n-placeholder=\"",
             "data-i18n-title=\"",
             "data-i18n-aria-label=\"",
-            "t('",
+            "I18n.t('",
         ] {
             let close = if marker.ends_with('\'') { '\'' } else { '"' };
             for (at, _) in source.match_indices(marker) {
@@ -203,7 +203,8 @@ mod tests {
 
     #[test]
     fn used_keys_finds_markup_and_script_keys() {
-        let keys = used_keys("<b data-i18n=\"a.b\"></b> I18n.t('c-d', {x}) <i data-i18n-title=\"e\">");
+        let keys =
+            used_keys("<b data-i18n=\"a.b\"></b> I18n.t('c-d', {x}) get('next') <i data-i18n-title=\"e\">");
         assert_eq!(keys, ["a.b", "c-d", "e"].map(String::from).into());
     }
 }

@@ -185,7 +185,15 @@ mod tests {
         for lang in LANGUAGES {
             for (catalog, source) in TRANSLATED_SOURCES {
                 let have = catalog_keys(catalog, lang);
-                let missing: Vec<_> = used_keys(source).difference(&have).cloned().collect();
+                // A key built at run time (`I18n.t('state.' + name)`) reads as its prefix: the
+                // catalog must hold at least one key of that family.
+                let missing: Vec<_> = used_keys(source)
+                    .into_iter()
+                    .filter(|k| match k.strip_suffix('.') {
+                        Some(_) => !have.iter().any(|h| h.starts_with(k.as_str())),
+                        None => !have.contains(k),
+                    })
+                    .collect();
                 assert!(missing.is_empty(), "{catalog}.{lang}.json lacks {missing:?}");
             }
         }

@@ -40,10 +40,10 @@ async function save(e) {
   try {
     const r = editing ? await api('/api/v1/admin/customers/' + encodeURIComponent(editing), { method: 'PUT', json: body })
       : await api('/api/v1/admin/customers', { method: 'POST', json: body });
-    $('form-error').textContent = I18n.t('customers.saved');
     $('text').value = r.customer.id;
     await find();
     edit(r.customer);
+    $('form-error').textContent = I18n.t('customers.saved');
   } catch (err) { $('form-error').textContent = err.message; }
 }
 
@@ -52,10 +52,10 @@ async function merge(e) {
   if (!editing) return;
   try {
     const r = await api('/api/v1/admin/customers/' + encodeURIComponent(editing) + '/merge', { method: 'POST', json: { duplicate: $('duplicate').value.trim() } });
-    $('form-error').textContent = I18n.t('customers.merged', { id: r.merged });
     $('duplicate').value = '';
     edit(r.customer);
-    find();
+    await find();
+    $('form-error').textContent = I18n.t('customers.merged', { id: r.merged });
   } catch (err) { $('form-error').textContent = err.message; }
 }
 

@@ -51,9 +51,10 @@ function drawCharts(rows) {
       s.offered += r.offered; s.answered += r.answered; s.abandoned += r.abandoned; s.within += r.answered_within_threshold; s.wait += (r.asa_ms || 0) * r.answered;
     }
     const xs = Object.keys(by).map(Number).sort((a, b) => a - b), t = xs.map((x) => x / 1000);
-    plots.push(new uPlot({ width: width(), height: 220, series: [{}, { label: I18n.t('col.offered'), stroke: '#1f5eff', fill: 'rgba(31,94,255,.25)', paths: bars }, { label: I18n.t('col.answered'), stroke: '#1a7f37', width: 2 }, { label: I18n.t('col.abandoned'), stroke: '#c62828', width: 2 }] },
+    const range = { x: { time: true, range: () => [last.period.from_ms / 1000, last.period.to_ms / 1000] } };
+    plots.push(new uPlot({ width: width(), height: 220, scales: range, series: [{}, { label: I18n.t('col.offered'), stroke: '#1f5eff', fill: 'rgba(31,94,255,.25)', paths: bars }, { label: I18n.t('col.answered'), stroke: '#1a7f37', width: 2 }, { label: I18n.t('col.abandoned'), stroke: '#c62828', width: 2 }] },
       [t, xs.map((x) => by[x].offered), xs.map((x) => by[x].answered), xs.map((x) => by[x].abandoned)], box(I18n.t('chart.volume'))));
-    plots.push(new uPlot({ width: width(), height: 220, scales: { '%': { range: [0, 100] } },
+    plots.push(new uPlot({ width: width(), height: 220, scales: Object.assign({ '%': { range: [0, 100] } }, range),
       series: [{}, { label: I18n.t('col.service_level'), stroke: '#1a7f37', width: 2, scale: '%' }, { label: I18n.t('col.asa'), stroke: '#b35900', width: 2, scale: 's' }],
       axes: [{}, { scale: '%', label: '%' }, { scale: 's', side: 1, label: I18n.t('axis.seconds'), grid: { show: false } }] },
     [t, xs.map((x) => by[x].answered ? 100 * by[x].within / by[x].answered : null), xs.map((x) => by[x].answered ? by[x].wait / by[x].answered / 1000 : null)], box(I18n.t('chart.service'))));

@@ -5,9 +5,10 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   function esc(s) { const d = document.createElement('div'); d.textContent = s == null ? '' : String(s); return d.innerHTML; }
-  // m:ss, or h:mm:ss from an hour on; '—' when unknown.
+  // Under 10 s with a tenth ("0.4 s"), else m:ss, or h:mm:ss from an hour on; '—' when unknown.
   function dur(ms) {
     if (ms == null || !isFinite(ms)) return '—';
+    if (ms > 0 && ms < 9950) return I18n.t('unit.seconds', { n: I18n.numberFormat(ms / 1000, { minimumFractionDigits: 1, maximumFractionDigits: 1 }) });
     const s = Math.max(0, Math.round(ms / 1000));
     const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
     return (h ? h + ':' + String(m).padStart(2, '0') : String(m)) + ':' + String(r).padStart(2, '0');
@@ -24,9 +25,11 @@
     const hm = (ms) => new Date(ms + tz * 60000).toISOString().slice(11, 16);
     const last = p.to_ms - 1;
     const same = day(p.from_ms) === day(last);
+    // A period ending at midnight ends at 24:00 of its last day.
+    const end = hm(p.to_ms) === '00:00' ? '24:00' : hm(p.to_ms);
     return I18n.t('period.range', {
       from: day(p.from_ms) + ' ' + hm(p.from_ms),
-      to: (same ? '' : day(last) + ' ') + hm(p.to_ms),
+      to: (same ? '' : day(last) + ' ') + end,
       zone,
     });
   }

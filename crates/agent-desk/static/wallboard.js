@@ -85,8 +85,13 @@ function renderAgents() {
   }).join('');
   renderActions();
 }
+let actionsKey = null;
 function renderActions() {
   const a = agents.find((x) => x.agent === selected);
+  // Redrawn only when something it shows changed, so a click on a button is never lost to a redraw.
+  const key = JSON.stringify([selected, a && a.state, a && (live[a.agent] || {}).name, !!mon, mon && mon.agent]);
+  if (key === actionsKey) return;
+  actionsKey = key;
   if (!a) { $('actions').innerHTML = '<span class="muted">' + esc(I18n.t('actions.pick')) + '</span>'; return; }
   const l = live[a.agent] || {};
   const acts = ['ready', 'not_ready', 'not_ready_after_call', 'logout'];
@@ -106,6 +111,7 @@ function renderCampaigns(campaigns) {
 
 // Charts of the day so far (uPlot).
 const charts = {};
+let xRange = [0, 1];
 function chart(id, opts, data) {
   const el = $(id);
   const width = Math.max(300, el.clientWidth || 380);
@@ -124,13 +130,17 @@ function renderCharts() {
   const xs = Object.keys(byStart).map(Number).sort((a, b) => a - b);
   const t = xs.map((x) => x / 1000);
   const bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.5, 40] }) : undefined;
-  chart('chart-volume', { series: [{}, { label: I18n.t('series.offered'), stroke: '#1f5eff', fill: 'rgba(31,94,255,.25)', paths: bars }, { label: I18n.t('series.answered'), stroke: '#1a7f37', width: 2 }, { label: I18n.t('series.abandoned'), stroke: '#c62828', width: 2 }], axes: [{}, { label: I18n.t('axis.calls') }] },
+  // The x axis is the day so far: midnight to the end of the current quarter hour.
+  const x0 = today.period.from_ms / 1000;
+  xRange = [x0, Math.max(x0 + 3600, Math.ceil(today.period.to_ms / 900000) * 900)];
+  const xs_ = { x: { time: true, range: () => xRange } };
+  chart('chart-volume', { scales: xs_, series: [{}, { label: I18n.t('series.offered'), stroke: '#1f5eff', fill: 'rgba(31,94,255,.25)', paths: bars }, { label: I18n.t('series.answered'), stroke: '#1a7f37', width: 2 }, { label: I18n.t('series.abandoned'), stroke: '#c62828', width: 2 }], axes: [{}, { label: I18n.t('axis.calls') }] },
     [t, xs.map((x) => byStart[x].offered), xs.map((x) => byStart[x].answered), xs.map((x) => byStart[x].abandoned)]);
   chart('chart-service', { series: [{}, { label: I18n.t('series.service_level'), stroke: '#1a7f37', width: 2, scale: '%', value: (u, v) => v == null ? '—' : v.toFixed(1) + '%' }, { label: I18n.t('series.asa'), stroke: '#b35900', width: 2, scale: 's', value: (u, v) => v == null ? '—' : v.toFixed(1) + ' s' }],
-    scales: { '%': { range: [0, 100] } }, axes: [{}, { scale: '%', label: '%' }, { scale: 's', side: 1, label: I18n.t('axis.seconds'), grid: { show: false } }] },
+    scales: Object.assign({ '%': { range: [0, 100] } }, xs_), axes: [{}, { scale: '%', label: '%' }, { scale: 's', side: 1, label: I18n.t('axis.seconds'), grid: { show: false } }] },
     [t, xs.map((x) => byStart[x].answered ? 100 * byStart[x].within / byStart[x].answered : null), xs.map((x) => byStart[x].answered ? byStart[x].wait / byStart[x].answered / 1000 : null)]);
   const st = today.states || [];
-  chart('chart-states', { series: [{}].concat(['available', 'not_ready', 'reserved', 'on_call', 'wrap_up'].map((k) => ({ label: I18n.t('state.' + k), stroke: COLORS[k], width: 2 }))), axes: [{}, { label: I18n.t('axis.agents') }] },
+  chart('chart-states', { scales: xs_, series: [{}].concat(['available', 'not_ready', 'reserved', 'on_call', 'wrap_up'].map((k) => ({ label: I18n.t('state.' + k), stroke: COLORS[k], width: 2 }))), axes: [{}, { label: I18n.t('axis.agents') }] },
     [st.map((r) => r.interval_start_ms / 1000)].concat(['available', 'not_ready', 'reserved', 'on_call', 'wrap_up'].map((k) => st.map((r) => r[k]))));
 }
 
@@ -139,7 +149,12 @@ async function loadToday() {
   catch (e) { $('error').textContent = e.message; }
 }
 let todayTimer = null;
-function refreshTodaySoon() { if (!todayTimer) todayTimer = setTimeout(() => { todayTimer = null; loadToday(); }, 1500); }
+// The CRM has a call's figures a moment after the ACD counted it: read the day again soon after the
+// counters move, and once more a little later.
+function refreshTodaySoon() {
+  if (todayTimer) return;
+  todayTimer = setTimeout(() => { todayTimer = null; loadToday(); setTimeout(loadToday, 4000); }, 1000);
+}
 async function loadLive() {
   try {
     const r = await api('/api/v1/agents/live');
@@ -231,5 +246,5 @@ function connect() {
   loadToday(); loadLive();
   setInterval(renderAgents, 1000);
   setInterval(loadLive, 2000);
-  setInterval(loadToday, 30000);
+  setInterval(loadToday, 10000);
 })();

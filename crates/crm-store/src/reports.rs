@@ -481,7 +481,7 @@ pub fn build_survey_report(
 }
 
 /// Agents by state over time: per interval, the mean number of agents in each state (state time in
-/// the interval / its length), from the state spans.
+/// the interval / the part of it the period covers), from the state spans.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateSeriesRow {
     pub interval_start_ms: i64,
@@ -526,7 +526,13 @@ pub fn build_state_series(
     }
     acc.into_iter()
         .map(|(start, ms)| {
-            let mean = |i: usize| ms[i] as f64 / len as f64;
+            // The part of the interval the period covers (the current one is not over yet).
+            let covered = start
+                .saturating_add(len)
+                .min(to.as_millis())
+                .saturating_sub(start.max(from.as_millis()))
+                .max(1);
+            let mean = |i: usize| ms[i] as f64 / covered as f64;
             StateSeriesRow {
                 interval_start_ms: start,
                 available: mean(0),

@@ -99,6 +99,23 @@ impl Platform {
 
     /// Like [`Platform::start_in`] at `address` (a node coming back where a proxy expects it).
     pub fn start_at(dir: tempfile::TempDir, extra: &str, flows: &Path, address: NodeAddress) -> Platform {
+        Self::launch(dir, extra, flows, address, &[])
+    }
+
+    /// Like [`Platform::start_with_flows`], with environment for the process (configuration
+    /// overrides such as `CALLCENTER_CRM__DATABASE_URL`).
+    pub fn start_with_env(extra: &str, flows: &Path, env: &[(String, String)]) -> Platform {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::launch(dir, extra, flows, NodeAddress::free(), env)
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        extra: &str,
+        flows: &Path,
+        address: NodeAddress,
+        env: &[(String, String)],
+    ) -> Platform {
         let NodeAddress {
             sip_port,
             http_port,
@@ -125,6 +142,7 @@ impl Platform {
             .arg("--config")
             .arg(&path)
             .current_dir(dir.path())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,7 +1,8 @@
 //! The platform's only HTTP server: health (`/healthz`, `/readyz`), Prometheus metrics (`/metrics`),
 //! and, with the desk services attached, the REST API under `/api/v1` ([`api`]), the agent CTI socket
 //! `/ws/agent` ([`agent_ws`]), the supervisor wallboard socket `/ws/supervisor` ([`supervisor_ws`])
-//! and the static web UI ([`ui`]). Every API and socket request is authorised by the session's role
+//! and the static web UI ([`ui`]); supervisors' reports, search, recordings and customer admin are
+//! under [`supervisor_api`]. Every API and socket request is authorised by the session's role
 //! ([`auth`]). In front of every route the edge ([`edge`]) resolves the client behind trusted
 //! proxies, refuses cross-site requests a cookie would authorise, and adds the security headers.
 
@@ -13,6 +14,8 @@ pub mod demo;
 pub mod edge;
 pub mod hasher;
 pub mod protocol;
+pub mod supervision;
+pub mod supervisor_api;
 pub mod supervisor_ws;
 pub mod throttle;
 pub mod tls;
@@ -65,6 +68,7 @@ pub struct Http {
     desk: Option<Arc<DeskServices>>,
     edge: Arc<EdgeConfig>,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    supervision: Arc<supervision::Supervision>,
 }
 
 impl Http {
@@ -76,7 +80,15 @@ impl Http {
             desk: None,
             edge: Arc::new(EdgeConfig::default()),
             tls: None,
+            supervision: Arc::new(supervision::Supervision::default()),
         }
+    }
+
+    /// The supervisor side's settings (wallboard thresholds, recordings folder), shared with the
+    /// state-history task ([`supervision::spawn_state_history`]).
+    pub fn with_supervision(mut self, supervision: Arc<supervision::Supervision>) -> Self {
+        self.supervision = supervision;
+        self
     }
 
     /// Serves HTTPS and WSS with this TLS configuration (see [`tls::server_config`]).
@@ -116,6 +128,7 @@ impl Http {
                     Router::new()
                 })
                 .merge(api::routes(desk.clone()))
+                .merge(supervisor_api::routes(desk.clone(), self.supervision.clone()))
                 .merge(agent_ws::routes(desk.clone()))
                 .merge(supervisor_ws::routes(desk.clone()))
                 .merge(ui::routes()),

@@ -1,6 +1,7 @@
 // Language catalog for every page. A page names its catalog (<html data-catalog="agent">); the
 // strings live in /static/i18n/<catalog>.<lang>.json (English and Simplified Chinese). The
-// language is the one chosen on the page (?lang=…, remembered), else the browser's. Markup carries
+// language is the one chosen on the page (?lang=…, remembered), else the one saved on the user
+// (/api/v1/me/language, once logged in), else the one remembered, else the browser's. Markup carries
 // keys: data-i18n (text), data-i18n-placeholder, data-i18n-title, data-i18n-aria-label; scripts
 // call I18n.t('key', {name: value}). A missing key shows the key itself, so a gap is visible.
 'use strict';
@@ -46,7 +47,18 @@
     apply(document);
     document.dispatchEvent(new CustomEvent('i18n:ready', { detail: { lang } }));
   }
+  async function start() {
+    const fromUrl = pick(new URLSearchParams(location.search).get('lang'));
+    if (!fromUrl && document.documentElement.dataset.catalog !== 'login') {
+      try {
+        const res = await fetch('/api/v1/me/language', { cache: 'no-cache' });
+        const saved = res.ok ? pick((await res.json()).language) : null;
+        if (saved) { lang = saved; try { localStorage.setItem('lang', saved); } catch (_) { /* private mode */ } }
+      } catch (_) { /* offline: keep the browser's */ }
+    }
+    return load(lang);
+  }
   // Resolves once the catalog is in; pages wait on it before drawing text of their own.
-  const ready = load(lang);
+  const ready = start();
   window.I18n = { t, apply, load, ready, numberFormat, dateTime, get lang() { return lang; }, supported: SUPPORTED };
 })();

@@ -231,6 +231,16 @@ impl DeskHub {
             .any(|l| &l.agent == agent && l.view.phase != CallPhase::WrapUp)
     }
 
+    /// Every call tied to an agent on this node: the agent, the call's phase and since when (the
+    /// wallboard tells held calls from talking ones).
+    pub fn phases(&self) -> Vec<(AgentId, CallPhase, Timestamp)> {
+        let hub = self.hub.lock();
+        hub.calls
+            .values()
+            .map(|l| (l.agent.clone(), l.view.phase, l.view.since))
+            .collect()
+    }
+
     /// Whether the agent has a call tied to them other than `call` (a newer one offered, connected
     /// or in its own wrap-up).
     pub fn has_other_call(&self, agent: &AgentId, call: &CallId) -> bool {

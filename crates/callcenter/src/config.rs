@@ -273,6 +273,9 @@ pub struct DeskConfig {
     /// Customer lookups a user may make in a burst, and per second after it.
     pub customer_lookups_burst: u32,
     pub customer_lookups_per_sec: u32,
+    /// The wallboard's alert thresholds (`[desk.wallboard.thresholds]`, per queue
+    /// `[desk.wallboard.queues.<id>]`).
+    pub wallboard: agent_desk::supervision::WallboardConfig,
 }
 
 /// `[desk.roles.*]`: customer-data permissions per role.
@@ -330,6 +333,7 @@ impl Default for DeskConfig {
             roles: DeskRoles::default(),
             customer_lookups_burst: 20,
             customer_lookups_per_sec: 1,
+            wallboard: Default::default(),
         }
     }
 }

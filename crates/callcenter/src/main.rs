@@ -311,24 +311,37 @@ async fn serve(config: Config) -> Result<(), String> {
             agent_desk::tls::server_config(&tls.cert, &tls.key).map_err(|e| format!("http.tls: {e}"))?;
         http = http.with_tls(server);
     }
-    let http = http.with_desk(agent_desk::DeskServices {
-        crm: crm.clone(),
-        state: state.clone(),
-        acd,
-        desks,
-        auth,
-        calls: Some(calls.clone()),
-        demo_services: config.desk.demo_services,
-        // For the node's own IVR; the flows' webhooks cannot present it until call-control's
-        // webhook client sends a bearer token (see docs/security.md).
-        demo_token: config
-            .desk
-            .demo_services
-            .then(agent_desk::demo::new_service_token),
-        campaigns,
-        customers: customer_policy(&config.desk),
-        shown: Default::default(),
-    });
+    // Supervisors: wallboard thresholds, recordings playback, agent-state history in the CRM.
+    let supervision = Arc::new(agent_desk::supervision::Supervision::new(
+        config.desk.wallboard.clone(),
+        Some(config.rtp.recordings_dir.clone()),
+    ));
+    let history = agent_desk::supervision::spawn_state_history(
+        acd.clone(),
+        crm.clone(),
+        supervision.clone(),
+        shutdown.clone(),
+    );
+    let http = http
+        .with_supervision(supervision)
+        .with_desk(agent_desk::DeskServices {
+            crm: crm.clone(),
+            state: state.clone(),
+            acd,
+            desks,
+            auth,
+            calls: Some(calls.clone()),
+            demo_services: config.desk.demo_services,
+            // For the node's own IVR; the flows' webhooks cannot present it until call-control's
+            // webhook client sends a bearer token (see docs/security.md).
+            demo_token: config
+                .desk
+                .demo_services
+                .then(agent_desk::demo::new_service_token),
+            campaigns,
+            customers: customer_policy(&config.desk),
+            shown: Default::default(),
+        });
     let (http_addr, http_task) = http
         .serve(config.http.listen, shutdown.clone())
         .await
@@ -371,6 +384,7 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     shutdown.cancel();
     let _ = http_task.await;
+    let _ = history.await;
     if let Err(e) = writer_task.shutdown().await {
         warn!(error = %e, "interaction writer did not shut down cleanly");
     }

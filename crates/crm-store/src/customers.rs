@@ -240,7 +240,7 @@ impl CrmStore {
         let id = with_pool!(self, |pool| {
             sqlx::query_scalar::<_, String>(
                 "SELECT c.id FROM customer_phones p JOIN customers c ON c.id = p.customer_id \
-                 WHERE p.e164 = $1 AND c.masked_at IS NULL \
+                 WHERE p.e164 = $1 AND c.masked_at IS NULL AND c.merged_into IS NULL \
                  ORDER BY CASE c.tier WHEN 'key' THEN 0 WHEN 'major' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END, c.id \
                  LIMIT 1",
             )

@@ -9,18 +9,22 @@
 //!   a Redis stream with a consumer group, plugged in by the binary) instead of the local journal.
 //! - Lookups for the IVR and screen pop ([`CrmStore::find_customer_by_phone`],
 //!   [`CrmStore::find_customer_by_account`]); [`Tier::queue_priority`] turns a tier into queue priority.
+//! - Agent-state history ([`history`]): every state of every agent with its reason, for the agent
+//!   report; customer admin, user languages and interaction search ([`admin`]).
 //! - Reports ([`reports`]), retention ([`CrmStore::apply_retention`]), CSV import ([`import`]); every
 //!   admin change is written to `audit_log`.
 //!
 //! Times are stored as milliseconds since the epoch ([`domain::Timestamp`]), durations in milliseconds,
 //! money in cents.
 
+pub mod admin;
 mod campaigns;
 mod customers;
 mod error;
 mod events;
 pub mod files;
 pub mod fold;
+pub mod history;
 pub mod import;
 pub mod journal;
 pub mod metrics;
@@ -33,18 +37,20 @@ mod retention;
 mod store;
 mod writer;
 
+pub use admin::{CustomerFilter, FoundInteraction, InteractionFilter};
 pub use campaigns::{Campaign, DialAttempt, DialMode, LeadProgress};
 pub use customers::{AuditEntry, RECENT_INTERACTIONS};
 pub use error::{Result, StoreError};
 pub use events::{BatchOutcome, PendingCallback, StoredEvent};
 pub use fold::InteractionRow;
+pub use history::{AgentStateRecorder, StateHistory};
 pub use import::{ImportProblem, ImportReport, LeadRecord};
 pub use model::{Customer, CustomerCard, InteractionSummary, Role, Tier, User};
 pub use outbox::{Outbox, OutboxEntry};
 pub use phone::{CountryCode, E164, PhoneError, normalize_phone};
 pub use reports::{
-    AgentReport, IntervalLength, IntervalReport, QueueIntervalRow, ServiceLevelFormula, ServiceLevelSpec,
-    SurveyReport,
+    AgentReport, CampaignReport, IntervalLength, IntervalReport, QueueIntervalRow, QueueReport,
+    ServiceLevelFormula, ServiceLevelSpec, StateSeriesRow, SurveyReport,
 };
 pub use retention::{MASKED_NAME, RetentionOutcome, retention_cutoff};
 pub use store::{BackendKind, CrmStore, DEFAULT_SQLITE_URL};

@@ -100,6 +100,8 @@ pub struct QueueIntervalRow {
     pub aht_ms: Option<f64>,
     /// Longest wait, answered or abandoned.
     pub max_wait_ms: i64,
+    /// Abandoned while queued / queued (offered).
+    pub abandon_rate: Option<f64>,
 }
 
 /// The interval report: one row per queue and interval that had calls, ordered by queue then time.
@@ -139,6 +141,55 @@ pub fn build_interval_report(
     spec: ServiceLevelSpec,
 ) -> IntervalReport {
     let len = interval.millis();
+    let rows = queue_rows(calls, from, to, spec, |at| at.saturating_sub(at.rem_euclid(len)));
+    IntervalReport {
+        from_ms: from.as_millis(),
+        to_ms: to.as_millis(),
+        interval,
+        service_level: spec,
+        rows,
+    }
+}
+
+/// The queue report: one row per queue over the whole period (`interval_start_ms` is its start).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueReport {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub service_level: ServiceLevelSpec,
+    pub rows: Vec<QueueIntervalRow>,
+}
+
+/// Computes the queue report: the interval report's figures with one interval, the period.
+pub fn build_queue_report(
+    calls: &[QueuedCall],
+    from: Timestamp,
+    to: Timestamp,
+    spec: ServiceLevelSpec,
+) -> QueueReport {
+    let start = from.as_millis();
+    QueueReport {
+        from_ms: start,
+        to_ms: to.as_millis(),
+        service_level: spec,
+        rows: queue_rows(calls, from, to, spec, |_| start),
+    }
+}
+
+impl QueueReport {
+    /// CSV, one line per queue.
+    pub fn to_csv(&self) -> Result<String> {
+        rows_to_csv(&self.rows)
+    }
+}
+
+fn queue_rows(
+    calls: &[QueuedCall],
+    from: Timestamp,
+    to: Timestamp,
+    spec: ServiceLevelSpec,
+    bucket: impl Fn(i64) -> i64,
+) -> Vec<QueueIntervalRow> {
     let short_abandon_ms = match spec.formula {
         ServiceLevelFormula::AnsweredWithinOverAnsweredAndAbandoned { short_abandon_ms } => short_abandon_ms,
         _ => 0,
@@ -148,7 +199,7 @@ pub fn build_interval_report(
         .iter()
         .filter(|c| c.queued_at >= from.as_millis() && c.queued_at < to.as_millis())
     {
-        let start = call.queued_at.saturating_sub(call.queued_at.rem_euclid(len));
+        let start = bucket(call.queued_at);
         let a = acc.entry((call.queue_id.clone(), start)).or_default();
         a.offered += 1;
         let wait = call.wait_ms.unwrap_or(0).max(0);
@@ -170,8 +221,7 @@ pub fn build_interval_report(
             a.max_wait = a.max_wait.max(wait);
         }
     }
-    let rows = acc
-        .into_iter()
+    acc.into_iter()
         .map(|((queue, start), a)| {
             let service_level = match spec.formula {
                 ServiceLevelFormula::AnsweredWithinOverAnswered => ratio(a.answered_within, a.answered),
@@ -196,16 +246,10 @@ pub fn build_interval_report(
                 asa_ms: (a.answered > 0).then(|| a.wait_sum as f64 / a.answered as f64),
                 aht_ms: (a.handled > 0).then(|| a.handle_sum as f64 / a.handled as f64),
                 max_wait_ms: a.max_wait,
+                abandon_rate: ratio(a.abandoned, a.offered),
             }
         })
-        .collect();
-    IntervalReport {
-        from_ms: from.as_millis(),
-        to_ms: to.as_millis(),
-        interval,
-        service_level: spec,
-        rows,
-    }
+        .collect()
 }
 
 /// One handled call, as the agent report needs it.
@@ -238,12 +282,24 @@ pub struct AgentReportRow {
     pub hold_ms: i64,
     pub wrap_ms: i64,
     pub aht_ms: Option<f64>,
+    /// Logged in: every recorded state but logged out (the state spans below add up to it).
+    pub login_ms: i64,
     /// Time available and idle (from state spans; zero when none were recorded).
     pub available_ms: i64,
     pub not_ready_ms: i64,
     pub not_ready_by_reason: BTreeMap<String, i64>,
-    /// (talk + hold + wrap) / (that + available); empty without state spans.
+    /// Ringing (a call offered, not yet answered).
+    pub reserved_ms: i64,
+    /// Connected to a call, talking or holding (from state spans).
+    pub on_call_ms: i64,
+    /// After-call work (from state spans).
+    pub wrap_up_ms: i64,
+    /// Occupancy as the live ACD counts it: (on call + wrap-up) / (that + available + ringing),
+    /// from the state spans; empty without them.
     pub occupancy: Option<f64>,
+    /// Ready adherence: the share of logged-in time the agent was not in not-ready,
+    /// (login − not ready) / login; empty without logged-in time.
+    pub adherence_ready: Option<f64>,
 }
 
 /// The agent report, one row per agent, by agent.
@@ -284,8 +340,14 @@ pub fn build_agent_report(
             .entry(span.agent_id.clone())
             .or_insert_with(|| empty_agent_row(&span.agent_id));
         has_spans.insert(span.agent_id.clone(), true);
+        if span.state != "logged_out" {
+            r.login_ms = r.login_ms.saturating_add(length);
+        }
         match span.state.as_str() {
             "available" => r.available_ms = r.available_ms.saturating_add(length),
+            "reserved" => r.reserved_ms = r.reserved_ms.saturating_add(length),
+            "on_call" => r.on_call_ms = r.on_call_ms.saturating_add(length),
+            "wrap_up" => r.wrap_up_ms = r.wrap_up_ms.saturating_add(length),
             "not_ready" => {
                 r.not_ready_ms = r.not_ready_ms.saturating_add(length);
                 let reason = span.reason.clone().unwrap_or_else(|| "unspecified".into());
@@ -302,9 +364,18 @@ pub fn build_agent_report(
             if r.handled > 0 {
                 r.aht_ms = Some(busy as f64 / r.handled as f64);
             }
-            let busy_and_idle = busy.saturating_add(r.available_ms);
-            if has_spans.contains_key(&r.agent) && busy_and_idle > 0 {
-                r.occupancy = Some(busy as f64 / busy_and_idle as f64);
+            if has_spans.contains_key(&r.agent) {
+                let working = r.on_call_ms.saturating_add(r.wrap_up_ms);
+                let staffed = working
+                    .saturating_add(r.available_ms)
+                    .saturating_add(r.reserved_ms);
+                if staffed > 0 {
+                    r.occupancy = Some(working as f64 / staffed as f64);
+                }
+                if r.login_ms > 0 {
+                    r.adherence_ready =
+                        Some(r.login_ms.saturating_sub(r.not_ready_ms) as f64 / r.login_ms as f64);
+                }
             }
             r
         })
@@ -324,10 +395,15 @@ fn empty_agent_row(agent: &str) -> AgentReportRow {
         hold_ms: 0,
         wrap_ms: 0,
         aht_ms: None,
+        login_ms: 0,
         available_ms: 0,
         not_ready_ms: 0,
         not_ready_by_reason: BTreeMap::new(),
+        reserved_ms: 0,
+        on_call_ms: 0,
+        wrap_up_ms: 0,
         occupancy: None,
+        adherence_ready: None,
     }
 }
 
@@ -404,6 +480,157 @@ pub fn build_survey_report(
     }
 }
 
+/// Agents by state over time: per interval, the mean number of agents in each state (state time in
+/// the interval / the part of it the period covers), from the state spans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateSeriesRow {
+    pub interval_start_ms: i64,
+    pub available: f64,
+    pub not_ready: f64,
+    pub reserved: f64,
+    pub on_call: f64,
+    pub wrap_up: f64,
+}
+
+/// Computes agents by state per interval over `[from, to)`; intervals nobody was logged in are
+/// left out.
+pub fn build_state_series(
+    spans: &[AgentStateSpan],
+    from: Timestamp,
+    to: Timestamp,
+    interval: IntervalLength,
+) -> Vec<StateSeriesRow> {
+    let len = interval.millis();
+    let mut acc: BTreeMap<i64, [i64; 5]> = BTreeMap::new();
+    for span in spans {
+        let slot = match span.state.as_str() {
+            "available" => 0,
+            "not_ready" => 1,
+            "reserved" => 2,
+            "on_call" => 3,
+            "wrap_up" => 4,
+            _ => continue,
+        };
+        let mut start = span.started_at.max(from.as_millis());
+        let end = span.ended_at.min(to.as_millis());
+        while start < end {
+            let bucket = start.saturating_sub(start.rem_euclid(len));
+            let bucket_end = bucket.saturating_add(len).min(end);
+            if bucket_end <= start {
+                break;
+            }
+            let row = acc.entry(bucket).or_default();
+            row[slot] = row[slot].saturating_add(bucket_end - start);
+            start = bucket_end;
+        }
+    }
+    acc.into_iter()
+        .map(|(start, ms)| {
+            // The part of the interval the period covers (the current one is not over yet).
+            let covered = start
+                .saturating_add(len)
+                .min(to.as_millis())
+                .saturating_sub(start.max(from.as_millis()))
+                .max(1);
+            let mean = |i: usize| ms[i] as f64 / covered as f64;
+            StateSeriesRow {
+                interval_start_ms: start,
+                available: mean(0),
+                not_ready: mean(1),
+                reserved: mean(2),
+                on_call: mean(3),
+                wrap_up: mean(4),
+            }
+        })
+        .collect()
+}
+
+/// One outbound dial, as the campaign report needs it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CampaignCall {
+    pub campaign_id: String,
+    pub dial_outcome: Option<String>,
+    pub answered: bool,
+    pub abandoned: bool,
+    pub talk_ms: Option<i64>,
+}
+
+/// Figures of one campaign over the period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignRow {
+    pub campaign: String,
+    pub dials: u64,
+    /// Answered by a person.
+    pub human: u64,
+    pub machine: u64,
+    pub no_answer: u64,
+    pub busy: u64,
+    /// Handed to an agent.
+    pub connected: u64,
+    /// Answered by a person and no agent in time.
+    pub abandoned: u64,
+    /// Abandoned / answered by a person (the regulators' rate).
+    pub abandon_rate: Option<f64>,
+    pub talk_ms: i64,
+}
+
+/// The campaign report, one row per campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignReport {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub rows: Vec<CampaignRow>,
+}
+
+/// Computes the campaign report from the period's dials.
+pub fn build_campaign_report(calls: &[CampaignCall], from: Timestamp, to: Timestamp) -> CampaignReport {
+    let mut rows: BTreeMap<String, CampaignRow> = BTreeMap::new();
+    for c in calls {
+        let r = rows.entry(c.campaign_id.clone()).or_insert_with(|| CampaignRow {
+            campaign: c.campaign_id.clone(),
+            dials: 0,
+            human: 0,
+            machine: 0,
+            no_answer: 0,
+            busy: 0,
+            connected: 0,
+            abandoned: 0,
+            abandon_rate: None,
+            talk_ms: 0,
+        });
+        r.dials += 1;
+        match c.dial_outcome.as_deref() {
+            Some("human") => r.human += 1,
+            Some("machine") => r.machine += 1,
+            Some("no_answer") => r.no_answer += 1,
+            Some("busy") => r.busy += 1,
+            _ => {}
+        }
+        r.connected += u64::from(c.answered);
+        r.abandoned += u64::from(c.abandoned);
+        r.talk_ms = r.talk_ms.saturating_add(c.talk_ms.unwrap_or(0).max(0));
+    }
+    let rows = rows
+        .into_values()
+        .map(|mut r| {
+            r.abandon_rate = ratio(r.abandoned, r.human);
+            r
+        })
+        .collect();
+    CampaignReport {
+        from_ms: from.as_millis(),
+        to_ms: to.as_millis(),
+        rows,
+    }
+}
+
+impl CampaignReport {
+    /// CSV, one line per campaign.
+    pub fn to_csv(&self) -> Result<String> {
+        rows_to_csv(&self.rows)
+    }
+}
+
 /// Renders serialisable flat rows as CSV with a header line.
 pub fn rows_to_csv<T: Serialize>(rows: &[T]) -> Result<String> {
     let mut writer = csv::Writer::from_writer(Vec::new());
@@ -426,11 +653,16 @@ struct AgentCsvRow<'a> {
     hold_ms: i64,
     wrap_ms: i64,
     aht_ms: Option<f64>,
+    login_ms: i64,
     available_ms: i64,
     not_ready_ms: i64,
     /// `reason=ms` pairs joined by `;`.
     not_ready_by_reason: String,
+    reserved_ms: i64,
+    on_call_ms: i64,
+    wrap_up_ms: i64,
     occupancy: Option<f64>,
+    adherence_ready: Option<f64>,
 }
 
 impl IntervalReport {
@@ -453,6 +685,7 @@ impl AgentReport {
                 hold_ms: r.hold_ms,
                 wrap_ms: r.wrap_ms,
                 aht_ms: r.aht_ms,
+                login_ms: r.login_ms,
                 available_ms: r.available_ms,
                 not_ready_ms: r.not_ready_ms,
                 not_ready_by_reason: r
@@ -461,7 +694,11 @@ impl AgentReport {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
                     .join(";"),
+                reserved_ms: r.reserved_ms,
+                on_call_ms: r.on_call_ms,
+                wrap_up_ms: r.wrap_up_ms,
                 occupancy: r.occupancy,
+                adherence_ready: r.adherence_ready,
             })
             .collect();
         rows_to_csv(&flat)
@@ -484,7 +721,12 @@ impl CrmStore {
         interval: IntervalLength,
         spec: ServiceLevelSpec,
     ) -> Result<IntervalReport> {
-        let calls = with_pool!(self, |pool| {
+        let calls = self.queued_calls(from, to).await?;
+        Ok(build_interval_report(&calls, from, to, interval, spec))
+    }
+
+    async fn queued_calls(&self, from: Timestamp, to: Timestamp) -> Result<Vec<QueuedCall>> {
+        Ok(with_pool!(self, |pool| {
             sqlx::query_as::<_, QueuedCall>(
                 "SELECT queue_id, queued_at, answered_at IS NOT NULL AS answered, abandoned, wait_ms, \
                  CASE WHEN talk_ms IS NULL THEN NULL ELSE talk_ms + hold_ms + COALESCE(wrap_ms, 0) END AS handle_ms \
@@ -494,8 +736,44 @@ impl CrmStore {
             .bind(to.as_millis())
             .fetch_all(pool)
             .await?
+        }))
+    }
+
+    /// Queue report (one row per queue) of the calls that entered a queue in `[from, to)`.
+    pub async fn queue_report(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        spec: ServiceLevelSpec,
+    ) -> Result<QueueReport> {
+        let calls = self.queued_calls(from, to).await?;
+        Ok(build_queue_report(&calls, from, to, spec))
+    }
+
+    /// Agents by state per interval over `[from, to)`.
+    pub async fn state_series(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        interval: IntervalLength,
+    ) -> Result<Vec<StateSeriesRow>> {
+        let spans = self.agent_state_spans(from, to).await?;
+        Ok(build_state_series(&spans, from, to, interval))
+    }
+
+    /// Campaign report of the dials that started in `[from, to)`.
+    pub async fn campaign_report(&self, from: Timestamp, to: Timestamp) -> Result<CampaignReport> {
+        let calls = with_pool!(self, |pool| {
+            sqlx::query_as::<_, CampaignCall>(
+                "SELECT campaign_id, dial_outcome, answered_at IS NOT NULL AS answered, abandoned, talk_ms \
+                 FROM interactions WHERE campaign_id IS NOT NULL AND arrived_at >= $1 AND arrived_at < $2",
+            )
+            .bind(from.as_millis())
+            .bind(to.as_millis())
+            .fetch_all(pool)
+            .await?
         });
-        Ok(build_interval_report(&calls, from, to, interval, spec))
+        Ok(build_campaign_report(&calls, from, to))
     }
 
     /// Agent report for calls answered in `[from, to)` and state spans overlapping it.
@@ -669,8 +947,12 @@ mod tests {
         };
         let spans = vec![
             span("available", None, -50_000, 60_000), // clipped to 60 s
+            span("reserved", None, 60_000, 70_000),
+            span("on_call", None, 70_000, 100_000),
             span("not_ready", Some("lunch"), 100_000, 400_000),
+            span("wrap_up", None, 400_000, 500_000),
             span("not_ready", Some("break"), 500_000, 560_000),
+            span("logged_out", None, 560_000, 900_000),
         ];
         let report = build_agent_report(&calls, &spans, Timestamp::ZERO, Timestamp::from_secs(3600));
         let alice = &report.rows[0];
@@ -679,8 +961,80 @@ mod tests {
         assert_eq!(alice.available_ms, 60_000);
         assert_eq!(alice.not_ready_ms, 360_000);
         assert_eq!(alice.not_ready_by_reason.get("lunch"), Some(&300_000));
-        assert_eq!(alice.occupancy, Some(120_000.0 / 180_000.0));
+        assert_eq!(
+            (alice.reserved_ms, alice.on_call_ms, alice.wrap_up_ms),
+            (10_000, 30_000, 100_000)
+        );
+        assert_eq!(alice.login_ms, 560_000);
+        // (30 + 100) / (30 + 100 + 60 + 10)
+        assert_eq!(alice.occupancy, Some(130_000.0 / 200_000.0));
+        assert_eq!(alice.adherence_ready, Some(200_000.0 / 560_000.0));
         assert!(report.to_csv().unwrap().contains("break=60000;lunch=300000"));
+    }
+
+    #[test]
+    fn queue_totals_state_series_and_campaigns() {
+        let calls = vec![
+            call("sales", 0, true, false, Some(10_000), Some(100_000)),
+            call("sales", 20 * 60_000, false, true, Some(30_000), None),
+        ];
+        let q = build_queue_report(
+            &calls,
+            Timestamp::ZERO,
+            Timestamp::from_secs(3600),
+            ServiceLevelSpec::default(),
+        );
+        assert_eq!(q.rows.len(), 1);
+        assert_eq!(
+            (q.rows[0].offered, q.rows[0].answered, q.rows[0].abandoned),
+            (2, 1, 1)
+        );
+        assert_eq!(q.rows[0].abandon_rate, Some(0.5));
+        assert_eq!(q.rows[0].service_level, Some(1.0));
+
+        let span = |agent: &str, state: &str, s: i64, e: i64| AgentStateSpan {
+            agent_id: agent.into(),
+            state: state.into(),
+            reason: None,
+            started_at: s,
+            ended_at: e,
+        };
+        let spans = vec![
+            span("a", "available", 0, 30 * 60_000), // 15 min in each of two intervals
+            span("b", "on_call", 5 * 60_000, 20 * 60_000), // 10 min + 5 min
+            span("b", "logged_out", 20 * 60_000, 60 * 60_000),
+        ];
+        let series = build_state_series(
+            &spans,
+            Timestamp::ZERO,
+            Timestamp::from_secs(3600),
+            IntervalLength::Minutes15,
+        );
+        assert_eq!(series.len(), 2);
+        assert_eq!((series[0].available, series[0].on_call), (1.0, 10.0 / 15.0));
+        assert_eq!((series[1].available, series[1].on_call), (1.0, 5.0 / 15.0));
+
+        let dial = |outcome: &str, answered: bool, abandoned: bool| CampaignCall {
+            campaign_id: "spring".into(),
+            dial_outcome: Some(outcome.into()),
+            answered,
+            abandoned,
+            talk_ms: answered.then_some(60_000),
+        };
+        let calls = vec![
+            dial("human", true, false),
+            dial("human", false, true),
+            dial("machine", false, false),
+            dial("busy", false, false),
+        ];
+        let c = build_campaign_report(&calls, Timestamp::ZERO, Timestamp::from_secs(1));
+        let r = &c.rows[0];
+        assert_eq!(
+            (r.dials, r.human, r.machine, r.busy, r.connected, r.abandoned),
+            (4, 2, 1, 1, 1, 1)
+        );
+        assert_eq!(r.abandon_rate, Some(0.5));
+        assert!(c.to_csv().unwrap().starts_with("campaign,dials,human"));
     }
 
     #[test]

@@ -6,6 +6,8 @@ mod acd;
 mod cluster;
 mod crm;
 mod dialer;
+mod load;
+mod load_rtp;
 mod media;
 mod proc_stat;
 mod sip;
@@ -38,6 +40,9 @@ enum Command {
     /// The cluster-wide ACD router: three router processes and three nodes through Redis
     /// (decisions per second, enqueue-to-offer latency, failover time), beside the in-memory store.
     Cluster(cluster::ClusterArgs),
+    /// The whole path under load: SIPp callers through the IVR (RFC 4733) into a queue, answered by SIPp
+    /// agent phones, recorded and logged, against the release binary; beside a bare UDP relay.
+    Load(load::LoadArgs),
     /// One router process of `bench cluster` (started by it).
     #[command(hide = true)]
     ClusterRouter(cluster::RouterArgs),
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
         Command::Crm(args) => crm::run(&args),
         Command::Dialer(args) => dialer::run(&args),
         Command::Cluster(args) => cluster::run(&args),
+        Command::Load(args) => load::run(&args),
         Command::ClusterRouter(args) => cluster::run_router(&args),
     };
     match result {

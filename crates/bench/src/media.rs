@@ -46,7 +46,7 @@ const PACKET_INTERVAL: Duration = Duration::from_millis(20);
 const WARMUP_TICKS: u64 = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Mode {
+pub(crate) enum Mode {
     Bare,
     Engine,
     EngineSrtp,
@@ -74,7 +74,7 @@ fn engine_key() -> MasterKey {
 }
 
 #[derive(Debug, Serialize)]
-struct RunFigures {
+pub(crate) struct RunFigures {
     mode: &'static str,
     calls: usize,
     seconds: u64,
@@ -92,7 +92,7 @@ struct RunFigures {
 }
 
 /// CPU time in seconds of this process's threads named `name` (user + system, from /proc).
-fn threads_cpu_seconds(name: &str) -> f64 {
+pub(crate) fn threads_cpu_seconds(name: &str) -> f64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
@@ -306,7 +306,12 @@ fn sorted_in_window(samples: &[(u64, u32)], window: &std::ops::RangeInclusive<u6
     v
 }
 
-async fn measure(mode: Mode, calls: usize, seconds: u64, relay_threads: usize) -> Result<RunFigures, String> {
+pub(crate) async fn measure(
+    mode: Mode,
+    calls: usize,
+    seconds: u64,
+    relay_threads: usize,
+) -> Result<RunFigures, String> {
     let start = Instant::now();
     let mut phones = Vec::with_capacity(calls * 2);
     for _ in 0..calls * 2 {

@@ -41,7 +41,7 @@ struct RateResult {
     p50_response_ms: f64,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let Ok(s) = std::net::UdpSocket::bind("127.0.0.1:0") else {
             continue;
@@ -53,7 +53,8 @@ fn free_port() -> u16 {
     }
 }
 
-struct Guard(Child);
+/// A child process killed when dropped.
+pub(crate) struct Guard(pub(crate) Child);
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -61,7 +62,7 @@ impl Drop for Guard {
     }
 }
 
-fn wait_udp_bound(port: u16) {
+pub(crate) fn wait_udp_bound(port: u16) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -235,7 +236,7 @@ fn load(target_port: u16, pid: u32, rate: u32, duration: u32, hold_ms: u32) -> R
     })
 }
 
-fn last_stat(csv: &str, name: &str) -> u64 {
+pub(crate) fn last_stat(csv: &str, name: &str) -> u64 {
     let mut lines = csv.lines();
     let Some(header) = lines.next() else { return 0 };
     let Some(last) = lines.rfind(|l| !l.trim().is_empty()) else {
@@ -247,7 +248,7 @@ fn last_stat(csv: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn read_rtts(dir: &Path) -> Vec<f64> {
+pub(crate) fn read_rtts(dir: &Path) -> Vec<f64> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;

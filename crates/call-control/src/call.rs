@@ -210,7 +210,7 @@ pub(crate) async fn run(inner: Arc<Inner>, call: InboundCall) {
             },
         ));
         // Media: answer the caller's offer with our own RTP leg.
-        let Some((rtp, media_events, law, answer)) = setup_media(&inner, &call.offer) else {
+        let Some((rtp, media_events, law, answer)) = setup_media(&inner, &call.leg, &call.offer) else {
             call.leg.reject(488);
             inner.log(timeline.event(
                 Timestamp::now_utc(),
@@ -317,7 +317,11 @@ pub(crate) fn negotiate(sdp: &[u8]) -> Option<media::sdp::Negotiated> {
         .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok())
 }
 
-fn setup_media(inner: &Inner, offer: &[u8]) -> Option<(RtpLeg, mpsc::Receiver<MediaEvent>, G711, String)> {
+fn setup_media(
+    inner: &Inner,
+    sip: &LegHandle,
+    offer: &[u8],
+) -> Option<(RtpLeg, mpsc::Receiver<MediaEvent>, G711, String)> {
     let text = std::str::from_utf8(offer).ok()?;
     let sdp = media::sdp::parse(text).ok()?;
     let negotiated = media::sdp::negotiate(&sdp, &SUPPORTED).ok()?;
@@ -330,7 +334,7 @@ fn setup_media(inner: &Inner, offer: &[u8]) -> Option<(RtpLeg, mpsc::Receiver<Me
     };
     let law = negotiated.law;
     let answer = media::sdp::answer(&negotiated, rtp.local_addr(), rand::random::<u32>() as u64, 1);
-    rtp.set_remote(negotiated);
+    crate::media_rules::apply(&rtp, sip, negotiated);
     Some((rtp, events, law, answer))
 }
 
@@ -508,7 +512,7 @@ impl Call {
             rand::random::<u32>() as u64,
             2,
         );
-        self.rtp.set_remote(negotiated);
+        crate::media_rules::apply(&self.rtp, &self.caller, negotiated);
         Some(answer)
     }
 
@@ -925,7 +929,7 @@ impl Call {
                     });
                     return;
                 };
-                phone.rtp.set_remote(negotiated);
+                crate::media_rules::apply(&phone.rtp, &phone.leg, negotiated);
                 self.connect_agent(r.agent, AgentLeg::Phone(phone.leg), phone.rtp)
                     .await;
             }
@@ -1221,10 +1225,13 @@ impl Call {
     async fn finish_voicemail(&mut self) {
         let Some(v) = self.voicemail.take() else { return };
         let duration_ms = u64::try_from(v.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match v.recording.stop().await {
-            Ok(path) => self.log(InteractionEventKind::Voicemail {
+        match v.recording.stop_with_summary().await {
+            // Nothing but silence (a caller who never spoke, or a spoofed call never acknowledged): no
+            // message, no file.
+            Ok(summary) if summary.is_silent() => crate::media_rules::drop_silent(&summary.path),
+            Ok(summary) => self.log(InteractionEventKind::Voicemail {
                 mailbox: v.mailbox,
-                path: path.display().to_string(),
+                path: summary.path.display().to_string(),
                 duration_ms,
             }),
             Err(e) => warn!(error = %e, "voicemail not closed"),
@@ -1689,7 +1696,7 @@ impl Call {
                     self.external_failed("no common codec");
                     return;
                 };
-                ext.rtp.set_remote(negotiated);
+                crate::media_rules::apply(&ext.rtp, &ext.leg, negotiated);
                 self.rtp.stop_playback();
                 ext.bridge = Some(self.inner.media.bridge(&self.rtp, &ext.rtp));
                 info!("the transferred-to number answered; bridged");
@@ -1699,7 +1706,7 @@ impl Call {
                 if let Some(n) = negotiated {
                     let answer =
                         media::sdp::answer(&n, ext.rtp.local_addr(), rand::random::<u32>() as u64, 2);
-                    ext.rtp.set_remote(n);
+                    crate::media_rules::apply(&ext.rtp, &ext.leg, n);
                     let _ = reply.send(answer.into_bytes());
                 }
             }

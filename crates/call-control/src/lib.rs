@@ -15,6 +15,7 @@ mod callback;
 pub mod campaign_runner;
 pub mod desk;
 pub mod kpi_metrics;
+mod media_rules;
 mod outbound;
 pub mod recovery;
 pub mod timeline;

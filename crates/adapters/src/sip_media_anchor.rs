@@ -8,8 +8,14 @@
 //! stored offer (preferring the answerer's law, so the bridge relays without transcoding), bridges the two
 //! legs once, and answers the offerer with its leg's address. Later offers (re-INVITE, hold) only update
 //! the legs; the direction attributes pass through, so a held party stops receiving relayed audio.
+//!
+//! Source rules ([`media::latch`]): each leg accepts media only from the address its side's SDP names or,
+//! for the caller (whose SIP source the gateway reports), from any port of the caller's signalling IP (NAT);
+//! the first valid packet latches it for that offer/answer. The leg facing the caller sends within the
+//! engine's unconfirmed budget until the caller's ACK arrives (a spoofed INVITE naming a victim's address
+//! gets no stream aimed at the victim); the leg facing the callee is confirmed as we acknowledge its answer.
 
-use media::engine::{Bridge, MediaEngine, RtpLeg};
+use media::engine::{Bridge, LatchPolicy, MediaEngine, RtpLeg};
 use media::g711::G711;
 use media::sdp::{self, MediaDirection, Negotiated, SessionDescription};
 use parking_lot::Mutex;
@@ -84,6 +90,24 @@ impl Origin {
 struct Facing {
     leg: RtpLeg,
     origin: Origin,
+    /// Where this side's SIP signalling comes from, when the gateway said.
+    signalling: Option<SocketAddr>,
+}
+
+impl Facing {
+    fn new(leg: RtpLeg) -> Self {
+        Self {
+            leg,
+            origin: Origin::new(),
+            signalling: None,
+        }
+    }
+
+    /// Applies an offer/answer with this side's source rules.
+    fn set_remote(&self, negotiated: Negotiated) {
+        self.leg
+            .set_remote_with_policy(negotiated, LatchPolicy::for_signalling_source(self.signalling));
+    }
 }
 
 /// A call's media: a leg facing each side, the bridge once the first answer arrived, and the last offer.
@@ -218,14 +242,8 @@ impl EngineAnchor {
         let (caller, _caller_events) = self.engine.allocate_leg().map_err(engine_error)?;
         let (callee, _callee_events) = self.engine.allocate_leg().map_err(engine_error)?;
         Ok(AnchoredCall {
-            caller: Facing {
-                leg: caller,
-                origin: Origin::new(),
-            },
-            callee: Facing {
-                leg: callee,
-                origin: Origin::new(),
-            },
+            caller: Facing::new(caller),
+            callee: Facing::new(callee),
             bridge: None,
             offer: None,
         })
@@ -276,9 +294,9 @@ impl MediaAnchor for EngineAnchor {
         };
         let offerer = *offerer;
         let agreement = agree(offer, &answer)?;
-        state.facing(from).leg.set_remote(agreement.answerer);
+        state.facing(from).set_remote(agreement.answerer);
         let toward = state.facing(offerer);
-        toward.leg.set_remote(agreement.offerer);
+        toward.set_remote(agreement.offerer);
         let described = Described {
             local: toward.leg.local_addr(),
             codecs: vec![(agreement.offerer.payload_type, agreement.offerer.law)],
@@ -290,6 +308,18 @@ impl MediaAnchor for EngineAnchor {
             state.bridge = Some(self.engine.bridge(&state.caller.leg, &state.callee.leg));
         }
         Ok(body)
+    }
+
+    async fn signalling_source(&self, call: &str, side: Side, source: SocketAddr) {
+        if let Some(state) = self.calls.lock().get_mut(call) {
+            state.facing(side).signalling = Some(source);
+        }
+    }
+
+    async fn confirmed(&self, call: &str, side: Side) {
+        if let Some(state) = self.calls.lock().get_mut(call) {
+            state.facing(side).leg.confirm();
+        }
     }
 
     async fn release(&self, call: &str) {
@@ -462,6 +492,69 @@ mod tests {
         callee.send(b, 8, &[0x33; 160]).await;
         let (from, pt, payload) = caller.receive().await;
         assert_eq!((from, pt, payload), (a, 8, vec![0x33; 160]));
+        anchor.release("c1").await;
+    }
+
+    #[tokio::test]
+    async fn the_caller_side_sends_only_its_budget_until_the_caller_acks_and_strangers_never_latch() {
+        let engine = MediaEngine::new(MediaConfig {
+            port_min: 45700,
+            port_max: 45799,
+            unconfirmed_send_limit: media::engine::UnconfirmedSendLimit {
+                packets: 3,
+                duration: Duration::from_secs(10),
+            },
+            ..MediaConfig::default()
+        })
+        .unwrap();
+        let anchor = EngineAnchor::new(engine);
+        let mut caller = Peer::bind().await;
+        let mut callee = Peer::bind().await;
+        let mut stranger = Peer::bind().await;
+        let offer = offer_from(caller.port(), "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv");
+        let to_callee = anchor.offer("c1", Side::Caller, offer.as_bytes()).await.unwrap();
+        let caller_ip = SocketAddr::from(([127, 0, 0, 1], 5060));
+        anchor.signalling_source("c1", Side::Caller, caller_ip).await;
+        let b = sdp_remote(&to_callee);
+        let answer = offer_from(callee.port(), "0", "a=rtpmap:0 PCMU/8000\r\n", "sendrecv");
+        let to_caller = anchor
+            .answer("c1", Side::Callee, answer.as_bytes())
+            .await
+            .unwrap();
+        anchor.confirmed("c1", Side::Callee).await;
+        let a = sdp_remote(&to_caller);
+
+        // The caller's phone latches leg A; a stranger on the same IP cannot take it over.
+        caller.send(a, 0, &[0x11; 160]).await;
+        assert_eq!(callee.receive().await.2, vec![0x11; 160]);
+        stranger.send(a, 0, &[0x66; 160]).await;
+        // Before the caller's ACK, leg A relays at most 3 packets to the caller.
+        for i in 0..6u8 {
+            callee.send(b, 0, &[i; 160]).await;
+        }
+        let mut heard = Vec::new();
+        for _ in 0..3 {
+            heard.push(caller.receive().await.2[0]);
+        }
+        assert_eq!(heard, vec![0, 1, 2], "the unconfirmed budget");
+        anchor.confirmed("c1", Side::Caller).await;
+        callee.send(b, 0, &[9; 160]).await;
+        // Packets 3 to 5 went through leg B before the 9 did: had they been relayed, they would come first.
+        assert_eq!(
+            caller.receive().await.2,
+            vec![9; 160],
+            "nothing beyond the budget; confirmed: relayed again"
+        );
+        // The stranger's packet was dropped: the callee heard only the caller.
+        caller.send(a, 0, &[0x12; 160]).await;
+        assert_eq!(callee.receive().await.2, vec![0x12; 160]);
+        let mut stray = [0u8; 1500];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), stranger.socket.recv_from(&mut stray))
+                .await
+                .is_err(),
+            "the stranger hears nothing"
+        );
         anchor.release("c1").await;
     }
 

@@ -59,7 +59,7 @@ pub(crate) async fn run(inner: Arc<Inner>, call: InboundCall) {
             prefix: "",
         };
         // Media: answer the caller's offer with our own RTP leg.
-        let Some((rtp, media, law, answer)) = legs::answer_offer(&inner, &call.offer) else {
+        let Some((rtp, media, law, answer)) = legs::answer_offer(&inner, &call.leg, &call.offer) else {
             call.leg.reject(488);
             let mut driver = Driver::new(inner, session, call.from, call.to, None, style);
             driver.feed(Input::CallerRefused {

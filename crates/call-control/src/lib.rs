@@ -20,6 +20,7 @@ pub mod campaign_runner;
 pub mod desk;
 mod driver;
 pub mod kpi_metrics;
+mod media_rules;
 mod outbound;
 pub mod recovery;
 pub mod timeline;

@@ -77,6 +77,11 @@ pub struct RtpConfig {
     pub recordings_dir: PathBuf,
     /// Record every call bridged to an agent.
     pub record_calls: bool,
+    /// Before a caller's dialog is confirmed (the ACK of our 200), a leg sends at most this many
+    /// packets...
+    pub unconfirmed_send_packets: u32,
+    /// ...within this long; then nothing until the ACK (a spoofed INVITE cannot aim a stream at someone).
+    pub unconfirmed_send_ms: u64,
 }
 
 impl Default for RtpConfig {
@@ -88,6 +93,8 @@ impl Default for RtpConfig {
             media_timeout_secs: 60,
             recordings_dir: "./data/recordings".into(),
             record_calls: true,
+            unconfirmed_send_packets: 100,
+            unconfirmed_send_ms: 2000,
         }
     }
 }

@@ -184,6 +184,10 @@ async fn serve(config: Config) -> Result<(), String> {
         port_max: config.rtp.port_max,
         media_timeout: Duration::from_secs(config.rtp.media_timeout_secs),
         recordings_dir: config.rtp.recordings_dir.clone(),
+        unconfirmed_send_limit: media::engine::UnconfirmedSendLimit {
+            packets: config.rtp.unconfirmed_send_packets,
+            duration: Duration::from_millis(config.rtp.unconfirmed_send_ms),
+        },
         ..media::engine::MediaConfig::default()
     })
     .map_err(|e| format!("media: {e}"))?;

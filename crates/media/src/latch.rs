@@ -32,6 +32,14 @@ impl LatchPolicy {
         Self::default()
     }
 
+    /// Media from the SDP's address, and from any port of the signalling source's IP when it is known.
+    pub fn for_signalling_source(source: Option<SocketAddr>) -> Self {
+        match source {
+            Some(source) => Self::with_signalling_ip(source.ip()),
+            None => Self::sdp_only(),
+        }
+    }
+
     /// Media from the SDP's address, or from any port of `ip` (the signalling source, for NAT).
     pub fn with_signalling_ip(ip: IpAddr) -> Self {
         Self {

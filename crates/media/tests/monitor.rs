@@ -431,10 +431,12 @@ async fn mute_stops_the_muted_side_and_silences_its_recording_channel() {
         heard_by_agent.extend(c.dec_b.heard(&c.phone_b.next().await));
     }
     assert_only(&heard_by_agent, &[set(&["A"])], "muted agent");
-    // Back to normal speech; unmute only once the agent's leg has taken in every aside packet.
+    // Back to normal speech; unmute only once the agent's leg has taken in every aside packet. The phone's
+    // task may have read ASIDE for a packet it has not counted yet (read, send, then count): that one is
+    // packet `sent + 1`, so wait until it is both sent and received; every later packet says AGENT.
     c.phone_b.say(AGENT);
-    let sent = c.phone_b.sent();
-    while c.b.quality().packets_received < sent {
+    let sent = c.phone_b.sent() + 1;
+    while c.phone_b.sent() < sent || c.b.quality().packets_received < sent {
         c.phone_b.next().await; // paced by the caller's packets
     }
     bridge.mute(BridgeSide::B, false);

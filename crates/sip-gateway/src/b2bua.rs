@@ -175,6 +175,10 @@ struct Call {
     callee: Option<Leg>,
     /// The winning branch's dialog key, registered for the callee side.
     callee_key: Option<(String, String)>,
+    /// Where the caller's INVITE came from (the NAT rule of the media leg facing the caller).
+    caller_source: Option<std::net::SocketAddr>,
+    /// The caller acknowledged our 2xx: until then the call ends when that transaction does (Timer H).
+    caller_acked: bool,
 }
 
 /// Takes the caller's INVITE transaction and bridges it to `targets`. Returns when the call is over.
@@ -184,6 +188,11 @@ pub(crate) async fn run_call(core: Arc<Core>, tx: Transaction, targets: Vec<(Str
     let done = CancellationToken::new();
     let call_id = msg::call_id(&caller_invite).unwrap_or_default();
     let our_tag = crate::random_token(12);
+    let caller_source = tx
+        .connection
+        .as_ref()
+        .and_then(|c| c.get_remote_addr())
+        .and_then(|a| a.get_socketaddr().ok());
     let caller_sender = spawn_pump(tx, CALLER_TX, inputs_tx.clone(), done.clone());
     respond(
         &caller_sender,
@@ -205,6 +214,8 @@ pub(crate) async fn run_call(core: Arc<Core>, tx: Transaction, targets: Vec<(Str
         caller: None,
         callee: None,
         callee_key: None,
+        caller_source,
+        caller_acked: false,
     };
     core.metrics.dialog_up();
     call.start_branches(targets).await;
@@ -247,7 +258,15 @@ impl Call {
         let sdp = match sdp {
             Some((ct, b)) if ct.eq_ignore_ascii_case("application/sdp") => {
                 match self.core.media.offer(&self.id, Side::Caller, &b).await {
-                    Ok(b) => Some((ct, b)),
+                    Ok(b) => {
+                        if let Some(source) = self.caller_source {
+                            self.core
+                                .media
+                                .signalling_source(&self.id, Side::Caller, source)
+                                .await;
+                        }
+                        Some((ct, b))
+                    }
                     Err(e) => {
                         warn!(call = %self.id, error = %e, "media refused the offer");
                         // Out of ports is overload (503, try again later); a bad offer is 488.
@@ -393,8 +412,29 @@ impl Call {
                 self.give_up(487).await;
                 self.all_branches_finished()
             }
-            Some(SipMessage::Request(r)) if r.method == Method::Ack => false,
+            Some(SipMessage::Request(r)) if r.method == Method::Ack => {
+                if !self.caller_acked {
+                    self.caller_acked = true;
+                    self.core.media.confirmed(&self.id, Side::Caller).await;
+                }
+                false
+            }
             Some(_) => false,
+            // The caller's transaction ended (Timer L, 64 × T1) without acknowledging our 2xx: the
+            // dialog never came up (RFC 3261 Timer H); hang both sides up.
+            None if self.phase == Phase::Established && !self.caller_acked => {
+                warn!(call = %self.id, "no ACK from the caller within Timer H: hanging up");
+                self.core.metrics.unacknowledged_invite();
+                for leg in [self.caller.as_mut(), self.callee.as_mut()].into_iter().flatten() {
+                    if let Some(bye) = leg.request(&self.core, Method::Bye, None) {
+                        let core = self.core.clone();
+                        tokio::spawn(async move {
+                            let _ = send_and_wait(&core, bye).await;
+                        });
+                    }
+                }
+                true
+            }
             // The caller's transaction ended: fine once established, fatal before.
             None => self.phase != Phase::Established && self.all_branches_finished(),
         }
@@ -571,7 +611,11 @@ impl Call {
         let body = match body_of(&resp, resp.body()) {
             Some((ct, b)) if ct.eq_ignore_ascii_case("application/sdp") => {
                 match self.core.media.answer(&self.id, Side::Callee, &b).await {
-                    Ok(b) => Some((ct, b)),
+                    Ok(b) => {
+                        // We acknowledge the callee's 2xx ourselves.
+                        self.core.media.confirmed(&self.id, Side::Callee).await;
+                        Some((ct, b))
+                    }
                     Err(e) => {
                         // Never pass the callee's own SDP on: media would bypass us. Hang it up.
                         warn!(call = %self.id, error = %e, "media refused the answer");

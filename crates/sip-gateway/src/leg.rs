@@ -13,9 +13,10 @@ use rsipstack::sip::prelude::*;
 use rsipstack::sip::{Method, Request, Response, SipMessage, StatusCodeKind};
 use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transaction::transaction::Transaction;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -53,9 +54,46 @@ pub struct LegHandle {
     pub call_id: String,
     commands: mpsc::UnboundedSender<LegCommand>,
     events: mpsc::UnboundedReceiver<LegEvent>,
+    /// Where the peer's SIP signalling comes from (see [`LegHandle::signalling_source`]).
+    signalling: Option<SocketAddr>,
+    /// True once the dialog is confirmed (see [`LegHandle::on_confirmed`]).
+    confirmed: watch::Receiver<bool>,
 }
 
+/// How long an answered INVITE waits for its ACK before the dialog is given up: Timer H of RFC 3261
+/// (64 × T1 = 32 s). A caller that never acknowledges (a spoofed INVITE naming someone else's address in
+/// its SDP) is hung up then, and its media leg never left its unconfirmed send budget.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(32);
+
 impl LegHandle {
+    /// The address the peer's SIP signalling comes from: the source of an inbound INVITE, or where a
+    /// registered phone registered from for an outbound leg to it (a phone behind NAT sends its media from
+    /// that IP). `None` when unknown (an outbound leg to a SIP URI).
+    pub fn signalling_source(&self) -> Option<SocketAddr> {
+        self.signalling
+    }
+
+    /// Whether the dialog is confirmed: the ACK of our 2xx arrived (inbound legs), or the leg was answered
+    /// (outbound legs: we send the ACK).
+    pub fn is_confirmed(&self) -> bool {
+        *self.confirmed.borrow()
+    }
+
+    /// Runs `then` once the dialog is confirmed ([`LegHandle::is_confirmed`]): now if it is, else when the
+    /// ACK arrives; never if the leg ends first (an INVITE never acknowledged ends after [`ACK_TIMEOUT`]).
+    pub fn on_confirmed(&self, then: impl FnOnce() + Send + 'static) {
+        if self.is_confirmed() {
+            then();
+            return;
+        }
+        let mut confirmed = self.confirmed.clone();
+        tokio::spawn(async move {
+            if confirmed.wait_for(|c| *c).await.is_ok() {
+                then();
+            }
+        });
+    }
+
     /// Sends 180 Ringing (inbound legs).
     pub fn ringing(&self) {
         let _ = self.commands.send(LegCommand::Ringing);
@@ -102,6 +140,8 @@ pub struct InboundCall {
     pub to: Pii<String>,
     /// The caller's SDP offer.
     pub offer: Vec<u8>,
+    /// Where the INVITE came from (also [`LegHandle::signalling_source`]).
+    pub source: Option<SocketAddr>,
     pub leg: LegHandle,
 }
 
@@ -147,16 +187,25 @@ pub(crate) fn inbound(core: Arc<Core>, tx: Transaction, target: crate::RouteTarg
     let (ev_tx, events) = mpsc::unbounded_channel();
     let call_id = msg::call_id(&invite).unwrap_or_default();
     let offer = invite.body().clone();
-    tokio::spawn(server_leg(core, tx, cmd_rx, ev_tx));
+    let source = tx
+        .connection
+        .as_ref()
+        .and_then(|c| c.get_remote_addr())
+        .and_then(|a| a.get_socketaddr().ok());
+    let (confirmed_tx, confirmed) = watch::channel(false);
+    tokio::spawn(server_leg(core, tx, cmd_rx, ev_tx, confirmed_tx));
     InboundCall {
         target,
         from: Pii::new(from.unwrap_or_default()),
         to: Pii::new(to.unwrap_or_default()),
         offer,
+        source,
         leg: LegHandle {
             call_id,
             commands,
             events,
+            signalling: source,
+            confirmed,
         },
     }
 }
@@ -166,6 +215,7 @@ async fn server_leg(
     tx: Transaction,
     mut commands: mpsc::UnboundedReceiver<LegCommand>,
     events: mpsc::UnboundedSender<LegEvent>,
+    confirmed: watch::Sender<bool>,
 ) {
     let invite = tx.original.clone();
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
@@ -226,6 +276,7 @@ async fn server_leg(
             &mut inputs,
             &mut commands,
             &events,
+            &confirmed,
         )
         .await;
     }
@@ -238,7 +289,9 @@ async fn server_leg(
 }
 
 /// The dialog phase shared by inbound and outbound legs: in-dialog requests from the peer become
-/// events, our hang-up becomes a BYE.
+/// events, our hang-up becomes a BYE. Until `confirmed` holds (the ACK of an inbound leg's 2xx), the
+/// dialog ends with a BYE after [`ACK_TIMEOUT`].
+#[allow(clippy::too_many_arguments)]
 async fn established(
     core: &Arc<Core>,
     mut leg: Leg,
@@ -247,10 +300,14 @@ async fn established(
     inputs: &mut mpsc::UnboundedReceiver<CallInput>,
     commands: &mut mpsc::UnboundedReceiver<LegCommand>,
     events: &mpsc::UnboundedSender<LegEvent>,
+    confirmed: &watch::Sender<bool>,
 ) {
     let key = (leg.call_id.clone(), our_tag);
     core.dialogs.lock().insert(key.clone(), (Side::Caller, inputs_tx));
+    let ack_deadline = tokio::time::sleep(ACK_TIMEOUT);
+    tokio::pin!(ack_deadline);
     loop {
+        let unconfirmed = !*confirmed.borrow();
         tokio::select! {
             input = inputs.recv() => match input {
                 Some(CallInput::InDialog { tx, .. }) => {
@@ -258,9 +315,22 @@ async fn established(
                         break;
                     }
                 }
+                Some(CallInput::Tx { msg: Some(SipMessage::Request(r)), .. }) if r.method == Method::Ack => {
+                    confirmed.send_replace(true);
+                }
                 Some(CallInput::Tx { .. }) => {}
                 None => break,
             },
+            _ = &mut ack_deadline, if unconfirmed => {
+                warn!(call = %leg.call_id, "no ACK for our 2xx within Timer H: hanging up");
+                core.metrics.unacknowledged_invite();
+                if let Some(bye) = leg.request(core, Method::Bye, None) {
+                    let core = core.clone();
+                    tokio::spawn(async move { let _ = b2bua::send_and_wait(&core, bye).await; });
+                }
+                let _ = events.send(LegEvent::Hangup);
+                break;
+            }
             cmd = commands.recv() => match cmd {
                 Some(LegCommand::Hangup) | None => {
                     if let Some(bye) = leg.request(core, Method::Bye, None) {
@@ -333,20 +403,32 @@ pub(crate) async fn originate(
     request: OriginateRequest,
 ) -> Result<LegHandle, OriginateError> {
     let target = request.target.expose().clone();
-    let (uri, trunk) = if target.starts_with("sip:") || target.starts_with("sips:") {
-        rsipstack::sip::Uri::try_from(target.as_str()).map_err(|_| OriginateError::BadTarget)?;
+    let (uri, trunk, signalling) = if target.starts_with("sip:") || target.starts_with("sips:") {
+        let parsed = rsipstack::sip::Uri::try_from(target.as_str()).map_err(|_| OriginateError::BadTarget)?;
         let trunk = core.trunk_for(&target);
-        (target, trunk)
+        // A literal IP in the URI is where the peer's signalling comes from; a name is not judged.
+        let signalling = parsed
+            .host_with_port
+            .to_string()
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| {
+                let ip = parsed.host_with_port.host.to_string().parse().ok()?;
+                Some(SocketAddr::new(ip, 5060))
+            });
+        (target, trunk, signalling)
     } else {
         let mut bindings = core.locations.lookup(&target, domain::Timestamp::now_utc()).await;
         bindings.sort_by_key(|b| std::cmp::Reverse(b.expires_at));
         let first = bindings.into_iter().next().ok_or(OriginateError::NotFound)?;
-        (first.contact, None)
+        let signalling = first.source.parse::<SocketAddr>().ok();
+        (first.contact, None, signalling)
     };
     let invite = build_invite(&core, &uri, &request).ok_or(OriginateError::BadTarget)?;
     let (commands, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, events) = mpsc::unbounded_channel();
     let call_id = msg::call_id(&invite).unwrap_or_default();
+    let (confirmed_tx, confirmed) = watch::channel(false);
     tokio::spawn(client_leg(
         core,
         invite,
@@ -354,11 +436,14 @@ pub(crate) async fn originate(
         request.ring_timeout,
         cmd_rx,
         ev_tx,
+        confirmed_tx,
     ));
     Ok(LegHandle {
         call_id,
         commands,
         events,
+        signalling,
+        confirmed,
     })
 }
 
@@ -404,6 +489,7 @@ async fn client_leg(
     ring_timeout: Duration,
     mut commands: mpsc::UnboundedReceiver<LegCommand>,
     events: mpsc::UnboundedSender<LegEvent>,
+    confirmed: watch::Sender<bool>,
 ) {
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
     let done = CancellationToken::new();
@@ -491,6 +577,8 @@ async fn client_leg(
         return;
     }
     core.metrics.dialog_up();
+    // We acknowledge the 2xx ourselves: the dialog is confirmed as the answer arrives.
+    confirmed.send_replace(true);
     let _ = events.send(LegEvent::Answered {
         sdp: resp.body().clone(),
     });
@@ -508,6 +596,7 @@ async fn client_leg(
         &mut inputs,
         &mut commands,
         &events,
+        &confirmed,
     )
     .await;
     core.metrics.dialog_down();

@@ -31,6 +31,12 @@ pub trait MediaAnchor: Send + Sync {
     async fn answer(&self, call: &str, from: Side, sdp: &[u8]) -> Result<Vec<u8>, MediaError>;
     /// The call ended: free its ports.
     async fn release(&self, call: &str);
+    /// Where `side`'s SIP signalling comes from, once known: a phone behind NAT sends its media from
+    /// that IP, so the leg facing it may latch onto any port of it (besides its SDP address).
+    async fn signalling_source(&self, _call: &str, _side: Side, _source: std::net::SocketAddr) {}
+    /// `side`'s dialog is confirmed (its ACK arrived, or we acknowledged its answer): the leg facing it
+    /// may send without the unconfirmed budget from now on.
+    async fn confirmed(&self, _call: &str, _side: Side) {}
 }
 
 /// Leaves SDP as it is: RTP goes end to end.

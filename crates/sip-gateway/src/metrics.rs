@@ -31,6 +31,7 @@ pub struct GatewayMetrics {
     refused_calls: Family<ReasonLabel, Counter>,
     calls: Counter,
     active_dialogs: Gauge,
+    unacknowledged_invites: Counter,
 }
 
 impl GatewayMetrics {
@@ -63,6 +64,11 @@ impl GatewayMetrics {
                 "active_dialogs",
                 "Calls with an established or early dialog",
                 m.active_dialogs.clone(),
+            );
+            r.register(
+                "unacknowledged_invites",
+                "Answered INVITEs whose ACK never came within Timer H (32 s): hung up",
+                m.unacknowledged_invites.clone(),
             );
         });
         m
@@ -102,6 +108,9 @@ impl GatewayMetrics {
     }
     pub(crate) fn dialog_up(&self) {
         self.active_dialogs.inc();
+    }
+    pub(crate) fn unacknowledged_invite(&self) {
+        self.unacknowledged_invites.inc();
     }
     pub(crate) fn dialog_down(&self) {
         self.active_dialogs.dec();

@@ -298,7 +298,7 @@ impl Attempt {
             }
         };
         let law = negotiated.law;
-        rtp.set_remote(negotiated);
+        crate::media_rules::apply(&rtp, &leg, negotiated);
         row.answered_at = Some(Timestamp::now_utc());
         info!("answered; analysing the greeting");
         // The greeting: a person says a word or two and waits, a machine talks on.

@@ -82,8 +82,14 @@ impl Driver {
             Command::StartVoicemail { name, beep } => self.start_voicemail(&name, beep),
             Command::StopVoicemail => {
                 let path = match self.voicemail.take() {
-                    Some(recording) => match recording.stop().await {
-                        Ok(path) => Some(path.display().to_string()),
+                    Some(recording) => match recording.stop_with_summary().await {
+                        // Nothing but silence (a caller who never spoke, or a spoofed call never
+                        // acknowledged): no message, no file.
+                        Ok(summary) if summary.is_silent() => {
+                            crate::media_rules::drop_silent(&summary.path);
+                            None
+                        }
+                        Ok(summary) => Some(summary.path.display().to_string()),
                         Err(e) => {
                             warn!(error = %e, "voicemail not closed");
                             None

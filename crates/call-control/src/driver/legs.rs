@@ -49,6 +49,7 @@ pub(crate) fn negotiate(sdp: &[u8]) -> Option<media::sdp::Negotiated> {
 /// Answers the caller's offer with a fresh engine leg: the leg, its events, the law, our answer.
 pub(crate) fn answer_offer(
     inner: &Inner,
+    sip: &LegHandle,
     offer: &[u8],
 ) -> Option<(RtpLeg, mpsc::Receiver<MediaEvent>, G711, String)> {
     let negotiated = negotiate(offer)?;
@@ -61,15 +62,15 @@ pub(crate) fn answer_offer(
     };
     let law = negotiated.law;
     let answer = media::sdp::answer(&negotiated, rtp.local_addr(), rand::random::<u32>() as u64, 1);
-    rtp.set_remote(negotiated);
+    crate::media_rules::apply(&rtp, sip, negotiated);
     Some((rtp, events, law, answer))
 }
 
-/// Answers a re-INVITE (hold, unhold, a new address) on `rtp`.
-pub(crate) fn reanswer(rtp: &RtpLeg, sdp: &[u8]) -> Option<Vec<u8>> {
+/// Answers a re-INVITE (hold, unhold, a new address) of `sip` on `rtp`, under the same source rules.
+pub(crate) fn reanswer(rtp: &RtpLeg, sip: &LegHandle, sdp: &[u8]) -> Option<Vec<u8>> {
     let n = negotiate(sdp)?;
     let answer = media::sdp::answer(&n, rtp.local_addr(), rand::random::<u32>() as u64, 2);
-    rtp.set_remote(n);
+    crate::media_rules::apply(rtp, sip, n);
     Some(answer.into_bytes())
 }
 

@@ -313,7 +313,7 @@ impl Driver {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Caller(Some(LegEvent::Reoffer { sdp, reply })) => {
-                if let Some(answer) = self.caller.as_ref().and_then(|c| legs::reanswer(&c.rtp, &sdp)) {
+                if let Some(answer) = self.caller.as_ref().and_then(|c| legs::reanswer(&c.rtp, &c.leg, &sdp)) {
                     let _ = reply.send(answer);
                 }
             }
@@ -391,7 +391,10 @@ impl Driver {
             }
             LegSignal::Sip(Some(LegEvent::Ringing)) => {}
             LegSignal::Sip(Some(LegEvent::Reoffer { sdp, reply })) => {
-                if let Some(answer) = self.legs.get(&leg).and_then(|io| legs::reanswer(&io.rtp, &sdp)) {
+                if let Some(answer) = self
+                    .legs
+                    .get(&leg)
+                    .and_then(|io| io.sip.as_ref().and_then(|sip| legs::reanswer(&io.rtp, sip, &sdp))) {
                     let _ = reply.send(answer);
                 }
             }
@@ -401,7 +404,10 @@ impl Driver {
                 let mut customer = None;
                 if let (Some(n), Some(io)) = (negotiated, self.legs.get(&leg)) {
                     let law = n.law;
-                    io.rtp.set_remote(n);
+                    match io.sip.as_ref() {
+                        Some(sip) => crate::media_rules::apply(&io.rtp, sip, n),
+                        None => io.rtp.set_remote(n),
+                    }
                     if io.media.is_some() && self.caller.is_none() {
                         customer = Some(law);
                     }

@@ -315,6 +315,14 @@ impl RtpLeg {
         self.send(LegCommand::SetSrtp(receiver));
     }
 
+    /// A handle that confirms this leg later (when the ACK arrives on another task) without keeping the
+    /// leg alive: confirming a leg that has ended does nothing.
+    pub fn confirmer(&self) -> LegConfirmer {
+        LegConfirmer {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
     /// Whether [`RtpLeg::confirm`] (or [`RtpLeg::set_remote`]) was called.
     pub fn is_confirmed(&self) -> bool {
         self.shared.out.lock().budget.is_confirmed()
@@ -383,6 +391,28 @@ impl RtpLeg {
 
     pub(crate) fn commands(&self) -> mpsc::UnboundedSender<LegCommand> {
         self.commands.clone()
+    }
+}
+
+/// Confirms a leg's dialog from elsewhere ([`RtpLeg::confirmer`]); holds no reference that keeps the leg
+/// (its socket and port) alive.
+#[derive(Clone)]
+pub struct LegConfirmer {
+    shared: std::sync::Weak<LegShared>,
+}
+
+impl std::fmt::Debug for LegConfirmer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegConfirmer").finish_non_exhaustive()
+    }
+}
+
+impl LegConfirmer {
+    /// [`RtpLeg::confirm`] on the leg, if it still exists.
+    pub fn confirm(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.out.lock().budget.confirm();
+        }
     }
 }
 

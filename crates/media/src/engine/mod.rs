@@ -16,7 +16,7 @@ mod monitor;
 pub use crate::latch::{LatchPolicy, UnconfirmedSendLimit};
 pub use crate::mixer::MonitorMode;
 pub use bridge::{Bridge, BridgeSide, RecordingHandle, RecordingSummary};
-pub use leg::{DtmfSource, LegEvent, RtpLeg};
+pub use leg::{DtmfSource, LegConfirmer, LegEvent, RtpLeg};
 pub use metrics::MediaMetrics;
 pub use monitor::MonitorHandle;
 

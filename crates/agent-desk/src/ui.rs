@@ -27,11 +27,21 @@ pub(crate) const CATALOGS: &[(&str, &str)] = &[
         "login.zh-CN.json",
         include_str!("../static/i18n/login.zh-CN.json"),
     ),
+    ("agent.en.json", include_str!("../static/i18n/agent.en.json")),
+    (
+        "agent.zh-CN.json",
+        include_str!("../static/i18n/agent.zh-CN.json"),
+    ),
 ];
 
 /// The pages and scripts whose strings come from a catalog: (catalog, markup or script text).
 #[cfg(test)]
-const TRANSLATED_SOURCES: &[(&str, &str)] = &[("login", INDEX), ("login", LOGIN_JS)];
+const TRANSLATED_SOURCES: &[(&str, &str)] = &[
+    ("login", INDEX),
+    ("login", LOGIN_JS),
+    ("agent", AGENT),
+    ("agent", AGENT_JS),
+];
 
 fn page(body: &'static str, content_type: &'static str) -> impl IntoResponse {
     (
@@ -104,6 +114,14 @@ mod tests {
         ] {
             let close = if marker.ends_with('\'') { '\'' } else { '"' };
             for (at, _) in source.match_indices(marker) {
+                // `t('` is the translate call, not the end of `get('`.
+                let glued = source[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                if marker == "t('" && glued {
+                    continue;
+                }
                 let rest = &source[at + marker.len()..];
                 if let Some(end) = rest.find(close) {
                     let key = &rest[..end];
@@ -143,7 +161,9 @@ mod tests {
 
     #[test]
     fn used_keys_finds_markup_and_script_keys() {
-        let keys = used_keys("<b data-i18n=\"a.b\"></b> I18n.t('c-d', {x}) <i data-i18n-title=\"e\">");
-        assert_eq!(keys, ["a.b", "c-d", "e"].map(String::from).into());
+        let keys = used_keys(
+            "<b data-i18n=\"a.b\"></b> I18n.t('c-d', {x}) <i data-i18n-title=\"e\"> p.get('no') t('f')",
+        );
+        assert_eq!(keys, ["a.b", "c-d", "e", "f"].map(String::from).into());
     }
 }

@@ -249,6 +249,12 @@ pub struct DeskConfig {
     /// Customer lookups a user may make in a burst, and per second after it.
     pub customer_lookups_burst: u32,
     pub customer_lookups_per_sec: u32,
+    /// Disposition codes the agent desktop offers at wrap-up.
+    pub dispositions: Vec<String>,
+    /// Disposition codes for one queue or campaign, by its id (`[desk.dispositions_by]`).
+    pub dispositions_by: std::collections::BTreeMap<String, Vec<String>>,
+    /// Reasons an agent may pick for not being ready.
+    pub not_ready_reasons: Vec<String>,
 }
 
 /// `[desk.roles.*]`: customer-data permissions per role.
@@ -306,6 +312,13 @@ impl Default for DeskConfig {
             roles: DeskRoles::default(),
             customer_lookups_burst: 20,
             customer_lookups_per_sec: 1,
+            dispositions: ["resolved", "follow_up", "sale", "complaint", "wrong_number"]
+                .map(String::from)
+                .to_vec(),
+            dispositions_by: Default::default(),
+            not_ready_reasons: ["break", "lunch", "training", "meeting"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }

@@ -29,13 +29,21 @@ let missed = null;
 // What the desktop shows, in one place (handy for support and for browser tests).
 window.desk = {
   media: null, state: null, reason: null, call: null, phase: null, preview: null, wrapups: [],
-  ringing: false, notified: 0, notice: null, banner: null, reachable: null, connected: false,
+  ringing: false, notified: 0, said: [], notice: null, banner: null, reachable: null, connected: false,
 };
 
 function show(el, on) { el.classList.toggle('hidden', !on); }
 function text(el, s) { el.textContent = s == null ? '' : String(s); }
 function esc(s) { const d = document.createElement('div'); d.textContent = s == null ? '' : String(s); return d.innerHTML; }
-function announce(s) { const el = $('live'); el.textContent = ''; setTimeout(() => { el.textContent = s; }, 30); }
+// Screen readers hear state changes and offers; what is said together is read together.
+let said = [], sayTimer = null;
+function announce(s) {
+  said.push(s);
+  window.desk.said = window.desk.said.concat([s]).slice(-20);
+  if (sayTimer) return;
+  $('live').textContent = '';
+  sayTimer = setTimeout(() => { $('live').textContent = said.join('. '); said = []; sayTimer = null; }, 50);
+}
 function clock(ms) {
   const s = Math.max(0, Math.floor(ms / 1000));
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
@@ -92,12 +100,13 @@ function setState(v) {
   const el = $('state');
   el.className = 'state ' + (v ? v.state : 'unknown');
   text(el, stateText(v));
-  if (v && (!before || before.state !== v.state || before.reason !== v.reason)) announce(t('announce.state', { state: stateText(v) }));
+  // An offer says itself (with the caller); other changes are announced here.
+  if (v && v.state !== 'reserved' && (!before || before.state !== v.state || before.reason !== v.reason)) announce(t('announce.state', { state: stateText(v) }));
   if (v && v.state === 'not_ready' && missed && Date.now() - missed.at < 60000) {
     setNotice(t('notice.missed_not_ready', { caller: missed.caller, why: missed.why, state: stateText(v) }));
     missed = null;
   }
-  $('btn-ready').disabled = !v || v.state === 'available' || v.state === 'logged_out';
+  $('btn-ready').disabled = !v || !(v.state === 'not_ready' || v.state === 'wrap_up');
   $('btn-not-ready').disabled = !v || v.state === 'logged_out';
   $('btn-login').disabled = !v || v.state !== 'logged_out';
   $('btn-logout').disabled = !v || v.state === 'logged_out';
@@ -211,6 +220,7 @@ function setPhase(p, since) {
   el.className = 'state ' + ({ consulting: 'reserved', dialing: 'reserved', offered: 'reserved', connected: 'on_call', held: 'reserved' }[p] || '');
   text(el, label('phase.', p));
   show($('call'), true);
+  show($('idle'), false);
   const browser = $('softphone').checked;
   $('btn-accept').disabled = p !== 'offered' || !browser;
   if (browser) $('btn-accept').removeAttribute('title'); else $('btn-accept').title = t('call.answer_on_phone');
@@ -233,6 +243,7 @@ function clearActive() {
   window.desk.call = null; window.desk.phase = null;
   stopRinging();
   show($('call'), false);
+  show($('idle'), true);
   if (pc) { pc.close(); pc = null; }
 }
 
@@ -247,7 +258,7 @@ function toWrapUp(pop, since) {
   if (active && active.call === call) {
     keepNotes(call, $('call-notes').value);
     active = null; window.desk.call = null; window.desk.phase = null;
-    stopRinging(); show($('call'), false);
+    stopRinging(); show($('call'), false); show($('idle'), true);
     if (pc) { pc.close(); pc = null; }
   }
   if (wrapups.has(call)) return;
@@ -465,7 +476,11 @@ function onFrame(f) {
       if (active && f.call === active.call) {
         const why = label('withdraw.', f.reason);
         missed = { caller: active.pop.caller, why, at: Date.now() };
-        setNotice(t('notice.missed', { caller: active.pop.caller, why }));
+        // The state may have changed before the withdrawal arrived: say both either way.
+        if (stateView && stateView.state === 'not_ready') {
+          setNotice(t('notice.missed_not_ready', { caller: missed.caller, why, state: stateText(stateView) }));
+          missed = null;
+        } else setNotice(t('notice.missed', { caller: active.pop.caller, why }));
         clearActive();
       }
       break;

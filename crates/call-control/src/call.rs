@@ -152,6 +152,7 @@ pub(crate) struct Call {
     timers: HashMap<ivr::TimerId, Instant>,
     done_tx: mpsc::UnboundedSender<Done>,
     queue: Option<(domain::QueueId, mpsc::UnboundedReceiver<QueueNotice>)>,
+    queue_audio: Option<crate::queue_audio::QueueAudioPlayer>,
     ringing: Vec<Ringing>,
     connected: Option<Connected>,
     /// The IVR asked to keep sensitive input (card numbers) off the recording.
@@ -368,6 +369,7 @@ impl Call {
             timers: HashMap::new(),
             done_tx,
             queue: None,
+            queue_audio: None,
             ringing: Vec::new(),
             connected: None,
             recording_paused: false,
@@ -455,7 +457,10 @@ impl Call {
                     Some(MediaEvent::PlaybackFinished) if self.campaign.as_ref().is_some_and(|c| c.message_playing()) => {
                         self.end(EndedBy::System, "no agent in time: identification message played");
                     }
-                    Some(MediaEvent::PlaybackFinished) => self.ivr_event(IvrEvent::PromptFinished).await,
+                    Some(MediaEvent::PlaybackFinished) => {
+                        crate::queue_audio::resume_music(&self.queue_audio, self.queue.is_some(), &self.rtp);
+                        self.ivr_event(IvrEvent::PromptFinished).await
+                    }
                     Some(MediaEvent::MediaTimeout { .. }) => {
                         self.end(EndedBy::Timeout, "no media from the caller");
                     }
@@ -477,6 +482,9 @@ impl Call {
                     self.ivr_event(ev).await;
                 }
                 notice = next_notice(&mut self.queue) => self.on_queue(notice).await,
+                _ = crate::queue_audio::next_due(&self.queue_audio), if self.queue.is_some() => {
+                    if let Some(p) = self.queue_audio.as_mut() { p.play_due(&self.inner, &self.rtp, self.law) }
+                }
                 (i, ev) = next_ringing(&mut self.ringing) => self.on_ringing(i, ev).await,
                 ev = next_connected(&mut self.connected) => match ev {
                     AgentSide::Phone(ev) => self.on_agent_leg(ev).await,
@@ -748,6 +756,9 @@ impl Call {
             queue: queue.clone(),
             priority,
         });
+        let ivr = self.ivr.as_ref().map(IvrSession::state);
+        self.queue_audio =
+            crate::queue_audio::QueueAudioPlayer::start(&self.inner, &self.rtp, self.law, &queue, ivr);
         self.queue = Some((queue, notices));
     }
 
@@ -807,6 +818,10 @@ impl Call {
                 position,
                 estimated_wait_secs,
             } => {
+                if let Some(p) = self.queue_audio.as_mut() {
+                    p.schedule
+                        .update(position, estimated_wait_secs.map(Duration::from_secs));
+                }
                 let ev = IvrEvent::QueueEvent(ivr::QueueEvent::Position {
                     position,
                     estimated_wait: Duration::from_secs(estimated_wait_secs.unwrap_or(0)),

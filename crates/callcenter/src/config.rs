@@ -359,6 +359,9 @@ pub struct Config {
     /// `desk.outbound_trunk`.
     #[serde(rename = "campaign")]
     pub campaigns: Vec<call_control::CampaignConfig>,
+    /// What callers waiting in queues hear: music, position and wait announcements, comfort
+    /// messages (`[queue_audio]`, `[queue_audio.queues.<id>]`).
+    pub queue_audio: call_control::queue_audio::QueueAudioConfig,
 }
 
 /// A configuration problem, with where it is.

@@ -240,6 +240,7 @@ async fn serve(config: Config) -> Result<(), String> {
         },
         config.rtp.record_calls,
     );
+    calls.set_queue_audio(config.queue_audio.clone());
 
     let gateway = Arc::new(
         sip_gateway::Gateway::start(

@@ -57,7 +57,7 @@ pub fn english(n: u64) -> Vec<String> {
             out.push(name(rest));
         } else {
             out.push(name(rest / 10 * 10));
-            if rest % 10 != 0 {
+            if !rest.is_multiple_of(10) {
                 out.push(name(rest % 10));
             }
         }

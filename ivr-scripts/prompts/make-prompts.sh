@@ -52,6 +52,9 @@ for pair in 30:thirty 40:forty 50:fifty 60:sixty 70:seventy 80:eighty 90:ninety;
   say "num-${pair%%:*}" "${pair#*:}"
 done
 say num-hundred "hundred"
+say num-thousand "thousand"
+say num-million "million"
+say num-billion "billion"
 
 # Music on hold (looped to a caller the agent put on hold): a soft arpeggio C-E-G-E, not speech.
 notes=()
@@ -60,3 +63,27 @@ for f in 523.25 659.25 783.99 659.25; do
   notes+=("$tmp/note-$f.wav")
 done
 sox "${notes[@]}" hold-music.wav
+
+# Simplified Chinese (Mandarin) recordings in zh-CN/: the same names where the meaning is the same,
+# plus the units Chinese numbers need (see crates/ivr/src/numbers.rs).
+say_zh() {
+  local name="$1" text="$2"
+  mkdir -p zh-CN
+  espeak-ng -v cmn -s 150 -w "$tmp/zh-$name.wav" "$text"
+  sox "$tmp/zh-$name.wav" -r 8000 -c 1 -b 16 -e signed-integer "zh-CN/$name.wav" \
+    silence 1 0.05 0.5% reverse silence 1 0.05 0.5% reverse pad 0 0.15
+}
+zh_digits=(零 一 二 三 四 五 六 七 八 九 十)
+for n in $(seq 0 10); do say_zh "num-$n" "${zh_digits[$n]}"; done
+say_zh num-hundred "百"
+say_zh num-thousand "千"
+say_zh num-ten-thousand "万"
+say_zh num-hundred-million "亿"
+say_zh num-liang "两"
+say_zh queue-position "您现在排在第"
+say_zh queue-position-end "位"
+say_zh queue-wait "预计等待时间约为"
+say_zh minutes "分钟"
+say_zh please-hold "请稍候，我们将尽快为您接通。"
+say_zh callback-offer "如不想继续等待，请按一，我们将给您回电。"
+

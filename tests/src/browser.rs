@@ -265,6 +265,49 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Sets the window to `width`×`height` (screenshots of the desktop are taken at 1366×768, the
+    /// most common agent screen).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.command("window/rect", &json!({ "width": width, "height": height }))
+            .unwrap_or_else(|e| panic!("resize: {e}"));
+    }
+
+    /// Lets pages of `origin` raise notifications (as an agent who allowed them).
+    pub fn allow_notifications(&self, origin: &str) {
+        let grant = json!({
+            "cmd": "Browser.grantPermissions",
+            "params": { "origin": origin, "permissions": ["notifications"] }
+        });
+        self.command("goog/cdp/execute", &grant)
+            .unwrap_or_else(|e| panic!("grant notifications: {e}"));
+    }
+
+    /// Runs axe-core (vendored in `tests/vendor/axe-core`, injected here, never served by the
+    /// product) on the page and returns its violations of impact `serious` or `critical`, each as
+    /// "rule: target (summary)".
+    pub fn serious_accessibility_violations(&self) -> Vec<String> {
+        const AXE: &str = include_str!("../vendor/axe-core/axe.min.js");
+        self.eval(&format!("{AXE}\n;return true;"), json!([]));
+        let result = self.run(
+            r#"const done = arguments[arguments.length - 1];
+axe.run(document, { resultTypes: ['violations'] }).then((r) => done(r.violations
+  .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+  .flatMap((v) => v.nodes.map((n) => v.id + ': ' + n.target.join(' ') + ' (' + (n.failureSummary || '').replace(/\s+/g, ' ') + ')'))))
+  .catch((e) => done({ error: String(e) }));"#,
+            json!([]),
+        );
+        result
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// Where tests leave artifacts (screenshots): `$TEST_ARTIFACTS`, or `test-artifacts/` in the cargo
 /// target directory.
 pub fn artifacts_dir() -> PathBuf {

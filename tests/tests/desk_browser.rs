@@ -161,17 +161,21 @@ fn an_agent_takes_a_call_in_the_browser_softphone_with_audio_both_ways() {
             "audio again after the reload: {stats}"
         );
 
+        // Notes typed during the call go with it into its wrap-up form.
+        browser.type_into("#call-notes", "Sold the family plan");
         browser.click("#btn-hangup");
-        browser.wait_for("wrap-up", "return window.desk.phase === 'wrap_up';");
+        browser.wait_for(
+            "wrap-up",
+            "return window.desk.phase === null && window.desk.wrapups.length === 1;",
+        );
         browser.eval(
-            "document.getElementById('disposition').value = 'sale'; return true;",
+            "const f = document.querySelector('#wrapup-list form'); f.querySelector('.wu-disposition').value = 'sale'; return true;",
             json!([]),
         );
-        browser.type_into("#notes", "Sold the family plan");
-        browser.click("#btn-wrapup");
+        browser.click("#wrapup-list form .wu-save");
         browser.wait_for(
             "the call is released",
-            "return window.desk.phase === null && window.desk.state === 'available';",
+            "return window.desk.wrapups.length === 0 && window.desk.state === 'available';",
         );
 
         let run = caller.join().expect("caller");

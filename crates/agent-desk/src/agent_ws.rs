@@ -3,10 +3,15 @@
 //! screen pop and call phases, and answers each request with `ack` or `error`. A request that is not
 //! valid now changes nothing. The agent's call does not depend on the socket: it stays up through a
 //! reload or a network drop and the next socket re-attaches to it.
+//!
+//! Ready means reachable: an agent on a SIP phone that is not registered (and with the browser
+//! softphone off) is refused `ready` and `login` (`not_reachable`), and an available agent whose
+//! phone lapses is made not ready (`no-phone`); the desktop is told either way. The desktop also
+//! gets its agent's queues (callers waiting, oldest wait) whenever they change.
 
 use crate::protocol::{
-    AgentFrame, AgentInfo, AgentRequest, MAX_FRAME_BYTES, PROTOCOL_VERSION, PreviewView, StateView,
-    TRANSPORT_MAX_BYTES, codes,
+    AgentFrame, AgentInfo, AgentRequest, MAX_FRAME_BYTES, PROTOCOL_VERSION, PreviewView, QueueStrip,
+    Reachability, StateView, TRANSPORT_MAX_BYTES, codes,
 };
 use crate::{ApiError, DeskServices, Session, SessionWatch, authenticate, request_token};
 use acd::{AcdError, Input, ReasonCode};
@@ -31,6 +36,50 @@ const DNC_DISPOSITION: &str = "dnc";
 
 /// Keep-alive pings on an idle socket (a dead network is noticed within about twice this).
 const PING_EVERY: Duration = Duration::from_secs(20);
+
+/// How often a phone agent's registration is looked at again (a phone that lapses or comes back).
+const REACHABLE_EVERY: Duration = Duration::from_secs(3);
+
+/// The not-ready reason given to an available agent whose phone stopped being registered.
+const NO_PHONE_REASON: &str = "no-phone";
+
+/// Whether a call offered now could reach the agent. The browser softphone always can (the page is
+/// attached); a phone agent needs a live SIP registration. A desk that places no calls cannot tell,
+/// and a state store that cannot answer does not block the agent.
+async fn reachability(desk: &DeskServices, agent: &AgentId, media: AgentMedia) -> Reachability {
+    if media == AgentMedia::Browser || desk.calls.is_none() {
+        return Reachability::REACHABLE;
+    }
+    let Ok(aor) = state_store::Aor::new(agent.as_str()) else {
+        return Reachability::NO_PHONE;
+    };
+    match desk.state.live_bindings(&aor, domain::Timestamp::now_utc()).await {
+        Ok(bindings) if bindings.is_empty() => Reachability::NO_PHONE,
+        Ok(_) => Reachability::REACHABLE,
+        Err(e) => {
+            debug!(error = %e, "registrations unreadable; the agent is taken as reachable");
+            Reachability::REACHABLE
+        }
+    }
+}
+
+/// The agent's queues (all queues when the configuration names none for them).
+fn queue_strip(desk: &DeskServices, agent: &AgentId, k: &acd::KpiSnapshot) -> Vec<QueueStrip> {
+    let mine = desk.desktop.agent_queues.get(agent);
+    k.queues
+        .iter()
+        .filter(|q| mine.is_none_or(|m| m.contains(&q.queue)))
+        .map(|q| QueueStrip {
+            queue: q.queue.clone(),
+            waiting: q.waiting + q.offering,
+            // As a moment (to the second), so the strip changes only when the queue does.
+            oldest_since: q
+                .oldest_wait_ms
+                .map(|w| domain::Timestamp::from_millis((k.at.as_millis() - w as i64) / 1000 * 1000)),
+            estimated_wait_ms: q.estimated_wait_ms,
+        })
+        .collect()
+}
 
 pub(crate) fn routes(desk: Arc<DeskServices>) -> Router {
     Router::new().route("/ws/agent", get(upgrade)).with_state(desk)
@@ -116,6 +165,8 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
             .preview
             .take()
             .map(|p| PreviewView::of(&p, session.role)),
+        settings: desk.desktop.clone(),
+        reachable: reachability(&desk, &agent, media).await,
     };
     if tx.send(Message::Text(frame_text(&welcome).into())).await.is_err() {
         desk.desks.detach(&agent, attachment.generation);
@@ -125,6 +176,12 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
     let mut watch = SessionWatch::new(token, &session);
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    let mut reach_check = tokio::time::interval(REACHABLE_EVERY);
+    reach_check.tick().await;
+    let mut reachable = reachability(&desk, &agent, media).await;
+    let mut kpis = desk.acd.live_kpis();
+    let mut strip: Option<Vec<QueueStrip>> = None;
+    kpis.mark_changed();
     loop {
         let out: Option<AgentFrame> = tokio::select! {
             msg = rx.next() => match msg {
@@ -164,6 +221,31 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
                 if tx.send(Message::Ping(Vec::new().into())).await.is_err() { break }
                 None
             }
+            _ = reach_check.tick() => {
+                let now = reachability(&desk, &agent, media).await;
+                if now == reachable {
+                    None
+                } else {
+                    reachable = now;
+                    if !now.ok {
+                        unreachable_not_ready(&desk, &agent).await;
+                    }
+                    Some(AgentFrame::Reachable(now))
+                }
+            }
+            changed = kpis.changed() => {
+                if changed.is_err() {
+                    None
+                } else {
+                    let next = queue_strip(&desk, &agent, &kpis.borrow_and_update());
+                    if strip.as_ref() == Some(&next) {
+                        None
+                    } else {
+                        strip = Some(next.clone());
+                        Some(AgentFrame::Queues { queues: next })
+                    }
+                }
+            }
         };
         if let Some(frame) = out
             && tx.send(Message::Text(frame_text(&frame).into())).await.is_err()
@@ -174,6 +256,25 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
     desk.desks.detach(&agent, attachment.generation);
     desk.shown.detach(&agent, attachment.generation);
     info!("desktop detached");
+}
+
+/// An available agent who can no longer be reached is made not ready, so no call waits on them.
+async fn unreachable_not_ready(desk: &DeskServices, agent: &AgentId) {
+    let available = current_state(desk, agent)
+        .await
+        .is_some_and(|s| s.state == acd::AgentState::Available);
+    if !available {
+        return;
+    }
+    if let Ok(reason) = ReasonCode::new(NO_PHONE_REASON) {
+        let input = Input::AgentNotReady {
+            agent: agent.clone(),
+            reason,
+        };
+        if let Err(e) = desk.acd.request(input).await {
+            debug!(error = %e, "unreachable agent not made not ready");
+        }
+    }
 }
 
 /// Keeps the record of what this desktop shows (customer access follows it).
@@ -252,6 +353,14 @@ async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &
         _ => None,
     };
     if let Some(input) = state_input {
+        let makes_available = matches!(input, Input::AgentLogin { .. } | Input::AgentReady { .. });
+        if makes_available && !reachability(desk, agent, media).await.ok {
+            return error(
+                id,
+                codes::NOT_REACHABLE,
+                "no SIP phone is registered for you and the browser softphone is off",
+            );
+        }
         return match desk.acd.request(input).await {
             Ok(()) => AgentFrame::Ack { id },
             Err(e) => {

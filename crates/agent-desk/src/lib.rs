@@ -58,6 +58,8 @@ pub struct DeskServices {
     pub customers: access::CustomerPolicy,
     /// The calls each agent's desktop shows (kept by the agent socket; start with the default).
     pub shown: access::ShownCalls,
+    /// Disposition codes, not-ready reasons and each agent's queues, for the agent desktop.
+    pub desktop: Arc<protocol::DesktopSettings>,
 }
 
 /// Shared state of the HTTP edge.

@@ -39,6 +39,9 @@ pub mod codes {
     pub const UNKNOWN_AGENT: &str = "unknown_agent";
     /// Something on the server side failed; nothing changed.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// The agent cannot take a call now (no SIP phone registered and the browser softphone off), so
+    /// they cannot be made available.
+    pub const NOT_REACHABLE: &str = "not_reachable";
 }
 
 /// The envelope every client frame has.
@@ -377,6 +380,70 @@ pub struct StateView {
     pub since: Timestamp,
 }
 
+/// What the desktop offers the agent to choose from, set in the configuration (`[desk]`):
+/// disposition codes (by default, or for a queue or campaign by its id) and not-ready reasons.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesktopSettings {
+    /// Disposition codes when no queue- or campaign-specific list applies.
+    pub dispositions: Vec<String>,
+    /// Disposition codes of one queue or campaign (by its id).
+    pub dispositions_by: std::collections::BTreeMap<String, Vec<String>>,
+    /// Reasons an agent may give for not being ready.
+    pub not_ready_reasons: Vec<String>,
+    /// Staff names by id, so history and account managers show people, not ids.
+    pub agent_names: std::collections::BTreeMap<String, String>,
+    /// The queues each agent serves (for the desktop's queue strip; not sent).
+    #[serde(skip)]
+    pub agent_queues: std::collections::BTreeMap<AgentId, Vec<domain::QueueId>>,
+}
+
+impl Default for DesktopSettings {
+    fn default() -> Self {
+        Self {
+            dispositions: ["resolved", "follow_up", "sale", "complaint", "wrong_number"]
+                .map(String::from)
+                .to_vec(),
+            dispositions_by: Default::default(),
+            not_ready_reasons: ["break", "lunch", "training", "meeting"]
+                .map(String::from)
+                .to_vec(),
+            agent_names: Default::default(),
+            agent_queues: Default::default(),
+        }
+    }
+}
+
+/// Whether an offered call could reach the agent: `{"ok": false, "reason": "no_phone"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Reachability {
+    pub ok: bool,
+    /// Why not: `no_phone` (no SIP phone registered and the browser softphone off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+impl Reachability {
+    pub const REACHABLE: Reachability = Reachability {
+        ok: true,
+        reason: None,
+    };
+    pub const NO_PHONE: Reachability = Reachability {
+        ok: false,
+        reason: Some("no_phone"),
+    };
+}
+
+/// One of the agent's queues on the desktop's strip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueStrip {
+    pub queue: domain::QueueId,
+    /// Callers waiting or ringing an agent.
+    pub waiting: u32,
+    /// Since when the longest-waiting caller waits (to the second).
+    pub oldest_since: Option<Timestamp>,
+    pub estimated_wait_ms: Option<u64>,
+}
+
 /// Who the desktop belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentInfo {
@@ -399,8 +466,18 @@ pub enum AgentFrame {
         calls: Vec<CallView>,
         /// The lead a preview campaign shows the agent, if any.
         preview: Option<PreviewView>,
+        /// Disposition codes, not-ready reasons and wrap-up limits, from the configuration.
+        settings: Arc<DesktopSettings>,
+        /// Whether a call offered now could reach the agent, and if not why.
+        reachable: Reachability,
     },
     State(StateView),
+    /// Whether the agent can be reached changed (a phone registered or lapsed).
+    Reachable(Reachability),
+    /// The agent's queues: callers waiting and the oldest wait, sent when they change.
+    Queues {
+        queues: Vec<QueueStrip>,
+    },
     /// A preview campaign shows a lead: dial it (`preview_dial`) or skip it (`preview_skip`).
     Preview {
         preview: PreviewView,

@@ -55,6 +55,11 @@ pub(crate) const CATALOGS: &[(&str, &str)] = &[
         "supervisor.zh-CN.json",
         include_str!("../static/i18n/supervisor.zh-CN.json"),
     ),
+    ("agent.en.json", include_str!("../static/i18n/agent.en.json")),
+    (
+        "agent.zh-CN.json",
+        include_str!("../static/i18n/agent.zh-CN.json"),
+    ),
 ];
 
 /// The pages and scripts whose strings come from a catalog: (catalog, markup or script text).
@@ -72,6 +77,8 @@ const TRANSLATED_SOURCES: &[(&str, &str)] = &[
     ("supervisor", SEARCH_JS),
     ("supervisor", CUSTOMERS),
     ("supervisor", CUSTOMERS_JS),
+    ("agent", AGENT),
+    ("agent", AGENT_JS),
 ];
 
 fn page(body: &'static str, content_type: &'static str) -> impl IntoResponse {
@@ -161,9 +168,18 @@ mod tests {
             "data-i18n-title=\"",
             "data-i18n-aria-label=\"",
             "I18n.t('",
+            "t('",
         ] {
             let close = if marker.ends_with('\'') { '\'' } else { '"' };
             for (at, _) in source.match_indices(marker) {
+                // `t('` is the translate call, not the end of `get('`.
+                let glued = source[..at]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                if marker == "t('" && glued {
+                    continue;
+                }
                 let rest = &source[at + marker.len()..];
                 if let Some(end) = rest.find(close) {
                     let key = &rest[..end];
@@ -211,8 +227,9 @@ mod tests {
 
     #[test]
     fn used_keys_finds_markup_and_script_keys() {
-        let keys =
-            used_keys("<b data-i18n=\"a.b\"></b> I18n.t('c-d', {x}) get('next') <i data-i18n-title=\"e\">");
-        assert_eq!(keys, ["a.b", "c-d", "e"].map(String::from).into());
+        let keys = used_keys(
+            "<b data-i18n=\"a.b\"></b> I18n.t('c-d', {x}) get('next') <i data-i18n-title=\"e\"> p.get('no') t('f')",
+        );
+        assert_eq!(keys, ["a.b", "c-d", "e", "f"].map(String::from).into());
     }
 }

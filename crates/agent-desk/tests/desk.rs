@@ -82,6 +82,7 @@ async fn start_with_ttl(session_ttl: Duration) -> Server {
             campaigns: Vec::new(),
             customers: Default::default(),
             shown: Default::default(),
+            desktop: Default::default(),
         });
     let stop = CancellationToken::new();
     let (addr, _task) = http

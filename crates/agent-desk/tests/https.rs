@@ -49,6 +49,7 @@ async fn desk() -> DeskServices {
         campaigns: Vec::new(),
         customers: Default::default(),
         shown: Default::default(),
+        desktop: Default::default(),
     }
 }
 

@@ -22,6 +22,7 @@ mod driver;
 pub mod kpi_metrics;
 mod media_rules;
 mod outbound;
+pub mod queue_audio;
 pub mod recovery;
 pub mod timeline;
 pub mod webhook;
@@ -75,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) outbound: Option<OutboundTrunk>,
     /// How long after a call its agent may still save the disposition.
     pub(crate) wrap_up_window: std::time::Duration,
+    /// What callers waiting in queues hear (set once at start; unset: only what the IVR plays).
+    pub(crate) queue_audio: std::sync::OnceLock<queue_audio::QueueAudioConfig>,
     counter: AtomicU64,
 }
 
@@ -166,9 +169,16 @@ impl CallControl {
                 webrtc,
                 outbound,
                 wrap_up_window: WRAP_UP_WINDOW,
+                queue_audio: std::sync::OnceLock::new(),
                 counter: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Sets what callers waiting in queues hear (music, position and wait announcements); once, at
+    /// start. Returns false if it was set already.
+    pub fn set_queue_audio(&self, config: queue_audio::QueueAudioConfig) -> bool {
+        self.inner.queue_audio.set(config).is_ok()
     }
 
     /// Places a call for `agent` to `number` (click-to-dial): their phone rings first (or, for the

@@ -283,6 +283,12 @@ pub struct DeskConfig {
     /// The wallboard's alert thresholds (`[desk.wallboard.thresholds]`, per queue
     /// `[desk.wallboard.queues.<id>]`).
     pub wallboard: agent_desk::supervision::WallboardConfig,
+    /// Disposition codes the agent desktop offers at wrap-up.
+    pub dispositions: Vec<String>,
+    /// Disposition codes for one queue or campaign, by its id (`[desk.dispositions_by]`).
+    pub dispositions_by: std::collections::BTreeMap<String, Vec<String>>,
+    /// Reasons an agent may pick for not being ready.
+    pub not_ready_reasons: Vec<String>,
 }
 
 /// `[desk.roles.*]`: customer-data permissions per role.
@@ -341,6 +347,13 @@ impl Default for DeskConfig {
             customer_lookups_burst: 20,
             customer_lookups_per_sec: 1,
             wallboard: Default::default(),
+            dispositions: ["resolved", "follow_up", "sale", "complaint", "wrong_number"]
+                .map(String::from)
+                .to_vec(),
+            dispositions_by: Default::default(),
+            not_ready_reasons: ["break", "lunch", "training", "meeting"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -382,6 +395,9 @@ pub struct Config {
     /// `desk.outbound_trunk`.
     #[serde(rename = "campaign")]
     pub campaigns: Vec<call_control::CampaignConfig>,
+    /// What callers waiting in queues hear: music, position and wait announcements, comfort
+    /// messages (`[queue_audio]`, `[queue_audio.queues.<id>]`).
+    pub queue_audio: call_control::queue_audio::QueueAudioConfig,
 }
 
 /// A configuration problem, with where it is.

@@ -256,6 +256,7 @@ async fn serve(config: Config) -> Result<(), String> {
         },
         config.rtp.record_calls,
     );
+    calls.set_queue_audio(config.queue_audio.clone());
 
     let gateway = Arc::new(
         sip_gateway::Gateway::start(
@@ -345,6 +346,7 @@ async fn serve(config: Config) -> Result<(), String> {
             campaigns,
             customers: customer_policy(&config.desk),
             shown: Default::default(),
+            desktop: Arc::new(desktop_settings(&config)?),
         });
     let (http_addr, http_task) = http
         .serve(config.http.listen, shutdown.clone())
@@ -569,4 +571,39 @@ fn customer_policy(desk: &config::DeskConfig) -> agent_desk::access::CustomerPol
         lookups_burst: desk.customer_lookups_burst,
         lookups_per_sec: desk.customer_lookups_per_sec,
     }
+}
+
+/// What the agent desktop offers: `[desk]` dispositions and not-ready reasons, and each agent's
+/// queues from `[acd]`.
+fn desktop_settings(config: &config::Config) -> Result<agent_desk::protocol::DesktopSettings, String> {
+    for reason in &config.desk.not_ready_reasons {
+        acd::ReasonCode::new(reason.clone()).map_err(|e| format!("desk.not_ready_reasons: {e}"))?;
+    }
+    let lists = std::iter::once(&config.desk.dispositions).chain(config.desk.dispositions_by.values());
+    for code in lists.flatten() {
+        let code = code.trim();
+        if code.is_empty() || code.len() > agent_desk::protocol::MAX_DISPOSITION_LEN {
+            return Err(format!(
+                "desk.dispositions: {code:?} must be 1-{} characters",
+                agent_desk::protocol::MAX_DISPOSITION_LEN
+            ));
+        }
+    }
+    Ok(agent_desk::protocol::DesktopSettings {
+        dispositions: config.desk.dispositions.clone(),
+        dispositions_by: config.desk.dispositions_by.clone(),
+        not_ready_reasons: config.desk.not_ready_reasons.clone(),
+        agent_names: config
+            .desk
+            .users
+            .iter()
+            .map(|u| (u.id.clone(), u.name.clone()))
+            .collect(),
+        agent_queues: config
+            .acd
+            .agents
+            .iter()
+            .map(|a| (a.id.clone(), a.queues.iter().map(|m| m.queue.clone()).collect()))
+            .collect(),
+    })
 }

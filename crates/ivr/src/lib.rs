@@ -14,6 +14,7 @@ pub mod error;
 pub mod io;
 pub mod load;
 pub mod model;
+pub mod numbers;
 pub mod raw;
 pub mod schedule;
 pub mod session;

@@ -462,42 +462,16 @@ pub struct HangupNode {
 /// Variables every call has from the start.
 pub const BUILTIN_VARIABLES: [&str; 4] = ["caller", "called", "language", "now"];
 
-/// Prompt names for reading out numbers: `num-0`..`num-20`, tens up to `num-90`, and `num-hundred`.
+/// Prompt names for reading out numbers in the default language (English): `num-0`..`num-20`, the
+/// tens up to `num-90`, `num-hundred`, `num-thousand`, `num-million`, `num-billion`.
 pub fn number_prompt_names() -> Vec<String> {
-    let mut names: Vec<String> = (0..=20).map(|n| format!("num-{n}")).collect();
-    names.extend((3..=9).map(|t| format!("num-{}", t * 10)));
-    names.push("num-hundred".to_string());
-    names
+    crate::numbers::prompt_names("en")
 }
 
-/// The prompts that read `n` aloud, in English word order ("one hundred twenty three").
-/// Numbers of 1000 and more are read digit by digit.
+/// The prompts that read `n` aloud in English ("one hundred twenty three", "ten thousand"); see
+/// [`crate::numbers`] for other languages.
 pub fn say_number(n: u64) -> Vec<String> {
-    fn below_hundred(n: u64, out: &mut Vec<String>) {
-        if n <= 20 {
-            out.push(format!("num-{n}"));
-        } else {
-            out.push(format!("num-{}", n / 10 * 10));
-            if !n.is_multiple_of(10) {
-                out.push(format!("num-{}", n % 10));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if n >= 1000 {
-        for digit in n.to_string().chars() {
-            out.push(format!("num-{digit}"));
-        }
-    } else if n >= 100 {
-        out.push(format!("num-{}", n / 100));
-        out.push("num-hundred".to_string());
-        if !n.is_multiple_of(100) {
-            below_hundred(n % 100, &mut out);
-        }
-    } else {
-        below_hundred(n, &mut out);
-    }
-    out
+    crate::numbers::english(n)
 }
 
 #[cfg(test)]
@@ -512,7 +486,8 @@ mod tests {
         assert_eq!(say_number(42), ["num-40", "num-2"]);
         assert_eq!(say_number(300), ["num-3", "num-hundred"]);
         assert_eq!(say_number(105), ["num-1", "num-hundred", "num-5"]);
-        assert_eq!(say_number(2024), ["num-2", "num-0", "num-2", "num-4"]);
+        assert_eq!(say_number(2024), ["num-2", "num-thousand", "num-20", "num-4"]);
+        assert_eq!(say_number(10_000), ["num-10", "num-thousand"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use crate::compile::is_dtmf;
 use crate::io::*;
 use crate::model::*;
+use crate::numbers::{NumberUse, is_chinese, say_number_in};
 use crate::schedule::LocalTime;
 use domain::{AgentId, Pii, QueueId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -548,7 +549,7 @@ impl<'a> Run<'a> {
                 PlayItem::Prompt(name) => names.push(name.clone()),
                 PlayItem::Number(var) => {
                     if let Some(n) = self.text(var).and_then(|t| t.trim().parse::<u64>().ok()) {
-                        names.extend(say_number(n));
+                        names.extend(say_number_in(n, &self.state.language, NumberUse::Count));
                     }
                 }
             }
@@ -1144,13 +1145,24 @@ impl<'a> Run<'a> {
             && let Some(position) = ctx.position
         {
             names.push("queue-position".to_string());
-            names.extend(say_number(u64::from(position)));
+            names.extend(say_number_in(
+                u64::from(position),
+                &self.state.language,
+                NumberUse::Ordinal,
+            ));
+            if is_chinese(&self.state.language) {
+                names.push("queue-position-end".to_string());
+            }
         }
         if n.announce_wait
             && let Some(wait) = ctx.estimated_wait
         {
             names.push("queue-wait".to_string());
-            names.extend(say_number(wait.as_secs().div_ceil(60).max(1)));
+            names.extend(say_number_in(
+                wait.as_secs().div_ceil(60).max(1),
+                &self.state.language,
+                NumberUse::Count,
+            ));
             names.push("minutes".to_string());
         }
         names

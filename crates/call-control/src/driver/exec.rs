@@ -5,6 +5,7 @@
 use super::legs::{self, LegIo, PHONE_RING};
 use super::{Done, Driver};
 use crate::desk::{DeskEvent, IvrPop, ScreenPop};
+use crate::queue_audio::QueueAudioPlayer;
 use call_session::{CampaignNote, Command, CustomerSummary, Input, LegRef, Refusal, SuperviseMode};
 use domain::{InteractionEventKind, Pii, QualityReport, Timestamp};
 use ivr::IvrCommand;
@@ -119,9 +120,17 @@ impl Driver {
                 self.card = card;
                 self.feed(Input::CallerIdentified(summary));
             }
-            Command::Enqueue(request) => self.notices = Some(self.inner.acd.enqueue(request)),
+            Command::Enqueue(request) => {
+                let queue = request.queue.clone();
+                self.notices = Some(self.inner.acd.enqueue(request));
+                if let Some(c) = self.caller.as_ref() {
+                    self.queue_audio =
+                        QueueAudioPlayer::start(&self.inner, &c.rtp, c.law, &queue, self.session.ivr_state());
+                }
+            }
             Command::Acd(input) => self.acd(input).await,
             Command::Abandon => {
+                self.leave_queue_audio();
                 let found = self.inner.acd.abandon(self.id.clone()).await;
                 if let Some(a) = &found {
                     info!(queue = %a.queue, position = a.position, waited_ms = a.waited_ms, "caller abandoned the queue");
@@ -133,10 +142,10 @@ impl Driver {
                 })));
             }
             Command::ForgetQueue => {
-                self.notices = None;
+                self.leave_queue_audio().notices = None;
                 self.inner.acd.forget(self.id.clone());
             }
-            Command::KeepPlaceForCallback { queue, number } => match self.notices.take() {
+            Command::KeepPlaceForCallback { queue, number } => match self.leave_queue_audio().notices.take() {
                 // The caller keeps their place: the callback waits in line for them.
                 Some(notices) => {
                     crate::callback::spawn(self.inner.clone(), self.id.clone(), queue, notices, number, 0)
@@ -180,8 +189,10 @@ impl Driver {
                 }
             }
             Command::Bridge { leg } => {
-                // The old bridge goes first, so the new one is the caller's only partner.
+                // The old bridge goes first, so the new one is the caller's only partner; the caller
+                // no longer waits, so their queue audio ends.
                 self.bridge = None;
+                self.leave_queue_audio();
                 let bridge = match (self.caller.as_ref(), self.legs.get(&leg)) {
                     (Some(c), Some(io)) => Some(self.inner.media.bridge(&c.rtp, &io.rtp)),
                     _ => None,

@@ -17,6 +17,7 @@ pub(crate) mod legs;
 
 use crate::Inner;
 use crate::acd_task::QueueNotice;
+use crate::queue_audio::QueueAudioPlayer;
 use crate::campaign_runner::CallLink;
 use crate::desk::{CommandRequest, CommandResult};
 use call_session::{CallSession, Input, LegRef, RequestId};
@@ -86,6 +87,8 @@ enum Event {
     Notice(Option<QueueNotice>),
     Leg(LegRef, LegSignal),
     Request(CommandRequest),
+    /// The caller's queue audio has an announcement due.
+    QueueAudioDue,
     Tick,
 }
 
@@ -108,6 +111,8 @@ pub(crate) struct Driver {
     monitor: Option<MonitorHandle>,
     consult: Option<MonitorHandle>,
     notices: Option<mpsc::UnboundedReceiver<QueueNotice>>,
+    /// Music and announcements while the caller waits in a queue (none when queue audio is off).
+    queue_audio: Option<QueueAudioPlayer>,
     commands_tx: mpsc::UnboundedSender<CommandRequest>,
     commands_rx: mpsc::UnboundedReceiver<CommandRequest>,
     done_tx: mpsc::UnboundedSender<Done>,
@@ -151,6 +156,7 @@ impl Driver {
             monitor: None,
             consult: None,
             notices: None,
+            queue_audio: None,
             commands_tx,
             commands_rx,
             done_tx,
@@ -209,6 +215,12 @@ impl Driver {
     pub(crate) fn expect_reply(&mut self, request: RequestId, reply: oneshot::Sender<CommandResult>) {
         self.replies.insert(request, reply);
         self.next_request = self.next_request.max(request.0.saturating_add(1));
+    }
+
+    /// The caller no longer waits in a queue: no more queue music or announcements.
+    pub(crate) fn leave_queue_audio(&mut self) -> &mut Self {
+        self.queue_audio = None;
+        self
     }
 
     /// Feeds `input` at the next step.
@@ -287,6 +299,7 @@ impl Driver {
             caller,
             legs,
             notices,
+            queue_audio,
             commands_rx,
             done_rx,
             ..
@@ -305,6 +318,7 @@ impl Driver {
             notice = async { match notices.as_mut() { Some(n) => n.recv().await, None => std::future::pending().await } } => Event::Notice(notice),
             (leg, signal) = legs::next_signal(legs) => Event::Leg(leg, signal),
             Some(request) = commands_rx.recv() => Event::Request(request),
+            _ = crate::queue_audio::next_due(queue_audio) => Event::QueueAudioDue,
             _ = async { match wait { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => Event::Tick,
         }
     }
@@ -328,7 +342,14 @@ impl Driver {
             Event::Media(Some(MediaEvent::Dtmf { digit, .. })) => {
                 self.feed(Input::Digit(digit.expose().as_char()));
             }
-            Event::Media(Some(MediaEvent::PlaybackFinished)) => self.feed(Input::PlaybackFinished),
+            Event::Media(Some(MediaEvent::PlaybackFinished)) => {
+                // An announcement or IVR prompt ended while the caller still waits: the music again
+                // (a prompt the session plays next replaces it).
+                if let Some(c) = self.caller.as_ref() {
+                    crate::queue_audio::resume_music(&self.queue_audio, self.bridge.is_none(), &c.rtp);
+                }
+                self.feed(Input::PlaybackFinished)
+            }
             Event::Media(Some(MediaEvent::MediaTimeout { .. })) => self.feed(Input::CallerMediaTimeout),
             Event::Media(Some(_)) => {}
             Event::Media(None) => {
@@ -353,10 +374,16 @@ impl Driver {
                     QueueNotice::Position {
                         position,
                         estimated_wait_secs,
-                    } => Input::QueuePosition {
+                    } => {
+                        if let Some(p) = self.queue_audio.as_mut() {
+                            p.schedule
+                                .update(position, estimated_wait_secs.map(Duration::from_secs));
+                        }
+                        Input::QueuePosition {
                         position,
                         estimated_wait_secs,
-                    },
+                        }
+                    }
                     QueueNotice::Overflowed { target, .. } => Input::Overflowed { target },
                 };
                 self.feed(input);
@@ -375,6 +402,11 @@ impl Driver {
                     agent,
                     command,
                 });
+            }
+            Event::QueueAudioDue => {
+                if let (Some(p), Some(c)) = (self.queue_audio.as_mut(), self.caller.as_ref()) {
+                    p.play_due(&self.inner, &c.rtp, c.law);
+                }
             }
             Event::Tick => self.feed(Input::Tick),
         }

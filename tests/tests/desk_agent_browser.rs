@@ -1,0 +1,326 @@
+//! The agent desktop as an agent lives with it, in headless Chromium at 1366×768 (screenshots are
+//! test artifacts): a phone agent without a registered phone cannot go ready and is told why; an
+//! offer rings and raises a notification; a missed offer says why the agent is now not ready; the
+//! call and hold times tick; notes typed on call A stay on A although call B is offered and taken
+//! while A's wrap-up form is still open. axe-core finds no serious accessibility violation on any
+//! of these views, in English and in Chinese.
+
+use serde_json::{Value, json};
+use system_tests::browser::Browser;
+use system_tests::*;
+
+const CONFIG: &str = r#"
+[sip.limits]
+max_calls_per_second = 0
+per_source_requests_per_second = 0
+
+[agents]
+ready_on_start = false
+
+[[sip.user]]
+name = "1001"
+password = "agent1001"
+
+[[acd.queues]]
+id = "sales"
+offer_timeout_secs = 4
+wrap_up_secs = 3
+decline_pause_secs = 1
+
+[[acd.agents]]
+id = "1001"
+queues = [{ queue = "sales", rank = 1 }]
+
+[[route]]
+number = "801"
+queue = "sales"
+
+[desk]
+dispositions = ["resolved", "sale", "complaint"]
+not_ready_reasons = ["break", "lunch", "coaching"]
+
+[[desk.user]]
+id = "1001"
+name = "Alice Agent"
+role = "agent"
+password = "agent1001"
+"#;
+
+fn log_in(browser: &Browser, platform: &Platform) {
+    browser.resize(1366, 768);
+    browser.open(&format!("http://{}/", platform.http));
+    browser.type_into("#user", "1001");
+    browser.type_into("#password", "agent1001");
+    browser.click("#login-button");
+    browser.wait_for(
+        "the agent lands on the desktop",
+        "return location.pathname === '/agent' && window.desk && window.desk.connected;",
+    );
+}
+
+fn no_serious_violations(browser: &Browser, view: &str) {
+    let violations = browser.serious_accessibility_violations();
+    assert!(
+        violations.is_empty(),
+        "{view}: axe-core found serious violations:\n{}",
+        violations.join("\n")
+    );
+}
+
+fn page_text(browser: &Browser, id: &str) -> String {
+    browser
+        .eval(
+            "const el = document.getElementById(arguments[0]); return el ? el.innerText : '';",
+            json!([id]),
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_phone_agent_without_a_registered_phone_cannot_go_ready_and_the_desktop_says_why() {
+    require_command("sipp");
+    require_command("chromium");
+    require_command("chromedriver");
+    let platform = Platform::start(CONFIG);
+    let browser = Browser::start();
+    log_in(&browser, &platform);
+    browser.wait_for(
+        "the desktop knows the phone is not registered",
+        "return window.desk.media === 'phone' && window.desk.reachable === false;",
+    );
+    let why = page_text(&browser, "reach");
+    assert!(why.contains("no SIP phone is registered"), "{why}");
+    // The not-ready reasons are the configured ones.
+    let reasons = browser.eval(
+        "return [...document.querySelectorAll('#reason option')].map((o) => o.value);",
+        json!([]),
+    );
+    assert_eq!(reasons, json!(["break", "lunch", "coaching"]));
+
+    browser.click("#btn-login");
+    browser.wait_for(
+        "the refusal in plain words",
+        "return document.getElementById('error').innerText.includes('cannot go ready');",
+    );
+    assert_eq!(browser.eval("return window.desk.state;", json!([])), "logged_out");
+    let shot = browser.save_screenshot("agent-not-reachable");
+    no_serious_violations(&browser, "not reachable (en)");
+
+    // The same page in Chinese.
+    browser.open(&format!("http://{}/agent?lang=zh-CN", platform.http));
+    browser.wait_for(
+        "the Chinese desktop",
+        "return window.desk && window.desk.reachable === false && document.documentElement.lang === 'zh-CN';",
+    );
+    assert_eq!(page_text(&browser, "btn-ready"), "就绪");
+    assert!(page_text(&browser, "reach").contains("SIP 话机未注册"));
+    let shot_zh = browser.save_screenshot("agent-not-reachable-zh");
+    no_serious_violations(&browser, "not reachable (zh-CN)");
+
+    // Once the phone registers the desktop sees it, and the agent can log in.
+    register_agent_phone(&platform, "1001", "agent1001", free_port());
+    browser.wait_for(
+        "the registration is seen",
+        "return window.desk.reachable === true && document.getElementById('reach').classList.contains('hidden');",
+    );
+    browser.click("#btn-login");
+    browser.wait_for("available", "return window.desk.state === 'available';");
+    browser.wait_for(
+        "the state timer ticks",
+        "return /^\\d+:\\d\\d$/.test(document.getElementById('state-timer').innerText);",
+    );
+    let shot_ready = browser.save_screenshot("agent-available-zh");
+    eprintln!(
+        "screenshots: {} {} {}",
+        shot.display(),
+        shot_zh.display(),
+        shot_ready.display()
+    );
+}
+
+/// The wrap-up form of `call` on the page: its notes and disposition, or null.
+const WRAP_UP_FORM: &str = r#"
+const form = [...document.querySelectorAll('#wrapup-list form')].find((f) => f.dataset.call === arguments[0]);
+return form ? { notes: form.querySelector('.wu-notes').value, disposition: form.querySelector('.wu-disposition').value } : null;
+"#;
+
+fn save_wrap_up(browser: &Browser, call: &str, disposition: &str) {
+    browser.eval(
+        r#"const form = [...document.querySelectorAll('#wrapup-list form')].find((f) => f.dataset.call === arguments[0]);
+form.querySelector('.wu-disposition').value = arguments[1];
+form.querySelector('.wu-save').click();
+return true;"#,
+        json!([call, disposition]),
+    );
+    browser.wait_for(
+        "the wrap-up is saved",
+        &format!("return !window.desk.wrapups.includes({});", json!(call)),
+    );
+}
+
+#[test]
+fn notes_typed_on_call_a_stay_on_a_when_call_b_is_offered_during_wrap_up() {
+    require_command("sipp");
+    require_command("chromium");
+    require_command("chromedriver");
+    let platform = Platform::start(CONFIG);
+    let browser = Browser::start();
+    browser.allow_notifications(&format!("http://{}", platform.http));
+    log_in(&browser, &platform);
+    browser.click("#softphone");
+    browser.wait_for(
+        "the softphone is on",
+        "return window.desk.media === 'browser' && window.desk.reachable === true;",
+    );
+    browser.click("#btn-login");
+    browser.wait_for("ready for calls", "return window.desk.state === 'available';");
+    browser.wait_for(
+        "the queue strip lists the agent's queue",
+        "return document.querySelector('#queues tr[data-queue=\"sales\"]') !== null;",
+    );
+
+    std::thread::scope(|scope| {
+        let caller_a = scope.spawn(|| uac(&platform, "uac_customer_wait_bye.xml", "801", 1, &["-rtp_echo"]));
+
+        // The offer rings and raises a notification; the agent lets it ring out.
+        browser.wait_for(
+            "the offer rings",
+            "return window.desk.phase === 'offered' && window.desk.ringing === true;",
+        );
+        browser.wait_for("a notification", "return window.desk.notified >= 1;");
+        browser.wait_for(
+            "the offer is announced to screen readers",
+            "return window.desk.said.some((s) => s.startsWith('Incoming call from +4930123456'));",
+        );
+        let ringing = browser.save_screenshot("agent-offer-ringing");
+        browser.wait_for(
+            "the missed offer is explained",
+            "return window.desk.state === 'not_ready' && window.desk.ringing === false && (window.desk.notice || '').includes('you are now not ready');",
+        );
+        let missed = browser.save_screenshot("agent-missed-offer");
+        no_serious_violations(&browser, "missed offer");
+
+        // Ready again: the same caller is offered again and answered in the browser.
+        browser.click("#btn-ready");
+        browser.wait_for("offered again", "return window.desk.phase === 'offered';");
+        let call_a = browser
+            .eval("return window.desk.call;", json!([]))
+            .as_str()
+            .expect("call id")
+            .to_string();
+        browser.click("#btn-accept");
+        browser.wait_for("connected", "return window.desk.phase === 'connected';");
+        browser.type_into("#call-notes", "Promised a refund to A");
+        browser.wait_for(
+            "the call timer ticks",
+            "return /^\\d+:\\d\\d$/.test(document.getElementById('call-timer').innerText);",
+        );
+        browser.click("#btn-hold");
+        browser.wait_for(
+            "the hold timer shows",
+            "return window.desk.phase === 'held' && !document.getElementById('hold-timer').classList.contains('hidden');",
+        );
+        let held = browser.save_screenshot("agent-on-hold");
+        no_serious_violations(&browser, "on hold");
+        browser.click("#btn-unhold");
+        browser.wait_for("resumed", "return window.desk.phase === 'connected';");
+        browser.click("#btn-hangup");
+        browser.wait_for(
+            "A's wrap-up form",
+            &format!(
+                "return window.desk.phase === null && window.desk.wrapups.includes({});",
+                json!(call_a)
+            ),
+        );
+        let form_a = browser.eval(WRAP_UP_FORM, json!([call_a]));
+        assert_eq!(form_a["notes"], "Promised a refund to A", "{form_a}");
+
+        // The wrap-up time runs out (the form stays) and B is offered while A's form is open.
+        let caller_b = scope.spawn(|| uac(&platform, "uac_customer_wait_bye.xml", "801", 1, &["-rtp_echo"]));
+        browser.wait_for(
+            "B is offered during A's wrap-up",
+            &format!(
+                "return window.desk.phase === 'offered' && window.desk.call !== {};",
+                json!(call_a)
+            ),
+        );
+        let call_b = browser
+            .eval("return window.desk.call;", json!([]))
+            .as_str()
+            .expect("call id")
+            .to_string();
+        let form_a = browser.eval(WRAP_UP_FORM, json!([call_a]));
+        assert_eq!(
+            form_a["notes"], "Promised a refund to A",
+            "A's form survives B's offer: {form_a}"
+        );
+        assert_eq!(
+            browser.eval("return document.getElementById('call-notes').value;", json!([])),
+            "",
+            "B starts with empty notes"
+        );
+        let offer_b = browser.save_screenshot("agent-offer-during-wrap-up");
+        no_serious_violations(&browser, "offer during wrap-up");
+
+        browser.click("#btn-accept");
+        browser.wait_for("B connected", "return window.desk.phase === 'connected';");
+        browser.type_into("#call-notes", "B asked about roaming");
+        browser.click("#btn-hangup");
+        browser.wait_for(
+            "two wrap-up forms",
+            "return window.desk.phase === null && window.desk.wrapups.length === 2;",
+        );
+        let both = browser.save_screenshot("agent-two-wrap-ups");
+        no_serious_violations(&browser, "two wrap-ups");
+        let form_b: Value = browser.eval(WRAP_UP_FORM, json!([call_b]));
+        assert_eq!(form_b["notes"], "B asked about roaming", "{form_b}");
+
+        save_wrap_up(&browser, &call_a, "sale");
+        save_wrap_up(&browser, &call_b, "resolved");
+
+        for (name, caller) in [("A", caller_a), ("B", caller_b)] {
+            let run = caller.join().expect("caller");
+            assert_eq!(
+                (run.successful, run.failed),
+                (1, 0),
+                "caller {name}: {}\n{}",
+                run.output,
+                platform.log()
+            );
+        }
+        eprintln!(
+            "screenshots: {}",
+            [ringing, missed, held, offer_b, both]
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+
+        // Each call's notes and disposition are on that call only.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let rows = loop {
+            let rows = platform.ended_interactions(2);
+            if rows.iter().filter(|i| i.row.disposition.is_some()).count() == 2 {
+                break rows;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dispositions not stored\n{}",
+                platform.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let row = |call: &str| {
+            rows.iter()
+                .find(|i| i.row.id == call)
+                .unwrap_or_else(|| panic!("no interaction {call}"))
+        };
+        assert_eq!(row(&call_a).row.disposition.as_deref(), Some("sale"));
+        assert_eq!(row(&call_a).row.notes.as_deref(), Some("Promised a refund to A"));
+        assert_eq!(row(&call_b).row.disposition.as_deref(), Some("resolved"));
+        assert_eq!(row(&call_b).row.notes.as_deref(), Some("B asked about roaming"));
+    });
+}

@@ -320,7 +320,6 @@ pub(crate) fn negotiate(sdp: &[u8]) -> Option<media::sdp::Negotiated> {
 fn setup_media(inner: &Inner, offer: &[u8]) -> Option<(RtpLeg, mpsc::Receiver<MediaEvent>, G711, String)> {
     let text = std::str::from_utf8(offer).ok()?;
     let sdp = media::sdp::parse(text).ok()?;
-    let negotiated = media::sdp::negotiate(&sdp, &SUPPORTED).ok()?;
     let (rtp, events) = match inner.media.allocate_leg() {
         Ok(x) => x,
         Err(e) => {
@@ -328,10 +327,20 @@ fn setup_media(inner: &Inner, offer: &[u8]) -> Option<(RtpLeg, mpsc::Receiver<Me
             return None;
         }
     };
-    let law = negotiated.law;
-    let answer = media::sdp::answer(&negotiated, rtp.local_addr(), rand::random::<u32>() as u64, 1);
-    rtp.set_remote(negotiated);
-    Some((rtp, events, law, answer))
+    // RFC 3264: one m= line per offered line; SDES-SRTP when the phone offers it.
+    let answer = media::sdp::answer_offer(
+        &sdp,
+        &SUPPORTED,
+        media::sdp::SrtpPolicy::WhenOffered,
+        rtp.local_addr(),
+        rand::random::<u32>() as u64,
+        1,
+    )
+    .ok()?;
+    let law = answer.negotiated.law;
+    rtp.set_srtp(answer.srtp);
+    rtp.set_remote(answer.negotiated);
+    Some((rtp, events, law, answer.sdp))
 }
 
 fn ended(by: EndedBy, reason: &str, quality: Option<QualityReport>) -> InteractionEventKind {

@@ -242,11 +242,12 @@ async fn serve(config: Config) -> Result<(), String> {
     );
 
     let gateway = Arc::new(
-        sip_gateway::Gateway::start(
+        sip_gateway::Gateway::start_with_state(
             config.gateway(),
             Arc::new(sip_gateway::StateLocations::new(state.clone())),
             anchor,
             &telemetry,
+            state.clone(),
         )
         .await
         .map_err(|e| e.to_string())?,

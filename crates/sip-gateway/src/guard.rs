@@ -284,12 +284,7 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
             };
         }
     }
-    if !head
-        .first("From", Some("f"))
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .contains(";tag=")
-    {
+    if !crate::syntax::has_tag(head.first("From", Some("f")).unwrap_or_default()) {
         // RFC 3261 §8.1.1.3: the stack keys transactions on it; without one the request would vanish.
         return if is_ack {
             Screened::Drop(RejectReason::MissingHeader)
@@ -450,7 +445,7 @@ fn build_response(head: &Head<'_>, code: u16, phrase: &str, extra: &[String], ta
     out.push_str(from);
     out.push_str("\r\nTo: ");
     out.push_str(to);
-    if !to.to_ascii_lowercase().contains(";tag=") {
+    if !crate::syntax::has_tag(to) {
         out.push_str(";tag=");
         out.push_str(tag);
     }

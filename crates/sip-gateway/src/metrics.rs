@@ -31,6 +31,10 @@ pub struct GatewayMetrics {
     refused_calls: Family<ReasonLabel, Counter>,
     calls: Counter,
     active_dialogs: Gauge,
+    late_answers_refused: Counter,
+    auth_failures: Family<ReasonLabel, Counter>,
+    auth_bans: Family<ReasonLabel, Counter>,
+    banned_requests: Counter,
 }
 
 impl GatewayMetrics {
@@ -63,6 +67,26 @@ impl GatewayMetrics {
                 "active_dialogs",
                 "Calls with an established or early dialog",
                 m.active_dialogs.clone(),
+            );
+            r.register(
+                "late_answers_refused",
+                "Late-offer calls ended because the ACK brought no usable answer",
+                m.late_answers_refused.clone(),
+            );
+            r.register(
+                "auth_failures",
+                "Failed digest authentications, by reason (wrong, replay, malformed)",
+                m.auth_failures.clone(),
+            );
+            r.register(
+                "auth_bans",
+                "Temporary bans after repeated authentication failures, by scope (source, user_source)",
+                m.auth_bans.clone(),
+            );
+            r.register(
+                "banned_requests",
+                "Requests refused because their source (or user at that source) is banned",
+                m.banned_requests.clone(),
             );
         });
         m
@@ -102,6 +126,26 @@ impl GatewayMetrics {
     }
     pub(crate) fn dialog_up(&self) {
         self.active_dialogs.inc();
+    }
+    pub(crate) fn late_answer_refused(&self) {
+        self.late_answers_refused.inc();
+    }
+    pub(crate) fn auth_failure(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+    pub(crate) fn auth_ban(&self, scope: &str) {
+        self.auth_bans
+            .get_or_create(&ReasonLabel {
+                reason: scope.to_string(),
+            })
+            .inc();
+    }
+    pub(crate) fn banned_request(&self) {
+        self.banned_requests.inc();
     }
     pub(crate) fn dialog_down(&self) {
         self.active_dialogs.dec();

@@ -252,7 +252,16 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
     };
 
     if head.start_line.starts_with("SIP/2.0 ") {
-        // A response: the stack matches it to a transaction or drops it.
+        // A response: the stack matches it to a transaction or drops it. One whose CSeq number is out
+        // of range (RFC 4475 §3.1.2.5) matches nothing we sent.
+        let cseq_ok = head
+            .first("CSeq", None)
+            .and_then(|c| c.split_whitespace().next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n < (1 << 31));
+        if !cseq_ok {
+            return Screened::Drop(RejectReason::BadCSeq);
+        }
         return finish(data, folded, &unfolded, body, &head);
     }
 
@@ -263,8 +272,20 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
     else {
         return respond(400, "Bad Request Line", RejectReason::BadStartLine, &[]);
     };
+    if version != "SIP/2.0" && version.starts_with("SIP/") && !method.is_empty() {
+        return respond(505, "Version Not Supported", RejectReason::BadStartLine, &[]);
+    }
     if method.is_empty() || !method.bytes().all(is_token_byte) || uri.is_empty() || version != "SIP/2.0" {
         return respond(400, "Bad Request Line", RejectReason::BadStartLine, &[]);
+    }
+    // RFC 3261 §19.1.1/§25.1: a Request-URI is not enclosed in <> and carries no header part.
+    let lower = uri.to_ascii_lowercase();
+    // The user part may hold '?'; headers start after the host.
+    let host_part = uri.split_once('@').map_or(uri, |(_, host)| host);
+    if uri.starts_with('<')
+        || ((lower.starts_with("sip:") || lower.starts_with("sips:")) && host_part.contains('?'))
+    {
+        return respond(400, "Bad Request-URI", RejectReason::BadStartLine, &[]);
     }
     let is_ack = method == "ACK";
     if head.first("Via", Some("v")).is_none() {
@@ -291,6 +312,19 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
         } else {
             respond(400, "Missing From tag", RejectReason::MissingHeader, &[])
         };
+    }
+    // From, To and Contact as the grammar says: quotes closed, no white space inside <>, no empty
+    // parameter, a display name of tokens or a quoted string (RFC 4475 §3.1.2.1, .6, .13-.15).
+    for (long, compact) in [("From", Some("f")), ("To", Some("t")), ("Contact", Some("m"))] {
+        for value in head.values(long, compact) {
+            if let Err(why) = crate::syntax::check_addresses(value, long == "Contact") {
+                return if is_ack {
+                    Screened::Drop(RejectReason::Unparseable)
+                } else {
+                    respond(400, &format!("Bad {long}: {why}"), RejectReason::Unparseable, &[])
+                };
+            }
+        }
     }
     if !KNOWN_METHODS.contains(&method) {
         return respond(501, "Not Implemented", RejectReason::UnknownMethod, &[]);

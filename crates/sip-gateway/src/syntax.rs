@@ -106,6 +106,134 @@ pub fn has_tag(value: &str) -> bool {
     matches!(param(value, "tag"), Some(Some(v)) if !v.is_empty())
 }
 
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
+}
+
+/// Splits a header value on commas outside quotes and `<>` (Contact lists several addresses).
+fn split_addresses(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut in_quotes, mut in_angle, mut escaped, mut start) = (false, false, false, 0);
+    for (i, c) in value.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quotes => escaped = true,
+            '"' if !in_angle => in_quotes = !in_quotes,
+            '<' if !in_quotes => in_angle = true,
+            '>' if !in_quotes => in_angle = false,
+            ',' if !in_quotes && !in_angle => {
+                out.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&value[start..]);
+    out
+}
+
+/// Checks a From, To or Contact value (`list`: several comma-separated addresses, or `*`) against the
+/// `name-addr / addr-spec *(SEMI param)` grammar; the error names what is wrong.
+pub fn check_addresses(value: &str, list: bool) -> Result<(), &'static str> {
+    if list && value.trim() == "*" {
+        return Ok(());
+    }
+    let parts = if list { split_addresses(value) } else { vec![value] };
+    for part in parts {
+        check_address(part.trim())?;
+    }
+    Ok(())
+}
+
+fn check_address(value: &str) -> Result<(), &'static str> {
+    let rest;
+    if value.starts_with('"') || value.contains('<') {
+        // name-addr: [ display-name ] "<" addr-spec ">"
+        let mut chars = value.char_indices().peekable();
+        let mut display_end = 0;
+        if value.starts_with('"') {
+            chars.next();
+            let mut closed = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => {
+                        closed = Some(i + 1);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            display_end = closed.ok_or("unterminated quoted string")?;
+        }
+        let after = &value[display_end..];
+        let open = after.find('<').ok_or("missing <")?;
+        let display = after[..open].trim();
+        if display_end == 0 && !display.split_whitespace().all(|w| w.chars().all(is_token_char)) {
+            return Err("display name is neither tokens nor a quoted string");
+        }
+        if display_end > 0 && !display.is_empty() {
+            return Err("text after the quoted display name");
+        }
+        let close = after[open..].find('>').ok_or("missing >")? + open;
+        let uri = &after[open + 1..close];
+        if uri.is_empty() || uri.chars().any(char::is_whitespace) {
+            return Err("white space inside <>");
+        }
+        rest = &after[close + 1..];
+    } else {
+        // addr-spec: a URI with ',', '?' or ';' of its own must be enclosed in <> (RFC 3261 §20.10);
+        // here ';' starts the header's parameters.
+        let end = value.find(';').unwrap_or(value.len());
+        let uri = value[..end].trim();
+        if uri.is_empty() || uri.chars().any(char::is_whitespace) {
+            return Err("white space inside the address");
+        }
+        if uri.contains('?') {
+            return Err("a URI with headers must be enclosed in <>");
+        }
+        rest = &value[end..];
+    }
+    let rest = rest.trim_start();
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let Some(params) = rest.strip_prefix(';') else {
+        return Err("text after the address");
+    };
+    // Every `;` starts a parameter with a token name.
+    let mut text = String::from(";");
+    text.push_str(params);
+    let raw_count = {
+        let mut n = 0;
+        let mut in_quotes = false;
+        for c in text.chars() {
+            match c {
+                '"' => in_quotes = !in_quotes,
+                ';' if !in_quotes => n += 1,
+                _ => {}
+            }
+        }
+        n
+    };
+    let parsed = split_params(&text);
+    if parsed.len() != raw_count {
+        return Err("empty parameter");
+    }
+    if parsed
+        .iter()
+        .any(|(name, _)| name.is_empty() || !name.chars().all(is_token_char))
+    {
+        return Err("bad parameter name");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,9 +257,42 @@ mod tests {
         );
     }
 
+    #[test]
+    fn addresses_follow_the_grammar() {
+        for ok in [
+            "<sip:a@b>;tag=1",
+            "sip:a@b ;   tag    = 1918181833n",
+            "\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com> ; tag = 98asjd8",
+            "caller<sip:caller@example.com>;tag=323",
+            "token1~` token2'+_ <sip:m@example.com>;p=\"x;y\";tag=t",
+            "<sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com>",
+        ] {
+            assert_eq!(check_addresses(ok, false), Ok(()), "{ok}");
+        }
+        assert_eq!(check_addresses("*", true), Ok(()));
+        assert_eq!(
+            check_addresses("<sip:a@b>, \"x,y\" <sip:c@d>;q=0.5", true),
+            Ok(())
+        );
+        for bad in [
+            "\"Joe\" <sip:joe@example.org>;;;;",
+            "\"Mr. J. User <sip:j.user@example.com>",
+            "<sip: caller@example.org:5060>;tag=38923n",
+            "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+            "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+        ] {
+            let list = bad.starts_with("Bell") || bad.contains("Route");
+            assert!(
+                check_addresses(bad, list).is_err() || check_addresses(bad, false).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics(text in "\\PC{0,120}") {
+            let _ = check_addresses(&text, true);
             let _ = header_params(&text);
             let _ = has_tag(&text);
         }

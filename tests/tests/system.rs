@@ -366,7 +366,10 @@ fn baresip_registers_and_answers_a_call_through_the_gateway() {
     require_command("baresip");
     require_command("sipp");
     // SIPp rings the agent's phone directly, which a node allows only when told to.
-    let platform = Platform::start(&format!("allow_direct_user_calls = true\n{}{USERS}", open_limits()));
+    let platform = Platform::start(&format!(
+        "allow_direct_user_calls = true\n{}{USERS}",
+        open_limits()
+    ));
     let home = tempfile::tempdir().expect("tempdir");
     let conf = home.path().join(".baresip");
     std::fs::create_dir_all(&conf).expect("mkdir");

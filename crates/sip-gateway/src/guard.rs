@@ -390,7 +390,11 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
             return respond(420, "Bad Extension", RejectReason::UnsupportedExtension, &extra);
         }
     }
-    if trimmed || folded {
+    // The stack reads `;tag=` literally: white space around a From/To parameter's `;` and `=` (legal,
+    // RFC 4475 §3.1.1.1) is taken out, which leaves the header equal under RFC 3261's comparison rules.
+    let normalized = normalize_address_params(text);
+    if trimmed || folded || normalized.is_some() {
+        let text = normalized.as_deref().unwrap_or(text);
         let mut out = Vec::with_capacity(text.len() + 4 + body.len());
         out.extend_from_slice(text.as_bytes());
         out.extend_from_slice(b"\r\n\r\n");
@@ -406,6 +410,32 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
         };
     }
     Screened::Pass
+}
+
+/// The header section with From/To parameters written without white space, if any had some.
+fn normalize_address_params(text: &str) -> Option<String> {
+    let mut changed = false;
+    let lines: Vec<String> = text
+        .split("\r\n")
+        .map(|line| {
+            let Some((name, value)) = line.split_once(':') else {
+                return line.to_string();
+            };
+            let n = name.trim();
+            let address = ["from", "f", "to", "t"].iter().any(|h| n.eq_ignore_ascii_case(h));
+            if !address {
+                return line.to_string();
+            }
+            match crate::syntax::normalize_params(value.trim()) {
+                Some(v) => {
+                    changed = true;
+                    format!("{n}: {v}")
+                }
+                None => line.to_string(),
+            }
+        })
+        .collect();
+    changed.then(|| lines.join("\r\n"))
 }
 
 fn checked(out: Vec<u8>, head: &Head<'_>, tag: &str, is_ack: bool) -> Screened {
@@ -691,7 +721,7 @@ mod tests {
         match run(&msg) {
             Screened::Rewrite(bytes) => {
                 let text = String::from_utf8(bytes).unwrap();
-                assert!(text.contains("From: <sip:a@x> ;tag=1\r\n"), "{text}");
+                assert!(text.contains("From: <sip:a@x>;tag=1\r\n"), "{text}");
             }
             other => panic!("expected rewrite, got {other:?}"),
         }

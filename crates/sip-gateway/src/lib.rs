@@ -472,7 +472,14 @@ impl Core {
             }
         };
         self.metrics.call_admitted();
-        let dialled = match uri::dialled(&tx.original.uri.to_string()) {
+        // The stack keeps a SIP user part as written (escapes and all) but renders it escaped again,
+        // so read the user itself; other schemes are read from the rendered URI.
+        let request_uri = &tx.original.uri;
+        let uri_text = match request_uri.scheme {
+            Some(rsipstack::sip::Scheme::Other(_)) => request_uri.to_string(),
+            _ => format!("sip:{}@host", request_uri.user().unwrap_or_default()),
+        };
+        let dialled = match uri::dialled(&uri_text) {
             uri::Dialled::User(user) => user,
             uri::Dialled::Number(number) => number,
             uri::Dialled::UnsupportedScheme(scheme) => {

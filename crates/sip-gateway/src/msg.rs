@@ -62,7 +62,7 @@ pub fn response(
         // re-rendering the URI would escape its %-escapes again; §3.1.1.1: `; tag = x` is a tag).
         for h in resp.headers.iter_mut() {
             if let Header::To(to) = h {
-                let raw = to.value().to_string();
+                let raw = crate::syntax::restore_user_escapes(to.value());
                 if !crate::syntax::has_tag(&raw) {
                     *h = header("To", format!("{raw};tag={tag}"));
                 }

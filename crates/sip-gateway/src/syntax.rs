@@ -51,6 +51,54 @@ pub fn header_params(value: &str) -> Vec<(String, Option<String>)> {
     split_params(value.get(start..).unwrap_or_default())
 }
 
+/// The value with its header parameters written `;name=value` (no white space around `;` and `=`);
+/// `None` when it already is (or has no parameters).
+pub fn normalize_params(value: &str) -> Option<String> {
+    let params = header_params(value);
+    if params.is_empty() {
+        return None;
+    }
+    // Where the parameters start: after '>' in a name-addr, at the first ';' of an addr-spec.
+    let start = if value.contains('<') {
+        value.rfind('>')? + 1
+    } else {
+        value.find(';')?
+    };
+    let mut out = value[..start].trim_end().to_string();
+    for (name, v) in &params {
+        out.push(';');
+        out.push_str(name);
+        if let Some(v) = v {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    (out != value).then_some(out)
+}
+
+/// Undoes the SIP stack's second escaping of a URI's user part when it renders a header it parsed
+/// (`%75` on the wire comes out as `%2575`): the user part of a SIP URI on the wire holds no bare `%`,
+/// so every `%25` there was added by the rendering.
+pub fn restore_user_escapes(value: &str) -> String {
+    let lower = value.to_ascii_lowercase();
+    let Some(scheme) = lower.find("sip:").or_else(|| lower.find("sips:")) else {
+        return value.to_string();
+    };
+    let user_start = scheme
+        + if lower[scheme..].starts_with("sips:") {
+            5
+        } else {
+            4
+        };
+    let rest = &value[user_start..];
+    let end = rest.find(['>', ';', ' ']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].find('@') else {
+        return value.to_string();
+    };
+    let user = rest[..at].replace("%25", "%");
+    format!("{}{}{}", &value[..user_start], user, &rest[at..])
+}
+
 /// Splits `;a=b ; c ; d = "x;y"` into its parameters.
 pub fn split_params(text: &str) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
@@ -255,6 +303,24 @@ mod tests {
             param("<sip:a@b>;expires = 60 ; q=0.5", "q"),
             Some(Some("0.5".into()))
         );
+    }
+
+    #[test]
+    fn normalizing_and_restoring() {
+        assert_eq!(
+            normalize_params("\"J\" <sip:j@example.com> ;\r\n tag = 98asjd8").as_deref(),
+            Some("\"J\" <sip:j@example.com>;tag=98asjd8")
+        );
+        assert_eq!(normalize_params("<sip:a@b>;tag=1"), None);
+        assert_eq!(
+            normalize_params("sip:a@b ;   tag    = x").as_deref(),
+            Some("sip:a@b;tag=x")
+        );
+        assert_eq!(
+            restore_user_escapes("<sip:%2538%2530@h:5060>"),
+            "<sip:%38%30@h:5060>"
+        );
+        assert_eq!(restore_user_escapes("sip:h;x=%25"), "sip:h;x=%25");
     }
 
     #[test]

@@ -259,11 +259,12 @@ async fn serve(config: Config) -> Result<(), String> {
     calls.set_queue_audio(config.queue_audio.clone());
 
     let gateway = Arc::new(
-        sip_gateway::Gateway::start(
+        sip_gateway::Gateway::start_with_state(
             config.gateway(),
             Arc::new(sip_gateway::StateLocations::new(state.clone())),
             anchor,
             &telemetry,
+            state.clone(),
         )
         .await
         .map_err(|e| e.to_string())?,

@@ -2,8 +2,13 @@
 //! common codec and `telephone-event`, and write our answer (or offer) with our address and RTP port.
 //!
 //! Only what a G.711 leg needs is modelled; unknown lines are ignored, malformed ones named by line number.
+//! Every `m=` line is remembered ([`MediaLine`]) so that an answer has one line per offered line, in order,
+//! with the ones we do not use rejected with port 0 (RFC 3264 §6); the first *usable* audio line is the one
+//! answered. [`answer_offer`] also answers SDES-SRTP (`RTP/SAVP` with `a=crypto`, RFC 4568).
 
 use crate::g711::G711;
+use crate::sdes::{CryptoAttribute, answer_crypto, crypto_attribute_format, crypto_attribute_parse};
+use crate::srtp::SrtpKeys;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use thiserror::Error;
@@ -88,6 +93,12 @@ pub struct AudioStream {
     pub rtpmaps: Vec<RtpMap>,
     pub ptime_ms: Option<u32>,
     pub direction: MediaDirection,
+    /// Position of its `m=` line among all the description's media lines (0-based).
+    pub index: usize,
+    /// `RTP/SAVP`: the offerer requires SRTP (keys in `crypto`).
+    pub secure: bool,
+    /// `a=crypto` attributes that parsed (on `RTP/AVP` too: best-effort SRTP).
+    pub crypto: Vec<CryptoAttribute>,
 }
 
 impl AudioStream {
@@ -125,10 +136,26 @@ impl AudioStream {
     }
 }
 
-/// A parsed session description, reduced to its audio stream.
+/// One `m=` line as offered: enough to reject it in an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaLine {
+    /// `audio`, `video`, `application`, ...
+    pub kind: String,
+    pub port: u16,
+    /// `RTP/AVP`, `RTP/SAVP`, `UDP/TLS/RTP/SAVPF`, ...
+    pub proto: String,
+    pub formats: Vec<String>,
+}
+
+/// A parsed session description: every media line, and the audio streams we could use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionDescription {
+    /// The first active plain `RTP/AVP` audio stream (else the first `RTP/SAVP` one).
     pub audio: AudioStream,
+    /// Every active audio stream over `RTP/AVP` or `RTP/SAVP`, in the order offered.
+    pub audio_streams: Vec<AudioStream>,
+    /// Every `m=` line, in order.
+    pub media: Vec<MediaLine>,
 }
 
 fn parse_address(value: &str, line: usize) -> Result<IpAddr, SdpError> {
@@ -154,13 +181,13 @@ fn parse_address(value: &str, line: usize) -> Result<IpAddr, SdpError> {
     }
 }
 
-/// Parses an SDP body and keeps its first active RTP/AVP audio stream.
+/// Parses an SDP body: every media line, and each active `RTP/AVP` or `RTP/SAVP` audio stream.
 pub fn parse(text: &str) -> Result<SessionDescription, SdpError> {
     let mut session_address = None;
     let mut session_direction = None;
-    let mut audio: Option<AudioStream> = None;
-    let mut audio_direction = None;
-    // Whether the current m= section is the audio stream we keep.
+    let mut media: Vec<MediaLine> = Vec::new();
+    let mut streams: Vec<(AudioStream, Option<MediaDirection>)> = Vec::new();
+    // Whether the current m= section is an audio stream we keep (the last of `streams`).
     let mut in_kept_audio = false;
     let mut in_media = false;
 
@@ -181,7 +208,7 @@ pub fn parse(text: &str) -> Result<SessionDescription, SdpError> {
                 let address = parse_address(value, line)?;
                 if !in_media {
                     session_address = Some(address);
-                } else if in_kept_audio && let Some(a) = audio.as_mut() {
+                } else if in_kept_audio && let Some((a, _)) = streams.last_mut() {
                     a.address = Some(address);
                 }
             }
@@ -189,39 +216,54 @@ pub fn parse(text: &str) -> Result<SessionDescription, SdpError> {
                 in_media = true;
                 in_kept_audio = false;
                 let mut parts = value.split_whitespace();
-                let media = parts.next().unwrap_or_default();
-                let port = parts.next().unwrap_or_default();
+                let kind = parts.next().unwrap_or_default();
+                let port_text = parts.next().unwrap_or_default();
                 let proto = parts.next().unwrap_or_default();
-                if media != "audio" || audio.is_some() || proto != "RTP/AVP" {
-                    continue;
-                }
-                let port: u16 =
-                    port.split('/')
-                        .next()
-                        .unwrap_or_default()
-                        .parse()
-                        .map_err(|_| SdpError::BadLine {
+                let formats: Vec<&str> = parts.collect();
+                let port = port_text.split('/').next().unwrap_or_default().parse::<u16>();
+                let secure = proto == "RTP/SAVP";
+                let usable = kind == "audio" && (proto == "RTP/AVP" || secure);
+                let port = match port {
+                    Ok(p) => p,
+                    Err(_) if usable => {
+                        return Err(SdpError::BadLine {
                             line,
                             reason: "m= port is not a number",
-                        })?;
-                if port == 0 {
-                    continue; // a rejected stream
+                        });
+                    }
+                    Err(_) => 0,
+                };
+                media.push(MediaLine {
+                    kind: kind.to_string(),
+                    port,
+                    proto: proto.to_string(),
+                    formats: formats.iter().map(|f| f.to_string()).collect(),
+                });
+                if !usable || port == 0 {
+                    continue; // not ours, or a rejected stream
                 }
-                let payload_types = parts
+                let payload_types = formats
+                    .iter()
                     .map(|p| p.parse::<u8>().ok().filter(|pt| *pt < 128))
                     .collect::<Option<Vec<u8>>>()
                     .ok_or(SdpError::BadLine {
                         line,
                         reason: "m= payload type is not 0-127",
                     })?;
-                audio = Some(AudioStream {
-                    address: None,
-                    port,
-                    payload_types,
-                    rtpmaps: Vec::new(),
-                    ptime_ms: None,
-                    direction: MediaDirection::SendRecv,
-                });
+                streams.push((
+                    AudioStream {
+                        address: None,
+                        port,
+                        payload_types,
+                        rtpmaps: Vec::new(),
+                        ptime_ms: None,
+                        direction: MediaDirection::SendRecv,
+                        index: media.len() - 1,
+                        secure,
+                        crypto: Vec::new(),
+                    },
+                    None,
+                ));
                 in_kept_audio = true;
             }
             "a" => {
@@ -229,12 +271,12 @@ pub fn parse(text: &str) -> Result<SessionDescription, SdpError> {
                 if let Some(direction) = MediaDirection::parse(name) {
                     if !in_media {
                         session_direction = Some(direction);
-                    } else if in_kept_audio {
-                        audio_direction = Some(direction);
+                    } else if in_kept_audio && let Some((_, d)) = streams.last_mut() {
+                        *d = Some(direction);
                     }
                     continue;
                 }
-                let Some(stream) = audio.as_mut().filter(|_| in_kept_audio) else {
+                let Some((stream, _)) = streams.last_mut().filter(|_| in_kept_audio) else {
                     continue;
                 };
                 match name {
@@ -258,21 +300,52 @@ pub fn parse(text: &str) -> Result<SessionDescription, SdpError> {
                     "ptime" => {
                         stream.ptime_ms = attr_value.trim().parse().ok();
                     }
+                    "crypto" => {
+                        // One we cannot read is skipped: another attribute may still be usable.
+                        if let Ok(crypto) = crypto_attribute_parse(attr_value) {
+                            stream.crypto.push(crypto);
+                        }
+                    }
                     _ => {}
                 }
             }
             _ => {}
         }
     }
-    let mut audio = audio.ok_or(SdpError::NoAudio)?;
-    if audio.address.is_none() {
-        audio.address = session_address;
+    let mut audio_streams = Vec::with_capacity(streams.len());
+    for (mut stream, direction) in streams {
+        if stream.address.is_none() {
+            stream.address = session_address;
+        }
+        stream.direction = direction.or(session_direction).unwrap_or_default();
+        if stream.address.is_some() {
+            audio_streams.push(stream);
+        }
     }
-    if audio.address.is_none() {
-        return Err(SdpError::NoConnection);
-    }
-    audio.direction = audio_direction.or(session_direction).unwrap_or_default();
-    Ok(SessionDescription { audio })
+    let audio = audio_streams
+        .iter()
+        .find(|s| !s.secure)
+        .or_else(|| audio_streams.first())
+        .cloned();
+    let Some(audio) = audio else {
+        // An active RTP audio line whose address is missing, or no such line at all.
+        return Err(if audio_streams_possible(&media) {
+            SdpError::NoConnection
+        } else {
+            SdpError::NoAudio
+        });
+    };
+    Ok(SessionDescription {
+        audio,
+        audio_streams,
+        media,
+    })
+}
+
+fn audio_streams_possible(media: &[MediaLine]) -> bool {
+    media
+        .iter()
+        .any(|m| m.kind == "audio" && m.port != 0 && (m.proto == "RTP/AVP" || m.proto == "RTP/SAVP"))
 }
 
 /// What offer/answer agreed for a leg.
@@ -289,20 +362,15 @@ pub struct Negotiated {
     pub ptime_ms: u32,
 }
 
-/// Picks the first offered G.711 codec that is in `supported`, and telephone-event if offered.
-pub fn negotiate(offer: &SessionDescription, supported: &[G711]) -> Result<Negotiated, SdpError> {
-    let audio = &offer.audio;
-    let (payload_type, law) = audio
-        .payload_types
-        .iter()
-        .find_map(|pt| {
-            audio
-                .law_of(*pt)
-                .filter(|law| supported.contains(law))
-                .map(|law| (*pt, law))
-        })
-        .ok_or(SdpError::NoCommonCodec)?;
-    Ok(Negotiated {
+/// What a stream agrees to: the first offered G.711 codec that is in `supported`, and telephone-event.
+fn negotiate_stream(audio: &AudioStream, supported: &[G711]) -> Option<Negotiated> {
+    let (payload_type, law) = audio.payload_types.iter().find_map(|pt| {
+        audio
+            .law_of(*pt)
+            .filter(|law| supported.contains(law))
+            .map(|law| (*pt, law))
+    })?;
+    Some(Negotiated {
         law,
         payload_type,
         telephone_event: audio.telephone_event(),
@@ -310,6 +378,117 @@ pub fn negotiate(offer: &SessionDescription, supported: &[G711]) -> Result<Negot
         direction: audio.direction.answer(),
         ptime_ms: 20,
     })
+}
+
+/// Picks the first plain (`RTP/AVP`) audio stream with a codec in `supported` (the first offered one of
+/// those), and telephone-event if offered. Streams that require SRTP are left to [`answer_offer`].
+pub fn negotiate(offer: &SessionDescription, supported: &[G711]) -> Result<Negotiated, SdpError> {
+    let mut plain = offer.audio_streams.iter().filter(|s| !s.secure).peekable();
+    if plain.peek().is_none() {
+        return Err(SdpError::NoAudio);
+    }
+    plain
+        .find_map(|s| negotiate_stream(s, supported))
+        .ok_or(SdpError::NoCommonCodec)
+}
+
+/// How we take SRTP on a leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SrtpPolicy {
+    /// Answer `RTP/SAVP` and `a=crypto` offers with SRTP; plain RTP otherwise.
+    #[default]
+    WhenOffered,
+    /// Plain RTP only: `RTP/SAVP` streams are rejected (port 0).
+    Never,
+}
+
+/// Our full answer to an offer (RFC 3264): the chosen stream's media, its SRTP keys, and the text.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub negotiated: Negotiated,
+    /// Set when the chosen stream is protected: apply with `RtpLeg::set_srtp`.
+    pub srtp: Option<SrtpKeys>,
+    /// Index of the answered `m=` line.
+    pub index: usize,
+    pub sdp: String,
+}
+
+/// Answers `offer` as RFC 3264 asks: the first *usable* audio stream (a G.711 codec in `supported`; with
+/// `RTP/SAVP`, also a usable `a=crypto`) is answered with our address; every other `m=` line is answered in
+/// its place with port 0. An `RTP/AVP` stream carrying `a=crypto` gets SRTP too (best-effort SRTP).
+pub fn answer_offer(
+    offer: &SessionDescription,
+    supported: &[G711],
+    policy: SrtpPolicy,
+    local: SocketAddr,
+    session_id: u64,
+    session_version: u64,
+) -> Result<Answer, SdpError> {
+    let mut chosen = None;
+    for stream in &offer.audio_streams {
+        if stream.secure && policy == SrtpPolicy::Never {
+            continue;
+        }
+        let Some(negotiated) = negotiate_stream(stream, supported) else {
+            continue;
+        };
+        let crypto = match policy {
+            SrtpPolicy::WhenOffered => answer_crypto(&stream.crypto),
+            SrtpPolicy::Never => None,
+        };
+        if stream.secure && crypto.is_none() {
+            continue; // SRTP required and no suite we can take
+        }
+        chosen = Some((stream, negotiated, crypto));
+        break;
+    }
+    let Some((stream, negotiated, crypto)) = chosen else {
+        return Err(if offer.audio_streams.is_empty() {
+            SdpError::NoAudio
+        } else {
+            SdpError::NoCommonCodec
+        });
+    };
+    let addr = address_line(local.ip());
+    let mut out = String::with_capacity(320);
+    let _ = write!(
+        out,
+        "v=0\r\no=- {session_id} {session_version} {addr}\r\ns=-\r\nc={addr}\r\nt=0 0\r\n"
+    );
+    for (i, line) in offer.media.iter().enumerate() {
+        if i != stream.index {
+            write_rejected(&mut out, line);
+            continue;
+        }
+        let proto = if stream.secure { "RTP/SAVP" } else { "RTP/AVP" };
+        write_audio(
+            &mut out,
+            local.port(),
+            proto,
+            &[(negotiated.payload_type, negotiated.law)],
+            negotiated.telephone_event,
+            negotiated.direction,
+        );
+        if let Some((attribute, _)) = &crypto {
+            let _ = write!(out, "a={}\r\n", crypto_attribute_format(attribute));
+        }
+    }
+    Ok(Answer {
+        negotiated,
+        srtp: crypto.map(|(_, keys)| keys),
+        index: stream.index,
+        sdp: out,
+    })
+}
+
+/// A refused stream: port 0, the offered transport and formats (RFC 3264 §6).
+fn write_rejected(out: &mut String, line: &MediaLine) {
+    let formats = if line.formats.is_empty() {
+        "0".to_string()
+    } else {
+        line.formats.join(" ")
+    };
+    let _ = write!(out, "m={} 0 {} {}\r\n", line.kind, line.proto, formats);
 }
 
 fn address_line(address: IpAddr) -> String {
@@ -335,7 +514,26 @@ pub fn write(
         out,
         "v=0\r\no=- {session_id} {session_version} {addr}\r\ns=-\r\nc={addr}\r\nt=0 0\r\n"
     );
-    let _ = write!(out, "m=audio {} RTP/AVP", local.port());
+    write_audio(
+        &mut out,
+        local.port(),
+        "RTP/AVP",
+        codecs,
+        telephone_event,
+        direction,
+    );
+    out
+}
+
+fn write_audio(
+    out: &mut String,
+    port: u16,
+    proto: &str,
+    codecs: &[(u8, G711)],
+    telephone_event: Option<u8>,
+    direction: MediaDirection,
+) {
+    let _ = write!(out, "m=audio {port} {proto}");
     for (pt, _) in codecs {
         let _ = write!(out, " {pt}");
     }
@@ -354,7 +552,6 @@ pub fn write(
         let _ = write!(out, "a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-16\r\n");
     }
     let _ = write!(out, "a=ptime:20\r\na={}\r\n", direction.as_str());
-    out
 }
 
 /// Our answer to a negotiated offer.
@@ -455,9 +652,19 @@ m=audio 4002 RTP/AVP 0\r\nc=IN IP6 2001:db8::1\r\na=recvonly\r\n";
             parse("v=0\r\nm=audio 4000 RTP/AVP 0\r\n"),
             Err(SdpError::NoConnection)
         );
-        assert_eq!(
-            parse("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/SAVP 0\r\n"),
-            Err(SdpError::NoAudio)
+        // SRTP required: plain negotiation refuses it; answer_offer takes it only with a usable a=crypto.
+        let savp = parse("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/SAVP 0\r\n").unwrap();
+        assert_eq!(negotiate(&savp, &[G711::Pcmu]), Err(SdpError::NoAudio));
+        assert!(
+            answer_offer(
+                &savp,
+                &[G711::Pcmu],
+                SrtpPolicy::WhenOffered,
+                LOCAL.parse().unwrap(),
+                1,
+                1
+            )
+            .is_err()
         );
         assert_eq!(
             parse("v=0\r\nc=IN IP4 nowhere\r\n"),
@@ -488,11 +695,147 @@ m=audio 4002 RTP/AVP 0\r\nc=IN IP6 2001:db8::1\r\na=recvonly\r\n";
         assert_eq!(sdp.audio.law_of(8), Some(G711::Pcma));
     }
 
+    const LOCAL: &str = "10.0.0.5:30000";
+
+    fn answered(offer: &str) -> Answer {
+        let sdp = parse(offer).unwrap();
+        answer_offer(
+            &sdp,
+            &[G711::Pcmu, G711::Pcma],
+            SrtpPolicy::WhenOffered,
+            LOCAL.parse().unwrap(),
+            7,
+            1,
+        )
+        .unwrap()
+    }
+
+    fn m_lines(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| l.starts_with("m=")).collect()
+    }
+
+    #[test]
+    fn answer_has_one_line_per_offered_line_in_order_with_rejected_ones_at_port_0() {
+        let offer = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+m=video 4002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n\
+m=audio 4004 RTP/AVP 8\r\n";
+        let a = answered(offer);
+        assert_eq!(
+            m_lines(&a.sdp),
+            [
+                "m=audio 30000 RTP/AVP 0 101",
+                "m=video 0 RTP/AVP 96",
+                "m=audio 0 RTP/AVP 8"
+            ]
+        );
+        assert_eq!(
+            (a.index, a.negotiated.law, a.srtp.is_none()),
+            (0, G711::Pcmu, true)
+        );
+        // Our answer parses back to the same single usable stream.
+        assert_eq!(parse(&a.sdp).unwrap().audio_streams.len(), 1);
+    }
+
+    #[test]
+    fn the_first_usable_audio_line_is_chosen() {
+        // The first audio line offers only G.729; the second PCMU: the second is answered.
+        let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 18\r\nm=audio 4002 RTP/AVP 0\r\n";
+        let a = answered(offer);
+        assert_eq!(
+            m_lines(&a.sdp),
+            ["m=audio 0 RTP/AVP 18", "m=audio 30000 RTP/AVP 0"]
+        );
+        assert_eq!(a.negotiated.remote, Some("192.0.2.1:4002".parse().unwrap()));
+        let n = negotiate(&parse(offer).unwrap(), &[G711::Pcmu]).unwrap();
+        assert_eq!(n.remote, Some("192.0.2.1:4002".parse().unwrap()));
+        // An unknown transport is rejected in place.
+        let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 UDP/TLS/RTP/SAVPF 111\r\n\
+m=audio 4002 RTP/AVP 8\r\nm=application 5000 UDP/BFCP *\r\n";
+        assert_eq!(
+            m_lines(&answered(offer).sdp),
+            [
+                "m=audio 0 UDP/TLS/RTP/SAVPF 111",
+                "m=audio 30000 RTP/AVP 8",
+                "m=application 0 UDP/BFCP *"
+            ]
+        );
+    }
+
+    #[test]
+    fn directions_at_session_and_media_level_are_honoured_in_the_answer() {
+        let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\na=sendonly\r\nm=audio 4000 RTP/AVP 0\r\n";
+        assert!(answered(offer).sdp.contains("a=recvonly\r\n"));
+        let offer = "v=0\r\nc=IN IP4 192.0.2.1\r\na=sendonly\r\nm=audio 4000 RTP/AVP 0\r\na=inactive\r\n";
+        assert!(answered(offer).sdp.contains("a=inactive\r\n"));
+    }
+
+    #[test]
+    fn srtp_offers_are_answered_with_our_key_and_the_keys_agree() {
+        let theirs = crate::sdes::offer_crypto();
+        let offer = format!(
+            "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/SAVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+a={}\r\na={}\r\n",
+            crypto_attribute_format(&theirs[0]),
+            crypto_attribute_format(&theirs[1])
+        );
+        let a = answered(&offer);
+        assert_eq!(m_lines(&a.sdp), ["m=audio 30000 RTP/SAVP 0 101"]);
+        let keys = a.srtp.clone().unwrap();
+        // What we wrote is what we send with; the peer derives the same pair from our answer.
+        let ours = parse(&a.sdp).unwrap().audio.crypto;
+        assert_eq!(ours.len(), 1);
+        let peer = crate::sdes::keys_from_answer(&theirs, &ours[0]).unwrap();
+        assert_eq!(
+            (peer.local.clone(), peer.remote.clone()),
+            (keys.remote, keys.local)
+        );
+        // With SRTP refused by policy, a SAVP-only offer has nothing usable.
+        let sdp = parse(&offer).unwrap();
+        assert!(
+            answer_offer(
+                &sdp,
+                &[G711::Pcmu],
+                SrtpPolicy::Never,
+                LOCAL.parse().unwrap(),
+                1,
+                1
+            )
+            .is_err()
+        );
+        // SAVP first, AVP fallback second: policy Never takes the plain one and rejects the other.
+        let both = format!("{offer}m=audio 4002 RTP/AVP 0\r\n");
+        let a = answer_offer(
+            &parse(&both).unwrap(),
+            &[G711::Pcmu],
+            SrtpPolicy::Never,
+            LOCAL.parse().unwrap(),
+            1,
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            m_lines(&a.sdp),
+            ["m=audio 0 RTP/SAVP 0 101", "m=audio 30000 RTP/AVP 0"]
+        );
+        assert!(a.srtp.is_none());
+        // Best-effort SRTP: RTP/AVP with a=crypto is answered with a key.
+        let best_effort = offer.replace("RTP/SAVP", "RTP/AVP");
+        let a = answered(&best_effort);
+        assert!(
+            a.srtp.is_some()
+                && a.sdp.contains("m=audio 30000 RTP/AVP 0 101")
+                && a.sdp.contains("a=crypto:1 ")
+        );
+    }
+
     proptest! {
         #[test]
         fn arbitrary_text_never_panics(text in "(([vocmat]=[ -~]{0,40})\r\n){0,12}") {
             if let Ok(sdp) = parse(&text) {
                 let _ = negotiate(&sdp, &[G711::Pcmu, G711::Pcma]);
+                let local = "127.0.0.1:1".parse().unwrap();
+                let _ = answer_offer(&sdp, &[G711::Pcmu], SrtpPolicy::WhenOffered, local, 1, 1);
             }
         }
 

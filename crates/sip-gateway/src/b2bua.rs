@@ -129,6 +129,11 @@ pub(crate) async fn send_and_wait(core: &Core, req: Request) -> Option<Response>
         .flatten()
 }
 
+fn is_sdp_or_multipart(content_type: &str) -> bool {
+    let media = crate::body::media_type(content_type);
+    media == "application/sdp" || media.starts_with("multipart/")
+}
+
 pub(crate) fn respond(sender: &TransactionEventSender, resp: Response) {
     let _ = sender.send(TransactionEvent::Respond(resp));
 }
@@ -256,8 +261,22 @@ impl Call {
     async fn start_branches(&mut self, targets: Vec<(String, Option<TrunkConfig>)>) {
         let sdp = body_of(&self.caller_invite, self.caller_invite.body());
         let sdp = match sdp {
-            Some((ct, b)) if ct.eq_ignore_ascii_case("application/sdp") => {
-                match self.core.media.offer(&self.id, Side::Caller, &b).await {
+            Some((ct, b)) if is_sdp_or_multipart(&ct) => {
+                // A multipart body (SDP with ISUP, RFC 5621) goes on whole, its SDP part anchored.
+                let offer = crate::body::offer_of(Some(&ct), None, &b).ok().flatten();
+                let anchored = match offer {
+                    Some(offer) => self.core.media.offer(&self.id, Side::Caller, &offer).await,
+                    None => Ok(Vec::new()),
+                };
+                let anchored = anchored.and_then(|sdp| {
+                    if crate::body::media_type(&ct) == "application/sdp" || sdp.is_empty() {
+                        Ok(if sdp.is_empty() { b.clone() } else { sdp })
+                    } else {
+                        crate::body::replace_sdp(&ct, &b, &sdp)
+                            .map_err(|e| crate::media::MediaError::Other(e.to_string()))
+                    }
+                });
+                match anchored {
                     Ok(b) => {
                         if let Some(source) = self.caller_source {
                             self.core
@@ -614,6 +633,18 @@ impl Call {
                     Ok(b) => {
                         // We acknowledge the callee's 2xx ourselves.
                         self.core.media.confirmed(&self.id, Side::Callee).await;
+                        // One m= line per line the caller offered (RFC 3264 §6).
+                        let offer = crate::body::offer_of(
+                            msg::value_of(&self.caller_invite.headers, "Content-Type").as_deref(),
+                            None,
+                            self.caller_invite.body(),
+                        );
+                        let b = match (offer, std::str::from_utf8(&b)) {
+                            (Ok(Some(offer)), Ok(text)) => {
+                                crate::body::mirror_offer(&String::from_utf8_lossy(&offer), text).into_bytes()
+                            }
+                            _ => b,
+                        };
                         Some((ct, b))
                     }
                     Err(e) => {

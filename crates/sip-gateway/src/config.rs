@@ -83,6 +83,39 @@ impl Default for RegistrarConfig {
     }
 }
 
+/// Bans after failed digest authentications (`[sip.auth]`), as operators set fail2ban in front of
+/// Asterisk or Kamailio. A threshold of 0 turns that ban off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthGuardConfig {
+    /// Failures from one source address (any user) within the window that ban the source.
+    pub source_threshold: u32,
+    /// Failures for one user from one source within the window that ban that user there.
+    pub user_threshold: u32,
+    /// How long failures are remembered (seconds since the last one).
+    pub window_secs: u32,
+    /// How long a ban lasts.
+    pub ban_secs: u32,
+}
+
+impl AuthGuardConfig {
+    /// Whether any ban is configured.
+    pub fn enabled(&self) -> bool {
+        self.source_threshold > 0 || self.user_threshold > 0
+    }
+}
+
+impl Default for AuthGuardConfig {
+    fn default() -> Self {
+        Self {
+            source_threshold: 30,
+            user_threshold: 10,
+            window_secs: 300,
+            ban_secs: 900,
+        }
+    }
+}
+
 /// A SIP user (an agent's phone) that may register.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +147,12 @@ pub struct SipConfig {
     pub ring_timeout_secs: u64,
     pub limits: LimitsConfig,
     pub registrar: RegistrarConfig,
+    /// Bans after failed authentications.
+    pub auth: AuthGuardConfig,
+    /// Whether untrusted sources may call registered users directly (not through a route). Off by
+    /// default: agents are reached through the ACD; trusted sources (`limits.trusted_sources`, e.g. a
+    /// proxy in front) always may.
+    pub allow_direct_user_calls: bool,
     #[serde(rename = "user")]
     pub users: Vec<SipUser>,
 }
@@ -129,6 +168,8 @@ impl Default for SipConfig {
             ring_timeout_secs: 60,
             limits: LimitsConfig::default(),
             registrar: RegistrarConfig::default(),
+            auth: AuthGuardConfig::default(),
+            allow_direct_user_calls: false,
             users: Vec::new(),
         }
     }

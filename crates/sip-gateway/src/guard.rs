@@ -252,7 +252,16 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
     };
 
     if head.start_line.starts_with("SIP/2.0 ") {
-        // A response: the stack matches it to a transaction or drops it.
+        // A response: the stack matches it to a transaction or drops it. One whose CSeq number is out
+        // of range (RFC 4475 §3.1.2.5) matches nothing we sent.
+        let cseq_ok = head
+            .first("CSeq", None)
+            .and_then(|c| c.split_whitespace().next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n < (1 << 31));
+        if !cseq_ok {
+            return Screened::Drop(RejectReason::BadCSeq);
+        }
         return finish(data, folded, &unfolded, body, &head);
     }
 
@@ -263,8 +272,20 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
     else {
         return respond(400, "Bad Request Line", RejectReason::BadStartLine, &[]);
     };
+    if version != "SIP/2.0" && version.starts_with("SIP/") && !method.is_empty() {
+        return respond(505, "Version Not Supported", RejectReason::BadStartLine, &[]);
+    }
     if method.is_empty() || !method.bytes().all(is_token_byte) || uri.is_empty() || version != "SIP/2.0" {
         return respond(400, "Bad Request Line", RejectReason::BadStartLine, &[]);
+    }
+    // RFC 3261 §19.1.1/§25.1: a Request-URI is not enclosed in <> and carries no header part.
+    let lower = uri.to_ascii_lowercase();
+    // The user part may hold '?'; headers start after the host.
+    let host_part = uri.split_once('@').map_or(uri, |(_, host)| host);
+    if uri.starts_with('<')
+        || ((lower.starts_with("sip:") || lower.starts_with("sips:")) && host_part.contains('?'))
+    {
+        return respond(400, "Bad Request-URI", RejectReason::BadStartLine, &[]);
     }
     let is_ack = method == "ACK";
     if head.first("Via", Some("v")).is_none() {
@@ -284,18 +305,26 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
             };
         }
     }
-    if !head
-        .first("From", Some("f"))
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .contains(";tag=")
-    {
+    if !crate::syntax::has_tag(head.first("From", Some("f")).unwrap_or_default()) {
         // RFC 3261 §8.1.1.3: the stack keys transactions on it; without one the request would vanish.
         return if is_ack {
             Screened::Drop(RejectReason::MissingHeader)
         } else {
             respond(400, "Missing From tag", RejectReason::MissingHeader, &[])
         };
+    }
+    // From, To and Contact as the grammar says: quotes closed, no white space inside <>, no empty
+    // parameter, a display name of tokens or a quoted string (RFC 4475 §3.1.2.1, .6, .13-.15).
+    for (long, compact) in [("From", Some("f")), ("To", Some("t")), ("Contact", Some("m"))] {
+        for value in head.values(long, compact) {
+            if let Err(why) = crate::syntax::check_addresses(value, long == "Contact") {
+                return if is_ack {
+                    Screened::Drop(RejectReason::Unparseable)
+                } else {
+                    respond(400, &format!("Bad {long}: {why}"), RejectReason::Unparseable, &[])
+                };
+            }
+        }
     }
     if !KNOWN_METHODS.contains(&method) {
         return respond(501, "Not Implemented", RejectReason::UnknownMethod, &[]);
@@ -361,7 +390,11 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
             return respond(420, "Bad Extension", RejectReason::UnsupportedExtension, &extra);
         }
     }
-    if trimmed || folded {
+    // The stack reads `;tag=` literally: white space around a From/To parameter's `;` and `=` (legal,
+    // RFC 4475 §3.1.1.1) is taken out, which leaves the header equal under RFC 3261's comparison rules.
+    let normalized = normalize_address_params(text);
+    if trimmed || folded || normalized.is_some() {
+        let text = normalized.as_deref().unwrap_or(text);
         let mut out = Vec::with_capacity(text.len() + 4 + body.len());
         out.extend_from_slice(text.as_bytes());
         out.extend_from_slice(b"\r\n\r\n");
@@ -377,6 +410,32 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
         };
     }
     Screened::Pass
+}
+
+/// The header section with From/To parameters written without white space, if any had some.
+fn normalize_address_params(text: &str) -> Option<String> {
+    let mut changed = false;
+    let lines: Vec<String> = text
+        .split("\r\n")
+        .map(|line| {
+            let Some((name, value)) = line.split_once(':') else {
+                return line.to_string();
+            };
+            let n = name.trim();
+            let address = ["from", "f", "to", "t"].iter().any(|h| n.eq_ignore_ascii_case(h));
+            if !address {
+                return line.to_string();
+            }
+            match crate::syntax::normalize_params(value.trim()) {
+                Some(v) => {
+                    changed = true;
+                    format!("{n}: {v}")
+                }
+                None => line.to_string(),
+            }
+        })
+        .collect();
+    changed.then(|| lines.join("\r\n"))
 }
 
 fn checked(out: Vec<u8>, head: &Head<'_>, tag: &str, is_ack: bool) -> Screened {
@@ -450,7 +509,7 @@ fn build_response(head: &Head<'_>, code: u16, phrase: &str, extra: &[String], ta
     out.push_str(from);
     out.push_str("\r\nTo: ");
     out.push_str(to);
-    if !to.to_ascii_lowercase().contains(";tag=") {
+    if !crate::syntax::has_tag(to) {
         out.push_str(";tag=");
         out.push_str(tag);
     }
@@ -662,7 +721,7 @@ mod tests {
         match run(&msg) {
             Screened::Rewrite(bytes) => {
                 let text = String::from_utf8(bytes).unwrap();
-                assert!(text.contains("From: <sip:a@x> ;tag=1\r\n"), "{text}");
+                assert!(text.contains("From: <sip:a@x>;tag=1\r\n"), "{text}");
             }
             other => panic!("expected rewrite, got {other:?}"),
         }

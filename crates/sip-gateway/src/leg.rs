@@ -175,7 +175,19 @@ pub enum OriginateError {
 
 /// Takes an inbound INVITE transaction and returns the call for the handler; the leg task runs until
 /// the call ends.
-pub(crate) fn inbound(core: Arc<Core>, tx: Transaction, target: crate::RouteTarget) -> InboundCall {
+/// What call control answers when the caller sent no offer (RFC 3261 §13.3.1.4 late offer): its answer to
+/// this placeholder, our address and codec, becomes our offer in the 2xx, and the caller's answer comes in
+/// the ACK, handed on as a [`LegEvent::Reoffer`].
+const LATE_OFFER_PLACEHOLDER: &str = "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
+m=audio 9 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
+
+/// `offer` is the SDP of the INVITE (from its multipart body if so); `None` for a late offer.
+pub(crate) fn inbound(
+    core: Arc<Core>,
+    tx: Transaction,
+    target: crate::RouteTarget,
+    offer: Option<Vec<u8>>,
+) -> InboundCall {
     let invite = tx.original.clone();
     let from = invite
         .from_header()
@@ -186,14 +198,22 @@ pub(crate) fn inbound(core: Arc<Core>, tx: Transaction, target: crate::RouteTarg
     let (commands, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, events) = mpsc::unbounded_channel();
     let call_id = msg::call_id(&invite).unwrap_or_default();
-    let offer = invite.body().clone();
+    let late = offer.is_none();
+    let offer = offer.unwrap_or_else(|| LATE_OFFER_PLACEHOLDER.as_bytes().to_vec());
     let source = tx
         .connection
         .as_ref()
         .and_then(|c| c.get_remote_addr())
         .and_then(|a| a.get_socketaddr().ok());
     let (confirmed_tx, confirmed) = watch::channel(false);
-    tokio::spawn(server_leg(core, tx, cmd_rx, ev_tx, confirmed_tx));
+    tokio::spawn(server_leg(
+        core,
+        tx,
+        cmd_rx,
+        ev_tx,
+        confirmed_tx,
+        (!late).then(|| offer.clone()),
+    ));
     InboundCall {
         target,
         from: Pii::new(from.unwrap_or_default()),
@@ -216,6 +236,7 @@ async fn server_leg(
     mut commands: mpsc::UnboundedReceiver<LegCommand>,
     events: mpsc::UnboundedSender<LegEvent>,
     confirmed: watch::Sender<bool>,
+    offer: Option<Vec<u8>>,
 ) {
     let invite = tx.original.clone();
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
@@ -245,6 +266,7 @@ async fn server_leg(
                     b2bua::respond(&sender, msg::response(&core.endpoint, &invite, 180, Some(&our_tag), None));
                 }
                 Some(LegCommand::Answer { sdp, done: ack }) => {
+                    let sdp = answer_shaped_like(offer.as_deref(), sdp);
                     let mut ok = msg::response(&core.endpoint, &invite, 200, Some(&our_tag), Some(("application/sdp", sdp)));
                     ok.headers.push(header("Contact", core.contact.clone()));
                     ok.headers.push(header("Allow", msg::ALLOW));
@@ -277,6 +299,7 @@ async fn server_leg(
             &mut commands,
             &events,
             &confirmed,
+            offer.is_none(),
         )
         .await;
     }
@@ -288,9 +311,22 @@ async fn server_leg(
     });
 }
 
+/// Our answer as RFC 3264 wants it: one m= line per line of the offer it answers.
+fn answer_shaped_like(offer: Option<&[u8]>, answer: Vec<u8>) -> Vec<u8> {
+    match (
+        offer.and_then(|o| std::str::from_utf8(o).ok()),
+        std::str::from_utf8(&answer),
+    ) {
+        (Some(offer), Ok(text)) => crate::body::mirror_offer(offer, text).into_bytes(),
+        _ => answer,
+    }
+}
+
 /// The dialog phase shared by inbound and outbound legs: in-dialog requests from the peer become
 /// events, our hang-up becomes a BYE. Until `confirmed` holds (the ACK of an inbound leg's 2xx), the
-/// dialog ends with a BYE after [`ACK_TIMEOUT`].
+/// dialog ends with a BYE after [`ACK_TIMEOUT`]. With `answer_in_ack` (we offered in the 2xx of a
+/// late-offer INVITE) the ACK's SDP is handed on as a re-offer; no SDP, or one call control refuses,
+/// ends the call with BYE.
 #[allow(clippy::too_many_arguments)]
 async fn established(
     core: &Arc<Core>,
@@ -301,6 +337,7 @@ async fn established(
     commands: &mut mpsc::UnboundedReceiver<LegCommand>,
     events: &mpsc::UnboundedSender<LegEvent>,
     confirmed: &watch::Sender<bool>,
+    mut answer_in_ack: bool,
 ) {
     let key = (leg.call_id.clone(), our_tag);
     core.dialogs.lock().insert(key.clone(), (Side::Caller, inputs_tx));
@@ -312,6 +349,27 @@ async fn established(
             input = inputs.recv() => match input {
                 Some(CallInput::InDialog { tx, .. }) => {
                     if on_request(core, *tx, events).await {
+                        break;
+                    }
+                }
+                Some(CallInput::Tx { id: CALLER_TX, msg }) if answer_in_ack => {
+                    let ack = match msg {
+                        Some(SipMessage::Request(r)) if r.method == Method::Ack => Some(r),
+                        Some(_) => continue,
+                        None => None,
+                    };
+                    answer_in_ack = false;
+                    if ack.is_some() {
+                        confirmed.send_replace(true);
+                    }
+                    if !late_answer_taken(ack, events).await {
+                        warn!(call = %leg.call_id, "late offer: no usable answer in the ACK, hanging up");
+                        core.metrics.late_answer_refused();
+                        if let Some(bye) = leg.request(core, Method::Bye, None) {
+                            let core = core.clone();
+                            tokio::spawn(async move { let _ = b2bua::send_and_wait(&core, bye).await; });
+                        }
+                        let _ = events.send(LegEvent::Hangup);
                         break;
                     }
                 }
@@ -347,6 +405,25 @@ async fn established(
     core.dialogs.lock().remove(&key);
 }
 
+/// Hands the ACK's SDP to call control; true when it took it.
+async fn late_answer_taken(ack: Option<Request>, events: &mpsc::UnboundedSender<LegEvent>) -> bool {
+    let Some(ack) = ack else { return false };
+    let sdp = crate::body::offer_of(
+        msg::value_of(&ack.headers, "Content-Type").as_deref(),
+        msg::value_of(&ack.headers, "Content-Encoding").as_deref(),
+        ack.body(),
+    );
+    let Ok(Some(sdp)) = sdp else { return false };
+    let (reply, answer) = oneshot::channel();
+    if events.send(LegEvent::Reoffer { sdp, reply }).is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), answer).await,
+        Ok(Ok(_))
+    )
+}
+
 /// Returns true when the peer hung up.
 async fn on_request(core: &Arc<Core>, mut tx: Transaction, events: &mpsc::UnboundedSender<LegEvent>) -> bool {
     let req = tx.original.clone();
@@ -364,8 +441,10 @@ async fn on_request(core: &Arc<Core>, mut tx: Transaction, events: &mpsc::Unboun
                 sdp: req.body().clone(),
                 reply,
             });
+            let offered = req.body().clone();
             let resp = match tokio::time::timeout(Duration::from_secs(5), answer).await {
                 Ok(Ok(sdp)) => {
+                    let sdp = answer_shaped_like(Some(&offered), sdp);
                     let mut r =
                         msg::response(&core.endpoint, &req, 200, None, Some(("application/sdp", sdp)));
                     r.headers.push(header("Contact", core.contact.clone()));
@@ -597,6 +676,7 @@ async fn client_leg(
         &mut commands,
         &events,
         &confirmed,
+        false,
     )
     .await;
     core.metrics.dialog_down();

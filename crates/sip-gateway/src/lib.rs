@@ -8,7 +8,9 @@
 //! [`MediaAnchor`], [`Locations`].
 
 pub mod admission;
+pub mod authguard;
 mod b2bua;
+pub mod body;
 pub mod config;
 pub mod digest;
 pub mod guard;
@@ -18,6 +20,8 @@ pub mod media;
 pub mod metrics;
 mod msg;
 pub mod registrar;
+pub mod syntax;
+pub mod uri;
 
 pub use config::{GatewayConfig, RouteTarget, SipConfig};
 pub use leg::{InboundCall, InboundCallHandler, LegEvent, LegHandle, OriginateError, OriginateRequest};
@@ -31,7 +35,7 @@ use crate::guard::{GuardedUdpSocket, ScreenLimits};
 use crate::registrar::Registrar;
 use domain::Timestamp;
 use parking_lot::Mutex;
-use rand::Rng;
+use rand::Rng as _;
 use rsipstack::sip::{Method, StatusCode};
 use rsipstack::transaction::endpoint::EndpointInner;
 use rsipstack::transaction::transaction::Transaction;
@@ -83,6 +87,7 @@ pub(crate) struct Core {
     handler: std::sync::OnceLock<Arc<dyn InboundCallHandler>>,
     admission: CallAdmission,
     registrar: Registrar,
+    auth_guard: Arc<authguard::AuthGuard>,
     routes: HashMap<String, RouteTarget>,
 }
 
@@ -94,12 +99,32 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Binds the listeners and starts serving. `locations` holds registrations (memory or shared).
+    /// Binds the listeners and starts serving. `locations` holds registrations (memory or shared);
+    /// authentication state (nonce secret, replays, bans) stays in this process.
     pub async fn start(
         config: GatewayConfig,
         locations: Arc<dyn Locations>,
         media: Arc<dyn MediaAnchor>,
         telemetry: &telemetry::Telemetry,
+    ) -> Result<Self, GatewayError> {
+        Self::start_with_state(
+            config,
+            locations,
+            media,
+            telemetry,
+            state_store::StateStore::memory(),
+        )
+        .await
+    }
+
+    /// Like [`Gateway::start`], with authentication state (the nonce secret, used nonce counts, failure
+    /// counts and bans) in `state`, so that it holds across every node sharing that store.
+    pub async fn start_with_state(
+        config: GatewayConfig,
+        locations: Arc<dyn Locations>,
+        media: Arc<dyn MediaAnchor>,
+        telemetry: &telemetry::Telemetry,
+        state: state_store::StateStore,
     ) -> Result<Self, GatewayError> {
         config
             .validate()
@@ -174,8 +199,15 @@ impl Gateway {
 
         let advertised = sip.advertised_address.unwrap_or(local_addr);
         let contact = format!("<sip:callcenter@{advertised}>");
-        let mut secret = [0u8; 32];
-        rand::rng().fill(&mut secret);
+        let secret = authguard::AuthGuard::nonce_secret(&state, Timestamp::now_utc()).await;
+        let nonce_ttl = Duration::from_secs(u64::from(sip.registrar.nonce_lifetime_secs) + 120);
+        let guard = Arc::new(authguard::AuthGuard::new(
+            state,
+            sip.auth.clone(),
+            limits.trusted_sources.clone(),
+            nonce_ttl,
+            metrics.clone(),
+        ));
         let digest = digest::DigestAuthority::new(
             secret,
             &sip.domain,
@@ -205,7 +237,8 @@ impl Gateway {
                 limits.max_concurrent_calls,
                 Timestamp::now_utc().as_millis(),
             ),
-            registrar: Registrar::new(sip.registrar.clone(), digest, passwords),
+            registrar: Registrar::new(sip.registrar.clone(), digest, passwords, guard.clone()),
+            auth_guard: guard,
             routes,
             config,
         });
@@ -317,6 +350,29 @@ async fn add_tls_listener(
     Ok(())
 }
 
+/// The IP address a request came from (any transport): the stream's peer, else what the stack wrote
+/// into the top Via from the datagram's source (`received`, or the sent-by host it confirmed).
+pub(crate) fn source_ip(tx: &Transaction) -> Option<std::net::IpAddr> {
+    if let Some(addr) = tx
+        .connection
+        .as_ref()
+        .and_then(|c| c.get_remote_addr().and_then(|a| a.get_socketaddr().ok()))
+    {
+        return Some(addr.ip());
+    }
+    let via = msg::value_of(&tx.original.headers, "Via")?;
+    let via = via.split(',').next().unwrap_or_default();
+    if let Some(Some(received)) = syntax::param(via, "received") {
+        return received.trim_matches(['[', ']']).parse().ok();
+    }
+    let sent_by = via.split(';').next()?.split_whitespace().nth(1)?;
+    let host = match sent_by.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => sent_by.split(':').next()?,
+    };
+    host.parse().ok()
+}
+
 impl Core {
     async fn dispatch(self: Arc<Self>, mut tx: Transaction) {
         let method = tx.original.method;
@@ -350,7 +406,7 @@ impl Core {
                 Method::Options => {
                     let headers = vec![
                         msg::header("Allow", msg::ALLOW),
-                        msg::header("Accept", "application/sdp"),
+                        msg::header("Accept", body::ACCEPT),
                         msg::header("Supported", ""),
                     ];
                     self.reply(&mut tx, 200, headers).await
@@ -381,6 +437,7 @@ impl Core {
             .connection
             .as_ref()
             .and_then(|c| c.get_remote_addr().map(|a| a.to_string()))
+            .or_else(|| source_ip(tx).map(|ip| ip.to_string()))
             .unwrap_or_default();
         let outcome = self
             .registrar
@@ -397,6 +454,13 @@ impl Core {
 
     async fn on_invite(self: &Arc<Self>, mut tx: Transaction) {
         let now = Timestamp::now_utc();
+        let source = source_ip(&tx);
+        if let Some(ip) = source
+            && self.auth_guard.banned(ip, None, now).await
+        {
+            self.reply(&mut tx, 403, vec![]).await;
+            return;
+        }
         let slot = match self.admission.admit(now.as_millis()) {
             Ok(slot) => slot,
             Err(refusal) => {
@@ -408,12 +472,52 @@ impl Core {
             }
         };
         self.metrics.call_admitted();
-        let dialled = tx.original.uri.user().unwrap_or_default().to_string();
+        // The stack keeps a SIP user part as written (escapes and all) but renders it escaped again,
+        // so read the user itself; other schemes are read from the rendered URI.
+        let request_uri = &tx.original.uri;
+        let uri_text = match request_uri.scheme {
+            Some(rsipstack::sip::Scheme::Other(_)) => request_uri.to_string(),
+            _ => format!("sip:{}@host", request_uri.user().unwrap_or_default()),
+        };
+        let dialled = match uri::dialled(&uri_text) {
+            uri::Dialled::User(user) => user,
+            uri::Dialled::Number(number) => number,
+            uri::Dialled::UnsupportedScheme(scheme) => {
+                info!(%scheme, "unsupported Request-URI scheme");
+                self.reply(&mut tx, 416, vec![]).await;
+                return;
+            }
+            uri::Dialled::Malformed => {
+                self.reply(&mut tx, 404, vec![]).await;
+                return;
+            }
+        };
+        // The body must be one we can read (RFC 3261 §21.4.13: 415 with Accept otherwise).
+        let offer = match body::offer_of(
+            msg::value_of(&tx.original.headers, "Content-Type").as_deref(),
+            msg::value_of(&tx.original.headers, "Content-Encoding").as_deref(),
+            tx.original.body(),
+        ) {
+            Ok(offer) => offer,
+            Err(body::BodyError::BadMultipart) => {
+                self.reply(&mut tx, 400, vec![]).await;
+                return;
+            }
+            Err(e) => {
+                info!(error = %e, "unsupported body");
+                let headers = vec![
+                    msg::header("Accept", body::ACCEPT),
+                    msg::header("Accept-Encoding", "identity"),
+                ];
+                self.reply(&mut tx, 415, headers).await;
+                return;
+            }
+        };
         let targets: Vec<(String, Option<TrunkConfig>)> = match self.routes.get(&dialled) {
             Some(RouteTarget::Forward(uri)) => vec![(uri.clone(), self.trunk_for(uri))],
             Some(target @ (RouteTarget::Ivr(_) | RouteTarget::Queue(_))) => {
                 if let Some(handler) = self.handler.get().cloned() {
-                    let call = leg::inbound(self.clone(), tx, target.clone());
+                    let call = leg::inbound(self.clone(), tx, target.clone(), offer);
                     handler.on_call(call).await;
                     drop(slot);
                     return;
@@ -429,6 +533,13 @@ impl Core {
                 )
                 .await;
                 return;
+            }
+            // Agents are reached through the ACD: a stranger ringing an agent's phone directly is
+            // refused (as if the user did not exist), unless configured or from a trusted source.
+            None if !self.config.sip.allow_direct_user_calls
+                && !source.is_some_and(|ip| self.config.sip.limits.trusted_sources.contains(&ip)) =>
+            {
+                Vec::new()
             }
             None => self
                 .locations

@@ -32,6 +32,10 @@ pub struct GatewayMetrics {
     calls: Counter,
     active_dialogs: Gauge,
     unacknowledged_invites: Counter,
+    late_answers_refused: Counter,
+    auth_failures: Family<ReasonLabel, Counter>,
+    auth_bans: Family<ReasonLabel, Counter>,
+    banned_requests: Counter,
 }
 
 impl GatewayMetrics {
@@ -69,6 +73,26 @@ impl GatewayMetrics {
                 "unacknowledged_invites",
                 "Answered INVITEs whose ACK never came within Timer H (32 s): hung up",
                 m.unacknowledged_invites.clone(),
+            );
+            r.register(
+                "late_answers_refused",
+                "Late-offer calls ended because the ACK brought no usable answer",
+                m.late_answers_refused.clone(),
+            );
+            r.register(
+                "auth_failures",
+                "Failed digest authentications, by reason (wrong, replay, malformed)",
+                m.auth_failures.clone(),
+            );
+            r.register(
+                "auth_bans",
+                "Temporary bans after repeated authentication failures, by scope (source, user_source)",
+                m.auth_bans.clone(),
+            );
+            r.register(
+                "banned_requests",
+                "Requests refused because their source (or user at that source) is banned",
+                m.banned_requests.clone(),
             );
         });
         m
@@ -111,6 +135,26 @@ impl GatewayMetrics {
     }
     pub(crate) fn unacknowledged_invite(&self) {
         self.unacknowledged_invites.inc();
+    }
+    pub(crate) fn late_answer_refused(&self) {
+        self.late_answers_refused.inc();
+    }
+    pub(crate) fn auth_failure(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+    pub(crate) fn auth_ban(&self, scope: &str) {
+        self.auth_bans
+            .get_or_create(&ReasonLabel {
+                reason: scope.to_string(),
+            })
+            .inc();
+    }
+    pub(crate) fn banned_request(&self) {
+        self.banned_requests.inc();
     }
     pub(crate) fn dialog_down(&self) {
         self.active_dialogs.dec();

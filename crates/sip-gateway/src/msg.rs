@@ -58,11 +58,14 @@ pub fn response(
     };
     let mut resp = endpoint.make_response(req, StatusCode::from(code), body);
     if let Some(tag) = tag {
+        // The request's To, byte for byte, with our tag added unless it has one (RFC 4475 §3.1.1.3:
+        // re-rendering the URI would escape its %-escapes again; §3.1.1.1: `; tag = x` is a tag).
         for h in resp.headers.iter_mut() {
-            if let Header::To(to) = h
-                && to.tag().ok().flatten().is_none()
-            {
-                *to = to.with_tag(tag.to_string().into());
+            if let Header::To(to) = h {
+                let raw = crate::syntax::restore_user_escapes(to.value());
+                if !crate::syntax::has_tag(&raw) {
+                    *h = header("To", format!("{raw};tag={tag}"));
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The registrar (RFC 3261 §10.3): digest-authenticated REGISTER, bindings with expiry, several
 //! contacts per user, `Expires: 0` and `Contact: *` removal, 423 for too-brief intervals.
 
+use crate::authguard::{AuthGuard, Failure};
 use crate::config::RegistrarConfig;
 use crate::digest::{DigestAuthority, Verdict, parse_authorization};
 use crate::location::{Binding, Locations};
@@ -9,6 +10,8 @@ use domain::Timestamp;
 use rsipstack::sip::Request;
 use rsipstack::sip::prelude::*;
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The registrar's answer to one REGISTER.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,25 +35,47 @@ pub struct Registrar {
     config: RegistrarConfig,
     digest: DigestAuthority,
     passwords: HashMap<String, String>,
+    guard: Arc<AuthGuard>,
 }
 
 impl Registrar {
-    pub fn new(config: RegistrarConfig, digest: DigestAuthority, passwords: HashMap<String, String>) -> Self {
+    pub fn new(
+        config: RegistrarConfig,
+        digest: DigestAuthority,
+        passwords: HashMap<String, String>,
+        guard: Arc<AuthGuard>,
+    ) -> Self {
         Self {
             config,
             digest,
             passwords,
+            guard,
         }
     }
 
-    /// Checks an Authorization header on any request (REGISTER here; INVITE from users later).
-    pub fn authenticate(&self, req: &Request, now: Timestamp) -> Result<String, RegisterOutcome> {
+    /// Checks an Authorization header on any request from `source` (REGISTER here; INVITE from users
+    /// later): banned sources and users at a source get 403, a replayed credential a fresh challenge, and
+    /// every failure is counted towards a ban.
+    pub async fn authenticate(
+        &self,
+        req: &Request,
+        source: Option<IpAddr>,
+        now: Timestamp,
+    ) -> Result<String, RegisterOutcome> {
         let Some(auth) = msg::value_of(&req.headers, "Authorization") else {
             return Err(self.challenge(now, false));
         };
         let Ok(creds) = parse_authorization(&auth) else {
+            if let Some(ip) = source {
+                self.guard.failed(ip, "", Failure::Malformed, now).await;
+            }
             return Err(RegisterOutcome::code(400));
         };
+        if let Some(ip) = source
+            && self.guard.banned(ip, Some(&creds.username), now).await
+        {
+            return Err(RegisterOutcome::code(403));
+        }
         let password = self.passwords.get(&creds.username).map(String::as_str);
         match self.digest.verify(
             &creds,
@@ -58,9 +83,33 @@ impl Registrar {
             password,
             now.as_millis(),
         ) {
-            Verdict::Authorized => Ok(creds.username),
+            Verdict::Authorized => {
+                let fresh = self
+                    .guard
+                    .claim(
+                        &creds.nonce,
+                        creds.cnonce.as_deref(),
+                        creds.nc.as_deref(),
+                        &creds.response,
+                        now,
+                    )
+                    .await;
+                if fresh {
+                    return Ok(creds.username);
+                }
+                // A replay: whoever sent it may not know the password, so challenge afresh.
+                if let Some(ip) = source {
+                    self.guard.failed(ip, &creds.username, Failure::Replay, now).await;
+                }
+                Err(self.challenge(now, false))
+            }
             Verdict::Stale => Err(self.challenge(now, true)),
-            Verdict::Denied => Err(RegisterOutcome::code(403)),
+            Verdict::Denied => {
+                if let Some(ip) = source {
+                    self.guard.failed(ip, &creds.username, Failure::Denied, now).await;
+                }
+                Err(RegisterOutcome::code(403))
+            }
         }
     }
 
@@ -84,7 +133,14 @@ impl Registrar {
         locations: &dyn Locations,
         now: Timestamp,
     ) -> RegisterOutcome {
-        let user = match self.authenticate(req, now) {
+        // `source` is `ip:port`, possibly after the transport name (`TCP 192.0.2.1:5060`).
+        let source_addr = source.rsplit(' ').next().unwrap_or_default();
+        let ip = source_addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .ok()
+            .or_else(|| source_addr.parse::<IpAddr>().ok());
+        let user = match self.authenticate(req, ip, now).await {
             Ok(u) => u,
             Err(outcome) => return outcome,
         };

@@ -46,13 +46,14 @@ pub(crate) fn negotiate(sdp: &[u8]) -> Option<media::sdp::Negotiated> {
         .and_then(|s| media::sdp::negotiate(&s, &SUPPORTED).ok())
 }
 
-/// Answers the caller's offer with a fresh engine leg: the leg, its events, the law, our answer.
+/// Answers the caller's offer with a fresh engine leg: the leg, its events, the law, our answer. The
+/// answer follows RFC 3264 (one m= line per offered line) and takes SDES-SRTP when the phone offers it.
 pub(crate) fn answer_offer(
     inner: &Inner,
     sip: &LegHandle,
     offer: &[u8],
 ) -> Option<(RtpLeg, mpsc::Receiver<MediaEvent>, G711, String)> {
-    let negotiated = negotiate(offer)?;
+    let sdp = media::sdp::parse(std::str::from_utf8(offer).ok()?).ok()?;
     let (rtp, events) = match inner.media.allocate_leg() {
         Ok(x) => x,
         Err(e) => {
@@ -60,10 +61,19 @@ pub(crate) fn answer_offer(
             return None;
         }
     };
-    let law = negotiated.law;
-    let answer = media::sdp::answer(&negotiated, rtp.local_addr(), rand::random::<u32>() as u64, 1);
-    crate::media_rules::apply(&rtp, sip, negotiated);
-    Some((rtp, events, law, answer))
+    let answer = media::sdp::answer_offer(
+        &sdp,
+        &SUPPORTED,
+        media::sdp::SrtpPolicy::WhenOffered,
+        rtp.local_addr(),
+        rand::random::<u32>() as u64,
+        1,
+    )
+    .ok()?;
+    let law = answer.negotiated.law;
+    rtp.set_srtp(answer.srtp);
+    crate::media_rules::apply(&rtp, sip, answer.negotiated);
+    Some((rtp, events, law, answer.sdp))
 }
 
 /// Answers a re-INVITE (hold, unhold, a new address) of `sip` on `rtp`, under the same source rules.

@@ -145,13 +145,15 @@ impl Driver {
                 self.leave_queue_audio().notices = None;
                 self.inner.acd.forget(self.id.clone());
             }
-            Command::KeepPlaceForCallback { queue, number } => match self.leave_queue_audio().notices.take() {
-                // The caller keeps their place: the callback waits in line for them.
-                Some(notices) => {
-                    crate::callback::spawn(self.inner.clone(), self.id.clone(), queue, notices, number, 0)
+            Command::KeepPlaceForCallback { queue, number } => {
+                match self.leave_queue_audio().notices.take() {
+                    // The caller keeps their place: the callback waits in line for them.
+                    Some(notices) => {
+                        crate::callback::spawn(self.inner.clone(), self.id.clone(), queue, notices, number, 0)
+                    }
+                    None => self.inner.acd.forget(self.id.clone()),
                 }
-                None => self.inner.acd.forget(self.id.clone()),
-            },
+            }
             Command::SettleCallback { status } => crate::callback::settle(&self.inner, &self.id, status),
             Command::RingPhone { leg, agent, shown_as } => {
                 let placed = legs::place(&self.inner, agent.as_str().to_string(), shown_as, PHONE_RING).await;

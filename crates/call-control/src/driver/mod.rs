@@ -17,9 +17,9 @@ pub(crate) mod legs;
 
 use crate::Inner;
 use crate::acd_task::QueueNotice;
-use crate::queue_audio::QueueAudioPlayer;
 use crate::campaign_runner::CallLink;
 use crate::desk::{CommandRequest, CommandResult};
+use crate::queue_audio::QueueAudioPlayer;
 use call_session::{CallSession, Input, LegRef, RequestId};
 use domain::{AgentId, CallId, Direction, Pii, Timestamp};
 use legs::{LegIo, LegSignal};
@@ -327,7 +327,11 @@ impl Driver {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Caller(Some(LegEvent::Reoffer { sdp, reply })) => {
-                if let Some(answer) = self.caller.as_ref().and_then(|c| legs::reanswer(&c.rtp, &c.leg, &sdp)) {
+                if let Some(answer) = self
+                    .caller
+                    .as_ref()
+                    .and_then(|c| legs::reanswer(&c.rtp, &c.leg, &sdp))
+                {
                     let _ = reply.send(answer);
                 }
             }
@@ -380,8 +384,8 @@ impl Driver {
                                 .update(position, estimated_wait_secs.map(Duration::from_secs));
                         }
                         Input::QueuePosition {
-                        position,
-                        estimated_wait_secs,
+                            position,
+                            estimated_wait_secs,
                         }
                     }
                     QueueNotice::Overflowed { target, .. } => Input::Overflowed { target },
@@ -426,7 +430,8 @@ impl Driver {
                 if let Some(answer) = self
                     .legs
                     .get(&leg)
-                    .and_then(|io| io.sip.as_ref().and_then(|sip| legs::reanswer(&io.rtp, sip, &sdp))) {
+                    .and_then(|io| io.sip.as_ref().and_then(|sip| legs::reanswer(&io.rtp, sip, &sdp)))
+                {
                     let _ = reply.send(answer);
                 }
             }

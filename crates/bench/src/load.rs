@@ -51,6 +51,10 @@ pub struct LoadArgs {
     /// Worker threads of the bench's RTP ends (and of the bare relay's phones).
     #[arg(long, default_value_t = 2)]
     rtp_threads: usize,
+    /// Keep each step's folder (configuration, node log, SIPp statistics and errors, CRM, recordings) and
+    /// print its path on stderr.
+    #[arg(long)]
+    keep_dir: bool,
     /// Where the IVR prompts are (`main-menu.wav`, `goodbye.wav`).
     #[arg(long)]
     prompts: Option<PathBuf>,
@@ -376,7 +380,11 @@ fn step(args: &LoadArgs, calls: usize) -> Result<Value, String> {
             window_start + WINDOW_END_MARGIN_SECS
         ));
     }
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    if args.keep_dir {
+        dir.disable_cleanup(true);
+        eprintln!("bench load: step of {calls} calls in {}", dir.path().display());
+    }
     let prompts = args
         .prompts
         .clone()

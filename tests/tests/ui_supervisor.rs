@@ -550,3 +550,35 @@ fn a_supervisor_reads_reports_searches_and_admins_customers_in_two_languages_on_
     let schema = format!("ui_supervisor_{}_{nanos}", std::process::id());
     run(Db::Postgres { url, schema }, "postgres");
 }
+
+/// The wall screen: fifty agents and the queue fit a 1920×1080 screen without scrolling.
+#[test]
+fn fifty_agents_fit_the_wallboard_on_a_1920x1080_screen() {
+    require_command("chromium");
+    require_command("chromedriver");
+    let mut config = String::from(
+        "[[acd.queues]]\nid = \"sales\"\n\n[[desk.user]]\nid = \"super\"\nname = \"Sam Supervisor\"\nrole = \"supervisor\"\npassword = \"supervisor\"\n",
+    );
+    for n in 0..50 {
+        config.push_str(&format!(
+            "\n[[acd.agents]]\nid = \"{}\"\nqueues = [{{ queue = \"sales\", rank = 1 }}]\n",
+            2000 + n
+        ));
+    }
+    let platform = Platform::start(&config);
+    let browser = Browser::start();
+    size(&browser, 1920, 1080);
+    log_in(&browser, &platform);
+    let fit = browser.wait_for(
+        "fifty tiles drawn",
+        "const t = [...document.querySelectorAll('.atile')]; if (t.length !== 50 || !window.wallboard.today) return null; \
+         return { bottom: Math.max(...t.map((e) => e.getBoundingClientRect().bottom)), height: window.innerHeight, \
+                  queue: document.querySelector('.qtile').getBoundingClientRect().bottom };",
+    );
+    // Saved first, so a failure leaves the picture of what did not fit.
+    browser.save_screenshot("ui_supervisor-wallboard-50-agents-1920x1080");
+    assert!(
+        fit["bottom"].as_f64() <= fit["height"].as_f64(),
+        "every agent tile is on the screen: {fit}"
+    );
+}

@@ -2,8 +2,10 @@
 // a time zone, with charts (uPlot) and CSV export; the figures are the CRM's, the same as the
 // `callcenter report` command's.
 'use strict';
-const { $, esc, dur, pct, num, period, tzMinutes, api } = Sup;
+const { $, esc, dur, pct, num, period, tzMinutes, api, timeAxis, reason } = Sup;
 let kind = 'interval';
+let names = {};
+const who = (id) => (names[id] ? esc(names[id]) + ' <span class="muted">' + esc(id) + '</span>' : esc(id));
 let last = null;
 window.reports = { get last() { return last; } };
 
@@ -18,11 +20,11 @@ const COLUMNS = {
   queues: [['queue', 'col.queue', (r) => esc(r.queue)], numCol('offered', 'col.offered'), numCol('answered', 'col.answered'), numCol('abandoned', 'col.abandoned'),
     pctCol('abandon_rate', 'col.abandon_rate'), numCol('answered_within_threshold', 'col.answered_within'), pctCol('service_level', 'col.service_level'),
     durCol('asa_ms', 'col.asa'), durCol('aht_ms', 'col.aht'), durCol('max_wait_ms', 'col.max_wait')],
-  agents: [['agent', 'col.agent', (r) => esc(r.agent)], numCol('handled', 'col.handled'), durCol('login_ms', 'col.login'), durCol('available_ms', 'col.ready'),
-    durCol('not_ready_ms', 'col.not_ready'), ['not_ready_by_reason', 'col.by_reason', (r) => Object.entries(r.not_ready_by_reason || {}).map(([k, v]) => esc(k) + ' ' + dur(v)).join(', ')],
+  agents: [['agent', 'col.agent', (r) => who(r.agent)], numCol('handled', 'col.handled'), durCol('login_ms', 'col.login'), durCol('available_ms', 'col.ready'),
+    durCol('not_ready_ms', 'col.not_ready'), ['not_ready_by_reason', 'col.by_reason', (r) => Object.entries(r.not_ready_by_reason || {}).map(([k, v]) => esc(reason(k)) + ' ' + dur(v)).join(', ')],
     durCol('reserved_ms', 'col.ringing'), durCol('talk_ms', 'col.talk'), durCol('hold_ms', 'col.hold'), durCol('wrap_up_ms', 'col.wrap_up'), durCol('aht_ms', 'col.aht'),
     pctCol('occupancy', 'col.occupancy'), pctCol('adherence_ready', 'col.adherence')],
-  surveys: [['group', 'col.group', (r) => esc(r.group === 'all' ? I18n.t('surveys.all') : r.group)], numCol('responses', 'col.responses'), numCol('average', 'col.average', 2),
+  surveys: [['group', 'col.group', (r) => esc(r.group === 'all' ? I18n.t('surveys.all') : r.group) + (r.group !== 'all' && names[r.group] ? ' · ' + esc(names[r.group]) : '')], numCol('responses', 'col.responses'), numCol('average', 'col.average', 2),
     numCol('score_1', 'col.score_1'), numCol('score_2', 'col.score_2'), numCol('score_3', 'col.score_3'), numCol('score_4', 'col.score_4'), numCol('score_5', 'col.score_5')],
   campaigns: [['campaign', 'col.campaign', (r) => esc(r.campaign)], numCol('dials', 'col.dials'), numCol('human', 'col.human'), numCol('machine', 'col.machine'),
     numCol('no_answer', 'col.no_answer'), numCol('busy', 'col.busy'), numCol('connected', 'col.connected'), numCol('abandoned', 'col.abandoned'),
@@ -52,11 +54,11 @@ function drawCharts(rows) {
     }
     const xs = Object.keys(by).map(Number).sort((a, b) => a - b), t = xs.map((x) => x / 1000);
     const range = { x: { time: true, range: () => [last.period.from_ms / 1000, last.period.to_ms / 1000] } };
-    plots.push(new uPlot({ width: width(), height: 220, scales: range, series: [{}, { label: I18n.t('col.offered'), stroke: '#1f5eff', fill: 'rgba(31,94,255,.25)', paths: bars }, { label: I18n.t('col.answered'), stroke: '#1a7f37', width: 2 }, { label: I18n.t('col.abandoned'), stroke: '#c62828', width: 2 }] },
+    plots.push(new uPlot({ width: width(), height: 220, scales: range, series: [{}, { label: I18n.t('col.offered'), stroke: '#1f5eff', fill: 'rgba(31,94,255,.25)', paths: bars }, { label: I18n.t('col.answered'), stroke: '#1a7f37', width: 2 }, { label: I18n.t('col.abandoned'), stroke: '#c62828', width: 2 }], axes: [timeAxis(), {}] },
       [t, xs.map((x) => by[x].offered), xs.map((x) => by[x].answered), xs.map((x) => by[x].abandoned)], box(I18n.t('chart.volume'))));
     plots.push(new uPlot({ width: width(), height: 220, scales: Object.assign({ '%': { range: [0, 100] } }, range),
       series: [{}, { label: I18n.t('col.service_level'), stroke: '#1a7f37', width: 2, scale: '%' }, { label: I18n.t('col.asa'), stroke: '#b35900', width: 2, scale: 's' }],
-      axes: [{}, { scale: '%', label: '%' }, { scale: 's', side: 1, label: I18n.t('axis.seconds'), grid: { show: false } }] },
+      axes: [timeAxis(), { scale: '%', label: '%' }, { scale: 's', side: 1, label: I18n.t('axis.seconds'), grid: { show: false } }] },
     [t, xs.map((x) => by[x].answered ? 100 * by[x].within / by[x].answered : null), xs.map((x) => by[x].answered ? by[x].wait / by[x].answered / 1000 : null)], box(I18n.t('chart.service'))));
   } else if (kind === 'agents' || kind === 'queues' || kind === 'campaigns') {
     // One bar group per row: x is the row's place, its name on the axis.
@@ -100,6 +102,7 @@ async function run() {
 (async () => {
   await I18n.ready;
   Sup.nav('reports');
+  try { for (const u of (await api('/api/v1/users')).users) names[u.id] = u.name; } catch (_) { /* ids only */ }
   const tz = tzMinutes();
   const zones = [...new Set([tz, 0, 480, 540, 330, 60, 120, -300, -480])];
   $('tz').innerHTML = zones.map((m) => '<option value="' + m + '">UTC' + (m < 0 ? '−' : '+') + Math.floor(Math.abs(m) / 60) + (Math.abs(m) % 60 ? ':' + String(Math.abs(m) % 60).padStart(2, '0') : '') + (m === tz ? ' · ' + esc(I18n.t('reports.tz_browser')) : '') + '</option>').join('');

@@ -33,6 +33,12 @@
       zone,
     });
   }
+  // uPlot's time axis in the page's language (24-hour where the language writes it so).
+  function timeAxis(extra) {
+    return Object.assign({ values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString(I18n.lang, { hour: '2-digit', minute: '2-digit' })) }, extra || {});
+  }
+  // A not-ready reason in the page's language, or as the agent gave it.
+  function reason(code) { const k = 'reason.' + code; const t = I18n.t(k); return t === k ? code : t; }
   function tzMinutes() { return -new Date().getTimezoneOffset(); }
   async function api(path, opts) {
     const o = Object.assign({ headers: {} }, opts || {});
@@ -64,5 +70,5 @@
       const u = new URL(location.href); u.searchParams.delete('lang'); location.href = u.toString();
     });
   }
-  window.Sup = { $, esc, dur, pct, num, time, dateTime, period, tzMinutes, api, nav };
+  window.Sup = { $, esc, dur, pct, num, time, dateTime, period, tzMinutes, api, nav, timeAxis, reason };
 })();

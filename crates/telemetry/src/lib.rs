@@ -47,6 +47,8 @@ pub fn init_tracing(filter: &str, json: bool) {
     let env_filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info,rsipstack=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
+        // Colours only on a terminal: a log file or journal gets plain `key=value` text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second initialisation (tests) is harmless: keep the first subscriber.
     let _ = if json {

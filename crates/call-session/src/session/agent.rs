@@ -160,7 +160,12 @@ impl CallSession {
         }
     }
 
-    pub(super) fn accept(&mut self, request: RequestId, agent: &AgentId, sdp: Option<String>) -> Option<CommandResult> {
+    pub(super) fn accept(
+        &mut self,
+        request: RequestId,
+        agent: &AgentId,
+        sdp: Option<String>,
+    ) -> Option<CommandResult> {
         let offered = match &self.phase {
             Phase::Queued { offers, .. } => offers.iter().find(|o| &o.agent == agent).cloned(),
             _ => None,

@@ -467,7 +467,13 @@ impl CallSession {
     }
 
     /// A callback's or an agent-placed call's agent is on their leg: now the customer is dialled.
-    pub(super) fn agent_ready(&mut self, agent: AgentId, desk: Option<AgentMedia>, leg: LegRef, browser: bool) {
+    pub(super) fn agent_ready(
+        &mut self,
+        agent: AgentId,
+        desk: Option<AgentMedia>,
+        leg: LegRef,
+        browser: bool,
+    ) {
         let Some(trunk) = self.settings.trunk.clone() else {
             self.hang_up(leg);
             return self.not_reached(EndedBy::Error, "the customer could not be dialled", "failed");
@@ -488,7 +494,13 @@ impl CallSession {
     }
 
     /// An offered agent answered (phone) or accepted (browser).
-    pub(super) fn agent_took(&mut self, agent: AgentId, leg: LegRef, desk: Option<AgentMedia>, browser: bool) {
+    pub(super) fn agent_took(
+        &mut self,
+        agent: AgentId,
+        leg: LegRef,
+        desk: Option<AgentMedia>,
+        browser: bool,
+    ) {
         self.stop_all_offers("answered elsewhere");
         if self.origin_kind == OriginKind::Callback {
             // The router hears it now; the customer is called next.

@@ -193,7 +193,8 @@ fn an_agent_takes_a_call_in_the_browser_softphone_with_audio_both_ways() {
     log_in(&browser, &platform, "super", "supervisor", "/wallboard");
     browser.wait_for(
         "the wallboard shows the answered call",
-        "const row = document.querySelector('#queues tr[data-queue=\"sales\"]'); return row && row.children[9].innerText === '1';",
+        // The queue's tile: its eighth figure is the day's answered calls.
+        "const f = document.querySelector('#queues .qtile[data-queue=\"sales\"] .figs'); return f !== null && f.children[7].querySelector('b').innerText === '1';",
     );
     browser.wait_for(
         "the agent card",

@@ -14,13 +14,14 @@ use crate::protocol::{
     Reachability, StateView, TRANSPORT_MAX_BYTES, codes,
 };
 use crate::{ApiError, DeskServices, Session, SessionWatch, authenticate, request_token};
-use acd::{AcdError, Input, ReasonCode};
+use acd::{AcdError, ReasonCode};
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
+use call_control::AgentChange;
 use call_control::PreviewChoice;
 use call_control::desk::{AgentCommand, AgentMedia, CampaignWrapUp, DeskEvent};
 use domain::{AgentId, Pii};
@@ -266,14 +267,10 @@ async fn unreachable_not_ready(desk: &DeskServices, agent: &AgentId) {
     if !available {
         return;
     }
-    if let Ok(reason) = ReasonCode::new(NO_PHONE_REASON) {
-        let input = Input::AgentNotReady {
-            agent: agent.clone(),
-            reason,
-        };
-        if let Err(e) = desk.acd.request(input).await {
-            debug!(error = %e, "unreachable agent not made not ready");
-        }
+    if let Ok(reason) = ReasonCode::new(NO_PHONE_REASON)
+        && let Err(e) = desk.acd.change_agent(agent, AgentChange::NotReady(reason)).await
+    {
+        debug!(error = %e, "unreachable agent not made not ready");
     }
 }
 
@@ -339,29 +336,25 @@ async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &
         Err(bad) => return error(bad.id, codes::BAD_REQUEST, bad.message),
     };
     let id = request.id();
-    let state_input = match &request {
-        AgentRequest::Login { .. } => Some(Input::AgentLogin { agent: agent.clone() }),
-        AgentRequest::Logout { .. } => Some(Input::AgentLogout { agent: agent.clone() }),
-        AgentRequest::Ready { .. } => Some(Input::AgentReady { agent: agent.clone() }),
+    let state_change = match &request {
+        AgentRequest::Login { .. } => Some(AgentChange::Login),
+        AgentRequest::Logout { .. } => Some(AgentChange::Logout),
+        AgentRequest::Ready { .. } => Some(AgentChange::Ready),
         AgentRequest::NotReady { reason, .. } => match ReasonCode::new(reason.clone()) {
-            Ok(reason) => Some(Input::AgentNotReady {
-                agent: agent.clone(),
-                reason,
-            }),
+            Ok(reason) => Some(AgentChange::NotReady(reason)),
             Err(e) => return error(id, codes::BAD_REQUEST, e.to_string()),
         },
         _ => None,
     };
-    if let Some(input) = state_input {
-        let makes_available = matches!(input, Input::AgentLogin { .. } | Input::AgentReady { .. });
-        if makes_available && !reachability(desk, agent, media).await.ok {
+    if let Some(change) = state_change {
+        if change.makes_available() && !reachability(desk, agent, media).await.ok {
             return error(
                 id,
                 codes::NOT_REACHABLE,
                 "no SIP phone is registered for you and the browser softphone is off",
             );
         }
-        return match desk.acd.request(input).await {
+        return match desk.acd.change_agent(agent, change).await {
             Ok(()) => AgentFrame::Ack { id },
             Err(e) => {
                 let (code, message) = acd_refusal(e);

@@ -8,8 +8,9 @@
 //! figures, re-reads them when it lagged behind, and extends the open spans every
 //! [`EXTEND_EVERY`] so the day-so-far reports see the state agents are in now.
 
-use acd::{AgentState, Input, ReasonCode};
+use acd::{AgentState, ReasonCode};
 use call_control::AcdHandle;
+use call_control::AgentChange;
 use crm_store::{AgentStateRecorder, CrmStore};
 use domain::{AgentId, Timestamp};
 use parking_lot::Mutex;
@@ -138,11 +139,9 @@ pub fn spawn_state_history(
                         }
                         if matches!(ev.to, AgentState::WrapUp { .. })
                             && let Some(reason) = supervision.take_after_call(&ev.agent)
+                            && let Err(e) = acd.change_agent(&ev.agent, AgentChange::NotReady(reason)).await
                         {
-                            let input = Input::AgentNotReady { agent: ev.agent.clone(), reason };
-                            if let Err(e) = acd.request(input).await {
-                                warn!(error = %e, agent = %ev.agent, "not ready after the call refused");
-                            }
+                            warn!(error = %e, agent = %ev.agent, "not ready after the call refused");
                         }
                     }
                     Err(RecvError::Lagged(_)) => {

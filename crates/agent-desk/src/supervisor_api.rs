@@ -978,10 +978,7 @@ async fn not_ready_after_call(
         _ => {
             ctx.desk
                 .acd
-                .request(acd::Input::AgentNotReady {
-                    agent: agent.clone(),
-                    reason: reason.clone(),
-                })
+                .change_agent(&agent, call_control::AgentChange::NotReady(reason.clone()))
                 .await
                 .map_err(|e| ApiError::new(StatusCode::CONFLICT, "illegal_transition", e.to_string()))?;
             "now"

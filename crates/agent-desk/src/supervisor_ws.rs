@@ -11,13 +11,14 @@ use crate::protocol::{
     TRANSPORT_MAX_BYTES, codes,
 };
 use crate::{ApiError, DeskServices, Session, SessionWatch, authenticate, request_token};
-use acd::{Input, ReasonCode};
+use acd::ReasonCode;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
+use call_control::AgentChange;
 use call_control::desk::AgentCommand;
 use domain::Timestamp;
 use futures_util::{SinkExt, StreamExt};
@@ -173,7 +174,7 @@ async fn handle(desk: &DeskServices, session: &Session, frame: &str) -> Supervis
         audit(desk, session, "agent.monitor", &agent, detail).await;
         return answer;
     }
-    let (agent, input, detail) = match request {
+    let (agent, change, detail) = match request {
         SupervisorRequest::Ping { .. } => return SupervisorFrame::Pong { id },
         SupervisorRequest::Monitor { .. }
         | SupervisorRequest::MonitorMode { .. }
@@ -184,7 +185,7 @@ async fn handle(desk: &DeskServices, session: &Session, frame: &str) -> Supervis
             agent,
             state: ForcedState::Ready,
             ..
-        } => (agent.clone(), Input::AgentReady { agent }, "ready".to_string()),
+        } => (agent, AgentChange::Ready, "ready".to_string()),
         SupervisorRequest::ForceState {
             agent,
             state: ForcedState::NotReady,
@@ -196,15 +197,13 @@ async fn handle(desk: &DeskServices, session: &Session, frame: &str) -> Supervis
                 Err(e) => return error(id, codes::BAD_REQUEST, e.to_string()),
             };
             let detail = format!("not_ready({reason})");
-            (agent.clone(), Input::AgentNotReady { agent, reason }, detail)
+            (agent, AgentChange::NotReady(reason), detail)
         }
-        SupervisorRequest::LogoutAgent { agent, .. } => (
-            agent.clone(),
-            Input::AgentLogout { agent },
-            "logged_out".to_string(),
-        ),
+        SupervisorRequest::LogoutAgent { agent, .. } => {
+            (agent, AgentChange::Logout, "logged_out".to_string())
+        }
     };
-    if let Err(e) = desk.acd.request(input).await {
+    if let Err(e) = desk.acd.change_agent(&agent, change).await {
         let (code, message) = acd_refusal(e);
         return error(id, code, message);
     }

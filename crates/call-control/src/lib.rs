@@ -14,6 +14,7 @@
 
 pub mod acd_handle;
 pub mod acd_task;
+pub mod agents;
 mod call;
 mod callback;
 pub mod campaign_runner;
@@ -29,6 +30,7 @@ pub mod webhook;
 
 pub use acd_handle::{Abandonment, AcdHandle, AgentStateEvent, QueueNotice};
 pub use acd_task::LocalAcd;
+pub use agents::AgentChange;
 pub use campaign_runner::{
     CampaignAction, CampaignConfig, CampaignHandle, CampaignLiveStats, CampaignSpec, DialerMetrics,
     PreviewChoice,

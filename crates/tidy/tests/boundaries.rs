@@ -4,7 +4,9 @@
 //!   runtime, database, Redis or HTTP crate, and never read the clock in their sources;
 //! - only `crm-store` depends on sqlx, only `state-store` on redis, only `agent-desk` on axum;
 //! - only `sip-gateway` and `media` open UDP sockets, only `agent-desk` and `sip-gateway` listen
-//!   on TCP.
+//!   on TCP;
+//! - `agent-desk` changes agents through call-control's facade (`AgentChange`), never by building
+//!   the router's `acd::Input` itself.
 //!
 //! Test-only packages (`bench`, `testkit`, the system tests, this one) are exempt: they measure and
 //! drive the platform from outside. Test modules (`#[cfg(test)]` at the end of a file) and `tests/`
@@ -226,6 +228,20 @@ fn only_the_gateway_and_media_open_sockets() {
                     );
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn the_desk_changes_agents_through_call_control_never_with_router_inputs() {
+    let ws = workspace();
+    for (file, line, code) in source_lines(&ws.members["agent-desk"].join("src")) {
+        for input in ["Input::Agent", "acd::Input", "acd::{Input", ", Input,", ", Input}"] {
+            assert!(
+                !code.contains(input),
+                "{}:{line}: agent-desk builds a router input ({input}); use call_control::AgentChange",
+                file.strip_prefix(&ws.root).unwrap_or(&file).display()
+            );
         }
     }
 }

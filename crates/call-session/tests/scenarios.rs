@@ -727,8 +727,9 @@ fn the_caller_hanging_up_ends_the_call_and_the_agent_goes_to_wrap_up() {
         ["log recording c.wav", "log ended Caller: caller hung up"]
     );
     assert!(w.s.is_ended() && !w.s.is_finished(), "a wrap-up is pending");
+    // The agent's part is over: anything but the wrap-up is told the call ended.
     w.cmd(61.0, "a1", AgentCommand::Hold);
-    assert_eq!(w.last_reply().unwrap(), "reply #1 not_connected");
+    assert_eq!(w.last_reply().unwrap(), "reply #1 call_ended");
     assert_eq!(
         w.cmd(70.0, "a1", wrap_up("resolved")),
         [

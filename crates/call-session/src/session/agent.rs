@@ -131,6 +131,14 @@ impl CallSession {
     }
 
     pub(super) fn command(&mut self, request: RequestId, agent: AgentId, command: AgentCommand) {
+        // An agent whose part in the call is over (in wrap-up on it, or the call has ended) may only
+        // wrap up: anything else is told the call ended, not that they are "not connected".
+        let part_over = (self.wrap_ups.iter().any(|w| w.agent == agent) && !self.talking_as(&agent))
+            || matches!(self.phase, Phase::Ended { .. });
+        if part_over && !matches!(command, AgentCommand::WrapUp { .. }) {
+            self.reply(request, refuse("call_ended", "the call has ended"));
+            return;
+        }
         let answer: Option<CommandResult> = match command {
             AgentCommand::Accept { sdp } => self.accept(request, &agent, sdp),
             AgentCommand::Reject => Some(self.reject(&agent)),

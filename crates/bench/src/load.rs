@@ -480,8 +480,19 @@ fn step(args: &LoadArgs, calls: usize) -> Result<Value, String> {
     };
     let crm = crm_figures(dir.path(), answered)?;
     let media_figures: MediaFigures = rtp.finish();
+    // The agents' SIPp writes its figures once a second: wait until they count every answered call
+    // as ended (or 10 s pass) before stopping it, or the last calls' BYEs go uncounted.
+    let uas_stat_path = dir.path().join("uas_stat.csv");
+    let agent_calls_ended =
+        |text: &str| last_stat(text, "SuccessfulCall(C)") + last_stat(text, "FailedCall(C)");
+    let stats_deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < stats_deadline
+        && agent_calls_ended(&std::fs::read_to_string(&uas_stat_path).unwrap_or_default()) < answered
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(uas);
-    let uas_stat = std::fs::read_to_string(dir.path().join("uas_stat.csv")).unwrap_or_default();
+    let uas_stat = std::fs::read_to_string(&uas_stat_path).unwrap_or_default();
     let agent_calls = last_stat(&uas_stat, "SuccessfulCall(C)");
     let recordings = std::fs::read_dir(dir.path().join("recordings"))
         .map(|d| d.count())

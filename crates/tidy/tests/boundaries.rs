@@ -236,7 +236,13 @@ fn only_the_gateway_and_media_open_sockets() {
 fn the_desk_changes_agents_through_call_control_never_with_router_inputs() {
     let ws = workspace();
     for (file, line, code) in source_lines(&ws.members["agent-desk"].join("src")) {
-        for input in ["Input::Agent", "acd::Input", "acd::{Input", ", Input,", ", Input}"] {
+        for input in [
+            "Input::Agent",
+            "acd::Input",
+            "acd::{Input",
+            ", Input,",
+            ", Input}",
+        ] {
             assert!(
                 !code.contains(input),
                 "{}:{line}: agent-desk builds a router input ({input}); use call_control::AgentChange",

@@ -73,14 +73,15 @@ function renderAgents() {
   $('agent-count').textContent = I18n.t('agents.count', { n: agents.filter((a) => a.state !== 'logged_out').length, total: agents.length });
   $('agents').innerHTML = agents.map((a) => {
     const l = live[a.agent] || {}, st = shownState(a);
-    const inState = now - a.since;
+    // An agent the router has not seen since it started has no time in state (since is 0).
+    const inState = a.since > 0 ? now - a.since : null;
     let call = '';
     if (a.state === 'on_call') call = '<span>' + esc(I18n.t('agent.call')) + ' <span class="t">' + dur(inState) + '</span></span>';
     if (st === 'held' && l.phase_since) call += '<span>' + esc(I18n.t('agent.held_for')) + ' <span class="t">' + dur(now - l.phase_since) + '</span></span>';
     const reason = a.reason ? ' · ' + esc(reasonText(a.reason)) : '';
     return '<div class="atile ' + st + (selected === a.agent ? ' selected' : '') + '" data-agent="' + esc(a.agent) + '" data-state="' + st + '">' +
       '<div class="name">' + esc(l.name || a.agent) + (l.name && l.name !== a.agent ? '<span class="id">' + esc(a.agent) + '</span>' : '') + '</div>' +
-      '<div class="line"><span>' + esc(I18n.t('state.' + st)) + reason + '</span><span class="t">' + dur(inState) + '</span></div>' +
+      '<div class="line"><span>' + esc(I18n.t('state.' + st)) + reason + '</span><span class="t">' + (inState === null ? '—' : dur(inState)) + '</span></div>' +
       '<div class="line">' + call + (l.not_ready_after_call ? '<span class="flag" title="' + esc(I18n.t('agent.after_call_flag')) + '">⏸</span>' : '') + '</div></div>';
   }).join('');
   renderActions();

@@ -23,6 +23,8 @@ say closed "We are closed. Our hours are Monday to Friday, eight A M to eight P 
 say after-hours-menu "To leave a message, press 1. For the emergency line, press 9."
 say leave-message "Please leave a message after the tone."
 say main-menu "For sales, press 1. For support, press 2. For your account balance, press 3. For an operator, press 0."
+say menu-repeat "To hear these options again, press star."
+say welcome-key-customer "Thank you for being one of our key customers. We will put you through first."
 say support-menu "For technical support, press 1. For billing, press 2."
 say invalid "Sorry, that is not a valid choice."
 say no-input "Sorry, I did not hear a choice."

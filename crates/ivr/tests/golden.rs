@@ -125,7 +125,7 @@ fn sales_call_with_announcements_agent_and_survey() {
             "log crm not_found",
             "log node main/standard",
             "log node main/main_menu",
-            "play main-menu barge-in"
+            "play main-menu,menu-repeat barge-in"
         ]
     );
     // The caller knows the menu and presses 1 during the prompt.
@@ -222,8 +222,16 @@ fn vip_caller_gets_priority_and_their_account_manager() {
             "log crm found",
             "log node main/vip_check",
             "log node main/vip",
+            "log node main/vip_greeting",
+            "play welcome-key-customer barge-in"
+        ]
+    );
+    // The key customer is greeted as one, then hears the menu.
+    assert_eq!(
+        d.send(IvrEvent::PromptFinished),
+        [
             "log node main/main_menu",
-            "play main-menu barge-in"
+            "play main-menu,menu-repeat barge-in"
         ]
     );
     d.send(IvrEvent::PromptFinished);
@@ -297,17 +305,37 @@ fn emergency_transfer_after_hours() {
 }
 
 #[test]
+fn star_repeats_the_main_menu_and_the_caller_chooses_after_it() {
+    let mut d = Driver::new(demo(), "main", MONDAY_10_BERLIN);
+    to_main_menu(&mut d);
+    assert_eq!(d.send(IvrEvent::PromptFinished), ["timer 3 6s"]);
+    assert_eq!(
+        d.send(IvrEvent::Digit('*')),
+        [
+            "cancel 3",
+            "log node main/main_menu key=*",
+            "play main-menu,menu-repeat barge-in"
+        ]
+    );
+    d.send(IvrEvent::PromptFinished);
+    assert_eq!(
+        d.send(IvrEvent::Digit('0')),
+        ["cancel 4", "log node main/operator key=0", "enqueue operator priority=1"]
+    );
+}
+
+#[test]
 fn invalid_keys_until_retries_are_exhausted() {
     let mut d = Driver::new(demo(), "main", MONDAY_10_BERLIN);
     to_main_menu(&mut d);
     assert_eq!(d.send(IvrEvent::PromptFinished), ["timer 3 6s"]);
     assert_eq!(
         d.send(IvrEvent::Digit('7')),
-        ["cancel 3", "play invalid,main-menu barge-in"]
+        ["cancel 3", "play invalid,main-menu,menu-repeat barge-in"]
     );
     assert_eq!(
         d.send(IvrEvent::Digit('8')),
-        ["stop", "play invalid,main-menu barge-in"]
+        ["stop", "play invalid,main-menu,menu-repeat barge-in"]
     );
     assert_eq!(d.send(IvrEvent::PromptFinished), ["timer 4 6s"]);
     // Silence counts as a try too, with its own prompt.
@@ -324,7 +352,7 @@ fn menu_timeout_replays_with_the_no_input_prompt() {
     d.send(IvrEvent::PromptFinished);
     assert_eq!(
         d.send(IvrEvent::TimerFired(TimerId(3))),
-        ["play no-input,main-menu barge-in"]
+        ["play no-input,main-menu,menu-repeat barge-in"]
     );
     // A timer that already fired is stale.
     assert!(d.send(IvrEvent::TimerFired(TimerId(3))).is_empty());
@@ -424,7 +452,7 @@ fn slow_crm_times_out_and_a_late_answer_is_ignored() {
             "log crm timeout",
             "log node main/standard",
             "log node main/main_menu",
-            "play main-menu barge-in"
+            "play main-menu,menu-repeat barge-in"
         ]
     );
     assert!(

@@ -229,10 +229,7 @@ fn vip_caller_gets_priority_and_their_account_manager() {
     // The key customer is greeted as one, then hears the menu.
     assert_eq!(
         d.send(IvrEvent::PromptFinished),
-        [
-            "log node main/main_menu",
-            "play main-menu,menu-repeat barge-in"
-        ]
+        ["log node main/main_menu", "play main-menu,menu-repeat barge-in"]
     );
     d.send(IvrEvent::PromptFinished);
     assert_eq!(
@@ -320,7 +317,11 @@ fn star_repeats_the_main_menu_and_the_caller_chooses_after_it() {
     d.send(IvrEvent::PromptFinished);
     assert_eq!(
         d.send(IvrEvent::Digit('0')),
-        ["cancel 4", "log node main/operator key=0", "enqueue operator priority=1"]
+        [
+            "cancel 4",
+            "log node main/operator key=0",
+            "enqueue operator priority=1"
+        ]
     );
 }
 

@@ -2,7 +2,8 @@
 //! test artifacts): a phone agent without a registered phone cannot go ready and is told why; an
 //! offer rings and raises a notification; a missed offer says why the agent is now not ready; the
 //! call and hold times tick; notes typed on call A stay on A although call B is offered and taken
-//! while A's wrap-up form is still open. axe-core finds no serious accessibility violation on any
+//! while A's wrap-up form is still open; an agent asks for more wrap-up time until the queue's
+//! longest and is told when no more can be added. axe-core finds no serious accessibility violation on any
 //! of these views, in English and in Chinese.
 
 use serde_json::{Value, json};
@@ -322,5 +323,70 @@ fn notes_typed_on_call_a_stay_on_a_when_call_b_is_offered_during_wrap_up() {
         assert_eq!(row(&call_a).row.notes.as_deref(), Some("Promised a refund to A"));
         assert_eq!(row(&call_b).row.disposition.as_deref(), Some("resolved"));
         assert_eq!(row(&call_b).row.notes.as_deref(), Some("B asked about roaming"));
+    });
+}
+
+/// More wrap-up time: each press moves the end by 30 s, up to the queue's `wrap_up_max_secs` after
+/// the call's end; then the desktop says no more can be added.
+#[test]
+fn an_agent_extends_wrap_up_until_the_queues_longest() {
+    require_command("sipp");
+    require_command("chromium");
+    require_command("chromedriver");
+    let config = CONFIG.replace("wrap_up_secs = 3\n", "wrap_up_secs = 20\nwrap_up_max_secs = 50\n");
+    assert!(config.contains("wrap_up_max_secs = 50"));
+    let platform = Platform::start(&config);
+    let browser = Browser::start();
+    log_in(&browser, &platform);
+    browser.click("#softphone");
+    browser.wait_for(
+        "the softphone is on",
+        "return window.desk.media === 'browser' && window.desk.reachable === true;",
+    );
+    browser.click("#btn-login");
+    browser.wait_for("ready for calls", "return window.desk.state === 'available';");
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| uac(&platform, "uac_customer_wait_bye.xml", "801", 1, &["-rtp_echo"]));
+        browser.wait_for("offered", "return window.desk.phase === 'offered';");
+        browser.click("#btn-accept");
+        browser.wait_for("connected", "return window.desk.phase === 'connected';");
+        browser.click("#btn-hangup");
+        browser.wait_for(
+            "in wrap-up with its end and the button",
+            "return window.desk.state === 'wrap_up' && window.desk.until > 0 && \
+             !document.querySelector('#wrapup-list .wu-extend').classList.contains('hidden');",
+        );
+        let first_end = browser
+            .eval("return window.desk.until;", json!([]))
+            .as_i64()
+            .expect("until");
+        browser.click("#wrapup-list .wu-extend");
+        browser.wait_for(
+            "the end moved by 30 s",
+            &format!("return window.desk.until === {};", first_end + 30_000),
+        );
+        // 20 s + 30 s is the longest (50 s): a second press is refused and the desktop says so.
+        browser.click("#wrapup-list .wu-extend");
+        browser.wait_for(
+            "no more time",
+            "return document.getElementById('error').innerText.includes('No more time can be added');",
+        );
+        assert_eq!(
+            browser.eval("return window.desk.until;", json!([])).as_i64(),
+            Some(first_end + 30_000)
+        );
+        let shot = browser.save_screenshot("agent-wrap-up-extended");
+        no_serious_violations(&browser, "wrap-up extended");
+        eprintln!("screenshot: {}", shot.display());
+        let call = browser.eval("return window.desk.wrapups[0];", json!([]));
+        save_wrap_up(&browser, call.as_str().expect("call id"), "resolved");
+        let run = caller.join().expect("caller");
+        assert_eq!(
+            (run.successful, run.failed),
+            (1, 0),
+            "{}\n{}",
+            run.output,
+            platform.log()
+        );
     });
 }

@@ -353,6 +353,10 @@ pub struct QueueConfig {
     /// After-call work time; 0 makes the agent available as soon as the call ends.
     #[serde(default)]
     pub wrap_up_secs: u32,
+    /// The longest an agent may stretch one wrap-up to by asking for more time (counted from the
+    /// call's end); at or below `wrap_up_secs` no extension is granted.
+    #[serde(default)]
+    pub wrap_up_max_secs: u32,
     /// How long an offer rings before it is redirected (RONA).
     #[serde(default = "default_offer_timeout")]
     pub offer_timeout_secs: u32,
@@ -397,6 +401,7 @@ impl QueueConfig {
             max_length: None,
             overflow: None,
             wrap_up_secs: 0,
+            wrap_up_max_secs: 0,
             offer_timeout_secs: default_offer_timeout(),
             priority_aging_secs: None,
             reject_sets_not_ready: false,

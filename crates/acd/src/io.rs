@@ -94,6 +94,11 @@ pub enum Input {
     WrapUpDone {
         agent: AgentId,
     },
+    /// The agent asks for `secs` more after-call work, up to the queue's `wrap_up_max_secs`.
+    ExtendWrapUp {
+        agent: AgentId,
+        secs: u32,
+    },
     /// Nothing happened but time passed: fire the timers that are due.
     Tick,
     /// Add or replace a queue.

@@ -73,6 +73,7 @@ fn any_config() -> impl Strategy<Value = AcdConfig> {
             },
         ];
         queues[0].wrap_up_secs = 3;
+        queues[0].wrap_up_max_secs = 10;
         queues[0].priority_aging_secs = Some(20);
         queues[0].announce_every_secs = Some(15);
         queues[1].max_length = Some(3);
@@ -149,6 +150,7 @@ enum Op {
     Reject(u8),
     End(u8),
     WrapUpDone(u8),
+    ExtendWrapUp(u8, u32),
     Tick,
     /// New skills and memberships for an agent; agents 6 and 7 do not exist until the first of these.
     ReconfigureAgent {
@@ -177,7 +179,8 @@ fn any_op() -> impl Strategy<Value = (u32, Op)> {
         4 => any::<u8>().prop_map(Op::Accept),
         1 => any::<u8>().prop_map(Op::Reject),
         3 => any::<u8>().prop_map(Op::End),
-        1 => agent.prop_map(Op::WrapUpDone),
+        1 => agent.clone().prop_map(Op::WrapUpDone),
+        1 => (agent, 0u32..20).prop_map(|(a, secs)| Op::ExtendWrapUp(a, secs)),
         2 => Just(Op::Tick),
         1 => (0u8..AGENTS as u8 + 2, prop::collection::vec(prop::option::of(1u8..=5), 3), prop::collection::vec(prop::option::of(1u8..=2), QUEUES))
             .prop_map(|(agent, skills, ranks)| Op::ReconfigureAgent { agent, skills, ranks }),
@@ -327,6 +330,10 @@ fn to_input(op: &Op, model: &Model, acd: &Acd) -> Option<Input> {
             Input::CallEnded { call }
         }
         Op::WrapUpDone(i) => Input::WrapUpDone { agent: agent_id(i) },
+        Op::ExtendWrapUp(i, secs) => Input::ExtendWrapUp {
+            agent: agent_id(i),
+            secs,
+        },
         Op::Tick => Input::Tick,
         Op::ReconfigureAgent {
             agent: i,

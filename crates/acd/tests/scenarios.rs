@@ -651,6 +651,53 @@ fn wrap_up_ends_by_timer_or_by_the_agent() {
 }
 
 #[test]
+fn an_agent_extends_wrap_up_up_to_the_queues_longest() {
+    let wrap = QueueConfig {
+        wrap_up_secs: 30,
+        wrap_up_max_secs: 90,
+        ..queue("support")
+    };
+    let mut w = World::new(vec![wrap], support_team(1));
+    w.login(0.0, "a1");
+    w.enqueue(1.0, call("c1", "support"));
+    w.accept(2.0, "c1", "a1");
+    w.end(10.0, "c1");
+    let extend = |secs| Input::ExtendWrapUp { agent: a("a1"), secs };
+    assert_eq!(
+        w.at(20.0, extend(30)),
+        ["a1: wrap_up(until 40000ms) -> wrap_up(until 70000ms)"]
+    );
+    // Capped at 90 s after the call's end.
+    assert_eq!(
+        w.at(30.0, extend(60)),
+        ["a1: wrap_up(until 70000ms) -> wrap_up(until 100000ms)"]
+    );
+    let err = w.acd.handle(Timestamp::from_secs(31), extend(30)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "agent a1: extend_wrap_up is not allowed while wrap_up: the wrap-up is at its longest"
+    );
+    // The first end passes unnoticed; the agent is back at the extended end.
+    w.enqueue(35.0, call("c2", "support"));
+    assert_eq!(w.at(40.0, Input::Tick), Vec::<String>::new());
+    assert_eq!(w.acd.next_deadline(), Some(Timestamp::from_secs(100)));
+    assert_eq!(
+        w.at(100.0, Input::Tick),
+        [
+            "a1: wrap_up(until 100000ms) -> available",
+            "offer#2 c2 -> a1 (longest-idle, step 0, idle 0.0s)",
+            "a1: available -> reserved"
+        ]
+    );
+    // Not in wrap-up: nothing to extend.
+    let err = w.acd.handle(Timestamp::from_secs(101), extend(30)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "agent a1: extend_wrap_up is not allowed while reserved: the agent is not in wrap-up"
+    );
+}
+
+#[test]
 fn callbacks_keep_their_original_enqueue_time() {
     let mut w = World::new(vec![queue("support")], support_team(1));
     w.enqueue(100.0, call("c1", "support"));

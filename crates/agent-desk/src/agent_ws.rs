@@ -344,6 +344,7 @@ async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &
             Ok(reason) => Some(AgentChange::NotReady(reason)),
             Err(e) => return error(id, codes::BAD_REQUEST, e.to_string()),
         },
+        AgentRequest::ExtendWrapUp { secs, .. } => Some(AgentChange::ExtendWrapUp(*secs)),
         _ => None,
     };
     if let Some(change) = state_change {
@@ -444,7 +445,8 @@ async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &
         AgentRequest::Login { .. }
         | AgentRequest::Logout { .. }
         | AgentRequest::Ready { .. }
-        | AgentRequest::NotReady { .. } => return AgentFrame::Ack { id },
+        | AgentRequest::NotReady { .. }
+        | AgentRequest::ExtendWrapUp { .. } => return AgentFrame::Ack { id },
     };
     match desk.desks.command(agent, &call, command).await {
         Ok(_) => AgentFrame::Ack { id },

@@ -82,6 +82,12 @@ pub enum AgentRequest {
         id: Option<serde_json::Value>,
         reason: String,
     },
+    /// More time for after-call work, up to the queue's longest wrap-up.
+    ExtendWrapUp {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        secs: u32,
+    },
     Accept {
         #[serde(default)]
         id: Option<serde_json::Value>,
@@ -269,11 +275,12 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, known: &[&str]) -> Result<T
 
 impl AgentRequest {
     /// Every request type (each is documented in `docs/cti-protocol.md`; a test checks).
-    pub const TYPES: [&'static str; 19] = [
+    pub const TYPES: [&'static str; 20] = [
         "login",
         "logout",
         "ready",
         "not_ready",
+        "extend_wrap_up",
         "accept",
         "reject",
         "hangup",
@@ -325,6 +332,7 @@ impl AgentRequest {
             | AgentRequest::Logout { id }
             | AgentRequest::Ready { id }
             | AgentRequest::NotReady { id, .. }
+            | AgentRequest::ExtendWrapUp { id, .. }
             | AgentRequest::Accept { id, .. }
             | AgentRequest::Reject { id, .. }
             | AgentRequest::Hangup { id, .. }

@@ -97,6 +97,7 @@ function setState(v) {
   stateView = v;
   window.desk.state = v ? v.state : null;
   window.desk.reason = v ? (v.reason || null) : null;
+  window.desk.until = v ? (v.until || null) : null;
   const el = $('state');
   el.className = 'state ' + (v ? v.state : 'unknown');
   text(el, stateText(v));
@@ -287,12 +288,26 @@ function toWrapUp(pop, since) {
   notes.value = savedNotes(call);
   notes.addEventListener('input', () => keepNotes(call, notes.value));
   form.addEventListener('submit', (e) => { e.preventDefault(); saveWrapUp(call); });
+  form.querySelector('.wu-extend').addEventListener('click', (e) => extendWrapUp(e.currentTarget));
   $('wrapup-list').prepend(form);
   wrapups.set(call, { pop, form, since: since || Date.now() });
   window.desk.wrapups = [...wrapups.keys()];
   show($('wrapups'), true);
   announce(t('announce.wrapup', { caller: pop.caller }));
   tick();
+}
+// More after-call time, a step at a time; the router caps the whole wrap-up at the queue's longest.
+const EXTEND_STEP_SECS = 30;
+function extendWrapUp(button) {
+  text($('error'), '');
+  button.disabled = true;
+  send({ type: 'extend_wrap_up', secs: EXTEND_STEP_SECS })
+    .then(() => { button.disabled = false; announce(t('announce.wrapup_extended')); })
+    .catch((e) => {
+      // Refused: no more time can be added to this wrap-up; the button stays off.
+      const s = e && e.code === 'illegal_transition' ? t('wrapup.extend_refused') : plain(e);
+      text($('error'), s); announce(s);
+    });
 }
 function saveWrapUp(call) {
   const w = wrapups.get(call);
@@ -332,12 +347,15 @@ function tick() {
   // form stays after that until it is saved.
   let first = true;
   for (const call of [...wrapups.keys()].reverse()) {
-    const el = wrapups.get(call).form.querySelector('.wu-countdown');
-    if (first && stateView && stateView.state === 'wrap_up' && stateView.until) {
+    const form = wrapups.get(call).form;
+    const el = form.querySelector('.wu-countdown');
+    const counting = first && stateView && stateView.state === 'wrap_up' && stateView.until;
+    if (counting) {
       text(el, t('wrapup.countdown', { time: clock(stateView.until - now) }));
     } else {
       text(el, t('wrapup.unsaved'));
     }
+    show(form.querySelector('.wu-extend'), !!counting);
     first = false;
   }
   for (const row of document.querySelectorAll('#queues tr[data-since]')) {

@@ -1,5 +1,5 @@
 //! The one door through which desktops, supervisors and the REST API change an agent's state:
-//! log in, log out, ready, not ready with a reason. They name the change; which router input that
+//! log in, log out, ready, not ready with a reason, more time for wrap-up. They name the change; which router input that
 //! is, and whether the router runs in this process or on the cluster's leader, stays here.
 
 use crate::acd_handle::AcdHandle;
@@ -13,6 +13,8 @@ pub enum AgentChange {
     Logout,
     Ready,
     NotReady(ReasonCode),
+    /// More after-call work by this many seconds, up to the queue's longest wrap-up.
+    ExtendWrapUp(u32),
 }
 
 impl AgentChange {
@@ -27,6 +29,7 @@ impl AgentChange {
             AgentChange::Logout => Input::AgentLogout { agent },
             AgentChange::Ready => Input::AgentReady { agent },
             AgentChange::NotReady(reason) => Input::AgentNotReady { agent, reason },
+            AgentChange::ExtendWrapUp(secs) => Input::ExtendWrapUp { agent, secs },
         }
     }
 }

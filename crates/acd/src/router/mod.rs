@@ -33,6 +33,7 @@ use std::time::Duration;
 
 mod checks;
 mod kpis;
+mod wrap_up;
 
 use checks::check_snapshot;
 
@@ -544,6 +545,7 @@ impl Acd {
                 self.route_agent(now, a, Trigger::AgentAvailable);
                 Ok(())
             }
+            Input::ExtendWrapUp { agent, secs } => self.extend_wrap_up(&agent, secs),
             Input::Tick => Ok(()),
             Input::UpsertQueue(config) => self.upsert_queue(now, config),
             Input::UpsertAgent(config) => self.upsert_agent(now, config),

@@ -41,6 +41,8 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     /// Seconds told to refused callers in Retry-After.
     pub retry_after_secs: u32,
+    /// A TCP or TLS connection that sends nothing for this long is closed.
+    pub stream_idle_timeout_secs: u32,
 }
 
 impl Default for LimitsConfig {
@@ -53,6 +55,7 @@ impl Default for LimitsConfig {
             trusted_sources: Vec::new(),
             max_message_bytes: 8000,
             retry_after_secs: 5,
+            stream_idle_timeout_secs: 60,
         }
     }
 }

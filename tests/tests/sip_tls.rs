@@ -1,7 +1,9 @@
-//! SIP over TLS with real TLS stacks (Debian's SIPp is built without OpenSSL, so Python's `ssl` and
-//! OpenSSL's client are the peers): requests over TLS are answered and screened by the guard like UDP,
-//! and the certificate changes on SIGHUP without a restart.
-
+//! SIP over TLS with real TLS stacks: baresip registers over TLS and calls the IVR with SDES-SRTP
+//! required (the prompt it decrypts is audible); Python's `ssl` and OpenSSL's client check that
+//! requests over TLS are answered and screened by the guard like UDP, that the per-source limit holds
+//! over TCP, and that the certificate changes on SIGHUP without a restart (Debian's SIPp is built
+//! without OpenSSL, so it cannot be the TLS peer); a Python TLS trunk checks that outbound TLS
+//! trusts only unexpired certificates from the configured authorities.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -167,4 +169,304 @@ fn the_per_source_request_limit_holds_over_tcp_too() {
         statuses.iter().any(|s| s.starts_with("SIP/2.0 503")),
         "{statuses:?}"
     );
+}
+
+/// A baresip phone in a temporary home: `accounts` is its account line, `extra` more config lines.
+/// Its stdout lines arrive on the returned channel.
+struct Baresip {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: String,
+    _home: tempfile::TempDir,
+}
+
+impl Baresip {
+    fn start(account: &str, extra: &str, commands: &[&str]) -> (Baresip, PathBuf) {
+        let home = tempfile::tempdir().expect("tempdir");
+        let conf = home.path().join(".baresip");
+        let dumps = home.path().join("dumps");
+        std::fs::create_dir_all(&conf).expect("mkdir");
+        std::fs::create_dir_all(&dumps).expect("mkdir");
+        let sip_port = free_port();
+        std::fs::write(
+            conf.join("config"),
+            format!(
+                "poll_method\tepoll\nnet_interface\t127.0.0.1\nsip_listen\t127.0.0.1:{sip_port}\n\
+audio_player\taufile,/dev/null\naudio_source\tausine,440\naudio_alert\taufile,/dev/null\n\
+ausrc_srate\t48000\nauplay_srate\t48000\nausrc_channels\t2\nauplay_channels\t2\n\
+snd_path\t{}\nmodule_path\t/usr/lib/baresip/modules\nmodule\tg711.so\nmodule\tausine.so\n\
+module\tstdio.so\nmodule\taufile.so\nmodule\tsrtp.so\nmodule\tsndfile.so\nmodule_app\taccount.so\nmodule_app\tmenu.so\n{extra}",
+                dumps.display()
+            ),
+        )
+        .expect("config");
+        std::fs::write(conf.join("accounts"), format!("{account}\n")).expect("accounts");
+        std::fs::write(conf.join("contacts"), "").expect("contacts");
+        let mut cmd = Command::new("baresip");
+        cmd.args(["-f", conf.to_str().unwrap_or_default()]);
+        for c in commands {
+            cmd.args(["-e", c]);
+        }
+        let mut child = cmd
+            .env("HOME", home.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("baresip");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let phone = Baresip {
+            child,
+            lines,
+            seen: String::new(),
+            _home: home,
+        };
+        (phone, dumps)
+    }
+
+    /// Waits for a line containing `what` (an event baresip prints); false when it exits or 20 s
+    /// pass first. Lines containing `refused` end the wait early with false.
+    fn wait_for(&mut self, what: &str, refused: &[&str]) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let Ok(line) = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                return false;
+            };
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+            if line.contains(what) {
+                return true;
+            }
+            if refused.iter().any(|r| line.contains(r)) {
+                return false;
+            }
+        }
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Peak absolute sample of the 16-bit PCM in a WAV file (after its 44-byte header).
+fn peak(wav: &Path) -> i32 {
+    let bytes = std::fs::read(wav).unwrap_or_default();
+    bytes
+        .get(44..)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|s| i32::from(i16::from_le_bytes([s[0], s[1]])).abs())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn baresip_registers_over_tls_and_calls_the_ivr_with_mandatory_srtp() {
+    require_command("baresip");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = certificate(certs.path(), "sip.example");
+    let tls_port = free_port();
+    let flows = test_flows();
+    let platform = Platform::start_with_flows(
+        &tls_config(
+            tls_port,
+            &cert,
+            &key,
+            "[[sip.user]]\nname = \"1001\"\npassword = \"secret1001\"\n[[route]]\nnumber = \"800\"\nivr = \"main\"\n",
+        ),
+        flows.path(),
+    );
+    // baresip registers over TLS (trusting the gateway's certificate), then calls the IVR with SRTP
+    // required: the call is set up only if the answer carries RTP/SAVP with a key it accepts.
+    let (mut phone, dumps) = Baresip::start(
+        &format!(
+            "<sip:1001@127.0.0.1:{tls_port};transport=tls>;auth_pass=secret1001;mediaenc=srtp-mand;regint=300"
+        ),
+        &format!("sip_cafile\t{}\n", cert.display()),
+        &[],
+    );
+    assert!(
+        phone.wait_for("200 OK", &["failed", "488", "403"]),
+        "baresip did not register over TLS:\n{}\n{}",
+        phone.seen,
+        platform.log()
+    );
+    let _ = std::io::Write::write_all(
+        phone.child.stdin.as_mut().expect("stdin"),
+        format!("/dial sip:800@127.0.0.1:{tls_port}\n").as_bytes(),
+    );
+    assert!(
+        phone.wait_for("Call established", &["Call terminated", "failed"]),
+        "no SRTP call:\n{}\n{}",
+        phone.seen,
+        platform.log()
+    );
+    assert!(
+        phone.seen.contains("SRTP is Enabled") && phone.seen.contains(";transport=tls"),
+        "{}",
+        phone.seen
+    );
+    // Event: baresip's decoded-audio dump (what it received, not its own tone) grows with the IVR's prompt, decrypted from SRTP.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let loud = loop {
+        let decoded: Vec<PathBuf> = std::fs::read_dir(&dumps)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let loudest = decoded.iter().map(|p| peak(p)).max().unwrap_or(0);
+        if loudest > 1000 || Instant::now() > deadline {
+            break loudest;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        loud > 1000,
+        "no audible prompt in baresip's dumps ({loud}):\n{}\n{}",
+        phone.seen,
+        platform.log()
+    );
+}
+
+/// A certificate authority and a certificate it signs for `name` (and 127.0.0.1), valid until
+/// `expires` (year, month, day); written as `<file>.ca.crt`, `<file>.crt` and `<file>.key` under `dir`.
+fn signed_certificate(
+    dir: &Path,
+    file: &str,
+    name: &str,
+    expires: (i32, u8, u8),
+) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_string(), "127.0.0.1".into()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(expires.0, expires.1, expires.2);
+    let cert = params.signed_by(&key, &issuer).expect("sign");
+    let paths = (
+        dir.join(format!("{file}.ca.crt")),
+        dir.join(format!("{file}.crt")),
+        dir.join(format!("{file}.key")),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).expect("ca");
+    std::fs::write(&paths.1, cert.pem()).expect("cert");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("key");
+    paths
+}
+
+/// A TLS server (Python's `ssl`) on a free port with `cert`/`key` that prints one line per event:
+/// `handshake failed: ...` or the first line of each SIP request it reads.
+fn tls_trunk(cert: &Path, key: &Path) -> (std::process::Child, u16, std::sync::mpsc::Receiver<String>) {
+    const SERVER: &str = r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(8)
+print("port", srv.getsockname()[1], flush=True)
+while True:
+    raw, _ = srv.accept()
+    try:
+        tls = ctx.wrap_socket(raw, server_side=True)
+    except (ssl.SSLError, OSError) as e:
+        print("handshake failed:", e, flush=True)
+        raw.close()
+        continue
+    data = tls.recv(65536)
+    print("request:", data.split(b"\r\n")[0].decode(errors="replace"), flush=True)
+    tls.close()
+"#;
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            SERVER,
+            cert.to_str().unwrap_or_default(),
+            key.to_str().unwrap_or_default(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("server port");
+    let port = first
+        .strip_prefix("port ")
+        .and_then(|p| p.parse().ok())
+        .expect("port line");
+    (child, port, rx)
+}
+
+/// What the TLS trunk saw when the gateway forwarded a call to it, with `ca` trusted.
+fn forward_over_tls(trunk_cert: &Path, trunk_key: &Path, ca: &Path, name: &str) -> String {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = certificate(certs.path(), "sip.example");
+    let (mut trunk, trunk_port, seen) = tls_trunk(trunk_cert, trunk_key);
+    let platform = Platform::start(&tls_config(
+        free_port(),
+        &cert,
+        &key,
+        &format!(
+            "ca_certificates = \"{}\"\n[[route]]\nnumber = \"700\"\nforward = \"sip:700@{name}:{trunk_port};transport=tls\"\n",
+            ca.display()
+        ),
+    ));
+    let raw = RawSip::new(platform.sip);
+    raw.socket
+        .send_to(raw.invite("700", "fwdtls").as_bytes(), raw.target)
+        .expect("send");
+    // Event: the trunk reports the handshake's outcome (refused, or the INVITE it read).
+    let line = seen
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("the trunk saw nothing:\n{}", platform.log()));
+    let _ = trunk.kill();
+    let _ = trunk.wait();
+    line
+}
+
+#[test]
+fn outbound_tls_trusts_only_valid_certificates_from_the_configured_authorities() {
+    require_command("python3");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let valid_until = (2099, 1, 1);
+    let (ca, cert, key) = signed_certificate(certs.path(), "good", "trunk.example", valid_until);
+    let (other_ca, _, _) = signed_certificate(certs.path(), "other", "trunk.example", valid_until);
+    let (expired_ca, expired_cert, expired_key) =
+        signed_certificate(certs.path(), "expired", "trunk.example", (2021, 1, 1));
+
+    // A certificate from a trusted authority for the address dialled: the INVITE goes through.
+    let seen = forward_over_tls(&cert, &key, &ca, "127.0.0.1");
+    assert!(seen.starts_with("request: INVITE sip:700@"), "{seen}");
+    // The same certificate when another authority is the one trusted: refused in the handshake.
+    let seen = forward_over_tls(&cert, &key, &other_ca, "127.0.0.1");
+    assert!(seen.starts_with("handshake failed"), "{seen}");
+    // An expired certificate from the trusted authority: refused.
+    let seen = forward_over_tls(&expired_cert, &expired_key, &expired_ca, "127.0.0.1");
+    assert!(seen.starts_with("handshake failed"), "{seen}");
 }

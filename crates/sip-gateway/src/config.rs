@@ -22,6 +22,11 @@ pub struct TlsConfig {
     pub listen: SocketAddr,
     pub certificate: PathBuf,
     pub private_key: PathBuf,
+    /// PEM file of the certificate authorities trusted when the gateway connects out over TLS
+    /// (`transport=tls` trunks and forwards). A peer whose certificate does not chain to one of them,
+    /// names another host or has expired is refused. Without it no outbound TLS peer is trusted.
+    #[serde(default)]
+    pub ca_certificates: Option<PathBuf>,
 }
 
 /// Overload and abuse limits.

@@ -389,6 +389,16 @@ async fn add_tls_listener(
             source: std::io::Error::other(e.to_string()),
         })?;
     layer.add_transport(listener.clone().into());
+    if let Some(path) = &tls.ca_certificates {
+        let ca = std::fs::read(path)
+            .map_err(|e| GatewayError::Config(format!("sip.tls.ca_certificates {}: {e}", path.display())))?;
+        // Outbound TLS connections verify the peer against these authorities (and its name and
+        // validity dates: rustls refuses the rest).
+        layer.set_tls_config(rsipstack::transport::tls::TlsConfig {
+            ca_certs: Some(ca),
+            ..Default::default()
+        });
+    }
     Ok(listener)
 }
 

@@ -4,6 +4,7 @@
 //! over TCP, and that the certificate changes on SIGHUP without a restart (Debian's SIPp is built
 //! without OpenSSL, so it cannot be the TLS peer); a Python TLS trunk checks that outbound TLS
 //! trusts only unexpired certificates from the configured authorities.
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -171,108 +172,6 @@ fn the_per_source_request_limit_holds_over_tcp_too() {
     );
 }
 
-/// A baresip phone in a temporary home: `accounts` is its account line, `extra` more config lines.
-/// Its stdout lines arrive on the returned channel.
-struct Baresip {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    seen: String,
-    _home: tempfile::TempDir,
-}
-
-impl Baresip {
-    fn start(account: &str, extra: &str, commands: &[&str]) -> (Baresip, PathBuf) {
-        let home = tempfile::tempdir().expect("tempdir");
-        let conf = home.path().join(".baresip");
-        let dumps = home.path().join("dumps");
-        std::fs::create_dir_all(&conf).expect("mkdir");
-        std::fs::create_dir_all(&dumps).expect("mkdir");
-        let sip_port = free_port();
-        std::fs::write(
-            conf.join("config"),
-            format!(
-                "poll_method\tepoll\nnet_interface\t127.0.0.1\nsip_listen\t127.0.0.1:{sip_port}\n\
-audio_player\taufile,/dev/null\naudio_source\tausine,440\naudio_alert\taufile,/dev/null\n\
-ausrc_srate\t48000\nauplay_srate\t48000\nausrc_channels\t2\nauplay_channels\t2\n\
-snd_path\t{}\nmodule_path\t/usr/lib/baresip/modules\nmodule\tg711.so\nmodule\tausine.so\n\
-module\tstdio.so\nmodule\taufile.so\nmodule\tsrtp.so\nmodule\tsndfile.so\nmodule_app\taccount.so\nmodule_app\tmenu.so\n{extra}",
-                dumps.display()
-            ),
-        )
-        .expect("config");
-        std::fs::write(conf.join("accounts"), format!("{account}\n")).expect("accounts");
-        std::fs::write(conf.join("contacts"), "").expect("contacts");
-        let mut cmd = Command::new("baresip");
-        cmd.args(["-f", conf.to_str().unwrap_or_default()]);
-        for c in commands {
-            cmd.args(["-e", c]);
-        }
-        let mut child = cmd
-            .env("HOME", home.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("baresip");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let phone = Baresip {
-            child,
-            lines,
-            seen: String::new(),
-            _home: home,
-        };
-        (phone, dumps)
-    }
-
-    /// Waits for a line containing `what` (an event baresip prints); false when it exits or 20 s
-    /// pass first. Lines containing `refused` end the wait early with false.
-    fn wait_for(&mut self, what: &str, refused: &[&str]) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let Ok(line) = self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            else {
-                return false;
-            };
-            self.seen.push_str(&line);
-            self.seen.push('\n');
-            if line.contains(what) {
-                return true;
-            }
-            if refused.iter().any(|r| line.contains(r)) {
-                return false;
-            }
-        }
-    }
-}
-
-impl Drop for Baresip {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Peak absolute sample of the 16-bit PCM in a WAV file (after its 44-byte header).
-fn peak(wav: &Path) -> i32 {
-    let bytes = std::fs::read(wav).unwrap_or_default();
-    bytes
-        .get(44..)
-        .unwrap_or_default()
-        .chunks_exact(2)
-        .map(|s| i32::from(i16::from_le_bytes([s[0], s[1]])).abs())
-        .max()
-        .unwrap_or(0)
-}
-
 #[test]
 fn baresip_registers_over_tls_and_calls_the_ivr_with_mandatory_srtp() {
     require_command("baresip");
@@ -291,12 +190,11 @@ fn baresip_registers_over_tls_and_calls_the_ivr_with_mandatory_srtp() {
     );
     // baresip registers over TLS (trusting the gateway's certificate), then calls the IVR with SRTP
     // required: the call is set up only if the answer carries RTP/SAVP with a key it accepts.
-    let (mut phone, dumps) = Baresip::start(
+    let (mut phone, dumps) = peers::baresip(
         &format!(
             "<sip:1001@127.0.0.1:{tls_port};transport=tls>;auth_pass=secret1001;mediaenc=srtp-mand;regint=300"
         ),
         &format!("sip_cafile\t{}\n", cert.display()),
-        &[],
     );
     assert!(
         phone.wait_for("200 OK", &["failed", "488", "403"]),
@@ -304,10 +202,7 @@ fn baresip_registers_over_tls_and_calls_the_ivr_with_mandatory_srtp() {
         phone.seen,
         platform.log()
     );
-    let _ = std::io::Write::write_all(
-        phone.child.stdin.as_mut().expect("stdin"),
-        format!("/dial sip:800@127.0.0.1:{tls_port}\n").as_bytes(),
-    );
+    phone.send(&format!("/dial sip:800@127.0.0.1:{tls_port}"));
     assert!(
         phone.wait_for("Call established", &["Call terminated", "failed"]),
         "no SRTP call:\n{}\n{}",
@@ -322,15 +217,7 @@ fn baresip_registers_over_tls_and_calls_the_ivr_with_mandatory_srtp() {
     // Event: baresip's decoded-audio dump (what it received, not its own tone) grows with the IVR's prompt, decrypted from SRTP.
     let deadline = Instant::now() + Duration::from_secs(20);
     let loud = loop {
-        let decoded: Vec<PathBuf> = std::fs::read_dir(&dumps)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let loudest = decoded.iter().map(|p| peak(p)).max().unwrap_or(0);
+        let loudest = peers::decoded_peak(&dumps);
         if loudest > 1000 || Instant::now() > deadline {
             break loudest;
         }

@@ -5,7 +5,8 @@
 Registers <user> at the gateway unless the password is `-` (then it only places calls), answers every
 incoming call with 200, and takes commands: `call <uri>`, `dtmf <digits>` (RFC 4733), `hold`,
 `unhold`, `hangup`, `quit`. It prints one line per event: `reg <code>`, `incoming`,
-`state <STATE> <code>`, `media active|held`, `dtmf <digit>`, `rx <packets>` (RTP received so far),
+`state <STATE> <code>`, `media active|held`, `dtmf <digit>`, `rx <packets> SAVP|AVP` (RTP received so far and the
+stream's profile),
 `command failed: ...`.
 """
 import queue
@@ -121,7 +122,9 @@ while running:
                 calls[-1].hangup(pj.CallOpParam(True))
             elif cmd == "rx":
                 stat = calls[-1].getStreamStat(0)
-                say("rx", stat.rtcp.rxStat.pkt)
+                info = calls[-1].getStreamInfo(0)
+                secure = info.proto in (pj.PJMEDIA_TP_PROTO_RTP_SAVP, pj.PJMEDIA_TP_PROTO_RTP_SAVPF)
+                say("rx", stat.rtcp.rxStat.pkt, "SAVP" if secure else "AVP")
             elif cmd == "quit":
                 running = False
         except pj.Error as e:

@@ -114,3 +114,42 @@ fn baresip_caller_through_ivr_and_queue_to_a_pjsip_agent_who_holds_resumes_and_h
     assert!(peers::decoded_peak(&dumps) > 1000, "{}", caller.seen);
     assert_queued_and_answered(&platform);
 }
+
+#[test]
+fn pjsip_calls_the_ivr_with_mandatory_srtp_and_decrypts_its_audio() {
+    let flows = test_flows();
+    let platform = platform(&flows);
+    let gw = platform.sip.to_string();
+    let mut caller = peers::pjsua(&gw, "caller", "-", true);
+    expect(&mut caller, "ready", &platform);
+    caller.send(&format!("call sip:800@{gw}"));
+    // PJSIP requires SRTP: the call is confirmed only if our answer carries a key it accepts.
+    expect(&mut caller, "state CONFIRMED", &platform);
+    // Event: its stream counts RTP packets only once they pass SRTP authentication and decryption.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let received = loop {
+        caller.send("rx");
+        assert!(caller.wait_for("rx ", &[]), "{}", caller.seen);
+        let last = caller
+            .seen
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("rx "))
+            .unwrap_or("");
+        let mut words = last.split_whitespace().skip(1);
+        let n: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+        assert_eq!(words.next(), Some("SAVP"), "{}", caller.seen);
+        if n > 10 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        received > 10,
+        "{received} packets:\n{}\n{}",
+        caller.seen,
+        platform.log()
+    );
+    caller.send("hangup");
+    expect(&mut caller, "state DISCONNECTED", &platform);
+}

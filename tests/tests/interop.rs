@@ -2,7 +2,8 @@
 //! pjsua2 binding from PyPI) and baresip (Debian), each as the caller and as the agent's phone. The
 //! caller reaches the IVR, presses 1 (RFC 4733), waits in the queue, the ACD rings the agent's
 //! registered phone, which answers; hold and resume go through; either side hangs up; the interaction
-//! lands in the CRM with its steps.
+//! lands in the CRM with its steps. Once more with Kamailio (`deploy/kamailio/`) in front, and once with
+//! SRTP required by PJSIP.
 
 use system_tests::peers::{self, Phone};
 use system_tests::*;
@@ -85,24 +86,39 @@ fn baresip_caller_through_ivr_and_queue_to_a_pjsip_agent_who_holds_resumes_and_h
     require_command("baresip");
     let flows = test_flows();
     let platform = platform(&flows);
-    let gw = platform.sip.to_string();
-    let mut agent = peers::pjsua(&gw, "1001", "agent1001", false);
-    expect(&mut agent, "reg 200", &platform);
+    baresip_caller_to_pjsip_agent(&platform, &platform.sip.to_string());
+}
 
-    let (mut caller, dumps) = peers::baresip(&format!("<sip:caller@{gw}>;regint=0"), "");
-    expect(&mut caller, "baresip is ready", &platform);
-    caller.send(&format!("/dial sip:800@{gw}"));
-    expect(&mut caller, "Call established", &platform);
+#[test]
+fn through_kamailio_a_baresip_caller_reaches_a_pjsip_agent_registered_through_it_too() {
+    require_command("baresip");
+    let flows = test_flows();
+    let platform = platform(&flows);
+    let kamailio = kamailio::Kamailio::start(&[platform.sip]);
+    kamailio.wait_for(platform.sip, 'A', "in rotation");
+    baresip_caller_to_pjsip_agent(&platform, &kamailio.sip.to_string());
+}
+
+/// The PJSIP agent registers at `entry`, the baresip caller calls the IVR at `entry`, presses 1, the
+/// agent is rung and answers, holds, resumes and hangs up; the caller hangs up in the survey.
+fn baresip_caller_to_pjsip_agent(platform: &Platform, entry: &str) {
+    let mut agent = peers::pjsua(entry, "1001", "agent1001", false);
+    expect(&mut agent, "reg 200", platform);
+
+    let (mut caller, dumps) = peers::baresip(&format!("<sip:caller@{entry}>;regint=0"), "");
+    expect(&mut caller, "baresip is ready", platform);
+    caller.send(&format!("/dial sip:800@{entry}"));
+    expect(&mut caller, "Call established", platform);
     caller.send("1");
     // Event: the ACD rings the PJSIP phone, which answers.
-    expect(&mut agent, "incoming", &platform);
-    expect(&mut agent, "state CONFIRMED", &platform);
+    expect(&mut agent, "incoming", platform);
+    expect(&mut agent, "state CONFIRMED", platform);
     agent.send("hold");
-    expect(&mut agent, "media held", &platform);
+    expect(&mut agent, "media held", platform);
     agent.send("unhold");
-    expect(&mut agent, "media active", &platform);
+    expect(&mut agent, "media active", platform);
     agent.send("hangup");
-    expect(&mut agent, "state DISCONNECTED", &platform);
+    expect(&mut agent, "state DISCONNECTED", platform);
     // The caller is back in the IVR for the survey; baresip hangs up there.
     caller.send("b");
     assert!(
@@ -112,7 +128,7 @@ fn baresip_caller_through_ivr_and_queue_to_a_pjsip_agent_who_holds_resumes_and_h
     );
     // The caller heard the IVR (baresip decoded audible audio).
     assert!(peers::decoded_peak(&dumps) > 1000, "{}", caller.seen);
-    assert_queued_and_answered(&platform);
+    assert_queued_and_answered(platform);
 }
 
 #[test]

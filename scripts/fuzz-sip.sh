@@ -2,7 +2,7 @@
 # Fuzzes the SIP gateway's parsers on the stable toolchain for a fixed time per target.
 #   scripts/fuzz-sip.sh [seconds per target, default 60] [seed, default random]
 # Each target mutates its seeds (crates/sip-gateway/fuzz/corpus/<target> plus built-in messages) and
-# fails on the first panic or broken invariant; the failing input is kept in target/fuzz-findings/.
+# fails on the first panic or broken invariant; the failing input is kept in <target dir>/fuzz-findings/.
 # With a nightly toolchain, `cargo fuzz run screen` (or digest) in crates/sip-gateway adds coverage
 # guidance.
 set -euo pipefail

@@ -1,13 +1,14 @@
 """A PJSIP phone (the pjsua2 Python binding) driven line by line on stdin, for system tests.
 
-    python3 pjsua_phone.py <gateway host:port> <user> <password|-> [srtp]
+    python3 pjsua_phone.py <gateway host:port> <user> <password|-> [srtp] [tls=<CA file>]
 
 Registers <user> at the gateway unless the password is `-` (then it only places calls), answers every
 incoming call with 200, and takes commands: `call <uri>`, `dtmf <digits>` (RFC 4733), `hold`,
-`unhold`, `hangup`, `quit`. It prints one line per event: `reg <code>`, `incoming`,
+`unhold`, `hangup`, `quit`. It prints one line per event: `reg <code> <reason>`, `incoming`,
 `state <STATE> <code>`, `media active|held`, `dtmf <digit>`, `rx <packets> SAVP|AVP` (RTP received so far and the
 stream's profile),
-`command failed: ...`.
+`command failed: ...`. With `tls=<CA file>` it speaks SIP over TLS to the gateway (a TLS port) and
+verifies the gateway's certificate against that file.
 """
 import queue
 import sys
@@ -16,7 +17,9 @@ import threading
 import pjsua2 as pj
 
 gateway, user, password = sys.argv[1], sys.argv[2], sys.argv[3]
-srtp = len(sys.argv) > 4 and sys.argv[4] == "srtp"
+flags = sys.argv[4:]
+srtp = "srtp" in flags
+tls_ca = next((f[4:] for f in flags if f.startswith("tls=")), None)
 calls = []
 
 
@@ -45,7 +48,7 @@ class Call(pj.Call):
 
 class Account(pj.Account):
     def onRegState(self, prm):
-        say("reg", prm.code)
+        say("reg", prm.code, prm.reason)
 
     def onIncomingCall(self, prm):
         call = Call(self, prm.callId)
@@ -67,14 +70,20 @@ ep.libInit(cfg)
 tcfg = pj.TransportConfig()
 tcfg.port = 0
 tcfg.boundAddress = "127.0.0.1"
-ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+if tls_ca:
+    tcfg.tlsConfig.CaListFile = tls_ca
+    tcfg.tlsConfig.verifyServer = True
+    ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tcfg)
+else:
+    ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
 ep.libStart()
 ep.audDevManager().setNullDev()
 
 acfg = pj.AccountConfig()
-acfg.idUri = f"sip:{user}@{gateway}"
+suffix = ";transport=tls" if tls_ca else ""
+acfg.idUri = f"sip:{user}@{gateway}{suffix}"
 if password != "-":
-    acfg.regConfig.registrarUri = f"sip:{gateway}"
+    acfg.regConfig.registrarUri = f"sip:{gateway}{suffix}"
     acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", user, 0, password))
 acfg.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
 # Any free RTP port (pjsua starts at 4000 otherwise, which phones running side by side share).

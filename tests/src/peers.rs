@@ -143,11 +143,20 @@ PyPI in a virtualenv and sets PJSUA_PYTHON), or `pip install pjsua2-python` and 
 
 /// Starts the PJSIP phone for `user` at `gateway` (registered unless `password` is `-`).
 pub fn pjsua(gateway: &str, user: &str, password: &str, srtp: bool) -> Phone {
+    pjsua_with(gateway, user, password, srtp, None)
+}
+
+/// Like [`pjsua`]; with `tls_ca`, over TLS to `gateway` (its TLS port), verifying the gateway's
+/// certificate against that CA file.
+pub fn pjsua_with(gateway: &str, user: &str, password: &str, srtp: bool, tls_ca: Option<&Path>) -> Phone {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/pjsua_phone.py");
     let mut cmd = Command::new(pjsua_python());
     cmd.arg(script).args([gateway, user, password]);
     if srtp {
         cmd.arg("srtp");
+    }
+    if let Some(ca) = tls_ca {
+        cmd.arg(format!("tls={}", ca.display()));
     }
     Phone::spawn(cmd, None)
 }

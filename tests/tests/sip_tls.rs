@@ -1,10 +1,11 @@
-//! SIP over TLS with real TLS stacks: baresip registers over TLS and calls the IVR with SDES-SRTP
-//! required (the prompt it decrypts is audible); Python's `ssl` and OpenSSL's client check that
-//! requests over TLS are answered and screened by the guard like UDP, that the per-source limit holds
-//! over TCP, and that the certificate changes on SIGHUP without a restart (Debian's SIPp is built
-//! without OpenSSL, so it cannot be the TLS peer); a Python TLS trunk checks that outbound TLS
-//! trusts only unexpired certificates from the configured authorities.
-
+//! SIP over TLS with real TLS stacks: baresip and PJSIP register over TLS and call the IVR with
+//! SDES-SRTP required (baresip's decrypted prompt is audible, PJSIP's stream is RTP/SAVP); PJSIP, which
+//! verifies the server, refuses a gateway certificate from an authority it does not trust and an expired
+//! one. Python's `ssl` and OpenSSL's client check that requests over TLS are answered and screened by
+//! the guard like UDP, that the per-source limit holds over TCP, and that the certificate changes on
+//! SIGHUP without a restart (Debian's SIPp is built without OpenSSL, so it cannot be the TLS peer); a
+//! Python TLS trunk checks that outbound TLS trusts only unexpired certificates from the configured
+//! authorities.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -242,11 +243,18 @@ fn signed_certificate(
     let ca_key = rcgen::KeyPair::generate().expect("ca key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Distinct names: a leaf whose subject equals its issuer's looks self-issued to OpenSSL.
+    ca_params.distinguished_name = rcgen::DistinguishedName::new();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{file} test authority"));
     let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let key = rcgen::KeyPair::generate().expect("key");
     let mut params =
         rcgen::CertificateParams::new(vec![name.to_string(), "127.0.0.1".into()]).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(expires.0, expires.1, expires.2);
     let cert = params.signed_by(&key, &issuer).expect("sign");
@@ -356,4 +364,81 @@ fn outbound_tls_trusts_only_valid_certificates_from_the_configured_authorities()
     // An expired certificate from the trusted authority: refused.
     let seen = forward_over_tls(&expired_cert, &expired_key, &expired_ca, "127.0.0.1");
     assert!(seen.starts_with("handshake failed"), "{seen}");
+}
+
+#[test]
+fn pjsip_registers_over_tls_only_when_it_trusts_the_gateways_certificate_and_calls_with_srtp() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = certificate(certs.path(), "sip.example");
+    let (other, _) = certificate(certs.path(), "other.example");
+    let tls_port = free_port();
+    let flows = test_flows();
+    let platform = Platform::start_with_flows(
+        &tls_config(
+            tls_port,
+            &cert,
+            &key,
+            "[[sip.user]]\nname = \"1001\"\npassword = \"secret1001\"\n[[route]]\nnumber = \"800\"\nivr = \"main\"\n",
+        ),
+        flows.path(),
+    );
+    let gw = format!("127.0.0.1:{tls_port}");
+    // PJSIP verifies the server: a certificate from an authority it does not trust is refused and
+    // the registration fails.
+    let mut doubtful = peers::pjsua_with(&gw, "1001", "secret1001", false, Some(&other));
+    assert!(doubtful.wait_for("reg ", &[]), "{}", doubtful.seen);
+    assert!(
+        doubtful.seen.contains("PJSIP_TLS_ECERTVERIF") && !doubtful.seen.contains("reg 200"),
+        "{}\n{}",
+        doubtful.seen,
+        platform.log()
+    );
+    drop(doubtful);
+    // Trusting the gateway's certificate it registers, then calls the IVR over TLS with SRTP required.
+    let mut phone = peers::pjsua_with(&gw, "1001", "secret1001", true, Some(&cert));
+    assert!(
+        phone.wait_for("reg 200", &["reg 4", "reg 5", "reg 1"]),
+        "{}\n{}",
+        phone.seen,
+        platform.log()
+    );
+    phone.send(&format!("call sip:800@{gw};transport=tls"));
+    assert!(
+        phone.wait_for("state CONFIRMED", &["DISCONNECTED"]),
+        "{}\n{}",
+        phone.seen,
+        platform.log()
+    );
+    phone.send("rx");
+    assert!(phone.wait_for("rx ", &[]), "{}", phone.seen);
+    assert!(phone.seen.contains(" SAVP"), "{}", phone.seen);
+    phone.send("hangup");
+    assert!(phone.wait_for("state DISCONNECTED", &[]), "{}", phone.seen);
+}
+
+#[test]
+fn pjsip_accepts_a_valid_gateway_certificate_from_an_authority_it_trusts_and_refuses_an_expired_one() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    // The same kind of certificate, from an authority PJSIP trusts, valid and then expired.
+    for (file, expires, registers) in [("valid", (2099, 1, 1), true), ("expired", (2021, 1, 1), false)] {
+        let (ca, cert, key) = signed_certificate(certs.path(), file, "sip.example", expires);
+        let tls_port = free_port();
+        let platform = Platform::start(&tls_config(
+            tls_port,
+            &cert,
+            &key,
+            "[[sip.user]]\nname = \"1001\"\npassword = \"secret1001\"\n",
+        ));
+        let gw = format!("127.0.0.1:{tls_port}");
+        let mut phone = peers::pjsua_with(&gw, "1001", "secret1001", false, Some(&ca));
+        assert!(phone.wait_for("reg ", &[]), "{}", phone.seen);
+        let refused = phone.seen.contains("PJSIP_TLS_ECERTVERIF");
+        assert_eq!(
+            (phone.seen.contains("reg 200"), refused),
+            (registers, !registers),
+            "{file}: {}\n{}",
+            phone.seen,
+            platform.log()
+        );
+    }
 }

@@ -4,7 +4,7 @@
 //! and splices, and feeds them to the gateway's parsers: none may panic, and what they return must
 //! hold their invariants. Without `FUZZ_SECONDS` each target runs a fixed number of cases (part of the
 //! ordinary test run); `scripts/fuzz-sip.sh` runs each for a fixed time. A failing input is written to
-//! `target/fuzz-findings/<target>-<hash>` before the panic is passed on.
+//! `<target dir>/fuzz-findings/<target>-<hash>` before the panic is passed on.
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -114,7 +114,7 @@ fn apply(mut data: Vec<u8>, edits: &[Edit], other: &[u8]) -> Vec<u8> {
 }
 
 /// Runs `check` on mutations of `seeds` for `FUZZ_SECONDS` (else a fixed 2,000 cases), recording the
-/// input of a panic under `target/fuzz-findings`.
+/// input of a panic under `<target dir>/fuzz-findings`.
 fn fuzz(target: &str, seeds: Vec<Vec<u8>>, check: impl Fn(&[u8])) {
     assert!(!seeds.is_empty());
     let seconds: Option<u64> = std::env::var("FUZZ_SECONDS").ok().and_then(|s| s.parse().ok());
@@ -165,8 +165,11 @@ fn finding_path(target: &str, input: &[u8]) -> PathBuf {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     input.hash(&mut h);
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/fuzz-findings")
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target_dir
+        .join("fuzz-findings")
         .join(format!("{target}-{:016x}", h.finish()))
 }
 

@@ -26,6 +26,7 @@ command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v curl >/dev/null || need+=(curl)
+python3 -c "import ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 # A Chinese font, so zh-CN pages render in Chromium's screenshots.
 [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
@@ -38,6 +39,17 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# --- PJSIP (the pjsua2 Python binding from PyPI) for the interop tests -----------------------------
+if [ -z "${PJSUA_PYTHON:-}" ]; then
+  PJSUA_VENV="${PJSUA_VENV:-$HOME/.cache/callcenter-pjsua}"
+  if ! "$PJSUA_VENV/bin/python" -c 'import pjsua2' >/dev/null 2>&1; then
+    echo "installing pjsua2-python into $PJSUA_VENV"
+    python3 -m venv "$PJSUA_VENV"
+    "$PJSUA_VENV/bin/pip" install -q 'pjsua2-python==2.15.1.post1'
+  fi
+  export PJSUA_PYTHON="$PJSUA_VENV/bin/python"
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -1,11 +1,12 @@
 //! Harness for system tests: starts the real `callcenter` binary on free ports with a test
-//! configuration, waits for its ready line, and runs real peers (SIPp, baresip) against it.
+//! configuration, waits for its ready line, and runs real peers (SIPp, baresip, a PJSIP phone) against it.
 
 pub mod browser;
 pub mod cti;
 pub mod kamailio;
 pub mod outbound;
 pub mod pcap;
+pub mod peers;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};

@@ -1,6 +1,7 @@
 //! SIP authentication against the real binary: a captured `Authorization` replayed from another port is
 //! challenged again instead of registering; repeated failures ban the user at that source, then the
-//! source, never the user everywhere; bans are counted in `/metrics`.
+//! source, never the user everywhere; bans are counted in `/metrics`; a registered agent's phone is rung
+//! directly only from a trusted source.
 
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -116,4 +117,30 @@ fn failures_ban_the_user_at_that_source_then_the_source_never_the_user_elsewhere
         "{}",
         platform.log()
     );
+}
+
+#[test]
+fn a_stranger_cannot_ring_a_registered_agents_phone_directly_unless_from_a_trusted_source() {
+    // 127.0.0.2 is trusted (a PBX or the load balancer); 127.0.0.1 is anyone.
+    let platform = Platform::start(&format!(
+        "[sip.limits]\ntrusted_sources = [\"127.0.0.2\"]\n{USERS}"
+    ));
+    let phone = client("127.0.0.1", &platform);
+    let (status, _) = register_with(&phone, "1001", "agent1001", "direct1");
+    assert_eq!(status, Some(200), "{}", platform.log());
+    // The agent is reached through the ACD; an INVITE to 1001 from a stranger gets what an unknown
+    // number gets, and the phone is not rung.
+    let stranger = client("127.0.0.1", &platform);
+    let refused = stranger
+        .exchange(stranger.invite("1001", "direct2").as_bytes())
+        .expect("a response");
+    assert_eq!(status_of(&refused), Some(404), "{refused}");
+    // From the trusted source the call goes to the phone (which rings: an INVITE reaches it).
+    let trusted = client("127.0.0.2", &platform);
+    trusted
+        .socket
+        .send_to(trusted.invite("1001", "direct3").as_bytes(), trusted.target)
+        .expect("send");
+    let rung = phone.receive().expect("the phone is rung");
+    assert!(rung.starts_with("INVITE sip:1001@"), "{rung}\n{}", platform.log());
 }

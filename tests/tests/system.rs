@@ -257,11 +257,12 @@ fn malformed_and_tortuous_messages_get_the_right_answer_and_the_gateway_keeps_se
             Some(400),
         ),
         (
-            "bad request line",
+            // RFC 3261 §21.5.6, RFC 4475 §3.1.2.16: another SIP version gets 505.
+            "unknown SIP version",
             base("OPTIONS", "m13", "")
                 .replace(" SIP/2.0\r\nVia", " SIP/3.0\r\nVia")
                 .into_bytes(),
-            Some(400),
+            Some(505),
         ),
     ];
     for (name, bytes, expected) in cases {

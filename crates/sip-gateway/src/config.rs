@@ -22,6 +22,11 @@ pub struct TlsConfig {
     pub listen: SocketAddr,
     pub certificate: PathBuf,
     pub private_key: PathBuf,
+    /// PEM file of the certificate authorities trusted when the gateway connects out over TLS
+    /// (`transport=tls` trunks and forwards). A peer whose certificate does not chain to one of them,
+    /// names another host or has expired is refused. Without it no outbound TLS peer is trusted.
+    #[serde(default)]
+    pub ca_certificates: Option<PathBuf>,
 }
 
 /// Overload and abuse limits.
@@ -41,6 +46,8 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     /// Seconds told to refused callers in Retry-After.
     pub retry_after_secs: u32,
+    /// A TCP or TLS connection that sends nothing for this long is closed.
+    pub stream_idle_timeout_secs: u32,
 }
 
 impl Default for LimitsConfig {
@@ -53,6 +60,7 @@ impl Default for LimitsConfig {
             trusted_sources: Vec::new(),
             max_message_bytes: 8000,
             retry_after_secs: 5,
+            stream_idle_timeout_secs: 60,
         }
     }
 }

@@ -88,6 +88,7 @@ pub(crate) struct Core {
     admission: CallAdmission,
     registrar: Registrar,
     auth_guard: Arc<authguard::AuthGuard>,
+    sources: Arc<SourceLimiter>,
     routes: HashMap<String, RouteTarget>,
 }
 
@@ -158,7 +159,7 @@ impl Gateway {
                     max_message_bytes: limits.max_message_bytes,
                     ..ScreenLimits::default()
                 },
-                sources,
+                sources.clone(),
                 metrics.clone(),
             );
             let conn = rsipstack::transport::udp::UdpConnection::from_socket(
@@ -181,9 +182,15 @@ impl Gateway {
                 })?;
             transport_layer.add_transport(listener.into());
         }
-        if let Some(tls) = &sip.tls {
-            add_tls_listener(&transport_layer, tls, sip.advertised_address).await?;
-        }
+        // Idle TCP/TLS connections are closed sooner than the stack's default (an attacker's idle
+        // connections cost a task and buffers each).
+        transport_layer.set_stream_idle_timeout(Duration::from_secs(u64::from(
+            limits.stream_idle_timeout_secs.max(1),
+        )));
+        let tls_listener = match &sip.tls {
+            Some(tls) => Some(add_tls_listener(&transport_layer, tls, sip.advertised_address).await?),
+            None => None,
+        };
 
         let mut builder = rsipstack::EndpointBuilder::new();
         builder
@@ -239,6 +246,7 @@ impl Gateway {
             ),
             registrar: Registrar::new(sip.registrar.clone(), digest, passwords, guard.clone()),
             auth_guard: guard,
+            sources,
             routes,
             config,
         });
@@ -265,6 +273,24 @@ impl Gateway {
             }
             drop(endpoint);
         });
+        if let (Some(listener), Some(tls)) = (tls_listener, core.config.sip.tls.clone()) {
+            let reload_cancel = cancel.clone();
+            tokio::spawn(async move {
+                let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                else {
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = reload_cancel.cancelled() => break,
+                        got = hup.recv() => match got {
+                            Some(()) => reload_tls(&listener, &tls).await,
+                            None => break,
+                        },
+                    }
+                }
+            });
+        }
         info!(%local_addr, "SIP gateway listening");
         Ok(Self {
             core,
@@ -323,11 +349,27 @@ impl Drop for Gateway {
     }
 }
 
+/// Reads the certificate and key again and puts them in the TLS listener (on SIGHUP); connections
+/// already open keep theirs. A file that cannot be read or does not parse leaves the old pair in place.
+async fn reload_tls(listener: &rsipstack::transport::tls::TlsListenerConnection, tls: &config::TlsConfig) {
+    let (cert, key) = match (std::fs::read(&tls.certificate), std::fs::read(&tls.private_key)) {
+        (Ok(c), Ok(k)) => (c, k),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "TLS certificate not reloaded: cannot read the files");
+            return;
+        }
+    };
+    match listener.reload_tls_config(cert, key).await {
+        Ok(()) => info!("TLS certificate reloaded"),
+        Err(e) => warn!(error = %e, "TLS certificate not reloaded"),
+    }
+}
+
 async fn add_tls_listener(
     layer: &rsipstack::transport::TransportLayer,
     tls: &config::TlsConfig,
     advertised: Option<SocketAddr>,
-) -> Result<(), GatewayError> {
+) -> Result<rsipstack::transport::tls::TlsListenerConnection, GatewayError> {
     let cert = std::fs::read(&tls.certificate).map_err(|e| {
         GatewayError::Config(format!("sip.tls.certificate {}: {e}", tls.certificate.display()))
     })?;
@@ -346,8 +388,18 @@ async fn add_tls_listener(
             transport: "tls",
             source: std::io::Error::other(e.to_string()),
         })?;
-    layer.add_transport(listener.into());
-    Ok(())
+    layer.add_transport(listener.clone().into());
+    if let Some(path) = &tls.ca_certificates {
+        let ca = std::fs::read(path)
+            .map_err(|e| GatewayError::Config(format!("sip.tls.ca_certificates {}: {e}", path.display())))?;
+        // Outbound TLS connections verify the peer against these authorities (and its name and
+        // validity dates: rustls refuses the rest).
+        layer.set_tls_config(rsipstack::transport::tls::TlsConfig {
+            ca_certs: Some(ca),
+            ..Default::default()
+        });
+    }
+    Ok(listener)
 }
 
 /// The IP address a request came from (any transport): the stream's peer, else what the stack wrote
@@ -380,6 +432,9 @@ impl Core {
         let call_id = msg::call_id(&tx.original).unwrap_or_default();
         let span = info_span!("sip", %method, call = %call_id);
         async move {
+            if !self.screen_stream(&mut tx).await {
+                return;
+            }
             if let Some(tag) = msg::to_tag(&tx.original)
                 && !matches!(method, Method::Register | Method::Options)
             {
@@ -423,6 +478,58 @@ impl Core {
         }
         .instrument(span)
         .await
+    }
+
+    /// Requests over TCP and TLS get what the UDP socket gives datagrams: the per-source rate limit and
+    /// the guard's screening (of the message as the stack read it). False when the request was
+    /// answered or dropped here.
+    async fn screen_stream(&self, tx: &mut Transaction) -> bool {
+        use rsipstack::transport::SipConnection;
+        let stream = matches!(
+            tx.connection,
+            Some(SipConnection::Tcp(_)) | Some(SipConnection::Tls(_))
+        );
+        if !stream {
+            return true;
+        }
+        let is_ack = tx.original.method == Method::Ack;
+        if let Some(ip) = source_ip(tx)
+            && !self.sources.allow(ip, Timestamp::now_utc().as_millis())
+        {
+            self.metrics.rejected(guard::RejectReason::RateLimited);
+            if !is_ack {
+                let retry = self.config.sip.limits.retry_after_secs.to_string();
+                self.reply(tx, 503, vec![msg::header("Retry-After", retry)]).await;
+            }
+            return false;
+        }
+        let bytes = tx.original.to_string().into_bytes();
+        let limits = ScreenLimits {
+            max_message_bytes: self.config.sip.limits.max_message_bytes,
+            ..ScreenLimits::default()
+        };
+        match guard::screen(&bytes, limits, "stream") {
+            guard::Screened::Pass | guard::Screened::Rewrite(_) => true,
+            guard::Screened::Respond { response, reason } => {
+                self.metrics.rejected(reason);
+                let text = String::from_utf8_lossy(&response);
+                let code = text.get(8..11).and_then(|c| c.parse::<u16>().ok()).unwrap_or(400);
+                let extra = text
+                    .split("\r\n")
+                    .filter_map(|l| l.split_once(':'))
+                    .filter(|(n, _)| n.eq_ignore_ascii_case("Unsupported"))
+                    .map(|(n, v)| msg::header(n, v.trim().to_string()))
+                    .collect();
+                if !is_ack {
+                    self.reply(tx, code, extra).await;
+                }
+                false
+            }
+            guard::Screened::Drop(reason) => {
+                self.metrics.rejected(reason);
+                false
+            }
+        }
     }
 
     async fn reply(&self, tx: &mut Transaction, code: u16, headers: Vec<rsipstack::sip::Header>) {

@@ -7,6 +7,15 @@
 /// A `name-addr`'s URI parameters inside `<...>` are not header parameters; an `addr-spec` without
 /// `<>` has none of its own (RFC 3261 §20: its `;` parameters are header parameters).
 pub fn header_params(value: &str) -> Vec<(String, Option<String>)> {
+    let Some(start) = params_start(value) else {
+        return Vec::new();
+    };
+    split_params(value.get(start..).unwrap_or_default())
+}
+
+/// Where the header parameters of `value` start: after the `>` that closes a name-addr's URI (not
+/// one inside a quoted display name or parameter value), else at an addr-spec's first `;`.
+fn params_start(value: &str) -> Option<usize> {
     let bytes = value.as_bytes();
     let mut i = 0;
     let mut in_quotes = false;
@@ -47,8 +56,7 @@ pub fn header_params(value: &str) -> Vec<(String, Option<String>)> {
         }
         i += 1;
     }
-    let Some(start) = start else { return Vec::new() };
-    split_params(value.get(start..).unwrap_or_default())
+    start
 }
 
 /// The value with its header parameters written `;name=value` (no white space around `;` and `=`);
@@ -58,12 +66,9 @@ pub fn normalize_params(value: &str) -> Option<String> {
     if params.is_empty() {
         return None;
     }
-    // Where the parameters start: after '>' in a name-addr, at the first ';' of an addr-spec.
-    let start = if value.contains('<') {
-        value.rfind('>')? + 1
-    } else {
-        value.find(';')?
-    };
+    // Where the parameters start, found as `header_params` finds them (a '>' or ';' inside quotes,
+    // e.g. `+sip.instance="<urn:uuid:1>"`, is not the start).
+    let start = params_start(value)?;
     let mut out = value[..start].trim_end().to_string();
     for (name, v) in &params {
         out.push(';');
@@ -312,6 +317,11 @@ mod tests {
             Some("\"J\" <sip:j@example.com>;tag=98asjd8")
         );
         assert_eq!(normalize_params("<sip:a@b>;tag=1"), None);
+        // A '>' inside a quoted parameter value does not end the URI (found by the fuzz test).
+        assert_eq!(
+            normalize_params("<sip:a@b>;x=\"<urn:1>\" ; tag = 1").as_deref(),
+            Some("<sip:a@b>;x=\"<urn:1>\";tag=1")
+        );
         assert_eq!(
             normalize_params("sip:a@b ;   tag    = x").as_deref(),
             Some("sip:a@b;tag=x")

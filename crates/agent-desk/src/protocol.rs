@@ -589,6 +589,9 @@ pub struct AgentRow {
     pub state: StateView,
     pub occupancy: Option<f64>,
     pub handled: u64,
+    /// The call the router has tied to the agent (ringing or connected), whichever node holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<CallId>,
 }
 
 /// What the server sends a wallboard.
@@ -651,6 +654,7 @@ impl SupervisorFrame {
                     },
                     occupancy: a.occupancy,
                     handled: a.counters.handled,
+                    call: a.call.clone(),
                 })
                 .collect(),
         }

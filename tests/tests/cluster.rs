@@ -659,8 +659,8 @@ fn sigterm_hands_the_lead_over_first_and_the_node_leaves_cleanly() {
 /// C), and a supervisor on node C listens in: the offer with its screen pop and the phases reach
 /// node A; a reload there picks the call up again; the desktop's commands (accept, hold, unhold,
 /// hang-up, wrap-up) and the supervisor's (monitor) are carried to node B, run there and answered
-/// from there; node C's wallboard shows the router's record of the agent's call, and node B rings
-/// the supervisor's phone.
+/// from there; node C's wallboard shows the router's record of the agent's call and that node B
+/// holds it, and node B rings the supervisor's phone.
 #[test]
 fn a_desktop_and_a_supervisor_on_other_nodes_handle_a_call_held_on_node_b() {
     let test = "the cross-node desktop test";
@@ -700,13 +700,16 @@ fn a_desktop_and_a_supervisor_on_other_nodes_handle_a_call_held_on_node_b() {
         assert_eq!(f["code"], "answer_on_phone", "answered by node B: {f}");
 
         // Node C's wallboard: the router's record of who talks to whom, cluster-wide (ringing
-        // first, then on the call).
+        // first, then on the call), and which node holds the call.
         board
             .next_where(|f| {
                 f["type"] == "stats"
                     && f["agents"].as_array().is_some_and(|a| {
                         a.iter().any(|r| {
-                            r["agent"] == "2001" && r["call"] == call.as_str() && r["state"] == "on_call"
+                            r["agent"] == "2001"
+                                && r["call"] == call.as_str()
+                                && r["state"] == "on_call"
+                                && r["node"].as_str().is_some_and(|n| n.starts_with("node-b."))
                         })
                     })
             })

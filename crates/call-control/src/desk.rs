@@ -181,6 +181,22 @@ impl DeskHub {
         }
     }
 
+    /// On a cluster, the node holding `call` (this one or another, as far as this node has heard);
+    /// None in one process.
+    pub fn call_node(&self, call: &CallId) -> Option<String> {
+        let relay = self.relay.get()?;
+        let here = self.hub.lock().calls.keys().any(|(c, _)| c == call);
+        if here {
+            Some(relay.node().to_string())
+        } else {
+            relay
+                .all_remote()
+                .into_iter()
+                .find(|r| &r.view.pop.call == call)
+                .map(|r| r.node)
+        }
+    }
+
     /// Whether this node holds `call` for `agent`.
     pub(crate) fn holds(&self, call: &CallId, agent: &AgentId) -> bool {
         self.hub.lock().calls.contains_key(&(call.clone(), agent.clone()))

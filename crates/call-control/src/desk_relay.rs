@@ -270,6 +270,11 @@ impl DeskRelay {
         let _ = self.events.send((agent.clone(), event));
     }
 
+    /// This node's id in the cluster.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// Tells the other nodes that `agent`'s desktop is attached here with `media`, or (None) left.
     pub(crate) fn publish_desk(&self, agent: &AgentId, media: Option<AgentMedia>) {
         self.desks.lock().remove(agent);
@@ -722,6 +727,13 @@ mod tests {
 
         assert_eq!(next(&mut desk).await, DeskEvent::Offered(p.clone()));
         assert!(a.busy(&agent), "node A knows the agent's call on node B");
+        for hub in [&a, &b] {
+            assert_eq!(
+                hub.call_node(&p.call).as_deref(),
+                Some("node-b"),
+                "where the call is"
+            );
+        }
         b.set_phase(&p.call, &agent, CallPhase::Connected, Timestamp::from_millis(9));
         assert_eq!(
             next(&mut desk).await,

@@ -8,13 +8,14 @@
 //! read in order): every caller was served exactly once, and **no phone ever carried two calls at
 //! once**, whichever node held the call and whichever node led the router at the time.
 //!
-//! Scenarios: 40 callers spread over the nodes by Kamailio; the leader's node frozen (SIGSTOP) past
-//! its lease while callers wait, then resumed (it makes no offer and changes nothing); the leader's
-//! node killed with `kill -9` while callers wait on the other nodes (a standby takes over and serves
-//! every one of them); Redis (a private one, append-only file) killed and restarted under load; the
-//! leader's node sent SIGTERM (it hands the lead over, then leaves with exit 0); an agent's desktop on
-//! one node and a supervisor on another handling a call held on a third. Rates are modest: the
-//! machine is shared.
+//! Scenarios: 40 callers spread over the nodes by Kamailio, every agent's desktop on a node other
+//! than their phone's (it follows each call and files its wrap-up); the leader's node frozen
+//! (SIGSTOP) past its lease while callers wait, then resumed (it makes no offer and changes
+//! nothing); the leader's node killed with `kill -9` while callers wait on the other nodes (a
+//! standby takes over and serves every one of them); Redis (a private one, append-only file) killed
+//! and restarted under load; the leader's node sent SIGTERM (it hands the lead over, then leaves
+//! with exit 0); an agent's desktop on one node and a supervisor on another handling a call held on
+//! a third. Rates are modest: the machine is shared.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -494,6 +495,59 @@ impl Cluster {
     }
 }
 
+/// What an agent's desktop went through: offers, and offers that ended (released or withdrawn).
+#[derive(Debug, Default)]
+struct Followed {
+    offers: usize,
+    closed: usize,
+}
+
+/// An agent's desktop: counts offers and their ends and files every wrap-up it is asked for, until
+/// `stop`, then until every offer it saw has ended.
+async fn desktop(
+    mut ws: system_tests::cti::CtiClient,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Followed {
+    let mut seen = Followed::default();
+    let mut id = 0u64;
+    let mut stopping = false;
+    loop {
+        if stopping && seen.closed >= seen.offers {
+            return seen;
+        }
+        let f = if stopping {
+            // A failure bound only: after the callers are done, the last wrap-ups come at once.
+            match ws
+                .next_before(tokio::time::Instant::now() + system_tests::cti::FRAME_WAIT)
+                .await
+            {
+                Some(f) => f,
+                None => return seen,
+            }
+        } else {
+            tokio::select! {
+                f = ws.next_before(tokio::time::Instant::now() + Duration::from_secs(3600)) => f.expect("a frame"),
+                _ = stop.changed() => {
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
+        match f["type"].as_str() {
+            Some("offer") => seen.offers += 1,
+            Some("released") | Some("offer_withdrawn") => seen.closed += 1,
+            Some("call_phase") if f["phase"] == "wrap_up" => {
+                id += 1;
+                let answer = ws
+                    .ask(serde_json::json!({"type": "wrap_up", "id": id, "call": f["call"], "disposition": "resolved"}))
+                    .await;
+                assert_eq!(answer["type"], "ack", "{answer}");
+            }
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn forty_callers_over_three_nodes_are_each_served_once_and_no_phone_carries_two_calls() {
     let Some(cluster) = Cluster::start("the three-node cluster test", 200) else {
@@ -504,6 +558,23 @@ fn forty_callers_over_three_nodes_are_each_served_once_and_no_phone_carries_two_
     for sip in &sips {
         kamailio.wait_for(*sip, 'A', "every node in rotation");
     }
+    // Every agent's desktop is on a node other than the one their phone registered through; it
+    // files each call's wrap-up as it comes.
+    let rt = runtime();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let desktops: Vec<_> = (0..AGENTS)
+        .map(|i| {
+            let user = agent(i);
+            let node = cluster.node((i + 1) % 3);
+            let token = node.login(&user, &format!("desk{user}"));
+            let ws = rt.block_on(system_tests::cti::CtiClient::connect(
+                node.http,
+                "/ws/agent",
+                &token,
+            ));
+            rt.spawn(desktop(ws, stopped.clone()))
+        })
+        .collect();
     let (ok, failed) = Callers::start(kamailio.sip, 40, 4).wait();
     assert_eq!(
         (ok, failed),
@@ -513,6 +584,18 @@ fn forty_callers_over_three_nodes_are_each_served_once_and_no_phone_carries_two_
         cluster.logs()
     );
     cluster.assert_served_once_each(40, "40 callers over three nodes");
+    let _ = stop.send(true);
+    let tallies = cluster.tallies();
+    for (i, d) in desktops.into_iter().enumerate() {
+        let seen = rt.block_on(d).expect("the desktop's task");
+        assert!(
+            seen.offers >= tallies[i].calls && seen.closed == seen.offers,
+            "agent {}'s desktop on another node followed every call of their phone: {seen:?}, {:?}\n{}",
+            agent(i),
+            tallies[i],
+            cluster.logs()
+        );
+    }
     // Kamailio spread the callers: every node held some (its own admitted calls).
     let per_node: Vec<u64> = (0..3).map(|i| cluster.gauge(i, "sip_calls_total")).collect();
     assert!(per_node.iter().all(|n| *n > 0), "calls per node: {per_node:?}");

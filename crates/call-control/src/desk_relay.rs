@@ -52,6 +52,8 @@ pub const RESEND_AFTER: Duration = Duration::from_secs(2);
 const CLAIM_IDLE: Duration = Duration::from_secs(3);
 /// How long the answer of a command run here is kept for repeats (longer than any resend).
 const ANSWER_KEPT: Duration = Duration::from_secs(60);
+/// How often the liveness of the nodes holding the calls known here is checked.
+const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
 fn commands_stream(node: &str) -> String {
     format!("desk.cmds.{node}")
@@ -237,8 +239,15 @@ impl DeskRelay {
                 }
             }))
             .abort_handle(),
-            tokio::spawn(serve_commands(weak.clone(), store.clone(), node.clone(), hub)).abort_handle(),
-            tokio::spawn(read_replies(weak, store, node)).abort_handle(),
+            tokio::spawn(serve_commands(
+                weak.clone(),
+                store.clone(),
+                node.clone(),
+                hub.clone(),
+            ))
+            .abort_handle(),
+            tokio::spawn(read_replies(weak.clone(), store.clone(), node)).abort_handle(),
+            tokio::spawn(watch_nodes(weak, store, hub)).abort_handle(),
         ];
         *relay.tasks.lock() = tasks;
         Ok(relay)
@@ -495,6 +504,43 @@ impl DeskRelay {
         }
     }
 
+    /// The other nodes this node knows calls or desktops of.
+    fn known_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self.remote.lock().values().map(|r| r.node.clone()).collect();
+        nodes.extend(self.desks.lock().values().map(|(n, _)| n.clone()));
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Node `node` is gone (its liveness record lapsed): its calls ended with it (the router lets
+    /// them go), so this node's desktops are told and nothing of it is kept.
+    fn node_gone(&self, hub: &DeskHub, node: &str) {
+        let ended: Vec<(CallId, AgentId)> = {
+            let mut remote = self.remote.lock();
+            let ended: Vec<_> = remote
+                .iter()
+                .filter(|(_, r)| r.node == node)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &ended {
+                remote.remove(k);
+            }
+            ended
+        };
+        self.desks.lock().retain(|_, (n, _)| n != node);
+        if !ended.is_empty() {
+            warn!(
+                node,
+                calls = ended.len(),
+                "a node holding calls is gone; their desktops are told"
+            );
+        }
+        for (call, agent) in ended {
+            hub.notify_local(&agent, DeskEvent::Released { call });
+        }
+    }
+
     fn on_reply(&self, payload: &[u8]) {
         let Ok(reply) = serde_json::from_slice::<ReplyEntry>(payload) else {
             warn!("a relayed desk reply does not decode; dropped");
@@ -629,6 +675,26 @@ async fn serve_commands(relay: Weak<DeskRelay>, store: StateStore, node: String,
     }
 }
 
+/// Forgets the calls and desktops of nodes whose liveness record (renewed by each node's router
+/// client) has lapsed: a node killed never says its calls ended.
+async fn watch_nodes(relay: Weak<DeskRelay>, store: StateStore, hub: DeskHub) {
+    loop {
+        tokio::time::sleep(LIVENESS_EVERY).await;
+        let Some(nodes) = relay.upgrade().map(|r| r.known_nodes()) else {
+            return;
+        };
+        for node in nodes {
+            let alive = store
+                .get_blob(routing::protocol::NODES_NAMESPACE, &node, Timestamp::now_utc())
+                .await;
+            // A store error says nothing about the node.
+            if let (Ok(None), Some(relay)) = (alive, relay.upgrade()) {
+                relay.node_gone(&hub, &node);
+            }
+        }
+    }
+}
+
 /// Reads the answers to this node's relayed commands, acknowledging each once handed over.
 async fn read_replies(relay: Weak<DeskRelay>, store: StateStore, node: String) {
     let stream = replies_stream(&node);
@@ -693,7 +759,19 @@ mod tests {
         })
     }
 
+    /// A node of the cluster: alive (its liveness record, as its router client keeps it) and its
+    /// hub joined to the relay.
     async fn node(store: &StateStore, name: &str) -> DeskHub {
+        store
+            .put_blob(
+                routing::protocol::NODES_NAMESPACE,
+                name,
+                b"alive",
+                &state_store::BlobWrite::new(),
+                Timestamp::now_utc(),
+            )
+            .await
+            .expect("alive");
         let hub = DeskHub::new();
         hub.join_cluster(store.clone(), name.to_string())
             .await
@@ -891,5 +969,29 @@ mod tests {
         let _ = r.reply.send(Ok(None));
         assert_eq!(hold.await.expect("joined"), Ok(None));
         assert!(calls.try_recv().is_err(), "the call heard the hold once");
+    }
+
+    #[tokio::test]
+    async fn the_calls_of_a_node_that_died_are_released_on_the_other_nodes() {
+        let store = StateStore::memory();
+        let (a, b) = (node(&store, "node-a").await, node(&store, "node-b").await);
+        let agent = agent("2001");
+        let mut desk = a.attach(&agent, AgentMedia::Phone);
+        let (tx, _calls) = mpsc::unbounded_channel();
+        let p = pop("c1");
+        b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
+        assert!(matches!(next(&mut desk).await, DeskEvent::Offered(_)));
+        // Node B dies: its liveness record lapses (here: is gone), and it never says so itself.
+        store
+            .delete_blob(routing::protocol::NODES_NAMESPACE, "node-b", None)
+            .await
+            .expect("deleted");
+        assert_eq!(
+            next(&mut desk).await,
+            DeskEvent::Released { call: p.call.clone() }
+        );
+        assert!(!a.busy(&agent), "nothing of node B is kept");
+        assert_eq!(a.call_node(&p.call), None);
+        drop(b);
     }
 }

@@ -1073,6 +1073,26 @@ impl RedisStore {
         Ok(StreamEntryId(id))
     }
 
+    pub(crate) async fn stream_append_capped(
+        &self,
+        stream: &str,
+        payload: &[u8],
+        max_len: usize,
+    ) -> StateResult<StreamEntryId> {
+        let mut conn = self.write_conn().await?;
+        let id: String = redis::cmd("XADD")
+            .arg(self.key(&["stream", stream]))
+            .arg("MAXLEN")
+            .arg(max_len)
+            .arg("*")
+            .arg("d")
+            .arg(payload)
+            .query_async(&mut conn)
+            .await?;
+        self.confirm(&mut conn).await?;
+        Ok(StreamEntryId(id))
+    }
+
     pub(crate) async fn stream_ensure_group(&self, stream: &str, group: &str) -> StateResult<()> {
         let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")

@@ -52,6 +52,9 @@ pub const RESEND_AFTER: Duration = Duration::from_secs(2);
 const CLAIM_IDLE: Duration = Duration::from_secs(3);
 /// How long the answer of a command run here is kept for repeats (longer than any resend).
 const ANSWER_KEPT: Duration = Duration::from_secs(60);
+/// Events kept in the stream: readers follow live, so only one far behind (by this many events,
+/// minutes of the busiest hour) would miss any.
+const EVENTS_KEPT: usize = 100_000;
 /// How often the liveness of the nodes holding the calls known here is checked.
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -608,8 +611,17 @@ async fn append_events(
             agent,
             event,
         };
-        if let Ok(payload) = serde_json::to_vec(&entry) {
-            append_retrying(&store, EVENTS_STREAM, &payload).await;
+        let Ok(payload) = serde_json::to_vec(&entry) else {
+            continue;
+        };
+        let mut failures = 0u32;
+        while let Err(error) = store
+            .stream_append_capped(EVENTS_STREAM, &payload, EVENTS_KEPT)
+            .await
+        {
+            debug!(%error, "a desk event append failed; retrying");
+            tokio::time::sleep(backoff(failures)).await;
+            failures = failures.saturating_add(1);
         }
     }
 }

@@ -73,6 +73,23 @@ impl CtiClient {
         }
     }
 
+    /// The next frame (kept ones first), or None when none arrives before `deadline`.
+    pub async fn next_before(&mut self, deadline: tokio::time::Instant) -> Option<Value> {
+        if let Some(f) = self.kept.pop_front() {
+            return Some(f);
+        }
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?
+                .expect("socket open")
+                .expect("frame");
+            if let Message::Text(t) = msg {
+                return Some(serde_json::from_str(t.as_str()).expect("JSON frame"));
+            }
+        }
+    }
+
     /// The next frame of type `kind`.
     pub async fn next_of(&mut self, kind: &str) -> Value {
         self.next_where(|f| f["type"] == kind).await

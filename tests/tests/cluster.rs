@@ -8,12 +8,14 @@
 //! read in order): every caller was served exactly once, and **no phone ever carried two calls at
 //! once**, whichever node held the call and whichever node led the router at the time.
 //!
-//! Scenarios: 40 callers spread over the nodes by Kamailio; the leader's node frozen (SIGSTOP) past
-//! its lease while callers wait, then resumed (it makes no offer and changes nothing); the leader's
-//! node killed with `kill -9` while callers wait on the other nodes (a standby takes over and serves
-//! every one of them); Redis (a private one, append-only file) killed and restarted under load; the
-//! leader's node sent SIGTERM (it hands the lead over, then leaves with exit 0). Rates are modest:
-//! the machine is shared.
+//! Scenarios: 40 callers spread over the nodes by Kamailio, every agent's desktop on a node other
+//! than their phone's (it follows each call and files its wrap-up); the leader's node frozen
+//! (SIGSTOP) past its lease while callers wait, then resumed (it makes no offer and changes
+//! nothing); the leader's node killed with `kill -9` while callers wait on the other nodes (a
+//! standby takes over and serves every one of them); Redis (a private one, append-only file) killed
+//! and restarted under load; the leader's node sent SIGTERM (it hands the lead over, then leaves
+//! with exit 0); an agent's desktop on one node and a supervisor on another handling a call held on
+//! a third. Rates are modest: the machine is shared.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -80,7 +82,7 @@ fn psql(url: &str, sql: &str) {
 
 /// Every node's configuration: the shared store and database, the cluster on, one queue served by
 /// eight SIP-phone agents who are ready at start, and route 700 to the queue.
-fn node_config(redis: &str, prefix: &str, database: &str) -> String {
+fn node_config(redis: &str, prefix: &str, database: &str, agents: usize) -> String {
     let mut c = format!(
         "[sip.limits]\nmax_calls_per_second = 0\nper_source_requests_per_second = 0\ntrusted_sources = [\"127.0.0.1\"]\n\n\
          [state]\nbackend = \"redis\"\nredis_url = \"{redis}\"\nkey_prefix = \"{prefix}\"\n\n\
@@ -91,13 +93,19 @@ fn node_config(redis: &str, prefix: &str, database: &str) -> String {
          [[route]]\nnumber = \"700\"\nqueue = \"support\"\n\n\
          [[acd.queues]]\nid = \"support\"\noffer_timeout_secs = 10\n\n"
     );
-    for i in 0..AGENTS {
+    for i in 0..agents {
         let user = agent(i);
         c.push_str(&format!(
             "[[sip.user]]\nname = \"{user}\"\npassword = \"pw{user}\"\n\n\
-             [[acd.agents]]\nid = \"{user}\"\nqueues = [{{ queue = \"support\", rank = 1 }}]\n\n"
+             [[acd.agents]]\nid = \"{user}\"\nqueues = [{{ queue = \"support\", rank = 1 }}]\n\n\
+             [[desk.user]]\nid = \"{user}\"\nname = \"Agent {user}\"\nrole = \"agent\"\npassword = \"desk{user}\"\n\n"
         ));
     }
+    // A supervisor with a SIP phone of their own (to listen in).
+    c.push_str(
+        "[[sip.user]]\nname = \"super\"\npassword = \"pwsuper\"\n\n\
+         [[desk.user]]\nid = \"super\"\nname = \"Sam Supervisor\"\nrole = \"supervisor\"\npassword = \"desksuper\"\n\n",
+    );
     c
 }
 
@@ -115,14 +123,21 @@ struct Phone {
 }
 
 impl Phone {
-    fn start(talk_ms: u32) -> Phone {
+    /// A phone that talks `talk_ms` and hangs up, or (None) waits for the other side to hang up.
+    fn start(talk_ms: Option<u32>) -> Phone {
         let dir = tempfile::tempdir().expect("tempdir");
         let trace = dir.path().join("messages.log");
         let port = free_port();
         let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(scenarios_dir().join("uas_talk_bye.xml"))
-            .args(["-d", &talk_ms.to_string()])
+            .args(match talk_ms {
+                Some(ms) => vec![
+                    "-sf".to_string(),
+                    scenarios_dir().join("uas_talk_bye.xml").display().to_string(),
+                    "-d".to_string(),
+                    ms.to_string(),
+                ],
+                None => vec!["-sn".to_string(), "uas".to_string()],
+            })
             .args(["-i", "127.0.0.1", "-p", &port.to_string()])
             .args(["-mp", &free_port().to_string(), "-m", "100000", "-nostdin"])
             .args(["-trace_msg", "-message_file"])
@@ -355,14 +370,20 @@ struct Cluster {
 impl Cluster {
     fn start(test: &str, talk_ms: u32) -> Option<Cluster> {
         let redis = redis_url(test)?;
-        Self::start_on(test, &redis, talk_ms)
+        Self::start_with(test, &redis, AGENTS, Some(talk_ms))
     }
 
     fn start_on(test: &str, redis: &str, talk_ms: u32) -> Option<Cluster> {
+        Self::start_with(test, redis, AGENTS, Some(talk_ms))
+    }
+
+    /// `agents` agents whose phones talk `talk_ms` (None: until the other side hangs up); agent
+    /// `i`'s phone registers through node `(i + 2) % 3`.
+    fn start_with(test: &str, redis: &str, agents: usize, talk_ms: Option<u32>) -> Option<Cluster> {
         require_command("sipp");
         let db = Database::create(test)?;
         let prefix = format!("cccluster{}x{}", std::process::id(), free_port());
-        let config = node_config(redis, &prefix, &db.url);
+        let config = node_config(redis, &prefix, &db.url, agents);
         let nodes: Vec<Option<Platform>> = NODE_NAMES
             .iter()
             .map(|name| {
@@ -378,7 +399,7 @@ impl Cluster {
                 ))
             })
             .collect();
-        let phones: Vec<Phone> = (0..AGENTS).map(|_| Phone::start(talk_ms)).collect();
+        let phones: Vec<Phone> = (0..agents).map(|_| Phone::start(talk_ms)).collect();
         let cluster = Cluster {
             nodes,
             phones,
@@ -386,12 +407,12 @@ impl Cluster {
         };
         for (i, phone) in cluster.phones.iter().enumerate() {
             let user = agent(i);
-            register_agent_phone(cluster.node(i % 3), &user, &format!("pw{user}"), phone.port);
+            register_agent_phone(cluster.node((i + 2) % 3), &user, &format!("pw{user}"), phone.port);
         }
-        // Every node sees the whole cluster: eight agents ready in the one queue.
+        // Every node sees the whole cluster: every agent ready in the one queue.
         for i in 0..3 {
-            cluster.wait_until("every node's wallboard shows the eight agents ready", || {
-                cluster.gauge(i, "acd_agents{queue=\"support\",state=\"available\"}") == AGENTS as u64
+            cluster.wait_until("every node's wallboard shows every agent ready", || {
+                cluster.gauge(i, "acd_agents{queue=\"support\",state=\"available\"}") == agents as u64
             });
         }
         cluster.wait_until("one node leads the router", || cluster.leader().is_some());
@@ -474,6 +495,59 @@ impl Cluster {
     }
 }
 
+/// What an agent's desktop went through: offers, and offers that ended (released or withdrawn).
+#[derive(Debug, Default)]
+struct Followed {
+    offers: usize,
+    closed: usize,
+}
+
+/// An agent's desktop: counts offers and their ends and files every wrap-up it is asked for, until
+/// `stop`, then until every offer it saw has ended.
+async fn desktop(
+    mut ws: system_tests::cti::CtiClient,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Followed {
+    let mut seen = Followed::default();
+    let mut id = 0u64;
+    let mut stopping = false;
+    loop {
+        if stopping && seen.closed >= seen.offers {
+            return seen;
+        }
+        let f = if stopping {
+            // A failure bound only: after the callers are done, the last wrap-ups come at once.
+            match ws
+                .next_before(tokio::time::Instant::now() + system_tests::cti::FRAME_WAIT)
+                .await
+            {
+                Some(f) => f,
+                None => return seen,
+            }
+        } else {
+            tokio::select! {
+                f = ws.next_before(tokio::time::Instant::now() + Duration::from_secs(3600)) => f.expect("a frame"),
+                _ = stop.changed() => {
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
+        match f["type"].as_str() {
+            Some("offer") => seen.offers += 1,
+            Some("released") | Some("offer_withdrawn") => seen.closed += 1,
+            Some("call_phase") if f["phase"] == "wrap_up" => {
+                id += 1;
+                let answer = ws
+                    .ask(serde_json::json!({"type": "wrap_up", "id": id, "call": f["call"], "disposition": "resolved"}))
+                    .await;
+                assert_eq!(answer["type"], "ack", "{answer}");
+            }
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn forty_callers_over_three_nodes_are_each_served_once_and_no_phone_carries_two_calls() {
     let Some(cluster) = Cluster::start("the three-node cluster test", 200) else {
@@ -484,6 +558,23 @@ fn forty_callers_over_three_nodes_are_each_served_once_and_no_phone_carries_two_
     for sip in &sips {
         kamailio.wait_for(*sip, 'A', "every node in rotation");
     }
+    // Every agent's desktop is on a node other than the one their phone registered through; it
+    // files each call's wrap-up as it comes.
+    let rt = runtime();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let desktops: Vec<_> = (0..AGENTS)
+        .map(|i| {
+            let user = agent(i);
+            let node = cluster.node((i + 1) % 3);
+            let token = node.login(&user, &format!("desk{user}"));
+            let ws = rt.block_on(system_tests::cti::CtiClient::connect(
+                node.http,
+                "/ws/agent",
+                &token,
+            ));
+            rt.spawn(desktop(ws, stopped.clone()))
+        })
+        .collect();
     let (ok, failed) = Callers::start(kamailio.sip, 40, 4).wait();
     assert_eq!(
         (ok, failed),
@@ -493,6 +584,18 @@ fn forty_callers_over_three_nodes_are_each_served_once_and_no_phone_carries_two_
         cluster.logs()
     );
     cluster.assert_served_once_each(40, "40 callers over three nodes");
+    let _ = stop.send(true);
+    let tallies = cluster.tallies();
+    for (i, d) in desktops.into_iter().enumerate() {
+        let seen = rt.block_on(d).expect("the desktop's task");
+        assert!(
+            seen.offers >= tallies[i].calls && seen.closed == seen.offers,
+            "agent {}'s desktop on another node followed every call of their phone: {seen:?}, {:?}\n{}",
+            agent(i),
+            tallies[i],
+            cluster.logs()
+        );
+    }
     // Kamailio spread the callers: every node held some (its own admitted calls).
     let per_node: Vec<u64> = (0..3).map(|i| cluster.gauge(i, "sip_calls_total")).collect();
     assert!(per_node.iter().all(|n| *n > 0), "calls per node: {per_node:?}");
@@ -633,4 +736,145 @@ fn sigterm_hands_the_lead_over_first_and_the_node_leaves_cleanly() {
     cluster.wait_until("every agent ready again on the other node's wallboard", || {
         cluster.gauge(others[1], "acd_agents{queue=\"support\",state=\"available\"}") == AGENTS as u64
     });
+}
+
+/// A desktop on node A follows its agent's call held on node B (the phone registered through node
+/// C), and a supervisor on node C listens in: the offer with its screen pop and the phases reach
+/// node A; a reload there picks the call up again; the desktop's commands (accept, hold, unhold,
+/// hang-up, wrap-up) and the supervisor's (monitor) are carried to node B, run there and answered
+/// from there; node C's wallboard shows the router's record of the agent's call and that node B
+/// holds it, and node B rings the supervisor's phone.
+#[test]
+fn a_desktop_and_a_supervisor_on_other_nodes_handle_a_call_held_on_node_b() {
+    let test = "the cross-node desktop test";
+    let Some(redis) = redis_url(test) else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_with(test, &redis, 1, None) else {
+        return;
+    };
+    let (desk_node, call_node, sup_node) = (cluster.node(0), cluster.node(1), cluster.node(2));
+    let sup_phone = Phone::start(None);
+    register_agent_phone(sup_node, "super", "pwsuper", sup_phone.port);
+    let (token, sup_token) = (
+        desk_node.login("2001", "desk2001"),
+        sup_node.login("super", "desksuper"),
+    );
+    let rt = runtime();
+    let (mut ws, mut board) = rt.block_on(async {
+        let mut ws = system_tests::cti::CtiClient::connect(desk_node.http, "/ws/agent", &token).await;
+        let welcome = ws.next_of("welcome").await;
+        assert_eq!(welcome["state"]["state"], "available", "{welcome}");
+        let board = system_tests::cti::CtiClient::connect(sup_node.http, "/ws/supervisor", &sup_token).await;
+        (ws, board)
+    });
+    let caller = Callers::start(call_node.sip, 1, 1);
+    rt.block_on(async {
+        let offer = ws.next_of("offer").await;
+        let call = offer["pop"]["call"].as_str().expect("call id").to_string();
+        assert_eq!(offer["pop"]["queue"], "support", "{offer}");
+        ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "connected")
+            .await;
+        // The phone answered; accepting from the desktop is refused by the call's node, which
+        // knows how the agent took it.
+        let f = ws
+            .ask(serde_json::json!({"type": "accept", "id": 1, "call": call}))
+            .await;
+        assert_eq!(f["code"], "answer_on_phone", "answered by node B: {f}");
+
+        // Node C's wallboard: the router's record of who talks to whom, cluster-wide (ringing
+        // first, then on the call), and which node holds the call.
+        board
+            .next_where(|f| {
+                f["type"] == "stats"
+                    && f["agents"].as_array().is_some_and(|a| {
+                        a.iter().any(|r| {
+                            r["agent"] == "2001"
+                                && r["call"] == call.as_str()
+                                && r["state"] == "on_call"
+                                && r["node"].as_str().is_some_and(|n| n.starts_with("node-b."))
+                        })
+                    })
+            })
+            .await;
+        // The supervisor on node C listens in: node B rings their phone (registered through C).
+        let f = board
+            .ask(serde_json::json!({"type": "monitor", "id": 1, "agent": "2001", "mode": "listen"}))
+            .await;
+        assert_eq!(f["type"], "ack", "{f}");
+        // The phone answering has no frame of its own: ask until the supervisor has joined.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut n = 10;
+        loop {
+            n += 1;
+            let f = board
+                .ask(serde_json::json!({"type": "monitor_mode", "id": n, "agent": "2001", "mode": "whisper"}))
+                .await;
+            if f["type"] == "ack" {
+                break;
+            }
+            assert_eq!(f["code"], "not_monitoring", "{f}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the supervisor's phone never joined"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let f = board
+            .ask(serde_json::json!({"type": "monitor_stop", "id": 100, "agent": "2001"}))
+            .await;
+        assert_eq!(f["type"], "ack", "{f}");
+
+        // A reload on node A: the new socket is told of the call node B holds.
+        drop(std::mem::replace(
+            &mut ws,
+            system_tests::cti::CtiClient::connect(desk_node.http, "/ws/agent", &token).await,
+        ));
+        let welcome = ws.next_of("welcome").await;
+        let calls = welcome["calls"].as_array().cloned().unwrap_or_default();
+        assert_eq!(calls.len(), 1, "{welcome}");
+        assert_eq!(calls[0]["pop"]["call"], call.as_str(), "{welcome}");
+        assert_eq!(calls[0]["phase"], "connected", "{welcome}");
+        // Commands travel to node B and its answers come back.
+        let f = ws
+            .ask(serde_json::json!({"type": "unhold", "id": 2, "call": call}))
+            .await;
+        assert_eq!(f["code"], "not_held", "refused by the call's node: {f}");
+        let f = ws
+            .ask(serde_json::json!({"type": "hold", "id": 3, "call": call}))
+            .await;
+        assert_eq!(f["type"], "ack", "{f}");
+        ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "held")
+            .await;
+        let f = ws
+            .ask(serde_json::json!({"type": "unhold", "id": 4, "call": call}))
+            .await;
+        assert_eq!(f["type"], "ack", "{f}");
+        ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "connected")
+            .await;
+        let f = ws
+            .ask(serde_json::json!({"type": "hangup", "id": 5, "call": call}))
+            .await;
+        assert_eq!(f["type"], "ack", "{f}");
+        ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "wrap_up")
+            .await;
+        let f = ws
+            .ask(serde_json::json!({"type": "wrap_up", "id": 6, "call": call, "disposition": "resolved"}))
+            .await;
+        assert_eq!(f["type"], "ack", "{f}");
+        assert_eq!(ws.next_of("released").await["call"], call.as_str());
+        // The call is no longer the agent's: refused at once on node A.
+        let f = ws
+            .ask(serde_json::json!({"type": "hangup", "id": 7, "call": call}))
+            .await;
+        assert_eq!(f["code"], "not_your_call", "{f}");
+    });
+    assert_eq!(caller.wait(), (1, 0), "the caller was served\n{}", cluster.logs());
+    cluster.assert_served_once_each(1, "desktop on another node");
+    assert_eq!(
+        sup_phone.tally().calls,
+        1,
+        "node B rang the supervisor's phone once\n{}",
+        cluster.logs()
+    );
 }

@@ -188,7 +188,7 @@ async fn queues(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiEr
 async fn agents(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiError> {
     supervisor(&desk, &headers).await?;
     let k = snapshot(&desk).await?;
-    match SupervisorFrame::stats(&k) {
+    match SupervisorFrame::stats(&k, |c| desk.desks.call_node(c)) {
         SupervisorFrame::Stats { at, agents, .. } => {
             Ok(Json(serde_json::json!({"at": at, "agents": agents})).into_response())
         }
@@ -203,7 +203,7 @@ async fn agents(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiEr
 async fn stats(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiError> {
     supervisor(&desk, &headers).await?;
     let k = snapshot(&desk).await?;
-    Ok(Json(SupervisorFrame::stats(&k)).into_response())
+    Ok(Json(SupervisorFrame::stats(&k, |c| desk.desks.call_node(c))).into_response())
 }
 
 async fn campaigns(State(desk): Desk, headers: HeaderMap) -> Result<Response, ApiError> {

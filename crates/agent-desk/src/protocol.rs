@@ -597,6 +597,12 @@ pub struct AgentRow {
     pub state: StateView,
     pub occupancy: Option<f64>,
     pub handled: u64,
+    /// The call the router has tied to the agent (ringing or connected), whichever node holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<CallId>,
+    /// On a cluster, the node holding that call (its SIP dialog and media), once known here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What the server sends a wallboard.
@@ -642,8 +648,9 @@ pub enum SupervisorFrame {
 }
 
 impl SupervisorFrame {
-    /// The wallboard's view of a KPI snapshot.
-    pub fn stats(k: &acd::KpiSnapshot) -> Self {
+    /// The wallboard's view of a KPI snapshot; `node_of` names the node holding a call (on a
+    /// cluster).
+    pub fn stats(k: &acd::KpiSnapshot, node_of: impl Fn(&CallId) -> Option<String>) -> Self {
         SupervisorFrame::Stats {
             at: k.at,
             interval_start: k.interval_start,
@@ -659,6 +666,8 @@ impl SupervisorFrame {
                     },
                     occupancy: a.occupancy,
                     handled: a.counters.handled,
+                    call: a.call.clone(),
+                    node: a.call.as_ref().and_then(&node_of),
                 })
                 .collect(),
         }

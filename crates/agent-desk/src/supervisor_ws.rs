@@ -74,7 +74,9 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
     // The first figures go out at once, fresh from the router.
     if let Some(snapshot) = desk.acd.kpis().await
         && tx
-            .send(Message::Text(text(&SupervisorFrame::stats(&snapshot)).into()))
+            .send(Message::Text(
+                text(&SupervisorFrame::stats(&snapshot, |c| desk.desks.call_node(c))).into(),
+            ))
             .await
             .is_err()
     {
@@ -97,7 +99,7 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
             changed = kpis.changed() => {
                 if changed.is_err() { break }
                 let snapshot = kpis.borrow_and_update().clone();
-                Some(SupervisorFrame::stats(&snapshot))
+                Some(SupervisorFrame::stats(&snapshot, |c| desk.desks.call_node(c)))
             }
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(t))) => Some(handle(&desk, &session, t.as_str()).await),

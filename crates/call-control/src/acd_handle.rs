@@ -58,6 +58,14 @@ impl AcdHandle {
         Ok((AcdHandle::Local(local), report))
     }
 
+    /// This node's id in the cluster (unique per process), on the cluster's router.
+    pub fn cluster_node(&self) -> Option<String> {
+        match self {
+            AcdHandle::Local(_) => None,
+            AcdHandle::Cluster(c) => Some(c.node().to_string()),
+        }
+    }
+
     /// Whether this is the cluster's router.
     pub fn is_cluster(&self) -> bool {
         matches!(self, AcdHandle::Cluster(_))

@@ -4,7 +4,8 @@
 //! a channel the call registered. The hub checks that an agent only ever acts on a call of their own.
 //!
 //! It holds no call logic: calls decide what a command means in their state and answer through the
-//! reply channel that comes with it.
+//! reply channel that comes with it. On a cluster a [`crate::desk_relay::DeskRelay`] carries the
+//! events of this node's calls to desktops on other nodes, and their commands back.
 
 pub use call_session::desk::{
     AgentCommand, AgentMedia, CallPhase, CallbackRequest, CampaignWrapUp, CommandResult, DialNumber, Refusal,
@@ -12,14 +13,14 @@ pub use call_session::desk::{
 };
 use domain::{AgentId, CallId, Pii, QueueId, Timestamp};
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// What the agent sees when a call is offered: who calls, what the CRM knows of them, what they did
 /// in the IVR, and why the router chose this agent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScreenPop {
     pub call: CallId,
     /// Inbound (offered by the ACD) or outbound (placed by the agent).
@@ -41,14 +42,14 @@ pub struct ScreenPop {
 }
 
 /// The campaign a call belongs to, as the desktop shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CampaignPop {
     pub campaign: domain::CampaignId,
     pub lead: domain::LeadId,
 }
 
 /// The caller's IVR session as the agent sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IvrPop {
     pub flow: String,
     pub node: String,
@@ -146,11 +147,59 @@ struct Hub {
 #[derive(Clone, Default)]
 pub struct DeskHub {
     hub: Arc<Mutex<Hub>>,
+    relay: Arc<std::sync::OnceLock<Arc<crate::desk_relay::DeskRelay>>>,
 }
 
 impl DeskHub {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Joins the desktops of a cluster: this node's call events reach desktops on other nodes, and
+    /// their commands reach this node's calls (see [`crate::desk_relay`]). `node` must be unique
+    /// in the cluster.
+    pub async fn join_cluster(
+        &self,
+        store: state_store::StateStore,
+        node: String,
+    ) -> Result<(), state_store::StateError> {
+        let relay = crate::desk_relay::DeskRelay::start(store, node, self.clone()).await?;
+        let _ = self.relay.set(relay);
+        Ok(())
+    }
+
+    fn publish(&self, agent: &AgentId, event: &DeskEvent, now: Timestamp) {
+        if let Some(relay) = self.relay.get() {
+            relay.publish(agent, event, now);
+        }
+    }
+
+    /// Tells the agent's desktop attached to this node, if any (events of other nodes' calls).
+    pub(crate) fn notify_local(&self, agent: &AgentId, event: DeskEvent) {
+        if let Some(d) = self.hub.lock().desks.get(agent) {
+            let _ = d.events.send(event);
+        }
+    }
+
+    /// On a cluster, the node holding `call` (this one or another, as far as this node has heard);
+    /// None in one process.
+    pub fn call_node(&self, call: &CallId) -> Option<String> {
+        let relay = self.relay.get()?;
+        let here = self.hub.lock().calls.keys().any(|(c, _)| c == call);
+        if here {
+            Some(relay.node().to_string())
+        } else {
+            relay
+                .all_remote()
+                .into_iter()
+                .find(|r| &r.view.pop.call == call)
+                .map(|r| r.node)
+        }
+    }
+
+    /// Whether this node holds `call` for `agent`.
+    pub(crate) fn holds(&self, call: &CallId, agent: &AgentId) -> bool {
+        self.hub.lock().calls.contains_key(&(call.clone(), agent.clone()))
     }
 
     /// Attaches the agent's desktop, replacing any earlier one (which is told [`DeskEvent::Replaced`]).
@@ -170,12 +219,18 @@ impl DeskHub {
         if let Some(old) = old {
             let _ = old.events.send(DeskEvent::Replaced);
         }
+        if let Some(relay) = self.relay.get() {
+            relay.publish_desk(agent, Some(media));
+        }
         let mut calls: Vec<CallView> = hub
             .calls
             .values()
             .filter(|l| &l.agent == agent)
             .map(|l| l.view.clone())
             .collect();
+        if let Some(relay) = self.relay.get() {
+            calls.extend(relay.remote_calls(agent));
+        }
         calls.sort_by_key(|c| c.since);
         Attachment {
             generation,
@@ -214,44 +269,75 @@ impl DeskHub {
         let mut hub = self.hub.lock();
         if hub.desks.get(agent).is_some_and(|d| d.generation == generation) {
             hub.desks.remove(agent);
+            if let Some(relay) = self.relay.get() {
+                relay.publish_desk(agent, None);
+            }
         }
     }
 
-    /// How the agent takes calls, if a desktop is attached.
+    /// The agent's desktop attached to another node: the one here, if any, is replaced.
+    pub(crate) fn replaced_elsewhere(&self, agent: &AgentId) {
+        if let Some(old) = self.hub.lock().desks.remove(agent) {
+            let _ = old.events.send(DeskEvent::Replaced);
+        }
+    }
+
+    /// How the agent takes calls, if a desktop is attached (on a cluster, to any node).
     pub fn desk_media(&self, agent: &AgentId) -> Option<AgentMedia> {
-        self.hub.lock().desks.get(agent).map(|d| d.media)
+        let here = self.hub.lock().desks.get(agent).map(|d| d.media);
+        here.or_else(|| self.relay.get().and_then(|r| r.remote_desk(agent)))
     }
 
     /// Whether the agent has a call offered, ringing or connected (wrap-up does not count).
     pub fn busy(&self, agent: &AgentId) -> bool {
-        self.hub
+        let here = self
+            .hub
             .lock()
             .calls
             .values()
-            .any(|l| &l.agent == agent && l.view.phase != CallPhase::WrapUp)
+            .any(|l| &l.agent == agent && l.view.phase != CallPhase::WrapUp);
+        here || self
+            .relay
+            .get()
+            .is_some_and(|r| r.remote_calls(agent).iter().any(|v| v.phase != CallPhase::WrapUp))
     }
 
-    /// Every call tied to an agent on this node: the agent, the call's phase and since when (the
-    /// wallboard tells held calls from talking ones).
+    /// Every call tied to an agent, on this node or (on a cluster) another: the agent, the call's
+    /// phase and since when (the wallboard tells held calls from talking ones).
     pub fn phases(&self) -> Vec<(AgentId, CallPhase, Timestamp)> {
-        let hub = self.hub.lock();
-        hub.calls
+        let mut phases: Vec<_> = self
+            .hub
+            .lock()
+            .calls
             .values()
             .map(|l| (l.agent.clone(), l.view.phase, l.view.since))
-            .collect()
+            .collect();
+        if let Some(relay) = self.relay.get() {
+            phases.extend(
+                relay
+                    .all_remote()
+                    .into_iter()
+                    .map(|r| (r.agent, r.view.phase, r.view.since)),
+            );
+        }
+        phases
     }
 
     /// Whether the agent has a call tied to them other than `call` (a newer one offered, connected
     /// or in its own wrap-up).
     pub fn has_other_call(&self, agent: &AgentId, call: &CallId) -> bool {
-        self.hub.lock().calls.keys().any(|(c, a)| a == agent && c != call)
+        let here = self.hub.lock().calls.keys().any(|(c, a)| a == agent && c != call);
+        here || self
+            .relay
+            .get()
+            .is_some_and(|r| r.remote_calls(agent).iter().any(|v| &v.pop.call != call))
     }
 
-    /// Tells the agent's desktop, if one is attached.
+    /// Tells the agent's desktop, wherever it is attached (on a cluster, the relay carries what
+    /// concerns a call, e.g. the browser's SDP answer, to the other nodes).
     pub fn notify(&self, agent: &AgentId, event: DeskEvent) {
-        if let Some(d) = self.hub.lock().desks.get(agent) {
-            let _ = d.events.send(event);
-        }
+        self.publish(agent, &event, Timestamp::now_utc());
+        self.notify_local(agent, event);
     }
 
     /// Ties a call to an agent (when it is offered) and tells their desktop.
@@ -277,8 +363,10 @@ impl DeskHub {
             },
         );
         if let Some(d) = hub.desks.get(agent) {
-            let _ = d.events.send(DeskEvent::Offered(pop));
+            let _ = d.events.send(DeskEvent::Offered(pop.clone()));
         }
+        drop(hub);
+        self.publish(agent, &DeskEvent::Offered(pop), now);
     }
 
     /// The call moved on for its agent; their desktop is told.
@@ -289,12 +377,15 @@ impl DeskHub {
         };
         link.view.phase = phase;
         link.view.since = now;
+        let event = DeskEvent::Phase {
+            call: call.clone(),
+            phase,
+        };
         if let Some(d) = hub.desks.get(agent) {
-            let _ = d.events.send(DeskEvent::Phase {
-                call: call.clone(),
-                phase,
-            });
+            let _ = d.events.send(event.clone());
         }
+        drop(hub);
+        self.publish(agent, &event, now);
     }
 
     /// The offer to `agent` ended without them taking it.
@@ -303,12 +394,15 @@ impl DeskHub {
         if hub.calls.remove(&(call.clone(), agent.clone())).is_none() {
             return;
         }
+        let event = DeskEvent::OfferWithdrawn {
+            call: call.clone(),
+            reason: reason.to_string(),
+        };
         if let Some(d) = hub.desks.get(agent) {
-            let _ = d.events.send(DeskEvent::OfferWithdrawn {
-                call: call.clone(),
-                reason: reason.to_string(),
-            });
+            let _ = d.events.send(event.clone());
         }
+        drop(hub);
+        self.publish(agent, &event, Timestamp::now_utc());
     }
 
     /// The call is no longer the agent's business.
@@ -320,22 +414,45 @@ impl DeskHub {
         if let Some(d) = hub.desks.get(agent) {
             let _ = d.events.send(DeskEvent::Released { call: call.clone() });
         }
+        drop(hub);
+        self.publish(
+            agent,
+            &DeskEvent::Released { call: call.clone() },
+            Timestamp::now_utc(),
+        );
     }
 
-    /// Passes an agent's command to their call and waits for its answer. An agent cannot act on a
+    /// Passes an agent's command to their call and waits for its answer, wherever the call is held
+    /// (on a cluster, another node's call is reached through the relay). An agent cannot act on a
     /// call that is not theirs: `not_your_call`, whatever the call is.
     pub async fn command(&self, agent: &AgentId, call: &CallId, command: AgentCommand) -> CommandResult {
-        let commands = {
-            let hub = self.hub.lock();
-            match hub.calls.get(&(call.clone(), agent.clone())) {
-                Some(l) => l.commands.clone(),
-                None => {
-                    return Err(Refusal::new(
-                        "not_your_call",
-                        "no call with that id is offered to or connected with you",
-                    ));
-                }
-            }
+        if !self.holds(call, agent)
+            && let Some(relay) = self.relay.get()
+            && let Some(remote) = relay.remote(call, agent)
+        {
+            return relay.command(&remote.node, agent, call, command).await;
+        }
+        self.command_here(agent, call, command).await
+    }
+
+    /// Passes an agent's command to their call held on this node and waits for its answer.
+    pub(crate) async fn command_here(
+        &self,
+        agent: &AgentId,
+        call: &CallId,
+        command: AgentCommand,
+    ) -> CommandResult {
+        let local = self
+            .hub
+            .lock()
+            .calls
+            .get(&(call.clone(), agent.clone()))
+            .map(|l| l.commands.clone());
+        let Some(commands) = local else {
+            return Err(Refusal::new(
+                "not_your_call",
+                "no call with that id is offered to or connected with you",
+            ));
         };
         let (reply, rx) = oneshot::channel();
         let request = CommandRequest {
@@ -365,6 +482,20 @@ impl DeskHub {
                 })
                 .map(|((call, _), _)| call.clone())
         };
+        // The agent may be talking on another node's call.
+        let target = target.or_else(|| {
+            self.relay.get().and_then(|r| {
+                r.remote_calls(agent)
+                    .into_iter()
+                    .find(|v| {
+                        matches!(
+                            v.phase,
+                            CallPhase::Connected | CallPhase::Held | CallPhase::Consulting
+                        )
+                    })
+                    .map(|v| v.pop.call.clone())
+            })
+        });
         match target {
             Some(call) => self.command(agent, &call, command).await,
             None => Err(Refusal::new("not_on_call", "the agent is not talking to anyone")),

@@ -19,6 +19,7 @@ mod call;
 mod callback;
 pub mod campaign_runner;
 pub mod desk;
+pub mod desk_relay;
 mod driver;
 pub mod kpi_metrics;
 mod media_rules;

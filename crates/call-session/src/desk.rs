@@ -17,7 +17,7 @@ pub enum AgentMedia {
 }
 
 /// Where a call stands from the agent's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallPhase {
     /// An agent-placed call: the customer's phone is ringing.
@@ -112,7 +112,7 @@ pub struct CallbackRequest {
 }
 
 /// What a campaign call's wrap-up asks of the campaign besides the disposition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CampaignWrapUp {
     /// The called person asked not to be called again: the number joins the do-not-call list and
     /// the lead is closed.
@@ -127,8 +127,10 @@ impl CampaignWrapUp {
     }
 }
 
-/// What an agent asks of their call.
-#[derive(Debug, Clone, PartialEq)]
+/// What an agent asks of their call (it serialises: on a cluster it may travel to the node that
+/// holds the call).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AgentCommand {
     /// Take the offered call; for the browser softphone, with its SDP offer.
     Accept {

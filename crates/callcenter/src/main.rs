@@ -226,6 +226,13 @@ async fn serve(config: Config) -> Result<(), String> {
     let acd = resumed.acd.clone();
     let anchor = Arc::new(adapters::EngineAnchor::new(media.clone()));
     let desks = call_control::DeskHub::new();
+    if let Some(node) = acd.cluster_node() {
+        // Desktops on any node: this node's call events reach them, their commands come back.
+        desks
+            .join_cluster(state.clone(), node)
+            .await
+            .map_err(|e| format!("desk relay: {e}"))?;
+    }
     let webrtc = if config.webrtc.enabled {
         let endpoint = media::webrtc::WebRtcEndpoint::new(media::webrtc::WebRtcConfig {
             bind_ip: config.webrtc.bind_ip,

@@ -468,6 +468,23 @@ impl StateStore {
         }
     }
 
+    /// Appends like [`StateStore::stream_append`], then keeps only the newest `max_len` entries
+    /// (`XADD MAXLEN`): for a stream read from positions by live readers, which no consumer group
+    /// ever trims (e.g. events every node follows).
+    pub async fn stream_append_capped(
+        &self,
+        stream: &str,
+        payload: &[u8],
+        max_len: usize,
+    ) -> StateResult<StreamEntryId> {
+        check_name("stream", stream)?;
+        let max_len = max_len.max(1);
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream_append_capped(stream, payload.to_vec(), max_len)),
+            Backend::Redis(r) => r.stream_append_capped(stream, payload, max_len).await,
+        }
+    }
+
     /// Creates consumer group `group` of `stream` if missing, reading from the start of the stream.
     /// Reading creates it too. A group created after a trim does not see the entries trimmed before.
     pub async fn stream_ensure_group(&self, stream: &str, group: &str) -> StateResult<()> {

@@ -493,6 +493,22 @@ impl MemoryStore {
 
     // ---- durable streams ----
 
+    pub(crate) fn stream_append_capped(
+        &self,
+        stream: &str,
+        payload: Vec<u8>,
+        max_len: usize,
+    ) -> StreamEntryId {
+        let id = self.stream_append(stream, payload);
+        let mut s = self.inner.state.lock();
+        if let Some(st) = s.streams.get_mut(stream) {
+            while st.entries.len() > max_len {
+                st.entries.pop_first();
+            }
+        }
+        id
+    }
+
     pub(crate) fn stream_append(&self, stream: &str, payload: Vec<u8>) -> StreamEntryId {
         let id = {
             let mut s = self.inner.state.lock();

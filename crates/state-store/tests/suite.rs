@@ -52,6 +52,7 @@ on_both_backends!(
     rate_limits_refill_at_virtual_now,
     batches_apply_whole_or_not_at_all,
     stream_read_follows_from_a_position,
+    a_capped_stream_keeps_its_newest_entries,
     stream_commit_applies_whole_under_the_lease,
     stream_commit_needs_the_lease_as_granted,
 );
@@ -1019,6 +1020,25 @@ async fn batches_apply_whole_or_not_at_all(h: Harness) {
         s.apply(WriteBatch::new(), t(12)).await.unwrap(),
         BatchOutcome::Applied(vec![])
     );
+}
+
+async fn a_capped_stream_keeps_its_newest_entries(h: Harness) {
+    let s = h.store.clone();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            s.stream_append_capped("capped", format!("e{i}").as_bytes(), 3)
+                .await
+                .unwrap(),
+        );
+    }
+    let kept = s.stream_read("capped", None, 10, None).await.unwrap();
+    assert_eq!(ids_of(&kept), ids[2..].to_vec(), "the three newest, in order");
+    assert_eq!(s.stream_len("capped").await.unwrap(), 3);
+    // A reader that kept its position reads on from there.
+    let after = s.stream_read("capped", Some(&ids[3]), 10, None).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].payload, b"e4");
 }
 
 async fn stream_read_follows_from_a_position(h: Harness) {

@@ -154,6 +154,9 @@ pub struct CrmConfig {
     /// store is Redis, else the journal), `journal` (this node's disk) or `stream` (the state
     /// store's stream, shared by every node; one node at a time writes it to SQL).
     pub outbox: OutboxKind,
+    /// Interactions older than this many days lose their personal data and their recordings (this
+    /// node's files in `[rtp] recordings_dir`); checked at start and every 6 hours. 0 keeps everything.
+    pub retention_days: u32,
 }
 
 /// The `[crm] outbox` setting.
@@ -172,6 +175,7 @@ impl Default for CrmConfig {
             database_url: "sqlite:./data/callcenter.db".into(),
             journal_dir: "./data/journal".into(),
             outbox: OutboxKind::Auto,
+            retention_days: 0,
         }
     }
 }

@@ -2220,6 +2220,25 @@ impl CallSession {
     }
 
     fn command(&mut self, request: RequestId, agent: AgentId, command: AgentCommand) {
+        // An agent in their wrap-up of this call is done talking on it: for anything but the wrap-up
+        // itself the call has ended (the CTI protocol's `call_ended`), not "not talking to this caller".
+        let wrapping_up = !self.talking_as(&agent) && self.wrap_ups.iter().any(|w| w.agent == agent);
+        if wrapping_up
+            && matches!(
+                command,
+                AgentCommand::Hangup
+                    | AgentCommand::Hold
+                    | AgentCommand::Unhold
+                    | AgentCommand::Mute(_)
+                    | AgentCommand::Transfer(_)
+                    | AgentCommand::Consult(_)
+                    | AgentCommand::ConsultComplete
+                    | AgentCommand::ConsultCancel
+            )
+        {
+            self.reply(request, refuse("call_ended", "the call has ended"));
+            return;
+        }
         let answer: Option<CommandResult> = match command {
             AgentCommand::Accept { sdp } => self.accept(request, &agent, sdp),
             AgentCommand::Reject => Some(self.reject(&agent)),

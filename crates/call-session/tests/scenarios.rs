@@ -728,7 +728,11 @@ fn the_caller_hanging_up_ends_the_call_and_the_agent_goes_to_wrap_up() {
     );
     assert!(w.s.is_ended() && !w.s.is_finished(), "a wrap-up is pending");
     w.cmd(61.0, "a1", AgentCommand::Hold);
-    assert_eq!(w.last_reply().unwrap(), "reply #1 not_connected");
+    assert_eq!(
+        w.last_reply().unwrap(),
+        "reply #1 call_ended",
+        "for an agent in wrap-up the call has ended"
+    );
     assert_eq!(
         w.cmd(70.0, "a1", wrap_up("resolved")),
         [

@@ -358,6 +358,7 @@ fn an_invite_never_acknowledged_sends_only_its_budget_to_the_named_address_and_e
         platform.log()
     );
     let _ = node_rtp;
+    eprintln!("reflection: the victim got {reflected} packets (budget 10); BYE after {waited:?}");
     assert_eq!(
         wait_for_metric(&platform, "sip_unacknowledged_invites_total", 1),
         1

@@ -237,7 +237,7 @@ pub struct ParseError {
 pub enum ParseErrorKind {
     #[error("the expression is empty")]
     Empty,
-    #[error("the expression is longer than {MAX_EXPR_LEN} bytes")]
+    #[error("the expression is longer than {MAX_EXPR_LEN} bytes (as written, or written out in full)")]
     TooLong,
     #[error("parentheses nest deeper than {MAX_DEPTH}")]
     TooDeep,
@@ -443,6 +443,13 @@ pub fn parse(text: &str) -> Result<Expr, ParseError> {
     };
     let expr = parser.expr(0)?;
     match parser.tokens.get(parser.pos) {
+        // The canonical text is what is stored (`SkillExpr` serialises as it, in ACD snapshots too) and
+        // parsed again on restore, so it must fit the limit as well: terse input (`a||b`) prints longer
+        // (`a >= 1 || b >= 1`). Found by the `skill_expr` fuzz target.
+        None if expr.to_string().len() > MAX_EXPR_LEN => Err(ParseError {
+            offset: text.len(),
+            kind: ParseErrorKind::TooLong,
+        }),
         None => Ok(expr),
         Some((offset, token)) => {
             let shown = match token {
@@ -536,6 +543,21 @@ mod tests {
         let e: SkillExpr = serde_json::from_str("\"billing>=2\"").unwrap();
         assert_eq!(serde_json::to_string(&e).unwrap(), "\"billing >= 2\"");
         assert!(serde_json::from_str::<SkillExpr>("\"billing >=\"").is_err());
+    }
+
+    #[test]
+    fn whatever_is_accepted_is_stored_and_restored_within_the_limit() {
+        // The fuzzer's finding, in shape: 374 bytes of bare skills print as `ab >= 1 || ...` in 1,030
+        // bytes, past the limit, and a snapshot holding them could not be read back.
+        let terse = vec!["ab"; 94].join("||");
+        assert!(terse.len() <= MAX_EXPR_LEN);
+        let refused = SkillExpr::parse(&terse).unwrap_err();
+        assert_eq!(refused.kind, ParseErrorKind::TooLong);
+        // One skill fewer prints in 1,019 bytes: accepted, stored and restored.
+        let fits = vec!["ab"; 93].join("||");
+        let e = SkillExpr::parse(&fits).unwrap();
+        let stored = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<SkillExpr>(&stored).unwrap(), e);
     }
 
     fn arb_expr() -> impl Strategy<Value = Expr> {

@@ -154,6 +154,9 @@ pub struct CrmConfig {
     /// store is Redis, else the journal), `journal` (this node's disk) or `stream` (the state
     /// store's stream, shared by every node; one node at a time writes it to SQL).
     pub outbox: OutboxKind,
+    /// Interactions older than this many days lose their personal data and their recordings (this
+    /// node's files in `[rtp] recordings_dir`); checked at start and every 6 hours. 0 keeps everything.
+    pub retention_days: u32,
 }
 
 /// The `[crm] outbox` setting.
@@ -172,6 +175,7 @@ impl Default for CrmConfig {
             database_url: "sqlite:./data/callcenter.db".into(),
             journal_dir: "./data/journal".into(),
             outbox: OutboxKind::Auto,
+            retention_days: 0,
         }
     }
 }
@@ -609,6 +613,14 @@ impl Config {
         if self.rtp.port_min % 2 == 1 {
             problems.push("rtp.port_min must be even (RTP on even ports, RTCP on the next odd one)".into());
         }
+        if self.crm.retention_days > 0 && folders_overlap(&self.rtp.recordings_dir, &self.ivr.scripts_dir) {
+            problems.push(format!(
+                "rtp.recordings_dir {}: with crm.retention_days, old .wav files there are deleted, so it must \
+                 not be, hold or lie in ivr.scripts_dir {} (its prompts)",
+                self.rtp.recordings_dir.display(),
+                self.ivr.scripts_dir.display()
+            ));
+        }
         if self.state.backend == StateBackend::Redis && self.state.redis_url.is_none() {
             problems.push("state.backend = \"redis\" needs state.redis_url".into());
         }
@@ -686,6 +698,20 @@ fn apply_override(table: &mut toml::Table, var: &str, value: &str) -> Result<(),
     }
     cursor.insert(last.clone(), parsed);
     Ok(())
+}
+
+/// Whether one folder is, holds or lies in the other (compared as absolute paths, without resolving
+/// links: a guard against an obvious mistake, not against every way to name a folder twice).
+fn folders_overlap(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let clean = |p: &std::path::Path| -> PathBuf {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect()
+    };
+    let (a, b) = (clean(a), clean(b));
+    a.starts_with(&b) || b.starts_with(&a)
 }
 
 #[cfg(test)]
@@ -795,6 +821,26 @@ mod tests {
         );
         let err = Config::load(Some(f.path()), Vec::new()).unwrap_err().to_string();
         assert!(err.contains("amd") && err.contains("beep_ms"), "{err}");
+    }
+
+    #[test]
+    fn retention_never_sweeps_the_ivr_prompts() {
+        let f = write(
+            "[crm]\nretention_days = 30\n[rtp]\nrecordings_dir = \"./ivr-scripts/prompts\"\n[ivr]\nscripts_dir = \"ivr-scripts\"\n",
+        );
+        let err = Config::load(Some(f.path()), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("rtp.recordings_dir ./ivr-scripts/prompts"), "{err}");
+        let f = write("[crm]\nretention_days = 30\n[rtp]\nrecordings_dir = \"data/recordings\"\n");
+        let c = Config::load(Some(f.path()), Vec::new()).unwrap();
+        assert_eq!(c.crm.retention_days, 30);
+        assert!(!folders_overlap(
+            Path::new("data/recordings"),
+            Path::new("ivr-scripts")
+        ));
+        assert!(folders_overlap(
+            Path::new("/srv/cc"),
+            Path::new("/srv/cc/recordings")
+        ));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `callcenter` binary: `serve` runs the platform, `check-config` validates a configuration.
 
 mod config;
+mod retention;
 mod tools;
 
 use clap::{Parser, Subcommand};
@@ -152,7 +153,8 @@ async fn serve(config: Config) -> Result<(), String> {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(dir)
+            // Private (0700), like the database in it.
+            crm_store::files::create_private_dir(dir)
                 .map_err(|e| format!("crm database folder {}: {e}", dir.display()))?;
         }
     }
@@ -361,6 +363,15 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("http {}: {e}", config.http.listen))?;
 
+    let retention_task = (config.crm.retention_days > 0).then(|| {
+        retention::spawn(
+            crm.clone(),
+            config.crm.retention_days,
+            config.rtp.recordings_dir.clone(),
+            shutdown.clone(),
+        )
+    });
+
     let mut signals = Signals::install().map_err(|e| format!("signal handlers: {e}"))?;
     ready.store(true, Ordering::Release);
     info!(node = %config.node.name, sip = %gateway.local_addr(), http = %http_addr, "callcenter ready");
@@ -399,6 +410,9 @@ async fn serve(config: Config) -> Result<(), String> {
     shutdown.cancel();
     let _ = http_task.await;
     let _ = history.await;
+    if let Some(task) = retention_task {
+        let _ = task.await;
+    }
     if let Err(e) = writer_task.shutdown().await {
         warn!(error = %e, "interaction writer did not shut down cleanly");
     }

@@ -173,7 +173,8 @@ async fn agent_socket(addr: SocketAddr, token: &str) -> Socket {
         .expect("upgrade")
 }
 
-/// The next text frame, as JSON (pings and pongs skipped).
+/// The next text frame, as JSON (pings and pongs skipped, and the queue strip's `queues` frames,
+/// which come whenever the live figures change, in between any two others).
 async fn next(socket: &mut Socket) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), socket.next())
@@ -182,7 +183,12 @@ async fn next(socket: &mut Socket) -> Value {
             .expect("socket open")
             .expect("frame");
         match msg {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON frame"),
+            Message::Text(t) => {
+                let frame: Value = serde_json::from_str(t.as_str()).expect("JSON frame");
+                if frame["type"] != "queues" {
+                    return frame;
+                }
+            }
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("unexpected {other:?}"),
         }

@@ -516,3 +516,20 @@ print("after close", answer)
         platform.http_get("/metrics").1
     );
 }
+
+#[test]
+fn sip_over_tcp_alone_is_answered() {
+    require_command("python3");
+    // Without UDP the stack's own TCP listener serves (its Via address comes from a listener).
+    let platform = Platform::start(
+        "transports = [\"tcp\"]\n[sip.limits]\nmax_calls_per_second = 0\nper_source_requests_per_second = 0\n",
+    );
+    let port = platform.sip.port();
+    let statuses = over_tls(
+        port,
+        Path::new(""),
+        "",
+        &[options_over(port, "tcponly", "OPTIONS", "tcp")],
+    );
+    assert_eq!(statuses, ["SIP/2.0 200 OK"], "{}", platform.log());
+}

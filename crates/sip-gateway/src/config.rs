@@ -49,7 +49,7 @@ pub struct LimitsConfig {
     /// A TCP or TLS connection that sends nothing for this long is closed.
     pub stream_idle_timeout_secs: u32,
     /// TCP connections one source address may hold at once (trusted sources are not capped); 0 = no
-    /// cap. Further connections are closed as they are accepted.
+    /// cap. Further connections are closed as they are accepted. Applies when UDP is enabled too.
     pub max_connections_per_source: u32,
 }
 

@@ -173,9 +173,12 @@ impl Gateway {
             transport_layer.add_transport(conn.into());
         }
         // TCP is accepted by the gateway itself (see `stream`), so that one address holds at most
-        // `max_connections_per_source` connections.
-        let tcp_listener = if sip.transports.contains(&TransportKind::Tcp) {
-            let tcp_addr = SocketAddr::new(sip.listen.ip(), local_addr.port());
+        // `max_connections_per_source` connections. The stack takes its own Via address from its
+        // listeners, so without a UDP listener TCP stays the stack's (uncapped).
+        let tcp_addr = SocketAddr::new(sip.listen.ip(), local_addr.port());
+        let own_tcp =
+            sip.transports.contains(&TransportKind::Tcp) && sip.transports.contains(&TransportKind::Udp);
+        let tcp_listener = if own_tcp {
             let bind = |source| GatewayError::Bind {
                 addr: tcp_addr,
                 transport: "tcp",
@@ -191,6 +194,18 @@ impl Gateway {
             socket.bind(tcp_addr).map_err(bind)?;
             Some((socket.listen(1024).map_err(bind)?, tcp_addr))
         } else {
+            if sip.transports.contains(&TransportKind::Tcp) {
+                warn!("SIP over TCP without UDP: max_connections_per_source does not apply");
+                let listener =
+                    rsipstack::transport::TcpListenerConnection::new(tcp_addr, sip.advertised_address)
+                        .await
+                        .map_err(|e| GatewayError::Bind {
+                            addr: tcp_addr,
+                            transport: "tcp",
+                            source: std::io::Error::other(e.to_string()),
+                        })?;
+                transport_layer.add_transport(listener.into());
+            }
             None
         };
         // Idle TCP/TLS connections are closed sooner than the stack's default (an attacker's idle

@@ -39,6 +39,17 @@ pub fn callcenter_bin() -> PathBuf {
         .expect("target dir layout")
 }
 
+/// A UDP port for SIPp's `-mp` whose neighbour two above was free a moment ago too: SIPp binds its
+/// audio RTP there and its video RTP two ports up, and fails the call when either is taken.
+pub fn free_media_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 65_000 && UdpSocket::bind(("127.0.0.1", port + 2)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A port that was free a moment ago on both UDP and TCP (the gateway binds both).
 pub fn free_port() -> u16 {
     loop {
@@ -351,7 +362,7 @@ impl SippServer {
     /// Like [`SippServer::start`], run in `dir` (where the scenario finds its pcap files).
     pub fn start_in(scenario: &str, calls: u32, dir: &Path) -> SippServer {
         let port = free_port();
-        let media = free_port();
+        let media = free_media_port();
         let mut cmd = Command::new("sipp");
         if scenario.ends_with(".xml") {
             cmd.arg("-sf").arg(scenarios_dir().join(scenario));
@@ -647,7 +658,7 @@ pub fn test_flows() -> tempfile::TempDir {
 /// platform on free ports.
 pub fn uac(platform: &Platform, scenario: &str, service: &str, calls: u32, extra: &[&str]) -> SippRun {
     let port = free_port().to_string();
-    let media = free_port().to_string();
+    let media = free_media_port().to_string();
     let calls = calls.to_string();
     let target = platform.sip.to_string();
     let sf = scenarios_dir().join(scenario);

@@ -442,3 +442,94 @@ fn pjsip_accepts_a_valid_gateway_certificate_from_an_authority_it_trusts_and_ref
         );
     }
 }
+
+#[test]
+fn a_source_holds_at_most_its_cap_of_tcp_connections() {
+    require_command("python3");
+    let platform = Platform::start(
+        "[sip.limits]\nmax_calls_per_second = 0\nper_source_requests_per_second = 0\nmax_connections_per_source = 2\n",
+    );
+    let port = platform.sip.port();
+    // Two connections are answered; a third from the same address is closed unanswered; once one of
+    // the first two is closed, a new one is answered again (retried until the gateway has seen the
+    // close: an event, bounded).
+    const CLIENT: &str = r#"
+import socket, sys, time
+port, request = int(sys.argv[1]), sys.argv[2].encode()
+asked = 0
+def ask(conn):
+    # A new transaction each time (Call-ID, tag and branch hold "cap").
+    global asked
+    asked += 1
+    try:
+        conn.sendall(request.replace(b"cap", b"cap%d" % asked))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return "closed"
+            data += chunk
+        return data.split(b"\r\n")[0].decode()
+    except OSError:
+        return "closed"
+def connect():
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+first, second, third = connect(), connect(), connect()
+print("first", ask(first))
+print("second", ask(second))
+print("third", ask(third))
+first.close()
+deadline = time.time() + 10
+while True:
+    again = connect()
+    answer = ask(again)
+    if answer.startswith("SIP/2.0 200") or time.time() > deadline:
+        break
+    again.close()
+    time.sleep(0.05)
+print("after close", answer)
+"#;
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            CLIENT,
+            &port.to_string(),
+            &options_over(port, "cap", "OPTIONS", "tcp"),
+        ])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("first SIP/2.0 200"), "{text}\n{}", platform.log());
+    assert!(text.contains("second SIP/2.0 200"), "{text}");
+    assert!(text.contains("third closed"), "{text}");
+    assert!(
+        text.contains("after close SIP/2.0 200"),
+        "{text}\n{}",
+        platform.log()
+    );
+    assert!(
+        platform
+            .http_get("/metrics")
+            .1
+            .contains("reason=\"too_many_connections\""),
+        "{}",
+        platform.http_get("/metrics").1
+    );
+}
+
+#[test]
+fn sip_over_tcp_alone_is_answered() {
+    require_command("python3");
+    // Without UDP the stack's own TCP listener serves (its Via address comes from a listener).
+    let platform = Platform::start(
+        "transports = [\"tcp\"]\n[sip.limits]\nmax_calls_per_second = 0\nper_source_requests_per_second = 0\n",
+    );
+    let port = platform.sip.port();
+    let statuses = over_tls(
+        port,
+        Path::new(""),
+        "",
+        &[options_over(port, "tcponly", "OPTIONS", "tcp")],
+    );
+    assert_eq!(statuses, ["SIP/2.0 200 OK"], "{}", platform.log());
+}

@@ -48,6 +48,9 @@ pub struct LimitsConfig {
     pub retry_after_secs: u32,
     /// A TCP or TLS connection that sends nothing for this long is closed.
     pub stream_idle_timeout_secs: u32,
+    /// TCP connections one source address may hold at once (trusted sources are not capped); 0 = no
+    /// cap. Further connections are closed as they are accepted. Applies when UDP is enabled too.
+    pub max_connections_per_source: u32,
 }
 
 impl Default for LimitsConfig {
@@ -61,6 +64,7 @@ impl Default for LimitsConfig {
             max_message_bytes: 8000,
             retry_after_secs: 5,
             stream_idle_timeout_secs: 60,
+            max_connections_per_source: 64,
         }
     }
 }

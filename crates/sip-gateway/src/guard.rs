@@ -48,6 +48,8 @@ pub enum RejectReason {
     UnsupportedExtension,
     Unparseable,
     RateLimited,
+    /// A TCP connection from a source that already holds its cap of connections.
+    TooManyConnections,
 }
 
 impl RejectReason {
@@ -65,6 +67,7 @@ impl RejectReason {
             Self::BadMaxForwards => "bad_max_forwards",
             Self::TooManyHops => "too_many_hops",
             Self::UnsupportedExtension => "unsupported_extension",
+            Self::TooManyConnections => "too_many_connections",
             Self::Unparseable => "unparseable",
             Self::RateLimited => "rate_limited",
         }

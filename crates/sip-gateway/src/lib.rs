@@ -20,6 +20,7 @@ pub mod media;
 pub mod metrics;
 mod msg;
 pub mod registrar;
+mod stream;
 pub mod syntax;
 pub mod uri;
 
@@ -171,17 +172,42 @@ impl Gateway {
             .map_err(|e| GatewayError::Stack(e.to_string()))?;
             transport_layer.add_transport(conn.into());
         }
-        if sip.transports.contains(&TransportKind::Tcp) {
-            let tcp_addr = SocketAddr::new(sip.listen.ip(), local_addr.port());
-            let listener = rsipstack::transport::TcpListenerConnection::new(tcp_addr, sip.advertised_address)
-                .await
-                .map_err(|e| GatewayError::Bind {
-                    addr: tcp_addr,
-                    transport: "tcp",
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-            transport_layer.add_transport(listener.into());
-        }
+        // TCP is accepted by the gateway itself (see `stream`), so that one address holds at most
+        // `max_connections_per_source` connections. The stack takes its own Via address from its
+        // listeners, so without a UDP listener TCP stays the stack's (uncapped).
+        let tcp_addr = SocketAddr::new(sip.listen.ip(), local_addr.port());
+        let own_tcp =
+            sip.transports.contains(&TransportKind::Tcp) && sip.transports.contains(&TransportKind::Udp);
+        let tcp_listener = if own_tcp {
+            let bind = |source| GatewayError::Bind {
+                addr: tcp_addr,
+                transport: "tcp",
+                source,
+            };
+            let socket = if tcp_addr.is_ipv6() {
+                tokio::net::TcpSocket::new_v6()
+            } else {
+                tokio::net::TcpSocket::new_v4()
+            }
+            .map_err(bind)?;
+            socket.set_reuseaddr(true).map_err(bind)?;
+            socket.bind(tcp_addr).map_err(bind)?;
+            Some((socket.listen(1024).map_err(bind)?, tcp_addr))
+        } else {
+            if sip.transports.contains(&TransportKind::Tcp) {
+                warn!("SIP over TCP without UDP: max_connections_per_source does not apply");
+                let listener =
+                    rsipstack::transport::TcpListenerConnection::new(tcp_addr, sip.advertised_address)
+                        .await
+                        .map_err(|e| GatewayError::Bind {
+                            addr: tcp_addr,
+                            transport: "tcp",
+                            source: std::io::Error::other(e.to_string()),
+                        })?;
+                transport_layer.add_transport(listener.into());
+            }
+            None
+        };
         // Idle TCP/TLS connections are closed sooner than the stack's default (an attacker's idle
         // connections cost a task and buffers each).
         transport_layer.set_stream_idle_timeout(Duration::from_secs(u64::from(
@@ -251,6 +277,25 @@ impl Gateway {
             config,
         });
 
+        if let Some((listener, tcp_addr)) = tcp_listener {
+            let local = rsipstack::transport::SipAddr {
+                r#type: Some(rsipstack::sip::transport::Transport::Tcp),
+                addr: core.config.sip.advertised_address.unwrap_or(tcp_addr).into(),
+            };
+            let limits = &core.config.sip.limits;
+            let accept = stream::TcpAccept {
+                listener,
+                local,
+                cap: limits.max_connections_per_source as usize,
+                trusted: limits.trusted_sources.clone(),
+                metrics: core.metrics.clone(),
+                cancel: cancel.child_token(),
+            };
+            tokio::spawn(stream::serve_tcp(
+                accept,
+                stream::into_layer(endpoint_inner.clone()),
+            ));
+        }
         tokio::spawn(async move {
             if let Err(e) = endpoint_inner.serve().await {
                 warn!(error = %e, "SIP endpoint stopped");

@@ -7,6 +7,7 @@ use crate::proc_stat;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -57,6 +58,21 @@ pub(crate) fn free_port() -> u16 {
 pub(crate) struct Guard(pub(crate) Child);
 impl Drop for Guard {
     fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A process started in a group of its own (Kamailio forks its workers): dropping it kills the whole
+/// group, so no worker outlives the run.
+pub(crate) struct GroupGuard(pub(crate) Child);
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -118,7 +134,7 @@ fn start_callcenter(bin: &Path, dir: &Path, uas_port: u16) -> Result<(Guard, u16
     Ok((Guard(child), sip_port))
 }
 
-fn start_kamailio(dir: &Path, uas_port: u16) -> Result<(Guard, u16), String> {
+fn start_kamailio(dir: &Path, uas_port: u16) -> Result<(GroupGuard, u16), String> {
     let port = free_port();
     let cfg = format!(
         r#"#!KAMAILIO
@@ -154,6 +170,7 @@ request_route {{
     let path = dir.join("kamailio.cfg");
     std::fs::write(&path, cfg).map_err(|e| e.to_string())?;
     let child = Command::new("kamailio")
+        .process_group(0)
         .args(["-DD", "-E", "-m", "256", "-f"])
         .arg(&path)
         .stdin(Stdio::null())
@@ -162,7 +179,7 @@ request_route {{
         .spawn()
         .map_err(|e| format!("kamailio: {e}"))?;
     wait_udp_bound(port);
-    Ok((Guard(child), port))
+    Ok((GroupGuard(child), port))
 }
 
 /// Runs one SIPp load and measures the SIP process tree `pid`.

@@ -89,3 +89,29 @@ say_zh minutes "分钟"
 say_zh please-hold "请稍候，我们将尽快为您接通。"
 say_zh callback-offer "如不想继续等待，请按一，我们将给您回电。"
 
+
+# The demo's main path in Chinese (a caller presses 9 in the first menu), and the offer of each
+# language spoken in that language.
+say_zh main-menu "销售请按一，技术支持请按二，查询余额请按三，人工服务请按零。"
+say_zh menu-repeat "重听请按星号键。"
+say_zh invalid "对不起，您的选择无效。"
+say_zh no-input "对不起，我没有听到您的选择。"
+say_zh support-menu "技术支持请按一，账单问题请按二。"
+say_zh enter-account "请输入您的账号，以井号键结束。"
+say_zh account-unknown "找不到该账号。"
+say_zh balance-is "您的余额是"
+say_zh euros "欧元。"
+say_zh balance-unavailable "对不起，暂时无法查询余额。"
+say_zh callback-question "我们将回拨这个号码。确认请按一，继续等待请按二。"
+say_zh callback-confirmed "谢谢，我们会给您回电。再见。"
+say_zh survey "请为我们的服务打分，一到五分，五分为非常满意。"
+say_zh goodbye "感谢您的来电，再见。"
+say_zh welcome-key-customer "感谢您作为我们的重要客户，我们将优先为您接通。"
+# The offer to switch is said in the language it offers: Chinese in the English menu, English in the
+# Chinese one.
+espeak-ng -v cmn -s 150 -w "$tmp/language-offer.wav" "中文服务请按九。"
+sox "$tmp/language-offer.wav" -r 8000 -c 1 -b 16 -e signed-integer language-offer.wav \
+  silence 1 0.05 0.5% reverse silence 1 0.05 0.5% reverse pad 0 0.15
+espeak-ng -v en-us -s 165 -w "$tmp/zh-language-offer.wav" "For English, press 9."
+sox "$tmp/zh-language-offer.wav" -r 8000 -c 1 -b 16 -e signed-integer zh-CN/language-offer.wav \
+  silence 1 0.05 0.5% reverse silence 1 0.05 0.5% reverse pad 0 0.15

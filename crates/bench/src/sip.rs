@@ -6,8 +6,8 @@
 use crate::proc_stat;
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

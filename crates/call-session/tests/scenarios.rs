@@ -865,7 +865,10 @@ fn the_demo_ivr_routes_a_caller_to_sales_and_the_survey_follows_the_agent() {
             result: ivr::LookupResult::NotFound,
         }),
     );
-    assert!(lines.contains(&"play main-menu,menu-repeat".to_string()), "{lines:?}");
+    assert!(
+        lines.contains(&"play main-menu,menu-repeat,language-offer".to_string()),
+        "{lines:?}"
+    );
     let lines = w.at(5.0, Input::Digit('1'));
     assert!(lines.contains(&"enqueue sales p1".to_string()), "{lines:?}");
     w.offered(6.0, &[("a1", PHONE)]);

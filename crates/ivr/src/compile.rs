@@ -212,6 +212,23 @@ fn fingerprint(sources: &Sources) -> u64 {
     hash
 }
 
+/// A language tag as BCP 47 writes it (`en`, `zh-CN`, `pt-BR`): letters, digits and `-`, the case
+/// kept, since it names the prompt folder (`prompts/zh-CN/`).
+pub(crate) fn check_language(tag: &str) -> Result<(), String> {
+    let well_formed = !tag.is_empty()
+        && tag.len() <= 35
+        && tag
+            .split('-')
+            .all(|part| (1..=8).contains(&part.len()) && part.chars().all(|c| c.is_ascii_alphanumeric()));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!(
+            "{tag:?} is not a language tag; write one like \"en\" or \"zh-CN\""
+        ))
+    }
+}
+
 /// Flow, node, variable and schedule names: short, lowercase letters, digits, `_`, `-` and `.`.
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
@@ -1126,7 +1143,7 @@ impl NodeCtx<'_, '_> {
         }
         let language = match &r.language {
             None => None,
-            Some(s) => match check_name(s.get_ref()) {
+            Some(s) => match check_language(s.get_ref()) {
                 Ok(()) => Some(s.get_ref().clone()),
                 Err(message) => {
                     let line = self.line(s);

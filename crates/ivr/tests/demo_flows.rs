@@ -33,7 +33,7 @@ fn demo_flows_validate_cleanly() {
 fn check_dir_reports_a_summary_or_the_errors() {
     assert_eq!(
         ivr::check_dir(scripts_dir()).unwrap(),
-        "ok: 2 flows (main, support), 31 nodes, 81 prompts"
+        "ok: 2 flows (main, support), 34 nodes, 98 prompts"
     );
     let broken = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/broken/missing_start");
     assert_eq!(

@@ -125,7 +125,7 @@ fn sales_call_with_announcements_agent_and_survey() {
             "log crm not_found",
             "log node main/standard",
             "log node main/main_menu",
-            "play main-menu,menu-repeat barge-in"
+            "play main-menu,menu-repeat,language-offer barge-in"
         ]
     );
     // The caller knows the menu and presses 1 during the prompt.
@@ -229,7 +229,10 @@ fn vip_caller_gets_priority_and_their_account_manager() {
     // The key customer is greeted as one, then hears the menu.
     assert_eq!(
         d.send(IvrEvent::PromptFinished),
-        ["log node main/main_menu", "play main-menu,menu-repeat barge-in"]
+        [
+            "log node main/main_menu",
+            "play main-menu,menu-repeat,language-offer barge-in"
+        ]
     );
     d.send(IvrEvent::PromptFinished);
     assert_eq!(
@@ -311,7 +314,7 @@ fn star_repeats_the_main_menu_and_the_caller_chooses_after_it() {
         [
             "cancel 3",
             "log node main/main_menu key=*",
-            "play main-menu,menu-repeat barge-in"
+            "play main-menu,menu-repeat,language-offer barge-in"
         ]
     );
     d.send(IvrEvent::PromptFinished);
@@ -326,17 +329,54 @@ fn star_repeats_the_main_menu_and_the_caller_chooses_after_it() {
 }
 
 #[test]
+fn nine_switches_the_demo_to_chinese_and_back() {
+    let set = demo();
+    let mut d = Driver::new(set.clone(), "main", MONDAY_10_BERLIN);
+    to_main_menu(&mut d);
+    d.send(IvrEvent::PromptFinished);
+    assert_eq!(
+        d.send(IvrEvent::Digit('9')),
+        [
+            "cancel 3",
+            "log node main/switch_language key=9",
+            "log node main/speak_chinese",
+            "log node main/main_menu",
+            "play main-menu,menu-repeat,language-offer barge-in"
+        ]
+    );
+    assert_eq!(d.session.state().language, "zh-CN");
+    // The same names, the Chinese recordings; the offer is said in the language it offers.
+    let path = |name: &str, language: &str| {
+        set.prompt_in(name, language)
+            .map(|p| p.path.display().to_string())
+            .unwrap_or_default()
+    };
+    assert!(path("main-menu", "zh-CN").ends_with("prompts/zh-CN/main-menu.wav"));
+    assert!(path("language-offer", "zh-CN").ends_with("prompts/zh-CN/language-offer.wav"));
+    assert!(path("main-menu", "en").ends_with("prompts/main-menu.wav"));
+    d.send(IvrEvent::PromptFinished);
+    d.send(IvrEvent::Digit('9'));
+    assert_eq!(d.session.state().language, "en");
+}
+
+#[test]
 fn invalid_keys_until_retries_are_exhausted() {
     let mut d = Driver::new(demo(), "main", MONDAY_10_BERLIN);
     to_main_menu(&mut d);
     assert_eq!(d.send(IvrEvent::PromptFinished), ["timer 3 6s"]);
     assert_eq!(
         d.send(IvrEvent::Digit('7')),
-        ["cancel 3", "play invalid,main-menu,menu-repeat barge-in"]
+        [
+            "cancel 3",
+            "play invalid,main-menu,menu-repeat,language-offer barge-in"
+        ]
     );
     assert_eq!(
         d.send(IvrEvent::Digit('8')),
-        ["stop", "play invalid,main-menu,menu-repeat barge-in"]
+        [
+            "stop",
+            "play invalid,main-menu,menu-repeat,language-offer barge-in"
+        ]
     );
     assert_eq!(d.send(IvrEvent::PromptFinished), ["timer 4 6s"]);
     // Silence counts as a try too, with its own prompt.
@@ -353,7 +393,7 @@ fn menu_timeout_replays_with_the_no_input_prompt() {
     d.send(IvrEvent::PromptFinished);
     assert_eq!(
         d.send(IvrEvent::TimerFired(TimerId(3))),
-        ["play no-input,main-menu,menu-repeat barge-in"]
+        ["play no-input,main-menu,menu-repeat,language-offer barge-in"]
     );
     // A timer that already fired is stale.
     assert!(d.send(IvrEvent::TimerFired(TimerId(3))).is_empty());
@@ -453,7 +493,7 @@ fn slow_crm_times_out_and_a_late_answer_is_ignored() {
             "log crm timeout",
             "log node main/standard",
             "log node main/main_menu",
-            "play main-menu,menu-repeat barge-in"
+            "play main-menu,menu-repeat,language-offer barge-in"
         ]
     );
     assert!(

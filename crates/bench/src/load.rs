@@ -217,7 +217,10 @@ fn register_agents(dir: &Path, sip_port: u16, uas_port: u16, agents: usize) -> R
     let inf = dir.join("agents_register.csv");
     write_injection(
         &inf,
-        (0..agents).map(|i| format!("{};{AGENT_PASSWORD};", agent_id(i))),
+        (0..agents).map(|i| {
+            let id = agent_id(i);
+            format!("{id};[authentication username={id} password={AGENT_PASSWORD}];")
+        }),
     )?;
     let mut child = sipp(dir, "load_register.xml", "register_stat.csv")
         .arg("-inf")

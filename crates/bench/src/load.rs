@@ -424,10 +424,12 @@ fn step(args: &LoadArgs, calls: usize) -> Result<Value, String> {
         .arg("-inf")
         .arg(&agents_inf)
         .args(["-p", &uas_port.to_string()])
+        // It exits after the step's calls, writing its final statistics.
+        .args(["-m", &calls.to_string()])
         .args(["-timeout", &format!("{}s", total_secs + 30)])
         .spawn()
         .map_err(|e| format!("sipp agents: {e}"))?;
-    let uas = Guard(uas);
+    let mut uas = Guard(uas);
     wait_udp_bound(uas_port);
     let registered = register_agents(dir.path(), sip_port, uas_port, calls)?;
     if registered < calls as u64 {
@@ -478,6 +480,8 @@ fn step(args: &LoadArgs, calls: usize) -> Result<Value, String> {
     };
     let crm = crm_figures(dir.path(), answered)?;
     let media_figures: MediaFigures = rtp.finish();
+    // The agents' SIPp counts a call when the platform's BYE reached it: let it finish (bounded).
+    wait_child(&mut uas.0, Duration::from_secs(30));
     drop(uas);
     let uas_stat = std::fs::read_to_string(dir.path().join("uas_stat.csv")).unwrap_or_default();
     let agent_calls = last_stat(&uas_stat, "SuccessfulCall(C)");

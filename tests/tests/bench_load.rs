@@ -56,7 +56,8 @@ fn bench_load_at_five_calls_answers_records_and_carries_audio_both_ways() {
     ] {
         assert!(n(&node[figure]) > 0.0, "{figure}: {step}");
     }
-    assert!(n(&step["sip"]["invite_to_200_p99_ms"]) > 0.0, "{step}");
+    // Measured (a number), but SIPp counts in whole milliseconds: a quiet node answers within 0 ms.
+    assert!(n(&step["sip"]["invite_to_200_p99_ms"]) >= 0.0, "{step}");
     assert!(n(&step["bare_relay"]["received"]) > 0.0, "{step}");
     assert!(
         n(&step["ratios"]["p99_latency_full_path_over_bare"]) > 0.0,

@@ -217,8 +217,6 @@ fn register_agents(dir: &Path, sip_port: u16, uas_port: u16, agents: usize) -> R
     let inf = dir.join("agents_register.csv");
     write_injection(
         &inf,
-        // SIPp expands no field inside a keyword, so the whole `[authentication ...]` keyword is the
-        // line's second field.
         (0..agents).map(|i| {
             let id = agent_id(i);
             format!("{id};[authentication username={id} password={AGENT_PASSWORD}];")
@@ -426,10 +424,12 @@ fn step(args: &LoadArgs, calls: usize) -> Result<Value, String> {
         .arg("-inf")
         .arg(&agents_inf)
         .args(["-p", &uas_port.to_string()])
+        // It exits after the step's calls, writing its final statistics.
+        .args(["-m", &calls.to_string()])
         .args(["-timeout", &format!("{}s", total_secs + 30)])
         .spawn()
         .map_err(|e| format!("sipp agents: {e}"))?;
-    let uas = Guard(uas);
+    let mut uas = Guard(uas);
     wait_udp_bound(uas_port);
     let registered = register_agents(dir.path(), sip_port, uas_port, calls)?;
     if registered < calls as u64 {
@@ -480,19 +480,10 @@ fn step(args: &LoadArgs, calls: usize) -> Result<Value, String> {
     };
     let crm = crm_figures(dir.path(), answered)?;
     let media_figures: MediaFigures = rtp.finish();
-    // The agents' SIPp writes its figures once a second: wait until they count every answered call
-    // as ended (or 10 s pass) before stopping it, or the last calls' BYEs go uncounted.
-    let uas_stat_path = dir.path().join("uas_stat.csv");
-    let agent_calls_ended =
-        |text: &str| last_stat(text, "SuccessfulCall(C)") + last_stat(text, "FailedCall(C)");
-    let stats_deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < stats_deadline
-        && agent_calls_ended(&std::fs::read_to_string(&uas_stat_path).unwrap_or_default()) < answered
-    {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // The agents' SIPp counts a call when the platform's BYE reached it: let it finish (bounded).
+    wait_child(&mut uas.0, Duration::from_secs(30));
     drop(uas);
-    let uas_stat = std::fs::read_to_string(&uas_stat_path).unwrap_or_default();
+    let uas_stat = std::fs::read_to_string(dir.path().join("uas_stat.csv")).unwrap_or_default();
     let agent_calls = last_stat(&uas_stat, "SuccessfulCall(C)");
     let recordings = std::fs::read_dir(dir.path().join("recordings"))
         .map(|d| d.count())

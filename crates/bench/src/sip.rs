@@ -111,8 +111,12 @@ fn start_callcenter(bin: &Path, dir: &Path, uas_port: u16) -> Result<(Guard, u16
     let sip_port = free_port();
     let http_port = free_port();
     let config = format!(
-        "[node]\nlog = \"warn\"\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\ntransports = [\"udp\"]\n[sip.limits]\nmax_calls_per_second = 0\nmax_concurrent_calls = 0\nper_source_requests_per_second = 0\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[rtp]\nport_min = 10000\nport_max = 60000\n[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n[[route]]\nnumber = \"900\"\nforward = \"sip:uas@127.0.0.1:{uas_port}\"\n",
-        dir.display()
+        "[node]\nlog = \"warn\"\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\ntransports = [\"udp\"]\n[sip.limits]\nmax_calls_per_second = 0\nmax_concurrent_calls = 0\nper_source_requests_per_second = 0\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[rtp]\nport_min = 10000\nport_max = 60000\n[crm]\ndatabase_url = \"sqlite:{}/cc.db\"\n[ivr]\nscripts_dir = \"{}\"\n[[route]]\nnumber = \"900\"\nforward = \"sip:uas@127.0.0.1:{uas_port}\"\n",
+        dir.display(),
+        // The node loads its IVR flows at start (the repository's, unused by the forward route).
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../ivr-scripts")
+            .display()
     );
     let path = dir.join("callcenter.toml");
     std::fs::write(&path, config).map_err(|e| e.to_string())?;

@@ -109,16 +109,17 @@ impl StereoTimeline {
             return; // the gap stays silent
         }
         let lane = channel.index();
+        // Grow the pending lanes once per packet (not once per sample: that was the recorder's largest cost).
+        let end = position + samples.len() as i64 - self.written;
+        if end > self.pending.len() as i64 {
+            self.pending.resize(end as usize, [0; 3]);
+        }
         for (i, sample) in samples.iter().enumerate() {
             let at = position + i as i64 - self.written;
             if at < 0 {
                 continue; // already written: too late
             }
-            let at = at as usize;
-            if at >= self.pending.len() {
-                self.pending.resize(at + 1, [0; 3]);
-            }
-            if let Some(frame) = self.pending.get_mut(at) {
+            if let Some(frame) = self.pending.get_mut(at as usize) {
                 frame[lane] = *sample;
             }
         }
@@ -182,13 +183,16 @@ impl WavFileWriter {
 
     /// Appends frames (a mono file keeps the left channel).
     pub fn write_frames(&mut self, frames: &[[i16; 2]]) -> std::io::Result<()> {
+        // One write of the whole batch, not one call per sample.
+        let mut bytes = Vec::with_capacity(frames.len() * 2 * usize::from(self.channels));
         for [left, right] in frames {
-            self.file.write_all(&left.to_le_bytes())?;
+            bytes.extend_from_slice(&left.to_le_bytes());
             if self.channels == 2 {
-                self.file.write_all(&right.to_le_bytes())?;
+                bytes.extend_from_slice(&right.to_le_bytes());
             }
         }
-        let bytes = frames.len() * 2 * usize::from(self.channels);
+        self.file.write_all(&bytes)?;
+        let bytes = bytes.len();
         self.data_len = self
             .data_len
             .saturating_add(u32::try_from(bytes).unwrap_or(u32::MAX));

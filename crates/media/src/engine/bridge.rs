@@ -510,16 +510,29 @@ async fn run_recorder(
         );
     };
     loop {
+        // Frames are taken on the flush tick, not one wake-up per 20 ms frame of each leg (the channel
+        // holds 1024 frames: 10 s of a call).
         tokio::select! {
-            frame = frames.recv() => match frame {
-                Some(frame) => push(&mut timeline, frame),
-                None => break, // both legs gone
-            },
             command = control.recv() => match command {
-                Some(RecorderControl::Pause(paused)) => timeline.set_paused(paused),
+                Some(RecorderControl::Pause(paused)) => {
+                    while let Ok(frame) = frames.try_recv() {
+                        push(&mut timeline, frame);
+                    }
+                    timeline.set_paused(paused);
+                }
                 Some(RecorderControl::Stop) | None => break,
             },
             _ = flush.tick() => {
+                let legs_gone = loop {
+                    match frames.try_recv() {
+                        Ok(frame) => push(&mut timeline, frame),
+                        Err(mpsc::error::TryRecvError::Empty) => break false,
+                        Err(mpsc::error::TryRecvError::Disconnected) => break true,
+                    }
+                };
+                if legs_gone {
+                    break;
+                }
                 timeline.drain_until(now_ms(), &mut ready);
                 meter.push(&ready);
                 if failure.is_none() && let Err(e) = writer.write_frames(&ready) {

@@ -97,9 +97,9 @@ fn wav(path: &Path, written: SystemTime) {
 }
 
 /// Seeds `store`, starts a node on the same database with a 30-day retention, waits for its first
-/// retention run and checks what it left.
-fn run(database_url: &str, store: CrmStore, dir: tempfile::TempDir, tag: &str) {
-    let rt = runtime();
+/// retention run and checks what it left. `rt` is the runtime `store` was opened on: a pool's
+/// connections die with the runtime that made them.
+fn run(rt: &tokio::runtime::Runtime, database_url: &str, store: CrmStore, dir: tempfile::TempDir, tag: &str) {
     let recordings = dir.path().join("recordings");
     std::fs::create_dir_all(&recordings).expect("recordings folder");
     let old = recordings.join("old-call.wav");
@@ -200,12 +200,13 @@ fn recordings_go_with_their_rows_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("data").join("crm.db");
     let url = format!("sqlite:{}", db.display());
-    let store = runtime().block_on(async {
+    let rt = runtime();
+    let store = rt.block_on(async {
         let store = CrmStore::connect(&url).await.expect("sqlite");
         store.migrate().await.expect("migrate");
         store
     });
-    run(&url, store, dir, "sqlite");
+    run(&rt, &url, store, dir, "sqlite");
 }
 
 #[test]
@@ -221,7 +222,8 @@ fn recordings_go_with_their_rows_on_postgresql() {
         .unwrap_or(0);
     // Its own schema in the shared test database (left for inspection; the name is unique).
     let schema = format!("retention_{}_{nanos}", std::process::id());
-    let store = runtime().block_on(async {
+    let rt = runtime();
+    let store = rt.block_on(async {
         let store = CrmStore::connect_in_schema(&url, &schema)
             .await
             .expect("postgres schema");
@@ -231,6 +233,7 @@ fn recordings_go_with_their_rows_on_postgresql() {
     let sep = if url.contains('?') { '&' } else { '?' };
     let in_schema = format!("{url}{sep}options=-c%20search_path%3D{schema}");
     run(
+        &rt,
         &in_schema,
         store,
         tempfile::tempdir().expect("tempdir"),

@@ -23,14 +23,14 @@ pub(crate) struct CallLink {
     pub(super) lead: LeadId,
     /// When the greeting was judged a person's (live dialer); waits are counted from it.
     pub(super) verdict_at: Option<Timestamp>,
-    pub(super) tx: mpsc::UnboundedSender<Note>,
+    pub(super) tx: mpsc::UnboundedSender<Report>,
 }
 
 impl CallLink {
     /// An agent took the call at `at`.
     pub(crate) fn connected(&self, at: Timestamp) {
         let waited = self.verdict_at.map(|v| at.since(v)).unwrap_or_default();
-        let _ = self.tx.send(Note::Connected {
+        let _ = self.tx.send(Report::Connected {
             lead: self.lead.clone(),
             waited,
         });
@@ -38,17 +38,20 @@ impl CallLink {
 
     /// Nobody in time: the identification message plays.
     pub(crate) fn abandoned(&self) {
-        let _ = self.tx.send(Note::Abandoned {
+        let _ = self.tx.send(Report::Abandoned {
             lead: self.lead.clone(),
         });
     }
 
     /// The agent's wrap-up asks the campaign to close the lead (do not call) or call it back.
-    pub(crate) fn wrapped_up(&self, agent: &AgentId, wants: CampaignWrapUp) {
-        let _ = self.tx.send(Note::WrappedUp {
+    pub(crate) fn wrapped_up(&self, agent: &AgentId, wants: crate::desk::CampaignWrapUp) {
+        let _ = self.tx.send(Report::WrappedUp {
             lead: self.lead.clone(),
             agent: agent.clone(),
-            wants,
+            wish: WrapUpWish {
+                do_not_call: wants.do_not_call,
+                callback: wants.callback.map(|c| (c.at, c.personal)),
+            },
         });
     }
 
@@ -86,7 +89,7 @@ pub(crate) struct PreviewDial {
     pub(super) lead: LeadId,
     pub(super) phone: Pii<String>,
     pub(super) attempt: u32,
-    pub(super) tx: mpsc::UnboundedSender<Note>,
+    pub(super) tx: mpsc::UnboundedSender<Report>,
 }
 
 impl PreviewDial {
@@ -116,7 +119,7 @@ impl PreviewDial {
 
     /// The call is under way: the runner counts the attempt (before the call can report its end).
     pub(crate) fn placed(&self) {
-        let _ = self.tx.send(Note::PreviewPlaced {
+        let _ = self.tx.send(Report::PreviewPlaced {
             lead: self.lead.clone(),
             agent: self.agent.clone(),
         });
@@ -165,7 +168,7 @@ impl PreviewDial {
         row.ended_at = Some(Timestamp::now_utc());
         row.outcome = disposition_name(disposition).to_string();
         store_attempt(inner, &row).await;
-        let _ = self.tx.send(Note::Finished {
+        let _ = self.tx.send(Report::Finished {
             lead: self.lead.clone(),
             disposition,
         });
@@ -184,7 +187,7 @@ pub(super) async fn store_attempt(inner: &Inner, row: &crm_store::DialAttempt) {
 pub(super) struct Attempt {
     pub(super) inner: Arc<Inner>,
     pub(super) spec: Arc<CampaignSpec>,
-    pub(super) tx: mpsc::UnboundedSender<Note>,
+    pub(super) tx: mpsc::UnboundedSender<Report>,
     pub(super) id: CallId,
     pub(super) request: DialRequest,
     pub(super) started: Timestamp,
@@ -219,12 +222,12 @@ impl Attempt {
         store_attempt(&self.inner, row).await;
     }
 
-    pub(super) fn note(&self, note: Note) {
+    pub(super) fn note(&self, note: Report) {
         let _ = self.tx.send(note);
     }
 
     pub(super) fn resolved(&self, result: DialResult) {
-        self.note(Note::Resolved {
+        self.note(Report::Resolved {
             lead: self.request.lead.clone(),
             dialed_at: self.started,
             result,
@@ -324,7 +327,7 @@ impl Attempt {
             // Hung up during the greeting: a person (probably), who got no agent.
             info!("hung up during the greeting");
             self.resolved(DialResult::Human);
-            self.note(Note::Abandoned {
+            self.note(Report::Abandoned {
                 lead: self.request.lead.clone(),
             });
             row.amd_result = Some("hung_up".into());
@@ -398,7 +401,7 @@ impl Attempt {
             verdict_at: Some(verdict_at),
             tx: self.tx.clone(),
         };
-        self.note(Note::Waiting {
+        self.note(Report::Waiting {
             lead: self.request.lead.clone(),
         });
         let style = PopStyle {
@@ -427,7 +430,7 @@ impl Attempt {
             None => {
                 if !outcome.abandoned {
                     // The person hung up in the queue before the deadline: no agent reached them.
-                    self.note(Note::Abandoned {
+                    self.note(Report::Abandoned {
                         lead: self.request.lead.clone(),
                     });
                 }
@@ -494,7 +497,7 @@ impl Attempt {
         row.ended_at = Some(Timestamp::now_utc());
         row.outcome = disposition_name(disposition).to_string();
         self.store(&row).await;
-        self.note(Note::Finished {
+        self.note(Report::Finished {
             lead: self.request.lead.clone(),
             disposition,
         });

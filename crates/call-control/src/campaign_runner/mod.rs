@@ -40,7 +40,6 @@ use metrics::OutcomeLabel;
 pub use metrics::{CampaignLiveStats, DialerMetrics};
 use progress::{ProgressWriter, restored_progress, stored_state};
 
-use crate::desk::CampaignWrapUp;
 use crate::driver::legs::negotiate;
 use crate::driver::{CallerIo, Driver, PopStyle};
 use crate::{CallControl, Inner, Timeline};
@@ -52,8 +51,8 @@ use dialer::campaign::{
 };
 use dialer::compliance::{AbandonLedger, ComplianceConfig, ComplianceRules};
 use dialer::driver::{
-    CampaignDriver, Command as DriverCommand, Count, DriverSettings, Left, Previewed, Report,
-    Save as DriverSave, WrapUpWish,
+    CampaignDriver, Command as DriverCommand, Count, DriverSettings, Left, Report, Save as DriverSave,
+    WrapUpWish,
 };
 use dialer::pacing::{AgentActivity, AgentView, DialResult, PolicySpec};
 use domain::{
@@ -247,35 +246,6 @@ impl CallControl {
     }
 }
 
-/// What an attempt tells its runner.
-#[derive(Debug)]
-enum Note {
-    /// Ringing is over: answered and classified, or not answered.
-    Resolved {
-        lead: LeadId,
-        dialed_at: Timestamp,
-        result: DialResult,
-    },
-    /// A person waits in the queue for an agent.
-    Waiting { lead: LeadId },
-    /// A person reached an agent, `waited` after the verdict.
-    Connected { lead: LeadId, waited: Duration },
-    /// A person got no agent in time.
-    Abandoned { lead: LeadId },
-    /// The attempt is over.
-    Finished { lead: LeadId, disposition: Disposition },
-    /// A previewed lead's call was placed by its agent.
-    PreviewPlaced { lead: LeadId, agent: AgentId },
-    /// The agent's dial of a previewed lead was refused; the preview stays.
-    PreviewRefused { agent: AgentId, previewed: Previewed },
-    /// The agent's wrap-up asks not to call again, or to call back.
-    WrappedUp {
-        lead: LeadId,
-        agent: AgentId,
-        wants: CampaignWrapUp,
-    },
-}
-
 struct Runner {
     inner: Arc<Inner>,
     spec: Arc<CampaignSpec>,
@@ -284,7 +254,7 @@ struct Runner {
     dnc: HashSet<String>,
     counts: CampaignLiveStats,
     metrics: DialerMetrics,
-    tx: mpsc::UnboundedSender<Note>,
+    tx: mpsc::UnboundedSender<Report>,
     stats: watch::Sender<CampaignLiveStats>,
     /// The campaign's lease in the state store, and this runner's name as its holder.
     lease_name: String,
@@ -301,7 +271,7 @@ struct Runner {
 impl Runner {
     async fn run(
         mut self,
-        mut notes: mpsc::UnboundedReceiver<Note>,
+        mut notes: mpsc::UnboundedReceiver<Report>,
         mut control: mpsc::UnboundedReceiver<Control>,
         mut previews: mpsc::UnboundedReceiver<PreviewDecision>,
     ) {
@@ -785,7 +755,7 @@ impl Runner {
                         let answer = match placed {
                             Ok(_) => Ok(()),
                             Err(refusal) => {
-                                let _ = tx.send(Note::PreviewRefused { agent, previewed: p });
+                                let _ = tx.send(Report::PreviewRefused { agent, previewed: p });
                                 Err(refusal)
                             }
                         };
@@ -814,39 +784,16 @@ impl Runner {
         tokio::spawn(attempt.run().instrument(span));
     }
 
-    fn on_note(&mut self, note: Note) {
+    /// What an attempt told: the driver hears it as it is (attempts speak the driver's language).
+    fn on_note(&mut self, report: Report) {
         let now = Timestamp::now_utc();
-        let report = match note {
-            Note::Resolved {
-                lead,
-                dialed_at,
-                result,
-            } => Report::Resolved {
-                lead,
-                dialed_at,
-                result,
-            },
-            Note::Waiting { lead } => Report::Waiting { lead },
-            Note::Connected { lead, waited } => Report::Connected { lead, waited },
-            Note::Abandoned { lead } => Report::Abandoned { lead },
-            Note::Finished { lead, disposition } => {
-                info!(%lead, outcome = disposition_name(disposition), "attempt finished");
-                Report::Finished { lead, disposition }
+        match &report {
+            Report::Finished { lead, disposition } => {
+                info!(%lead, outcome = disposition_name(*disposition), "attempt finished");
             }
-            Note::PreviewPlaced { lead, agent } => {
-                info!(%lead, %agent, "previewed lead dialled");
-                Report::PreviewPlaced { lead, agent }
-            }
-            Note::PreviewRefused { agent, previewed } => Report::PreviewRefused { agent, previewed },
-            Note::WrappedUp { lead, agent, wants } => Report::WrappedUp {
-                lead,
-                agent,
-                wish: WrapUpWish {
-                    do_not_call: wants.do_not_call,
-                    callback: wants.callback.map(|c| (c.at, c.personal)),
-                },
-            },
-        };
+            Report::PreviewPlaced { lead, agent } => info!(%lead, %agent, "previewed lead dialled"),
+            _ => {}
+        }
         self.driver.report(now, report);
     }
 

@@ -28,6 +28,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
+
+mod confirmer;
+pub use confirmer::LegConfirmer;
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
@@ -391,28 +394,6 @@ impl RtpLeg {
 
     pub(crate) fn commands(&self) -> mpsc::UnboundedSender<LegCommand> {
         self.commands.clone()
-    }
-}
-
-/// Confirms a leg's dialog from elsewhere ([`RtpLeg::confirmer`]); holds no reference that keeps the leg
-/// (its socket and port) alive.
-#[derive(Clone)]
-pub struct LegConfirmer {
-    shared: std::sync::Weak<LegShared>,
-}
-
-impl std::fmt::Debug for LegConfirmer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LegConfirmer").finish_non_exhaustive()
-    }
-}
-
-impl LegConfirmer {
-    /// [`RtpLeg::confirm`] on the leg, if it still exists.
-    pub fn confirm(&self) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.out.lock().budget.confirm();
-        }
     }
 }
 

@@ -361,10 +361,16 @@ impl Drop for PrivateRedis {
 }
 
 /// Three nodes, eight phones registered through them in turn.
+/// One cluster at a time in this file: three nodes with their phones (and a test's own Redis) are
+/// a whole two-core machine's work; two at once starved Redis past its 2 s response timeout.
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Cluster {
     nodes: Vec<Option<Platform>>,
     phones: Vec<Phone>,
     _db: Database,
+    /// Dropped last: the next test's cluster starts once this one is gone.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Cluster {
@@ -381,6 +387,10 @@ impl Cluster {
     /// `i`'s phone registers through node `(i + 2) % 3`.
     fn start_with(test: &str, redis: &str, agents: usize, talk_ms: Option<u32>) -> Option<Cluster> {
         require_command("sipp");
+        // A test that failed while holding it poisoned nothing this one relies on.
+        let one_at_a_time = ONE_CLUSTER
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let db = Database::create(test)?;
         let prefix = format!("cccluster{}x{}", std::process::id(), free_port());
         let config = node_config(redis, &prefix, &db.url, agents);
@@ -404,6 +414,7 @@ impl Cluster {
             nodes,
             phones,
             _db: db,
+            _one_at_a_time: one_at_a_time,
         };
         for (i, phone) in cluster.phones.iter().enumerate() {
             let user = agent(i);

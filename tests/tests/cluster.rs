@@ -657,11 +657,9 @@ fn the_leaders_node_frozen_past_its_lease_changes_nothing_and_callers_are_served
         cluster.logs()
     );
     cluster.assert_served_once_each(24, "frozen leader");
-    assert_eq!(
-        cluster.leader().map(|l| l != old),
-        Some(true),
-        "one leader, the new one"
-    );
+    // Exactly one leader at the end. Which node holds the lease is not the point: on a busy machine a
+    // lease may lapse again and the resumed node, a normal standby now, may win it fairly.
+    assert!(cluster.leader().is_some(), "one leader\n{}", cluster.logs());
     let _ = cluster.nodes[old].take();
 }
 

@@ -4,16 +4,13 @@
 //! Numbers are masked for roles whose policy says so. Every lookup is audited by the API and limited
 //! per user (see [`crate::api`]).
 //!
-//! "On their desktop" is what this node's agent socket has shown the agent: [`ShownCalls`] is fed
-//! by the socket from the desk hub's events and forgotten when the socket closes, so a user without
-//! a desktop open sees no customer. The decision itself is the pure [`decide`].
+//! "On their desktop" is the desk hub's record of the calls tied to the agent, on this node or any
+//! other of the cluster ([`shown_to`]), so the answer does not depend on which node the request
+//! reaches. The decision itself is the pure [`decide`].
 
-use call_control::desk::{CallPhase, CallView, PreviewOffer, ScreenPop};
+use call_control::desk::{CallPhase, DeskHub, PreviewOffer, ScreenPop};
 use crm_store::{CountryCode, CustomerCard, Role, normalize_phone};
-use domain::{AgentId, CallId, CustomerId};
-use parking_lot::Mutex;
-use std::collections::HashMap;
-use std::sync::Arc;
+use domain::{AgentId, CustomerId};
 
 /// What one role may see of customers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,93 +179,21 @@ pub fn decide(
     }
 }
 
-/// The calls and previews each agent's desktop shows on this node. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct ShownCalls {
-    inner: Arc<Mutex<HashMap<AgentId, Desktop>>>,
-}
-
-#[derive(Default)]
-struct Desktop {
-    generation: u64,
-    calls: HashMap<CallId, (Arc<ScreenPop>, CallPhase)>,
-    preview: Option<Arc<PreviewOffer>>,
-}
-
-impl ShownCalls {
-    /// A desktop of `generation` attached with these calls and preview (replacing an older one).
-    pub fn attach(
-        &self,
-        agent: &AgentId,
-        generation: u64,
-        calls: &[CallView],
-        preview: Option<Arc<PreviewOffer>>,
-    ) {
-        let desktop = Desktop {
-            generation,
-            calls: calls
+/// What the agent's desktop shows now, wherever it is attached: the calls tied to the agent on any
+/// node of the cluster (the desk hub's record, not a socket's), and the preview lead shown to them.
+/// An API request may land on any node; the answer is the same on each.
+pub fn shown_to(desks: &DeskHub, agent: &AgentId, country: CountryCode) -> Vec<Shown> {
+    desks
+        .calls_of(agent)
+        .iter()
+        .map(|c| Shown::of_pop(&c.pop, c.phase, country))
+        .chain(
+            desks
+                .preview_of(agent)
                 .iter()
-                .map(|c| (c.pop.call.clone(), (c.pop.clone(), c.phase)))
-                .collect(),
-            preview,
-        };
-        self.inner.lock().insert(agent.clone(), desktop);
-    }
-
-    /// The desktop of `generation` closed (a newer one stays).
-    pub fn detach(&self, agent: &AgentId, generation: u64) {
-        let mut inner = self.inner.lock();
-        if inner.get(agent).is_some_and(|d| d.generation == generation) {
-            inner.remove(agent);
-        }
-    }
-
-    pub fn offered(&self, agent: &AgentId, pop: Arc<ScreenPop>) {
-        let phase = if pop.direction == domain::Direction::Outbound {
-            CallPhase::Dialing
-        } else {
-            CallPhase::Offered
-        };
-        if let Some(d) = self.inner.lock().get_mut(agent) {
-            d.calls.insert(pop.call.clone(), (pop, phase));
-        }
-    }
-
-    pub fn phase(&self, agent: &AgentId, call: &CallId, phase: CallPhase) {
-        if let Some((_, p)) = self
-            .inner
-            .lock()
-            .get_mut(agent)
-            .and_then(|d| d.calls.get_mut(call))
-        {
-            *p = phase;
-        }
-    }
-
-    pub fn ended(&self, agent: &AgentId, call: &CallId) {
-        if let Some(d) = self.inner.lock().get_mut(agent) {
-            d.calls.remove(call);
-        }
-    }
-
-    pub fn preview(&self, agent: &AgentId, offer: Option<Arc<PreviewOffer>>) {
-        if let Some(d) = self.inner.lock().get_mut(agent) {
-            d.preview = offer;
-        }
-    }
-
-    /// What the agent's desktop shows now.
-    pub fn of(&self, agent: &AgentId, country: CountryCode) -> Vec<Shown> {
-        let inner = self.inner.lock();
-        let Some(d) = inner.get(agent) else {
-            return Vec::new();
-        };
-        d.calls
-            .values()
-            .map(|(pop, phase)| Shown::of_pop(pop, *phase, country))
-            .chain(d.preview.iter().map(|p| Shown::of_preview(p, country)))
-            .collect()
-    }
+                .map(|p| Shown::of_preview(p, country)),
+        )
+        .collect()
 }
 
 #[cfg(test)]

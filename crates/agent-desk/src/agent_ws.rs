@@ -145,12 +145,6 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
     // Subscribe before reading the state, so no change falls between the two.
     let mut states = desk.acd.subscribe_agent_states();
     let mut attachment = desk.desks.attach(&agent, media);
-    desk.shown.attach(
-        &agent,
-        attachment.generation,
-        &attachment.calls,
-        attachment.preview.clone(),
-    );
     info!(?media, calls = attachment.calls.len(), "desktop attached");
     let welcome = AgentFrame::Welcome {
         protocol: PROTOCOL_VERSION,
@@ -171,7 +165,6 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
     };
     if tx.send(Message::Text(frame_text(&welcome).into())).await.is_err() {
         desk.desks.detach(&agent, attachment.generation);
-        desk.shown.detach(&agent, attachment.generation);
         return;
     }
     let mut watch = SessionWatch::new(token, &session);
@@ -197,16 +190,12 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
             },
             ev = attachment.events.recv() => match ev {
                 Some(DeskEvent::Replaced) | None => {
-                    desk.shown.detach(&agent, attachment.generation);
                     let _ = tx.send(Message::Text(frame_text(&AgentFrame::Replaced).into())).await;
                     let _ = tx.send(Message::Close(None)).await;
                     // The new desktop owns the agent now: do not detach it.
                     return;
                 }
-                Some(ev) => {
-                    note_shown(&desk, &agent, &ev);
-                    Some(desk_frame(ev, session.role))
-                }
+                Some(ev) => Some(desk_frame(ev, session.role)),
             },
             change = states.recv() => match change {
                 Ok(c) if c.agent == agent => Some(AgentFrame::State(StateView { state: c.to, since: c.at })),
@@ -255,7 +244,6 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
         }
     }
     desk.desks.detach(&agent, attachment.generation);
-    desk.shown.detach(&agent, attachment.generation);
     info!("desktop detached");
 }
 
@@ -271,20 +259,6 @@ async fn unreachable_not_ready(desk: &DeskServices, agent: &AgentId) {
         && let Err(e) = desk.acd.change_agent(agent, AgentChange::NotReady(reason)).await
     {
         debug!(error = %e, "unreachable agent not made not ready");
-    }
-}
-
-/// Keeps the record of what this desktop shows (customer access follows it).
-fn note_shown(desk: &DeskServices, agent: &AgentId, ev: &DeskEvent) {
-    match ev {
-        DeskEvent::Offered(pop) => desk.shown.offered(agent, pop.clone()),
-        DeskEvent::Phase { call, phase } => desk.shown.phase(agent, call, *phase),
-        DeskEvent::OfferWithdrawn { call, .. } | DeskEvent::Released { call } => {
-            desk.shown.ended(agent, call)
-        }
-        DeskEvent::Preview(offer) => desk.shown.preview(agent, Some(offer.clone())),
-        DeskEvent::PreviewWithdrawn { .. } => desk.shown.preview(agent, None),
-        DeskEvent::MediaAnswer { .. } | DeskEvent::Replaced => {}
     }
 }
 
@@ -467,12 +441,9 @@ async fn preview(
         return error(id, "no_preview", "no such campaign runs on this node");
     };
     match handle.preview(agent.clone(), lead, choice).await {
-        Ok(()) => {
-            // Dialled or skipped: the lead's record closes with the preview (a dialled call shows
-            // its own pop).
-            desk.shown.preview(agent, None);
-            AgentFrame::Ack { id }
-        }
+        // Dialled or skipped: the runner ends the preview in the desk hub, which closes the lead's
+        // record (a dialled call shows its own pop).
+        Ok(()) => AgentFrame::Ack { id },
         Err(refusal) => error(id, refusal.code, refusal.message),
     }
 }

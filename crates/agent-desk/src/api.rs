@@ -315,7 +315,7 @@ where
             )
         });
     }
-    let shown = desk.shown.of(&session.user, desk.crm.default_country());
+    let shown = access::shown_to(&desk.desks, &session.user, desk.crm.default_country());
     // An agent with nothing on their desktop is refused without reading the store.
     let card = if policy.read_any_customer || shown.iter().any(|s| s.live) {
         found().await.map_err(store_error)?

@@ -56,8 +56,6 @@ pub struct DeskServices {
     pub campaigns: Vec<call_control::CampaignHandle>,
     /// Who may read which customer records, and how often.
     pub customers: access::CustomerPolicy,
-    /// The calls each agent's desktop shows (kept by the agent socket; start with the default).
-    pub shown: access::ShownCalls,
     /// Disposition codes, not-ready reasons and each agent's queues, for the agent desktop.
     pub desktop: Arc<protocol::DesktopSettings>,
 }

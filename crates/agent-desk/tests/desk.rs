@@ -81,7 +81,6 @@ async fn start_with_ttl(session_ttl: Duration) -> Server {
             demo_token: Some("demo-service-token".into()),
             campaigns: Vec::new(),
             customers: Default::default(),
-            shown: Default::default(),
             desktop: Default::default(),
         });
     let stop = CancellationToken::new();

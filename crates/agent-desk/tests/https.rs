@@ -48,7 +48,6 @@ async fn desk() -> DeskServices {
         demo_token: None,
         campaigns: Vec::new(),
         customers: Default::default(),
-        shown: Default::default(),
         desktop: Default::default(),
     }
 }

@@ -222,6 +222,23 @@ impl DeskHub {
         if let Some(relay) = self.relay.get() {
             relay.publish_desk(agent, Some(media));
         }
+        let calls = self.calls_in(&hub, agent);
+        Attachment {
+            generation,
+            events: rx,
+            calls,
+            preview: hub.previews.get(agent).cloned(),
+        }
+    }
+
+    /// Every call tied to `agent`, on this node or (on a cluster) another, oldest first: what the
+    /// agent's desktop shows wherever it is attached. Customer access is decided on this.
+    pub fn calls_of(&self, agent: &AgentId) -> Vec<CallView> {
+        let hub = self.hub.lock();
+        self.calls_in(&hub, agent)
+    }
+
+    fn calls_in(&self, hub: &Hub, agent: &AgentId) -> Vec<CallView> {
         let mut calls: Vec<CallView> = hub
             .calls
             .values()
@@ -232,12 +249,12 @@ impl DeskHub {
             calls.extend(relay.remote_calls(agent));
         }
         calls.sort_by_key(|c| c.since);
-        Attachment {
-            generation,
-            events: rx,
-            calls,
-            preview: hub.previews.get(agent).cloned(),
-        }
+        calls
+    }
+
+    /// The preview campaign's lead shown to `agent`, if any.
+    pub fn preview_of(&self, agent: &AgentId) -> Option<Arc<PreviewOffer>> {
+        self.hub.lock().previews.get(agent).cloned()
     }
 
     /// Shows the agent a preview campaign's lead (kept for a desktop that attaches later).

@@ -887,6 +887,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_node_knows_the_calls_on_an_agents_desktop_for_customer_access() {
+        let store = StateStore::memory();
+        let (b, c) = (node(&store, "node-b").await, node(&store, "node-c").await);
+        let (agent, marker_agent) = (agent("2001"), agent("2009"));
+        // A desktop of another agent on node C: the relay's events arrive in order, so once its own
+        // offer reaches it, node C has heard of every earlier event too.
+        let mut marker = c.attach(&marker_agent, AgentMedia::Phone);
+        let (tx, _calls) = mpsc::unbounded_channel();
+        let p = pop("c1");
+        b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
+        b.set_phase(&p.call, &agent, CallPhase::Connected, Timestamp::from_millis(6));
+        let (tx, _marker_calls) = mpsc::unbounded_channel();
+        b.offer(&marker_agent, pop("m1"), tx, Timestamp::from_millis(7));
+        assert!(matches!(next(&mut marker).await, DeskEvent::Offered(_)));
+
+        // An API request for the agent may land on node C, where no desktop of theirs is attached.
+        let seen = c.calls_of(&agent);
+        assert_eq!(seen.len(), 1, "node C knows the agent's call held on node B");
+        assert_eq!(seen[0].pop.call, p.call);
+        assert_eq!(seen[0].phase, CallPhase::Connected);
+        assert_eq!(b.calls_of(&agent).len(), 1, "and so does the holder");
+        assert!(c.calls_of(&self::agent("2002")).is_empty(), "nobody else's");
+
+        b.release(&p.call, &agent);
+        b.release(&pop("m1").call, &marker_agent);
+        assert_eq!(
+            next(&mut marker).await,
+            DeskEvent::Released {
+                call: pop("m1").call.clone()
+            }
+        );
+        assert!(c.calls_of(&agent).is_empty(), "the call ended: closed everywhere");
+    }
+
+    #[tokio::test]
     async fn a_command_delivered_twice_is_run_once_and_answered_twice_alike() {
         let store = StateStore::memory();
         let b = node(&store, "node-b").await;

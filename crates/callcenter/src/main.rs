@@ -355,7 +355,6 @@ async fn serve(config: Config) -> Result<(), String> {
                 .then(agent_desk::demo::new_service_token),
             campaigns,
             customers: customer_policy(&config.desk),
-            shown: Default::default(),
             desktop: Arc::new(desktop_settings(&config)?),
         });
     let (http_addr, http_task) = http

@@ -352,3 +352,90 @@ fn a_caller_leaves_a_voicemail_that_is_recorded_and_logged_on_the_interaction() 
     let peak = samples.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
     assert!(peak > 1000, "the caller's voice is in the message (peak {peak})");
 }
+
+/// The IVR asks this node's own demo service for a caller's balance: the webhook's URL is a path, so
+/// call control sends it to the node's HTTP server with the node's service token, which the demo
+/// service takes (it refuses anyone without a credential).
+#[test]
+fn the_ivr_gets_a_balance_from_the_nodes_own_demo_service_with_its_token() {
+    require_command("sipp");
+    let flows = test_flows();
+    std::fs::write(
+        flows.path().join("balance.toml"),
+        r#"[flow]
+start = "who"
+
+[nodes.who]
+type = "set"
+vars = { account = "ACC-77" }
+next = "find"
+
+[nodes.find]
+type = "lookup"
+by = "${account}"
+timeout = "2s"
+next = "balance"
+not_found = "unknown_customer"
+error = "unknown_customer"
+
+[nodes.balance]
+type = "webhook"
+url = "/demo/balance"
+timeout = "5s"
+send = ["account", "customer.id"]
+sets = ["balance"]
+next = "balance_told"
+error = "balance_unavailable"
+
+[nodes.balance_told]
+type = "hangup"
+
+[nodes.balance_unavailable]
+type = "hangup"
+
+[nodes.unknown_customer]
+type = "hangup"
+"#,
+    )
+    .expect("write flow");
+    let platform = Platform::start_with_flows(
+        &format!(
+            "{}[[route]]\nnumber = \"805\"\nivr = \"balance\"\n[desk]\ndemo_services = true\n\n[[desk.user]]\nid = \"sup\"\nname = \"Sam Supervisor\"\nrole = \"supervisor\"\npassword = \"supervisor-pw\"\n",
+            limits()
+        ),
+        flows.path(),
+    );
+    let token = platform.login("sup", "supervisor-pw");
+    let (status, body) = platform.http_post(
+        "/api/v1/admin/customers",
+        &serde_json::json!({"id": "c-77", "name": "Erika", "account_number": "ACC-77", "tier": "normal"})
+            .to_string(),
+        Some(&token),
+    );
+    assert_eq!(status, 201, "{body}");
+    // Nobody else gets the demo service's answer.
+    assert_eq!(platform.http_post("/demo/balance", "{}", None).0, 401);
+
+    let run = uac(&platform, "uac_wait_bye.xml", "805", 1, &[]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        platform.log()
+    );
+    let interactions = platform.ended_interactions(1);
+    assert_eq!(interactions.len(), 1, "{}", platform.log());
+    let nodes: Vec<String> = interactions[0]
+        .events
+        .iter()
+        .filter(|e| e.kind == "ivr_node")
+        .filter_map(|e| e.payload["node"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        nodes.iter().any(|n| n == "balance_told"),
+        "the webhook answered: {nodes:?}\n{}",
+        platform.log()
+    );
+    assert!(!nodes.iter().any(|n| n == "balance_unavailable"), "{nodes:?}");
+}

@@ -81,6 +81,8 @@ pub(crate) struct Inner {
     pub(crate) wrap_up_window: std::time::Duration,
     /// What callers waiting in queues hear (set once at start; unset: only what the IVR plays).
     pub(crate) queue_audio: std::sync::OnceLock<queue_audio::QueueAudioConfig>,
+    /// This node's HTTP server, for IVR webhooks whose URL is a path (`/demo/balance`).
+    pub(crate) own_http: std::sync::OnceLock<webhook::OwnHttp>,
     counter: AtomicU64,
 }
 
@@ -173,6 +175,7 @@ impl CallControl {
                 outbound,
                 wrap_up_window: WRAP_UP_WINDOW,
                 queue_audio: std::sync::OnceLock::new(),
+                own_http: std::sync::OnceLock::new(),
                 counter: AtomicU64::new(0),
             }),
         }
@@ -182,6 +185,12 @@ impl CallControl {
     /// start. Returns false if it was set already.
     pub fn set_queue_audio(&self, config: queue_audio::QueueAudioConfig) -> bool {
         self.inner.queue_audio.set(config).is_ok()
+    }
+
+    /// Tells call control where this node's HTTP server listens and the service token it takes
+    /// from the node's own IVR; once, when the server is up. Returns false if it was set already.
+    pub fn set_own_http(&self, own: webhook::OwnHttp) -> bool {
+        self.inner.own_http.set(own).is_ok()
     }
 
     /// Places a call for `agent` to `number` (click-to-dial): their phone rings first (or, for the

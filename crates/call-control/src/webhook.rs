@@ -1,6 +1,8 @@
 //! The IVR webhooks' client: POST a JSON body to an `http://` URL and read a JSON reply, within a
-//! deadline. Only plain HTTP to hosts the operator configured in a flow. The HTTP itself is
-//! `reqwest`'s (a maintained client: chunked replies, keep-alive, limits), not ours.
+//! deadline. Only plain HTTP to hosts the operator configured in a flow, or a path on this node's
+//! own HTTP server (`/demo/balance`), which alone is sent the node's service token: a flow can
+//! never hand the token to another host. The HTTP itself is `reqwest`'s (a maintained client:
+//! chunked replies, keep-alive, limits), not ours.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -29,6 +31,54 @@ fn client() -> &'static reqwest::Client {
     })
 }
 
+/// This node's own HTTP server, for webhooks whose URL is a path: where it listens and the
+/// service token it accepts from the node's IVR (demo mode).
+#[derive(Clone)]
+pub struct OwnHttp {
+    base: reqwest::Url,
+    token: Option<String>,
+}
+
+impl OwnHttp {
+    /// The server listening on `listen` (an unspecified address is reached on loopback).
+    pub fn new(listen: std::net::SocketAddr, token: Option<String>) -> Self {
+        let ip = match listen.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        let base = std::net::SocketAddr::new(ip, listen.port());
+        let base = reqwest::Url::parse(&format!("http://{base}/")).unwrap_or_else(|_| {
+            // A socket address always prints as a valid authority; keep a harmless fallback.
+            reqwest::Url::parse("http://127.0.0.1/").expect("a literal URL")
+        });
+        Self { base, token }
+    }
+}
+
+impl std::fmt::Debug for OwnHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnHttp")
+            .field("base", &self.base.as_str())
+            .field("token", &self.token.as_ref().map(|_| "<secret>"))
+            .finish()
+    }
+}
+
+/// Where a flow's URL goes, and the token sent with it (only to this node's own server).
+fn resolve(url: &str, own: Option<&OwnHttp>) -> Result<(reqwest::Url, Option<String>), WebhookError> {
+    if url.starts_with('/') && !url.starts_with("//") {
+        let own = own.ok_or(WebhookError::BadUrl)?;
+        let joined = own.base.join(url).map_err(|_| WebhookError::BadUrl)?;
+        // `join` of a path keeps the scheme and authority; check it anyway, the token rides on it.
+        if joined.origin() != own.base.origin() {
+            return Err(WebhookError::BadUrl);
+        }
+        return Ok((joined, own.token.clone()));
+    }
+    Ok((parse_url(url)?, None))
+}
+
 /// Checks the URL: `http://host[:port]/path` only.
 fn parse_url(url: &str) -> Result<reqwest::Url, WebhookError> {
     // The URL parser would read `http:///y` as host `y`; a flow author meant no host at all.
@@ -43,27 +93,29 @@ fn parse_url(url: &str) -> Result<reqwest::Url, WebhookError> {
     Ok(parsed)
 }
 
-/// POSTs `body` and returns the JSON reply.
+/// POSTs `body` to `url` (absolute, or a path on `own`) and returns the JSON reply.
 pub async fn post_json(
     url: &str,
+    own: Option<&OwnHttp>,
     body: &serde_json::Value,
     timeout: Duration,
 ) -> Result<serde_json::Value, WebhookError> {
-    let url = parse_url(url)?;
+    let (url, token) = resolve(url, own)?;
     let work = async {
-        let reply = client()
+        let mut request = client()
             .post(url)
             .header(reqwest::header::ACCEPT, "application/json")
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    WebhookError::Timeout
-                } else {
-                    WebhookError::Unreachable
-                }
-            })?;
+            .json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let reply = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                WebhookError::Timeout
+            } else {
+                WebhookError::Unreachable
+            }
+        })?;
         let status = reply.status();
         if !status.is_success() {
             return Err(WebhookError::Status(status.as_u16()));
@@ -139,6 +191,7 @@ mod tests {
         .await;
         let reply = post_json(
             &url,
+            None,
             &serde_json::json!({"account": "42"}),
             Duration::from_secs(5),
         )
@@ -162,23 +215,24 @@ mod tests {
         )
         .await;
         assert_eq!(
-            post_json(&url, &serde_json::json!({}), Duration::from_secs(5))
+            post_json(&url, None, &serde_json::json!({}), Duration::from_secs(5))
                 .await
                 .unwrap()["a"],
             1
         );
         let (url, _) = serve_once(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n").await;
         assert_eq!(
-            post_json(&url, &serde_json::json!({}), Duration::from_secs(5)).await,
+            post_json(&url, None, &serde_json::json!({}), Duration::from_secs(5)).await,
             Err(WebhookError::Status(500))
         );
         let (url, _) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ngarbage").await;
         assert_eq!(
-            post_json(&url, &serde_json::json!({}), Duration::from_secs(5)).await,
+            post_json(&url, None, &serde_json::json!({}), Duration::from_secs(5)).await,
             Err(WebhookError::BadReply)
         );
         let unreachable = post_json(
             "http://127.0.0.1:9/x",
+            None,
             &serde_json::json!({}),
             Duration::from_secs(5),
         )
@@ -201,10 +255,83 @@ mod tests {
         });
         let reply = post_json(
             &format!("http://{addr}/slow"),
+            None,
             &serde_json::json!({}),
             Duration::from_millis(300),
         )
         .await;
         assert_eq!(reply, Err(WebhookError::Timeout));
+    }
+
+    #[tokio::test]
+    async fn a_path_goes_to_this_nodes_own_server_with_its_token_and_no_other_host_gets_it() {
+        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"balance\":7}";
+        let (url, server) = serve_once(reply).await;
+        let listen: std::net::SocketAddr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/hook")
+            .parse()
+            .unwrap();
+        let own = OwnHttp::new(listen, Some("s3cret".into()));
+        let got = post_json(
+            "/demo/balance",
+            Some(&own),
+            &serde_json::json!({}),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(got.unwrap()["balance"], 7);
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST /demo/balance HTTP/1.1"), "{request}");
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("authorization: bearer s3cret"),
+            "{request}"
+        );
+
+        // An absolute URL, even to the same server, is the flow author's: no token.
+        let (url, server) = serve_once(reply).await;
+        let listen: std::net::SocketAddr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/hook")
+            .parse()
+            .unwrap();
+        let own = OwnHttp::new(listen, Some("s3cret".into()));
+        assert!(
+            post_json(&url, Some(&own), &serde_json::json!({}), Duration::from_secs(5))
+                .await
+                .is_ok()
+        );
+        let request = server.await.unwrap();
+        assert!(
+            !request.to_ascii_lowercase().contains("authorization"),
+            "{request}"
+        );
+        assert!(
+            !format!("{own:?}").contains("s3cret"),
+            "the token stays out of Debug"
+        );
+
+        // A path without a node server, or one that names another host, is refused.
+        assert_eq!(
+            post_json(
+                "/demo/balance",
+                None,
+                &serde_json::json!({}),
+                Duration::from_secs(5)
+            )
+            .await,
+            Err(WebhookError::BadUrl)
+        );
+        assert_eq!(
+            resolve("//elsewhere.example/x", Some(&own)).map(|(u, _)| u.to_string()),
+            Err(WebhookError::BadUrl)
+        );
+        let unspecified = OwnHttp::new("0.0.0.0:8080".parse().unwrap(), None);
+        assert_eq!(
+            resolve("/demo/balance", Some(&unspecified)).map(|(u, _)| u.to_string()),
+            Ok("http://127.0.0.1:8080/demo/balance".to_string())
+        );
     }
 }

@@ -337,6 +337,10 @@ async fn serve(config: Config) -> Result<(), String> {
         supervision.clone(),
         shutdown.clone(),
     );
+    let demo_token = config
+        .desk
+        .demo_services
+        .then(agent_desk::demo::new_service_token);
     let http = http
         .with_supervision(supervision)
         .with_desk(agent_desk::DeskServices {
@@ -347,12 +351,8 @@ async fn serve(config: Config) -> Result<(), String> {
             auth,
             calls: Some(calls.clone()),
             demo_services: config.desk.demo_services,
-            // For the node's own IVR; the flows' webhooks cannot present it until call-control's
-            // webhook client sends a bearer token (see docs/security.md).
-            demo_token: config
-                .desk
-                .demo_services
-                .then(agent_desk::demo::new_service_token),
+            // For the node's own IVR: its webhooks to a path on this server present it.
+            demo_token: demo_token.clone(),
             campaigns,
             customers: customer_policy(&config.desk),
             desktop: Arc::new(desktop_settings(&config)?),
@@ -361,6 +361,7 @@ async fn serve(config: Config) -> Result<(), String> {
         .serve(config.http.listen, shutdown.clone())
         .await
         .map_err(|e| format!("http {}: {e}", config.http.listen))?;
+    calls.set_own_http(call_control::webhook::OwnHttp::new(http_addr, demo_token));
 
     let retention_task = (config.crm.retention_days > 0).then(|| {
         retention::spawn(

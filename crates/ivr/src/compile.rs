@@ -230,6 +230,14 @@ pub(crate) fn check_language(tag: &str) -> Result<(), String> {
 }
 
 /// Flow, node, variable and schedule names: short, lowercase letters, digits, `_`, `-` and `.`.
+/// An absolute `http(s)://` URL, or a path on the node's own HTTP server (`/demo/balance`), which
+/// call control sends to this node with the node's service token.
+fn is_webhook_url(url: &str) -> bool {
+    url.starts_with("http://")
+        || url.starts_with("https://")
+        || (url.starts_with('/') && !url.starts_with("//") && !url.contains(['\\', ' ']))
+}
+
 pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err(format!("{name:?} must be 1 to 64 characters"));
@@ -837,14 +845,15 @@ impl NodeCtx<'_, '_> {
                 self.missing("url");
                 None
             }
-            Some(s) if s.get_ref().starts_with("http://") || s.get_ref().starts_with("https://") => {
-                Some(s.get_ref().clone())
-            }
+            Some(s) if is_webhook_url(s.get_ref()) => Some(s.get_ref().clone()),
             Some(s) => {
                 let line = self.line(s);
                 self.error(
                     line,
-                    format!("url {:?} must start with http:// or https://", s.get_ref()),
+                    format!(
+                        "url {:?} must start with http:// or https://, or be a path on this node such as /demo/balance",
+                        s.get_ref()
+                    ),
                 );
                 None
             }

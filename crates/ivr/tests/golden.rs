@@ -556,7 +556,7 @@ fn account_balance_collects_looks_up_and_reads_the_number() {
             "log customer c-7 tier=normal",
             "log crm found",
             "log node main/balance",
-            "webhook 12 http://127.0.0.1:8080/demo/balance",
+            "webhook 12 /demo/balance",
             "timer 13 2s"
         ]
     );

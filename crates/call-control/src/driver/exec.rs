@@ -521,14 +521,16 @@ impl Driver {
                 body,
                 timeout,
             } => {
+                let own = self.inner.own_http.get().cloned();
                 tokio::spawn(async move {
-                    let result = match crate::webhook::post_json(&url, body.expose(), timeout).await {
-                        Ok(v) => ivr::WebhookResult::Reply(Pii::new(v)),
-                        Err(e) => {
-                            warn!(?e, "webhook failed");
-                            ivr::WebhookResult::Failed
-                        }
-                    };
+                    let result =
+                        match crate::webhook::post_json(&url, own.as_ref(), body.expose(), timeout).await {
+                            Ok(v) => ivr::WebhookResult::Reply(Pii::new(v)),
+                            Err(e) => {
+                                warn!(?e, "webhook failed");
+                                ivr::WebhookResult::Failed
+                            }
+                        };
                     let _ = tx.send(Done(ivr::IvrEvent::WebhookResult { request, result }));
                 });
             }

@@ -52,6 +52,17 @@ if [ -z "${PJSUA_PYTHON:-}" ]; then
   export PJSUA_PYTHON="$PJSUA_VENV/bin/python"
 fi
 
+# --- SIPVicious (PyPI) for the attacker's probes in tests/sipvicious.rs -----------------------------
+if [ -z "${SIPVICIOUS_BIN:-}" ]; then
+  SIPVICIOUS_VENV="${SIPVICIOUS_VENV:-$HOME/.cache/callcenter-sipvicious}"
+  if ! [ -x "$SIPVICIOUS_VENV/bin/sipvicious_svcrack" ]; then
+    echo "installing sipvicious into $SIPVICIOUS_VENV"
+    python3 -m venv "$SIPVICIOUS_VENV"
+    "$SIPVICIOUS_VENV/bin/pip" install -q 'sipvicious==0.3.8'
+  fi
+  export SIPVICIOUS_BIN="$SIPVICIOUS_VENV/bin"
+fi
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- Redis ----------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ const USERS: &str = "[[sip.user]]\nname = \"1001\"\npassword = \"agent1001\"\n\n
 
 /// Where the SIPVicious tools are: `SIPVICIOUS_BIN` (the test command installs them in a virtualenv).
 fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var("SIPVICIOUS_BIN").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/callcenter-sipvicious/bin")
-    });
+    let dir = std::env::var("SIPVICIOUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/callcenter-sipvicious/bin")
+        });
     let path = dir.join(format!("sipvicious_{name}"));
     assert!(
         path.is_file(),
@@ -31,7 +33,12 @@ fn run(platform: &Platform, name: &str, args: &[&str]) -> String {
     let home = tempfile::tempdir().expect("home for the tool's session files");
     let out = Command::new(tool(name))
         .args(args)
-        .args(["-P", &free_port().to_string(), "-p", &platform.sip.port().to_string()])
+        .args([
+            "-P",
+            &free_port().to_string(),
+            "-p",
+            &platform.sip.port().to_string(),
+        ])
         .arg(platform.sip.ip().to_string())
         .env("HOME", home.path())
         .output()
@@ -64,7 +71,10 @@ fn sipvicious_finds_the_node_but_no_user_and_no_password_past_the_ban() {
     // svwar: REGISTER and INVITE scans over a range holding 1001-1003 tell no user from a stranger.
     for method in ["REGISTER", "INVITE"] {
         let war = run(&platform, "svwar", &["-e1000-1010", "-m", method, "--force"]);
-        assert!(war.contains("found nothing"), "svwar -m {method} found users:\n{war}");
+        assert!(
+            war.contains("found nothing"),
+            "svwar -m {method} found users:\n{war}"
+        );
         for user in ["1001", "1002", "1003"] {
             assert!(
                 !war.lines().any(|l| l.starts_with(&format!("| {user}"))),

@@ -549,7 +549,14 @@ async fn run_recorder(
     meter.push(&ready);
     let result = match failure {
         Some(e) => Err(e),
-        None => writer.write_frames(&ready).and_then(|()| writer.finish()),
+        // The last frames, the header and the fsync on a blocking thread: an fsync may take tens of
+        // milliseconds on a busy disk, and an async worker held that long delays every call's RTP
+        // it also relays (hundreds of recordings end at once when a campaign's calls do).
+        None => {
+            tokio::task::spawn_blocking(move || writer.write_frames(&ready).and_then(|()| writer.finish()))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(format!("recording writer: {e}"))))
+        }
     }
     .map(|path| RecordingSummary {
         path,

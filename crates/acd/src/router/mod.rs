@@ -24,7 +24,9 @@ use crate::io::{
     CallRequest, CancelReason, Explanation, Input, Offer, OfferId, Output, OverflowReason, PreferredAgent,
     Rule, Score, Trigger,
 };
-use crate::kpi::{AgentCounters, AgentKpi, KpiSnapshot, QueueCounters, QueueKpi, estimated_wait_ms};
+use crate::kpi::{
+    AgentCounters, AgentKpi, HeldBack, KpiSnapshot, QueueCounters, QueueKpi, estimated_wait_ms,
+};
 use crate::rng::SplitMix64;
 use domain::{AgentId, CallId, QueueId, SkillId, Timestamp};
 use serde::{Deserialize, Serialize};

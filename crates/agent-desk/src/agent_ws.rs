@@ -49,7 +49,7 @@ const NO_PHONE_REASON: &str = "no-phone";
 /// Whether a call offered now could reach the agent. The browser softphone always can (the page is
 /// attached); a phone agent needs a live SIP registration. A desk that places no calls cannot tell,
 /// and a state store that cannot answer does not block the agent.
-async fn reachability(desk: &DeskServices, agent: &AgentId, media: AgentMedia) -> Reachability {
+pub(crate) async fn reachability(desk: &DeskServices, agent: &AgentId, media: AgentMedia) -> Reachability {
     if media == AgentMedia::Browser || desk.calls.is_none() {
         return Reachability::REACHABLE;
     }

@@ -379,7 +379,33 @@ fn an_agent_extends_wrap_up_until_the_queues_longest() {
         );
         let shot = browser.save_screenshot("agent-wrap-up-extended");
         no_serious_violations(&browser, "wrap-up extended");
-        eprintln!("screenshot: {}", shot.display());
+
+        // The same form in Chinese (a reload keeps the wrap-up): the button and the countdown are
+        // translated and whole.
+        browser.open(&format!("http://{}/agent?lang=zh-CN", platform.http));
+        browser.wait_for(
+            "the Chinese wrap-up form with its button",
+            "return document.documentElement.lang === 'zh-CN' && window.desk.wrapups.length === 1 && \
+             !document.querySelector('#wrapup-list .wu-extend').classList.contains('hidden');",
+        );
+        let extend = browser.eval(
+            "const b = document.querySelector('#wrapup-list .wu-extend'); \
+             return { text: b.innerText, fits: b.scrollWidth <= b.clientWidth && b.scrollHeight <= b.clientHeight, \
+                      countdown: document.querySelector('#wrapup-list .wu-countdown').innerText };",
+            json!([]),
+        );
+        assert_eq!(extend["text"], "延长 30 秒", "{extend}");
+        assert_eq!(extend["fits"], true, "the button's words fit it: {extend}");
+        assert!(
+            extend["countdown"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("后恢复就绪"),
+            "{extend}"
+        );
+        let shot_zh = browser.save_screenshot("agent-wrap-up-extended-zh");
+        no_serious_violations(&browser, "wrap-up extended (zh-CN)");
+        eprintln!("screenshots: {} {}", shot.display(), shot_zh.display());
         let call = browser.eval("return window.desk.wrapups[0];", json!([]));
         save_wrap_up(&browser, call.as_str().expect("call id"), "resolved");
         let run = caller.join().expect("caller");

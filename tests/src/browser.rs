@@ -266,11 +266,21 @@ impl Browser {
 }
 
 impl Browser {
-    /// Sets the window to `width`×`height` (screenshots of the desktop are taken at 1366×768, the
-    /// most common agent screen).
+    /// Sizes the window so the page itself (what a screenshot shows) is `width`×`height`
+    /// (screenshots of the desktop are taken at 1366×768, the most common agent screen). The window
+    /// is first set to that size, then grown by whatever the browser's own frame takes.
     pub fn resize(&self, width: u32, height: u32) {
-        self.command("window/rect", &json!({ "width": width, "height": height }))
-            .unwrap_or_else(|e| panic!("resize: {e}"));
+        let set = |w: i64, h: i64| {
+            self.command("window/rect", &json!({ "width": w, "height": h }))
+                .unwrap_or_else(|e| panic!("resize: {e}"));
+        };
+        let (w, h) = (i64::from(width), i64::from(height));
+        set(w, h);
+        let inner = self.eval("return [window.innerWidth, window.innerHeight];", json!([]));
+        let (iw, ih) = (inner[0].as_i64().unwrap_or(w), inner[1].as_i64().unwrap_or(h));
+        if (iw, ih) != (w, h) {
+            set(2 * w - iw, 2 * h - ih);
+        }
     }
 
     /// Lets pages of `origin` raise notifications (as an agent who allowed them).

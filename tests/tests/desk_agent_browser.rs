@@ -3,8 +3,10 @@
 //! offer rings and raises a notification; a missed offer says why the agent is now not ready; the
 //! call and hold times tick; notes typed on call A stay on A although call B is offered and taken
 //! while A's wrap-up form is still open; an agent asks for more wrap-up time until the queue's
-//! longest and is told when no more can be added. axe-core finds no serious accessibility violation on any
-//! of these views, in English and in Chinese.
+//! longest and is told when no more can be added; after a rejected offer the desktop counts down the
+//! time the router holds that caller back from the agent, and the wallboard shows it on the agent's
+//! tile. axe-core finds no serious accessibility violation on any of these views, in English and in
+//! Chinese.
 
 use serde_json::{Value, json};
 use system_tests::browser::Browser;
@@ -377,7 +379,33 @@ fn an_agent_extends_wrap_up_until_the_queues_longest() {
         );
         let shot = browser.save_screenshot("agent-wrap-up-extended");
         no_serious_violations(&browser, "wrap-up extended");
-        eprintln!("screenshot: {}", shot.display());
+
+        // The same form in Chinese (a reload keeps the wrap-up): the button and the countdown are
+        // translated and whole.
+        browser.open(&format!("http://{}/agent?lang=zh-CN", platform.http));
+        browser.wait_for(
+            "the Chinese wrap-up form with its button",
+            "return document.documentElement.lang === 'zh-CN' && window.desk.wrapups.length === 1 && \
+             !document.querySelector('#wrapup-list .wu-extend').classList.contains('hidden');",
+        );
+        let extend = browser.eval(
+            "const b = document.querySelector('#wrapup-list .wu-extend'); \
+             return { text: b.innerText, fits: b.scrollWidth <= b.clientWidth && b.scrollHeight <= b.clientHeight, \
+                      countdown: document.querySelector('#wrapup-list .wu-countdown').innerText };",
+            json!([]),
+        );
+        assert_eq!(extend["text"], "延长 30 秒", "{extend}");
+        assert_eq!(extend["fits"], true, "the button's words fit it: {extend}");
+        assert!(
+            extend["countdown"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("后恢复就绪"),
+            "{extend}"
+        );
+        let shot_zh = browser.save_screenshot("agent-wrap-up-extended-zh");
+        no_serious_violations(&browser, "wrap-up extended (zh-CN)");
+        eprintln!("screenshots: {} {}", shot.display(), shot_zh.display());
         let call = browser.eval("return window.desk.wrapups[0];", json!([]));
         save_wrap_up(&browser, call.as_str().expect("call id"), "resolved");
         let run = caller.join().expect("caller");
@@ -387,6 +415,172 @@ fn an_agent_extends_wrap_up_until_the_queues_longest() {
             "{}\n{}",
             run.output,
             platform.log()
+        );
+    });
+}
+
+/// Polls `script` until it returns true, for up to `secs` (for waits longer than the browser
+/// helper's own deadline, such as a 30 s hold-back running out).
+fn wait_long(browser: &Browser, what: &str, script: &str, secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while browser.eval(script, json!([])) != json!(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page never got there: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Seconds left on the desktop's hold-back countdown ("… again for 0:27."), or null.
+const HELD_BACK_SECS: &str = r#"
+const m = /(\d+):(\d\d)/.exec(document.getElementById('held-back').innerText);
+return m ? Number(m[1]) * 60 + Number(m[2]) : null;
+"#;
+
+/// The wallboard's tile of agent 1001: its hold-back line, or null.
+const WALLBOARD_HELD_BACK: &str = r#"
+const el = document.querySelector('.atile[data-agent="1001"] .held-back');
+return el ? el.innerText : null;
+"#;
+
+/// After the agent rejects an offer, the router keeps that caller from them for the queue's
+/// `decline_pause_secs` (45 s here): the desktop says so with a live countdown, the wallboard shows it on
+/// the agent's tile, and both clear when the caller is offered to the agent again.
+#[test]
+fn a_rejected_offer_is_held_back_with_a_countdown_on_the_desktop_and_the_wallboard() {
+    require_command("sipp");
+    require_command("chromium");
+    require_command("chromedriver");
+    let config = CONFIG.replace("decline_pause_secs = 1\n", "decline_pause_secs = 45\n")
+        + r#"
+[[desk.user]]
+id = "super"
+name = "Sam Supervisor"
+role = "supervisor"
+password = "supervisor"
+"#;
+    assert!(config.contains("decline_pause_secs = 45"));
+    let platform = Platform::start(&config);
+    let browser = Browser::start();
+    log_in(&browser, &platform);
+    browser.click("#softphone");
+    browser.wait_for(
+        "the softphone is on",
+        "return window.desk.media === 'browser' && window.desk.reachable === true;",
+    );
+    browser.click("#btn-login");
+    browser.wait_for("ready for calls", "return window.desk.state === 'available';");
+
+    let board = Browser::start();
+    board.resize(1366, 768);
+    board.open(&format!("http://{}/", platform.http));
+    board.type_into("#user", "super");
+    board.type_into("#password", "supervisor");
+    board.click("#login-button");
+    board.wait_for(
+        "the wallboard shows agent 1001",
+        "return location.pathname === '/wallboard' && document.querySelector('.atile[data-agent=\"1001\"]') !== null;",
+    );
+
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| uac(&platform, "uac_customer_wait_bye.xml", "801", 1, &["-rtp_echo"]));
+        browser.wait_for("offered", "return window.desk.phase === 'offered';");
+        browser.click("#btn-reject");
+        browser.wait_for(
+            "the desktop counts down the hold-back",
+            "const el = document.getElementById('held-back'); return window.desk.heldBack.length === 1 && \
+             !el.classList.contains('hidden') && el.innerText.includes('+4930123456') && \
+             el.innerText.includes('will not be offered to you again for 0:');",
+        );
+        assert_eq!(browser.eval("return window.desk.state;", json!([])), "available");
+        let until = browser
+            .eval("return window.desk.heldBack[0].until;", json!([]))
+            .as_i64()
+            .expect("until");
+        let left = browser
+            .eval(HELD_BACK_SECS, json!([]))
+            .as_i64()
+            .expect("seconds left");
+        assert!((1..=45).contains(&left), "{left} s left");
+        // The page counts down on its own.
+        browser.wait_for(
+            "the countdown moves",
+            &format!("const s = (function () {{ {HELD_BACK_SECS} }})(); return s !== null && s < {left};"),
+        );
+        browser.wait_for(
+            "the hold-back is announced",
+            "return window.desk.said.some((s) => s.startsWith('The call from +4930123456 will not be offered'));",
+        );
+        let desk_shot = browser.save_screenshot("agent-held-back");
+        no_serious_violations(&browser, "held back");
+
+        let line = board.wait_for("the wallboard shows the hold-back", WALLBOARD_HELD_BACK);
+        let line = line.as_str().unwrap_or_default().to_string();
+        assert!(line.starts_with("1 call held back"), "{line}");
+        assert!(line.contains("0:") || line.ends_with(" s"), "{line}");
+        let rows = board.eval(
+            "return window.wallboard.agents.find((a) => a.agent === '1001').held_back;",
+            json!([]),
+        );
+        assert_eq!(rows[0]["until"].as_i64(), Some(until), "{rows}");
+        let board_shot = board.save_screenshot("wallboard-held-back-1366x768");
+
+        // Both pages in Chinese. After a reload the desktop no longer knows who the caller was and
+        // says "a call you missed"; the countdown comes back from the router.
+        browser.open(&format!("http://{}/agent?lang=zh-CN", platform.http));
+        browser.wait_for(
+            "the Chinese desktop counts down",
+            "return document.documentElement.lang === 'zh-CN' && \
+             document.getElementById('held-back').innerText.startsWith('您错过的来电在 0:');",
+        );
+        let desk_shot_zh = browser.save_screenshot("agent-held-back-zh");
+        no_serious_violations(&browser, "held back (zh-CN)");
+        board.open(&format!("http://{}/wallboard?lang=zh-CN", platform.http));
+        let line = board.wait_for("the Chinese wallboard shows the hold-back", WALLBOARD_HELD_BACK);
+        assert!(
+            line.as_str().unwrap_or_default().starts_with("1 个来电暂不转接"),
+            "{line}"
+        );
+        let board_shot_zh = board.save_screenshot("wallboard-held-back-zh-1366x768");
+
+        // When the 45 s are over the caller is offered to the agent again and both views clear.
+        wait_long(
+            &browser,
+            "offered again after the hold-back",
+            "return window.desk.phase === 'offered' && document.getElementById('held-back').classList.contains('hidden');",
+            90,
+        );
+        wait_long(
+            &board,
+            "the wallboard's hold-back line goes",
+            &format!("return (function () {{ {WALLBOARD_HELD_BACK} }})() === null;"),
+            30,
+        );
+        browser.click("#btn-accept");
+        browser.wait_for("connected", "return window.desk.phase === 'connected';");
+        browser.wait_for(
+            "nothing held back any more",
+            "return window.desk.heldBack.length === 0;",
+        );
+        browser.click("#btn-hangup");
+        browser.wait_for("the wrap-up form", "return window.desk.wrapups.length === 1;");
+        let call = browser.eval("return window.desk.wrapups[0];", json!([]));
+        save_wrap_up(&browser, call.as_str().expect("call id"), "resolved");
+        let run = caller.join().expect("caller");
+        assert_eq!(
+            (run.successful, run.failed),
+            (1, 0),
+            "{}\n{}",
+            run.output,
+            platform.log()
+        );
+        eprintln!(
+            "screenshots: {} {} {} {}",
+            desk_shot.display(),
+            board_shot.display(),
+            desk_shot_zh.display(),
+            board_shot_zh.display()
         );
     });
 }

@@ -582,3 +582,54 @@ fn fifty_agents_fit_the_wallboard_on_a_1920x1080_screen() {
         "every agent tile is on the screen: {fit}"
     );
 }
+
+/// The wallboard's tile of agent 1001: its "cannot be reached" words, or null.
+const UNREACHABLE_1001: &str = r#"
+const el = document.querySelector('.atile[data-agent="1001"] .unreachable');
+return el ? el.innerText : null;
+"#;
+
+/// An agent logged in (ready on start) whose only phone is a SIP phone that is not registered: the
+/// wallboard says in words that calls cannot reach them, in English and in Chinese, and stops saying
+/// so once the phone registers.
+#[test]
+fn the_wallboard_says_when_a_logged_in_agent_cannot_be_reached() {
+    require_command("sipp");
+    require_command("chromium");
+    require_command("chromedriver");
+    let platform = Platform::start(CONFIG);
+    let browser = Browser::start();
+    size(&browser, 1366, 768);
+    log_in(&browser, &platform);
+    let words = browser.wait_for("the unreachable agent is flagged", UNREACHABLE_1001);
+    assert_eq!(words, "Unreachable: no phone");
+    let tile = browser.eval(
+        "const t = document.querySelector('.atile[data-agent=\"1001\"]'); return [t.dataset.state, t.classList.contains('unreachable'), t.querySelector('.unreachable').title];",
+        json!([]),
+    );
+    assert_eq!(tile[0], "available", "{tile}");
+    assert_eq!(tile[1], true, "{tile}");
+    assert!(
+        tile[2]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no SIP phone is registered"),
+        "{tile}"
+    );
+    let shot = browser.save_screenshot("ui_supervisor-wallboard-unreachable-en-1366x768");
+
+    browser.open(&format!("http://{}/wallboard?lang=zh-CN", platform.http));
+    let words = browser.wait_for("the Chinese wallboard flags the agent", UNREACHABLE_1001);
+    assert_eq!(words, "无法接通：无话机");
+    let shot_zh = browser.save_screenshot("ui_supervisor-wallboard-unreachable-zh-1366x768");
+
+    // The phone registers: the words go.
+    register_agent_phone(&platform, "1001", "agent1001", free_port());
+    browser.wait_for(
+        "the registration is seen",
+        &format!(
+            "return document.querySelector('.atile[data-agent=\"1001\"]') !== null && (function () {{ {UNREACHABLE_1001} }})() === null;"
+        ),
+    );
+    eprintln!("screenshots: {} {}", shot.display(), shot_zh.display());
+}

@@ -163,6 +163,20 @@ pub struct AgentKpi {
     pub call: Option<CallId>,
     pub occupancy: Option<f64>,
     pub counters: AgentCounters,
+    /// Calls kept from the agent for now because an offer of them to the agent failed, rang out or
+    /// was rejected (the queue's `decline_pause_secs`), soonest end first. Only calls still waiting
+    /// or ringing someone else count; the desktop and the wallboard count down to each `until`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_back: Vec<HeldBack>,
+}
+
+/// A call the router does not offer to one agent until a moment, after an offer of it to them
+/// failed, rang out or was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBack {
+    pub call: CallId,
+    /// From when the call may be offered to the agent again.
+    pub until: Timestamp,
 }
 
 /// Everything the wallboard shows, at one instant. It deserialises too, so a cluster's router can

@@ -76,6 +76,6 @@ pub use io::{
     CallRequest, CancelReason, Explanation, Input, Offer, OfferId, Output, OverflowReason, PreferredAgent,
     Rule, Score, Trigger,
 };
-pub use kpi::{AgentKpi, KpiSnapshot, QueueCounters, QueueKpi};
+pub use kpi::{AgentKpi, HeldBack, KpiSnapshot, QueueCounters, QueueKpi};
 pub use notice::{Abandonment, AgentStateEvent, QueueNotice};
 pub use router::{Acd, AcdError, AcdSnapshot, CallPhase, HeldCall, RestoreError};

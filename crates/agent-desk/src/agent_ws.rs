@@ -7,7 +7,9 @@
 //! Ready means reachable: an agent on a SIP phone that is not registered (and with the browser
 //! softphone off) is refused `ready` and `login` (`not_reachable`), and an available agent whose
 //! phone lapses is made not ready (`no-phone`); the desktop is told either way. The desktop also
-//! gets its agent's queues (callers waiting, oldest wait) whenever they change.
+//! gets its agent's queues (callers waiting, oldest wait) whenever they change, and the calls the
+//! router holds back from the agent after a failed, missed or rejected offer (with the moment each
+//! may be offered again, so the page counts down without asking).
 
 use crate::protocol::{
     AgentFrame, AgentInfo, AgentRequest, MAX_FRAME_BYTES, PROTOCOL_VERSION, PreviewView, QueueStrip,
@@ -47,7 +49,7 @@ const NO_PHONE_REASON: &str = "no-phone";
 /// Whether a call offered now could reach the agent. The browser softphone always can (the page is
 /// attached); a phone agent needs a live SIP registration. A desk that places no calls cannot tell,
 /// and a state store that cannot answer does not block the agent.
-async fn reachability(desk: &DeskServices, agent: &AgentId, media: AgentMedia) -> Reachability {
+pub(crate) async fn reachability(desk: &DeskServices, agent: &AgentId, media: AgentMedia) -> Reachability {
     if media == AgentMedia::Browser || desk.calls.is_none() {
         return Reachability::REACHABLE;
     }
@@ -175,6 +177,11 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
     let mut reachable = reachability(&desk, &agent, media).await;
     let mut kpis = desk.acd.live_kpis();
     let mut strip: Option<Vec<QueueStrip>> = None;
+    // The page starts with nothing held back (it clears its list on `welcome`): only a list
+    // with something in it, or a change, is sent.
+    let mut held_back: Vec<acd::HeldBack> = Vec::new();
+    // A frame to send after the one a wake-up produced (a KPI change can bring two).
+    let mut also: Option<AgentFrame> = None;
     kpis.mark_changed();
     loop {
         let out: Option<AgentFrame> = tokio::select! {
@@ -227,7 +234,18 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
                 if changed.is_err() {
                     None
                 } else {
-                    let next = queue_strip(&desk, &agent, &kpis.borrow_and_update());
+                    let k = Arc::clone(&kpis.borrow_and_update());
+                    let held = k
+                        .agents
+                        .iter()
+                        .find(|a| a.agent == agent)
+                        .map(|a| a.held_back.clone())
+                        .unwrap_or_default();
+                    if held_back != held {
+                        held_back = held.clone();
+                        also = Some(AgentFrame::HeldBack { calls: held });
+                    }
+                    let next = queue_strip(&desk, &agent, &k);
                     if strip.as_ref() == Some(&next) {
                         None
                     } else {
@@ -238,6 +256,11 @@ async fn run(socket: WebSocket, desk: Arc<DeskServices>, session: Session, token
             }
         };
         if let Some(frame) = out
+            && tx.send(Message::Text(frame_text(&frame).into())).await.is_err()
+        {
+            break;
+        }
+        if let Some(frame) = also.take()
             && tx.send(Message::Text(frame_text(&frame).into())).await.is_err()
         {
             break;

@@ -486,6 +486,12 @@ pub enum AgentFrame {
     Queues {
         queues: Vec<QueueStrip>,
     },
+    /// Calls the router keeps from this agent for now, after an offer of them to the agent failed,
+    /// rang out or was rejected; each with the moment it may be offered again (the page counts
+    /// down to it). Sent when the list changes; empty when nothing is held back.
+    HeldBack {
+        calls: Vec<acd::HeldBack>,
+    },
     /// A preview campaign shows a lead: dial it (`preview_dial`) or skip it (`preview_skip`).
     Preview {
         preview: PreviewView,
@@ -603,6 +609,10 @@ pub struct AgentRow {
     /// On a cluster, the node holding that call (its SIP dialog and media), once known here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Calls kept from the agent for now after a failed, missed or rejected offer, with the moment
+    /// each may be offered to them again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_back: Vec<acd::HeldBack>,
 }
 
 /// What the server sends a wallboard.
@@ -668,6 +678,7 @@ impl SupervisorFrame {
                     handled: a.counters.handled,
                     call: a.call.clone(),
                     node: a.call.as_ref().and_then(&node_of),
+                    held_back: a.held_back.clone(),
                 })
                 .collect(),
         }

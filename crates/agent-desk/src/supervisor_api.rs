@@ -1026,12 +1026,23 @@ async fn live_agents(State(ctx): S, headers: HeaderMap) -> Result<Response, ApiE
             phases.insert(agent, (phase, since));
         }
     }
+    // Whether a call offered now could reach each logged-in agent: through the browser softphone of
+    // an attached desktop, else only through a registered SIP phone.
+    let mut unreachable = std::collections::HashMap::new();
+    for a in k.agents.iter().filter(|a| a.state != acd::AgentState::LoggedOut) {
+        let media = ctx.desk.desks.desk_media(&a.agent).unwrap_or_default();
+        let r = crate::agent_ws::reachability(&ctx.desk, &a.agent, media).await;
+        if let Some(reason) = r.reason.filter(|_| !r.ok) {
+            unreachable.insert(a.agent.clone(), reason);
+        }
+    }
     let agents: Vec<_> = k
         .agents
         .iter()
         .map(|a| {
             let (state, reason) = crate::supervision::state_name(&a.state);
             serde_json::json!({
+                "unreachable": unreachable.get(&a.agent),
                 "agent": a.agent, "name": names.get(&a.agent), "state": state, "reason": reason,
                 "since": a.since, "handled": a.counters.handled, "occupancy": a.occupancy,
                 "not_ready_after_call": after.contains(&a.agent),

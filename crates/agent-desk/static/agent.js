@@ -6,6 +6,8 @@
 //   notes typed during a call go with that call (kept in the tab's storage until saved);
 // - the state, call, hold and wrap-up times tick on screen; an offer rings (Web Audio) and raises a
 //   browser notification; a missed offer says why the agent is now not ready;
+// - after a failed, missed or rejected offer, the time until the router may offer that caller
+//   again counts down (the router sends the moment; the page only counts);
 // - a lost connection shows a banner and no stale state; a lost session goes to the login page.
 // Every string comes from the `agent` catalog (I18n.t).
 'use strict';
@@ -26,10 +28,14 @@ let active = null;
 const wrapups = new Map();
 const pending = new Map();
 let missed = null;
+// Calls the router holds back from this agent ({call, until}), and who called on recent offers.
+let heldBack = [];
+const callers = new Map();
 // What the desktop shows, in one place (handy for support and for browser tests).
 window.desk = {
   media: null, state: null, reason: null, call: null, phase: null, preview: null, wrapups: [],
   ringing: false, notified: 0, said: [], notice: null, banner: null, reachable: null, connected: false,
+  heldBack: [],
 };
 
 function show(el, on) { el.classList.toggle('hidden', !on); }
@@ -119,6 +125,33 @@ function setReachable(r) {
   text($('reach'), bad ? label('reach.', r.reason) : '');
   show($('reach'), bad);
 }
+// ---------------------------------------------------------------- calls held back after a failed offer
+function heldBackText(h, now) {
+  // Rounded up, so the count reaches 0:00 when the call may be offered again.
+  const time = clock(h.until - now + 999);
+  const caller = callers.get(h.call);
+  return caller ? t('held_back.caller', { caller, time }) : t('held_back.call', { time });
+}
+function setHeldBack(calls) {
+  const now = Date.now();
+  const fresh = calls.filter((c) => !heldBack.some((h) => h.call === c.call) && c.until > now);
+  heldBack = calls;
+  window.desk.heldBack = calls;
+  for (const h of fresh) announce(heldBackText(h, now));
+  tick();
+}
+function showHeldBack(now) {
+  const live = heldBack.filter((h) => h.until > now);
+  const el = $('held-back');
+  el.innerHTML = live.map((h) => '<div>' + esc(heldBackText(h, now)) + '</div>').join('');
+  show(el, live.length > 0);
+}
+function remember(pop) {
+  callers.set(pop.call, pop.caller);
+  // Only recent callers matter (a hold-back lasts seconds); keep the map small.
+  if (callers.size > 50) callers.delete(callers.keys().next().value);
+}
+
 function fillReasons() {
   const sel = $('reason');
   sel.innerHTML = '';
@@ -198,6 +231,7 @@ function savedNotes(call) { try { return sessionStorage.getItem(notesKey(call)) 
 function keepNotes(call, s) { try { if (s) sessionStorage.setItem(notesKey(call), s); else sessionStorage.removeItem(notesKey(call)); } catch (_) { /* private mode */ } }
 
 function setActive(pop, phase, since) {
+  remember(pop);
   const fresh = !active || active.call !== pop.call;
   if (fresh) {
     if (active) keepNotes(active.call, $('call-notes').value);
@@ -358,6 +392,7 @@ function tick() {
     show(form.querySelector('.wu-extend'), !!counting);
     first = false;
   }
+  showHeldBack(now);
   for (const row of document.querySelectorAll('#queues tr[data-since]')) {
     const since = Number(row.dataset.since);
     text(row.children[2], since ? clock(now - since) : '—');
@@ -470,6 +505,7 @@ function onFrame(f) {
       window.desk.connected = true;
       setBanner(null);
       setReachable(f.reachable);
+      setHeldBack([]); // the server sends its list right after when something is held back
       setState(f.state || null);
       if (active && !f.calls.some((c) => c.pop.call === active.call)) clearActive();
       setPreview(f.preview || null);
@@ -483,6 +519,7 @@ function onFrame(f) {
     case 'state': setState(f); break;
     case 'reachable': setReachable(f); break;
     case 'queues': setQueues(f.queues); break;
+    case 'held_back': setHeldBack(f.calls || []); break;
     case 'preview': setPreview(f.preview); break;
     case 'preview_withdrawn': if (preview && preview.lead === f.lead) { setPreview(null); setNotice(t('notice.preview_withdrawn', { why: label('withdraw.', f.reason) })); } break;
     case 'offer':

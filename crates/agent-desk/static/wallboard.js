@@ -2,6 +2,8 @@
 // list, one compact tile per agent (name, state, time in state, call length; ringing, held and
 // wrap-up apart), charts of the day so far, and actions on the selected agent (ready, not ready,
 // not ready after the call, log out, and listen / whisper / barge from the browser over WebRTC).
+// A tile also says when the router holds calls back from the agent after a failed offer (counting
+// down to the router's end time) and when a logged-in agent cannot be reached by a call.
 // Live figures come from /ws/supervisor; the day's totals and charts from the CRM
 // (/api/v1/reports/today), so they survive a restart and say what period they cover.
 'use strict';
@@ -79,10 +81,21 @@ function renderAgents() {
     if (a.state === 'on_call') call = '<span>' + esc(I18n.t('agent.call')) + ' <span class="t">' + dur(inState) + '</span></span>';
     if (st === 'held' && l.phase_since) call += '<span>' + esc(I18n.t('agent.held_for')) + ' <span class="t">' + dur(now - l.phase_since) + '</span></span>';
     const reason = a.reason ? ' · ' + esc(reasonText(a.reason)) : '';
-    return '<div class="atile ' + st + (selected === a.agent ? ' selected' : '') + '" data-agent="' + esc(a.agent) + '" data-state="' + st + '">' +
+    // Calls the router keeps from the agent after a failed offer, counting down to the last end.
+    const held = (a.held_back || []).filter((h) => h.until > now);
+    const last = held.reduce((m, h) => Math.max(m, h.until), 0);
+    const heldLine = held.length ? '<div class="line held-back" title="' + esc(I18n.t('agent.held_back_title')) + '"><span>' +
+      esc(held.length === 1 ? I18n.t('agent.held_back_one') : I18n.t('agent.held_back_many', { n: held.length })) +
+      '</span><span class="t">' + dur(last - now) + '</span></div>' : '';
+    // A logged-in agent a call could not reach now (no registered phone, softphone off).
+    // In the third line, empty unless on a call, so the tile keeps its height on a full wall.
+    const unreach = l.unreachable ? '<span class="unreachable" title="' + esc(I18n.t('agent.unreachable_title.' + l.unreachable)) + '">' +
+      esc(I18n.t('agent.unreachable.' + l.unreachable)) + '</span>' : '';
+    return '<div class="atile ' + st + (selected === a.agent ? ' selected' : '') + (l.unreachable ? ' unreachable' : '') + '" data-agent="' + esc(a.agent) + '" data-state="' + st + '">' +
       '<div class="name">' + esc(l.name || a.agent) + (l.name && l.name !== a.agent ? '<span class="id">' + esc(a.agent) + '</span>' : '') + '</div>' +
       '<div class="line"><span>' + esc(I18n.t('state.' + st)) + reason + '</span><span class="t">' + (inState === null ? '—' : dur(inState)) + '</span></div>' +
-      '<div class="line">' + call + (l.not_ready_after_call ? '<span class="flag" title="' + esc(I18n.t('agent.after_call_flag')) + '">⏸</span>' : '') + '</div></div>';
+      '<div class="line">' + call + unreach + (l.not_ready_after_call ? '<span class="flag" title="' + esc(I18n.t('agent.after_call_flag')) + '">⏸</span>' : '') + '</div>' +
+      heldLine + '</div>';
   }).join('');
   renderActions();
 }

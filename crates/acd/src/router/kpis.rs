@@ -56,11 +56,30 @@ impl Acd {
                 }
             })
             .collect();
+        // One pass over the calls finds every agent's held-back calls.
+        let mut held_back = vec![Vec::new(); self.state.agents.len()];
+        for call in self.state.calls.values() {
+            if matches!(call.status, CallStatus::Connected { .. }) {
+                continue;
+            }
+            for &(a, until) in &call.declined {
+                if now < until
+                    && let Some(list) = held_back.get_mut(a)
+                {
+                    list.push(HeldBack {
+                        call: call.id.clone(),
+                        until,
+                    });
+                }
+            }
+        }
         let agents = self
             .state
             .agents
             .iter()
-            .map(|ag| {
+            .zip(held_back)
+            .map(|(ag, mut held_back)| {
+                held_back.sort_by(|x, y| (x.until, &x.call).cmp(&(y.until, &y.call)));
                 let mut counters = ag.counters.clone();
                 let spent = ms(now.since(ag.since.max(self.state.interval_start)));
                 counters.times.add(&ag.state, spent);
@@ -78,6 +97,7 @@ impl Acd {
                     }),
                     occupancy: counters.times.occupancy(),
                     counters,
+                    held_back,
                 }
             })
             .collect();

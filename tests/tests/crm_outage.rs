@@ -212,9 +212,15 @@ fn postgresql_stopped_under_load_loses_no_interaction_and_stops_no_call() {
         platform.log()
     );
 
-    // The database goes away; calls go on being routed, answered and ended.
-    pg.down();
-    callers(&platform, DURING, "with the database down");
+    // The database goes away while the next callers come in; they go on being routed, answered
+    // and ended.
+    std::thread::scope(|scope| {
+        let during = scope.spawn(|| callers(&platform, DURING, "with the database going down"));
+        pg.down();
+        if let Err(failure) = during.join() {
+            std::panic::resume_unwind(failure);
+        }
+    });
     assert_eq!(platform.http_get("/healthz").0, 200, "the node serves on");
 
     // Back: every call of the outage lands, once.

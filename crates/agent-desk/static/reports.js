@@ -2,7 +2,7 @@
 // a time zone, with charts (uPlot) and CSV export; the figures are the CRM's, the same as the
 // `callcenter report` command's.
 'use strict';
-const { $, esc, dur, pct, num, period, tzMinutes, api, timeAxis, reason } = Sup;
+const { $, esc, dur, pct, num, period, tzMinutes, api, timeAxis, countScale, reason } = Sup;
 let kind = 'interval';
 let names = {};
 const who = (id) => (names[id] ? esc(names[id]) + ' <span class="muted">' + esc(id) + '</span>' : esc(id));
@@ -54,9 +54,9 @@ function drawCharts(rows) {
     }
     const xs = Object.keys(by).map(Number).sort((a, b) => a - b), t = xs.map((x) => x / 1000);
     const range = { x: { time: true, range: () => [last.period.from_ms / 1000, last.period.to_ms / 1000] } };
-    plots.push(new uPlot({ width: width(), height: 220, scales: range, series: [{}, { label: I18n.t('col.offered'), stroke: '#1f5eff', fill: 'rgba(31,94,255,.25)', paths: bars }, { label: I18n.t('col.answered'), stroke: '#1a7f37', width: 2 }, { label: I18n.t('col.abandoned'), stroke: '#c62828', width: 2 }], axes: [timeAxis(), {}] },
+    plots.push(new uPlot({ width: width(), height: 220, scales: Object.assign({ y: countScale() }, range), series: [{}, { label: I18n.t('col.offered'), stroke: '#1f5eff', fill: 'rgba(31,94,255,.25)', paths: bars }, { label: I18n.t('col.answered'), stroke: '#1a7f37', width: 2 }, { label: I18n.t('col.abandoned'), stroke: '#c62828', width: 2 }], axes: [timeAxis(), {}] },
       [t, xs.map((x) => by[x].offered), xs.map((x) => by[x].answered), xs.map((x) => by[x].abandoned)], box(I18n.t('chart.volume'))));
-    plots.push(new uPlot({ width: width(), height: 220, scales: Object.assign({ '%': { range: [0, 100] } }, range),
+    plots.push(new uPlot({ width: width(), height: 220, scales: Object.assign({ '%': { range: [0, 100] }, s: countScale() }, range),
       series: [{}, { label: I18n.t('col.service_level'), stroke: '#1a7f37', width: 2, scale: '%' }, { label: I18n.t('col.asa'), stroke: '#b35900', width: 2, scale: 's' }],
       axes: [timeAxis(), { scale: '%', label: '%' }, { scale: 's', side: 1, label: I18n.t('axis.seconds'), grid: { show: false } }] },
     [t, xs.map((x) => by[x].answered ? 100 * by[x].within / by[x].answered : null), xs.map((x) => by[x].answered ? by[x].wait / by[x].answered / 1000 : null)], box(I18n.t('chart.service'))));

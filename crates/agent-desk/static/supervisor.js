@@ -33,9 +33,14 @@
       zone,
     });
   }
-  // uPlot's time axis in the page's language (24-hour where the language writes it so).
+  // uPlot's time axis in the page's language (24-hour where the language writes it so). Ticks at
+  // least 80 px apart: "12:00 AM" is wider than uPlot's default spacing, and labels ran together.
   function timeAxis(extra) {
-    return Object.assign({ values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString(I18n.lang, { hour: '2-digit', minute: '2-digit' })) }, extra || {});
+    return Object.assign({ space: 80, values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString(I18n.lang, { hour: '2-digit', minute: '2-digit' })) }, extra || {});
+  }
+  // An axis of counts or seconds from 0: with nothing counted yet uPlot would scale 0 to 0.001.
+  function countScale() {
+    return { range: (u, min, max) => [0, Math.max(1, max || 0)] };
   }
   // A not-ready reason in the page's language, or as the agent gave it.
   function reason(code) { const k = 'reason.' + code; const t = I18n.t(k); return t === k ? code : t; }
@@ -70,5 +75,5 @@
       const u = new URL(location.href); u.searchParams.delete('lang'); location.href = u.toString();
     });
   }
-  window.Sup = { $, esc, dur, pct, num, time, dateTime, period, tzMinutes, api, nav, timeAxis, reason };
+  window.Sup = { $, esc, dur, pct, num, time, dateTime, period, tzMinutes, api, nav, timeAxis, countScale, reason };
 })();

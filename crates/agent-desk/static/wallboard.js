@@ -7,7 +7,7 @@
 // Live figures come from /ws/supervisor; the day's totals and charts from the CRM
 // (/api/v1/reports/today), so they survive a restart and say what period they cover.
 'use strict';
-const { $, esc, dur, pct, num, period, tzMinutes, api, timeAxis, reason: reasonText } = Sup;
+const { $, esc, dur, pct, num, period, tzMinutes, api, timeAxis, countScale, reason: reasonText } = Sup;
 let ws = null, nextId = 1, retry = 500;
 let queues = [], agents = [], live = {}, today = null, config = null, selected = null, lastCounters = '';
 const pending = {};
@@ -148,13 +148,14 @@ function renderCharts() {
   const x0 = today.period.from_ms / 1000;
   xRange = [x0, Math.max(x0 + 3600, Math.ceil(today.period.to_ms / 900000) * 900)];
   const xs_ = { x: { time: true, range: () => xRange } };
-  chart('chart-volume', { scales: xs_, series: [{}, { label: I18n.t('series.offered'), stroke: '#1f5eff', fill: 'rgba(31,94,255,.25)', paths: bars }, { label: I18n.t('series.answered'), stroke: '#1a7f37', width: 2 }, { label: I18n.t('series.abandoned'), stroke: '#c62828', width: 2 }], axes: [timeAxis(), { label: I18n.t('axis.calls') }] },
+  const counts = Object.assign({ y: countScale() }, xs_);
+  chart('chart-volume', { scales: counts, series: [{}, { label: I18n.t('series.offered'), stroke: '#1f5eff', fill: 'rgba(31,94,255,.25)', paths: bars }, { label: I18n.t('series.answered'), stroke: '#1a7f37', width: 2 }, { label: I18n.t('series.abandoned'), stroke: '#c62828', width: 2 }], axes: [timeAxis(), { label: I18n.t('axis.calls') }] },
     [t, xs.map((x) => byStart[x].offered), xs.map((x) => byStart[x].answered), xs.map((x) => byStart[x].abandoned)]);
   chart('chart-service', { series: [{}, { label: I18n.t('series.service_level'), stroke: '#1a7f37', width: 2, scale: '%', value: (u, v) => v == null ? '—' : v.toFixed(1) + '%' }, { label: I18n.t('series.asa'), stroke: '#b35900', width: 2, scale: 's', value: (u, v) => v == null ? '—' : v.toFixed(1) + ' s' }],
-    scales: Object.assign({ '%': { range: [0, 100] } }, xs_), axes: [timeAxis(), { scale: '%', label: '%' }, { scale: 's', side: 1, label: I18n.t('axis.seconds'), grid: { show: false } }] },
+    scales: Object.assign({ '%': { range: [0, 100] }, s: countScale() }, xs_), axes: [timeAxis(), { scale: '%', label: '%' }, { scale: 's', side: 1, label: I18n.t('axis.seconds'), grid: { show: false } }] },
     [t, xs.map((x) => byStart[x].answered ? 100 * byStart[x].within / byStart[x].answered : null), xs.map((x) => byStart[x].answered ? byStart[x].wait / byStart[x].answered / 1000 : null)]);
   const st = today.states || [];
-  chart('chart-states', { scales: xs_, series: [{}].concat(['available', 'not_ready', 'reserved', 'on_call', 'wrap_up'].map((k) => ({ label: I18n.t('state.' + k), stroke: COLORS[k], width: 2 }))), axes: [timeAxis(), { label: I18n.t('axis.agents') }] },
+  chart('chart-states', { scales: counts, series: [{}].concat(['available', 'not_ready', 'reserved', 'on_call', 'wrap_up'].map((k) => ({ label: I18n.t('state.' + k), stroke: COLORS[k], width: 2 }))), axes: [timeAxis(), { label: I18n.t('axis.agents') }] },
     [st.map((r) => r.interval_start_ms / 1000)].concat(['available', 'not_ready', 'reserved', 'on_call', 'wrap_up'].map((k) => st.map((r) => r[k]))));
 }
 

@@ -4,11 +4,30 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use call_session::{
-    AgentCommand, AgentMedia, CallSession, Command, CustomerSummary, Entry, Input, LegRef, Origin, RequestId,
-    Settings, Trunk,
+    AgentCommand, AgentMedia, CallSession, CampaignWrapUp, Command, CustomerSummary, Entry, Input, LegRef,
+    Origin, RequestId, Settings, TransferTarget, Trunk,
 };
 use domain::{AgentId, CallId, CustomerId, Pii, QueueId, Timestamp};
 use std::sync::Arc;
+
+pub const PHONE: Option<AgentMedia> = Some(AgentMedia::Phone);
+pub const BROWSER: Option<AgentMedia> = Some(AgentMedia::Browser);
+
+pub fn leg(n: u32) -> LegRef {
+    LegRef(n)
+}
+
+pub fn number(n: &str) -> TransferTarget {
+    TransferTarget::Number(call_session::DialNumber::try_from(n.to_string()).unwrap())
+}
+
+pub fn wrap_up(disposition: &str) -> AgentCommand {
+    AgentCommand::WrapUp {
+        disposition: disposition.into(),
+        notes: Pii::new("notes".into()),
+        campaign: CampaignWrapUp::default(),
+    }
+}
 
 pub fn a(s: &str) -> AgentId {
     AgentId::new(s).unwrap()

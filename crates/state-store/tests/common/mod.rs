@@ -92,3 +92,22 @@ impl Harness {
         }
     }
 }
+
+/// Generates `NAME::memory` and `NAME::redis` tests running `async fn NAME(Harness)`.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn memory() {
+                super::$name(super::Harness::memory()).await;
+            }
+            #[tokio::test]
+            async fn redis() {
+                if let Some(h) = super::Harness::redis(stringify!($name)).await {
+                    super::$name(h).await;
+                }
+            }
+        }
+    )*};
+}

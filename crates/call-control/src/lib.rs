@@ -83,6 +83,8 @@ pub(crate) struct Inner {
     pub(crate) queue_audio: std::sync::OnceLock<queue_audio::QueueAudioConfig>,
     /// This node's HTTP server, for IVR webhooks whose URL is a path (`/demo/balance`).
     pub(crate) own_http: std::sync::OnceLock<webhook::OwnHttp>,
+    /// The IVR webhooks' client (unset: the system's trust roots only).
+    pub(crate) webhook_client: std::sync::OnceLock<reqwest::Client>,
     counter: AtomicU64,
 }
 
@@ -176,6 +178,7 @@ impl CallControl {
                 wrap_up_window: WRAP_UP_WINDOW,
                 queue_audio: std::sync::OnceLock::new(),
                 own_http: std::sync::OnceLock::new(),
+                webhook_client: std::sync::OnceLock::new(),
                 counter: AtomicU64::new(0),
             }),
         }
@@ -191,6 +194,12 @@ impl CallControl {
     /// from the node's own IVR; once, when the server is up. Returns false if it was set already.
     pub fn set_own_http(&self, own: webhook::OwnHttp) -> bool {
         self.inner.own_http.set(own).is_ok()
+    }
+
+    /// Sets the IVR webhooks' client (see [`webhook::client`]); once, at start. Returns false if it
+    /// was set already.
+    pub fn set_webhook_client(&self, client: reqwest::Client) -> bool {
+        self.inner.webhook_client.set(client).is_ok()
     }
 
     /// Places a call for `agent` to `number` (click-to-dial): their phone rings first (or, for the

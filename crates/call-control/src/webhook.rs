@@ -1,8 +1,9 @@
-//! The IVR webhooks' client: POST a JSON body to an `http://` URL and read a JSON reply, within a
-//! deadline. Only plain HTTP to hosts the operator configured in a flow, or a path on this node's
-//! own HTTP server (`/demo/balance`), which alone is sent the node's service token: a flow can
-//! never hand the token to another host. The HTTP itself is `reqwest`'s (a maintained client:
-//! chunked replies, keep-alive, limits), not ours.
+//! The IVR webhooks' client: POST a JSON body to an `http://` or `https://` URL and read a JSON
+//! reply, within a deadline: hosts the operator configured in a flow, or a path on this node's own
+//! HTTP server (`/demo/balance`), which alone is sent the node's service token: a flow can never hand
+//! the token to another host. HTTPS trusts the system's roots and, if configured, the operator's CA
+//! file; nothing else. The HTTP itself is `reqwest`'s (a maintained client: chunked replies,
+//! keep-alive, limits), not ours.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -20,15 +21,30 @@ pub enum WebhookError {
 /// Replies larger than this are refused (a flow's webhook answers with a few fields).
 const MAX_REPLY_BYTES: usize = 1 << 20;
 
-/// One client for every call: it keeps connections to the flows' hosts alive between calls.
-fn client() -> &'static reqwest::Client {
+/// A webhook client: it keeps connections to the flows' hosts alive between calls, follows no
+/// redirect, and over HTTPS trusts the system's roots plus `extra_roots_pem` (an operator's CA
+/// file, PEM, for billing systems on a private CA).
+pub fn client(extra_roots_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(pem) = extra_roots_pem {
+        let roots =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("CA certificates: {e}"))?;
+        if roots.is_empty() {
+            return Err("CA certificates: no certificate in the file".into());
+        }
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    builder.build().map_err(|e| format!("webhook client: {e}"))
+}
+
+/// The client used when none was configured: the system's roots only.
+pub fn default_client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new())
-    })
+    CLIENT.get_or_init(|| client(None).unwrap_or_else(|_| reqwest::Client::new()))
 }
 
 /// This node's own HTTP server, for webhooks whose URL is a path: where it listens and the
@@ -79,22 +95,26 @@ fn resolve(url: &str, own: Option<&OwnHttp>) -> Result<(reqwest::Url, Option<Str
     Ok((parse_url(url)?, None))
 }
 
-/// Checks the URL: `http://host[:port]/path` only.
+/// Checks the URL: `http://host[:port]/path` or `https://host[:port]/path` only.
 fn parse_url(url: &str) -> Result<reqwest::Url, WebhookError> {
     // The URL parser would read `http:///y` as host `y`; a flow author meant no host at all.
-    let rest = url.strip_prefix("http://").ok_or(WebhookError::BadUrl)?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or(WebhookError::BadUrl)?;
     if rest.is_empty() || rest.starts_with('/') {
         return Err(WebhookError::BadUrl);
     }
     let parsed = reqwest::Url::parse(url).map_err(|_| WebhookError::BadUrl)?;
-    if parsed.scheme() != "http" || parsed.host_str().is_none_or(str::is_empty) {
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
         return Err(WebhookError::BadUrl);
     }
     Ok(parsed)
 }
 
-/// POSTs `body` to `url` (absolute, or a path on `own`) and returns the JSON reply.
+/// POSTs `body` to `url` (absolute, or a path on `own`) with `client` and returns the JSON reply.
 pub async fn post_json(
+    client: &reqwest::Client,
     url: &str,
     own: Option<&OwnHttp>,
     body: &serde_json::Value,
@@ -102,7 +122,7 @@ pub async fn post_json(
 ) -> Result<serde_json::Value, WebhookError> {
     let (url, token) = resolve(url, own)?;
     let work = async {
-        let mut request = client()
+        let mut request = client
             .post(url)
             .header(reqwest::header::ACCEPT, "application/json")
             .json(body);
@@ -140,9 +160,11 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
-    fn only_plain_http_urls_with_a_host_are_taken() {
+    fn only_http_and_https_urls_with_a_host_are_taken() {
         assert!(parse_url("http://127.0.0.1:8089/balance").is_ok());
-        assert_eq!(parse_url("https://x/y"), Err(WebhookError::BadUrl));
+        assert!(parse_url("https://billing.example/balance").is_ok());
+        assert_eq!(parse_url("https:///y"), Err(WebhookError::BadUrl));
+        assert_eq!(parse_url("ftp://x/y"), Err(WebhookError::BadUrl));
         assert_eq!(parse_url("http:///y"), Err(WebhookError::BadUrl));
         assert_eq!(parse_url("not a url"), Err(WebhookError::BadUrl));
     }
@@ -190,6 +212,7 @@ mod tests {
         )
         .await;
         let reply = post_json(
+            default_client(),
             &url,
             None,
             &serde_json::json!({"account": "42"}),
@@ -215,22 +238,43 @@ mod tests {
         )
         .await;
         assert_eq!(
-            post_json(&url, None, &serde_json::json!({}), Duration::from_secs(5))
-                .await
-                .unwrap()["a"],
+            post_json(
+                default_client(),
+                &url,
+                None,
+                &serde_json::json!({}),
+                Duration::from_secs(5)
+            )
+            .await
+            .unwrap()["a"],
             1
         );
         let (url, _) = serve_once(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n").await;
         assert_eq!(
-            post_json(&url, None, &serde_json::json!({}), Duration::from_secs(5)).await,
+            post_json(
+                default_client(),
+                &url,
+                None,
+                &serde_json::json!({}),
+                Duration::from_secs(5)
+            )
+            .await,
             Err(WebhookError::Status(500))
         );
         let (url, _) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ngarbage").await;
         assert_eq!(
-            post_json(&url, None, &serde_json::json!({}), Duration::from_secs(5)).await,
+            post_json(
+                default_client(),
+                &url,
+                None,
+                &serde_json::json!({}),
+                Duration::from_secs(5)
+            )
+            .await,
             Err(WebhookError::BadReply)
         );
         let unreachable = post_json(
+            default_client(),
             "http://127.0.0.1:9/x",
             None,
             &serde_json::json!({}),
@@ -254,6 +298,7 @@ mod tests {
             drop(s);
         });
         let reply = post_json(
+            default_client(),
             &format!("http://{addr}/slow"),
             None,
             &serde_json::json!({}),
@@ -274,6 +319,7 @@ mod tests {
             .unwrap();
         let own = OwnHttp::new(listen, Some("s3cret".into()));
         let got = post_json(
+            default_client(),
             "/demo/balance",
             Some(&own),
             &serde_json::json!({}),
@@ -299,9 +345,15 @@ mod tests {
             .unwrap();
         let own = OwnHttp::new(listen, Some("s3cret".into()));
         assert!(
-            post_json(&url, Some(&own), &serde_json::json!({}), Duration::from_secs(5))
-                .await
-                .is_ok()
+            post_json(
+                default_client(),
+                &url,
+                Some(&own),
+                &serde_json::json!({}),
+                Duration::from_secs(5)
+            )
+            .await
+            .is_ok()
         );
         let request = server.await.unwrap();
         assert!(
@@ -316,6 +368,7 @@ mod tests {
         // A path without a node server, or one that names another host, is refused.
         assert_eq!(
             post_json(
+                default_client(),
                 "/demo/balance",
                 None,
                 &serde_json::json!({}),
@@ -332,6 +385,79 @@ mod tests {
         assert_eq!(
             resolve("/demo/balance", Some(&unspecified)).map(|(u, _)| u.to_string()),
             Ok("http://127.0.0.1:8080/demo/balance".to_string())
+        );
+    }
+
+    /// A local HTTPS server with a self-signed certificate for `localhost`, answering one request
+    /// with a JSON reply; returns its URL and the certificate (PEM).
+    async fn serve_tls_once() -> (String, String, tokio::task::JoinHandle<()>) {
+        use std::sync::Arc;
+        use tokio_rustls::rustls;
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            // Each connection: a handshake (which an untrusting client aborts), then one reply.
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut buf = vec![0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{\"balance\":9}",
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        (format!("https://localhost:{port}/balance"), cert.cert.pem(), task)
+    }
+
+    #[tokio::test]
+    async fn https_webhooks_trust_the_operators_ca_and_nothing_unknown() {
+        let (url, ca, server) = serve_tls_once().await;
+        let untrusting = client(None).unwrap();
+        let refused = post_json(
+            &untrusting,
+            &url,
+            None,
+            &serde_json::json!({}),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            refused,
+            Err(WebhookError::Unreachable),
+            "a certificate nobody vouches for"
+        );
+        let trusting = client(Some(ca.as_bytes())).unwrap();
+        let reply = post_json(
+            &trusting,
+            &url,
+            None,
+            &serde_json::json!({}),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(reply.unwrap()["balance"], 9);
+        server.abort();
+        assert!(
+            client(Some(b"not a certificate")).is_err(),
+            "a file with no certificate is an error"
         );
     }
 }

@@ -197,6 +197,9 @@ impl Config {
 pub struct IvrConfig {
     pub scripts_dir: PathBuf,
     pub entry_flow: String,
+    /// A PEM file of CA certificates the flows' `https://` webhooks trust besides the system's
+    /// (a billing system on a private CA).
+    pub webhook_ca_certificates: Option<PathBuf>,
 }
 
 impl Default for IvrConfig {
@@ -204,6 +207,7 @@ impl Default for IvrConfig {
         Self {
             scripts_dir: "ivr-scripts".into(),
             entry_flow: "main".into(),
+            webhook_ca_certificates: None,
         }
     }
 }

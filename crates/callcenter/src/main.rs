@@ -266,6 +266,13 @@ async fn serve(config: Config) -> Result<(), String> {
         config.rtp.record_calls,
     );
     calls.set_queue_audio(config.queue_audio.clone());
+    if let Some(path) = &config.ivr.webhook_ca_certificates {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("ivr.webhook_ca_certificates {}: {e}", path.display()))?;
+        let client = call_control::webhook::client(Some(&pem))
+            .map_err(|e| format!("ivr.webhook_ca_certificates {}: {e}", path.display()))?;
+        calls.set_webhook_client(client);
+    }
 
     let gateway = Arc::new(
         sip_gateway::Gateway::start_with_state(

@@ -522,9 +522,17 @@ impl Driver {
                 timeout,
             } => {
                 let own = self.inner.own_http.get().cloned();
+                let client = self
+                    .inner
+                    .webhook_client
+                    .get()
+                    .unwrap_or_else(|| crate::webhook::default_client())
+                    .clone();
                 tokio::spawn(async move {
                     let result =
-                        match crate::webhook::post_json(&url, own.as_ref(), body.expose(), timeout).await {
+                        match crate::webhook::post_json(&client, &url, own.as_ref(), body.expose(), timeout)
+                            .await
+                        {
                             Ok(v) => ivr::WebhookResult::Reply(Pii::new(v)),
                             Err(e) => {
                                 warn!(?e, "webhook failed");

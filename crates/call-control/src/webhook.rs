@@ -159,6 +159,26 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// The address of a [`serve_once`] server.
+    fn addr_of(url: &str) -> std::net::SocketAddr {
+        url.trim_start_matches("http://")
+            .trim_end_matches("/hook")
+            .parse()
+            .unwrap()
+    }
+
+    /// An empty JSON body to `url` with the default client, within 5 s.
+    async fn post(url: &str, own: Option<&OwnHttp>) -> Result<serde_json::Value, WebhookError> {
+        post_json(
+            default_client(),
+            url,
+            own,
+            &serde_json::json!({}),
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
     #[test]
     fn only_http_and_https_urls_with_a_host_are_taken() {
         assert!(parse_url("http://127.0.0.1:8089/balance").is_ok());
@@ -237,50 +257,12 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n",
         )
         .await;
-        assert_eq!(
-            post_json(
-                default_client(),
-                &url,
-                None,
-                &serde_json::json!({}),
-                Duration::from_secs(5)
-            )
-            .await
-            .unwrap()["a"],
-            1
-        );
+        assert_eq!(post(&url, None).await.unwrap()["a"], 1);
         let (url, _) = serve_once(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n").await;
-        assert_eq!(
-            post_json(
-                default_client(),
-                &url,
-                None,
-                &serde_json::json!({}),
-                Duration::from_secs(5)
-            )
-            .await,
-            Err(WebhookError::Status(500))
-        );
+        assert_eq!(post(&url, None).await, Err(WebhookError::Status(500)));
         let (url, _) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ngarbage").await;
-        assert_eq!(
-            post_json(
-                default_client(),
-                &url,
-                None,
-                &serde_json::json!({}),
-                Duration::from_secs(5)
-            )
-            .await,
-            Err(WebhookError::BadReply)
-        );
-        let unreachable = post_json(
-            default_client(),
-            "http://127.0.0.1:9/x",
-            None,
-            &serde_json::json!({}),
-            Duration::from_secs(5),
-        )
-        .await;
+        assert_eq!(post(&url, None).await, Err(WebhookError::BadReply));
+        let unreachable = post("http://127.0.0.1:9/x", None).await;
         assert!(matches!(
             unreachable,
             Err(WebhookError::Unreachable | WebhookError::Timeout)
@@ -312,20 +294,9 @@ mod tests {
     async fn a_path_goes_to_this_nodes_own_server_with_its_token_and_no_other_host_gets_it() {
         let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"balance\":7}";
         let (url, server) = serve_once(reply).await;
-        let listen: std::net::SocketAddr = url
-            .trim_start_matches("http://")
-            .trim_end_matches("/hook")
-            .parse()
-            .unwrap();
+        let listen = addr_of(&url);
         let own = OwnHttp::new(listen, Some("s3cret".into()));
-        let got = post_json(
-            default_client(),
-            "/demo/balance",
-            Some(&own),
-            &serde_json::json!({}),
-            Duration::from_secs(5),
-        )
-        .await;
+        let got = post("/demo/balance", Some(&own)).await;
         assert_eq!(got.unwrap()["balance"], 7);
         let request = server.await.unwrap();
         assert!(request.starts_with("POST /demo/balance HTTP/1.1"), "{request}");
@@ -338,23 +309,9 @@ mod tests {
 
         // An absolute URL, even to the same server, is the flow author's: no token.
         let (url, server) = serve_once(reply).await;
-        let listen: std::net::SocketAddr = url
-            .trim_start_matches("http://")
-            .trim_end_matches("/hook")
-            .parse()
-            .unwrap();
+        let listen = addr_of(&url);
         let own = OwnHttp::new(listen, Some("s3cret".into()));
-        assert!(
-            post_json(
-                default_client(),
-                &url,
-                Some(&own),
-                &serde_json::json!({}),
-                Duration::from_secs(5)
-            )
-            .await
-            .is_ok()
-        );
+        assert!(post(&url, Some(&own)).await.is_ok());
         let request = server.await.unwrap();
         assert!(
             !request.to_ascii_lowercase().contains("authorization"),
@@ -366,17 +323,7 @@ mod tests {
         );
 
         // A path without a node server, or one that names another host, is refused.
-        assert_eq!(
-            post_json(
-                default_client(),
-                "/demo/balance",
-                None,
-                &serde_json::json!({}),
-                Duration::from_secs(5)
-            )
-            .await,
-            Err(WebhookError::BadUrl)
-        );
+        assert_eq!(post("/demo/balance", None).await, Err(WebhookError::BadUrl));
         assert_eq!(
             resolve("//elsewhere.example/x", Some(&own)).map(|(u, _)| u.to_string()),
             Err(WebhookError::BadUrl)

@@ -27,9 +27,15 @@ impl Acd {
                 }
                 AgentState::OnCall => {
                     let call = ag.call.as_ref().ok_or(format!("{id} on a call without one"))?;
-                    let c = s.calls.get(call).ok_or(format!("{id} on a missing call"))?;
-                    if !matches!(c.status, CallStatus::Connected { agent, .. } if agent == a) {
-                        return Err(format!("{id} on call {call} connected elsewhere"));
+                    if ag.placed.as_ref().is_some_and(|p| &p.call == call) {
+                        if s.calls.contains_key(call) {
+                            return Err(format!("{id} placed call {call}, which a queue holds too"));
+                        }
+                    } else {
+                        let c = s.calls.get(call).ok_or(format!("{id} on a missing call"))?;
+                        if !matches!(c.status, CallStatus::Connected { agent, .. } if agent == a) {
+                            return Err(format!("{id} on call {call} connected elsewhere"));
+                        }
                     }
                     if ag.offer.is_some() {
                         return Err(format!("{id} on a call with an offer pending"));
@@ -37,6 +43,9 @@ impl Acd {
                 }
                 _ if ag.offer.is_some() || ag.call.is_some() => {
                     return Err(format!("{id} holds a call or offer while {}", ag.state));
+                }
+                _ if ag.wrap_call.is_some() && !matches!(ag.state, AgentState::WrapUp { .. }) => {
+                    return Err(format!("{id} wraps a call up while {}", ag.state));
                 }
                 _ => {}
             }

@@ -119,3 +119,27 @@ impl Acd {
                 .is_some_and(|p| ag.call.as_ref() == Some(&p.call))
     }
 }
+
+impl Acd {
+    /// Every call an agent placed and is on now, with the agent, in configuration order. A
+    /// restarted owner ends those it no longer has (their driver went with the process).
+    pub fn placed_calls(&self) -> Vec<(AgentId, CallId)> {
+        self.state
+            .agents
+            .iter()
+            .filter(|x| self.on_placed_call(x))
+            .filter_map(|x| Some((x.config.id.clone(), x.call.clone()?)))
+            .collect()
+    }
+}
+
+impl Acd {
+    /// The agent on `call` if it is a call they placed and still go on with.
+    pub fn placed_call_agent(&self, call: &CallId) -> Option<AgentId> {
+        self.state
+            .agents
+            .iter()
+            .find(|x| x.call.as_ref() == Some(call) && self.on_placed_call(x))
+            .map(|x| x.config.id.clone())
+    }
+}

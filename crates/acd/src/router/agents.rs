@@ -204,6 +204,12 @@ impl Acd {
             if state == Some(AgentState::Available) {
                 self.index_agent(a);
             }
+            if let Some(ag) = self.state.agents.get(a)
+                && self.on_placed_call(ag)
+                && let Some(call) = ag.call.clone()
+            {
+                self.index.placed.insert(call, a);
+            }
         }
         let waiting: Vec<CallId> = self
             .state

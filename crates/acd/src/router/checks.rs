@@ -49,6 +49,14 @@ impl Acd {
                 }
                 _ => {}
             }
+            let on_placed = self.on_placed_call(ag);
+            let placed_indexed = ag
+                .call
+                .as_ref()
+                .is_some_and(|c| self.index.placed.get(c) == Some(&a));
+            if on_placed != placed_indexed {
+                return Err(format!("{id} placed-call index out of step"));
+            }
             let indexed = self.index.agents.get(a).is_some_and(|x| !x.indexed.is_empty());
             let has_queues = self
                 .index

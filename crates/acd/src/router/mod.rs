@@ -297,6 +297,8 @@ struct Index {
     agents: Vec<AgentIndex>,
     /// Waiting calls by the agent they prefer.
     preferred_waiting: HashMap<usize, Vec<CallId>>,
+    /// Calls agents placed and are on, by call.
+    placed: HashMap<CallId, usize>,
     /// Skill numbers for [`CompiledExpr`] and [`AgentIndex::levels`].
     skills: HashMap<SkillId, usize>,
 }

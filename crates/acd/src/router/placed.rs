@@ -26,11 +26,12 @@ impl Acd {
             // Redelivered, whether the call still goes on or has ended.
             return Ok(());
         }
-        let elsewhere = self.state.agents.iter().any(|x| x.call.as_ref() == Some(&call));
+        let elsewhere = self.index.placed.contains_key(&call);
         if elsewhere || self.state.calls.contains_key(&call) {
             return Err(AcdError::DuplicateCall(call));
         }
         self.transition(now, a, AgentEvent::Placed)?;
+        self.index.placed.insert(call.clone(), a);
         if let Some(ag) = self.state.agents.get_mut(a) {
             ag.call = Some(call.clone());
             ag.placed = Some(PlacedCall {
@@ -45,11 +46,7 @@ impl Acd {
     /// The end of a placed call: after-call work, or at once back where the agent dialled from.
     /// A call no agent is on (ended already, or never placed) is unknown.
     pub(super) fn end_placed(&mut self, now: Timestamp, call_id: &CallId) -> Result<(), AcdError> {
-        // Placed calls are few and end once: a scan of the agents is cheap here.
-        let found = self.state.agents.iter().position(|x| {
-            x.call.as_ref() == Some(call_id) && x.placed.as_ref().is_some_and(|p| &p.call == call_id)
-        });
-        let Some(a) = found else {
+        let Some(&a) = self.index.placed.get(call_id) else {
             return Err(AcdError::UnknownCall(call_id.clone()));
         };
         let Some((wrap, then, since)) = self.state.agents.get(a).and_then(|x| {
@@ -62,6 +59,7 @@ impl Acd {
         let event = AgentEvent::CallEnded { wrap_up_until };
         self.check_transition(a, &event)?;
         let talk = ms(now.since(since));
+        self.index.placed.remove(call_id);
         if let Some(ag) = self.state.agents.get_mut(a) {
             ag.call = None;
             ag.wrap_call = wrap_up_until.map(|_| call_id.clone());
@@ -136,10 +134,7 @@ impl Acd {
 impl Acd {
     /// The agent on `call` if it is a call they placed and still go on with.
     pub fn placed_call_agent(&self, call: &CallId) -> Option<AgentId> {
-        self.state
-            .agents
-            .iter()
-            .find(|x| x.call.as_ref() == Some(call) && self.on_placed_call(x))
-            .map(|x| x.config.id.clone())
+        let a = *self.index.placed.get(call)?;
+        Some(self.state.agents.get(a)?.config.id.clone())
     }
 }

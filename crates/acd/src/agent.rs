@@ -5,6 +5,7 @@
 //! LoggedOut --login--> Available <--ready-- NotReady(reason)
 //! Available --offer--> Reserved --accept--> OnCall --call ended--> WrapUp(until) --done/timer--> Available
 //! Reserved --withdrawn--> Available      Reserved --no answer / reject--> NotReady
+//! Available | NotReady | WrapUp --placed--> OnCall   (a call the agent places themselves)
 //! ```
 
 use crate::config::ReasonCode;
@@ -100,6 +101,7 @@ impl AgentState {
             (S::Available | S::NotReady { .. } | S::WrapUp { .. } | S::Reserved, E::Logout) => S::LoggedOut,
             (S::Available, E::Offer) => S::Reserved,
             (S::Reserved, E::Accept) => S::OnCall,
+            (S::Available | S::NotReady { .. } | S::WrapUp { .. }, E::Placed) => S::OnCall,
             (S::Reserved, E::OfferWithdrawn) => S::Available,
             (S::Reserved, E::OfferFailed(reason)) => S::NotReady {
                 reason: reason.clone(),
@@ -133,6 +135,7 @@ fn why(state: &AgentState, event: &AgentEvent) -> &'static str {
         (S::Reserved, E::NotReady(_) | E::Ready) => "a call is being offered to the agent",
         (S::Available, E::Ready) => "the agent is already available",
         (_, E::Offer) => "only an available agent can be offered a call",
+        (_, E::Placed) => "the agent is on a call or being offered one",
         (_, E::Accept | E::OfferWithdrawn | E::OfferFailed(_)) => "no call is being offered to the agent",
         (_, E::CallEnded { .. }) => "the agent is not on a call",
         _ => "not allowed in this state",
@@ -165,6 +168,8 @@ pub enum AgentEvent {
     OfferWithdrawn,
     /// The offer rang out or was rejected; the agent becomes NotReady with this reason.
     OfferFailed(ReasonCode),
+    /// The agent placed a call themselves (click-to-dial, a preview lead) and is on it.
+    Placed,
     /// The call ended; after-call work until the given time, or none.
     CallEnded {
         wrap_up_until: Option<Timestamp>,
@@ -183,6 +188,7 @@ impl AgentEvent {
             AgentEvent::Accept => "accept",
             AgentEvent::OfferWithdrawn => "offer_withdrawn",
             AgentEvent::OfferFailed(_) => "offer_failed",
+            AgentEvent::Placed => "placed",
             AgentEvent::CallEnded { .. } => "call_ended",
         }
     }
@@ -211,6 +217,7 @@ mod tests {
             AgentEvent::Accept,
             AgentEvent::OfferWithdrawn,
             AgentEvent::OfferFailed(ReasonCode::no_answer()),
+            AgentEvent::Placed,
             AgentEvent::CallEnded {
                 wrap_up_until: Some(Timestamp::from_secs(5)),
             },
@@ -246,11 +253,11 @@ mod tests {
         assert_eq!(
             table,
             "logged_out: login->available\n\
-             available: logout->logged_out not_ready->not_ready(lunch) offer->reserved\n\
-             not_ready: logout->logged_out ready->available not_ready->not_ready(lunch)\n\
+             available: logout->logged_out not_ready->not_ready(lunch) offer->reserved placed->on_call\n\
+             not_ready: logout->logged_out ready->available not_ready->not_ready(lunch) placed->on_call\n\
              reserved: logout->logged_out accept->on_call offer_withdrawn->available offer_failed->not_ready(no-answer)\n\
              on_call: call_ended->wrap_up(until 5000ms) call_ended->available\n\
-             wrap_up: logout->logged_out ready->available not_ready->not_ready(lunch)\n"
+             wrap_up: logout->logged_out ready->available not_ready->not_ready(lunch) placed->on_call\n"
         );
     }
 

@@ -86,7 +86,20 @@ pub enum Input {
     OfferWithdrawn {
         call: CallId,
     },
-    /// A connected call ended; the agent goes to wrap-up.
+    /// The agent placed `call` themselves (click-to-dial, a preview lead): they are on it from now
+    /// (from available, not ready or wrap-up) and no queue call is offered to them meanwhile.
+    /// [`Input::CallEnded`] with the same call ends it: after-call work for `wrap_up_secs`, then the
+    /// agent is ready, or not ready with `then_not_ready`. Idempotent: the same call again changes
+    /// nothing, even after it ended.
+    CallPlaced {
+        agent: AgentId,
+        call: CallId,
+        #[serde(default)]
+        wrap_up_secs: u32,
+        #[serde(default)]
+        then_not_ready: Option<ReasonCode>,
+    },
+    /// A connected call ended (queued or placed by the agent); the agent goes to wrap-up.
     CallEnded {
         call: CallId,
     },

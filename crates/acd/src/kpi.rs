@@ -161,6 +161,12 @@ pub struct AgentKpi {
     /// record of who talks to whom; desktops and calls read it here rather than keep their own.
     #[serde(default)]
     pub call: Option<CallId>,
+    /// The agent placed `call` themselves (click-to-dial, a preview lead): on a call, outbound.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub placed: bool,
+    /// The call whose after-call work the agent is doing (in wrap-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrap_up_call: Option<CallId>,
     pub occupancy: Option<f64>,
     pub counters: AgentCounters,
     /// Calls kept from the agent for now because an offer of them to the agent failed, rang out or

@@ -149,6 +149,9 @@ enum Op {
     Accept(u8),
     Reject(u8),
     End(u8),
+    /// An agent places call `p<n>` themselves (ids reused, so redeliveries happen).
+    Place(u8, u8),
+    EndPlaced(u8),
     WrapUpDone(u8),
     ExtendWrapUp(u8, u32),
     Tick,
@@ -179,6 +182,8 @@ fn any_op() -> impl Strategy<Value = (u32, Op)> {
         4 => any::<u8>().prop_map(Op::Accept),
         1 => any::<u8>().prop_map(Op::Reject),
         3 => any::<u8>().prop_map(Op::End),
+        1 => (agent.clone(), 0u8..6).prop_map(|(a, n)| Op::Place(a, n)),
+        1 => any::<u8>().prop_map(Op::EndPlaced),
         1 => agent.clone().prop_map(Op::WrapUpDone),
         1 => (agent, 0u32..20).prop_map(|(a, secs)| Op::ExtendWrapUp(a, secs)),
         2 => Just(Op::Tick),
@@ -198,6 +203,8 @@ struct Model {
     connected: BTreeMap<AgentId, CallId>,
     accepted: BTreeSet<CallId>,
     outcomes: BTreeMap<CallId, &'static str>,
+    /// Agents on calls they placed.
+    placed: BTreeMap<AgentId, CallId>,
 }
 
 impl Model {
@@ -215,6 +222,10 @@ impl Model {
                     assert!(
                         !self.connected.contains_key(a),
                         "agent {a} offered a call while on one"
+                    );
+                    assert!(
+                        !self.placed.contains_key(a),
+                        "agent {a} offered a call while on one they placed"
                     );
                 }
                 assert!(!self.outcomes.contains_key(&o.call), "finished call offered");
@@ -329,6 +340,20 @@ fn to_input(op: &Op, model: &Model, acd: &Acd) -> Option<Input> {
                 .clone();
             Input::CallEnded { call }
         }
+        Op::Place(i, n) => Input::CallPlaced {
+            agent: agent_id(i),
+            call: c(&format!("p{n}")),
+            wrap_up_secs: u32::from(n % 3) * 5,
+            then_not_ready: (n % 2 == 1).then(|| acd::ReasonCode::new("break").expect("reason")),
+        },
+        Op::EndPlaced(i) => {
+            let call = model
+                .placed
+                .values()
+                .nth(usize::from(i) % model.placed.len().max(1))?
+                .clone();
+            Input::CallEnded { call }
+        }
         Op::WrapUpDone(i) => Input::WrapUpDone { agent: agent_id(i) },
         Op::ExtendWrapUp(i, secs) => Input::ExtendWrapUp {
             agent: agent_id(i),
@@ -377,6 +402,10 @@ fn apply(acd: &mut Acd, model: &mut Model, input: Input) -> (Result<(), AcdError
         Input::CallEnded { call } => Some(call.clone()),
         _ => None,
     };
+    let placing = match &input {
+        Input::CallPlaced { agent, call, .. } => Some((agent.clone(), call.clone())),
+        _ => None,
+    };
     // Fire due timers first, so their outputs are observed before the input changes the model.
     let now = Timestamp::from_millis(model.now_ms);
     let tick = acd.handle(now, Input::Tick);
@@ -394,7 +423,21 @@ fn apply(acd: &mut Acd, model: &mut Model, input: Input) -> (Result<(), AcdError
             }
             assert!(model.accepted.insert(call));
         }
+        if let Some((agent, call)) = placing {
+            // Taken again (redelivered) it must change nothing: the agent is on it or it ended.
+            if !model.placed.values().any(|c| c == &call) {
+                let on_it = acd
+                    .kpis(now)
+                    .agents
+                    .iter()
+                    .any(|k| k.agent == agent && k.call.as_ref() == Some(&call) && k.placed);
+                if on_it {
+                    model.placed.insert(agent, call);
+                }
+            }
+        }
         if let Some(call) = &ended {
+            model.placed.retain(|_, c| c != call);
             model.connected.retain(|_, c| c != call);
             model.accepted.remove(call);
             model.outcomes.remove(call);
@@ -443,7 +486,8 @@ proptest! {
             // It may have overflowed to voicemail on a timer that fired just now.
             prop_assert!(result.is_ok() || model.outcomes.contains_key(&call), "{call}: {result:?}");
         }
-        let connected: Vec<CallId> = model.connected.values().cloned().collect();
+        let connected: Vec<CallId> =
+            model.connected.values().chain(model.placed.values()).cloned().collect();
         for call in connected {
             let (result, _) = apply(&mut acd, &mut model, Input::CallEnded { call });
             prop_assert!(result.is_ok());

@@ -10,7 +10,7 @@
 
 pub use crate::acd_task::{Abandonment, AgentStateEvent, QueueNotice};
 use crate::acd_task::{LocalAcd, Persistence, ResumeError, ResumeReport};
-use acd::{AcdConfig, AcdError, AgentState, CallRequest, HeldCall, Input, KpiSnapshot};
+use acd::{AcdConfig, AcdError, AgentKpi, AgentState, CallRequest, HeldCall, Input, KpiSnapshot};
 use domain::{AgentId, CallId, QueueId};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -185,6 +185,28 @@ impl AcdHandle {
             .iter()
             .find(|a| &a.agent == agent)
             .and_then(|a| a.call.clone())
+    }
+
+    /// The agent as the router sees them now (asked fresh, not the last published KPIs).
+    pub async fn agent_now(&self, agent: &AgentId) -> Option<AgentKpi> {
+        self.kpis().await?.agents.into_iter().find(|a| &a.agent == agent)
+    }
+
+    /// Whether the router has the agent ringing for a call or on one (queued or placed by the
+    /// agent); after-call work does not count.
+    pub async fn agent_busy(&self, agent: &AgentId) -> bool {
+        self.agent_now(agent)
+            .await
+            .is_some_and(|a| a.call.is_some() || matches!(a.state, AgentState::Reserved | AgentState::OnCall))
+    }
+
+    /// Whether the router ties the agent to a call other than `call`: ringing, connected (queued
+    /// or placed) or in that call's after-call work. A late step of an older call (its disposition,
+    /// putting the agent back) must not touch a newer one.
+    pub async fn agent_has_other_call(&self, agent: &AgentId, call: &CallId) -> bool {
+        self.agent_now(agent)
+            .await
+            .is_some_and(|a| a.call.iter().chain(a.wrap_up_call.iter()).any(|c| c != call))
     }
 
     /// Logs in every agent of `agents` who is logged out (SIP-phone agents ready at start). On the

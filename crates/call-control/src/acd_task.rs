@@ -167,6 +167,13 @@ impl LocalAcd {
                         warn!(call = %held.call, %error, "a restored call could not be settled");
                     }
                 }
+                // Calls agents placed went with the process that drove them.
+                for (agent, call) in acd.placed_calls() {
+                    report.dropped += 1;
+                    if let Err(error) = acd.handle(now, Input::CallEnded { call }) {
+                        warn!(%agent, %error, "a restored placed call could not be ended");
+                    }
+                }
                 config.check()?;
                 for queue in config.queues {
                     if let Err(error) = acd.handle(now, Input::UpsertQueue(queue)) {

@@ -305,20 +305,6 @@ impl DeskHub {
         here.or_else(|| self.relay.get().and_then(|r| r.remote_desk(agent)))
     }
 
-    /// Whether the agent has a call offered, ringing or connected (wrap-up does not count).
-    pub fn busy(&self, agent: &AgentId) -> bool {
-        let here = self
-            .hub
-            .lock()
-            .calls
-            .values()
-            .any(|l| &l.agent == agent && l.view.phase != CallPhase::WrapUp);
-        here || self
-            .relay
-            .get()
-            .is_some_and(|r| r.remote_calls(agent).iter().any(|v| v.phase != CallPhase::WrapUp))
-    }
-
     /// Every call tied to an agent, on this node or (on a cluster) another: the agent, the call's
     /// phase and since when (the wallboard tells held calls from talking ones).
     pub fn phases(&self) -> Vec<(AgentId, CallPhase, Timestamp)> {
@@ -338,16 +324,6 @@ impl DeskHub {
             );
         }
         phases
-    }
-
-    /// Whether the agent has a call tied to them other than `call` (a newer one offered, connected
-    /// or in its own wrap-up).
-    pub fn has_other_call(&self, agent: &AgentId, call: &CallId) -> bool {
-        let here = self.hub.lock().calls.keys().any(|(c, a)| a == agent && c != call);
-        here || self
-            .relay
-            .get()
-            .is_some_and(|r| r.remote_calls(agent).iter().any(|v| &v.pop.call != call))
     }
 
     /// Tells the agent's desktop, wherever it is attached (on a cluster, the relay carries what
@@ -591,20 +567,6 @@ mod tests {
         assert_eq!(hub.desk_media(&a), Some(AgentMedia::Browser));
         hub.detach(&a, second.generation);
         assert_eq!(hub.desk_media(&a), None);
-    }
-
-    #[test]
-    fn other_calls_of_an_agent_are_seen() {
-        let hub = DeskHub::new();
-        let (tx, _rx) = mpsc::unbounded_channel();
-        let a = agent("a1");
-        hub.offer(&a, pop("c1"), tx.clone(), Timestamp::from_millis(1));
-        assert!(!hub.has_other_call(&a, &pop("c1").call));
-        hub.offer(&a, pop("c2"), tx, Timestamp::from_millis(2));
-        assert!(hub.has_other_call(&a, &pop("c1").call));
-        assert!(!hub.has_other_call(&agent("a2"), &pop("c1").call));
-        hub.release(&pop("c2").call, &a);
-        assert!(!hub.has_other_call(&a, &pop("c1").call));
     }
 
     #[tokio::test]

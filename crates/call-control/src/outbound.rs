@@ -5,8 +5,10 @@
 //! customer through the outbound trunk. Once the customer answers, the call runs like any other
 //! (hold, transfer, hang-up, wrap-up with a disposition), with the customer as "caller".
 //!
-//! The ACD does not offer calls to the agent meanwhile: the agent is not ready with reason
-//! `outbound` for the length of the call, and afterwards back to the state they dialled from.
+//! The ACD knows the agent is on the call (`acd::Input::CallPlaced` before anything is dialled, the
+//! session's `CallEnded` when it ends), so it offers them no queue call meanwhile, its KPIs count
+//! the talk and the after-call work, and afterwards the agent is back in the state they dialled
+//! from.
 //!
 //! A preview campaign's lead is dialled the same way, with the campaign's caller id; the agent goes
 //! back to ready afterwards (for the next lead), and the call records its campaign attempt
@@ -21,9 +23,6 @@ use domain::{AgentId, CallId, Direction, Pii, Timestamp};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use tracing::{Instrument, info_span};
-
-/// The reason code an agent is not ready with while on a call they placed.
-pub const OUTBOUND_REASON: &str = "outbound";
 
 /// The dial request of the placing agent, answered once their leg is up or failed.
 const DIAL_REQUEST: RequestId = RequestId(1);
@@ -48,33 +47,35 @@ pub(crate) async fn dial(
     if inner.gateway.get().is_none() {
         return Err(Refusal::new("unavailable", "the SIP gateway is not running"));
     }
-    if inner.desks.busy(&agent) {
+    // The router is the judge of where the agent is: whether they may dial, and where they go
+    // back to afterwards.
+    let before = inner
+        .acd
+        .agent_now(&agent)
+        .await
+        .ok_or_else(|| Refusal::new("unknown_agent", "you are not an agent of the ACD"))?;
+    if before.call.is_some() || matches!(before.state, acd::AgentState::Reserved | acd::AgentState::OnCall) {
         return Err(Refusal::new(
             "illegal_transition",
             "you are on a call: one call at a time",
         ));
     }
-    // Where the agent is now decides where they go back to.
-    let before = inner
-        .acd
-        .kpis()
-        .await
-        .and_then(|k| k.agents.into_iter().find(|a| a.agent == agent))
-        .map(|a| a.state)
-        .ok_or_else(|| Refusal::new("unknown_agent", "you are not an agent of the ACD"))?;
-    let restore = match before {
+    let (restore, then_not_ready) = match before.state {
         // A preview campaign's agent is not ready (`preview`) while deciding, and ready for the next
         // lead after the call.
         acd::AgentState::NotReady { .. } if preview.is_some() => {
-            acd::Input::AgentReady { agent: agent.clone() }
+            (acd::Input::AgentReady { agent: agent.clone() }, None)
         }
         acd::AgentState::Available | acd::AgentState::WrapUp { .. } => {
-            acd::Input::AgentReady { agent: agent.clone() }
+            (acd::Input::AgentReady { agent: agent.clone() }, None)
         }
-        acd::AgentState::NotReady { reason } => acd::Input::AgentNotReady {
-            agent: agent.clone(),
-            reason,
-        },
+        acd::AgentState::NotReady { reason } => (
+            acd::Input::AgentNotReady {
+                agent: agent.clone(),
+                reason: reason.clone(),
+            },
+            Some(reason),
+        ),
         other => {
             return Err(Refusal::new(
                 "illegal_transition",
@@ -82,19 +83,22 @@ pub(crate) async fn dial(
             ));
         }
     };
-    let outbound =
-        acd::ReasonCode::new(OUTBOUND_REASON).map_err(|e| Refusal::new("unavailable", e.to_string()))?;
+    let now = Timestamp::now_utc();
+    let id = CallId::generate(&inner.node, now, inner.next_counter(), rand::random());
+    // The router holds the agent on this call (no queue call is offered to them) until the session
+    // says it ended; then after-call work as long as the session's wrap-up window.
+    let wrap_up_secs = u32::try_from(inner.wrap_up_window.as_secs()).unwrap_or(u32::MAX);
     inner
         .acd
-        .request(acd::Input::AgentNotReady {
+        .request(acd::Input::CallPlaced {
             agent: agent.clone(),
-            reason: outbound,
+            call: id.clone(),
+            wrap_up_secs,
+            then_not_ready,
         })
         .await
         .map_err(|e| Refusal::new("illegal_transition", e.to_string()))?;
 
-    let now = Timestamp::now_utc();
-    let id = CallId::generate(&inner.node, now, inner.next_counter(), rand::random());
     let shown_as = match &preview {
         Some(p) => p.caller_id().to_string(),
         None => trunk
@@ -123,6 +127,7 @@ pub(crate) async fn dial(
     ) {
         Ok(s) => s,
         Err(_) => {
+            inner.acd.input(acd::Input::CallEnded { call: id });
             inner.acd.input(restore);
             return Err(Refusal::new("unavailable", "no call id"));
         }

@@ -36,6 +36,7 @@ on_both_backends!(
     agents_keep_their_state_and_kept_calls_their_place_across_a_restart,
     a_kept_call_that_was_ringing_goes_back_without_blaming_the_agent,
     an_unreadable_saved_state_starts_the_router_fresh,
+    a_call_an_agent_placed_ends_with_the_process_that_drove_it,
 );
 
 async fn redis_store(test: &str) -> Option<StateStore> {
@@ -255,6 +256,46 @@ async fn an_unreadable_saved_state_starts_the_router_fresh(store: StateStore) {
     assert!(serde_json::from_slice::<acd::AcdSnapshot>(&saved.value).is_ok());
     store
         .delete_blob(ACD_STATE_NAMESPACE, &persist.key, None)
+        .await
+        .unwrap();
+}
+
+async fn a_call_an_agent_placed_ends_with_the_process_that_drove_it(store: StateStore) {
+    let persist = persistence(&store, "placed");
+    let (acd, _) = AcdHandle::resume(config(&["a1"]), false, None, persist.clone(), |_| None)
+        .await
+        .unwrap();
+    acd.request(Input::AgentLogin { agent: a("a1") }).await.unwrap();
+    acd.request(Input::CallPlaced {
+        agent: a("a1"),
+        call: c("out1"),
+        wrap_up_secs: 30,
+        then_not_ready: None,
+    })
+    .await
+    .unwrap();
+    assert!(acd.agent_busy(&a("a1")).await);
+    assert!(acd.agent_has_other_call(&a("a1"), &c("older")).await);
+    assert!(!acd.agent_has_other_call(&a("a1"), &c("out1")).await);
+    acd.save_now().await;
+
+    let (acd2, report) = AcdHandle::resume(config(&["a1"]), false, None, persist, |_| None)
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        ResumeReport {
+            restored: true,
+            kept: 0,
+            dropped: 1
+        }
+    );
+    let a1 = acd2.agent_now(&a("a1")).await.unwrap();
+    assert!(matches!(a1.state, AgentState::WrapUp { .. }), "{:?}", a1.state);
+    assert_eq!((a1.call, a1.wrap_up_call), (None, Some(c("out1"))));
+    assert!(!acd2.agent_busy(&a("a1")).await, "after-call work is not busy");
+    store
+        .delete_blob(ACD_STATE_NAMESPACE, "node-placed", None)
         .await
         .unwrap();
 }

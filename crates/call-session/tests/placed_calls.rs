@@ -67,9 +67,13 @@ fn click_to_dial_rings_the_agent_first_then_the_customer() {
     );
     assert!(
         !lines.iter().any(|l| l.starts_with("acd")),
-        "the router knows no placed call: {lines:?}"
+        "the router has the agent on the placed call already (the driver said so): {lines:?}"
     );
-    w.cmd(60.0, "a1", AgentCommand::Hangup);
+    let lines = w.cmd(60.0, "a1", AgentCommand::Hangup);
+    assert!(
+        lines.contains(&"acd call ended".to_string()),
+        "the router hears the placed call ended: {lines:?}"
+    );
     w.at(60.1, Input::RecordingStopped { path: None });
     assert_eq!(
         w.cmd(70.0, "a1", wrap_up("callback_agreed")),
@@ -112,6 +116,7 @@ fn a_placed_call_the_agent_cancels_while_the_customer_rings_puts_the_agent_back(
             "hang up leg 2",
             "log dial_attempt no_answer",
             "desk release a1",
+            "acd call ended",
             "acd a1 ready",
             "reply #1 ok",
             "log ended Agent: cancelled by the agent",

@@ -212,19 +212,26 @@ impl ClusterRouter {
             self.owners.insert(req.call.clone(), node.clone());
             claimed = Some(req.call.clone());
         }
+        // A call an agent places belongs to the node that drives it, as an enqueued one does.
+        if let (Input::CallPlaced { call, .. }, Some(node)) = (&input, node)
+            && !self.holds(call)
+        {
+            self.owners.insert(call.clone(), node.clone());
+            claimed = Some(call.clone());
+        }
         let result = self.acd.handle(now, input);
         if result.is_err() {
             d.refused += 1;
         }
         if let Some(call) = claimed
-            && self.acd.call(&call).is_none()
+            && !self.holds(&call)
         {
             // Refused (or gone at once): the call never became this node's.
             self.owners.remove(&call);
         }
         let abandonment = self.route(d, abandoning, &mut touched);
         for call in touched {
-            if self.acd.call(&call).is_none() {
+            if !self.holds(&call) {
                 self.owners.remove(&call);
             }
         }
@@ -325,6 +332,10 @@ impl ClusterRouter {
             let input = match self.acd.call(&call).map(|h| h.phase) {
                 Some(CallPhase::Connected(_)) => Some(Input::CallEnded { call: call.clone() }),
                 Some(_) => Some(Input::CallAbandoned { call: call.clone() }),
+                // An agent's own call: it ended with its node, the agent goes to wrap-up.
+                None if self.acd.placed_call_agent(&call).is_some() => {
+                    Some(Input::CallEnded { call: call.clone() })
+                }
                 None => None,
             };
             if let Some(input) = input {
@@ -363,8 +374,16 @@ fn input_call(input: &Input) -> Option<&CallId> {
         | Input::OfferAccepted { call, .. }
         | Input::OfferRejected { call, .. }
         | Input::OfferWithdrawn { call }
-        | Input::CallEnded { call } => Some(call),
+        | Input::CallEnded { call }
+        | Input::CallPlaced { call, .. } => Some(call),
         _ => None,
+    }
+}
+
+impl ClusterRouter {
+    /// Whether the core still holds `call`: queued, ringing, connected, or placed by an agent.
+    fn holds(&self, call: &CallId) -> bool {
+        self.acd.call(call).is_some() || self.acd.placed_call_agent(call).is_some()
     }
 }
 
@@ -599,6 +618,38 @@ mod tests {
         let d = w.enqueue(11, "n1", "c4", 0);
         assert_eq!(d.duplicates, 0);
         assert_eq!(w.router.owner(&c("c4")), Some(&n("n1")));
+    }
+
+    #[test]
+    fn a_lost_nodes_placed_calls_end_and_other_nodes_ones_go_on() {
+        let mut w = Driver::new(2);
+        w.input(0, "n3", Input::AgentLogin { agent: a("a1") });
+        w.input(0, "n3", Input::AgentLogin { agent: a("a2") });
+        let placed = |agent: &str, call: &str| Input::CallPlaced {
+            agent: a(agent),
+            call: c(call),
+            wrap_up_secs: 30,
+            then_not_ready: None,
+        };
+        w.input(1, "n1", placed("a1", "p1"));
+        w.input(1, "n2", placed("a2", "p2"));
+        assert_eq!(w.router.owner(&c("p1")), Some(&n("n1")));
+        // Said again, it changes nothing, owner included.
+        w.input(2, "n1", placed("a1", "p1"));
+        assert_eq!(w.router.owner(&c("p1")), Some(&n("n1")));
+        assert_eq!(w.router.nodes_to_watch(), [n("n1"), n("n2"), n("n3")]);
+        w.batch(10, vec![Applied::NodeLost { node: n("n1") }]);
+        // a1's call went with n1: wrap-up; a2's call on n2 goes on.
+        assert!(matches!(
+            w.router.acd().agent_state(&a("a1")),
+            Some((AgentState::WrapUp { .. }, _))
+        ));
+        assert_eq!(w.router.acd().placed_call_agent(&c("p2")), Some(a("a2")));
+        assert!(w.router.owner(&c("p1")).is_none());
+        assert_eq!(w.router.owner(&c("p2")), Some(&n("n2")));
+        // Its end, from its node, lets the owner go.
+        w.input(11, "n2", Input::CallEnded { call: c("p2") });
+        assert!(w.router.owner(&c("p2")).is_none());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - only `sip-gateway` and `media` open UDP sockets, only `agent-desk` and `sip-gateway` listen
 //!   on TCP;
 //! - `agent-desk` changes agents through call-control's facade (`AgentChange`), never by building
-//!   the router's `acd::Input` itself.
+//!   the router's `acd::Input` itself;
+//! - the desk hub judges no agent state: whether an agent is busy or on another call is the ACD's
+//!   to say.
 //!
 //! Test-only packages (`bench`, `testkit`, the system tests, this one) are exempt: they measure and
 //! drive the platform from outside. Test modules (`#[cfg(test)]` at the end of a file) and `tests/`
@@ -248,6 +250,39 @@ fn the_desk_changes_agents_through_call_control_never_with_router_inputs() {
                 "{}:{line}: agent-desk builds a router input ({input}); use call_control::AgentChange",
                 file.strip_prefix(&ws.root).unwrap_or(&file).display()
             );
+        }
+    }
+}
+
+/// The ACD is the one owner of which agent is on which call: the desk hub (and its relay between
+/// nodes) routes commands, pops and the desktop's phases, and judges no agent state from them.
+#[test]
+fn the_desk_hub_judges_no_agent_state() {
+    let ws = workspace();
+    let src = ws.members["call-control"].join("src");
+    for (file, line, code) in source_lines(&src) {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name != "desk.rs" && name != "desk_relay.rs" {
+            continue;
+        }
+        for judgement in ["fn busy", "fn has_other_call", "AgentState", "acd::"] {
+            assert!(
+                !code.contains(judgement),
+                "{}:{line}: the desk hub judges agent state ({judgement}); ask the ACD (AcdHandle)",
+                file.strip_prefix(&ws.root).unwrap_or(&file).display()
+            );
+        }
+    }
+    // Nobody asks the hub instead of the ACD, nor sidesteps the router with a not-ready reason.
+    for member in ["call-control", "agent-desk"] {
+        for (file, line, code) in source_lines(&ws.members[member].join("src")) {
+            for asked in ["desks.busy(", "desks.has_other_call(", "OUTBOUND_REASON"] {
+                assert!(
+                    !code.contains(asked),
+                    "{}:{line}: {asked}: whether an agent is on a call is the ACD's to say",
+                    file.strip_prefix(&ws.root).unwrap_or(&file).display()
+                );
+            }
         }
     }
 }

@@ -56,9 +56,12 @@ impl Acd {
             self.count_logged_in(a, next.is_logged_in());
         }
         if matches!(prev, AgentState::WrapUp { .. })
-            && let Some(key) = self.state.agents.get_mut(a).and_then(|x| x.wrap_timer.take())
+            && let Some(x) = self.state.agents.get_mut(a)
         {
-            self.state.timers.remove(&key);
+            x.wrap_call = None;
+            if let Some(key) = x.wrap_timer.take() {
+                self.state.timers.remove(&key);
+            }
         }
         if let AgentState::WrapUp { until } = next {
             let key = self.schedule(until, Timer::WrapUpEnd { agent: a, until });
@@ -200,6 +203,12 @@ impl Acd {
             }
             if state == Some(AgentState::Available) {
                 self.index_agent(a);
+            }
+            if let Some(ag) = self.state.agents.get(a)
+                && self.on_placed_call(ag)
+                && let Some(call) = ag.call.clone()
+            {
+                self.index.placed.insert(call, a);
             }
         }
         let waiting: Vec<CallId> = self

@@ -27,9 +27,15 @@ impl Acd {
                 }
                 AgentState::OnCall => {
                     let call = ag.call.as_ref().ok_or(format!("{id} on a call without one"))?;
-                    let c = s.calls.get(call).ok_or(format!("{id} on a missing call"))?;
-                    if !matches!(c.status, CallStatus::Connected { agent, .. } if agent == a) {
-                        return Err(format!("{id} on call {call} connected elsewhere"));
+                    if ag.placed.as_ref().is_some_and(|p| &p.call == call) {
+                        if s.calls.contains_key(call) {
+                            return Err(format!("{id} placed call {call}, which a queue holds too"));
+                        }
+                    } else {
+                        let c = s.calls.get(call).ok_or(format!("{id} on a missing call"))?;
+                        if !matches!(c.status, CallStatus::Connected { agent, .. } if agent == a) {
+                            return Err(format!("{id} on call {call} connected elsewhere"));
+                        }
                     }
                     if ag.offer.is_some() {
                         return Err(format!("{id} on a call with an offer pending"));
@@ -38,7 +44,18 @@ impl Acd {
                 _ if ag.offer.is_some() || ag.call.is_some() => {
                     return Err(format!("{id} holds a call or offer while {}", ag.state));
                 }
+                _ if ag.wrap_call.is_some() && !matches!(ag.state, AgentState::WrapUp { .. }) => {
+                    return Err(format!("{id} wraps a call up while {}", ag.state));
+                }
                 _ => {}
+            }
+            let on_placed = self.on_placed_call(ag);
+            let placed_indexed = ag
+                .call
+                .as_ref()
+                .is_some_and(|c| self.index.placed.get(c) == Some(&a));
+            if on_placed != placed_indexed {
+                return Err(format!("{id} placed-call index out of step"));
             }
             let indexed = self.index.agents.get(a).is_some_and(|x| !x.indexed.is_empty());
             let has_queues = self

@@ -295,6 +295,7 @@ impl Acd {
         // Update the lifetime figures first: indexing on the way back to Available reads them.
         if let Some(ag) = self.state.agents.get_mut(a) {
             ag.call = None;
+            ag.wrap_call = wrap_up_until.map(|_| call_id.clone());
             ag.wrap_queue = Some(q);
             ag.lifetime_handled = ag.lifetime_handled.saturating_add(1);
             ag.lifetime_talk_ms = ag.lifetime_talk_ms.saturating_add(talk);

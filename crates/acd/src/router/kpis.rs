@@ -95,6 +95,8 @@ impl Acd {
                             .and_then(|o| self.state.offers.get(&o))
                             .map(|o| o.call.clone())
                     }),
+                    placed: self.on_placed_call(ag),
+                    wrap_up_call: ag.wrap_call.clone(),
                     occupancy: counters.times.occupancy(),
                     counters,
                     held_back,

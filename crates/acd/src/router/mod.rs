@@ -39,6 +39,7 @@ mod inputs;
 mod kpis;
 mod matching;
 mod moving;
+mod placed;
 mod timers;
 mod wrap_up;
 
@@ -117,6 +118,22 @@ struct AgentRt {
     counters: AgentCounters,
     /// Key of the wrap-up timer while in wrap-up.
     wrap_timer: Option<TimerKey>,
+    /// The call whose after-call work the agent is doing, while in wrap-up.
+    #[serde(default)]
+    wrap_call: Option<CallId>,
+    /// The last call the agent placed themselves; kept after it ends so a redelivered
+    /// [`Input::CallPlaced`] changes nothing. While the agent is on it, `call` names it too.
+    #[serde(default)]
+    placed: Option<PlacedCall>,
+}
+
+/// A call an agent placed themselves: no queue holds it, the agent holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PlacedCall {
+    call: CallId,
+    wrap_up_secs: u32,
+    /// Where the agent goes after its wrap-up: not ready with this reason, or (none) ready.
+    then_not_ready: Option<ReasonCode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,6 +297,8 @@ struct Index {
     agents: Vec<AgentIndex>,
     /// Waiting calls by the agent they prefer.
     preferred_waiting: HashMap<usize, Vec<CallId>>,
+    /// Calls agents placed and are on, by call.
+    placed: HashMap<CallId, usize>,
     /// Skill numbers for [`CompiledExpr`] and [`AgentIndex::levels`].
     skills: HashMap<SkillId, usize>,
 }
@@ -527,6 +546,13 @@ impl Acd {
             Input::OfferAccepted { call, agent } => self.accept(now, &call, &agent),
             Input::OfferRejected { call, agent } => self.reject(now, &call, &agent),
             Input::OfferWithdrawn { call } => self.withdraw(now, &call),
+            Input::CallPlaced {
+                agent,
+                call,
+                wrap_up_secs,
+                then_not_ready,
+            } => self.place_call(now, &agent, call, wrap_up_secs, then_not_ready),
+            Input::CallEnded { call } if !self.state.calls.contains_key(&call) => self.end_placed(now, &call),
             Input::CallEnded { call } => self.end_call(now, &call),
             Input::WrapUpDone { agent } => {
                 let a = self.agent_ix(&agent)?;
@@ -548,9 +574,7 @@ impl Acd {
                         },
                     });
                 }
-                self.transition(now, a, AgentEvent::Ready)?;
-                self.route_agent(now, a, Trigger::AgentAvailable);
-                Ok(())
+                self.after_wrap_up(now, a)
             }
             Input::ExtendWrapUp { agent, secs } => self.extend_wrap_up(&agent, secs),
             Input::Tick => Ok(()),
@@ -629,6 +653,8 @@ fn new_agent(config: AgentConfig) -> AgentRt {
         lifetime_talk_ms: 0,
         counters: AgentCounters::default(),
         wrap_timer: None,
+        wrap_call: None,
+        placed: None,
     }
 }
 

@@ -140,8 +140,8 @@ impl Acd {
                     .agents
                     .get(agent)
                     .is_some_and(|a| a.state == AgentState::WrapUp { until });
-                if due && self.transition(at, agent, AgentEvent::Ready).is_ok() {
-                    self.route_agent(at, agent, Trigger::AgentAvailable);
+                if due {
+                    let _ = self.after_wrap_up(at, agent);
                 }
             }
         }

@@ -611,11 +611,8 @@ impl Runner {
         let free: Vec<AgentId> = ready_agents(&self.inner, &self.spec)
             .await
             .into_iter()
-            .filter(|a| {
-                !self.driver.is_previewing(a)
-                    && self.inner.desks.desk_media(a).is_some()
-                    && !self.inner.desks.busy(a)
-            })
+            // Ready in the router means on no call, placed or queued: the router is the judge.
+            .filter(|a| !self.driver.is_previewing(a) && self.inner.desks.desk_media(a).is_some())
             .collect();
         if free.is_empty() || !self.read_dnc().await {
             return;

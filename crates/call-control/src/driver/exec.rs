@@ -312,7 +312,7 @@ impl Driver {
             ),
             Command::WrapUpDone { agent } => {
                 // A late disposition must not end the after-call work of a newer call.
-                if !self.inner.desks.has_other_call(&agent, &self.id) {
+                if !self.inner.acd.agent_has_other_call(&agent, &self.id).await {
                     let _ = self.inner.acd.request(acd::Input::WrapUpDone { agent }).await;
                 }
             }
@@ -327,7 +327,7 @@ impl Driver {
         if self.restore.as_ref() == Some(&input) {
             let newer = match &input {
                 acd::Input::AgentReady { agent } | acd::Input::AgentNotReady { agent, .. } => {
-                    self.inner.desks.has_other_call(agent, &self.id)
+                    self.inner.acd.agent_has_other_call(agent, &self.id).await
                 }
                 _ => false,
             };

@@ -35,11 +35,10 @@ impl CallSession {
             self.closing += 1;
         }
         self.hang_up(t.leg);
-        if !self.outbound {
-            self.push(Command::Acd(acd::Input::CallEnded {
-                call: self.id.clone(),
-            }));
-        }
+        // Queued or placed by the agent, the router holds the agent on the call until it hears so.
+        self.push(Command::Acd(acd::Input::CallEnded {
+            call: self.id.clone(),
+        }));
         self.phase = Phase::SelfService;
         self.start_wrap_up(t.agent, t.desk);
     }

@@ -604,6 +604,10 @@ impl CallSession {
         } else {
             self.push(Command::DeskRelease { agent });
             if let Some(restore) = self.restore.clone() {
+                // The router put the agent on the call they placed: it ends, and they go back.
+                self.push(Command::Acd(acd::Input::CallEnded {
+                    call: self.id.clone(),
+                }));
                 self.push(Command::Acd(restore));
             }
         }

@@ -92,8 +92,9 @@ pub enum Origin {
     /// A customer called in.
     Inbound { entry: Entry },
     /// An agent dials a number from the desktop (or a preview campaign's lead). `request` is the
-    /// dial request, answered once the agent's own leg is up or failed; `restore` puts the agent
-    /// back as they were after the call.
+    /// dial request, answered once the agent's own leg is up or failed. The router holds the agent
+    /// on the call (the driver placed it there, `acd::Input::CallPlaced`) until the session's
+    /// `CallEnded`; `restore` puts the agent back as they were after the wrap-up.
     ClickToDial {
         agent: AgentId,
         number: Pii<String>,

@@ -134,6 +134,10 @@ impl Default for AuthGuardConfig {
 pub struct SipUser {
     pub name: String,
     pub password: String,
+    /// Ring this phone with an INVITE without SDP (RFC 3261 §13.2.1 late offer): the phone offers in its
+    /// 2xx and our answer rides in the ACK. For phones and PBXs that want to choose the codecs.
+    #[serde(default)]
+    pub late_offer: bool,
 }
 
 impl std::fmt::Debug for SipUser {
@@ -236,6 +240,11 @@ pub struct TrunkConfig {
     pub password: Option<String>,
     /// Number presented as caller on calls the platform originates.
     pub caller_id: Option<String>,
+    /// Send INVITEs towards this trunk without SDP (late offer): the carrier offers in its 2xx and our
+    /// answer rides in the ACK. Applies to legs the platform places (agents' calls out, transfers,
+    /// campaigns); forwarded calls keep the caller's offer.
+    #[serde(default)]
+    pub late_offer: bool,
 }
 
 impl std::fmt::Debug for TrunkConfig {

@@ -32,6 +32,9 @@ pub enum LegEvent {
     /// The remote party hung up (BYE) or cancelled before the answer.
     Hangup,
     /// The remote party sent new SDP (hold, unhold); answer with `reply`, or drop it to refuse (488).
+    /// On an outbound leg placed with a late offer (the trunk's or phone's `late_offer`) the first one is
+    /// the peer's offer from its 2xx, before [`LegEvent::Answered`]: the reply is sent in the ACK, and a
+    /// dropped reply ends the leg (ACK, BYE, then `Failed { code: 488 }`).
     Reoffer {
         sdp: Vec<u8>,
         reply: oneshot::Sender<Vec<u8>>,
@@ -503,7 +506,16 @@ pub(crate) async fn originate(
         let signalling = first.source.parse::<SocketAddr>().ok();
         (first.contact, None, signalling)
     };
-    let invite = build_invite(&core, &uri, &request).ok_or(OriginateError::BadTarget)?;
+    let late = match &trunk {
+        Some(t) => t.late_offer,
+        None => core
+            .config
+            .sip
+            .users
+            .iter()
+            .any(|u| &u.name == request.target.expose() && u.late_offer),
+    };
+    let invite = build_invite(&core, &uri, &request, late).ok_or(OriginateError::BadTarget)?;
     let (commands, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, events) = mpsc::unbounded_channel();
     let call_id = msg::call_id(&invite).unwrap_or_default();
@@ -512,6 +524,7 @@ pub(crate) async fn originate(
         core,
         invite,
         trunk,
+        late,
         request.ring_timeout,
         cmd_rx,
         ev_tx,
@@ -526,7 +539,8 @@ pub(crate) async fn originate(
     })
 }
 
-fn build_invite(core: &Core, target: &str, request: &OriginateRequest) -> Option<Request> {
+/// The INVITE of an outbound leg: with our offer, or without SDP (`late`) for the peer to offer in its 2xx.
+fn build_invite(core: &Core, target: &str, request: &OriginateRequest, late: bool) -> Option<Request> {
     let uri = rsipstack::sip::Uri::try_from(target).ok()?;
     let via = core.endpoint.get_via(None, None).ok()?;
     let host = core
@@ -534,7 +548,7 @@ fn build_invite(core: &Core, target: &str, request: &OriginateRequest) -> Option
         .trim_start_matches("<sip:callcenter@")
         .trim_end_matches('>')
         .to_string();
-    let headers = vec![
+    let mut headers = vec![
         rsipstack::sip::Header::Via(via.into()),
         header("Max-Forwards", "70"),
         header(
@@ -550,21 +564,25 @@ fn build_invite(core: &Core, target: &str, request: &OriginateRequest) -> Option
         header("CSeq", "1 INVITE"),
         header("Contact", core.contact.clone()),
         header("Allow", msg::ALLOW),
-        header("Content-Type", "application/sdp"),
     ];
+    if !late {
+        headers.push(header("Content-Type", "application/sdp"));
+    }
     Some(Request {
         method: Method::Invite,
         uri,
         headers: headers.into(),
         version: rsipstack::sip::Version::V2,
-        body: request.sdp.clone(),
+        body: if late { Vec::new() } else { request.sdp.clone() },
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn client_leg(
     core: Arc<Core>,
     mut invite: Request,
     trunk: Option<TrunkConfig>,
+    late: bool,
     ring_timeout: Duration,
     mut commands: mpsc::UnboundedReceiver<LegCommand>,
     events: mpsc::UnboundedSender<LegEvent>,
@@ -646,21 +664,37 @@ async fn client_leg(
         done.cancel();
         return;
     };
-    if cancel_wanted {
-        // Answered as we gave up: hang that one up at once.
+    // The peer's offer when we sent none; our answer to it rides in the ACK.
+    let offer = if late && !cancel_wanted {
+        late_offer_answered(&resp, &events).await
+    } else {
+        None
+    };
+    let ack_body = offer
+        .as_ref()
+        .map(|(_, answer)| ("application/sdp", answer.clone()));
+    b2bua::ack_2xx(&core, &invite, &resp, ack_body).await;
+    if cancel_wanted || (late && offer.is_none()) {
+        // Answered as we gave up, or a late offer we cannot answer: hang that one up at once.
+        if late && !cancel_wanted {
+            warn!(call = %leg.call_id, "late offer: no usable offer in the 2xx, hanging up");
+        }
         if let Some(bye) = leg.request(&core, Method::Bye, None) {
             let _ = b2bua::send_and_wait(&core, bye).await;
         }
-        let _ = events.send(LegEvent::Failed { code: 408 });
+        let code = if cancel_wanted { 408 } else { 488 };
+        let _ = events.send(LegEvent::Failed { code });
         done.cancel();
         return;
     }
     core.metrics.dialog_up();
     // We acknowledge the 2xx ourselves: the dialog is confirmed as the answer arrives.
     confirmed.send_replace(true);
-    let _ = events.send(LegEvent::Answered {
-        sdp: resp.body().clone(),
-    });
+    let sdp = match offer {
+        Some((offer, _)) => offer,
+        None => resp.body().clone(),
+    };
+    let _ = events.send(LegEvent::Answered { sdp });
     let our_tag = leg
         .local
         .rsplit_once(";tag=")
@@ -681,6 +715,34 @@ async fn client_leg(
     .await;
     core.metrics.dialog_down();
     done.cancel();
+}
+
+/// A late offer's 2xx: its SDP (the body's SDP part), handed to call control as a [`LegEvent::Reoffer`];
+/// the offer and call control's answer shaped line for line like it, or None (no SDP, or refused).
+async fn late_offer_answered(
+    ok: &Response,
+    events: &mpsc::UnboundedSender<LegEvent>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    let offer = crate::body::offer_of(
+        msg::value_of(&ok.headers, "Content-Type").as_deref(),
+        msg::value_of(&ok.headers, "Content-Encoding").as_deref(),
+        ok.body(),
+    )
+    .ok()
+    .flatten()?;
+    let (reply, answer) = oneshot::channel();
+    events
+        .send(LegEvent::Reoffer {
+            sdp: offer.clone(),
+            reply,
+        })
+        .ok()?;
+    let answer = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .ok()?
+        .ok()?;
+    let answer = answer_shaped_like(Some(&offer), answer);
+    Some((offer, answer))
 }
 
 async fn send_invite(

@@ -223,7 +223,12 @@ impl Gateway {
             .with_user_agent(concat!("callcenter/", env!("CARGO_PKG_VERSION")))
             .with_transport_layer(transport_layer)
             .with_cancel_token(cancel.clone())
-            .with_timer_interval(Duration::from_millis(10));
+            .with_timer_interval(Duration::from_millis(10))
+            // We acknowledge 2xx responses ourselves (`b2bua::ack_2xx`): a late offer's answer rides in the ACK.
+            .with_option(rsipstack::transaction::endpoint::EndpointOption {
+                auto_ack_2xx: false,
+                ..Default::default()
+            });
         let endpoint = builder.build();
         let endpoint_inner = endpoint.inner.clone();
         let mut incoming = endpoint

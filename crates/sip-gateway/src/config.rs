@@ -48,8 +48,9 @@ pub struct LimitsConfig {
     pub retry_after_secs: u32,
     /// A TCP or TLS connection that sends nothing for this long is closed.
     pub stream_idle_timeout_secs: u32,
-    /// TCP connections one source address may hold at once (trusted sources are not capped); 0 = no
-    /// cap. Further connections are closed as they are accepted. Applies when UDP is enabled too.
+    /// TCP connections, and TLS connections, one source address may hold at once on each listener
+    /// (trusted sources are not capped); 0 = no cap. Further connections are closed as they are accepted
+    /// (before any TLS handshake). Applies when UDP is enabled too.
     pub max_connections_per_source: u32,
 }
 

@@ -2,7 +2,7 @@
 //! pjsua2 binding from PyPI) and baresip (Debian), each as the caller and as the agent's phone. The
 //! caller reaches the IVR, presses 1 (RFC 4733), waits in the queue, the ACD rings the agent's
 //! registered phone, which answers; hold and resume go through; either side hangs up; the interaction
-//! lands in the CRM with its steps. Once more with Kamailio (`deploy/kamailio/`) in front, and once with
+//! lands in the CRM with its steps; baresip as the agent's phone holds, resumes and hangs up. Once more with Kamailio (`deploy/kamailio/`) in front, and once with
 //! SRTP required by PJSIP.
 
 use system_tests::peers::{self, Phone};
@@ -168,4 +168,46 @@ fn pjsip_calls_the_ivr_with_mandatory_srtp_and_decrypts_its_audio() {
     );
     caller.send("hangup");
     expect(&mut caller, "state DISCONNECTED", &platform);
+}
+
+#[test]
+fn pjsip_caller_to_a_baresip_agent_who_holds_resumes_and_hangs_up() {
+    require_command("baresip");
+    let flows = test_flows();
+    let platform = platform(&flows);
+    let gw = platform.sip.to_string();
+    let (mut agent, _) = peers::baresip(
+        &format!("<sip:1001@{gw};transport=udp>;auth_pass=agent1001;answermode=auto;regint=300"),
+        "",
+    );
+    expect(&mut agent, "200 OK", &platform);
+    let mut caller = peers::pjsua(&gw, "caller", "-", false);
+    expect(&mut caller, "ready", &platform);
+    caller.send(&format!("call sip:800@{gw}"));
+    expect(&mut caller, "state CONFIRMED", &platform);
+    caller.send("dtmf 1");
+    expect(&mut agent, "Call established", &platform);
+    // baresip's hold and resume are re-INVITEs (sendonly, then sendrecv); it updates its stream only
+    // once our 200 answers them (a refusal would close the session).
+    for command in ["hold", "resume"] {
+        agent.send(&format!("/{command}"));
+        for line in [format!("call: {command}"), "stream: update 'audio'".to_string()] {
+            assert!(
+                agent.wait_for(&line, &["session closed"]),
+                "no {line:?} after /{command}:\n{}\n{}",
+                agent.seen,
+                platform.log()
+            );
+        }
+    }
+    // The agent hangs up; the caller is still connected (back in the IVR for the survey) and hangs up.
+    agent.send("b");
+    assert!(
+        agent.wait_for("terminate", &[]),
+        "the agent's call did not end:\n{}",
+        agent.seen
+    );
+    caller.send("hangup");
+    expect(&mut caller, "state DISCONNECTED", &platform);
+    assert_queued_and_answered(&platform);
 }

@@ -670,11 +670,22 @@ async fn client_leg(
     } else {
         None
     };
+    let our_tag = leg
+        .local
+        .rsplit_once(";tag=")
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_default();
+    // The dialog is known before the ACK leaves: a phone may re-INVITE (hold) the moment it has it.
+    let key = (leg.call_id.clone(), our_tag.clone());
+    core.dialogs
+        .lock()
+        .insert(key.clone(), (Side::Caller, inputs_tx.clone()));
     let ack_body = offer
         .as_ref()
         .map(|(_, answer)| ("application/sdp", answer.clone()));
     b2bua::ack_2xx(&core, &invite, &resp, ack_body).await;
     if cancel_wanted || (late && offer.is_none()) {
+        core.dialogs.lock().remove(&key);
         // Answered as we gave up, or a late offer we cannot answer: hang that one up at once.
         if late && !cancel_wanted {
             warn!(call = %leg.call_id, "late offer: no usable offer in the 2xx, hanging up");
@@ -695,11 +706,6 @@ async fn client_leg(
         None => resp.body().clone(),
     };
     let _ = events.send(LegEvent::Answered { sdp });
-    let our_tag = leg
-        .local
-        .rsplit_once(";tag=")
-        .map(|(_, t)| t.to_string())
-        .unwrap_or_default();
     debug!(call = %leg.call_id, "outbound leg answered");
     established(
         &core,

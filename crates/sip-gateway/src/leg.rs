@@ -39,6 +39,14 @@ pub enum LegEvent {
         sdp: Vec<u8>,
         reply: oneshot::Sender<Vec<u8>>,
     },
+    /// The peer asks (REFER, RFC 3515) for a blind transfer of the call to `to`, the Refer-To's user
+    /// part: a SIP user's name when `user` (one of `[[sip.user]]`), else a number. `reply` says whether
+    /// the transfer was taken; the peer hears it in a NOTIFY (200, or 603 when refused or unanswered).
+    Refer {
+        to: Pii<String>,
+        user: bool,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 enum LegCommand {
@@ -351,7 +359,7 @@ async fn established(
         tokio::select! {
             input = inputs.recv() => match input {
                 Some(CallInput::InDialog { tx, .. }) => {
-                    if on_request(core, *tx, events).await {
+                    if on_request(core, &mut leg, *tx, events).await {
                         break;
                     }
                 }
@@ -428,9 +436,18 @@ async fn late_answer_taken(ack: Option<Request>, events: &mpsc::UnboundedSender<
 }
 
 /// Returns true when the peer hung up.
-async fn on_request(core: &Arc<Core>, mut tx: Transaction, events: &mpsc::UnboundedSender<LegEvent>) -> bool {
+async fn on_request(
+    core: &Arc<Core>,
+    leg: &mut Leg,
+    mut tx: Transaction,
+    events: &mpsc::UnboundedSender<LegEvent>,
+) -> bool {
     let req = tx.original.clone();
     match req.method {
+        Method::Refer => {
+            on_refer(core, leg, tx, events).await;
+            false
+        }
         Method::Bye => {
             let _ = tx
                 .respond(msg::response(&core.endpoint, &req, 200, None, None))
@@ -476,6 +493,70 @@ async fn on_request(core: &Arc<Core>, mut tx: Transaction, events: &mpsc::Unboun
                 .await;
             false
         }
+    }
+}
+
+/// A REFER from the peer: 202, the transfer handed to call control, and one NOTIFY with its outcome
+/// (the implicit subscription ends with it, RFC 3515 §2.4.5). A REFER without a usable Refer-To gets 400.
+async fn on_refer(
+    core: &Arc<Core>,
+    leg: &mut Leg,
+    mut tx: Transaction,
+    events: &mpsc::UnboundedSender<LegEvent>,
+) {
+    let req = tx.original.clone();
+    let to = msg::value_of(&req.headers, "Refer-To")
+        .and_then(|v| {
+            let v = v.trim();
+            let inner = match v.split_once('<') {
+                Some((_, rest)) => rest.split('>').next().unwrap_or_default(),
+                None => v.split(';').next().unwrap_or_default(),
+            };
+            rsipstack::sip::Uri::try_from(inner).ok()
+        })
+        .and_then(|uri| uri.user().and_then(crate::uri::unescape))
+        .filter(|u| !u.is_empty());
+    let Some(to) = to else {
+        core.metrics.response("REFER", 400);
+        let _ = tx
+            .respond(msg::response(&core.endpoint, &req, 400, None, None))
+            .await;
+        return;
+    };
+    core.metrics.response("REFER", 202);
+    let _ = tx
+        .respond(msg::response(&core.endpoint, &req, 202, None, None))
+        .await;
+    let user = core.config.sip.users.iter().any(|u| u.name == to);
+    let (reply, taken) = oneshot::channel();
+    let _ = events.send(LegEvent::Refer {
+        to: Pii::new(to),
+        user,
+        reply,
+    });
+    let taken = matches!(
+        tokio::time::timeout(Duration::from_secs(10), taken).await,
+        Ok(Ok(true))
+    );
+    let frag = if taken {
+        "SIP/2.0 200 OK\r\n"
+    } else {
+        "SIP/2.0 603 Declined\r\n"
+    };
+    if let Some(mut notify) = leg.request(
+        core,
+        Method::Notify,
+        Some(("message/sipfrag;version=2.0".into(), frag.as_bytes().to_vec())),
+    ) {
+        notify.headers.push(header("Event", "refer"));
+        notify
+            .headers
+            .push(header("Subscription-State", "terminated;reason=noresource"));
+        notify.headers.push(header("Contact", core.contact.clone()));
+        let core = core.clone();
+        tokio::spawn(async move {
+            let _ = b2bua::send_and_wait(&core, notify).await;
+        });
     }
 }
 

@@ -287,6 +287,10 @@ impl Attempt {
                     }
                 }
                 Some(LegEvent::Ringing) => {}
+                // A dialled person cannot transfer a call not yet answered.
+                Some(LegEvent::Refer { reply, .. }) => {
+                    let _ = reply.send(false);
+                }
                 Some(LegEvent::Failed { code }) => {
                     break match code {
                         486 | 600 | 603 => Rung::NotAnswered(Disposition::Busy, DialResult::Busy),

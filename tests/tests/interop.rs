@@ -135,12 +135,25 @@ fn baresip_caller_to_pjsip_agent(platform: &Platform, entry: &str) {
 fn pjsip_calls_the_ivr_with_mandatory_srtp_and_decrypts_its_audio() {
     let flows = test_flows();
     let platform = platform(&flows);
-    let gw = platform.sip.to_string();
-    let mut caller = peers::pjsua(&gw, "caller", "-", true);
-    expect(&mut caller, "ready", &platform);
+    srtp_call_to_the_ivr(&platform, &platform.sip.to_string());
+}
+
+#[test]
+fn through_kamailio_pjsip_calls_the_ivr_with_mandatory_srtp_and_decrypts_its_audio() {
+    let flows = test_flows();
+    let platform = platform(&flows);
+    let kamailio = kamailio::Kamailio::start(&[platform.sip]);
+    kamailio.wait_for(platform.sip, 'A', "in rotation");
+    srtp_call_to_the_ivr(&platform, &kamailio.sip.to_string());
+}
+
+/// A PJSIP caller that requires SRTP calls the IVR at `gw` and decrypts what it hears.
+fn srtp_call_to_the_ivr(platform: &Platform, gw: &str) {
+    let mut caller = peers::pjsua(gw, "caller", "-", true);
+    expect(&mut caller, "ready", platform);
     caller.send(&format!("call sip:800@{gw}"));
     // PJSIP requires SRTP: the call is confirmed only if our answer carries a key it accepts.
-    expect(&mut caller, "state CONFIRMED", &platform);
+    expect(&mut caller, "state CONFIRMED", platform);
     // Event: its stream counts RTP packets only once they pass SRTP authentication and decryption.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let received = loop {
@@ -167,7 +180,7 @@ fn pjsip_calls_the_ivr_with_mandatory_srtp_and_decrypts_its_audio() {
         platform.log()
     );
     caller.send("hangup");
-    expect(&mut caller, "state DISCONNECTED", &platform);
+    expect(&mut caller, "state DISCONNECTED", platform);
 }
 
 #[test]
@@ -272,33 +285,55 @@ fn a_baresip_agent_transfers_the_caller_blind_with_refer_to_an_outside_number() 
     );
 }
 
+/// A platform whose outbound trunk is `carrier` (a SIPp UAS on that port).
+fn platform_with_trunk(flows: &tempfile::TempDir, carrier: u16) -> Platform {
+    Platform::start_with_flows(
+        &format!(
+            "[sip.limits]\nmax_calls_per_second = 0\nper_source_requests_per_second = 0\n{AGENT}\
+[[route]]\nnumber = \"800\"\nivr = \"main\"\n[desk]\noutbound_trunk = \"carrier\"\n\
+[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{carrier}\"\n"
+        ),
+        flows.path(),
+    )
+}
+
 #[test]
 fn a_pjsip_agent_transfers_the_caller_blind_with_refer_to_an_outside_number() {
     require_command("baresip");
     require_command("sipp");
     let flows = test_flows();
     let carrier = SippServer::start("uas_trunk_number.xml", 1);
-    let platform = Platform::start_with_flows(
-        &format!(
-            "[sip.limits]\nmax_calls_per_second = 0\nper_source_requests_per_second = 0\n{AGENT}\
-[[route]]\nnumber = \"800\"\nivr = \"main\"\n[desk]\noutbound_trunk = \"carrier\"\n\
-[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\n",
-            carrier.port
-        ),
-        flows.path(),
-    );
+    let platform = platform_with_trunk(&flows, carrier.port);
     let gw = platform.sip.to_string();
-    let mut agent = peers::pjsua(&gw, "1001", "agent1001", false);
-    expect(&mut agent, "reg 200", &platform);
-    let (mut caller, _) = peers::baresip(&format!("<sip:caller@{gw}>;regint=0"), "");
-    expect(&mut caller, "baresip is ready", &platform);
-    caller.send(&format!("/dial sip:800@{gw}"));
-    expect(&mut caller, "Call established", &platform);
+    pjsip_agent_transfers(&platform, &gw, carrier);
+}
+
+#[test]
+fn through_kamailio_a_pjsip_agent_transfers_the_caller_blind_with_refer() {
+    require_command("baresip");
+    require_command("sipp");
+    let flows = test_flows();
+    let carrier = SippServer::start("uas_trunk_number.xml", 1);
+    let platform = platform_with_trunk(&flows, carrier.port);
+    let kamailio = kamailio::Kamailio::start(&[platform.sip]);
+    kamailio.wait_for(platform.sip, 'A', "in rotation");
+    pjsip_agent_transfers(&platform, &kamailio.sip.to_string(), carrier);
+}
+
+/// The PJSIP agent registers at `entry`, a baresip caller calls the IVR there and presses 1; the agent
+/// answers and transfers the caller (REFER) to +4930999888, which the carrier answers and hangs up.
+fn pjsip_agent_transfers(platform: &Platform, entry: &str, carrier: SippServer) {
+    let mut agent = peers::pjsua(entry, "1001", "agent1001", false);
+    expect(&mut agent, "reg 200", platform);
+    let (mut caller, _) = peers::baresip(&format!("<sip:caller@{entry}>;regint=0"), "");
+    expect(&mut caller, "baresip is ready", platform);
+    caller.send(&format!("/dial sip:800@{entry}"));
+    expect(&mut caller, "Call established", platform);
     caller.send("1");
-    expect(&mut agent, "state CONFIRMED", &platform);
+    expect(&mut agent, "state CONFIRMED", platform);
     // PJSIP sends REFER; our NOTIFY tells it the transfer was taken.
-    agent.send(&format!("transfer sip:+4930999888@{gw}"));
-    expect(&mut agent, "xfer 200", &platform);
+    agent.send(&format!("transfer sip:+4930999888@{entry}"));
+    expect(&mut agent, "xfer 200", platform);
     // The carrier answered and hung up: the caller's call ends with it.
     assert!(
         caller.wait_for("session closed", &[]),

@@ -553,10 +553,8 @@ async fn on_refer(
             .headers
             .push(header("Subscription-State", "terminated;reason=noresource"));
         notify.headers.push(header("Contact", core.contact.clone()));
-        let core = core.clone();
-        tokio::spawn(async move {
-            let _ = b2bua::send_and_wait(&core, notify).await;
-        });
+        // Answered before the leg goes on: a blind transfer's BYE must not overtake the NOTIFY.
+        let _ = tokio::time::timeout(Duration::from_secs(5), b2bua::send_and_wait(core, notify)).await;
     }
 }
 

@@ -4,9 +4,9 @@
 
 Registers <user> at the gateway unless the password is `-` (then it only places calls), answers every
 incoming call with 200, and takes commands: `call <uri>`, `dtmf <digits>` (RFC 4733), `hold`,
-`unhold`, `hangup`, `quit`. It prints one line per event: `reg <code> <reason>`, `incoming`,
+`unhold`, `transfer <uri>` (a blind transfer: REFER), `hangup`, `quit`. It prints one line per event: `reg <code> <reason>`, `incoming`,
 `state <STATE> <code>`, `media active|held`, `dtmf <digit>`, `rx <packets> SAVP|AVP` (RTP received so far and the
-stream's profile),
+stream's profile), `xfer <code>` (each NOTIFY of our REFER),
 `command failed: ...`. With `tls=<CA file>` it speaks SIP over TLS to the gateway (a TLS port) and
 verifies the gateway's certificate against that file.
 """
@@ -41,6 +41,10 @@ class Call(pj.Call):
                 say("media active")
             elif mi.status in (pj.PJSUA_CALL_MEDIA_LOCAL_HOLD, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
                 say("media held")
+
+    def onCallTransferStatus(self, prm):
+        # The NOTIFYs of our REFER: the transfer's progress, as a SIP status.
+        say("xfer", prm.statusCode)
 
     def onDtmfDigit(self, prm):
         say("dtmf", prm.digit)
@@ -127,6 +131,8 @@ while running:
                 op = pj.CallOpParam(True)
                 op.opt.flag = pj.PJSUA_CALL_UNHOLD
                 calls[-1].reinvite(op)
+            elif cmd == "transfer":
+                calls[-1].xfer(args[0], pj.CallOpParam(True))
             elif cmd == "hangup":
                 calls[-1].hangup(pj.CallOpParam(True))
             elif cmd == "rx":

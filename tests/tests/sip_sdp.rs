@@ -1,7 +1,8 @@
 //! SIP and SDP interop against the real binary with hand-written messages (what carriers and phones
 //! send beyond SIPp's default scenario): RFC 3264 answers line for line, multipart bodies, 415,
 //! Request-URIs (%-escapes, `tel:`, other schemes), late offer with the answer in the ACK, and
-//! SDES-SRTP whose audio decrypts with the key in our answer. Each call goes to the IVR route and
+//! SDES-SRTP whose audio decrypts with the key in our answer; outbound late offer (an INVITE without SDP to
+//! a phone or trunk set to `late_offer`, their offer in the 2xx, our answer in the ACK) with SIPp as the peer. Each call goes to the IVR route and
 //! is checked by the RTP that arrives where the SDP says.
 
 use media::sdes::{crypto_attribute_format, crypto_attribute_parse, offer_crypto};
@@ -360,4 +361,104 @@ To: <sip:ping@{t}>;tag=existing\r\nCall-ID: ws1\r\nCSeq: 1 OPTIONS\r\nContent-Le
     // A To that already has a tag keeps it and gets no second one.
     let to = header(&response, "To").unwrap_or_default();
     assert_eq!(to.matches("tag").count(), 1, "{to}");
+}
+
+/// An agent configured for late offer, in queue `sales`; route 801 queues there.
+fn late_offer_agent() -> String {
+    format!(
+        "{}[[sip.user]]\nname = \"1001\"\npassword = \"agent1001\"\nlate_offer = true\n\n[[acd.queues]]\nid = \"sales\"\noffer_timeout_secs = 10\n\n[[acd.agents]]\nid = \"1001\"\nqueues = [{{ queue = \"sales\", rank = 1 }}]\n[[route]]\nnumber = \"801\"\nqueue = \"sales\"\n",
+        limits()
+    )
+}
+
+#[test]
+fn an_agents_phone_set_to_late_offer_is_rung_without_sdp_and_our_answer_rides_in_the_ack() {
+    require_command("sipp");
+    // The phone checks the INVITE has no body, offers PCMA first, checks the ACK answers PCMA, hangs up.
+    let agent_phone = SippServer::start("uas_late_offer.xml", 1);
+    let platform = Platform::start(&late_offer_agent());
+    register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
+    let run = uac(&platform, "uac_wait_bye.xml", "801", 1, &[]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        platform.log()
+    );
+    assert_eq!(
+        agent_phone.wait(),
+        Some(0),
+        "the phone got an INVITE without SDP and an ACK with the answer\n{}",
+        platform.log()
+    );
+    let interactions = platform.ended_interactions(1);
+    let i = interactions
+        .first()
+        .unwrap_or_else(|| panic!("no interaction\n{}", platform.log()));
+    assert!(i.kinds().iter().any(|k| k == "answered"), "{:?}", i.kinds());
+    assert_eq!(i.row.agent_id.as_deref(), Some("1001"));
+    assert_eq!(i.row.ended_by.as_deref(), Some("agent"), "{:?}", i.row);
+}
+
+#[test]
+fn a_trunk_set_to_late_offer_gets_an_invite_without_sdp_from_an_ivr_transfer_and_the_answer_in_the_ack() {
+    require_command("sipp");
+    let flows = test_flows();
+    let carrier = SippServer::start("uas_late_offer.xml", 1);
+    let platform = Platform::start_with_flows(
+        &format!(
+            "{}[[route]]\nnumber = \"800\"\nivr = \"main\"\n[desk]\noutbound_trunk = \"carrier\"\n[[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\nlate_offer = true\n",
+            limits(),
+            carrier.port
+        ),
+        flows.path(),
+    );
+    // The caller presses 2 (transfer to an outside number) and waits for the carrier's BYE.
+    let run = uac(&platform, "uac_dtmf_2_wait_bye.xml", "800", 1, &[]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        platform.log()
+    );
+    assert_eq!(
+        carrier.wait(),
+        Some(0),
+        "the carrier got an INVITE without SDP and an ACK with the answer\n{}",
+        platform.log()
+    );
+    let interactions = platform.ended_interactions(1);
+    let i = interactions
+        .first()
+        .unwrap_or_else(|| panic!("no interaction\n{}", platform.log()));
+    assert!(i.kinds().iter().any(|k| k == "transferred"), "{:?}", i.kinds());
+    assert_eq!(
+        i.row.end_reason.as_deref(),
+        Some("the transferred-to party hung up")
+    );
+}
+
+#[test]
+fn a_late_offer_phone_whose_200_offers_nothing_usable_gets_an_ack_and_then_a_bye() {
+    require_command("sipp");
+    // The phone offers only G.729: it must see the ACK of its 200 and then our BYE.
+    let agent_phone = SippServer::start("uas_late_offer_unusable.xml", 1);
+    let platform = Platform::start(&late_offer_agent());
+    register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
+    let run = uac(&platform, "uac", "801", 1, &["-d", "4000"]);
+    assert_eq!(
+        agent_phone.wait(),
+        Some(0),
+        "ACK then BYE for an unusable late offer\n{}\n{}",
+        run.output,
+        platform.log()
+    );
+    // The caller, still queued, hangs up after 4 s; the agent never answered it.
+    let interactions = platform.ended_interactions(1);
+    let i = interactions
+        .first()
+        .unwrap_or_else(|| panic!("no interaction\n{}", platform.log()));
+    assert!(!i.kinds().iter().any(|k| k == "answered"), "{:?}", i.kinds());
 }

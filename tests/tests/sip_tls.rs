@@ -3,7 +3,7 @@
 //! verifies the server, refuses a gateway certificate from an authority it does not trust and an expired
 //! one. Python's `ssl` and OpenSSL's client check that requests over TLS are answered and screened by
 //! the guard like UDP, that the per-source limit holds over TCP, and that the certificate changes on
-//! SIGHUP without a restart (Debian's SIPp is built without OpenSSL, so it cannot be the TLS peer); a
+//! SIGHUP without a restart, that TLS connections are capped per source and closed when idle (Debian's SIPp is built without OpenSSL, so it cannot be the TLS peer); a
 //! Python TLS trunk checks that outbound TLS trusts only unexpired certificates from the configured
 //! authorities.
 use std::path::{Path, PathBuf};
@@ -532,4 +532,141 @@ fn sip_over_tcp_alone_is_answered() {
         &[options_over(port, "tcponly", "OPTIONS", "tcp")],
     );
     assert_eq!(statuses, ["SIP/2.0 200 OK"], "{}", platform.log());
+}
+
+/// Runs a Python TLS client `script` against the gateway's TLS port (argv: port, CA file, a request
+/// whose "cap" is replaced per transaction); returns what it printed.
+fn python_tls_client(script: &str, port: u16, ca: &Path, request: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &port.to_string(),
+            ca.to_str().unwrap_or_default(),
+            request,
+        ])
+        .output()
+        .expect("python3");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const TLS_CLIENT_COMMON: &str = r#"
+import socket, ssl, sys, time
+port, ca, request = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+context = ssl.create_default_context(cafile=ca)
+asked = 0
+def connect():
+    raw = socket.create_connection(("127.0.0.1", port), timeout=60)
+    try:
+        return context.wrap_socket(raw, server_hostname="sip.example")
+    except (OSError, ssl.SSLError):
+        raw.close()
+        return None
+def ask(conn):
+    # A new transaction each time (Call-ID, tag and branch hold "cap").
+    global asked
+    if conn is None:
+        return "closed"
+    asked += 1
+    try:
+        conn.sendall(request.replace(b"cap", b"cap%d" % asked))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return "closed"
+            data += chunk
+        return data.split(b"\r\n")[0].decode()
+    except (OSError, ssl.SSLError):
+        return "closed"
+"#;
+
+#[test]
+fn a_source_holds_at_most_its_cap_of_tls_connections() {
+    require_command("python3");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = certificate(certs.path(), "sip.example");
+    let tls_port = free_port();
+    let platform = Platform::start(&tls_config(tls_port, &cert, &key, "").replacen(
+        "[sip.limits]\n",
+        "[sip.limits]\nmax_connections_per_source = 2\n",
+        1,
+    ));
+    // Two TLS connections are answered; a third from the same address is closed before its handshake;
+    // once one of the first two is closed, a new one is answered again (retried until the gateway has
+    // seen the close: an event, bounded).
+    let script = format!(
+        "{TLS_CLIENT_COMMON}{}",
+        r#"
+first, second, third = connect(), connect(), connect()
+print("first", ask(first))
+print("second", ask(second))
+print("third", ask(third))
+first.close()
+deadline = time.time() + 20
+while True:
+    again = connect()
+    answer = ask(again)
+    if answer.startswith("SIP/2.0 200") or time.time() > deadline:
+        break
+    if again is not None:
+        again.close()
+    time.sleep(0.05)
+print("after close", answer)
+"#
+    );
+    let text = python_tls_client(&script, tls_port, &cert, &options(tls_port, "cap", "OPTIONS"));
+    assert!(text.contains("first SIP/2.0 200"), "{text}\n{}", platform.log());
+    assert!(text.contains("second SIP/2.0 200"), "{text}");
+    assert!(text.contains("third closed"), "{text}");
+    assert!(
+        text.contains("after close SIP/2.0 200"),
+        "{text}\n{}",
+        platform.log()
+    );
+    let metrics = platform.http_get("/metrics").1;
+    assert!(metrics.contains("reason=\"too_many_connections\""), "{metrics}");
+}
+
+#[test]
+fn an_idle_tls_connection_is_closed_after_the_idle_timeout() {
+    require_command("python3");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = certificate(certs.path(), "sip.example");
+    let tls_port = free_port();
+    let platform = Platform::start(&tls_config(tls_port, &cert, &key, "").replacen(
+        "[sip.limits]\n",
+        "[sip.limits]\nstream_idle_timeout_secs = 1\n",
+        1,
+    ));
+    // One connection is answered and then left idle; one never starts its handshake. Both are closed
+    // by the gateway: the client waits for the close (an event; its socket timeout is only a bound).
+    let script = format!(
+        "{TLS_CLIENT_COMMON}{}",
+        r#"
+tls = connect()
+print("asked", ask(tls))
+try:
+    print("idle tls", "closed" if tls.recv(4096) == b"" else "data")
+except socket.timeout:
+    print("idle tls", "still open")
+except (OSError, ssl.SSLError):
+    print("idle tls", "closed")
+raw = socket.create_connection(("127.0.0.1", port), timeout=60)
+try:
+    print("no handshake", "closed" if raw.recv(4096) == b"" else "data")
+except socket.timeout:
+    print("no handshake", "still open")
+except OSError:
+    print("no handshake", "closed")
+"#
+    );
+    let text = python_tls_client(&script, tls_port, &cert, &options(tls_port, "cap", "OPTIONS"));
+    assert!(text.contains("asked SIP/2.0 200"), "{text}\n{}", platform.log());
+    assert!(text.contains("idle tls closed"), "{text}\n{}", platform.log());
+    assert!(text.contains("no handshake closed"), "{text}\n{}", platform.log());
 }

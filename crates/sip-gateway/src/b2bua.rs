@@ -108,9 +108,11 @@ pub(crate) fn spawn_pump(
     sender
 }
 
-/// Sends a request in its own client transaction and waits for the final response.
+/// Sends a request in its own client transaction and waits for the final response; a 2xx to an
+/// INVITE (a re-INVITE) is acknowledged here.
 pub(crate) async fn send_and_wait(core: &Core, req: Request) -> Option<Response> {
     let key = TransactionKey::from_request(&req, TransactionRole::Client).ok()?;
+    let invite = (req.method == Method::Invite).then(|| req.clone());
     let mut tx = Transaction::new_client(key, req, core.endpoint.clone(), None);
     tx.send().await.ok()?;
     let wait = async {
@@ -123,10 +125,43 @@ pub(crate) async fn send_and_wait(core: &Core, req: Request) -> Option<Response>
         }
         None
     };
-    tokio::time::timeout(Duration::from_secs(40), wait)
+    let resp = tokio::time::timeout(Duration::from_secs(40), wait)
         .await
         .ok()
-        .flatten()
+        .flatten();
+    if let (Some(invite), Some(ok)) = (&invite, &resp)
+        && ok.status_code.kind() == StatusCodeKind::Successful
+    {
+        ack_2xx(core, invite, ok, None).await;
+    }
+    resp
+}
+
+/// Acknowledges a 2xx to `invite`, with `body` (a late offer's answer) when given. The stack leaves
+/// 2xx ACKs to us (`auto_ack_2xx` off) so that one can carry an answer (RFC 3261 §13.2.2.4, §13.3.1.4).
+/// The stack builds it from the INVITE and the 2xx (remote target, route set, credentials); it is a
+/// transaction of its own that is never retransmitted, so it is sent once and its transaction dropped.
+/// A retransmitted 2xx (our ACK lost on UDP) finds no transaction and is not acknowledged again; the peer
+/// then gives up the dialog after 64 × T1 with a BYE, which ends the leg.
+pub(crate) async fn ack_2xx(core: &Core, invite: &Request, ok: &Response, body: Option<(&str, Vec<u8>)>) {
+    let mut ack = match core.endpoint.make_ack(invite, ok) {
+        Ok(ack) => ack,
+        Err(e) => {
+            warn!(error = %e, "could not build the ACK of a 2xx");
+            return;
+        }
+    };
+    if let Some((content_type, body)) = body {
+        ack.headers.push(header("Content-Type", content_type));
+        ack.body = body;
+    }
+    let Ok(key) = TransactionKey::from_request(&ack, TransactionRole::Client) else {
+        return;
+    };
+    let mut tx = Transaction::new_client(key, ack, core.endpoint.clone(), None);
+    if let Err(e) = tx.send().await {
+        warn!(error = %e, "could not send the ACK of a 2xx");
+    }
 }
 
 fn is_sdp_or_multipart(content_type: &str) -> bool {
@@ -514,6 +549,10 @@ impl Call {
                     b.finished = true;
                 }
                 let leg = self.branches.get(i).and_then(|b| callee_leg(&b.invite, &resp));
+                if let Some(b) = self.branches.get(i) {
+                    // Every 2xx is acknowledged, also one we hang up at once.
+                    ack_2xx(&self.core, &b.invite, &resp, None).await;
+                }
                 if self.phase != Phase::Ringing || self.callee.is_some() {
                     // Answered too late (cancelled, or another contact won): hang that one up.
                     if let Some(mut leg) = leg {

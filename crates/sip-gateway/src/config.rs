@@ -48,8 +48,9 @@ pub struct LimitsConfig {
     pub retry_after_secs: u32,
     /// A TCP or TLS connection that sends nothing for this long is closed.
     pub stream_idle_timeout_secs: u32,
-    /// TCP connections one source address may hold at once (trusted sources are not capped); 0 = no
-    /// cap. Further connections are closed as they are accepted. Applies when UDP is enabled too.
+    /// TCP connections, and TLS connections, one source address may hold at once on each listener
+    /// (trusted sources are not capped); 0 = no cap. Further connections are closed as they are accepted
+    /// (before any TLS handshake). Applies when UDP is enabled too.
     pub max_connections_per_source: u32,
 }
 
@@ -134,6 +135,10 @@ impl Default for AuthGuardConfig {
 pub struct SipUser {
     pub name: String,
     pub password: String,
+    /// Ring this phone with an INVITE without SDP (RFC 3261 §13.2.1 late offer): the phone offers in its
+    /// 2xx and our answer rides in the ACK. For phones and PBXs that want to choose the codecs.
+    #[serde(default)]
+    pub late_offer: bool,
 }
 
 impl std::fmt::Debug for SipUser {
@@ -236,6 +241,11 @@ pub struct TrunkConfig {
     pub password: Option<String>,
     /// Number presented as caller on calls the platform originates.
     pub caller_id: Option<String>,
+    /// Send INVITEs towards this trunk without SDP (late offer): the carrier offers in its 2xx and our
+    /// answer rides in the ACK. Applies to legs the platform places (agents' calls out, transfers,
+    /// campaigns); forwarded calls keep the caller's offer.
+    #[serde(default)]
+    pub late_offer: bool,
 }
 
 impl std::fmt::Debug for TrunkConfig {

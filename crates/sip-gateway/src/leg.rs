@@ -32,9 +32,20 @@ pub enum LegEvent {
     /// The remote party hung up (BYE) or cancelled before the answer.
     Hangup,
     /// The remote party sent new SDP (hold, unhold); answer with `reply`, or drop it to refuse (488).
+    /// On an outbound leg placed with a late offer (the trunk's or phone's `late_offer`) the first one is
+    /// the peer's offer from its 2xx, before [`LegEvent::Answered`]: the reply is sent in the ACK, and a
+    /// dropped reply ends the leg (ACK, BYE, then `Failed { code: 488 }`).
     Reoffer {
         sdp: Vec<u8>,
         reply: oneshot::Sender<Vec<u8>>,
+    },
+    /// The peer asks (REFER, RFC 3515) for a blind transfer of the call to `to`, the Refer-To's user
+    /// part: a SIP user's name when `user` (one of `[[sip.user]]`), else a number. `reply` says whether
+    /// the transfer was taken; the peer hears it in a NOTIFY (200, or 603 when refused or unanswered).
+    Refer {
+        to: Pii<String>,
+        user: bool,
+        reply: oneshot::Sender<bool>,
     },
 }
 
@@ -348,7 +359,7 @@ async fn established(
         tokio::select! {
             input = inputs.recv() => match input {
                 Some(CallInput::InDialog { tx, .. }) => {
-                    if on_request(core, *tx, events).await {
+                    if on_request(core, &mut leg, *tx, events).await {
                         break;
                     }
                 }
@@ -425,9 +436,18 @@ async fn late_answer_taken(ack: Option<Request>, events: &mpsc::UnboundedSender<
 }
 
 /// Returns true when the peer hung up.
-async fn on_request(core: &Arc<Core>, mut tx: Transaction, events: &mpsc::UnboundedSender<LegEvent>) -> bool {
+async fn on_request(
+    core: &Arc<Core>,
+    leg: &mut Leg,
+    mut tx: Transaction,
+    events: &mpsc::UnboundedSender<LegEvent>,
+) -> bool {
     let req = tx.original.clone();
     match req.method {
+        Method::Refer => {
+            on_refer(core, leg, tx, events).await;
+            false
+        }
         Method::Bye => {
             let _ = tx
                 .respond(msg::response(&core.endpoint, &req, 200, None, None))
@@ -476,6 +496,68 @@ async fn on_request(core: &Arc<Core>, mut tx: Transaction, events: &mpsc::Unboun
     }
 }
 
+/// A REFER from the peer: 202, the transfer handed to call control, and one NOTIFY with its outcome
+/// (the implicit subscription ends with it, RFC 3515 §2.4.5). A REFER without a usable Refer-To gets 400.
+async fn on_refer(
+    core: &Arc<Core>,
+    leg: &mut Leg,
+    mut tx: Transaction,
+    events: &mpsc::UnboundedSender<LegEvent>,
+) {
+    let req = tx.original.clone();
+    let to = msg::value_of(&req.headers, "Refer-To")
+        .and_then(|v| {
+            let v = v.trim();
+            let inner = match v.split_once('<') {
+                Some((_, rest)) => rest.split('>').next().unwrap_or_default(),
+                None => v.split(';').next().unwrap_or_default(),
+            };
+            rsipstack::sip::Uri::try_from(inner).ok()
+        })
+        .and_then(|uri| uri.user().and_then(crate::uri::unescape))
+        .filter(|u| !u.is_empty());
+    let Some(to) = to else {
+        core.metrics.response("REFER", 400);
+        let _ = tx
+            .respond(msg::response(&core.endpoint, &req, 400, None, None))
+            .await;
+        return;
+    };
+    core.metrics.response("REFER", 202);
+    let _ = tx
+        .respond(msg::response(&core.endpoint, &req, 202, None, None))
+        .await;
+    let user = core.config.sip.users.iter().any(|u| u.name == to);
+    let (reply, taken) = oneshot::channel();
+    let _ = events.send(LegEvent::Refer {
+        to: Pii::new(to),
+        user,
+        reply,
+    });
+    let taken = matches!(
+        tokio::time::timeout(Duration::from_secs(10), taken).await,
+        Ok(Ok(true))
+    );
+    let frag = if taken {
+        "SIP/2.0 200 OK\r\n"
+    } else {
+        "SIP/2.0 603 Declined\r\n"
+    };
+    if let Some(mut notify) = leg.request(
+        core,
+        Method::Notify,
+        Some(("message/sipfrag;version=2.0".into(), frag.as_bytes().to_vec())),
+    ) {
+        notify.headers.push(header("Event", "refer"));
+        notify
+            .headers
+            .push(header("Subscription-State", "terminated;reason=noresource"));
+        notify.headers.push(header("Contact", core.contact.clone()));
+        // Answered before the leg goes on: a blind transfer's BYE must not overtake the NOTIFY.
+        let _ = tokio::time::timeout(Duration::from_secs(5), b2bua::send_and_wait(core, notify)).await;
+    }
+}
+
 /// Places an outbound leg; the handle reports Ringing, then Answered or Failed.
 pub(crate) async fn originate(
     core: Arc<Core>,
@@ -503,7 +585,16 @@ pub(crate) async fn originate(
         let signalling = first.source.parse::<SocketAddr>().ok();
         (first.contact, None, signalling)
     };
-    let invite = build_invite(&core, &uri, &request).ok_or(OriginateError::BadTarget)?;
+    let late = match &trunk {
+        Some(t) => t.late_offer,
+        None => core
+            .config
+            .sip
+            .users
+            .iter()
+            .any(|u| &u.name == request.target.expose() && u.late_offer),
+    };
+    let invite = build_invite(&core, &uri, &request, late).ok_or(OriginateError::BadTarget)?;
     let (commands, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, events) = mpsc::unbounded_channel();
     let call_id = msg::call_id(&invite).unwrap_or_default();
@@ -512,6 +603,7 @@ pub(crate) async fn originate(
         core,
         invite,
         trunk,
+        late,
         request.ring_timeout,
         cmd_rx,
         ev_tx,
@@ -526,7 +618,8 @@ pub(crate) async fn originate(
     })
 }
 
-fn build_invite(core: &Core, target: &str, request: &OriginateRequest) -> Option<Request> {
+/// The INVITE of an outbound leg: with our offer, or without SDP (`late`) for the peer to offer in its 2xx.
+fn build_invite(core: &Core, target: &str, request: &OriginateRequest, late: bool) -> Option<Request> {
     let uri = rsipstack::sip::Uri::try_from(target).ok()?;
     let via = core.endpoint.get_via(None, None).ok()?;
     let host = core
@@ -534,7 +627,7 @@ fn build_invite(core: &Core, target: &str, request: &OriginateRequest) -> Option
         .trim_start_matches("<sip:callcenter@")
         .trim_end_matches('>')
         .to_string();
-    let headers = vec![
+    let mut headers = vec![
         rsipstack::sip::Header::Via(via.into()),
         header("Max-Forwards", "70"),
         header(
@@ -550,21 +643,25 @@ fn build_invite(core: &Core, target: &str, request: &OriginateRequest) -> Option
         header("CSeq", "1 INVITE"),
         header("Contact", core.contact.clone()),
         header("Allow", msg::ALLOW),
-        header("Content-Type", "application/sdp"),
     ];
+    if !late {
+        headers.push(header("Content-Type", "application/sdp"));
+    }
     Some(Request {
         method: Method::Invite,
         uri,
         headers: headers.into(),
         version: rsipstack::sip::Version::V2,
-        body: request.sdp.clone(),
+        body: if late { Vec::new() } else { request.sdp.clone() },
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn client_leg(
     core: Arc<Core>,
     mut invite: Request,
     trunk: Option<TrunkConfig>,
+    late: bool,
     ring_timeout: Duration,
     mut commands: mpsc::UnboundedReceiver<LegCommand>,
     events: mpsc::UnboundedSender<LegEvent>,
@@ -646,26 +743,48 @@ async fn client_leg(
         done.cancel();
         return;
     };
-    if cancel_wanted {
-        // Answered as we gave up: hang that one up at once.
+    // The peer's offer when we sent none; our answer to it rides in the ACK.
+    let offer = if late && !cancel_wanted {
+        late_offer_answered(&resp, &events).await
+    } else {
+        None
+    };
+    let our_tag = leg
+        .local
+        .rsplit_once(";tag=")
+        .map(|(_, t)| t.to_string())
+        .unwrap_or_default();
+    // The dialog is known before the ACK leaves: a phone may re-INVITE (hold) the moment it has it.
+    let key = (leg.call_id.clone(), our_tag.clone());
+    core.dialogs
+        .lock()
+        .insert(key.clone(), (Side::Caller, inputs_tx.clone()));
+    let ack_body = offer
+        .as_ref()
+        .map(|(_, answer)| ("application/sdp", answer.clone()));
+    b2bua::ack_2xx(&core, &invite, &resp, ack_body).await;
+    if cancel_wanted || (late && offer.is_none()) {
+        core.dialogs.lock().remove(&key);
+        // Answered as we gave up, or a late offer we cannot answer: hang that one up at once.
+        if late && !cancel_wanted {
+            warn!(call = %leg.call_id, "late offer: no usable offer in the 2xx, hanging up");
+        }
         if let Some(bye) = leg.request(&core, Method::Bye, None) {
             let _ = b2bua::send_and_wait(&core, bye).await;
         }
-        let _ = events.send(LegEvent::Failed { code: 408 });
+        let code = if cancel_wanted { 408 } else { 488 };
+        let _ = events.send(LegEvent::Failed { code });
         done.cancel();
         return;
     }
     core.metrics.dialog_up();
     // We acknowledge the 2xx ourselves: the dialog is confirmed as the answer arrives.
     confirmed.send_replace(true);
-    let _ = events.send(LegEvent::Answered {
-        sdp: resp.body().clone(),
-    });
-    let our_tag = leg
-        .local
-        .rsplit_once(";tag=")
-        .map(|(_, t)| t.to_string())
-        .unwrap_or_default();
+    let sdp = match offer {
+        Some((offer, _)) => offer,
+        None => resp.body().clone(),
+    };
+    let _ = events.send(LegEvent::Answered { sdp });
     debug!(call = %leg.call_id, "outbound leg answered");
     established(
         &core,
@@ -681,6 +800,34 @@ async fn client_leg(
     .await;
     core.metrics.dialog_down();
     done.cancel();
+}
+
+/// A late offer's 2xx: its SDP (the body's SDP part), handed to call control as a [`LegEvent::Reoffer`];
+/// the offer and call control's answer shaped line for line like it, or None (no SDP, or refused).
+async fn late_offer_answered(
+    ok: &Response,
+    events: &mpsc::UnboundedSender<LegEvent>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    let offer = crate::body::offer_of(
+        msg::value_of(&ok.headers, "Content-Type").as_deref(),
+        msg::value_of(&ok.headers, "Content-Encoding").as_deref(),
+        ok.body(),
+    )
+    .ok()
+    .flatten()?;
+    let (reply, answer) = oneshot::channel();
+    events
+        .send(LegEvent::Reoffer {
+            sdp: offer.clone(),
+            reply,
+        })
+        .ok()?;
+    let answer = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .ok()?
+        .ok()?;
+    let answer = answer_shaped_like(Some(&offer), answer);
+    Some((offer, answer))
 }
 
 async fn send_invite(

@@ -22,6 +22,7 @@ mod msg;
 pub mod registrar;
 mod stream;
 pub mod syntax;
+mod tls;
 pub mod uri;
 
 pub use config::{GatewayConfig, RouteTarget, SipConfig};
@@ -210,12 +211,17 @@ impl Gateway {
         };
         // Idle TCP/TLS connections are closed sooner than the stack's default (an attacker's idle
         // connections cost a task and buffers each).
-        transport_layer.set_stream_idle_timeout(Duration::from_secs(u64::from(
-            limits.stream_idle_timeout_secs.max(1),
-        )));
-        let tls_listener = match &sip.tls {
-            Some(tls) => Some(add_tls_listener(&transport_layer, tls, sip.advertised_address).await?),
-            None => None,
+        let idle_timeout = Duration::from_secs(u64::from(limits.stream_idle_timeout_secs.max(1)));
+        transport_layer.set_stream_idle_timeout(idle_timeout);
+        // TLS is accepted by the gateway itself too when UDP gives the stack its Via address (`tls`).
+        let (tls_listener, own_tls) = match &sip.tls {
+            Some(tls) => {
+                let own = sip.transports.contains(&TransportKind::Udp);
+                let (listener, own_tls) =
+                    tls::listen(&transport_layer, tls, sip.advertised_address, own).await?;
+                (Some(listener), own_tls)
+            }
+            None => (None, None),
         };
 
         let mut builder = rsipstack::EndpointBuilder::new();
@@ -223,7 +229,12 @@ impl Gateway {
             .with_user_agent(concat!("callcenter/", env!("CARGO_PKG_VERSION")))
             .with_transport_layer(transport_layer)
             .with_cancel_token(cancel.clone())
-            .with_timer_interval(Duration::from_millis(10));
+            .with_timer_interval(Duration::from_millis(10))
+            // We acknowledge 2xx responses ourselves (`b2bua::ack_2xx`): a late offer's answer rides in the ACK.
+            .with_option(rsipstack::transaction::endpoint::EndpointOption {
+                auto_ack_2xx: false,
+                ..Default::default()
+            });
         let endpoint = builder.build();
         let endpoint_inner = endpoint.inner.clone();
         let mut incoming = endpoint
@@ -283,18 +294,35 @@ impl Gateway {
                 addr: core.config.sip.advertised_address.unwrap_or(tcp_addr).into(),
             };
             let limits = &core.config.sip.limits;
-            let accept = stream::TcpAccept {
+            let accept = stream::StreamAccept {
                 listener,
                 local,
                 cap: limits.max_connections_per_source as usize,
                 trusted: limits.trusted_sources.clone(),
                 metrics: core.metrics.clone(),
                 cancel: cancel.child_token(),
+                tls: None,
+                handshake_timeout: idle_timeout,
             };
-            tokio::spawn(stream::serve_tcp(
-                accept,
-                stream::into_layer(endpoint_inner.clone()),
-            ));
+            tokio::spawn(stream::serve(accept, stream::into_layer(endpoint_inner.clone())));
+        }
+        if let (Some(own), Some(tls)) = (own_tls, &core.config.sip.tls) {
+            let limits = &core.config.sip.limits;
+            let local = rsipstack::transport::SipAddr {
+                r#type: Some(rsipstack::sip::transport::Transport::Tls),
+                addr: core.config.sip.advertised_address.unwrap_or(tls.listen).into(),
+            };
+            let accept = stream::StreamAccept {
+                listener: own.listener,
+                local,
+                cap: limits.max_connections_per_source as usize,
+                trusted: limits.trusted_sources.clone(),
+                metrics: core.metrics.clone(),
+                cancel: cancel.child_token(),
+                tls: Some(own.acceptor),
+                handshake_timeout: idle_timeout,
+            };
+            tokio::spawn(stream::serve(accept, stream::into_layer(endpoint_inner.clone())));
         }
         tokio::spawn(async move {
             if let Err(e) = endpoint_inner.serve().await {
@@ -329,7 +357,7 @@ impl Gateway {
                     tokio::select! {
                         _ = reload_cancel.cancelled() => break,
                         got = hup.recv() => match got {
-                            Some(()) => reload_tls(&listener, &tls).await,
+                            Some(()) => tls::reload(&listener, &tls).await,
                             None => break,
                         },
                     }
@@ -392,59 +420,6 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
-}
-
-/// Reads the certificate and key again and puts them in the TLS listener (on SIGHUP); connections
-/// already open keep theirs. A file that cannot be read or does not parse leaves the old pair in place.
-async fn reload_tls(listener: &rsipstack::transport::tls::TlsListenerConnection, tls: &config::TlsConfig) {
-    let (cert, key) = match (std::fs::read(&tls.certificate), std::fs::read(&tls.private_key)) {
-        (Ok(c), Ok(k)) => (c, k),
-        (Err(e), _) | (_, Err(e)) => {
-            warn!(error = %e, "TLS certificate not reloaded: cannot read the files");
-            return;
-        }
-    };
-    match listener.reload_tls_config(cert, key).await {
-        Ok(()) => info!("TLS certificate reloaded"),
-        Err(e) => warn!(error = %e, "TLS certificate not reloaded"),
-    }
-}
-
-async fn add_tls_listener(
-    layer: &rsipstack::transport::TransportLayer,
-    tls: &config::TlsConfig,
-    advertised: Option<SocketAddr>,
-) -> Result<rsipstack::transport::tls::TlsListenerConnection, GatewayError> {
-    let cert = std::fs::read(&tls.certificate).map_err(|e| {
-        GatewayError::Config(format!("sip.tls.certificate {}: {e}", tls.certificate.display()))
-    })?;
-    let key = std::fs::read(&tls.private_key).map_err(|e| {
-        GatewayError::Config(format!("sip.tls.private_key {}: {e}", tls.private_key.display()))
-    })?;
-    let tls_config = rsipstack::transport::tls::TlsConfig {
-        cert: Some(cert),
-        key: Some(key),
-        ..Default::default()
-    };
-    let listener = rsipstack::transport::tls::TlsListenerConnection::new(tls.listen, advertised, tls_config)
-        .await
-        .map_err(|e| GatewayError::Bind {
-            addr: tls.listen,
-            transport: "tls",
-            source: std::io::Error::other(e.to_string()),
-        })?;
-    layer.add_transport(listener.clone().into());
-    if let Some(path) = &tls.ca_certificates {
-        let ca = std::fs::read(path)
-            .map_err(|e| GatewayError::Config(format!("sip.tls.ca_certificates {}: {e}", path.display())))?;
-        // Outbound TLS connections verify the peer against these authorities (and its name and
-        // validity dates: rustls refuses the rest).
-        layer.set_tls_config(rsipstack::transport::tls::TlsConfig {
-            ca_certs: Some(ca),
-            ..Default::default()
-        });
-    }
-    Ok(listener)
 }
 
 /// The IP address a request came from (any transport): the stream's peer, else what the stack wrote

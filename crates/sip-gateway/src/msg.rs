@@ -7,7 +7,7 @@ use rsipstack::sip::{Header, Request, Response, StatusCode};
 use rsipstack::transaction::endpoint::EndpointInner;
 
 /// Methods we announce in Allow.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, REFER, NOTIFY";
 
 /// A header built from its name and value text.
 pub fn header(name: &str, value: impl Into<String>) -> Header {

@@ -280,7 +280,17 @@ impl Attempt {
                         break Rung::NotAnswered(Disposition::Failed, DialResult::Failed);
                     }
                 },
-                Some(LegEvent::Ringing | LegEvent::Reoffer { .. }) => {}
+                // A trunk with `late_offer` offers in its 2xx: our answer goes back in the ACK.
+                Some(LegEvent::Reoffer { sdp, reply }) => {
+                    if let Some(answer) = crate::driver::legs::reanswer(&rtp, &leg, &sdp) {
+                        let _ = reply.send(answer);
+                    }
+                }
+                Some(LegEvent::Ringing) => {}
+                // A dialled person cannot transfer a call not yet answered.
+                Some(LegEvent::Refer { reply, .. }) => {
+                    let _ = reply.send(false);
+                }
                 Some(LegEvent::Failed { code }) => {
                     break match code {
                         486 | 600 | 603 => Rung::NotAnswered(Disposition::Busy, DialResult::Busy),

@@ -157,7 +157,7 @@ impl Driver {
             Command::SettleCallback { status } => crate::callback::settle(&self.inner, &self.id, status),
             Command::RingPhone { leg, agent, shown_as } => {
                 let placed = legs::place(&self.inner, agent.as_str().to_string(), shown_as, PHONE_RING).await;
-                self.placed(leg, placed, false);
+                self.placed(leg, placed, false, Some(agent));
             }
             Command::Dial {
                 leg,
@@ -168,7 +168,7 @@ impl Driver {
             } => {
                 let from = from.unwrap_or_else(|| self.caller_number.expose().clone());
                 let placed = legs::place(&self.inner, uri, from, ring).await;
-                self.placed(leg, placed, customer);
+                self.placed(leg, placed, customer, None);
             }
             Command::OpenBrowser {
                 leg,
@@ -364,6 +364,7 @@ impl Driver {
             tokio::sync::mpsc::Receiver<media::engine::LegEvent>,
         )>,
         customer: bool,
+        agent: Option<domain::AgentId>,
     ) {
         match placed {
             Some((sip, rtp, media)) => {
@@ -374,6 +375,7 @@ impl Driver {
                         web: None,
                         rtp,
                         media: customer.then_some(media),
+                        agent,
                     },
                 );
                 self.feed(Input::LegStarted { leg });
@@ -421,6 +423,7 @@ impl Driver {
                         web: Some(web),
                         rtp,
                         media: None,
+                        agent: None,
                     },
                 );
                 self.feed(Input::BrowserOpened { leg, answer_sdp });

@@ -30,6 +30,8 @@ pub(crate) struct LegIo {
     pub(crate) rtp: RtpLeg,
     /// Media events of a dialled customer's engine leg (it becomes the call's caller leg).
     pub(crate) media: Option<mpsc::Receiver<MediaEvent>>,
+    /// The agent whose phone this leg rings (their REFER is their transfer).
+    pub(crate) agent: Option<domain::AgentId>,
 }
 
 /// What a leg reported.
@@ -74,6 +76,19 @@ pub(crate) fn answer_offer(
     rtp.set_srtp(answer.srtp);
     crate::media_rules::apply(&rtp, sip, answer.negotiated);
     Some((rtp, events, law, answer.sdp))
+}
+
+/// What an agent's phone asked to transfer to (REFER): a SIP user is an agent, anything else a number.
+pub(crate) fn refer_target(to: &str, user: bool) -> Option<call_session::TransferTarget> {
+    if user {
+        domain::AgentId::new(to)
+            .ok()
+            .map(call_session::TransferTarget::Agent)
+    } else {
+        call_session::DialNumber::try_from(to.to_string())
+            .ok()
+            .map(call_session::TransferTarget::Number)
+    }
 }
 
 /// Answers a re-INVITE (hold, unhold, a new address) of `sip` on `rtp`, under the same source rules.

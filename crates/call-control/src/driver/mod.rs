@@ -435,6 +435,27 @@ impl Driver {
                     let _ = reply.send(answer);
                 }
             }
+            LegSignal::Sip(Some(LegEvent::Refer { to, user, reply })) => {
+                // The agent's phone transfers the call (REFER): the same blind transfer as from the desktop.
+                let agent = self.legs.get(&leg).and_then(|io| io.agent.clone());
+                let target = legs::refer_target(to.expose(), user);
+                let (Some(agent), Some(target)) = (agent, target) else {
+                    let _ = reply.send(false);
+                    return;
+                };
+                let request = RequestId(self.next_request);
+                self.next_request = self.next_request.saturating_add(1);
+                let (done, result) = oneshot::channel();
+                self.replies.insert(request, done);
+                tokio::spawn(async move {
+                    let _ = reply.send(matches!(result.await, Ok(Ok(_))));
+                });
+                self.feed(Input::Command {
+                    request,
+                    agent,
+                    command: call_session::AgentCommand::Transfer(target),
+                });
+            }
             LegSignal::Sip(Some(LegEvent::Answered { sdp })) => {
                 let negotiated = legs::negotiate(&sdp);
                 let usable = negotiated.is_some();

@@ -372,6 +372,33 @@ fn late_offer_agent() -> String {
 }
 
 #[test]
+fn a_forwarded_late_offer_gets_the_callees_offer_and_the_callers_answer_rides_in_our_ack() {
+    require_command("sipp");
+    // The callee checks the INVITE has no body, offers PCMA first, checks the ACK answers PCMA, hangs up.
+    let callee = SippServer::start("uas_late_offer.xml", 1);
+    let platform = Platform::start(&format!(
+        "{}[[route]]\nnumber = \"900\"\nforward = \"sip:uas@127.0.0.1:{}\"\n",
+        limits(),
+        callee.port
+    ));
+    // The caller sends no offer, checks the 200 offers PCMA and answers it in its ACK.
+    let run = uac(&platform, "uac_late_offer_wait_bye.xml", "900", 1, &[]);
+    assert_eq!(
+        (run.successful, run.failed),
+        (1, 0),
+        "{}\n{}",
+        run.output,
+        platform.log()
+    );
+    assert_eq!(
+        callee.wait(),
+        Some(0),
+        "the callee got an INVITE without SDP and, in the ACK, the answer the caller gave\n{}",
+        platform.log()
+    );
+}
+
+#[test]
 fn an_agents_phone_set_to_late_offer_is_rung_without_sdp_and_our_answer_rides_in_the_ack() {
     require_command("sipp");
     // The phone checks the INVITE has no body, offers PCMA first, checks the ACK answers PCMA, hangs up.

@@ -219,6 +219,11 @@ struct Call {
     caller_source: Option<std::net::SocketAddr>,
     /// The caller acknowledged our 2xx: until then the call ends when that transaction does (Timer H).
     caller_acked: bool,
+    /// The caller's INVITE came without an offer (RFC 3261 §13.2.1 late offer): the callee offers in
+    /// its 2xx, the caller answers in its ACK, and that answer rides in our ACK to the callee.
+    late_offer: bool,
+    /// The callee's 2xx (and the INVITE it answers) waiting for the caller's ACK to bring the answer.
+    callee_ack_pending: Option<(Request, Response)>,
 }
 
 /// Takes the caller's INVITE transaction and bridges it to `targets`. Returns when the call is over.
@@ -256,6 +261,8 @@ pub(crate) async fn run_call(core: Arc<Core>, tx: Transaction, targets: Vec<(Str
         callee_key: None,
         caller_source,
         caller_acked: false,
+        late_offer: false,
+        callee_ack_pending: None,
     };
     core.metrics.dialog_up();
     call.start_branches(targets).await;
@@ -295,6 +302,7 @@ pub(crate) async fn run_call(core: Arc<Core>, tx: Transaction, targets: Vec<(Str
 impl Call {
     async fn start_branches(&mut self, targets: Vec<(String, Option<TrunkConfig>)>) {
         let sdp = body_of(&self.caller_invite, self.caller_invite.body());
+        self.late_offer = sdp.is_none();
         let sdp = match sdp {
             Some((ct, b)) if is_sdp_or_multipart(&ct) => {
                 // A multipart body (SDP with ISUP, RFC 5621) goes on whole, its SDP part anchored.
@@ -469,6 +477,10 @@ impl Call {
             Some(SipMessage::Request(r)) if r.method == Method::Ack => {
                 if !self.caller_acked {
                     self.caller_acked = true;
+                    if self.callee_ack_pending.is_some() && !self.complete_late_offer(&r).await {
+                        self.bye_both();
+                        return true;
+                    }
                     self.core.media.confirmed(&self.id, Side::Caller).await;
                 }
                 false
@@ -479,14 +491,8 @@ impl Call {
             None if self.phase == Phase::Established && !self.caller_acked => {
                 warn!(call = %self.id, "no ACK from the caller within Timer H: hanging up");
                 self.core.metrics.unacknowledged_invite();
-                for leg in [self.caller.as_mut(), self.callee.as_mut()].into_iter().flatten() {
-                    if let Some(bye) = leg.request(&self.core, Method::Bye, None) {
-                        let core = self.core.clone();
-                        tokio::spawn(async move {
-                            let _ = send_and_wait(&core, bye).await;
-                        });
-                    }
-                }
+                self.ack_pending_callee(None).await;
+                self.bye_both();
                 true
             }
             // The caller's transaction ended: fine once established, fatal before.
@@ -549,9 +555,15 @@ impl Call {
                     b.finished = true;
                 }
                 let leg = self.branches.get(i).and_then(|b| callee_leg(&b.invite, &resp));
+                let wins = self.phase == Phase::Ringing && self.callee.is_none() && leg.is_some();
                 if let Some(b) = self.branches.get(i) {
-                    // Every 2xx is acknowledged, also one we hang up at once.
-                    ack_2xx(&self.core, &b.invite, &resp, None).await;
+                    if wins && self.late_offer && body_of(&resp, resp.body()).is_some() {
+                        // Its offer goes to the caller; our ACK waits for the caller's answer.
+                        self.callee_ack_pending = Some((b.invite.clone(), resp.clone()));
+                    } else {
+                        // Every other 2xx is acknowledged at once, also one we hang up at once.
+                        ack_2xx(&self.core, &b.invite, &resp, None).await;
+                    }
                 }
                 if self.phase != Phase::Ringing || self.callee.is_some() {
                     // Answered too late (cancelled, or another contact won): hang that one up.
@@ -667,6 +679,18 @@ impl Call {
             }
         }
         let body = match body_of(&resp, resp.body()) {
+            // A late offer: the callee's 2xx offers; the caller gets our offer facing them.
+            Some((ct, b)) if self.late_offer && ct.eq_ignore_ascii_case("application/sdp") => {
+                match self.core.media.offer(&self.id, Side::Callee, &b).await {
+                    Ok(ours) => Some((ct, ours)),
+                    Err(e) => {
+                        warn!(call = %self.id, error = %e, "media refused the callee's offer");
+                        self.ack_pending_callee(None).await;
+                        self.refuse_answered(callee, &e);
+                        return;
+                    }
+                }
+            }
             Some((ct, b)) if ct.eq_ignore_ascii_case("application/sdp") => {
                 match self.core.media.answer(&self.id, Side::Callee, &b).await {
                     Ok(b) => {
@@ -689,20 +713,7 @@ impl Call {
                     Err(e) => {
                         // Never pass the callee's own SDP on: media would bypass us. Hang it up.
                         warn!(call = %self.id, error = %e, "media refused the answer");
-                        let code = if matches!(e, crate::media::MediaError::Exhausted) {
-                            503
-                        } else {
-                            488
-                        };
-                        let mut callee = callee;
-                        if let Some(bye) = callee.request(&self.core, Method::Bye, None) {
-                            let core = self.core.clone();
-                            tokio::spawn(async move {
-                                let _ = send_and_wait(&core, bye).await;
-                            });
-                        }
-                        self.phase = Phase::Cancelled;
-                        self.final_to_caller(code, None);
+                        self.refuse_answered(callee, &e);
                         return;
                     }
                 }
@@ -742,6 +753,64 @@ impl Call {
         self.callee = Some(callee);
         self.phase = Phase::Established;
         info!(call = %self.id, "call established");
+    }
+
+    /// The callee answered with media we cannot use: hang it up, and refuse the caller (503 when out
+    /// of ports, else 488).
+    fn refuse_answered(&mut self, callee: Leg, e: &crate::media::MediaError) {
+        let code = if matches!(e, crate::media::MediaError::Exhausted) {
+            503
+        } else {
+            488
+        };
+        let mut callee = callee;
+        if let Some(bye) = callee.request(&self.core, Method::Bye, None) {
+            let core = self.core.clone();
+            tokio::spawn(async move {
+                let _ = send_and_wait(&core, bye).await;
+            });
+        }
+        self.phase = Phase::Cancelled;
+        self.final_to_caller(code, None);
+    }
+
+    /// Acknowledges the callee's 2xx held for a late offer, with our answer when there is one.
+    async fn ack_pending_callee(&mut self, answer: Option<Vec<u8>>) {
+        if let Some((invite, ok)) = self.callee_ack_pending.take() {
+            let body = answer.as_ref().map(|a| ("application/sdp", a.clone()));
+            ack_2xx(&self.core, &invite, &ok, body).await;
+        }
+    }
+
+    /// The caller's ACK of a late offer: its answer, through the media anchor, rides in our ACK to
+    /// the callee. Returns false when there is no usable answer (the call must end).
+    async fn complete_late_offer(&mut self, ack: &Request) -> bool {
+        let answer = match body_of(ack, ack.body()) {
+            Some((ct, b)) if ct.eq_ignore_ascii_case("application/sdp") => {
+                self.core.media.answer(&self.id, Side::Caller, &b).await.ok()
+            }
+            _ => None,
+        };
+        let usable = answer.is_some();
+        self.ack_pending_callee(answer).await;
+        if usable {
+            self.core.media.confirmed(&self.id, Side::Callee).await;
+        } else {
+            warn!(call = %self.id, "the caller's ACK brought no usable answer to the late offer: hanging up");
+        }
+        usable
+    }
+
+    /// Hangs both legs up (BYE), the call being established.
+    fn bye_both(&mut self) {
+        for leg in [self.caller.as_mut(), self.callee.as_mut()].into_iter().flatten() {
+            if let Some(bye) = leg.request(&self.core, Method::Bye, None) {
+                let core = self.core.clone();
+                tokio::spawn(async move {
+                    let _ = send_and_wait(&core, bye).await;
+                });
+            }
+        }
     }
 
     /// A request inside one of our dialogs. Returns true when the call is over.

@@ -170,6 +170,14 @@ impl DeskHub {
         Ok(())
     }
 
+    /// Leaves the cluster's desk relay (a drained node whose calls are over): its command and reply
+    /// streams are deleted.
+    pub async fn leave_cluster(&self) {
+        if let Some(relay) = self.relay.get() {
+            relay.leave().await;
+        }
+    }
+
     fn publish(&self, agent: &AgentId, event: &DeskEvent, now: Timestamp) {
         if let Some(relay) = self.relay.get() {
             relay.publish(agent, event, now);

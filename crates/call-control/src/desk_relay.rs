@@ -306,6 +306,21 @@ impl DeskRelay {
         let _ = self.events.send((agent.clone(), event));
     }
 
+    /// This node leaves the cluster (drained: its calls are over): it stops reading commands and
+    /// replies and deletes its two streams, so nothing of it stays in the store. Its last events
+    /// are still delivered.
+    pub(crate) async fn leave(&self) {
+        // The appender (first task) keeps going; every reader stops.
+        for t in self.tasks.lock().iter().skip(1) {
+            t.abort();
+        }
+        for stream in [commands_stream(&self.node), replies_stream(&self.node)] {
+            if let Err(error) = self.store.stream_delete(&stream).await {
+                warn!(%error, stream, "a stream of this node not deleted; the leader deletes it later");
+            }
+        }
+    }
+
     /// This node's id in the cluster.
     pub fn node(&self) -> &str {
         &self.node
@@ -800,6 +815,8 @@ async fn serve_commands(relay: Weak<DeskRelay>, store: StateStore, node: String,
                 debug!(%error, "reading this node's desk commands failed; retrying");
                 tokio::time::sleep(backoff(failures)).await;
                 failures = failures.saturating_add(1);
+                // Deleted with its group while this node seemed gone (its liveness lapsed): again.
+                let _ = store.stream_ensure_group(&stream, GROUP).await;
                 continue;
             }
         };
@@ -855,6 +872,7 @@ async fn read_replies(relay: Weak<DeskRelay>, store: StateStore, node: String) {
                 debug!(%error, "reading this node's desk replies failed; retrying");
                 tokio::time::sleep(backoff(failures)).await;
                 failures = failures.saturating_add(1);
+                let _ = store.stream_ensure_group(&stream, GROUP).await;
                 continue;
             }
         };

@@ -321,3 +321,44 @@ async fn a_lead_one_node_previews_reaches_a_desktop_on_another_and_the_decision_
         .await;
     assert_eq!(late.map_err(|r| r.code), Err("no_preview"));
 }
+
+#[tokio::test]
+async fn a_node_that_leaves_deletes_its_command_and_reply_streams() {
+    let store = StateStore::memory();
+    let (a, b) = (node(&store, "node-a").await, node(&store, "node-b").await);
+    let agent = agent("2001");
+    let mut desk = a.attach(&agent, AgentMedia::Phone);
+    let (tx, mut calls) = mpsc::unbounded_channel();
+    let p = pop("c1");
+    b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
+    assert_eq!(next(&mut desk).await, DeskEvent::Offered(p.clone()));
+    // A command from node A's desktop that node B is still running stays in B's stream, unacknowledged.
+    let hangup = tokio::spawn({
+        let (a, agent, call) = (a.clone(), agent.clone(), p.call.clone());
+        async move { a.command(&agent, &call, AgentCommand::Hangup).await }
+    });
+    let running = request(&mut calls).await;
+    assert_eq!(running.command, AgentCommand::Hangup);
+    assert_eq!(
+        store.stream_len(&commands_stream("node-b")).await.expect("read"),
+        1
+    );
+
+    b.leave_cluster().await;
+    assert_eq!(
+        store.stream_len(&commands_stream("node-b")).await.expect("read"),
+        0
+    );
+    assert_eq!(
+        store.stream_len(&replies_stream("node-b")).await.expect("read"),
+        0
+    );
+    assert_eq!(
+        store
+            .stream_pending(&commands_stream("node-b"), GROUP)
+            .await
+            .expect("read"),
+        0
+    );
+    hangup.abort();
+}

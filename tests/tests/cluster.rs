@@ -368,6 +368,10 @@ static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 struct Cluster {
     nodes: Vec<Option<Platform>>,
     phones: Vec<Phone>,
+    /// Every node's configuration, the store's URL and the cluster's key prefix in it.
+    config: String,
+    redis: String,
+    prefix: String,
     _db: Database,
     /// Dropped last: the next test's cluster starts once this one is gone.
     _one_at_a_time: std::sync::MutexGuard<'static, ()>,
@@ -386,6 +390,17 @@ impl Cluster {
     /// `agents` agents whose phones talk `talk_ms` (None: until the other side hangs up); agent
     /// `i`'s phone registers through node `(i + 2) % 3`.
     fn start_with(test: &str, redis: &str, agents: usize, talk_ms: Option<u32>) -> Option<Cluster> {
+        Self::start_configured(test, redis, agents, talk_ms, "")
+    }
+
+    /// As [`Cluster::start_with`], with `before` at the head of every node's configuration.
+    fn start_configured(
+        test: &str,
+        redis: &str,
+        agents: usize,
+        talk_ms: Option<u32>,
+        before: &str,
+    ) -> Option<Cluster> {
         require_command("sipp");
         // A test that failed while holding it poisoned nothing this one relies on.
         let one_at_a_time = ONE_CLUSTER
@@ -393,7 +408,7 @@ impl Cluster {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let db = Database::create(test)?;
         let prefix = format!("cccluster{}x{}", std::process::id(), free_port());
-        let config = node_config(redis, &prefix, &db.url, agents);
+        let config = format!("{before}{}", node_config(redis, &prefix, &db.url, agents));
         let nodes: Vec<Option<Platform>> = NODE_NAMES
             .iter()
             .map(|name| {
@@ -413,6 +428,9 @@ impl Cluster {
         let cluster = Cluster {
             nodes,
             phones,
+            config,
+            redis: redis.to_string(),
+            prefix,
             _db: db,
             _one_at_a_time: one_at_a_time,
         };
@@ -471,9 +489,35 @@ impl Cluster {
         self.tallies().iter().map(|t| t.calls).sum()
     }
 
+    /// Starts one more node, `name`, with the same configuration (a node joining later).
+    fn add_node(&mut self, name: &'static str) -> usize {
+        let address = NodeAddress {
+            node_name: name,
+            ..NodeAddress::free()
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        self.nodes
+            .push(Some(Platform::start_at(dir, &self.config, &ivr_dir(), address)));
+        self.nodes.len() - 1
+    }
+
+    /// The desk relay streams (`desk.cmds.*`, `desk.replies.*`) in the cluster's store.
+    fn desk_streams(&self) -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-u", &self.redis, "--scan", "--pattern"])
+            .arg(format!("{}:stream:desk.*", self.prefix))
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.ends_with("desk.events"))
+            .map(str::to_string)
+            .collect()
+    }
+
     fn logs(&self) -> String {
         self.running()
-            .map(|(i, n)| format!("== {} ==\n{}", NODE_NAMES[i], n.log()))
+            .map(|(i, n)| format!("== {} ==\n{}", NODE_NAMES.get(i).unwrap_or(&"node-d"), n.log()))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -733,6 +777,19 @@ fn sigterm_hands_the_lead_over_first_and_the_node_leaves_cleanly() {
         "{}",
         leaving.log()
     );
+    // Nothing of it stays in the store: its desk relay streams went with it.
+    let its = format!("{}.", NODE_NAMES[old]);
+    let left: Vec<String> = cluster
+        .desk_streams()
+        .into_iter()
+        .filter(|s| s.contains(&its))
+        .collect();
+    assert!(left.is_empty(), "streams of the node that left: {left:?}");
+    assert_eq!(
+        cluster.desk_streams().len(),
+        4,
+        "the two other nodes' streams stay"
+    );
     let (ok, failed) = Callers::start(cluster.node(others[0]).sip, 8, 4).wait();
     assert_eq!(
         (ok, failed),
@@ -884,6 +941,161 @@ fn a_desktop_and_a_supervisor_on_other_nodes_handle_a_call_held_on_node_b() {
         sup_phone.tally().calls,
         1,
         "node B rang the supervisor's phone once\n{}",
+        cluster.logs()
+    );
+}
+
+/// A preview campaign that every node runs and one node dials (it holds the campaign's lease). The
+/// agent's desktop is on another node: the leads reach it there, and its skip travels back to the
+/// dialing node. A supervisor on the third node pauses the campaign: the dialing node withdraws the
+/// preview on the desktop at its next tick; resumed and then stopped from the desktop's node, every
+/// node shows the campaign stopped.
+#[test]
+fn a_preview_reaches_a_desktop_on_another_node_and_a_pause_on_a_third_reaches_the_dialer() {
+    let test = "the cross-node preview test";
+    let Some(redis) = redis_url(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leads = dir.path().join("leads.csv");
+    let zone = system_tests::outbound::zone_at_noon();
+    let rows: String = [
+        "l1,+442079000001,Ann One",
+        "l2,+442079000002,Bob Two",
+        "l3,+442079000003,Cy Three",
+    ]
+    .iter()
+    .map(|l| format!("{l},{zone}\n"))
+    .collect();
+    std::fs::write(&leads, format!("id,phone,name,timezone\n{rows}")).expect("leads");
+    let campaign = format!(
+        "[desk]\noutbound_trunk = \"carrier\"\n\n\
+         [[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\n\n\
+         [[campaign]]\nid = \"spring\"\nmode = \"preview\"\nqueue = \"support\"\ncaller_id = \"+442070000000\"\n\
+         leads = \"{}\"\nmessage = \"{}\"\ntick_ms = 200\npreview_skip_secs = 3600\n\n",
+        free_port(),
+        leads.display(),
+        system_tests::outbound::identification_message().display()
+    );
+    let Some(cluster) = Cluster::start_configured(test, &redis, 1, None, &campaign) else {
+        return;
+    };
+    let tokens: Vec<String> = (0..3)
+        .map(|i| cluster.node(i).login("super", "desksuper"))
+        .collect();
+    let figures = |i: usize| -> serde_json::Value {
+        let (code, body) = cluster.node(i).http_get_as("/api/v1/campaigns", &tokens[i]);
+        assert_eq!(code, 200, "{body}");
+        let all: serde_json::Value = serde_json::from_str(&body).expect("json");
+        all["campaigns"][0].clone()
+    };
+    let mut dialer = None;
+    cluster.wait_until("one node dials the campaign", || {
+        dialer = (0..3).find(|i| figures(*i)["dialing_here"] == true);
+        dialer.is_some()
+    });
+    let dialer = dialer.expect("a dialing node");
+    let (desk_node, third) = ((dialer + 1) % 3, (dialer + 2) % 3);
+    let token = cluster.node(desk_node).login("2001", "desk2001");
+    let rt = runtime();
+    rt.block_on(async {
+        let mut ws =
+            system_tests::cti::CtiClient::connect(cluster.node(desk_node).http, "/ws/agent", &token).await;
+        ws.next_of("welcome").await;
+        // The dialing node previews the first lead to the desktop on another node.
+        let first = ws.next_of("preview").await;
+        assert_eq!(first["preview"]["campaign"], "spring", "{first}");
+        let lead = first["preview"]["lead"].as_str().expect("lead").to_string();
+        assert_eq!(first["preview"]["attempt"], 1, "{first}");
+        // Skipped here, taken by the dialing node's runner: the next lead comes.
+        let f = ws
+            .ask(serde_json::json!({"type": "preview_skip", "id": 1, "campaign": "spring", "lead": lead}))
+            .await;
+        assert_eq!(f["type"], "ack", "the dialing node took the skip: {f}");
+        let second = ws
+            .next_where(|f| f["type"] == "preview" && f["preview"]["lead"] != lead.as_str())
+            .await;
+        let second = second["preview"]["lead"].as_str().expect("lead").to_string();
+
+        // Paused by a supervisor on the third node: the dialing node withdraws the preview.
+        let (code, body) =
+            cluster
+                .node(third)
+                .http_post("/api/v1/campaigns/spring/pause", "{}", Some(&tokens[third]));
+        assert_eq!(code, 200, "{body}");
+        let gone = ws.next_of("preview_withdrawn").await;
+        assert_eq!(gone["lead"], second.as_str(), "{gone}");
+    });
+    cluster.wait_until("the dialing node paused", || figures(dialer)["state"] == "paused");
+    for (action, state) in [("resume", "running"), ("stop", "stopped")] {
+        let (code, body) = cluster.node(desk_node).http_post(
+            &format!("/api/v1/campaigns/spring/{action}"),
+            "{}",
+            Some(&tokens[desk_node]),
+        );
+        assert_eq!(code, 200, "{action}: {body}");
+        cluster.wait_until("the dialing node follows", || figures(dialer)["state"] == state);
+    }
+    for i in 0..3 {
+        cluster.wait_until("every node shows the campaign stopped", || {
+            figures(i)["state"] == "stopped"
+        });
+    }
+    let (code, body) =
+        cluster
+            .node(third)
+            .http_post("/api/v1/campaigns/spring/resume", "{}", Some(&tokens[third]));
+    assert_eq!(code, 409, "a stopped campaign stays stopped: {body}");
+}
+
+/// A fourth node started while the cluster runs joins it: the existing leader keeps the lead and
+/// serves the new node's callers, and an agent whose phone registers through the new node takes
+/// calls (the new node's and the others'), one at a time.
+#[test]
+fn a_node_started_later_joins_and_its_callers_and_agent_are_served() {
+    let test = "the late node test";
+    let Some(redis) = redis_url(test) else {
+        return;
+    };
+    let Some(mut cluster) = Cluster::start_with(test, &redis, 2, Some(300)) else {
+        return;
+    };
+    let leader = cluster.leader().expect("a leader");
+    let late = cluster.add_node("node-d");
+    // Agent 2001's phone now registers through the new node.
+    register_agent_phone(
+        cluster.node(late),
+        &agent(0),
+        &format!("pw{}", agent(0)),
+        cluster.phones[0].port,
+    );
+    cluster.wait_until("the new node's wallboard shows both agents ready", || {
+        cluster.gauge(late, "acd_agents{queue=\"support\",state=\"available\"}") == 2
+    });
+    let callers = [
+        Callers::start(cluster.node(late).sip, 6, 2),
+        Callers::start(cluster.node(leader).sip, 4, 2),
+    ];
+    let results: Vec<(u64, u64)> = callers.into_iter().map(Callers::wait).collect();
+    assert_eq!(
+        results,
+        vec![(6, 0), (4, 0)],
+        "every caller served\n{}",
+        cluster.logs()
+    );
+    cluster.assert_served_once_each(10, "a node joined later");
+    assert!(
+        cluster.tallies()[0].calls > 0,
+        "the agent registered through the new node took calls"
+    );
+    assert!(
+        cluster.gauge(late, "sip_calls_total") >= 6,
+        "the new node held its callers' calls"
+    );
+    assert_eq!(
+        cluster.leader(),
+        Some(leader),
+        "the leader kept the lead\n{}",
         cluster.logs()
     );
 }

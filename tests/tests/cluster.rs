@@ -17,10 +17,9 @@
 //! with exit 0); an agent's desktop on one node and a supervisor on another handling a call held on
 //! a third. Rates are modest: the machine is shared.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use system_tests::kamailio::Kamailio;
 use system_tests::*;
@@ -113,252 +112,9 @@ fn agent(i: usize) -> String {
     format!("{}", 2001 + i)
 }
 
-/// An agent's phone: a SIPp UAS that answers each call and hangs up `talk_ms` later, tracing every
-/// message it sends and receives, in order, to a file.
-struct Phone {
-    child: Child,
-    port: u16,
-    trace: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Phone {
-    /// A phone that talks `talk_ms` and hangs up, or (None) waits for the other side to hang up.
-    fn start(talk_ms: Option<u32>) -> Phone {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let trace = dir.path().join("messages.log");
-        let port = free_port();
-        let child = Command::new("sipp")
-            .args(match talk_ms {
-                Some(ms) => vec![
-                    "-sf".to_string(),
-                    scenarios_dir().join("uas_talk_bye.xml").display().to_string(),
-                    "-d".to_string(),
-                    ms.to_string(),
-                ],
-                None => vec!["-sn".to_string(), "uas".to_string()],
-            })
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-mp", &free_port().to_string(), "-m", "100000", "-nostdin"])
-            .args(["-trace_msg", "-message_file"])
-            .arg(&trace)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp phone");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Phone {
-            child,
-            port,
-            trace,
-            _dir: dir,
-        }
-    }
-
-    /// What the phone went through so far: the calls it answered, and the most calls it carried at
-    /// once (a call counts from its INVITE to the end of its BYE transaction).
-    fn tally(&self) -> Tally {
-        let text = std::fs::read_to_string(&self.trace).unwrap_or_default();
-        let mut calls = HashSet::new();
-        let mut open = HashSet::new();
-        let mut most_at_once = 0;
-        for block in text
-            .split("-----------------------------------------------")
-            .skip(1)
-        {
-            let received = block.contains("message received");
-            let mut lines = block.lines().skip_while(|l| !l.trim().is_empty()).skip(1);
-            let first = lines.next().unwrap_or_default().to_string();
-            let header = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
-                    .unwrap_or_default()
-            };
-            let call = header("Call-ID:");
-            let cseq = header("CSeq:");
-            if received && first.starts_with("INVITE ") {
-                if calls.insert(call.clone()) {
-                    open.insert(call);
-                    most_at_once = most_at_once.max(open.len());
-                }
-            } else if cseq.ends_with("BYE")
-                && (first.starts_with("SIP/2.0 200") || (received && first.starts_with("BYE")))
-            {
-                open.remove(&call);
-            }
-        }
-        Tally {
-            calls: calls.len(),
-            most_at_once,
-        }
-    }
-}
-
-impl Drop for Phone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    calls: usize,
-    most_at_once: usize,
-}
-
-/// Callers of route 700 (in the background until [`Callers::wait`]): each waits in the queue and is
-/// served when an agent's phone answers and hangs up.
-struct Callers {
-    child: Child,
-    stat: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Callers {
-    fn start(target: SocketAddr, calls: u32, per_second: u32) -> Callers {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let stat = dir.path().join("stat.csv");
-        let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(scenarios_dir().join("uac_queue_wait_bye.xml"))
-            .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
-            .args(["-mp", &free_port().to_string(), "-s", "700"])
-            .args(["-m", &calls.to_string(), "-r", &per_second.to_string()])
-            .args(["-trace_stat", "-fd", "1", "-stf"])
-            .arg(&stat)
-            .args(["-timeout", "120s", "-timeout_error", "-nostdin"])
-            .arg(target.to_string())
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp callers");
-        Callers {
-            child,
-            stat,
-            _dir: dir,
-        }
-    }
-
-    /// Waits for every call to end; (successful, failed) from SIPp's statistics.
-    fn wait(mut self) -> (u64, u64) {
-        let _ = self.child.wait();
-        let csv = std::fs::read_to_string(&self.stat).unwrap_or_default();
-        let mut lines = csv.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
-        let last: Vec<&str> = lines
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or_default()
-            .split(';')
-            .collect();
-        let get = |name: &str| {
-            header
-                .iter()
-                .position(|c| *c == name)
-                .and_then(|i| last.get(i))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        (get("SuccessfulCall(C)"), get("FailedCall(C)"))
-    }
-}
-
-impl Drop for Callers {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A Redis of the test's own (so it can be restarted): append-only file fsynced on every write.
-struct PrivateRedis {
-    child: Child,
-    port: u16,
-    args: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        require_command("redis-server");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            &dir.path().display().to_string(),
-        ]
-        .map(String::from)
-        .to_vec();
-        let child = Self::spawn(&args, port);
-        PrivateRedis {
-            child,
-            port,
-            args,
-            _dir: dir,
-        }
-    }
-
-    fn spawn(args: &[String], port: u16) -> Child {
-        let child = Command::new("redis-server")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !Self::answers(port) {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    }
-
-    fn answers(port: u16) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 16];
-        s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-    }
-
-    /// Kills Redis (SIGKILL: no last save) and starts it again on the same port and files.
-    fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = Self::spawn(&self.args, self.port);
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "cluster/peers.rs"]
+mod peers;
+use peers::{Callers, Phone, PrivateRedis, Tally};
 
 /// Three nodes, eight phones registered through them in turn.
 /// One cluster at a time in this file: three nodes with their phones (and a test's own Redis) are
@@ -1096,6 +852,81 @@ fn a_node_started_later_joins_and_its_callers_and_agent_are_served() {
         cluster.leader(),
         Some(leader),
         "the leader kept the lead\n{}",
+        cluster.logs()
+    );
+}
+
+/// Callers arrive one after another on the three nodes in turn while the only agent is on a break;
+/// when the agent is ready again they are offered in the order they arrived (each offer's screen pop
+/// names its caller, whose number ends in their rank), whichever node holds each call, and the phone
+/// carries them one at a time. The phone itself is shown the contact center, not the caller, so the
+/// order is read from the desktop following the phone's calls.
+#[test]
+fn callers_on_every_node_are_offered_in_order_of_arrival() {
+    let test = "the caller order test";
+    let Some(redis) = redis_url(test) else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_with(test, &redis, 1, Some(200)) else {
+        return;
+    };
+    let token = cluster.node(0).login("2001", "desk2001");
+    let rt = runtime();
+    let mut ws = rt.block_on(async {
+        let mut ws = system_tests::cti::CtiClient::connect(cluster.node(0).http, "/ws/agent", &token).await;
+        ws.next_of("welcome").await;
+        let f = ws
+            .ask(serde_json::json!({"type": "not_ready", "id": 1, "reason": "break"}))
+            .await;
+        assert_eq!(f["type"], "ack", "{f}");
+        ws
+    });
+    let gauge_everywhere = |name: &str, value: u64| (0..3).all(|i| cluster.gauge(i, name) == value);
+    cluster.wait_until("the agent is on a break cluster-wide", || {
+        gauge_everywhere("acd_agents{queue=\"support\",state=\"available\"}", 0)
+    });
+    let callers: Vec<Callers> = (0..6)
+        .map(|k| {
+            let caller = Callers::one_from(cluster.node(k % 3).sip, &format!("555000{k}"));
+            // The next one arrives once this one waits in the queue.
+            cluster.wait_until("the caller waits", || {
+                gauge_everywhere("acd_calls_waiting{queue=\"support\"}", k as u64 + 1)
+            });
+            caller
+        })
+        .collect();
+    let offered: Vec<String> = rt.block_on(async {
+        let f = ws.ask(serde_json::json!({"type": "ready", "id": 2})).await;
+        assert_eq!(f["type"], "ack", "{f}");
+        let mut offered = Vec::new();
+        for id in 3..9 {
+            let offer = ws.next_of("offer").await;
+            let caller = offer["pop"]["caller"].as_str().unwrap_or_default().to_string();
+            offered.push(caller.chars().last().map(String::from).unwrap_or_default());
+            let call = offer["pop"]["call"].clone();
+            ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "wrap_up" && f["call"] == call)
+                .await;
+            let f = ws
+                .ask(
+                    serde_json::json!({"type": "wrap_up", "id": id, "call": call, "disposition": "resolved"}),
+                )
+                .await;
+            assert_eq!(f["type"], "ack", "{f}");
+        }
+        offered
+    });
+    let results: Vec<(u64, u64)> = callers.into_iter().map(Callers::wait).collect();
+    assert_eq!(
+        results,
+        vec![(1, 0); 6],
+        "every caller served\n{}",
+        cluster.logs()
+    );
+    cluster.assert_served_once_each(6, "callers in order");
+    assert_eq!(
+        offered,
+        ["0", "1", "2", "3", "4", "5"],
+        "offered in order of arrival\n{}",
         cluster.logs()
     );
 }

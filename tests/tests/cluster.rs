@@ -17,10 +17,9 @@
 //! with exit 0); an agent's desktop on one node and a supervisor on another handling a call held on
 //! a third. Rates are modest: the machine is shared.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use system_tests::kamailio::Kamailio;
 use system_tests::*;
@@ -113,252 +112,9 @@ fn agent(i: usize) -> String {
     format!("{}", 2001 + i)
 }
 
-/// An agent's phone: a SIPp UAS that answers each call and hangs up `talk_ms` later, tracing every
-/// message it sends and receives, in order, to a file.
-struct Phone {
-    child: Child,
-    port: u16,
-    trace: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Phone {
-    /// A phone that talks `talk_ms` and hangs up, or (None) waits for the other side to hang up.
-    fn start(talk_ms: Option<u32>) -> Phone {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let trace = dir.path().join("messages.log");
-        let port = free_port();
-        let child = Command::new("sipp")
-            .args(match talk_ms {
-                Some(ms) => vec![
-                    "-sf".to_string(),
-                    scenarios_dir().join("uas_talk_bye.xml").display().to_string(),
-                    "-d".to_string(),
-                    ms.to_string(),
-                ],
-                None => vec!["-sn".to_string(), "uas".to_string()],
-            })
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-mp", &free_port().to_string(), "-m", "100000", "-nostdin"])
-            .args(["-trace_msg", "-message_file"])
-            .arg(&trace)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp phone");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Phone {
-            child,
-            port,
-            trace,
-            _dir: dir,
-        }
-    }
-
-    /// What the phone went through so far: the calls it answered, and the most calls it carried at
-    /// once (a call counts from its INVITE to the end of its BYE transaction).
-    fn tally(&self) -> Tally {
-        let text = std::fs::read_to_string(&self.trace).unwrap_or_default();
-        let mut calls = HashSet::new();
-        let mut open = HashSet::new();
-        let mut most_at_once = 0;
-        for block in text
-            .split("-----------------------------------------------")
-            .skip(1)
-        {
-            let received = block.contains("message received");
-            let mut lines = block.lines().skip_while(|l| !l.trim().is_empty()).skip(1);
-            let first = lines.next().unwrap_or_default().to_string();
-            let header = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
-                    .unwrap_or_default()
-            };
-            let call = header("Call-ID:");
-            let cseq = header("CSeq:");
-            if received && first.starts_with("INVITE ") {
-                if calls.insert(call.clone()) {
-                    open.insert(call);
-                    most_at_once = most_at_once.max(open.len());
-                }
-            } else if cseq.ends_with("BYE")
-                && (first.starts_with("SIP/2.0 200") || (received && first.starts_with("BYE")))
-            {
-                open.remove(&call);
-            }
-        }
-        Tally {
-            calls: calls.len(),
-            most_at_once,
-        }
-    }
-}
-
-impl Drop for Phone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    calls: usize,
-    most_at_once: usize,
-}
-
-/// Callers of route 700 (in the background until [`Callers::wait`]): each waits in the queue and is
-/// served when an agent's phone answers and hangs up.
-struct Callers {
-    child: Child,
-    stat: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Callers {
-    fn start(target: SocketAddr, calls: u32, per_second: u32) -> Callers {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let stat = dir.path().join("stat.csv");
-        let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(scenarios_dir().join("uac_queue_wait_bye.xml"))
-            .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
-            .args(["-mp", &free_port().to_string(), "-s", "700"])
-            .args(["-m", &calls.to_string(), "-r", &per_second.to_string()])
-            .args(["-trace_stat", "-fd", "1", "-stf"])
-            .arg(&stat)
-            .args(["-timeout", "120s", "-timeout_error", "-nostdin"])
-            .arg(target.to_string())
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp callers");
-        Callers {
-            child,
-            stat,
-            _dir: dir,
-        }
-    }
-
-    /// Waits for every call to end; (successful, failed) from SIPp's statistics.
-    fn wait(mut self) -> (u64, u64) {
-        let _ = self.child.wait();
-        let csv = std::fs::read_to_string(&self.stat).unwrap_or_default();
-        let mut lines = csv.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
-        let last: Vec<&str> = lines
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or_default()
-            .split(';')
-            .collect();
-        let get = |name: &str| {
-            header
-                .iter()
-                .position(|c| *c == name)
-                .and_then(|i| last.get(i))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        (get("SuccessfulCall(C)"), get("FailedCall(C)"))
-    }
-}
-
-impl Drop for Callers {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A Redis of the test's own (so it can be restarted): append-only file fsynced on every write.
-struct PrivateRedis {
-    child: Child,
-    port: u16,
-    args: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        require_command("redis-server");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            &dir.path().display().to_string(),
-        ]
-        .map(String::from)
-        .to_vec();
-        let child = Self::spawn(&args, port);
-        PrivateRedis {
-            child,
-            port,
-            args,
-            _dir: dir,
-        }
-    }
-
-    fn spawn(args: &[String], port: u16) -> Child {
-        let child = Command::new("redis-server")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !Self::answers(port) {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    }
-
-    fn answers(port: u16) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 16];
-        s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-    }
-
-    /// Kills Redis (SIGKILL: no last save) and starts it again on the same port and files.
-    fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = Self::spawn(&self.args, self.port);
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "cluster/peers.rs"]
+mod peers;
+use peers::{Callers, Phone, PrivateRedis, Tally};
 
 /// Three nodes, eight phones registered through them in turn.
 /// One cluster at a time in this file: three nodes with their phones (and a test's own Redis) are
@@ -368,6 +124,10 @@ static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 struct Cluster {
     nodes: Vec<Option<Platform>>,
     phones: Vec<Phone>,
+    /// Every node's configuration, the store's URL and the cluster's key prefix in it.
+    config: String,
+    redis: String,
+    prefix: String,
     _db: Database,
     /// Dropped last: the next test's cluster starts once this one is gone.
     _one_at_a_time: std::sync::MutexGuard<'static, ()>,
@@ -386,6 +146,17 @@ impl Cluster {
     /// `agents` agents whose phones talk `talk_ms` (None: until the other side hangs up); agent
     /// `i`'s phone registers through node `(i + 2) % 3`.
     fn start_with(test: &str, redis: &str, agents: usize, talk_ms: Option<u32>) -> Option<Cluster> {
+        Self::start_configured(test, redis, agents, talk_ms, "")
+    }
+
+    /// As [`Cluster::start_with`], with `before` at the head of every node's configuration.
+    fn start_configured(
+        test: &str,
+        redis: &str,
+        agents: usize,
+        talk_ms: Option<u32>,
+        before: &str,
+    ) -> Option<Cluster> {
         require_command("sipp");
         // A test that failed while holding it poisoned nothing this one relies on.
         let one_at_a_time = ONE_CLUSTER
@@ -393,7 +164,7 @@ impl Cluster {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let db = Database::create(test)?;
         let prefix = format!("cccluster{}x{}", std::process::id(), free_port());
-        let config = node_config(redis, &prefix, &db.url, agents);
+        let config = format!("{before}{}", node_config(redis, &prefix, &db.url, agents));
         let nodes: Vec<Option<Platform>> = NODE_NAMES
             .iter()
             .map(|name| {
@@ -413,6 +184,9 @@ impl Cluster {
         let cluster = Cluster {
             nodes,
             phones,
+            config,
+            redis: redis.to_string(),
+            prefix,
             _db: db,
             _one_at_a_time: one_at_a_time,
         };
@@ -471,9 +245,35 @@ impl Cluster {
         self.tallies().iter().map(|t| t.calls).sum()
     }
 
+    /// Starts one more node, `name`, with the same configuration (a node joining later).
+    fn add_node(&mut self, name: &'static str) -> usize {
+        let address = NodeAddress {
+            node_name: name,
+            ..NodeAddress::free()
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        self.nodes
+            .push(Some(Platform::start_at(dir, &self.config, &ivr_dir(), address)));
+        self.nodes.len() - 1
+    }
+
+    /// The desk relay streams (`desk.cmds.*`, `desk.replies.*`) in the cluster's store.
+    fn desk_streams(&self) -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-u", &self.redis, "--scan", "--pattern"])
+            .arg(format!("{}:stream:desk.*", self.prefix))
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.ends_with("desk.events"))
+            .map(str::to_string)
+            .collect()
+    }
+
     fn logs(&self) -> String {
         self.running()
-            .map(|(i, n)| format!("== {} ==\n{}", NODE_NAMES[i], n.log()))
+            .map(|(i, n)| format!("== {} ==\n{}", NODE_NAMES.get(i).unwrap_or(&"node-d"), n.log()))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -733,6 +533,19 @@ fn sigterm_hands_the_lead_over_first_and_the_node_leaves_cleanly() {
         "{}",
         leaving.log()
     );
+    // Nothing of it stays in the store: its desk relay streams went with it.
+    let its = format!("{}.", NODE_NAMES[old]);
+    let left: Vec<String> = cluster
+        .desk_streams()
+        .into_iter()
+        .filter(|s| s.contains(&its))
+        .collect();
+    assert!(left.is_empty(), "streams of the node that left: {left:?}");
+    assert_eq!(
+        cluster.desk_streams().len(),
+        4,
+        "the two other nodes' streams stay"
+    );
     let (ok, failed) = Callers::start(cluster.node(others[0]).sip, 8, 4).wait();
     assert_eq!(
         (ok, failed),
@@ -884,6 +697,236 @@ fn a_desktop_and_a_supervisor_on_other_nodes_handle_a_call_held_on_node_b() {
         sup_phone.tally().calls,
         1,
         "node B rang the supervisor's phone once\n{}",
+        cluster.logs()
+    );
+}
+
+/// A preview campaign that every node runs and one node dials (it holds the campaign's lease). The
+/// agent's desktop is on another node: the leads reach it there, and its skip travels back to the
+/// dialing node. A supervisor on the third node pauses the campaign: the dialing node withdraws the
+/// preview on the desktop at its next tick; resumed and then stopped from the desktop's node, every
+/// node shows the campaign stopped.
+#[test]
+fn a_preview_reaches_a_desktop_on_another_node_and_a_pause_on_a_third_reaches_the_dialer() {
+    let test = "the cross-node preview test";
+    let Some(redis) = redis_url(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leads = dir.path().join("leads.csv");
+    let zone = system_tests::outbound::zone_at_noon();
+    let rows: String = [
+        "l1,+442079000001,Ann One",
+        "l2,+442079000002,Bob Two",
+        "l3,+442079000003,Cy Three",
+    ]
+    .iter()
+    .map(|l| format!("{l},{zone}\n"))
+    .collect();
+    std::fs::write(&leads, format!("id,phone,name,timezone\n{rows}")).expect("leads");
+    let campaign = format!(
+        "[desk]\noutbound_trunk = \"carrier\"\n\n\
+         [[trunk]]\nname = \"carrier\"\nuri = \"sip:127.0.0.1:{}\"\n\n\
+         [[campaign]]\nid = \"spring\"\nmode = \"preview\"\nqueue = \"support\"\ncaller_id = \"+442070000000\"\n\
+         leads = \"{}\"\nmessage = \"{}\"\ntick_ms = 200\npreview_skip_secs = 3600\n\n",
+        free_port(),
+        leads.display(),
+        system_tests::outbound::identification_message().display()
+    );
+    let Some(cluster) = Cluster::start_configured(test, &redis, 1, None, &campaign) else {
+        return;
+    };
+    let tokens: Vec<String> = (0..3)
+        .map(|i| cluster.node(i).login("super", "desksuper"))
+        .collect();
+    let figures = |i: usize| -> serde_json::Value {
+        let (code, body) = cluster.node(i).http_get_as("/api/v1/campaigns", &tokens[i]);
+        assert_eq!(code, 200, "{body}");
+        let all: serde_json::Value = serde_json::from_str(&body).expect("json");
+        all["campaigns"][0].clone()
+    };
+    let mut dialer = None;
+    cluster.wait_until("one node dials the campaign", || {
+        dialer = (0..3).find(|i| figures(*i)["dialing_here"] == true);
+        dialer.is_some()
+    });
+    let dialer = dialer.expect("a dialing node");
+    let (desk_node, third) = ((dialer + 1) % 3, (dialer + 2) % 3);
+    let token = cluster.node(desk_node).login("2001", "desk2001");
+    let rt = runtime();
+    rt.block_on(async {
+        let mut ws =
+            system_tests::cti::CtiClient::connect(cluster.node(desk_node).http, "/ws/agent", &token).await;
+        ws.next_of("welcome").await;
+        // The dialing node previews the first lead to the desktop on another node.
+        let first = ws.next_of("preview").await;
+        assert_eq!(first["preview"]["campaign"], "spring", "{first}");
+        let lead = first["preview"]["lead"].as_str().expect("lead").to_string();
+        assert_eq!(first["preview"]["attempt"], 1, "{first}");
+        // Skipped here, taken by the dialing node's runner: the next lead comes.
+        let f = ws
+            .ask(serde_json::json!({"type": "preview_skip", "id": 1, "campaign": "spring", "lead": lead}))
+            .await;
+        assert_eq!(f["type"], "ack", "the dialing node took the skip: {f}");
+        let second = ws
+            .next_where(|f| f["type"] == "preview" && f["preview"]["lead"] != lead.as_str())
+            .await;
+        let second = second["preview"]["lead"].as_str().expect("lead").to_string();
+
+        // Paused by a supervisor on the third node: the dialing node withdraws the preview.
+        let (code, body) =
+            cluster
+                .node(third)
+                .http_post("/api/v1/campaigns/spring/pause", "{}", Some(&tokens[third]));
+        assert_eq!(code, 200, "{body}");
+        let gone = ws.next_of("preview_withdrawn").await;
+        assert_eq!(gone["lead"], second.as_str(), "{gone}");
+    });
+    cluster.wait_until("the dialing node paused", || figures(dialer)["state"] == "paused");
+    for (action, state) in [("resume", "running"), ("stop", "stopped")] {
+        let (code, body) = cluster.node(desk_node).http_post(
+            &format!("/api/v1/campaigns/spring/{action}"),
+            "{}",
+            Some(&tokens[desk_node]),
+        );
+        assert_eq!(code, 200, "{action}: {body}");
+        cluster.wait_until("the dialing node follows", || figures(dialer)["state"] == state);
+    }
+    for i in 0..3 {
+        cluster.wait_until("every node shows the campaign stopped", || {
+            figures(i)["state"] == "stopped"
+        });
+    }
+    let (code, body) =
+        cluster
+            .node(third)
+            .http_post("/api/v1/campaigns/spring/resume", "{}", Some(&tokens[third]));
+    assert_eq!(code, 409, "a stopped campaign stays stopped: {body}");
+}
+
+/// A fourth node started while the cluster runs joins it: the existing leader keeps the lead and
+/// serves the new node's callers, and an agent whose phone registers through the new node takes
+/// calls (the new node's and the others'), one at a time.
+#[test]
+fn a_node_started_later_joins_and_its_callers_and_agent_are_served() {
+    let test = "the late node test";
+    let Some(redis) = redis_url(test) else {
+        return;
+    };
+    let Some(mut cluster) = Cluster::start_with(test, &redis, 2, Some(300)) else {
+        return;
+    };
+    let leader = cluster.leader().expect("a leader");
+    let late = cluster.add_node("node-d");
+    // Agent 2001's phone now registers through the new node.
+    register_agent_phone(
+        cluster.node(late),
+        &agent(0),
+        &format!("pw{}", agent(0)),
+        cluster.phones[0].port,
+    );
+    cluster.wait_until("the new node's wallboard shows both agents ready", || {
+        cluster.gauge(late, "acd_agents{queue=\"support\",state=\"available\"}") == 2
+    });
+    let callers = [
+        Callers::start(cluster.node(late).sip, 6, 2),
+        Callers::start(cluster.node(leader).sip, 4, 2),
+    ];
+    let results: Vec<(u64, u64)> = callers.into_iter().map(Callers::wait).collect();
+    assert_eq!(
+        results,
+        vec![(6, 0), (4, 0)],
+        "every caller served\n{}",
+        cluster.logs()
+    );
+    cluster.assert_served_once_each(10, "a node joined later");
+    assert!(
+        cluster.tallies()[0].calls > 0,
+        "the agent registered through the new node took calls"
+    );
+    assert!(
+        cluster.gauge(late, "sip_calls_total") >= 6,
+        "the new node held its callers' calls"
+    );
+    assert_eq!(
+        cluster.leader(),
+        Some(leader),
+        "the leader kept the lead\n{}",
+        cluster.logs()
+    );
+}
+
+/// Callers arrive one after another on the three nodes in turn while the only agent is on a break;
+/// when the agent is ready again they are offered in the order they arrived (each offer's screen pop
+/// names its caller, whose number ends in their rank), whichever node holds each call, and the phone
+/// carries them one at a time. The phone itself is shown the contact center, not the caller, so the
+/// order is read from the desktop following the phone's calls.
+#[test]
+fn callers_on_every_node_are_offered_in_order_of_arrival() {
+    let test = "the caller order test";
+    let Some(redis) = redis_url(test) else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_with(test, &redis, 1, Some(200)) else {
+        return;
+    };
+    let token = cluster.node(0).login("2001", "desk2001");
+    let rt = runtime();
+    let mut ws = rt.block_on(async {
+        let mut ws = system_tests::cti::CtiClient::connect(cluster.node(0).http, "/ws/agent", &token).await;
+        ws.next_of("welcome").await;
+        let f = ws
+            .ask(serde_json::json!({"type": "not_ready", "id": 1, "reason": "break"}))
+            .await;
+        assert_eq!(f["type"], "ack", "{f}");
+        ws
+    });
+    let gauge_everywhere = |name: &str, value: u64| (0..3).all(|i| cluster.gauge(i, name) == value);
+    cluster.wait_until("the agent is on a break cluster-wide", || {
+        gauge_everywhere("acd_agents{queue=\"support\",state=\"available\"}", 0)
+    });
+    let callers: Vec<Callers> = (0..6)
+        .map(|k| {
+            let caller = Callers::one_from(cluster.node(k % 3).sip, &format!("555000{k}"));
+            // The next one arrives once this one waits in the queue.
+            cluster.wait_until("the caller waits", || {
+                gauge_everywhere("acd_calls_waiting{queue=\"support\"}", k as u64 + 1)
+            });
+            caller
+        })
+        .collect();
+    let offered: Vec<String> = rt.block_on(async {
+        let f = ws.ask(serde_json::json!({"type": "ready", "id": 2})).await;
+        assert_eq!(f["type"], "ack", "{f}");
+        let mut offered = Vec::new();
+        for id in 3..9 {
+            let offer = ws.next_of("offer").await;
+            let caller = offer["pop"]["caller"].as_str().unwrap_or_default().to_string();
+            offered.push(caller.chars().last().map(String::from).unwrap_or_default());
+            let call = offer["pop"]["call"].clone();
+            ws.next_where(|f| f["type"] == "call_phase" && f["phase"] == "wrap_up" && f["call"] == call)
+                .await;
+            let f = ws
+                .ask(
+                    serde_json::json!({"type": "wrap_up", "id": id, "call": call, "disposition": "resolved"}),
+                )
+                .await;
+            assert_eq!(f["type"], "ack", "{f}");
+        }
+        offered
+    });
+    let results: Vec<(u64, u64)> = callers.into_iter().map(Callers::wait).collect();
+    assert_eq!(
+        results,
+        vec![(1, 0); 6],
+        "every caller served\n{}",
+        cluster.logs()
+    );
+    cluster.assert_served_once_each(6, "callers in order");
+    assert_eq!(
+        offered,
+        ["0", "1", "2", "3", "4", "5"],
+        "offered in order of arrival\n{}",
         cluster.logs()
     );
 }

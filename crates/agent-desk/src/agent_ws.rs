@@ -451,7 +451,8 @@ async fn handle(desk: &DeskServices, agent: &AgentId, media: AgentMedia, text: &
     }
 }
 
-/// An agent's decision on a previewed lead, passed to the campaign's runner on this node.
+/// An agent's decision on a previewed lead, passed to the campaign's runner that previewed it (on
+/// this node, or on a cluster the node that dials the campaign).
 async fn preview(
     desk: &DeskServices,
     agent: &AgentId,
@@ -460,10 +461,7 @@ async fn preview(
     lead: domain::LeadId,
     choice: PreviewChoice,
 ) -> AgentFrame {
-    let Some(handle) = desk.campaigns.iter().find(|c| &c.id == campaign) else {
-        return error(id, "no_preview", "no such campaign runs on this node");
-    };
-    match handle.preview(agent.clone(), lead, choice).await {
+    match desk.desks.preview(agent, campaign, lead, choice).await {
         // Dialled or skipped: the runner ends the preview in the desk hub, which closes the lead's
         // record (a dialled call shows its own pop).
         Ok(()) => AgentFrame::Ack { id },

@@ -66,7 +66,7 @@ pub struct CallView {
 }
 
 /// A lead a preview campaign shows an agent before they dial it (or skip it).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreviewOffer {
     pub campaign: domain::CampaignId,
     pub lead: domain::LeadId,
@@ -140,6 +140,8 @@ struct Hub {
     /// Keyed by call and agent: ring-all offers one call to several agents at once.
     calls: HashMap<(CallId, AgentId), Link>,
     previews: HashMap<AgentId, Arc<PreviewOffer>>,
+    /// This node's campaign runners, for agents' preview decisions (from here or relayed).
+    campaigns: HashMap<domain::CampaignId, crate::CampaignHandle>,
     next_generation: u64,
 }
 
@@ -166,6 +168,14 @@ impl DeskHub {
         let relay = crate::desk_relay::DeskRelay::start(store, node, self.clone()).await?;
         let _ = self.relay.set(relay);
         Ok(())
+    }
+
+    /// Leaves the cluster's desk relay (a drained node whose calls are over): its command and reply
+    /// streams are deleted.
+    pub async fn leave_cluster(&self) {
+        if let Some(relay) = self.relay.get() {
+            relay.leave().await;
+        }
     }
 
     fn publish(&self, agent: &AgentId, event: &DeskEvent, now: Timestamp) {
@@ -257,8 +267,16 @@ impl DeskHub {
         self.hub.lock().previews.get(agent).cloned()
     }
 
-    /// Shows the agent a preview campaign's lead (kept for a desktop that attaches later).
+    /// Shows the agent a preview campaign's lead (kept for a desktop that attaches later), on
+    /// whichever node of a cluster their desktop is attached to.
     pub fn offer_preview(&self, agent: &AgentId, offer: Arc<PreviewOffer>) {
+        if let Some(relay) = self.relay.get() {
+            relay.publish_preview(agent, &offer);
+        }
+        self.offer_preview_here(agent, offer);
+    }
+
+    pub(crate) fn offer_preview_here(&self, agent: &AgentId, offer: Arc<PreviewOffer>) {
         let mut hub = self.hub.lock();
         hub.previews.insert(agent.clone(), offer.clone());
         if let Some(d) = hub.desks.get(agent) {
@@ -266,12 +284,23 @@ impl DeskHub {
         }
     }
 
-    /// The agent's preview is over: dialled (quietly), or withdrawn with a reason they are told.
+    /// The agent's preview is over: dialled (quietly), or withdrawn with a reason they are told
+    /// (on whichever node their desktop is attached to).
     pub fn end_preview(&self, agent: &AgentId, withdrawn: Option<&str>) {
+        if let Some(offer) = self.end_preview_here(agent, withdrawn)
+            && let Some(relay) = self.relay.get()
+        {
+            relay.publish_preview_end(agent, &offer, withdrawn);
+        }
+    }
+
+    pub(crate) fn end_preview_here(
+        &self,
+        agent: &AgentId,
+        withdrawn: Option<&str>,
+    ) -> Option<Arc<PreviewOffer>> {
         let mut hub = self.hub.lock();
-        let Some(offer) = hub.previews.remove(agent) else {
-            return;
-        };
+        let offer = hub.previews.remove(agent)?;
         if let (Some(reason), Some(d)) = (withdrawn, hub.desks.get(agent)) {
             let _ = d.events.send(DeskEvent::PreviewWithdrawn {
                 campaign: offer.campaign.clone(),
@@ -279,6 +308,43 @@ impl DeskHub {
                 reason: reason.to_string(),
             });
         }
+        Some(offer)
+    }
+
+    /// Lets agents' preview decisions reach this node's runner of `campaign`.
+    pub(crate) fn register_campaign(&self, campaign: crate::CampaignHandle) {
+        self.hub.lock().campaigns.insert(campaign.id.clone(), campaign);
+    }
+
+    /// An agent's decision on the lead previewed to them: taken to the runner that previewed it,
+    /// on this node or (on a cluster) the node that dials the campaign.
+    pub async fn preview(
+        &self,
+        agent: &AgentId,
+        campaign: &domain::CampaignId,
+        lead: domain::LeadId,
+        choice: crate::PreviewChoice,
+    ) -> Result<(), Refusal> {
+        if let Some(relay) = self.relay.get()
+            && let Some(node) = relay.preview_origin(agent, campaign, &lead)
+        {
+            return relay.preview(&node, agent, campaign, lead, choice).await;
+        }
+        self.preview_here(agent, campaign, lead, choice).await
+    }
+
+    pub(crate) async fn preview_here(
+        &self,
+        agent: &AgentId,
+        campaign: &domain::CampaignId,
+        lead: domain::LeadId,
+        choice: crate::PreviewChoice,
+    ) -> Result<(), Refusal> {
+        let handle = self.hub.lock().campaigns.get(campaign).cloned();
+        let Some(handle) = handle else {
+            return Err(Refusal::new("no_preview", "no such campaign runs on this node"));
+        };
+        handle.preview(agent.clone(), lead, choice).await
     }
 
     /// Detaches the desktop of `generation` (a later one that replaced it stays).

@@ -25,10 +25,12 @@
 //! talks to whom stays the router's to say (`AcdHandle::agent_call`); this is only where each call
 //! lives and what its desktop shows.
 
+use crate::PreviewChoice;
 use crate::desk::{
-    AgentCommand, AgentMedia, CallPhase, CallView, CommandResult, DeskEvent, DeskHub, Refusal, ScreenPop,
+    AgentCommand, AgentMedia, CallPhase, CallView, CommandResult, DeskEvent, DeskHub, PreviewOffer, Refusal,
+    ScreenPop,
 };
-use domain::{AgentId, CallId, Timestamp};
+use domain::{AgentId, CallId, CampaignId, LeadId, Timestamp};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use state_store::{StateStore, StreamEntryId};
@@ -58,13 +60,8 @@ const EVENTS_KEPT: usize = 100_000;
 /// How often the liveness of the nodes holding the calls known here is checked.
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 
-fn commands_stream(node: &str) -> String {
-    format!("desk.cmds.{node}")
-}
-
-fn replies_stream(node: &str) -> String {
-    format!("desk.replies.{node}")
-}
+// Named by the router's protocol: its leader deletes them when their node is lost or has left.
+use routing::protocol::{desk_commands_stream as commands_stream, desk_replies_stream as replies_stream};
 
 /// A call event as it travels.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +91,16 @@ enum WireEvent {
     Desk {
         media: Option<AgentMedia>,
     },
+    /// The origin dials a preview campaign and shows the agent a lead.
+    Preview {
+        offer: Box<PreviewOffer>,
+    },
+    /// That preview is over: dialled, or withdrawn with a reason.
+    PreviewEnded {
+        campaign: CampaignId,
+        lead: LeadId,
+        withdrawn: Option<String>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -111,8 +118,22 @@ struct CommandEntry {
     /// 1, 2, ... per origin process; a resend keeps its number.
     id: u64,
     agent: AgentId,
-    call: CallId,
-    command: AgentCommand,
+    #[serde(flatten)]
+    request: Request,
+}
+
+/// What a relayed command asks of the node it goes to.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "snake_case")]
+enum Request {
+    /// A desktop's command for a call this node holds.
+    Call { call: CallId, command: AgentCommand },
+    /// An agent's decision on a lead this node's campaign runner previewed to them.
+    Preview {
+        campaign: CampaignId,
+        lead: LeadId,
+        choice: PreviewChoice,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -191,6 +212,8 @@ pub struct DeskRelay {
     remote: Mutex<HashMap<(CallId, AgentId), RemoteCall>>,
     /// Desktops attached to other nodes: the node and how the agent takes calls.
     desks: Mutex<HashMap<AgentId, (String, AgentMedia)>>,
+    /// Leads other nodes' campaign runners preview to agents: the node, campaign and lead.
+    previews: Mutex<HashMap<AgentId, (String, CampaignId, LeadId)>>,
     /// The last event number seen from each node.
     seen: Mutex<HashMap<String, u64>>,
     /// Commands of other nodes run here, by (node, number).
@@ -226,6 +249,7 @@ impl DeskRelay {
             next_id: AtomicU64::new(1),
             remote: Mutex::default(),
             desks: Mutex::default(),
+            previews: Mutex::default(),
             seen: Mutex::default(),
             handled: Mutex::default(),
             tasks: Mutex::default(),
@@ -282,6 +306,21 @@ impl DeskRelay {
         let _ = self.events.send((agent.clone(), event));
     }
 
+    /// This node leaves the cluster (drained: its calls are over): it stops reading commands and
+    /// replies and deletes its two streams, so nothing of it stays in the store. Its last events
+    /// are still delivered.
+    pub(crate) async fn leave(&self) {
+        // The appender (first task) keeps going; every reader stops.
+        for t in self.tasks.lock().iter().skip(1) {
+            t.abort();
+        }
+        for stream in [commands_stream(&self.node), replies_stream(&self.node)] {
+            if let Err(error) = self.store.stream_delete(&stream).await {
+                warn!(%error, stream, "a stream of this node not deleted; the leader deletes it later");
+            }
+        }
+    }
+
     /// This node's id in the cluster.
     pub fn node(&self) -> &str {
         &self.node
@@ -291,6 +330,35 @@ impl DeskRelay {
     pub(crate) fn publish_desk(&self, agent: &AgentId, media: Option<AgentMedia>) {
         self.desks.lock().remove(agent);
         let _ = self.events.send((agent.clone(), WireEvent::Desk { media }));
+    }
+
+    /// Shows `agent`'s desktop, on whichever node, the lead this node's campaign runner previews.
+    pub(crate) fn publish_preview(&self, agent: &AgentId, offer: &PreviewOffer) {
+        let offer = Box::new(offer.clone());
+        let _ = self.events.send((agent.clone(), WireEvent::Preview { offer }));
+    }
+
+    /// That preview is over (`withdrawn`: with the reason the agent is told).
+    pub(crate) fn publish_preview_end(&self, agent: &AgentId, offer: &PreviewOffer, withdrawn: Option<&str>) {
+        let event = WireEvent::PreviewEnded {
+            campaign: offer.campaign.clone(),
+            lead: offer.lead.clone(),
+            withdrawn: withdrawn.map(str::to_string),
+        };
+        let _ = self.events.send((agent.clone(), event));
+    }
+
+    /// The node whose campaign runner previews `lead` of `campaign` to `agent`, when another's.
+    pub(crate) fn preview_origin(
+        &self,
+        agent: &AgentId,
+        campaign: &CampaignId,
+        lead: &LeadId,
+    ) -> Option<String> {
+        match self.previews.lock().get(agent) {
+            Some((node, c, l)) if c == campaign && l == lead => Some(node.clone()),
+            _ => None,
+        }
     }
 
     /// How `agent` takes calls when their desktop is attached to another node.
@@ -327,14 +395,47 @@ impl DeskRelay {
         call: &CallId,
         command: AgentCommand,
     ) -> CommandResult {
+        debug!(to = node, %call, command = command.name(), "desk command relayed");
+        let request = Request::Call {
+            call: call.clone(),
+            command,
+        };
+        let gone = || Refusal::new("call_ended", "the node holding the call did not answer");
+        self.send(node, agent, request, gone).await
+    }
+
+    /// Takes an agent's decision on a previewed lead to node `node`, whose runner previewed it.
+    pub(crate) async fn preview(
+        &self,
+        node: &str,
+        agent: &AgentId,
+        campaign: &CampaignId,
+        lead: LeadId,
+        choice: PreviewChoice,
+    ) -> Result<(), Refusal> {
+        debug!(to = node, %campaign, "preview decision relayed");
+        let request = Request::Preview {
+            campaign: campaign.clone(),
+            lead,
+            choice,
+        };
+        let gone = || Refusal::new("unavailable", "the node dialling the campaign did not answer");
+        self.send(node, agent, request, gone).await.map(|_| ())
+    }
+
+    async fn send(
+        &self,
+        node: &str,
+        agent: &AgentId,
+        request: Request,
+        gone: impl FnOnce() -> Refusal,
+    ) -> CommandResult {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        debug!(to = node, %call, command = command.name(), id, "desk command relayed");
         let entry = CommandEntry {
             origin: self.node.clone(),
             id,
             agent: agent.clone(),
-            call: call.clone(),
-            command,
+            request,
         };
         let payload = serde_json::to_vec(&entry)
             .map_err(|_| Refusal::new("bad_request", "the command cannot be relayed"))?;
@@ -350,16 +451,11 @@ impl DeskRelay {
             match tokio::time::timeout_at(wait_until, &mut rx).await {
                 Ok(answer) => break answer.ok(),
                 Err(_) if Instant::now() >= deadline => break None,
-                Err(_) => debug!(to = node, %call, id, "no answer yet; the command is sent again"),
+                Err(_) => debug!(to = node, id, "no answer yet; the command is sent again"),
             }
         };
         self.waiting.lock().remove(&id);
-        answer.unwrap_or_else(|| {
-            Err(Refusal::new(
-                "call_ended",
-                "the node holding the call did not answer",
-            ))
-        })
+        answer.unwrap_or_else(|| Err(gone()))
     }
 
     fn on_event(&self, hub: &DeskHub, payload: &[u8]) {
@@ -432,6 +528,30 @@ impl DeskRelay {
                     }
                     return;
                 }
+                WireEvent::Preview { offer } => {
+                    drop(remote);
+                    let key = (entry.origin, offer.campaign.clone(), offer.lead.clone());
+                    self.previews.lock().insert(agent.clone(), key);
+                    hub.offer_preview_here(&agent, Arc::new(*offer));
+                    return;
+                }
+                WireEvent::PreviewEnded {
+                    campaign,
+                    lead,
+                    withdrawn,
+                } => {
+                    drop(remote);
+                    let mut previews = self.previews.lock();
+                    if previews
+                        .get(&agent)
+                        .is_some_and(|(n, c, l)| *n == entry.origin && *c == campaign && *l == lead)
+                    {
+                        previews.remove(&agent);
+                        drop(previews);
+                        hub.end_preview_here(&agent, withdrawn.as_deref());
+                    }
+                    return;
+                }
             }
         };
         hub.notify_local(&agent, event);
@@ -479,7 +599,19 @@ impl DeskRelay {
             None => {
                 let (relay, hub) = (Arc::downgrade(self), hub.clone());
                 tokio::spawn(async move {
-                    let result = hub.command_here(&entry.agent, &entry.call, entry.command).await;
+                    let result = match entry.request {
+                        Request::Call { call, command } => {
+                            hub.command_here(&entry.agent, &call, command).await
+                        }
+                        Request::Preview {
+                            campaign,
+                            lead,
+                            choice,
+                        } => hub
+                            .preview_here(&entry.agent, &campaign, lead, choice)
+                            .await
+                            .map(|()| None),
+                    };
                     let reply = ReplyEntry {
                         id: entry.id,
                         refusal: result
@@ -511,6 +643,7 @@ impl DeskRelay {
     fn known_nodes(&self) -> Vec<String> {
         let mut nodes: Vec<String> = self.remote.lock().values().map(|r| r.node.clone()).collect();
         nodes.extend(self.desks.lock().values().map(|(n, _)| n.clone()));
+        nodes.extend(self.previews.lock().values().map(|(n, _, _)| n.clone()));
         nodes.sort();
         nodes.dedup();
         nodes
@@ -532,6 +665,19 @@ impl DeskRelay {
             ended
         };
         self.desks.lock().retain(|_, (n, _)| n != node);
+        let previews: Vec<AgentId> = {
+            let mut previews = self.previews.lock();
+            let gone: Vec<_> = previews
+                .iter()
+                .filter(|(_, (n, _, _))| n == node)
+                .map(|(a, _)| a.clone())
+                .collect();
+            previews.retain(|_, (n, _, _)| n != node);
+            gone
+        };
+        for agent in previews {
+            hub.end_preview_here(&agent, Some("the campaign's dialing node is gone"));
+        }
         if !ended.is_empty() {
             warn!(
                 node,
@@ -669,6 +815,8 @@ async fn serve_commands(relay: Weak<DeskRelay>, store: StateStore, node: String,
                 debug!(%error, "reading this node's desk commands failed; retrying");
                 tokio::time::sleep(backoff(failures)).await;
                 failures = failures.saturating_add(1);
+                // Deleted with its group while this node seemed gone (its liveness lapsed): again.
+                let _ = store.stream_ensure_group(&stream, GROUP).await;
                 continue;
             }
         };
@@ -724,6 +872,7 @@ async fn read_replies(relay: Weak<DeskRelay>, store: StateStore, node: String) {
                 debug!(%error, "reading this node's desk replies failed; retrying");
                 tokio::time::sleep(backoff(failures)).await;
                 failures = failures.saturating_add(1);
+                let _ = store.stream_ensure_group(&stream, GROUP).await;
                 continue;
             }
         };
@@ -744,304 +893,4 @@ async fn read_replies(relay: Weak<DeskRelay>, store: StateStore, node: String) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::desk::{AgentMedia, Attachment, CommandRequest};
-    use domain::{Pii, QueueId};
-
-    /// A failure bound: every wait here is for an event that comes at once when things work.
-    const BOUND: Duration = Duration::from_secs(20);
-
-    fn agent(id: &str) -> AgentId {
-        AgentId::new(id).expect("valid id")
-    }
-
-    fn pop(call: &str) -> Arc<ScreenPop> {
-        Arc::new(ScreenPop {
-            call: CallId::new(call).expect("valid id"),
-            direction: domain::Direction::Inbound,
-            queue: Some(QueueId::new("support").expect("valid id")),
-            caller: Pii::new("+15550100".into()),
-            called: Pii::new("801".into()),
-            waited_ms: 1200,
-            explanation: "longest idle".into(),
-            customer: None,
-            ivr: None,
-            campaign: None,
-        })
-    }
-
-    /// A node of the cluster: alive (its liveness record, as its router client keeps it) and its
-    /// hub joined to the relay.
-    async fn node(store: &StateStore, name: &str) -> DeskHub {
-        store
-            .put_blob(
-                routing::protocol::NODES_NAMESPACE,
-                name,
-                b"alive",
-                &state_store::BlobWrite::new(),
-                Timestamp::now_utc(),
-            )
-            .await
-            .expect("alive");
-        let hub = DeskHub::new();
-        hub.join_cluster(store.clone(), name.to_string())
-            .await
-            .expect("relay starts");
-        hub
-    }
-
-    async fn next(desk: &mut Attachment) -> DeskEvent {
-        tokio::time::timeout(BOUND, desk.events.recv())
-            .await
-            .expect("an event within the bound")
-            .expect("the desktop is attached")
-    }
-
-    async fn request(calls: &mut mpsc::UnboundedReceiver<CommandRequest>) -> CommandRequest {
-        tokio::time::timeout(BOUND, calls.recv())
-            .await
-            .expect("a command within the bound")
-            .expect("the call listens")
-    }
-
-    #[tokio::test]
-    async fn a_desktop_on_one_node_follows_and_commands_a_call_held_on_another() {
-        let store = StateStore::memory();
-        let (a, b) = (node(&store, "node-a").await, node(&store, "node-b").await);
-        let agent = agent("2001");
-        let mut desk = a.attach(&agent, AgentMedia::Phone);
-        let (tx, mut calls) = mpsc::unbounded_channel();
-        let p = pop("c1");
-        b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
-
-        assert_eq!(next(&mut desk).await, DeskEvent::Offered(p.clone()));
-        assert!(
-            !a.calls_of(&agent).is_empty(),
-            "node A knows the agent's call on node B"
-        );
-        for hub in [&a, &b] {
-            assert_eq!(
-                hub.call_node(&p.call).as_deref(),
-                Some("node-b"),
-                "where the call is"
-            );
-        }
-        b.set_phase(&p.call, &agent, CallPhase::Connected, Timestamp::from_millis(9));
-        assert_eq!(
-            next(&mut desk).await,
-            DeskEvent::Phase {
-                call: p.call.clone(),
-                phase: CallPhase::Connected
-            }
-        );
-
-        // A command from node A's desktop runs on node B's call; its answer comes back.
-        let hold = tokio::spawn({
-            let (a, agent, call) = (a.clone(), agent.clone(), p.call.clone());
-            async move { a.command(&agent, &call, AgentCommand::Hold).await }
-        });
-        let r = request(&mut calls).await;
-        assert_eq!(r.command, AgentCommand::Hold);
-        let _ = r.reply.send(Err(Refusal::new("already_held", "on hold already")));
-        let refused = hold.await.expect("joined");
-        assert_eq!(
-            refused.map_err(|r| r.code),
-            Err("already_held"),
-            "the code survives the trip"
-        );
-
-        // A reload on node A sees the call as it stands; the wallboard there sees its phase.
-        let again = a.attach(&agent, AgentMedia::Phone);
-        assert_eq!(again.calls.len(), 1);
-        assert_eq!(again.calls[0].phase, CallPhase::Connected);
-        assert!(
-            a.phases()
-                .iter()
-                .any(|(who, phase, _)| who == &agent && *phase == CallPhase::Connected)
-        );
-        let mut desk = again;
-
-        b.release(&p.call, &agent);
-        assert_eq!(
-            next(&mut desk).await,
-            DeskEvent::Released { call: p.call.clone() }
-        );
-        assert!(a.calls_of(&agent).is_empty());
-        let refused = a.command(&agent, &p.call, AgentCommand::Hangup).await;
-        assert_eq!(refused.map_err(|r| r.code), Err("not_your_call"));
-        // Another agent can never reach the call, on either node.
-        let (tx, _calls) = mpsc::unbounded_channel();
-        b.offer(&agent, pop("c2"), tx, Timestamp::from_millis(20));
-        assert!(matches!(next(&mut desk).await, DeskEvent::Offered(_)));
-        for hub in [&a, &b] {
-            let refused = hub
-                .command(&self::agent("2002"), &pop("c2").call, AgentCommand::Hangup)
-                .await;
-            assert_eq!(refused.map_err(|r| r.code), Err("not_your_call"));
-        }
-
-        // The agent opens their desktop on a third node: the one on node A is replaced, and node A
-        // knows how the agent takes calls now.
-        let c = node(&store, "node-c").await;
-        let _moved = c.attach(&agent, AgentMedia::Browser);
-        assert_eq!(next(&mut desk).await, DeskEvent::Replaced);
-        assert_eq!(a.desk_media(&agent), Some(AgentMedia::Browser));
-    }
-
-    #[tokio::test]
-    async fn every_node_knows_the_calls_on_an_agents_desktop_for_customer_access() {
-        let store = StateStore::memory();
-        let (b, c) = (node(&store, "node-b").await, node(&store, "node-c").await);
-        let (agent, marker_agent) = (agent("2001"), agent("2009"));
-        // A desktop of another agent on node C: the relay's events arrive in order, so once its own
-        // offer reaches it, node C has heard of every earlier event too.
-        let mut marker = c.attach(&marker_agent, AgentMedia::Phone);
-        let (tx, _calls) = mpsc::unbounded_channel();
-        let p = pop("c1");
-        b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
-        b.set_phase(&p.call, &agent, CallPhase::Connected, Timestamp::from_millis(6));
-        let (tx, _marker_calls) = mpsc::unbounded_channel();
-        b.offer(&marker_agent, pop("m1"), tx, Timestamp::from_millis(7));
-        assert!(matches!(next(&mut marker).await, DeskEvent::Offered(_)));
-
-        // An API request for the agent may land on node C, where no desktop of theirs is attached.
-        let seen = c.calls_of(&agent);
-        assert_eq!(seen.len(), 1, "node C knows the agent's call held on node B");
-        assert_eq!(seen[0].pop.call, p.call);
-        assert_eq!(seen[0].phase, CallPhase::Connected);
-        assert_eq!(b.calls_of(&agent).len(), 1, "and so does the holder");
-        assert!(c.calls_of(&self::agent("2002")).is_empty(), "nobody else's");
-
-        b.release(&p.call, &agent);
-        b.release(&pop("m1").call, &marker_agent);
-        assert_eq!(
-            next(&mut marker).await,
-            DeskEvent::Released {
-                call: pop("m1").call.clone()
-            }
-        );
-        assert!(c.calls_of(&agent).is_empty(), "the call ended: closed everywhere");
-    }
-
-    #[tokio::test]
-    async fn a_command_delivered_twice_is_run_once_and_answered_twice_alike() {
-        let store = StateStore::memory();
-        let b = node(&store, "node-b").await;
-        let agent = agent("2001");
-        let (tx, mut calls) = mpsc::unbounded_channel();
-        let p = pop("c1");
-        b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
-        let entry = serde_json::to_vec(&CommandEntry {
-            origin: "node-x".into(),
-            id: 7,
-            agent: agent.clone(),
-            call: p.call.clone(),
-            command: AgentCommand::Hangup,
-        })
-        .expect("encodes");
-        store
-            .stream_append(&commands_stream("node-b"), &entry)
-            .await
-            .expect("appended");
-        let r = request(&mut calls).await;
-        assert_eq!(r.command, AgentCommand::Hangup);
-        let _ = r.reply.send(Ok(None));
-        let first = store
-            .stream_read(&replies_stream("node-x"), None, 10, Some(BOUND))
-            .await
-            .expect("the answer is stored");
-        assert_eq!(first.len(), 1);
-
-        // The same command again (a resend, or a redelivery): answered from the stored answer.
-        store
-            .stream_append(&commands_stream("node-b"), &entry)
-            .await
-            .expect("appended");
-        let both = loop {
-            let got = store
-                .stream_read(&replies_stream("node-x"), None, 10, Some(BOUND))
-                .await
-                .expect("read");
-            if got.len() >= 2 {
-                break got;
-            }
-            let _ = store
-                .stream_read(
-                    &replies_stream("node-x"),
-                    Some(&got[got.len() - 1].id),
-                    10,
-                    Some(BOUND),
-                )
-                .await;
-        };
-        assert_eq!(both[0].payload, both[1].payload, "the same answer twice");
-        assert!(calls.try_recv().is_err(), "the call heard the hang-up once");
-    }
-
-    #[tokio::test]
-    async fn a_command_the_holder_answers_late_is_resent_and_run_once() {
-        let store = StateStore::memory();
-        let (a, b) = (node(&store, "node-a").await, node(&store, "node-b").await);
-        let agent = agent("2001");
-        let mut desk = a.attach(&agent, AgentMedia::Phone);
-        let (tx, mut calls) = mpsc::unbounded_channel();
-        let p = pop("c1");
-        b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
-        assert!(matches!(next(&mut desk).await, DeskEvent::Offered(_)));
-        let hold = tokio::spawn({
-            let (a, agent, call) = (a.clone(), agent.clone(), p.call.clone());
-            async move { a.command(&agent, &call, AgentCommand::Hold).await }
-        });
-        let r = request(&mut calls).await;
-        // The call answers only once node A has sent the command again.
-        let resent = loop {
-            let all = store
-                .stream_read(&commands_stream("node-b"), None, 10, Some(BOUND))
-                .await
-                .expect("read");
-            if all.len() >= 2 {
-                break all;
-            }
-            let _ = store
-                .stream_read(
-                    &commands_stream("node-b"),
-                    Some(&all[all.len() - 1].id),
-                    10,
-                    Some(BOUND),
-                )
-                .await;
-        };
-        assert_eq!(
-            resent[0].payload, resent[1].payload,
-            "sent again under the same number"
-        );
-        let _ = r.reply.send(Ok(None));
-        assert_eq!(hold.await.expect("joined"), Ok(None));
-        assert!(calls.try_recv().is_err(), "the call heard the hold once");
-    }
-
-    #[tokio::test]
-    async fn the_calls_of_a_node_that_died_are_released_on_the_other_nodes() {
-        let store = StateStore::memory();
-        let (a, b) = (node(&store, "node-a").await, node(&store, "node-b").await);
-        let agent = agent("2001");
-        let mut desk = a.attach(&agent, AgentMedia::Phone);
-        let (tx, _calls) = mpsc::unbounded_channel();
-        let p = pop("c1");
-        b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
-        assert!(matches!(next(&mut desk).await, DeskEvent::Offered(_)));
-        // Node B dies: its liveness record lapses (here: is gone), and it never says so itself.
-        store
-            .delete_blob(routing::protocol::NODES_NAMESPACE, "node-b", None)
-            .await
-            .expect("deleted");
-        assert_eq!(
-            next(&mut desk).await,
-            DeskEvent::Released { call: p.call.clone() }
-        );
-        assert!(a.calls_of(&agent).is_empty(), "nothing of node B is kept");
-        assert_eq!(a.call_node(&p.call), None);
-        drop(b);
-    }
-}
+mod tests;

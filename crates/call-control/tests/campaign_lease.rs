@@ -4,7 +4,8 @@
 //! loads every lead with its saved progress and goes on with the second attempts, never repeating a
 //! first one. A lead the store shows mid-dial (its node died during the call) counts that attempt.
 //! With no SIP gateway every dial fails at once, which is all the retry rules need to see. Runs on the
-//! memory backend and, when `REDIS_URL` is set, on Redis.
+//! memory backend and, when `REDIS_URL` is set, on Redis. A supervisor's pause, resume and stop taken
+//! by the node that does not dial reach the one that does, and a node started later sees the stop.
 
 // A failed unwrap here is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -56,15 +57,17 @@ fn zone_at_noon() -> String {
     }
 }
 
-fn campaign_config() -> CampaignConfig {
+fn campaign_config(retry: &str) -> CampaignConfig {
     let message = repo().join("ivr-scripts/prompts/goodbye.wav");
     toml::from_str(&format!(
         "id = \"winback\"\nmode = \"agentless\"\ncaller_id = \"+442070000000\"\nmessage = \"{}\"\ntick_ms = 100\n\
-         [retry]\nfailed = {{ delay_secs = 5, max_attempts = 2 }}\n",
+         [retry]\nfailed = {{ {retry} }}\n",
         message.display()
     ))
     .unwrap()
 }
+
+const TWO_TRIES: &str = "delay_secs = 5, max_attempts = 2";
 
 /// A node: its own runtime (dropping it is the node dying), call control and the campaign's runner.
 struct Node {
@@ -72,7 +75,7 @@ struct Node {
     handle: CampaignHandle,
 }
 
-fn start_node(name: &str, backend: &Backend, db: &Path) -> Node {
+fn start_node(name: &str, backend: &Backend, db: &Path, retry: &str) -> Node {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -87,7 +90,7 @@ fn start_node(name: &str, backend: &Backend, db: &Path) -> Node {
             agents: Vec::new(),
             random_seed: 1,
         };
-        let spec = campaign_config().spec(&acd_config).unwrap();
+        let spec = campaign_config(retry).spec(&acd_config).unwrap();
         let calls = CallControl::new(
             name,
             call_control::Services {
@@ -202,8 +205,8 @@ fn one_node_dials_and_a_standby_continues_the_leads_when_it_dies(backend: Backen
     });
 
     let nodes = [
-        start_node("alpha", &backend, &db),
-        start_node("beta", &backend, &db),
+        start_node("alpha", &backend, &db, TWO_TRIES),
+        start_node("beta", &backend, &db, TWO_TRIES),
     ];
     // Whichever node takes the lease dials the three fresh leads; d waits for its failure delay.
     let (holder, standby) = test.block_on(async {
@@ -290,6 +293,129 @@ fn one_node_dials_and_a_standby_continues_the_leads_when_it_dies(backend: Backen
     assert_eq!(d.len(), 1, "{rows:#?}");
     assert_eq!(d[0].attempt, 2);
     alive.rt.shutdown_background();
+}
+
+/// Leads dialled again and again (every dial fails at once), so a dialling node keeps dialling.
+const MANY_TRIES: &str = "delay_secs = 1, max_attempts = 1000";
+
+async fn new_crm(db: &Path, leads: usize) -> crm_store::CrmStore {
+    let crm = crm_store::CrmStore::connect(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
+    crm.migrate().await.unwrap();
+    let zone = zone_at_noon();
+    let csv: String = (0..leads)
+        .map(|i| format!("l{i},+4420790000{i:02},{zone}\n"))
+        .collect();
+    let id = CampaignId::new("winback").unwrap();
+    crm.import_leads_csv(
+        &id,
+        &format!("id,phone,timezone\n{csv}"),
+        "test",
+        Timestamp::now_utc(),
+    )
+    .await
+    .unwrap();
+    crm.save_campaign(
+        &crm_store::Campaign {
+            id,
+            name: "Win back".into(),
+            mode: crm_store::DialMode::Agentless,
+            queue: None,
+            status: "running".into(),
+            max_abandon_rate: 0.03,
+        },
+        "test",
+        Timestamp::now_utc(),
+    )
+    .await
+    .unwrap();
+    crm
+}
+
+/// A supervisor's pause, resume and stop taken by the node that does not dial reach the one that
+/// does; a node started after the stop finds the campaign stopped and dials nothing.
+fn control_taken_by_a_standby_reaches_the_dialing_node(backend: Backend) {
+    use call_control::CampaignAction;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crm.db");
+    let test = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _crm = test.block_on(new_crm(&db, 4));
+    let nodes = [
+        start_node("alpha", &backend, &db, MANY_TRIES),
+        start_node("beta", &backend, &db, MANY_TRIES),
+    ];
+    let holder = test.block_on(async {
+        tokio::select! {
+            _ = figures_until(&nodes[0].handle, "alpha dials", |f| f.dials >= 4) => 0,
+            _ = figures_until(&nodes[1].handle, "beta dials", |f| f.dials >= 4) => 1,
+        }
+    });
+    let (dialer, standby) = (&nodes[holder].handle, &nodes[1 - holder].handle);
+    test.block_on(async {
+        assert_eq!(standby.stats().dials, 0, "only the lease holder dials");
+        assert_eq!(
+            standby.control(CampaignAction::Pause).await,
+            Ok(dialer::campaign::CampaignState::Paused)
+        );
+        let paused = figures_until(dialer, "the dialing node pauses", |f| {
+            f.state == "paused" && f.lines_active == 0
+        })
+        .await;
+        // Ten ticks and a retry delay later, not one more dial: the pause held.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(dialer.stats().dials, paused.dials, "no dial while paused");
+        assert_eq!(dialer.stats().state, "paused");
+
+        assert_eq!(
+            standby.control(CampaignAction::Resume).await,
+            Ok(dialer::campaign::CampaignState::Running)
+        );
+        figures_until(dialer, "the dialing node dials again", |f| {
+            f.state == "running" && f.dials > paused.dials
+        })
+        .await;
+
+        assert_eq!(
+            standby.control(CampaignAction::Stop).await,
+            Ok(dialer::campaign::CampaignState::Stopped)
+        );
+        figures_until(dialer, "the dialing node stops", |f| f.state == "stopped").await;
+    });
+    // A node started after the stop reads it (whether it takes the lease or not) and dials nothing.
+    let late = start_node("gamma", &backend, &db, MANY_TRIES);
+    test.block_on(async {
+        let f = figures_until(&late.handle, "the late node sees the stop", |f| {
+            f.state == "stopped"
+        })
+        .await;
+        assert_eq!(f.dials, 0);
+        let again = late.handle.control(CampaignAction::Resume).await;
+        assert!(again.is_err(), "a stopped campaign stays stopped: {again:?}");
+    });
+    for n in nodes {
+        n.rt.shutdown_background();
+    }
+    late.rt.shutdown_background();
+}
+
+#[test]
+fn campaign_control_reaches_every_node_on_memory() {
+    control_taken_by_a_standby_reaches_the_dialing_node(Backend::Memory(StateStore::memory()));
+}
+
+#[test]
+fn campaign_control_reaches_every_node_on_redis() {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        assert!(std::env::var("CI").is_err(), "CI must provide REDIS_URL");
+        eprintln!("REDIS_URL unset: skipping campaign_control_reaches_every_node_on_redis");
+        return;
+    };
+    let prefix = format!("dialercontrol{}", std::process::id());
+    control_taken_by_a_standby_reaches_the_dialing_node(Backend::Redis { url, prefix });
 }
 
 #[test]

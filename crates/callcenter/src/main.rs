@@ -354,7 +354,7 @@ async fn serve(config: Config) -> Result<(), String> {
             crm: crm.clone(),
             state: state.clone(),
             acd,
-            desks,
+            desks: desks.clone(),
             auth,
             calls: Some(calls.clone()),
             demo_services: config.desk.demo_services,
@@ -410,6 +410,8 @@ async fn serve(config: Config) -> Result<(), String> {
         warn!(calls = left, "grace period over; ending remaining calls");
     }
     gateway.shutdown();
+    // Its calls are over: nothing is relayed to this node any more.
+    desks.leave_cluster().await;
     resumed.acd.shutdown().await;
     if let Some((candidate, _)) = leader {
         candidate.stop().await;

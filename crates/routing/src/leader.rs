@@ -31,7 +31,7 @@ use crate::clock::Clock;
 use crate::protocol::{
     Applied, EVENTS_STREAM, EventBatch, INPUT_STREAM, InBatch, InItem, JOURNAL_STREAM, JournalBatch,
     KPI_TOPIC, KPIS_KEY, LEADER_LEASE, NODES_NAMESPACE, NodeId, OutBatch, ROUTER_GROUP, ROUTER_NAMESPACE,
-    SNAPSHOT_KEY, decode, encode, out_stream,
+    SNAPSHOT_KEY, decode, encode, node_streams, out_stream,
 };
 use crate::router::{ClusterRouter, Delivery, RouterSnapshot};
 use acd::{Acd, AcdConfig, Input};
@@ -508,7 +508,9 @@ impl Leader {
         }
         commit.ack(INPUT_STREAM, ROUTER_GROUP, acks);
         for node in &delivery.lost_nodes {
-            commit.delete_stream(&out_stream(node));
+            for stream in node_streams(node) {
+                commit.delete_stream(&stream);
+            }
         }
         match self.store.stream_commit(&commit).await {
             Ok(ids) => {

@@ -45,6 +45,25 @@ pub fn out_stream(node: &NodeId) -> String {
     format!("acd.out.{node}")
 }
 
+/// The stream of the desk commands other nodes' desktops send to `node` (call-control's desk relay).
+pub fn desk_commands_stream(node: &str) -> String {
+    format!("desk.cmds.{node}")
+}
+
+/// The stream of the answers to the desk commands `node` relayed.
+pub fn desk_replies_stream(node: &str) -> String {
+    format!("desk.replies.{node}")
+}
+
+/// Every stream only `node` reads: the leader deletes them all when the node is lost or has left.
+pub fn node_streams(node: &NodeId) -> [String; 3] {
+    [
+        out_stream(node),
+        desk_commands_stream(node.as_str()),
+        desk_replies_stream(node.as_str()),
+    ]
+}
+
 /// Why a payload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

@@ -385,6 +385,13 @@ async fn a_dead_nodes_calls_are_let_go_and_nobody_elses_place_moves(h: Harness) 
         .with_leader(|l| l.router().unwrap().acd().call(&c("s2")).unwrap())
         .await;
 
+    // The doomed node's desk relay streams (call-control's) hold entries too.
+    for stream in [
+        protocol::desk_commands_stream(doomed.node().as_str()),
+        protocol::desk_replies_stream(doomed.node().as_str()),
+    ] {
+        h.open().await.stream_append(&stream, b"left over").await.unwrap();
+    }
     doomed.kill();
     // a2 is freed without blame when the ring is let go, and takes the next caller: s1.
     let offer = next_offer(&mut s1).await;
@@ -410,7 +417,10 @@ async fn a_dead_nodes_calls_are_let_go_and_nobody_elses_place_moves(h: Harness) 
     assert_eq!(s2_position, Some(1));
     assert_eq!(s2_owner.as_ref(), Some(survivor.node()));
     let store = h.open().await;
-    assert_eq!(store.stream_len(&out_stream(doomed.node())).await.unwrap(), 0);
+    // Every stream only the dead node read is deleted with it.
+    for stream in protocol::node_streams(doomed.node()) {
+        assert_eq!(store.stream_len(&stream).await.unwrap(), 0, "{stream}");
+    }
     // The survivor's desktops saw a1 go to wrap-up and a2 freed without blame.
     let wanted = [
         (a("a1"), AgentState::OnCall, a1_state.clone().unwrap()),

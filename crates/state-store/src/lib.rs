@@ -559,6 +559,16 @@ impl StateStore {
         }
     }
 
+    /// Removes `stream` whole, with its consumer groups (a node that leaves drops the streams only it
+    /// read); true if it existed.
+    pub async fn stream_delete(&self, stream: &str) -> StateResult<bool> {
+        check_name("stream", stream)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream_delete(stream)),
+            Backend::Redis(r) => r.stream_delete(stream).await,
+        }
+    }
+
     /// How many entries `stream` holds (delivered or not, until trimmed).
     pub async fn stream_len(&self, stream: &str) -> StateResult<usize> {
         check_name("stream", stream)?;

@@ -754,6 +754,10 @@ impl MemoryStore {
         s.streams.get_mut(stream).map_or(0, MemStream::forget_consumed)
     }
 
+    pub(crate) fn stream_delete(&self, stream: &str) -> bool {
+        self.inner.state.lock().streams.remove(stream).is_some()
+    }
+
     pub(crate) fn stream_len(&self, stream: &str) -> usize {
         let s = self.inner.state.lock();
         s.streams.get(stream).map_or(0, |st| st.entries.len())

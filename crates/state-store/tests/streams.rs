@@ -21,6 +21,7 @@ on_both_backends!(
     a_capped_stream_keeps_its_newest_entries,
     stream_commit_applies_whole_under_the_lease,
     stream_commit_needs_the_lease_as_granted,
+    a_deleted_stream_goes_with_its_groups,
 );
 
 fn t(secs: i64) -> Timestamp {
@@ -436,4 +437,24 @@ async fn stream_commit_needs_the_lease_as_granted(h: Harness) {
         Err(StateError::Invalid { .. })
     ));
     assert_eq!(s.stream_len("journal").await.unwrap(), 1);
+}
+
+async fn a_deleted_stream_goes_with_its_groups(h: Harness) {
+    let s = h.store.clone();
+    s.stream_ensure_group("desk.cmds.gone", "desk").await.unwrap();
+    s.stream_append("desk.cmds.gone", b"hold").await.unwrap();
+    s.stream_append("desk.cmds.kept", b"hold").await.unwrap();
+    assert!(s.stream_delete("desk.cmds.gone").await.unwrap());
+    assert_eq!(s.stream_len("desk.cmds.gone").await.unwrap(), 0);
+    assert_eq!(s.stream_pending("desk.cmds.gone", "desk").await.unwrap(), 0);
+    assert!(!s.stream_delete("desk.cmds.gone").await.unwrap(), "already gone");
+    assert_eq!(s.stream_len("desk.cmds.kept").await.unwrap(), 1, "others stay");
+    // The group went with it: whoever reads the stream again creates both anew.
+    s.stream_ensure_group("desk.cmds.gone", "desk").await.unwrap();
+    s.stream_append("desk.cmds.gone", b"again").await.unwrap();
+    let got = s
+        .stream_read_group("desk.cmds.gone", "desk", "c", 10, None)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
 }

@@ -25,10 +25,13 @@
 //! beside it so standbys can show who dials. On taking the lease it loads the leads with their saved
 //! progress from the CRM store (and the campaign's stored status), so a restarted node or a standby
 //! continues each lead where it stopped; every change of a lead is saved back in order by a writer task
-//! of the runner's own.
+//! of the runner's own. A supervisor's pause, resume or stop, taken by any node, is written to the
+//! campaign's control record in the state store ([`control`]), which every runner follows on every
+//! tick: the holder before it dials, a standby or a node started later as soon as it runs.
 
 mod attempt;
 mod config;
+mod control;
 mod metrics;
 mod progress;
 
@@ -85,8 +88,9 @@ pub struct CampaignHandle {
     stats: watch::Receiver<CampaignLiveStats>,
 }
 
-/// What an agent does with a previewed lead.
-#[derive(Debug)]
+/// What an agent does with a previewed lead (it travels to the dialing node of a cluster).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "choice", rename_all = "snake_case")]
 pub enum PreviewChoice {
     /// Dial it, as a click-to-dial call from the agent's phone or browser (with its SDP offer).
     Dial {
@@ -167,6 +171,33 @@ impl CampaignHandle {
     }
 }
 
+#[cfg(test)]
+impl CampaignHandle {
+    /// A handle with no runner behind it: the test reads each preview decision (agent, lead and
+    /// choice), and every decision is taken.
+    pub(crate) fn taking_previews(
+        id: CampaignId,
+    ) -> (Self, mpsc::UnboundedReceiver<(AgentId, LeadId, PreviewChoice)>) {
+        let (control, _) = mpsc::unbounded_channel();
+        let (previews, mut previews_rx) = mpsc::unbounded_channel::<PreviewDecision>();
+        let (_, stats) = watch::channel(CampaignLiveStats::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(d) = previews_rx.recv().await {
+                let _ = tx.send((d.agent, d.lead, d.choice));
+                let _ = d.reply.send(Ok(()));
+            }
+        });
+        let handle = Self {
+            id,
+            control,
+            previews,
+            stats,
+        };
+        (handle, rx)
+    }
+}
+
 /// The reason code an agent is not ready with while a preview campaign shows them a lead.
 pub const PREVIEW_REASON: &str = "preview";
 
@@ -242,6 +273,7 @@ impl CallControl {
             saves,
         };
         tokio::spawn(runner.run(rx, control_rx, previews_rx).instrument(span));
+        self.inner.desks.register_campaign(handle.clone());
         handle
     }
 }
@@ -293,7 +325,7 @@ impl Runner {
                 },
                 Some(note) = notes.recv() => self.on_note(note),
                 c = control.recv(), if control_open => match c {
-                    Some(c) => self.on_control(c),
+                    Some(c) => self.on_control(c).await,
                     None => control_open = false,
                 },
                 Some(d) = previews.recv() => self.on_preview_decision(d).await,
@@ -536,28 +568,64 @@ impl Runner {
             .agent_changed(&ev.agent, ev.at, left, is_previewing(&ev.to));
     }
 
-    fn on_control(&mut self, (action, reply): Control) {
-        let result = self.driver.control(|campaign| match action {
-            CampaignAction::Pause => campaign.pause(),
-            CampaignAction::Resume => campaign.resume(),
-            CampaignAction::Stop => {
+    /// A supervisor's request taken by this node: written to the campaign's control record (so the
+    /// runner that dials, on whichever node, follows it on its next tick), then followed here.
+    async fn on_control(&mut self, (action, reply): Control) {
+        let local = self.driver.campaign().state();
+        let result = control::change(&self.inner.state, &self.spec.id, local, action).await;
+        match &result {
+            Ok(state) => {
+                info!(?state, "campaign state changed for every node");
+                self.follow(*state);
+            }
+            Err(e) => warn!(error = %e, "campaign control refused"),
+        }
+        let _ = reply.send(result);
+    }
+
+    /// Reads the campaign's control record and follows it; false (dial nothing) if it cannot be read.
+    async fn follow_control(&mut self) -> bool {
+        match control::read(&self.inner.state, &self.spec.id).await {
+            Ok(Some(state)) => {
+                self.follow(state);
+                true
+            }
+            Ok(None) => true,
+            Err(e) => {
+                warn!(error = %e, "campaign control record unreadable; not dialling");
+                false
+            }
+        }
+    }
+
+    /// Takes the state the supervisors set (a change only: each change is saved to the CRM).
+    fn follow(&mut self, state: CampaignState) {
+        if self.driver.campaign().state() == state {
+            return;
+        }
+        let result = self.driver.control(|campaign| match state {
+            CampaignState::Running => campaign.resume(),
+            CampaignState::Paused => campaign.pause(),
+            CampaignState::Stopped => {
                 campaign.stop();
                 Ok(())
             }
         });
-        match &result {
-            Ok(state) => info!(?state, "campaign state changed"),
-            Err(e) => warn!(error = %e, "campaign control refused"),
+        match result {
+            Ok(state) => info!(?state, "campaign state followed"),
+            Err(e) => warn!(error = %e, "campaign state not followed"),
         }
-        let _ = reply.send(result.map_err(|e| e.to_string()));
     }
 
     async fn tick(&mut self) {
         let now = Timestamp::now_utc();
-        if !self.keep_lease(now).await {
+        let holding = self.keep_lease(now).await;
+        if holding && !self.loaded && !self.load(now).await {
             return;
         }
-        if !self.loaded && !self.load(now).await {
+        // Every runner follows the supervisors' record, standbys too (a stop ends them all); the
+        // holder reads it right before dialling, after its leads' stored status.
+        if !self.follow_control().await || !holding {
             return;
         }
         if self.spec.mode == CampaignMode::Preview {

@@ -302,6 +302,14 @@ impl RedisStore {
         Ok(out)
     }
 
+    pub(crate) async fn stream_delete(&self, stream: &str) -> StateResult<bool> {
+        let removed: usize = redis::cmd("DEL")
+            .arg(self.key(&["stream", stream]))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(removed > 0)
+    }
+
     pub(crate) async fn stream_len(&self, stream: &str) -> StateResult<usize> {
         Ok(redis::cmd("XLEN")
             .arg(self.key(&["stream", stream]))

@@ -256,7 +256,7 @@ fn the_dashboard_uses_only_metric_names_a_node_exports() {
     let target = platform.sip;
     let caller = std::thread::spawn(move || {
         let port = free_port().to_string();
-        let media = free_port().to_string();
+        let media = free_media_port().to_string();
         sipp(&[
             "-sn",
             "uac",

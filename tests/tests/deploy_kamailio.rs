@@ -100,7 +100,7 @@ fn counter(exposition: &str, name: &str) -> u64 {
 /// the proxy's own address as SIPp's built-in `uac` does.
 fn calls_via(target: SocketAddr, number: &str, calls: u32, hold_ms: u32) -> SippRun {
     let port = free_port().to_string();
-    let media = free_port().to_string();
+    let media = free_media_port().to_string();
     let scenario = scenarios_dir().join("uac_proxied.xml");
     let (calls, hold, target) = (calls.to_string(), hold_ms.to_string(), target.to_string());
     sipp(&[
@@ -133,7 +133,7 @@ impl HeldCall {
             .args(["-sn", "uac", "-i", "127.0.0.1", "-p"])
             .arg(free_port().to_string())
             .arg("-mp")
-            .arg(free_port().to_string())
+            .arg(free_media_port().to_string())
             .args(["-s", "900", "-m", "1", "-d"])
             .arg(hold_ms.to_string())
             .args(["-nostdin", "-timeout", "120s", "-timeout_error"])

@@ -30,7 +30,7 @@ struct EchoCallee {
 impl EchoCallee {
     fn start(scenario: &str) -> EchoCallee {
         let port = free_port();
-        let media = free_port();
+        let media = free_media_port();
         let child = Command::new("sipp")
             .arg("-sf")
             .arg(scenarios_dir().join(scenario))
@@ -97,7 +97,7 @@ fn metrics_after_legs_closed(platform: &Platform) -> String {
 
 fn caller(platform: &Platform, scenario: &str) -> SippRun {
     let port = free_port().to_string();
-    let media = free_port().to_string();
+    let media = free_media_port().to_string();
     let target = platform.sip.to_string();
     let sf = scenarios_dir().join(scenario);
     sipp(&[

@@ -321,7 +321,7 @@ fn sigterm_drains_new_calls_get_503_and_the_process_exits_0() {
     // A call in progress (held 3 s) while we ask the node to stop.
     let target = platform.sip.to_string();
     let port = free_port().to_string();
-    let media = free_port().to_string();
+    let media = free_media_port().to_string();
     let mut caller = std::process::Command::new("sipp")
         .args([
             "-sn",

@@ -34,7 +34,7 @@ impl Phone {
                 None => vec!["-sn".to_string(), "uas".to_string()],
             })
             .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-mp", &free_port().to_string(), "-m", "100000", "-nostdin"])
+            .args(["-mp", &free_media_port().to_string(), "-m", "100000", "-nostdin"])
             .args(["-trace_msg", "-message_file"])
             .arg(&trace)
             .current_dir(dir.path())
@@ -149,7 +149,7 @@ impl Callers {
             .arg("-sf")
             .arg(scenario)
             .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
-            .args(["-mp", &free_port().to_string(), "-s", "700"])
+            .args(["-mp", &free_media_port().to_string(), "-s", "700"])
             .args(["-m", &calls.to_string(), "-r", &per_second.to_string()])
             .args(["-trace_stat", "-fd", "1", "-stf"])
             .arg(&stat)

@@ -311,6 +311,21 @@ pub struct SippRun {
     pub output: String,
 }
 
+impl SippRun {
+    /// Asserts that all `calls` calls succeeded and none failed; otherwise shows SIPp's screens and
+    /// the platform's log.
+    #[track_caller]
+    pub fn assert_succeeded(&self, calls: u64, platform: &Platform) {
+        assert_eq!(
+            (self.successful, self.failed),
+            (calls, 0),
+            "{}\n{}",
+            self.output,
+            platform.log()
+        );
+    }
+}
+
 /// Runs SIPp with `args` to completion (bounded by `-timeout`), reading its final statistics.
 pub fn sipp(args: &[&str]) -> SippRun {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -20,13 +20,7 @@ fn queue_call_is_routed_to_the_agents_phone_and_recorded_in_the_crm() {
     ));
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
     let run = uac(&platform, "uac", "801", 1, &["-d", "1500"]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     assert_eq!(
         agent_phone.wait(),
         Some(0),
@@ -69,13 +63,7 @@ fn ivr_digit_from_rfc4733_routes_the_caller_to_sales_and_every_step_is_stored() 
     );
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
     let run = uac(&platform, "uac_dtmf_1.xml", "800", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
 
     let interactions = platform.ended_interactions(1);
     assert_eq!(interactions.len(), 1, "{}", platform.log());
@@ -110,13 +98,7 @@ fn caller_hanging_up_in_the_queue_is_recorded_as_abandoned() {
         limits()
     ));
     let run = uac(&platform, "uac", "801", 1, &["-d", "1000"]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     let interactions = platform.ended_interactions(1);
     assert_eq!(interactions.len(), 1, "{}", platform.log());
     let i = &interactions[0];
@@ -231,13 +213,7 @@ fn after_the_agent_hangs_up_the_caller_rates_the_call_and_the_score_is_stored() 
     );
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
     let run = uac(&platform, "uac_survey.xml", "800", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     assert_eq!(agent_phone.wait(), Some(0));
     let interactions = platform.ended_interactions(1);
     let i = interactions
@@ -274,13 +250,7 @@ fn an_ivr_transfer_node_bridges_the_caller_to_an_outside_number_through_the_trun
         flows.path(),
     );
     let run = uac(&platform, "uac_dtmf_2_wait_bye.xml", "800", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     assert_eq!(
         carrier.wait(),
         Some(0),
@@ -313,13 +283,7 @@ fn a_caller_leaves_a_voicemail_that_is_recorded_and_logged_on_the_interaction() 
     );
     // The caller presses 3, then speaks; the mailbox takes 3 s and the platform hangs up.
     let run = uac(&platform, "uac_voicemail.xml", "800", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     let interactions = platform.ended_interactions(1);
     let i = interactions
         .first()
@@ -417,13 +381,7 @@ type = "hangup"
     assert_eq!(platform.http_post("/demo/balance", "{}", None).0, 401);
 
     let run = uac(&platform, "uac_wait_bye.xml", "805", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     let interactions = platform.ended_interactions(1);
     assert_eq!(interactions.len(), 1, "{}", platform.log());
     let nodes: Vec<String> = interactions[0]

@@ -287,13 +287,7 @@ fn the_dashboard_uses_only_metric_names_a_node_exports() {
     let refused = sip.exchange(sip.invite("801", "dash-refused").as_bytes());
     assert_eq!(refused.as_deref().and_then(status_of), Some(503), "{refused:?}");
     let run = caller.join().expect("caller");
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
 
     // Every family the dashboard asks for shows up (the ACD figures after the wrap-up, the
     // dialer's after its first attempt).

@@ -168,13 +168,7 @@ fn an_agent_handles_a_known_customers_call_from_the_desktop_and_the_disposition_
             ws.next_where(|f| f["type"] == "state" && f["state"] == "available").await;
         });
         let run = caller.join().expect("caller");
-        assert_eq!(
-            (run.successful, run.failed),
-            (1, 0),
-            "{}\n{}",
-            run.output,
-            platform.log()
-        );
+        run.assert_succeeded(1, &platform);
     });
     assert_eq!(
         agent_phone.wait(),
@@ -254,13 +248,7 @@ fn a_blind_transfer_to_an_outside_number_goes_out_through_the_trunk_and_the_agen
         assert_eq!(agent_phone.wait(), Some(0), "the agent's phone got its BYE");
         // The carrier answered the right number and hung up; the caller got the BYE.
         let run = caller.join().expect("caller");
-        assert_eq!(
-            (run.successful, run.failed),
-            (1, 0),
-            "{}\n{}",
-            run.output,
-            platform.log()
-        );
+        run.assert_succeeded(1, &platform);
     });
     assert_eq!(
         carrier.wait(),
@@ -450,13 +438,7 @@ fn a_supervisor_listens_whispers_and_barges_into_an_agents_call_and_every_step_i
             assert_eq!(f["code"], "call_ended", "{f}");
         });
         let run = caller.join().expect("caller");
-        assert_eq!(
-            (run.successful, run.failed),
-            (1, 0),
-            "{}\n{}",
-            run.output,
-            platform.log()
-        );
+        run.assert_succeeded(1, &platform);
     });
     assert_eq!(
         supervisor_phone.wait(),
@@ -550,13 +532,7 @@ fn a_consultative_transfer_holds_the_caller_talks_to_the_target_and_hands_the_ca
         });
         assert_eq!(agent_phone.wait(), Some(0), "the agent left the call");
         let run = caller.join().expect("caller");
-        assert_eq!(
-            (run.successful, run.failed),
-            (1, 0),
-            "{}\n{}",
-            run.output,
-            platform.log()
-        );
+        run.assert_succeeded(1, &platform);
     });
     assert_eq!(
         carrier.wait(),
@@ -597,13 +573,7 @@ fn a_caller_who_asks_for_a_callback_keeps_their_place_and_is_called_back_when_an
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
     // Nobody is logged in: the caller waits, asks for a callback, confirms and hangs up.
     let run = uac(&platform, "uac_callback.xml", "800", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     let first = platform
         .ended_interactions(1)
         .into_iter()
@@ -712,13 +682,7 @@ fn the_interval_report_agrees_with_the_live_figures_for_the_same_calls() {
             abandoned.output
         );
         let run = answered.join().expect("caller");
-        assert_eq!(
-            (run.successful, run.failed),
-            (1, 0),
-            "{}\n{}",
-            run.output,
-            platform.log()
-        );
+        run.assert_succeeded(1, &platform);
     });
     let live = rt.block_on(board.next_where(|f| {
         f["type"] == "stats"
@@ -805,13 +769,7 @@ fn a_node_killed_with_sigkill_comes_back_from_redis_with_the_callback_in_line_an
     });
     // The agent is away: the caller asks for a callback and hangs up, keeping their place.
     let run = uac(&first, "uac_callback.xml", "800", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        first.log()
-    );
+    run.assert_succeeded(1, &first);
     let caller = first.ended_interactions(1).remove(0).row.id;
     // The router's saved state holds the place before the node is killed.
     rt.block_on(async {

@@ -409,13 +409,7 @@ fn an_agent_extends_wrap_up_until_the_queues_longest() {
         let call = browser.eval("return window.desk.wrapups[0];", json!([]));
         save_wrap_up(&browser, call.as_str().expect("call id"), "resolved");
         let run = caller.join().expect("caller");
-        assert_eq!(
-            (run.successful, run.failed),
-            (1, 0),
-            "{}\n{}",
-            run.output,
-            platform.log()
-        );
+        run.assert_succeeded(1, &platform);
     });
 }
 
@@ -568,13 +562,7 @@ password = "supervisor"
         let call = browser.eval("return window.desk.wrapups[0];", json!([]));
         save_wrap_up(&browser, call.as_str().expect("call id"), "resolved");
         let run = caller.join().expect("caller");
-        assert_eq!(
-            (run.successful, run.failed),
-            (1, 0),
-            "{}\n{}",
-            run.output,
-            platform.log()
-        );
+        run.assert_succeeded(1, &platform);
         eprintln!(
             "screenshots: {} {} {} {}",
             desk_shot.display(),

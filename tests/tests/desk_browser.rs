@@ -179,13 +179,7 @@ fn an_agent_takes_a_call_in_the_browser_softphone_with_audio_both_ways() {
         );
 
         let run = caller.join().expect("caller");
-        assert_eq!(
-            (run.successful, run.failed),
-            (1, 0),
-            "{}\n{}",
-            run.output,
-            platform.log()
-        );
+        run.assert_succeeded(1, &platform);
         eprintln!("screenshots: {} {}", offer_shot.display(), call_shot.display());
     });
 

@@ -377,13 +377,7 @@ fn a_voicemail_of_pure_silence_is_neither_kept_nor_logged() {
     let platform = Platform::start_with_flows(&format!("{}{IVR_ROUTE}", limits()), flows.path());
     // The caller presses 3 and says nothing; the 3 s mailbox ends and the platform hangs up.
     let run = uac(&platform, "uac_voicemail_silent.xml", "800", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     let interactions = platform.ended_interactions(1);
     let i = interactions
         .first()

@@ -130,13 +130,7 @@ fn forwarded_call_audio_is_relayed_end_to_end_through_the_platforms_rtp_ports() 
 
     // Both scenarios check that the SDP they got names 127.0.0.1 and a port of 42100-42199.
     let run = caller(&platform, "media_uac_pcap.xml");
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     assert_eq!(callee.wait(), Some(0), "the callee saw an anchored offer");
 
     // The caller's 236 packets reach leg A and are relayed out of leg B to the callee; the callee's echo
@@ -177,13 +171,7 @@ fn a_call_finding_no_free_rtp_ports_is_answered_503() {
         forward_to(callee.port)
     ));
     let run = caller(&platform, "media_uac_503.xml");
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     let (_, metrics) = platform.http_get("/metrics");
     assert_eq!(
         metric(&metrics, "media_ports_exhausted_total"),

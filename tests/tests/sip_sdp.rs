@@ -383,13 +383,7 @@ fn a_forwarded_late_offer_gets_the_callees_offer_and_the_callers_answer_rides_in
     ));
     // The caller sends no offer, checks the 200 offers PCMA and answers it in its ACK.
     let run = uac(&platform, "uac_late_offer_wait_bye.xml", "900", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     assert_eq!(
         callee.wait(),
         Some(0),
@@ -406,13 +400,7 @@ fn an_agents_phone_set_to_late_offer_is_rung_without_sdp_and_our_answer_rides_in
     let platform = Platform::start(&late_offer_agent());
     register_agent_phone(&platform, "1001", "agent1001", agent_phone.port);
     let run = uac(&platform, "uac_wait_bye.xml", "801", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     assert_eq!(
         agent_phone.wait(),
         Some(0),
@@ -443,13 +431,7 @@ fn a_trunk_set_to_late_offer_gets_an_invite_without_sdp_from_an_ivr_transfer_and
     );
     // The caller presses 2 (transfer to an outside number) and waits for the carrier's BYE.
     let run = uac(&platform, "uac_dtmf_2_wait_bye.xml", "800", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     assert_eq!(
         carrier.wait(),
         Some(0),

@@ -19,13 +19,7 @@ fn forwarded_calls_all_complete_through_the_b2bua() {
     let callee = SippServer::start("uas", 200);
     let platform = Platform::start(&format!("{}{}", open_limits(), forward_to(callee.port)));
     let run = uac(&platform, "uac", "900", 200, &["-r", "50", "-d", "200"]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (200, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(200, &platform);
     assert_eq!(run.exit_code, Some(0));
     assert_eq!(callee.wait(), Some(0));
     let (code, metrics) = platform.http_get("/metrics");
@@ -40,13 +34,7 @@ fn forwarded_call(callee_scenario: &str, caller_scenario: &str, what_the_callee_
     let callee = SippServer::start(callee_scenario, 1);
     let platform = Platform::start(&format!("{}{}", open_limits(), forward_to(callee.port)));
     let run = uac(&platform, caller_scenario, "900", 1, &[]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     assert_eq!(callee.wait(), Some(0), "{what_the_callee_checks}");
 }
 
@@ -161,13 +149,7 @@ fn forwarding_to_a_trunk_answers_its_digest_challenge() {
         port = carrier.port
     ));
     let run = uac(&platform, "uac", "900", 1, &["-d", "200"]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        platform.log()
-    );
+    run.assert_succeeded(1, &platform);
     assert_eq!(carrier.wait(), Some(0), "the carrier must accept our credentials");
 }
 
@@ -477,12 +459,6 @@ fn registrations_in_redis_survive_a_restart_of_the_node() {
     // A new process on the same store still knows where 1001 is.
     let second = Platform::start(&state);
     let run = uac(&second, "uac", "1001", 1, &["-d", "200"]);
-    assert_eq!(
-        (run.successful, run.failed),
-        (1, 0),
-        "{}\n{}",
-        run.output,
-        second.log()
-    );
+    run.assert_succeeded(1, &second);
     assert_eq!(phone.wait(), Some(0));
 }

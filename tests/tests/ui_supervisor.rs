@@ -167,21 +167,9 @@ fn run(db: Db, tag: &str) {
     // Two answered calls: one through the IVR with the survey after the agent hangs up, one straight
     // to the queue (it waits while the agent wraps the first up).
     let survey = uac(&platform, "uac_survey.xml", "800", 1, &[]);
-    assert_eq!(
-        (survey.successful, survey.failed),
-        (1, 0),
-        "{}\n{}",
-        survey.output,
-        platform.log()
-    );
+    survey.assert_succeeded(1, &platform);
     let second = uac(&platform, "uac_wait_bye.xml", "801", 1, &[]);
-    assert_eq!(
-        (second.successful, second.failed),
-        (1, 0),
-        "{}\n{}",
-        second.output,
-        platform.log()
-    );
+    second.assert_succeeded(1, &platform);
     assert_eq!(
         agent_phone.wait(),
         Some(0),

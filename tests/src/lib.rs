@@ -362,6 +362,46 @@ pub fn sipp(args: &[&str]) -> SippRun {
     }
 }
 
+/// Starts a SIPp that waits for calls (a UAS): `command` gets the SIP port and the media port to
+/// use. Returns once SIPp holds its SIP, audio and video ports. A port found free may be taken by
+/// another test before SIPp binds it; SIPp then exits at once and is started again on other ports,
+/// so a port race costs a retry, never a phone that silently is not there.
+pub fn listening_sipp(mut command: impl FnMut(u16, u16) -> Command) -> (Child, u16) {
+    let held = |port: u16| UdpSocket::bind(("127.0.0.1", port)).is_err();
+    let mut exits = Vec::new();
+    for _ in 0..5 {
+        let (port, media) = (free_port(), free_media_port());
+        let errors = tempfile::tempfile().expect("a file for SIPp's errors");
+        let mut child = command(port, media)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(errors.try_clone().expect("a second handle"))
+            .spawn()
+            .expect("start sipp");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut text = String::new();
+                let mut errors = errors;
+                use std::io::Seek;
+                let _ = errors.seek(std::io::SeekFrom::Start(0));
+                let _ = errors.read_to_string(&mut text);
+                exits.push(format!("{status} on ports {port}/{media}: {}", text.trim()));
+                break;
+            }
+            if held(port) && held(media) && held(media + 2) {
+                return (child, port);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("SIPp did not bind ports {port}/{media} within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    panic!("SIPp could not start listening: {exits:#?}");
+}
+
 /// Starts SIPp in the background (a UAS waiting for calls).
 pub struct SippServer {
     child: Child,
@@ -376,38 +416,18 @@ impl SippServer {
 
     /// Like [`SippServer::start`], run in `dir` (where the scenario finds its pcap files).
     pub fn start_in(scenario: &str, calls: u32, dir: &Path) -> SippServer {
-        let port = free_port();
-        let media = free_media_port();
-        let mut cmd = Command::new("sipp");
-        if scenario.ends_with(".xml") {
-            cmd.arg("-sf").arg(scenarios_dir().join(scenario));
-        } else {
-            cmd.args(["-sn", scenario]);
-        }
-        let child = cmd
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-mp",
-                &media.to_string(),
-                "-m",
-                &calls.to_string(),
-                "-nostdin",
-            ])
-            .args(["-timeout", "90s"])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sipp server");
-        // SIPp binds its socket before reading the scenario loop; wait until the port is taken.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while UdpSocket::bind(("127.0.0.1", port)).is_ok() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let (child, port) = listening_sipp(|port, media| {
+            let mut cmd = Command::new("sipp");
+            if scenario.ends_with(".xml") {
+                cmd.arg("-sf").arg(scenarios_dir().join(scenario));
+            } else {
+                cmd.args(["-sn", scenario]);
+            }
+            cmd.args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &media.to_string()])
+                .args(["-m", &calls.to_string(), "-nostdin", "-timeout", "90s"])
+                .current_dir(dir);
+            cmd
+        });
         SippServer { child, port }
     }
 

@@ -415,7 +415,8 @@ fn forty_callers_over_three_nodes_are_each_served_once_and_no_phone_carries_two_
     let spread: HashMap<usize, usize> = cluster.tallies().iter().map(|t| t.calls).enumerate().collect();
     assert!(
         spread.values().all(|n| *n > 0),
-        "every agent took calls: {spread:?}"
+        "every agent took calls: {spread:?}\n{}",
+        cluster.logs()
     );
 }
 

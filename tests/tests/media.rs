@@ -3,7 +3,7 @@
 //! These need the `callcenter` binary to anchor forwarded calls with `adapters::EngineAnchor`
 //! (rebuild it with `cargo build -p callcenter` before `cargo test -p system-tests --test media`).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use system_tests::*;
 
@@ -29,24 +29,15 @@ struct EchoCallee {
 
 impl EchoCallee {
     fn start(scenario: &str) -> EchoCallee {
-        let port = free_port();
-        let media = free_media_port();
-        let child = Command::new("sipp")
-            .arg("-sf")
-            .arg(scenarios_dir().join(scenario))
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-mp", &media.to_string(), "-rtp_echo", "-m", "1", "-nostdin"])
-            .args(["-timeout", "60s"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sipp callee");
-        // Ready once SIPp holds its SIP port.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let (child, port) = listening_sipp(|port, media| {
+            let mut cmd = Command::new("sipp");
+            cmd.arg("-sf")
+                .arg(scenarios_dir().join(scenario))
+                .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-mp", &media.to_string(), "-rtp_echo", "-m", "1", "-nostdin"])
+                .args(["-timeout", "60s"]);
+            cmd
+        });
         EchoCallee { child, port }
     }
 

@@ -22,31 +22,22 @@ impl Phone {
     pub(crate) fn start(talk_ms: Option<u32>) -> Phone {
         let dir = tempfile::tempdir().expect("tempdir");
         let trace = dir.path().join("messages.log");
-        let port = free_port();
-        let child = Command::new("sipp")
-            .args(match talk_ms {
-                Some(ms) => vec![
-                    "-sf".to_string(),
-                    scenarios_dir().join("uas_talk_bye.xml").display().to_string(),
-                    "-d".to_string(),
-                    ms.to_string(),
-                ],
-                None => vec!["-sn".to_string(), "uas".to_string()],
-            })
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-mp", &free_media_port().to_string(), "-m", "100000", "-nostdin"])
-            .args(["-trace_msg", "-message_file"])
-            .arg(&trace)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sipp phone");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let (child, port) = listening_sipp(|port, media| {
+            let mut cmd = Command::new("sipp");
+            match talk_ms {
+                Some(ms) => cmd
+                    .arg("-sf")
+                    .arg(scenarios_dir().join("uas_talk_bye.xml"))
+                    .args(["-d", &ms.to_string()]),
+                None => cmd.args(["-sn", "uas"]),
+            };
+            cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-mp", &media.to_string(), "-m", "100000", "-nostdin"])
+                .args(["-trace_msg", "-message_file"])
+                .arg(&trace)
+                .current_dir(dir.path());
+            cmd
+        });
         Phone {
             child,
             port,

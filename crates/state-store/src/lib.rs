@@ -17,6 +17,7 @@
 //!   plain reads from a position (followers), and [`StreamCommit`]: appends, acknowledgements, a blob
 //!   and trims applied at once under a lease (the cluster router's journal and deliveries).
 //! - **Rate limits**: token buckets per key, shared by all nodes on Redis.
+//! - **Maps**: small records by field under one name (the calls a node carries).
 //!
 //! Redis is reached at one address, or through Redis Sentinel ([`BackendConfig::Sentinel`]): the store
 //! then follows the primary across failovers, and may confirm durable writes with `WAIT` so that a
@@ -350,6 +351,38 @@ impl StateStore {
         match &self.backend {
             Backend::Memory(m) => m.delete_blob(ns, key, fence),
             Backend::Redis(r) => r.delete_blob(ns, key, fence).await,
+        }
+    }
+
+    // ---------------------------------------------------------------- maps
+
+    /// Writes the fields `put` of map `map` and removes the fields `remove`, at once (one round trip
+    /// on Redis); a field in both ends removed. A map whose last field goes is gone.
+    pub async fn map_update(
+        &self,
+        map: &str,
+        put: &[(String, Vec<u8>)],
+        remove: &[String],
+    ) -> StateResult<()> {
+        check_name("map", map)?;
+        for field in put.iter().map(|(f, _)| f).chain(remove) {
+            check_key("map field", field)?;
+        }
+        match &self.backend {
+            Backend::Memory(m) => {
+                m.map_update(map, put, remove);
+                Ok(())
+            }
+            Backend::Redis(r) => r.map_update(map, put, remove).await,
+        }
+    }
+
+    /// Every field of map `map` with its value, by field.
+    pub async fn map_entries(&self, map: &str) -> StateResult<Vec<(String, Vec<u8>)>> {
+        check_name("map", map)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.map_entries(map)),
+            Backend::Redis(r) => r.map_entries(map).await,
         }
     }
 

@@ -46,6 +46,7 @@ struct State {
     /// key -> (millitokens, time of last take in ms, ms to fill): token buckets of the rate limiter.
     rate: HashMap<String, (i64, i64, i64)>,
     rate_takes: u64,
+    maps: HashMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
 #[derive(Default)]
@@ -188,6 +189,30 @@ fn expect_holds(expect: Expect, current: Option<u64>) -> bool {
 impl MemoryStore {
     pub(crate) fn new() -> Self {
         Self::default()
+    }
+
+    // ---- maps ----
+
+    pub(crate) fn map_update(&self, map: &str, put: &[(String, Vec<u8>)], remove: &[String]) {
+        let mut st = self.inner.state.lock();
+        let fields = st.maps.entry(map.to_string()).or_default();
+        for (field, value) in put {
+            fields.insert(field.clone(), value.clone());
+        }
+        for field in remove {
+            fields.remove(field);
+        }
+        if fields.is_empty() {
+            st.maps.remove(map);
+        }
+    }
+
+    pub(crate) fn map_entries(&self, map: &str) -> Vec<(String, Vec<u8>)> {
+        let st = self.inner.state.lock();
+        st.maps
+            .get(map)
+            .map(|fields| fields.iter().map(|(f, v)| (f.clone(), v.clone())).collect())
+            .unwrap_or_default()
     }
 
     // ---- registrations ----

@@ -650,6 +650,41 @@ impl RedisStore {
         Ok(out)
     }
 
+    // ---- maps ----
+
+    pub(crate) async fn map_update(
+        &self,
+        map: &str,
+        put: &[(String, Vec<u8>)],
+        remove: &[String],
+    ) -> StateResult<()> {
+        let key = self.key(&["map", map]);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !put.is_empty() {
+            pipe.cmd("HSET").arg(&key);
+            for (field, value) in put {
+                pipe.arg(field).arg(value.as_slice());
+            }
+            pipe.ignore();
+        }
+        if !remove.is_empty() {
+            pipe.cmd("HDEL").arg(&key).arg(remove).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn map_entries(&self, map: &str) -> StateResult<Vec<(String, Vec<u8>)>> {
+        let entries: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+            .arg(self.key(&["map", map]))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut out: Vec<(String, Vec<u8>)> = entries.into_iter().collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     // ---- presence ----
 
     pub(crate) async fn put_presence(

@@ -32,6 +32,7 @@ on_both_backends!(
     bad_names_are_rejected,
     rate_limits_refill_at_virtual_now,
     batches_apply_whole_or_not_at_all,
+    maps_keep_fields_until_removed,
 );
 
 fn t(secs: i64) -> Timestamp {
@@ -851,4 +852,44 @@ async fn batches_apply_whole_or_not_at_all(h: Harness) {
         s.apply(WriteBatch::new(), t(12)).await.unwrap(),
         BatchOutcome::Applied(vec![])
     );
+}
+
+async fn maps_keep_fields_until_removed(h: Harness) {
+    let s = &h.store;
+    let put = |f: &str, v: &str| (f.to_string(), v.as_bytes().to_vec());
+    assert!(s.map_entries("live-calls.node-a").await.unwrap().is_empty());
+    s.map_update("live-calls.node-a", &[put("c2", "b"), put("c1", "a")], &[])
+        .await
+        .unwrap();
+    s.map_update("live-calls.node-b", &[put("c9", "z")], &[])
+        .await
+        .unwrap();
+    // Written again: the new value; put and removed at once: removed.
+    s.map_update(
+        "live-calls.node-a",
+        &[put("c1", "a2"), put("c3", "c")],
+        &["c3".to_string()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.map_entries("live-calls.node-a").await.unwrap(),
+        vec![put("c1", "a2"), put("c2", "b")]
+    );
+    s.map_update(
+        "live-calls.node-a",
+        &[],
+        &["c1".to_string(), "c2".to_string(), "gone".to_string()],
+    )
+    .await
+    .unwrap();
+    assert!(s.map_entries("live-calls.node-a").await.unwrap().is_empty());
+    assert_eq!(
+        s.map_entries("live-calls.node-b").await.unwrap(),
+        vec![put("c9", "z")]
+    );
+    assert!(matches!(
+        s.map_update("bad map", &[], &[]).await,
+        Err(StateError::Invalid { .. })
+    ));
 }

@@ -293,6 +293,10 @@ impl InteractionRow {
             InteractionEventKind::Recording { path } | InteractionEventKind::Voicemail { path, .. } => {
                 self.recording_path = Some(path.clone());
             }
+            // The end written for a lost node comes after everything the node wrote; an end the
+            // node managed to write itself is the true one.
+            InteractionEventKind::Ended { reason, .. }
+                if reason == domain::NODE_LOST_REASON && self.ended_at.is_some() => {}
             InteractionEventKind::Ended { by, reason, quality } => {
                 if let Some(since) = self.held_since.take() {
                     self.hold_ms = self.hold_ms.saturating_add(ms_between(at, since));
@@ -536,6 +540,50 @@ mod tests {
         assert_eq!(row.hold_ms, 20_000);
         assert_eq!(row.talk_ms, Some(10_000));
         assert_eq!(row.held_since, None);
+    }
+
+    #[test]
+    fn a_lost_nodes_end_closes_an_open_call_and_never_overrides_the_nodes_own_end() {
+        let lost = |at| {
+            ev(
+                domain::NODE_LOST_SEQ,
+                at,
+                InteractionEventKind::Ended {
+                    by: EndedBy::System,
+                    reason: domain::NODE_LOST_REASON.into(),
+                    quality: None,
+                },
+            )
+        };
+        let answered = ev(
+            0,
+            0,
+            InteractionEventKind::Answered {
+                agent: AgentId::new("a").unwrap(),
+            },
+        );
+        // The node died mid-call: the surviving node's end closes the row.
+        let mut open = InteractionRow::new("i-1");
+        open.apply(&answered, CountryCode::NANP);
+        open.apply(&lost(9_000), CountryCode::NANP);
+        assert_eq!(open.end_reason.as_deref(), Some("node_lost"));
+        assert_eq!((open.ended_at, open.talk_ms), (Some(9_000), Some(9_000)));
+        // The node wrote its own end before it died: that one stands.
+        let own = ev(
+            1,
+            5_000,
+            InteractionEventKind::Ended {
+                by: EndedBy::Caller,
+                reason: "bye".into(),
+                quality: None,
+            },
+        );
+        let mut ended = InteractionRow::new("i-1");
+        for e in [&answered, &own, &lost(9_000)] {
+            ended.apply(e, CountryCode::NANP);
+        }
+        assert_eq!(ended.end_reason.as_deref(), Some("bye"));
+        assert_eq!((ended.ended_at, ended.talk_ms), (Some(5_000), Some(5_000)));
     }
 
     #[test]

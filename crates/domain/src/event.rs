@@ -43,6 +43,13 @@ pub struct QualityReport {
     pub mos: f64,
 }
 
+/// The reason of the end a surviving node writes for a call whose node died (`kill -9`, a lost host).
+pub const NODE_LOST_REASON: &str = "node_lost";
+
+/// The sequence number of that end: after any event the call's own node wrote, and the same from
+/// every node that writes it, so that writing it twice stores it once.
+pub const NODE_LOST_SEQ: u32 = u32::MAX;
+
 /// One step of one interaction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InteractionEvent {

@@ -9,7 +9,10 @@ pub mod ids;
 pub mod pii;
 pub mod time;
 
-pub use event::{Channel, Direction, EndedBy, InteractionEvent, InteractionEventKind, QualityReport};
+pub use event::{
+    Channel, Direction, EndedBy, InteractionEvent, InteractionEventKind, NODE_LOST_REASON, NODE_LOST_SEQ,
+    QualityReport,
+};
 pub use ids::{AgentId, CallId, CampaignId, CustomerId, IdError, InteractionId, LeadId, QueueId, SkillId};
 pub use pii::Pii;
 pub use time::Timestamp;

@@ -423,9 +423,16 @@ impl SippServer {
             } else {
                 cmd.args(["-sn", scenario]);
             }
-            cmd.args(["-i", "127.0.0.1", "-p", &port.to_string(), "-mp", &media.to_string()])
-                .args(["-m", &calls.to_string(), "-nostdin", "-timeout", "90s"])
-                .current_dir(dir);
+            cmd.args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-mp",
+                &media.to_string(),
+            ])
+            .args(["-m", &calls.to_string(), "-nostdin", "-timeout", "90s"])
+            .current_dir(dir);
             cmd
         });
         SippServer { child, port }

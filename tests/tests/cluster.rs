@@ -128,7 +128,7 @@ struct Cluster {
     config: String,
     redis: String,
     prefix: String,
-    _db: Database,
+    db: Database,
     /// Dropped last: the next test's cluster starts once this one is gone.
     _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
@@ -187,7 +187,7 @@ impl Cluster {
             config,
             redis: redis.to_string(),
             prefix,
-            _db: db,
+            db,
             _one_at_a_time: one_at_a_time,
         };
         for (i, phone) in cluster.phones.iter().enumerate() {
@@ -269,6 +269,21 @@ impl Cluster {
             .filter(|l| !l.ends_with("desk.events"))
             .map(str::to_string)
             .collect()
+    }
+
+    /// What `sql` selects from the cluster's CRM database, one row per line, columns split by `|`.
+    fn crm(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .arg(&self.db.url)
+            .args(["-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     fn logs(&self) -> String {
@@ -488,6 +503,58 @@ fn the_leaders_node_killed_while_callers_wait_loses_none_of_them() {
     );
     cluster.assert_served_once_each(20, "leader killed");
     cluster.wait_until("a surviving node leads", || cluster.leader().is_some());
+}
+
+#[test]
+fn a_node_killed_mid_call_has_its_calls_ended_in_the_crm_as_node_lost_and_no_one_elses() {
+    let Some(mut cluster) = Cluster::start("the node kill test", 6000) else {
+        return;
+    };
+    let leader = cluster.leader().expect("a leader");
+    let victim = (leader + 1) % 3;
+    let survivor = (leader + 2) % 3;
+    // Three callers talk to agents through the node that will die, three through another.
+    let doomed = Callers::start(cluster.node(victim).sip, 3, 10);
+    let spared = Callers::start(cluster.node(survivor).sip, 3, 10);
+    cluster.wait_until("all six callers talk to agents", || cluster.served() >= 6);
+    let _ = cluster.nodes[victim].take().expect("victim node").kill();
+    drop(doomed);
+    assert_eq!(
+        spared.wait(),
+        (3, 0),
+        "the other node's callers\n{}",
+        cluster.logs()
+    );
+    // The dead node's calls end in the CRM with the reason; the others as their callers ended them.
+    let ends = "SELECT end_reason, count(*) FROM interactions WHERE ended_at IS NOT NULL \
+                GROUP BY end_reason ORDER BY end_reason";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = cluster.crm(ends);
+    while !(seen.contains("node_lost|3")
+        && cluster.crm("SELECT count(*) FROM interactions WHERE ended_at IS NULL") == "0")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "CRM ends by reason: {seen}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        seen = cluster.crm(ends);
+    }
+    assert_eq!(cluster.crm("SELECT count(*) FROM interactions"), "6", "{seen}");
+    assert!(
+        !seen
+            .lines()
+            .any(|l| l.starts_with("node_lost|") && l != "node_lost|3"),
+        "{seen}"
+    );
+    let lost = cluster.crm("SELECT count(*) FROM interactions WHERE end_reason = 'node_lost' AND answered_at IS NOT NULL AND ended_by = 'system'");
+    assert_eq!(
+        lost, "3",
+        "the lost calls had been answered, and the system ended them: {seen}"
+    );
+    // Counted by the node that ended them, the router's leader.
+    assert_eq!(cluster.gauge(leader, "acd_calls_ended_node_lost_total"), 3);
 }
 
 #[test]

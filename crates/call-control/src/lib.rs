@@ -22,6 +22,7 @@ pub mod desk;
 pub mod desk_relay;
 mod driver;
 pub mod kpi_metrics;
+pub mod live_calls;
 mod media_rules;
 mod outbound;
 pub mod queue_audio;

@@ -249,6 +249,26 @@ async fn serve(config: Config) -> Result<(), String> {
     } else {
         None
     };
+    // In a cluster, the calls this node carries are kept in the store, so that if it dies the
+    // router's leader ends them in the CRM; this node's leader does the same for others.
+    let appender: Arc<dyn call_control::EventSink> =
+        Arc::new(crm_store::OrderedAppender::start(writer.clone()));
+    let events: Arc<dyn call_control::EventSink> = match (acd.cluster_node(), &leader) {
+        (Some(node), Some((candidate, _))) => {
+            call_control::live_calls::sweep_while_leading(
+                state.clone(),
+                appender.clone(),
+                candidate.status(),
+                &telemetry,
+            );
+            Arc::new(call_control::live_calls::LiveCalls::start(
+                appender,
+                state.clone(),
+                node,
+            ))
+        }
+        _ => appender,
+    };
     let calls = call_control::CallControl::new(
         &config.node.name,
         call_control::Services {
@@ -256,7 +276,7 @@ async fn serve(config: Config) -> Result<(), String> {
             flows: flows.clone(),
             crm: crm.clone(),
             acd: acd.clone(),
-            events: Arc::new(crm_store::OrderedAppender::start(writer.clone())),
+            events,
             state: state.clone(),
             desks: desks.clone(),
             hold_music: config.desk.hold_music.clone(),

@@ -1,0 +1,333 @@
+//! The calls each node carries, kept in the state store, so that when a node dies (`kill -9`, a lost
+//! host) a surviving node ends its calls in the CRM with the reason `node_lost`: nobody will ever
+//! hang those calls up, and their interaction rows must not stay open for ever.
+//!
+//! [`LiveCalls`] wraps a node's event sink: an interaction's `Arrived` adds it to the map
+//! `live-calls.<node id>` and its `Ended` removes it (the node id names one process, so a node
+//! restarted under the same name is a new one). The map `live-call-nodes` lists the nodes that
+//! wrote. [`end_calls_of_lost_nodes`], run by the router's leader, ends the calls of every listed
+//! node whose liveness record has lapsed, with an `Ended` at [`domain::NODE_LOST_SEQ`]: after
+//! anything the node wrote, and the same from any writer, so ending a call twice stores it once.
+
+use crate::EventSink;
+use domain::{EndedBy, InteractionEvent, InteractionEventKind, InteractionId, Timestamp};
+use state_store::{StateError, StateStore};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// The map listing every node that keeps a map of live calls.
+pub const LIVE_CALL_NODES: &str = "live-call-nodes";
+
+/// Changes written in one round trip at most.
+const MAX_CHANGES_PER_WRITE: usize = 512;
+
+/// The map of the calls `node` carries.
+pub fn live_calls_map(node: &str) -> String {
+    format!("live-calls.{node}")
+}
+
+/// An event sink that also keeps this node's live calls in the state store (module docs).
+pub struct LiveCalls {
+    sink: Arc<dyn EventSink>,
+    changes: mpsc::UnboundedSender<(InteractionId, bool)>,
+}
+
+impl LiveCalls {
+    /// Wraps `sink` for the node `node` (its incarnation id) and starts the task that writes the
+    /// changes, in order. Must be called inside a tokio runtime.
+    pub fn start(sink: Arc<dyn EventSink>, state: StateStore, node: String) -> Self {
+        let (changes, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_changes(state, node, rx));
+        Self { sink, changes }
+    }
+}
+
+impl EventSink for LiveCalls {
+    fn log(&self, event: InteractionEvent) {
+        let change = match &event.kind {
+            InteractionEventKind::Arrived { .. } => Some((event.interaction.clone(), true)),
+            InteractionEventKind::Ended { .. } => Some((event.interaction.clone(), false)),
+            _ => None,
+        };
+        self.sink.log(event);
+        if let Some(change) = change {
+            let _ = self.changes.send(change);
+        }
+    }
+}
+
+/// Writes the changes as they come, several at once when they queue up.
+async fn write_changes(
+    state: StateStore,
+    node: String,
+    mut rx: mpsc::UnboundedReceiver<(InteractionId, bool)>,
+) {
+    let map = live_calls_map(&node);
+    let mut listed = false;
+    while let Some(first) = rx.recv().await {
+        // The last change of each call wins: a call that came and went in one round is removed.
+        let mut batch: BTreeMap<String, bool> = BTreeMap::new();
+        batch.insert(first.0.as_str().to_string(), first.1);
+        while batch.len() < MAX_CHANGES_PER_WRITE {
+            match rx.try_recv() {
+                Ok((call, live)) => {
+                    batch.insert(call.as_str().to_string(), live);
+                }
+                Err(_) => break,
+            }
+        }
+        if !listed {
+            match state
+                .map_update(LIVE_CALL_NODES, &[(node.clone(), Vec::new())], &[])
+                .await
+            {
+                Ok(()) => listed = true,
+                Err(error) => warn!(%error, "this node could not be listed among the nodes with live calls"),
+            }
+        }
+        let at = Timestamp::now_utc().as_millis().to_string().into_bytes();
+        let (live, gone): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(_, live)| *live);
+        let put: Vec<(String, Vec<u8>)> = live.into_iter().map(|(c, _)| (c, at.clone())).collect();
+        let remove: Vec<String> = gone.into_iter().map(|(c, _)| c).collect();
+        if let Err(error) = state.map_update(&map, &put, &remove).await {
+            // Only a death of this node in the meantime would leave these calls open in the CRM.
+            warn!(%error, calls = put.len() + remove.len(), "live calls not recorded");
+        }
+    }
+}
+
+/// Ends, in the CRM through `sink`, the calls of every node whose liveness record (in
+/// `liveness_namespace`) has lapsed at `now`, and forgets them. Returns how many calls it ended.
+pub async fn end_calls_of_lost_nodes(
+    state: &StateStore,
+    liveness_namespace: &str,
+    sink: &dyn EventSink,
+    now: Timestamp,
+) -> Result<usize, StateError> {
+    let mut ended = 0;
+    for (node, _) in state.map_entries(LIVE_CALL_NODES).await? {
+        if state.get_blob(liveness_namespace, &node, now).await?.is_some() {
+            continue;
+        }
+        let map = live_calls_map(&node);
+        let calls: Vec<String> = state
+            .map_entries(&map)
+            .await?
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        for call in &calls {
+            let Ok(interaction) = InteractionId::new(call) else {
+                continue;
+            };
+            sink.log(InteractionEvent {
+                interaction,
+                seq: domain::NODE_LOST_SEQ,
+                at: now,
+                kind: InteractionEventKind::Ended {
+                    by: EndedBy::System,
+                    reason: domain::NODE_LOST_REASON.to_string(),
+                    quality: None,
+                },
+            });
+        }
+        state.map_update(&map, &[], &calls).await?;
+        state
+            .map_update(LIVE_CALL_NODES, &[], std::slice::from_ref(&node))
+            .await?;
+        if !calls.is_empty() {
+            info!(%node, calls = calls.len(), "a lost node's calls ended in the CRM");
+        }
+        ended += calls.len();
+    }
+    Ok(ended)
+}
+
+/// How often the router's leader looks for lost nodes' calls.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// While this node leads the cluster's router (`status`), ends lost nodes' calls through `sink`
+/// every second; counts them in `calls_ended_node_lost` (registered under `acd` in `telemetry`).
+pub fn sweep_while_leading(
+    state: StateStore,
+    sink: Arc<dyn EventSink>,
+    status: tokio::sync::watch::Receiver<routing::LeaderStatus>,
+    telemetry: &telemetry::Telemetry,
+) {
+    let ended = prometheus_client::metrics::counter::Counter::<u64>::default();
+    telemetry.register("acd", |r| {
+        r.register(
+            "calls_ended_node_lost",
+            "Calls of nodes that died, ended in the CRM by this node",
+            ended.clone(),
+        );
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !status.borrow().leading {
+                continue;
+            }
+            let now = Timestamp::now_utc();
+            match end_calls_of_lost_nodes(&state, routing::protocol::NODES_NAMESPACE, sink.as_ref(), now)
+                .await
+            {
+                Ok(n) => {
+                    ended.inc_by(n as u64);
+                }
+                Err(error) => warn!(%error, "lost nodes' calls could not be ended"),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{Channel, Direction, Pii};
+    use state_store::{BlobWrite, StateConfig};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<InteractionEvent>>);
+
+    impl EventSink for Kept {
+        fn log(&self, event: InteractionEvent) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    fn event(call: &str, seq: u32, kind: InteractionEventKind) -> InteractionEvent {
+        InteractionEvent {
+            interaction: InteractionId::new(call).unwrap(),
+            seq,
+            at: Timestamp::from_millis(1_000),
+            kind,
+        }
+    }
+
+    fn arrived(call: &str) -> InteractionEvent {
+        event(
+            call,
+            0,
+            InteractionEventKind::Arrived {
+                channel: Channel::Voice,
+                direction: Direction::Inbound,
+                from: Pii::new("+4930123456".into()),
+                to: Pii::new("100".into()),
+            },
+        )
+    }
+
+    async fn wait_for_map(state: &StateStore, map: &str, calls: &[&str]) {
+        for _ in 0..500 {
+            let now: Vec<String> = state
+                .map_entries(map)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect();
+            if now == calls {
+                return;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("{map} never held {calls:?}");
+    }
+
+    #[tokio::test]
+    async fn a_dead_nodes_open_calls_end_once_as_node_lost_and_a_live_nodes_stay() {
+        let state = StateStore::connect(&StateConfig::memory()).await.unwrap();
+        let alive = |node: &str, ms: i64| {
+            let state = state.clone();
+            let node = node.to_string();
+            async move {
+                let renewed = BlobWrite::new().ttl(Duration::from_secs(3));
+                let at = Timestamp::from_millis(ms);
+                state
+                    .put_blob("nodes", &node, b"alive", &renewed, at)
+                    .await
+                    .unwrap();
+            }
+        };
+        alive("a.1", 0).await;
+        alive("b.2", 0).await;
+        let forwarded = Arc::new(Kept::default());
+        let a = LiveCalls::start(forwarded.clone(), state.clone(), "a.1".into());
+        let b = LiveCalls::start(forwarded.clone(), state.clone(), "b.2".into());
+        a.log(arrived("c1"));
+        a.log(arrived("c2"));
+        a.log(event(
+            "c2",
+            5,
+            InteractionEventKind::Ended {
+                by: EndedBy::Caller,
+                reason: "bye".into(),
+                quality: None,
+            },
+        ));
+        b.log(arrived("c3"));
+        wait_for_map(&state, &live_calls_map("a.1"), &["c1"]).await;
+        wait_for_map(&state, &live_calls_map("b.2"), &["c3"]).await;
+        assert_eq!(
+            forwarded.0.lock().unwrap().len(),
+            4,
+            "every event reaches the CRM sink"
+        );
+
+        // Both alive: nothing ends.
+        let crm = Kept::default();
+        let at = Timestamp::from_millis(2_000);
+        assert_eq!(
+            end_calls_of_lost_nodes(&state, "nodes", &crm, at).await.unwrap(),
+            0
+        );
+        // Node a stops renewing: its open call ends as node_lost, node b's is untouched.
+        alive("b.2", 4_000).await;
+        let later = Timestamp::from_millis(5_000);
+        assert_eq!(
+            end_calls_of_lost_nodes(&state, "nodes", &crm, later)
+                .await
+                .unwrap(),
+            1
+        );
+        let ends = crm.0.lock().unwrap().clone();
+        assert_eq!(ends.len(), 1);
+        assert_eq!(ends[0].interaction.as_str(), "c1");
+        assert_eq!(ends[0].seq, domain::NODE_LOST_SEQ);
+        assert!(
+            matches!(&ends[0].kind, InteractionEventKind::Ended { by: EndedBy::System, reason, .. } if reason == "node_lost")
+        );
+        // Forgotten: a second sweep ends nothing more.
+        assert!(
+            state
+                .map_entries(&live_calls_map("a.1"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            state
+                .map_entries(LIVE_CALL_NODES)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>(),
+            ["b.2"]
+        );
+        assert_eq!(
+            end_calls_of_lost_nodes(&state, "nodes", &crm, later)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+}

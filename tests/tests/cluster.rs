@@ -66,10 +66,11 @@ impl Drop for Database {
     }
 }
 
-fn psql(url: &str, sql: &str) {
+/// What `sql` selects in the database at `url`, one row per line, columns split by `|`.
+fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
         .arg(url)
-        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args(["-At", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .output()
         .expect("psql");
     assert!(
@@ -77,6 +78,7 @@ fn psql(url: &str, sql: &str) {
         "{sql}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Every node's configuration: the shared store and database, the cluster on, one queue served by
@@ -271,19 +273,9 @@ impl Cluster {
             .collect()
     }
 
-    /// What `sql` selects from the cluster's CRM database, one row per line, columns split by `|`.
+    /// What `sql` selects from the cluster's CRM database (see [`psql`]).
     fn crm(&self, sql: &str) -> String {
-        let out = Command::new("psql")
-            .arg(&self.db.url)
-            .args(["-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        psql(&self.db.url, sql)
     }
 
     fn logs(&self) -> String {

@@ -65,7 +65,6 @@ async fn write_changes(
     mut rx: mpsc::UnboundedReceiver<(InteractionId, bool)>,
 ) {
     let map = live_calls_map(&node);
-    let mut listed = false;
     while let Some(first) = rx.recv().await {
         // The last change of each call wins: a call that came and went in one round is removed.
         let mut batch: BTreeMap<String, bool> = BTreeMap::new();
@@ -78,14 +77,11 @@ async fn write_changes(
                 Err(_) => break,
             }
         }
-        if !listed {
-            match state
-                .map_update(LIVE_CALL_NODES, &[(node.clone(), Vec::new())], &[])
-                .await
-            {
-                Ok(()) => listed = true,
-                Err(error) => warn!(%error, "this node could not be listed among the nodes with live calls"),
-            }
+        // Listed with every write: a sweeper that took this node for dead (its liveness lapsed
+        // under load) and dropped it from the list must find its later calls again.
+        let listing = [(node.clone(), Vec::new())];
+        if let Err(error) = state.map_update(LIVE_CALL_NODES, &listing, &[]).await {
+            warn!(%error, "this node could not be listed among the nodes with live calls");
         }
         let at = Timestamp::now_utc().as_millis().to_string().into_bytes();
         let (live, gone): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(_, live)| *live);

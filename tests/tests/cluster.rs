@@ -313,6 +313,16 @@ impl Cluster {
     }
 }
 
+/// A cluster test that failed shows what every node logged, whichever check failed (a desktop's
+/// wait for a frame panics without knowing the cluster).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the cluster's nodes logged:\n{}", self.logs());
+        }
+    }
+}
+
 /// What an agent's desktop went through: offers, and offers that ended (released or withdrawn).
 #[derive(Debug, Default)]
 struct Followed {

@@ -114,14 +114,14 @@ impl StereoTimeline {
         if end > self.pending.len() as i64 {
             self.pending.resize(end as usize, [0; 3]);
         }
-        for (i, sample) in samples.iter().enumerate() {
-            let at = position + i as i64 - self.written;
-            if at < 0 {
-                continue; // already written: too late
-            }
-            if let Some(frame) = self.pending.get_mut(at as usize) {
-                frame[lane] = *sample;
-            }
+        // Samples before `written` are too late; the rest land in one contiguous run of lanes.
+        let first = position - self.written;
+        let skip = usize::try_from(-first).unwrap_or(0).min(samples.len());
+        let from = usize::try_from(first.max(0))
+            .unwrap_or(usize::MAX)
+            .min(self.pending.len());
+        for (frame, sample) in self.pending.range_mut(from..).zip(&samples[skip..]) {
+            frame[lane] = *sample;
         }
     }
 
@@ -138,11 +138,19 @@ impl StereoTimeline {
     }
 
     fn drain_to(&mut self, until: i64, out: &mut Vec<[i16; 2]>) {
-        while self.written < until {
-            let [caller, agent, supervisor] = self.pending.pop_front().unwrap_or([0; 3]);
-            out.push([caller, agent.saturating_add(supervisor)]);
-            self.written += 1;
-        }
+        let Ok(wanted) = usize::try_from(until - self.written) else {
+            return;
+        };
+        let placed = wanted.min(self.pending.len());
+        let mix = |[caller, agent, supervisor]: &[i16; 3]| [*caller, agent.saturating_add(*supervisor)];
+        let (front, back) = self.pending.as_slices();
+        let from_front = placed.min(front.len());
+        out.extend(front[..from_front].iter().map(mix));
+        out.extend(back[..placed - from_front].iter().map(mix));
+        self.pending.drain(..placed);
+        // Past what any leg sent: silence.
+        out.resize(out.len() + (wanted - placed), [0, 0]);
+        self.written = until;
     }
 }
 
@@ -183,12 +191,14 @@ impl WavFileWriter {
 
     /// Appends frames (a mono file keeps the left channel).
     pub fn write_frames(&mut self, frames: &[[i16; 2]]) -> std::io::Result<()> {
-        // One write of the whole batch, not one call per sample.
-        let mut bytes = Vec::with_capacity(frames.len() * 2 * usize::from(self.channels));
-        for [left, right] in frames {
-            bytes.extend_from_slice(&left.to_le_bytes());
-            if self.channels == 2 {
-                bytes.extend_from_slice(&right.to_le_bytes());
+        // One write of the whole batch, not one call per sample; filled in place, which compiles
+        // to a tight copy (an iterator chain collected into a Vec grew it sample by sample).
+        let width = 2 * usize::from(self.channels);
+        let mut bytes = vec![0u8; frames.len() * width];
+        for (out, [left, right]) in bytes.chunks_exact_mut(width).zip(frames) {
+            out[..2].copy_from_slice(&left.to_le_bytes());
+            if let Some(second) = out.get_mut(2..4) {
+                second.copy_from_slice(&right.to_le_bytes());
             }
         }
         self.file.write_all(&bytes)?;
@@ -369,6 +379,40 @@ mod tests {
         t.push(RecordingChannel::Caller, 0, 410, &frame(9));
         t.finish(&mut out);
         assert!(out.iter().all(|f| f[0] != 9));
+    }
+
+    #[test]
+    fn a_long_call_drained_every_half_second_keeps_every_sample_in_place() {
+        // Ten seconds of both sides, drained as the recorder does: the pending lanes wrap around
+        // their ring buffer many times.
+        let mut t = StereoTimeline::new(0);
+        let mut out = Vec::new();
+        for k in 0..500i16 {
+            let at = i64::from(k) * 20;
+            t.push(RecordingChannel::Caller, k as u32 * 160, at, &frame(k));
+            t.push(RecordingChannel::Agent, 9_000 + k as u32 * 160, at, &frame(-k));
+            if k % 25 == 24 {
+                t.drain_until(at, &mut out);
+            }
+        }
+        t.finish(&mut out);
+        assert_eq!(out.len(), 500 * 160);
+        for (i, sample) in out.iter().enumerate() {
+            let k = (i / 160) as i16;
+            assert_eq!(*sample, [k, -k], "sample {i}");
+        }
+        let mut wav =
+            WavFileWriter::create(&std::env::temp_dir().join(format!("tl-{}.wav", std::process::id())))
+                .unwrap();
+        wav.write_frames(&out[160..162]).unwrap();
+        let path = wav.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(
+            &bytes[44..],
+            &[1, 0, 0xff, 0xff, 1, 0, 0xff, 0xff],
+            "[1, -1] twice, little-endian"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! reads it with one atomic load per packet, so none of them costs a message on the hot path. Attaching a
 //! monitor starts a mixer task ([`super::monitor`]) for the listeners that hear more than one party.
 
-use super::leg::{LegCommand, LegShared, MixFeed, PartnerLink, RecordedFrame, RecorderTap, RtpLeg};
+use super::leg::{
+    LegCommand, LegShared, MixFeed, PartnerLink, RecordedFrame, RecordedFrames, RecorderTap, RtpLeg,
+};
 use super::monitor::{MIX_CHANNEL, MixerTask, MonitorHandle, run_mixer};
 use super::{EngineShared, MediaError};
 use crate::mixer::{BridgeState, MonitorMode, Party};
@@ -48,7 +50,7 @@ struct Control {
     next_id: u64,
     monitor: Option<Attached>,
     /// The recording in progress (its id and where the legs send frames).
-    recording: Option<(u64, mpsc::Sender<RecordedFrame>)>,
+    recording: Option<(u64, Arc<RecordedFrames>)>,
     closed: bool,
 }
 
@@ -330,13 +332,13 @@ impl Bridge {
         let writer =
             WavFileWriter::create(&path).map_err(|e| MediaError::Io(format!("{}: {e}", path.display())))?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
-        let (frames, frame_rx) = mpsc::channel(1024);
+        let frames = Arc::new(RecordedFrames::default());
         let (control, control_rx) = mpsc::unbounded_channel();
         let (done, done_rx) = oneshot::channel();
         runtime.spawn(run_recorder(
             shared.engine.epoch,
             writer,
-            frame_rx,
+            frames.clone(),
             control_rx,
             done,
         ));
@@ -470,10 +472,16 @@ pub(crate) fn record_leg(
     let writer =
         WavFileWriter::create_mono(&path).map_err(|e| MediaError::Io(format!("{}: {e}", path.display())))?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
-    let (frames, frame_rx) = mpsc::channel(1024);
+    let frames = Arc::new(RecordedFrames::default());
     let (control, control_rx) = mpsc::unbounded_channel();
     let (done, done_rx) = oneshot::channel();
-    runtime.spawn(run_recorder(engine.epoch, writer, frame_rx, control_rx, done));
+    runtime.spawn(run_recorder(
+        engine.epoch,
+        writer,
+        frames.clone(),
+        control_rx,
+        done,
+    ));
     leg.send(LegCommand::SetRecorder(Some(RecorderTap {
         channel: RecordingChannel::Caller,
         frames,
@@ -491,46 +499,42 @@ pub(crate) fn record_leg(
 async fn run_recorder(
     epoch: Instant,
     mut writer: WavFileWriter,
-    mut frames: mpsc::Receiver<RecordedFrame>,
+    frames: Arc<RecordedFrames>,
     mut control: mpsc::UnboundedReceiver<RecorderControl>,
     done: oneshot::Sender<std::io::Result<RecordingSummary>>,
 ) {
     let now_ms = || Instant::now().saturating_duration_since(epoch).as_millis() as Millis;
     let mut timeline = StereoTimeline::new(now_ms());
     let mut ready = Vec::with_capacity(8000);
+    let mut taken: Vec<RecordedFrame> = Vec::with_capacity(64);
     let mut flush = tokio::time::interval(Duration::from_millis(500));
     let mut failure: Option<std::io::Error> = None;
     let mut meter = ActivityMeter::new();
-    let push = |timeline: &mut StereoTimeline, frame: RecordedFrame| {
-        timeline.push(
-            frame.channel,
-            frame.timestamp,
-            frame.arrival,
-            frame.samples.get(..frame.len).unwrap_or(&[]),
-        );
+    let mut take_all = |timeline: &mut StereoTimeline| {
+        frames.take(&mut taken);
+        for frame in &taken {
+            timeline.push(
+                frame.channel,
+                frame.timestamp,
+                frame.arrival,
+                frame.samples.get(..frame.len).unwrap_or(&[]),
+            );
+        }
     };
     loop {
-        // Frames are taken on the flush tick, not one wake-up per 20 ms frame of each leg (the channel
-        // holds 1024 frames: 10 s of a call).
+        // Frames are taken on the flush tick, not one wake-up per 20 ms frame of each leg.
         tokio::select! {
             command = control.recv() => match command {
                 Some(RecorderControl::Pause(paused)) => {
-                    while let Ok(frame) = frames.try_recv() {
-                        push(&mut timeline, frame);
-                    }
+                    take_all(&mut timeline);
                     timeline.set_paused(paused);
                 }
                 Some(RecorderControl::Stop) | None => break,
             },
             _ = flush.tick() => {
-                let legs_gone = loop {
-                    match frames.try_recv() {
-                        Ok(frame) => push(&mut timeline, frame),
-                        Err(mpsc::error::TryRecvError::Empty) => break false,
-                        Err(mpsc::error::TryRecvError::Disconnected) => break true,
-                    }
-                };
-                if legs_gone {
+                take_all(&mut timeline);
+                // Nobody else holds the buffer: every leg has let the recording go.
+                if Arc::strong_count(&frames) == 1 {
                     break;
                 }
                 timeline.drain_until(now_ms(), &mut ready);
@@ -542,9 +546,7 @@ async fn run_recorder(
             }
         }
     }
-    while let Ok(frame) = frames.try_recv() {
-        push(&mut timeline, frame);
-    }
+    take_all(&mut timeline);
     timeline.finish(&mut ready);
     meter.push(&ready);
     let result = match failure {

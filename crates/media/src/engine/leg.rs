@@ -11,7 +11,6 @@ use crate::latch::{Admission, LatchPolicy, SendBudget, SourceGate, same_addr};
 use crate::mixer::{BridgeState, Frame, Party, encode_frame};
 use crate::prompt::{Prompt, PromptPlayer};
 use crate::quality::{CallQuality, ReceptionStats};
-use crate::recorder::RecordingChannel;
 use crate::rtcp::{
     Bye, ReceiverReport, RtcpCompound, RtcpPacket, SDES_CNAME, SdesChunk, SdesItem, SenderReport,
     ntp_from_unix_millis, ntp_middle, report_interval,
@@ -30,7 +29,9 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 mod confirmer;
+mod recording;
 pub use confirmer::LegConfirmer;
+pub(crate) use recording::{RecordedFrame, RecordedFrames, RecorderTap};
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
@@ -180,51 +181,6 @@ impl MixFeed {
             let _ = self.frames.try_send(input);
         }
     }
-}
-
-/// One decoded 20 ms (or shorter) piece of received audio for the recorder.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RecordedFrame {
-    pub(crate) channel: RecordingChannel,
-    pub(crate) timestamp: u32,
-    pub(crate) arrival: Millis,
-    pub(crate) len: usize,
-    pub(crate) samples: [i16; SAMPLES_PER_FRAME],
-}
-
-/// Where the legs of a recording leave their decoded audio; the recorder takes it all at once on
-/// its flush tick. One short, rarely contended lock per frame: a channel cost a send and a receive
-/// per frame (about 8 % of the node's CPU at 1000 recorded calls in `perf`).
-#[derive(Default)]
-pub(crate) struct RecordedFrames {
-    frames: parking_lot::Mutex<Vec<RecordedFrame>>,
-}
-
-impl RecordedFrames {
-    /// Frames kept between two takes at most: 10 s of both sides of a call. Beyond it the recorder
-    /// is stuck, and a frame is dropped rather than the leg delayed or memory grown.
-    const MAX_WAITING: usize = 1024;
-
-    /// Leaves one frame for the recorder.
-    pub(crate) fn push(&self, frame: RecordedFrame) {
-        let mut frames = self.frames.lock();
-        if frames.len() < Self::MAX_WAITING {
-            frames.push(frame);
-        }
-    }
-
-    /// Takes every frame left so far, in order, into `into` (emptied first; buffers are swapped,
-    /// so neither side allocates once both have grown).
-    pub(crate) fn take(&self, into: &mut Vec<RecordedFrame>) {
-        into.clear();
-        std::mem::swap(&mut *self.frames.lock(), into);
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct RecorderTap {
-    pub(crate) channel: RecordingChannel,
-    pub(crate) frames: Arc<RecordedFrames>,
 }
 
 pub(crate) enum LegCommand {

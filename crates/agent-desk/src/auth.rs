@@ -401,18 +401,29 @@ impl Auth {
         Err(LoginError::Unavailable)
     }
 
-    /// The session of `token`, if it is live.
+    /// The session of `token`, if it is live (a store that cannot answer counts as none: a request
+    /// is refused rather than let through unchecked).
     pub async fn session(&self, token: &str, now: Timestamp) -> Option<Session> {
+        self.check_session(token, now).await.ok().flatten()
+    }
+
+    /// The session of `token` at `now`: `Ok(None)` when there is none (never issued, expired,
+    /// logged out), `Err` when the store could not say. An open desktop stays on an `Err`: a Redis
+    /// hiccup or failover is not a logout of every agent.
+    pub async fn check_session(
+        &self,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<Option<Session>, state_store::StateError> {
         if token.is_empty() || token.len() > 128 {
-            return None;
+            return Ok(None);
         }
-        let blob = self
-            .state
-            .get_blob(SESSIONS, &token_key(token), now)
-            .await
-            .ok()??;
-        let session: Session = serde_json::from_slice(&blob.value).ok()?;
-        (session.expires_at > now).then_some(session)
+        let Some(blob) = self.state.get_blob(SESSIONS, &token_key(token), now).await? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice::<Session>(&blob.value)
+            .ok()
+            .filter(|session| session.expires_at > now))
     }
 
     /// Ends the session of `token`.

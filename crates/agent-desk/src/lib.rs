@@ -310,8 +310,11 @@ impl SessionWatch {
             tokio::select! {
                 _ = &mut self.expiry => return,
                 _ = self.recheck.tick() => {
-                    if desk.auth.session(&self.token, Timestamp::now_utc()).await.is_none() {
-                        return;
+                    match desk.auth.check_session(&self.token, Timestamp::now_utc()).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return,
+                        // Checked again at the next tick; the session's own expiry still ends it.
+                        Err(error) => tracing::warn!(%error, "the desktop's session could not be checked; it stays"),
                     }
                 }
             }

@@ -469,7 +469,8 @@ async fn join_cluster(
     let candidate = routing::spawn_leader(state.clone(), leader_config(config), clock.clone());
     let mut client = routing::ClientConfig::new(config.node.name.clone());
     client.liveness_ttl = Duration::from_millis(config.cluster.liveness_ttl_ms);
-    client.liveness_every = client.liveness_ttl / 3;
+    // Renewed often whatever the TTL: a record renewed just before a stall lasts the whole TTL.
+    client.liveness_every = (client.liveness_ttl / 3).min(Duration::from_secs(1));
     let client = routing::RouterClient::start(state.clone(), client, clock)
         .await
         .map_err(|e| format!("cluster router: {e}"))?;

@@ -50,39 +50,10 @@ pub fn free_media_port() -> u16 {
     }
 }
 
-/// A port that was free a moment ago on both UDP and TCP (the gateway binds both).
-///
-/// Ports come from 21000-32767: below the kernel's ephemeral range (32768-60999 by default), from
-/// which every outgoing connection of any process takes a port at any moment and could take one
-/// between this check and its user's bind; and above the platform's default RTP range
-/// (20000-20999). Each pick moves on by four, so one pick's SIPp media ports (the port, RTCP above
-/// it, video two above) are never another pick's; the start is random per test process.
+/// A port that was free a moment ago on both UDP and TCP (the gateway binds both), outside the
+/// kernel's ephemeral range (see [`testkit::free_port`]).
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 21_000;
-    const SPAN: u32 = 11_764;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        (std::process::id().wrapping_mul(2_654_435_761)
-            ^ std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.subsec_nanos()))
-            % SPAN
-            / 4
-            * 4,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    loop {
-        let offset = NEXT.fetch_add(4, Ordering::Relaxed) % SPAN / 4 * 4;
-        let Ok(port) = u16::try_from(LOW + offset) else {
-            continue;
-        };
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-        {
-            return port;
-        }
-    }
+    testkit::free_port()
 }
 
 /// Where a platform listens, and how long it may drain.

@@ -6,62 +6,12 @@
 use agent_desk::{Auth, AuthConfig};
 use crm_store::{CrmStore, Role};
 use domain::{AgentId, Timestamp};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-struct OwnRedis {
-    child: Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (the test command installs it)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        OwnRedis { child, port }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use testkit::redis::RedisProcess;
 
 #[tokio::test]
 async fn a_store_that_cannot_answer_is_not_a_logout() {
-    let mut redis = OwnRedis::start();
-    let url = format!("redis://127.0.0.1:{}/", redis.port);
+    let mut redis = RedisProcess::server(&[]);
+    let url = redis.url();
     let state = state_store::StateStore::connect(&state_store::StateConfig::redis(url, "sessiontest"))
         .await
         .expect("connect");

@@ -8,31 +8,12 @@
 use domain::Timestamp;
 use state_store::{BlobWrite, StateConfig, StateError, StateStore, StreamCommit};
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A Redis process of the test; killed when dropped.
-struct Proc {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testkit::free_port;
+use testkit::redis::RedisProcess as Proc;
 
 fn installed(binary: &str) -> bool {
     Command::new(binary)
@@ -58,26 +39,18 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn server(dir: &Path, name: &str, replica_of: Option<u16>) -> Proc {
-    let port = free_port();
     let data = dir.join(name);
     std::fs::create_dir_all(&data).unwrap();
-    let mut cmd = Command::new("redis-server");
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "no", "--dir"])
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut extra = vec![
+        "--appendonly".to_string(),
+        "no".into(),
+        "--dir".into(),
+        data.display().to_string(),
+    ];
     if let Some(primary) = replica_of {
-        cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        extra.extend(["--replicaof".to_string(), "127.0.0.1".into(), primary.to_string()]);
     }
-    let proc = Proc {
-        child: cmd.spawn().expect("redis-server starts"),
-        port,
-    };
-    wait_until("redis-server to answer", || {
-        query::<String>(port, &redis::cmd("PING")).is_ok()
-    });
-    proc
+    Proc::server(&extra)
 }
 
 fn sentinel(dir: &Path, name: &str, service: &str, primary: u16) -> Proc {
@@ -92,17 +65,7 @@ fn sentinel(dir: &Path, name: &str, service: &str, primary: u16) -> Proc {
         dir.display()
     )
     .unwrap();
-    let child = Command::new("redis-sentinel")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-sentinel starts");
-    let proc = Proc { child, port };
-    wait_until("the sentinel to answer", || {
-        query::<String>(port, &redis::cmd("PING")).is_ok()
-    });
-    proc
+    Proc::spawn("redis-sentinel", vec![conf.display().to_string()], port)
 }
 
 fn primary_port(sentinel: u16, service: &str) -> Option<u16> {
@@ -155,10 +118,17 @@ async fn a_forced_failover_loses_no_confirmed_write() {
     let service = "cc-test";
     let s1 = sentinel(dir.path(), "s1", service, primary.port);
     let s2 = sentinel(dir.path(), "s2", service, primary.port);
-    wait_until("the sentinels to know the replica", || {
-        let replicas: Vec<redis::Value> =
-            query(s1.port, redis::cmd("SENTINEL").arg("replicas").arg(service)).unwrap_or_default();
-        !replicas.is_empty()
+    // Known is not enough: a failover needs the sentinel to have seen the replica's link to the
+    // primary up (found too early, it answered NOGOODSLAVE).
+    wait_until("the sentinels to see the replica linked", || {
+        [s1.port, s2.port].iter().all(|s| {
+            let replicas: Vec<Vec<String>> =
+                query(*s, redis::cmd("SENTINEL").arg("replicas").arg(service)).unwrap_or_default();
+            replicas.iter().any(|r| {
+                r.windows(2)
+                    .any(|kv| kv[0] == "master-link-status" && kv[1] == "ok")
+            })
+        })
     });
 
     let config = StateConfig::sentinel(

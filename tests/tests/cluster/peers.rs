@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 use system_tests::*;
 
 /// An agent's phone: a SIPp UAS that answers each call and hangs up `talk_ms` later, tracing every
@@ -191,9 +190,7 @@ impl Drop for Callers {
 
 /// A Redis of the test's own (so it can be restarted): append-only file fsynced on every write.
 pub(crate) struct PrivateRedis {
-    child: Child,
-    port: u16,
-    args: Vec<String>,
+    process: testkit::redis::RedisProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -201,72 +198,21 @@ impl PrivateRedis {
     pub(crate) fn start() -> PrivateRedis {
         require_command("redis-server");
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            &dir.path().display().to_string(),
-        ]
-        .map(String::from)
-        .to_vec();
-        let child = Self::spawn(&args, port);
+        let aof = ["--appendonly", "yes", "--appendfsync", "always", "--dir"].map(String::from);
+        let mut extra = aof.to_vec();
+        extra.push(dir.path().display().to_string());
         PrivateRedis {
-            child,
-            port,
-            args,
+            process: testkit::redis::RedisProcess::server(&extra),
             _dir: dir,
         }
     }
 
-    fn spawn(args: &[String], port: u16) -> Child {
-        let child = Command::new("redis-server")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !Self::answers(port) {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    }
-
-    fn answers(port: u16) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 16];
-        s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-    }
-
     /// Kills Redis (SIGKILL: no last save) and starts it again on the same port and files.
     pub(crate) fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = Self::spawn(&self.args, self.port);
+        self.process.restart();
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.url()
     }
 }

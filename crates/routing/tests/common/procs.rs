@@ -4,65 +4,14 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub struct Proc {
-    child: Child,
-    pub port: u16,
-    program: String,
-    args: Vec<String>,
-}
+/// A Redis process of the test (`redis-server` or `redis-sentinel`).
+pub type Proc = testkit::redis::RedisProcess;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(program: &str, args: Vec<String>, port: u16) -> Proc {
-        let child = Command::new(program)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{program} starts: {e}"));
-        let proc = Proc {
-            child,
-            port,
-            program: program.to_string(),
-            args,
-        };
-        wait_until("the process to answer", Duration::from_secs(30), || ping(port));
-        proc
-    }
-
-    /// Kills the process with SIGKILL (no shutdown, no last save) and starts it again with the same
-    /// arguments, returning once it answers.
-    pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let mut fresh = Proc::spawn(&self.program, self.args.clone(), self.port);
-        std::mem::swap(&mut self.child, &mut fresh.child);
-        // `fresh` now holds the dead child; dropping it is harmless.
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use testkit::free_port;
 
 pub fn installed(binary: &str) -> bool {
     Command::new(binary)
@@ -89,10 +38,6 @@ pub fn query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> redis::Re
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
     cmd.query(&mut conn)
-}
-
-fn ping(port: u16) -> bool {
-    query::<String>(port, &redis::cmd("PING")).is_ok()
 }
 
 pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
@@ -131,7 +76,7 @@ pub fn server(dir: &Path, name: &str, replica_of: Option<u16>, aof: bool) -> Pro
             primary.to_string(),
         ]);
     }
-    Proc::spawn("redis-server", args, port)
+    testkit::redis::RedisProcess::spawn("redis-server", args, port)
 }
 
 /// Waits until `primary` has a replica in sync.
@@ -155,7 +100,7 @@ pub fn sentinel(dir: &Path, name: &str, service: &str, primary: u16) -> Proc {
         dir.display()
     )
     .unwrap();
-    Proc::spawn("redis-sentinel", vec![conf.display().to_string()], port)
+    testkit::redis::RedisProcess::spawn("redis-sentinel", vec![conf.display().to_string()], port)
 }
 
 /// The primary's port as `sentinel` names it.
@@ -169,14 +114,19 @@ pub fn primary_port(sentinel: u16, service: &str) -> Option<u16> {
 }
 
 /// Waits until `sentinel` knows a replica of `service` (it may be chosen in a failover).
+/// Waits until `sentinel` has seen a replica of `service` linked to its primary (known alone is
+/// not enough for a failover: the sentinel answers NOGOODSLAVE).
 pub fn wait_replica_known(sentinel: u16, service: &str) {
     wait_until(
-        "the sentinel to know the replica",
+        "the sentinel to see the replica linked",
         Duration::from_secs(30),
         || {
-            let replicas: Vec<redis::Value> =
+            let replicas: Vec<Vec<String>> =
                 query(sentinel, redis::cmd("SENTINEL").arg("replicas").arg(service)).unwrap_or_default();
-            !replicas.is_empty()
+            replicas.iter().any(|r| {
+                r.windows(2)
+                    .any(|kv| kv[0] == "master-link-status" && kv[1] == "ok")
+            })
         },
     );
 }

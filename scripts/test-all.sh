@@ -21,6 +21,8 @@ command -v sipp >/dev/null || need+=(sip-tester)
 command -v baresip >/dev/null || need+=(baresip)
 command -v kamailio >/dev/null || need+=(kamailio)
 command -v redis-server >/dev/null || need+=(redis-server)
+# The Sentinel failover tests (state-store, routing) skip without it: install it so they run.
+command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 command -v sox >/dev/null || need+=(sox)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v chromium >/dev/null || need+=(chromium)

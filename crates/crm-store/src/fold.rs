@@ -293,10 +293,10 @@ impl InteractionRow {
             InteractionEventKind::Recording { path } | InteractionEventKind::Voicemail { path, .. } => {
                 self.recording_path = Some(path.clone());
             }
-            // The end written for a lost node comes after everything the node wrote; an end the
-            // node managed to write itself is the true one.
-            InteractionEventKind::Ended { reason, .. }
-                if reason == domain::NODE_LOST_REASON && self.ended_at.is_some() => {}
+            // A call ends once: the first end in seq order stands. A later one is the end a
+            // surviving node wrote for a lost node (seq `NODE_LOST_SEQ`, after everything the node
+            // wrote) while the node's own end was still on its way.
+            InteractionEventKind::Ended { .. } if self.ended_at.is_some() => {}
             InteractionEventKind::Ended { by, reason, quality } => {
                 if let Some(since) = self.held_since.take() {
                     self.hold_ms = self.hold_ms.saturating_add(ms_between(at, since));

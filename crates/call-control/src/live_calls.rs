@@ -83,9 +83,9 @@ async fn write_changes(
         if let Err(error) = state.map_update(LIVE_CALL_NODES, &listing, &[]).await {
             warn!(%error, "this node could not be listed among the nodes with live calls");
         }
-        let at = Timestamp::now_utc().as_millis().to_string().into_bytes();
+        // The field is the record: nothing reads a value.
         let (live, gone): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(_, live)| *live);
-        let put: Vec<(String, Vec<u8>)> = live.into_iter().map(|(c, _)| (c, at.clone())).collect();
+        let put: Vec<(String, Vec<u8>)> = live.into_iter().map(|(c, _)| (c, Vec::new())).collect();
         let remove: Vec<String> = gone.into_iter().map(|(c, _)| c).collect();
         if let Err(error) = state.map_update(&map, &put, &remove).await {
             // Only a death of this node in the meantime would leave these calls open in the CRM.

@@ -26,6 +26,9 @@ pub(crate) struct SentinelConn {
 struct SentinelInner {
     sentinel: tokio::sync::Mutex<SentinelClient>,
     current: Mutex<Option<Current>>,
+    /// Generations handed out so far: never reused, so a stale link's failure cannot invalidate a
+    /// newer connection that happens to have the same number.
+    generations: std::sync::atomic::AtomicU64,
     config: AsyncConnectionConfig,
     db: i64,
 }
@@ -48,6 +51,7 @@ impl SentinelConn {
             inner: Arc::new(SentinelInner {
                 sentinel: tokio::sync::Mutex::new(sentinel),
                 current: Mutex::new(None),
+                generations: std::sync::atomic::AtomicU64::new(0),
                 config,
                 db,
             }),
@@ -73,7 +77,11 @@ impl SentinelConn {
                 .get_multiplexed_async_connection_with_config(&self.inner.config)
                 .await?;
             let mut current = self.inner.current.lock();
-            let generation = current.as_ref().map_or(0, |c| c.generation) + 1;
+            let generation = self
+                .inner
+                .generations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
             let fresh = Current {
                 generation,
                 client,
@@ -82,6 +90,7 @@ impl SentinelConn {
             *current = Some(fresh.clone());
             tracing::debug!(
                 generation,
+                primary = %fresh.client.get_connection_info().addr(),
                 "connected to the Redis primary named by the sentinels"
             );
             Ok(fresh)

@@ -4,7 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use super::{c, call_p, next_offer};
+use super::{c, call_p, next_offer_within};
 use acd::Input;
 use domain::{AgentId, CallId};
 use parking_lot::Mutex;
@@ -21,6 +21,13 @@ pub struct Phones {
     pub doubles: Mutex<Vec<(AgentId, CallId, CallId)>>,
 }
 
+/// How long a caller waits for an offer. Callers wait in line through a disruption: a Sentinel
+/// failover with one replica confirms no write until the demoted primary has rejoined as a replica
+/// (Sentinel turns a healthy old primary into one some seconds after the promotion): 14-15 s
+/// per failover measured here, and
+/// [`disrupted_cluster`] keeps callers waiting through one on purpose.
+const CALLER_PATIENCE: Duration = Duration::from_secs(120);
+
 /// A served call: who took it.
 pub type Served = (CallId, AgentId);
 
@@ -36,7 +43,7 @@ pub fn serve(
     let call = c(call);
     let mut notices = node.enqueue(call_p(call.as_str(), priority));
     tokio::spawn(async move {
-        let offer = next_offer(&mut notices).await;
+        let offer = next_offer_within(&mut notices, CALLER_PATIENCE).await;
         let agent = offer.agents[0].clone();
         if let Some(other) = phones.carrying.lock().insert(agent.clone(), call.clone()) {
             phones.doubles.lock().push((agent.clone(), other, call.clone()));
@@ -77,6 +84,7 @@ pub async fn disrupted_cluster(
     use super::{a, config, leader_config};
     use routing::{ClientConfig, Clock, read_router, spawn_leader};
     const CALLS: usize = 30;
+    super::log_to_test_output();
     let clock = Clock::system();
     let acd = config(4, 0);
     let leaders = [
@@ -136,26 +144,39 @@ pub async fn disrupted_cluster(
     for n in &nodes {
         n.save_now().await;
     }
+    // A node counts a command sent once the store confirmed its entry. An append whose confirmation
+    // timed out may still have landed (and been applied) while the node sends the same entry again,
+    // so the counts agree once every node's retries are done: wait for that, then compare.
     let leading = leaders
         .iter()
         .find(|l| l.status().borrow().leading)
         .expect("a leader");
-    let sent: Vec<(routing::NodeId, u64)> = nodes
-        .iter()
-        .map(|n| {
-            (
-                n.node().clone(),
-                n.stats().commands_sent.load(std::sync::atomic::Ordering::SeqCst),
-            )
-        })
-        .collect();
-    let applied: Vec<(routing::NodeId, u64)> = leading
-        .with_leader(|l| {
-            let r = l.router().unwrap();
-            sent.iter().map(|(n, _)| (n.clone(), r.applied(n))).collect()
-        })
-        .await;
-    assert_eq!(applied, sent, "every confirmed command applied, once");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent: Vec<(routing::NodeId, u64)> = nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.node().clone(),
+                    n.stats().commands_sent.load(std::sync::atomic::Ordering::SeqCst),
+                )
+            })
+            .collect();
+        let applied: Vec<(routing::NodeId, u64)> = leading
+            .with_leader(|l| {
+                let r = l.router().unwrap();
+                sent.iter().map(|(n, _)| (n.clone(), r.applied(n))).collect()
+            })
+            .await;
+        if applied == sent {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "every confirmed command applied, once: applied {applied:?}, sent {sent:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let kpis = nodes[0].kpis().await.unwrap();
     assert_eq!(
         (kpis.queues[0].counters.queued, kpis.queues[0].counters.answered),

@@ -70,6 +70,18 @@ pub fn delete_prefix(url: &str, prefix: &str) {
 }
 
 static SKIP_NOTICE: Once = Once::new();
+
+/// Sends the router's and the store's logs to the test's output (shown when a test fails), at
+/// debug unless `RUST_LOG` says otherwise: a failover test that fails must say what the store did.
+pub fn log_to_test_output() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("routing=debug,state_store=debug"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
+}
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub fn unique_prefix(test: &str) -> String {
@@ -184,10 +196,15 @@ pub fn t(ms: i64) -> Timestamp {
 
 /// Waits for the next offer on a call's notices (other notices are skipped), at most 20 s.
 pub async fn next_offer(rx: &mut mpsc::UnboundedReceiver<QueueNotice>) -> acd::Offer {
+    next_offer_within(rx, Duration::from_secs(20)).await
+}
+
+/// Waits for the next offer on a call's notices (other notices are skipped), at most `limit`.
+pub async fn next_offer_within(rx: &mut mpsc::UnboundedReceiver<QueueNotice>, limit: Duration) -> acd::Offer {
     loop {
-        let notice = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        let notice = tokio::time::timeout(limit, rx.recv())
             .await
-            .expect("an offer within 20 s")
+            .unwrap_or_else(|_| panic!("an offer within {limit:?}"))
             .expect("notices open");
         if let QueueNotice::Offer(o) = notice {
             return o;

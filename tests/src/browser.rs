@@ -15,6 +15,17 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// The W3C key of a WebDriver element reference.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// One read, again if a signal interrupted it: the test process gets signals (a child exiting), and
+/// a plain `read` hands the interruption back as an error.
+fn read_some(stream: &mut TcpStream, chunk: &mut [u8]) -> Result<usize, String> {
+    loop {
+        match stream.read(chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other.map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// One HTTP/1.1 exchange with chromedriver; the JSON `value` of the answer, or its WebDriver error.
 pub fn webdriver_call(
     addr: SocketAddr,
@@ -40,7 +51,7 @@ Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
             break end + 4;
         }
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+        let n = read_some(&mut stream, &mut chunk)?;
         if n == 0 {
             return Err("connection closed before the response header ended".into());
         }
@@ -62,7 +73,7 @@ Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         if complete {
             break;
         }
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+        let n = read_some(&mut stream, &mut chunk)?;
         if n == 0 {
             break; // closed: what we have is the body
         }

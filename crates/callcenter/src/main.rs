@@ -14,6 +14,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+/// mimalloc instead of the system allocator: per-thread free lists, no arena lock shared by the
+/// runtime's workers (glibc malloc was 22 % of the node's CPU under SIP load, see
+/// docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "callcenter", version, about = "Open-source contact-center platform")]
 struct Cli {

@@ -43,6 +43,10 @@ struct State {
     fences: HashMap<String, u64>,
     leases: HashMap<String, MemLease>,
     streams: HashMap<String, MemStream>,
+    /// The last stream entry number handed out, across all streams: a stream deleted and written
+    /// again never reuses an id (as with Redis, whose ids follow the clock), so a reader that kept
+    /// its place reads on.
+    last_stream_seq: u64,
     /// key -> (millitokens, time of last take in ms, ms to fill): token buckets of the rate limiter.
     rate: HashMap<String, (i64, i64, i64)>,
     rate_takes: u64,
@@ -537,10 +541,12 @@ impl MemoryStore {
     pub(crate) fn stream_append(&self, stream: &str, payload: Vec<u8>) -> StreamEntryId {
         let id = {
             let mut s = self.inner.state.lock();
+            s.last_stream_seq += 1;
+            let seq = s.last_stream_seq;
             let st = s.streams.entry(stream.to_string()).or_default();
-            st.last_seq += 1;
-            st.entries.insert(st.last_seq, payload);
-            entry_id(st.last_seq)
+            st.last_seq = seq;
+            st.entries.insert(seq, payload);
+            entry_id(seq)
         };
         self.inner.stream_appended.notify_waiters();
         id
@@ -726,9 +732,11 @@ impl MemoryStore {
                 .collect::<StateResult<Vec<_>>>()?;
             let mut ids = Vec::with_capacity(commit.appends.len());
             for a in &commit.appends {
+                s.last_stream_seq += 1;
+                let seq = s.last_stream_seq;
                 let st = s.streams.entry(a.stream.clone()).or_default();
-                st.last_seq += 1;
-                st.entries.insert(st.last_seq, a.payload.clone());
+                st.last_seq = seq;
+                st.entries.insert(seq, a.payload.clone());
                 if let Some(max) = a.max_len {
                     while st.entries.len() > max {
                         st.entries.pop_first();

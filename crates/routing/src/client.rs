@@ -78,6 +78,8 @@ pub struct ClientStats {
     pub notices: AtomicU64,
     /// Offers dropped because they repeated the last offer of their call.
     pub repeated_offers: AtomicU64,
+    /// Out batches skipped because this node had them already (delivered again after a rebuild).
+    pub redelivered: AtomicU64,
     pub replies: AtomicU64,
     pub undecodable: AtomicU64,
 }
@@ -96,8 +98,8 @@ impl HeldCall {
         }
     }
 
-    /// Passes a notice on, except an offer identical to the last one: a leader that rebuilt its
-    /// state after a commit it could not confirm (a Redis failover) makes the same offer again.
+    /// Passes a notice on, except an offer identical to the last one (the same decision delivered
+    /// twice must not ring twice, whatever path brought it).
     fn deliver(&mut self, notice: QueueNotice) -> bool {
         if let QueueNotice::Offer(o) = &notice {
             let this = (o.offer, o.agents.clone());
@@ -450,6 +452,7 @@ async fn send(
 async fn read_out(store: StateStore, shared: Arc<Shared>) {
     let stream = out_stream(&shared.node);
     let mut after: Option<StreamEntryId> = None;
+    let mut last_batch = 0u64;
     let mut failures = 0u32;
     loop {
         let entries = match store
@@ -477,6 +480,12 @@ async fn read_out(store: StateStore, shared: Arc<Shared>) {
                     continue;
                 }
             };
+            // A leader that rebuilt its state delivers the batches after its snapshot again.
+            if batch.batch <= last_batch {
+                shared.stats.redelivered.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            last_batch = batch.batch;
             for item in batch.items {
                 match item {
                     OutItem::Notice { call, notice } => {

@@ -10,17 +10,22 @@
 //!   every second: liveness of nodes holding calls ─▶ NodeLost                         acks of inputs
 //! ```
 //!
-//! - **One atomic step.** A batch is journaled, delivered and acknowledged by one
-//!   [`StateStore::stream_commit`]: there is no moment where an input is applied but its outputs
-//!   are lost, or delivered but not journaled. If the lease is no longer ours the commit changes
-//!   nothing and the leader throws its state away, so an old leader woken from a pause can never
-//!   offer a call or change an agent.
+//! - **One atomic step, then delivery.** A batch is journaled and acknowledged by one
+//!   [`StateStore::stream_commit`]; only once the store has confirmed it (with Sentinel, a replica
+//!   has it) are its offers and replies appended to the nodes' out streams. A node never rings a
+//!   phone for a decision a failover can still take back. If the lease is no longer ours the commit
+//!   changes nothing and the leader throws its state away, so an old leader woken from a pause can
+//!   never offer a call or change an agent.
+//! - **Redelivery.** A delivery lost with a primary (written, not yet replicated) belongs to a batch
+//!   the journal holds: every (re)build delivers again the batches after the snapshot, and a node
+//!   skips a batch number it has seen. A snapshot never covers an undelivered batch: replication
+//!   keeps order, so a confirmed snapshot means the deliveries before it were replicated too.
 //! - **Order and idempotence.** Each node numbers its commands; the leader applies them in that order
 //!   and skips numbers it has applied (a node that retried an append whose reply was lost). An entry
 //!   that arrives after a gap waits for the missing one (it may sit with a consumer that has not been
 //!   claimed yet) for at most `gap_timeout`.
-//! - **Takeover.** Load the snapshot, apply the journal after it (outputs dropped: they were
-//!   delivered), claim the inputs the old leader read but never committed, continue. The router is
+//! - **Takeover.** Load the snapshot, apply the journal after it (its outputs delivered again),
+//!   claim the inputs the old leader read but never committed, continue. The router is
 //!   deterministic, so the result is exactly the old leader's state.
 //! - **Unknown outcomes.** A commit that failed for another reason (the store unreachable) may or may
 //!   not have happened: the state is thrown away and rebuilt from the store, which knows.
@@ -30,8 +35,8 @@
 use crate::clock::Clock;
 use crate::protocol::{
     Applied, EVENTS_STREAM, EventBatch, INPUT_STREAM, InBatch, InItem, JOURNAL_STREAM, JournalBatch,
-    KPI_TOPIC, KPIS_KEY, LEADER_LEASE, NODES_NAMESPACE, NodeId, OutBatch, ROUTER_GROUP, ROUTER_NAMESPACE,
-    SNAPSHOT_KEY, decode, encode, node_streams, out_stream,
+    KPI_TOPIC, KPIS_KEY, LEADER_LEASE, NODES_NAMESPACE, NodeId, OutBatch, OutItem, ROUTER_GROUP,
+    ROUTER_NAMESPACE, SNAPSHOT_KEY, decode, encode, node_streams, out_stream,
 };
 use crate::router::{ClusterRouter, Delivery, RouterSnapshot};
 use acd::{Acd, AcdConfig, Input};
@@ -267,7 +272,10 @@ impl Leader {
         }
         let token = lease.token;
         self.lease = Some(lease);
-        let leading = self.load().await?;
+        let (leading, deliveries) = self.load().await?;
+        for (batch, to_nodes) in deliveries {
+            self.deliver(batch, to_nodes).await?;
+        }
         info!(
             holder = %self.holder,
             %token,
@@ -280,7 +288,8 @@ impl Leader {
         Ok(true)
     }
 
-    async fn load(&mut self) -> Result<Leading, LeaderError> {
+    /// The router state from the store, and what its replayed batches had for the nodes.
+    async fn load(&mut self) -> Result<(Leading, Vec<(u64, BTreeMap<NodeId, Vec<OutItem>>)>), LeaderError> {
         let now = self.clock.now();
         self.store.stream_ensure_group(INPUT_STREAM, ROUTER_GROUP).await?;
         let Rebuilt {
@@ -289,6 +298,7 @@ impl Leader {
             snapshot_batch,
             journal_ids,
             replayed,
+            deliveries,
         } = rebuild(&self.store, &self.cfg.acd, now).await?;
         self.stats.replayed += replayed;
         let mut queued = Vec::new();
@@ -312,7 +322,7 @@ impl Leader {
         let mut entries: Vec<StreamEntry> = incoming.into_iter().collect();
         entries.sort_by_key(|e| entry_order(&e.id));
         entries.dedup_by(|a, b| a.id == b.id);
-        Ok(Leading {
+        let leading = Leading {
             last_snapshot_batch: snapshot_batch,
             last_snapshot_at: now,
             router,
@@ -327,7 +337,41 @@ impl Leader {
             kpis_dirty: true,
             kpis_published: None,
             renewed_at: Instant::now(),
-        })
+        };
+        Ok((leading, deliveries))
+    }
+
+    /// Appends a confirmed batch's offers and replies to the nodes' out streams (fenced: a leader that
+    /// lost the lease delivers nothing; the new one delivers again from the journal).
+    async fn deliver(
+        &mut self,
+        batch: u64,
+        to_nodes: BTreeMap<NodeId, Vec<OutItem>>,
+    ) -> Result<(), LeaderError> {
+        if to_nodes.is_empty() {
+            return Ok(());
+        }
+        let lease = self.lease.clone().ok_or(LeaderError::NotLeading)?;
+        let mut commit = StreamCommit::new(lease);
+        for (node, items) in to_nodes {
+            let out = OutBatch { batch, items };
+            commit.append(&out_stream(&node), encode(&out), Some(self.cfg.out_max_len));
+        }
+        match self.store.stream_commit(&commit).await {
+            Ok(_) => Ok(()),
+            Err(StateError::StaleFence { .. }) => {
+                warn!(holder = %self.holder, "a newer leader holds the lease; this one steps down");
+                self.stats.fenced += 1;
+                self.step_down();
+                Err(LeaderError::Fenced)
+            }
+            Err(e) => {
+                // Delivered or not, the batch is in the journal: the rebuild delivers it again.
+                warn!(error = %e, "delivering a batch failed; the router state is rebuilt from the store");
+                self.leading = None;
+                Err(e.into())
+            }
+        }
     }
 
     /// Extends the lease. False (and the state dropped) if it was lost.
@@ -476,7 +520,7 @@ impl Leader {
         }))
     }
 
-    /// Journals, delivers and acknowledges a prepared batch in one fenced step.
+    /// Journals and acknowledges a prepared batch in one fenced step, then delivers it.
     pub async fn commit(&mut self, prepared: Prepared) -> Result<StepOutcome, LeaderError> {
         let lease = self.lease.clone().ok_or(LeaderError::NotLeading)?;
         if self.leading.is_none() {
@@ -491,13 +535,6 @@ impl Leader {
         let journaled = !journal.items.is_empty();
         if journaled {
             commit.append(JOURNAL_STREAM, encode(&journal), None);
-        }
-        for (node, items) in delivery.to_nodes {
-            let out = OutBatch {
-                batch: journal.batch,
-                items,
-            };
-            commit.append(&out_stream(&node), encode(&out), Some(self.cfg.out_max_len));
         }
         if !delivery.events.is_empty() {
             let events = EventBatch {
@@ -533,6 +570,7 @@ impl Leader {
                 self.stats.duplicates += delivery.duplicates;
                 self.stats.refused += delivery.refused;
                 self.stats.nodes_lost += delivery.lost_nodes.len() as u64;
+                self.deliver(journal.batch, delivery.to_nodes).await?;
                 Ok(StepOutcome::Committed {
                     batch: journal.batch,
                     commands,
@@ -740,6 +778,8 @@ struct Rebuilt {
     snapshot_batch: u64,
     journal_ids: BTreeMap<u64, StreamEntryId>,
     replayed: u64,
+    /// What the replayed batches had for the nodes, in batch order (see "Redelivery").
+    deliveries: Vec<(u64, BTreeMap<NodeId, Vec<OutItem>>)>,
 }
 
 async fn rebuild(store: &StateStore, config: &AcdConfig, now: Timestamp) -> Result<Rebuilt, LeaderError> {
@@ -763,8 +803,10 @@ async fn rebuild(store: &StateStore, config: &AcdConfig, now: Timestamp) -> Resu
         None => ClusterRouter::new(Acd::new(config.clone())?),
     };
     let snapshot_batch = router.batch();
-    // Apply the journal after the snapshot; outputs were delivered by whoever committed them.
+    // Apply the journal after the snapshot, keeping what it had for the nodes: a delivery may have
+    // been lost with a primary.
     let mut journal_ids = BTreeMap::new();
+    let mut deliveries = Vec::new();
     let mut replayed = 0;
     let mut after: Option<StreamEntryId> = None;
     loop {
@@ -791,7 +833,10 @@ async fn rebuild(store: &StateStore, config: &AcdConfig, now: Timestamp) -> Resu
                     "the journal misses batches"
                 );
             }
-            router.apply(&batch);
+            let delivery = router.apply(&batch);
+            if !delivery.to_nodes.is_empty() {
+                deliveries.push((batch.batch, delivery.to_nodes));
+            }
             replayed += 1;
             journal_ids.insert(batch.batch, entry.id);
         }
@@ -802,6 +847,7 @@ async fn rebuild(store: &StateStore, config: &AcdConfig, now: Timestamp) -> Resu
         snapshot_batch,
         journal_ids,
         replayed,
+        deliveries,
     })
 }
 

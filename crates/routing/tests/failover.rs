@@ -21,6 +21,7 @@ on_both_backends!(
     a_standby_takes_over_with_every_place_kept,
     an_old_leader_frozen_past_its_lease_changes_nothing,
     a_takeover_replays_the_journal_after_the_snapshot,
+    a_delivery_lost_with_the_primary_comes_again_from_the_next_leader_and_rings_once,
 );
 
 /// Queue `support` with wrap-up, priority aging, announcements and RONA; agents a1..a4.
@@ -434,4 +435,73 @@ async fn a_takeover_replays_the_journal_after_the_snapshot(h: Harness) {
     assert_eq!(l2.stats().replayed, after_snapshot);
     assert!(after_snapshot >= 2);
     assert_eq!(l2.router().unwrap().snapshot(), before);
+}
+
+/// A delivery can be lost with a Redis primary (written, not yet replicated) while its batch, which
+/// the store confirmed, is in the journal: the next leader delivers the batches after its snapshot
+/// again, and a node that had a batch skips it.
+async fn a_delivery_lost_with_the_primary_comes_again_from_the_next_leader_and_rings_once(h: Harness) {
+    let (clock, hand) = Clock::manual(t(3_000_000_000));
+    let mut l1 = Leader::new(
+        h.open().await,
+        manual_leader_config("n1", rich_config()),
+        clock.clone(),
+    );
+    let mut l2 = Leader::new(
+        h.open().await,
+        manual_leader_config("n2", rich_config()),
+        clock.clone(),
+    );
+    let node = manual_client(&h, "a", &clock).await;
+    let store = h.open().await;
+    assert!(l1.try_take_over().await.unwrap());
+    node.input(Input::AgentLogin { agent: a("a1") });
+    let mut notices = node.enqueue(call_p("c1", 0));
+    wait_sent(&node, 2).await;
+    pump(&mut l1).await;
+    let offer = next_offer(&mut notices).await;
+    assert_eq!(offer.agents, [a("a1")]);
+
+    // The primary goes, and the node's out stream with it; the journal was confirmed.
+    let stream = out_stream(node.node());
+    assert!(
+        !store
+            .stream_read(&stream, None, 100, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.stream_delete(&stream).await.unwrap();
+    drop(l1);
+    hand.advance(Duration::from_secs(11));
+    assert!(l2.try_take_over().await.unwrap());
+
+    let again: Vec<_> = store
+        .stream_read(&stream, None, 100, None)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|e| protocol::decode::<OutBatch>(&e.payload).unwrap().items)
+        .filter_map(|item| match item {
+            OutItem::Notice {
+                call,
+                notice: QueueNotice::Offer(o),
+            } => Some((call, o.offer)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(again, [(c("c1"), offer.offer)], "the offer delivered again");
+    eventually("the node to skip the batch it had", || {
+        node.stats()
+            .redelivered
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    })
+    .await;
+    while let Ok(notice) = notices.try_recv() {
+        assert!(
+            !matches!(notice, QueueNotice::Offer(_)),
+            "the phone rang twice: {notice:?}"
+        );
+    }
 }

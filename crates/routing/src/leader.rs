@@ -46,6 +46,10 @@ use state_store::{
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+
+/// Batches delivered again per commit after a rebuild (the journal after a snapshot can hold
+/// thousands; one commit each would hold up the takeover by as many round trips).
+const REDELIVERY_BATCHES_PER_COMMIT: usize = 256;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify, watch};
@@ -273,8 +277,11 @@ impl Leader {
         let token = lease.token;
         self.lease = Some(lease);
         let (leading, deliveries) = self.load().await?;
-        for (batch, to_nodes) in deliveries {
-            self.deliver(batch, to_nodes).await?;
+        // Many batches to a commit: a takeover must not wait for one round trip per batch.
+        let mut deliveries = deliveries.into_iter().peekable();
+        while deliveries.peek().is_some() {
+            let chunk: Vec<_> = deliveries.by_ref().take(REDELIVERY_BATCHES_PER_COMMIT).collect();
+            self.deliver(chunk).await?;
         }
         info!(
             holder = %self.holder,
@@ -341,21 +348,23 @@ impl Leader {
         Ok((leading, deliveries))
     }
 
-    /// Appends a confirmed batch's offers and replies to the nodes' out streams (fenced: a leader that
-    /// lost the lease delivers nothing; the new one delivers again from the journal).
+    /// Appends confirmed batches' offers and replies to the nodes' out streams, in batch order, in one
+    /// fenced commit (a leader that lost the lease delivers nothing; the new one delivers again from
+    /// the journal).
     async fn deliver(
         &mut self,
-        batch: u64,
-        to_nodes: BTreeMap<NodeId, Vec<OutItem>>,
+        batches: Vec<(u64, BTreeMap<NodeId, Vec<OutItem>>)>,
     ) -> Result<(), LeaderError> {
-        if to_nodes.is_empty() {
+        if batches.iter().all(|(_, to_nodes)| to_nodes.is_empty()) {
             return Ok(());
         }
         let lease = self.lease.clone().ok_or(LeaderError::NotLeading)?;
         let mut commit = StreamCommit::new(lease);
-        for (node, items) in to_nodes {
-            let out = OutBatch { batch, items };
-            commit.append(&out_stream(&node), encode(&out), Some(self.cfg.out_max_len));
+        for (batch, to_nodes) in batches {
+            for (node, items) in to_nodes {
+                let out = OutBatch { batch, items };
+                commit.append(&out_stream(&node), encode(&out), Some(self.cfg.out_max_len));
+            }
         }
         match self.store.stream_commit(&commit).await {
             Ok(_) => Ok(()),
@@ -570,7 +579,7 @@ impl Leader {
                 self.stats.duplicates += delivery.duplicates;
                 self.stats.refused += delivery.refused;
                 self.stats.nodes_lost += delivery.lost_nodes.len() as u64;
-                self.deliver(journal.batch, delivery.to_nodes).await?;
+                self.deliver(vec![(journal.batch, delivery.to_nodes)]).await?;
                 Ok(StepOutcome::Committed {
                     batch: journal.batch,
                     commands,

@@ -366,21 +366,25 @@ impl Leader {
                 commit.append(&out_stream(&node), encode(&out), Some(self.cfg.out_max_len));
             }
         }
+        // Delivered or not, the batches are in the journal: a rebuild delivers them again.
         match self.store.stream_commit(&commit).await {
             Ok(_) => Ok(()),
-            Err(StateError::StaleFence { .. }) => {
-                warn!(holder = %self.holder, "a newer leader holds the lease; this one steps down");
-                self.stats.fenced += 1;
-                self.step_down();
-                Err(LeaderError::Fenced)
-            }
-            Err(e) => {
-                // Delivered or not, the batch is in the journal: the rebuild delivers it again.
-                warn!(error = %e, "delivering a batch failed; the router state is rebuilt from the store");
-                self.leading = None;
-                Err(e.into())
-            }
+            Err(e) => Err(self.write_failed(e, "delivery")),
         }
+    }
+
+    /// After a fenced write failed: step down if a newer leader holds the lease; otherwise the write
+    /// may or may not have happened, so the state is thrown away and rebuilt from the store.
+    fn write_failed(&mut self, error: StateError, write: &'static str) -> LeaderError {
+        if let StateError::StaleFence { .. } = error {
+            warn!(holder = %self.holder, "a newer leader holds the lease; this one steps down");
+            self.stats.fenced += 1;
+            self.step_down();
+            return LeaderError::Fenced;
+        }
+        warn!(%error, write, "a write failed; the router state is rebuilt from the store");
+        self.leading = None;
+        error.into()
     }
 
     /// Extends the lease. False (and the state dropped) if it was lost.
@@ -586,18 +590,7 @@ impl Leader {
                     offers: delivery.offers,
                 })
             }
-            Err(StateError::StaleFence { .. }) => {
-                warn!(holder = %self.holder, "a newer leader holds the lease; this one steps down");
-                self.stats.fenced += 1;
-                self.step_down();
-                Err(LeaderError::Fenced)
-            }
-            Err(e) => {
-                // The commit may or may not have happened: rebuild from what the store has.
-                warn!(error = %e, "a commit failed; the router state is rebuilt from the store");
-                self.leading = None;
-                Err(e.into())
-            }
+            Err(e) => Err(self.write_failed(e, "commit")),
         }
     }
 

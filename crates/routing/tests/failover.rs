@@ -381,21 +381,49 @@ async fn wait_sent(node: &RouterClient, n: u64) {
     .await;
 }
 
+/// Two leader candidates on a manual clock, the first leading; one node; a store to look with.
+struct Takeover {
+    hand: ManualClock,
+    l1: Leader,
+    l2: Leader,
+    node: RouterClient,
+    store: state_store::StateStore,
+}
+
+impl Takeover {
+    async fn start(h: &Harness) -> Self {
+        let (clock, hand) = Clock::manual(t(3_000_000_000));
+        let mut l1 = Leader::new(
+            h.open().await,
+            manual_leader_config("n1", rich_config()),
+            clock.clone(),
+        );
+        let l2 = Leader::new(
+            h.open().await,
+            manual_leader_config("n2", rich_config()),
+            clock.clone(),
+        );
+        let node = manual_client(h, "a", &clock).await;
+        let store = h.open().await;
+        assert!(l1.try_take_over().await.unwrap());
+        Self {
+            hand,
+            l1,
+            l2,
+            node,
+            store,
+        }
+    }
+}
+
 async fn a_takeover_replays_the_journal_after_the_snapshot(h: Harness) {
-    let (clock, hand) = Clock::manual(t(3_000_000_000));
-    let mut l1 = Leader::new(
-        h.open().await,
-        manual_leader_config("n1", rich_config()),
-        clock.clone(),
-    );
-    let mut l2 = Leader::new(
-        h.open().await,
-        manual_leader_config("n2", rich_config()),
-        clock.clone(),
-    );
-    let node = manual_client(&h, "a", &clock).await;
-    let store = h.open().await;
-    assert!(l1.try_take_over().await.unwrap());
+    let Takeover {
+        hand,
+        mut l1,
+        mut l2,
+        node,
+        store,
+    } = Takeover::start(&h).await;
     for agent in ["a1", "a2"] {
         node.input(Input::AgentLogin { agent: a(agent) });
     }
@@ -441,20 +469,13 @@ async fn a_takeover_replays_the_journal_after_the_snapshot(h: Harness) {
 /// the store confirmed, is in the journal: the next leader delivers the batches after its snapshot
 /// again, and a node that had a batch skips it.
 async fn a_delivery_lost_with_the_primary_comes_again_from_the_next_leader_and_rings_once(h: Harness) {
-    let (clock, hand) = Clock::manual(t(3_000_000_000));
-    let mut l1 = Leader::new(
-        h.open().await,
-        manual_leader_config("n1", rich_config()),
-        clock.clone(),
-    );
-    let mut l2 = Leader::new(
-        h.open().await,
-        manual_leader_config("n2", rich_config()),
-        clock.clone(),
-    );
-    let node = manual_client(&h, "a", &clock).await;
-    let store = h.open().await;
-    assert!(l1.try_take_over().await.unwrap());
+    let Takeover {
+        hand,
+        mut l1,
+        mut l2,
+        node,
+        store,
+    } = Takeover::start(&h).await;
     node.input(Input::AgentLogin { agent: a("a1") });
     let mut notices = node.enqueue(call_p("c1", 0));
     wait_sent(&node, 2).await;

@@ -178,10 +178,17 @@ pub async fn disrupted_cluster(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let kpis = nodes[0].kpis().await.unwrap();
-    assert_eq!(
-        (kpis.queues[0].counters.queued, kpis.queues[0].counters.answered),
-        (CALLS as u64, CALLS as u64)
-    );
+    let counters = &kpis.queues[0].counters;
+    if (counters.queued, counters.answered) != (CALLS as u64, CALLS as u64) {
+        // Say what the router did with the call it did not count, not only that it did not.
+        let stats = leading.with_leader(|l| l.stats().clone()).await;
+        let calls = leading
+            .with_leader(|l| l.router().map(|r| r.acd().calls()).unwrap_or_default())
+            .await;
+        panic!(
+            "{CALLS} callers served, counted {counters:?}; leader {stats:?}; calls the router still holds: {calls:?}"
+        );
+    }
 
     // Quiet: callers wait in their places while the store is disrupted again.
     for i in 1..=4usize {

@@ -46,14 +46,17 @@ use state_store::{
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-
-/// Batches delivered again per commit after a rebuild (the journal after a snapshot can hold
-/// thousands; one commit each would hold up the takeover by as many round trips).
-const REDELIVERY_BATCHES_PER_COMMIT: usize = 256;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify, watch};
 use tracing::{debug, info, warn};
+
+/// Batches delivered again per commit after a rebuild (the journal after a snapshot can hold
+/// thousands; one commit each would hold up the takeover by as many round trips).
+const REDELIVERY_BATCHES_PER_COMMIT: usize = 256;
+
+/// What one batch has for the nodes: its number, and each node's offers and replies in order.
+type BatchDelivery = (u64, BTreeMap<NodeId, Vec<OutItem>>);
 
 /// Tuning of a leader candidate.
 #[derive(Debug, Clone)]
@@ -296,7 +299,7 @@ impl Leader {
     }
 
     /// The router state from the store, and what its replayed batches had for the nodes.
-    async fn load(&mut self) -> Result<(Leading, Vec<(u64, BTreeMap<NodeId, Vec<OutItem>>)>), LeaderError> {
+    async fn load(&mut self) -> Result<(Leading, Vec<BatchDelivery>), LeaderError> {
         let now = self.clock.now();
         self.store.stream_ensure_group(INPUT_STREAM, ROUTER_GROUP).await?;
         let Rebuilt {
@@ -351,10 +354,7 @@ impl Leader {
     /// Appends confirmed batches' offers and replies to the nodes' out streams, in batch order, in one
     /// fenced commit (a leader that lost the lease delivers nothing; the new one delivers again from
     /// the journal).
-    async fn deliver(
-        &mut self,
-        batches: Vec<(u64, BTreeMap<NodeId, Vec<OutItem>>)>,
-    ) -> Result<(), LeaderError> {
+    async fn deliver(&mut self, batches: Vec<BatchDelivery>) -> Result<(), LeaderError> {
         if batches.iter().all(|(_, to_nodes)| to_nodes.is_empty()) {
             return Ok(());
         }
@@ -781,7 +781,7 @@ struct Rebuilt {
     journal_ids: BTreeMap<u64, StreamEntryId>,
     replayed: u64,
     /// What the replayed batches had for the nodes, in batch order (see "Redelivery").
-    deliveries: Vec<(u64, BTreeMap<NodeId, Vec<OutItem>>)>,
+    deliveries: Vec<BatchDelivery>,
 }
 
 async fn rebuild(store: &StateStore, config: &AcdConfig, now: Timestamp) -> Result<Rebuilt, LeaderError> {
@@ -808,7 +808,7 @@ async fn rebuild(store: &StateStore, config: &AcdConfig, now: Timestamp) -> Resu
     // Apply the journal after the snapshot, keeping what it had for the nodes: a delivery may have
     // been lost with a primary.
     let mut journal_ids = BTreeMap::new();
-    let mut deliveries = Vec::new();
+    let mut deliveries: Vec<BatchDelivery> = Vec::new();
     let mut replayed = 0;
     let mut after: Option<StreamEntryId> = None;
     loop {
@@ -836,6 +836,12 @@ async fn rebuild(store: &StateStore, config: &AcdConfig, now: Timestamp) -> Resu
                 );
             }
             let delivery = router.apply(&batch);
+            // A node let go later in the journal gets nothing again: its streams were deleted then.
+            for lost in &delivery.lost_nodes {
+                for (_, to_nodes) in &mut deliveries {
+                    to_nodes.remove(lost);
+                }
+            }
             if !delivery.to_nodes.is_empty() {
                 deliveries.push((batch.batch, delivery.to_nodes));
             }

@@ -31,11 +31,14 @@ pub struct CommitAck {
 }
 
 /// Appends, acknowledgements, one blob write, trims and deletions applied together, only while
-/// `lease` is still held as granted. Applied in this order: appends, acknowledgements, blob, trims,
-/// deletions.
+/// `lease` is still held as granted and, if set, the expected stream still ends where the writer
+/// saw it end. Applied in this order: appends, acknowledgements, blob, trims, deletions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamCommit {
     pub lease: Lease,
+    /// `(stream, last entry id)`: the commit applies only if the stream's last entry is this one
+    /// (none: the stream has no entry), else [`crate::StateError::Diverged`].
+    pub expected_last: Option<(String, Option<StreamEntryId>)>,
     pub appends: Vec<CommitAppend>,
     pub acks: Vec<CommitAck>,
     /// An unconditional, non-expiring blob write `(namespace, key, data)` (a snapshot).
@@ -51,12 +54,21 @@ impl StreamCommit {
     pub fn new(lease: Lease) -> Self {
         Self {
             lease,
+            expected_last: None,
             appends: Vec::new(),
             acks: Vec::new(),
             blob: None,
             trims: Vec::new(),
             deletes: Vec::new(),
         }
+    }
+
+    /// Applies the commit only if `stream` still ends with `last` (none: holds no entry). A single
+    /// writer's log uses it to notice that the store is not the one it wrote to: entries it saw were
+    /// lost with a primary, or someone else wrote.
+    pub fn expect_last(&mut self, stream: &str, last: Option<StreamEntryId>) -> &mut Self {
+        self.expected_last = Some((stream.to_string(), last));
+        self
     }
 
     /// Adds an append to `stream`, keeping about `max_len` entries if given.
@@ -101,6 +113,12 @@ impl StreamCommit {
 
     /// Checks every name before anything is sent.
     pub(crate) fn check(&self) -> StateResult<()> {
+        if let Some((stream, last)) = &self.expected_last {
+            check_name("stream", stream)?;
+            if let Some(id) = last {
+                check_entry_id(id)?;
+            }
+        }
         for a in &self.appends {
             check_name("stream", &a.stream)?;
             if a.max_len == Some(0) {

@@ -29,6 +29,10 @@ pub enum StateError {
     /// the wait: a failover could lose it. Whether it stays is unknown; retry or rebuild from the store.
     #[error("a write reached {acknowledged} of the {wanted} replicas it must reach")]
     NotReplicated { wanted: u32, acknowledged: u32 },
+    /// A commit expected another last entry in `stream` (see [`crate::StreamCommit::expect_last`]):
+    /// the store lost entries the writer saw (a failover, a restart) or holds some it never saw.
+    #[error("the last entry of stream {stream:?} is not the one the writer expected")]
+    Diverged { stream: String },
     /// The configuration cannot be used.
     #[error("state store configuration: {0}")]
     Config(String),

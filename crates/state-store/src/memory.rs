@@ -724,6 +724,18 @@ impl MemoryStore {
                     current: FencingToken(current),
                 });
             }
+            if let Some((stream, expected)) = &commit.expected_last {
+                let last = s
+                    .streams
+                    .get(stream)
+                    .and_then(|st| st.entries.keys().next_back())
+                    .map(|&seq| entry_id(seq));
+                if last != *expected {
+                    return Err(StateError::Diverged {
+                        stream: stream.clone(),
+                    });
+                }
+            }
             // Parse every id first: the commit applies whole or not at all.
             let trims = commit
                 .trims

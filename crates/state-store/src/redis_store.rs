@@ -314,9 +314,11 @@ return out
     )),
     // KEYS: lease hash, fence counter, version counter, then each operation's key.
     // ARGV: holder, token, then each operation as a tag and its arguments:
-    //   a <max len or 0> <payload> (key: stream)   k <group> <n> <id>... (key: stream)
-    //   b <data> (key: blob)                        t <min id> (key: stream)   d (key: stream)
-    // Returns {-1, current token} when the lease is no longer held as granted, else {1, appended id...}.
+    //   e <last id or empty> (key: stream)         a <max len or 0> <payload> (key: stream)
+    //   k <group> <n> <id>... (key: stream)         b <data> (key: blob)
+    //   t <min id> (key: stream)                    d (key: stream)
+    // Returns {-1, current token} when the lease is no longer held as granted, {-2} when an expected
+    // stream ends elsewhere, else {1, appended id...}. Nothing is written before every check passed.
     stream_commit: Script::new(
         r"
 local h = redis.call('HMGET', KEYS[1], 'holder', 'token')
@@ -327,7 +329,13 @@ end
 local ops, a, k = {}, 3, 4
 while a <= #ARGV do
   local tag = ARGV[a]
-  if tag == 'a' then
+  if tag == 'e' then
+    local last = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
+    local id = ''
+    if last[1] then id = last[1][1] end
+    if id ~= ARGV[a + 1] then return {-2} end
+    k, a = k + 1, a + 2
+  elseif tag == 'a' then
     ops[#ops + 1] = {tag, KEYS[k], ARGV[a + 1], ARGV[a + 2]}
     k, a = k + 1, a + 3
   elseif tag == 'k' then

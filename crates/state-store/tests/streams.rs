@@ -21,6 +21,7 @@ on_both_backends!(
     a_capped_stream_keeps_its_newest_entries,
     stream_commit_applies_whole_under_the_lease,
     stream_commit_needs_the_lease_as_granted,
+    stream_commit_applies_only_where_the_writer_saw_the_stream_end,
     a_deleted_stream_goes_with_its_groups,
 );
 
@@ -250,6 +251,58 @@ async fn stream_read_follows_from_a_position(h: Harness) {
         .await,
         Err(StateError::Invalid { .. })
     ));
+}
+
+/// A single writer's log noticing that the store lost (or gained) entries: the commit that expects
+/// the stream to end elsewhere changes nothing and says so.
+async fn stream_commit_applies_only_where_the_writer_saw_the_stream_end(h: Harness) {
+    let s = &h.store;
+    let lease = s
+        .acquire_lease("router", "leader-a", Duration::from_secs(5), t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut first = state_store::StreamCommit::new(lease.clone());
+    first
+        .expect_last("journal", None)
+        .append("journal", b"batch-1".to_vec(), None);
+    let ids = s.stream_commit(&first).await.unwrap();
+
+    // Someone else's entry (what a failover that kept another history looks like).
+    s.stream_append("journal", b"foreign").await.unwrap();
+    let mut second = state_store::StreamCommit::new(lease.clone());
+    second
+        .expect_last("journal", Some(ids[0].clone()))
+        .append("journal", b"batch-2".to_vec(), None)
+        .append("out.node-1", b"offer".to_vec(), None)
+        .put_blob("router", "confirmed", b"2".to_vec());
+    match s.stream_commit(&second).await {
+        Err(StateError::Diverged { stream }) => assert_eq!(stream, "journal"),
+        other => panic!("expected a diverged journal, got {other:?}"),
+    }
+    assert_eq!(s.stream_len("journal").await.unwrap(), 2, "nothing appended");
+    assert_eq!(s.stream_len("out.node-1").await.unwrap(), 0);
+    assert!(s.get_blob("router", "confirmed", t(1)).await.unwrap().is_none());
+
+    // Expecting the true end goes through; a commit with no expectation is not checked.
+    let last = s.stream_last_id("journal").await.unwrap();
+    second.expect_last("journal", last);
+    assert_eq!(s.stream_commit(&second).await.unwrap().len(), 2);
+    assert_eq!(
+        s.stream_commit(&state_store::StreamCommit::new(lease.clone()))
+            .await
+            .unwrap(),
+        Vec::<state_store::StreamEntryId>::new()
+    );
+    // An empty stream is expected as none.
+    let mut empty = state_store::StreamCommit::new(lease);
+    empty.expect_last("never-written", Some(ids[0].clone()));
+    assert!(matches!(
+        s.stream_commit(&empty).await,
+        Err(StateError::Diverged { .. })
+    ));
+    empty.expect_last("never-written", None);
+    s.stream_commit(&empty).await.unwrap();
 }
 
 async fn stream_commit_applies_whole_under_the_lease(h: Harness) {

@@ -196,6 +196,11 @@ impl RedisStore {
             .key(self.key(&["version"]))
             .arg(&lease.holder)
             .arg(lease.token.0);
+        if let Some((stream, last)) = &commit.expected_last {
+            inv.key(self.key(&["stream", stream]))
+                .arg("e")
+                .arg(last.as_ref().map_or("", |id| id.0.as_str()));
+        }
         for a in &commit.appends {
             inv.key(self.key(&["stream", &a.stream]))
                 .arg("a")
@@ -227,6 +232,12 @@ impl RedisStore {
         }
         match reply.as_slice() {
             [Value::Int(-1), Value::Int(current)] => Err(stale_fence(Some(&lease.fence()), *current)),
+            [Value::Int(-2)] => Err(StateError::Diverged {
+                stream: commit
+                    .expected_last
+                    .as_ref()
+                    .map_or_else(String::new, |(stream, _)| stream.clone()),
+            }),
             [Value::Int(1), ids @ ..] => ids
                 .iter()
                 .map(|v| match v {

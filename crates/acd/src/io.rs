@@ -114,6 +114,12 @@ pub enum Input {
     },
     /// Nothing happened but time passed: fire the timers that are due.
     Tick,
+    /// The router runs again after a time when none ran (a cluster leader took over, or rebuilt its
+    /// state after the store failed). Answers sent meanwhile could not be heard, so an offer must
+    /// not ring out for that time: each ringing offer keeps the ring time it had left when the
+    /// router last ran, and at least [`crate::RESUME_ANSWER_GRACE`] for answers still on their way.
+    /// Other timers (waits, wrap-up) are real time and fire as due. Sent by the leader only.
+    Resumed,
     /// Add or replace a queue.
     UpsertQueue(QueueConfig),
     /// Add or replace an agent's profile (skills and queues); the agent's state is kept.
@@ -514,6 +520,7 @@ mod tests {
             },
             Input::OfferWithdrawn { call: call.clone() },
             Input::Tick,
+            Input::Resumed,
             Input::UpsertQueue(queue_config),
             Input::UpsertAgent(AgentConfig {
                 id: agent,

@@ -30,7 +30,8 @@
 //!
 //! * [`Acd::handle`]`(now, `[`Input`]`)` applies one event: calls enqueued, abandoned, ended; agents
 //!   logging in and out, ready, not ready; offers accepted, rejected or withdrawn; wrap-up done; configuration
-//!   changes; [`Input::Tick`]. Timers due by `now` fire first. A refused input returns an [`AcdError`]
+//!   changes; [`Input::Tick`]; [`Input::Resumed`] after a time no router ran. Timers due by `now`
+//!   fire first (except on [`Input::Resumed`], which moves the ringing offers' first). A refused input returns an [`AcdError`]
 //!   (unknown ids, illegal agent transitions with their reason) and changes nothing.
 //! * [`Acd::poll_output`] / [`Acd::drain_outputs`] yield [`Output`]s in order: offers (with an
 //!   [`Explanation`] that serialises to JSON and reads as one sentence), cancelled offers, answers,
@@ -65,6 +66,11 @@ pub mod kpi;
 pub mod notice;
 pub mod rng;
 pub mod router;
+
+/// How long an offer rings at least after [`Input::Resumed`]: an answer given while no router ran
+/// is still on its way (a node retries an input the store did not confirm, backing off to a second
+/// at most), and must arrive before the offer rings out.
+pub const RESUME_ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub use agent::{AgentEvent, AgentState, AgentStateKind, IllegalTransition};
 pub use config::{

@@ -155,6 +155,8 @@ enum Op {
     WrapUpDone(u8),
     ExtendWrapUp(u8, u32),
     Tick,
+    /// The router runs again after a time none ran.
+    Resumed,
     /// New skills and memberships for an agent; agents 6 and 7 do not exist until the first of these.
     ReconfigureAgent {
         agent: u8,
@@ -187,6 +189,7 @@ fn any_op() -> impl Strategy<Value = (u32, Op)> {
         1 => agent.clone().prop_map(Op::WrapUpDone),
         1 => (agent, 0u32..20).prop_map(|(a, secs)| Op::ExtendWrapUp(a, secs)),
         2 => Just(Op::Tick),
+        1 => Just(Op::Resumed),
         1 => (0u8..AGENTS as u8 + 2, prop::collection::vec(prop::option::of(1u8..=5), 3), prop::collection::vec(prop::option::of(1u8..=2), QUEUES))
             .prop_map(|(agent, skills, ranks)| Op::ReconfigureAgent { agent, skills, ranks }),
         1 => (0u8..QUEUES as u8, any_strategy(), prop::option::of(1u32..60))
@@ -360,6 +363,7 @@ fn to_input(op: &Op, model: &Model, acd: &Acd) -> Option<Input> {
             secs,
         },
         Op::Tick => Input::Tick,
+        Op::Resumed => Input::Resumed,
         Op::ReconfigureAgent {
             agent: i,
             skills,

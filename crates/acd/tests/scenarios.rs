@@ -541,6 +541,51 @@ fn rona_makes_the_agent_not_ready_and_returns_the_call_to_its_place() {
 }
 
 #[test]
+fn an_offer_does_not_ring_out_for_the_time_no_router_ran() {
+    let mut w = World::new(vec![queue("support")], support_team(2));
+    w.login(0.0, "a1");
+    w.enqueue(1.0, call("c1", "support"));
+    w.enqueue(5.0, call("c2", "support"));
+    assert_eq!(w.acd.next_deadline(), Some(Timestamp::from_secs(16)));
+    // No router ran from 5 s to 40 s (a takeover): the offer keeps the 11 s it had left then, and
+    // the caller's wait is real time.
+    assert_eq!(w.at(40.0, Input::Resumed), Vec::<String>::new());
+    assert_eq!(w.acd.next_deadline(), Some(Timestamp::from_secs(51)));
+    assert_eq!(
+        w.at(
+            42.0,
+            Input::OfferAccepted {
+                call: c("c1"),
+                agent: a("a1")
+            }
+        ),
+        ["a1: reserved -> on_call", "answered c1 by a1 after 41.0s"]
+    );
+}
+
+#[test]
+fn an_offer_resumed_with_little_left_rings_for_the_grace_at_least() {
+    let mut w = World::new(vec![queue("support")], support_team(1));
+    w.login(0.0, "a1");
+    w.enqueue(1.0, call("c1", "support"));
+    assert_eq!(w.at(15.9, Input::Tick), Vec::<String>::new());
+    // 0.1 s was left; an answer given meanwhile still has the grace to arrive.
+    w.at(30.0, Input::Resumed);
+    let grace = i64::try_from(acd::RESUME_ANSWER_GRACE.as_millis()).unwrap();
+    assert_eq!(
+        w.acd.next_deadline(),
+        Some(Timestamp::from_millis(30_000 + grace))
+    );
+    assert_eq!(
+        w.at(35.0, Input::Tick),
+        [
+            "cancel offer#1 c1 @ a1: no answer",
+            "a1: reserved -> not_ready(no-answer)"
+        ]
+    );
+}
+
+#[test]
 fn a_rejecting_agent_is_not_offered_the_same_call_again() {
     let mut w = World::new(vec![queue("support")], support_team(2));
     w.login(0.0, "a1");

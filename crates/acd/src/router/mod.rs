@@ -521,6 +521,11 @@ impl Acd {
     /// nothing (timers that were due have still fired).
     pub fn handle(&mut self, now: Timestamp, input: Input) -> Result<(), AcdError> {
         let now = sane(now).max(self.state.now);
+        if let Input::Resumed = input {
+            // Before any timer fires: the offers whose time ran out while no router ran stay.
+            self.resume(now);
+            return Ok(());
+        }
         self.fire_timers(now);
         self.state.now = now;
         match input {
@@ -577,7 +582,7 @@ impl Acd {
                 self.after_wrap_up(now, a)
             }
             Input::ExtendWrapUp { agent, secs } => self.extend_wrap_up(&agent, secs),
-            Input::Tick => Ok(()),
+            Input::Tick | Input::Resumed => Ok(()),
             Input::UpsertQueue(config) => self.upsert_queue(now, config),
             Input::UpsertAgent(config) => self.upsert_agent(now, config),
             Input::ResetKpis => {

@@ -36,6 +36,28 @@ impl Acd {
         Some(o)
     }
 
+    /// See [`Input::Resumed`]: each ringing offer's timeout moves on by the time no router ran
+    /// (from the last time this one saw to `now`), to no sooner than `now` plus the grace.
+    pub(super) fn resume(&mut self, now: Timestamp) {
+        let idle = now.since(self.state.now);
+        let floor = now + crate::RESUME_ANSWER_GRACE;
+        let ringing: Vec<OfferId> = self.state.offers.keys().copied().collect();
+        for id in ringing {
+            let Some(offer) = self.state.offers.get(&id) else {
+                continue;
+            };
+            let expires_at = (offer.expires_at + idle).max(floor);
+            let old = offer.timer;
+            self.state.timers.remove(&old);
+            let timer = self.schedule(expires_at, Timer::OfferTimeout { offer: id });
+            if let Some(offer) = self.state.offers.get_mut(&id) {
+                offer.expires_at = expires_at;
+                offer.timer = timer;
+            }
+        }
+        self.state.now = now;
+    }
+
     pub(super) fn fire_timers(&mut self, now: Timestamp) {
         while let Some(entry) = self.state.timers.first_entry() {
             let at = entry.key().0;

@@ -508,13 +508,12 @@ impl Leader {
             &mut acks,
             &mut expected,
         );
-        if items.is_empty() {
-            let due = leading.router.acd().next_deadline().is_some_and(|d| d <= now);
-            if due {
-                items.push(Applied::Router { input: Input::Tick });
-            } else if acks.is_empty() {
-                return Ok(None);
-            }
+        // Timers due fire now even when the batch holds commands: not every command reaches the
+        // core (flushes, KPI requests), and a steady flow of them must not hold a timer back.
+        if leading.router.acd().next_deadline().is_some_and(|d| d <= now) {
+            items.push(Applied::Router { input: Input::Tick });
+        } else if items.is_empty() && acks.is_empty() {
+            return Ok(None);
         }
         let journal = JournalBatch {
             batch: leading.router.batch() + 1,

@@ -24,11 +24,15 @@
 //!   and skips numbers it has applied (a node that retried an append whose reply was lost). An entry
 //!   that arrives after a gap waits for the missing one (it may sit with a consumer that has not been
 //!   claimed yet) for at most `gap_timeout`.
-//! - **Takeover.** Load the snapshot, apply the journal after it (its outputs delivered again),
-//!   claim the inputs the old leader read but never committed, continue. The router is
-//!   deterministic, so the result is exactly the old leader's state.
-//! - **Unknown outcomes.** A commit that failed for another reason (the store unreachable) may or may
-//!   not have happened: the state is thrown away and rebuilt from the store, which knows.
+//! - **Takeover.** Load the snapshot, apply the journal after it, claim the inputs the old leader
+//!   read but never committed, have the store confirm what was read (a fenced write expecting the
+//!   journal's end, confirmed by the replicas), deliver the replayed batches' outputs again,
+//!   continue. The router is deterministic, so the result is exactly the old leader's state; the
+//!   confirmation keeps a rebuild from acting on journal entries a failover can still lose.
+//! - **Unknown outcomes.** A commit that failed for another reason (the store unreachable, a write
+//!   not confirmed) may or may not have happened: the state is thrown away and rebuilt from the
+//!   store, which knows. Every commit expects the journal to end where the leader saw it end, so a
+//!   store that lost batches (a failover) is noticed at the next commit and never built upon.
 //! - **Time.** `now` is the leader's clock, never going backwards; timers fire at
 //!   `Acd::next_deadline` as a journaled tick.
 
@@ -36,7 +40,7 @@ use crate::clock::Clock;
 use crate::protocol::{
     Applied, EVENTS_STREAM, EventBatch, INPUT_STREAM, InBatch, InItem, JOURNAL_STREAM, JournalBatch,
     KPI_TOPIC, KPIS_KEY, LEADER_LEASE, NODES_NAMESPACE, NodeId, OutBatch, OutItem, ROUTER_GROUP,
-    ROUTER_NAMESPACE, SNAPSHOT_KEY, decode, encode, node_streams, out_stream,
+    ROUTER_NAMESPACE, SNAPSHOT_KEY, TAKEOVER_KEY, decode, encode, node_streams, out_stream,
 };
 use crate::router::{ClusterRouter, Delivery, RouterSnapshot};
 use acd::{Acd, AcdConfig, Input};
@@ -151,6 +155,9 @@ pub struct LeaderStats {
     pub nodes_lost: u64,
     /// Commits refused because the lease had moved on.
     pub fenced: u64,
+    /// Commits refused because the journal no longer ended where this leader saw it end (entries
+    /// lost with a primary): the state was rebuilt.
+    pub diverged: u64,
 }
 
 /// A batch applied to the router and waiting for its commit.
@@ -188,6 +195,8 @@ struct Leading {
     held: BTreeMap<NodeId, BTreeMap<u64, Held>>,
     queued: Vec<Applied>,
     journal_ids: BTreeMap<u64, StreamEntryId>,
+    /// The journal's last entry as this leader knows it; every commit expects the store to agree.
+    journal_tip: Option<StreamEntryId>,
     last_snapshot_batch: u64,
     last_snapshot_at: Timestamp,
     snapshot_not_before: Instant,
@@ -280,6 +289,7 @@ impl Leader {
         let token = lease.token;
         self.lease = Some(lease);
         let (leading, deliveries) = self.load().await?;
+        self.confirm_rebuilt(&leading).await?;
         // Many batches to a commit: a takeover must not wait for one round trip per batch.
         let mut deliveries = deliveries.into_iter().peekable();
         while deliveries.peek().is_some() {
@@ -298,6 +308,29 @@ impl Leader {
         Ok(true)
     }
 
+    /// Makes sure the state just rebuilt cannot be lost, before anything is delivered from it or
+    /// decided on it: a fenced write that expects the journal to end where the rebuild read it, and
+    /// that the store confirms (with Sentinel: a replica has it, and so everything written before
+    /// it). Without this, a rebuild that read a journal entry not yet replicated would deliver its
+    /// offers, and a failover would then take the decision back while a phone rings for it.
+    async fn confirm_rebuilt(&mut self, leading: &Leading) -> Result<(), LeaderError> {
+        let lease = self.lease.clone().ok_or(LeaderError::NotLeading)?;
+        let mut commit = StreamCommit::new(lease.clone());
+        let record = format!(
+            "holder={} token={} batch={}",
+            self.holder,
+            lease.token,
+            leading.router.batch()
+        );
+        commit
+            .expect_last(JOURNAL_STREAM, leading.journal_tip.clone())
+            .put_blob(ROUTER_NAMESPACE, TAKEOVER_KEY, record.into_bytes());
+        match self.store.stream_commit(&commit).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.write_failed(e, "takeover confirmation")),
+        }
+    }
+
     /// The router state from the store, and what its replayed batches had for the nodes.
     async fn load(&mut self) -> Result<(Leading, Vec<BatchDelivery>), LeaderError> {
         let now = self.clock.now();
@@ -307,13 +340,27 @@ impl Leader {
             fresh,
             snapshot_batch,
             journal_ids,
+            journal_tip,
             replayed,
             deliveries,
         } = rebuild(&self.store, &self.cfg.acd, now).await?;
         self.stats.replayed += replayed;
         let mut queued = Vec::new();
+        // Offers still ringing were made by a router that stopped hearing answers some time ago:
+        // that time must not ring them out (an agent who answered meanwhile would be blamed and
+        // the call offered again). First in the first batch, before any timer fires.
+        if router
+            .acd()
+            .calls()
+            .iter()
+            .any(|c| matches!(c.phase, acd::CallPhase::Ringing(_)))
+        {
+            queued.push(Applied::Router {
+                input: Input::Resumed,
+            });
+        }
         if !fresh || router.batch() > 0 {
-            queued = configuration_changes(&router, &self.cfg.acd);
+            queued.extend(configuration_changes(&router, &self.cfg.acd));
         }
         // Inputs the previous leader was given and never committed: ours now, before anything new.
         let mut incoming = VecDeque::new();
@@ -340,6 +387,7 @@ impl Leader {
             held: BTreeMap::new(),
             queued,
             journal_ids,
+            journal_tip,
             snapshot_not_before: Instant::now(),
             snapshot_in_flight: None,
             next_node_check: now,
@@ -381,6 +429,9 @@ impl Leader {
             self.stats.fenced += 1;
             self.step_down();
             return LeaderError::Fenced;
+        }
+        if let StateError::Diverged { .. } = error {
+            self.stats.diverged += 1;
         }
         warn!(%error, write, "a write failed; the router state is rebuilt from the store");
         self.leading = None;
@@ -544,6 +595,9 @@ impl Leader {
             acks,
         } = prepared;
         let mut commit = StreamCommit::new(lease);
+        let tip = self.leading.as_ref().and_then(|l| l.journal_tip.clone());
+        // A journal that ends elsewhere lost batches this leader built on: rebuild, never append.
+        commit.expect_last(JOURNAL_STREAM, tip);
         let journaled = !journal.items.is_empty();
         if journaled {
             commit.append(JOURNAL_STREAM, encode(&journal), None);
@@ -573,6 +627,7 @@ impl Leader {
                 {
                     if let Some(id) = ids.first() {
                         l.journal_ids.insert(journal.batch, id.clone());
+                        l.journal_tip = Some(id.clone());
                     }
                     l.kpis_dirty = true;
                 }
@@ -778,6 +833,8 @@ struct Rebuilt {
     fresh: bool,
     snapshot_batch: u64,
     journal_ids: BTreeMap<u64, StreamEntryId>,
+    /// The journal's last entry (read, whether applied or not).
+    journal_tip: Option<StreamEntryId>,
     replayed: u64,
     /// What the replayed batches had for the nodes, in batch order (see "Redelivery").
     deliveries: Vec<BatchDelivery>,
@@ -810,12 +867,14 @@ async fn rebuild(store: &StateStore, config: &AcdConfig, now: Timestamp) -> Resu
     let mut deliveries: Vec<BatchDelivery> = Vec::new();
     let mut replayed = 0;
     let mut after: Option<StreamEntryId> = None;
+    let mut journal_tip = None;
     loop {
         let page = store
             .stream_read(JOURNAL_STREAM, after.as_ref(), 1_000, None)
             .await?;
         let Some(last) = page.last() else { break };
         after = Some(last.id.clone());
+        journal_tip = Some(last.id.clone());
         for entry in page {
             let batch = match decode::<JournalBatch>(&entry.payload) {
                 Ok(b) => b,
@@ -853,6 +912,7 @@ async fn rebuild(store: &StateStore, config: &AcdConfig, now: Timestamp) -> Resu
         fresh,
         snapshot_batch,
         journal_ids,
+        journal_tip,
         replayed,
         deliveries,
     })

@@ -30,6 +30,9 @@ pub const LEADER_LEASE: &str = "acd-router";
 pub const ROUTER_NAMESPACE: &str = "acd-router";
 /// Blob key of the router's snapshot.
 pub const SNAPSHOT_KEY: &str = "snapshot";
+/// Blob key written by a takeover's confirmation (holder, token, batch): the write whose
+/// confirmation by the replicas proves the rebuilt state cannot be lost.
+pub const TAKEOVER_KEY: &str = "takeover";
 /// Blob key of the cluster-wide KPI snapshot.
 pub const KPIS_KEY: &str = "kpis";
 /// Topic nudged whenever new KPIs are published.

@@ -22,6 +22,7 @@ on_both_backends!(
     an_old_leader_frozen_past_its_lease_changes_nothing,
     a_takeover_replays_the_journal_after_the_snapshot,
     a_delivery_lost_with_the_primary_comes_again_from_the_next_leader_and_rings_once,
+    an_answer_given_while_no_leader_ran_is_taken_and_the_agent_not_blamed,
 );
 
 /// Queue `support` with wrap-up, priority aging, announcements and RONA; agents a1..a4.
@@ -207,9 +208,27 @@ async fn a_standby_takes_over_with_every_place_kept(h: Harness) {
         );
     }
 
-    // It goes on from there: c2 rang out meanwhile and went back to its place; a4 comes back from
-    // lunch and serves everyone waiting, in order.
+    // It goes on from there. c2 (ringing since t=3 for 15 s) rings for the 6 s it had left when n1
+    // last ran at t=12 (no answer could be heard while nobody led), so until t=29, then rings out
+    // and goes back to its place; a4 comes back from lunch and serves everyone waiting, in order.
     let l2 = LeaderHandle::spawn(l2);
+    desk.save_now().await;
+    advance(&hand, &desk, 5).await;
+    let ringing = l2
+        .with_leader(|l| l.router().unwrap().acd().call(&c("c2")).unwrap().phase)
+        .await;
+    assert_eq!(ringing, CallPhase::Ringing(vec![a("a2")]), "still ringing");
+    advance(&hand, &desk, 2).await;
+    let a2 = l2
+        .with_leader(|l| l.router().unwrap().acd().agent_state(&a("a2")).unwrap().0.clone())
+        .await;
+    assert_eq!(
+        a2,
+        AgentState::NotReady {
+            reason: acd::ReasonCode::no_answer()
+        },
+        "rang out"
+    );
     desk.request(Input::AgentReady { agent: a("a4") }).await.unwrap();
     let mut order = Vec::new();
     for i in 0..5 {
@@ -345,6 +364,15 @@ async fn an_old_leader_frozen_past_its_lease_changes_nothing(h: Harness) {
     assert!(matches!(
         l2.commit(stolen.unwrap()).await,
         Err(LeaderError::Fenced)
+    ));
+    // l3's first batch is its own: the offers still ringing resume.
+    assert!(matches!(
+        l3.step(block).await.unwrap(),
+        StepOutcome::Committed {
+            commands: 0,
+            offers: 0,
+            ..
+        }
     ));
     assert_eq!(
         l3.step(block).await.unwrap(),
@@ -523,6 +551,57 @@ async fn a_delivery_lost_with_the_primary_comes_again_from_the_next_leader_and_r
         assert!(
             !matches!(notice, QueueNotice::Offer(_)),
             "the phone rang twice: {notice:?}"
+        );
+    }
+}
+
+/// An agent answered while no leader ran (the store failed over; the node's `OfferAccepted` waits
+/// in its retries): the next leader does not ring the offer out for that time, so the answer lands
+/// on the offer it was given for and nobody is blamed or rung again.
+async fn an_answer_given_while_no_leader_ran_is_taken_and_the_agent_not_blamed(h: Harness) {
+    let Takeover {
+        hand,
+        mut l1,
+        mut l2,
+        node,
+        store: _,
+    } = Takeover::start(&h).await;
+    node.input(Input::AgentLogin { agent: a("a1") });
+    let mut notices = node.enqueue(call_p("c1", 0));
+    wait_sent(&node, 2).await;
+    pump(&mut l1).await;
+    let offer = next_offer(&mut notices).await;
+    assert_eq!(offer.agents, [a("a1")]);
+
+    // The leader goes; longer than the ring time (15 s) passes before the next one leads.
+    drop(l1);
+    hand.advance(Duration::from_secs(31));
+    assert!(l2.try_take_over().await.unwrap());
+    pump(&mut l2).await;
+    // The answer given meanwhile arrives now.
+    node.input(Input::OfferAccepted {
+        call: c("c1"),
+        agent: a("a1"),
+    });
+    wait_sent(&node, 3).await;
+    pump(&mut l2).await;
+
+    let router = l2.router().unwrap();
+    assert_eq!(
+        router.acd().call(&c("c1")).map(|held| held.phase),
+        Some(CallPhase::Connected(a("a1"))),
+        "answered by the agent who answered"
+    );
+    assert!(matches!(
+        router.acd().agent_state(&a("a1")),
+        Some((AgentState::OnCall, _))
+    ));
+    assert_eq!(l2.stats().offers, 0, "not offered again");
+    assert_eq!(l2.stats().refused, 0, "the answer was taken");
+    while let Ok(notice) = notices.try_recv() {
+        assert!(
+            !matches!(notice, QueueNotice::Offer(_) | QueueNotice::OfferCancelled { .. }),
+            "the phone was rung again or cancelled: {notice:?}"
         );
     }
 }

@@ -635,10 +635,16 @@ impl StateStore {
     /// The id of the newest entry of `stream`, if it has any: a reader that starts there sees only
     /// what is appended from now on.
     pub async fn stream_last_id(&self, stream: &str) -> StateResult<Option<StreamEntryId>> {
+        Ok(self.stream_last(stream).await?.map(|e| e.id))
+    }
+
+    /// The newest entry of `stream`, if it has any: where a reader starts that sees only what is
+    /// appended from now on, and what it already knew then.
+    pub async fn stream_last(&self, stream: &str) -> StateResult<Option<StreamEntry>> {
         check_name("stream", stream)?;
         match &self.backend {
-            Backend::Memory(m) => Ok(m.stream_last_id(stream)),
-            Backend::Redis(r) => r.stream_last_id(stream).await,
+            Backend::Memory(m) => Ok(m.stream_last(stream)),
+            Backend::Redis(r) => r.stream_last(stream).await,
         }
     }
 

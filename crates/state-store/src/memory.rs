@@ -702,10 +702,13 @@ impl MemoryStore {
         }
     }
 
-    pub(crate) fn stream_last_id(&self, stream: &str) -> Option<StreamEntryId> {
+    pub(crate) fn stream_last(&self, stream: &str) -> Option<StreamEntry> {
         let s = self.inner.state.lock();
         let st = s.streams.get(stream)?;
-        st.entries.keys().next_back().map(|&seq| entry_id(seq))
+        st.entries.last_key_value().map(|(&seq, payload)| StreamEntry {
+            id: entry_id(seq),
+            payload: payload.clone(),
+        })
     }
 
     pub(crate) fn stream_commit(&self, commit: &StreamCommit) -> StateResult<Vec<StreamEntryId>> {

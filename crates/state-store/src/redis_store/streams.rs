@@ -176,7 +176,7 @@ impl RedisStore {
         ids.into_iter().map(stream_entry).collect()
     }
 
-    pub(crate) async fn stream_last_id(&self, stream: &str) -> StateResult<Option<StreamEntryId>> {
+    pub(crate) async fn stream_last(&self, stream: &str) -> StateResult<Option<StreamEntry>> {
         let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
             .arg(self.key(&["stream", stream]))
             .arg("+")
@@ -185,7 +185,7 @@ impl RedisStore {
             .arg(1)
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(reply.ids.into_iter().next().map(|id| StreamEntryId(id.id)))
+        reply.ids.into_iter().next().map(stream_entry).transpose()
     }
 
     pub(crate) async fn stream_commit(&self, commit: &StreamCommit) -> StateResult<Vec<StreamEntryId>> {

@@ -80,6 +80,8 @@ pub struct ClientStats {
     pub repeated_offers: AtomicU64,
     /// Out batches skipped because this node had them already (delivered again after a rebuild).
     pub redelivered: AtomicU64,
+    /// Agent event batches skipped for the same reason (counted only while someone follows them).
+    pub redelivered_events: AtomicU64,
     pub replies: AtomicU64,
     pub undecodable: AtomicU64,
 }
@@ -156,7 +158,14 @@ impl RouterClient {
     ) -> Result<RouterClient, ClientError> {
         let node = NodeId::incarnation(&cfg.name)?;
         announce(&store, &node, cfg.liveness_ttl, &clock).await?;
-        let events_from = store.stream_last_id(EVENTS_STREAM).await?;
+        // Follow agent states from now on; the batch number of the newest entry says which batches
+        // delivered again after a rebuild this node has no need of.
+        let events_start = store.stream_last(EVENTS_STREAM).await?;
+        let events_seen = events_start
+            .as_ref()
+            .and_then(|e| decode::<EventBatch>(&e.payload).ok())
+            .map_or(0, |b| b.batch);
+        let events_from = events_start.map(|e| e.id);
         let initial = read_kpis(&store, &clock).await.unwrap_or_default();
         let (kpi_tx, kpis) = watch::channel(Arc::new(initial));
         let (states, _) = broadcast::channel(1024);
@@ -177,7 +186,13 @@ impl RouterClient {
             ))
             .abort_handle(),
             tokio::spawn(read_out(store.clone(), shared.clone())).abort_handle(),
-            tokio::spawn(follow_events(store.clone(), shared.clone(), events_from)).abort_handle(),
+            tokio::spawn(follow_events(
+                store.clone(),
+                shared.clone(),
+                events_from,
+                events_seen,
+            ))
+            .abort_handle(),
             tokio::spawn(follow_kpis(store.clone(), clock.clone(), kpi_tx)).abort_handle(),
             tokio::spawn(keep_alive(store.clone(), node, cfg.clone(), clock.clone())).abort_handle(),
         ];
@@ -508,8 +523,20 @@ async fn read_out(store: StateStore, shared: Arc<Shared>) {
     }
 }
 
-/// Follows the cluster's agent state changes from where the stream stood at start.
-async fn follow_events(store: StateStore, shared: Arc<Shared>, mut after: Option<StreamEntryId>) {
+/// The number of an event batch, read without its events.
+#[derive(serde::Deserialize)]
+struct BatchNumber {
+    batch: u64,
+}
+
+/// Follows the cluster's agent state changes from where the stream stood at start, skipping batches
+/// it had (a rebuilt leader delivers the batches after its snapshot again).
+async fn follow_events(
+    store: StateStore,
+    shared: Arc<Shared>,
+    mut after: Option<StreamEntryId>,
+    mut last_batch: u64,
+) {
     let mut failures = 0u32;
     loop {
         let entries = match store
@@ -529,12 +556,21 @@ async fn follow_events(store: StateStore, shared: Arc<Shared>, mut after: Option
         };
         for entry in entries {
             after = Some(entry.id.clone());
-            if shared.states.receiver_count() == 0 {
-                // Nobody on this node follows agents: no need to decode what nobody reads.
-                continue;
-            }
-            match decode::<EventBatch>(&entry.payload) {
+            let decoded = if shared.states.receiver_count() == 0 {
+                // Nobody on this node follows agents: the batch number is all there is to read.
+                decode::<BatchNumber>(&entry.payload).map(|b| EventBatch {
+                    batch: b.batch,
+                    events: Vec::new(),
+                })
+            } else {
+                decode::<EventBatch>(&entry.payload)
+            };
+            match decoded {
+                Ok(batch) if batch.batch <= last_batch => {
+                    shared.stats.redelivered_events.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(batch) => {
+                    last_batch = batch.batch;
                     for event in batch.events {
                         // Nobody listening is fine: no desktop is attached here.
                         let _ = shared.states.send(event);

@@ -3,17 +3,18 @@
 //!
 //! ```text
 //!            ┌──────────── step ───────────────────────────────────────────────┐
-//! acd.in ──▶ │ read (group "router") ─▶ order per node ─▶ ClusterRouter::apply │ ──▶ one fenced commit:
+//! acd.in ──▶ │ read (group "router") ─▶ order per node ─▶ ClusterRouter::apply │ ──▶ fenced commit:
 //!            └─────────────────────────────────────────────────────────────────┘     journal batch,
-//!                                                                                    outputs per node,
-//!   now and then: snapshot + journal trim (fenced)                                   agent events,
-//!   every second: liveness of nodes holding calls ─▶ NodeLost                         acks of inputs
+//!                                                                                    acks of inputs
+//!   now and then: snapshot + journal trim (fenced)                    once confirmed, fenced commit:
+//!   every second: liveness of nodes holding calls ─▶ NodeLost         outputs per node, agent events
 //! ```
 //!
 //! - **One atomic step, then delivery.** A batch is journaled and acknowledged by one
 //!   [`StateStore::stream_commit`]; only once the store has confirmed it (with Sentinel, a replica
-//!   has it) are its offers and replies appended to the nodes' out streams. A node never rings a
-//!   phone for a decision a failover can still take back. If the lease is no longer ours the commit
+//!   has it) are its offers and replies appended to the nodes' out streams and its agent state
+//!   changes to [`EVENTS_STREAM`]. A node never rings a phone, nor shows an agent in a state, for a
+//!   decision a failover can still take back. If the lease is no longer ours the commit
 //!   changes nothing and the leader throws its state away, so an old leader woken from a pause can
 //!   never offer a call or change an agent.
 //! - **Redelivery.** A delivery lost with a primary (written, not yet replicated) belongs to a batch
@@ -43,7 +44,7 @@ use crate::protocol::{
     ROUTER_NAMESPACE, SNAPSHOT_KEY, TAKEOVER_KEY, decode, encode, node_streams, out_stream,
 };
 use crate::router::{ClusterRouter, Delivery, RouterSnapshot};
-use acd::{Acd, AcdConfig, Input};
+use acd::{Acd, AcdConfig, AgentStateEvent, Input};
 use domain::Timestamp;
 use state_store::{
     BlobWrite, FencingToken, Lease, StateError, StateStore, StreamCommit, StreamEntry, StreamEntryId,
@@ -59,8 +60,19 @@ use tracing::{debug, info, warn};
 /// thousands; one commit each would hold up the takeover by as many round trips).
 const REDELIVERY_BATCHES_PER_COMMIT: usize = 256;
 
-/// What one batch has for the nodes: its number, and each node's offers and replies in order.
-type BatchDelivery = (u64, BTreeMap<NodeId, Vec<OutItem>>);
+/// What one batch has for the nodes: each node's offers and replies, and the agent state changes
+/// every node follows, in order.
+struct BatchDelivery {
+    batch: u64,
+    to_nodes: BTreeMap<NodeId, Vec<OutItem>>,
+    events: Vec<AgentStateEvent>,
+}
+
+impl BatchDelivery {
+    fn is_empty(&self) -> bool {
+        self.to_nodes.is_empty() && self.events.is_empty()
+    }
+}
 
 /// Tuning of a leader candidate.
 #[derive(Debug, Clone)]
@@ -403,15 +415,24 @@ impl Leader {
     /// fenced commit (a leader that lost the lease delivers nothing; the new one delivers again from
     /// the journal).
     async fn deliver(&mut self, batches: Vec<BatchDelivery>) -> Result<(), LeaderError> {
-        if batches.iter().all(|(_, to_nodes)| to_nodes.is_empty()) {
+        if batches.iter().all(BatchDelivery::is_empty) {
             return Ok(());
         }
         let lease = self.lease.clone().ok_or(LeaderError::NotLeading)?;
         let mut commit = StreamCommit::new(lease);
-        for (batch, to_nodes) in batches {
+        for BatchDelivery {
+            batch,
+            to_nodes,
+            events,
+        } in batches
+        {
             for (node, items) in to_nodes {
                 let out = OutBatch { batch, items };
                 commit.append(&out_stream(&node), encode(&out), Some(self.cfg.out_max_len));
+            }
+            if !events.is_empty() {
+                let events = EventBatch { batch, events };
+                commit.append(EVENTS_STREAM, encode(&events), Some(self.cfg.events_max_len));
             }
         }
         // Delivered or not, the batches are in the journal: a rebuild delivers them again.
@@ -602,13 +623,6 @@ impl Leader {
         if journaled {
             commit.append(JOURNAL_STREAM, encode(&journal), None);
         }
-        if !delivery.events.is_empty() {
-            let events = EventBatch {
-                batch: journal.batch,
-                events: delivery.events,
-            };
-            commit.append(EVENTS_STREAM, encode(&events), Some(self.cfg.events_max_len));
-        }
         commit.ack(INPUT_STREAM, ROUTER_GROUP, acks);
         for node in &delivery.lost_nodes {
             for stream in node_streams(node) {
@@ -637,7 +651,12 @@ impl Leader {
                 self.stats.duplicates += delivery.duplicates;
                 self.stats.refused += delivery.refused;
                 self.stats.nodes_lost += delivery.lost_nodes.len() as u64;
-                self.deliver(vec![(journal.batch, delivery.to_nodes)]).await?;
+                self.deliver(vec![BatchDelivery {
+                    batch: journal.batch,
+                    to_nodes: delivery.to_nodes,
+                    events: delivery.events,
+                }])
+                .await?;
                 Ok(StepOutcome::Committed {
                     batch: journal.batch,
                     commands,
@@ -896,12 +915,17 @@ async fn rebuild(store: &StateStore, config: &AcdConfig, now: Timestamp) -> Resu
             let delivery = router.apply(&batch);
             // A node let go later in the journal gets nothing again: its streams were deleted then.
             for lost in &delivery.lost_nodes {
-                for (_, to_nodes) in &mut deliveries {
-                    to_nodes.remove(lost);
+                for earlier in &mut deliveries {
+                    earlier.to_nodes.remove(lost);
                 }
             }
-            if !delivery.to_nodes.is_empty() {
-                deliveries.push((batch.batch, delivery.to_nodes));
+            let again = BatchDelivery {
+                batch: batch.batch,
+                to_nodes: delivery.to_nodes,
+                events: delivery.events,
+            };
+            if !again.is_empty() {
+                deliveries.push(again);
             }
             replayed += 1;
             journal_ids.insert(batch.batch, entry.id);

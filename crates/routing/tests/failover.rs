@@ -495,7 +495,7 @@ async fn a_takeover_replays_the_journal_after_the_snapshot(h: Harness) {
 
 /// A delivery can be lost with a Redis primary (written, not yet replicated) while its batch, which
 /// the store confirmed, is in the journal: the next leader delivers the batches after its snapshot
-/// again, and a node that had a batch skips it.
+/// again (offers, replies and agent state changes), and a node that had a batch skips it.
 async fn a_delivery_lost_with_the_primary_comes_again_from_the_next_leader_and_rings_once(h: Harness) {
     let Takeover {
         hand,
@@ -504,14 +504,27 @@ async fn a_delivery_lost_with_the_primary_comes_again_from_the_next_leader_and_r
         node,
         store,
     } = Takeover::start(&h).await;
+    let mut states = node.subscribe_agent_states();
     node.input(Input::AgentLogin { agent: a("a1") });
     let mut notices = node.enqueue(call_p("c1", 0));
     wait_sent(&node, 2).await;
     pump(&mut l1).await;
     let offer = next_offer(&mut notices).await;
     assert_eq!(offer.agents, [a("a1")]);
+    let reserved = loop {
+        let event = tokio::time::timeout(Duration::from_secs(20), states.recv())
+            .await
+            .expect("a1's state changes reach the node")
+            .unwrap();
+        if event.to == AgentState::Reserved {
+            break event;
+        }
+    };
+    assert_eq!(reserved.agent, a("a1"));
 
-    // The primary goes, and the node's out stream with it; the journal was confirmed.
+    // The primary goes, and the node's out stream and the agent events with it; the journal was
+    // confirmed.
+    store.stream_delete(EVENTS_STREAM).await.unwrap();
     let stream = out_stream(node.node());
     assert!(
         !store
@@ -540,13 +553,31 @@ async fn a_delivery_lost_with_the_primary_comes_again_from_the_next_leader_and_r
         })
         .collect();
     assert_eq!(again, [(c("c1"), offer.offer)], "the offer delivered again");
-    eventually("the node to skip the batch it had", || {
-        node.stats()
-            .redelivered
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1
+    let events_again: Vec<AgentState> = store
+        .stream_read(EVENTS_STREAM, None, 100, None)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|e| protocol::decode::<EventBatch>(&e.payload).unwrap().events)
+        .map(|e| e.to)
+        .collect();
+    assert!(
+        events_again.contains(&AgentState::Reserved),
+        "the agent events delivered again: {events_again:?}"
+    );
+    eventually("the node to skip the batches it had", || {
+        let stats = node.stats();
+        stats.redelivered.load(std::sync::atomic::Ordering::Relaxed) >= 1
+            && stats
+                .redelivered_events
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
     })
     .await;
+    assert!(
+        states.try_recv().is_err(),
+        "no agent state change passed on twice"
+    );
     while let Ok(notice) = notices.try_recv() {
         assert!(
             !matches!(notice, QueueNotice::Offer(_)),

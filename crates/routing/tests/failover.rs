@@ -311,35 +311,29 @@ async fn an_old_leader_frozen_past_its_lease_changes_nothing(h: Harness) {
     assert!(!l1.is_leading());
     assert!(!l1.renew().await.unwrap());
     assert!(!l1.try_take_over().await.unwrap(), "l2 holds the lease");
-    let out: Vec<OutItem> = store
-        .stream_read(&out_stream(node.node()), None, 100, None)
+    let out: Vec<OutItem> = read_decoded::<OutBatch>(&store, &out_stream(node.node()))
         .await
-        .unwrap()
-        .iter()
-        .flat_map(|e| protocol::decode::<OutBatch>(&e.payload).unwrap().items)
+        .into_iter()
+        .flat_map(|b| b.items)
         .collect();
     let offers_of_c2 = out
         .iter()
         .filter(|i| matches!(i, OutItem::Notice { call, notice: QueueNotice::Offer(_) } if *call == c("c2")))
         .count();
     assert_eq!(offers_of_c2, 1, "only l2's offer reached the node");
-    let journal: Vec<u64> = store
-        .stream_read(JOURNAL_STREAM, None, 1000, None)
+    let journal: Vec<u64> = read_decoded::<JournalBatch>(&store, JOURNAL_STREAM)
         .await
-        .unwrap()
-        .iter()
-        .map(|e| protocol::decode::<JournalBatch>(&e.payload).unwrap().batch)
+        .into_iter()
+        .map(|b| b.batch)
         .collect();
     assert!(
         journal.windows(2).all(|w| w[1] == w[0] + 1),
         "one history: {journal:?}"
     );
-    let a2_reserved = store
-        .stream_read(EVENTS_STREAM, None, 1000, None)
+    let a2_reserved = read_decoded::<EventBatch>(&store, EVENTS_STREAM)
         .await
-        .unwrap()
-        .iter()
-        .flat_map(|e| protocol::decode::<EventBatch>(&e.payload).unwrap().events)
+        .into_iter()
+        .flat_map(|b| b.events)
         .filter(|e| e.agent == a("a2") && e.to == AgentState::Reserved)
         .count();
     assert_eq!(a2_reserved, 1);
@@ -392,6 +386,34 @@ async fn an_old_leader_frozen_past_its_lease_changes_nothing(h: Harness) {
         6,
         "every input applied once, in order"
     );
+}
+
+/// Every entry of `stream`, decoded (the store's own entries: a failure to decode fails the test).
+async fn read_decoded<T: serde::de::DeserializeOwned>(
+    store: &state_store::StateStore,
+    stream: &str,
+) -> Vec<T> {
+    store
+        .stream_read(stream, None, 1000, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| protocol::decode::<T>(&e.payload).unwrap())
+        .collect()
+}
+
+/// a1 logs in and c1 arrives on `node`; `leader` offers c1 to a1. The call's notices and the offer.
+async fn a1_rings_for_c1(
+    node: &RouterClient,
+    leader: &mut Leader,
+) -> (mpsc::UnboundedReceiver<QueueNotice>, acd::Offer) {
+    node.input(Input::AgentLogin { agent: a("a1") });
+    let mut notices = node.enqueue(call_p("c1", 0));
+    wait_sent(node, 2).await;
+    pump(leader).await;
+    let offer = next_offer(&mut notices).await;
+    assert_eq!(offer.agents, [a("a1")]);
+    (notices, offer)
 }
 
 /// Steps `leader` until it has nothing left to do.
@@ -505,12 +527,7 @@ async fn a_delivery_lost_with_the_primary_comes_again_from_the_next_leader_and_r
         store,
     } = Takeover::start(&h).await;
     let mut states = node.subscribe_agent_states();
-    node.input(Input::AgentLogin { agent: a("a1") });
-    let mut notices = node.enqueue(call_p("c1", 0));
-    wait_sent(&node, 2).await;
-    pump(&mut l1).await;
-    let offer = next_offer(&mut notices).await;
-    assert_eq!(offer.agents, [a("a1")]);
+    let (mut notices, offer) = a1_rings_for_c1(&node, &mut l1).await;
     let reserved = loop {
         let event = tokio::time::timeout(Duration::from_secs(20), states.recv())
             .await
@@ -538,12 +555,10 @@ async fn a_delivery_lost_with_the_primary_comes_again_from_the_next_leader_and_r
     hand.advance(Duration::from_secs(11));
     assert!(l2.try_take_over().await.unwrap());
 
-    let again: Vec<_> = store
-        .stream_read(&stream, None, 100, None)
+    let again: Vec<_> = read_decoded::<OutBatch>(&store, &stream)
         .await
-        .unwrap()
-        .iter()
-        .flat_map(|e| protocol::decode::<OutBatch>(&e.payload).unwrap().items)
+        .into_iter()
+        .flat_map(|b| b.items)
         .filter_map(|item| match item {
             OutItem::Notice {
                 call,
@@ -553,12 +568,10 @@ async fn a_delivery_lost_with_the_primary_comes_again_from_the_next_leader_and_r
         })
         .collect();
     assert_eq!(again, [(c("c1"), offer.offer)], "the offer delivered again");
-    let events_again: Vec<AgentState> = store
-        .stream_read(EVENTS_STREAM, None, 100, None)
+    let events_again: Vec<AgentState> = read_decoded::<EventBatch>(&store, EVENTS_STREAM)
         .await
-        .unwrap()
-        .iter()
-        .flat_map(|e| protocol::decode::<EventBatch>(&e.payload).unwrap().events)
+        .into_iter()
+        .flat_map(|b| b.events)
         .map(|e| e.to)
         .collect();
     assert!(
@@ -597,12 +610,7 @@ async fn an_answer_given_while_no_leader_ran_is_taken_and_the_agent_not_blamed(h
         node,
         store: _,
     } = Takeover::start(&h).await;
-    node.input(Input::AgentLogin { agent: a("a1") });
-    let mut notices = node.enqueue(call_p("c1", 0));
-    wait_sent(&node, 2).await;
-    pump(&mut l1).await;
-    let offer = next_offer(&mut notices).await;
-    assert_eq!(offer.agents, [a("a1")]);
+    let (mut notices, _offer) = a1_rings_for_c1(&node, &mut l1).await;
 
     // The leader goes; longer than the ring time (15 s) passes before the next one leads.
     drop(l1);

@@ -405,7 +405,7 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
         return checked(out, &head, tag, is_ack);
     }
     // Last word: the stack's own parser must accept it, or it would vanish silently.
-    if rsipstack::sip::SipMessage::try_from(data).is_err() {
+    if !stack_accepts(data) {
         return if is_ack {
             Screened::Drop(RejectReason::Unparseable)
         } else {
@@ -442,7 +442,7 @@ fn normalize_address_params(text: &str) -> Option<String> {
 }
 
 fn checked(out: Vec<u8>, head: &Head<'_>, tag: &str, is_ack: bool) -> Screened {
-    if rsipstack::sip::SipMessage::try_from(out.as_slice()).is_ok() {
+    if stack_accepts(&out) {
         return Screened::Rewrite(out);
     }
     if is_ack {
@@ -465,10 +465,54 @@ fn finish(data: &[u8], folded: bool, unfolded: &str, body: &[u8], _head: &Head<'
         out.extend_from_slice(body);
         return Screened::Rewrite(out);
     }
-    if rsipstack::sip::SipMessage::try_from(data).is_err() {
+    if !stack_accepts(data) {
         return Screened::Drop(RejectReason::Unparseable);
     }
     Screened::Pass
+}
+
+/// Whether the stack's parser (rsipstack `=0.7.14`, pinned) accepts `data`, without building the
+/// message: the screen must know (a message the stack refuses vanishes without an answer), and the
+/// stack parses every datagram again anyway, so parsing here too cost a second full parse with its
+/// allocations per message. That parser fails only on these points (`sip/parser.rs`): no CRLF CRLF,
+/// an empty or non-UTF-8 start line, and the start line's parts; header lines are kept as text and
+/// never fail. `tests::stack_accepts_agrees_with_the_stacks_parser` holds the two equal; a new
+/// rsipstack version must pass it before the pin moves.
+fn stack_accepts(data: &[u8]) -> bool {
+    use rsipstack::sip::{Method, StatusCode, Version, parse_uri};
+    let Some(sep) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let header = &data[..sep];
+    if header.is_empty() {
+        return false;
+    }
+    let line = match header.iter().position(|b| *b == b'\n') {
+        Some(lf) if lf > 0 && header[lf - 1] == b'\r' => &header[..lf - 1],
+        Some(lf) => &header[..lf],
+        None => header,
+    };
+    let Ok(line) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let mut parts = line.splitn(3, [' ', '\t']);
+    let (Some(first), Some(second)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    if line.starts_with("SIP/") {
+        let reason = parts.next().unwrap_or("").trim();
+        first.parse::<Version>().is_ok()
+            && second
+                .parse::<u16>()
+                .is_ok_and(|code| StatusCode::try_from((code, reason)).is_ok())
+    } else {
+        let Some(version) = parts.next() else {
+            return false;
+        };
+        first.parse::<Method>().is_ok()
+            && parse_uri(second.trim()).is_ok()
+            && version.trim().parse::<Version>().is_ok()
+    }
 }
 
 fn build_from_text(text: &str, code: u16, phrase: &str, limits: ScreenLimits, tag: &str) -> Option<Vec<u8>> {
@@ -782,6 +826,43 @@ mod tests {
         #[test]
         fn never_panics_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
             let _ = screen(&data, ScreenLimits::default(), "t");
+        }
+
+        #[test]
+        fn stack_accepts_agrees_with_the_stacks_parser(
+            base in 0usize..4,
+            edits in proptest::collection::vec((0usize..400, any::<u8>()), 0..4),
+            cut in 0usize..420,
+            noise in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let starts = [
+                OPTIONS.to_string(),
+                OPTIONS.replacen("OPTIONS sip:gw@127.0.0.1 SIP/2.0", "SIP/2.0 200 OK", 1),
+                OPTIONS.replacen("OPTIONS sip:gw@127.0.0.1 SIP/2.0", "SIP/2.0 999 Whatever", 1),
+                OPTIONS.replacen(' ', "\t", 2),
+            ];
+            let mut data = starts[base].as_bytes().to_vec();
+            // Mutations cluster on the start line, where the parser can fail.
+            for (pos, byte) in edits {
+                let len = data.len();
+                let p = if pos < 200 { pos % 40 } else { pos };
+                data[p % len] = byte;
+            }
+            data.truncate(cut.max(1).min(data.len()));
+            data.extend_from_slice(&noise);
+            prop_assert_eq!(
+                stack_accepts(&data),
+                rsipstack::sip::SipMessage::try_from(data.as_slice()).is_ok(),
+                "{:?}", String::from_utf8_lossy(&data)
+            );
+        }
+
+        #[test]
+        fn stack_accepts_agrees_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            prop_assert_eq!(
+                stack_accepts(&data),
+                rsipstack::sip::SipMessage::try_from(data.as_slice()).is_ok()
+            );
         }
 
         #[test]

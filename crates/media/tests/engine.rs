@@ -532,3 +532,72 @@ async fn metrics_count_legs_digits_and_exhaustion() {
     assert!(text.contains("media_legs_active 1"), "{text}");
     assert!(text.contains("media_leg_mos_count 1"), "{text}");
 }
+
+/// A phone's RTP and RTCP sockets on a consecutive even/odd pair (where a leg sends its reports).
+async fn rtp_and_rtcp_pair() -> (tokio::net::UdpSocket, tokio::net::UdpSocket) {
+    for port in (43000..43400).step_by(2) {
+        if let (Ok(rtp), Ok(rtcp)) = (
+            tokio::net::UdpSocket::bind(("127.0.0.1", port)).await,
+            tokio::net::UdpSocket::bind(("127.0.0.1", port + 1)).await,
+        ) {
+            return (rtp, rtcp);
+        }
+    }
+    panic!("no free port pair in 43000..43400");
+}
+
+#[tokio::test]
+async fn only_a_leg_that_sent_something_says_rtcp_bye() {
+    use media::rtcp::{RtcpCompound, RtcpPacket};
+    let engine_with_reports_every = |port_min: u16, secs: f64| {
+        MediaEngine::new(MediaConfig {
+            port_min,
+            port_max: port_min + 99,
+            rtcp_interval: std::time::Duration::from_secs_f64(secs),
+            ..MediaConfig::default()
+        })
+        .unwrap()
+    };
+    let (rtp, rtcp) = rtp_and_rtcp_pair().await;
+    let peer = rtp.local_addr().unwrap();
+
+    // RFC 3550 §6.3.7: a participant that never sent RTP or RTCP must not send a BYE. This leg
+    // only receives (its first report would be due in about a minute), then closes.
+    let quiet = engine_with_reports_every(42100, 60.0);
+    let (silent, _events) = quiet.allocate_leg().unwrap();
+    silent.set_remote(negotiated(G711::Pcmu, peer));
+    let packet = media::rtp::RtpPacket::new(0, 1, 160, 0x77, &[0xff; 160]).to_vec();
+    rtp.send_to(&packet, silent.local_addr()).await.unwrap();
+    // Once it has handled a packet its sockets are known writable: a BYE would go out.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while silent.quality().packets_received == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the packet arrives");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let silent_rtcp = SocketAddr::new(silent.local_addr().ip(), silent.local_addr().port() + 1);
+    silent.close().await;
+
+    // This one sends its reports, then leaves with a BYE.
+    let chatty = engine_with_reports_every(42200, 0.2);
+    let (talking, _events) = chatty.allocate_leg().unwrap();
+    talking.set_remote(negotiated(G711::Pcmu, peer));
+    let talking_rtcp = SocketAddr::new(talking.local_addr().ip(), talking.local_addr().port() + 1);
+    let mut buf = [0u8; 1500];
+    let (_, from) = tokio::time::timeout(DEADLINE, rtcp.recv_from(&mut buf))
+        .await
+        .expect("a report before the deadline")
+        .unwrap();
+    assert_eq!(from, talking_rtcp, "the silent leg sent nothing, not even a BYE");
+    talking.close().await;
+    loop {
+        let (len, from) = tokio::time::timeout(DEADLINE, rtcp.recv_from(&mut buf))
+            .await
+            .expect("a BYE before the deadline")
+            .unwrap();
+        assert_ne!(from, silent_rtcp);
+        let compound = RtcpCompound::parse(&buf[..len]).unwrap();
+        if compound.packets.iter().any(|p| matches!(p, RtcpPacket::Bye(_))) {
+            break;
+        }
+    }
+}

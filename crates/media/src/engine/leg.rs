@@ -457,6 +457,7 @@ pub(crate) fn spawn_leg(
         cname: format!("media@{local}").into_bytes(),
         last_sr: None,
         sent_since_report: false,
+        sent_rtcp: false,
     };
     let handle = runtime.spawn(task.run(command_rx));
     Ok((
@@ -506,6 +507,8 @@ struct LegTask {
     /// Middle of the NTP timestamp of the peer's last SR, and when it arrived.
     last_sr: Option<(u32, Instant)>,
     sent_since_report: bool,
+    /// Whether any RTCP report went out (a leg that sent nothing leaves without a BYE).
+    sent_rtcp: bool,
 }
 
 async fn next_tick(tick: &mut Option<Interval>) {
@@ -567,7 +570,11 @@ impl LegTask {
                 _ = housekeeping.tick() => self.housekeeping(),
             }
         }
-        self.send_rtcp(true);
+        // RFC 3550 §6.3.7: a participant that never sent an RTP or RTCP packet must not send a BYE.
+        let sent_rtp = self.shared.out.lock().stream.packets_sent() > 0;
+        if sent_rtp || self.sent_rtcp {
+            self.send_rtcp(true);
+        }
         self.counts.flush(&self.metrics);
         let quality = {
             let rx = self.shared.rx.lock();
@@ -1066,7 +1073,9 @@ impl LegTask {
                 }
             }
             drop(out);
-            let _ = self.rtcp.try_send_to(&bytes, target);
+            if self.rtcp.try_send_to(&bytes, target).is_ok() {
+                self.sent_rtcp = true;
+            }
         }
     }
 }

@@ -118,7 +118,9 @@ pub enum Input {
     /// state after the store failed). Answers sent meanwhile could not be heard, so an offer must
     /// not ring out for that time: each ringing offer keeps the ring time it had left when the
     /// router last ran, and at least [`crate::RESUME_ANSWER_GRACE`] for answers still on their way.
-    /// Other timers (waits, wrap-up) are real time and fire as due. Sent by the leader only.
+    /// If it rings out all the same, its agents are not blamed (not put not ready): nobody can know
+    /// their phones rang that long. Other timers (waits, wrap-up) are real time and fire as due.
+    /// Sent by the leader only.
     Resumed,
     /// Add or replace a queue.
     UpsertQueue(QueueConfig),

@@ -564,8 +564,8 @@ fn an_offer_does_not_ring_out_for_the_time_no_router_ran() {
 }
 
 #[test]
-fn an_offer_resumed_with_little_left_rings_for_the_grace_at_least() {
-    let mut w = World::new(vec![queue("support")], support_team(1));
+fn an_offer_resumed_with_little_left_rings_for_the_grace_at_least_and_rings_out_without_blame() {
+    let mut w = World::new(vec![queue("support")], support_team(2));
     w.login(0.0, "a1");
     w.enqueue(1.0, call("c1", "support"));
     assert_eq!(w.at(15.9, Input::Tick), Vec::<String>::new());
@@ -576,11 +576,22 @@ fn an_offer_resumed_with_little_left_rings_for_the_grace_at_least() {
         w.acd.next_deadline(),
         Some(Timestamp::from_millis(30_000 + grace))
     );
+    // Nobody answered: whether a1's phone rang all that time the router cannot know, so a1 is not
+    // put not ready; the call tries someone else first.
     assert_eq!(
         w.at(35.0, Input::Tick),
+        ["cancel offer#1 c1 @ a1: withdrawn", "a1: reserved -> available"]
+    );
+    assert_eq!(
+        w.login(36.0, "a2")[1],
+        "offer#2 c1 -> a2 (longest-idle, step 0, idle 0.0s)"
+    );
+    // An offer made after the resumption rings out as usual.
+    assert_eq!(
+        w.at(51.0, Input::Tick),
         [
-            "cancel offer#1 c1 @ a1: no answer",
-            "a1: reserved -> not_ready(no-answer)"
+            "cancel offer#2 c1 @ a2: no answer",
+            "a2: reserved -> not_ready(no-answer)"
         ]
     );
 }

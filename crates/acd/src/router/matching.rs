@@ -421,6 +421,7 @@ impl Acd {
                 agents,
                 expires_at,
                 timer,
+                resumed: false,
             },
         );
     }

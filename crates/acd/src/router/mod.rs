@@ -177,6 +177,10 @@ struct OfferRt {
     expires_at: Timestamp,
     /// Key of the offer's timeout timer.
     timer: TimerKey,
+    /// It rang while no router ran ([`Input::Resumed`]): if it rings out, the agents are not blamed,
+    /// since the router cannot know their phones rang all that time.
+    #[serde(default)]
+    resumed: bool,
 }
 
 /// A timer's place in the timer map: (due time in ms, sequence).

@@ -53,6 +53,7 @@ impl Acd {
             if let Some(offer) = self.state.offers.get_mut(&id) {
                 offer.expires_at = expires_at;
                 offer.timer = timer;
+                offer.resumed = true;
             }
         }
         self.state.now = now;
@@ -150,10 +151,20 @@ impl Acd {
             Timer::OfferTimeout { offer } => {
                 if let Some(o) = self.state.offers.remove(&offer) {
                     for &a in &o.agents {
+                        // The call tries someone else first either way.
                         self.decline(at, &o.call, a);
-                        self.cancel_offer_with(at, offer, &o.call, a, CancelReason::NoAnswer);
+                        if o.resumed {
+                            self.cancel_for_agent(at, offer, &o.call, a, CancelReason::Withdrawn);
+                        } else {
+                            self.cancel_offer_with(at, offer, &o.call, a, CancelReason::NoAnswer);
+                        }
                     }
                     self.return_call(at, &o.call);
+                    if o.resumed {
+                        for a in o.agents {
+                            self.route_agent(at, a, Trigger::AgentAvailable);
+                        }
+                    }
                 }
             }
             Timer::WrapUpEnd { agent, until } => {

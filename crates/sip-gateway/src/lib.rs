@@ -337,6 +337,9 @@ impl Gateway {
                     _ = dispatch_cancel.cancelled() => break,
                     tx = incoming.recv() => match tx {
                         Some(tx) => {
+                            let Some(tx) = dispatch_core.hand_to_call(tx) else {
+                                continue;
+                            };
                             let core = dispatch_core.clone();
                             tokio::spawn(async move { core.dispatch(tx).await });
                         }
@@ -446,6 +449,34 @@ pub(crate) fn source_ip(tx: &Transaction) -> Option<std::net::IpAddr> {
 }
 
 impl Core {
+    /// Hands an in-dialog request that came over UDP straight to the task of the call it belongs to
+    /// (an ACK, a BYE, a re-INVITE): no task of its own, which cost a spawn and a wake-up per
+    /// request. Gives back what it cannot hand over: other requests, and those over a stream, which
+    /// the stream screen must see first ([`Core::dispatch`]).
+    fn hand_to_call(&self, tx: Transaction) -> Option<Transaction> {
+        use rsipstack::transport::SipConnection;
+        let method = tx.original.method;
+        if !matches!(tx.connection, Some(SipConnection::Udp(_)))
+            || matches!(method, Method::Register | Method::Options)
+        {
+            return Some(tx);
+        }
+        let Some(tag) = msg::to_tag(&tx.original) else {
+            return Some(tx);
+        };
+        let call_id = msg::call_id(&tx.original).unwrap_or_default();
+        let target = self.dialogs.lock().get(&(call_id, tag)).cloned();
+        let Some((side, sender)) = target else {
+            return Some(tx);
+        };
+        self.metrics.request(&method.to_string());
+        let _ = sender.send(b2bua::CallInput::InDialog {
+            side,
+            tx: Box::new(tx),
+        });
+        None
+    }
+
     async fn dispatch(self: Arc<Self>, mut tx: Transaction) {
         let method = tx.original.method;
         self.metrics.request(&method.to_string());

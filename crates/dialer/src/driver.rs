@@ -48,6 +48,17 @@ pub struct Previewed {
     pub lead: LeadId,
     pub phone: Pii<String>,
     pub attempt: u32,
+    /// Which change of its agent into previewing is this preview's own (counted from 1): a change
+    /// heard before that one happened before the preview began (agent events arrive apart from the
+    /// request that put the agent in preview) and must not take the preview back.
+    start: u64,
+}
+
+/// Per agent: changes into previewing asked for (one per preview shown), and heard.
+#[derive(Debug, Default, Clone, Copy)]
+struct PreviewStarts {
+    asked: u64,
+    heard: u64,
 }
 
 /// How an attempt goes, as its owner reports it.
@@ -168,6 +179,7 @@ pub struct CampaignDriver {
     deferred: BTreeMap<LeadId, (AgentId, WrapUpWish)>,
     /// Preview campaigns: the lead each agent is looking at.
     previews: BTreeMap<AgentId, Previewed>,
+    preview_starts: BTreeMap<AgentId, PreviewStarts>,
     /// When each of the campaign's agents entered their current state.
     agent_since: BTreeMap<AgentId, Timestamp>,
     counts: Counts,
@@ -192,6 +204,7 @@ impl CampaignDriver {
             active: 0,
             deferred: BTreeMap::new(),
             previews: BTreeMap::new(),
+            preview_starts: BTreeMap::new(),
             agent_since: BTreeMap::new(),
             counts: Counts::default(),
             dial_level: 0.0,
@@ -245,9 +258,18 @@ impl CampaignDriver {
     /// A campaign agent's state changed at `at` (`previewing`: they are still not ready for a
     /// preview). Talk and after-call times feed the policy's estimates.
     pub fn agent_changed(&mut self, agent: &AgentId, at: Timestamp, left: Left, previewing: bool) {
-        if self.previews.contains_key(agent) && !previewing {
+        let starts = self.preview_starts.entry(agent.clone()).or_default();
+        if previewing {
+            starts.heard += 1;
+        }
+        let heard = starts.heard;
+        match self.previews.get(agent) {
             // Ready again, logged out or forced elsewhere: the lead goes back at once.
-            self.end_preview(agent, at, "you are no longer previewing");
+            Some(p) if !previewing && heard >= p.start => {
+                self.end_preview(agent, at, "you are no longer previewing");
+            }
+            // Older news (the change that made the agent free for this preview, say).
+            _ => {}
         }
         let Some(started) = self.agent_since.insert(agent.clone(), at) else {
             return;
@@ -464,12 +486,16 @@ impl CampaignDriver {
 
     /// The agent looks at the reserved lead now.
     pub fn previewing(&mut self, agent: AgentId, request: DialRequest) {
+        let starts = self.preview_starts.entry(agent.clone()).or_default();
+        starts.asked += 1;
+        let start = starts.asked;
         self.previews.insert(
             agent,
             Previewed {
                 lead: request.lead,
                 phone: request.phone,
                 attempt: request.attempt,
+                start,
             },
         );
     }
@@ -482,6 +508,15 @@ impl CampaignDriver {
                 agent: agent.clone(),
                 reason: Some(reason.to_string()),
             });
+        }
+    }
+
+    /// Some agent changes were missed: every preview is taken as begun, so the next change of its
+    /// agent that is not previewing ends it.
+    pub fn agent_changes_missed(&mut self) {
+        for (agent, p) in &self.previews {
+            let starts = self.preview_starts.entry(agent.clone()).or_default();
+            starts.heard = starts.heard.max(p.start);
         }
     }
 

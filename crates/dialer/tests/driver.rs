@@ -290,7 +290,13 @@ fn a_preview_agent_who_leaves_gives_the_lead_back_and_a_skip_puts_it_off() {
     let r = d.reserve_preview(at(0.0), &dnc(), &agent("a1")).unwrap();
     assert_eq!(r.lead, lead("l000"));
     d.previewing(agent("a1"), r);
-    // a1 went ready again (or logged out): the lead goes back at once.
+    // News older than the preview (a1 becoming ready, heard only now) changes nothing...
+    d.agent_changed(&agent("a1"), at(0.0), Left::Other, false);
+    assert_eq!(lines(&commands(&mut d)), Vec::<String>::new());
+    assert!(d.is_previewing(&agent("a1")));
+    // ...the preview's own start is heard, then a1 went ready again (or logged out): the lead goes
+    // back at once.
+    d.agent_changed(&agent("a1"), at(0.0), Left::Other, true);
     d.agent_changed(&agent("a1"), at(5.0), Left::Other, false);
     assert_eq!(
         lines(&commands(&mut d)),
@@ -523,4 +529,33 @@ fn simulate(pacing: PolicySpec) {
         stats.counts.connects > 0 && stats.counts.dials >= LEADS as u64,
         "{stats:?}"
     );
+}
+
+#[test]
+fn agent_news_older_than_a_preview_does_not_take_it_back() {
+    let mut d = driver(CampaignMode::Preview, PolicySpec::Progressive, 2, 10);
+    let r = d.reserve_preview(at(0.0), &dnc(), &agent("a1")).unwrap();
+    d.previewing(agent("a1"), r);
+    let p = d.take_preview(&agent("a1"), &lead("l000")).unwrap();
+    d.skip(at(1.0), &agent("a1"), &p);
+    let r = d.reserve_preview(at(2.0), &dnc(), &agent("a1")).unwrap();
+    d.previewing(agent("a1"), r);
+    let _ = commands(&mut d);
+    // Heard only now, in their order: into the first preview, ready after the skip, into the second.
+    d.agent_changed(&agent("a1"), at(0.0), Left::Other, true);
+    d.agent_changed(&agent("a1"), at(1.0), Left::Other, false);
+    assert!(d.is_previewing(&agent("a1")), "the second preview stays");
+    assert_eq!(lines(&commands(&mut d)), Vec::<String>::new());
+    d.agent_changed(&agent("a1"), at(2.0), Left::Other, true);
+    d.agent_changed(&agent("a1"), at(3.0), Left::Other, false);
+    assert!(
+        !d.is_previewing(&agent("a1")),
+        "a change after its start takes it back"
+    );
+    // Changes missed (a lagging subscriber): the next one that is not previewing ends a preview.
+    let r = d.reserve_preview(at(4.0), &dnc(), &agent("a1")).unwrap();
+    d.previewing(agent("a1"), r);
+    d.agent_changes_missed();
+    d.agent_changed(&agent("a1"), at(5.0), Left::Other, false);
+    assert!(!d.is_previewing(&agent("a1")));
 }

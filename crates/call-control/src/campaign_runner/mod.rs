@@ -317,8 +317,11 @@ impl Runner {
                 _ = tick.tick() => self.tick().await,
                 ev = states.recv() => match ev {
                     Ok(ev) => self.on_agent_state(ev),
-                    // Missed changes only cost a few handle-time samples.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    // Missed changes cost a few handle-time samples, and the order that tells a
+                    // preview's own start from older news.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        self.driver.agent_changes_missed();
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                         states = self.inner.acd.subscribe_agent_states();
                     }

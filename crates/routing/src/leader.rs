@@ -37,15 +37,19 @@
 //! - **Time.** `now` is the leader's clock, never going backwards; timers fire at
 //!   `Acd::next_deadline` as a journaled tick.
 
+mod rebuild;
+
 use crate::clock::Clock;
 use crate::protocol::{
     Applied, EVENTS_STREAM, EventBatch, INPUT_STREAM, InBatch, InItem, JOURNAL_STREAM, JournalBatch,
-    KPI_TOPIC, KPIS_KEY, LEADER_LEASE, NODES_NAMESPACE, NodeId, OutBatch, OutItem, ROUTER_GROUP,
-    ROUTER_NAMESPACE, SNAPSHOT_KEY, TAKEOVER_KEY, decode, encode, node_streams, out_stream,
+    KPI_TOPIC, KPIS_KEY, LEADER_LEASE, NODES_NAMESPACE, NodeId, OutBatch, ROUTER_GROUP, ROUTER_NAMESPACE,
+    SNAPSHOT_KEY, TAKEOVER_KEY, decode, encode, node_streams, out_stream,
 };
-use crate::router::{ClusterRouter, Delivery, RouterSnapshot};
-use acd::{Acd, AcdConfig, AgentStateEvent, Input};
+use crate::router::{ClusterRouter, Delivery};
+use acd::{AcdConfig, Input};
 use domain::Timestamp;
+pub use rebuild::read_router;
+use rebuild::{BatchDelivery, REDELIVERY_BATCHES_PER_COMMIT, Rebuilt, rebuild};
 use state_store::{
     BlobWrite, FencingToken, Lease, StateError, StateStore, StreamCommit, StreamEntry, StreamEntryId,
 };
@@ -55,24 +59,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify, watch};
 use tracing::{debug, info, warn};
-
-/// Batches delivered again per commit after a rebuild (the journal after a snapshot can hold
-/// thousands; one commit each would hold up the takeover by as many round trips).
-const REDELIVERY_BATCHES_PER_COMMIT: usize = 256;
-
-/// What one batch has for the nodes: each node's offers and replies, and the agent state changes
-/// every node follows, in order.
-struct BatchDelivery {
-    batch: u64,
-    to_nodes: BTreeMap<NodeId, Vec<OutItem>>,
-    events: Vec<AgentStateEvent>,
-}
-
-impl BatchDelivery {
-    fn is_empty(&self) -> bool {
-        self.to_nodes.is_empty() && self.events.is_empty()
-    }
-}
 
 /// Tuning of a leader candidate.
 #[derive(Debug, Clone)]
@@ -843,114 +829,6 @@ impl Leader {
             }
         });
     }
-}
-
-/// The router as the store holds it, rebuilt from the snapshot and the journal after it.
-struct Rebuilt {
-    router: ClusterRouter,
-    /// No usable snapshot was found.
-    fresh: bool,
-    snapshot_batch: u64,
-    journal_ids: BTreeMap<u64, StreamEntryId>,
-    /// The journal's last entry (read, whether applied or not).
-    journal_tip: Option<StreamEntryId>,
-    replayed: u64,
-    /// What the replayed batches had for the nodes, in batch order (see "Redelivery").
-    deliveries: Vec<BatchDelivery>,
-}
-
-async fn rebuild(store: &StateStore, config: &AcdConfig, now: Timestamp) -> Result<Rebuilt, LeaderError> {
-    let saved = store.get_blob(ROUTER_NAMESPACE, SNAPSHOT_KEY, now).await?;
-    let restored = saved.and_then(|blob| {
-        match decode::<RouterSnapshot>(&blob.value)
-            .map_err(|e| e.to_string())
-            .and_then(|s| ClusterRouter::restore(s).map_err(|e| e.to_string()))
-        {
-            Ok(router) => Some(router),
-            Err(error) => {
-                // A state this build cannot read: starting empty beats not routing at all.
-                warn!(%error, "the router snapshot cannot be restored; starting from the journal alone");
-                None
-            }
-        }
-    });
-    let fresh = restored.is_none();
-    let mut router = match restored {
-        Some(r) => r,
-        None => ClusterRouter::new(Acd::new(config.clone())?),
-    };
-    let snapshot_batch = router.batch();
-    // Apply the journal after the snapshot, keeping what it had for the nodes: a delivery may have
-    // been lost with a primary.
-    let mut journal_ids = BTreeMap::new();
-    let mut deliveries: Vec<BatchDelivery> = Vec::new();
-    let mut replayed = 0;
-    let mut after: Option<StreamEntryId> = None;
-    let mut journal_tip = None;
-    loop {
-        let page = store
-            .stream_read(JOURNAL_STREAM, after.as_ref(), 1_000, None)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
-        journal_tip = Some(last.id.clone());
-        for entry in page {
-            let batch = match decode::<JournalBatch>(&entry.payload) {
-                Ok(b) => b,
-                Err(error) => {
-                    warn!(entry = %entry.id, %error, "a journal entry does not decode; skipped");
-                    continue;
-                }
-            };
-            if batch.batch <= router.batch() {
-                continue;
-            }
-            if batch.batch != router.batch() + 1 {
-                warn!(
-                    expected = router.batch() + 1,
-                    found = batch.batch,
-                    "the journal misses batches"
-                );
-            }
-            let delivery = router.apply(&batch);
-            // A node let go later in the journal gets nothing again: its streams were deleted then.
-            for lost in &delivery.lost_nodes {
-                for earlier in &mut deliveries {
-                    earlier.to_nodes.remove(lost);
-                }
-            }
-            let again = BatchDelivery {
-                batch: batch.batch,
-                to_nodes: delivery.to_nodes,
-                events: delivery.events,
-            };
-            if !again.is_empty() {
-                deliveries.push(again);
-            }
-            replayed += 1;
-            journal_ids.insert(batch.batch, entry.id);
-        }
-    }
-    Ok(Rebuilt {
-        router,
-        fresh,
-        snapshot_batch,
-        journal_ids,
-        journal_tip,
-        replayed,
-        deliveries,
-    })
-}
-
-/// The router as the store holds it now (snapshot and journal), without taking the lease: what a
-/// standby would take over with. For tools and tests; `config` is used only for a cluster that has
-/// no snapshot yet.
-pub async fn read_router(
-    store: &StateStore,
-    config: &AcdConfig,
-    now: Timestamp,
-) -> Result<ClusterRouter, LeaderError> {
-    Ok(rebuild(store, config, now).await?.router)
 }
 
 /// Polls a finished task's result without waiting.

@@ -377,6 +377,18 @@ impl StateStore {
         }
     }
 
+    /// Removes field `field` of map `map`; true if this call removed it (it was there). Of several
+    /// nodes taking the same field at once, exactly one gets true: how work found in a map is
+    /// claimed.
+    pub async fn map_take(&self, map: &str, field: &str) -> StateResult<bool> {
+        check_name("map", map)?;
+        check_key("map field", field)?;
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.map_take(map, field)),
+            Backend::Redis(r) => r.map_take(map, field).await,
+        }
+    }
+
     /// Every field of map `map` with its value, by field.
     pub async fn map_entries(&self, map: &str) -> StateResult<Vec<(String, Vec<u8>)>> {
         check_name("map", map)?;

@@ -211,6 +211,18 @@ impl MemoryStore {
         }
     }
 
+    pub(crate) fn map_take(&self, map: &str, field: &str) -> bool {
+        let mut st = self.inner.state.lock();
+        let Some(fields) = st.maps.get_mut(map) else {
+            return false;
+        };
+        let taken = fields.remove(field).is_some();
+        if fields.is_empty() {
+            st.maps.remove(map);
+        }
+        taken
+    }
+
     pub(crate) fn map_entries(&self, map: &str) -> Vec<(String, Vec<u8>)> {
         let st = self.inner.state.lock();
         st.maps

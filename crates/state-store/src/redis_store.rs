@@ -683,6 +683,15 @@ impl RedisStore {
         Ok(())
     }
 
+    pub(crate) async fn map_take(&self, map: &str, field: &str) -> StateResult<bool> {
+        let removed: u64 = redis::cmd("HDEL")
+            .arg(self.key(&["map", map]))
+            .arg(field)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(removed == 1)
+    }
+
     pub(crate) async fn map_entries(&self, map: &str) -> StateResult<Vec<(String, Vec<u8>)>> {
         let entries: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
             .arg(self.key(&["map", map]))

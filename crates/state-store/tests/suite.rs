@@ -33,6 +33,7 @@ on_both_backends!(
     rate_limits_refill_at_virtual_now,
     batches_apply_whole_or_not_at_all,
     maps_keep_fields_until_removed,
+    a_map_field_is_taken_once,
 );
 
 fn t(secs: i64) -> Timestamp {
@@ -852,6 +853,29 @@ async fn batches_apply_whole_or_not_at_all(h: Harness) {
         s.apply(WriteBatch::new(), t(12)).await.unwrap(),
         BatchOutcome::Applied(vec![])
     );
+}
+
+/// Several nodes taking the same field (claiming the same work) at once: exactly one gets it.
+async fn a_map_field_is_taken_once(h: Harness) {
+    let s = &h.store;
+    let map = "live-calls.node-x";
+    s.map_update(map, &[("c1".to_string(), b"a".to_vec())], &[])
+        .await
+        .unwrap();
+    let takers: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.map_take(map, "c1").await.unwrap() })
+        })
+        .collect();
+    let mut taken = 0;
+    for t in takers {
+        taken += usize::from(t.await.unwrap());
+    }
+    assert_eq!(taken, 1);
+    assert!(s.map_entries(map).await.unwrap().is_empty());
+    assert!(!s.map_take(map, "c1").await.unwrap(), "gone");
+    assert!(!s.map_take("never-written", "c1").await.unwrap());
 }
 
 async fn maps_keep_fields_until_removed(h: Harness) {

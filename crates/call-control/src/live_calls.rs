@@ -114,7 +114,14 @@ pub async fn end_calls_of_lost_nodes(
             .into_iter()
             .map(|(c, _)| c)
             .collect();
+        let mut claimed = 0;
         for call in &calls {
+            // Two nodes may sweep at once (leadership moving during a stall of the store): the
+            // one that takes the call from the map ends it, and counts it.
+            if !state.map_take(&map, call).await? {
+                continue;
+            }
+            claimed += 1;
             let Ok(interaction) = InteractionId::new(call) else {
                 continue;
             };
@@ -129,14 +136,13 @@ pub async fn end_calls_of_lost_nodes(
                 },
             });
         }
-        state.map_update(&map, &[], &calls).await?;
         state
             .map_update(LIVE_CALL_NODES, &[], std::slice::from_ref(&node))
             .await?;
-        if !calls.is_empty() {
-            info!(%node, calls = calls.len(), "a lost node's calls ended in the CRM");
+        if claimed > 0 {
+            info!(%node, calls = claimed, "a lost node's calls ended in the CRM");
         }
-        ended += calls.len();
+        ended += claimed;
     }
     Ok(ended)
 }

@@ -121,10 +121,10 @@ pub async fn end_calls_of_lost_nodes(
             if !state.map_take(&map, call).await? {
                 continue;
             }
-            claimed += 1;
             let Ok(interaction) = InteractionId::new(call) else {
                 continue;
             };
+            claimed += 1;
             sink.log(InteractionEvent {
                 interaction,
                 seq: domain::NODE_LOST_SEQ,

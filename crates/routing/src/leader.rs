@@ -347,12 +347,7 @@ impl Leader {
         // Offers still ringing were made by a router that stopped hearing answers some time ago:
         // that time must not ring them out (an agent who answered meanwhile would be blamed and
         // the call offered again). First in the first batch, before any timer fires.
-        if router
-            .acd()
-            .calls()
-            .iter()
-            .any(|c| matches!(c.phase, acd::CallPhase::Ringing(_)))
-        {
+        if router.acd().offers_ringing() > 0 {
             queued.push(Applied::Router {
                 input: Input::Resumed,
             });

@@ -440,6 +440,11 @@ impl Acd {
             .map(|&(at, _)| Timestamp::from_millis(at))
     }
 
+    /// How many offers are ringing now.
+    pub fn offers_ringing(&self) -> usize {
+        self.state.offers.len()
+    }
+
     /// The latest time the router has seen.
     pub fn now(&self) -> Timestamp {
         self.state.now

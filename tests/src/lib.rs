@@ -505,7 +505,7 @@ impl RawSip {
     pub fn receive(&self) -> Option<String> {
         let mut buf = [0u8; 65536];
         loop {
-            let (n, _) = self.socket.recv_from(&mut buf).ok()?;
+            let (n, _) = recv_datagram(&self.socket, &mut buf)?;
             let text = String::from_utf8_lossy(&buf[..n]).to_string();
             if !text.starts_with("SIP/2.0 100 ") {
                 return Some(text);
@@ -538,6 +538,31 @@ pub fn status_of(response: &str) -> Option<u16> {
 }
 
 /// Installs a Debian package when its command is missing (CI machines start bare).
+/// The next datagram on `socket` within its read timeout, read again when a signal interrupted
+/// the wait: the test process gets signals (its children exit), and a socket with a read timeout
+/// hands the interruption back as an error whatever `SA_RESTART` says (signal(7)). Any other error
+/// is said on stderr, so a failing test shows why nothing arrived.
+pub fn recv_datagram(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    loop {
+        match socket.recv_from(buf) {
+            Ok(got) => return Some(got),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None;
+            }
+            Err(e) => {
+                eprintln!("receiving on {:?}: {e}", socket.local_addr());
+                return None;
+            }
+        }
+    }
+}
+
 pub fn require_command(command: &str) {
     let found = Command::new("sh")
         .arg("-c")

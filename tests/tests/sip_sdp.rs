@@ -37,7 +37,7 @@ fn port(s: &UdpSocket) -> u16 {
 /// The first packet that arrives on `socket`, if any within its timeout.
 fn first_packet(socket: &UdpSocket) -> Option<Vec<u8>> {
     let mut buf = [0u8; 2048];
-    let (n, _) = socket.recv_from(&mut buf).ok()?;
+    let (n, _) = recv_datagram(socket, &mut buf)?;
     Some(buf[..n].to_vec())
 }
 

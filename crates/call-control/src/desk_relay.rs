@@ -16,9 +16,12 @@
 //! - **Commands** go to the stream of the node that holds the call (learnt from the call's offer)
 //!   and are read there through a consumer group: acknowledged only once their answer is stored, and
 //!   entries delivered but never acknowledged are claimed again. The sender repeats a command it has
-//!   no answer to every [`RESEND_AFTER`], under the same number, until [`COMMAND_TIMEOUT`]
-//!   (then `call_ended`: the call's node is gone). The holder runs each (node, number) once and
-//!   answers repeats with the answer it stored, so a hold or a hang-up is never carried out twice.
+//!   no answer to every [`RESEND_AFTER`], under the same number, until the call's node is known
+//!   gone (its liveness record stayed missing for [`NODE_GONE_AFTER`] while the store answered;
+//!   then `call_ended`) or, at the latest, [`COMMAND_TIMEOUT`]. A store that does not answer for a
+//!   while delays the answer; it does not end the call on the desktop. The holder runs each
+//!   (node, number) once and answers repeats with the answer it stored, so a hold or a hang-up is
+//!   never carried out twice.
 //!
 //! What other nodes' calls look like to this node's desktops (for a desktop that attaches or
 //! reloads, and the wallboard's call phases) is kept from the events, keyed by call and agent. Who
@@ -46,8 +49,14 @@ use tracing::{debug, warn};
 pub const EVENTS_STREAM: &str = "desk.events";
 /// The consumer group reading each node's commands and replies.
 const GROUP: &str = "desk";
-/// How long a relayed command waits for the node holding the call, resends included.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a relayed command waits for the node holding the call, resends included. It ends
+/// sooner when that node is known gone; this bounds only a store out for longer than this.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a node's liveness record must stay missing, check after check with the store
+/// answering, before the node counts as gone. A store outage lets every record lapse; once the
+/// store answers a live node renews its own within its period (a second), so a record found
+/// lapsed just after an outage says nothing yet.
+pub const NODE_GONE_AFTER: Duration = Duration::from_secs(3);
 /// A relayed command with no answer yet is sent again after this long (same number).
 pub const RESEND_AFTER: Duration = Duration::from_secs(2);
 /// Entries of this node's command stream delivered but unacknowledged this long are read again.
@@ -207,7 +216,8 @@ pub struct DeskRelay {
     node: String,
     store: StateStore,
     events: mpsc::UnboundedSender<(AgentId, WireEvent)>,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<CommandResult>>>,
+    /// Relayed commands waiting for their answer, by number: the node asked, and where to answer.
+    waiting: Mutex<HashMap<u64, (String, oneshot::Sender<CommandResult>)>>,
     next_id: AtomicU64,
     remote: Mutex<HashMap<(CallId, AgentId), RemoteCall>>,
     /// Desktops attached to other nodes: the node and how the agent takes calls.
@@ -440,7 +450,7 @@ impl DeskRelay {
         let payload = serde_json::to_vec(&entry)
             .map_err(|_| Refusal::new("bad_request", "the command cannot be relayed"))?;
         let (tx, mut rx) = oneshot::channel();
-        self.waiting.lock().insert(id, tx);
+        self.waiting.lock().insert(id, (node.to_owned(), tx));
         let stream = commands_stream(node);
         let deadline = Instant::now() + COMMAND_TIMEOUT;
         let answer = loop {
@@ -644,6 +654,7 @@ impl DeskRelay {
         let mut nodes: Vec<String> = self.remote.lock().values().map(|r| r.node.clone()).collect();
         nodes.extend(self.desks.lock().values().map(|(n, _)| n.clone()));
         nodes.extend(self.previews.lock().values().map(|(n, _, _)| n.clone()));
+        nodes.extend(self.waiting.lock().values().map(|(n, _)| n.clone()));
         nodes.sort();
         nodes.dedup();
         nodes
@@ -652,6 +663,8 @@ impl DeskRelay {
     /// Node `node` is gone (its liveness record lapsed): its calls ended with it (the router lets
     /// them go), so this node's desktops are told and nothing of it is kept.
     fn node_gone(&self, hub: &DeskHub, node: &str) {
+        // Commands waiting for its answer end now (a dropped sender reads as "did not answer").
+        self.waiting.lock().retain(|_, (n, _)| n != node);
         let ended: Vec<(CallId, AgentId)> = {
             let mut remote = self.remote.lock();
             let ended: Vec<_> = remote
@@ -696,7 +709,7 @@ impl DeskRelay {
             return;
         };
         // A second answer to the same command (it was sent again) finds nobody waiting.
-        if let Some(tx) = self.waiting.lock().remove(&reply.id) {
+        if let Some((_, tx)) = self.waiting.lock().remove(&reply.id) {
             let result = match reply.refusal {
                 Some((code, message)) => Err(refusal_from_wire(&code, message)),
                 None => Ok(reply.answer),
@@ -838,18 +851,38 @@ async fn serve_commands(relay: Weak<DeskRelay>, store: StateStore, node: String,
 /// Forgets the calls and desktops of nodes whose liveness record (renewed by each node's router
 /// client) has lapsed: a node killed never says its calls ended.
 async fn watch_nodes(relay: Weak<DeskRelay>, store: StateStore, hub: DeskHub) {
+    // Nodes whose record every check since then found missing.
+    let mut missing_since: HashMap<String, Instant> = HashMap::new();
     loop {
         tokio::time::sleep(LIVENESS_EVERY).await;
         let Some(nodes) = relay.upgrade().map(|r| r.known_nodes()) else {
             return;
         };
+        missing_since.retain(|node, _| nodes.contains(node));
         for node in nodes {
             let alive = store
                 .get_blob(routing::protocol::NODES_NAMESPACE, &node, Timestamp::now_utc())
                 .await;
-            // A store error says nothing about the node.
-            if let (Ok(None), Some(relay)) = (alive, relay.upgrade()) {
-                relay.node_gone(&hub, &node);
+            let now = Instant::now();
+            match alive {
+                Ok(Some(_)) => {
+                    missing_since.remove(&node);
+                }
+                Ok(None) => {
+                    let since = *missing_since.entry(node.clone()).or_insert(now);
+                    if now.duration_since(since) >= NODE_GONE_AFTER
+                        && let Some(relay) = relay.upgrade()
+                    {
+                        missing_since.remove(&node);
+                        relay.node_gone(&hub, &node);
+                    }
+                }
+                // A store error says nothing about the node, and nobody could renew meanwhile:
+                // absences count again from the next answer.
+                Err(_) => {
+                    missing_since.clear();
+                    break;
+                }
             }
         }
     }

@@ -23,6 +23,7 @@ on_both_backends!(
     a_takeover_replays_the_journal_after_the_snapshot,
     a_delivery_lost_with_the_primary_comes_again_from_the_next_leader_and_rings_once,
     an_answer_given_while_no_leader_ran_is_taken_and_the_agent_not_blamed,
+    a_node_whose_record_lapsed_is_lost_only_once_it_stays_missing_with_the_store_answering,
 );
 
 /// Queue `support` with wrap-up, priority aging, announcements and RONA; agents a1..a4.
@@ -646,4 +647,72 @@ async fn an_answer_given_while_no_leader_ran_is_taken_and_the_agent_not_blamed(h
             "the phone was rung again or cancelled: {notice:?}"
         );
     }
+}
+
+/// A store outage longer than the liveness TTL lets every node's record lapse, the live ones' too:
+/// the leader lets a node's calls go only once its record stayed missing for `node_lost_after`,
+/// check after check, while the store answered.
+async fn a_node_whose_record_lapsed_is_lost_only_once_it_stays_missing_with_the_store_answering(h: Harness) {
+    let (clock, hand) = Clock::manual(t(4_000_000_000));
+    let cfg = LeaderConfig {
+        node_check_every: Duration::from_secs(1),
+        node_lost_after: Duration::from_secs(3),
+        ..manual_leader_config("n1", config(2, 0))
+    };
+    let mut leader = Leader::new(h.open().await, cfg, clock.clone());
+    assert!(leader.try_take_over().await.unwrap());
+    // The node renews its record only when the test says.
+    let node = RouterClient::start(
+        h.open().await,
+        ClientConfig {
+            liveness_ttl: Duration::from_secs(3600),
+            liveness_every: Duration::from_secs(3600),
+            ..ClientConfig::new("b")
+        },
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    let record = node.node().as_str().to_owned();
+    let _notices = node.enqueue(call_p("c1", 0));
+    wait_sent(&node, 1).await;
+    pump(&mut leader).await;
+    let store = h.open().await;
+    let holds_c1 = |leader: &Leader| leader.router().unwrap().acd().call(&c("c1")).is_some();
+    assert!(holds_c1(&leader));
+
+    // The record lapsed during an outage; the node renews it two seconds after the store is back.
+    store
+        .delete_blob(protocol::NODES_NAMESPACE, &record, None)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        leader.check_nodes().await.unwrap();
+        hand.advance(Duration::from_secs(1));
+    }
+    node.announce().await.unwrap();
+    for _ in 0..3 {
+        leader.check_nodes().await.unwrap();
+        hand.advance(Duration::from_secs(1));
+    }
+    pump(&mut leader).await;
+    assert!(holds_c1(&leader), "a node that renewed in time keeps its calls");
+
+    // Then it stops for good: three seconds of answers without its record let its calls go.
+    store
+        .delete_blob(protocol::NODES_NAMESPACE, &record, None)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        leader.check_nodes().await.unwrap();
+        hand.advance(Duration::from_secs(1));
+        pump(&mut leader).await;
+        assert!(
+            holds_c1(&leader),
+            "not yet: missing for less than node_lost_after"
+        );
+    }
+    leader.check_nodes().await.unwrap();
+    pump(&mut leader).await;
+    assert!(!holds_c1(&leader), "a node missing for node_lost_after is lost");
 }

@@ -26,9 +26,8 @@ fn pop(call: &str) -> Arc<ScreenPop> {
     })
 }
 
-/// A node of the cluster: alive (its liveness record, as its router client keeps it) and its
-/// hub joined to the relay.
-async fn node(store: &StateStore, name: &str) -> DeskHub {
+/// Writes node `name`'s liveness record, as its router client keeps it.
+async fn node_record(store: &StateStore, name: &str) {
     store
         .put_blob(
             routing::protocol::NODES_NAMESPACE,
@@ -39,6 +38,11 @@ async fn node(store: &StateStore, name: &str) -> DeskHub {
         )
         .await
         .expect("alive");
+}
+
+/// A node of the cluster: alive (its liveness record) and its hub joined to the relay.
+async fn node(store: &StateStore, name: &str) -> DeskHub {
+    node_record(store, name).await;
     let hub = DeskHub::new();
     hub.join_cluster(store.clone(), name.to_string())
         .await
@@ -265,6 +269,52 @@ async fn the_calls_of_a_node_that_died_are_released_on_the_other_nodes() {
     assert!(a.calls_of(&agent).is_empty(), "nothing of node B is kept");
     assert_eq!(a.call_node(&p.call), None);
     drop(b);
+}
+
+/// On virtual time: a record that lapsed while the store was out and came back within
+/// [`NODE_GONE_AFTER`] changes nothing; once it stays missing the node is gone, and a command
+/// waiting for it ends then as `call_ended` (not at [`COMMAND_TIMEOUT`]).
+#[tokio::test(start_paused = true)]
+async fn a_node_is_gone_only_once_its_record_stays_missing_and_commands_waiting_for_it_end_then() {
+    let store = StateStore::memory();
+    let (a, b) = (node(&store, "node-a").await, node(&store, "node-b").await);
+    let agent = agent("2001");
+    let mut desk = a.attach(&agent, AgentMedia::Phone);
+    let (tx, mut calls) = mpsc::unbounded_channel();
+    let p = pop("c1");
+    b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
+    assert!(matches!(next(&mut desk).await, DeskEvent::Offered(_)));
+
+    // B's record lapses (every record does while the store is out) and is renewed 2 s later.
+    store
+        .delete_blob(routing::protocol::NODES_NAMESPACE, "node-b", None)
+        .await
+        .expect("deleted");
+    tokio::time::sleep(NODE_GONE_AFTER - Duration::from_secs(1)).await;
+    node_record(&store, "node-b").await;
+    tokio::time::sleep(NODE_GONE_AFTER * 3).await;
+    assert!(desk.events.try_recv().is_err(), "nothing ended on the desktop");
+    assert_eq!(a.call_node(&p.call).as_deref(), Some("node-b"));
+
+    // A hold the call does not answer waits for B...
+    let started = Instant::now();
+    let hold = tokio::spawn({
+        let (a, agent, call) = (a.clone(), agent.clone(), p.call.clone());
+        async move { a.command(&agent, &call, AgentCommand::Hold).await }
+    });
+    let _unanswered = request(&mut calls).await;
+    // ...until B stops for good: its record stays missing.
+    store
+        .delete_blob(routing::protocol::NODES_NAMESPACE, "node-b", None)
+        .await
+        .expect("deleted");
+    let refused = hold.await.expect("joined").expect_err("the call's node is gone");
+    assert_eq!(refused.code, "call_ended");
+    assert!(started.elapsed() < COMMAND_TIMEOUT, "ended when B was known gone");
+    assert_eq!(
+        next(&mut desk).await,
+        DeskEvent::Released { call: p.call.clone() }
+    );
 }
 
 #[tokio::test]

@@ -53,10 +53,8 @@ const GROUP: &str = "desk";
 /// sooner when that node is known gone; this bounds only a store out for longer than this.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a node's liveness record must stay missing, check after check with the store
-/// answering, before the node counts as gone. A store outage lets every record lapse; once the
-/// store answers a live node renews its own within its period (a second), so a record found
-/// lapsed just after an outage says nothing yet.
-pub const NODE_GONE_AFTER: Duration = Duration::from_secs(3);
+/// answering, before the node counts as gone (`routing::liveness`).
+pub const NODE_GONE_AFTER: Duration = routing::liveness::NODE_LOST_AFTER;
 /// A relayed command with no answer yet is sent again after this long (same number).
 pub const RESEND_AFTER: Duration = Duration::from_secs(2);
 /// Entries of this node's command stream delivered but unacknowledged this long are read again.
@@ -851,38 +849,29 @@ async fn serve_commands(relay: Weak<DeskRelay>, store: StateStore, node: String,
 /// Forgets the calls and desktops of nodes whose liveness record (renewed by each node's router
 /// client) has lapsed: a node killed never says its calls ended.
 async fn watch_nodes(relay: Weak<DeskRelay>, store: StateStore, hub: DeskHub) {
-    // Nodes whose record every check since then found missing.
-    let mut missing_since: HashMap<String, Instant> = HashMap::new();
+    let mut missing = routing::liveness::MissingNodes::<Instant>::new(NODE_GONE_AFTER);
     loop {
         tokio::time::sleep(LIVENESS_EVERY).await;
         let Some(nodes) = relay.upgrade().map(|r| r.known_nodes()) else {
             return;
         };
-        missing_since.retain(|node, _| nodes.contains(node));
+        missing.retain(|node| nodes.iter().any(|n| n == node));
         for node in nodes {
-            let alive = store
+            let alive = match store
                 .get_blob(routing::protocol::NODES_NAMESPACE, &node, Timestamp::now_utc())
-                .await;
-            let now = Instant::now();
-            match alive {
-                Ok(Some(_)) => {
-                    missing_since.remove(&node);
-                }
-                Ok(None) => {
-                    let since = *missing_since.entry(node.clone()).or_insert(now);
-                    if now.duration_since(since) >= NODE_GONE_AFTER
-                        && let Some(relay) = relay.upgrade()
-                    {
-                        missing_since.remove(&node);
-                        relay.node_gone(&hub, &node);
-                    }
-                }
-                // A store error says nothing about the node, and nobody could renew meanwhile:
-                // absences count again from the next answer.
+                .await
+            {
+                Ok(record) => record.is_some(),
+                // A store error says nothing about the node.
                 Err(_) => {
-                    missing_since.clear();
+                    missing.store_failed();
                     break;
                 }
+            };
+            if missing.check(&node, alive, Instant::now())
+                && let Some(relay) = relay.upgrade()
+            {
+                relay.node_gone(&hub, &node);
             }
         }
     }

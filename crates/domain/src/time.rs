@@ -58,6 +58,14 @@ impl Sub<Duration> for Timestamp {
     }
 }
 
+/// The time from `earlier` to `self`, zero if `earlier` is later (as [`Timestamp::since`]).
+impl Sub<Timestamp> for Timestamp {
+    type Output = Duration;
+    fn sub(self, earlier: Timestamp) -> Duration {
+        self.since(earlier)
+    }
+}
+
 impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "t={}ms", self.0)

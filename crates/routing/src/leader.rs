@@ -40,6 +40,7 @@
 mod rebuild;
 
 use crate::clock::Clock;
+use crate::liveness::MissingNodes;
 use crate::protocol::{
     Applied, EVENTS_STREAM, EventBatch, INPUT_STREAM, InBatch, InItem, JOURNAL_STREAM, JournalBatch,
     KPI_TOPIC, KPIS_KEY, LEADER_LEASE, NODES_NAMESPACE, NodeId, OutBatch, ROUTER_GROUP, ROUTER_NAMESPACE,
@@ -84,10 +85,8 @@ pub struct LeaderConfig {
     pub snapshot_every: Duration,
     /// How often the liveness of the nodes holding calls is checked.
     pub node_check_every: Duration,
-    /// How long a node's liveness record must be seen missing, check after check with the store
-    /// answering every one, before its calls are let go. While the store does not answer no node
-    /// can renew its record; once it answers again a live node renews within its own period, so a
-    /// record found lapsed just after an outage (or a takeover) is not yet a node lost.
+    /// How long a node's liveness record must stay missing, check after check with the store
+    /// answering, before its calls are let go (see [`crate::liveness`]).
     pub node_lost_after: Duration,
     /// How often inputs read by a consumer that has gone quiet are claimed.
     pub claim_every: Duration,
@@ -115,7 +114,7 @@ impl LeaderConfig {
             snapshot_every_batches: 5_000,
             snapshot_every: Duration::from_secs(10),
             node_check_every: Duration::from_secs(1),
-            node_lost_after: Duration::from_secs(3),
+            node_lost_after: crate::liveness::NODE_LOST_AFTER,
             claim_every: Duration::from_secs(1),
             gap_timeout: Duration::from_secs(5),
             kpi_refresh: Duration::from_millis(250),
@@ -206,8 +205,8 @@ struct Leading {
     snapshot_not_before: Instant,
     snapshot_in_flight: Option<tokio::task::JoinHandle<Result<(), StateError>>>,
     next_node_check: Timestamp,
-    /// Nodes whose liveness record every check since the first has found missing, and when that was.
-    absent_since: HashMap<NodeId, Timestamp>,
+    /// Nodes whose liveness record every check since some time has found missing.
+    missing: MissingNodes<Timestamp>,
     next_claim: Timestamp,
     kpis_dirty: bool,
     kpis_published: Option<Instant>,
@@ -392,7 +391,7 @@ impl Leader {
             snapshot_not_before: Instant::now(),
             snapshot_in_flight: None,
             next_node_check: now,
-            absent_since: HashMap::new(),
+            missing: MissingNodes::new(self.cfg.node_lost_after),
             next_claim: now + self.cfg.claim_every,
             kpis_dirty: true,
             kpis_published: None,
@@ -754,28 +753,22 @@ impl Leader {
         }
         l.next_node_check = now + self.cfg.node_check_every;
         let watched = l.router.nodes_to_watch();
-        l.absent_since.retain(|node, _| watched.contains(node));
+        l.missing
+            .retain(|node| watched.iter().any(|w| w.as_str() == node));
         for node in watched {
             let alive = match self.store.get_blob(NODES_NAMESPACE, node.as_str(), now).await {
                 Ok(record) => record.is_some(),
                 Err(error) => {
-                    // Nobody could renew meanwhile: absences count again from the next answer.
-                    l.absent_since.clear();
+                    l.missing.store_failed();
                     return Err(error.into());
                 }
             };
-            if alive {
-                l.absent_since.remove(&node);
-                continue;
-            }
-            let since = *l.absent_since.entry(node.clone()).or_insert(now);
             let queued = l
                 .queued
                 .iter()
                 .any(|a| matches!(a, Applied::NodeLost { node: n } if *n == node));
-            if now.since(since) >= self.cfg.node_lost_after && !queued {
+            if l.missing.check(node.as_str(), alive, now) && !queued {
                 info!(%node, "a node stopped renewing its liveness; its calls are let go");
-                l.absent_since.remove(&node);
                 l.queued.push(Applied::NodeLost { node });
             }
         }

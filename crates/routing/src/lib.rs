@@ -29,6 +29,7 @@
 pub mod client;
 pub mod clock;
 pub mod leader;
+pub mod liveness;
 pub mod protocol;
 pub mod router;
 

@@ -5,14 +5,15 @@
 //! [`LiveCalls`] wraps a node's event sink: an interaction's `Arrived` adds it to the map
 //! `live-calls.<node id>` and its `Ended` removes it (the node id names one process, so a node
 //! restarted under the same name is a new one). The map `live-call-nodes` lists the nodes that
-//! wrote. [`end_calls_of_lost_nodes`], run by the router's leader, ends the calls of every listed
-//! node whose liveness record has lapsed, with an `Ended` at [`domain::NODE_LOST_SEQ`]: after
-//! anything the node wrote, and the same from any writer, so ending a call twice stores it once.
+//! wrote. A [`LostCallSweeper`], run by the router's leader, ends the calls of every listed node
+//! that is lost, with an `Ended` at [`domain::NODE_LOST_SEQ`]: after anything the node wrote, and
+//! the same from any writer, so ending a call twice stores it once.
 
 use crate::EventSink;
 use domain::{EndedBy, InteractionEvent, InteractionEventKind, InteractionId, Timestamp};
-use state_store::{StateError, StateStore};
-use std::collections::BTreeMap;
+use routing::liveness::MissingNodes;
+use state_store::{BlobWrite, Expect, StateError, StateStore, WriteOutcome};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -94,67 +95,148 @@ async fn write_changes(
     }
 }
 
-/// Ends, in the CRM through `sink`, the calls of every node whose liveness record (in
-/// `liveness_namespace`) has lapsed at `now`, and forgets them. Returns how many calls it ended.
-pub async fn end_calls_of_lost_nodes(
-    state: &StateStore,
-    liveness_namespace: &str,
-    sink: &dyn EventSink,
-    now: Timestamp,
-) -> Result<usize, StateError> {
-    let mut ended = 0;
-    for (node, _) in state.map_entries(LIVE_CALL_NODES).await? {
-        if state.get_blob(liveness_namespace, &node, now).await?.is_some() {
-            continue;
+/// Blob namespace of the claims on lost calls: who counts each one.
+const CLAIMS: &str = "live-calls-claims";
+/// How long a claim is kept: longer than any sweep takes to finish with a node.
+const CLAIM_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Ends, in the CRM, the calls of nodes that are lost, and forgets them; one per sweeping node.
+///
+/// A node is lost once its liveness record stayed missing with the store answering
+/// (`routing::liveness`): a record that lapsed while the store was away says nothing. Every step
+/// is safe to repeat after a reply the store lost on the way: the `Ended` stores once whoever
+/// writes it and however often, a call leaves its node's map only after it was ended, and the
+/// sweeper that counts a call is the one whose claim (`live-calls-claims/<call>`, naming it) the
+/// store kept, which that sweeper recognises as its own when it asks again.
+pub struct LostCallSweeper {
+    /// This sweeping node's id, written in its claims.
+    sweeper: String,
+    liveness_namespace: String,
+    missing: MissingNodes<Timestamp>,
+    /// Nodes judged lost whose calls are not all ended yet.
+    lost: BTreeSet<String>,
+    /// Calls counted here and not yet removed from their node's map.
+    counted: HashSet<String>,
+}
+
+impl LostCallSweeper {
+    /// A sweeper named `sweeper` reading the liveness records in `liveness_namespace`.
+    pub fn new(sweeper: impl Into<String>, liveness_namespace: impl Into<String>) -> Self {
+        Self {
+            sweeper: sweeper.into(),
+            liveness_namespace: liveness_namespace.into(),
+            missing: MissingNodes::new(routing::liveness::NODE_LOST_AFTER),
+            lost: BTreeSet::new(),
+            counted: HashSet::new(),
         }
-        let map = live_calls_map(&node);
-        let calls: Vec<String> = state
-            .map_entries(&map)
-            .await?
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect();
-        let mut claimed = 0;
-        for call in &calls {
-            // Two nodes may sweep at once (leadership moving during a stall of the store): the
-            // one that takes the call from the map ends it, and counts it.
-            if !state.map_take(&map, call).await? {
-                continue;
-            }
-            let Ok(interaction) = InteractionId::new(call) else {
-                continue;
-            };
-            claimed += 1;
-            sink.log(InteractionEvent {
-                interaction,
-                seq: domain::NODE_LOST_SEQ,
-                at: now,
-                kind: InteractionEventKind::Ended {
-                    by: EndedBy::System,
-                    reason: domain::NODE_LOST_REASON.to_string(),
-                    quality: None,
-                },
-            });
-        }
-        state
-            .map_update(LIVE_CALL_NODES, &[], std::slice::from_ref(&node))
-            .await?;
-        if claimed > 0 {
-            info!(%node, calls = claimed, "a lost node's calls ended in the CRM");
-        }
-        ended += claimed;
     }
-    Ok(ended)
+
+    /// This node stopped sweeping a while (it did not lead): absences count again from the next
+    /// sweep.
+    pub fn paused(&mut self) {
+        self.missing.store_failed();
+    }
+
+    /// One sweep at `now`: judges the listed nodes and ends, through `sink`, the calls of those
+    /// lost. Returns how many calls this sweeper counted.
+    pub async fn sweep(
+        &mut self,
+        state: &StateStore,
+        sink: &dyn EventSink,
+        now: Timestamp,
+    ) -> Result<usize, StateError> {
+        let judged = self.judge(state, now).await;
+        if let Err(error) = judged {
+            self.missing.store_failed();
+            return Err(error);
+        }
+        let mut ended = 0;
+        for node in self.lost.clone() {
+            ended += self.end_calls_of(state, sink, &node, now).await?;
+            state
+                .map_update(LIVE_CALL_NODES, &[], std::slice::from_ref(&node))
+                .await?;
+            self.lost.remove(&node);
+        }
+        Ok(ended)
+    }
+
+    async fn judge(&mut self, state: &StateStore, now: Timestamp) -> Result<(), StateError> {
+        let nodes = state.map_entries(LIVE_CALL_NODES).await?;
+        self.missing
+            .retain(|n| nodes.iter().any(|(listed, _)| listed == n));
+        for (node, _) in nodes {
+            let alive = state
+                .get_blob(&self.liveness_namespace, &node, now)
+                .await?
+                .is_some();
+            if self.missing.check(&node, alive, now) {
+                self.lost.insert(node);
+            }
+        }
+        Ok(())
+    }
+
+    async fn end_calls_of(
+        &mut self,
+        state: &StateStore,
+        sink: &dyn EventSink,
+        node: &str,
+        now: Timestamp,
+    ) -> Result<usize, StateError> {
+        let map = live_calls_map(node);
+        let mut counted = 0;
+        for (call, _) in state.map_entries(&map).await? {
+            if let Ok(interaction) = InteractionId::new(&call) {
+                sink.log(InteractionEvent {
+                    interaction,
+                    seq: domain::NODE_LOST_SEQ,
+                    at: now,
+                    kind: InteractionEventKind::Ended {
+                        by: EndedBy::System,
+                        reason: domain::NODE_LOST_REASON.to_string(),
+                        quality: None,
+                    },
+                });
+                if self.claim(state, &call, now).await? && self.counted.insert(call.clone()) {
+                    counted += 1;
+                }
+            }
+            state.map_update(&map, &[], std::slice::from_ref(&call)).await?;
+            self.counted.remove(&call);
+        }
+        if counted > 0 {
+            info!(node, calls = counted, "a lost node's calls ended in the CRM");
+        }
+        Ok(counted)
+    }
+
+    /// Whether this sweeper counts `call`: its claim was stored now or before.
+    async fn claim(&self, state: &StateStore, call: &str, now: Timestamp) -> Result<bool, StateError> {
+        let claim = BlobWrite::new().expect(Expect::Absent).ttl(CLAIM_KEPT);
+        match state
+            .put_blob(CLAIMS, call, self.sweeper.as_bytes(), &claim, now)
+            .await?
+        {
+            WriteOutcome::Written { .. } => Ok(true),
+            WriteOutcome::Conflict { .. } => Ok(state
+                .get_blob(CLAIMS, call, now)
+                .await?
+                .is_some_and(|held| held.value == self.sweeper.as_bytes())),
+        }
+    }
 }
 
 /// How often the router's leader looks for lost nodes' calls.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// While this node leads the cluster's router (`status`), ends lost nodes' calls through `sink`
-/// every second; counts them in `calls_ended_node_lost` (registered under `acd` in `telemetry`).
+/// While this node (`sweeper`) leads the cluster's router (`status`), ends lost nodes' calls
+/// through `sink` every second; counts them in `calls_ended_node_lost` (registered under `acd` in
+/// `telemetry`).
 pub fn sweep_while_leading(
     state: StateStore,
     sink: Arc<dyn EventSink>,
+    sweeper: String,
     status: tokio::sync::watch::Receiver<routing::LeaderStatus>,
     telemetry: &telemetry::Telemetry,
 ) {
@@ -167,17 +249,16 @@ pub fn sweep_while_leading(
         );
     });
     tokio::spawn(async move {
+        let mut sweeper = LostCallSweeper::new(sweeper, routing::protocol::NODES_NAMESPACE);
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             if !status.borrow().leading {
+                sweeper.paused();
                 continue;
             }
-            let now = Timestamp::now_utc();
-            match end_calls_of_lost_nodes(&state, routing::protocol::NODES_NAMESPACE, sink.as_ref(), now)
-                .await
-            {
+            match sweeper.sweep(&state, sink.as_ref(), Timestamp::now_utc()).await {
                 Ok(n) => {
                     ended.inc_by(n as u64);
                 }
@@ -286,20 +367,24 @@ mod tests {
 
         // Both alive: nothing ends.
         let crm = Kept::default();
-        let at = Timestamp::from_millis(2_000);
-        assert_eq!(
-            end_calls_of_lost_nodes(&state, "nodes", &crm, at).await.unwrap(),
-            0
-        );
-        // Node a stops renewing: its open call ends as node_lost, node b's is untouched.
+        let mut sweeper = LostCallSweeper::new("sweeper-1", "nodes");
+        let at = |ms: i64| Timestamp::from_millis(ms);
+        assert_eq!(sweeper.sweep(&state, &crm, at(2_000)).await.unwrap(), 0);
+        // Node a stops renewing (its record lapses at 3 s); b renews. Missing at 5 s is not yet
+        // lost: after an outage a live node renews within a second.
         alive("b.2", 4_000).await;
-        let later = Timestamp::from_millis(5_000);
-        assert_eq!(
-            end_calls_of_lost_nodes(&state, "nodes", &crm, later)
-                .await
-                .unwrap(),
-            1
-        );
+        assert_eq!(sweeper.sweep(&state, &crm, at(5_000)).await.unwrap(), 0);
+        assert!(crm.0.lock().unwrap().is_empty());
+        alive("b.2", 7_000).await;
+        // A claim on c1 this sweeper made earlier, whose reply the store lost on the way.
+        let claim = BlobWrite::new().expect(Expect::Absent);
+        state
+            .put_blob(CLAIMS, "c1", b"sweeper-1", &claim, at(7_000))
+            .await
+            .unwrap();
+        // Missing for 3 s of answered checks: lost. Its open call ends as node_lost, counted by
+        // the sweeper whose claim the store holds; node b's is untouched.
+        assert_eq!(sweeper.sweep(&state, &crm, at(8_000)).await.unwrap(), 1);
         let ends = crm.0.lock().unwrap().clone();
         assert_eq!(ends.len(), 1);
         assert_eq!(ends[0].interaction.as_str(), "c1");
@@ -325,11 +410,39 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["b.2"]
         );
+        assert_eq!(sweeper.sweep(&state, &crm, at(8_000)).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn two_sweepers_end_a_lost_call_alike_and_only_the_claims_holder_counts_it() {
+        let state = StateStore::connect(&StateConfig::memory()).await.unwrap();
+        let node = LiveCalls::start(Arc::new(Kept::default()), state.clone(), "a.1".into());
+        node.log(arrived("c1"));
+        wait_for_map(&state, &live_calls_map("a.1"), &["c1"]).await;
+        let at = |ms: i64| Timestamp::from_millis(ms);
+        // The other sweeper claimed c1 and was cut off before it ended the call.
+        let claim = BlobWrite::new().expect(Expect::Absent);
+        state
+            .put_blob(CLAIMS, "c1", b"sweeper-2", &claim, at(0))
+            .await
+            .unwrap();
+        let crm = Kept::default();
+        let mut sweeper = LostCallSweeper::new("sweeper-1", "nodes");
+        assert_eq!(sweeper.sweep(&state, &crm, at(1_000)).await.unwrap(), 0);
         assert_eq!(
-            end_calls_of_lost_nodes(&state, "nodes", &crm, later)
+            sweeper.sweep(&state, &crm, at(4_000)).await.unwrap(),
+            0,
+            "not counted here"
+        );
+        let ends = crm.0.lock().unwrap().clone();
+        assert_eq!(ends.len(), 1, "ended all the same");
+        assert_eq!(ends[0].seq, domain::NODE_LOST_SEQ);
+        assert!(
+            state
+                .map_entries(&live_calls_map("a.1"))
                 .await
-                .unwrap(),
-            0
+                .unwrap()
+                .is_empty()
         );
     }
 }

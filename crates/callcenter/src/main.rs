@@ -264,6 +264,7 @@ async fn serve(config: Config) -> Result<(), String> {
             call_control::live_calls::sweep_while_leading(
                 state.clone(),
                 appender.clone(),
+                node.clone(),
                 candidate.status(),
                 &telemetry,
             );

@@ -229,11 +229,21 @@ impl Platform {
         }
     }
 
-    /// Logs `user` in over the API and returns the session token.
+    /// Logs `user` in over the API and returns the session token. A 503 (the node's store did
+    /// not answer in time: a stall of a busy machine) is tried again a few times, as a desktop's
+    /// user would.
     pub fn login(&self, user: &str, password: &str) -> String {
         let body = serde_json::json!({"user": user, "password": password}).to_string();
-        let (status, reply) = self.http_post("/api/v1/login", &body, None);
-        assert_eq!(status, 200, "login {user}: {reply}");
+        let mut tries = 1;
+        let (status, reply) = loop {
+            let (status, reply) = self.http_post("/api/v1/login", &body, None);
+            if status != 503 || tries == 5 {
+                break (status, reply);
+            }
+            tries += 1;
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        assert_eq!(status, 200, "login {user} ({tries} tries): {reply}");
         serde_json::from_str::<serde_json::Value>(&reply).expect("login reply")["token"]
             .as_str()
             .expect("token")

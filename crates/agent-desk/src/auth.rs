@@ -22,10 +22,12 @@ use sha2::{Digest, Sha256};
 use state_store::{BlobWrite, Expect, StateStore};
 use std::net::IpAddr;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Blob namespace of sessions (key: SHA-256 of the token).
 const SESSIONS: &str = "desk-session";
+/// Tries at storing a new session before the login is refused as unavailable.
+const SESSION_WRITE_TRIES: u32 = 3;
 /// Blob namespace of failed-login records (key: SHA-256 of the kind, user and source).
 const FAILURES: &str = "desk-login-failures";
 
@@ -341,13 +343,22 @@ impl Auth {
         };
         let bytes = serde_json::to_vec(&session).map_err(|_| LoginError::Unavailable)?;
         let write = BlobWrite::new().ttl(self.config.session_ttl);
-        self.state
+        // The password was right: a stall of the store is waited out a little (the write is the
+        // same each time, so a try whose reply was lost does no harm).
+        let mut tries = 0u32;
+        while let Err(e) = self
+            .state
             .put_blob(SESSIONS, &token_key(&token), &bytes, &write, now)
             .await
-            .map_err(|e| {
+        {
+            tries += 1;
+            if tries >= SESSION_WRITE_TRIES {
                 warn!(error = %e, "login: session not stored");
-                LoginError::Unavailable
-            })?;
+                return Err(LoginError::Unavailable);
+            }
+            debug!(error = %e, "login: session not stored yet; trying again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         info!(user = %session.user, source = %source, "login");
         Ok((token, session))
     }

@@ -681,11 +681,15 @@ async fn a_node_whose_record_lapsed_is_lost_only_once_it_stays_missing_with_the_
     let holds_c1 = |leader: &Leader| leader.router().unwrap().acd().call(&c("c1")).is_some();
     assert!(holds_c1(&leader));
 
+    let lapse = || async {
+        store
+            .delete_blob(protocol::NODES_NAMESPACE, &record, None)
+            .await
+            .unwrap()
+    };
+
     // The record lapsed during an outage; the node renews it two seconds after the store is back.
-    store
-        .delete_blob(protocol::NODES_NAMESPACE, &record, None)
-        .await
-        .unwrap();
+    lapse().await;
     for _ in 0..2 {
         leader.check_nodes().await.unwrap();
         hand.advance(Duration::from_secs(1));
@@ -699,10 +703,7 @@ async fn a_node_whose_record_lapsed_is_lost_only_once_it_stays_missing_with_the_
     assert!(holds_c1(&leader), "a node that renewed in time keeps its calls");
 
     // Then it stops for good: three seconds of answers without its record let its calls go.
-    store
-        .delete_blob(protocol::NODES_NAMESPACE, &record, None)
-        .await
-        .unwrap();
+    lapse().await;
     for _ in 0..3 {
         leader.check_nodes().await.unwrap();
         hand.advance(Duration::from_secs(1));

@@ -64,17 +64,49 @@ async fn request(calls: &mut mpsc::UnboundedReceiver<CommandRequest>) -> Command
         .expect("the call listens")
 }
 
-#[tokio::test]
-async fn a_desktop_on_one_node_follows_and_commands_a_call_held_on_another() {
+/// Two nodes over one store; agent 2001's desktop on node A; call c1, held on node B, offered to
+/// the agent and already shown on the desktop.
+struct OfferedAcross {
+    store: StateStore,
+    a: DeskHub,
+    b: DeskHub,
+    agent: AgentId,
+    desk: Attachment,
+    calls: mpsc::UnboundedReceiver<CommandRequest>,
+    p: Arc<ScreenPop>,
+}
+
+async fn offered_across() -> OfferedAcross {
     let store = StateStore::memory();
     let (a, b) = (node(&store, "node-a").await, node(&store, "node-b").await);
     let agent = agent("2001");
     let mut desk = a.attach(&agent, AgentMedia::Phone);
-    let (tx, mut calls) = mpsc::unbounded_channel();
+    let (tx, calls) = mpsc::unbounded_channel();
     let p = pop("c1");
     b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
-
     assert_eq!(next(&mut desk).await, DeskEvent::Offered(p.clone()));
+    OfferedAcross {
+        store,
+        a,
+        b,
+        agent,
+        desk,
+        calls,
+        p,
+    }
+}
+
+#[tokio::test]
+async fn a_desktop_on_one_node_follows_and_commands_a_call_held_on_another() {
+    let OfferedAcross {
+        store,
+        a,
+        b,
+        agent,
+        mut desk,
+        mut calls,
+        p,
+    } = offered_across().await;
     assert!(
         !a.calls_of(&agent).is_empty(),
         "node A knows the agent's call on node B"
@@ -207,14 +239,15 @@ async fn a_command_delivered_twice_is_run_once_and_answered_twice_alike() {
 
 #[tokio::test]
 async fn a_command_the_holder_answers_late_is_resent_and_run_once() {
-    let store = StateStore::memory();
-    let (a, b) = (node(&store, "node-a").await, node(&store, "node-b").await);
-    let agent = agent("2001");
-    let mut desk = a.attach(&agent, AgentMedia::Phone);
-    let (tx, mut calls) = mpsc::unbounded_channel();
-    let p = pop("c1");
-    b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
-    assert!(matches!(next(&mut desk).await, DeskEvent::Offered(_)));
+    let OfferedAcross {
+        store,
+        a,
+        b: _b,
+        agent,
+        desk: _desk,
+        mut calls,
+        p,
+    } = offered_across().await;
     let hold = tokio::spawn({
         let (a, agent, call) = (a.clone(), agent.clone(), p.call.clone());
         async move { a.command(&agent, &call, AgentCommand::Hold).await }
@@ -249,14 +282,15 @@ async fn a_command_the_holder_answers_late_is_resent_and_run_once() {
 
 #[tokio::test]
 async fn the_calls_of_a_node_that_died_are_released_on_the_other_nodes() {
-    let store = StateStore::memory();
-    let (a, b) = (node(&store, "node-a").await, node(&store, "node-b").await);
-    let agent = agent("2001");
-    let mut desk = a.attach(&agent, AgentMedia::Phone);
-    let (tx, _calls) = mpsc::unbounded_channel();
-    let p = pop("c1");
-    b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
-    assert!(matches!(next(&mut desk).await, DeskEvent::Offered(_)));
+    let OfferedAcross {
+        store,
+        a,
+        b,
+        agent,
+        mut desk,
+        calls: _calls,
+        p,
+    } = offered_across().await;
     // Node B dies: its liveness record lapses (here: is gone), and it never says so itself.
     store
         .delete_blob(routing::protocol::NODES_NAMESPACE, "node-b", None)
@@ -276,14 +310,15 @@ async fn the_calls_of_a_node_that_died_are_released_on_the_other_nodes() {
 /// waiting for it ends then as `call_ended` (not at [`COMMAND_TIMEOUT`]).
 #[tokio::test(start_paused = true)]
 async fn a_node_is_gone_only_once_its_record_stays_missing_and_commands_waiting_for_it_end_then() {
-    let store = StateStore::memory();
-    let (a, b) = (node(&store, "node-a").await, node(&store, "node-b").await);
-    let agent = agent("2001");
-    let mut desk = a.attach(&agent, AgentMedia::Phone);
-    let (tx, mut calls) = mpsc::unbounded_channel();
-    let p = pop("c1");
-    b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
-    assert!(matches!(next(&mut desk).await, DeskEvent::Offered(_)));
+    let OfferedAcross {
+        store,
+        a,
+        b: _b,
+        agent,
+        mut desk,
+        mut calls,
+        p,
+    } = offered_across().await;
 
     // B's record lapses (every record does while the store is out) and is renewed 2 s later.
     store
@@ -377,14 +412,15 @@ async fn a_lead_one_node_previews_reaches_a_desktop_on_another_and_the_decision_
 
 #[tokio::test]
 async fn a_node_that_leaves_deletes_its_command_and_reply_streams() {
-    let store = StateStore::memory();
-    let (a, b) = (node(&store, "node-a").await, node(&store, "node-b").await);
-    let agent = agent("2001");
-    let mut desk = a.attach(&agent, AgentMedia::Phone);
-    let (tx, mut calls) = mpsc::unbounded_channel();
-    let p = pop("c1");
-    b.offer(&agent, p.clone(), tx, Timestamp::from_millis(5));
-    assert_eq!(next(&mut desk).await, DeskEvent::Offered(p.clone()));
+    let OfferedAcross {
+        store,
+        a,
+        b,
+        agent,
+        desk: _desk,
+        mut calls,
+        p,
+    } = offered_across().await;
     // A command from node A's desktop that node B is still running stays in B's stream, unacknowledged.
     let hangup = tokio::spawn({
         let (a, agent, call) = (a.clone(), agent.clone(), p.call.clone());

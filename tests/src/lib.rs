@@ -547,20 +547,29 @@ pub fn status_of(response: &str) -> Option<u16> {
     response.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
 }
 
-/// Installs a Debian package when its command is missing (CI machines start bare).
 /// The next datagram on `socket` within its read timeout, read again when a signal interrupted
 /// the wait: the test process gets signals (its children exit), and a socket with a read timeout
-/// hands the interruption back as an error whatever `SA_RESTART` says (signal(7)). Any other error
-/// is said on stderr, so a failing test shows why nothing arrived.
+/// hands the interruption back as an error whatever `SA_RESTART` says (signal(7)). Interrupted
+/// waits together last no longer than twice the timeout. Any other error is said on stderr, so a
+/// failing test shows why nothing arrived.
 pub fn recv_datagram(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    let started = std::time::Instant::now();
+    let timeout = socket.read_timeout().ok().flatten();
     loop {
         match socket.recv_from(buf) {
             Ok(got) => return Some(got),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::Interrupted
+                    && timeout.is_none_or(|t| started.elapsed() < t) =>
+            {
+                continue;
+            }
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 return None;
@@ -573,6 +582,7 @@ pub fn recv_datagram(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, Socke
     }
 }
 
+/// Installs a Debian package when its command is missing (CI machines start bare).
 pub fn require_command(command: &str) {
     let found = Command::new("sh")
         .arg("-c")

@@ -59,8 +59,10 @@ pub const NODE_GONE_AFTER: Duration = routing::liveness::NODE_LOST_AFTER;
 pub const RESEND_AFTER: Duration = Duration::from_secs(2);
 /// Entries of this node's command stream delivered but unacknowledged this long are read again.
 const CLAIM_IDLE: Duration = Duration::from_secs(3);
-/// How long the answer of a command run here is kept for repeats (longer than any resend).
-const ANSWER_KEPT: Duration = Duration::from_secs(60);
+/// How long the answer of a command run here is kept for repeats: well past the last resend a
+/// sender may make ([`COMMAND_TIMEOUT`]), whose entry may reach here late.
+const ANSWER_KEPT: Duration = Duration::from_secs(120);
+const _: () = assert!(ANSWER_KEPT.as_secs() >= 2 * COMMAND_TIMEOUT.as_secs());
 /// Events kept in the stream: readers follow live, so only one far behind (by this many events,
 /// minutes of the busiest hour) would miss any.
 const EVENTS_KEPT: usize = 100_000;
@@ -855,7 +857,7 @@ async fn watch_nodes(relay: Weak<DeskRelay>, store: StateStore, hub: DeskHub) {
         let Some(nodes) = relay.upgrade().map(|r| r.known_nodes()) else {
             return;
         };
-        missing.retain(|node| nodes.iter().any(|n| n == node));
+        missing.begin_round(Instant::now(), |node| nodes.iter().any(|n| n == node));
         for node in nodes {
             let alive = match store
                 .get_blob(routing::protocol::NODES_NAMESPACE, &node, Timestamp::now_utc())

@@ -105,9 +105,10 @@ const CLAIM_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
 /// A node is lost once its liveness record stayed missing with the store answering
 /// (`routing::liveness`): a record that lapsed while the store was away says nothing. Every step
 /// is safe to repeat after a reply the store lost on the way: the `Ended` stores once whoever
-/// writes it and however often, a call leaves its node's map only after it was ended, and the
-/// sweeper that counts a call is the one whose claim (`live-calls-claims/<call>`, naming it) the
-/// store kept, which that sweeper recognises as its own when it asks again.
+/// writes it and however often, a call leaves its node's map only after its end was handed to
+/// the CRM's sink, and the sweeper that counts a call is the one whose claim
+/// (`live-calls-claims/<call>`, naming it) the store kept, which that sweeper recognises as its
+/// own when it asks again.
 pub struct LostCallSweeper {
     /// This sweeping node's id, written in its claims.
     sweeper: String,
@@ -115,8 +116,11 @@ pub struct LostCallSweeper {
     missing: MissingNodes<Timestamp>,
     /// Nodes judged lost whose calls are not all ended yet.
     lost: BTreeSet<String>,
-    /// Calls counted here and not yet removed from their node's map.
+    /// Calls counted here and not yet removed from their node's map (so a sweep repeated after a
+    /// store error does not count them again); emptied once no node is left to finish.
     counted: HashSet<String>,
+    /// Calls counted and not yet reported (a sweep that failed half-way reports them next time).
+    unreported: usize,
 }
 
 impl LostCallSweeper {
@@ -128,6 +132,7 @@ impl LostCallSweeper {
             missing: MissingNodes::new(routing::liveness::NODE_LOST_AFTER),
             lost: BTreeSet::new(),
             counted: HashSet::new(),
+            unreported: 0,
         }
     }
 
@@ -138,7 +143,7 @@ impl LostCallSweeper {
     }
 
     /// One sweep at `now`: judges the listed nodes and ends, through `sink`, the calls of those
-    /// lost. Returns how many calls this sweeper counted.
+    /// lost. Returns how many calls this sweeper counted since the last sweep that returned.
     pub async fn sweep(
         &mut self,
         state: &StateStore,
@@ -150,21 +155,23 @@ impl LostCallSweeper {
             self.missing.store_failed();
             return Err(error);
         }
-        let mut ended = 0;
         for node in self.lost.clone() {
-            ended += self.end_calls_of(state, sink, &node, now).await?;
+            self.end_calls_of(state, sink, &node, now).await?;
             state
                 .map_update(LIVE_CALL_NODES, &[], std::slice::from_ref(&node))
                 .await?;
             self.lost.remove(&node);
         }
-        Ok(ended)
+        if self.lost.is_empty() {
+            self.counted.clear();
+        }
+        Ok(std::mem::take(&mut self.unreported))
     }
 
     async fn judge(&mut self, state: &StateStore, now: Timestamp) -> Result<(), StateError> {
         let nodes = state.map_entries(LIVE_CALL_NODES).await?;
         self.missing
-            .retain(|n| nodes.iter().any(|(listed, _)| listed == n));
+            .begin_round(now, |n| nodes.iter().any(|(listed, _)| listed == n));
         for (node, _) in nodes {
             let alive = state
                 .get_blob(&self.liveness_namespace, &node, now)
@@ -183,7 +190,7 @@ impl LostCallSweeper {
         sink: &dyn EventSink,
         node: &str,
         now: Timestamp,
-    ) -> Result<usize, StateError> {
+    ) -> Result<(), StateError> {
         let map = live_calls_map(node);
         let mut counted = 0;
         for (call, _) in state.map_entries(&map).await? {
@@ -200,6 +207,7 @@ impl LostCallSweeper {
                 });
                 if self.claim(state, &call, now).await? && self.counted.insert(call.clone()) {
                     counted += 1;
+                    self.unreported += 1;
                 }
             }
             state.map_update(&map, &[], std::slice::from_ref(&call)).await?;
@@ -208,7 +216,7 @@ impl LostCallSweeper {
         if counted > 0 {
             info!(node, calls = counted, "a lost node's calls ended in the CRM");
         }
-        Ok(counted)
+        Ok(())
     }
 
     /// Whether this sweeper counts `call`: its claim was stored now or before.
@@ -374,8 +382,11 @@ mod tests {
         // lost: after an outage a live node renews within a second.
         alive("b.2", 4_000).await;
         assert_eq!(sweeper.sweep(&state, &crm, at(5_000)).await.unwrap(), 0);
+        alive("b.2", 6_000).await;
+        for ms in [6_000, 7_000] {
+            assert_eq!(sweeper.sweep(&state, &crm, at(ms)).await.unwrap(), 0);
+        }
         assert!(crm.0.lock().unwrap().is_empty());
-        alive("b.2", 7_000).await;
         // A claim on c1 this sweeper made earlier, whose reply the store lost on the way.
         let claim = BlobWrite::new().expect(Expect::Absent);
         state
@@ -428,7 +439,10 @@ mod tests {
             .unwrap();
         let crm = Kept::default();
         let mut sweeper = LostCallSweeper::new("sweeper-1", "nodes");
-        assert_eq!(sweeper.sweep(&state, &crm, at(1_000)).await.unwrap(), 0);
+        for ms in [1_000, 2_000, 3_000] {
+            assert_eq!(sweeper.sweep(&state, &crm, at(ms)).await.unwrap(), 0);
+        }
+        assert!(crm.0.lock().unwrap().is_empty(), "not lost yet");
         assert_eq!(
             sweeper.sweep(&state, &crm, at(4_000)).await.unwrap(),
             0,

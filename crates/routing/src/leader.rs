@@ -741,6 +741,14 @@ impl Leader {
         }
     }
 
+    /// A store call failed: nobody could renew a liveness record meanwhile (see
+    /// [`crate::liveness`]).
+    fn store_failed(&mut self) {
+        if let Some(l) = &mut self.leading {
+            l.missing.store_failed();
+        }
+    }
+
     /// Checks, once per `node_check_every`, that every node holding calls still renews its liveness
     /// record; the calls of one that stopped are let go in the next batch.
     pub async fn check_nodes(&mut self) -> Result<(), LeaderError> {
@@ -754,7 +762,7 @@ impl Leader {
         l.next_node_check = now + self.cfg.node_check_every;
         let watched = l.router.nodes_to_watch();
         l.missing
-            .retain(|node| watched.iter().any(|w| w.as_str() == node));
+            .begin_round(now, |node| watched.iter().any(|w| w.as_str() == node));
         for node in watched {
             let alive = match self.store.get_blob(NODES_NAMESPACE, node.as_str(), now).await {
                 Ok(record) => record.is_some(),
@@ -1093,6 +1101,7 @@ impl LeaderHandle {
                         Err(LeaderError::Fenced) => {}
                         Err(error) => {
                             warn!(%error, "a router step failed");
+                            l.store_failed();
                             drop(l);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;

@@ -20,6 +20,8 @@ pub const NODE_LOST_AFTER: Duration = Duration::from_secs(3);
 pub struct MissingNodes<T> {
     since: HashMap<String, T>,
     lost_after: Duration,
+    /// When the last round of checks began.
+    last_round: Option<T>,
 }
 
 impl<T: Copy + Sub<Output = Duration>> MissingNodes<T> {
@@ -28,6 +30,7 @@ impl<T: Copy + Sub<Output = Duration>> MissingNodes<T> {
         Self {
             since: HashMap::new(),
             lost_after,
+            last_round: None,
         }
     }
 
@@ -37,8 +40,14 @@ impl<T: Copy + Sub<Output = Duration>> MissingNodes<T> {
         self.since.clear();
     }
 
-    /// Forgets the nodes no longer watched.
-    pub fn retain(&mut self, watched: impl Fn(&str) -> bool) {
+    /// Begins a round of checks at `now` and forgets the nodes no longer `watched`. A round that
+    /// comes `lost_after` or more after the last one starts the count afresh: whatever held the
+    /// checks back (a store that failed, a starved host) may have held the renewals back too.
+    pub fn begin_round(&mut self, now: T, watched: impl Fn(&str) -> bool) {
+        if self.last_round.is_some_and(|last| now - last >= self.lost_after) {
+            self.since.clear();
+        }
+        self.last_round = Some(now);
         self.since.retain(|node, _| watched(node));
     }
 
@@ -68,19 +77,33 @@ mod tests {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         let mut judge = MissingNodes::new(Duration::from_secs(3));
+        let mut check = |alive: bool, s: u64| {
+            judge.begin_round(at(s), |_| true);
+            judge.check("b", alive, at(s))
+        };
         // Missing for 2 s, then renewed: never lost.
-        assert!(!judge.check("b", false, at(0)));
-        assert!(!judge.check("b", false, at(2)));
-        assert!(!judge.check("b", true, at(3)));
-        assert!(!judge.check("b", false, at(4)));
-        // A failed check resets the count: missing from 4 to 8 with a failure at 6.
-        judge.store_failed();
-        assert!(!judge.check("b", false, at(7)));
-        assert!(!judge.check("b", false, at(9)));
-        assert!(judge.check("b", false, at(10)), "missing from 7 to 10");
+        assert!(!check(false, 0));
+        assert!(!check(false, 2));
+        assert!(!check(true, 3));
+        assert!(!check(false, 4));
+        // Checks 3 s apart (something held them back) count afresh.
+        assert!(!check(false, 7));
+        assert!(!check(false, 9));
+        assert!(check(false, 10), "missing from 7 to 10");
         // Said once, then counted afresh.
-        assert!(!judge.check("b", false, at(11)));
-        judge.retain(|n| n != "b");
-        assert!(!judge.check("b", false, at(20)));
+        assert!(!check(false, 11));
+        assert!(!check(false, 13));
+        // A failed check resets the count too.
+        judge.store_failed();
+        judge.begin_round(at(14), |_| true);
+        assert!(!judge.check("b", false, at(14)));
+        judge.begin_round(at(16), |_| true);
+        assert!(!judge.check("b", false, at(16)), "missing from 14, not from 11");
+        // A node no longer watched is forgotten.
+        judge.begin_round(at(17), |n| n != "b");
+        judge.begin_round(at(18), |_| true);
+        assert!(!judge.check("b", false, at(18)));
+        judge.begin_round(at(20), |_| true);
+        assert!(!judge.check("b", false, at(20)), "missing from 18");
     }
 }

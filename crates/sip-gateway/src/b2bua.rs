@@ -2,11 +2,12 @@
 //! callee's leg (our UAC side, possibly forked to several contacts), relays provisional and final
 //! responses, CANCEL, BYE from either side and in-dialog requests such as re-INVITE (hold/unhold).
 //!
-//! Each SIP transaction is owned by a small pump task that turns `receive()` into messages on the
-//! call's one input channel, so the call task never holds a non-cancel-safe future in a `select!`.
+//! The call task owns its SIP transactions and polls them itself ([`crate::inputs::CallInputs`]),
+//! together with the channel that brings it in-dialog requests.
 
 use crate::Core;
 use crate::config::TrunkConfig;
+use crate::inputs::CallInputs;
 use crate::media::Side;
 use crate::msg::{self, header};
 use rsipstack::sip::prelude::*;
@@ -16,7 +17,6 @@ use rsipstack::transaction::transaction::{Transaction, TransactionEvent, Transac
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Identifies a transaction within one call: 0 is the caller's INVITE, 1.. are branches.
@@ -84,30 +84,6 @@ impl Leg {
     }
 }
 
-/// Runs `tx.receive()` until the transaction ends or the call is over, forwarding every message.
-pub(crate) fn spawn_pump(
-    mut tx: Transaction,
-    id: TxId,
-    out: mpsc::UnboundedSender<CallInput>,
-    done: CancellationToken,
-) -> TransactionEventSender {
-    let sender = tx.tu_sender.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = done.cancelled() => break,
-                m = tx.receive() => {
-                    let end = m.is_none();
-                    if out.send(CallInput::Tx { id, msg: m }).is_err() || end {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    sender
-}
-
 /// Sends a request in its own client transaction and waits for the final response; a 2xx to an
 /// INVITE (a re-INVITE) is acknowledged here.
 pub(crate) async fn send_and_wait(core: &Core, req: Request) -> Option<Response> {
@@ -139,8 +115,8 @@ pub(crate) async fn send_and_wait(core: &Core, req: Request) -> Option<Response>
 
 /// Acknowledges a 2xx to `invite`, with `body` (a late offer's answer) when given. The stack leaves
 /// 2xx ACKs to us (`auto_ack_2xx` off) so that one can carry an answer (RFC 3261 §13.2.2.4, §13.3.1.4).
-/// The stack builds it from the INVITE and the 2xx (remote target, route set, credentials); it is a
-/// transaction of its own that is never retransmitted, so it is sent once and its transaction dropped.
+/// The stack builds it from the INVITE and the 2xx (remote target, route set, credentials). The ACK
+/// of a 2xx is no transaction (RFC 3261 §17.1.1.3): it is sent once, straight to the transport.
 /// A retransmitted 2xx (our ACK lost on UDP) finds no transaction and is not acknowledged again; the peer
 /// then gives up the dialog after 64 × T1 with a BYE, which ends the leg.
 pub(crate) async fn ack_2xx(core: &Core, invite: &Request, ok: &Response, body: Option<(&str, Vec<u8>)>) {
@@ -155,11 +131,28 @@ pub(crate) async fn ack_2xx(core: &Core, invite: &Request, ok: &Response, body: 
         ack.headers.push(header("Content-Type", content_type));
         ack.body = body;
     }
-    let Ok(key) = TransactionKey::from_request(&ack, TransactionRole::Client) else {
-        return;
+    ack.headers.unique_push(rsipstack::sip::Header::ContentLength(
+        (ack.body.len() as u32).into(),
+    ));
+    let mut target = match rsipstack::transport::SipAddr::try_from(&ack.destination()) {
+        Ok(target) => target,
+        Err(e) => {
+            warn!(error = %e, "no destination for the ACK of a 2xx");
+            return;
+        }
     };
-    let mut tx = Transaction::new_client(key, ack, core.endpoint.clone(), None);
-    if let Err(e) = tx.send().await {
+    // `sips:` means TLS even without `;transport=tls`, on 5061 by default (RFC 3261 §26.2.2-3).
+    if target.r#type.is_none() && ack.uri.scheme == Some(rsipstack::sip::Scheme::Sips) {
+        target.r#type = Some(rsipstack::sip::transport::Transport::Tls);
+    }
+    if target.r#type == Some(rsipstack::sip::transport::Transport::Tls) && target.addr.port.is_none() {
+        target.addr.port = Some(5061.into());
+    }
+    let sent = match core.endpoint.transport_layer.lookup(&target, None).await {
+        Ok((connection, address)) => connection.send(ack.into(), Some(&address)).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
         warn!(error = %e, "could not send the ACK of a 2xx");
     }
 }
@@ -203,7 +196,8 @@ struct Call {
     core: Arc<Core>,
     id: String,
     inputs_tx: mpsc::UnboundedSender<CallInput>,
-    done: CancellationToken,
+    /// Client transactions started since the loop last took them into its [`CallInputs`].
+    started: Vec<(TxId, Transaction)>,
     caller_invite: Request,
     caller_sender: TransactionEventSender,
     our_tag: String,
@@ -226,11 +220,15 @@ struct Call {
     callee_ack_pending: Option<(Request, Response)>,
 }
 
-/// Takes the caller's INVITE transaction and bridges it to `targets`. Returns when the call is over.
-pub(crate) async fn run_call(core: Arc<Core>, tx: Transaction, targets: Vec<(String, Option<TrunkConfig>)>) {
+/// Takes the caller's INVITE transaction and bridges it to `targets`. Returns when the call is over,
+/// with its transactions, which the caller lets [`CallInputs::linger`].
+pub(crate) async fn run_call(
+    core: Arc<Core>,
+    tx: Transaction,
+    targets: Vec<(String, Option<TrunkConfig>)>,
+) -> CallInputs {
     let caller_invite = tx.original.clone();
-    let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
-    let done = CancellationToken::new();
+    let (inputs_tx, mut inputs) = CallInputs::new();
     let call_id = msg::call_id(&caller_invite).unwrap_or_default();
     let our_tag = crate::random_token(12);
     let caller_source = tx
@@ -238,7 +236,7 @@ pub(crate) async fn run_call(core: Arc<Core>, tx: Transaction, targets: Vec<(Str
         .as_ref()
         .and_then(|c| c.get_remote_addr())
         .and_then(|a| a.get_socketaddr().ok());
-    let caller_sender = spawn_pump(tx, CALLER_TX, inputs_tx.clone(), done.clone());
+    let caller_sender = inputs.own(tx, CALLER_TX);
     respond(
         &caller_sender,
         msg::response(&core.endpoint, &caller_invite, 100, None, None),
@@ -248,7 +246,7 @@ pub(crate) async fn run_call(core: Arc<Core>, tx: Transaction, targets: Vec<(Str
         core: core.clone(),
         id: call_id.clone(),
         inputs_tx,
-        done: done.clone(),
+        started: Vec::new(),
         caller_invite,
         caller_sender,
         our_tag,
@@ -266,6 +264,7 @@ pub(crate) async fn run_call(core: Arc<Core>, tx: Transaction, targets: Vec<(Str
     };
     core.metrics.dialog_up();
     call.start_branches(targets).await;
+    call.hand_over_started(&mut inputs);
     let ring_deadline = tokio::time::Instant::now() + Duration::from_secs(core.config.sip.ring_timeout_secs);
     let mut ring_timer = std::pin::pin!(tokio::time::sleep_until(ring_deadline));
 
@@ -290,16 +289,25 @@ pub(crate) async fn run_call(core: Arc<Core>, tx: Transaction, targets: Vec<(Str
                 }
             }
             CallInput::InDialog { side, tx } => {
-                if call.on_in_dialog(side, *tx).await {
+                if call.on_in_dialog(side, *tx, &mut inputs).await {
                     break;
                 }
             }
         }
+        call.hand_over_started(&mut inputs);
     }
     call.finish().await;
+    inputs
 }
 
 impl Call {
+    /// The loop takes the client transactions the last input started into the call's inputs.
+    fn hand_over_started(&mut self, inputs: &mut CallInputs) {
+        for (id, tx) in self.started.drain(..) {
+            inputs.own(tx, id);
+        }
+    }
+
     async fn start_branches(&mut self, targets: Vec<(String, Option<TrunkConfig>)>) {
         let sdp = body_of(&self.caller_invite, self.caller_invite.body());
         self.late_offer = sdp.is_none();
@@ -409,7 +417,7 @@ impl Call {
             warn!(call = %self.id, error = %e, "could not send INVITE to the callee");
         }
         let id = self.branches.len() + 1;
-        spawn_pump(tx, id, self.inputs_tx.clone(), self.done.clone());
+        self.started.push((id, tx));
         self.branches.push(Branch {
             invite,
             trunk,
@@ -814,7 +822,7 @@ impl Call {
     }
 
     /// A request inside one of our dialogs. Returns true when the call is over.
-    async fn on_in_dialog(&mut self, side: Side, mut tx: Transaction) -> bool {
+    async fn on_in_dialog(&mut self, side: Side, mut tx: Transaction, inputs: &mut CallInputs) -> bool {
         let req = tx.original.clone();
         let (Some(caller), Some(callee)) = (self.caller.as_mut(), self.callee.as_mut()) else {
             let _ = tx
@@ -862,7 +870,8 @@ impl Call {
             let _ = tx.reply(rsipstack::sip::StatusCode::ServerInternalError).await;
             return false;
         };
-        let answer = send_and_wait(&self.core, out).await;
+        // The answer may take a while (a person at the other end): the call's transactions go on.
+        let answer = inputs.drive(send_and_wait(&self.core, out)).await;
         let (code, body) = match answer {
             Some(r) => {
                 let code = msg::code(&r);
@@ -930,12 +939,6 @@ impl Call {
         }
         self.core.media.release(&self.id).await;
         self.core.metrics.dialog_down();
-        // Give the last responses a moment in their transactions before the pumps stop.
-        let done = self.done.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(32)).await;
-            done.cancel();
-        });
     }
 }
 

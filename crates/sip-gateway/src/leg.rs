@@ -6,6 +6,7 @@
 use crate::Core;
 use crate::b2bua::{self, CALLER_TX, CallInput, Leg};
 use crate::config::TrunkConfig;
+use crate::inputs::CallInputs;
 use crate::media::Side;
 use crate::msg::{self, header};
 use domain::Pii;
@@ -17,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// What happens on a leg, as call control sees it.
@@ -250,10 +250,9 @@ async fn server_leg(
     offer: Option<Vec<u8>>,
 ) {
     let invite = tx.original.clone();
-    let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
-    let done = CancellationToken::new();
+    let (inputs_tx, mut inputs) = CallInputs::new();
     let our_tag = crate::random_token(12);
-    let sender = b2bua::spawn_pump(tx, CALLER_TX, inputs_tx.clone(), done.clone());
+    let sender = inputs.own(tx, CALLER_TX);
     b2bua::respond(&sender, msg::response(&core.endpoint, &invite, 100, None, None));
     core.metrics.dialog_up();
     // Ringing until answered or refused.
@@ -315,11 +314,9 @@ async fn server_leg(
         .await;
     }
     core.metrics.dialog_down();
-    // Let the final response's transaction absorb retransmissions before its pump stops.
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(32)).await;
-        done.cancel();
-    });
+    // The leg is over for call control; the final response's transaction still absorbs retransmissions.
+    drop((commands, events, confirmed));
+    inputs.linger().await;
 }
 
 /// Our answer as RFC 3264 wants it: one m= line per line of the offer it answers.
@@ -344,7 +341,7 @@ async fn established(
     mut leg: Leg,
     our_tag: String,
     inputs_tx: mpsc::UnboundedSender<CallInput>,
-    inputs: &mut mpsc::UnboundedReceiver<CallInput>,
+    inputs: &mut CallInputs,
     commands: &mut mpsc::UnboundedReceiver<LegCommand>,
     events: &mpsc::UnboundedSender<LegEvent>,
     confirmed: &watch::Sender<bool>,
@@ -359,7 +356,8 @@ async fn established(
         tokio::select! {
             input = inputs.recv() => match input {
                 Some(CallInput::InDialog { tx, .. }) => {
-                    if on_request(core, &mut leg, *tx, events).await {
+                    // Call control's answer to a re-offer may take a moment: the transactions go on.
+                    if inputs.drive(on_request(core, &mut leg, *tx, events)).await {
                         break;
                     }
                 }
@@ -667,13 +665,12 @@ async fn client_leg(
     events: mpsc::UnboundedSender<LegEvent>,
     confirmed: watch::Sender<bool>,
 ) {
-    let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
-    let done = CancellationToken::new();
+    let (inputs_tx, mut inputs) = CallInputs::new();
     let mut attempt = 1usize;
     let mut auth_tried = false;
     let mut provisional = false;
     let mut cancel_wanted = false;
-    if !send_invite(&core, &invite, attempt, &inputs_tx, &done).await {
+    if !send_invite(&core, &invite, attempt, &mut inputs).await {
         let _ = events.send(LegEvent::Failed { code: 503 });
         return;
     }
@@ -722,7 +719,7 @@ async fn client_leg(
                                 invite = next;
                                 attempt += 1;
                                 provisional = false;
-                                if !send_invite(&core, &invite, attempt, &inputs_tx, &done).await { break None; }
+                                if !send_invite(&core, &invite, attempt, &mut inputs).await { break None; }
                             }
                             None => { let _ = events.send(LegEvent::Failed { code: 403 }); return; }
                         }
@@ -731,7 +728,6 @@ async fn client_leg(
                         let code = if cancel_wanted && code == 487 { 408 } else { code };
                         let code = if matches!(code, 401 | 407) { 403 } else { code };
                         let _ = events.send(LegEvent::Failed { code });
-                        done.cancel();
                         return;
                     }
                 }
@@ -740,7 +736,6 @@ async fn client_leg(
     };
     let Some((mut leg, resp)) = answered else {
         let _ = events.send(LegEvent::Failed { code: 408 });
-        done.cancel();
         return;
     };
     // The peer's offer when we sent none; our answer to it rides in the ACK.
@@ -774,7 +769,6 @@ async fn client_leg(
         }
         let code = if cancel_wanted { 408 } else { 488 };
         let _ = events.send(LegEvent::Failed { code });
-        done.cancel();
         return;
     }
     core.metrics.dialog_up();
@@ -799,7 +793,6 @@ async fn client_leg(
     )
     .await;
     core.metrics.dialog_down();
-    done.cancel();
 }
 
 /// A late offer's 2xx: its SDP (the body's SDP part), handed to call control as a [`LegEvent::Reoffer`];
@@ -830,13 +823,7 @@ async fn late_offer_answered(
     Some((offer, answer))
 }
 
-async fn send_invite(
-    core: &Arc<Core>,
-    invite: &Request,
-    id: usize,
-    inputs: &mpsc::UnboundedSender<CallInput>,
-    done: &CancellationToken,
-) -> bool {
+async fn send_invite(core: &Arc<Core>, invite: &Request, id: usize, inputs: &mut CallInputs) -> bool {
     let Ok(key) = TransactionKey::from_request(invite, TransactionRole::Client) else {
         return false;
     };
@@ -844,7 +831,7 @@ async fn send_invite(
     if let Err(e) = tx.send().await {
         warn!(error = %e, "could not send INVITE");
     }
-    b2bua::spawn_pump(tx, id, inputs.clone(), done.clone());
+    inputs.own(tx, id);
     true
 }
 

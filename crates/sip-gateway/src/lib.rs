@@ -14,6 +14,7 @@ pub mod body;
 pub mod config;
 pub mod digest;
 pub mod guard;
+mod inputs;
 pub mod leg;
 pub mod location;
 pub mod media;
@@ -713,8 +714,9 @@ impl Core {
             self.reply(&mut tx, 404, vec![]).await;
             return;
         }
-        b2bua::run_call(self.clone(), tx, targets).await;
+        let transactions = b2bua::run_call(self.clone(), tx, targets).await;
         drop(slot);
+        transactions.linger().await;
     }
 
     pub(crate) fn trunk_for(&self, uri: &str) -> Option<TrunkConfig> {

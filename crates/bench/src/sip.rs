@@ -2,6 +2,10 @@
 //! B2BUA and for Kamailio (stateful `t_relay` + `record_route`, one worker) in the same run.
 //! Reports per rate: failed calls, retransmissions, CPU microseconds per call of the SIP process,
 //! p99 INVITE->200 response time, and the callcenter/Kamailio CPU-per-call ratio.
+//!
+//! A shared machine moves one run's CPU per call by a third either way, so each rate is run
+//! `--repeat` times, the two systems alternating, and the ratio reported is the median of the
+//! runs' ratios (each run's pair measured back to back, under the same conditions).
 
 use crate::proc_stat;
 use serde::Serialize;
@@ -28,11 +32,16 @@ pub struct SipArgs {
     /// Skip the Kamailio baseline.
     #[arg(long)]
     no_kamailio: bool,
+    /// Runs per rate (the node, then Kamailio, each time); the summary gives medians.
+    #[arg(long, default_value_t = 3)]
+    repeat: u32,
 }
 
 #[derive(Debug, Serialize)]
 struct RateResult {
     offered_cps: u32,
+    /// Which of the `--repeat` runs at this rate (0-based).
+    run: u32,
     calls_attempted: u64,
     successful: u64,
     failed: u64,
@@ -187,7 +196,14 @@ request_route {{
 }
 
 /// Runs one SIPp load and measures the SIP process tree `pid`.
-fn load(target_port: u16, pid: u32, rate: u32, duration: u32, hold_ms: u32) -> Result<RateResult, String> {
+fn load(
+    target_port: u16,
+    pid: u32,
+    rate: u32,
+    run: u32,
+    duration: u32,
+    hold_ms: u32,
+) -> Result<RateResult, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let calls = u64::from(rate) * u64::from(duration);
     let cpu_before = proc_stat::tree_cpu_micros(pid);
@@ -247,6 +263,7 @@ fn load(target_port: u16, pid: u32, rate: u32, duration: u32, hold_ms: u32) -> R
     let handled = (successful + failed).max(1);
     Ok(RateResult {
         offered_cps: rate,
+        run,
         calls_attempted: calls,
         successful,
         failed: failed + calls.saturating_sub(successful + failed),
@@ -300,22 +317,24 @@ pub fn run(args: &SipArgs) -> Result<Value, String> {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for &rate in &args.rates {
-        let uas_port = free_port();
-        let _uas = start_uas(uas_port)?;
-        let (cc, port) = start_callcenter(&bin, dir.path(), uas_port)?;
-        ours.push(load(port, cc.0.id(), rate, args.duration, args.hold_ms)?);
-        drop(cc);
-        if !args.no_kamailio {
+        for run in 0..args.repeat.max(1) {
             let uas_port = free_port();
             let _uas = start_uas(uas_port)?;
-            let (k, port) = start_kamailio(dir.path(), uas_port)?;
-            theirs.push(load(port, k.0.id(), rate, args.duration, args.hold_ms)?);
+            let (cc, port) = start_callcenter(&bin, dir.path(), uas_port)?;
+            ours.push(load(port, cc.0.id(), rate, run, args.duration, args.hold_ms)?);
+            drop(cc);
+            if !args.no_kamailio {
+                let uas_port = free_port();
+                let _uas = start_uas(uas_port)?;
+                let (k, port) = start_kamailio(dir.path(), uas_port)?;
+                theirs.push(load(port, k.0.id(), rate, run, args.duration, args.hold_ms)?);
+            }
         }
     }
-    let ratios: Vec<Value> = ours
+    let summary: Vec<Value> = args
+        .rates
         .iter()
-        .zip(&theirs)
-        .map(|(a, b)| json!({"offered_cps": a.offered_cps, "cpu_per_call_callcenter_over_kamailio": a.cpu_us_per_call / b.cpu_us_per_call}))
+        .map(|&rate| summarise(rate, &ours, &theirs))
         .collect();
     Ok(json!({
         "benchmark": "sip",
@@ -324,6 +343,57 @@ pub fn run(args: &SipArgs) -> Result<Value, String> {
         "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "callcenter": ours,
         "kamailio": theirs,
-        "ratios": ratios,
+        "summary": summary,
     }))
+}
+
+/// One rate's medians over its runs, and the median of the runs' callcenter / Kamailio ratios.
+fn summarise(rate: u32, ours: &[RateResult], theirs: &[RateResult]) -> Value {
+    let at = |results: &[RateResult]| -> Vec<f64> {
+        results
+            .iter()
+            .filter(|r| r.offered_cps == rate)
+            .map(|r| r.cpu_us_per_call)
+            .collect()
+    };
+    let (node, kamailio) = (at(ours), at(theirs));
+    let ratios: Vec<f64> = node.iter().zip(&kamailio).map(|(a, b)| a / b).collect();
+    let failed: u64 = ours
+        .iter()
+        .filter(|r| r.offered_cps == rate)
+        .map(|r| r.failed)
+        .sum();
+    json!({
+        "offered_cps": rate,
+        "runs": node.len(),
+        "callcenter_cpu_us_per_call_median": median(&node),
+        "kamailio_cpu_us_per_call_median": median(&kamailio),
+        "cpu_per_call_callcenter_over_kamailio_median": median(&ratios),
+        "cpu_per_call_callcenter_over_kamailio_runs": ratios,
+        "callcenter_failed_calls": failed,
+    })
+}
+
+/// The middle value (the mean of the two middle ones for an even count); None when empty.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        len if len % 2 == 1 => sorted.get(mid).copied(),
+        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_even_and_empty_sets() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
 }

@@ -516,7 +516,8 @@ fn step(args: &LoadArgs, calls: usize) -> Result<Value, String> {
             "cpu_share_of_one_core": node_share,
             "cpu_percent_of_core_per_call": percent_per_call,
             "cpu_per_call_over_rustpbx_recorded": percent_per_call / RUSTPBX_PERCENT_OF_CORE_PER_RECORDED_CALL,
-            "cpu_us_per_packet_relayed": node_share * 1e6 / packets_per_s.max(1e-9),
+            // No packet relayed in the window (no agent reached): no figure, not a division by ~0.
+            "cpu_us_per_packet_relayed": (packets_per_s > 0.0).then(|| node_share * 1e6 / packets_per_s),
             "rss_idle_kb": rss_idle_kb,
             "rss_loaded_kb": rss_loaded_kb,
             "memory_per_call_kb": per_call(rss_loaded_kb.saturating_sub(rss_idle_kb) as f64),
@@ -564,7 +565,12 @@ pub fn run(args: &LoadArgs) -> Result<Value, String> {
                 (Some(a), Some(b)) if b > 0.0 => json!(a / b),
                 _ => Value::Null,
             };
+            // The worse direction; none when no packet crossed (a latency of 0 would read as perfect).
             let worst_p99 = |key: &str| {
+                let received = |direction: &str| full["rtp"][direction]["received"].as_u64().unwrap_or(0);
+                if received("caller_to_agent") == 0 || received("agent_to_caller") == 0 {
+                    return Value::Null;
+                }
                 let a = full["rtp"]["caller_to_agent"][key].as_u64().unwrap_or(0);
                 let b = full["rtp"]["agent_to_caller"][key].as_u64().unwrap_or(0);
                 json!(a.max(b))

@@ -126,3 +126,111 @@ impl CallInputs {
         Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsipstack::transaction::key::{TransactionKey, TransactionRole};
+    use rsipstack::transaction::transaction::TransactionEvent;
+
+    /// An INVITE client transaction on an endpoint with no transport: nothing is sent, and the test
+    /// ends it by hand (`Terminate`, what its timers or its last response would do).
+    fn transaction(
+        endpoint: &rsipstack::transaction::Endpoint,
+        branch: &str,
+    ) -> (Transaction, TransactionKey) {
+        let text = format!(
+            "INVITE sip:agent@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{branch}\r\n\
+             From: <sip:caller@127.0.0.1>;tag=a1\r\nTo: <sip:agent@127.0.0.1>\r\nCall-ID: {branch}@test\r\n\
+             CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        let Ok(SipMessage::Request(invite)) = SipMessage::try_from(text.as_bytes()) else {
+            panic!("the test INVITE does not parse");
+        };
+        let key = TransactionKey::from_request(&invite, TransactionRole::Client).expect("key");
+        let tx = Transaction::new_client(key.clone(), invite, endpoint.inner.clone(), None);
+        (tx, key)
+    }
+
+    fn end(sender: &TransactionEventSender, key: &TransactionKey) {
+        sender
+            .send(TransactionEvent::Terminate(key.clone()))
+            .expect("the transaction is still owned");
+    }
+
+    fn ended_id(input: Option<CallInput>) -> TxId {
+        match input {
+            Some(CallInput::Tx { id, msg: None }) => id,
+            Some(CallInput::Tx { id, msg: Some(_) }) => panic!("transaction {id} gave a message"),
+            Some(CallInput::InDialog { .. }) => panic!("an in-dialog request"),
+            None => panic!("the channel closed"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ended_transaction_is_reported_once_and_the_channel_is_still_read() {
+        let endpoint = rsipstack::EndpointBuilder::new().build();
+        let (channel, mut inputs) = CallInputs::new();
+        let (first, _) = transaction(&endpoint, "first");
+        let (second, second_key) = transaction(&endpoint, "second");
+        inputs.own(first, 1);
+        let second_sender = inputs.own(second, 2);
+
+        end(&second_sender, &second_key);
+        assert_eq!(ended_id(inputs.recv().await), 2);
+        assert_eq!(inputs.transactions.len(), 1, "the ended transaction is dropped");
+
+        // The first transaction still runs; what the channel brings comes through beside it.
+        channel
+            .send(CallInput::Tx { id: 9, msg: None })
+            .expect("receiver alive");
+        assert_eq!(ended_id(inputs.recv().await), 9);
+    }
+
+    #[tokio::test]
+    async fn what_the_transactions_give_while_driving_waits_in_order() {
+        let endpoint = rsipstack::EndpointBuilder::new().build();
+        let (_channel, mut inputs) = CallInputs::new();
+        let (first, first_key) = transaction(&endpoint, "first");
+        let (second, second_key) = transaction(&endpoint, "second");
+        let first_sender = inputs.own(first, 1);
+        let second_sender = inputs.own(second, 2);
+
+        let out = inputs
+            .drive(async {
+                end(&second_sender, &second_key);
+                tokio::task::yield_now().await;
+                end(&first_sender, &first_key);
+                tokio::task::yield_now().await;
+                "answered"
+            })
+            .await;
+        assert_eq!(out, "answered");
+        assert!(inputs.transactions.is_empty(), "both ended while driving");
+        assert_eq!(ended_id(inputs.recv().await), 2);
+        assert_eq!(ended_id(inputs.recv().await), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lingering_stops_when_the_transactions_end_and_at_most_after_linger() {
+        let endpoint = rsipstack::EndpointBuilder::new().build();
+
+        let (_channel, mut inputs) = CallInputs::new();
+        let (done, done_key) = transaction(&endpoint, "done");
+        let sender = inputs.own(done, 1);
+        end(&sender, &done_key);
+        let started = tokio::time::Instant::now();
+        inputs.linger().await;
+        assert!(started.elapsed() < LINGER, "ended transactions need no lingering");
+
+        let (_channel, mut inputs) = CallInputs::new();
+        let (running, _) = transaction(&endpoint, "running");
+        inputs.own(running, 1);
+        let started = tokio::time::Instant::now();
+        inputs.linger().await;
+        assert!(
+            started.elapsed() >= LINGER,
+            "a running transaction is kept its full time"
+        );
+    }
+}

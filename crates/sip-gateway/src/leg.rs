@@ -597,7 +597,8 @@ pub(crate) async fn originate(
     let (ev_tx, events) = mpsc::unbounded_channel();
     let call_id = msg::call_id(&invite).unwrap_or_default();
     let (confirmed_tx, confirmed) = watch::channel(false);
-    tokio::spawn(client_leg(
+    let runtime = core.signalling.clone();
+    runtime.spawn(client_leg(
         core,
         invite,
         trunk,

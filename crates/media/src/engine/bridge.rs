@@ -272,7 +272,7 @@ impl Bridge {
                 "the supervisor's leg is one of the bridged legs",
             ));
         }
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
+        let runtime = shared.engine.runtime()?;
         let mut control = shared.control.lock();
         if control.closed {
             return Err(MediaError::Closed);
@@ -331,7 +331,7 @@ impl Bridge {
         let path = shared.engine.config.recordings_dir.join(format!("{name}.wav"));
         let writer =
             WavFileWriter::create(&path).map_err(|e| MediaError::Io(format!("{}: {e}", path.display())))?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
+        let runtime = shared.engine.runtime()?;
         let frames = Arc::new(RecordedFrames::default());
         let (control, control_rx) = mpsc::unbounded_channel();
         let (done, done_rx) = oneshot::channel();
@@ -471,7 +471,7 @@ pub(crate) fn record_leg(
     let path = engine.config.recordings_dir.join(format!("{name}.wav"));
     let writer =
         WavFileWriter::create_mono(&path).map_err(|e| MediaError::Io(format!("{}: {e}", path.display())))?;
-    let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
+    let runtime = engine.runtime()?;
     let frames = Arc::new(RecordedFrames::default());
     let (control, control_rx) = mpsc::unbounded_channel();
     let (done, done_rx) = oneshot::channel();

@@ -240,6 +240,12 @@ impl std::fmt::Debug for RtpLeg {
 
 impl RtpLeg {
     /// Our RTP address (for the SDP we send).
+    /// Whether the leg's task has ended (closed, or cancelled with the runtime it ran on).
+    #[cfg(test)]
+    pub(crate) fn task_ended(&self) -> bool {
+        self.task.as_ref().is_none_or(|task| task.is_finished())
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local
     }

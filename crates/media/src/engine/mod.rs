@@ -123,6 +123,19 @@ pub(crate) struct EngineShared {
     pub(crate) epoch: Instant,
     pub(crate) prompts: PromptCache,
     pub(crate) metrics: MediaMetrics,
+    /// The runtime the engine was made on. Legs, bridges and recorders run there whoever asks for
+    /// them: the SIP gateway asks from its own signalling thread, which must not carry RTP.
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl EngineShared {
+    /// Where media tasks are spawned: the engine's own runtime, else the caller's.
+    pub(crate) fn runtime(&self) -> Result<tokio::runtime::Handle, MediaError> {
+        match &self.runtime {
+            Some(runtime) => Ok(runtime.clone()),
+            None => tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime),
+        }
+    }
 }
 
 /// The media engine. Cheap to clone.
@@ -140,7 +153,8 @@ impl std::fmt::Debug for MediaEngine {
 }
 
 impl MediaEngine {
-    /// An engine with a port pool from `config`.
+    /// An engine with a port pool from `config`. Made inside a tokio runtime, its media tasks run on
+    /// that runtime even when legs are opened from another one.
     pub fn new(config: MediaConfig) -> Result<Self, MediaError> {
         if config.port_min > config.port_max || config.port_max - config.port_min < 1 {
             return Err(MediaError::InvalidConfig(
@@ -160,6 +174,7 @@ impl MediaEngine {
                 epoch: Instant::now(),
                 prompts,
                 metrics,
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         })
     }
@@ -187,7 +202,7 @@ impl MediaEngine {
     /// Opens a new leg on the next free port pair. Its events (DTMF, latching, timeout, playback) arrive on the
     /// returned receiver. Fails with [`MediaError::PortsExhausted`] when no pair can be bound.
     pub fn allocate_leg(&self) -> Result<(RtpLeg, tokio::sync::mpsc::Receiver<LegEvent>), MediaError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| MediaError::NoRuntime)?;
+        let runtime = self.shared.runtime()?;
         // Ports taken by other programs are skipped (and put back at the end of the queue).
         let attempts = self.shared.ports.available();
         for _ in 0..attempts {
@@ -273,6 +288,38 @@ mod tests {
         })
         .unwrap();
         assert_eq!(engine.allocate_leg().err(), Some(MediaError::NoRuntime));
+    }
+
+    #[test]
+    fn legs_run_on_the_engines_runtime_whoever_opens_them() {
+        let media = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let engine = media
+            .block_on(async {
+                MediaEngine::new(MediaConfig {
+                    port_min: 31020,
+                    port_max: 31023,
+                    ..MediaConfig::default()
+                })
+            })
+            .unwrap();
+        // Another runtime (the SIP gateway's signalling thread) opens the leg, then stops: had the
+        // leg's task been spawned there, stopping it would have cancelled the task.
+        let signalling = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (leg, _events) = signalling.block_on(async { engine.allocate_leg() }).unwrap();
+        drop(signalling);
+        assert!(
+            !leg.task_ended(),
+            "the leg's task died with the runtime that opened it"
+        );
+        media.block_on(leg.close());
+        assert_eq!(engine.free_ports(), 2);
     }
 
     #[tokio::test]

@@ -1,7 +1,9 @@
 //! `bench sip`: SIPp UAC -> system under test -> SIPp UAS at fixed offered rates, for the callcenter
 //! B2BUA and for Kamailio (stateful `t_relay` + `record_route`, one worker) in the same run.
 //! Reports per rate: failed calls, retransmissions, CPU microseconds per call of the SIP process,
-//! p99 INVITE->200 response time, and the callcenter/Kamailio CPU-per-call ratio.
+//! p99 INVITE->200 response time, and the callcenter/Kamailio CPU-per-call ratio. The node anchors every
+//! call's media and Kamailio none, so the node's signalling thread is also measured alone: its SIP work
+//! against Kamailio's, like for like.
 //!
 //! A shared machine moves one run's CPU per call by a third either way, so each rate is run
 //! `--repeat` times, the two systems alternating, and the ratio reported is the median of the
@@ -47,6 +49,9 @@ struct RateResult {
     failed: u64,
     retransmissions: u64,
     cpu_us_per_call: f64,
+    /// The node's signalling thread alone (its SIP work, without the media anchoring of every call);
+    /// None for Kamailio.
+    signalling_cpu_us_per_call: Option<f64>,
     p99_response_ms: f64,
     p50_response_ms: f64,
 }
@@ -195,6 +200,9 @@ request_route {{
     Ok((GroupGuard(child), port))
 }
 
+/// The name of the node's thread that carries all SIP work (the gateway's runtime).
+const SIGNALLING_THREAD: &str = "sip-signalling";
+
 /// Runs one SIPp load and measures the SIP process tree `pid`.
 fn load(
     target_port: u16,
@@ -207,6 +215,7 @@ fn load(
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let calls = u64::from(rate) * u64::from(duration);
     let cpu_before = proc_stat::tree_cpu_micros(pid);
+    let signalling_before = proc_stat::thread_cpu_micros(pid, SIGNALLING_THREAD);
     let out = Command::new("sipp")
         .current_dir(dir.path())
         .args([
@@ -248,6 +257,7 @@ fn load(
         .map_err(|e| format!("sipp uac: {e}"))?;
     let _ = out;
     let cpu_after = proc_stat::tree_cpu_micros(pid);
+    let signalling_after = proc_stat::thread_cpu_micros(pid, SIGNALLING_THREAD);
     let stat = std::fs::read_to_string(dir.path().join("stat.csv")).unwrap_or_default();
     let get = |name: &str| last_stat(&stat, name);
     let successful = get("SuccessfulCall(C)");
@@ -269,6 +279,9 @@ fn load(
         failed: failed + calls.saturating_sub(successful + failed),
         retransmissions,
         cpu_us_per_call: (cpu_after.saturating_sub(cpu_before)) as f64 / handled as f64,
+        signalling_cpu_us_per_call: signalling_before
+            .zip(signalling_after)
+            .map(|(before, after)| after.saturating_sub(before) as f64 / handled as f64),
         p99_response_ms: pct(0.99),
         p50_response_ms: pct(0.50),
     })
@@ -358,6 +371,13 @@ fn summarise(rate: u32, ours: &[RateResult], theirs: &[RateResult]) -> Value {
     };
     let (node, kamailio) = (at(ours), at(theirs));
     let ratios: Vec<f64> = node.iter().zip(&kamailio).map(|(a, b)| a / b).collect();
+    // Kamailio anchors no media here; the node's signalling thread is the like-for-like part.
+    let signalling: Vec<f64> = ours
+        .iter()
+        .filter(|r| r.offered_cps == rate)
+        .filter_map(|r| r.signalling_cpu_us_per_call)
+        .collect();
+    let signalling_ratios: Vec<f64> = signalling.iter().zip(&kamailio).map(|(a, b)| a / b).collect();
     let failed: u64 = ours
         .iter()
         .filter(|r| r.offered_cps == rate)
@@ -370,6 +390,9 @@ fn summarise(rate: u32, ours: &[RateResult], theirs: &[RateResult]) -> Value {
         "kamailio_cpu_us_per_call_median": median(&kamailio),
         "cpu_per_call_callcenter_over_kamailio_median": median(&ratios),
         "cpu_per_call_callcenter_over_kamailio_runs": ratios,
+        "callcenter_signalling_cpu_us_per_call_median": median(&signalling),
+        "signalling_cpu_per_call_over_kamailio_median": median(&signalling_ratios),
+        "signalling_cpu_per_call_over_kamailio_runs": signalling_ratios,
         "callcenter_failed_calls": failed,
     })
 }

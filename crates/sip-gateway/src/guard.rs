@@ -109,12 +109,9 @@ struct Head<'a> {
 }
 
 impl<'a> Head<'a> {
-    fn values(&self, long: &str, compact: Option<&str>) -> impl Iterator<Item = &'a str> + '_ {
-        let long = long.to_string();
-        let compact = compact.map(str::to_string);
+    fn values<'s>(&'s self, long: &'s str, compact: Option<&'s str>) -> impl Iterator<Item = &'a str> + 's {
         self.headers.iter().filter_map(move |(n, v)| {
-            let hit = n.eq_ignore_ascii_case(&long)
-                || compact.as_deref().is_some_and(|c| n.eq_ignore_ascii_case(c));
+            let hit = n.eq_ignore_ascii_case(long) || compact.is_some_and(|c| n.eq_ignore_ascii_case(c));
             hit.then_some(*v)
         })
     }
@@ -417,28 +414,34 @@ pub fn screen(data: &[u8], limits: ScreenLimits, tag: &str) -> Screened {
 
 /// The header section with From/To parameters written without white space, if any had some.
 fn normalize_address_params(text: &str) -> Option<String> {
-    let mut changed = false;
-    let lines: Vec<String> = text
+    // Most messages need nothing: find the lines that change before copying any (this runs on every
+    // datagram).
+    let normalized: Vec<(usize, String)> = text
         .split("\r\n")
-        .map(|line| {
-            let Some((name, value)) = line.split_once(':') else {
-                return line.to_string();
-            };
+        .enumerate()
+        .filter_map(|(index, line)| {
+            let (name, value) = line.split_once(':')?;
             let n = name.trim();
-            let address = ["from", "f", "to", "t"].iter().any(|h| n.eq_ignore_ascii_case(h));
-            if !address {
-                return line.to_string();
+            if !["from", "f", "to", "t"].iter().any(|h| n.eq_ignore_ascii_case(h)) {
+                return None;
             }
-            match crate::syntax::normalize_params(value.trim()) {
-                Some(v) => {
-                    changed = true;
-                    format!("{n}: {v}")
-                }
-                None => line.to_string(),
-            }
+            crate::syntax::normalize_params(value.trim()).map(|v| (index, format!("{n}: {v}")))
         })
         .collect();
-    changed.then(|| lines.join("\r\n"))
+    if normalized.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    for (index, line) in text.split("\r\n").enumerate() {
+        if index > 0 {
+            out.push_str("\r\n");
+        }
+        match normalized.iter().find(|(changed, _)| *changed == index) {
+            Some((_, replacement)) => out.push_str(replacement),
+            None => out.push_str(line),
+        }
+    }
+    Some(out)
 }
 
 fn checked(out: Vec<u8>, head: &Head<'_>, tag: &str, is_ack: bool) -> Screened {

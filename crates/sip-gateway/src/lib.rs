@@ -129,9 +129,10 @@ impl Gateway {
     /// counts and bans) in `state`, so that it holds across every node sharing that store.
     ///
     /// SIP runs on a thread of its own (a single-threaded runtime): every datagram, transaction and
-    /// call task stays on that thread, so a message costs no wake-up of another thread and no task
-    /// moves between cores. Calls routed to call control run on the caller's runtime, as do the media
-    /// engine's tasks (it spawns on the runtime it was made on).
+    /// call task stays on that thread, so a flood of datagrams is screened there without delaying the
+    /// audio on the node's other threads, and bursts of audio do not delay SIP timers. Calls routed to
+    /// call control run on the caller's runtime, as do the media engine's tasks (it spawns on the
+    /// runtime it was made on).
     pub async fn start_with_state(
         config: GatewayConfig,
         locations: Arc<dyn Locations>,
@@ -732,8 +733,10 @@ impl Core {
                     let control = self
                         .control
                         .spawn(async move { handler.on_call(call).await }.in_current_span());
-                    if let Err(e) = control.await {
-                        warn!(error = %e, "call control ended abnormally");
+                    match control.await {
+                        Err(e) if e.is_panic() => warn!(error = %e, "call control panicked"),
+                        Err(_) => info!("call control stopped with its runtime"),
+                        Ok(()) => {}
                     }
                     drop(slot);
                     return;

@@ -200,9 +200,6 @@ request_route {{
     Ok((GroupGuard(child), port))
 }
 
-/// The name of the node's thread that carries all SIP work (the gateway's runtime).
-const SIGNALLING_THREAD: &str = "sip-signalling";
-
 /// Runs one SIPp load and measures the SIP process tree `pid`.
 fn load(
     target_port: u16,
@@ -215,7 +212,7 @@ fn load(
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let calls = u64::from(rate) * u64::from(duration);
     let cpu_before = proc_stat::tree_cpu_micros(pid);
-    let signalling_before = proc_stat::thread_cpu_micros(pid, SIGNALLING_THREAD);
+    let signalling_before = proc_stat::thread_cpu_micros(pid, sip_gateway::SIGNALLING_THREAD);
     let out = Command::new("sipp")
         .current_dir(dir.path())
         .args([
@@ -257,7 +254,7 @@ fn load(
         .map_err(|e| format!("sipp uac: {e}"))?;
     let _ = out;
     let cpu_after = proc_stat::tree_cpu_micros(pid);
-    let signalling_after = proc_stat::thread_cpu_micros(pid, SIGNALLING_THREAD);
+    let signalling_after = proc_stat::thread_cpu_micros(pid, sip_gateway::SIGNALLING_THREAD);
     let stat = std::fs::read_to_string(dir.path().join("stat.csv")).unwrap_or_default();
     let get = |name: &str| last_stat(&stat, name);
     let successful = get("SuccessfulCall(C)");

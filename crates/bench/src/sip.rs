@@ -357,40 +357,38 @@ pub fn run(args: &SipArgs) -> Result<Value, String> {
     }))
 }
 
-/// One rate's medians over its runs, and the median of the runs' callcenter / Kamailio ratios.
+/// One rate's medians over its runs, and the medians of the runs' callcenter / Kamailio ratios, each
+/// run's node paired with the Kamailio run measured right after it.
 fn summarise(rate: u32, ours: &[RateResult], theirs: &[RateResult]) -> Value {
-    let at = |results: &[RateResult]| -> Vec<f64> {
-        results
-            .iter()
-            .filter(|r| r.offered_cps == rate)
-            .map(|r| r.cpu_us_per_call)
-            .collect()
+    fn at_rate(results: &[RateResult], rate: u32) -> Vec<&RateResult> {
+        results.iter().filter(|r| r.offered_cps == rate).collect()
+    }
+    let (ours, theirs) = (at_rate(ours, rate), at_rate(theirs, rate));
+    let cpu = |results: &[&RateResult]| -> Vec<f64> { results.iter().map(|r| r.cpu_us_per_call).collect() };
+    let pairs = || {
+        ours.iter()
+            .zip(&theirs)
+            .filter(|(node, kamailio)| node.run == kamailio.run)
     };
-    let (node, kamailio) = (at(ours), at(theirs));
-    let ratios: Vec<f64> = node.iter().zip(&kamailio).map(|(a, b)| a / b).collect();
-    // Kamailio anchors no media here; the node's signalling thread is the like-for-like part.
-    let signalling: Vec<f64> = ours
-        .iter()
-        .filter(|r| r.offered_cps == rate)
-        .filter_map(|r| r.signalling_cpu_us_per_call)
+    let ratios: Vec<f64> = pairs()
+        .map(|(node, kamailio)| node.cpu_us_per_call / kamailio.cpu_us_per_call)
         .collect();
-    let signalling_ratios: Vec<f64> = signalling.iter().zip(&kamailio).map(|(a, b)| a / b).collect();
-    let failed: u64 = ours
-        .iter()
-        .filter(|r| r.offered_cps == rate)
-        .map(|r| r.failed)
-        .sum();
+    // Kamailio anchors no media here; the node's signalling thread is the like-for-like part.
+    let signalling: Vec<f64> = ours.iter().filter_map(|r| r.signalling_cpu_us_per_call).collect();
+    let signalling_ratios: Vec<f64> = pairs()
+        .filter_map(|(node, kamailio)| Some(node.signalling_cpu_us_per_call? / kamailio.cpu_us_per_call))
+        .collect();
     json!({
         "offered_cps": rate,
-        "runs": node.len(),
-        "callcenter_cpu_us_per_call_median": median(&node),
-        "kamailio_cpu_us_per_call_median": median(&kamailio),
+        "runs": ours.len(),
+        "callcenter_cpu_us_per_call_median": median(&cpu(&ours)),
+        "kamailio_cpu_us_per_call_median": median(&cpu(&theirs)),
         "cpu_per_call_callcenter_over_kamailio_median": median(&ratios),
         "cpu_per_call_callcenter_over_kamailio_runs": ratios,
         "callcenter_signalling_cpu_us_per_call_median": median(&signalling),
         "signalling_cpu_per_call_over_kamailio_median": median(&signalling_ratios),
         "signalling_cpu_per_call_over_kamailio_runs": signalling_ratios,
-        "callcenter_failed_calls": failed,
+        "callcenter_failed_calls": ours.iter().map(|r| r.failed).sum::<u64>(),
     })
 }
 
@@ -408,7 +406,48 @@ fn median(values: &[f64]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{RateResult, median, summarise};
+
+    fn result(offered_cps: u32, run: u32, cpu: f64, signalling: Option<f64>) -> RateResult {
+        RateResult {
+            offered_cps,
+            run,
+            calls_attempted: 100,
+            successful: 100,
+            failed: 0,
+            retransmissions: 0,
+            cpu_us_per_call: cpu,
+            signalling_cpu_us_per_call: signalling,
+            p99_response_ms: 1.0,
+            p50_response_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn each_node_run_is_compared_with_the_kamailio_run_beside_it() {
+        // Run 0 of the node has no signalling figure: run 1's must still meet Kamailio's run 1.
+        let ours = [
+            result(500, 0, 400.0, None),
+            result(500, 1, 600.0, Some(450.0)),
+            result(1000, 0, 999.0, Some(999.0)),
+        ];
+        let theirs = [
+            result(500, 0, 200.0, None),
+            result(500, 1, 300.0, None),
+            result(1000, 0, 1.0, None),
+        ];
+        let summary = summarise(500, &ours, &theirs);
+        assert_eq!(summary["runs"], 2);
+        assert_eq!(
+            summary["cpu_per_call_callcenter_over_kamailio_runs"],
+            serde_json::json!([2.0, 2.0])
+        );
+        assert_eq!(
+            summary["signalling_cpu_per_call_over_kamailio_runs"],
+            serde_json::json!([1.5])
+        );
+        assert_eq!(summary["kamailio_cpu_us_per_call_median"], 250.0);
+    }
 
     #[test]
     fn median_of_odd_even_and_empty_sets() {

@@ -158,6 +158,21 @@ mod tests {
             .expect("the transaction is still owned");
     }
 
+    /// An owned transaction's sender and key: what ends it ([`end`]).
+    type Owned = (TransactionEventSender, TransactionKey);
+
+    /// A call's inputs owning two running transactions: "first" as 1 and "second" as 2.
+    fn owning_two(
+        endpoint: &rsipstack::transaction::Endpoint,
+    ) -> (mpsc::UnboundedSender<CallInput>, CallInputs, Owned, Owned) {
+        let (channel, mut inputs) = CallInputs::new();
+        let (first, first_key) = transaction(endpoint, "first");
+        let (second, second_key) = transaction(endpoint, "second");
+        let first = (inputs.own(first, 1), first_key);
+        let second = (inputs.own(second, 2), second_key);
+        (channel, inputs, first, second)
+    }
+
     fn ended_id(input: Option<CallInput>) -> TxId {
         match input {
             Some(CallInput::Tx { id, msg: None }) => id,
@@ -170,11 +185,7 @@ mod tests {
     #[tokio::test]
     async fn an_ended_transaction_is_reported_once_and_the_channel_is_still_read() {
         let endpoint = rsipstack::EndpointBuilder::new().build();
-        let (channel, mut inputs) = CallInputs::new();
-        let (first, _) = transaction(&endpoint, "first");
-        let (second, second_key) = transaction(&endpoint, "second");
-        inputs.own(first, 1);
-        let second_sender = inputs.own(second, 2);
+        let (channel, mut inputs, _first, (second_sender, second_key)) = owning_two(&endpoint);
 
         end(&second_sender, &second_key);
         assert_eq!(ended_id(inputs.recv().await), 2);
@@ -190,11 +201,8 @@ mod tests {
     #[tokio::test]
     async fn what_the_transactions_give_while_driving_waits_in_order() {
         let endpoint = rsipstack::EndpointBuilder::new().build();
-        let (_channel, mut inputs) = CallInputs::new();
-        let (first, first_key) = transaction(&endpoint, "first");
-        let (second, second_key) = transaction(&endpoint, "second");
-        let first_sender = inputs.own(first, 1);
-        let second_sender = inputs.own(second, 2);
+        let (_channel, mut inputs, (first_sender, first_key), (second_sender, second_key)) =
+            owning_two(&endpoint);
 
         let out = inputs
             .drive(async {

@@ -115,6 +115,21 @@ impl Callers {
             target,
             calls,
             per_second,
+            None,
+        )
+    }
+
+    /// Callers who hang up themselves `talk_ms` after the answer (for phones that wait for the
+    /// caller to end the call).
+    pub(crate) fn start_talking(target: SocketAddr, calls: u32, per_second: u32, talk_ms: u32) -> Callers {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(
+            dir,
+            scenarios_dir().join("uac_queue_talk_bye.xml"),
+            target,
+            calls,
+            per_second,
+            Some(talk_ms),
         )
     }
 
@@ -124,7 +139,7 @@ impl Callers {
         let text = std::fs::read_to_string(scenarios_dir().join("uac_queue_wait_bye.xml")).expect("scenario");
         let scenario = dir.path().join("caller.xml");
         std::fs::write(&scenario, text.replace("sip:sipp@", &format!("sip:{number}@"))).expect("scenario");
-        Self::start_in(dir, scenario, target, 1, 1)
+        Self::start_in(dir, scenario, target, 1, 1, None)
     }
 
     fn start_in(
@@ -133,9 +148,14 @@ impl Callers {
         target: SocketAddr,
         calls: u32,
         per_second: u32,
+        talk_ms: Option<u32>,
     ) -> Callers {
         let stat = dir.path().join("stat.csv");
-        let child = Command::new("sipp")
+        let mut sipp = Command::new("sipp");
+        if let Some(ms) = talk_ms {
+            sipp.args(["-d", &ms.to_string()]);
+        }
+        let child = sipp
             .arg("-sf")
             .arg(scenario)
             .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])

@@ -601,3 +601,31 @@ async fn only_a_leg_that_sent_something_says_rtcp_bye() {
         }
     }
 }
+
+/// A leg opened from another runtime (the SIP gateway's signalling thread) that then stops still
+/// hears its peer: its sockets wait on the engine's runtime, not on the one that opened it.
+#[test]
+fn a_leg_opened_from_another_runtime_hears_its_peer_after_that_runtime_stops() {
+    let media = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = media.block_on(async { engine(44800, "other-runtime") });
+    let signalling = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (leg, mut events) = signalling.block_on(async { engine.allocate_leg() }).unwrap();
+    drop(signalling);
+    media.block_on(async {
+        let mut phone = Phone::new(7).await;
+        leg.set_remote(negotiated(G711::Pcmu, phone.addr()));
+        phone.send_audio(leg.local_addr(), 0, &[0xff; 160]).await;
+        assert_eq!(
+            next_event(&mut events).await,
+            LegEvent::Latched { peer: phone.addr() }
+        );
+        leg.close().await;
+    });
+}

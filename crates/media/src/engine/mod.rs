@@ -203,6 +203,10 @@ impl MediaEngine {
     /// returned receiver. Fails with [`MediaError::PortsExhausted`] when no pair can be bound.
     pub fn allocate_leg(&self) -> Result<(RtpLeg, tokio::sync::mpsc::Receiver<LegEvent>), MediaError> {
         let runtime = self.shared.runtime()?;
+        // The sockets register with the I/O driver of the runtime entered when they are made: the
+        // engine's, where the leg's task waits on them. Made on the caller's (the SIP gateway's
+        // signalling thread), that thread would poll every leg's RTP and wake the media tasks.
+        let _guard = runtime.enter();
         // Ports taken by other programs are skipped (and put back at the end of the queue).
         let attempts = self.shared.ports.available();
         for _ in 0..attempts {
@@ -211,7 +215,6 @@ impl MediaEngine {
             };
             match bind_pair(self.shared.config.bind_ip, port) {
                 Ok((rtp, rtcp)) => {
-                    let _guard = runtime.enter();
                     let leg = leg::spawn_leg(self.shared.clone(), port, rtp, rtcp, &runtime)?;
                     self.shared.metrics.legs_opened.inc();
                     self.shared.metrics.legs_active.inc();

@@ -1,6 +1,7 @@
 //! The `callcenter` binary: `serve` runs the platform, `check-config` validates a configuration.
 
 mod config;
+mod open_files;
 mod retention;
 mod tools;
 
@@ -186,6 +187,12 @@ async fn serve(config: Config) -> Result<(), String> {
     crm_store::metrics::register(&telemetry, writer.clone());
 
     // Media engine, IVR flows, ACD.
+    let open_files = open_files::raise_to_hard_limit();
+    let keep_bound_pairs = open_files::kept_port_pairs(open_files, config.rtp.port_min, config.rtp.port_max);
+    info!(
+        open_files = ?open_files,
+        keep_bound_pairs, "free RTP port pairs keep their sockets bound up to this many"
+    );
     let media = media::engine::MediaEngine::new(media::engine::MediaConfig {
         bind_ip: config.rtp.bind_ip,
         port_min: config.rtp.port_min,
@@ -196,6 +203,7 @@ async fn serve(config: Config) -> Result<(), String> {
             packets: config.rtp.unconfirmed_send_packets,
             duration: Duration::from_millis(config.rtp.unconfirmed_send_ms),
         },
+        keep_bound_pairs,
         ..media::engine::MediaConfig::default()
     })
     .map_err(|e| format!("media: {e}"))?;

@@ -5,7 +5,7 @@
 mod support;
 
 use media::dtmf::DtmfDigit;
-use media::engine::{BridgeSide, DtmfSource, LegEvent, MediaConfig, MediaEngine, RtpLeg};
+use media::engine::{BridgeSide, DtmfSource, LatchPolicy, LegEvent, MediaConfig, MediaEngine, RtpLeg};
 use media::g711::{G711, alaw_to_ulaw, ulaw_to_alaw};
 use media::prompt::Prompt;
 use media::sdp::{MediaDirection, Negotiated};
@@ -628,4 +628,40 @@ fn a_leg_opened_from_another_runtime_hears_its_peer_after_that_runtime_stops() {
         );
         leg.close().await;
     });
+}
+
+/// A port pair kept bound between calls: the next leg on it latches onto its own peer, not onto the
+/// last call's peer that went on sending while the pair was free, even from an address the new leg
+/// admits (the IP its call's signalling came from, as a carrier's SBC carrying both calls would).
+#[tokio::test]
+async fn a_kept_port_pair_drops_what_reached_it_between_calls() {
+    let engine = MediaEngine::new(MediaConfig {
+        port_min: 44900,
+        port_max: 44901,
+        keep_bound_pairs: 1,
+        ..MediaConfig::default()
+    })
+    .unwrap();
+    let (first, _events) = engine.allocate_leg().unwrap();
+    let port = first.local_addr();
+    first.close().await;
+    assert_eq!(engine.kept_bound_pairs(), 1);
+    // On loopback a datagram is in the receiver's queue when the send returns.
+    let mut last_peer = Phone::new(8).await;
+    for _ in 0..3 {
+        last_peer.send_audio(port, 0, &[0xff; 160]).await;
+    }
+    let (next, mut events) = engine.allocate_leg().unwrap();
+    assert_eq!((next.local_addr(), engine.kept_bound_pairs()), (port, 0));
+    let mut phone = Phone::new(9).await;
+    next.set_remote_with_policy(
+        negotiated(G711::Pcmu, phone.addr()),
+        LatchPolicy::with_signalling_ip(last_peer.addr().ip()),
+    );
+    phone.send_audio(port, 0, &[0xff; 160]).await;
+    assert_eq!(
+        next_event(&mut events).await,
+        LegEvent::Latched { peer: phone.addr() }
+    );
+    next.close().await;
 }

@@ -1,7 +1,8 @@
 //! One RTP leg: its sockets, its task, and the handle its owner (a SIP leg in call control) holds.
 
+use super::EngineShared;
+use super::PairSockets;
 use super::metrics::{DecisionLabel, LocalCounts, MediaMetrics, SourceLabel};
-use super::{EngineShared, MediaError};
 use crate::amd::{AmdConfig, AmdDecision, AmdResult, AnsweringMachineDetector};
 use crate::dtmf::DtmfDigit;
 use crate::dtmf::inband::InbandDetector;
@@ -118,18 +119,31 @@ pub(crate) struct RxShared {
 
 /// State reachable from outside the leg's task.
 pub(crate) struct LegShared {
-    pub(crate) rtp: UdpSocket,
+    /// Back to the engine's pool of port pairs when the leg is dropped, still bound.
+    sockets: Arc<PairSockets>,
     pub(crate) local: SocketAddr,
     pub(crate) out: Mutex<OutState>,
     rx: Mutex<RxShared>,
     engine: Arc<EngineShared>,
 }
 
+impl LegShared {
+    pub(crate) fn rtp(&self) -> &UdpSocket {
+        &self.sockets.rtp
+    }
+
+    fn rtcp(&self) -> &UdpSocket {
+        &self.sockets.rtcp
+    }
+}
+
 impl Drop for LegShared {
     fn drop(&mut self) {
         self.engine.metrics.legs_active.dec();
-        // The socket closes with this struct: only now may another leg bind the port.
-        self.engine.ports.give_back(self.local.port());
+        // Only now, with no task or partner left to use them, may another leg have the sockets.
+        self.engine
+            .ports
+            .give_back(self.local.port(), Some(self.sockets.clone()));
     }
 }
 
@@ -239,13 +253,13 @@ impl std::fmt::Debug for RtpLeg {
 }
 
 impl RtpLeg {
-    /// Our RTP address (for the SDP we send).
     /// Whether the leg's task has ended (closed, or cancelled with the runtime it ran on).
     #[cfg(test)]
     pub(crate) fn task_ended(&self) -> bool {
         self.task.as_ref().is_none_or(|task| task.is_finished())
     }
 
+    /// Our RTP address (for the SDP we send).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local
     }
@@ -397,18 +411,14 @@ impl Drop for RtpLeg {
 pub(crate) fn spawn_leg(
     engine: Arc<EngineShared>,
     port: u16,
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
+    sockets: Arc<PairSockets>,
     runtime: &tokio::runtime::Handle,
-) -> Result<(RtpLeg, mpsc::Receiver<LegEvent>), MediaError> {
-    let local = rtp.local_addr().map_err(|e| {
-        engine.ports.give_back(port);
-        MediaError::Io(e.to_string())
-    })?;
+) -> (RtpLeg, mpsc::Receiver<LegEvent>) {
+    let local = SocketAddr::new(engine.config.bind_ip, port);
     let ssrc: u32 = rand::random();
     let stream = OutgoingStream::new(ssrc, rand::random(), rand::random());
     let shared = Arc::new(LegShared {
-        rtp,
+        sockets,
         local,
         out: Mutex::new(OutState {
             stream,
@@ -433,7 +443,6 @@ pub(crate) fn spawn_leg(
     let (events, event_rx) = mpsc::channel(engine.config.event_capacity);
     let task = LegTask {
         shared: shared.clone(),
-        rtcp,
         events,
         epoch: engine.epoch,
         media_timeout: engine.config.media_timeout,
@@ -466,19 +475,18 @@ pub(crate) fn spawn_leg(
         sent_rtcp: false,
     };
     let handle = runtime.spawn(task.run(command_rx));
-    Ok((
+    (
         RtpLeg {
             shared,
             commands,
             task: Some(handle),
         },
         event_rx,
-    ))
+    )
 }
 
 struct LegTask {
     shared: Arc<LegShared>,
-    rtcp: UdpSocket,
     events: mpsc::Sender<LegEvent>,
     epoch: Instant,
     media_timeout: Duration,
@@ -555,19 +563,19 @@ impl LegTask {
                     None | Some(LegCommand::Close) => break,
                     Some(command) => self.handle_command(command),
                 },
-                received = self.shared.rtp.recv_from(&mut buf) => {
+                received = self.shared.rtp().recv_from(&mut buf) => {
                     if let Ok((len, from)) = received {
                         self.on_rtp(&mut buf, len, from);
                         // Drain what else is queued without another trip through the scheduler.
                         for _ in 0..16 {
-                            match self.shared.rtp.try_recv_from(&mut buf) {
+                            match self.shared.rtp().try_recv_from(&mut buf) {
                                 Ok((len, from)) => self.on_rtp(&mut buf, len, from),
                                 Err(_) => break,
                             }
                         }
                     }
                 }
-                received = self.rtcp.recv_from(&mut rtcp_buf) => {
+                received = self.shared.rtcp().recv_from(&mut rtcp_buf) => {
                     if let Ok((len, from)) = received {
                         self.on_rtcp(rtcp_buf.get_mut(..len).unwrap_or(&mut []), from);
                     }
@@ -698,7 +706,7 @@ impl LegTask {
                 {
                     let _ = self
                         .shared
-                        .rtp
+                        .rtp()
                         .try_send_to(packet.get(..len).unwrap_or(&[]), remote);
                     self.sent_since_report = true;
                     self.counts.sent_local += 1;
@@ -744,7 +752,7 @@ impl LegTask {
             drop(out);
             let _ = self
                 .shared
-                .rtp
+                .rtp()
                 .try_send_to(packet.get(..len).unwrap_or(&[]), remote);
             self.sent_since_report = true;
             self.counts.sent_local += 1;
@@ -1079,7 +1087,7 @@ impl LegTask {
                 }
             }
             drop(out);
-            if self.rtcp.try_send_to(&bytes, target).is_ok() {
+            if self.shared.rtcp().try_send_to(&bytes, target).is_ok() {
                 self.sent_rtcp = true;
             }
         }
@@ -1143,7 +1151,7 @@ fn relay(
     };
     drop(out);
     target
-        .rtp
+        .rtp()
         .try_send_to(buf.get(..len).unwrap_or(&[]), remote)
         .is_ok()
 }
@@ -1174,7 +1182,7 @@ pub(crate) fn send_local_frame(leg: &LegShared, frame: &Frame, now: Millis) -> b
         .and_then(|len| leg.out.lock().protect_rtp(&mut packet, len));
     match written {
         Some(len) => leg
-            .rtp
+            .rtp()
             .try_send_to(packet.get(..len).unwrap_or(&[]), remote)
             .is_ok(),
         None => false,

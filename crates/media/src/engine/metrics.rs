@@ -30,6 +30,7 @@ pub(crate) struct DecisionLabel {
 pub struct MediaMetrics {
     pub(crate) legs_active: Gauge,
     pub(crate) legs_opened: Counter,
+    pub(crate) legs_on_kept_sockets: Counter,
     pub(crate) ports_exhausted: Counter,
     pub(crate) packets_received: Counter,
     pub(crate) packets_relayed: Counter,
@@ -53,6 +54,7 @@ impl Default for MediaMetrics {
         Self {
             legs_active: Gauge::default(),
             legs_opened: Counter::default(),
+            legs_on_kept_sockets: Counter::default(),
             ports_exhausted: Counter::default(),
             packets_received: Counter::default(),
             packets_relayed: Counter::default(),
@@ -80,6 +82,11 @@ impl MediaMetrics {
         telemetry.register("media", |r| {
             r.register("legs_active", "RTP legs open now", m.legs_active);
             r.register("legs_opened", "RTP legs opened", m.legs_opened);
+            r.register(
+                "legs_on_kept_sockets",
+                "RTP legs opened on a port pair whose sockets were kept bound from an earlier leg",
+                m.legs_on_kept_sockets,
+            );
             r.register(
                 "ports_exhausted",
                 "Leg requests refused for lack of a free port pair",

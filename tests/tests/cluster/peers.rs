@@ -108,29 +108,26 @@ pub(crate) struct Callers {
 
 impl Callers {
     pub(crate) fn start(target: SocketAddr, calls: u32, per_second: u32) -> Callers {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_in(
-            dir,
-            scenarios_dir().join("uac_queue_wait_bye.xml"),
-            target,
-            calls,
-            per_second,
-            None,
-        )
+        Self::start_scenario("uac_queue_wait_bye.xml", target, calls, per_second, None)
     }
 
     /// Callers who hang up themselves `talk_ms` after the answer (for phones that wait for the
     /// caller to end the call).
     pub(crate) fn start_talking(target: SocketAddr, calls: u32, per_second: u32, talk_ms: u32) -> Callers {
+        let scenario = "uac_queue_talk_bye.xml";
+        Self::start_scenario(scenario, target, calls, per_second, Some(talk_ms))
+    }
+
+    fn start_scenario(
+        scenario: &str,
+        target: SocketAddr,
+        calls: u32,
+        per_second: u32,
+        talk_ms: Option<u32>,
+    ) -> Callers {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_in(
-            dir,
-            scenarios_dir().join("uac_queue_talk_bye.xml"),
-            target,
-            calls,
-            per_second,
-            Some(talk_ms),
-        )
+        let scenario = scenarios_dir().join(scenario);
+        Self::start_in(dir, scenario, target, calls, per_second, talk_ms)
     }
 
     /// One caller whose number (the From user, which the agent's phone is shown) is `number`.

@@ -1,8 +1,7 @@
 //! One RTP leg: its sockets, its task, and the handle its owner (a SIP leg in call control) holds.
 
-use super::EngineShared;
-use super::PairSockets;
 use super::metrics::{DecisionLabel, LocalCounts, MediaMetrics, SourceLabel};
+use super::{EngineShared, PairSockets};
 use crate::amd::{AmdConfig, AmdDecision, AmdResult, AnsweringMachineDetector};
 use crate::dtmf::DtmfDigit;
 use crate::dtmf::inband::InbandDetector;
@@ -253,12 +252,6 @@ impl std::fmt::Debug for RtpLeg {
 }
 
 impl RtpLeg {
-    /// Whether the leg's task has ended (closed, or cancelled with the runtime it ran on).
-    #[cfg(test)]
-    pub(crate) fn task_ended(&self) -> bool {
-        self.task.as_ref().is_none_or(|task| task.is_finished())
-    }
-
     /// Our RTP address (for the SDP we send).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local

@@ -387,38 +387,6 @@ mod tests {
         assert_eq!(engine.allocate_leg().err(), Some(MediaError::NoRuntime));
     }
 
-    #[test]
-    fn legs_run_on_the_engines_runtime_whoever_opens_them() {
-        let media = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let engine = media
-            .block_on(async {
-                MediaEngine::new(MediaConfig {
-                    port_min: 31020,
-                    port_max: 31023,
-                    ..MediaConfig::default()
-                })
-            })
-            .unwrap();
-        // Another runtime (the SIP gateway's signalling thread) opens the leg, then stops: had the
-        // leg's task been spawned there, stopping it would have cancelled the task.
-        let signalling = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let (leg, _events) = signalling.block_on(async { engine.allocate_leg() }).unwrap();
-        drop(signalling);
-        assert!(
-            !leg.task_ended(),
-            "the leg's task died with the runtime that opened it"
-        );
-        media.block_on(leg.close());
-        assert_eq!(engine.free_ports(), 2);
-    }
-
     #[tokio::test]
     async fn closed_legs_keep_their_sockets_up_to_the_limit_and_the_next_leg_reuses_them() {
         let engine = MediaEngine::new(MediaConfig {

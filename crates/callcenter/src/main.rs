@@ -188,10 +188,10 @@ async fn serve(config: Config) -> Result<(), String> {
 
     // Media engine, IVR flows, ACD.
     let open_files = open_files::raise_to_hard_limit();
-    let keep_bound_pairs = open_files::kept_port_pairs(open_files, config.rtp.port_min, config.rtp.port_max);
+    let keep_bound_pairs = open_files::kept_port_pairs(open_files);
     info!(
         open_files = ?open_files,
-        keep_bound_pairs, "free RTP port pairs keep their sockets bound up to this many"
+        keep_bound_pairs, "free RTP port pairs that may keep their sockets bound (the range may hold fewer)"
     );
     let media = media::engine::MediaEngine::new(media::engine::MediaConfig {
         bind_ip: config.rtp.bind_ip,

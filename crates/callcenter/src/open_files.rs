@@ -24,15 +24,13 @@ pub fn raise_to_hard_limit() -> Option<u64> {
     getrlimit(Resource::Nofile).current
 }
 
-/// How many free RTP port pairs may keep their sockets bound: every pair of the range when their
-/// sockets fit in half of the open-file limit (the other half is for what calls, SIP, WebSockets,
-/// recordings and the databases open), else as many as fit there.
-pub fn kept_port_pairs(open_file_limit: Option<u64>, port_min: u16, port_max: u16) -> usize {
-    let pairs = usize::from(port_max.saturating_sub(port_min).saturating_add(1)) / 2;
-    match open_file_limit {
-        None => pairs,
-        Some(limit) => pairs.min(usize::try_from(limit / 2 / 2).unwrap_or(usize::MAX)),
-    }
+/// How many free RTP port pairs may keep their sockets bound: as many as fit in half of the
+/// open-file limit (the other half is for what calls, SIP, WebSockets, recordings and the databases
+/// open). The engine never keeps more pairs than its range holds.
+pub fn kept_port_pairs(open_file_limit: Option<u64>) -> usize {
+    open_file_limit.map_or(usize::MAX, |limit| {
+        usize::try_from(limit / 2 / 2).unwrap_or(usize::MAX)
+    })
 }
 
 #[cfg(test)]
@@ -40,15 +38,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_whole_range_is_kept_when_half_of_the_limit_holds_it() {
-        // The default range, 10000-30999: 10,500 pairs, 21,000 descriptors.
-        assert_eq!(kept_port_pairs(Some(1_048_576), 10000, 30999), 10_500);
-        assert_eq!(kept_port_pairs(None, 10000, 30999), 10_500);
-        // systemd's unit in deploy/: every pair of a 20,000-port range.
-        assert_eq!(kept_port_pairs(Some(65_536), 10000, 29999), 10_000);
-        assert_eq!(kept_port_pairs(Some(20_000), 10000, 30999), 5_000);
-        assert_eq!(kept_port_pairs(Some(1_024), 10000, 30999), 256);
-        assert_eq!(kept_port_pairs(Some(0), 10000, 10001), 0);
+    fn kept_sockets_take_at_most_half_of_the_limit() {
+        // systemd's unit in deploy/: 16,384 pairs, more than a 20,000-port range holds.
+        assert_eq!(kept_port_pairs(Some(65_536)), 16_384);
+        assert_eq!(kept_port_pairs(Some(20_000)), 5_000);
+        assert_eq!(kept_port_pairs(Some(1_024)), 256);
+        assert_eq!(kept_port_pairs(Some(0)), 0);
+        assert_eq!(kept_port_pairs(None), usize::MAX);
     }
 
     #[test]

@@ -17,7 +17,7 @@ fn bench_load_at_five_calls_answers_records_and_carries_audio_both_ways() {
     );
     let out = Command::new(&bench)
         .args(["load", "--calls", "5", "--hold-secs", "12", "--ramp-secs", "1"])
-        .args(["--settle-secs", "4", "--rtp-threads", "1", "--callcenter"])
+        .args(["--settle-secs", "4", "--relay-threads", "1", "--callcenter"])
         .arg(callcenter_bin())
         .output()
         .expect("run bench load");
@@ -47,6 +47,8 @@ fn bench_load_at_five_calls_answers_records_and_carries_audio_both_ways() {
         assert!(n(&d["received"]) > 0.0, "{direction}: {step}");
         assert!(n(&d["latency_p99_us"]) > 0.0, "{direction}: {step}");
     }
+    // Every packet reached the generator's socket: a loss would be the platform's, not the bench's.
+    assert_eq!(step["rtp"]["generator_socket_drops"], 0, "{step}");
     let node = &step["node"];
     for figure in [
         "cpu_share_of_one_core",

@@ -15,7 +15,7 @@
 //! generators' CPU (SIPp processes, the RTP ends) is reported apart from the node's, and the machine's
 //! load average beside every figure: this machine is shared.
 
-use crate::load_rtp::{CallerPlan, MediaFigures, MediaLoad, RTP_THREAD};
+use crate::load_rtp::{self, CallerPlan, MediaFigures, MediaLoad, RTP_THREAD};
 use crate::media::{self, Mode};
 use crate::proc_stat;
 use crate::sip::{Guard, free_port, last_stat, read_rtts, wait_udp_bound};
@@ -48,9 +48,9 @@ pub struct LoadArgs {
     /// Also run each step through the bare UDP relay of `bench media` (true or false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     baseline: bool,
-    /// Worker threads of the bench's RTP ends (and of the bare relay's phones).
+    /// Worker threads of the bare relay's runtime.
     #[arg(long, default_value_t = 2)]
-    rtp_threads: usize,
+    relay_threads: usize,
     /// Keep each step's folder (configuration, node log, SIPp statistics and errors, CRM, recordings) and
     /// print its path on stderr.
     #[arg(long)]
@@ -407,17 +407,15 @@ fn step(args: &LoadArgs, calls: usize) -> Result<Value, String> {
         digit_after: Duration::from_secs(1),
         talk_for: Duration::from_secs(args.hold_secs).saturating_sub(TALK_MARGIN),
     };
-    let rtp = MediaLoad::start(calls, plan, args.rtp_threads)?;
+    let rtp = MediaLoad::start(calls, plan)?;
+    let endpoint_line = |a: std::net::SocketAddrV4| format!("{};{};", a.port(), a.ip());
     let callers_inf = dir.path().join("callers.csv");
     write_injection(
         &callers_inf,
-        rtp.caller_ports().into_iter().map(|p| format!("{p};")),
+        rtp.caller_addresses().into_iter().map(endpoint_line),
     )?;
     let agents_inf = dir.path().join("agents_rtp.csv");
-    write_injection(
-        &agents_inf,
-        rtp.agent_ports().into_iter().map(|p| format!("{p};")),
-    )?;
+    write_injection(&agents_inf, rtp.agent_addresses().into_iter().map(endpoint_line))?;
 
     let total_secs = args.ramp_secs + args.hold_secs + 60;
     let uas = sipp(dir.path(), "load_uas.xml", "uas_stat.csv")
@@ -538,20 +536,75 @@ fn step(args: &LoadArgs, calls: usize) -> Result<Value, String> {
     }))
 }
 
-/// The same calls through the bare relay for the same window, on its own runtime.
+/// The same calls through the bare relay for the same window, with the same RTP ends: callers send
+/// to the relay's side a, which forwards to their agents; agents answer what they hear.
 fn baseline(args: &LoadArgs, calls: usize, window_s: u64) -> Result<Value, String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.rtp_threads.max(1))
-        .thread_name("bench-phones")
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     let load_before = load_average();
-    let figures = runtime.block_on(media::measure(Mode::Bare, calls, window_s, 2))?;
-    let mut v = serde_json::to_value(figures).map_err(|e| e.to_string())?;
-    v["load_average_before"] = json!(load_before);
-    v["load_average_after"] = json!(load_average());
-    Ok(v)
+    let plan = CallerPlan {
+        digit: '1',
+        digit_after: Duration::MAX,
+        talk_for: Duration::MAX,
+    };
+    let rtp = MediaLoad::start(calls, plan)?;
+    let pairs = rtp
+        .caller_addresses()
+        .into_iter()
+        .zip(rtp.agent_addresses())
+        .map(|(caller, agent)| (caller.into(), agent.into()))
+        .collect();
+    let relay = media::Relay::start(Mode::Bare, pairs, args.relay_threads)?;
+    for (call, (side_a, _)) in relay.targets.iter().enumerate() {
+        let side_a = load_rtp::v4(*side_a).ok_or("the bare relay listens on IPv6")?;
+        rtp.set_caller_peer(call, side_a);
+    }
+    // The same warm-up as the full path's window has after its ramp: every agent hears its caller.
+    let warm_up = Instant::now() + Duration::from_secs(2);
+    sleep_until(warm_up);
+    let talking_at_start = rtp.talking_agents();
+    let cpu_at_start = (
+        media::threads_cpu_seconds(media::RELAY_THREAD),
+        media::threads_cpu_seconds(RTP_THREAD),
+    );
+    let started = Instant::now();
+    rtp.open_window();
+    sleep_until(started + Duration::from_secs(window_s));
+    rtp.close_window();
+    let measured_s = started.elapsed().as_secs_f64();
+    let relay_cpu_s = media::threads_cpu_seconds(media::RELAY_THREAD) - cpu_at_start.0;
+    let rtp_cpu_s = media::threads_cpu_seconds(RTP_THREAD) - cpu_at_start.1;
+    // The window's last packets are still on their way: wait (bounded) until every end has heard one
+    // sent after it closed.
+    let drained_by = Instant::now() + Duration::from_secs(5);
+    while rtp.heard_after_window() < calls * 2 && Instant::now() < drained_by {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let figures = rtp.finish();
+    drop(relay);
+    let received = figures.caller_to_agent.received + figures.agent_to_caller.received;
+    let sent = figures.caller_to_agent.sent + figures.agent_to_caller.sent;
+    let worst =
+        |f: fn(&load_rtp::Direction) -> u64| f(&figures.caller_to_agent).max(f(&figures.agent_to_caller));
+    Ok(json!({
+        "mode": "bare",
+        "calls": calls,
+        "seconds": window_s,
+        "talking_at_window_start": talking_at_start,
+        "sent": sent,
+        "received": received,
+        "loss": 1.0 - received as f64 / sent.max(1) as f64,
+        "latency_p50_us": worst(|d| d.latency_p50_us),
+        "latency_p99_us": worst(|d| d.latency_p99_us),
+        "latency_max_us": worst(|d| d.latency_max_us),
+        "added_jitter_p50_us": worst(|d| d.added_jitter_p50_us),
+        "added_jitter_p99_us": worst(|d| d.added_jitter_p99_us),
+        "relay_cpu_s": relay_cpu_s,
+        "relay_cpu_ns_per_packet": relay_cpu_s * 1e9 / received.max(1) as f64,
+        "relay_cpu_share_of_one_core": relay_cpu_s / measured_s,
+        "rtp_ends_cpu_share": rtp_cpu_s / measured_s,
+        "rtp": figures,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }))
 }
 
 pub fn run(args: &LoadArgs) -> Result<Value, String> {

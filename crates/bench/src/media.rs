@@ -41,7 +41,7 @@ pub struct MediaArgs {
 }
 
 /// Name of the relay runtime's threads, to find their CPU time.
-const RELAY_THREAD: &str = "bench-relay";
+pub(crate) const RELAY_THREAD: &str = "bench-relay";
 const PACKET_INTERVAL: Duration = Duration::from_millis(20);
 const WARMUP_TICKS: u64 = 50;
 
@@ -188,15 +188,20 @@ async fn set_up_relay(
     Ok((targets, keep))
 }
 
-/// The relay on its own runtime and threads; dropping `stop` ends it.
-struct Relay {
-    targets: Vec<(SocketAddr, SocketAddr)>,
+/// The relay on its own runtime and threads; dropping it ends the relay.
+pub(crate) struct Relay {
+    /// Per call, the relay's two addresses: side a faces the first phone, side b the second.
+    pub(crate) targets: Vec<(SocketAddr, SocketAddr)>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Relay {
-    fn start(mode: Mode, phones: Vec<(SocketAddr, SocketAddr)>, threads: usize) -> Result<Self, String> {
+    pub(crate) fn start(
+        mode: Mode,
+        phones: Vec<(SocketAddr, SocketAddr)>,
+        threads: usize,
+    ) -> Result<Self, String> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()

@@ -10,6 +10,7 @@ use super::leg::{
 };
 use super::monitor::{MIX_CHANNEL, MixerTask, MonitorHandle, run_mixer};
 use super::{EngineShared, MediaError};
+use crate::g711::SAMPLES_PER_FRAME;
 use crate::mixer::{BridgeState, MonitorMode, Party};
 use crate::prompt::Prompt;
 use crate::recorder::{ActivityMeter, RecordingActivity, RecordingChannel, StereoTimeline, WavFileWriter};
@@ -512,12 +513,13 @@ async fn run_recorder(
     let mut meter = ActivityMeter::new();
     let mut take_all = |timeline: &mut StereoTimeline| {
         frames.take(&mut taken);
+        let mut samples = [0i16; SAMPLES_PER_FRAME];
         for frame in &taken {
             timeline.push(
                 frame.channel,
                 frame.timestamp,
                 frame.arrival,
-                frame.samples.get(..frame.len).unwrap_or(&[]),
+                frame.decode(&mut samples),
             );
         }
     };

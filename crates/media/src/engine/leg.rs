@@ -837,8 +837,11 @@ impl LegTask {
                 self.on_digit(received.digit, DtmfSource::Rfc4733);
             }
         } else {
-            if self.inband.is_some() || self.recorder.is_some() || self.amd.is_some() {
-                self.decode_side_paths(packet.payload, packet.timestamp, now, negotiated.law);
+            if self.recorder.is_some() {
+                self.record(packet.payload, packet.timestamp, now, negotiated.law);
+            }
+            if self.inband.is_some() || self.amd.is_some() {
+                self.decode_side_paths(packet.payload, negotiated.law);
             }
             if let Some(feed) = &self.mix {
                 feed.push(negotiated.law, packet.payload);
@@ -863,17 +866,37 @@ impl LegTask {
         true
     }
 
-    /// In-band DTMF detection and recording need linear audio; only legs that use them pay for decoding.
-    fn decode_side_paths(&mut self, payload: &[u8], timestamp: u32, now: Millis, law: G711) {
-        // A muted party's channel of the recording stays silent (a muted aside is not recorded).
-        let muted = self.recorder.is_some()
-            && self
-                .partner
-                .as_ref()
-                .is_some_and(|link| link.state().is_muted(link.me));
+    /// Leaves the payload for the recording as it came, in 20 ms pieces: the recorder decodes it on its
+    /// own tick, so the packet goes on to the other party without waiting for a decode.
+    fn record(&self, payload: &[u8], timestamp: u32, now: Millis, law: G711) {
+        let Some(tap) = &self.recorder else { return };
+        let muted = self
+            .partner
+            .as_ref()
+            .is_some_and(|link| link.state().is_muted(link.me));
+        for (index, chunk) in payload.chunks(SAMPLES_PER_FRAME).enumerate() {
+            let mut frame = RecordedFrame {
+                channel: tap.channel,
+                timestamp: timestamp.wrapping_add((index * SAMPLES_PER_FRAME) as u32),
+                arrival: now,
+                law,
+                muted,
+                len: chunk.len(),
+                payload: [0; SAMPLES_PER_FRAME],
+            };
+            if let Some(to) = frame.payload.get_mut(..chunk.len()) {
+                to.copy_from_slice(chunk);
+            }
+            tap.frames.push(frame);
+        }
+    }
+
+    /// In-band DTMF detection and answering-machine detection need linear audio; only legs that use
+    /// them pay for decoding on the packet path.
+    fn decode_side_paths(&mut self, payload: &[u8], law: G711) {
         let mut digits = [None::<DtmfDigit>; 4];
         let mut found = 0;
-        for (index, chunk) in payload.chunks(SAMPLES_PER_FRAME).enumerate() {
+        for chunk in payload.chunks(SAMPLES_PER_FRAME) {
             let mut samples = [0i16; SAMPLES_PER_FRAME];
             law.decode_into(chunk, &mut samples);
             let samples = samples.get(..chunk.len()).unwrap_or(&[]);
@@ -898,19 +921,6 @@ impl LegTask {
                         found += 1;
                     }
                 });
-            }
-            if let Some(tap) = &self.recorder {
-                let mut frame = RecordedFrame {
-                    channel: tap.channel,
-                    timestamp: timestamp.wrapping_add((index * SAMPLES_PER_FRAME) as u32),
-                    arrival: now,
-                    len: samples.len(),
-                    samples: [0; SAMPLES_PER_FRAME],
-                };
-                if !muted {
-                    frame.samples[..samples.len()].copy_from_slice(samples);
-                }
-                tap.frames.push(frame);
             }
         }
         for digit in digits.into_iter().flatten() {

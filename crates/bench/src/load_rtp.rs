@@ -3,8 +3,9 @@
 //! SIPp scenarios' SDP. The platform sees one peer per leg at the SDP's exact address, as it would from
 //! real phones; the generator reads every leg's packets with one `recvmmsg` per batch and tells the legs
 //! apart by the address each packet was sent to (`IP_PKTINFO`), and sends from each endpoint's own
-//! address. One thread receives and one sends, so the generator's own CPU stays well below the node's:
-//! a socket and a task per endpoint cost about as much CPU as the platform under test did.
+//! address. One thread sends; one wakes every 2 ms and reads what has queued. A socket and a task per
+//! endpoint, woken for every packet, cost about as much CPU as the platform under test and preempted
+//! it often enough to make its p99 latency on a 2-core machine.
 //!
 //! Each endpoint learns the platform's address for its leg from the first RTP packet the platform sends
 //! it (the IVR's prompt for a caller, the relayed caller for an agent), or is given it (the bare relay).
@@ -14,10 +15,11 @@
 //! send in twenty 1 ms phases of the 20 ms packet interval, as phones whose calls began at different
 //! moments do, rather than all in one burst.
 //!
-//! Every audio packet carries a marker, its stream (the sending endpoint), its send time on this
-//! process's clock and whether it was sent inside the measured window. Receivers count the marked packets
-//! per stream and keep the latency (receive minus send) and its change between consecutive packets of a
-//! stream (RFC 3550's transit difference) for the in-window ones.
+//! Every audio packet carries a marker, its stream (the sending endpoint), its send time (wall clock)
+//! and where it stands against the measured window (before, in, after). The receiver counts the marked
+//! packets per stream and keeps the latency (the kernel's arrival stamp, `SO_TIMESTAMPNS`, minus the
+//! send time, so the receiver's own wake-ups do not count) and its change between consecutive packets
+//! of a stream (RFC 3550's transit difference) for the in-window ones.
 
 use media::dtmf::DtmfDigit;
 use media::dtmf::rfc4733::{OutgoingEventPacket, digit_packets};
@@ -707,7 +709,7 @@ fn send_loop(shared: &Shared) {
     }
 }
 
-/// The address a datagram from `peer` would be answered to, for callers that hold a `SocketAddr`.
+/// The IPv4 address in `address`, if it is one (the RTP ends and the relays here are IPv4).
 pub fn v4(address: SocketAddr) -> Option<SocketAddrV4> {
     match address {
         SocketAddr::V4(a) => Some(a),

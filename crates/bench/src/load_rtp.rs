@@ -482,7 +482,12 @@ fn receive_loop(shared: &Shared, calls: usize) -> [Heard; 2] {
                 Err(Errno::EAGAIN) => break,
                 // A signal, or ICMP port unreachable from a leg already closed: read on.
                 Err(Errno::EINTR | Errno::ECONNREFUSED) => continue,
-                Err(_) => return heard,
+                // Anything else ends the reading: say so, or the packets not read would pass for the
+                // platform's loss.
+                Err(error) => {
+                    eprintln!("bench load: the RTP ends stopped reading: {error}");
+                    return heard;
+                }
             }
             let now = shared.now_us();
             let wall = Shared::wall_us();

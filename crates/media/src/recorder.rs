@@ -13,7 +13,6 @@
 //! INVITE nobody speaks on, a caller who hung up without a word) from one worth keeping.
 
 use crate::wav::pcm_header;
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -58,10 +57,62 @@ struct ChannelAnchor {
 pub struct StereoTimeline {
     start: Millis,
     channels: [ChannelAnchor; 3],
-    /// Samples not yet written, one lane per [`RecordingChannel`]; `pending[0]` is at position `written`.
-    pending: VecDeque<[i16; 3]>,
+    /// Samples not yet written, one flat lane per [`RecordingChannel`]; index 0 is at position
+    /// `written`. The caller's and the agent's lanes are always `placed` long; the supervisor's stays
+    /// empty until one barges in, then is as long as the others. Flat lanes let a packet land as one
+    /// copy and a drain leave as one (interleaved lanes cost a strided write per sample).
+    lanes: [Vec<i16>; 3],
+    placed: usize,
     written: i64,
     paused: bool,
+}
+
+/// Drained audio in planar form: what the WAV writer interleaves and the activity meter measures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StereoFrames {
+    /// The caller (or a voicemail's only channel).
+    pub left: Vec<i16>,
+    /// The agent, with a barging supervisor mixed in.
+    pub right: Vec<i16>,
+}
+
+impl StereoFrames {
+    /// Room for `frames` frames without growing.
+    pub fn with_capacity(frames: usize) -> Self {
+        Self {
+            left: Vec::with_capacity(frames),
+            right: Vec::with_capacity(frames),
+        }
+    }
+
+    /// Frames from interleaved `[left, right]` pairs.
+    pub fn from_pairs(pairs: &[[i16; 2]]) -> Self {
+        Self {
+            left: pairs.iter().map(|[left, _]| *left).collect(),
+            right: pairs.iter().map(|[_, right]| *right).collect(),
+        }
+    }
+
+    /// Number of frames (both channels are always as long).
+    pub fn len(&self) -> usize {
+        self.left.len()
+    }
+
+    /// Whether there are no frames.
+    pub fn is_empty(&self) -> bool {
+        self.left.is_empty()
+    }
+
+    /// Frame `index` as `[left, right]`.
+    pub fn frame(&self, index: usize) -> Option<[i16; 2]> {
+        Some([*self.left.get(index)?, *self.right.get(index)?])
+    }
+
+    /// Empties both channels, keeping their memory.
+    pub fn clear(&mut self) {
+        self.left.clear();
+        self.right.clear();
+    }
 }
 
 impl StereoTimeline {
@@ -70,7 +121,8 @@ impl StereoTimeline {
         Self {
             start,
             channels: [ChannelAnchor::default(); 3],
-            pending: VecDeque::new(),
+            lanes: Default::default(),
+            placed: 0,
             written: 0,
             paused: false,
         }
@@ -108,48 +160,67 @@ impl StereoTimeline {
         if self.paused {
             return; // the gap stays silent
         }
-        let lane = channel.index();
-        // Grow the pending lanes once per packet (not once per sample: that was the recorder's largest cost).
-        let end = position + samples.len() as i64 - self.written;
-        if end > self.pending.len() as i64 {
-            self.pending.resize(end as usize, [0; 3]);
+        // Grow the lanes in use to cover the packet (the anchor keeps it within MAX_DRIFT_SAMPLES of
+        // its arrival, so this is bounded).
+        let end = usize::try_from(position + samples.len() as i64 - self.written).unwrap_or(0);
+        let supervisor_joins = channel == RecordingChannel::Supervisor && self.lanes[2].is_empty();
+        if end > self.placed || supervisor_joins {
+            self.placed = self.placed.max(end);
+            for (index, lane) in self.lanes.iter_mut().enumerate() {
+                if index < 2 || !lane.is_empty() || supervisor_joins {
+                    lane.resize(self.placed, 0);
+                }
+            }
         }
-        // Samples before `written` are too late; the rest land in one contiguous run of lanes.
+        // Samples before `written` are too late; the rest land in one contiguous run.
         let first = position - self.written;
         let skip = usize::try_from(-first).unwrap_or(0).min(samples.len());
         let from = usize::try_from(first.max(0))
             .unwrap_or(usize::MAX)
-            .min(self.pending.len());
-        for (frame, sample) in self.pending.range_mut(from..).zip(&samples[skip..]) {
-            frame[lane] = *sample;
-        }
+            .min(self.placed);
+        let lane = &mut self.lanes[channel.index()];
+        let (Some(to), Some(from_samples)) = (lane.get_mut(from..), samples.get(skip..)) else {
+            return;
+        };
+        let count = to.len().min(from_samples.len());
+        to[..count].copy_from_slice(&from_samples[..count]);
     }
 
     /// Takes the samples that are final at `now` (older than the hold-back), padding silence up to there.
-    pub fn drain_until(&mut self, now: Millis, out: &mut Vec<[i16; 2]>) {
+    pub fn drain_until(&mut self, now: Millis, out: &mut StereoFrames) {
         let until = (now - self.start) * 8 - HOLD_BACK_SAMPLES;
         self.drain_to(until, out);
     }
 
     /// Takes everything placed so far.
-    pub fn finish(&mut self, out: &mut Vec<[i16; 2]>) {
-        let until = self.written + self.pending.len() as i64;
+    pub fn finish(&mut self, out: &mut StereoFrames) {
+        let until = self.written + self.placed as i64;
         self.drain_to(until, out);
     }
 
-    fn drain_to(&mut self, until: i64, out: &mut Vec<[i16; 2]>) {
+    fn drain_to(&mut self, until: i64, out: &mut StereoFrames) {
         let Ok(wanted) = usize::try_from(until - self.written) else {
             return;
         };
-        let placed = wanted.min(self.pending.len());
-        let mix = |[caller, agent, supervisor]: &[i16; 3]| [*caller, agent.saturating_add(*supervisor)];
-        let (front, back) = self.pending.as_slices();
-        let from_front = placed.min(front.len());
-        out.extend(front[..from_front].iter().map(mix));
-        out.extend(back[..placed - from_front].iter().map(mix));
-        self.pending.drain(..placed);
+        let taken = wanted.min(self.placed);
+        let [caller, agent, supervisor] = &mut self.lanes;
+        out.left.extend_from_slice(&caller[..taken]);
+        let right_from = out.right.len();
+        out.right.extend_from_slice(&agent[..taken]);
+        if !supervisor.is_empty() {
+            for (right, barged) in out.right[right_from..].iter_mut().zip(&supervisor[..taken]) {
+                *right = right.saturating_add(*barged);
+            }
+        }
+        for lane in &mut self.lanes {
+            if !lane.is_empty() {
+                lane.drain(..taken);
+            }
+        }
+        self.placed -= taken;
         // Past what any leg sent: silence.
-        out.resize(out.len() + (wanted - placed), [0, 0]);
+        out.left.resize(out.left.len() + (wanted - taken), 0);
+        out.right.resize(out.right.len() + (wanted - taken), 0);
         self.written = until;
     }
 }
@@ -162,6 +233,8 @@ pub struct WavFileWriter {
     path: PathBuf,
     data_len: u32,
     channels: u16,
+    /// The interleaved little-endian bytes of the batch being written.
+    bytes: Vec<u8>,
 }
 
 impl WavFileWriter {
@@ -186,26 +259,35 @@ impl WavFileWriter {
             path: path.to_path_buf(),
             data_len: 0,
             channels,
+            bytes: Vec::new(),
         })
     }
 
     /// Appends frames (a mono file keeps the left channel).
-    pub fn write_frames(&mut self, frames: &[[i16; 2]]) -> std::io::Result<()> {
-        // One write of the whole batch, not one call per sample; filled in place, which compiles
-        // to a tight copy (an iterator chain collected into a Vec grew it sample by sample).
+    pub fn write_frames(&mut self, frames: &StereoFrames) -> std::io::Result<()> {
+        // One write of the whole batch, interleaved in a buffer kept between batches.
         let width = 2 * usize::from(self.channels);
-        let mut bytes = vec![0u8; frames.len() * width];
-        for (out, [left, right]) in bytes.chunks_exact_mut(width).zip(frames) {
-            out[..2].copy_from_slice(&left.to_le_bytes());
-            if let Some(second) = out.get_mut(2..4) {
-                second.copy_from_slice(&right.to_le_bytes());
+        self.bytes.clear();
+        self.bytes.resize(frames.len() * width, 0);
+        if self.channels == 1 {
+            for (out, left) in self.bytes.chunks_exact_mut(2).zip(&frames.left) {
+                out.copy_from_slice(&left.to_le_bytes());
+            }
+        } else {
+            for ((out, left), right) in self
+                .bytes
+                .chunks_exact_mut(4)
+                .zip(&frames.left)
+                .zip(&frames.right)
+            {
+                out[..2].copy_from_slice(&left.to_le_bytes());
+                out[2..].copy_from_slice(&right.to_le_bytes());
             }
         }
-        self.file.write_all(&bytes)?;
-        let bytes = bytes.len();
+        self.file.write_all(&self.bytes)?;
         self.data_len = self
             .data_len
-            .saturating_add(u32::try_from(bytes).unwrap_or(u32::MAX));
+            .saturating_add(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
         Ok(())
     }
 
@@ -288,18 +370,29 @@ impl ActivityMeter {
     }
 
     /// Adds frames as they are written.
-    pub fn push(&mut self, frames: &[[i16; 2]]) {
-        for frame in frames {
-            self.samples += 1;
-            for (lane, sample) in frame.iter().enumerate() {
-                let magnitude = sample.unsigned_abs();
-                let (Some(activity), Some(block)) = (self.activity.get_mut(lane), self.block.get_mut(lane))
-                else {
-                    continue;
-                };
-                activity.peak = activity.peak.max(magnitude);
-                block.0 += u64::from(magnitude) * u64::from(magnitude);
-                block.1 += 1;
+    pub fn push(&mut self, frames: &StereoFrames) {
+        self.samples += frames.len() as u64;
+        for ((activity, block), lane) in self
+            .activity
+            .iter_mut()
+            .zip(&mut self.block)
+            .zip([&frames.left, &frames.right])
+        {
+            let mut rest = lane.as_slice();
+            while !rest.is_empty() {
+                // Finish the block in progress, then whole 20 ms blocks, each measured in one pass.
+                let (part, after) = rest.split_at((ACTIVITY_FRAME - block.1).min(rest.len()));
+                rest = after;
+                let (sum, peak) = part.iter().fold((0u64, 0u16), |(sum, peak), sample| {
+                    let magnitude = sample.unsigned_abs();
+                    (
+                        sum + u64::from(magnitude) * u64::from(magnitude),
+                        peak.max(magnitude),
+                    )
+                });
+                activity.peak = activity.peak.max(peak);
+                block.0 += sum;
+                block.1 += part.len();
                 if block.1 == ACTIVITY_FRAME {
                     let rms = (block.0 as f64 / ACTIVITY_FRAME as f64).sqrt();
                     if rms > ACTIVE_FRAME_RMS {
@@ -354,13 +447,13 @@ mod tests {
                 &frame(-7),
             );
         }
-        let mut out = Vec::new();
+        let mut out = StereoFrames::default();
         t.finish(&mut out);
         assert_eq!(out.len(), 640);
-        assert_eq!(out[0], [100, 0]);
-        assert_eq!(out[160], [101, 0]);
-        assert_eq!(out[320], [0, -7]); // caller's packet 2 lost: silence; agent starts at 40 ms
-        assert_eq!(out[480], [103, -7]);
+        assert_eq!(out.frame(0).unwrap(), [100, 0]);
+        assert_eq!(out.frame(160).unwrap(), [101, 0]);
+        assert_eq!(out.frame(320).unwrap(), [0, -7]); // caller's packet 2 lost: silence; agent starts at 40 ms
+        assert_eq!(out.frame(480).unwrap(), [103, -7]);
     }
 
     #[test]
@@ -369,16 +462,19 @@ mod tests {
         t.push(RecordingChannel::Caller, 0, 0, &frame(1));
         t.push(RecordingChannel::Caller, 320, 40, &frame(3));
         t.push(RecordingChannel::Caller, 160, 45, &frame(2)); // reordered
-        let mut out = Vec::new();
+        let mut out = StereoFrames::default();
         t.drain_until(100, &mut out);
         assert!(out.is_empty(), "300 ms hold-back");
         t.drain_until(400, &mut out);
         assert_eq!(out.len(), 800);
-        assert_eq!((out[0][0], out[160][0], out[320][0], out[480][0]), (1, 2, 3, 0));
+        assert_eq!(
+            (out.left[0], out.left[160], out.left[320], out.left[480]),
+            (1, 2, 3, 0)
+        );
         // A packet for audio already written is dropped, not misplaced.
         t.push(RecordingChannel::Caller, 0, 410, &frame(9));
         t.finish(&mut out);
-        assert!(out.iter().all(|f| f[0] != 9));
+        assert!(out.left.iter().all(|sample| *sample != 9));
     }
 
     #[test]
@@ -386,7 +482,7 @@ mod tests {
         // Ten seconds of both sides, drained as the recorder does: the pending lanes wrap around
         // their ring buffer many times.
         let mut t = StereoTimeline::new(0);
-        let mut out = Vec::new();
+        let mut out = StereoFrames::default();
         for k in 0..500i16 {
             let at = i64::from(k) * 20;
             t.push(RecordingChannel::Caller, k as u32 * 160, at, &frame(k));
@@ -397,14 +493,15 @@ mod tests {
         }
         t.finish(&mut out);
         assert_eq!(out.len(), 500 * 160);
-        for (i, sample) in out.iter().enumerate() {
+        for i in 0..out.len() {
             let k = (i / 160) as i16;
-            assert_eq!(*sample, [k, -k], "sample {i}");
+            assert_eq!(out.frame(i), Some([k, -k]), "sample {i}");
         }
         let mut wav =
             WavFileWriter::create(&std::env::temp_dir().join(format!("tl-{}.wav", std::process::id())))
                 .unwrap();
-        wav.write_frames(&out[160..162]).unwrap();
+        wav.write_frames(&StereoFrames::from_pairs(&[[1, -1], [1, -1]]))
+            .unwrap();
         let path = wav.finish().unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
@@ -425,9 +522,12 @@ mod tests {
         t.set_paused(false);
         // The agent's phone restarts with a random timestamp: placed by arrival (60 ms).
         t.push(RecordingChannel::Agent, 3_000_000_000, 60, &frame(7));
-        let mut out = Vec::new();
+        let mut out = StereoFrames::default();
         t.finish(&mut out);
-        assert_eq!((out[0][1], out[160][1], out[320][1], out[480][1]), (5, 0, 0, 7));
+        assert_eq!(
+            (out.right[0], out.right[160], out.right[320], out.right[480]),
+            (5, 0, 0, 7)
+        );
     }
 
     #[test]
@@ -440,23 +540,83 @@ mod tests {
         t.push(RecordingChannel::Agent, 210, 20, &frame(-200));
         t.push(RecordingChannel::Supervisor, 10159, 40, &frame(i16::MIN));
         t.push(RecordingChannel::Agent, 370, 40, &frame(-200));
-        let mut out = Vec::new();
+        let mut out = StereoFrames::default();
         t.finish(&mut out);
         assert_eq!(out.len(), 480);
-        assert_eq!(out[0], [100, -200]);
-        assert_eq!(out[160], [0, -170]);
-        assert_eq!(out[320], [0, i16::MIN], "saturated, not wrapped");
+        assert_eq!(out.frame(0).unwrap(), [100, -200]);
+        assert_eq!(out.frame(160).unwrap(), [0, -170]);
+        assert_eq!(out.frame(320).unwrap(), [0, i16::MIN], "saturated, not wrapped");
+    }
+
+    #[test]
+    fn a_supervisor_who_barges_in_after_a_drain_lands_at_their_arrival() {
+        let mut t = StereoTimeline::new(0);
+        let mut out = StereoFrames::default();
+        for k in 0..50u32 {
+            let at = i64::from(k) * 20;
+            t.push(RecordingChannel::Agent, k * 160, at, &frame(-100));
+            if k == 40 {
+                // 800 ms: everything before 500 ms is final and written.
+                t.drain_until(at, &mut out);
+                assert_eq!(out.len(), 4000);
+            }
+        }
+        // The supervisor barges in at 900 ms, after the agent's lane was partly written.
+        t.push(RecordingChannel::Supervisor, 123, 900, &frame(40));
+        t.finish(&mut out);
+        assert_eq!(out.len(), 50 * 160);
+        assert_eq!(out.frame(4000), Some([0, -100]));
+        assert_eq!(out.frame(900 * 8 - 1), Some([0, -100]));
+        assert_eq!(out.frame(900 * 8), Some([0, -60]), "mixed from its arrival");
+        assert_eq!(out.frame(900 * 8 + 159), Some([0, -60]));
+        assert_eq!(out.frame(900 * 8 + 160), Some([0, -100]));
+    }
+
+    #[test]
+    fn the_meter_measures_the_same_however_the_frames_are_split() {
+        let audio: Vec<[i16; 2]> = (0..8000)
+            .map(|i| {
+                let loud = (i / 320) % 2 == 0; // whole 20 ms blocks
+                let level = if loud { 5000.0 } else { 20.0 };
+                [
+                    ((f64::from(i) * 0.2).sin() * level) as i16,
+                    -((f64::from(i) * 0.1).cos() * 300.0) as i16,
+                ]
+            })
+            .collect();
+        let mut whole = ActivityMeter::new();
+        whole.push(&StereoFrames::from_pairs(&audio));
+        let mut split = ActivityMeter::new();
+        // Uneven pieces: blocks of 160 straddle the pushes.
+        let mut rest = audio.as_slice();
+        for size in [1usize, 159, 161, 7, 3000, 13].iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (piece, after) = rest.split_at((*size).min(rest.len()));
+            split.push(&StereoFrames::from_pairs(piece));
+            rest = after;
+        }
+        assert_eq!(whole.summary(), split.summary());
+        // Loud in 13 of the 25 runs of 320 samples: 13 × 40 ms.
+        assert_eq!(
+            whole.summary().channels[0].active_ms,
+            520,
+            "{:?}",
+            whole.summary()
+        );
+        assert_eq!(whole.summary().channels[1].active_ms, 1000);
     }
 
     #[test]
     fn silence_and_line_noise_are_silent_speech_is_not() {
         let mut meter = ActivityMeter::new();
-        meter.push(&vec![[0, 0]; 8000 * 5]);
+        meter.push(&StereoFrames::from_pairs(&vec![[0, 0]; 8000 * 5]));
         // Line noise around -55 dBFS.
         let noise: Vec<[i16; 2]> = (0..8000)
             .map(|i| [if i % 2 == 0 { 60 } else { -60 }, 0])
             .collect();
-        meter.push(&noise);
+        meter.push(&StereoFrames::from_pairs(&noise));
         let summary = meter.summary();
         assert_eq!(summary.duration_ms, 6000);
         assert!(summary.is_silent(), "{summary:?}");
@@ -464,7 +624,7 @@ mod tests {
         let tone: Vec<[i16; 2]> = (0..4000)
             .map(|i| [((f64::from(i) * 0.3).sin() * 6000.0) as i16, 0])
             .collect();
-        meter.push(&tone);
+        meter.push(&StereoFrames::from_pairs(&tone));
         let summary = meter.summary();
         assert!(!summary.is_silent());
         assert_eq!(summary.channels[0].active_ms, 500);
@@ -475,9 +635,9 @@ mod tests {
     #[test]
     fn a_short_click_is_not_a_message() {
         let mut meter = ActivityMeter::new();
-        meter.push(&vec![[0, 0]; 8000]);
-        meter.push(&vec![[0, i16::MIN]; 160 * 5]); // 100 ms, full scale, agent side
-        meter.push(&vec![[0, 0]; 8000]);
+        meter.push(&StereoFrames::from_pairs(&vec![[0, 0]; 8000]));
+        meter.push(&StereoFrames::from_pairs(&vec![[0, i16::MIN]; 160 * 5])); // 100 ms, full scale, agent side
+        meter.push(&StereoFrames::from_pairs(&vec![[0, 0]; 8000]));
         let summary = meter.summary();
         assert_eq!(summary.channels[1].active_ms, 100);
         assert_eq!(summary.channels[1].peak, 32768);
@@ -504,7 +664,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("media-rec-test-{}", std::process::id()));
         let path = dir.join("nested").join("call.wav");
         let mut w = WavFileWriter::create(&path).unwrap();
-        w.write_frames(&[[1, -1], [2, -2], [3, -3]]).unwrap();
+        w.write_frames(&StereoFrames::from_pairs(&[[1, -1], [2, -2], [3, -3]]))
+            .unwrap();
         assert_eq!(w.finish().unwrap(), path);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), 44 + 12);

@@ -13,7 +13,9 @@ use super::{EngineShared, MediaError};
 use crate::g711::SAMPLES_PER_FRAME;
 use crate::mixer::{BridgeState, MonitorMode, Party};
 use crate::prompt::Prompt;
-use crate::recorder::{ActivityMeter, RecordingActivity, RecordingChannel, StereoTimeline, WavFileWriter};
+use crate::recorder::{
+    ActivityMeter, RecordingActivity, RecordingChannel, StereoFrames, StereoTimeline, WavFileWriter,
+};
 use crate::stream::Millis;
 use parking_lot::Mutex;
 use std::path::PathBuf;
@@ -506,7 +508,7 @@ async fn run_recorder(
 ) {
     let now_ms = || Instant::now().saturating_duration_since(epoch).as_millis() as Millis;
     let mut timeline = StereoTimeline::new(now_ms());
-    let mut ready = Vec::with_capacity(8000);
+    let mut ready = StereoFrames::with_capacity(8000);
     let mut taken: Vec<RecordedFrame> = Vec::with_capacity(64);
     let mut flush = tokio::time::interval(Duration::from_millis(500));
     let mut failure: Option<std::io::Error> = None;

@@ -233,8 +233,6 @@ pub struct WavFileWriter {
     path: PathBuf,
     data_len: u32,
     channels: u16,
-    /// The interleaved little-endian bytes of the batch being written.
-    bytes: Vec<u8>,
 }
 
 impl WavFileWriter {
@@ -259,35 +257,39 @@ impl WavFileWriter {
             path: path.to_path_buf(),
             data_len: 0,
             channels,
-            bytes: Vec::new(),
         })
     }
 
     /// Appends frames (a mono file keeps the left channel).
     pub fn write_frames(&mut self, frames: &StereoFrames) -> std::io::Result<()> {
-        // One write of the whole batch, interleaved in a buffer kept between batches.
-        let width = 2 * usize::from(self.channels);
-        self.bytes.clear();
-        self.bytes.resize(frames.len() * width, 0);
-        if self.channels == 1 {
-            for (out, left) in self.bytes.chunks_exact_mut(2).zip(&frames.left) {
-                out.copy_from_slice(&left.to_le_bytes());
-            }
-        } else {
-            for ((out, left), right) in self
-                .bytes
-                .chunks_exact_mut(4)
-                .zip(&frames.left)
-                .zip(&frames.right)
-            {
-                out[..2].copy_from_slice(&left.to_le_bytes());
-                out[2..].copy_from_slice(&right.to_le_bytes());
-            }
+        // Interleaved a piece at a time on the stack and handed to the buffered file: no buffer of
+        // the whole batch is kept per recording (a thousand recordings would hold 16 MB for it).
+        const FRAMES_PER_PIECE: usize = 256;
+        let mut piece = [0u8; FRAMES_PER_PIECE * 4];
+        let mut bytes_written = 0usize;
+        for (left, right) in frames
+            .left
+            .chunks(FRAMES_PER_PIECE)
+            .zip(frames.right.chunks(FRAMES_PER_PIECE))
+        {
+            let len = if self.channels == 1 {
+                for (out, sample) in piece.chunks_exact_mut(2).zip(left) {
+                    out.copy_from_slice(&sample.to_le_bytes());
+                }
+                left.len() * 2
+            } else {
+                for ((out, l), r) in piece.chunks_exact_mut(4).zip(left).zip(right) {
+                    out[..2].copy_from_slice(&l.to_le_bytes());
+                    out[2..].copy_from_slice(&r.to_le_bytes());
+                }
+                left.len() * 4
+            };
+            self.file.write_all(&piece[..len])?;
+            bytes_written += len;
         }
-        self.file.write_all(&self.bytes)?;
         self.data_len = self
             .data_len
-            .saturating_add(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+            .saturating_add(u32::try_from(bytes_written).unwrap_or(u32::MAX));
         Ok(())
     }
 

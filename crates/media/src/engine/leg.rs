@@ -29,14 +29,19 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 mod confirmer;
+mod receive;
 mod recording;
 pub use confirmer::LegConfirmer;
+use receive::{RECEIVE_BATCH, ReceiveBatch, receive_batch};
 pub(crate) use recording::{RecordedFrame, RecordedFrames, RecorderTap};
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
 /// Largest datagram the engine handles; RTP over Ethernet stays far below.
 const MAX_DATAGRAM: usize = 1500;
+/// Batches of RTP a leg reads per wake-up at most (16 datagrams), so a flood on one leg cannot keep its
+/// worker from the others.
+const MAX_BATCHES_PER_WAKE: usize = 16 / RECEIVE_BATCH;
 /// How often a leg flushes its counts, checks the media timeout and considers sending RTCP.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 
@@ -540,7 +545,7 @@ impl LegTask {
     }
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<LegCommand>) {
-        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut batch = ReceiveBatch::new();
         let mut rtcp_buf = [0u8; MAX_DATAGRAM];
         // Each leg's once-a-second housekeeping (metrics, media timeout, RTCP) starts at a random phase:
         // legs opened together would otherwise all wake in the same instant every second and delay the
@@ -556,14 +561,21 @@ impl LegTask {
                     None | Some(LegCommand::Close) => break,
                     Some(command) => self.handle_command(command),
                 },
-                received = self.shared.rtp().recv_from(&mut buf) => {
-                    if let Ok((len, from)) = received {
-                        self.on_rtp(&mut buf, len, from);
-                        // Drain what else is queued without another trip through the scheduler.
-                        for _ in 0..16 {
-                            match self.shared.rtp().try_recv_from(&mut buf) {
-                                Ok((len, from)) => self.on_rtp(&mut buf, len, from),
-                                Err(_) => break,
+                ready = self.shared.rtp().readable() => {
+                    if ready.is_ok() {
+                        // What is queued, up to 16 datagrams, before the other branches get a look.
+                        for _ in 0..MAX_BATCHES_PER_WAKE {
+                            let Ok(count) = receive_batch(self.shared.rtp(), &mut batch) else {
+                                break;
+                            };
+                            let ReceiveBatch { datagrams, received } = &mut batch;
+                            for (datagram, (len, from)) in datagrams.iter_mut().zip(*received).take(count) {
+                                if let Some(from) = from {
+                                    self.on_rtp(datagram, len, from);
+                                }
+                            }
+                            if count < RECEIVE_BATCH {
+                                break;
                             }
                         }
                     }

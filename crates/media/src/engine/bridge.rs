@@ -5,6 +5,7 @@
 //! reads it with one atomic load per packet, so none of them costs a message on the hot path. Attaching a
 //! monitor starts a mixer task ([`super::monitor`]) for the listeners that hear more than one party.
 
+use super::files::FileThread;
 use super::leg::{
     LegCommand, LegShared, MixFeed, PartnerLink, RecordedFrame, RecordedFrames, RecorderTap, RtpLeg,
 };
@@ -340,6 +341,7 @@ impl Bridge {
         let (done, done_rx) = oneshot::channel();
         runtime.spawn(run_recorder(
             shared.engine.epoch,
+            shared.engine.files()?,
             writer,
             frames.clone(),
             control_rx,
@@ -480,6 +482,7 @@ pub(crate) fn record_leg(
     let (done, done_rx) = oneshot::channel();
     runtime.spawn(run_recorder(
         engine.epoch,
+        engine.files()?,
         writer,
         frames.clone(),
         control_rx,
@@ -499,25 +502,25 @@ pub(crate) fn record_leg(
     })
 }
 
-/// Writes one batch on a blocking thread and hands the writer and the (emptied) batch back. A write
-/// into the page cache usually takes microseconds, but on ext4 it may wait tens of milliseconds for the
-/// journal; on a packet worker that wait delayed every call the worker relays (`bench load` at 1000
-/// recorded calls: the node's worst packet 18-56 ms with recordings on disk, 12-13 ms on tmpfs).
+/// Writes one batch on the engine's file thread and hands the writer and the (emptied) batch back.
 async fn write_off_the_workers(
+    files: &FileThread,
     mut writer: WavFileWriter,
     mut batch: StereoFrames,
 ) -> Result<(WavFileWriter, StereoFrames), std::io::Error> {
-    tokio::task::spawn_blocking(move || {
-        let written = writer.write_frames(&batch);
-        batch.clear();
-        written.map(|()| (writer, batch))
-    })
-    .await
-    .unwrap_or_else(|e| Err(std::io::Error::other(format!("recording writer: {e}"))))
+    files
+        .run(move || {
+            let written = writer.write_frames(&batch);
+            batch.clear();
+            written.map(|()| (writer, batch))
+        })
+        .await
+        .unwrap_or_else(|| Err(std::io::Error::other("the recording file thread is gone")))
 }
 
 async fn run_recorder(
     epoch: Instant,
+    files: FileThread,
     writer: WavFileWriter,
     frames: Arc<RecordedFrames>,
     mut control: mpsc::UnboundedReceiver<RecorderControl>,
@@ -563,7 +566,7 @@ async fn run_recorder(
                 meter.push(&ready);
                 let batch = std::mem::take(&mut ready);
                 if let Ok(file) = writer {
-                    writer = match write_off_the_workers(file, batch).await {
+                    writer = match write_off_the_workers(&files, file, batch).await {
                         Ok((file, emptied)) => {
                             ready = emptied;
                             Ok(file)

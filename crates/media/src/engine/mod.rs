@@ -9,6 +9,7 @@
 //! task serves the parties that hear more than one source, and the single-source paths keep the relay.
 
 mod bridge;
+mod files;
 mod leg;
 mod metrics;
 mod monitor;
@@ -211,9 +212,20 @@ pub(crate) struct EngineShared {
     /// The runtime the engine was made on. Legs, bridges and recorders run there whoever asks for
     /// them: the SIP gateway asks from its own signalling thread, which must not carry RTP.
     runtime: Option<tokio::runtime::Handle>,
+    /// Where recordings are written; started with the first recording.
+    files: std::sync::OnceLock<files::FileThread>,
 }
 
 impl EngineShared {
+    /// The engine's file thread, started on first use.
+    pub(crate) fn files(&self) -> Result<files::FileThread, MediaError> {
+        if let Some(files) = self.files.get() {
+            return Ok(files.clone());
+        }
+        let started = files::FileThread::start().map_err(|e| MediaError::Io(format!("file thread: {e}")))?;
+        Ok(self.files.get_or_init(|| started).clone())
+    }
+
     /// Where media tasks are spawned: the engine's own runtime, else the caller's.
     pub(crate) fn runtime(&self) -> Result<tokio::runtime::Handle, MediaError> {
         match &self.runtime {
@@ -268,6 +280,7 @@ impl MediaEngine {
                 prompts,
                 metrics,
                 runtime,
+                files: std::sync::OnceLock::new(),
             }),
         })
     }

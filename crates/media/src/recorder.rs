@@ -233,7 +233,15 @@ pub struct WavFileWriter {
     path: PathBuf,
     data_len: u32,
     channels: u16,
+    /// Bytes written since write-out was last started.
+    since_write_out: usize,
 }
+
+/// Write-out of a recording's pages is started every this many bytes (2 s of stereo audio), rather
+/// than left to the kernel's flusher. Left alone, the flusher wrote every recording's last five
+/// seconds at once and took most of a core for 150-250 ms while doing it, and the packets of every
+/// call queued behind it (`bench load`, 1000 recorded calls: p99 latency 2-6 ms, worst 20-56 ms).
+const START_WRITE_OUT_EVERY: usize = 64 * 1024;
 
 impl WavFileWriter {
     /// Creates a stereo file (and its directory).
@@ -257,6 +265,7 @@ impl WavFileWriter {
             path: path.to_path_buf(),
             data_len: 0,
             channels,
+            since_write_out: 0,
         })
     }
 
@@ -290,6 +299,38 @@ impl WavFileWriter {
         self.data_len = self
             .data_len
             .saturating_add(u32::try_from(bytes_written).unwrap_or(u32::MAX));
+        self.since_write_out += bytes_written;
+        if self.since_write_out >= START_WRITE_OUT_EVERY {
+            self.start_write_out()?;
+        }
+        Ok(())
+    }
+
+    /// Hands what was written to the kernel and starts writing it to disk now, without waiting for it.
+    /// Only a hint to the kernel, so its failure is not the recording's. (`POSIX_FADV_DONTNEED`, which
+    /// also starts write-out, was tried: it drains every CPU's page lists whenever a page is still
+    /// being written, which is every time here, and delayed every packet by milliseconds.)
+    fn start_write_out(&mut self) -> std::io::Result<()> {
+        self.file.flush()?;
+        let end = 44 + i64::from(self.data_len);
+        let from = end - i64::try_from(self.since_write_out).unwrap_or(0);
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: sync_file_range takes a file descriptor and three integers and touches no memory
+            // of ours; the descriptor is our open file for the whole call (`self.file` is borrowed).
+            // No safe binding wraps it (nix and rustix do not).
+            #[allow(unsafe_code)]
+            let _ = unsafe {
+                libc::sync_file_range(
+                    self.file.get_ref().as_raw_fd(),
+                    from,
+                    end - from,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+        }
+        self.since_write_out = 0;
         Ok(())
     }
 
@@ -658,6 +699,27 @@ mod tests {
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(&dir.join("inner")), 0o700);
         assert_eq!(mode(&dir), 0o700);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_long_recording_started_to_disk_as_it_goes_reads_back_whole() {
+        let dir = std::env::temp_dir().join(format!("media-rec-long-{}", std::process::id()));
+        let path = dir.join("long.wav");
+        let mut writer = WavFileWriter::create(&path).unwrap();
+        // Ten seconds in half-second batches: write-out is started every 64 kB along the way.
+        for batch in 0..20i16 {
+            let pairs: Vec<[i16; 2]> = (0..4000).map(|i| [batch, (i % 100) as i16]).collect();
+            writer.write_frames(&StereoFrames::from_pairs(&pairs)).unwrap();
+        }
+        writer.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 44 + 20 * 4000 * 4);
+        assert_eq!(&bytes[40..44], &(20u32 * 4000 * 4).to_le_bytes());
+        for batch in 0..20usize {
+            let at = 44 + batch * 4000 * 4 + 99 * 4;
+            assert_eq!(&bytes[at..at + 4], &[batch as u8, 0, 99, 0], "batch {batch}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -8,14 +8,14 @@ use crate::dtmf::inband::InbandDetector;
 use crate::dtmf::rfc4733::{OutgoingEventPacket, Rfc4733Receiver, digit_packets};
 use crate::g711::{G711, SAMPLES_PER_FRAME};
 use crate::latch::{Admission, LatchPolicy, SendBudget, SourceGate, same_addr};
-use crate::mixer::{BridgeState, Frame, Party, encode_frame};
+use crate::mixer::{BridgeState, Party};
 use crate::prompt::{Prompt, PromptPlayer};
 use crate::quality::{CallQuality, ReceptionStats};
 use crate::rtcp::{
     Bye, ReceiverReport, RtcpCompound, RtcpPacket, SDES_CNAME, SdesChunk, SdesItem, SenderReport,
     ntp_from_unix_millis, ntp_middle, report_interval,
 };
-use crate::rtp::{RtpPacket, rewrite_header};
+use crate::rtp::RtpPacket;
 use crate::sdp::{MediaDirection, Negotiated};
 use crate::srtp::{MAX_RTP_OVERHEAD, RTCP_OVERHEAD, SrtpError, SrtpKeys, SrtpReceiver, SrtpSender};
 use crate::stream::{Millis, OutgoingStream, SourceHeader};
@@ -31,9 +31,12 @@ use tokio::net::UdpSocket;
 mod confirmer;
 mod receive;
 mod recording;
+mod relay;
 pub use confirmer::LegConfirmer;
 use receive::{RECEIVE_BATCH, ReceiveBatch, receive_batch};
 pub(crate) use recording::{RecordedFrame, RecordedFrames, RecorderTap};
+use relay::relay;
+pub(crate) use relay::send_local_frame;
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
@@ -105,6 +108,16 @@ impl OutState {
             metrics.unconfirmed_sends_dropped.inc();
         }
         allowed
+    }
+
+    /// Where relayed or mixed audio may go now: the peer, when the leg is negotiated, sends, plays
+    /// nothing of its own, and the unconfirmed-dialog budget allows one more datagram.
+    pub(crate) fn relay_target(&mut self, now: Millis, metrics: &MediaMetrics) -> Option<SocketAddr> {
+        if self.local_feed || !self.negotiated || !self.direction.sends() {
+            return None;
+        }
+        let remote = self.remote?;
+        self.may_send(now, metrics).then_some(remote)
     }
 
     /// Protects the RTP packet in `buf[..len]` when the leg uses SRTP; the length to send, `None` to drop.
@@ -1106,100 +1119,5 @@ impl LegTask {
                 self.sent_rtcp = true;
             }
         }
-    }
-}
-
-/// Relays one received packet out of the partner's socket (the hot path: no allocation, no await).
-#[allow(clippy::too_many_arguments)]
-fn relay(
-    partner: &PartnerLink,
-    buf: &mut [u8; MAX_DATAGRAM],
-    len: usize,
-    payload_offset: usize,
-    payload_len: usize,
-    header: SourceHeader,
-    is_event: bool,
-    from_law: G711,
-    now: Millis,
-) -> bool {
-    if !partner.state().relays(partner.me, partner.partner) {
-        return false; // on hold, muted, or the partner hears a mix
-    }
-    let target = &partner.leg;
-    let mut out = target.out.lock();
-    if out.local_feed || !out.negotiated || !out.direction.sends() {
-        return false;
-    }
-    let Some(remote) = out.remote else { return false };
-    let payload_type = if is_event {
-        match out.telephone_event {
-            Some(pt) => pt,
-            None => return false,
-        }
-    } else {
-        out.payload_type
-    };
-    let samples = if is_event { 0 } else { payload_len as u32 };
-    if !out.may_send(now, &target.engine.metrics) {
-        return false;
-    }
-    let stamp = out.stream.stamp_relayed(now, header, samples, payload_len);
-    let ssrc = out.stream.ssrc();
-    let to_law = out.law;
-    let Some(datagram) = buf.get_mut(..len) else {
-        return false;
-    };
-    if rewrite_header(datagram, payload_type, stamp.sequence, stamp.timestamp, ssrc).is_err() {
-        return false;
-    }
-    if stamp.marker {
-        datagram[1] |= 0x80; // the header is at least 12 bytes: rewrite_header checked
-    }
-    if !is_event
-        && from_law != to_law
-        && let Some(payload) = datagram.get_mut(payload_offset..payload_offset + payload_len)
-    {
-        from_law.transcode_in_place(to_law, payload);
-    }
-    let Some(len) = out.protect_rtp(buf, len) else {
-        return false;
-    };
-    drop(out);
-    target
-        .rtp()
-        .try_send_to(buf.get(..len).unwrap_or(&[]), remote)
-        .is_ok()
-}
-
-/// Sends one locally made 20 ms frame (a monitored call's mix) to `leg`'s peer in the leg's law, continuing its
-/// outgoing stream. Nothing is sent while the leg plays a prompt or music, or does not send; false then.
-pub(crate) fn send_local_frame(leg: &LegShared, frame: &Frame, now: Millis) -> bool {
-    let mut out = leg.out.lock();
-    if out.local_feed || !out.negotiated || !out.direction.sends() {
-        return false;
-    }
-    let Some(remote) = out.remote else { return false };
-    if !out.may_send(now, &leg.engine.metrics) {
-        return false;
-    }
-    let payload = encode_frame(out.law, frame);
-    let stamp = out
-        .stream
-        .stamp_local(now, SAMPLES_PER_FRAME as u32, SAMPLES_PER_FRAME);
-    let (payload_type, ssrc) = (out.payload_type, out.stream.ssrc());
-    drop(out);
-    let rtp = RtpPacket::new(payload_type, stamp.sequence, stamp.timestamp, ssrc, &payload)
-        .with_marker(stamp.marker);
-    let mut packet = [0u8; 12 + SAMPLES_PER_FRAME + MAX_RTP_OVERHEAD];
-    let written = rtp
-        .write_to(&mut packet)
-        .ok()
-        .and_then(|len| leg.out.lock().protect_rtp(&mut packet, len));
-    match written {
-        Some(len) => leg
-            .rtp()
-            .try_send_to(packet.get(..len).unwrap_or(&[]), remote)
-            .is_ok(),
-        None => false,
     }
 }

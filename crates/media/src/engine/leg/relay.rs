@@ -77,15 +77,21 @@ pub(crate) fn send_local_frame(leg: &LegShared, frame: &Frame, now: Millis) -> b
     let stamp = out
         .stream
         .stamp_local(now, SAMPLES_PER_FRAME as u32, SAMPLES_PER_FRAME);
-    let (payload_type, ssrc) = (out.payload_type, out.stream.ssrc());
-    drop(out);
-    let rtp = RtpPacket::new(payload_type, stamp.sequence, stamp.timestamp, ssrc, &payload)
-        .with_marker(stamp.marker);
+    let rtp = RtpPacket::new(
+        out.payload_type,
+        stamp.sequence,
+        stamp.timestamp,
+        out.stream.ssrc(),
+        &payload,
+    )
+    .with_marker(stamp.marker);
     let mut packet = [0u8; 12 + SAMPLES_PER_FRAME + MAX_RTP_OVERHEAD];
+    // One lock for the stamp and the protection: the SRTP context is the same stream's.
     let written = rtp
         .write_to(&mut packet)
         .ok()
-        .and_then(|len| leg.out.lock().protect_rtp(&mut packet, len));
+        .and_then(|len| out.protect_rtp(&mut packet, len));
+    drop(out);
     match written {
         Some(len) => leg
             .rtp()

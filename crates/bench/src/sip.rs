@@ -54,7 +54,29 @@ struct RateResult {
     signalling_cpu_us_per_call: Option<f64>,
     p99_response_ms: f64,
     p50_response_ms: f64,
+    /// Why calls failed, when some did: SIPp's error trace and the system's own log, summarised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failures: Option<FailureEvidence>,
 }
+
+/// What a run with failed calls leaves to explain them. SIPp's errors are grouped by kind (its
+/// Call-IDs and timestamps taken out, so that a thousand timeouts read as one line with a count); the
+/// system's log gives its first and last warnings. The calls are SIPp's synthetic ones: no one's number.
+#[derive(Debug, Default, Serialize)]
+struct FailureEvidence {
+    /// The most frequent kinds of SIPp error, with how many of each.
+    sipp_errors: Vec<(String, u64)>,
+    /// Warning and error lines the system under test logged during the run.
+    system_log_lines: u64,
+    /// The first and the last of those lines (without their timestamps).
+    system_log_first: Vec<String>,
+    system_log_last: Vec<String>,
+}
+
+/// Kinds of error kept, lines of log kept at each end, characters kept of each.
+const KINDS_KEPT: usize = 10;
+const LOG_LINES_KEPT: usize = 10;
+const LINE_CHARS_KEPT: usize = 240;
 
 pub(crate) fn free_port() -> u16 {
     loop {
@@ -125,7 +147,7 @@ fn start_uas(port: u16) -> Result<Guard, String> {
 /// one-second calls hold at once: pairs come back into use within seconds, as on a busy node that has
 /// run for a while, so a run of 20 s measures legs opened on kept sockets (`docs/media.md`), not a
 /// fresh process's first pass over a range it will never finish.
-fn start_callcenter(bin: &Path, dir: &Path, uas_port: u16) -> Result<(Guard, u16), String> {
+fn start_callcenter(bin: &Path, dir: &Path, uas_port: u16, log: &Path) -> Result<(Guard, u16), String> {
     let sip_port = free_port();
     let http_port = free_port();
     let config = format!(
@@ -138,12 +160,14 @@ fn start_callcenter(bin: &Path, dir: &Path, uas_port: u16) -> Result<(Guard, u16
     );
     let path = dir.join("callcenter.toml");
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut child = Command::new(bin)
         .args(["serve", "--config"])
         .arg(&path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // Its warnings are kept to explain failed calls, if any.
+        .stderr(log)
         .spawn()
         .map_err(|e| format!("{}: {e}", bin.display()))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
@@ -204,10 +228,13 @@ request_route {{
     Ok((GroupGuard(child), port))
 }
 
-/// Runs one SIPp load and measures the SIP process tree `pid`.
+/// Runs one SIPp load and measures the SIP process tree `pid`; `system_log` is where the system
+/// under test logs, if it is kept.
+#[allow(clippy::too_many_arguments)]
 fn load(
     target_port: u16,
     pid: u32,
+    system_log: Option<&Path>,
     rate: u32,
     run: u32,
     duration: u32,
@@ -246,6 +273,7 @@ fn load(
             "-trace_rtt",
             "-rtt_freq",
             "1",
+            "-trace_err",
             "-nostdin",
             "-timeout",
             &format!("{}s", duration + 60),
@@ -272,12 +300,14 @@ fn load(
             .unwrap_or(f64::NAN)
     };
     let handled = (successful + failed).max(1);
+    let failed = failed + calls.saturating_sub(successful + failed);
+    let failures = (failed > 0).then(|| FailureEvidence::read(dir.path(), system_log));
     Ok(RateResult {
         offered_cps: rate,
         run,
         calls_attempted: calls,
         successful,
-        failed: failed + calls.saturating_sub(successful + failed),
+        failed,
         retransmissions,
         cpu_us_per_call: (cpu_after.saturating_sub(cpu_before)) as f64 / handled as f64,
         signalling_cpu_us_per_call: signalling_before
@@ -285,7 +315,77 @@ fn load(
             .map(|(before, after)| after.saturating_sub(before) as f64 / handled as f64),
         p99_response_ms: pct(0.99),
         p50_response_ms: pct(0.50),
+        failures,
     })
+}
+
+impl FailureEvidence {
+    /// Reads SIPp's error trace (`*_errors.log` in `sipp_dir`) and the warnings of `system_log`.
+    fn read(sipp_dir: &Path, system_log: Option<&Path>) -> Self {
+        let mut errors = String::new();
+        for entry in std::fs::read_dir(sipp_dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().ends_with("_errors.log") {
+                errors.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        let log = system_log
+            .and_then(|path| std::fs::read(path).ok())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default();
+        Self::from_texts(&errors, &log)
+    }
+
+    fn from_texts(sipp_errors: &str, system_log: &str) -> Self {
+        let mut kinds: std::collections::BTreeMap<String, u64> = Default::default();
+        for kind in sipp_errors.lines().filter_map(sipp_error_kind) {
+            *kinds.entry(kind).or_default() += 1;
+        }
+        let mut sipp_errors: Vec<(String, u64)> = kinds.into_iter().collect();
+        sipp_errors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        sipp_errors.truncate(KINDS_KEPT);
+        let warnings: Vec<String> = system_log
+            .lines()
+            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+            .map(|line| {
+                // The timestamp is the line's first word.
+                let text = line.split_once(' ').map_or(line, |(_, rest)| rest.trim_start());
+                text.chars().take(LINE_CHARS_KEPT).collect()
+            })
+            .collect();
+        let last_from = warnings
+            .len()
+            .saturating_sub(LOG_LINES_KEPT)
+            .max(LOG_LINES_KEPT.min(warnings.len()));
+        Self {
+            sipp_errors,
+            system_log_lines: warnings.len() as u64,
+            system_log_first: warnings.iter().take(LOG_LINES_KEPT).cloned().collect(),
+            system_log_last: warnings.get(last_from..).unwrap_or_default().to_vec(),
+        }
+    }
+}
+
+/// One SIPp error line as a kind: its timestamp and the quoted Call-ID taken out, the text cut short.
+/// Lines that continue a quoted SIP message (they do not start with a date) are not kinds of their own.
+fn sipp_error_kind(line: &str) -> Option<String> {
+    if !line.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    // "2026-12-07\t23:59:59.123456\t1733615999.123456: what happened"
+    let text = line.split_once(": ").map_or(line, |(_, rest)| rest);
+    let mut kind = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("Call-Id '").or_else(|| rest.find("Call-ID '")) {
+        let open = start + "Call-Id '".len();
+        kind.push_str(&rest[..open]);
+        kind.push_str("…'");
+        rest = match rest[open..].find('\'') {
+            Some(close) => &rest[open + close + 1..],
+            None => "",
+        };
+    }
+    kind.push_str(rest);
+    Some(kind.chars().take(LINE_CHARS_KEPT).collect())
 }
 
 pub(crate) fn last_stat(csv: &str, name: &str) -> u64 {
@@ -334,14 +434,31 @@ pub fn run(args: &SipArgs) -> Result<Value, String> {
         for run in 0..args.repeat.max(1) {
             let uas_port = free_port();
             let _uas = start_uas(uas_port)?;
-            let (cc, port) = start_callcenter(&bin, dir.path(), uas_port)?;
-            ours.push(load(port, cc.0.id(), rate, run, args.duration, args.hold_ms)?);
+            let log = dir.path().join(format!("callcenter-{rate}-{run}.log"));
+            let (cc, port) = start_callcenter(&bin, dir.path(), uas_port, &log)?;
+            ours.push(load(
+                port,
+                cc.0.id(),
+                Some(&log),
+                rate,
+                run,
+                args.duration,
+                args.hold_ms,
+            )?);
             drop(cc);
             if !args.no_kamailio {
                 let uas_port = free_port();
                 let _uas = start_uas(uas_port)?;
                 let (k, port) = start_kamailio(dir.path(), uas_port)?;
-                theirs.push(load(port, k.0.id(), rate, run, args.duration, args.hold_ms)?);
+                theirs.push(load(
+                    port,
+                    k.0.id(),
+                    None,
+                    rate,
+                    run,
+                    args.duration,
+                    args.hold_ms,
+                )?);
             }
         }
     }
@@ -410,7 +527,7 @@ fn median(values: &[f64]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{RateResult, median, summarise};
+    use super::{FailureEvidence, RateResult, median, summarise};
 
     fn result(offered_cps: u32, run: u32, cpu: f64, signalling: Option<f64>) -> RateResult {
         RateResult {
@@ -424,6 +541,7 @@ mod tests {
             signalling_cpu_us_per_call: signalling,
             p99_response_ms: 1.0,
             p50_response_ms: 0.0,
+            failures: None,
         }
     }
 
@@ -458,5 +576,34 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn failures_are_grouped_by_kind_without_call_ids_and_the_log_keeps_its_warnings() {
+        let sipp = "2026-12-07\t10:00:00.1\t1.1: Aborting call on unexpected message for Call-Id '1-9@127.0.0.1': while expecting '200' (index 3), received 'SIP/2.0 503 Service Unavailable\n\
+Via: SIP/2.0/UDP 127.0.0.1\n\
+'\n\
+2026-12-07\t10:00:00.2\t1.2: Aborting call on unexpected message for Call-Id '2-9@127.0.0.1': while expecting '200' (index 3), received 'SIP/2.0 503 Service Unavailable\n\
+2026-12-07\t10:00:01.0\t2.0: Call-Id '3-9@127.0.0.1': timeout\n";
+        let log = "2026-12-07T10:00:00Z  INFO started\n\
+2026-12-07T10:00:00Z  WARN call{id=1}: gateway: no answer\n\
+2026-12-07T10:00:01Z ERROR store: gone\n";
+        let evidence = FailureEvidence::from_texts(sipp, log);
+        assert_eq!(evidence.sipp_errors.len(), 2);
+        assert_eq!(evidence.sipp_errors[0].1, 2);
+        assert!(
+            evidence.sipp_errors[0].0.contains("Call-Id '…'"),
+            "{:?}",
+            evidence.sipp_errors
+        );
+        assert!(evidence.sipp_errors[0].0.contains("503 Service Unavailable"));
+        assert_eq!(evidence.sipp_errors[1], ("Call-Id '…': timeout".to_string(), 1));
+        assert_eq!(evidence.system_log_lines, 2);
+        assert_eq!(
+            evidence.system_log_first[0],
+            "WARN call{id=1}: gateway: no answer"
+        );
+        // Few lines: each is given once, not as both first and last.
+        assert!(evidence.system_log_last.is_empty());
     }
 }

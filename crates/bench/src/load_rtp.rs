@@ -111,6 +111,8 @@ struct Endpoint {
 
 struct Shared {
     start: Instant,
+    /// The wall clock and the monotonic clock when the window opened (µs), set once.
+    window_opened_at: std::sync::OnceLock<(u64, f64)>,
     window_open: AtomicBool,
     window_closed: AtomicBool,
     stop: AtomicBool,
@@ -161,6 +163,10 @@ struct Heard {
     last_latency: Vec<Option<u32>>,
     latencies_us: Vec<u32>,
     jitter_us: Vec<u32>,
+    /// Per [`SLOW_BUCKET_US`] of arrival time (wall clock): packets slower than
+    /// [`SLOW_PACKET_US`], and the slowest. Bounded: a bucket is made only for a slow packet, and a
+    /// window of minutes holds a few thousand buckets at most.
+    slow: std::collections::BTreeMap<u64, (u64, u32)>,
 }
 
 impl Heard {
@@ -171,6 +177,7 @@ impl Heard {
             last_latency: vec![None; streams],
             latencies_us: Vec::new(),
             jitter_us: Vec::new(),
+            slow: Default::default(),
         }
     }
 }
@@ -189,7 +196,43 @@ pub struct Direction {
     pub latency_max_us: u64,
     pub added_jitter_p50_us: u64,
     pub added_jitter_p99_us: u64,
+    /// When the slow packets came: a tail spread over the whole window is a cost per packet, one
+    /// bunched in a few stretches is a stall. Stretches of [`SLOW_BUCKET_US`] with packets slower
+    /// than [`SLOW_PACKET_US`]: how many there were, and the worst of them, by packet count.
+    pub slow_stretches: SlowStretches,
 }
+
+/// Where in the window the slow packets were.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SlowStretches {
+    pub stretch_ms: u64,
+    pub slower_than_us: u32,
+    /// Packets slower than `slower_than_us` in the window.
+    pub slow_packets: u64,
+    /// Stretches that held at least one.
+    pub stretches: usize,
+    /// The stretches with the most slow packets (at most [`WORST_STRETCHES_KEPT`]), in time order.
+    pub worst: Vec<SlowStretch>,
+}
+
+/// One stretch of the window.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SlowStretch {
+    /// Its start, in seconds after the window opened.
+    pub at_s: f64,
+    /// Its start on the machine's monotonic clock (seconds), to find it in a `perf` recording made
+    /// with `-k CLOCK_MONOTONIC`.
+    pub at_monotonic_s: f64,
+    pub slow_packets: u64,
+    pub slowest_us: u32,
+}
+
+/// A packet slower than this counts as slow.
+pub const SLOW_PACKET_US: u32 = 5_000;
+/// The length of a stretch.
+pub const SLOW_BUCKET_US: u64 = 100_000;
+/// Stretches listed in the figures.
+pub const WORST_STRETCHES_KEPT: usize = 12;
 
 /// Both directions and what the generator itself could not take.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -235,6 +278,7 @@ impl MediaLoad {
             .collect();
         let shared = Arc::new(Shared {
             start: Instant::now(),
+            window_opened_at: std::sync::OnceLock::new(),
             window_open: AtomicBool::new(false),
             window_closed: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -294,6 +338,10 @@ impl MediaLoad {
 
     /// Packets sent from now on count (loss, latency, jitter).
     pub fn open_window(&self) {
+        let monotonic = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+            .unwrap_or(0.0);
+        let _ = self.shared.window_opened_at.set((Shared::wall_us(), monotonic));
         self.shared.window_open.store(true, Ordering::SeqCst);
     }
 
@@ -372,6 +420,7 @@ impl MediaLoad {
                 crate::acd::percentile(&v, p)
             };
             let lost = sent.saturating_sub(received);
+            let slow_stretches = slow_stretches(&heard.slow, shared.window_opened_at.get().copied());
             Direction {
                 streams,
                 sent,
@@ -383,6 +432,7 @@ impl MediaLoad {
                 latency_max_us: heard.latencies_us.last().map(|x| u64::from(*x)).unwrap_or(0),
                 added_jitter_p50_us: pct(&heard.jitter_us, 0.5),
                 added_jitter_p99_us: pct(&heard.jitter_us, 0.99),
+                slow_stretches,
             }
         };
         MediaFigures {
@@ -574,8 +624,45 @@ fn on_datagram(
     *in_window += 1;
     let latency = arrived_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32;
     heard.latencies_us.push(latency);
+    if latency > SLOW_PACKET_US {
+        let stretch = heard.slow.entry(arrived_us / SLOW_BUCKET_US).or_default();
+        stretch.0 += 1;
+        stretch.1 = stretch.1.max(latency);
+    }
     if let Some(previous) = last.replace(latency) {
         heard.jitter_us.push(latency.abs_diff(previous));
+    }
+}
+
+/// The slow stretches of one direction, placed against the window's opening (`opened`: its wall
+/// clock in µs and its monotonic clock in s).
+fn slow_stretches(
+    slow: &std::collections::BTreeMap<u64, (u64, u32)>,
+    opened: Option<(u64, f64)>,
+) -> SlowStretches {
+    let (opened_wall_us, opened_monotonic_s) = opened.unwrap_or((0, 0.0));
+    let mut worst: Vec<(u64, u64, u32)> = slow
+        .iter()
+        .map(|(bucket, (count, max))| (*bucket, *count, *max))
+        .collect();
+    worst.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    worst.truncate(WORST_STRETCHES_KEPT);
+    worst.sort_by_key(|stretch| stretch.0);
+    let at_s = |bucket: u64| (bucket * SLOW_BUCKET_US) as f64 / 1e6 - opened_wall_us as f64 / 1e6;
+    SlowStretches {
+        stretch_ms: SLOW_BUCKET_US / 1000,
+        slower_than_us: SLOW_PACKET_US,
+        slow_packets: slow.values().map(|(count, _)| count).sum(),
+        stretches: slow.len(),
+        worst: worst
+            .into_iter()
+            .map(|(bucket, slow_packets, slowest_us)| SlowStretch {
+                at_s: at_s(bucket),
+                at_monotonic_s: opened_monotonic_s + at_s(bucket),
+                slow_packets,
+                slowest_us,
+            })
+            .collect(),
     }
 }
 
@@ -822,5 +909,26 @@ mod tests {
         );
         assert!(shared.endpoint_at(Ipv4Addr::new(127, 64, 0, 5)).is_none());
         assert!(shared.endpoint_at(Ipv4Addr::new(127, 0, 0, 1)).is_none());
+    }
+
+    #[test]
+    fn slow_packets_are_placed_in_their_stretch_of_the_window_and_the_worst_are_kept_in_time_order() {
+        let opened_wall_us = 1_000_000_000;
+        let mut slow = std::collections::BTreeMap::new();
+        // Stretch k of the window holds k slow packets, the slowest 6 ms + k µs.
+        for k in 1..=20u64 {
+            slow.insert(opened_wall_us / SLOW_BUCKET_US + k, (k, 6_000 + k as u32));
+        }
+        let stretches = slow_stretches(&slow, Some((opened_wall_us, 500.0)));
+        assert_eq!(stretches.stretches, 20);
+        assert_eq!(stretches.slow_packets, (1..=20).sum::<u64>());
+        assert_eq!(stretches.worst.len(), WORST_STRETCHES_KEPT);
+        // The twelve fullest are stretches 9..=20, listed in time order.
+        let first = &stretches.worst[0];
+        assert_eq!(first.slow_packets, 9);
+        assert_eq!(first.slowest_us, 6_009);
+        assert!((first.at_s - 0.9).abs() < 1e-9, "{first:?}");
+        assert!((first.at_monotonic_s - 500.9).abs() < 1e-9, "{first:?}");
+        assert_eq!(stretches.worst.last().map(|s| s.slow_packets), Some(20));
     }
 }

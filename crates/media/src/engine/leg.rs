@@ -536,13 +536,46 @@ struct LegTask {
     sent_rtcp: bool,
 }
 
-async fn next_tick(tick: &mut Option<Interval>) {
-    match tick {
-        Some(interval) => {
-            interval.tick().await;
-        }
-        None => std::future::pending::<()>().await,
+/// What woke a leg, in the order it is looked at: a command first (a close must not wait behind a
+/// flood), then RTP, RTCP, the playback tick and the housekeeping tick.
+enum Wake {
+    Command(Option<LegCommand>),
+    Rtp(std::io::Result<()>),
+    Rtcp,
+    Tick,
+    Housekeeping,
+}
+
+/// Polls each source of a leg's work in place. Futures made afresh on every wake-up (`select!` over
+/// `recv`, `readable`, `recv_from` and two ticks) cost a waiter linked into and out of each socket's
+/// list under its lock and five futures built and dropped, for every packet; `poll_recv_ready` keeps
+/// one waker per socket instead.
+fn poll_wake(
+    cx: &mut std::task::Context<'_>,
+    commands: &mut mpsc::UnboundedReceiver<LegCommand>,
+    shared: &LegShared,
+    tick: &mut Option<Interval>,
+    housekeeping: &mut Interval,
+) -> std::task::Poll<Wake> {
+    use std::task::Poll;
+    if let Poll::Ready(command) = commands.poll_recv(cx) {
+        return Poll::Ready(Wake::Command(command));
     }
+    if let Poll::Ready(ready) = shared.rtp().poll_recv_ready(cx) {
+        return Poll::Ready(Wake::Rtp(ready));
+    }
+    if let Poll::Ready(Ok(())) = shared.rtcp().poll_recv_ready(cx) {
+        return Poll::Ready(Wake::Rtcp);
+    }
+    if let Some(interval) = tick
+        && interval.poll_tick(cx).is_ready()
+    {
+        return Poll::Ready(Wake::Tick);
+    }
+    if housekeeping.poll_tick(cx).is_ready() {
+        return Poll::Ready(Wake::Housekeeping);
+    }
+    Poll::Pending
 }
 
 impl LegTask {
@@ -568,38 +601,39 @@ impl LegTask {
             tokio::time::interval_at(tokio::time::Instant::now() + phase, HOUSEKEEPING_PERIOD);
         housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                biased;
-                command = commands.recv() => match command {
-                    None | Some(LegCommand::Close) => break,
-                    Some(command) => self.handle_command(command),
-                },
-                ready = self.shared.rtp().readable() => {
-                    if ready.is_ok() {
-                        // What is queued, up to 16 datagrams, before the other branches get a look.
-                        for _ in 0..MAX_BATCHES_PER_WAKE {
-                            let Ok(count) = receive_batch(self.shared.rtp(), &mut batch) else {
-                                break;
-                            };
-                            let ReceiveBatch { datagrams, received } = &mut batch;
-                            for (datagram, (len, from)) in datagrams.iter_mut().zip(*received).take(count) {
-                                if let Some(from) = from {
-                                    self.on_rtp(datagram, len, from);
-                                }
+            let wake = std::future::poll_fn(|cx| {
+                poll_wake(cx, &mut commands, &self.shared, &mut self.tick, &mut housekeeping)
+            })
+            .await;
+            match wake {
+                Wake::Command(None | Some(LegCommand::Close)) => break,
+                Wake::Command(Some(command)) => self.handle_command(command),
+                Wake::Rtp(Ok(())) => {
+                    // What is queued, up to 16 datagrams, before the other sources get a look.
+                    for _ in 0..MAX_BATCHES_PER_WAKE {
+                        let Ok(count) = receive_batch(self.shared.rtp(), &mut batch) else {
+                            break;
+                        };
+                        let ReceiveBatch { datagrams, received } = &mut batch;
+                        for (datagram, (len, from)) in datagrams.iter_mut().zip(*received).take(count) {
+                            if let Some(from) = from {
+                                self.on_rtp(datagram, len, from);
                             }
-                            if count < RECEIVE_BATCH {
-                                break;
-                            }
+                        }
+                        if count < RECEIVE_BATCH {
+                            break;
                         }
                     }
                 }
-                received = self.shared.rtcp().recv_from(&mut rtcp_buf) => {
-                    if let Ok((len, from)) = received {
+                Wake::Rtp(Err(_)) => {}
+                Wake::Rtcp => {
+                    // One report per wake-up; an empty queue clears the readiness.
+                    if let Ok((len, from)) = self.shared.rtcp().try_recv_from(&mut rtcp_buf) {
                         self.on_rtcp(rtcp_buf.get_mut(..len).unwrap_or(&mut []), from);
                     }
                 }
-                _ = next_tick(&mut self.tick) => self.on_tick(),
-                _ = housekeeping.tick() => self.housekeeping(),
+                Wake::Tick => self.on_tick(),
+                Wake::Housekeeping => self.housekeeping(),
             }
         }
         // RFC 3550 §6.3.7: a participant that never sent an RTP or RTCP packet must not send a BYE.

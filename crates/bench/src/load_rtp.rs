@@ -166,7 +166,17 @@ struct Heard {
     /// Per [`SLOW_BUCKET_US`] of arrival time (wall clock): packets slower than
     /// [`SLOW_PACKET_US`], and the slowest. Bounded: a bucket is made only for a slow packet, and a
     /// window of minutes holds a few thousand buckets at most.
-    slow: std::collections::BTreeMap<u64, (u64, u32)>,
+    slow: SlowBuckets,
+}
+
+/// Per [`SLOW_BUCKET_US`] of wall-clock time: how many events were slow, and the slowest (µs).
+type SlowBuckets = std::collections::BTreeMap<u64, (u64, u32)>;
+
+/// Counts a slow event of `late_us` at `at_us` (wall clock).
+fn count_slow(buckets: &mut SlowBuckets, at_us: u64, late_us: u32) {
+    let stretch = buckets.entry(at_us / SLOW_BUCKET_US).or_default();
+    stretch.0 += 1;
+    stretch.1 = stretch.1.max(late_us);
 }
 
 impl Heard {
@@ -229,6 +239,8 @@ pub struct SlowStretch {
 
 /// A packet slower than this counts as slow.
 pub const SLOW_PACKET_US: u32 = 5_000;
+/// A sending phase this late counts as late.
+pub const SENDER_LATE_US: u32 = 2_000;
 /// The length of a stretch.
 pub const SLOW_BUCKET_US: u64 = 100_000;
 /// Stretches listed in the figures.
@@ -245,13 +257,18 @@ pub struct MediaFigures {
     /// Datagrams the kernel dropped at the generator's own socket (its buffer was full): a loss the
     /// generator caused, counted apart from the platform's.
     pub generator_socket_drops: u64,
+    /// Stretches of the window in which the generator's sending thread sent a 1 ms phase more than
+    /// [`SENDER_LATE_US`] late (it waited for a core) and so sent a burst the platform had to absorb;
+    /// here `slow_packets` counts late phases. Set beside `slow_stretches`, it tells a stall of the
+    /// platform from a burst of the generator's.
+    pub sender_late_stretches: SlowStretches,
 }
 
 /// The endpoints of one step and the threads that drive them; [`MediaLoad::finish`] stops them.
 pub struct MediaLoad {
     shared: Arc<Shared>,
     receiver: Option<JoinHandle<[Heard; 2]>>,
-    sender: Option<JoinHandle<()>>,
+    sender: Option<JoinHandle<SlowBuckets>>,
     calls: usize,
 }
 
@@ -378,9 +395,11 @@ impl MediaLoad {
     pub fn finish(mut self) -> MediaFigures {
         let generator_socket_drops = socket_drops(self.shared.port);
         self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(sender) = self.sender.take() {
-            let _ = sender.join();
-        }
+        let sender_late = self
+            .sender
+            .take()
+            .and_then(|sender| sender.join().ok())
+            .unwrap_or_default();
         let calls = self.calls;
         let streams = calls * 2;
         let [by_callers, by_agents] = self
@@ -420,7 +439,11 @@ impl MediaLoad {
                 crate::acd::percentile(&v, p)
             };
             let lost = sent.saturating_sub(received);
-            let slow_stretches = slow_stretches(&heard.slow, shared.window_opened_at.get().copied());
+            let slow_stretches = slow_stretches(
+                &heard.slow,
+                SLOW_PACKET_US,
+                shared.window_opened_at.get().copied(),
+            );
             Direction {
                 streams,
                 sent,
@@ -441,6 +464,11 @@ impl MediaLoad {
             callers_without_audio,
             agents_reached,
             generator_socket_drops,
+            sender_late_stretches: slow_stretches(
+                &sender_late,
+                SENDER_LATE_US,
+                shared.window_opened_at.get().copied(),
+            ),
         }
     }
 }
@@ -625,21 +653,16 @@ fn on_datagram(
     let latency = arrived_us.saturating_sub(sent_us).min(u64::from(u32::MAX)) as u32;
     heard.latencies_us.push(latency);
     if latency > SLOW_PACKET_US {
-        let stretch = heard.slow.entry(arrived_us / SLOW_BUCKET_US).or_default();
-        stretch.0 += 1;
-        stretch.1 = stretch.1.max(latency);
+        count_slow(&mut heard.slow, arrived_us, latency);
     }
     if let Some(previous) = last.replace(latency) {
         heard.jitter_us.push(latency.abs_diff(previous));
     }
 }
 
-/// The slow stretches of one direction, placed against the window's opening (`opened`: its wall
-/// clock in µs and its monotonic clock in s).
-fn slow_stretches(
-    slow: &std::collections::BTreeMap<u64, (u64, u32)>,
-    opened: Option<(u64, f64)>,
-) -> SlowStretches {
+/// The stretches of `slow` (events slower than `threshold_us`), placed against the window's opening
+/// (`opened`: its wall clock in µs and its monotonic clock in s).
+fn slow_stretches(slow: &SlowBuckets, threshold_us: u32, opened: Option<(u64, f64)>) -> SlowStretches {
     let (opened_wall_us, opened_monotonic_s) = opened.unwrap_or((0, 0.0));
     let mut worst: Vec<(u64, u64, u32)> = slow
         .iter()
@@ -651,7 +674,7 @@ fn slow_stretches(
     let at_s = |bucket: u64| (bucket * SLOW_BUCKET_US) as f64 / 1e6 - opened_wall_us as f64 / 1e6;
     SlowStretches {
         stretch_ms: SLOW_BUCKET_US / 1000,
-        slower_than_us: SLOW_PACKET_US,
+        slower_than_us: threshold_us,
         slow_packets: slow.values().map(|(count, _)| count).sum(),
         stretches: slow.len(),
         worst: worst
@@ -731,7 +754,8 @@ fn next_packet(shared: &Shared, endpoint: &Endpoint, now: u64) -> Option<(Socket
 /// Sends each endpoint's packet every 20 ms, endpoint `i` in the 1 ms phase `i % 20`, from the endpoint's
 /// own address. A phase that comes late (the thread waited for a core) is sent at once, as a phone's
 /// packets queued behind a busy CPU would be.
-fn send_loop(shared: &Shared) {
+fn send_loop(shared: &Shared) -> SlowBuckets {
+    let mut late = SlowBuckets::new();
     let mut payload = [0xffu8; 160];
     payload[..4].copy_from_slice(MAGIC);
     let mut out = [0u8; 200];
@@ -740,8 +764,18 @@ fn send_loop(shared: &Shared) {
     let mut phase: u64 = 0;
     while !shared.stop.load(Ordering::Relaxed) {
         let due = begin + Duration::from_millis(phase);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+        match due.checked_duration_since(Instant::now()) {
+            Some(wait) => std::thread::sleep(wait),
+            None => {
+                let late_us = Instant::now().saturating_duration_since(due).as_micros();
+                if late_us > u128::from(SENDER_LATE_US) && shared.window() == Window::In {
+                    count_slow(
+                        &mut late,
+                        Shared::wall_us(),
+                        u32::try_from(late_us).unwrap_or(u32::MAX),
+                    );
+                }
+            }
         }
         let first = (phase % PACKET_INTERVAL_MS) as usize;
         phase += 1;
@@ -799,6 +833,7 @@ fn send_loop(shared: &Shared) {
             }
         }
     }
+    late
 }
 
 /// The IPv4 address in `address`, if it is one (the RTP ends and the relays here are IPv4).
@@ -919,7 +954,7 @@ mod tests {
         for k in 1..=20u64 {
             slow.insert(opened_wall_us / SLOW_BUCKET_US + k, (k, 6_000 + k as u32));
         }
-        let stretches = slow_stretches(&slow, Some((opened_wall_us, 500.0)));
+        let stretches = slow_stretches(&slow, SLOW_PACKET_US, Some((opened_wall_us, 500.0)));
         assert_eq!(stretches.stretches, 20);
         assert_eq!(stretches.slow_packets, (1..=20).sum::<u64>());
         assert_eq!(stretches.worst.len(), WORST_STRETCHES_KEPT);

@@ -42,6 +42,8 @@ use tokio::time::{Interval, MissedTickBehavior};
 
 /// Largest datagram the engine handles; RTP over Ethernet stays far below.
 const MAX_DATAGRAM: usize = 1500;
+/// Room for one locally made 20 ms G.711 packet: the RTP header, the frame and SRTP's tag.
+pub(crate) const LOCAL_PACKET_MAX: usize = 12 + SAMPLES_PER_FRAME + MAX_RTP_OVERHEAD;
 /// Batches of RTP a leg reads per wake-up at most (16 datagrams), so a flood on one leg cannot keep its
 /// worker from the others.
 const MAX_BATCHES_PER_WAKE: usize = 16 / RECEIVE_BATCH;
@@ -118,6 +120,31 @@ impl OutState {
         }
         let remote = self.remote?;
         self.may_send(now, metrics).then_some(remote)
+    }
+
+    /// Writes one locally made 20 ms frame (`payload`, already in the leg's law) into `packet` as the
+    /// next packet of the outgoing stream, protected when the leg uses SRTP; the length to send,
+    /// `None` to drop. Stamp and protection under one lock: the SRTP context is the same stream's.
+    pub(crate) fn write_local_frame(
+        &mut self,
+        now: Millis,
+        payload: &[u8],
+        packet: &mut [u8; LOCAL_PACKET_MAX],
+    ) -> Option<usize> {
+        let stamp = self
+            .stream
+            .stamp_local(now, SAMPLES_PER_FRAME as u32, SAMPLES_PER_FRAME);
+        let len = RtpPacket::new(
+            self.payload_type,
+            stamp.sequence,
+            stamp.timestamp,
+            self.stream.ssrc(),
+            payload,
+        )
+        .with_marker(stamp.marker)
+        .write_to(packet)
+        .ok()?;
+        self.protect_rtp(packet, len)
     }
 
     /// Protects the RTP packet in `buf[..len]` when the leg uses SRTP; the length to send, `None` to drop.
@@ -734,7 +761,7 @@ impl LegTask {
     /// Sends the next 20 ms of locally generated media: DTMF first, then the prompt.
     fn on_tick(&mut self) {
         let now = self.now_ms(Instant::now());
-        let mut packet = [0u8; 12 + SAMPLES_PER_FRAME + MAX_RTP_OVERHEAD];
+        let mut packet = [0u8; LOCAL_PACKET_MAX];
         if let Some(event) = self.dtmf_out.pop_front() {
             let payload = event.event.to_bytes();
             let prepared = {
@@ -787,20 +814,7 @@ impl LegTask {
         if !out.may_send(now, &self.metrics) {
             return;
         }
-        let stamp = out
-            .stream
-            .stamp_local(now, SAMPLES_PER_FRAME as u32, SAMPLES_PER_FRAME);
-        let rtp = RtpPacket::new(
-            out.payload_type,
-            stamp.sequence,
-            stamp.timestamp,
-            out.stream.ssrc(),
-            &frame,
-        )
-        .with_marker(stamp.marker);
-        if let Ok(len) = rtp.write_to(&mut packet)
-            && let Some(len) = out.protect_rtp(&mut packet, len)
-        {
+        if let Some(len) = out.write_local_frame(now, &frame, &mut packet) {
             drop(out);
             let _ = self
                 .shared

@@ -1,11 +1,10 @@
 //! What a leg sends that is not its own playback: a partner's packet relayed out of this leg's socket
 //! (the hot path: no allocation, no await), and a locally made frame (a monitored call's mix).
 
-use super::{LegShared, MAX_DATAGRAM, PartnerLink};
-use crate::g711::{G711, SAMPLES_PER_FRAME};
+use super::{LOCAL_PACKET_MAX, LegShared, MAX_DATAGRAM, PartnerLink};
+use crate::g711::G711;
 use crate::mixer::{Frame, encode_frame};
-use crate::rtp::{RtpPacket, rewrite_header};
-use crate::srtp::MAX_RTP_OVERHEAD;
+use crate::rtp::rewrite_header;
 use crate::stream::{Millis, SourceHeader};
 
 /// Relays one received packet out of the partner's socket (the hot path: no allocation, no await).
@@ -74,23 +73,8 @@ pub(crate) fn send_local_frame(leg: &LegShared, frame: &Frame, now: Millis) -> b
         return false;
     };
     let payload = encode_frame(out.law, frame);
-    let stamp = out
-        .stream
-        .stamp_local(now, SAMPLES_PER_FRAME as u32, SAMPLES_PER_FRAME);
-    let rtp = RtpPacket::new(
-        out.payload_type,
-        stamp.sequence,
-        stamp.timestamp,
-        out.stream.ssrc(),
-        &payload,
-    )
-    .with_marker(stamp.marker);
-    let mut packet = [0u8; 12 + SAMPLES_PER_FRAME + MAX_RTP_OVERHEAD];
-    // One lock for the stamp and the protection: the SRTP context is the same stream's.
-    let written = rtp
-        .write_to(&mut packet)
-        .ok()
-        .and_then(|len| out.protect_rtp(&mut packet, len));
+    let mut packet = [0u8; LOCAL_PACKET_MAX];
+    let written = out.write_local_frame(now, &payload, &mut packet);
     drop(out);
     match written {
         Some(len) => leg
